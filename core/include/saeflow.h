@@ -1,0 +1,225 @@
+/* saeflow.h — the whole public stage ABI of saeflow, in one versioned header.
+ *
+ * A plugin is a shared object that exports two symbols:
+ *
+ *     const uint32_t saeflow_abi_version = SF_ABI_VERSION;
+ *     const sf_stage_def *const *saeflow_stages(void);   // NULL-terminated list
+ *
+ * (SF_PLUGIN(...) below writes both.) The loader reads saeflow_abi_version before it touches
+ * anything else and refuses a plugin built against another version.
+ *
+ * Threading: each stage instance runs all its callbacks on one worker thread of its own, never on
+ * the event loop, so callbacks may compute for as long as they need. sf_emit() blocks while the
+ * consumers are behind (backpressure), so a producer never outruns memory.
+ *
+ * Messages are MessagePack maps with string keys. Tensors inside them are encoded exactly as
+ * Python's msgpack-numpy encodes numpy arrays, so Python can read and write any edge.
+ */
+#ifndef SAEFLOW_H
+#define SAEFLOW_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SF_ABI_VERSION 1u
+
+#if defined(__GNUC__)
+#define SF_EXPORT __attribute__((visibility("default")))
+#define SF_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define SF_EXPORT
+#define SF_PRINTF(a, b)
+#endif
+
+/* Return codes of stage callbacks and of most library calls. */
+enum { SF_OK = 0, SF_DONE = 1, SF_ERR = -1 };
+
+/* ------------------------------------------------------------------------------------------ */
+/* Errors and logging                                                                          */
+
+/* Records an error message for the calling thread and returns SF_ERR, so a callback can
+ * `return sf_fail("cannot open %s: %s", path, strerror(errno));`. The runtime prints it,
+ * prefixed with the stage name, and stops the pipeline. */
+SF_EXPORT int sf_fail(const char *fmt, ...) SF_PRINTF(1, 2);
+SF_EXPORT int sf_vfail(const char *fmt, va_list ap);
+/* The calling thread's last error ("" if none). */
+SF_EXPORT const char *sf_last_error(void);
+
+enum sf_log_level { SF_LOG_DEBUG = 0, SF_LOG_INFO = 1, SF_LOG_WARN = 2, SF_LOG_ERROR = 3 };
+/* Logs to stderr, prefixed with time and the calling stage's name. */
+SF_EXPORT void sf_log(int level, const char *fmt, ...) SF_PRINTF(2, 3);
+SF_EXPORT void sf_log_set_level(int level);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Tensors                                                                                     */
+
+typedef enum sf_dtype {
+    SF_F32, SF_F64, SF_F16, SF_BF16,
+    SF_I8, SF_I16, SF_I32, SF_I64,
+    SF_U8, SF_U16, SF_U32, SF_U64,
+    SF_BOOL,
+    SF_DTYPE_COUNT
+} sf_dtype;
+
+#define SF_MAX_DIMS 8
+
+typedef struct sf_tensor {
+    sf_dtype dtype;
+    int ndim;
+    int64_t shape[SF_MAX_DIMS];
+    const void *data; /* in a received message: points into it, NOT aligned; see sf_tensor_to_f32 */
+    size_t nbytes;
+} sf_tensor;
+
+SF_EXPORT size_t sf_dtype_size(sf_dtype t);
+SF_EXPORT const char *sf_dtype_name(sf_dtype t); /* "F32", "BF16", ... as safetensors spells them */
+SF_EXPORT int sf_dtype_parse(const char *name, sf_dtype *out); /* inverse of sf_dtype_name */
+SF_EXPORT int64_t sf_tensor_numel(const sf_tensor *t);
+/* Converts n elements of any numeric dtype to float32 (dst must not overlap src). */
+SF_EXPORT void sf_convert_to_f32(float *dst, const void *src, sf_dtype t, size_t n);
+/* Converts n float32 values to F32, F16 or BF16 (round to nearest even). */
+SF_EXPORT void sf_convert_from_f32(void *dst, sf_dtype t, const float *src, size_t n);
+SF_EXPORT float sf_bf16_to_f32(uint16_t h);
+SF_EXPORT uint16_t sf_f32_to_bf16(float f);
+SF_EXPORT float sf_f16_to_f32(uint16_t h);
+SF_EXPORT uint16_t sf_f32_to_f16(float f);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Messages                                                                                    */
+
+/* A message is either being built (sf_msg_new, the sf_msg_put_* calls) or received (read-only,
+ * the sf_msg_get_* calls). Keys are UTF-8 strings; put each key once. */
+typedef struct sf_msg sf_msg;
+
+SF_EXPORT sf_msg *sf_msg_new(void);
+SF_EXPORT void sf_msg_free(sf_msg *m);
+
+SF_EXPORT void sf_msg_put_int(sf_msg *m, const char *key, int64_t v);
+SF_EXPORT void sf_msg_put_float(sf_msg *m, const char *key, double v);
+SF_EXPORT void sf_msg_put_bool(sf_msg *m, const char *key, int v);
+SF_EXPORT void sf_msg_put_str(sf_msg *m, const char *key, const char *s);
+SF_EXPORT void sf_msg_put_strn(sf_msg *m, const char *key, const char *s, size_t len);
+/* An array of n strings. */
+SF_EXPORT void sf_msg_put_strs(sf_msg *m, const char *key, const char *const *s, size_t n);
+/* A tensor, copied into the message once. */
+SF_EXPORT void sf_msg_put_tensor(sf_msg *m, const char *key, sf_dtype t, int ndim,
+                                 const int64_t *shape, const void *data);
+/* A tensor whose bytes the caller writes in place, without a copy: returns where to write
+ * them. The pointer is valid until the next sf_msg_put_* call or sf_emit. */
+SF_EXPORT void *sf_msg_put_tensor_inplace(sf_msg *m, const char *key, sf_dtype t, int ndim,
+                                          const int64_t *shape);
+/* Copies field `key` of a received message into m unchanged; SF_ERR if src has no such key. */
+SF_EXPORT int sf_msg_copy_field(sf_msg *m, const sf_msg *src, const char *key);
+
+/* Parses and validates an untrusted buffer (every length and shape checked against it). The
+ * message references buf, which must outlive it. NULL with sf_last_error() set on bad input. */
+SF_EXPORT sf_msg *sf_msg_parse(const void *buf, size_t len);
+/* The encoded bytes of a message being built (or of a parsed one). */
+SF_EXPORT const void *sf_msg_bytes(const sf_msg *m, size_t *len);
+
+SF_EXPORT int sf_msg_has(const sf_msg *m, const char *key);
+/* Getters return SF_OK, or SF_ERR with sf_last_error() naming the key and what was wrong
+ * (missing, or of another type). */
+SF_EXPORT int sf_msg_get_int(const sf_msg *m, const char *key, int64_t *out);
+SF_EXPORT int sf_msg_get_float(const sf_msg *m, const char *key, double *out); /* ints too */
+SF_EXPORT int sf_msg_get_bool(const sf_msg *m, const char *key, int *out);
+/* Not NUL-terminated: use *len. */
+SF_EXPORT int sf_msg_get_str(const sf_msg *m, const char *key, const char **s, size_t *len);
+SF_EXPORT int sf_msg_get_strs_count(const sf_msg *m, const char *key, size_t *n);
+SF_EXPORT int sf_msg_get_strs_at(const sf_msg *m, const char *key, size_t i, const char **s,
+                                 size_t *len);
+SF_EXPORT int sf_msg_get_tensor(const sf_msg *m, const char *key, sf_tensor *out);
+/* Reads a tensor of any numeric dtype as float32 into dst (capacity in elements). */
+SF_EXPORT int sf_tensor_to_f32(const sf_tensor *t, float *dst, size_t capacity);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Stages                                                                                      */
+
+typedef enum sf_param_type { SF_PARAM_INT, SF_PARAM_FLOAT, SF_PARAM_BOOL, SF_PARAM_STRING } sf_param_type;
+
+typedef struct sf_param_def {
+    const char *name;
+    sf_param_type type;
+    const char *default_value; /* as written in a pipeline file; NULL means required */
+    const char *doc;
+} sf_param_def;
+
+/* A command-line subcommand a plugin adds to `saeflow` (e.g. `saeflow tokenize`). argv[0] is the
+ * subcommand name. Returns the process exit code. */
+typedef struct sf_command {
+    const char *name;
+    const char *usage;   /* e.g. "TOKENIZER_FILE [--tokens] [--special]" */
+    const char *summary; /* one line */
+    int (*main)(int argc, char **argv);
+} sf_command;
+
+/* The runtime's handle on one running stage instance. */
+typedef struct sf_ctx sf_ctx;
+
+typedef struct sf_stage_def {
+    const char *name;    /* as used in pipeline files: lowercase, [a-z0-9_] */
+    const char *summary; /* one line */
+    const char *doc;     /* a paragraph: what it reads, what it emits (message fields) */
+    const sf_param_def *params; /* terminated by an entry with name == NULL */
+    int min_inputs, max_inputs; /* 0, 0 for a source */
+    int has_output;             /* 0 for a sink */
+
+    /* Called once before any message; read parameters with sf_param_*. *state is yours. */
+    int (*init)(sf_ctx *ctx, void **state);
+    /* Sources: called again and again; emit zero or more messages per call, return SF_OK to be
+     * called again, SF_DONE at the end of the stream, SF_ERR on error. Must return soon after
+     * sf_stopping() becomes true. */
+    int (*produce)(sf_ctx *ctx, void *state);
+    /* Everything else: one message from input number `input` (0-based, in the order the
+     * pipeline lists them). The message is valid only during the call. */
+    int (*on_message)(sf_ctx *ctx, void *state, int input, const sf_msg *msg);
+    /* Every input has ended (all upstream replicas sent end-of-stream). May emit. */
+    int (*on_eos)(sf_ctx *ctx, void *state);
+    /* Always called last, also after an interrupt or an upstream failure (check
+     * sf_stopping()): save what must survive (a trainer's checkpoint), flush files. */
+    int (*finish)(sf_ctx *ctx, void *state);
+    void (*destroy)(void *state);
+
+    const sf_command *commands; /* optional; terminated by an entry with name == NULL */
+} sf_stage_def;
+
+/* Parameter values, validated against the declared types before init. */
+SF_EXPORT int64_t sf_param_int(sf_ctx *ctx, const char *name);
+SF_EXPORT double sf_param_float(sf_ctx *ctx, const char *name);
+SF_EXPORT int sf_param_bool(sf_ctx *ctx, const char *name);
+SF_EXPORT const char *sf_param_str(sf_ctx *ctx, const char *name);
+
+/* Sends m to every consumer of this stage's output and takes ownership of it (also on error).
+ * Blocks while consumers are behind. SF_ERR when the pipeline is stopping. */
+SF_EXPORT int sf_emit(sf_ctx *ctx, sf_msg *m);
+/* True once the pipeline is being stopped (signal, or another stage failed). */
+SF_EXPORT int sf_stopping(sf_ctx *ctx);
+/* This instance among its replicas (replicas = N in the pipeline): index in [0, count). */
+SF_EXPORT int sf_replica_index(sf_ctx *ctx);
+SF_EXPORT int sf_replica_count(sf_ctx *ctx);
+SF_EXPORT const char *sf_instance_name(sf_ctx *ctx); /* "fwd" or "fwd[1]" */
+/* Progress for the live status line: work done so far and the total if known (else 0), in the
+ * stage's own unit ("tokens", "steps"...). */
+SF_EXPORT void sf_progress(sf_ctx *ctx, uint64_t done, uint64_t total, const char *unit);
+/* Free-form counters printed in the run summary (e.g. "skipped_lines"). */
+SF_EXPORT void sf_count(sf_ctx *ctx, const char *counter, int64_t delta);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Plugin entry points                                                                         */
+
+#define SF_PLUGIN(...)                                                                         \
+    SF_EXPORT const uint32_t saeflow_abi_version = SF_ABI_VERSION;                             \
+    SF_EXPORT const sf_stage_def *const *saeflow_stages(void) {                               \
+        static const sf_stage_def *const list[] = {__VA_ARGS__, NULL};                        \
+        return list;                                                                           \
+    }
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,37 @@
+/* sf_safetensors.h — reading and writing safetensors files (Hugging Face's format), shared by the
+ * built-in stages. Reading memory-maps the file and validates every header length, dtype, shape
+ * and offset against it; writing is atomic and durable (temp file, fsync, rename, fsync dir). */
+#ifndef SF_SAFETENSORS_H
+#define SF_SAFETENSORS_H
+
+#include "saeflow.h"
+
+typedef struct sf_st_file sf_st_file;
+
+typedef struct sf_st_tensor {
+    const char *name;
+    sf_tensor t; /* t.data points into the mapping; aligned only as the file aligns it */
+} sf_st_tensor;
+
+/* NULL with sf_last_error() naming the file and the problem. */
+SF_EXPORT sf_st_file *sf_st_open(const char *path);
+SF_EXPORT void sf_st_close(sf_st_file *f);
+SF_EXPORT size_t sf_st_count(const sf_st_file *f);
+SF_EXPORT const sf_st_tensor *sf_st_at(const sf_st_file *f, size_t i);
+SF_EXPORT const sf_st_tensor *sf_st_find(const sf_st_file *f, const char *name);
+/* A "__metadata__" string value, or NULL. */
+SF_EXPORT const char *sf_st_metadata(const sf_st_file *f, const char *key);
+
+typedef struct sf_st_writer sf_st_writer;
+
+SF_EXPORT sf_st_writer *sf_st_writer_new(void);
+/* data is referenced, not copied: keep it alive until sf_st_writer_save returns. */
+SF_EXPORT void sf_st_writer_add(sf_st_writer *w, const char *name, sf_dtype dtype, int ndim,
+                                const int64_t *shape, const void *data);
+SF_EXPORT void sf_st_writer_meta(sf_st_writer *w, const char *key, const char *value);
+/* Writes path atomically (path.tmp, fsync, rename, fsync of the directory). If crc32 is not NULL
+ * it receives the CRC-32 (zlib) of the whole file written. */
+SF_EXPORT int sf_st_writer_save(sf_st_writer *w, const char *path, uint32_t *crc32);
+SF_EXPORT void sf_st_writer_free(sf_st_writer *w);
+
+#endif
