@@ -1,0 +1,542 @@
+#!/usr/bin/python3
+"""Build the bilingual (Japanese + English) Debian documentation corpus.
+
+Sources are Debian documentation packages that ship the same text in both
+languages (see data/corpus/README.md).  Missing packages are installed with
+apt-get, which needs root; pass --no-install to only use what is installed.
+
+Output: JSON Lines, one document (an HTML section or a man page) per line:
+  {"id", "lang": "en"|"ja", "source": "package:path[#anchor]", "text", "pair"}
+"pair" is the id of the same section / man page in the other language or null.
+Output is deterministic for a given set of installed package versions
+(sorted by id, no timestamps).
+
+Usage:
+  sudo /usr/bin/python3 tools/make_corpus.py            # full corpus -> data/build/
+  /usr/bin/python3 tools/make_corpus.py --subset-only   # re-cut the committed subset
+
+Standard library only (plus man/groff from Debian for man pages).
+"""
+import argparse
+import gzip
+import hashlib
+import html.parser
+import json
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+PACKAGES = [
+    "debian-reference-en", "debian-reference-ja",
+    "developers-reference", "developers-reference-ja",
+    "maint-guide", "maint-guide-ja",
+    "debian-faq", "debian-faq-ja",
+    "debian-handbook",
+    "manpages", "manpages-dev", "manpages-ja",
+]
+
+# (collection name, package per language, directory per language, file-name
+# pattern per language).  The pairing key of a file is the regex group "key".
+HTML_SETS = [
+    ("debian-reference",
+     {"en": "debian-reference-en", "ja": "debian-reference-ja"},
+     {"en": "/usr/share/debian-reference", "ja": "/usr/share/debian-reference"},
+     {"en": r"^(?P<key>(?:ch\d\d|apa|pr01))\.en\.html$",
+      "ja": r"^(?P<key>(?:ch\d\d|apa|pr01))\.ja\.html$"}),
+    ("developers-reference",
+     {"en": "developers-reference", "ja": "developers-reference-ja"},
+     {"en": "/usr/share/developers-reference", "ja": "/usr/share/developers-reference/ja"},
+     {"en": r"^(?!index|search|genindex|developers-reference)(?P<key>[a-z-]+)\.html$",
+      "ja": r"^(?!index|search|genindex|developers-reference)(?P<key>[a-z-]+)\.html$"}),
+    ("maint-guide",
+     {"en": "maint-guide", "ja": "maint-guide-ja"},
+     {"en": "/usr/share/doc/maint-guide/html", "ja": "/usr/share/doc/maint-guide-ja/html"},
+     {"en": r"^(?!index)(?P<key>[a-z]+)\.en\.html$",
+      "ja": r"^(?!index)(?P<key>[a-z]+)\.ja\.html$"}),
+    ("debian-faq",
+     {"en": "debian-faq", "ja": "debian-faq-ja"},
+     {"en": "/usr/share/doc/debian/FAQ", "ja": "/usr/share/doc/debian/FAQ/ja"},
+     {"en": r"^(?!index)(?P<key>[a-z-]+)\.en\.html$",
+      "ja": r"^(?!index)(?P<key>[a-z-]+)\.ja\.html$"}),
+    ("debian-handbook",
+     {"en": "debian-handbook", "ja": "debian-handbook"},
+     {"en": "/usr/share/doc/debian-handbook/html/en-US",
+      "ja": "/usr/share/doc/debian-handbook/html/ja-JP"},
+     {"en": r"^(?!index)(?P<key>[a-z][a-z0-9.-]*)\.html$",
+      "ja": r"^(?!index)(?P<key>[a-z][a-z0-9.-]*)\.html$"}),
+]
+
+MAN_JA_ROOT = "/usr/share/man/ja"
+MAN_EN_ROOT = "/usr/share/man"
+MAN_SECTIONS = "12345678"
+
+JA_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
+CJK_PUNCT = "\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef"
+CJK_NL = re.compile(r"(?<=[%s])[ \t]*\n\s*(?=[%s])" % (CJK_PUNCT, CJK_PUNCT))
+
+# ---------------------------------------------------------------- HTML -> text
+
+BLOCK = {"p", "div", "section", "article", "li", "dt", "dd", "tr", "table",
+         "ul", "ol", "dl", "blockquote", "pre", "h1", "h2", "h3", "h4", "h5",
+         "h6", "br", "hr", "td", "th", "caption", "figure", "body"}
+DROP_TAGS = {"script", "style", "nav", "head", "noscript", "svg", "form"}
+DROP_CLASSES = {"navheader", "navfooter", "docnav", "toc", "sphinxsidebar",
+                "related", "footer", "headerlink", "searchformwrapper",
+                "list-of-tables", "list-of-figures", "list-of-examples"}
+DROP_IDS = {"banner", "title", "searchbox"}
+VOID = {"br", "hr", "img", "meta", "link", "input", "col", "area", "base",
+        "wbr", "source", "param", "embed"}
+
+
+class Sectioner(html.parser.HTMLParser):
+    """Splits an HTML page into sections at <h1>/<h2> and extracts text."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.sections = []          # [anchor, [chunks]]
+        self.cur = [None, []]
+        self.skip_tag = None
+        self.skip_depth = 0
+        self.pre = 0
+        self.last_id = None
+        self.in_heading = None      # (tag, id seen before it)
+        self.heading_id = None
+        self.cell = 0
+
+    def _brk(self, tag, end):
+        # tables: \x01 starts a cell, \x02 ends a row, \x03 ends a table
+        if tag in ("td", "th"):
+            return "" if end else "\x01"
+        if tag == "tr":
+            return "\x02" if end else ""
+        if tag == "table":
+            return "\x03" if end else "\n\n"
+        if self.cell:
+            return " "
+        return "\n\n" if tag in ("p", "pre", "h1", "h2", "h3", "h4", "table",
+                                 "dl") else "\n"
+
+    def _new_section(self):
+        self.sections.append(self.cur)
+        self.cur = [None, []]
+
+    def handle_starttag(self, tag, attrs):
+        if self.skip_tag is not None:
+            if tag == self.skip_tag and tag not in VOID:
+                self.skip_depth += 1
+            return
+        a = dict(attrs)
+        classes = set((a.get("class") or "").split())
+        if (tag in DROP_TAGS or classes & DROP_CLASSES
+                or a.get("id") in DROP_IDS or a.get("role") == "navigation"):
+            if tag not in VOID:
+                self.skip_tag, self.skip_depth = tag, 1
+            return
+        if a.get("id"):
+            if self.in_heading is not None:
+                self.heading_id = self.heading_id or a["id"]
+            else:
+                self.last_id = a["id"]
+        if tag in ("h1", "h2"):
+            self._new_section()
+            self.in_heading = (tag, self.last_id)
+            self.heading_id = a.get("id")
+        if tag == "pre":
+            self.pre += 1
+        if tag in ("td", "th"):
+            self.cell += 1
+        if tag in BLOCK:
+            self.cur[1].append(self._brk(tag, False))
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        if tag not in VOID and self.skip_tag == tag and self.skip_depth == 1:
+            self.skip_tag, self.skip_depth = None, 0
+
+    def handle_endtag(self, tag):
+        if self.skip_tag is not None:
+            if tag == self.skip_tag:
+                self.skip_depth -= 1
+                if self.skip_depth == 0:
+                    self.skip_tag = None
+            return
+        if self.in_heading is not None and tag == self.in_heading[0]:
+            self.cur[0] = self.heading_id or self.in_heading[1]
+            self.in_heading = None
+        if tag == "pre":
+            self.pre = max(0, self.pre - 1)
+        if tag in ("td", "th"):
+            self.cell = max(0, self.cell - 1)
+        if tag in BLOCK:
+            self.cur[1].append(self._brk(tag, True))
+
+    def handle_data(self, data):
+        if self.skip_tag is not None:
+            return
+        if self.pre:
+            # keep code layout; mark lines so the whitespace pass leaves them
+            self.cur[1].append(data.replace("\n", "\x00"))
+        else:
+            data = CJK_NL.sub("", data)
+            self.cur[1].append(re.sub(r"\s+", " ", data))
+
+    def finish(self):
+        self.close()
+        self._new_section()
+        out = []
+        for anchor, chunks in self.sections:
+            text = clean_text("".join(chunks))
+            if text:
+                out.append((anchor, text))
+        return out
+
+
+def clean_text(s):
+    s = re.sub("\x02\\s*(?=\\S)", "\n", s).replace("\x02", "\n")
+    s = s.replace("\x03", "\n\n")
+    s = "\n".join(" | ".join(c.strip() for c in l.split("\x01") if c.strip())
+                  if "\x01" in l else l for l in s.split("\n"))
+    lines = []
+    for para in re.split(r"\n\s*\n", s):
+        para = "\n".join(l.strip(" ") for l in para.split("\n"))
+        para = re.sub(r"\n+", "\n", para).strip()
+        para = para.replace("\x00", "\n")
+        if para:
+            lines.append(para)
+    text = "\n\n".join(lines)
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip()
+
+
+def html_sections(path):
+    with open(path, encoding="utf-8", errors="replace") as f:
+        src = f.read()
+    p = Sectioner()
+    p.feed(src)
+    return p.finish()
+
+
+def ja_ratio(text):
+    letters = sum(1 for c in text if c.isalpha())
+    return len(JA_CHAR.findall(text)) / max(1, letters)
+
+
+def drop_untranslated(text):
+    """In a Japanese document drop long prose paragraphs with no Japanese at
+    all (untranslated English left by po4a/publican); code stays."""
+    keep = []
+    for para in text.split("\n\n"):
+        if len(para) >= 120 and not JA_CHAR.search(para):
+            prose = sum(1 for c in para if c.isalpha() or c == " ") / len(para)
+            if prose > 0.85:
+                continue
+        keep.append(para)
+    return "\n\n".join(keep)
+
+
+def collect_html():
+    docs = []
+    for coll, pkgs, dirs, pats in HTML_SETS:
+        per_lang = {}
+        for lang in ("en", "ja"):
+            d = dirs[lang]
+            if not os.path.isdir(d):
+                print("warning: missing", d, file=sys.stderr)
+                continue
+            pat = re.compile(pats[lang])
+            files = {}
+            for name in sorted(os.listdir(d)):
+                m = pat.match(name)
+                if m and os.path.isfile(os.path.join(d, name)):
+                    files[m.group("key")] = os.path.join(d, name)
+            per_lang[lang] = files
+        for lang, files in per_lang.items():
+            for key, path in sorted(files.items()):
+                secs = html_sections(path)
+                for idx, (anchor, text) in enumerate(secs):
+                    docs.append({
+                        "coll": coll, "lang": lang, "file": key, "idx": idx,
+                        "nsec": len(secs), "anchor": anchor, "text": text,
+                        "source": "%s:%s%s" % (pkgs[lang], path,
+                                               "#" + anchor if anchor else ""),
+                    })
+    # ids and pairs: by (collection, file, anchor) when the anchor is unique
+    # in the file in both languages; otherwise by section index when both
+    # files have the same number of sections.
+    by_key = {}
+    for d in docs:
+        by_key.setdefault((d["coll"], d["file"], d["lang"]), []).append(d)
+    for (coll, f, lang), lst in by_key.items():
+        anchors = [d["anchor"] for d in lst]
+        for d in lst:
+            a = d["anchor"]
+            d["sec"] = a if a and anchors.count(a) == 1 else "s%03d" % d["idx"]
+            d["id"] = "%s/%s/%s#%s" % (coll, lang, f, d["sec"])
+    for (coll, f, lang), lst in by_key.items():
+        other = by_key.get((coll, f, "ja" if lang == "en" else "en"), [])
+        osec = {d["sec"]: d for d in other}
+        for d in lst:
+            o = osec.get(d["sec"])
+            if o is None and len(other) == len(lst):
+                o = other[d["idx"]]
+            d["pair_id"] = o["id"] if o is not None else None
+    return docs
+
+# ------------------------------------------------------------ man -> text
+
+
+def man_name(fname):
+    m = re.match(r"^(?P<name>.+)\.(?P<sec>[1-8][a-z0-9]*)(?:\.gz)?$", fname)
+    return (m.group("name"), m.group("sec")) if m else None
+
+
+def list_man(root, sections, exclude_lang_dirs):
+    out = {}
+    for s in sections:
+        d = os.path.join(root, "man" + s)
+        if not os.path.isdir(d):
+            continue
+        for fname in sorted(os.listdir(d)):
+            p = os.path.join(d, fname)
+            if os.path.islink(p) or not os.path.isfile(p):
+                continue
+            nm = man_name(fname)
+            if nm:
+                out[nm] = p
+    return out
+
+
+def read_roff(path):
+    op = gzip.open if path.endswith(".gz") else open
+    with op(path, "rb") as f:
+        return f.read()
+
+
+def render_man(path):
+    raw = read_roff(path)
+    lines = [l for l in raw.split(b"\n") if l.strip() and not l.startswith(b'.\\"')]
+    if len(lines) <= 2 and any(l.startswith(b".so ") for l in lines):
+        return None  # alias stub
+    env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8")
+    # very long lines (no hyphenation, continuous page): each paragraph comes
+    # out as one line, so no re-flowing is needed afterwards
+    cmd = ("preconv -e UTF-8 | tbl | groff -Tutf8 -mandoc -rLL=1000n -rHY=0 "
+           "-rcR=1 -P-c 2>/dev/null | col -b -x")
+    try:
+        r = subprocess.run(["sh", "-c", cmd], input=raw, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, env=env, timeout=60)
+    except subprocess.TimeoutExpired:
+        return None
+    text = r.stdout.decode("utf-8", errors="replace")
+    return clean_man(text)
+
+
+def clean_man(text):
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    lines = text.split("\n")
+    # drop the running header (first line) and footer (last line)
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    if lines and re.match(r"^\S+\([0-9A-Za-z]+\)", lines[0]):
+        lines.pop(0)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if lines and (not lines[-1].startswith("   ")
+                  or re.search(r"\s{3,}\S+\([0-9A-Za-z]+\)\s*$", lines[-1])):
+        lines.pop()
+    out = []
+    for l in lines:
+        s = l.strip()
+        s = re.sub(r"(?<=\S) {2,}(?=\S)", " ", s)
+        out.append(s)
+    text = "\n".join(out)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip()
+
+
+def dpkg_owners(paths):
+    owners = {}
+    paths = list(paths)
+    for i in range(0, len(paths), 500):
+        chunk = paths[i:i + 500]
+        r = subprocess.run(["dpkg", "-S"] + chunk, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+        for line in r.stdout.splitlines():
+            if ": " in line:
+                pk, p = line.split(": ", 1)
+                if p in chunk:
+                    owners[p] = pk.split(",")[0].split(":")[0].strip()
+    return owners
+
+
+def collect_man(jobs):
+    ja = list_man(MAN_JA_ROOT, MAN_SECTIONS, True)
+    en_all = list_man(MAN_EN_ROOT, MAN_SECTIONS, True)
+    owners = dpkg_owners(list(en_all.values()) + list(ja.values()))
+    # English: the Linux man-pages project (manpages, manpages-dev) plus the
+    # English original of every page manpages-ja translates, if installed.
+    en = {k: p for k, p in en_all.items()
+          if owners.get(p) in ("manpages", "manpages-dev") or k in ja}
+    todo = [("ja", k, p) for k, p in sorted(ja.items())] + \
+           [("en", k, p) for k, p in sorted(en.items())]
+    with ThreadPoolExecutor(max_workers=jobs) as ex:
+        texts = list(ex.map(lambda t: render_man(t[2]), todo))
+    docs = []
+    have = {}
+    for (lang, k, p), text in zip(todo, texts):
+        if not text:
+            continue
+        name, sec = k
+        d = {"coll": "man", "lang": lang, "id": "man/%s/%s.%s" % (lang, name, sec),
+             "source": "%s:%s" % (owners.get(p, "unknown"), p), "text": text,
+             "key": k}
+        docs.append(d)
+        have[(lang, k)] = d
+    for d in docs:
+        o = have.get(("ja" if d["lang"] == "en" else "en", d["key"]))
+        d["pair_id"] = o["id"] if o else None
+    return docs
+
+# ------------------------------------------------------------------- main
+
+
+def split_of(doc_id):
+    """Deterministic split: first byte of SHA-256(id) -> 0..255;
+    < 205 train (80 %), < 231 valid (10 %), else test (10 %)."""
+    b = hashlib.sha256(doc_id.encode("utf-8")).digest()[0]
+    return "train" if b < 205 else ("valid" if b < 231 else "test")
+
+
+def ensure_packages(no_install):
+    missing = []
+    for p in PACKAGES:
+        r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", p],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        if "install ok installed" not in r.stdout:
+            missing.append(p)
+    if missing and not no_install:
+        print("installing (needs root):", " ".join(missing), file=sys.stderr)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends"] + missing,
+                       check=True, env=env)
+    elif missing:
+        print("warning: not installed:", " ".join(missing), file=sys.stderr)
+
+
+def finalize(docs, min_chars):
+    out = []
+    for d in docs:
+        text = d["text"]
+        if d["lang"] == "ja":
+            text = drop_untranslated(text)
+            if ja_ratio(text) < 0.2:   # untranslated page/section
+                continue
+        if len(text) < min_chars:
+            continue
+        out.append({"id": d["id"], "lang": d["lang"], "source": d["source"],
+                    "text": text, "pair": d["pair_id"]})
+    ids = {d["id"] for d in out}
+    for d in out:
+        if d["pair"] not in ids:
+            d["pair"] = None
+    out.sort(key=lambda d: d["id"])
+    return out
+
+
+def stats(docs, label):
+    print("== %s" % label)
+    for lang in ("en", "ja"):
+        ds = [d for d in docs if d["lang"] == lang]
+        ch = sum(len(d["text"]) for d in ds)
+        mb = sum(len(d["text"].encode("utf-8")) for d in ds) / 1e6
+        paired = sum(1 for d in ds if d["pair"])
+        print("  %s: %6d documents, %6d paired, %10d characters, %7.2f MB UTF-8"
+              % (lang, len(ds), paired, ch, mb))
+
+
+def write_jsonl(docs, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    data = "".join(json.dumps(d, ensure_ascii=False, sort_keys=False) + "\n"
+                   for d in docs).encode("utf-8")
+    if path.endswith(".gz"):
+        # mtime=0 and no file name: byte-identical output on every run
+        with open(path, "wb") as raw:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
+                               compresslevel=9) as f:
+                f.write(data)
+    else:
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+def read_jsonl(path):
+    op = gzip.open if path.endswith(".gz") else open
+    with op(path, "rt", encoding="utf-8") as f:
+        return [json.loads(l) for l in f]
+
+
+def make_subset(docs, budget_bytes):
+    """Balanced subset: the same UTF-8 byte budget per language.  Paired
+    documents are taken first (both sides), then unpaired ones in id-hash
+    order, so the choice is deterministic and spread over the sources."""
+    by_id = {d["id"]: d for d in docs}
+    chosen = set()
+    used = {"en": 0, "ja": 0}
+
+    def size(d):
+        return len(d["text"].encode("utf-8"))
+
+    def h(d):
+        return hashlib.sha256(d["id"].encode()).hexdigest()
+
+    for d in sorted((d for d in docs if d["pair"] and d["lang"] == "ja"), key=h):
+        o = by_id[d["pair"]]
+        if used["ja"] + size(d) <= budget_bytes and used["en"] + size(o) <= budget_bytes:
+            chosen.update((d["id"], o["id"]))
+            used["ja"] += size(d)
+            used["en"] += size(o)
+    for d in sorted((d for d in docs if d["id"] not in chosen), key=h):
+        if used[d["lang"]] + size(d) <= budget_bytes:
+            chosen.add(d["id"])
+            used[d["lang"]] += size(d)
+    return [d for d in docs if d["id"] in chosen]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="data/build/debian-docs.full.jsonl")
+    ap.add_argument("--subset", default="data/corpus/debian-docs.jsonl.gz")
+    ap.add_argument("--subset-mb", type=float, default=11.0,
+                    help="UTF-8 megabytes of text per language in the subset")
+    ap.add_argument("--min-chars", type=int, default=200)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--no-install", action="store_true")
+    ap.add_argument("--subset-only", action="store_true",
+                    help="read --out and only re-cut the subset")
+    args = ap.parse_args()
+
+    if args.subset_only:
+        docs = read_jsonl(args.out)
+    else:
+        ensure_packages(args.no_install)
+        docs = finalize(collect_html() + collect_man(args.jobs), args.min_chars)
+        write_jsonl(docs, args.out)
+        stats(docs, "full corpus " + args.out)
+    sub = make_subset(docs, int(args.subset_mb * 1e6))
+    write_jsonl(sub, args.subset)
+    stats(sub, "subset " + args.subset)
+    for name, ds in (("full", docs), ("subset", sub)):
+        sp = {}
+        for d in ds:
+            s = split_of(d["id"])
+            sp[s] = sp.get(s, 0) + 1
+        print("  %s splits: %s" % (name, sp))
+    print("  subset file: %.2f MB gzip" % (os.path.getsize(args.subset) / 1e6))
+
+
+if __name__ == "__main__":
+    main()
