@@ -1,0 +1,290 @@
+/* fm_miner.c — see fm_miner.h. */
+#include "fm_miner.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "saeflow.h"
+
+#define FM_MAX_LABELS 4096
+
+typedef struct fm_hit {
+    int32_t feat, pos;
+    float val;
+} fm_hit;
+
+static void *xcalloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size);
+    if (!p) abort(); /* out of memory: nothing sensible to do mid-stream */
+    return p;
+}
+
+static void *xrealloc(void *p, size_t size) {
+    p = realloc(p, size ? size : 1);
+    if (!p) abort();
+    return p;
+}
+
+fm_miner *fm_miner_new(const fm_miner_cfg *cfg) {
+    if (cfg->n_features <= 0 || cfg->top_n <= 0 || cfg->reservoir < 0 || cfg->hist_bins < 2 ||
+        cfg->hist_bins % 2 || !(cfg->frac >= 0 && cfg->frac <= 1)) {
+        sf_fail("feature miner: bad configuration (features %d, top_n %d, reservoir %d, bins %d, frac %g)",
+                cfg->n_features, cfg->top_n, cfg->reservoir, cfg->hist_bins, cfg->frac);
+        return NULL;
+    }
+    fm_miner *m = xcalloc(1, sizeof *m);
+    m->cfg = *cfg;
+    m->f = xcalloc((size_t)cfg->n_features, sizeof *m->f);
+    m->rng = cfg->seed ? cfg->seed : 0x9E3779B97F4A7C15ull;
+    return m;
+}
+
+static void seq_release(fm_miner *m, fm_seq *s) {
+    if (--s->refs) return;
+    m->bytes -= sizeof *s + (uint64_t)s->T * sizeof *s->tokens;
+    free(s->tokens);
+    free(s);
+}
+
+static void example_release(fm_miner *m, fm_example *e) {
+    m->bytes -= (uint64_t)e->nnz * (sizeof *e->pos + sizeof *e->val);
+    free(e->pos); /* val lives in the same block */
+    seq_release(m, e->seq);
+    e->seq = NULL;
+}
+
+void fm_miner_free(fm_miner *m) {
+    if (!m) return;
+    for (int i = 0; i < m->cfg.n_features; i++) {
+        fm_feature *f = &m->f[i];
+        for (int j = 0; j < f->n_top; j++) example_release(m, &f->top[j]);
+        for (int j = 0; j < f->n_res; j++) example_release(m, &f->res[j]);
+        free(f->top);
+        free(f->res);
+        free(f->hist.counts);
+    }
+    for (int i = 0; i < m->n_labels; i++) free(m->labels[i]);
+    free(m->labels);
+    free(m->f);
+    free(m->hits);
+    free(m->pos_buf);
+    free(m->val_buf);
+    free(m);
+}
+
+static uint64_t rng_next(fm_miner *m) { /* splitmix64 */
+    uint64_t z = (m->rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static void hist_add(fm_miner *m, fm_hist *h, float v) {
+    int nb = m->cfg.hist_bins;
+    if (!h->counts) {
+        h->counts = xcalloc((size_t)nb, sizeof *h->counts);
+        h->width = 2.0 * v / nb; /* the first value lands mid-range */
+        m->bytes += (uint64_t)nb * sizeof *h->counts;
+    }
+    while (v >= h->width * nb) { /* double the range: merge pairs of bins */
+        for (int i = 0; i < nb / 2; i++) h->counts[i] = h->counts[2 * i] + h->counts[2 * i + 1];
+        memset(h->counts + nb / 2, 0, (size_t)(nb / 2) * sizeof *h->counts);
+        h->width *= 2;
+    }
+    int b = (int)(v / h->width);
+    h->counts[b < nb ? b : nb - 1]++;
+}
+
+/* a ranks below b: the heap's root is the worst example kept. */
+static int worse(const fm_example *a, double key, uint64_t seq_no) {
+    return a->key < key || (a->key == key && a->seq_no > seq_no);
+}
+
+static void heap_swap(fm_example *h, int i, int j) {
+    fm_example t = h[i];
+    h[i] = h[j];
+    h[j] = t;
+}
+
+static void heap_up(fm_example *h, int i) {
+    while (i > 0) {
+        int p = (i - 1) / 2;
+        if (!worse(&h[i], h[p].key, h[p].seq_no)) break;
+        heap_swap(h, i, p);
+        i = p;
+    }
+}
+
+static void heap_down(fm_example *h, int n, int i) {
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && worse(&h[l], h[w].key, h[w].seq_no)) w = l;
+        if (r < n && worse(&h[r], h[w].key, h[w].seq_no)) w = r;
+        if (w == i) return;
+        heap_swap(h, i, w);
+        i = w;
+    }
+}
+
+static int intern_label(fm_miner *m, const char *s, int len) {
+    for (int i = 0; i < m->n_labels; i++)
+        if ((int)strlen(m->labels[i]) == len && memcmp(m->labels[i], s, (size_t)len) == 0) return i;
+    if (m->n_labels >= FM_MAX_LABELS) return sf_fail("feature miner: more than %d distinct corpus labels", FM_MAX_LABELS);
+    m->labels = xrealloc(m->labels, (size_t)(m->n_labels + 1) * sizeof *m->labels);
+    m->labels[m->n_labels] = strndup(s, (size_t)len);
+    return m->n_labels++;
+}
+
+static int cmp_hit(const void *a, const void *b) {
+    const fm_hit *x = a, *y = b;
+    if (x->feat != y->feat) return x->feat < y->feat ? -1 : 1;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+/* The sequence being added, stored on first use and shared. */
+typedef struct fm_cur {
+    const int32_t *tokens;
+    int T;
+    int64_t doc_id;
+    int32_t pos;
+    int label;
+    uint64_t seq_no;
+    fm_seq *seq;
+} fm_cur;
+
+static void example_fill(fm_miner *m, fm_example *e, fm_cur *c, double key, float peak, int peak_pos,
+                         const int32_t *pos, const float *val, int nnz) {
+    if (!c->seq) {
+        c->seq = xcalloc(1, sizeof *c->seq);
+        c->seq->tokens = xcalloc((size_t)c->T, sizeof *c->seq->tokens);
+        memcpy(c->seq->tokens, c->tokens, (size_t)c->T * sizeof *c->tokens);
+        c->seq->T = c->T;
+        c->seq->doc_id = c->doc_id;
+        c->seq->pos = c->pos;
+        c->seq->label = c->label;
+        m->bytes += sizeof *c->seq + (uint64_t)c->T * sizeof *c->tokens;
+    }
+    c->seq->refs++;
+    e->key = key;
+    e->peak = peak;
+    e->peak_pos = peak_pos;
+    e->seq_no = c->seq_no;
+    e->seq = c->seq;
+    e->nnz = nnz;
+    size_t bytes = (size_t)nnz * (sizeof *e->pos + sizeof *e->val);
+    e->pos = xcalloc(1, bytes);
+    e->val = (float *)(e->pos + nnz);
+    memcpy(e->pos, pos, (size_t)nnz * sizeof *pos);
+    memcpy(e->val, val, (size_t)nnz * sizeof *val);
+    m->bytes += bytes;
+}
+
+/* Feature `fi` fired at nnz tokens of the current sequence. */
+static void feature_add(fm_miner *m, int fi, fm_cur *c, const int32_t *pos, const float *val, int nnz) {
+    fm_feature *f = &m->f[fi];
+    float peak = val[0];
+    int peak_pos = pos[0];
+    for (int j = 0; j < nnz; j++) {
+        if (val[j] > peak) peak = val[j], peak_pos = pos[j];
+        f->sum += val[j];
+        hist_add(m, &f->hist, val[j]);
+    }
+    if (peak > f->max) f->max = peak;
+    f->fired += (uint64_t)nnz;
+    f->seqs++;
+
+    int candidate = 1;
+    double key = peak;
+    if (m->cfg.known_max) {
+        candidate = peak > m->cfg.frac * m->cfg.known_max[fi];
+        key = -(double)c->seq_no; /* keep the earliest */
+    }
+    if (candidate) {
+        int cap = m->cfg.top_n;
+        if (!f->top) f->top = xcalloc((size_t)cap, sizeof *f->top), m->bytes += (uint64_t)cap * sizeof *f->top;
+        if (f->n_top < cap) {
+            example_fill(m, &f->top[f->n_top], c, key, peak, peak_pos, pos, val, nnz);
+            heap_up(f->top, f->n_top++);
+        } else if (worse(&f->top[0], key, c->seq_no)) {
+            example_release(m, &f->top[0]);
+            example_fill(m, &f->top[0], c, key, peak, peak_pos, pos, val, nnz);
+            heap_down(f->top, f->n_top, 0);
+        }
+    }
+
+    int rcap = m->cfg.reservoir; /* Algorithm R: each firing sequence kept with probability rcap/seqs */
+    if (rcap > 0) {
+        if (!f->res) f->res = xcalloc((size_t)rcap, sizeof *f->res), m->bytes += (uint64_t)rcap * sizeof *f->res;
+        if (f->n_res < rcap) {
+            example_fill(m, &f->res[f->n_res++], c, peak, peak, peak_pos, pos, val, nnz);
+        } else {
+            uint64_t j = rng_next(m) % f->seqs;
+            if (j < (uint64_t)rcap) {
+                example_release(m, &f->res[j]);
+                example_fill(m, &f->res[j], c, peak, peak, peak_pos, pos, val, nnz);
+            }
+        }
+    }
+}
+
+int fm_miner_add(fm_miner *m, const int32_t *tokens, int T, const int32_t *idx, const float *val, int k,
+                 int64_t doc_id, int32_t pos, const char *label, int label_len) {
+    if (T <= 0 || k <= 0) return sf_fail("feature miner: empty sequence (T %d, k %d)", T, k);
+    size_t need = (size_t)T * (size_t)k;
+    if (need > m->hits_cap) {
+        m->hits = xrealloc(m->hits, need * sizeof *m->hits);
+        m->hits_cap = need;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < need; i++) {
+        if (!(val[i] > 0)) continue; /* also NaN */
+        if (idx[i] < 0 || idx[i] >= m->cfg.n_features)
+            return sf_fail("feature miner: latent index %d out of range [0, %d)", idx[i], m->cfg.n_features);
+        m->hits[n++] = (fm_hit){idx[i], (int32_t)(i / (size_t)k), val[i]};
+    }
+    qsort(m->hits, n, sizeof *m->hits, cmp_hit);
+    if (T > m->buf_cap) {
+        m->pos_buf = xrealloc(m->pos_buf, (size_t)T * sizeof *m->pos_buf);
+        m->val_buf = xrealloc(m->val_buf, (size_t)T * sizeof *m->val_buf);
+        m->buf_cap = T;
+    }
+    int li = intern_label(m, label ? label : "", label ? label_len : 0);
+    if (li < 0) return SF_ERR;
+    fm_cur c = {tokens, T, doc_id, pos, li, m->sequences, NULL};
+    for (size_t i = 0; i < n;) {
+        int nnz = 0;
+        size_t j = i;
+        for (; j < n && m->hits[j].feat == m->hits[i].feat; j++) {
+            if (nnz > 0 && m->pos_buf[nnz - 1] == m->hits[j].pos) { /* a latent listed twice at one token */
+                if (m->hits[j].val > m->val_buf[nnz - 1]) m->val_buf[nnz - 1] = m->hits[j].val;
+                continue;
+            }
+            m->pos_buf[nnz] = m->hits[j].pos;
+            m->val_buf[nnz++] = m->hits[j].val;
+        }
+        feature_add(m, m->hits[i].feat, &c, m->pos_buf, m->val_buf, nnz);
+        i = j;
+    }
+    m->tokens += (uint64_t)T;
+    m->sequences++;
+    return SF_OK;
+}
+
+float fm_miner_threshold(const fm_miner *m, int i) {
+    return (float)(m->cfg.frac * (m->cfg.known_max ? m->cfg.known_max[i] : m->f[i].max));
+}
+
+static int cmp_example(const void *a, const void *b) {
+    const fm_example *x = a, *y = b;
+    if (x->peak != y->peak) return x->peak > y->peak ? -1 : 1;
+    return (x->seq_no > y->seq_no) - (x->seq_no < y->seq_no);
+}
+
+void fm_miner_sort(fm_miner *m, int i) {
+    fm_feature *f = &m->f[i];
+    if (f->n_top) qsort(f->top, (size_t)f->n_top, sizeof *f->top, cmp_example);
+    if (f->n_res) qsort(f->res, (size_t)f->n_res, sizeof *f->res, cmp_example);
+}
+
+uint64_t fm_miner_bytes(const fm_miner *m) { return m->bytes; }

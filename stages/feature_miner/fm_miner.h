@@ -1,0 +1,110 @@
+/* fm_miner.h — streaming statistics and example selection for every SAE feature, in bounded
+ * memory.
+ *
+ * Input: one sequence at a time, its T tokens and each token's top-k SAE latents (index, value).
+ * Per feature it keeps:
+ *  - max, firing count (tokens with value > 0), sum of values, sequences fired in;
+ *  - a histogram of the positive values whose bin width doubles when a value falls past the last
+ *    bin (pairs of bins merge), so its range follows the max without a first pass;
+ *  - a heap of at most top_n examples (one example = one sequence, with that feature's value at
+ *    each of its tokens, kept sparse), ordered by the sequence's peak value;
+ *  - a uniform reservoir of `reservoir` examples among all sequences where it fired, from which
+ *    examples are shown by activation quantile (as sae_vis / Neuronpedia do).
+ *
+ * The paper collects examples in two passes: pass 1 finds each feature's max, pass 2 keeps the
+ * first N sequences (stream order) whose value exceeds frac * max. One pass cannot know the max
+ * ahead, so by default the heap keeps the N sequences of highest peak; those with peak > frac*max
+ * at the end are exactly the paper's set whenever at most N sequences qualify, and the N strongest
+ * of them otherwise (the paper then takes the N earliest). Given the maxima of an earlier pass
+ * (known_max), the heap keeps the earliest N sequences with peak > frac * known_max instead:
+ * exactly the paper's pass 2.
+ *
+ * Sequences are stored once and shared by reference between all examples that keep them. */
+#ifndef FM_MINER_H
+#define FM_MINER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct fm_seq {
+    int32_t *tokens;
+    int T;
+    int64_t doc_id;
+    int32_t pos;
+    int label; /* index into the miner's label table */
+    uint32_t refs;
+} fm_seq;
+
+typedef struct fm_example {
+    double key;      /* what the heap orders by: peak, or -stream index in known-max mode */
+    float peak;      /* the feature's largest value in the sequence */
+    int peak_pos;    /* its token position */
+    uint64_t seq_no; /* the sequence's index in the stream */
+    fm_seq *seq;
+    int nnz;         /* tokens where the feature fired */
+    int32_t *pos;    /* [nnz] their positions, ascending */
+    float *val;      /* [nnz] its values there */
+} fm_example;
+
+typedef struct fm_hist {
+    double width;     /* 0 until the first value */
+    uint64_t *counts; /* [nbins]: bin i covers [i*width, (i+1)*width) */
+} fm_hist;
+
+typedef struct fm_feature {
+    float max;
+    uint64_t fired;  /* tokens with a positive value */
+    uint64_t seqs;   /* sequences with a positive value */
+    double sum;      /* of positive values */
+    fm_hist hist;
+    fm_example *top; /* min-heap of at most top_n on (key, -seq_no) */
+    int n_top;
+    fm_example *res; /* reservoir, at most `reservoir` */
+    int n_res;
+} fm_feature;
+
+typedef struct fm_miner_cfg {
+    int n_features;
+    int top_n;           /* paper: 50 */
+    int reservoir;       /* examples kept for quantile display; 0 for none */
+    int hist_bins;       /* even */
+    double frac;         /* paper: 0.7 */
+    const float *known_max; /* [n_features] from an earlier pass, or NULL */
+    uint64_t seed;
+} fm_miner_cfg;
+
+typedef struct fm_miner {
+    fm_miner_cfg cfg;
+    fm_feature *f;
+    uint64_t tokens, sequences;
+    char **labels; /* interned corpus labels */
+    int n_labels;
+    uint64_t rng;
+    uint64_t bytes; /* held by examples, sequences and histograms */
+    /* per-sequence scratch */
+    struct fm_hit *hits;
+    size_t hits_cap;
+    int32_t *pos_buf;
+    float *val_buf;
+    int buf_cap;
+} fm_miner;
+
+fm_miner *fm_miner_new(const fm_miner_cfg *cfg);
+void fm_miner_free(fm_miner *m);
+
+/* One sequence: tokens [T], and per token k latents idx [T*k] with values val [T*k] (values
+ * <= 0 are ignored, indices must be < n_features). SF_ERR on a bad index. */
+int fm_miner_add(fm_miner *m, const int32_t *tokens, int T, const int32_t *idx, const float *val, int k,
+                 int64_t doc_id, int32_t pos, const char *label, int label_len);
+
+/* Threshold for the paper's example set of feature i: frac * (known max, or the max seen). */
+float fm_miner_threshold(const fm_miner *m, int i);
+
+/* Sorts feature i's kept examples (heap and reservoir) by descending peak, ties by stream order.
+ * The heap is no longer a heap after this: call once at the end. */
+void fm_miner_sort(fm_miner *m, int i);
+
+/* Bytes held now (heaps, reservoirs, sequences, histograms), for the memory test. */
+uint64_t fm_miner_bytes(const fm_miner *m);
+
+#endif

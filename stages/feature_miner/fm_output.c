@@ -1,0 +1,578 @@
+/* fm_output.c — see fm_output.h. */
+#include "fm_output.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "saeflow.h"
+#ifdef FM_HAVE_TOK
+#include "tok.h"
+#endif
+
+#define FM_QUANTILES 10 /* intervals of [0, max] the reservoir examples are shown by */
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Vocabulary                                                                                      */
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* "▁" (U+2581, SentencePiece's space) -> ' ', in place. */
+static void unmark_spaces(char *s) {
+    char *w = s;
+    for (const char *r = s; *r;) {
+        if ((unsigned char)r[0] == 0xE2 && (unsigned char)r[1] == 0x96 && (unsigned char)r[2] == 0x81) {
+            *w++ = ' ';
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = 0;
+}
+
+static int vocab_load_listing(fm_vocab *v, const char *path) {
+    FILE *fp = fopen(path, "r");
+    if (!fp) return sf_fail("cannot open vocabulary %s: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int n = 0, alloc = 0;
+    while ((len = getline(&line, &cap, fp)) >= 0) {
+        char *tab = strchr(line, '\t');
+        if (tab) *tab = 0;
+        else if (len > 0 && line[len - 1] == '\n') line[len - 1] = 0;
+        if (n == alloc) {
+            alloc = alloc ? 2 * alloc : 1024;
+            v->s = realloc(v->s, (size_t)alloc * sizeof *v->s);
+            if (!v->s) abort();
+        }
+        v->s[n] = strdup(line);
+        unmark_spaces(v->s[n]);
+        n++;
+    }
+    free(line);
+    fclose(fp);
+    v->n = n;
+    return n > 0 ? SF_OK : sf_fail("vocabulary %s is empty", path);
+}
+
+int fm_vocab_load(fm_vocab *v, const char *path) {
+    memset(v, 0, sizeof *v);
+    if (ends_with(path, ".vocab") || ends_with(path, ".txt")) return vocab_load_listing(v, path);
+#ifdef FM_HAVE_TOK
+    char err[512];
+    tok_tokenizer *t = tok_load(path, err, sizeof err);
+    if (!t) return sf_fail("cannot load tokenizer %s: %s", path, err);
+    v->n = tok_vocab_size(t);
+    v->s = calloc((size_t)(v->n > 0 ? v->n : 1), sizeof *v->s);
+    if (!v->s) abort();
+    for (int32_t id = 0; id < v->n; id++) {
+        char buf[256];
+        size_t len = tok_token_display(t, id, buf, sizeof buf);
+        if (len >= sizeof buf) { /* a long piece: ask again with room for it */
+            v->s[id] = malloc(len + 1);
+            if (!v->s[id]) abort();
+            tok_token_display(t, id, v->s[id], len + 1);
+        } else {
+            v->s[id] = strdup(buf);
+        }
+    }
+    tok_free(t);
+    return SF_OK;
+#else
+    return sf_fail("tokenizer %s: this build reads only spm_export_vocab listings (.vocab, .txt)", path);
+#endif
+}
+
+void fm_vocab_free(fm_vocab *v) {
+    for (int i = 0; i < v->n; i++) free(v->s[i]);
+    free(v->s);
+    memset(v, 0, sizeof *v);
+}
+
+const char *fm_vocab_str(const fm_vocab *v, int32_t id, char *buf, size_t cap) {
+    if (id >= 0 && id < v->n) return v->s[id];
+    snprintf(buf, cap, "<id %d>", (int)id);
+    return buf;
+}
+
+int fm_mkdirs(const char *path) {
+    char *p = strdup(path);
+    for (char *s = p + 1;; s++) {
+        if (*s == '/' || *s == 0) {
+            char c = *s;
+            *s = 0;
+            if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+                int e = errno;
+                sf_fail("cannot create directory %s: %s", p, strerror(e));
+                free(p);
+                return SF_ERR;
+            }
+            *s = c;
+            if (!c) break;
+        }
+    }
+    free(p);
+    return SF_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Per-feature analysis                                                                            */
+
+enum { FM_VOTE_PAPER, FM_VOTE_SCRIPT, FM_VOTE_LABEL, FM_VOTES };
+static const char *const vote_names[FM_VOTES] = {"paper", "script", "label"};
+static const char *const lang_names[FM_LANG_COUNT] = {"none", "en", "ja", "other"};
+
+typedef struct fm_fres {
+    int n_thr;                        /* examples above the threshold: a prefix of the sorted top list */
+    int counts[FM_RULE_COUNT][FM_LANG_COUNT];
+    const char *verdict[FM_VOTES];    /* "en", "ja", "bilingual", "unknown", or a corpus label */
+    fm_gran_stats g;
+} fm_fres;
+
+/* Display strings of an example's tokens, into toks[T] (buf holds out-of-vocabulary names). */
+static void example_tokens(const fm_vocab *v, const fm_seq *s, const char **toks, char (*buf)[24]) {
+    for (int t = 0; t < s->T; t++) toks[t] = fm_vocab_str(v, s->tokens[t], buf[t], sizeof buf[t]);
+}
+
+static void analyse(fm_miner *m, int i, const fm_vocab *v, const fm_info *info, fm_fres *r,
+                    const char **toks, char (*buf)[24]) {
+    fm_feature *f = &m->f[i];
+    memset(r, 0, sizeof *r);
+    float thr = fm_miner_threshold(m, i);
+    while (r->n_thr < f->n_top && f->top[r->n_thr].peak > thr) r->n_thr++;
+    const char **peaks = calloc((size_t)(r->n_thr ? r->n_thr : 1), sizeof *peaks);
+    char (*peak_buf)[24] = calloc((size_t)(r->n_thr ? r->n_thr : 1), sizeof *peak_buf);
+    int *label_n = calloc((size_t)(m->n_labels ? m->n_labels : 1), sizeof *label_n);
+    if (!peaks || !peak_buf || !label_n) abort();
+    for (int e = 0; e < r->n_thr; e++) {
+        const fm_example *ex = &f->top[e];
+        example_tokens(v, ex->seq, toks, buf);
+        for (int rule = 0; rule < FM_RULE_COUNT; rule++)
+            r->counts[rule][fm_example_lang((fm_rule)rule, toks, ex->peak_pos)]++;
+        peaks[e] = fm_vocab_str(v, ex->seq->tokens[ex->peak_pos], peak_buf[e], sizeof peak_buf[e]);
+        label_n[ex->seq->label]++;
+    }
+    r->verdict[FM_VOTE_PAPER] = fm_flang_names[fm_feature_lang(r->counts[FM_RULE_PAPER], info->lang_share)];
+    r->verdict[FM_VOTE_SCRIPT] = fm_flang_names[fm_feature_lang(r->counts[FM_RULE_SCRIPT], info->lang_share)];
+    r->verdict[FM_VOTE_LABEL] = fm_flang_names[r->n_thr ? FM_FLANG_BI : FM_FLANG_UNKNOWN];
+    for (int l = 0; l < m->n_labels; l++)
+        if (label_n[l] > info->lang_share * r->n_thr) r->verdict[FM_VOTE_LABEL] = m->labels[l];
+    fm_granularity(peaks, r->n_thr, info->min_examples, info->token_share, &r->g);
+    free(peaks);
+    free(peak_buf);
+    free(label_n);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* JSON                                                                                            */
+
+/* A JSON string; wire data may not be UTF-8, and jansson refuses that. */
+static json_t *jstr(const char *s) {
+    json_t *j = json_string(s);
+    return j ? j : json_string("<invalid UTF-8>");
+}
+
+static json_t *jreal(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
+/* The paper's quantisation: ceil(10 * act / max) for act > 0, else 0. */
+static int quantise(float act, float max) { return act > 0 && max > 0 ? (int)ceil(act * 10.0 / max) : 0; }
+
+/* Dense values of an example over its T tokens. */
+static void dense(const fm_example *e, float *out) {
+    memset(out, 0, (size_t)e->seq->T * sizeof *out);
+    for (int j = 0; j < e->nnz; j++) out[e->pos[j]] = e->val[j];
+}
+
+static json_t *example_json(const fm_miner *m, const fm_example *e, float *acts) {
+    json_t *o = json_object();
+    json_object_set_new(o, "doc_id", json_integer(e->seq->doc_id));
+    json_object_set_new(o, "pos", json_integer(e->seq->pos));
+    json_object_set_new(o, "label", jstr(m->labels[e->seq->label]));
+    json_object_set_new(o, "seq", json_integer((json_int_t)e->seq_no));
+    json_object_set_new(o, "peak", jreal(e->peak));
+    json_object_set_new(o, "peak_pos", json_integer(e->peak_pos));
+    json_t *tk = json_array(), *ac = json_array();
+    dense(e, acts);
+    for (int t = 0; t < e->seq->T; t++) {
+        json_array_append_new(tk, json_integer(e->seq->tokens[t]));
+        json_array_append_new(ac, jreal(acts[t]));
+    }
+    json_object_set_new(o, "tokens", tk);
+    json_object_set_new(o, "acts", ac);
+    return o;
+}
+
+static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres *r, const fm_logits *lg,
+                            float *acts) {
+    fm_feature *f = &m->f[i];
+    json_t *o = json_object();
+    char buf[24];
+    /* The paper's schema: examples above the threshold, tokens with acts quantised 0..10 against
+     * the largest value among them. */
+    float qmax = r->n_thr ? f->top[0].peak : 0;
+    json_t *ta = json_array();
+    for (int e = 0; e < r->n_thr; e++) {
+        const fm_example *ex = &f->top[e];
+        json_t *ex_j = json_array();
+        dense(ex, acts);
+        for (int t = 0; t < ex->seq->T; t++) {
+            json_t *pair = json_array();
+            json_array_append_new(pair, jstr(fm_vocab_str(v, ex->seq->tokens[t], buf, sizeof buf)));
+            json_array_append_new(pair, json_integer(quantise(acts[t], qmax)));
+            json_array_append_new(ex_j, pair);
+        }
+        json_array_append_new(ta, ex_j);
+    }
+    json_object_set_new(o, "token_act", ta);
+    json_object_set_new(o, "feature", json_integer(i));
+    json_object_set_new(o, "max_act", jreal(f->max));
+    json_object_set_new(o, "threshold", jreal(fm_miner_threshold(m, i)));
+    json_object_set_new(o, "density", jreal(m->tokens ? (double)f->fired / (double)m->tokens : 0));
+    json_object_set_new(o, "mean_act", jreal(f->fired ? f->sum / (double)f->fired : 0));
+    json_object_set_new(o, "fired_tokens", json_integer((json_int_t)f->fired));
+    json_object_set_new(o, "fired_sequences", json_integer((json_int_t)f->seqs));
+    json_object_set_new(o, "n_above_threshold", json_integer(r->n_thr));
+    json_t *ex = json_array();
+    for (int e = 0; e < f->n_top; e++) {
+        json_t *ej = example_json(m, &f->top[e], acts);
+        json_object_set_new(ej, "above_threshold", json_boolean(e < r->n_thr));
+        json_array_append_new(ex, ej);
+    }
+    json_object_set_new(o, "examples", ex);
+    json_t *qe = json_array();
+    for (int e = 0; e < f->n_res; e++) {
+        json_t *ej = example_json(m, &f->res[e], acts);
+        int q = f->max > 0 ? (int)(f->res[e].peak / f->max * FM_QUANTILES) : 0;
+        json_object_set_new(ej, "interval", json_integer(q < FM_QUANTILES ? q : FM_QUANTILES - 1));
+        json_array_append_new(qe, ej);
+    }
+    json_object_set_new(o, "quantile_examples", qe);
+    json_t *h = json_object(), *hc = json_array();
+    json_object_set_new(h, "bin_width", jreal(f->hist.width));
+    for (int b = 0; f->hist.counts && b < m->cfg.hist_bins; b++)
+        json_array_append_new(hc, json_integer((json_int_t)f->hist.counts[b]));
+    json_object_set_new(h, "counts", hc);
+    json_object_set_new(o, "histogram", h);
+
+    json_t *lang = json_object(), *counts = json_object();
+    for (int vt = 0; vt < FM_VOTES; vt++) json_object_set_new(lang, vote_names[vt], jstr(r->verdict[vt]));
+    for (int rule = 0; rule < FM_RULE_COUNT; rule++) {
+        json_t *c = json_object();
+        for (int l = 0; l < FM_LANG_COUNT; l++) json_object_set_new(c, lang_names[l], json_integer(r->counts[rule][l]));
+        json_object_set_new(counts, vote_names[rule], c);
+    }
+    json_object_set_new(lang, "counts", counts);
+    json_object_set_new(o, "language", lang);
+
+    json_t *g = json_object();
+    json_object_set_new(g, "class", json_string(fm_gran_names[r->g.gran]));
+    json_object_set_new(g, "distinct_peak_tokens", json_integer(r->g.distinct));
+    json_object_set_new(g, "entropy_bits", jreal(r->g.entropy));
+    json_object_set_new(g, "top_token", jstr(r->g.top_token));
+    json_object_set_new(g, "top_share", jreal(r->g.top_share));
+    json_object_set_new(g, "spans_both_languages", json_boolean(r->g.spans_both));
+    json_object_set_new(o, "granularity", g);
+
+    if (lg) {
+        json_t *l = json_object();
+        const int32_t *ids[2] = {lg->pos_id + (size_t)i * lg->n_top, lg->neg_id + (size_t)i * lg->n_top};
+        const float *vals[2] = {lg->pos_val + (size_t)i * lg->n_top, lg->neg_val + (size_t)i * lg->n_top};
+        for (int side = 0; side < 2; side++) {
+            json_t *a = json_array();
+            for (int j = 0; j < lg->n_top && ids[side][j] >= 0; j++) {
+                json_t *pair = json_array();
+                json_array_append_new(pair, jstr(fm_vocab_str(v, ids[side][j], buf, sizeof buf)));
+                json_array_append_new(pair, jreal(vals[side][j]));
+                json_array_append_new(pair, json_integer(ids[side][j]));
+                json_array_append_new(a, pair);
+            }
+            json_object_set_new(l, side ? "negative" : "positive", a);
+        }
+        json_object_set_new(o, "logits", l);
+    }
+    return o;
+}
+
+static int dump_json(json_t *j, const char *path) {
+    int rc = json_dump_file(j, path, JSON_COMPACT) == 0 ? SF_OK : sf_fail("cannot write %s", path);
+    json_decref(j);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* HTML                                                                                            */
+
+static void html_text(FILE *fp, const char *s) {
+    for (; *s; s++) {
+        switch (*s) {
+        case '&': fputs("&amp;", fp); break;
+        case '<': fputs("&lt;", fp); break;
+        case '>': fputs("&gt;", fp); break;
+        case '"': fputs("&quot;", fp); break;
+        case '\n': fputs("\xE2\x86\xB5", fp); break; /* ↵ */
+        default: fputc(*s, fp);
+        }
+    }
+}
+
+static const char *css =
+    "body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{cursor:pointer;background:#f3f3f3}"
+    "td.t{text-align:left}.ex{font-family:monospace;white-space:pre-wrap;line-height:1.7;border-bottom:1px solid #eee;"
+    "padding:4px 0}.ex span{border-radius:2px}.meta{color:#777;font-size:85%}";
+
+static void html_head(FILE *fp, const char *title) {
+    fprintf(fp, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>");
+    html_text(fp, title);
+    fprintf(fp, "</title><style>%s</style></head><body>\n", css);
+}
+
+/* One example: each token shaded orange by its value relative to vmax, value in the tooltip. */
+static void html_example(FILE *fp, const fm_miner *m, const fm_example *e, const fm_vocab *v, float vmax,
+                         float *acts) {
+    char buf[24];
+    dense(e, acts);
+    fprintf(fp, "<div class=\"ex\"><span class=\"meta\">peak %.4g &middot; doc %lld &middot; pos %d &middot; ",
+            e->peak, (long long)e->seq->doc_id, e->seq->pos);
+    html_text(fp, m->labels[e->seq->label]);
+    fputs("</span><br>", fp);
+    for (int t = 0; t < e->seq->T; t++) {
+        double a = vmax > 0 ? acts[t] / vmax : 0;
+        if (a > 0) fprintf(fp, "<span style=\"background:rgba(255,140,0,%.3f)\" title=\"%.4g\">", a > 1 ? 1 : a, acts[t]);
+        else fputs("<span>", fp);
+        html_text(fp, fm_vocab_str(v, e->seq->tokens[t], buf, sizeof buf));
+        fputs("</span>", fp);
+    }
+    fputs("</div>\n", fp);
+}
+
+static void html_histogram(FILE *fp, const fm_miner *m, const fm_feature *f) {
+    int nb = m->cfg.hist_bins, last = 0;
+    uint64_t top = 0;
+    for (int b = 0; f->hist.counts && b < nb; b++) {
+        if (f->hist.counts[b] > top) top = f->hist.counts[b];
+        if (f->hist.counts[b]) last = b;
+    }
+    if (!top) return;
+    int shown = last + 1, W = 600, H = 140;
+    double bw = (double)W / shown;
+    fprintf(fp, "<h2>Activation histogram</h2><svg width=\"%d\" height=\"%d\" xmlns=\"http://www.w3.org/2000/svg\">", W, H + 20);
+    for (int b = 0; b < shown; b++) {
+        double h = (double)f->hist.counts[b] / (double)top * H;
+        fprintf(fp, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"#f08c00\"><title>[%.4g, %.4g): %llu</title></rect>",
+                b * bw, H - h, bw * 0.9, h, b * f->hist.width, (b + 1) * f->hist.width,
+                (unsigned long long)f->hist.counts[b]);
+    }
+    fprintf(fp, "<text x=\"0\" y=\"%d\" font-size=\"11\">0</text><text x=\"%d\" y=\"%d\" font-size=\"11\" text-anchor=\"end\">%.4g</text></svg>\n",
+            H + 14, W, H + 14, shown * f->hist.width);
+}
+
+static int html_feature(const char *path, fm_miner *m, int i, const fm_vocab *v, const fm_fres *r,
+                        const fm_logits *lg, float *acts) {
+    FILE *fp = fopen(path, "w");
+    if (!fp) return sf_fail("cannot write %s: %s", path, strerror(errno));
+    const fm_feature *f = &m->f[i];
+    char title[64], buf[24];
+    snprintf(title, sizeof title, "Feature %d", i);
+    html_head(fp, title);
+    fprintf(fp, "<p><a href=\"../index.html\">&larr; all features</a></p><h1>Feature %d</h1>\n<table>", i);
+    fprintf(fp, "<tr><th>max</th><td>%.4g</td></tr><tr><th>density</th><td>%.3e</td></tr>"
+                "<tr><th>mean</th><td>%.4g</td></tr><tr><th>sequences fired</th><td>%llu</td></tr>"
+                "<tr><th>examples &gt; %.2g&middot;max</th><td>%d</td></tr>",
+            f->max, m->tokens ? (double)f->fired / (double)m->tokens : 0, f->fired ? f->sum / (double)f->fired : 0,
+            (unsigned long long)f->seqs, m->cfg.frac, r->n_thr);
+    for (int vt = 0; vt < FM_VOTES; vt++) {
+        fprintf(fp, "<tr><th>language (%s)</th><td class=\"t\">", vote_names[vt]);
+        html_text(fp, r->verdict[vt]);
+        fputs("</td></tr>", fp);
+    }
+    fprintf(fp, "<tr><th>granularity</th><td class=\"t\">%s: %d distinct peak tokens, entropy %.2f bits, top &ldquo;",
+            fm_gran_names[r->g.gran], r->g.distinct, r->g.entropy);
+    html_text(fp, r->g.top_token);
+    fprintf(fp, "&rdquo; %.0f%%%s</td></tr></table>\n", 100 * r->g.top_share, r->g.spans_both ? ", spans en+ja" : "");
+    html_histogram(fp, m, f);
+    if (lg) {
+        fputs("<h2>Logit effects</h2><table><tr><th>promoted</th><th>logit</th><th>suppressed</th><th>logit</th></tr>", fp);
+        for (int j = 0; j < lg->n_top; j++) {
+            size_t at = (size_t)i * lg->n_top + j;
+            fputs("<tr><td class=\"t\">", fp);
+            if (lg->pos_id[at] >= 0) html_text(fp, fm_vocab_str(v, lg->pos_id[at], buf, sizeof buf));
+            fprintf(fp, "</td><td>%+.3f</td><td class=\"t\">", lg->pos_id[at] >= 0 ? lg->pos_val[at] : 0);
+            if (lg->neg_id[at] >= 0) html_text(fp, fm_vocab_str(v, lg->neg_id[at], buf, sizeof buf));
+            fprintf(fp, "</td><td>%+.3f</td></tr>", lg->neg_id[at] >= 0 ? lg->neg_val[at] : 0);
+        }
+        fputs("</table>\n", fp);
+    }
+    float vmax = f->n_top ? f->top[0].peak : 0;
+    fprintf(fp, "<h2>Top examples</h2>\n");
+    for (int e = 0; e < f->n_top; e++) html_example(fp, m, &f->top[e], v, vmax, acts);
+    if (f->n_res) {
+        fprintf(fp, "<h2>Examples across the activation range</h2>\n");
+        for (int e = 0; e < f->n_res; e++) html_example(fp, m, &f->res[e], v, f->max, acts);
+    }
+    fputs("</body></html>\n", fp);
+    int bad = ferror(fp);
+    if (fclose(fp) != 0 || bad) return sf_fail("cannot write %s", path);
+    return SF_OK;
+}
+
+static const char *sort_js =
+    "<script>document.querySelectorAll('#features th').forEach(function(th,i){th.addEventListener('click',function(){"
+    "var tb=document.querySelector('#features tbody'),rows=Array.prototype.slice.call(tb.rows),"
+    "num=th.dataset.num==='1',dir=th.dataset.dir==='desc'?1:-1;th.dataset.dir=dir<0?'desc':'asc';"
+    "rows.sort(function(a,b){var x=a.cells[i].dataset.v||a.cells[i].textContent,y=b.cells[i].dataset.v||b.cells[i].textContent;"
+    "if(num){x=+x;y=+y;}return(x<y?-1:x>y?1:0)*dir;});rows.forEach(function(r){tb.appendChild(r);});});});</script>\n";
+
+/* ---------------------------------------------------------------------------------------------- */
+
+int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const fm_info *info,
+                     const fm_logits *lg) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/features", out_dir);
+    if (fm_mkdirs(path) != SF_OK) return SF_ERR;
+    int n = m->cfg.n_features, maxT = 1, rc = SF_OK;
+    for (int i = 0; i < n; i++)
+        for (int e = 0; e < m->f[i].n_top; e++)
+            if (m->f[i].top[e].seq->T > maxT) maxT = m->f[i].top[e].seq->T;
+    for (int i = 0; i < n; i++)
+        for (int e = 0; e < m->f[i].n_res; e++)
+            if (m->f[i].res[e].seq->T > maxT) maxT = m->f[i].res[e].seq->T;
+    float *acts = malloc((size_t)maxT * sizeof *acts);
+    const char **toks = malloc((size_t)maxT * sizeof *toks);
+    char (*buf)[24] = malloc((size_t)maxT * sizeof *buf);
+    fm_fres *res = calloc((size_t)n, sizeof *res);
+    if (!acts || !toks || !buf || !res) abort();
+
+    json_t *sum = json_object(), *feats = json_array();
+    int alive = 0, lang_n[FM_VOTES][FM_FLANG_COUNT] = {{0}}, gran_n[FM_GRAN_COUNT] = {0};
+    for (int i = 0; i < n && rc == SF_OK; i++) {
+        fm_feature *f = &m->f[i];
+        if (!f->fired) continue;
+        alive++;
+        fm_miner_sort(m, i);
+        analyse(m, i, v, info, &res[i], toks, buf);
+        for (int vt = 0; vt < FM_VOTES; vt++) {
+            int k = FM_FLANG_BI; /* a corpus label other than en/ja counts as bilingual */
+            for (int l = 0; l < FM_FLANG_COUNT; l++)
+                if (strcmp(res[i].verdict[vt], fm_flang_names[l]) == 0) k = l;
+            lang_n[vt][k]++;
+        }
+        gran_n[res[i].g.gran]++;
+        snprintf(path, sizeof path, "%s/features/%d.json", out_dir, i);
+        rc = dump_json(feature_json(m, i, v, &res[i], lg, acts), path);
+        if (rc == SF_OK && info->html) {
+            snprintf(path, sizeof path, "%s/features/%d.html", out_dir, i);
+            rc = html_feature(path, m, i, v, &res[i], lg, acts);
+        }
+        json_t *fj = json_object();
+        json_object_set_new(fj, "id", json_integer(i));
+        json_object_set_new(fj, "max_act", jreal(f->max));
+        json_object_set_new(fj, "density", jreal((double)f->fired / (double)m->tokens));
+        json_object_set_new(fj, "mean_act", jreal(f->sum / (double)f->fired));
+        json_object_set_new(fj, "n_examples", json_integer(res[i].n_thr));
+        for (int vt = 0; vt < FM_VOTES; vt++) {
+            char key[32];
+            snprintf(key, sizeof key, "lang_%s", vote_names[vt]);
+            json_object_set_new(fj, key, jstr(res[i].verdict[vt]));
+        }
+        json_object_set_new(fj, "granularity", json_string(fm_gran_names[res[i].g.gran]));
+        json_object_set_new(fj, "distinct_peak_tokens", json_integer(res[i].g.distinct));
+        json_object_set_new(fj, "entropy_bits", jreal(res[i].g.entropy));
+        json_object_set_new(fj, "top_token", jstr(res[i].g.top_token));
+        json_array_append_new(feats, fj);
+    }
+
+    json_object_set_new(sum, "schema", json_string("saeflow.feature_miner.summary/1"));
+    json_object_set_new(sum, "checkpoint", jstr(info->checkpoint ? info->checkpoint : ""));
+    json_object_set_new(sum, "hook", jstr(info->hook ? info->hook : ""));
+    json_object_set_new(sum, "model", jstr(info->model ? info->model : ""));
+    json_object_set_new(sum, "sae", jstr(info->sae_dir ? info->sae_dir : ""));
+    json_object_set_new(sum, "d", json_integer(info->d));
+    json_object_set_new(sum, "k", json_integer(info->k));
+    json_object_set_new(sum, "n_features", json_integer(n));
+    json_object_set_new(sum, "tokens", json_integer((json_int_t)m->tokens));
+    json_object_set_new(sum, "sequences", json_integer((json_int_t)m->sequences));
+    json_object_set_new(sum, "alive", json_integer(alive));
+    json_object_set_new(sum, "dead_in_stream", json_integer(n - alive));
+    json_t *params = json_object();
+    json_object_set_new(params, "top_n", json_integer(m->cfg.top_n));
+    json_object_set_new(params, "threshold_frac", jreal(m->cfg.frac));
+    json_object_set_new(params, "two_pass", json_boolean(m->cfg.known_max != NULL));
+    json_object_set_new(params, "reservoir", json_integer(m->cfg.reservoir));
+    json_object_set_new(params, "lang_share", jreal(info->lang_share));
+    json_object_set_new(params, "min_examples", json_integer(info->min_examples));
+    json_object_set_new(params, "token_share", jreal(info->token_share));
+    json_object_set_new(sum, "params", params);
+    json_t *lang = json_object();
+    for (int vt = 0; vt < FM_VOTES; vt++) {
+        json_t *c = json_object();
+        for (int l = 0; l < FM_FLANG_COUNT; l++) json_object_set_new(c, fm_flang_names[l], json_integer(lang_n[vt][l]));
+        json_object_set_new(lang, vote_names[vt], c);
+    }
+    json_object_set_new(sum, "language", lang);
+    json_t *gran = json_object();
+    for (int g = 0; g < FM_GRAN_COUNT; g++) json_object_set_new(gran, fm_gran_names[g], json_integer(gran_n[g]));
+    json_object_set_new(sum, "granularity", gran);
+    json_object_set_new(sum, "features", feats);
+    snprintf(path, sizeof path, "%s/summary.json", out_dir);
+    if (rc == SF_OK) rc = dump_json(sum, path);
+    else json_decref(sum);
+
+    if (rc == SF_OK && info->html) {
+        snprintf(path, sizeof path, "%s/index.html", out_dir);
+        FILE *fp = fopen(path, "w");
+        if (!fp) {
+            rc = sf_fail("cannot write %s: %s", path, strerror(errno));
+        } else {
+            html_head(fp, "saeflow features");
+            fputs("<h1>SAE features</h1><p>", fp);
+            html_text(fp, info->checkpoint ? info->checkpoint : "");
+            fputs(" &middot; ", fp);
+            html_text(fp, info->hook ? info->hook : "");
+            fprintf(fp, " &middot; %d features, %d alive in %llu tokens.</p>\n<p>Language (paper rule): ", n, alive,
+                    (unsigned long long)m->tokens);
+            for (int l = 0; l < FM_FLANG_COUNT; l++) fprintf(fp, "%s %d &nbsp; ", fm_flang_names[l], lang_n[FM_VOTE_PAPER][l]);
+            fputs("<br>Granularity: ", fp);
+            for (int g = 0; g < FM_GRAN_COUNT; g++) fprintf(fp, "%s %d &nbsp; ", fm_gran_names[g], gran_n[g]);
+            fputs("</p>\n<table id=\"features\"><thead><tr><th data-num=\"1\">feature</th><th data-num=\"1\">max</th>"
+                  "<th data-num=\"1\">density</th><th data-num=\"1\">mean</th><th data-num=\"1\">examples</th>"
+                  "<th>lang (paper)</th><th>lang (script)</th><th>lang (label)</th><th>granularity</th>"
+                  "<th>top peak token</th></tr></thead><tbody>\n", fp);
+            for (int i = 0; i < n; i++) {
+                const fm_feature *f = &m->f[i];
+                if (!f->fired) continue;
+                double dens = (double)f->fired / (double)m->tokens;
+                fprintf(fp, "<tr><td data-v=\"%d\"><a href=\"features/%d.html\">%d</a></td><td>%.4g</td>"
+                            "<td data-v=\"%.9g\">%.3e</td><td>%.4g</td><td>%d</td>",
+                        i, i, i, f->max, dens, dens, f->sum / (double)f->fired, res[i].n_thr);
+                for (int vt = 0; vt < FM_VOTES; vt++) {
+                    fputs("<td class=\"t\">", fp);
+                    html_text(fp, res[i].verdict[vt]);
+                    fputs("</td>", fp);
+                }
+                fprintf(fp, "<td class=\"t\">%s</td><td class=\"t\">", fm_gran_names[res[i].g.gran]);
+                html_text(fp, res[i].g.top_token);
+                fputs("</td></tr>\n", fp);
+            }
+            fputs("</tbody></table>\n", fp);
+            fputs(sort_js, fp);
+            fputs("</body></html>\n", fp);
+            int bad = ferror(fp);
+            if (fclose(fp) != 0 || bad) rc = sf_fail("cannot write %s", path);
+        }
+    }
+    free(acts);
+    free(toks);
+    free(buf);
+    free(res);
+    return rc;
+}

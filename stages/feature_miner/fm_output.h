@@ -1,0 +1,50 @@
+/* fm_output.h — what the miner writes at the end: per-feature JSON (the paper's schema plus our
+ * fields), summary.json, and an offline HTML dashboard (index.html + features/<id>.html). */
+#ifndef FM_OUTPUT_H
+#define FM_OUTPUT_H
+
+#include <stdint.h>
+
+#include "fm_lang.h"
+#include "fm_miner.h"
+
+/* Display strings of token ids ("▁" already a space). */
+typedef struct fm_vocab {
+    int n;
+    char **s;
+} fm_vocab;
+
+/* Loads the display strings: a tokenizer file through tok.h when built with it, or a
+ * spm_export_vocab listing (piece<TAB>score per line, id = line number; a file ending in .vocab
+ * or .txt). SF_OK / SF_ERR. */
+int fm_vocab_load(fm_vocab *v, const char *path);
+void fm_vocab_free(fm_vocab *v);
+/* The display string of id ("<id N>" for ids outside the vocabulary; buf is used then). */
+const char *fm_vocab_str(const fm_vocab *v, int32_t id, char *buf, size_t cap);
+
+/* Logit effects: per feature, the n_top tokens its decoder direction promotes and suppresses
+ * most through the unembedding. */
+typedef struct fm_logits {
+    int n_top;
+    int32_t *pos_id, *neg_id; /* [n_features][n_top], -1 when unused */
+    float *pos_val, *neg_val;
+} fm_logits;
+
+typedef struct fm_info {
+    const char *checkpoint, *hook, *model, *sae_dir;
+    int d, k;
+    int min_examples;  /* granularity rule */
+    double token_share;/* granularity rule */
+    double lang_share; /* language vote, paper 0.9 */
+    int html;          /* write the dashboard too */
+} fm_info;
+
+/* Computes languages and granularity, writes every file into out_dir (created). Sorts the
+ * miner's examples (fm_miner_sort). logits may be NULL. SF_OK / SF_ERR. */
+int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const fm_info *info,
+                     const fm_logits *logits);
+
+/* mkdir -p. SF_OK / SF_ERR. */
+int fm_mkdirs(const char *path);
+
+#endif
