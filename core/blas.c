@@ -1,0 +1,118 @@
+/* OpenBLAS kernel choice. OpenBLAS reads OPENBLAS_CORETYPE once, in a constructor that runs when
+ * the library is loaded, so the variable must be set before the first plugin linking it is
+ * dlopen'ed; saeflow itself does not link OpenBLAS for that reason. */
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "blas.h"
+#include "saeflow.h"
+
+#define OPENBLAS_SONAME "libopenblas.so.0"
+
+static char chosen[64];
+
+/* The kernel this CPU deserves, from its features (the DYNAMIC_ARCH names OpenBLAS uses). */
+static const char *best_core_for_cpu(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        return __builtin_cpu_supports("avx512bf16") ? "COOPERLAKE" : "SKYLAKEX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "HASWELL";
+    if (__builtin_cpu_supports("avx")) return "SANDYBRIDGE";
+    return NULL;
+}
+
+/* Asks OpenBLAS, loaded in a child, which kernel it picks with the current environment. */
+static int probe_core(char *out, size_t cap) {
+    int fds[2];
+    if (pipe(fds) != 0) return SF_ERR;
+    pid_t pid = fork();
+    if (pid < 0) return SF_ERR;
+    if (pid == 0) {
+        close(fds[0]);
+        void *h = dlopen(OPENBLAS_SONAME, RTLD_NOW);
+        char *(*corename)(void) = h ? (char *(*)(void))dlsym(h, "openblas_get_corename") : NULL;
+        const char *name = corename ? corename() : "";
+        ssize_t rc = write(fds[1], name, strlen(name));
+        (void)rc;
+        _exit(0);
+    }
+    close(fds[1]);
+    ssize_t n = read(fds[0], out, cap - 1);
+    close(fds[0]);
+    waitpid(pid, NULL, 0);
+    if (n <= 0) return SF_ERR;
+    out[n] = 0;
+    return SF_OK;
+}
+
+static int core_is_weaker(const char *detected, const char *best) {
+    /* Names OpenBLAS reports are lower/mixed case ("Prescott", "SkylakeX", "Haswell"). */
+    static const char *order[] = {"prescott", "core2", "nehalem", "sandybridge", "haswell", "skylakex", "cooperlake", "sapphirerapids"};
+    int di = -1, bi = -1;
+    for (int i = 0; i < 8; i++) {
+        if (strcasecmp(detected, order[i]) == 0) di = i;
+        if (strcasecmp(best, order[i]) == 0) bi = i;
+    }
+    return di >= 0 && bi >= 0 && di < bi;
+}
+
+const char *sf_blas_choose_core(int verbose) {
+    const char *user = getenv("OPENBLAS_CORETYPE");
+    if (user && *user) {
+        snprintf(chosen, sizeof chosen, "%s", user);
+        if (verbose) sf_log(SF_LOG_INFO, "openblas: using OPENBLAS_CORETYPE=%s as set", user);
+        return chosen;
+    }
+    char detected[64] = "";
+    if (probe_core(detected, sizeof detected) != SF_OK) {
+        if (verbose) sf_log(SF_LOG_DEBUG, "openblas: %s not found; stages needing BLAS will fail to load", OPENBLAS_SONAME);
+        return NULL;
+    }
+    const char *best = best_core_for_cpu();
+    if (best && core_is_weaker(detected, best)) {
+        setenv("OPENBLAS_CORETYPE", best, 1);
+        snprintf(chosen, sizeof chosen, "%s", best);
+        if (verbose)
+            sf_log(SF_LOG_INFO, "openblas: detected kernel %s on a CPU with %s features; using %s (set OPENBLAS_CORETYPE to override)",
+                   detected, best, best);
+    } else {
+        snprintf(chosen, sizeof chosen, "%s", detected);
+        if (verbose) sf_log(SF_LOG_DEBUG, "openblas: kernel %s", detected);
+    }
+    return chosen;
+}
+
+int sf_blas_verify(int verbose) {
+    void *h = dlopen(OPENBLAS_SONAME, RTLD_NOW | RTLD_NOLOAD);
+    if (!h) return SF_OK; /* no stage loaded OpenBLAS */
+    char *(*corename)(void) = (char *(*)(void))dlsym(h, "openblas_get_corename");
+    typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int, const float *, int, float, float *, int);
+    sgemm_fn sgemm = (sgemm_fn)dlsym(h, "cblas_sgemm");
+    if (!corename || !sgemm) return SF_OK;
+    const char *core = corename();
+    if (chosen[0] && strcasecmp(core, chosen) != 0 && !(strcasecmp(chosen, "SKYLAKEX") == 0 && strcasecmp(core, "SkylakeX") == 0))
+        sf_log(SF_LOG_WARN, "openblas: asked for kernel %s but OpenBLAS runs %s", chosen, core);
+    /* A 67x53 by 53x71 product against a plain loop: odd sizes exercise the kernels' edges. */
+    enum { M = 67, K = 53, N = 71 };
+    static float a[M * K], b[K * N], c[M * N];
+    for (int i = 0; i < M * K; i++) a[i] = (float)((i * 37) % 101) / 101.0f - 0.5f;
+    for (int i = 0; i < K * N; i++) b[i] = (float)((i * 53) % 97) / 97.0f - 0.5f;
+    sgemm(101 /*RowMajor*/, 111 /*NoTrans*/, 111, M, N, K, 1.0f, a, K, b, N, 0.0f, c, N);
+    double maxerr = 0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0;
+            for (int k = 0; k < K; k++) s += (double)a[i * K + k] * b[k * N + j];
+            maxerr = fmax(maxerr, fabs(s - c[i * N + j]));
+        }
+    if (maxerr > 1e-3)
+        return sf_fail("openblas kernel %s computes wrong results (sgemm error %.3g): set OPENBLAS_CORETYPE to another kernel (e.g. HASWELL)", core, maxerr);
+    if (verbose) sf_log(SF_LOG_INFO, "openblas: kernel %s verified (sgemm max error %.2g)", core, maxerr);
+    return SF_OK;
+}

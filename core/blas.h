@@ -1,0 +1,14 @@
+/* blas.h — choosing OpenBLAS's kernel before any plugin loads OpenBLAS. */
+#ifndef SF_BLAS_H
+#define SF_BLAS_H
+
+/* Probes which kernel OpenBLAS would pick, in a child process so this process has not loaded it
+ * yet. If it falls back to a generic kernel on a CPU that has better ones (Debian's 0.3.21 picks
+ * Prescott on AVX-512 Xeons), sets OPENBLAS_CORETYPE to the right one. An OPENBLAS_CORETYPE the
+ * user set is left alone. Logs what it chose (verbose) and returns the core name in use. */
+const char *sf_blas_choose_core(int verbose);
+/* After OpenBLAS is loaded: checks that the kernel in use is the one chosen and that a small
+ * sgemm agrees with a plain loop. SF_ERR with a message if not. */
+int sf_blas_verify(int verbose);
+
+#endif

@@ -1,0 +1,50 @@
+/* edge.h — the wire protocol of an edge between a producer instance and a consumer instance.
+ *
+ * The producer binds a ROUTER; each consumer instance connects a DEALER whose routing id is its
+ * instance name. Flow control is by credit (zguide ch. 7): a consumer grants a window of
+ * messages with HELLO and returns one credit per message its stage has processed; a producer
+ * sends only where it holds credit, so nothing is ever dropped at a high-water mark and memory
+ * stays bounded by the window. Every DATA frame carries the link's sequence number and EOS
+ * carries the link's total, so the consumer proves it received each message exactly once.
+ *
+ * Frames: [header 16 bytes][payload]. Header: u32 type, u32 n, u64 seq, little-endian. */
+#ifndef SF_EDGE_H
+#define SF_EDGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <zmq.h>
+
+enum sf_frame_type {
+    SF_FRAME_HELLO = 0x53460001,     /* consumer -> producer: n = credit window */
+    SF_FRAME_CREDIT = 0x53460002,    /* consumer -> producer: n = credits returned */
+    SF_FRAME_DATA = 0x53460003,      /* producer -> consumer: seq; payload = message */
+    SF_FRAME_EOS = 0x53460004,       /* producer -> consumer: seq = messages sent on the link */
+    SF_FRAME_ABORT = 0x53460005,     /* either way: payload = reason; the run is failing */
+    SF_FRAME_HEARTBEAT = 0x53460006, /* either way, across processes */
+};
+
+typedef struct sf_frame_header {
+    uint32_t type, n;
+    uint64_t seq;
+} sf_frame_header;
+
+/* Sends [routing id (if id)][header][payload (if any)]. payload, when not NULL, is a zmq_msg_t
+ * whose content is sent without a copy (the caller's msg is emptied). Non-blocking; returns
+ * 0 or -1 with errno. */
+int sf_frame_send(void *sock, const char *id, uint32_t type, uint32_t n, uint64_t seq, zmq_msg_t *payload);
+/* Sends a frame whose payload is a short string (ABORT reasons). */
+int sf_frame_send_text(void *sock, const char *id, uint32_t type, const char *text);
+
+/* One received frame. Wire input is untrusted: sf_frame_recv checks the part count and sizes. */
+typedef struct sf_frame {
+    char id[128];      /* routing id on a ROUTER, "" on a DEALER */
+    sf_frame_header h;
+    zmq_msg_t payload; /* empty unless DATA or ABORT */
+    int has_payload;
+} sf_frame;
+
+/* 1 = got a frame, 0 = nothing to read (EAGAIN), -1 = malformed frame (consumed; err says why). */
+int sf_frame_recv(void *sock, int is_router, sf_frame *f, char *err, size_t errlen);
+
+#endif

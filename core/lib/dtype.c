@@ -1,0 +1,95 @@
+/* Element types: sizes, names, and conversions to and from float32. */
+#include <string.h>
+
+#include "saeflow.h"
+
+static const struct { const char *name; size_t size; } dtypes[SF_DTYPE_COUNT] = {
+    [SF_F32] = {"F32", 4}, [SF_F64] = {"F64", 8}, [SF_F16] = {"F16", 2}, [SF_BF16] = {"BF16", 2},
+    [SF_I8] = {"I8", 1},   [SF_I16] = {"I16", 2}, [SF_I32] = {"I32", 4}, [SF_I64] = {"I64", 8},
+    [SF_U8] = {"U8", 1},   [SF_U16] = {"U16", 2}, [SF_U32] = {"U32", 4}, [SF_U64] = {"U64", 8},
+    [SF_BOOL] = {"BOOL", 1},
+};
+
+size_t sf_dtype_size(sf_dtype t) { return (unsigned)t < SF_DTYPE_COUNT ? dtypes[t].size : 0; }
+const char *sf_dtype_name(sf_dtype t) { return (unsigned)t < SF_DTYPE_COUNT ? dtypes[t].name : "?"; }
+
+int sf_dtype_parse(const char *name, sf_dtype *out) {
+    for (int i = 0; i < SF_DTYPE_COUNT; i++)
+        if (strcmp(dtypes[i].name, name) == 0) {
+            *out = (sf_dtype)i;
+            return SF_OK;
+        }
+    return sf_fail("unknown dtype '%s'", name);
+}
+
+int64_t sf_tensor_numel(const sf_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+float sf_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t sf_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1); /* round to nearest even */
+    return (uint16_t)(u >> 16);
+}
+
+float sf_f16_to_f32(uint16_t h) {
+    _Float16 v;
+    memcpy(&v, &h, 2);
+    return (float)v;
+}
+
+uint16_t sf_f32_to_f16(float f) {
+    _Float16 v = (_Float16)f; /* the compiler rounds to nearest even */
+    uint16_t h;
+    memcpy(&h, &v, 2);
+    return h;
+}
+
+/* Elements may be unaligned (tensors inside messages are), hence memcpy loads. */
+#define LOAD(type, p, i) ({ type v_; memcpy(&v_, (const char *)(p) + (i) * sizeof(type), sizeof(type)); v_; })
+
+void sf_convert_to_f32(float *dst, const void *src, sf_dtype t, size_t n) {
+    switch (t) {
+    case SF_F32: memcpy(dst, src, n * 4); break;
+    case SF_F64: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(double, src, i); break;
+    case SF_F16: for (size_t i = 0; i < n; i++) dst[i] = sf_f16_to_f32(LOAD(uint16_t, src, i)); break;
+    case SF_BF16: for (size_t i = 0; i < n; i++) dst[i] = sf_bf16_to_f32(LOAD(uint16_t, src, i)); break;
+    case SF_I8: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(int8_t, src, i); break;
+    case SF_I16: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(int16_t, src, i); break;
+    case SF_I32: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(int32_t, src, i); break;
+    case SF_I64: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(int64_t, src, i); break;
+    case SF_U8: case SF_BOOL: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(uint8_t, src, i); break;
+    case SF_U16: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(uint16_t, src, i); break;
+    case SF_U32: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(uint32_t, src, i); break;
+    case SF_U64: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(uint64_t, src, i); break;
+    default: memset(dst, 0, n * 4); break;
+    }
+}
+
+void sf_convert_from_f32(void *dst, sf_dtype t, const float *src, size_t n) {
+    uint16_t *h = dst;
+    switch (t) {
+    case SF_F32: memcpy(dst, src, n * 4); break;
+    case SF_BF16: for (size_t i = 0; i < n; i++) h[i] = sf_f32_to_bf16(src[i]); break;
+    case SF_F16: for (size_t i = 0; i < n; i++) h[i] = sf_f32_to_f16(src[i]); break;
+    default: break; /* only float targets are supported; callers check */
+    }
+}
+
+int sf_tensor_to_f32(const sf_tensor *t, float *dst, size_t capacity) {
+    int64_t n = sf_tensor_numel(t);
+    if ((size_t)n > capacity) return sf_fail("tensor of %lld elements does not fit %zu", (long long)n, capacity);
+    sf_convert_to_f32(dst, t->data, t->dtype, (size_t)n);
+    return SF_OK;
+}

@@ -1,0 +1,179 @@
+/* saeflow: the command line. Built-in commands run pipelines and describe stages; plugins add
+ * more (tokenize, forward, shards, report...). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blas.h"
+#include "pipeline.h"
+#include "plugins.h"
+#include "runtime.h"
+#include "sf_internal.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "saeflow %s — a streaming dataflow engine for studying how language models learn\n\n"
+            "usage:\n"
+            "  saeflow run FILE [options] [KEY=VALUE ...]   run a pipeline (KEY=VALUE overrides its 'set' variables)\n"
+            "  saeflow check FILE [KEY=VALUE ...]           validate a pipeline without running it\n"
+            "  saeflow stages [NAME]                        list stages, or one stage's parameters and docs\n"
+            "  saeflow version                              print the version and stage ABI\n"
+            "  saeflow help                                 this text\n",
+            SF_VERSION);
+    size_t n = sf_plugins_count();
+    int any = 0;
+    for (size_t i = 0; i < n; i++)
+        for (const sf_command *c = sf_plugins_at(i)->def->commands; c && c->name; c++) {
+            if (!any++) fprintf(out, "\ncommands from stages:\n");
+            char head[160];
+            snprintf(head, sizeof head, "%s %s", c->name, c->usage ? c->usage : "");
+            fprintf(out, "  saeflow %-36s %s\n", head, c->summary ? c->summary : "");
+        }
+    fprintf(out,
+            "\nrun options:\n"
+            "  --host NAME            run the stages placed on host NAME (pipelines with 'host' lines)\n"
+            "  --credit N             messages in flight per edge link (default 8)\n"
+            "  --connect-timeout S    seconds to wait for peers at start (default 60)\n"
+            "  --peer-timeout S       seconds without a heartbeat before a peer is lost (default 10)\n"
+            "  --progress, --no-progress   live status (default: on a terminal; log lines otherwise)\n"
+            "\nenvironment:\n"
+            "  SAEFLOW_PLUGIN_PATH    extra directories of stage plugins (.so), ':'-separated\n"
+            "  SAEFLOW_LOG            debug | info | warn | error (default info)\n"
+            "  OPENBLAS_CORETYPE      OpenBLAS kernel; saeflow picks one itself where OpenBLAS misdetects the CPU\n"
+            "\nexit codes: 0 success, 1 a stage failed, 2 bad usage or pipeline file, 130 interrupted\n");
+}
+
+static const char *type_name(sf_param_type t) {
+    static const char *names[] = {"int", "float", "bool", "string"};
+    return names[t];
+}
+
+static void print_stage(const sf_stage_entry *e, int full) {
+    const sf_stage_def *d = e->def;
+    if (!full) {
+        const char *kind = d->max_inputs == 0 ? "source" : !d->has_output ? "sink" : "filter";
+        printf("  %-16s %-7s %s\n", d->name, kind, d->summary ? d->summary : "");
+        return;
+    }
+    printf("%s — %s\n\n", d->name, d->summary ? d->summary : "");
+    if (d->doc) printf("%s\n\n", d->doc);
+    printf("plugin:  %s\n", e->path);
+    if (d->max_inputs == 0) printf("inputs:  none (source)\n");
+    else printf("inputs:  %d to %d\n", d->min_inputs, d->max_inputs);
+    printf("output:  %s\n\nparameters:\n", d->has_output ? "yes" : "none (sink)");
+    for (const sf_param_def *p = d->params; p && p->name; p++)
+        printf("  %-18s %-7s %-22s %s\n", p->name, type_name(p->type), p->default_value ? p->default_value : "(required)", p->doc ? p->doc : "");
+    printf("  %-18s %-7s %-22s %s\n", "input", "list", "", "stages to read from, comma-separated");
+    printf("  %-18s %-7s %-22s %s\n", "replicas", "int", "1", "parallel instances of this stage");
+    printf("  %-18s %-7s %-22s %s\n", "distribute", "string", "share", "share: each message to one replica; broadcast: to all");
+    printf("  %-18s %-7s %-22s %s\n", "host", "string", "", "host (from a 'host' line) that runs this stage");
+    for (const sf_command *c = d->commands; c && c->name; c++) {
+        if (c == d->commands) printf("\ncommands:\n");
+        printf("  saeflow %s %s\n      %s\n", c->name, c->usage ? c->usage : "", c->summary ? c->summary : "");
+    }
+}
+
+static int cmd_stages(int argc, char **argv) {
+    if (argc > 2) {
+        const sf_stage_entry *e = sf_plugins_find(argv[2]);
+        if (!e) {
+            fprintf(stderr, "saeflow: no stage '%s' (saeflow stages lists them)\n", argv[2]);
+            return 2;
+        }
+        print_stage(e, 1);
+        return 0;
+    }
+    printf("stages (saeflow stages NAME for parameters):\n");
+    for (size_t i = 0; i < sf_plugins_count(); i++) print_stage(sf_plugins_at(i), 0);
+    return 0;
+}
+
+/* Splits run/check arguments into options and KEY=VALUE overrides. */
+static int parse_run_args(int argc, char **argv, sf_run_options *o, char ***overrides, int *n_over) {
+    *overrides = calloc((size_t)argc, sizeof(char *));
+    *n_over = 0;
+    for (int i = 3; i < argc; i++) {
+        const char *a = argv[i];
+        int has_value = i + 1 < argc;
+        if (!strcmp(a, "--host") && has_value) o->host = argv[++i];
+        else if (!strcmp(a, "--credit") && has_value) o->credit = atoi(argv[++i]);
+        else if (!strcmp(a, "--connect-timeout") && has_value) o->connect_timeout = atof(argv[++i]);
+        else if (!strcmp(a, "--peer-timeout") && has_value) o->peer_timeout = atof(argv[++i]);
+        else if (!strcmp(a, "--progress")) o->progress = 1;
+        else if (!strcmp(a, "--no-progress")) o->progress = 0;
+        else if (a[0] != '-' && strchr(a, '=')) (*overrides)[(*n_over)++] = argv[i];
+        else {
+            fprintf(stderr, "saeflow: unknown argument '%s' (saeflow help)\n", a);
+            return 2;
+        }
+    }
+    if (o->credit < 1 || o->credit > 4096) {
+        fprintf(stderr, "saeflow: --credit must be from 1 to 4096\n");
+        return 2;
+    }
+    return 0;
+}
+
+static int cmd_run(int argc, char **argv, int run) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: saeflow %s FILE [KEY=VALUE ...]\n", argv[1]);
+        return 2;
+    }
+    sf_run_options o = {.credit = 8, .connect_timeout = 60, .peer_timeout = 10, .progress = -1};
+    char **over;
+    int n_over;
+    int rc = parse_run_args(argc, argv, &o, &over, &n_over);
+    if (rc) return free(over), rc;
+    sf_pipeline *p = sf_pipeline_load(argv[2], over, n_over);
+    free(over);
+    if (!p) {
+        fprintf(stderr, "%s\n", sf_last_error());
+        return 2;
+    }
+    if (!run) {
+        int n = 0;
+        for (int i = 0; i < p->n_stages; i++) n += p->stages[i].replicas;
+        printf("%s: ok (%d stages, %d instances, %d hosts)\n", argv[2], p->n_stages, n, p->n_hosts);
+        sf_pipeline_free(p);
+        return 0;
+    }
+    if (sf_blas_verify(1) != SF_OK) {
+        fprintf(stderr, "saeflow: %s\n", sf_last_error());
+        sf_pipeline_free(p);
+        return 1;
+    }
+    rc = sf_run(p, &o);
+    sf_pipeline_free(p);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    sf_log_init_from_env();
+    const char *cmd = argc > 1 ? argv[1] : "help";
+    int verbose = !strcmp(cmd, "run");
+    sf_blas_choose_core(verbose); /* before any plugin can load OpenBLAS */
+    sf_plugins_load_default(!verbose && strcmp(cmd, "stages") != 0);
+
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("saeflow %s (stage ABI %u)\n", SF_VERSION, SF_ABI_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "stages")) return cmd_stages(argc, argv);
+    if (!strcmp(cmd, "run")) return cmd_run(argc, argv, 1);
+    if (!strcmp(cmd, "check")) return cmd_run(argc, argv, 0);
+    const sf_command *c = sf_plugins_command(cmd);
+    if (c) {
+        if (sf_blas_verify(0) != SF_OK) {
+            fprintf(stderr, "saeflow: %s\n", sf_last_error());
+            return 1;
+        }
+        return c->main(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "saeflow: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

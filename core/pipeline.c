@@ -1,0 +1,404 @@
+/* Pipeline files: a line-oriented format, parsed in one pass, then validated against the stages'
+ * own parameter declarations. Every error names file:line and says how to fix it. */
+#include <ctype.h>
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipeline.h"
+
+typedef struct parser {
+    const char *path;
+    int line;
+    sf_pipeline *p;
+    sf_stage_decl *open; /* the stage block being read */
+} parser;
+
+static int perr(const parser *ps, int line, const char *fmt, ...) SF_PRINTF(3, 4);
+static int perr(const parser *ps, int line, const char *fmt, ...) {
+    char msg[900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return sf_fail("%s:%d: %s", ps->path, line, msg);
+}
+
+static char *xstrdup(const char *s) {
+    char *d = strdup(s);
+    if (!d) abort();
+    return d;
+}
+
+#define GROW(arr, n) do { arr = realloc(arr, ((size_t)(n) + 1) * sizeof *(arr)); if (!(arr)) abort(); } while (0)
+
+static char *trim(char *s) {
+    while (isspace((unsigned char)*s)) s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1])) *--e = 0;
+    return s;
+}
+
+static int is_ident(const char *s) {
+    if (!*s || !(isalpha((unsigned char)*s) || *s == '_')) return 0;
+    for (; *s; s++)
+        if (!(isalnum((unsigned char)*s) || *s == '_')) return 0;
+    return 1;
+}
+
+static const char *var_value(const sf_pipeline *p, const char *name, size_t n) {
+    for (int i = p->n_vars - 1; i >= 0; i--)
+        if (strlen(p->vars[i].key) == n && strncmp(p->vars[i].key, name, n) == 0) return p->vars[i].value;
+    return NULL;
+}
+
+/* Reads a value: a "quoted string" (with \" and \\) or a bare word up to a # comment; then
+ * substitutes ${name} from the variables defined so far. */
+static int read_value(parser *ps, char *s, char **out) {
+    char raw[4096];
+    size_t n = 0;
+    s = trim(s);
+    if (*s == '"') {
+        for (s++; *s && *s != '"'; s++) {
+            if (*s == '\\' && (s[1] == '"' || s[1] == '\\')) s++;
+            if (n + 1 >= sizeof raw) return perr(ps, ps->line, "value is too long");
+            raw[n++] = *s;
+        }
+        if (*s != '"') return perr(ps, ps->line, "unterminated string: add the closing \"");
+        char *rest = trim(s + 1);
+        if (*rest && *rest != '#') return perr(ps, ps->line, "unexpected text after the closing quote: '%s'", rest);
+    } else {
+        char *hash = strchr(s, '#');
+        if (hash) *hash = 0;
+        s = trim(s);
+        if (strlen(s) >= sizeof raw) return perr(ps, ps->line, "value is too long");
+        n = strlen(s);
+        memcpy(raw, s, n);
+    }
+    raw[n] = 0;
+    char val[8192];
+    size_t m = 0;
+    for (char *c = raw; *c;) {
+        if (c[0] == '$' && c[1] == '{') {
+            char *end = strchr(c, '}');
+            if (!end) return perr(ps, ps->line, "'${' without a closing '}'");
+            const char *v = var_value(ps->p, c + 2, (size_t)(end - c - 2));
+            if (!v)
+                return perr(ps, ps->line, "undefined variable '%.*s': define it with 'set %.*s = ...' above, or pass %.*s=... on the command line",
+                            (int)(end - c - 2), c + 2, (int)(end - c - 2), c + 2, (int)(end - c - 2), c + 2);
+            size_t l = strlen(v);
+            if (m + l >= sizeof val) return perr(ps, ps->line, "value is too long after substitution");
+            memcpy(val + m, v, l);
+            m += l;
+            c = end + 1;
+        } else {
+            if (m + 1 >= sizeof val) return perr(ps, ps->line, "value is too long after substitution");
+            val[m++] = *c++;
+        }
+    }
+    val[m] = 0;
+    *out = xstrdup(val);
+    return SF_OK;
+}
+
+/* Splits "name = rest" at the first '='. */
+static int split_assign(parser *ps, char *s, char **name, char **rest, const char *what) {
+    char *eq = strchr(s, '=');
+    if (!eq) return perr(ps, ps->line, "expected '%s NAME = VALUE'", what);
+    *eq = 0;
+    *name = trim(s);
+    *rest = eq + 1;
+    if (!is_ident(*name)) return perr(ps, ps->line, "'%s' is not a valid name (letters, digits, _)", *name);
+    return SF_OK;
+}
+
+static int add_var(sf_pipeline *p, const char *key, const char *value, int line) {
+    GROW(p->vars, p->n_vars);
+    p->vars[p->n_vars++] = (sf_kv){xstrdup(key), xstrdup(value), line};
+    return SF_OK;
+}
+
+static int stage_key(parser *ps, char *s) {
+    sf_stage_decl *st = ps->open;
+    char *key, *rest, *value;
+    if (split_assign(ps, s, &key, &rest, "KEY") != SF_OK) return SF_ERR;
+    if (read_value(ps, rest, &value) != SF_OK) return SF_ERR;
+    for (int i = 0; i < st->n_params; i++)
+        if (strcmp(st->params[i].key, key) == 0) {
+            free(value);
+            return perr(ps, ps->line, "'%s' is set twice in stage '%s' (first on line %d)", key, st->name, st->params[i].line);
+        }
+    if (strcmp(key, "input") == 0) {
+        st->inputs_line = ps->line;
+        char *save = NULL;
+        for (char *tok = strtok_r(value, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            GROW(st->inputs, st->n_inputs);
+            st->inputs[st->n_inputs++] = xstrdup(trim(tok));
+        }
+        free(value);
+        return SF_OK;
+    }
+    GROW(st->params, st->n_params);
+    st->params[st->n_params++] = (sf_kv){xstrdup(key), value, ps->line};
+    return SF_OK;
+}
+
+static int parse_line(parser *ps, char *line, const char *dir) {
+    char *s = trim(line);
+    if (!*s || *s == '#') return SF_OK;
+    if (ps->open) {
+        if (strcmp(s, "}") == 0) {
+            ps->open = NULL;
+            return SF_OK;
+        }
+        if (strncmp(s, "stage ", 6) == 0)
+            return perr(ps, ps->line, "stage block '%s' (line %d) is not closed: add '}' before this line", ps->open->name, ps->open->line);
+        return stage_key(ps, s);
+    }
+    sf_pipeline *p = ps->p;
+    char *name, *rest, *value;
+    if (strncmp(s, "set ", 4) == 0) {
+        if (split_assign(ps, s + 4, &name, &rest, "set") != SF_OK || read_value(ps, rest, &value) != SF_OK) return SF_ERR;
+        if (!var_value(p, name, strlen(name))) add_var(p, name, value, ps->line); /* overrides came first */
+        free(value);
+        return SF_OK;
+    }
+    if (strncmp(s, "plugin ", 7) == 0) {
+        if (read_value(ps, s + 7, &value) != SF_OK) return SF_ERR;
+        char path[PATH_MAX];
+        if (value[0] == '/') snprintf(path, sizeof path, "%s", value);
+        else snprintf(path, sizeof path, "%s/%s", dir, value);
+        free(value);
+        if (sf_plugins_load_file(path) != SF_OK) return perr(ps, ps->line, "%s", sf_last_error());
+        return SF_OK;
+    }
+    if (strncmp(s, "host ", 5) == 0) {
+        if (split_assign(ps, s + 5, &name, &rest, "host") != SF_OK || read_value(ps, rest, &value) != SF_OK) return SF_ERR;
+        if (strncmp(value, "tcp://", 6) != 0 && strncmp(value, "ipc://", 6) != 0) {
+            free(value);
+            return perr(ps, ps->line, "host '%s' must be tcp://ADDRESS:PORT or ipc://DIRECTORY", name);
+        }
+        if (strncmp(value, "tcp://", 6) == 0 && !strrchr(value + 6, ':')) {
+            free(value);
+            return perr(ps, ps->line, "host '%s' needs a first port: tcp://ADDRESS:PORT", name);
+        }
+        GROW(p->hosts, p->n_hosts);
+        p->hosts[p->n_hosts++] = (sf_host){xstrdup(name), value, ps->line};
+        return SF_OK;
+    }
+    if (strncmp(s, "stage ", 6) == 0) {
+        char *type;
+        if (split_assign(ps, s + 6, &name, &rest, "stage") != SF_OK) return SF_ERR;
+        char *brace = strchr(rest, '{');
+        if (!brace || *trim(brace + 1)) return perr(ps, ps->line, "expected 'stage %s = TYPE {' with '{' ending the line", name);
+        *brace = 0;
+        type = trim(rest);
+        if (!is_ident(type)) return perr(ps, ps->line, "'%s' is not a stage type name", type);
+        for (int i = 0; i < p->n_stages; i++)
+            if (strcmp(p->stages[i].name, name) == 0)
+                return perr(ps, ps->line, "stage '%s' is defined twice (first on line %d): give each stage its own name", name, p->stages[i].line);
+        GROW(p->stages, p->n_stages);
+        sf_stage_decl *st = &p->stages[p->n_stages++];
+        memset(st, 0, sizeof *st);
+        st->name = xstrdup(name);
+        st->type = xstrdup(type);
+        st->line = ps->line;
+        st->replicas = 1;
+        st->host = -1;
+        ps->open = st;
+        return SF_OK;
+    }
+    return perr(ps, ps->line, "expected 'stage', 'set', 'host' or 'plugin', found '%.40s'", s);
+}
+
+static const sf_param_def *param_def(const sf_stage_def *d, const char *name) {
+    for (const sf_param_def *pd = d->params; pd && pd->name; pd++)
+        if (strcmp(pd->name, name) == 0) return pd;
+    return NULL;
+}
+
+static int check_type(const sf_param_def *pd, const char *v) {
+    char *end;
+    errno = 0;
+    switch (pd->type) {
+    case SF_PARAM_INT: strtoll(v, &end, 0); return *v && !*end && !errno;
+    case SF_PARAM_FLOAT: strtod(v, &end); return *v && !*end && !errno;
+    case SF_PARAM_BOOL: return !strcmp(v, "true") || !strcmp(v, "false") || !strcmp(v, "1") || !strcmp(v, "0");
+    default: return 1;
+    }
+}
+
+static const char *type_name(sf_param_type t) {
+    static const char *names[] = {"int", "float", "bool", "string"};
+    return names[t];
+}
+
+/* Takes reserved keys (replicas, host, distribute) out of the params and checks the rest. */
+static int validate_stage(parser *ps, sf_stage_decl *st) {
+    sf_pipeline *p = ps->p;
+    st->entry = sf_plugins_find(st->type);
+    if (!st->entry)
+        return perr(ps, st->line, "unknown stage type '%s': 'saeflow stages' lists the available ones (add a 'plugin \"path.so\"' line for your own)", st->type);
+    const sf_stage_def *d = st->entry->def;
+    int kept = 0;
+    for (int i = 0; i < st->n_params; i++) {
+        sf_kv *kv = &st->params[i];
+        if (strcmp(kv->key, "replicas") == 0) {
+            char *end;
+            long r = strtol(kv->value, &end, 10);
+            if (*end || r < 1 || r > 64) return perr(ps, kv->line, "replicas must be a whole number from 1 to 64");
+            st->replicas = (int)r;
+        } else if (strcmp(kv->key, "distribute") == 0) {
+            if (strcmp(kv->value, "share") && strcmp(kv->value, "broadcast"))
+                return perr(ps, kv->line, "distribute must be 'share' (each message to one replica) or 'broadcast' (to every replica)");
+            st->broadcast = !strcmp(kv->value, "broadcast");
+        } else if (strcmp(kv->key, "host") == 0) {
+            for (int h = 0; h < p->n_hosts; h++)
+                if (strcmp(p->hosts[h].name, kv->value) == 0) st->host = h;
+            if (st->host < 0) return perr(ps, kv->line, "unknown host '%s': declare it with 'host %s = tcp://ADDRESS:PORT'", kv->value, kv->value);
+        } else {
+            const sf_param_def *pd = param_def(d, kv->key);
+            if (!pd) {
+                char list[600] = "";
+                for (const sf_param_def *q = d->params; q && q->name; q++)
+                    snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", list[0] ? ", " : "", q->name);
+                return perr(ps, kv->line, "stage '%s' (%s) has no parameter '%s'; its parameters are: %s", st->name, st->type, kv->key, list[0] ? list : "(none)");
+            }
+            if (!check_type(pd, kv->value))
+                return perr(ps, kv->line, "parameter '%s' of stage '%s' must be %s, not '%s'", kv->key, st->name, type_name(pd->type), kv->value);
+            st->params[kept++] = *kv;
+            continue;
+        }
+        free(kv->key);
+        free(kv->value);
+    }
+    st->n_params = kept;
+    for (const sf_param_def *pd = d->params; pd && pd->name; pd++)
+        if (!pd->default_value && !sf_pipeline_param(st, pd->name))
+            return perr(ps, st->line, "stage '%s' (%s) needs parameter '%s' (%s): %s", st->name, st->type, pd->name, type_name(pd->type), pd->doc ? pd->doc : "");
+    if (p->n_hosts && st->host < 0)
+        return perr(ps, st->line, "stage '%s' has no 'host = NAME': with hosts declared, every stage needs one", st->name);
+    int line = st->inputs_line ? st->inputs_line : st->line;
+    if (d->max_inputs == 0 && st->n_inputs)
+        return perr(ps, line, "stage '%s' (%s) is a source and takes no input", st->name, st->type);
+    if (st->n_inputs < d->min_inputs || st->n_inputs > d->max_inputs)
+        return perr(ps, line, "stage '%s' (%s) takes %d to %d inputs, not %d: set 'input = NAME[, NAME...]'", st->name, st->type,
+                    d->min_inputs, d->max_inputs, st->n_inputs);
+    st->input_idx = calloc((size_t)st->n_inputs + 1, sizeof *st->input_idx);
+    for (int i = 0; i < st->n_inputs; i++) {
+        int found = -1;
+        for (int j = 0; j < p->n_stages; j++)
+            if (strcmp(p->stages[j].name, st->inputs[i]) == 0) found = j;
+        if (found < 0) return perr(ps, line, "stage '%s' reads from '%s', which is not a stage in this file", st->name, st->inputs[i]);
+        if (!p->stages[found].entry) p->stages[found].entry = sf_plugins_find(p->stages[found].type);
+        if (p->stages[found].entry && !p->stages[found].entry->def->has_output)
+            return perr(ps, line, "stage '%s' reads from '%s', but %s is a sink with no output", st->name, st->inputs[i], p->stages[found].type);
+        for (int k = 0; k < i; k++)
+            if (st->input_idx[k] == found) return perr(ps, line, "stage '%s' lists input '%s' twice", st->name, st->inputs[i]);
+        st->input_idx[i] = found;
+    }
+    return SF_OK;
+}
+
+/* Depth-first search for a cycle through inputs; 0 unvisited, 1 on the path, 2 done. */
+static int find_cycle(parser *ps, int s, int *mark) {
+    sf_stage_decl *st = &ps->p->stages[s];
+    mark[s] = 1;
+    for (int i = 0; i < st->n_inputs; i++) {
+        int u = st->input_idx[i];
+        if (mark[u] == 1)
+            return perr(ps, st->inputs_line, "stages form a cycle through '%s' and '%s': data must flow one way", st->name, ps->p->stages[u].name);
+        if (mark[u] == 0 && find_cycle(ps, u, mark) != SF_OK) return SF_ERR;
+    }
+    mark[s] = 2;
+    return SF_OK;
+}
+
+sf_pipeline *sf_pipeline_load(const char *path, char **overrides, int n_overrides) {
+    FILE *f = fopen(path, "r");
+    if (!f) return sf_fail("%s: %s", path, strerror(errno)), NULL;
+    sf_pipeline *p = calloc(1, sizeof *p);
+    p->path = xstrdup(path);
+    parser ps = {.path = path, .p = p};
+    for (int i = 0; i < n_overrides; i++) {
+        char *eq = strchr(overrides[i], '=');
+        if (!eq || eq == overrides[i]) {
+            sf_fail("command line: '%s' is not KEY=VALUE", overrides[i]);
+            goto fail;
+        }
+        *eq = 0;
+        add_var(p, overrides[i], eq + 1, 0);
+        *eq = '=';
+    }
+    int n_cli = p->n_vars;
+    char dirbuf[PATH_MAX];
+    snprintf(dirbuf, sizeof dirbuf, "%s", path);
+    const char *dir = dirname(dirbuf);
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) >= 0) {
+        ps.line++;
+        if (parse_line(&ps, line, dir) != SF_OK) {
+            free(line);
+            goto fail;
+        }
+    }
+    free(line);
+    if (ps.open) {
+        perr(&ps, ps.open->line, "stage block '%s' is not closed: add a line with '}'", ps.open->name);
+        goto fail;
+    }
+    for (int i = 0; i < n_cli; i++) {
+        int used = 0;
+        for (int j = n_cli; j < p->n_vars; j++) used |= !strcmp(p->vars[j].key, p->vars[i].key);
+        if (!used) {
+            sf_fail("command line: '%s' is not a variable of %s (declare it there with 'set %s = ...')", p->vars[i].key, path, p->vars[i].key);
+            goto fail;
+        }
+    }
+    if (p->n_stages == 0) {
+        perr(&ps, ps.line, "no stages: add a block 'stage NAME = TYPE { ... }'");
+        goto fail;
+    }
+    for (int i = 0; i < p->n_stages; i++)
+        if (validate_stage(&ps, &p->stages[i]) != SF_OK) goto fail;
+    int *mark = calloc((size_t)p->n_stages, sizeof *mark);
+    for (int i = 0; i < p->n_stages; i++)
+        if (mark[i] == 0 && find_cycle(&ps, i, mark) != SF_OK) {
+            free(mark);
+            goto fail;
+        }
+    free(mark);
+    fclose(f);
+    return p;
+fail:
+    fclose(f);
+    sf_pipeline_free(p);
+    return NULL;
+}
+
+void sf_pipeline_free(sf_pipeline *p) {
+    if (!p) return;
+    for (int i = 0; i < p->n_stages; i++) {
+        sf_stage_decl *st = &p->stages[i];
+        for (int j = 0; j < st->n_params; j++) free(st->params[j].key), free(st->params[j].value);
+        for (int j = 0; j < st->n_inputs; j++) free(st->inputs[j]);
+        free(st->params), free(st->inputs), free(st->input_idx), free(st->name), free(st->type);
+    }
+    for (int i = 0; i < p->n_hosts; i++) free(p->hosts[i].name), free(p->hosts[i].endpoint);
+    for (int i = 0; i < p->n_vars; i++) free(p->vars[i].key), free(p->vars[i].value);
+    free(p->stages), free(p->hosts), free(p->vars), free(p->path);
+    free(p);
+}
+
+const char *sf_pipeline_param(const sf_stage_decl *s, const char *name) {
+    for (int i = 0; i < s->n_params; i++)
+        if (strcmp(s->params[i].key, name) == 0) return s->params[i].value;
+    if (s->entry)
+        for (const sf_param_def *pd = s->entry->def->params; pd && pd->name; pd++)
+            if (strcmp(pd->name, name) == 0) return pd->default_value;
+    return NULL;
+}

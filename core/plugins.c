@@ -1,0 +1,129 @@
+/* Plugin discovery and loading. A plugin is refused, with a message saying why, when it cannot
+ * be opened, lacks the two entry symbols, or was built for another ABI version. */
+#include <dirent.h>
+#include <dlfcn.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "plugins.h"
+
+#define MAX_STAGES 256
+
+static sf_stage_entry stages[MAX_STAGES];
+static size_t n_stages;
+
+static int valid_def(const sf_stage_def *d, const char *path) {
+    if (!d->name || !*d->name) return sf_fail("%s: a stage has no name", path);
+    for (const char *c = d->name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
+            return sf_fail("%s: stage name '%s' must be lowercase letters, digits and _", path, d->name);
+    int source = d->max_inputs == 0;
+    if (source && !d->produce) return sf_fail("%s: stage '%s' has no inputs and no produce callback", path, d->name);
+    if (!source && !d->on_message) return sf_fail("%s: stage '%s' takes inputs but has no on_message callback", path, d->name);
+    if (d->min_inputs < 0 || d->max_inputs < d->min_inputs)
+        return sf_fail("%s: stage '%s' declares min_inputs %d > max_inputs %d", path, d->name, d->min_inputs, d->max_inputs);
+    return SF_OK;
+}
+
+int sf_plugins_load_file(const char *path) {
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) return sf_fail("cannot load plugin %s: %s", path, dlerror());
+    const uint32_t *abi = dlsym(h, "saeflow_abi_version");
+    const sf_stage_def *const *(*list)(void) = (const sf_stage_def *const *(*)(void))dlsym(h, "saeflow_stages");
+    if (!abi || !list) {
+        dlclose(h);
+        return sf_fail("%s is not a saeflow plugin: it does not export %s (build it with SF_PLUGIN(...) from saeflow.h)",
+                       path, !abi ? "saeflow_abi_version" : "saeflow_stages");
+    }
+    if (*abi != SF_ABI_VERSION) {
+        dlclose(h);
+        return sf_fail("%s was built for saeflow stage ABI %u, but this saeflow speaks ABI %u: rebuild the plugin against this saeflow.h",
+                       path, *abi, SF_ABI_VERSION);
+    }
+    char *keep = strdup(path);
+    for (const sf_stage_def *const *d = list(); d && *d; d++) {
+        if (valid_def(*d, path) != SF_OK) return SF_ERR;
+        const sf_stage_entry *prev = sf_plugins_find((*d)->name);
+        if (prev) {
+            if (strcmp(prev->path, path) != 0)
+                sf_log(SF_LOG_DEBUG, "stage '%s' from %s is shadowed by %s", (*d)->name, path, prev->path);
+            continue;
+        }
+        if (n_stages == MAX_STAGES) return sf_fail("too many stages (more than %d)", MAX_STAGES);
+        stages[n_stages++] = (sf_stage_entry){*d, keep};
+    }
+    return SF_OK; /* the handle stays open for the life of the process */
+}
+
+static void load_dir(const char *dir, int depth, int quiet) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char *names[512];
+    int n = 0;
+    while ((e = readdir(d)) && n < 512)
+        if (e->d_name[0] != '.') names[n++] = strdup(e->d_name);
+    closedir(d);
+    /* Sorted, so the first of two plugins defining a stage is the same every run. */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+            char *t = names[j];
+            names[j] = names[j - 1];
+            names[j - 1] = t;
+        }
+    for (int i = 0; i < n; i++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        size_t l = strlen(names[i]);
+        if (l > 3 && strcmp(names[i] + l - 3, ".so") == 0) {
+            if (sf_plugins_load_file(path) != SF_OK && !quiet) sf_log(SF_LOG_WARN, "%s", sf_last_error());
+        } else if (depth > 0) {
+            load_dir(path, depth - 1, quiet);
+        }
+        free(names[i]);
+    }
+}
+
+static int running_from_build_tree(void) {
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return 0;
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = 0;
+    char build[PATH_MAX];
+    if (!realpath(SF_BUILD_EXE_DIR, build)) return 0;
+    return strcmp(exe, build) == 0;
+}
+
+int sf_plugins_load_default(int quiet) {
+    const char *env = getenv("SAEFLOW_PLUGIN_PATH");
+    if (env) { /* the user's directories come first, so they can override a built-in stage */
+        char *copy = strdup(env), *save = NULL;
+        for (char *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save))
+            load_dir(dir, 1, quiet);
+        free(copy);
+    }
+    if (running_from_build_tree()) load_dir(SF_BUILD_STAGES_DIR, 1, quiet);
+    else load_dir(SF_INSTALL_STAGES_DIR, 0, quiet);
+    return (int)n_stages;
+}
+
+const sf_stage_entry *sf_plugins_find(const char *name) {
+    for (size_t i = 0; i < n_stages; i++)
+        if (strcmp(stages[i].def->name, name) == 0) return &stages[i];
+    return NULL;
+}
+
+size_t sf_plugins_count(void) { return n_stages; }
+const sf_stage_entry *sf_plugins_at(size_t i) { return i < n_stages ? &stages[i] : NULL; }
+
+const sf_command *sf_plugins_command(const char *name) {
+    for (size_t i = 0; i < n_stages; i++)
+        for (const sf_command *c = stages[i].def->commands; c && c->name; c++)
+            if (strcmp(c->name, name) == 0) return c;
+    return NULL;
+}

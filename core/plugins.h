@@ -1,0 +1,24 @@
+/* plugins.h — finding, loading and checking stage plugins. */
+#ifndef SF_PLUGINS_H
+#define SF_PLUGINS_H
+
+#include "saeflow.h"
+
+typedef struct sf_stage_entry {
+    const sf_stage_def *def;
+    const char *path; /* the .so it came from */
+} sf_stage_entry;
+
+/* Loads every plugin found in the build tree (when saeflow runs from it), the install prefix,
+ * and each directory of SAEFLOW_PLUGIN_PATH. Plugins that fail to load are reported as warnings
+ * (quiet != 0 silences them); returns the number of stages known. */
+int sf_plugins_load_default(int quiet);
+/* Loads one plugin file (a path a pipeline names). SF_ERR with a message on failure. */
+int sf_plugins_load_file(const char *path);
+const sf_stage_entry *sf_plugins_find(const char *stage_name);
+size_t sf_plugins_count(void);
+const sf_stage_entry *sf_plugins_at(size_t i);
+/* A subcommand some stage adds, or NULL. */
+const sf_command *sf_plugins_command(const char *name);
+
+#endif

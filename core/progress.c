@@ -1,0 +1,81 @@
+/* Progress while a pipeline runs (a live block of lines on a terminal, log lines every 10 s
+ * otherwise) and the summary at the end: per edge messages, bytes and rate, and per stage the
+ * counters stages keep. */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+static void human_bytes(double b, char *out, size_t n) {
+    const char *u[] = {"B", "KB", "MB", "GB", "TB"};
+    int i = 0;
+    while (b >= 1000 && i < 4) b /= 1000, i++;
+    snprintf(out, n, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+}
+
+static void stage_line(sf_runtime *rt, sf_ctx *c, double elapsed, char *out, size_t n) {
+    uint64_t in = atomic_load(&c->msgs_in), outm = atomic_load(&c->msgs_out);
+    uint64_t done = atomic_load(&c->prog_done), total = atomic_load(&c->prog_total);
+    pthread_mutex_lock(&c->lock);
+    int depth = c->inbox_len;
+    char unit[16];
+    snprintf(unit, sizeof unit, "%s", c->prog_unit);
+    pthread_mutex_unlock(&c->lock);
+    int len = snprintf(out, n, "%-14s in %8llu  out %8llu  queue %2d", c->name, (unsigned long long)in, (unsigned long long)outm, depth);
+    if (unit[0] && len > 0 && (size_t)len < n) {
+        len += snprintf(out + len, n - (size_t)len, "  %llu", (unsigned long long)done);
+        if (total) len += snprintf(out + len, n - (size_t)len, "/%llu (%.0f%%)", (unsigned long long)total, 100.0 * (double)done / (double)total);
+        snprintf(out + len, n - (size_t)len, " %s, %.0f/s", unit, elapsed > 0 ? (double)done / elapsed : 0.0);
+    }
+    (void)rt;
+}
+
+void sf_progress_tick(sf_runtime *rt, int final) {
+    if (rt->o.progress == 0) return;
+    double now = sf_now(), elapsed = now - rt->start;
+    if (!rt->live) {
+        if (final || now - rt->last_report < 10) return;
+        rt->last_report = now;
+        for (int i = 0; i < rt->n_inst; i++) {
+            char line[300];
+            stage_line(rt, rt->inst[i], elapsed, line, sizeof line);
+            sf_log(SF_LOG_INFO, "progress %s", line);
+        }
+        return;
+    }
+    /* Redraw the block in place: move up over the lines drawn last time. */
+    if (rt->lines_drawn) fprintf(stderr, "\033[%dA", rt->lines_drawn);
+    for (int i = 0; i < rt->n_inst; i++) {
+        char line[300];
+        stage_line(rt, rt->inst[i], elapsed, line, sizeof line);
+        fprintf(stderr, "\033[2K%s\n", line);
+    }
+    rt->lines_drawn = rt->n_inst;
+}
+
+void sf_progress_summary(sf_runtime *rt) {
+    double elapsed = sf_now() - rt->start;
+    fprintf(stderr, "saeflow: run summary after %.1f s\n", elapsed);
+    for (int i = 0; i < rt->n_inst; i++) {
+        sf_ctx *c = rt->inst[i];
+        for (int j = 0; j < c->n_out; j++) {
+            sf_out_link *l = &c->out[j];
+            char b[32], rate[32];
+            human_bytes((double)l->bytes, b, sizeof b);
+            human_bytes(elapsed > 0 ? (double)l->bytes / elapsed : 0, rate, sizeof rate);
+            fprintf(stderr, "  edge %s -> %s: %llu messages, %s, %s/s%s\n", c->name, l->id, (unsigned long long)l->seq, b, rate,
+                    l->eos_sent ? ", end-of-stream sent" : "");
+        }
+        for (int j = 0; j < c->n_in; j++) {
+            sf_in_link *l = &c->in[j];
+            if (!l->remote) continue; /* local edges were printed by their producer */
+            char b[32];
+            human_bytes((double)l->bytes, b, sizeof b);
+            fprintf(stderr, "  edge %s -> %s: %llu messages received, %s%s\n", l->peer, c->name, (unsigned long long)l->received, b,
+                    l->eos ? ", all verified in sequence" : ", stream incomplete");
+        }
+        for (int j = 0; j < c->n_counters; j++)
+            fprintf(stderr, "  %s: %s = %lld\n", c->name, c->counters[j].name, (long long)c->counters[j].value);
+    }
+}

@@ -1,0 +1,791 @@
+/* The runtime. One libuv loop per process owns every ZeroMQ socket (edges are ROUTER/DEALER
+ * pairs speaking the credit protocol of edge.h); each stage instance runs its callbacks on a
+ * worker thread. Workers and the loop meet at two small queues per instance:
+ *   inbox:  loop -> worker, received messages (bounded by the credit granted upstream);
+ *   outbox: worker -> loop, messages to send (sf_emit blocks while it is full).
+ * Backpressure therefore runs end to end: a slow stage returns credit slowly, its producers'
+ * outboxes fill, and their sf_emit calls wait. Nothing is dropped and memory stays bounded.
+ *
+ * ZMQ_FD is edge-triggered and only says "something changed", so every wake-up drains every
+ * socket until EAGAIN and re-checks ZMQ_EVENTS afterwards (an idle handle re-runs the pump
+ * while any socket still shows input). */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime.h"
+#include "sf_internal.h"
+
+#define OUTBOX_CAP 4
+#define PUMP_BATCH 256
+
+double sf_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void fail_run(sf_runtime *rt, const char *fmt, ...) SF_PRINTF(2, 3);
+
+static void wake_workers(sf_runtime *rt) {
+    for (int i = 0; i < rt->n_inst; i++) {
+        pthread_mutex_lock(&rt->inst[i]->lock);
+        pthread_cond_broadcast(&rt->inst[i]->cond);
+        pthread_mutex_unlock(&rt->inst[i]->lock);
+    }
+}
+
+/* Records the first error, tells remote peers, and makes every worker stop. Loop thread or
+ * worker thread. */
+static void fail_run(sf_runtime *rt, const char *fmt, ...) {
+    pthread_mutex_lock(&rt->err_lock);
+    if (!rt->error[0]) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(rt->error, sizeof rt->error, fmt, ap);
+        va_end(ap);
+    }
+    pthread_mutex_unlock(&rt->err_lock);
+    atomic_store(&rt->aborting, 1);
+    atomic_store(&rt->stopping, 1);
+    wake_workers(rt);
+    uv_async_send(&rt->wake);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Stage API (called on worker threads)                                                        */
+
+static const char *param(sf_ctx *ctx, const char *name) {
+    const char *v = sf_pipeline_param(ctx->decl, name);
+    if (!v) sf_log(SF_LOG_ERROR, "stage asked for parameter '%s', which it does not declare", name);
+    return v;
+}
+
+int64_t sf_param_int(sf_ctx *ctx, const char *name) {
+    const char *v = param(ctx, name);
+    return v ? strtoll(v, NULL, 0) : 0;
+}
+double sf_param_float(sf_ctx *ctx, const char *name) {
+    const char *v = param(ctx, name);
+    return v ? strtod(v, NULL) : 0;
+}
+int sf_param_bool(sf_ctx *ctx, const char *name) {
+    const char *v = param(ctx, name);
+    return v && (!strcmp(v, "true") || !strcmp(v, "1"));
+}
+const char *sf_param_str(sf_ctx *ctx, const char *name) {
+    const char *v = param(ctx, name);
+    return v ? v : "";
+}
+
+int sf_stopping(sf_ctx *ctx) { return atomic_load(&ctx->rt->stopping); }
+int sf_replica_index(sf_ctx *ctx) { return ctx->replica; }
+int sf_replica_count(sf_ctx *ctx) { return ctx->decl->replicas; }
+const char *sf_instance_name(sf_ctx *ctx) { return ctx->name; }
+
+void sf_progress(sf_ctx *ctx, uint64_t done, uint64_t total, const char *unit) {
+    atomic_store(&ctx->prog_done, done);
+    atomic_store(&ctx->prog_total, total);
+    if (unit && strcmp(ctx->prog_unit, unit) != 0) {
+        pthread_mutex_lock(&ctx->lock);
+        snprintf(ctx->prog_unit, sizeof ctx->prog_unit, "%s", unit);
+        pthread_mutex_unlock(&ctx->lock);
+    }
+}
+
+void sf_count(sf_ctx *ctx, const char *counter, int64_t delta) {
+    pthread_mutex_lock(&ctx->lock);
+    int i = 0;
+    while (i < ctx->n_counters && strcmp(ctx->counters[i].name, counter) != 0) i++;
+    if (i == ctx->n_counters && i < 16) snprintf(ctx->counters[ctx->n_counters++].name, 48, "%s", counter);
+    if (i < 16) ctx->counters[i].value += delta;
+    pthread_mutex_unlock(&ctx->lock);
+}
+
+int sf_emit(sf_ctx *ctx, sf_msg *m) {
+    size_t len;
+    void *buf = sf_msg_release(m, &len);
+    pthread_mutex_lock(&ctx->lock);
+    while (ctx->out_len == OUTBOX_CAP && !atomic_load(&ctx->rt->aborting)) pthread_cond_wait(&ctx->cond, &ctx->lock);
+    if (atomic_load(&ctx->rt->aborting)) {
+        pthread_mutex_unlock(&ctx->lock);
+        free(buf);
+        return sf_fail("the pipeline is stopping");
+    }
+    int slot = (ctx->out_head + ctx->out_len++) % OUTBOX_CAP;
+    ctx->outbox[slot].buf = buf;
+    ctx->outbox[slot].len = len;
+    pthread_mutex_unlock(&ctx->lock);
+    uv_async_send(&ctx->rt->wake);
+    return SF_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Worker threads                                                                              */
+
+static int worker_loop(sf_ctx *ctx) {
+    const sf_stage_def *d = ctx->def;
+    sf_runtime *rt = ctx->rt;
+    if (d->max_inputs == 0) {
+        while (!atomic_load(&rt->aborting)) {
+            int rc = d->produce(ctx, ctx->state);
+            if (rc == SF_DONE) return SF_OK;
+            if (rc != SF_OK) return SF_ERR;
+        }
+        return SF_OK;
+    }
+    for (;;) {
+        pthread_mutex_lock(&ctx->lock);
+        while (ctx->inbox_len == 0 && !ctx->inputs_done && !atomic_load(&rt->aborting))
+            pthread_cond_wait(&ctx->cond, &ctx->lock);
+        if (atomic_load(&rt->aborting) || (ctx->inbox_len == 0 && ctx->inputs_done)) {
+            pthread_mutex_unlock(&ctx->lock);
+            break;
+        }
+        sf_inbox_item item = ctx->inbox[ctx->inbox_head];
+        ctx->inbox_head = (ctx->inbox_head + 1) % ctx->inbox_cap;
+        ctx->inbox_len--;
+        pthread_mutex_unlock(&ctx->lock);
+
+        sf_in_link *link = &ctx->in[item.link];
+        sf_msg *m = sf_msg_parse(zmq_msg_data(&item.msg), zmq_msg_size(&item.msg));
+        int rc;
+        if (!m) rc = sf_fail("bad message from %s: %s", link->peer, sf_last_error());
+        else rc = d->on_message(ctx, ctx->state, link->input, m);
+        sf_msg_free(m);
+        zmq_msg_close(&item.msg);
+        atomic_fetch_add(&ctx->msgs_in, 1);
+        atomic_fetch_add(&link->credit_return, 1);
+        uv_async_send(&rt->wake);
+        if (rc != SF_OK) return SF_ERR;
+    }
+    if (atomic_load(&rt->aborting)) return SF_OK;
+    return d->on_eos ? d->on_eos(ctx, ctx->state) : SF_OK;
+}
+
+static void *worker_main(void *arg) {
+    sf_ctx *ctx = arg;
+    sf_runtime *rt = ctx->rt;
+    sf_log_set_thread_name(ctx->name);
+    int ok = 1;
+    if (ctx->def->init && ctx->def->init(ctx, &ctx->state) != SF_OK) {
+        fail_run(rt, "%s: %s", ctx->name, sf_last_error());
+        ok = 0;
+    }
+    if (ok && worker_loop(ctx) != SF_OK && !atomic_load(&rt->aborting)) {
+        fail_run(rt, "%s: %s", ctx->name, sf_last_error());
+        ok = 0;
+    }
+    /* finish runs in every case, so a trainer can save after an interrupt or a failure */
+    if (ctx->def->finish && (ok || ctx->state) && ctx->def->finish(ctx, ctx->state) != SF_OK)
+        fail_run(rt, "%s: %s", ctx->name, sf_last_error());
+    if (ctx->def->destroy && ctx->state) ctx->def->destroy(ctx->state);
+    ctx->state = NULL;
+    atomic_store(&ctx->worker_done, 1);
+    uv_async_send(&rt->wake);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Endpoints                                                                                   */
+
+/* Instances of the pipeline in a fixed order: stage order, then replica. */
+static int global_index(const sf_pipeline *p, int stage, int replica) {
+    int k = 0;
+    for (int i = 0; i < stage; i++) k += p->stages[i].replicas;
+    return k + replica;
+}
+
+static void instance_name(const sf_stage_decl *s, int r, char *out, size_t n) {
+    if (s->replicas == 1) snprintf(out, n, "%s", s->name);
+    else snprintf(out, n, "%s[%d]", s->name, r);
+}
+
+/* Where producer instance (stage, r) listens for consumers on other hosts. */
+static void remote_endpoint(const sf_pipeline *p, int stage, int r, int bind, char *out, size_t n) {
+    const sf_host *h = &p->hosts[p->stages[stage].host];
+    if (strncmp(h->endpoint, "ipc://", 6) == 0) {
+        snprintf(out, n, "%s/%s.%d", h->endpoint, p->stages[stage].name, r);
+        return;
+    }
+    const char *colon = strrchr(h->endpoint + 6, ':');
+    int port = atoi(colon + 1) + global_index(p, stage, r);
+    if (bind) snprintf(out, n, "tcp://%.*s:%d", (int)(colon - h->endpoint - 6), h->endpoint + 6, port);
+    else snprintf(out, n, "%.*s:%d", (int)(colon - h->endpoint), h->endpoint, port);
+}
+
+static void local_endpoint(const sf_pipeline *p, int stage, int r, char *out, size_t n) {
+    snprintf(out, n, "inproc://sf/%s/%d", p->stages[stage].name, r);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The loop: receiving                                                                         */
+
+static int is_local_stage(sf_runtime *rt, int stage) { return rt->host < 0 || rt->p->stages[stage].host == rt->host; }
+
+static void handle_router_frame(sf_ctx *ctx, sf_frame *f) {
+    sf_runtime *rt = ctx->rt;
+    sf_out_link *l = NULL;
+    for (int i = 0; i < ctx->n_out; i++)
+        if (strcmp(ctx->out[i].id, f->id) == 0) l = &ctx->out[i];
+    if (!l) {
+        sf_log(SF_LOG_WARN, "%s: ignoring a frame from unknown peer '%.60s'", ctx->name, f->id);
+        return;
+    }
+    l->last_seen = sf_now();
+    switch (f->h.type) {
+    case SF_FRAME_HELLO:
+        if (!l->hello) {
+            l->hello = 1;
+            l->credit = f->h.n;
+        }
+        break;
+    case SF_FRAME_CREDIT:
+        l->credit += f->h.n;
+        break;
+    case SF_FRAME_ABORT: {
+        size_t n = zmq_msg_size(&f->payload);
+        fail_run(rt, "%s (downstream) failed: %.*s", l->id, (int)(n > 600 ? 600 : n), (const char *)zmq_msg_data(&f->payload));
+        break;
+    }
+    case SF_FRAME_HEARTBEAT: break;
+    default: fail_run(rt, "%s: protocol error: unexpected frame 0x%x from consumer %s", ctx->name, f->h.type, l->id);
+    }
+}
+
+static void handle_in_frame(sf_ctx *ctx, int li, sf_frame *f) {
+    sf_runtime *rt = ctx->rt;
+    sf_in_link *l = &ctx->in[li];
+    l->last_seen = sf_now();
+    switch (f->h.type) {
+    case SF_FRAME_DATA:
+        if (l->eos || f->h.seq != l->expect_seq) {
+            fail_run(rt, "%s: message %llu from %s arrived where %llu was expected: a message was lost or duplicated",
+                     ctx->name, (unsigned long long)f->h.seq, l->peer, (unsigned long long)l->expect_seq);
+            return;
+        }
+        l->expect_seq++;
+        l->received++;
+        l->bytes += zmq_msg_size(&f->payload);
+        pthread_mutex_lock(&ctx->lock);
+        if (ctx->inbox_len == ctx->inbox_cap) {
+            pthread_mutex_unlock(&ctx->lock);
+            fail_run(rt, "%s: %s sent more messages than the credit it was given", ctx->name, l->peer);
+            return;
+        }
+        sf_inbox_item *it = &ctx->inbox[(ctx->inbox_head + ctx->inbox_len++) % ctx->inbox_cap];
+        zmq_msg_init(&it->msg);
+        zmq_msg_move(&it->msg, &f->payload);
+        it->link = li;
+        pthread_cond_signal(&ctx->cond);
+        pthread_mutex_unlock(&ctx->lock);
+        break;
+    case SF_FRAME_EOS: {
+        if (f->h.seq != l->received) {
+            fail_run(rt, "%s: %s ended its stream after %llu messages but %llu arrived: messages were lost",
+                     ctx->name, l->peer, (unsigned long long)f->h.seq, (unsigned long long)l->received);
+            return;
+        }
+        l->eos = 1;
+        int linger = 0; /* nothing more to say to this producer */
+        zmq_setsockopt(l->sock, ZMQ_LINGER, &linger, sizeof linger);
+        int all = 1;
+        for (int i = 0; i < ctx->n_in; i++) all &= ctx->in[i].eos;
+        if (all) {
+            pthread_mutex_lock(&ctx->lock);
+            ctx->inputs_done = 1;
+            pthread_cond_signal(&ctx->cond);
+            pthread_mutex_unlock(&ctx->lock);
+        }
+        break;
+    }
+    case SF_FRAME_ABORT: {
+        size_t n = zmq_msg_size(&f->payload);
+        fail_run(rt, "%s (upstream) failed: %.*s", l->peer, (int)(n > 600 ? 600 : n), (const char *)zmq_msg_data(&f->payload));
+        break;
+    }
+    case SF_FRAME_HEARTBEAT: break;
+    default: fail_run(rt, "%s: protocol error: unexpected frame 0x%x from producer %s", ctx->name, f->h.type, l->peer);
+    }
+}
+
+/* Reads up to PUMP_BATCH frames from a socket; returns how many. */
+static int drain(sf_ctx *ctx, void *sock, int in_link) {
+    int n = 0;
+    char err[200];
+    sf_frame f;
+    while (n < PUMP_BATCH) {
+        int rc = sf_frame_recv(sock, in_link < 0, &f, err, sizeof err);
+        if (rc == 0) break;
+        n++;
+        if (rc < 0) {
+            fail_run(ctx->rt, "%s: bad frame from %s: %s", ctx->name, in_link < 0 ? "a consumer" : ctx->in[in_link].peer, err);
+            continue;
+        }
+        if (in_link < 0) handle_router_frame(ctx, &f);
+        else handle_in_frame(ctx, in_link, &f);
+        if (f.has_payload) zmq_msg_close(&f.payload);
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The loop: sending                                                                           */
+
+static void free_buffer(void *data, void *hint) {
+    (void)hint;
+    free(data); /* runs on a ZeroMQ I/O thread; free() is thread-safe */
+}
+
+/* Picks the links the next message goes to: per consumer stage, one replica with credit (share)
+ * or every replica (broadcast). 0 if some consumer stage has no credit yet. */
+static int pick_targets(sf_ctx *ctx, int *targets, int *n_targets) {
+    *n_targets = 0;
+    for (int g = 0; g < ctx->n_groups; g++) {
+        if (ctx->group_broadcast[g]) {
+            for (int i = 0; i < ctx->n_out; i++)
+                if (ctx->out[i].group == g && (!ctx->out[i].hello || ctx->out[i].credit <= 0)) return 0;
+            for (int i = 0; i < ctx->n_out; i++)
+                if (ctx->out[i].group == g) targets[(*n_targets)++] = i;
+            continue;
+        }
+        int best = -1, start = ctx->group_rr[g];
+        for (int k = 0; k < ctx->n_out && best < 0; k++) {
+            int i = (start + k) % ctx->n_out;
+            if (ctx->out[i].group == g && ctx->out[i].hello && ctx->out[i].credit > 0) best = i;
+        }
+        if (best < 0) return 0;
+        ctx->group_rr[g] = best + 1;
+        targets[(*n_targets)++] = best;
+    }
+    return 1;
+}
+
+static int all_hello(sf_ctx *ctx) {
+    for (int i = 0; i < ctx->n_out; i++)
+        if (!ctx->out[i].hello) return 0;
+    return 1;
+}
+
+static int flush_outbox(sf_ctx *ctx) {
+    sf_runtime *rt = ctx->rt;
+    int sent = 0;
+    int targets[256], n_targets;
+    for (;;) {
+        pthread_mutex_lock(&ctx->lock);
+        int have = ctx->out_len;
+        pthread_mutex_unlock(&ctx->lock);
+        if (!have || atomic_load(&rt->aborting) || !all_hello(ctx) || !pick_targets(ctx, targets, &n_targets)) break;
+        void *buf = ctx->outbox[ctx->out_head].buf;
+        size_t len = ctx->outbox[ctx->out_head].len;
+        zmq_msg_t whole;
+        zmq_msg_init_data(&whole, buf, len, free_buffer, NULL);
+        for (int t = 0; t < n_targets; t++) {
+            sf_out_link *l = &ctx->out[targets[t]];
+            zmq_msg_t copy; /* reference-counted: no byte is copied */
+            zmq_msg_init(&copy);
+            zmq_msg_copy(&copy, &whole);
+            if (sf_frame_send(ctx->router, l->id, SF_FRAME_DATA, 0, l->seq, &copy) != 0) {
+                fail_run(rt, "%s: sending to %s: %s", ctx->name, l->id, zmq_strerror(errno));
+                zmq_msg_close(&copy);
+                break;
+            }
+            zmq_msg_close(&copy);
+            l->seq++;
+            l->credit--;
+            l->bytes += len;
+        }
+        zmq_msg_close(&whole);
+        atomic_fetch_add(&ctx->msgs_out, 1);
+        atomic_fetch_add(&ctx->bytes_out, len);
+        pthread_mutex_lock(&ctx->lock);
+        ctx->out_head = (ctx->out_head + 1) % OUTBOX_CAP;
+        ctx->out_len--;
+        pthread_cond_signal(&ctx->cond);
+        pthread_mutex_unlock(&ctx->lock);
+        sent++;
+    }
+    /* With no consumer at all, messages are counted and dropped. */
+    if (ctx->n_out == 0) {
+        pthread_mutex_lock(&ctx->lock);
+        while (ctx->out_len) {
+            atomic_fetch_add(&ctx->msgs_out, 1);
+            atomic_fetch_add(&ctx->bytes_out, ctx->outbox[ctx->out_head].len);
+            free(ctx->outbox[ctx->out_head].buf);
+            ctx->out_head = (ctx->out_head + 1) % OUTBOX_CAP;
+            ctx->out_len--;
+            sent++;
+        }
+        pthread_cond_signal(&ctx->cond);
+        pthread_mutex_unlock(&ctx->lock);
+    }
+    return sent;
+}
+
+static void send_credits(sf_ctx *ctx) {
+    for (int i = 0; i < ctx->n_in; i++) {
+        sf_in_link *l = &ctx->in[i];
+        int n = atomic_exchange(&l->credit_return, 0);
+        if (n > 0 && !l->eos && sf_frame_send(l->sock, NULL, SF_FRAME_CREDIT, (uint32_t)n, 0, NULL) != 0)
+            atomic_fetch_add(&l->credit_return, n); /* retried on the next pump */
+    }
+}
+
+static void send_eos(sf_ctx *ctx) {
+    if (ctx->eos_done || !atomic_load(&ctx->worker_done) || atomic_load(&ctx->rt->aborting)) return;
+    pthread_mutex_lock(&ctx->lock);
+    int pending = ctx->out_len;
+    pthread_mutex_unlock(&ctx->lock);
+    if (pending || !all_hello(ctx)) return;
+    for (int i = 0; i < ctx->n_out; i++) {
+        sf_out_link *l = &ctx->out[i];
+        if (sf_frame_send(ctx->router, l->id, SF_FRAME_EOS, 0, l->seq, NULL) != 0) {
+            fail_run(ctx->rt, "%s: sending end-of-stream to %s: %s", ctx->name, l->id, zmq_strerror(errno));
+            return;
+        }
+        l->eos_sent = 1;
+    }
+    ctx->eos_done = 1;
+}
+
+static int has_input(void *sock) {
+    int ev = 0;
+    size_t sz = sizeof ev;
+    zmq_getsockopt(sock, ZMQ_EVENTS, &ev, &sz);
+    return ev & ZMQ_POLLIN;
+}
+
+static void shutdown_loop(sf_runtime *rt);
+static void on_again(uv_idle_t *h);
+
+/* One pass over everything; repeated while it makes progress. */
+static void pump(sf_runtime *rt) {
+    for (int round = 0; round < 64; round++) {
+        int work = 0;
+        for (int i = 0; i < rt->n_inst; i++) {
+            sf_ctx *c = rt->inst[i];
+            if (c->router) work += drain(c, c->router, -1);
+            for (int j = 0; j < c->n_in; j++) work += drain(c, c->in[j].sock, j);
+            send_credits(c);
+            work += flush_outbox(c);
+            send_eos(c);
+        }
+        if (!work) break;
+    }
+    int more = 0, done = 1;
+    for (int i = 0; i < rt->n_inst; i++) {
+        sf_ctx *c = rt->inst[i];
+        if (c->router) more |= has_input(c->router);
+        for (int j = 0; j < c->n_in; j++) more |= has_input(c->in[j].sock);
+        done &= atomic_load(&c->worker_done) && (c->eos_done || atomic_load(&rt->aborting));
+    }
+    if (done) shutdown_loop(rt);
+    else if (more) uv_idle_start(&rt->again, on_again);
+}
+
+static void on_again(uv_idle_t *h) {
+    uv_idle_stop(h);
+    pump(h->data);
+}
+
+static void on_wake(uv_async_t *h) { pump(h->data); }
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+    (void)status, (void)events;
+    pump(h->data);
+}
+
+static void close_handle(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+/* Stops the loop; handles are closed after the workers are joined, since a finishing worker
+ * may still be signalling the async handle. */
+static void shutdown_loop(sf_runtime *rt) { uv_stop(&rt->loop); }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Signals, heartbeats, time-outs                                                              */
+
+static void on_signal(uv_signal_t *h, int signum) {
+    sf_runtime *rt = h->data;
+    if (atomic_exchange(&rt->interrupted, 1)) {
+        fprintf(stderr, "\nsaeflow: second %s: aborting now\n", signum == SIGINT ? "interrupt" : "termination signal");
+        _exit(130);
+    }
+    sf_log(SF_LOG_WARN, "%s: stopping the sources and draining the pipeline (again to abort at once)",
+           signum == SIGINT ? "interrupted" : "terminated");
+    atomic_store(&rt->stopping, 1);
+    uv_async_send(&rt->wake);
+}
+
+static void check_peers(sf_runtime *rt) {
+    double now = sf_now();
+    for (int i = 0; i < rt->n_inst; i++) {
+        sf_ctx *c = rt->inst[i];
+        for (int j = 0; j < c->n_out; j++) {
+            sf_out_link *l = &c->out[j];
+            if (!l->hello && now - rt->start > rt->o.connect_timeout) {
+                fail_run(rt, "%s: consumer %s has not connected after %.0f s: is its host running this pipeline?", c->name, l->id,
+                         rt->o.connect_timeout);
+                return;
+            }
+            if (l->remote && l->hello) {
+                if (!l->eos_sent) sf_frame_send(c->router, l->id, SF_FRAME_HEARTBEAT, 0, 0, NULL);
+                if (!l->eos_sent && now - l->last_seen > rt->o.peer_timeout) {
+                    fail_run(rt, "%s: lost contact with consumer %s (no heartbeat for %.0f s): its host or process died", c->name, l->id,
+                             rt->o.peer_timeout);
+                    return;
+                }
+            }
+        }
+        for (int j = 0; j < c->n_in; j++) {
+            sf_in_link *l = &c->in[j];
+            if (!l->remote || l->eos) continue;
+            sf_frame_send(l->sock, NULL, SF_FRAME_HEARTBEAT, 0, 0, NULL);
+            double limit = l->last_seen > 0 ? rt->o.peer_timeout : rt->o.connect_timeout;
+            double since = now - (l->last_seen > 0 ? l->last_seen : rt->start);
+            if (since > limit) {
+                fail_run(rt, "%s: %s producer %s (no heartbeat for %.0f s): its host or process died or never started", c->name,
+                         l->last_seen > 0 ? "lost contact with" : "never heard from", l->peer, since);
+                return;
+            }
+        }
+    }
+}
+
+static void on_tick(uv_timer_t *h) {
+    sf_runtime *rt = h->data;
+    check_peers(rt);
+    sf_progress_tick(rt, 0);
+    pump(rt);
+}
+
+static void tell_peers_abort(sf_runtime *rt) {
+    for (int i = 0; i < rt->n_inst; i++) {
+        sf_ctx *c = rt->inst[i];
+        for (int j = 0; j < c->n_out; j++)
+            if (c->out[j].remote && c->out[j].hello) sf_frame_send_text(c->router, c->out[j].id, SF_FRAME_ABORT, rt->error);
+        for (int j = 0; j < c->n_in; j++)
+            if (c->in[j].remote && !c->in[j].eos) sf_frame_send_text(c->in[j].sock, NULL, SF_FRAME_ABORT, rt->error);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Setting up                                                                                  */
+
+static void *open_socket(sf_runtime *rt, int type) {
+    void *s = zmq_socket(rt->zctx, type);
+    int zero = 0, linger = 10000, one = 1;
+    zmq_setsockopt(s, ZMQ_SNDHWM, &zero, sizeof zero); /* credit bounds what is queued */
+    zmq_setsockopt(s, ZMQ_RCVHWM, &zero, sizeof zero);
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    if (type == ZMQ_ROUTER) zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    return s;
+}
+
+static int setup_instance(sf_runtime *rt, sf_ctx *c, int stage_idx) {
+    sf_pipeline *p = rt->p;
+    /* consumers of this stage: one group per consumer stage, a link per replica */
+    for (int s = 0; s < p->n_stages; s++)
+        for (int i = 0; i < p->stages[s].n_inputs; i++)
+            if (p->stages[s].input_idx[i] == stage_idx) {
+                int g = c->n_groups++;
+                c->group_broadcast = realloc(c->group_broadcast, (size_t)c->n_groups * sizeof(int));
+                c->group_rr = realloc(c->group_rr, (size_t)c->n_groups * sizeof(int));
+                c->group_broadcast[g] = p->stages[s].broadcast;
+                c->group_rr[g] = 0;
+                for (int r = 0; r < p->stages[s].replicas; r++) {
+                    c->out = realloc(c->out, (size_t)(c->n_out + 1) * sizeof *c->out);
+                    sf_out_link *l = &c->out[c->n_out++];
+                    memset(l, 0, sizeof *l);
+                    instance_name(&p->stages[s], r, l->id, sizeof l->id);
+                    l->group = g;
+                    l->remote = !is_local_stage(rt, s);
+                }
+            }
+    if (c->n_out) {
+        char ep[600];
+        c->router = open_socket(rt, ZMQ_ROUTER);
+        local_endpoint(p, stage_idx, c->replica, ep, sizeof ep);
+        if (zmq_bind(c->router, ep) != 0) return sf_fail("%s: cannot bind %s: %s", c->name, ep, zmq_strerror(errno));
+        int remote = 0;
+        for (int i = 0; i < c->n_out; i++) remote |= c->out[i].remote;
+        if (remote) {
+            remote_endpoint(p, stage_idx, c->replica, 1, ep, sizeof ep);
+            if (zmq_bind(c->router, ep) != 0)
+                return sf_fail("%s: cannot listen on %s: %s (is the host address right and the port free?)", c->name, ep, zmq_strerror(errno));
+            sf_log(SF_LOG_DEBUG, "%s listens on %s", c->name, ep);
+        }
+    }
+    /* producers this stage reads: a link per replica of each input stage */
+    sf_stage_decl *st = &p->stages[stage_idx];
+    for (int i = 0; i < st->n_inputs; i++) {
+        int u = st->input_idx[i];
+        for (int r = 0; r < p->stages[u].replicas; r++) {
+            c->in = realloc(c->in, (size_t)(c->n_in + 1) * sizeof *c->in);
+            sf_in_link *l = &c->in[c->n_in++];
+            memset(l, 0, sizeof *l);
+            instance_name(&p->stages[u], r, l->peer, sizeof l->peer);
+            l->input = i;
+            l->remote = !is_local_stage(rt, u);
+            char ep[600];
+            if (l->remote) remote_endpoint(p, u, r, 0, ep, sizeof ep);
+            else local_endpoint(p, u, r, ep, sizeof ep);
+            l->sock = open_socket(rt, ZMQ_DEALER);
+            zmq_setsockopt(l->sock, ZMQ_ROUTING_ID, c->name, strlen(c->name));
+            if (zmq_connect(l->sock, ep) != 0) return sf_fail("%s: cannot connect to %s: %s", c->name, ep, zmq_strerror(errno));
+        }
+    }
+    c->inbox_cap = rt->o.credit * (c->n_in ? c->n_in : 1);
+    c->inbox = calloc((size_t)c->inbox_cap, sizeof *c->inbox);
+    c->outbox = calloc(OUTBOX_CAP, sizeof *c->outbox);
+    return SF_OK;
+}
+
+static void start_polls(sf_runtime *rt) {
+    for (int i = 0; i < rt->n_inst; i++) {
+        sf_ctx *c = rt->inst[i];
+        int fd;
+        size_t sz = sizeof fd;
+        if (c->router) {
+            zmq_getsockopt(c->router, ZMQ_FD, &fd, &sz);
+            uv_poll_init(&rt->loop, &c->router_poll, fd);
+            c->router_poll.data = rt;
+            uv_poll_start(&c->router_poll, UV_READABLE, on_poll);
+        }
+        for (int j = 0; j < c->n_in; j++) {
+            sf_in_link *l = &c->in[j];
+            zmq_getsockopt(l->sock, ZMQ_FD, &fd, &sz);
+            uv_poll_init(&rt->loop, &l->poll, fd);
+            l->poll.data = rt;
+            uv_poll_start(&l->poll, UV_READABLE, on_poll);
+            if (sf_frame_send(l->sock, NULL, SF_FRAME_HELLO, (uint32_t)rt->o.credit, 0, NULL) != 0)
+                fail_run(rt, "%s: greeting %s: %s", c->name, l->peer, zmq_strerror(errno));
+        }
+    }
+}
+
+static void free_runtime(sf_runtime *rt) {
+    for (int i = 0; i < rt->n_inst; i++) {
+        sf_ctx *c = rt->inst[i];
+        int zero = 0;
+        if (c->router) {
+            if (atomic_load(&rt->aborting)) zmq_setsockopt(c->router, ZMQ_LINGER, &zero, sizeof zero);
+            zmq_close(c->router);
+        }
+        for (int j = 0; j < c->n_in; j++) {
+            zmq_setsockopt(c->in[j].sock, ZMQ_LINGER, &zero, sizeof zero);
+            zmq_close(c->in[j].sock);
+        }
+        for (int j = 0; j < c->inbox_len; j++) zmq_msg_close(&c->inbox[(c->inbox_head + j) % c->inbox_cap].msg);
+        for (int j = 0; j < c->out_len; j++) free(c->outbox[(c->out_head + j) % OUTBOX_CAP].buf);
+        pthread_mutex_destroy(&c->lock);
+        pthread_cond_destroy(&c->cond);
+        free(c->inbox), free(c->outbox), free(c->out), free(c->in), free(c->group_broadcast), free(c->group_rr);
+        free(c);
+    }
+    free(rt->inst);
+    zmq_ctx_term(rt->zctx);
+}
+
+int sf_run(sf_pipeline *p, const sf_run_options *o) {
+    sf_runtime *rt = calloc(1, sizeof *rt);
+    rt->p = p;
+    rt->o = *o;
+    rt->host = -1;
+    pthread_mutex_init(&rt->err_lock, NULL);
+    if (p->n_hosts) {
+        if (!o->host) {
+            fprintf(stderr, "saeflow: %s places stages on hosts: say which one this is with --host NAME\n", p->path);
+            free(rt);
+            return 2;
+        }
+        for (int h = 0; h < p->n_hosts; h++)
+            if (strcmp(p->hosts[h].name, o->host) == 0) rt->host = h;
+        if (rt->host < 0) {
+            fprintf(stderr, "saeflow: --host %s: %s declares no such host\n", o->host, p->path);
+            free(rt);
+            return 2;
+        }
+    }
+    rt->zctx = zmq_ctx_new();
+    uv_loop_init(&rt->loop);
+    rt->start = sf_now();
+    int rc = SF_OK;
+    for (int s = 0; s < p->n_stages && rc == SF_OK; s++) {
+        if (!is_local_stage(rt, s)) continue;
+        for (int r = 0; r < p->stages[s].replicas && rc == SF_OK; r++) {
+            sf_ctx *c = calloc(1, sizeof *c);
+            c->decl = &p->stages[s];
+            c->def = c->decl->entry->def;
+            c->replica = r;
+            c->rt = rt;
+            instance_name(c->decl, r, c->name, sizeof c->name);
+            pthread_mutex_init(&c->lock, NULL);
+            pthread_cond_init(&c->cond, NULL);
+            rt->inst = realloc(rt->inst, (size_t)(rt->n_inst + 1) * sizeof *rt->inst);
+            rt->inst[rt->n_inst++] = c;
+            rc = setup_instance(rt, c, s);
+        }
+    }
+    if (rc != SF_OK) {
+        fprintf(stderr, "saeflow: %s\n", sf_last_error());
+        uv_loop_close(&rt->loop);
+        free_runtime(rt);
+        free(rt);
+        return 1;
+    }
+    if (rt->n_inst == 0) sf_log(SF_LOG_WARN, "no stage of %s is placed on host %s", p->path, o->host ? o->host : "?");
+
+    uv_async_init(&rt->loop, &rt->wake, on_wake);
+    rt->wake.data = rt;
+    uv_idle_init(&rt->loop, &rt->again);
+    rt->again.data = rt;
+    uv_signal_init(&rt->loop, &rt->sigint);
+    rt->sigint.data = rt;
+    uv_signal_start(&rt->sigint, on_signal, SIGINT);
+    uv_signal_init(&rt->loop, &rt->sigterm);
+    rt->sigterm.data = rt;
+    uv_signal_start(&rt->sigterm, on_signal, SIGTERM);
+    uv_timer_init(&rt->loop, &rt->tick);
+    rt->tick.data = rt;
+    uv_timer_start(&rt->tick, on_tick, 1000, 1000);
+    rt->live = o->progress < 0 ? isatty(STDERR_FILENO) : o->progress;
+    start_polls(rt);
+
+    for (int i = 0; i < rt->n_inst; i++) {
+        if (pthread_create(&rt->inst[i]->thread, NULL, worker_main, rt->inst[i]) != 0) {
+            fail_run(rt, "cannot start a thread for %s", rt->inst[i]->name);
+            break;
+        }
+        rt->inst[i]->thread_started = 1;
+    }
+    pump(rt);
+    uv_run(&rt->loop, UV_RUN_DEFAULT);
+
+    for (int i = 0; i < rt->n_inst; i++)
+        if (rt->inst[i]->thread_started) pthread_join(rt->inst[i]->thread, NULL);
+    if (atomic_load(&rt->aborting)) tell_peers_abort(rt);
+    uv_walk(&rt->loop, close_handle, NULL);
+    uv_run(&rt->loop, UV_RUN_DEFAULT);
+    sf_progress_tick(rt, 1);
+    sf_progress_summary(rt);
+    int code = 0;
+    if (rt->error[0]) {
+        fprintf(stderr, "saeflow: error: %s\n", rt->error);
+        code = 1;
+    } else if (atomic_load(&rt->interrupted)) {
+        fprintf(stderr, "saeflow: interrupted; the stages finished cleanly after draining\n");
+        code = 130;
+    }
+    uv_loop_close(&rt->loop);
+    free_runtime(rt);
+    pthread_mutex_destroy(&rt->err_lock);
+    free(rt);
+    return code;
+}

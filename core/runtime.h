@@ -1,0 +1,124 @@
+/* runtime.h — running a pipeline: one libuv loop per process owns every ZeroMQ socket; each
+ * stage instance computes on a worker thread of its own. */
+#ifndef SF_RUNTIME_H
+#define SF_RUNTIME_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <uv.h>
+
+#include "edge.h"
+#include "pipeline.h"
+
+typedef struct sf_run_options {
+    const char *host;       /* run this host's stages (NULL: the pipeline has no hosts) */
+    int credit;             /* messages in flight per link */
+    double connect_timeout; /* seconds to wait for every peer at start */
+    double peer_timeout;    /* seconds without a heartbeat before a peer counts as lost */
+    int progress;           /* -1 auto (live on a terminal, log lines otherwise), 0 off, 1 on */
+} sf_run_options;
+
+/* Runs the part of p placed on o->host; returns the process exit code (0 ok, 1 failure,
+ * 130 interrupted). */
+int sf_run(sf_pipeline *p, const sf_run_options *o);
+
+/* ---- shared with progress.c ---- */
+
+typedef struct sf_out_link { /* producer side: one consumer instance */
+    char id[64];             /* the consumer instance's name = its routing id */
+    int group;               /* consumer stage it belongs to */
+    int hello, eos_sent, remote;
+    int64_t credit;
+    uint64_t seq, bytes;
+    double last_seen;
+} sf_out_link;
+
+typedef struct sf_in_link { /* consumer side: one producer instance */
+    char peer[64];
+    int input, remote;
+    void *sock;
+    uv_poll_t poll;
+    uint64_t expect_seq, received, bytes;
+    int eos;
+    atomic_int credit_return; /* credits the worker freed, to send back */
+    double last_seen;
+} sf_in_link;
+
+typedef struct sf_inbox_item {
+    zmq_msg_t msg;
+    int link;
+} sf_inbox_item;
+
+typedef struct sf_counter {
+    char name[48];
+    int64_t value;
+} sf_counter;
+
+struct sf_ctx {
+    sf_stage_decl *decl;
+    const sf_stage_def *def;
+    int replica, local;
+    char name[64];
+    void *state;
+    pthread_t thread;
+    int thread_started;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    sf_inbox_item *inbox; /* ring, capacity inbox_cap */
+    int inbox_head, inbox_len, inbox_cap;
+    int inputs_done;
+    struct { void *buf; size_t len; } *outbox; /* ring */
+    int out_head, out_len, out_cap;
+
+    /* producer side */
+    void *router;
+    uv_poll_t router_poll;
+    sf_out_link *out;
+    int n_out;
+    int *group_broadcast, *group_rr, n_groups;
+
+    sf_in_link *in;
+    int n_in;
+
+    atomic_int worker_done; /* 1 = callbacks finished */
+    int failed;
+    int eos_done; /* EOS sent on every out link */
+
+    /* statistics */
+    atomic_uint_fast64_t msgs_in, msgs_out, bytes_out;
+    atomic_uint_fast64_t prog_done, prog_total;
+    char prog_unit[16];
+    sf_counter counters[16];
+    int n_counters;
+    struct sf_runtime *rt;
+};
+
+typedef struct sf_runtime {
+    sf_pipeline *p;
+    sf_run_options o;
+    int host;
+    uv_loop_t loop;
+    uv_async_t wake;
+    uv_signal_t sigint, sigterm;
+    uv_timer_t tick;
+    uv_idle_t again;
+    void *zctx;
+    struct sf_ctx **inst; /* this process's instances */
+    int n_inst;
+    atomic_int stopping, interrupted, aborting;
+    pthread_mutex_t err_lock;
+    char error[1200];
+    double start;
+    int started; /* every peer said hello */
+    /* progress */
+    int live;
+    double last_report;
+    int lines_drawn;
+} sf_runtime;
+
+double sf_now(void);
+void sf_progress_tick(sf_runtime *rt, int final);
+void sf_progress_summary(sf_runtime *rt);
+
+#endif
