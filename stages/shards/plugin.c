@@ -1,0 +1,282 @@
+/* The shard_writer and shard_source stages and the `saeflow shards` command: thin wiring of the
+ * writer and reader modules to activations messages. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shards.h"
+
+/* ---- shard_writer ---- */
+
+typedef struct writer_state {
+    sh_writer *w;
+    int ended;
+    char *label_buf; /* NUL-terminated copies of a message's strings */
+    size_t label_cap;
+    const char **labels;
+    size_t *label_len;
+    size_t nlabels_cap;
+    int64_t rows_seen;
+} writer_state;
+
+static const sf_param_def writer_params[] = {
+    {"dir", SF_PARAM_STRING, NULL, "shard directory (created if missing; an existing run is resumed)"},
+    {"dtype", SF_PARAM_STRING, "F32", "stored activation dtype: F32, BF16 or F16 (round to nearest even)"},
+    {"shard_mb", SF_PARAM_INT, "128", "shard size in MiB of row data; memory holds one pending shard per split"},
+    {"resume", SF_PARAM_BOOL, "true", "continue a directory that already holds shards of the same run"},
+    {NULL, 0, NULL, NULL},
+};
+
+static int writer_init(sf_ctx *ctx, void **state) {
+    sf_dtype dt;
+    int64_t mb = sf_param_int(ctx, "shard_mb");
+    if (sh_dtype_parse(sf_param_str(ctx, "dtype"), &dt) != SF_OK) return SF_ERR;
+    if (mb < 1 || mb > (1 << 20)) return sf_fail("shard_mb must be in [1, 1048576]");
+    writer_state *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    *state = s;
+    s->w = sh_writer_open(sf_param_str(ctx, "dir"), dt, (size_t)mb << 20, sf_param_bool(ctx, "resume"));
+    return s->w ? SF_OK : SF_ERR;
+}
+
+/* A string field as a NUL-terminated string in buf (at offset *off); returns the offset. */
+static int copy_str(writer_state *s, const sf_msg *msg, const char *key, size_t *off) {
+    const char *p;
+    size_t n;
+    if (sf_msg_get_str(msg, key, &p, &n) != SF_OK) return SF_ERR;
+    if (*off + n + 1 > s->label_cap) {
+        s->label_cap = 2 * (*off + n + 1);
+        s->label_buf = realloc(s->label_buf, s->label_cap);
+        if (!s->label_buf) abort();
+    }
+    memcpy(s->label_buf + *off, p, n);
+    s->label_buf[*off + n] = 0;
+    *off += n + 1;
+    return SF_OK;
+}
+
+static int writer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
+    (void)input;
+    writer_state *s = state;
+    sh_batch b = {0};
+    sf_tensor tok, doc, pos;
+    size_t nl, off = 0, o_model, o_ckpt, o_hook, o_split;
+    if (sf_msg_get_tensor(msg, "acts", &b.acts) || sf_msg_get_tensor(msg, "tokens", &tok) ||
+        sf_msg_get_tensor(msg, "doc_id", &doc) || sf_msg_get_tensor(msg, "pos", &pos) ||
+        sf_msg_get_int(msg, "layer", &b.layer) || sf_msg_get_strs_count(msg, "label", &nl))
+        return SF_ERR;
+    if (b.acts.ndim != 3) return sf_fail("acts must be [B, T, d]");
+    int64_t B = b.acts.shape[0], T = b.acts.shape[1];
+    if (tok.dtype != SF_I32 || tok.ndim != 2 || tok.shape[0] != B || tok.shape[1] != T)
+        return sf_fail("tokens must be int32 [B, T] matching acts");
+    if (doc.dtype != SF_I64 || doc.ndim != 1 || doc.shape[0] != B) return sf_fail("doc_id must be int64 [B]");
+    if (pos.dtype != SF_I32 || pos.ndim != 1 || pos.shape[0] != B) return sf_fail("pos must be int32 [B]");
+    if ((int64_t)nl != B) return sf_fail("label must hold B = %lld strings, not %zu", (long long)B, nl);
+    o_model = off;
+    if (copy_str(s, msg, "model", &off)) return SF_ERR;
+    o_ckpt = off;
+    if (copy_str(s, msg, "checkpoint", &off)) return SF_ERR;
+    o_hook = off;
+    if (copy_str(s, msg, "hook", &off)) return SF_ERR;
+    o_split = off;
+    if (copy_str(s, msg, "split", &off)) return SF_ERR;
+    b.model = s->label_buf + o_model; /* label_buf no longer moves */
+    b.checkpoint = s->label_buf + o_ckpt;
+    b.hook = s->label_buf + o_hook;
+    b.split = s->label_buf + o_split;
+    if (nl > s->nlabels_cap) {
+        s->nlabels_cap = nl;
+        s->labels = realloc(s->labels, nl * sizeof *s->labels);
+        s->label_len = realloc(s->label_len, nl * sizeof *s->label_len);
+        if (!s->labels || !s->label_len) abort();
+    }
+    for (size_t i = 0; i < nl; i++)
+        if (sf_msg_get_strs_at(msg, "label", i, &s->labels[i], &s->label_len[i]) != SF_OK) return SF_ERR;
+    b.label = s->labels;
+    b.label_len = s->label_len;
+    b.tokens = tok.data;
+    b.doc_id = doc.data;
+    b.pos = pos.data;
+    if (sh_writer_add(s->w, &b) != SF_OK) return SF_ERR;
+    s->rows_seen += B * T;
+    sf_progress(ctx, (uint64_t)s->rows_seen, 0, "tokens");
+    return SF_OK;
+}
+
+static int writer_on_eos(sf_ctx *ctx, void *state) {
+    (void)ctx;
+    writer_state *s = state;
+    s->ended = 1;
+    return sh_writer_close(s->w, 1);
+}
+
+/* After an interrupt the pending whole sequences are still written: a resumed run skips them. */
+static int writer_finish(sf_ctx *ctx, void *state) {
+    writer_state *s = state;
+    if (!s->w) return SF_OK;
+    int rc = s->ended ? SF_OK : sh_writer_close(s->w, 0);
+    int64_t skipped, rows, shards;
+    sh_writer_stats(s->w, &skipped, &rows, &shards);
+    sf_count(ctx, "skipped_sequences", skipped);
+    sf_count(ctx, "rows_written", rows);
+    sf_count(ctx, "shards_written", shards);
+    return rc;
+}
+
+static void writer_destroy(void *state) {
+    writer_state *s = state;
+    if (!s) return;
+    sh_writer_free(s->w);
+    free(s->label_buf);
+    free(s->labels);
+    free(s->label_len);
+    free(s);
+}
+
+static const sf_stage_def shard_writer_def = {
+    .name = "shard_writer",
+    .summary = "write activations to checksummed safetensors shards with a manifest (atomic, resumable)",
+    .doc = "Reads activations messages (acts [B,T,d], tokens, doc_id, pos, label, split, model, checkpoint, "
+           "hook, layer) and writes DIR/<split>-<n>.safetensors shards of flattened rows plus "
+           "DIR/manifest.json. A shard appears only complete; re-running on the same DIR skips what is stored.",
+    .params = writer_params,
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .has_output = 0,
+    .init = writer_init,
+    .on_message = writer_on_message,
+    .on_eos = writer_on_eos,
+    .finish = writer_finish,
+    .destroy = writer_destroy,
+};
+
+/* ---- shard_source ---- */
+
+typedef struct source_state {
+    sh_reader *r;
+    int to_f32;          /* emit acts as F32 */
+    const char **labels; /* [batch] pointers into the manifest's labels */
+    size_t labels_cap;
+    char split[SH_NAME_MAX];
+    uint64_t done, total;
+} source_state;
+
+static const sf_param_def source_params[] = {
+    {"dir", SF_PARAM_STRING, NULL, "shard directory written by shard_writer"},
+    {"split", SF_PARAM_STRING, "train", "read only shards of this split"},
+    {"shuffle", SF_PARAM_BOOL, "false",
+     "false: whole sequences in stored order; true: single rows through a shuffle buffer (acts [N, 1, d])"},
+    {"buffer_rows", SF_PARAM_INT, "131072", "shuffle buffer size in rows (memory: rows x (d x dtype + 25) bytes)"},
+    {"batch_rows", SF_PARAM_INT, "4096", "rows per message when shuffling"},
+    {"batch_seqs", SF_PARAM_INT, "32", "at most this many sequences per message in order"},
+    {"epochs", SF_PARAM_INT, "1", "passes over the data"},
+    {"seed", SF_PARAM_INT, "0", "seed of the shard order and the shuffle buffer"},
+    {"verify", SF_PARAM_BOOL, "true", "check every shard's CRC-32 before using it"},
+    {"acts_dtype", SF_PARAM_STRING, "stored", "stored: F32/BF16 as stored (F16 is widened to F32); F32: always F32"},
+    {"part", SF_PARAM_INT, "0", "with parts: this host's part (replicas split each part further)"},
+    {"parts", SF_PARAM_INT, "1", "hosts reading disjoint parts of the split"},
+    {NULL, 0, NULL, NULL},
+};
+
+static int source_init(sf_ctx *ctx, void **state) {
+    source_state *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    *state = s;
+    const char *ad = sf_param_str(ctx, "acts_dtype");
+    if (strcmp(ad, "stored") != 0 && strcmp(ad, "F32") != 0)
+        return sf_fail("acts_dtype must be 'stored' or 'F32', not '%s'", ad);
+    int64_t part = sf_param_int(ctx, "part"), parts = sf_param_int(ctx, "parts");
+    int rc = sf_replica_count(ctx), ri = sf_replica_index(ctx);
+    if (parts < 1 || part < 0 || part >= parts || parts > 65536) return sf_fail("need 0 <= part < parts <= 65536");
+    sh_reader_opts o = {
+        .split = sf_param_str(ctx, "split"),
+        .shuffle = sf_param_bool(ctx, "shuffle"),
+        .buffer_rows = sf_param_int(ctx, "buffer_rows"),
+        .batch_rows = sf_param_int(ctx, "batch_rows"),
+        .batch_seqs = sf_param_int(ctx, "batch_seqs"),
+        .epochs = sf_param_int(ctx, "epochs"),
+        .seed = (uint64_t)sf_param_int(ctx, "seed"),
+        .part = (int)part * rc + ri,
+        .parts = (int)parts * rc,
+        .verify = sf_param_bool(ctx, "verify"),
+    };
+    snprintf(s->split, sizeof s->split, "%s", o.split);
+    s->r = sh_reader_open(sf_param_str(ctx, "dir"), &o);
+    if (!s->r) return SF_ERR;
+    s->to_f32 = strcmp(ad, "F32") == 0 || sh_reader_manifest(s->r)->run.dtype == SF_F16;
+    s->total = (uint64_t)(sh_reader_rows_per_epoch(s->r) * o.epochs);
+    return SF_OK;
+}
+
+static int source_produce(sf_ctx *ctx, void *state) {
+    source_state *s = state;
+    sh_out out;
+    if (sf_stopping(ctx)) return SF_DONE;
+    int rc = sh_reader_next(s->r, &out);
+    if (rc != SF_OK) return rc;
+    const sh_manifest *m = sh_reader_manifest(s->r);
+    int64_t B = out.B, T = out.T, d = m->run.d;
+    size_t n = (size_t)(B * T * d);
+    int64_t shape[3] = {B, T, d};
+    sf_msg *msg = sf_msg_new();
+    if (s->to_f32) {
+        float *dst = sf_msg_put_tensor_inplace(msg, "acts", SF_F32, 3, shape);
+        sf_convert_to_f32(dst, out.acts, m->run.dtype, n);
+    } else {
+        sf_msg_put_tensor(msg, "acts", m->run.dtype, 3, shape, out.acts);
+    }
+    sf_msg_put_tensor(msg, "tokens", SF_I32, 2, shape, out.tokens);
+    sf_msg_put_tensor(msg, "doc_id", SF_I64, 1, shape, out.doc_id);
+    sf_msg_put_tensor(msg, "pos", SF_I32, 1, shape, out.pos);
+    sf_msg_put_tensor(msg, "seq", SF_I64, 1, shape, out.seq);
+    if ((size_t)B > s->labels_cap) {
+        s->labels_cap = (size_t)B;
+        s->labels = realloc(s->labels, s->labels_cap * sizeof *s->labels);
+        if (!s->labels) abort();
+    }
+    for (int64_t i = 0; i < B; i++) s->labels[i] = m->labels[out.label[i]];
+    sf_msg_put_strs(msg, "label", s->labels, (size_t)B);
+    sf_msg_put_str(msg, "split", s->split);
+    sf_msg_put_str(msg, "hook", m->run.hook);
+    sf_msg_put_int(msg, "layer", m->run.layer);
+    sf_msg_put_str(msg, "model", m->run.model);
+    sf_msg_put_str(msg, "checkpoint", m->run.checkpoint);
+    sf_msg_put_int(msg, "epoch", out.epoch);
+    s->done += (uint64_t)(B * T);
+    sf_progress(ctx, s->done, s->total, "tokens");
+    return sf_emit(ctx, msg);
+}
+
+static void source_destroy(void *state) {
+    source_state *s = state;
+    if (!s) return;
+    sh_reader_free(s->r);
+    free(s->labels);
+    free(s);
+}
+
+static const sf_command shard_commands[] = {
+    {"shards", "inspect DIR [--verify] [--hist-rows N]",
+     "summarise a shard directory: manifest, per-shard stats, norms histogram; --verify re-checks every shard",
+     sh_command_main},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const sf_stage_def shard_source_def = {
+    .name = "shard_source",
+    .summary = "replay a shard directory as activations messages, in order or shuffled, for N epochs",
+    .doc = "Reads DIR/manifest.json and the shards of one split (checksums verified). In order: whole "
+           "sequences, acts [B, T, d] with per-sequence doc_id/pos/label. Shuffled: acts [N, 1, d], each row "
+           "a one-token sequence with its own doc_id/pos/label. Adds seq [B] (global sequence number) and "
+           "epoch. Replicas (and parts) read disjoint shards.",
+    .params = source_params,
+    .min_inputs = 0,
+    .max_inputs = 0,
+    .has_output = 1,
+    .init = source_init,
+    .produce = source_produce,
+    .destroy = source_destroy,
+    .commands = shard_commands,
+};
+
+SF_PLUGIN(&shard_writer_def, &shard_source_def)

@@ -1,0 +1,165 @@
+"""Round trip: the writer's shards, read by numpy with our own parser of the safetensors layout,
+hold exactly the input (F32 bit-exact; BF16 and F16 equal to torch's and numpy's own round to
+nearest even); the reader re-forms the stored sequences in order and shuffles every row exactly
+once per epoch. Usage: test_roundtrip.py SHARDS_DRIVER"""
+import os
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from shardlib import (check, expected_rows, formula_acts, init, load_dir, read_dump, read_safetensors,  # noqa: E402
+                      run, stream)
+
+init()
+tmp = tempfile.mkdtemp(prefix="shards-rt-")
+NSEQ = 300
+
+
+def check_columns(got, want, what, acts_bits=None):
+    for k in ("tokens", "doc_id", "pos", "seq"):
+        check(np.array_equal(got[k], want[k]), f"{what}: column {k} differs")
+    check(np.array_equal(np.array(labels)[got["label"]], want["label"]), f"{what}: labels differ")
+    if acts_bits is None:
+        check(np.array_equal(got["acts"].view(np.uint32), want["acts"].view(np.uint32)), f"{what}: acts differ")
+    else:
+        check(np.array_equal(got["acts"], acts_bits), f"{what}: acts differ from the reference rounding")
+
+
+# 1. F32, formula stream, two splits, many small shards: every column, the manifest's sums.
+d = 16
+dir1 = os.path.join(tmp, "f32")
+run("write", dir1, "--seqs", NSEQ, "--d", d, "--shard-kb", 4)
+m, cols = load_dir(dir1)
+labels = m["labels"]
+check(m["complete"] and m["dtype"] == "F32" and m["d"] == d and m["hook"] == "resid_post.3" and m["layer"] == 3,
+      f"manifest identity {m}")
+check(m["sequences"] == NSEQ and m["count"] == sum(q["T"] for q in stream(NSEQ)), "manifest totals")
+check(len(m["shards"]) > 10, "expected many shards")
+for split in ("train", "validation"):
+    want = expected_rows(NSEQ, d, split)
+    check_columns(cols[split], want, f"f32 {split}")
+    norms = np.linalg.norm(want["acts"].astype(np.float64), axis=1)
+    got = sum(s["norm_sum"] for s in m["shards"] if s["split"] == split)
+    check(abs(got - norms.sum()) <= 1e-9 * norms.sum(), f"norm sum {got} vs numpy {norms.sum()}")
+    check(abs(m["splits"][split]["norm_mean"] - norms.mean()) <= 1e-9 * norms.mean(), "split norm_mean")
+# Each shard holds whole sequences, and its manifest entry says which.
+sh = m["shards"][0]
+t, meta = read_safetensors(os.path.join(dir1, sh["file"]))
+q = t["seq"][1]
+check(q[0] == sh["first_seq"] and q[-1] == sh["last_seq"] and len(np.unique(q)) == sh["sequences"], "shard seq range")
+check(meta["labels"] == '["ja","en"]' or meta["labels"] == '["en","ja"]', f"labels metadata {meta['labels']}")
+try:  # the Hugging Face reader, when installed, must agree
+    from safetensors.numpy import load_file
+
+    hf = load_file(os.path.join(dir1, sh["file"]))
+    check(np.array_equal(hf["acts"], t["acts"][1]), "safetensors.numpy disagrees")
+except ImportError:
+    print("note: python3-safetensors not installed; checked with our own parser only")
+
+# 2. In order: whole sequences re-formed, same-length runs batched, stored order.
+dump = os.path.join(tmp, "inorder.bin")
+run("read", dir1, "--split", "validation", "--batch-seqs", 3, "--out", dump)
+batches = read_dump(dump, d)
+want_seqs = [q for q in stream(NSEQ) if q["split"] == "validation"]
+got_seqs = []
+for b in batches:
+    check(1 <= b["B"] <= 3, f"batch of {b['B']} sequences")
+    for i in range(b["B"]):
+        got_seqs.append((b["seq"][i], b["T"], b["doc_id"][i], b["pos"][i], labels[b["label"][i]], b["tokens"][i], b["acts"][i]))
+check(len(got_seqs) == len(want_seqs), f"{len(got_seqs)} sequences read, {len(want_seqs)} written")
+for g, w in zip(got_seqs, want_seqs):
+    check(g[0] == w["seq"] and g[1] == w["T"] and g[2] == w["doc"] and g[3] == w["pos"] and g[4] == w["label"],
+          f"sequence {w['seq']} re-formed wrong: {g[:5]}")
+    check(np.array_equal(g[5], w["tokens"]) and np.array_equal(g[6], formula_acts(w["seq"], w["T"], d)),
+          f"sequence {w['seq']} tokens/acts")
+
+# 3. Shuffled: each row exactly once per epoch, epochs differ, seeded, parts disjoint.
+def shuffled(seed, epochs=2, part=0, parts=1, batch=37):
+    out = os.path.join(tmp, f"sh-{seed}-{part}.bin")
+    run("read", dir1, "--shuffle", "--buffer-rows", 100, "--batch-rows", batch, "--epochs", epochs, "--seed", seed,
+        "--part", part, "--parts", parts, "--out", out)
+    return read_dump(out, d)
+
+
+want = expected_rows(NSEQ, d, "train")
+key_all = sorted(zip(want["seq"].tolist(), want["pos"].tolist()))
+acts_by_key = {k: a for k, a in zip(zip(want["seq"].tolist(), want["pos"].tolist()), want["acts"])}
+b1 = shuffled(7)
+orders = []
+for ep in (0, 1):
+    rows = [(int(b["seq"][i]), int(b["pos"][i]), b["acts"][i, 0], int(b["doc_id"][i])) for b in b1 if b["epoch"] == ep
+            for i in range(b["B"])]
+    check(all(b["T"] == 1 and b["B"] <= 37 for b in b1), "shuffled batches must be [N<=37, 1, d]")
+    keys = [(r[0], r[1]) for r in rows]
+    check(sorted(keys) == key_all, f"epoch {ep}: rows not exactly once")
+    check(all(np.array_equal(r[2], acts_by_key[(r[0], r[1])]) for r in rows), f"epoch {ep}: a row's acts moved")
+    orders.append(keys)
+check(orders[0] != key_all and orders[0] != orders[1], "shuffle did not change the order")
+# Displacement: a buffer of 100 rows over ~1300 rows must move rows far from home.
+rank = {k: i for i, k in enumerate(key_all)}
+disp = np.abs(np.array([rank[k] for k in orders[0]]) - np.arange(len(key_all)))
+check(disp.mean() > 20, f"mean displacement {disp.mean()} too small for a shuffle")
+b1b = shuffled(7)
+check(all(np.array_equal(x["seq"], y["seq"]) and np.array_equal(x["pos"], y["pos"]) for x, y in zip(b1, b1b)),
+      "same seed, different order")
+b2 = shuffled(8)
+check(any(not np.array_equal(x["seq"], y["seq"]) for x, y in zip(b1, b2)), "seed has no effect")
+p0, p1 = shuffled(3, 1, 0, 2), shuffled(3, 1, 1, 2)
+k0 = [(int(b["seq"][i]), int(b["pos"][i])) for b in p0 for i in range(b["B"])]
+k1 = [(int(b["seq"][i]), int(b["pos"][i])) for b in p1 for i in range(b["B"])]
+check(k0 and k1 and not set(k0) & set(k1) and sorted(k0 + k1) == key_all, "parts not disjoint or not covering")
+
+# 4. BF16 / F16 rounding against numpy's and torch's conversions, on random data with edge cases.
+rng = np.random.default_rng(1)
+d = 24
+x = (rng.standard_normal((500, d)) * np.exp(rng.uniform(-30, 12, (500, 1)))).astype(np.float32)
+edge = np.array([0.0, -0.0, 1e-45, -1e-40, 6e-8, 3e-8, 65504.0, 65520.0, 70000.0, -1e6, np.inf, -np.inf,
+                 1.00390625, 1.01171875, 1.0 + 2.0**-11, 1.0 + 3 * 2.0**-11, 3.4e38, 2.0**-14, 2.0**-24, 5.9604645e-08,
+                 np.float32(1.0) + np.float32(2.0**-23), 0.1, -0.3, 7.0], np.float32)
+x[0, :] = edge
+x[1, :] = -edge
+inp = os.path.join(tmp, "input.f32")
+x.tofile(inp)
+
+refs = {
+    "F32": x.view(np.uint32),
+    "F16": x.astype(np.float16).view(np.uint16),  # overflow to inf is the point
+    "BF16": torch.from_numpy(x.copy()).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16),
+}
+for dt, ref in refs.items():
+    dd = os.path.join(tmp, dt)
+    run("write", dd, "--seqs", NSEQ, "--d", d, "--dtype", dt, "--input", inp, "--shard-kb", 16)
+    m, cols = load_dir(dd)
+    check(m["dtype"] == dt, f"{dt}: manifest dtype {m['dtype']}")
+    labels = m["labels"]
+    for split in ("train", "validation"):
+        w = expected_rows(NSEQ, d, split, input_rows=np.arange(len(x)))
+        want_bits = ref[w["acts"]]  # acts holds row indices into x here
+        got = cols[split]["acts"]
+        got_bits = got.view(np.uint32 if dt == "F32" else np.uint16)
+        check(np.array_equal(got_bits, want_bits), f"{dt} {split}: stored bits differ from the reference rounding")
+    # Reading back widens exactly: the reader's f32 equals numpy's widening of the stored values.
+    dump = os.path.join(tmp, f"{dt}.bin")
+    run("read", dd, "--batch-seqs", 64, "--out", dump)
+    got = np.concatenate([b["acts"].reshape(-1, d) for b in read_dump(dump, d)])
+    stored = cols["train"]["acts"]
+    widened = {"F32": stored, "F16": stored.astype(np.float32),
+               "BF16": (stored.astype(np.uint32) << 16).view(np.float32)}[dt]
+    check(np.array_equal(got.view(np.uint32), widened.view(np.uint32)), f"{dt}: read-back differs from widening")
+    print(f"{dt}: {sum(s['count'] for s in m['shards'])} rows round-tripped")
+
+# 5. BF16 input stored as F32 (exact widening) and as BF16 (bit-exact copy).
+for dt in ("F32", "BF16"):
+    dd = os.path.join(tmp, "in-bf16-" + dt)
+    run("write", dd, "--seqs", 50, "--d", d, "--dtype", dt, "--in-dtype", "BF16", "--input", inp)
+    m, cols = load_dir(dd)
+    w = expected_rows(50, d, "train", input_rows=np.arange(len(x)))
+    bf = refs["BF16"][w["acts"]]
+    got = cols["train"]["acts"]
+    want = bf if dt == "BF16" else (bf.astype(np.uint32) << 16).view(np.float32)
+    check(np.array_equal(got.view(np.uint16 if dt == "BF16" else np.uint32),
+                         want.view(np.uint16 if dt == "BF16" else np.uint32)), f"bf16 input stored as {dt}")
+print("ok")

@@ -1,0 +1,388 @@
+/* The shard writer: buffers whole sequences per split, writes a shard when a split's buffer
+ * reaches the shard size, then records it in the manifest.
+ *
+ * Resume. The upstream pipeline is deterministic, so a re-run delivers the same sequences in the
+ * same order. The manifest holds, per split, a prefix of that split's sequences (shards are
+ * written per split in arrival order and only whole sequences go into a shard). A resumed
+ * writer therefore skips the first `stored` sequences of each split and checks that the last one
+ * it skips has the doc_id, pos and global sequence number the manifest recorded for it. */
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sf_safetensors.h"
+#include "shards.h"
+
+#define SH_MAX_SPLITS 16
+
+typedef struct sh_split {
+    char name[SH_NAME_MAX];
+    int64_t stored;     /* sequences of this split already in the manifest */
+    int64_t seen;       /* sequences of this split received in this run */
+    int64_t last_seq, last_doc_id, last_pos; /* of the last stored sequence */
+    /* Pending rows of the next shard. */
+    int64_t n, cap, nseq, first_seq;
+    uint8_t *acts;
+    int32_t *tokens, *pos;
+    int64_t *doc_id, *seq;
+    uint8_t *label;
+    double norm_sum, norm_sq_sum;
+} sh_split;
+
+struct sh_writer {
+    char *dir;
+    sf_dtype dtype;
+    size_t shard_bytes;
+    sh_manifest m;
+    int have_run;       /* m.run identity is set (from the manifest or the first batch) */
+    sh_split splits[SH_MAX_SPLITS];
+    int nsplits;
+    int64_t next_seq;   /* global number of the next sequence received */
+    int64_t skipped, rows_written, shards_written;
+    float *f32;         /* one sequence as float32 */
+    size_t f32_cap;
+    int failed;         /* a write failed: refuse further work so no gap can appear */
+};
+
+static sh_split *split_get(sh_writer *w, const char *name) {
+    for (int i = 0; i < w->nsplits; i++)
+        if (strcmp(w->splits[i].name, name) == 0) return &w->splits[i];
+    if (w->nsplits == SH_MAX_SPLITS) return sf_fail("more than %d splits", SH_MAX_SPLITS), NULL;
+    sh_split *s = &w->splits[w->nsplits++];
+    memset(s, 0, sizeof *s);
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->last_seq = -1;
+    return s;
+}
+
+static int mkdir_p(const char *dir) {
+    char p[4096];
+    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) return sf_fail("path too long: %s", dir);
+    for (char *c = p + 1;; c++) {
+        if (*c == '/' || *c == 0) {
+            char saved = *c;
+            *c = 0;
+            if (mkdir(p, 0755) != 0 && errno != EEXIST) return sf_fail("cannot create %s: %s", p, strerror(errno));
+            *c = saved;
+            if (!saved) break;
+        }
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return sf_fail("%s is not a directory", dir);
+    if (access(dir, W_OK) != 0) return sf_fail("cannot write to %s: %s", dir, strerror(errno));
+    return SF_OK;
+}
+
+/* True for names the writer creates: "<split>-<digits>.safetensors" and their ".tmp" files. */
+static int is_shard_name(const char *name, int *is_tmp) {
+    size_t n = strlen(name);
+    *is_tmp = n > 4 && strcmp(name + n - 4, ".tmp") == 0;
+    if (*is_tmp) n -= 4;
+    if (n < 14 || strncmp(name + n - 12, ".safetensors", 12) != 0) return 0;
+    size_t digits = 0;
+    while (digits < n - 12 && name[n - 13 - digits] >= '0' && name[n - 13 - digits] <= '9') digits++;
+    return digits >= 6 && digits < n - 12 && name[n - 13 - digits] == '-';
+}
+
+/* Removes what a crash can leave behind: temp files and shards written but never entered in the
+ * manifest (a crash between the shard's rename and the manifest's). */
+static int remove_leftovers(sh_writer *w) {
+    DIR *d = opendir(w->dir);
+    if (!d) return sf_fail("%s: %s", w->dir, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int tmp, listed = 0;
+        if (strcmp(e->d_name, "manifest.json.tmp") != 0) {
+            if (!is_shard_name(e->d_name, &tmp)) continue;
+            for (size_t i = 0; !tmp && i < w->m.nshards; i++) listed |= strcmp(w->m.shards[i].file, e->d_name) == 0;
+            if (listed) continue;
+        }
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s", w->dir, e->d_name);
+        sf_log(SF_LOG_WARN, "removing %s, left by an interrupted run", path);
+        if (unlink(path) != 0) {
+            closedir(d);
+            return sf_fail("cannot remove %s: %s", path, strerror(errno));
+        }
+    }
+    closedir(d);
+    return SF_OK;
+}
+
+sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, int resume) {
+    if (dtype != SF_F32 && dtype != SF_BF16 && dtype != SF_F16)
+        return sf_fail("shards store F32, BF16 or F16, not %s", sf_dtype_name(dtype)), NULL;
+    if (mkdir_p(dir) != SF_OK) return NULL;
+    sh_writer *w = calloc(1, sizeof *w);
+    if (!w) abort();
+    w->dir = strdup(dir);
+    w->dtype = dtype;
+    w->shard_bytes = shard_bytes ? shard_bytes : 1;
+    int rc = sh_manifest_load(dir, &w->m);
+    if (rc == SF_ERR) goto fail;
+    if (rc == SF_OK) {
+        if (!resume && w->m.nshards) {
+            sf_fail("%s already holds %zu shards and resume is off: use another directory", dir, w->m.nshards);
+            goto fail;
+        }
+        if (w->m.run.dtype != dtype) {
+            sf_fail("%s holds %s shards; this run writes %s: refusing to mix them (use another directory)", dir,
+                    sf_dtype_name(w->m.run.dtype), sf_dtype_name(dtype));
+            goto fail;
+        }
+        w->have_run = 1;
+    }
+    w->m.run.dtype = dtype;
+    /* A listed shard that is missing or of another size means the directory was damaged. */
+    for (size_t i = 0; i < w->m.nshards; i++) {
+        const sh_shard_info *si = &w->m.shards[i];
+        char path[4400];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, si->file);
+        if (stat(path, &st) != 0 || st.st_size != si->bytes) {
+            sf_fail("%s: listed in the manifest with %lld bytes but %s", path, (long long)si->bytes,
+                    errno == ENOENT ? "missing" : "of another size");
+            goto fail;
+        }
+        sh_split *s = split_get(w, si->split);
+        if (!s) goto fail;
+        s->stored += si->sequences;
+        s->last_seq = si->last_seq;
+        s->last_doc_id = si->last_doc_id;
+        s->last_pos = si->last_pos;
+    }
+    if (remove_leftovers(w) != SF_OK) goto fail;
+    return w;
+fail:
+    sh_writer_free(w);
+    return NULL;
+}
+
+void sh_writer_stats(const sh_writer *w, int64_t *skipped_seqs, int64_t *rows, int64_t *shards) {
+    *skipped_seqs = w->skipped;
+    *rows = w->rows_written;
+    *shards = w->shards_written;
+}
+
+/* Checks the batch's run identity against the directory's (or adopts it). */
+static int check_run(sh_writer *w, const sh_batch *b, int64_t d) {
+    sh_run *r = &w->m.run;
+    if (!w->have_run) {
+        r->model = strdup(b->model);
+        r->checkpoint = strdup(b->checkpoint);
+        r->hook = strdup(b->hook);
+        r->layer = b->layer;
+        r->d = d;
+        w->have_run = 1;
+        return SF_OK;
+    }
+    if (strcmp(r->model, b->model) || strcmp(r->checkpoint, b->checkpoint) || strcmp(r->hook, b->hook) ||
+        r->layer != b->layer || r->d != d)
+        return sf_fail("%s holds model '%s' checkpoint '%s' hook '%s' layer %lld d %lld, but this input is "
+                       "model '%s' checkpoint '%s' hook '%s' layer %lld d %lld: refusing to mix runs (use another "
+                       "directory)",
+                       w->dir, r->model, r->checkpoint, r->hook, (long long)r->layer, (long long)r->d, b->model,
+                       b->checkpoint, b->hook, (long long)b->layer, (long long)d);
+    return SF_OK;
+}
+
+static void *grow(void *p, size_t n) {
+    p = realloc(p, n ? n : 1);
+    if (!p) abort();
+    return p;
+}
+
+static void reserve(sh_writer *w, sh_split *s, int64_t rows) {
+    if (s->n + rows <= s->cap) return;
+    int64_t cap = s->cap ? s->cap : 1024;
+    while (cap < s->n + rows) cap *= 2;
+    size_t ab = (size_t)w->m.run.d * sf_dtype_size(w->dtype);
+    s->acts = grow(s->acts, (size_t)cap * ab);
+    s->tokens = grow(s->tokens, (size_t)cap * 4);
+    s->pos = grow(s->pos, (size_t)cap * 4);
+    s->doc_id = grow(s->doc_id, (size_t)cap * 8);
+    s->seq = grow(s->seq, (size_t)cap * 8);
+    s->label = grow(s->label, (size_t)cap);
+    s->cap = cap;
+}
+
+/* Writes the pending rows of s as the next shard, then the manifest that names it. */
+static int flush_split(sh_writer *w, sh_split *s) {
+    if (s->n == 0) return SF_OK;
+    sh_manifest *m = &w->m;
+    if (m->nshards == m->cap) {
+        m->cap = m->cap ? 2 * m->cap : 64;
+        m->shards = grow(m->shards, m->cap * sizeof *m->shards);
+    }
+    sh_shard_info *si = &m->shards[m->nshards];
+    memset(si, 0, sizeof *si);
+    snprintf(si->file, sizeof si->file, "%s-%06zu.safetensors", s->name, m->nshards);
+    snprintf(si->split, sizeof si->split, "%s", s->name);
+    char path[4400], num[32];
+    snprintf(path, sizeof path, "%s/%s", w->dir, si->file);
+
+    sf_st_writer *st = sf_st_writer_new();
+    int64_t shape[2] = {s->n, m->run.d};
+    /* Widest alignment first, so every tensor starts aligned to its element size (d even). */
+    sf_st_writer_add(st, "doc_id", SF_I64, 1, shape, s->doc_id);
+    sf_st_writer_add(st, "seq", SF_I64, 1, shape, s->seq);
+    sf_st_writer_add(st, "acts", w->dtype, 2, shape, s->acts);
+    sf_st_writer_add(st, "tokens", SF_I32, 1, shape, s->tokens);
+    sf_st_writer_add(st, "pos", SF_I32, 1, shape, s->pos);
+    sf_st_writer_add(st, "label", SF_U8, 1, shape, s->label);
+    json_t *labels = json_array();
+    for (size_t i = 0; i < m->nlabels; i++) json_array_append_new(labels, json_string(m->labels[i]));
+    char *ltext = json_dumps(labels, JSON_COMPACT);
+    json_decref(labels);
+    sf_st_writer_meta(st, "format", SH_FORMAT);
+    sf_st_writer_meta(st, "model", m->run.model);
+    sf_st_writer_meta(st, "checkpoint", m->run.checkpoint);
+    sf_st_writer_meta(st, "hook", m->run.hook);
+    snprintf(num, sizeof num, "%lld", (long long)m->run.layer);
+    sf_st_writer_meta(st, "layer", num);
+    sf_st_writer_meta(st, "split", s->name);
+    sf_st_writer_meta(st, "labels", ltext);
+    int rc = sf_st_writer_save(st, path, &si->crc32);
+    sf_st_writer_free(st);
+    free(ltext);
+    struct stat sb;
+    if (rc == SF_OK && stat(path, &sb) != 0) rc = sf_fail("%s: %s", path, strerror(errno));
+    if (rc != SF_OK) {
+        w->failed = 1;
+        return SF_ERR;
+    }
+    si->bytes = sb.st_size;
+    si->count = s->n;
+    si->sequences = s->nseq;
+    si->first_seq = s->first_seq;
+    si->last_seq = s->last_seq;
+    si->last_doc_id = s->last_doc_id;
+    si->last_pos = s->last_pos;
+    si->norm_sum = s->norm_sum;
+    si->norm_sq_sum = s->norm_sq_sum;
+    m->nshards++;
+    m->complete = 0;
+    if (sh_manifest_save(w->dir, m) != SF_OK) {
+        m->nshards--; /* the shard file stays an orphan; the next run removes it */
+        w->failed = 1;
+        return SF_ERR;
+    }
+    s->stored += s->nseq;
+    w->rows_written += s->n;
+    w->shards_written++;
+    s->n = s->nseq = 0;
+    s->norm_sum = s->norm_sq_sum = 0;
+    return SF_OK;
+}
+
+int sh_writer_add(sh_writer *w, const sh_batch *b) {
+    if (w->failed) return sf_fail("an earlier write failed; not writing more");
+    const sf_tensor *a = &b->acts;
+    if (a->ndim != 3 || (a->dtype != SF_F32 && a->dtype != SF_BF16 && a->dtype != SF_F16))
+        return sf_fail("acts must be a [B, T, d] F32, BF16 or F16 tensor");
+    int64_t B = a->shape[0], T = a->shape[1], d = a->shape[2];
+    if (B == 0 || T == 0) return SF_OK;
+    if (d <= 0 || d > (1 << 24)) return sf_fail("acts width d = %lld is out of range", (long long)d);
+    if (sh_name_ok(b->split, strlen(b->split)) != SF_OK)
+        return sf_fail("split '%s' is not a usable name ([A-Za-z0-9_.-], under 64 bytes)", b->split);
+    if (check_run(w, b, d) != SF_OK) return SF_ERR;
+    sh_split *s = split_get(w, b->split);
+    if (!s) return SF_ERR;
+
+    size_t td = (size_t)T * (size_t)d, in_size = sf_dtype_size(a->dtype), out_size = sf_dtype_size(w->dtype);
+    if (w->f32_cap < td) {
+        w->f32 = grow(w->f32, td * sizeof(float));
+        w->f32_cap = td;
+    }
+    for (int64_t i = 0; i < B; i++) {
+        int64_t seq = w->next_seq++, doc;
+        int32_t pos;
+        memcpy(&doc, (const char *)b->doc_id + 8 * i, 8);
+        memcpy(&pos, (const char *)b->pos + 4 * i, 4);
+        int label = sh_manifest_label_index(&w->m, b->label[i], b->label_len[i]);
+        if (label < 0) {
+            if (sh_name_ok(b->label[i], b->label_len[i]) != SF_OK)
+                return sf_fail("label '%.*s' is not a usable name", (int)b->label_len[i], b->label[i]);
+            if (w->m.nlabels == SH_MAX_LABELS) return sf_fail("more than %d distinct labels", SH_MAX_LABELS);
+            w->m.labels = grow(w->m.labels, (w->m.nlabels + 1) * sizeof *w->m.labels);
+            w->m.labels[w->m.nlabels] = strndup(b->label[i], b->label_len[i]);
+            label = (int)w->m.nlabels++;
+        }
+        if (s->seen < s->stored) { /* already on disk from an earlier run */
+            if (++s->seen == s->stored && (seq != s->last_seq || doc != s->last_doc_id || pos != s->last_pos))
+                return sf_fail("resuming %s: sequence %lld of split %s is doc %lld pos %d here, but the stored "
+                               "run has sequence %lld = doc %lld pos %lld: the input is not the same as before",
+                               w->dir, (long long)s->stored - 1, s->name, (long long)doc, pos,
+                               (long long)s->last_seq, (long long)s->last_doc_id, (long long)s->last_pos);
+            w->skipped++;
+            continue;
+        }
+        s->seen++;
+        reserve(w, s, T);
+        sf_convert_to_f32(w->f32, (const char *)a->data + (size_t)i * td * in_size, a->dtype, td);
+        sf_convert_from_f32(s->acts + (size_t)s->n * d * out_size, w->dtype, w->f32, td);
+        memcpy(s->tokens + s->n, (const char *)b->tokens + (size_t)i * T * 4, (size_t)T * 4);
+        for (int64_t t = 0; t < T; t++) {
+            const float *x = w->f32 + t * d;
+            double sq = 0;
+            for (int64_t j = 0; j < d; j++) sq += (double)x[j] * x[j];
+            s->norm_sum += sqrt(sq);
+            s->norm_sq_sum += sq;
+            s->doc_id[s->n + t] = doc;
+            s->pos[s->n + t] = pos + (int32_t)t;
+            s->label[s->n + t] = (uint8_t)label;
+            s->seq[s->n + t] = seq;
+        }
+        if (s->nseq == 0) s->first_seq = seq;
+        s->nseq++;
+        s->n += T;
+        s->last_seq = seq;
+        s->last_doc_id = doc;
+        s->last_pos = pos;
+        if ((size_t)s->n * sh_row_bytes(&w->m.run) >= w->shard_bytes && flush_split(w, s) != SF_OK) return SF_ERR;
+    }
+    return SF_OK;
+}
+
+int sh_writer_close(sh_writer *w, int at_end) {
+    if (w->failed) return SF_ERR;
+    for (int i = 0; i < w->nsplits; i++)
+        if (flush_split(w, &w->splits[i]) != SF_OK) return SF_ERR;
+    if (!at_end) return SF_OK;
+    for (int i = 0; i < w->nsplits; i++) {
+        sh_split *s = &w->splits[i];
+        if (s->seen < s->stored)
+            return sf_fail("the input ended after %lld sequences of split %s, but %s already holds %lld: it is not "
+                           "the input of the stored run",
+                           (long long)s->seen, s->name, w->dir, (long long)s->stored);
+    }
+    if (!w->have_run) {
+        sf_log(SF_LOG_WARN, "no activations arrived: %s has no manifest", w->dir);
+        return SF_OK;
+    }
+    w->m.complete = 1;
+    return sh_manifest_save(w->dir, &w->m);
+}
+
+void sh_writer_free(sh_writer *w) {
+    if (!w) return;
+    for (int i = 0; i < w->nsplits; i++) {
+        sh_split *s = &w->splits[i];
+        free(s->acts);
+        free(s->tokens);
+        free(s->pos);
+        free(s->doc_id);
+        free(s->seq);
+        free(s->label);
+    }
+    sh_manifest_free(&w->m);
+    free(w->f32);
+    free(w->dir);
+    free(w);
+}
