@@ -113,6 +113,8 @@ SF_EXPORT void sf_msg_put_tensor(sf_msg *m, const char *key, sf_dtype t, int ndi
  * them. The pointer is valid until the next sf_msg_put_* call or sf_emit. */
 SF_EXPORT void *sf_msg_put_tensor_inplace(sf_msg *m, const char *key, sf_dtype t, int ndim,
                                           const int64_t *shape);
+/* A new message (being built) holding every field of src, to extend and emit. */
+SF_EXPORT sf_msg *sf_msg_clone(const sf_msg *src);
 /* Copies field `key` of a received message into m unchanged; SF_ERR if src has no such key. */
 SF_EXPORT int sf_msg_copy_field(sf_msg *m, const sf_msg *src, const char *key);
 

@@ -392,3 +392,20 @@ int sf_msg_copy_field(sf_msg *m, const sf_msg *src, const char *key) {
     msgpack_pack_object(&m->pk, *o);
     return SF_OK;
 }
+
+sf_msg *sf_msg_clone(const sf_msg *src) {
+    sf_msg *m = sf_msg_new();
+    if (!src->parsed) {
+        size_t len;
+        const void *b = sf_msg_bytes(src, &len);
+        msgpack_sbuffer_write(&m->sbuf, (const char *)b + 5, len - 5);
+        m->count = src->count;
+        return m;
+    }
+    for (uint32_t i = 0; i < src->root.via.map.size; i++) {
+        msgpack_pack_object(&m->pk, src->root.via.map.ptr[i].key);
+        msgpack_pack_object(&m->pk, src->root.via.map.ptr[i].val);
+        m->count++;
+    }
+    return m;
+}
