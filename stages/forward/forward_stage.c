@@ -1,0 +1,424 @@
+/* forward_stage.c — the `forward` stage (tokens -> activations) and `saeflow forward`. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+
+#define FW_MAX_HOOKS 64
+
+/* ------------------------------------------------------------------------------------------ */
+/* The stage                                                                                   */
+
+typedef struct fwd_stage {
+    fw_model *model;
+    fw_state *state;
+    const char *model_dir;
+    char checkpoint[256];
+    int n_hooks;
+    fw_hook hooks[FW_MAX_HOOKS];
+    char hook_names[FW_MAX_HOOKS][48];
+    int drop_bos, want_logits, want_loss, bos_id;
+    sf_dtype out_dtype;
+    /* per-message buffers, grown to the largest batch */
+    float *outs[FW_MAX_HOOKS];
+    float *logits, *loss;
+    size_t cap_tokens;
+    uint64_t tokens_done;
+} fwd_stage;
+
+static const sf_param_def fwd_params[] = {
+    {"model", SF_PARAM_STRING, NULL, "Hugging Face checkpoint directory (config.json + safetensors)"},
+    {"hooks", SF_PARAM_STRING, "", "comma-separated hook points, e.g. resid_post.11,mlp_out.3"},
+    {"drop_bos", SF_PARAM_BOOL, "true", "drop position 0 when every sequence starts with BOS"},
+    {"bos_id", SF_PARAM_INT, "-1", "BOS token id; -1 takes bos_token_id from config.json"},
+    {"out_dtype", SF_PARAM_STRING, "f32", "dtype of emitted activations: f32 or bf16"},
+    {"checkpoint", SF_PARAM_STRING, "", "checkpoint name in emitted messages (default: model dir base name)"},
+    {"logits", SF_PARAM_BOOL, "false", "add logits [B, T, vocab] (f32)"},
+    {"loss", SF_PARAM_BOOL, "false", "add per-token cross-entropy of the next token [B, T] (NaN at the end)"},
+    {"threads", SF_PARAM_INT, "0", "OpenBLAS threads (0: its default, all cores)"},
+    {NULL, 0, NULL, NULL},
+};
+
+/* Splits "a,b,c" into hooks; SF_ERR on a bad name or too many. */
+static int parse_hooks(const char *list, fwd_stage *s) {
+    char buf[4096];
+    if (strlen(list) >= sizeof buf) return sf_fail("hooks: list too long");
+    strcpy(buf, list);
+    for (char *save = NULL, *tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+        if (s->n_hooks == FW_MAX_HOOKS) return sf_fail("hooks: more than %d", FW_MAX_HOOKS);
+        if (fw_hook_parse(tok, &s->hooks[s->n_hooks]) != SF_OK) return SF_ERR;
+        fw_hook_name(s->hooks[s->n_hooks], s->hook_names[s->n_hooks], sizeof s->hook_names[0]);
+        s->n_hooks++;
+    }
+    return SF_OK;
+}
+
+static void fwd_destroy(void *state) {
+    fwd_stage *s = state;
+    if (!s) return;
+    fw_model_free(s->model);
+    fw_state_free(s->state);
+    for (int i = 0; i < s->n_hooks; i++) free(s->outs[i]);
+    free(s->logits);
+    free(s->loss);
+    free(s);
+}
+
+static int fwd_init(sf_ctx *ctx, void **state) {
+    fwd_stage *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    *state = s;
+    s->model_dir = sf_param_str(ctx, "model");
+    s->drop_bos = sf_param_bool(ctx, "drop_bos");
+    s->want_logits = sf_param_bool(ctx, "logits");
+    s->want_loss = sf_param_bool(ctx, "loss");
+    const char *dt = sf_param_str(ctx, "out_dtype");
+    if (!strcmp(dt, "f32")) s->out_dtype = SF_F32;
+    else if (!strcmp(dt, "bf16")) s->out_dtype = SF_BF16;
+    else return sf_fail("out_dtype must be f32 or bf16, not \"%s\"", dt);
+    if (parse_hooks(sf_param_str(ctx, "hooks"), s) != SF_OK) return SF_ERR;
+    if (!s->n_hooks && !s->want_logits && !s->want_loss) return sf_fail("nothing to emit: give hooks, logits or loss");
+
+    const char *name = sf_param_str(ctx, "checkpoint");
+    if (!*name) { /* base name of the directory, ignoring trailing slashes */
+        size_t len = strlen(s->model_dir);
+        while (len > 1 && s->model_dir[len - 1] == '/') len--;
+        const char *b = s->model_dir + len;
+        while (b > s->model_dir && b[-1] != '/') b--;
+        snprintf(s->checkpoint, sizeof s->checkpoint, "%.*s", (int)(s->model_dir + len - b), b);
+    } else
+        snprintf(s->checkpoint, sizeof s->checkpoint, "%s", name);
+
+    /* Load only the blocks the hooks need, unless logits or loss need them all. */
+    fw_config cfg;
+    if (fw_config_load(s->model_dir, &cfg) != SF_OK) return SF_ERR;
+    int need = 0, head = s->want_logits || s->want_loss;
+    for (int i = 0; i < s->n_hooks; i++) {
+        if (s->hooks[i].layer >= cfg.n_layers)
+            return sf_fail("hook %s: %s has %d blocks (0..%d)", s->hook_names[i], s->model_dir, cfg.n_layers,
+                           cfg.n_layers - 1);
+        if (s->hooks[i].layer + 1 > need) need = s->hooks[i].layer + 1;
+    }
+    fw_set_threads((int)sf_param_int(ctx, "threads"));
+    if (!(s->model = fw_model_load(s->model_dir, head ? -1 : need, head))) return SF_ERR;
+    s->state = fw_state_new();
+    s->bos_id = (int)sf_param_int(ctx, "bos_id");
+    if (s->bos_id < 0) s->bos_id = cfg.bos_id;
+    sf_log(SF_LOG_INFO, "%s (%s, %d of %d blocks), checkpoint %s", s->model_dir, cfg.architecture,
+           s->model->n_loaded, cfg.n_layers, s->checkpoint);
+    return SF_OK;
+}
+
+static void grow(fwd_stage *s, size_t tokens) {
+    if (tokens <= s->cap_tokens) return;
+    const fw_config *c = &s->model->cfg;
+    for (int i = 0; i < s->n_hooks; i++) {
+        free(s->outs[i]);
+        s->outs[i] = malloc(tokens * (size_t)fw_hook_width(c, s->hooks[i]) * sizeof(float));
+        if (!s->outs[i]) abort();
+    }
+    free(s->logits);
+    free(s->loss);
+    s->logits = s->want_logits ? malloc(tokens * (size_t)c->vocab * sizeof(float)) : NULL;
+    s->loss = malloc(tokens * sizeof(float));
+    if ((s->want_logits && !s->logits) || !s->loss) abort();
+    s->cap_tokens = tokens;
+}
+
+/* Puts [B, T, w] rows of src into m under key, keeping columns t >= skip of every sequence. */
+static void put_rows(sf_msg *m, const char *key, sf_dtype dt, const float *src, int B, int T, int skip, int w) {
+    int64_t shape[3] = {B, T - skip, w};
+    int ndim = w ? 3 : 2;
+    char *dst = sf_msg_put_tensor_inplace(m, key, dt, ndim, shape);
+    size_t row = (size_t)(T - skip) * (w ? w : 1), esz = sf_dtype_size(dt);
+    for (int b = 0; b < B; b++)
+        sf_convert_from_f32(dst + (size_t)b * row * esz, dt, src + ((size_t)b * T + skip) * (w ? w : 1), row);
+}
+
+/* The metadata every emitted message carries; tokens and pos follow the dropped BOS column. */
+static int put_meta(sf_msg *m, const sf_msg *in, const fwd_stage *s, const int32_t *tok, int B, int T, int skip,
+                    const sf_tensor *pos) {
+    int64_t shape[2] = {B, T - skip};
+    int32_t *t = sf_msg_put_tensor_inplace(m, "tokens", SF_I32, 2, shape);
+    for (int b = 0; b < B; b++) memcpy(t + (size_t)b * (T - skip), tok + (size_t)b * T + skip, (size_t)(T - skip) * 4);
+    if (pos) {
+        int64_t n = B;
+        int32_t *p = sf_msg_put_tensor_inplace(m, "pos", SF_I32, 1, &n);
+        for (int b = 0; b < B; b++) {
+            int32_t v;
+            memcpy(&v, (const char *)pos->data + (size_t)b * 4, 4);
+            p[b] = v + skip;
+        }
+    }
+    const char *pass[] = {"doc_id", "label", "split"};
+    for (int i = 0; i < 3; i++)
+        if (sf_msg_has(in, pass[i]) && sf_msg_copy_field(m, in, pass[i]) != SF_OK) return SF_ERR;
+    sf_msg_put_str(m, "model", s->model_dir);
+    sf_msg_put_str(m, "checkpoint", s->checkpoint);
+    return SF_OK;
+}
+
+static int fwd_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
+    (void)input;
+    fwd_stage *s = state;
+    const fw_config *c = &s->model->cfg;
+    sf_tensor tt, pos;
+    if (sf_msg_get_tensor(msg, "tokens", &tt) != SF_OK) return SF_ERR;
+    if (tt.ndim != 2 || (tt.dtype != SF_I32 && tt.dtype != SF_I64))
+        return sf_fail("tokens: want an int32 [B, T] tensor, got %d dims of %s", tt.ndim, sf_dtype_name(tt.dtype));
+    int64_t B = tt.shape[0], T = tt.shape[1];
+    if (B < 1 || T < 1 || B * T > (1 << 22)) return sf_fail("tokens: bad shape [%lld, %lld]", (long long)B, (long long)T);
+    int has_pos = sf_msg_has(msg, "pos");
+    if (has_pos && (sf_msg_get_tensor(msg, "pos", &pos) != SF_OK || pos.dtype != SF_I32 || pos.ndim != 1 ||
+                    pos.shape[0] != B))
+        return sf_fail("pos: want an int32 [%lld] tensor", (long long)B);
+
+    size_t N = (size_t)(B * T);
+    int32_t *tok = malloc(N * sizeof *tok);
+    if (!tok) abort();
+    for (size_t i = 0; i < N; i++) { /* the payload is unaligned: copy element by element */
+        int64_t v = 0;
+        if (tt.dtype == SF_I32) {
+            int32_t v32;
+            memcpy(&v32, (const char *)tt.data + i * 4, 4);
+            v = v32;
+        } else
+            memcpy(&v, (const char *)tt.data + i * 8, 8);
+        tok[i] = v < 0 || v > INT32_MAX ? -1 : (int32_t)v; /* fw_forward names a bad id */
+    }
+
+    /* Drop column 0 only when every sequence starts with BOS; a mix would give ragged rows. */
+    int skip = 0;
+    if (s->drop_bos && s->bos_id >= 0 && T > 1) {
+        int n_bos = 0;
+        for (int64_t b = 0; b < B; b++) n_bos += tok[b * T] == s->bos_id;
+        if (n_bos && n_bos != B) {
+            free(tok);
+            return sf_fail("drop_bos: %d of %lld sequences start with BOS (%d), the others do not", n_bos,
+                           (long long)B, s->bos_id);
+        }
+        skip = n_bos ? 1 : 0;
+    }
+
+    grow(s, N);
+    int want_head = s->want_logits || s->want_loss;
+    fw_request r = {tok, (int)B, (int)T, s->n_hooks, s->hooks, s->outs, s->logits, want_head ? s->loss : NULL};
+    if (fw_forward(s->model, s->state, &r) != SF_OK) {
+        free(tok);
+        return SF_ERR;
+    }
+
+    /* One message per hook; logits and loss ride with the first (or alone without hooks). */
+    int n_msgs = s->n_hooks ? s->n_hooks : 1;
+    for (int i = 0; i < n_msgs; i++) {
+        sf_msg *m = sf_msg_new();
+        if (put_meta(m, msg, s, tok, (int)B, (int)T, skip, has_pos ? &pos : NULL) != SF_OK) {
+            sf_msg_free(m);
+            free(tok);
+            return SF_ERR;
+        }
+        if (s->n_hooks) {
+            put_rows(m, "acts", s->out_dtype, s->outs[i], (int)B, (int)T, skip, fw_hook_width(c, s->hooks[i]));
+            sf_msg_put_str(m, "hook", s->hook_names[i]);
+            sf_msg_put_int(m, "layer", s->hooks[i].layer);
+        }
+        if (i == 0 && s->want_logits) put_rows(m, "logits", SF_F32, s->logits, (int)B, (int)T, skip, c->vocab);
+        if (i == 0 && s->want_loss) put_rows(m, "loss", SF_F32, s->loss, (int)B, (int)T, skip, 0);
+        if (sf_emit(ctx, m) != SF_OK) {
+            free(tok);
+            return SF_ERR;
+        }
+    }
+    free(tok);
+    s->tokens_done += N;
+    sf_progress(ctx, s->tokens_done, 0, "tokens");
+    return SF_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* saeflow forward MODEL_DIR --hook HOOK --out FILE.npy [--logits] [--loss] [--threads N]      */
+
+typedef struct seq_list {
+    int32_t *tok;   /* all sequences, concatenated */
+    size_t n_tok, cap_tok;
+    size_t *start;  /* start[i] .. start[i+1] */
+    size_t n_seq, cap_seq;
+} seq_list;
+
+static void seq_push_tok(seq_list *l, int32_t v) {
+    if (l->n_tok == l->cap_tok) {
+        l->cap_tok = l->cap_tok ? 2 * l->cap_tok : 1024;
+        if (!(l->tok = realloc(l->tok, l->cap_tok * sizeof *l->tok))) abort();
+    }
+    l->tok[l->n_tok++] = v;
+}
+
+/* Records that a sequence starts at token index start; keeps room for the end sentinel. */
+static void seq_push_start(seq_list *l, size_t start) {
+    if (l->n_seq + 2 > l->cap_seq) {
+        l->cap_seq = l->cap_seq ? 2 * l->cap_seq : 64;
+        if (!(l->start = realloc(l->start, l->cap_seq * sizeof *l->start))) abort();
+    }
+    l->start[l->n_seq++] = start;
+    l->start[l->n_seq] = l->n_tok;
+}
+
+/* One sequence per line, token ids separated by spaces; blank lines are skipped. */
+static int read_sequences(FILE *in, seq_list *l) {
+    char *line = NULL;
+    size_t cap = 0;
+    long lineno = 0;
+    while (getline(&line, &cap, in) >= 0) {
+        lineno++;
+        size_t before = l->n_tok;
+        for (char *p = line, *end;; p = end) {
+            while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
+            if (!*p) break;
+            errno = 0;
+            long long v = strtoll(p, &end, 10);
+            if (end == p || errno || v < 0 || v > INT32_MAX || (*end && !strchr(" \t\r\n", *end))) {
+                free(line);
+                return sf_fail("stdin line %ld: not a token id: \"%.20s\"", lineno, p);
+            }
+            seq_push_tok(l, (int32_t)v);
+        }
+        if (l->n_tok > before) seq_push_start(l, before);
+    }
+    free(line);
+    return SF_OK;
+}
+
+/* A version 1.0 .npy header for a C-order float32 array [rows, cols]. */
+static int npy_header(FILE *f, size_t rows, size_t cols) {
+    char dict[128];
+    int n = snprintf(dict, sizeof dict, "{'descr': '<f4', 'fortran_order': False, 'shape': (%zu, %zu), }", rows, cols);
+    int total = 10 + n + 1, pad = (64 - total % 64) % 64; /* magic, version, length; dict; '\n' */
+    uint8_t pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (uint8_t)((n + pad + 1) & 0xff), (uint8_t)((n + pad + 1) >> 8)};
+    if (fwrite(pre, 1, 10, f) != 10 || fwrite(dict, 1, (size_t)n, f) != (size_t)n) return SF_ERR;
+    for (int i = 0; i < pad; i++) fputc(' ', f);
+    fputc('\n', f);
+    return ferror(f) ? SF_ERR : SF_OK;
+}
+
+static int cli_usage(void) {
+    fprintf(stderr, "usage: saeflow forward MODEL_DIR [--hook HOOK] [--out FILE.npy] [--logits] [--loss] [--threads N]\n"
+                    "  reads token ids on stdin, one sequence per line; writes the hook's activations\n"
+                    "  [tokens, d] (or with --logits the logits [tokens, vocab]) of every token in order as\n"
+                    "  float32 .npy; --loss prints the mean next-token cross-entropy.\n");
+    return 2;
+}
+
+static int cli_main(int argc, char **argv) {
+    const char *dir = NULL, *hook_name = NULL, *out_path = NULL;
+    int want_logits = 0, want_loss = 0, threads = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--hook") && i + 1 < argc) hook_name = argv[++i];
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_path = argv[++i];
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--logits")) want_logits = 1;
+        else if (!strcmp(argv[i], "--loss")) want_loss = 1;
+        else if (argv[i][0] != '-' && !dir) dir = argv[i];
+        else return cli_usage();
+    }
+    int want_out = hook_name || want_logits;
+    if (!dir || (hook_name && want_logits) || (want_out && !out_path) || (!want_out && !want_loss)) return cli_usage();
+
+    fw_hook hook = {FW_RESID_POST, 0};
+    fw_config cfg;
+    if ((hook_name && fw_hook_parse(hook_name, &hook) != SF_OK) || fw_config_load(dir, &cfg) != SF_OK) {
+        fprintf(stderr, "saeflow forward: %s\n", sf_last_error());
+        return 1;
+    }
+    if (hook_name && hook.layer >= cfg.n_layers) {
+        fprintf(stderr, "saeflow forward: hook %s: %s has %d blocks\n", hook_name, dir, cfg.n_layers);
+        return 1;
+    }
+    int head = want_logits || want_loss;
+    fw_set_threads(threads);
+    seq_list seqs = {0};
+    fw_model *m = NULL;
+    fw_state *st = fw_state_new();
+    FILE *out = NULL;
+    float *acts = NULL, *loss = NULL;
+    int rc = 1;
+    if (read_sequences(stdin, &seqs) != SF_OK) goto fail;
+    if (!(m = fw_model_load(dir, head ? -1 : hook.layer + 1, head))) goto fail;
+    size_t width = want_logits ? (size_t)cfg.vocab : (size_t)fw_hook_width(&cfg, hook);
+    if (out_path) {
+        if (!(out = fopen(out_path, "wb"))) {
+            sf_fail("%s: %s", out_path, strerror(errno));
+            goto fail;
+        }
+        if (npy_header(out, seqs.n_tok, width) != SF_OK) {
+            sf_fail("%s: write error", out_path);
+            goto fail;
+        }
+    }
+    double loss_sum = 0;
+    size_t loss_n = 0;
+    for (size_t i = 0; i < seqs.n_seq; i++) {
+        int T = (int)(seqs.start[i + 1] - seqs.start[i]);
+        float *o[1];
+        if (!(o[0] = acts = realloc(acts, (size_t)T * width * sizeof *acts)) || !(loss = realloc(loss, (size_t)T * sizeof *loss)))
+            abort();
+        fw_request r = {seqs.tok + seqs.start[i], 1, T, hook_name ? 1 : 0, &hook, o, want_logits ? acts : NULL,
+                        want_loss ? loss : NULL};
+        if (fw_forward(m, st, &r) != SF_OK) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", sf_last_error());
+            sf_fail("sequence %zu: %s", i + 1, msg);
+            goto fail;
+        }
+        if (out && fwrite(acts, sizeof *acts * width, (size_t)T, out) != (size_t)T) {
+            sf_fail("%s: write error", out_path);
+            goto fail;
+        }
+        for (int t = 0; want_loss && t + 1 < T; t++, loss_n++) loss_sum += loss[t];
+    }
+    if (out && fclose(out) != 0) {
+        out = NULL;
+        sf_fail("%s: write error", out_path);
+        goto fail;
+    }
+    out = NULL;
+    if (want_loss) printf("loss %.6f over %zu predicted tokens\n", loss_n ? loss_sum / loss_n : NAN, loss_n);
+    rc = 0;
+fail:
+    if (rc) fprintf(stderr, "saeflow forward: %s\n", sf_last_error());
+    if (out) fclose(out);
+    free(acts);
+    free(loss);
+    free(seqs.tok);
+    free(seqs.start);
+    fw_state_free(st);
+    fw_model_free(m);
+    return rc;
+}
+
+static const sf_command fwd_commands[] = {
+    {"forward", "MODEL_DIR [--hook HOOK] [--out FILE.npy] [--logits] [--loss] [--threads N]",
+     "run a checkpoint on token ids from stdin; write activations or logits as .npy", cli_main},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const sf_stage_def forward_stage = {
+    .name = "forward",
+    .summary = "transformer forward (Llama/Qwen2/Mistral, GPT-2, GPT-NeoX): tokens -> activations",
+    .doc = "Reads tokens messages (tokens int32 [B, T], doc_id, pos, label, split) and emits one activations "
+           "message per hook: acts [B, T, d] (f32 or bf16; [B, T, d_ff] for mlp_hidden), tokens, doc_id, pos, "
+           "label, split, hook, layer, model, checkpoint. With drop_bos the BOS column is removed (pos + 1). "
+           "logits [B, T, vocab] and loss [B, T] ride with the first hook's message when asked for.",
+    .params = fwd_params,
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .has_output = 1,
+    .init = fwd_init,
+    .on_message = fwd_on_message,
+    .destroy = fwd_destroy,
+    .commands = fwd_commands,
+};
+
+SF_PLUGIN(&forward_stage)

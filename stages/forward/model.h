@@ -1,0 +1,134 @@
+/* model.h — decoder-only transformers from Hugging Face checkpoint directories, on the CPU.
+ *
+ * fw_model_load() reads config.json and the safetensors weights (one file or a sharded index),
+ * validates every tensor's name and shape against the config, and converts everything to float32
+ * in one uniform layout, whatever the architecture stored:
+ *
+ *   every linear layer is [out, in] row-major (nn.Linear), y = x W^T + b;
+ *   attention projections are fused: wqkv holds the q rows of all heads, then k, then v;
+ *   a gated MLP (SwiGLU) has w_in = [gate rows; up rows], so one sgemm computes both.
+ *
+ * fw_forward() runs a batch [B, T] of token sequences (position 0..T-1 in each) and copies out the
+ * requested hook points. Hook names count blocks from 0 as TransformerLens does:
+ *
+ *   resid_pre.L   input of block L            (= Hugging Face hidden_states[L])
+ *   attn_out.L    attention output, after the output projection and its bias
+ *   mlp_hidden.L  MLP activation, [.., d_ff]  (act(gate) * up for gated MLPs)
+ *   mlp_out.L     MLP output
+ *   resid_post.L  output of block L           (= hidden_states[L+1], except that resid_post of the
+ *                 last block is before the final norm, as in TransformerLens; Hugging Face applies
+ *                 the final norm to its last hidden_states entry)
+ *
+ * Supported: LlamaForCausalLM (also Qwen2ForCausalLM, MistralForCausalLM), GPT2LMHeadModel,
+ * GPTNeoXForCausalLM. Errors go through sf_fail() and name exactly what is wrong.
+ */
+#ifndef FW_MODEL_H
+#define FW_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "saeflow.h"
+
+typedef enum fw_arch { FW_ARCH_LLAMA, FW_ARCH_GPT2, FW_ARCH_NEOX } fw_arch;
+typedef enum fw_norm { FW_RMSNORM, FW_LAYERNORM } fw_norm;
+typedef enum fw_act { FW_ACT_SILU, FW_ACT_GELU, FW_ACT_GELU_TANH, FW_ACT_RELU } fw_act;
+typedef enum fw_rope_scaling {
+    FW_ROPE_PLAIN, FW_ROPE_LINEAR, FW_ROPE_DYNAMIC, FW_ROPE_LLAMA3
+} fw_rope_scaling;
+
+typedef struct fw_config {
+    fw_arch arch;
+    char architecture[64]; /* as config.json names it */
+    int n_layers, d_model, n_heads, n_kv_heads, head_dim, d_ff, vocab, max_pos;
+    fw_norm norm;
+    float norm_eps;
+    fw_act act;
+    int gated_mlp;          /* Llama family: act(gate) * up */
+    int qkv_bias, o_bias, mlp_bias;
+    int learned_pos;        /* GPT-2: learned absolute position embeddings, no RoPE */
+    int parallel_residual;  /* GPT-NeoX: x + attn(ln1(x)) + mlp(ln2(x)) */
+    int tied_embeddings;    /* the LM head is the token embedding */
+    int sliding_window;     /* 0 when attention is not windowed */
+    float attn_scale;       /* score multiplier, usually 1/sqrt(head_dim) */
+    int attn_scale_by_layer; /* GPT-2 scale_attn_by_inverse_layer_idx: also divide by L+1 */
+    /* RoPE: the first rotary_dim dims of each head rotate (rotate_half pairing); 0 = no RoPE. */
+    int rotary_dim;
+    double rope_theta;
+    fw_rope_scaling rope_scaling;
+    double rope_factor, rope_low_freq, rope_high_freq;
+    int rope_orig_max_pos;
+    int bos_id; /* -1 when config.json has none */
+} fw_config;
+
+typedef struct fw_layer {
+    float *ln1_w, *ln1_b;   /* ln*_b are NULL for RMSNorm */
+    float *ln2_w, *ln2_b;
+    float *wqkv, *bqkv;     /* [(H + 2*KV) * hd, d], [(H + 2*KV) * hd] or NULL */
+    float *wo, *bo;         /* [d, H * hd], [d] or NULL */
+    float *w_in, *b_in;     /* [ff, d] or, gated, [2*ff, d] (gate rows, then up rows) */
+    float *w_out, *b_out;   /* [d, ff], [d] or NULL */
+} fw_layer;
+
+typedef struct fw_model {
+    fw_config cfg;
+    int n_loaded;         /* blocks loaded: 0..n_loaded-1 (fewer than cfg.n_layers if asked) */
+    fw_layer *layers;
+    float *tok_emb;       /* [vocab, d] */
+    float *pos_emb;       /* [max_pos, d] (GPT-2) or NULL */
+    float *lnf_w, *lnf_b; /* final norm, NULL if the head was not loaded */
+    float *lm_head;       /* [vocab, d]; == tok_emb when tied; NULL if the head was not loaded */
+    double *inv_freq;     /* [rotary_dim / 2], scaling applied (except dynamic, done per call) */
+} fw_model;
+
+/* Loads blocks 0..n_layers-1 (n_layers < 0: all), and the final norm and LM head if with_head.
+ * NULL with sf_last_error() set. */
+fw_model *fw_model_load(const char *dir, int n_layers, int with_head);
+void fw_model_free(fw_model *m);
+/* Only config.json: for callers that want to check a hook before loading weights. */
+int fw_config_load(const char *dir, fw_config *cfg);
+
+typedef enum fw_hook_kind {
+    FW_RESID_PRE, FW_ATTN_OUT, FW_MLP_HIDDEN, FW_MLP_OUT, FW_RESID_POST
+} fw_hook_kind;
+
+typedef struct fw_hook {
+    fw_hook_kind kind;
+    int layer;
+} fw_hook;
+
+/* "resid_post.11" -> {FW_RESID_POST, 11}. SF_ERR on a bad name (layer not checked here). */
+int fw_hook_parse(const char *name, fw_hook *out);
+void fw_hook_name(fw_hook h, char *buf, size_t len);
+/* Row width of the hook's activations: d_model, or d_ff for mlp_hidden. */
+int fw_hook_width(const fw_config *cfg, fw_hook h);
+
+typedef struct fw_request {
+    const int32_t *tokens; /* [batch, seq] */
+    int batch, seq;
+    int n_hooks;
+    const fw_hook *hooks;
+    float **hook_out;      /* hook_out[i]: [batch * seq, fw_hook_width(hooks[i])] */
+    float *logits;         /* [batch * seq, vocab] or NULL */
+    float *loss;           /* [batch * seq] or NULL: -log p(next token); NaN at the last position */
+} fw_request;
+
+/* Scratch buffers of one forward caller; they grow to the largest batch seen. */
+typedef struct fw_state fw_state;
+fw_state *fw_state_new(void);
+void fw_state_free(fw_state *s);
+/* Queries per attention chunk (scores are computed chunk x keys-so-far). Tests shrink it. */
+void fw_state_set_attn_chunk(fw_state *s, int chunk);
+
+/* Runs blocks up to the last one a hook needs (all of them, then the head, when logits or loss
+ * are asked for). SF_ERR on a bad token id, a hook beyond the loaded blocks, or a sequence
+ * longer than the model allows. */
+int fw_forward(const fw_model *m, fw_state *s, const fw_request *r);
+
+/* The final norm, row by row (for callers that apply the head themselves). */
+void fw_final_norm(const fw_model *m, const float *x, float *y, int rows);
+
+/* Threads OpenBLAS uses; 0 leaves its default. */
+void fw_set_threads(int n);
+
+#endif

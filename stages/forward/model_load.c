@@ -1,0 +1,573 @@
+/* model_load.c — config.json and safetensors weights of a Hugging Face checkpoint directory into
+ * the uniform float32 layout of model.h. */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "model.h"
+#include "sf_safetensors.h"
+
+#define FW_MAX_DIM (1 << 20)  /* any single dimension */
+#define FW_MAX_SHARDS 256
+
+/* ------------------------------------------------------------------------------------------ */
+/* config.json                                                                                 */
+
+/* Reads an integer key; a missing (or null) key takes def, or is an error when def < 0. */
+static int cfg_int(const char *path, json_t *j, const char *key, int def, int *out) {
+    json_t *v = json_object_get(j, key);
+    if (!v || json_is_null(v)) {
+        if (def < 0) return sf_fail("%s: missing \"%s\"", path, key);
+        *out = def;
+        return SF_OK;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > FW_MAX_DIM)
+        return sf_fail("%s: \"%s\" must be an integer in [0, %d]", path, key, FW_MAX_DIM);
+    *out = (int)json_integer_value(v);
+    return SF_OK;
+}
+
+static int cfg_num(const char *path, json_t *j, const char *key, double def, double *out) {
+    json_t *v = json_object_get(j, key);
+    if (!v || json_is_null(v)) {
+        *out = def;
+        return SF_OK;
+    }
+    if (!json_is_number(v)) return sf_fail("%s: \"%s\" must be a number", path, key);
+    *out = json_number_value(v);
+    return SF_OK;
+}
+
+static int cfg_bool(const char *path, json_t *j, const char *key, int def, int *out) {
+    json_t *v = json_object_get(j, key);
+    if (!v || json_is_null(v)) {
+        *out = def;
+        return SF_OK;
+    }
+    if (!json_is_boolean(v)) return sf_fail("%s: \"%s\" must be true or false", path, key);
+    *out = json_is_true(v);
+    return SF_OK;
+}
+
+static int cfg_act(const char *path, json_t *j, const char *key, const char *def, fw_act *out) {
+    json_t *v = json_object_get(j, key);
+    const char *s = v && json_is_string(v) ? json_string_value(v) : def;
+    if (v && !json_is_null(v) && !json_is_string(v)) return sf_fail("%s: \"%s\" must be a string", path, key);
+    if (!strcmp(s, "silu") || !strcmp(s, "swish")) *out = FW_ACT_SILU;
+    else if (!strcmp(s, "gelu")) *out = FW_ACT_GELU;
+    else if (!strcmp(s, "gelu_new") || !strcmp(s, "gelu_pytorch_tanh") || !strcmp(s, "gelu_fast"))
+        *out = FW_ACT_GELU_TANH;
+    else if (!strcmp(s, "relu")) *out = FW_ACT_RELU;
+    else return sf_fail("%s: unsupported activation \"%s\" = \"%s\" (supported: silu, gelu, gelu_new, "
+                        "gelu_pytorch_tanh, gelu_fast, relu)", path, key, s);
+    return SF_OK;
+}
+
+/* rope_scaling: null, or {"type" or "rope_type": "linear" | "dynamic" | "llama3" | "default", ...} */
+static int cfg_rope_scaling(const char *path, json_t *j, fw_config *c) {
+    json_t *rs = json_object_get(j, "rope_scaling");
+    c->rope_scaling = FW_ROPE_PLAIN;
+    if (!rs || json_is_null(rs)) return SF_OK;
+    if (!json_is_object(rs)) return sf_fail("%s: \"rope_scaling\" must be an object or null", path);
+    json_t *t = json_object_get(rs, "rope_type");
+    if (!t) t = json_object_get(rs, "type");
+    if (!json_is_string(t)) return sf_fail("%s: rope_scaling has no \"rope_type\" or \"type\"", path);
+    const char *type = json_string_value(t);
+    if (!strcmp(type, "default")) return SF_OK;
+    if (cfg_num(path, rs, "factor", NAN, &c->rope_factor) != SF_OK) return SF_ERR;
+    if (!(c->rope_factor >= 1.0)) return sf_fail("%s: rope_scaling.factor must be a number >= 1", path);
+    if (!strcmp(type, "linear")) c->rope_scaling = FW_ROPE_LINEAR;
+    else if (!strcmp(type, "dynamic")) c->rope_scaling = FW_ROPE_DYNAMIC;
+    else if (!strcmp(type, "llama3")) {
+        c->rope_scaling = FW_ROPE_LLAMA3;
+        if (cfg_num(path, rs, "low_freq_factor", NAN, &c->rope_low_freq) != SF_OK ||
+            cfg_num(path, rs, "high_freq_factor", NAN, &c->rope_high_freq) != SF_OK ||
+            cfg_int(path, rs, "original_max_position_embeddings", -1, &c->rope_orig_max_pos) != SF_OK)
+            return SF_ERR;
+        if (!(c->rope_low_freq > 0 && c->rope_high_freq > c->rope_low_freq))
+            return sf_fail("%s: llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor", path);
+    } else
+        return sf_fail("%s: unsupported rope_scaling type \"%s\" (supported: linear, dynamic, llama3)", path, type);
+    return SF_OK;
+}
+
+static int cfg_llama(const char *path, json_t *j, const char *arch, fw_config *c) {
+    int is_qwen2 = !strcmp(arch, "Qwen2ForCausalLM"), is_mistral = !strcmp(arch, "MistralForCausalLM");
+    double eps = 0, partial = 1;
+    int attention_bias = 0;
+    c->arch = FW_ARCH_LLAMA;
+    if (cfg_int(path, j, "hidden_size", -1, &c->d_model) || cfg_int(path, j, "num_attention_heads", -1, &c->n_heads) ||
+        cfg_int(path, j, "num_hidden_layers", -1, &c->n_layers) ||
+        cfg_int(path, j, "intermediate_size", -1, &c->d_ff) || cfg_int(path, j, "vocab_size", -1, &c->vocab) ||
+        cfg_int(path, j, "max_position_embeddings", 2048, &c->max_pos) ||
+        cfg_int(path, j, "num_key_value_heads", c->n_heads, &c->n_kv_heads) ||
+        cfg_int(path, j, "head_dim", c->n_heads ? c->d_model / c->n_heads : 0, &c->head_dim) ||
+        cfg_num(path, j, "rms_norm_eps", 1e-6, &eps) || cfg_num(path, j, "rope_theta", 10000.0, &c->rope_theta) ||
+        cfg_num(path, j, "partial_rotary_factor", 1.0, &partial) ||
+        cfg_bool(path, j, "tie_word_embeddings", 0, &c->tied_embeddings) ||
+        cfg_bool(path, j, "attention_bias", 0, &attention_bias) || cfg_bool(path, j, "mlp_bias", 0, &c->mlp_bias) ||
+        cfg_act(path, j, "hidden_act", "silu", &c->act) || cfg_rope_scaling(path, j, c))
+        return SF_ERR;
+    c->norm = FW_RMSNORM;
+    c->norm_eps = (float)eps;
+    c->gated_mlp = 1;
+    c->rotary_dim = (int)(c->head_dim * partial);
+    c->attn_scale = 1.0f / sqrtf((float)c->head_dim);
+    /* Qwen2 always has q/k/v biases and no output bias; Llama's attention_bias covers all four. */
+    c->qkv_bias = is_qwen2 || attention_bias;
+    c->o_bias = !is_qwen2 && attention_bias;
+    int use_window = is_mistral;
+    if (is_qwen2 && cfg_bool(path, j, "use_sliding_window", 0, &use_window)) return SF_ERR;
+    if (use_window && cfg_int(path, j, "sliding_window", 0, &c->sliding_window)) return SF_ERR;
+    return SF_OK;
+}
+
+static int cfg_gpt2(const char *path, json_t *j, fw_config *c) {
+    double eps = 0;
+    int scale = 1;
+    c->arch = FW_ARCH_GPT2;
+    if (cfg_int(path, j, "n_embd", -1, &c->d_model) || cfg_int(path, j, "n_head", -1, &c->n_heads) ||
+        cfg_int(path, j, "n_layer", -1, &c->n_layers) || cfg_int(path, j, "vocab_size", -1, &c->vocab) ||
+        cfg_int(path, j, "n_positions", -1, &c->max_pos) ||
+        cfg_int(path, j, "n_inner", 4 * c->d_model, &c->d_ff) ||
+        cfg_num(path, j, "layer_norm_epsilon", 1e-5, &eps) ||
+        cfg_bool(path, j, "tie_word_embeddings", 1, &c->tied_embeddings) ||
+        cfg_bool(path, j, "scale_attn_weights", 1, &scale) ||
+        cfg_bool(path, j, "scale_attn_by_inverse_layer_idx", 0, &c->attn_scale_by_layer) ||
+        cfg_act(path, j, "activation_function", "gelu_new", &c->act))
+        return SF_ERR;
+    c->n_kv_heads = c->n_heads;
+    c->head_dim = c->n_heads ? c->d_model / c->n_heads : 0;
+    c->norm = FW_LAYERNORM;
+    c->norm_eps = (float)eps;
+    c->qkv_bias = c->o_bias = c->mlp_bias = 1;
+    c->learned_pos = 1;
+    c->attn_scale = scale ? 1.0f / sqrtf((float)c->head_dim) : 1.0f;
+    return SF_OK;
+}
+
+static int cfg_neox(const char *path, json_t *j, fw_config *c) {
+    double eps = 0, pct = 0, base = 0;
+    int bias = 1;
+    c->arch = FW_ARCH_NEOX;
+    if (cfg_int(path, j, "hidden_size", -1, &c->d_model) || cfg_int(path, j, "num_attention_heads", -1, &c->n_heads) ||
+        cfg_int(path, j, "num_hidden_layers", -1, &c->n_layers) ||
+        cfg_int(path, j, "intermediate_size", -1, &c->d_ff) || cfg_int(path, j, "vocab_size", -1, &c->vocab) ||
+        cfg_int(path, j, "max_position_embeddings", 2048, &c->max_pos) ||
+        cfg_num(path, j, "layer_norm_eps", 1e-5, &eps) || cfg_num(path, j, "rotary_pct", 0.25, &pct) ||
+        cfg_num(path, j, "partial_rotary_factor", pct, &pct) ||
+        cfg_num(path, j, "rotary_emb_base", 10000.0, &base) || cfg_num(path, j, "rope_theta", base, &c->rope_theta) ||
+        cfg_bool(path, j, "use_parallel_residual", 1, &c->parallel_residual) ||
+        cfg_bool(path, j, "attention_bias", 1, &bias) ||
+        cfg_bool(path, j, "tie_word_embeddings", 0, &c->tied_embeddings) ||
+        cfg_act(path, j, "hidden_act", "gelu", &c->act) || cfg_rope_scaling(path, j, c))
+        return SF_ERR;
+    c->n_kv_heads = c->n_heads;
+    c->head_dim = c->n_heads ? c->d_model / c->n_heads : 0;
+    c->norm = FW_LAYERNORM;
+    c->norm_eps = (float)eps;
+    c->qkv_bias = c->o_bias = bias;
+    c->mlp_bias = 1;
+    c->rotary_dim = (int)(c->head_dim * pct); /* int() as Hugging Face does */
+    c->attn_scale = 1.0f / sqrtf((float)c->head_dim);
+    return SF_OK;
+}
+
+/* Checks that do not depend on the architecture. */
+static int cfg_finish(const char *path, fw_config *c) {
+    if (c->n_layers < 1 || c->d_model < 1 || c->n_heads < 1 || c->n_kv_heads < 1 || c->head_dim < 1 ||
+        c->d_ff < 1 || c->vocab < 1 || c->max_pos < 1)
+        return sf_fail("%s: layer count, widths, heads, vocab_size and max positions must be positive", path);
+    if (c->n_heads % c->n_kv_heads)
+        return sf_fail("%s: %d attention heads are not a multiple of %d key/value heads", path, c->n_heads,
+                       c->n_kv_heads);
+    if (c->arch != FW_ARCH_LLAMA && c->n_heads * c->head_dim != c->d_model)
+        return sf_fail("%s: width %d is not divisible by %d heads", path, c->d_model, c->n_heads);
+    if (c->rotary_dim % 2 || c->rotary_dim > c->head_dim || (!c->learned_pos && c->rotary_dim < 2))
+        return sf_fail("%s: rotary dimension %d must be even and within head_dim %d", path, c->rotary_dim,
+                       c->head_dim);
+    if ((c->rotary_dim && !(c->rope_theta > 0)) || !(c->norm_eps >= 0))
+        return sf_fail("%s: rope_theta must be positive and the norm epsilon non-negative", path);
+    return SF_OK;
+}
+
+int fw_config_load(const char *dir, fw_config *c) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    memset(c, 0, sizeof *c);
+    json_error_t err;
+    json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
+    if (!j) return sf_fail("%s: %s", path, err.text);
+    int rc = SF_ERR;
+    const char *arch = NULL;
+    json_t *archs = json_object_get(j, "architectures"), *mt = json_object_get(j, "model_type");
+    if (json_is_array(archs) && json_array_size(archs) > 0 && json_is_string(json_array_get(archs, 0)))
+        arch = json_string_value(json_array_get(archs, 0));
+    else if (json_is_string(mt)) { /* configs without "architectures": map model_type */
+        const char *t = json_string_value(mt);
+        arch = !strcmp(t, "llama") ? "LlamaForCausalLM" : !strcmp(t, "qwen2") ? "Qwen2ForCausalLM"
+             : !strcmp(t, "mistral") ? "MistralForCausalLM" : !strcmp(t, "gpt2") ? "GPT2LMHeadModel"
+             : !strcmp(t, "gpt_neox") ? "GPTNeoXForCausalLM" : t;
+    }
+    if (!json_is_object(j)) {
+        sf_fail("%s: not a JSON object", path);
+        goto out;
+    }
+    if (!arch) {
+        sf_fail("%s: no \"architectures\" or \"model_type\"", path);
+        goto out;
+    }
+    snprintf(c->architecture, sizeof c->architecture, "%s", arch);
+    if (!strcmp(arch, "LlamaForCausalLM") || !strcmp(arch, "Qwen2ForCausalLM") || !strcmp(arch, "MistralForCausalLM"))
+        rc = cfg_llama(path, j, arch, c);
+    else if (!strcmp(arch, "GPT2LMHeadModel"))
+        rc = cfg_gpt2(path, j, c);
+    else if (!strcmp(arch, "GPTNeoXForCausalLM"))
+        rc = cfg_neox(path, j, c);
+    else
+        rc = sf_fail("%s: unsupported architecture \"%s\" (supported: LlamaForCausalLM, Qwen2ForCausalLM, "
+                     "MistralForCausalLM, GPT2LMHeadModel, GPTNeoXForCausalLM)", path, arch);
+    if (rc == SF_OK) rc = cfg_finish(path, c);
+    json_t *bos = json_object_get(j, "bos_token_id");
+    c->bos_id = json_is_integer(bos) ? (int)json_integer_value(bos) : -1;
+out:
+    json_decref(j);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Checkpoint files: one model.safetensors, or shards listed by model.safetensors.index.json    */
+
+typedef struct fw_ckpt {
+    const char *dir;
+    json_t *weight_map;  /* name -> shard file name; NULL for a single file */
+    int n_files;
+    char *names[FW_MAX_SHARDS];
+    sf_st_file *files[FW_MAX_SHARDS];
+} fw_ckpt;
+
+static void ckpt_close(fw_ckpt *ck) {
+    for (int i = 0; i < ck->n_files; i++) {
+        sf_st_close(ck->files[i]);
+        free(ck->names[i]);
+    }
+    json_decref(ck->weight_map);
+}
+
+static int ckpt_add_file(fw_ckpt *ck, const char *name) {
+    char path[4096];
+    if (ck->n_files == FW_MAX_SHARDS) return sf_fail("%s: more than %d shards", ck->dir, FW_MAX_SHARDS);
+    snprintf(path, sizeof path, "%s/%s", ck->dir, name);
+    sf_st_file *f = sf_st_open(path);
+    if (!f) return SF_ERR;
+    ck->names[ck->n_files] = strdup(name);
+    ck->files[ck->n_files++] = f;
+    return SF_OK;
+}
+
+static int ckpt_open(fw_ckpt *ck, const char *dir) {
+    char path[4096];
+    struct stat st;
+    memset(ck, 0, sizeof *ck);
+    ck->dir = dir;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (stat(path, &st) == 0) return ckpt_add_file(ck, "model.safetensors");
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    if (stat(path, &st) != 0) {
+        snprintf(path, sizeof path, "%s/pytorch_model.bin", dir);
+        if (stat(path, &st) == 0)
+            return sf_fail("%s: only pytorch_model.bin, no model.safetensors (convert it to safetensors)", dir);
+        return sf_fail("%s: no model.safetensors or model.safetensors.index.json", dir);
+    }
+    json_error_t err;
+    json_t *idx = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
+    if (!idx) return sf_fail("%s: %s", path, err.text);
+    json_t *wm = json_object_get(idx, "weight_map");
+    if (!json_is_object(wm)) {
+        json_decref(idx);
+        return sf_fail("%s: no \"weight_map\" object", path);
+    }
+    ck->weight_map = json_incref(wm);
+    json_decref(idx);
+    const char *key;
+    json_t *v;
+    json_object_foreach(ck->weight_map, key, v) {
+        const char *file = json_string_value(v);
+        /* The index is untrusted: shard names must be plain file names in this directory. */
+        if (!file || !*file || strchr(file, '/') || !strcmp(file, "..") || !strcmp(file, "."))
+            return sf_fail("%s: tensor \"%s\" maps to a bad shard file name", path, key);
+        int known = 0;
+        for (int i = 0; i < ck->n_files && !known; i++) known = !strcmp(ck->names[i], file);
+        if (!known && ckpt_add_file(ck, file) != SF_OK) return SF_ERR;
+    }
+    return SF_OK;
+}
+
+/* The tensor called name, or NULL after sf_fail naming it. */
+static const sf_st_tensor *ckpt_find(const fw_ckpt *ck, const char *name) {
+    if (!ck->weight_map) {
+        const sf_st_tensor *t = sf_st_find(ck->files[0], name);
+        if (!t) sf_fail("%s: checkpoint has no tensor \"%s\"", ck->dir, name);
+        return t;
+    }
+    const char *file = json_string_value(json_object_get(ck->weight_map, name));
+    if (!file) return sf_fail("%s: model.safetensors.index.json lists no tensor \"%s\"", ck->dir, name), NULL;
+    for (int i = 0; i < ck->n_files; i++)
+        if (!strcmp(ck->names[i], file)) {
+            const sf_st_tensor *t = sf_st_find(ck->files[i], name);
+            if (!t) sf_fail("%s/%s: no tensor \"%s\" although the index puts it there", ck->dir, file, name);
+            return t;
+        }
+    return NULL; /* unreachable: every mapped file was opened */
+}
+
+static int ckpt_has(const fw_ckpt *ck, const char *name) {
+    if (ck->weight_map) return json_object_get(ck->weight_map, name) != NULL;
+    return sf_st_find(ck->files[0], name) != NULL;
+}
+
+static float *fw_alloc(size_t n) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, (n ? n : 1) * sizeof(float)) != 0) {
+        fprintf(stderr, "forward: out of memory (%zu floats)\n", n);
+        abort();
+    }
+    return p;
+}
+
+/* Converts tensor `name` to float32 into dst after checking its shape is exactly {d0[, d1]}. */
+static int load_into(const fw_ckpt *ck, const char *name, int ndim, int64_t d0, int64_t d1, float *dst) {
+    const sf_st_tensor *t = ckpt_find(ck, name);
+    if (!t) return SF_ERR;
+    if (t->t.dtype != SF_F32 && t->t.dtype != SF_F16 && t->t.dtype != SF_BF16 && t->t.dtype != SF_F64)
+        return sf_fail("%s: tensor \"%s\" has dtype %s, expected F32, F16, BF16 or F64", ck->dir, name,
+                       sf_dtype_name(t->t.dtype));
+    int ok = t->t.ndim == ndim && t->t.shape[0] == d0 && (ndim == 1 || t->t.shape[1] == d1);
+    if (!ok) {
+        char got[160] = "", want[64];
+        for (int i = 0; i < t->t.ndim; i++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "", (long long)t->t.shape[i]);
+        if (ndim == 1) snprintf(want, sizeof want, "%lld", (long long)d0);
+        else snprintf(want, sizeof want, "%lld, %lld", (long long)d0, (long long)d1);
+        return sf_fail("%s: tensor \"%s\" has shape [%s], expected [%s]", ck->dir, name, got, want);
+    }
+    sf_convert_to_f32(dst, t->t.data, t->t.dtype, (size_t)(ndim == 1 ? d0 : d0 * d1));
+    return SF_OK;
+}
+
+static float *load_new(const fw_ckpt *ck, const char *name, int ndim, int64_t d0, int64_t d1) {
+    float *p = fw_alloc((size_t)d0 * (size_t)(ndim == 1 ? 1 : d1));
+    if (load_into(ck, name, ndim, d0, d1, p) != SF_OK) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* GPT-2's Conv1D stores [in, out]; returns it transposed to [out, in]. */
+static float *load_conv1d(const fw_ckpt *ck, const char *name, int in, int out) {
+    float *tmp = load_new(ck, name, 2, in, out);
+    if (!tmp) return NULL;
+    float *w = fw_alloc((size_t)in * out);
+    for (int i = 0; i < in; i++)
+        for (int o = 0; o < out; o++) w[(size_t)o * in + i] = tmp[(size_t)i * out + o];
+    free(tmp);
+    return w;
+}
+
+/* GPT-NeoX's query_key_value rows are grouped per head as [q, k, v] (hd rows each); reorders a
+ * [3 * H * hd, cols] tensor (cols = 1 for the bias) to all q rows, then all k, then all v. */
+static void neox_unfuse_qkv(float *w, int H, int hd, int cols) {
+    size_t n = (size_t)3 * H * hd * cols, blk = (size_t)hd * cols;
+    float *tmp = fw_alloc(n);
+    memcpy(tmp, w, n * sizeof *w);
+    for (int h = 0; h < H; h++)
+        for (int s = 0; s < 3; s++)
+            memcpy(w + ((size_t)s * H + h) * blk, tmp + ((size_t)h * 3 + s) * blk, blk * sizeof *w);
+    free(tmp);
+}
+
+#define NAME(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
+
+static int load_llama_layer(const fw_ckpt *ck, const fw_config *c, int l, fw_layer *ly) {
+    char n[256];
+    int d = c->d_model, hd = c->head_dim, qn = c->n_heads * hd, kvn = c->n_kv_heads * hd, ff = c->d_ff;
+    const char *qkv[3] = {"q_proj", "k_proj", "v_proj"};
+    int rows[3] = {qn, kvn, kvn}, off = 0;
+    if (!(ly->ln1_w = load_new(ck, NAME(n, "model.layers.%d.input_layernorm.weight", l), 1, d, 0)) ||
+        !(ly->ln2_w = load_new(ck, NAME(n, "model.layers.%d.post_attention_layernorm.weight", l), 1, d, 0)))
+        return SF_ERR;
+    ly->wqkv = fw_alloc((size_t)(qn + 2 * kvn) * d);
+    if (c->qkv_bias) ly->bqkv = fw_alloc((size_t)(qn + 2 * kvn));
+    for (int i = 0; i < 3; off += rows[i], i++) {
+        if (load_into(ck, NAME(n, "model.layers.%d.self_attn.%s.weight", l, qkv[i]), 2, rows[i], d,
+                      ly->wqkv + (size_t)off * d) != SF_OK)
+            return SF_ERR;
+        if (c->qkv_bias &&
+            load_into(ck, NAME(n, "model.layers.%d.self_attn.%s.bias", l, qkv[i]), 1, rows[i], 0, ly->bqkv + off))
+            return SF_ERR;
+    }
+    if (!(ly->wo = load_new(ck, NAME(n, "model.layers.%d.self_attn.o_proj.weight", l), 2, d, qn))) return SF_ERR;
+    if (c->o_bias && !(ly->bo = load_new(ck, NAME(n, "model.layers.%d.self_attn.o_proj.bias", l), 1, d, 0)))
+        return SF_ERR;
+    ly->w_in = fw_alloc((size_t)2 * ff * d);
+    if (load_into(ck, NAME(n, "model.layers.%d.mlp.gate_proj.weight", l), 2, ff, d, ly->w_in) ||
+        load_into(ck, NAME(n, "model.layers.%d.mlp.up_proj.weight", l), 2, ff, d, ly->w_in + (size_t)ff * d))
+        return SF_ERR;
+    if (c->mlp_bias) {
+        ly->b_in = fw_alloc((size_t)2 * ff);
+        if (load_into(ck, NAME(n, "model.layers.%d.mlp.gate_proj.bias", l), 1, ff, 0, ly->b_in) ||
+            load_into(ck, NAME(n, "model.layers.%d.mlp.up_proj.bias", l), 1, ff, 0, ly->b_in + ff) ||
+            !(ly->b_out = load_new(ck, NAME(n, "model.layers.%d.mlp.down_proj.bias", l), 1, d, 0)))
+            return SF_ERR;
+    }
+    if (!(ly->w_out = load_new(ck, NAME(n, "model.layers.%d.mlp.down_proj.weight", l), 2, d, ff))) return SF_ERR;
+    return SF_OK;
+}
+
+static int load_gpt2_layer(const fw_ckpt *ck, const char *pre, const fw_config *c, int l, fw_layer *ly) {
+    char n[256];
+    int d = c->d_model, ff = c->d_ff;
+    if (!(ly->ln1_w = load_new(ck, NAME(n, "%sh.%d.ln_1.weight", pre, l), 1, d, 0)) ||
+        !(ly->ln1_b = load_new(ck, NAME(n, "%sh.%d.ln_1.bias", pre, l), 1, d, 0)) ||
+        !(ly->ln2_w = load_new(ck, NAME(n, "%sh.%d.ln_2.weight", pre, l), 1, d, 0)) ||
+        !(ly->ln2_b = load_new(ck, NAME(n, "%sh.%d.ln_2.bias", pre, l), 1, d, 0)) ||
+        !(ly->wqkv = load_conv1d(ck, NAME(n, "%sh.%d.attn.c_attn.weight", pre, l), d, 3 * d)) ||
+        !(ly->bqkv = load_new(ck, NAME(n, "%sh.%d.attn.c_attn.bias", pre, l), 1, 3 * d, 0)) ||
+        !(ly->wo = load_conv1d(ck, NAME(n, "%sh.%d.attn.c_proj.weight", pre, l), d, d)) ||
+        !(ly->bo = load_new(ck, NAME(n, "%sh.%d.attn.c_proj.bias", pre, l), 1, d, 0)) ||
+        !(ly->w_in = load_conv1d(ck, NAME(n, "%sh.%d.mlp.c_fc.weight", pre, l), d, ff)) ||
+        !(ly->b_in = load_new(ck, NAME(n, "%sh.%d.mlp.c_fc.bias", pre, l), 1, ff, 0)) ||
+        !(ly->w_out = load_conv1d(ck, NAME(n, "%sh.%d.mlp.c_proj.weight", pre, l), ff, d)) ||
+        !(ly->b_out = load_new(ck, NAME(n, "%sh.%d.mlp.c_proj.bias", pre, l), 1, d, 0)))
+        return SF_ERR;
+    return SF_OK;
+}
+
+static int load_neox_layer(const fw_ckpt *ck, const fw_config *c, int l, fw_layer *ly) {
+    char n[256];
+    int d = c->d_model, ff = c->d_ff;
+    if (!(ly->ln1_w = load_new(ck, NAME(n, "gpt_neox.layers.%d.input_layernorm.weight", l), 1, d, 0)) ||
+        !(ly->ln1_b = load_new(ck, NAME(n, "gpt_neox.layers.%d.input_layernorm.bias", l), 1, d, 0)) ||
+        !(ly->ln2_w = load_new(ck, NAME(n, "gpt_neox.layers.%d.post_attention_layernorm.weight", l), 1, d, 0)) ||
+        !(ly->ln2_b = load_new(ck, NAME(n, "gpt_neox.layers.%d.post_attention_layernorm.bias", l), 1, d, 0)) ||
+        !(ly->wqkv = load_new(ck, NAME(n, "gpt_neox.layers.%d.attention.query_key_value.weight", l), 2, 3 * d, d)) ||
+        !(ly->wo = load_new(ck, NAME(n, "gpt_neox.layers.%d.attention.dense.weight", l), 2, d, d)) ||
+        !(ly->w_in = load_new(ck, NAME(n, "gpt_neox.layers.%d.mlp.dense_h_to_4h.weight", l), 2, ff, d)) ||
+        !(ly->b_in = load_new(ck, NAME(n, "gpt_neox.layers.%d.mlp.dense_h_to_4h.bias", l), 1, ff, 0)) ||
+        !(ly->w_out = load_new(ck, NAME(n, "gpt_neox.layers.%d.mlp.dense_4h_to_h.weight", l), 2, d, ff)) ||
+        !(ly->b_out = load_new(ck, NAME(n, "gpt_neox.layers.%d.mlp.dense_4h_to_h.bias", l), 1, d, 0)))
+        return SF_ERR;
+    neox_unfuse_qkv(ly->wqkv, c->n_heads, c->head_dim, d);
+    if (c->qkv_bias) {
+        if (!(ly->bqkv = load_new(ck, NAME(n, "gpt_neox.layers.%d.attention.query_key_value.bias", l), 1, 3 * d, 0)) ||
+            !(ly->bo = load_new(ck, NAME(n, "gpt_neox.layers.%d.attention.dense.bias", l), 1, d, 0)))
+            return SF_ERR;
+        neox_unfuse_qkv(ly->bqkv, c->n_heads, c->head_dim, 1);
+    }
+    return SF_OK;
+}
+
+/* Hugging Face's RoPE inverse frequencies for rotary_dim, with linear or llama3 scaling applied
+ * (dynamic scaling depends on the sequence length and is applied in the forward). */
+static double *rope_inv_freq(const fw_config *c) {
+    int half = c->rotary_dim / 2;
+    double *inv = calloc((size_t)(half ? half : 1), sizeof *inv);
+    if (!inv) abort();
+    for (int i = 0; i < half; i++) {
+        double f = 1.0 / pow(c->rope_theta, (2.0 * i) / c->rotary_dim);
+        if (c->rope_scaling == FW_ROPE_LINEAR) f /= c->rope_factor;
+        if (c->rope_scaling == FW_ROPE_LLAMA3) {
+            /* Low frequencies (long wavelengths) are divided by factor, high ones kept, and the
+             * band between them interpolated smoothly. */
+            double old = c->rope_orig_max_pos, wavelen = 2 * M_PI / f;
+            double lo_wavelen = old / c->rope_low_freq, hi_wavelen = old / c->rope_high_freq;
+            if (wavelen > lo_wavelen) f /= c->rope_factor;
+            else if (wavelen >= hi_wavelen) {
+                double s = (old / wavelen - c->rope_low_freq) / (c->rope_high_freq - c->rope_low_freq);
+                f = (1 - s) * f / c->rope_factor + s * f;
+            }
+        }
+        inv[i] = f;
+    }
+    return inv;
+}
+
+void fw_model_free(fw_model *m) {
+    if (!m) return;
+    for (int l = 0; l < m->n_loaded; l++) {
+        fw_layer *ly = &m->layers[l];
+        float *p[] = {ly->ln1_w, ly->ln1_b, ly->ln2_w, ly->ln2_b, ly->wqkv, ly->bqkv, ly->wo,
+                      ly->bo, ly->w_in, ly->b_in, ly->w_out, ly->b_out};
+        for (size_t i = 0; i < sizeof p / sizeof *p; i++) free(p[i]);
+    }
+    if (m->lm_head != m->tok_emb) free(m->lm_head);
+    free(m->layers);
+    free(m->tok_emb);
+    free(m->pos_emb);
+    free(m->lnf_w);
+    free(m->lnf_b);
+    free(m->inv_freq);
+    free(m);
+}
+
+fw_model *fw_model_load(const char *dir, int n_layers, int with_head) {
+    fw_model *m = calloc(1, sizeof *m);
+    if (!m) abort();
+    fw_ckpt ck;
+    if (fw_config_load(dir, &m->cfg) != SF_OK) {
+        free(m);
+        return NULL;
+    }
+    if (ckpt_open(&ck, dir) != SF_OK) goto fail;
+    const fw_config *c = &m->cfg;
+    int d = c->d_model, V = c->vocab;
+    if (n_layers < 0 || n_layers > c->n_layers) n_layers = c->n_layers;
+    m->layers = calloc((size_t)(n_layers ? n_layers : 1), sizeof *m->layers);
+    if (!m->layers) abort();
+    m->inv_freq = rope_inv_freq(c);
+
+    /* GPT-2 checkpoints exist with and without the "transformer." prefix. */
+    const char *pre = c->arch == FW_ARCH_GPT2 && !ckpt_has(&ck, "transformer.wte.weight") &&
+                      ckpt_has(&ck, "wte.weight") ? "" : "transformer.";
+    char n[256];
+    const char *emb = c->arch == FW_ARCH_LLAMA ? "model.embed_tokens.weight"
+                    : c->arch == FW_ARCH_GPT2  ? NAME(n, "%swte.weight", pre) : "gpt_neox.embed_in.weight";
+    if (!(m->tok_emb = load_new(&ck, emb, 2, V, d))) goto fail;
+    if (c->learned_pos && !(m->pos_emb = load_new(&ck, NAME(n, "%swpe.weight", pre), 2, c->max_pos, d))) goto fail;
+
+    for (int l = 0; l < n_layers; l++) {
+        m->n_loaded = l + 1; /* so fw_model_free frees a partly loaded layer */
+        int rc = c->arch == FW_ARCH_LLAMA ? load_llama_layer(&ck, c, l, &m->layers[l])
+               : c->arch == FW_ARCH_GPT2  ? load_gpt2_layer(&ck, pre, c, l, &m->layers[l])
+                                          : load_neox_layer(&ck, c, l, &m->layers[l]);
+        if (rc != SF_OK) goto fail;
+    }
+    if (with_head) {
+        const char *lnf = c->arch == FW_ARCH_LLAMA ? "model.norm" : c->arch == FW_ARCH_GPT2 ? "ln_f"
+                                                                  : "gpt_neox.final_layer_norm";
+        char w[256], b[256];
+        if (c->arch == FW_ARCH_GPT2) {
+            snprintf(w, sizeof w, "%s%s.weight", pre, lnf);
+            snprintf(b, sizeof b, "%s%s.bias", pre, lnf);
+        } else {
+            snprintf(w, sizeof w, "%s.weight", lnf);
+            snprintf(b, sizeof b, "%s.bias", lnf);
+        }
+        if (!(m->lnf_w = load_new(&ck, w, 1, d, 0))) goto fail;
+        if (c->norm == FW_LAYERNORM && !(m->lnf_b = load_new(&ck, b, 1, d, 0))) goto fail;
+        if (c->tied_embeddings) m->lm_head = m->tok_emb;
+        else if (!(m->lm_head = load_new(&ck, c->arch == FW_ARCH_NEOX ? "embed_out.weight" : "lm_head.weight", 2, V, d)))
+            goto fail;
+    }
+    ckpt_close(&ck);
+    return m;
+fail:
+    ckpt_close(&ck);
+    fw_model_free(m);
+    return NULL;
+}

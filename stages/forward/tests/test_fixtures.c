@@ -1,0 +1,153 @@
+/* Compares the forward with reference activations that tools/forward_make_fixtures.py computed
+ * in float64 with PyTorch (Hugging Face semantics), for each fixture directory given: every hook
+ * point of every block, the logits and the per-token loss. Also checks that splitting the batch,
+ * shrinking the attention chunk and loading only the blocks a hook needs change nothing. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "sf_safetensors.h"
+
+#define TOL 1e-4 /* max abs error relative to the reference's max abs value */
+
+static int failures;
+
+/* Max abs difference over n values, relative to the reference's max abs value. */
+static double rel_err(const float *got, const float *ref, size_t n) {
+    double err = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(ref[i]) && isnan(got[i])) continue;
+        double e = fabs((double)got[i] - ref[i]);
+        if (!(e <= err)) err = e; /* NaN in got counts as infinite error */
+        if (fabs(ref[i]) > scale) scale = fabs(ref[i]);
+    }
+    return err / (scale > 0 ? scale : 1);
+}
+
+static void check(const char *fixture, const char *what, double err) {
+    int ok = err <= TOL;
+    if (!ok) failures++;
+    printf("%-16s %-14s rel err %.2e %s\n", fixture, what, err, ok ? "ok" : "FAIL");
+}
+
+static const float *ref_f32(sf_st_file *ref, const char *name, size_t n) {
+    const sf_st_tensor *t = sf_st_find(ref, name);
+    if (!t || t->t.dtype != SF_F32 || (size_t)sf_tensor_numel(&t->t) != n) {
+        fprintf(stderr, "reference lacks %s [%zu] f32\n", name, n);
+        exit(1);
+    }
+    float *p = malloc(n * sizeof *p);
+    memcpy(p, t->t.data, n * sizeof *p);
+    return p;
+}
+
+static void run_fixture(const char *dir) {
+    char path[4096];
+    const char *name = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
+    snprintf(path, sizeof path, "%s/reference.safetensors", dir);
+    sf_st_file *ref = sf_st_open(path);
+    fw_model *m = fw_model_load(dir, -1, 1);
+    if (!ref || !m) {
+        fprintf(stderr, "%s: %s\n", dir, sf_last_error());
+        failures++;
+        return;
+    }
+    const fw_config *c = &m->cfg;
+    const sf_st_tensor *tt = sf_st_find(ref, "tokens");
+    int B = (int)tt->t.shape[0], T = (int)tt->t.shape[1], N = B * T, L = c->n_layers;
+    int32_t *tokens = malloc((size_t)N * sizeof *tokens);
+    memcpy(tokens, tt->t.data, (size_t)N * sizeof *tokens);
+
+    /* every hook of every block at once */
+    int n_hooks = 5 * L;
+    fw_hook *hooks = calloc((size_t)n_hooks, sizeof *hooks);
+    float **outs = calloc((size_t)n_hooks, sizeof *outs);
+    for (int i = 0; i < n_hooks; i++) {
+        hooks[i] = (fw_hook){(fw_hook_kind)(i % 5), i / 5};
+        outs[i] = calloc((size_t)N * fw_hook_width(c, hooks[i]), sizeof(float));
+    }
+    float *logits = calloc((size_t)N * c->vocab, sizeof *logits), *loss = calloc((size_t)N, sizeof *loss);
+    fw_state *s = fw_state_new();
+    fw_request r = {tokens, B, T, n_hooks, hooks, outs, logits, loss};
+    if (fw_forward(m, s, &r) != SF_OK) {
+        fprintf(stderr, "%s: forward: %s\n", dir, sf_last_error());
+        exit(1);
+    }
+    for (int i = 0; i < n_hooks; i++) {
+        char hn[64];
+        fw_hook_name(hooks[i], hn, sizeof hn);
+        size_t n = (size_t)N * fw_hook_width(c, hooks[i]);
+        const float *want = ref_f32(ref, hn, n);
+        check(name, hn, rel_err(outs[i], want, n));
+        free((void *)want);
+    }
+    const float *want_logits = ref_f32(ref, "logits", (size_t)N * c->vocab);
+    const float *want_loss = ref_f32(ref, "loss", (size_t)N);
+    check(name, "logits", rel_err(logits, want_logits, (size_t)N * c->vocab));
+    double loss_err = 0;
+    for (int i = 0; i < N; i++) {
+        if (isnan(want_loss[i]) != isnan(loss[i])) loss_err = INFINITY;
+        else if (!isnan(want_loss[i]) && fabs(loss[i] - want_loss[i]) > loss_err) loss_err = fabs(loss[i] - want_loss[i]);
+    }
+    check(name, "loss (abs)", loss_err);
+
+    /* one sequence at a time, in attention chunks of 3 queries: the same numbers */
+    fw_state_set_attn_chunk(s, 3);
+    float *one = calloc((size_t)T * c->vocab, sizeof *one);
+    double split_err = 0;
+    for (int b = 0; b < B; b++) {
+        fw_request r1 = {tokens + (size_t)b * T, 1, T, 0, NULL, NULL, one, NULL};
+        if (fw_forward(m, s, &r1) != SF_OK) exit(1);
+        double e = rel_err(one, want_logits + (size_t)b * T * c->vocab, (size_t)T * c->vocab);
+        if (e > split_err) split_err = e;
+    }
+    check(name, "split+chunked", split_err);
+
+    /* only the blocks up to resid_post.1 loaded, no head */
+    fw_model *part = fw_model_load(dir, 2, 0);
+    float *mid = calloc((size_t)N * c->d_model, sizeof *mid);
+    fw_hook h = {FW_RESID_POST, 1};
+    fw_request r2 = {tokens, B, T, 1, &h, &mid, NULL, NULL};
+    if (!part || part->n_loaded != 2 || part->lm_head || fw_forward(part, s, &r2) != SF_OK) {
+        fprintf(stderr, "%s: partial load: %s\n", dir, sf_last_error());
+        exit(1);
+    }
+    const float *want_mid = ref_f32(ref, "resid_post.1", (size_t)N * c->d_model);
+    check(name, "partial load", rel_err(mid, want_mid, (size_t)N * c->d_model));
+    /* and a hook past the loaded blocks, or logits without the head, are refused */
+    fw_hook beyond = {FW_RESID_PRE, 2};
+    fw_request r3 = {tokens, B, T, 1, &beyond, &mid, NULL, NULL};
+    fw_request r4 = {tokens, B, T, 0, NULL, NULL, NULL, loss};
+    if (fw_forward(part, s, &r3) == SF_OK || fw_forward(part, s, &r4) == SF_OK) {
+        printf("%s: a hook beyond the loaded blocks or loss without the head was accepted\n", name);
+        failures++;
+    }
+
+    free((void *)want_mid);
+    free((void *)want_logits);
+    free((void *)want_loss);
+    free(mid);
+    free(one);
+    for (int i = 0; i < n_hooks; i++) free(outs[i]);
+    free(outs);
+    free(hooks);
+    free(logits);
+    free(loss);
+    free(tokens);
+    fw_state_free(s);
+    fw_model_free(part);
+    fw_model_free(m);
+    sf_st_close(ref);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s FIXTURE_DIR...\n", argv[0]);
+        return 2;
+    }
+    for (int i = 1; i < argc; i++) run_fixture(argv[i]);
+    if (failures) printf("%d checks failed\n", failures);
+    return failures ? 1 : 0;
+}
