@@ -51,6 +51,9 @@ void sae_model_free(sae_model *m);
  * b_dec = 0 (set it with sae_geometric_median on the first batch). Deterministic in seed. */
 void sae_model_init(sae_model *m, uint64_t seed);
 
+/* The SAE_NORM_SCALAR factor of a sample of rows: sqrt(d) / mean ||x||. */
+float sae_norm_scale_estimate(const float *x, int64_t rows, int d);
+
 /* Normalises rows x[rows][d] in place as m->norm says. If norms is not NULL it receives the factor
  * each row was multiplied by (so x_original = x / norms[r]). */
 void sae_normalize(const sae_model *m, float *x, int64_t rows, float *norms);
@@ -97,6 +100,7 @@ typedef struct sae_train_opts {
     int k_aux;                /* AuxK latents (0: off) */
     double aux_coef;          /* 1/32 */
     int64_t dead_tokens;      /* a latent is dead after this many tokens without firing */
+    int keep_grads;           /* keep dense gradients of the last step (tests; costs 2 n d floats) */
 } sae_train_opts;
 
 void sae_train_opts_default(sae_train_opts *o);
@@ -129,7 +133,8 @@ int sae_eval_batch(sae_trainer *t, const float *x, int rows, sae_stats *st);
 int64_t sae_trainer_step(const sae_trainer *t);   /* steps done */
 int64_t sae_trainer_tokens(const sae_trainer *t); /* tokens trained on */
 
-/* Gradients of the last step (for tests), [n][d] / [n] / [n][d] / [d]. */
+/* Gradients of the last step, [n][d] / [n] / [n][d] / [d]; the first three only with keep_grads
+ * (else NULL). */
 void sae_trainer_grads(const sae_trainer *t, const float **gW_enc, const float **gb_enc,
                        const float **gW_dec, const float **gb_dec);
 

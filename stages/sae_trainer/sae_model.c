@@ -1,0 +1,535 @@
+/* sae_model.c — TopK SAE model: init, normalisation, encoding (dense sgemm + top-k per row),
+ * decoding, and files in the paper's, sparsify's and SAELens' layouts. */
+#include <cblas.h>
+#include <errno.h>
+#include <float.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "saeflow.h"
+#include "sf_safetensors.h"
+#include "sae_internal.h"
+
+/* Generous bounds so a corrupt config cannot make us allocate absurd amounts. */
+#define SAE_MAX_D (1 << 16)
+#define SAE_MAX_N (1 << 22)
+#define SAE_MAX_K 4096
+
+float *sae_alloc_floats(size_t count) {
+    size_t bytes = (count * sizeof(float) + 63) & ~(size_t)63;
+    float *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+int sae_model_alloc(sae_model *m, int d, int n, int k) {
+    memset(m, 0, sizeof *m);
+    if (d < 1 || d > SAE_MAX_D || n < 1 || n > SAE_MAX_N || k < 1 || k > n || k > SAE_MAX_K)
+        return sf_fail("sae: bad shape d=%d n=%d k=%d", d, n, k);
+    m->d = d;
+    m->n = n;
+    m->k = k;
+    m->norm = SAE_NORM_NONE;
+    m->norm_scale = 1.0f;
+    m->W_enc = sae_alloc_floats((size_t)n * d);
+    m->W_dec = sae_alloc_floats((size_t)n * d);
+    m->b_enc = sae_alloc_floats((size_t)n);
+    m->b_dec = sae_alloc_floats((size_t)d);
+    if (!m->W_enc || !m->W_dec || !m->b_enc || !m->b_dec) {
+        sae_model_free(m);
+        return sf_fail("sae: out of memory for d=%d n=%d", d, n);
+    }
+    return SF_OK;
+}
+
+void sae_model_free(sae_model *m) {
+    free(m->W_enc);
+    free(m->W_dec);
+    free(m->b_enc);
+    free(m->b_dec);
+    memset(m, 0, sizeof *m);
+}
+
+/* splitmix64: small, good enough for weight init, and trivially reproducible. */
+static uint64_t sae_rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void sae_renorm_row(float *w, int d) {
+    double ss = 0;
+    for (int j = 0; j < d; j++) ss += (double)w[j] * w[j];
+    float inv = 1.0f / ((float)sqrt(ss) + FLT_EPSILON);
+    for (int j = 0; j < d; j++) w[j] *= inv;
+}
+
+void sae_model_init(sae_model *m, uint64_t seed) {
+    /* nn.Linear's default init is uniform; only the direction survives the renormalisation. */
+    uint64_t s = seed;
+    size_t nd = (size_t)m->n * m->d;
+    for (size_t i = 0; i < nd; i++)
+        m->W_dec[i] = (float)((double)(sae_rng_next(&s) >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+    for (int i = 0; i < m->n; i++) sae_renorm_row(m->W_dec + (size_t)i * m->d, m->d);
+    memcpy(m->W_enc, m->W_dec, nd * sizeof(float));
+    memset(m->b_enc, 0, (size_t)m->n * sizeof(float));
+    memset(m->b_dec, 0, (size_t)m->d * sizeof(float));
+}
+
+float sae_norm_scale_estimate(const float *x, int64_t rows, int d) {
+    double sum = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int j = 0; j < d; j++) ss += (double)x[r * d + j] * x[r * d + j];
+        sum += sqrt(ss);
+    }
+    return sum > 0 ? (float)(sqrt((double)d) / (sum / (double)rows)) : 1.0f;
+}
+
+void sae_normalize(const sae_model *m, float *x, int64_t rows, float *norms) {
+    int d = m->d;
+    for (int64_t r = 0; r < rows; r++) {
+        float *v = x + r * d;
+        float f = 1.0f;
+        if (m->norm == SAE_NORM_UNIT) {
+            double ss = 0;
+            for (int j = 0; j < d; j++) ss += (double)v[j] * v[j];
+            float nrm = (float)sqrt(ss);
+            f = nrm > 0 ? 1.0f / nrm : 1.0f; /* a zero row stays zero */
+        } else if (m->norm == SAE_NORM_SCALAR) {
+            f = m->norm_scale;
+        }
+        if (f != 1.0f)
+            for (int j = 0; j < d; j++) v[j] *= f;
+        if (norms) norms[r] = f;
+    }
+}
+
+void sae_preacts(const sae_model *m, const float *xc, int rows, float *pre) {
+    for (int r = 0; r < rows; r++) memcpy(pre + (size_t)r * m->n, m->b_enc, (size_t)m->n * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, m->n, m->d, 1.0f, xc, m->d,
+                m->W_enc, m->d, 1.0f, pre, m->n);
+}
+
+/* Min-heap of (value, index) on the value: the root is the smallest kept value. */
+static void sae_heap_sift_down(float *hv, int32_t *hi, int len, int pos) {
+    for (;;) {
+        int l = 2 * pos + 1, r = l + 1, s = pos;
+        if (l < len && hv[l] < hv[s]) s = l;
+        if (r < len && hv[r] < hv[s]) s = r;
+        if (s == pos) return;
+        float tv = hv[s]; hv[s] = hv[pos]; hv[pos] = tv;
+        int32_t ti = hi[s]; hi[s] = hi[pos]; hi[pos] = ti;
+        pos = s;
+    }
+}
+
+static void sae_heap_push(float *hv, int32_t *hi, int *len, int k, float v, int32_t i) {
+    if (*len < k) { /* sift up */
+        int pos = (*len)++;
+        while (pos > 0) {
+            int parent = (pos - 1) / 2;
+            if (hv[parent] <= v) break;
+            hv[pos] = hv[parent];
+            hi[pos] = hi[parent];
+            pos = parent;
+        }
+        hv[pos] = v;
+        hi[pos] = i;
+    } else {
+        hv[0] = v;
+        hi[0] = i;
+        sae_heap_sift_down(hv, hi, k, 0);
+    }
+}
+
+/* Scanning is the hot loop: most values fall below the current k-th largest, so test 16 at a
+ * time and only look closer at blocks that have a candidate. */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+int sae_topk_row(const float *pre, int n, int k, const uint8_t *mask, int32_t *idx, float *val) {
+    int len = 0;
+    float thr = 0.0f; /* only positive values count (ReLU) */
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        int any = 0;
+        for (int u = 0; u < 16; u++) any |= pre[i + u] > thr;
+        if (!any) continue;
+        for (int u = 0; u < 16; u++) {
+            float v = pre[i + u];
+            if (v > thr && (!mask || mask[i + u])) {
+                sae_heap_push(val, idx, &len, k, v, i + u);
+                if (len == k) thr = val[0];
+            }
+        }
+    }
+    for (; i < n; i++) {
+        float v = pre[i];
+        if (v > thr && (!mask || mask[i])) {
+            sae_heap_push(val, idx, &len, k, v, i);
+            if (len == k) thr = val[0];
+        }
+    }
+    /* Heap sort: repeatedly move the minimum to the end, giving descending order. */
+    for (int end = len - 1; end > 0; end--) {
+        float tv = val[0]; val[0] = val[end]; val[end] = tv;
+        int32_t ti = idx[0]; idx[0] = idx[end]; idx[end] = ti;
+        sae_heap_sift_down(val, idx, end, 0);
+    }
+    for (int j = len; j < k; j++) {
+        idx[j] = -1;
+        val[j] = 0.0f;
+    }
+    return len;
+}
+
+int sae_encode(const sae_model *m, const float *x, int64_t rows, int32_t *idx, float *val) {
+    int d = m->d, n = m->n, k = m->k;
+    float *xc = sae_alloc_floats((size_t)SAE_CHUNK * d);
+    float *pre = sae_alloc_floats((size_t)SAE_CHUNK * n);
+    if (!xc || !pre) {
+        free(xc);
+        free(pre);
+        return sf_fail("sae_encode: out of memory");
+    }
+    for (int64_t r0 = 0; r0 < rows; r0 += SAE_CHUNK) {
+        int c = rows - r0 < SAE_CHUNK ? (int)(rows - r0) : SAE_CHUNK;
+        memcpy(xc, x + r0 * d, (size_t)c * d * sizeof(float));
+        sae_normalize(m, xc, c, NULL);
+        for (int r = 0; r < c; r++)
+            for (int j = 0; j < d; j++) xc[(size_t)r * d + j] -= m->b_dec[j];
+        sae_preacts(m, xc, c, pre);
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < c; r++)
+            sae_topk_row(pre + (size_t)r * n, n, k, NULL, idx + (r0 + r) * k, val + (r0 + r) * k);
+    }
+    free(xc);
+    free(pre);
+    return SF_OK;
+}
+
+void sae_decode(const sae_model *m, const int32_t *idx, const float *val, int64_t rows,
+                const float *norms, float *xhat) {
+    int d = m->d, k = m->k;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        float *o = xhat + r * d;
+        memcpy(o, m->b_dec, (size_t)d * sizeof(float));
+        for (int j = 0; j < k; j++) {
+            int32_t i = idx[r * k + j];
+            if (i < 0 || i >= m->n) continue;
+            float a = val[r * k + j];
+            const float *w = m->W_dec + (size_t)i * d;
+            for (int c = 0; c < d; c++) o[c] += a * w[c];
+        }
+        if (norms && norms[r] != 1.0f) {
+            float inv = 1.0f / norms[r];
+            for (int c = 0; c < d; c++) o[c] *= inv;
+        }
+    }
+}
+
+void sae_geometric_median(const float *x, int64_t rows, int d, int max_iter, double tol, float *out) {
+    double *guess = calloc((size_t)d, sizeof(double));
+    double *next = calloc((size_t)d, sizeof(double));
+    if (!guess || !next || rows < 1) {
+        free(guess);
+        free(next);
+        memset(out, 0, (size_t)d * sizeof(float));
+        return;
+    }
+    for (int64_t r = 0; r < rows; r++)
+        for (int j = 0; j < d; j++) guess[j] += x[r * d + j];
+    for (int j = 0; j < d; j++) guess[j] /= (double)rows;
+    for (int it = 0; it < max_iter; it++) {
+        double wsum = 0;
+        memset(next, 0, (size_t)d * sizeof(double));
+        for (int64_t r = 0; r < rows; r++) {
+            const float *v = x + r * d;
+            double ss = 0;
+            for (int j = 0; j < d; j++) ss += (v[j] - guess[j]) * (v[j] - guess[j]);
+            double w = 1.0 / (sqrt(ss) + 1e-8);
+            wsum += w;
+            for (int j = 0; j < d; j++) next[j] += w * v[j];
+        }
+        double step = 0;
+        for (int j = 0; j < d; j++) {
+            next[j] /= wsum;
+            step += (next[j] - guess[j]) * (next[j] - guess[j]);
+            guess[j] = next[j];
+        }
+        if (sqrt(step) < tol) break;
+    }
+    for (int j = 0; j < d; j++) out[j] = (float)guess[j];
+    free(guess);
+    free(next);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Names                                                                                           */
+
+static const char *const sae_norm_names[] = {"none", "unit", "scalar"};
+static const char *const sae_layout_names[] = {"paper", "sparsify", "saelens"};
+
+const char *sae_norm_name(sae_norm_mode mode) {
+    return (unsigned)mode < 3 ? sae_norm_names[mode] : "?";
+}
+
+int sae_norm_parse(const char *name, sae_norm_mode *out) {
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(name, sae_norm_names[i])) {
+            *out = (sae_norm_mode)i;
+            return SF_OK;
+        }
+    return sf_fail("sae: unknown normalisation '%s' (none, unit, scalar)", name);
+}
+
+int sae_layout_parse(const char *name, sae_layout *out) {
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(name, sae_layout_names[i])) {
+            *out = (sae_layout)i;
+            return SF_OK;
+        }
+    return sf_fail("sae: unknown layout '%s' (paper, sparsify, saelens)", name);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Files                                                                                           */
+
+/* The file names of each layout: config, weights, then tensor names for
+ * W_enc, b_enc, W_dec, b_dec, and whether W_enc / W_dec are stored transposed ([d, n]). */
+typedef struct sae_layout_desc {
+    const char *config, *weights;
+    const char *w_enc, *b_enc, *w_dec, *b_dec;
+    int enc_transposed, dec_transposed;
+} sae_layout_desc;
+
+static const sae_layout_desc sae_layouts[3] = {
+    {"config.json", "model.safetensors", "encoder.weight", "encoder.bias", "decoder.weight", "b_dec", 0, 1},
+    {"cfg.json", "sae.safetensors", "encoder.weight", "encoder.bias", "W_dec", "b_dec", 0, 0},
+    {"cfg.json", "sae_weights.safetensors", "W_enc", "b_enc", "W_dec", "b_dec", 1, 0},
+};
+
+static int sae_mkdirs(const char *dir) {
+    char buf[4096];
+    size_t len = strlen(dir);
+    if (len == 0 || len >= sizeof buf) return sf_fail("sae: bad directory name '%s'", dir);
+    memcpy(buf, dir, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] == '/' || buf[i] == '\0') {
+            char c = buf[i];
+            buf[i] = '\0';
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return sf_fail("sae: cannot create %s: %s", buf, strerror(errno));
+            buf[i] = c;
+        }
+    }
+    return SF_OK;
+}
+
+static void sae_transpose(const float *src, int rows, int cols, float *dst) {
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+}
+
+/* Writes JSON atomically: temp file, then rename. */
+static int sae_write_json(const char *path, json_t *j) {
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (json_dump_file(j, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) != 0)
+        return sf_fail("sae: cannot write %s", tmp);
+    if (rename(tmp, path) != 0) return sf_fail("sae: cannot rename %s: %s", tmp, strerror(errno));
+    return SF_OK;
+}
+
+int sae_save(const sae_model *m, const char *dir, sae_layout layout, const char *extra_json) {
+    if ((unsigned)layout > 2) return sf_fail("sae_save: bad layout");
+    const sae_layout_desc *L = &sae_layouts[layout];
+    if (sae_mkdirs(dir) != SF_OK) return SF_ERR;
+
+    json_t *cfg = json_object();
+    if (extra_json && *extra_json) {
+        json_error_t err;
+        json_t *extra = json_loads(extra_json, 0, &err);
+        if (!json_is_object(extra)) {
+            json_decref(extra);
+            json_decref(cfg);
+            return sf_fail("sae_save: extra metadata is not a JSON object: %s", err.text);
+        }
+        json_object_update(cfg, extra);
+        json_decref(extra);
+    }
+    json_object_set_new(cfg, "d_in", json_integer(m->d));
+    json_object_set_new(cfg, "k", json_integer(m->k));
+    json_object_set_new(cfg, "saeflow_normalize", json_string(sae_norm_name(m->norm)));
+    json_object_set_new(cfg, "saeflow_norm_scale", json_real(m->norm_scale));
+    if (layout == SAE_LAYOUT_PAPER) {
+        json_object_set_new(cfg, "num_latents", json_integer(m->n));
+        json_object_set_new(cfg, "model_type", json_string("topk_sae"));
+        json_object_set_new(cfg, "architectures", json_pack("[s]", "TopKSAE"));
+        json_object_set_new(cfg, "torch_dtype", json_string("float32"));
+    } else if (layout == SAE_LAYOUT_SPARSIFY) {
+        json_object_set_new(cfg, "num_latents", json_integer(m->n));
+        json_object_set_new(cfg, "expansion_factor", json_integer(m->n / m->d));
+        json_object_set_new(cfg, "normalize_decoder", json_true());
+        json_object_set_new(cfg, "signed", json_false());
+        json_object_set_new(cfg, "multi_topk", json_false());
+        json_object_set_new(cfg, "skip_connection", json_false());
+    } else {
+        json_object_set_new(cfg, "d_sae", json_integer(m->n));
+        json_object_set_new(cfg, "architecture", json_string("topk"));
+        json_object_set_new(cfg, "dtype", json_string("float32"));
+        json_object_set_new(cfg, "device", json_string("cpu"));
+        json_object_set_new(cfg, "apply_b_dec_to_input", json_true());
+        /* SAELens has no per-token unit norm: a reader must apply it itself (saeflow_normalize). */
+        json_object_set_new(cfg, "normalize_activations", json_string("none"));
+        if (!json_object_get(cfg, "metadata"))
+            json_object_set_new(cfg, "metadata", json_object());
+        json_t *md = json_object_get(cfg, "metadata");
+        if (json_is_object(md)) json_object_set_new(md, "sae_lens_version", json_string("6.0.0"));
+    }
+
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, L->config);
+    int rc = sae_write_json(path, cfg);
+    json_decref(cfg);
+    if (rc != SF_OK) return rc;
+
+    size_t nd = (size_t)m->n * m->d;
+    /* At most one matrix is stored transposed in each layout. */
+    const float *enc = m->W_enc, *dec = m->W_dec;
+    float *tmat = NULL;
+    if (L->enc_transposed || L->dec_transposed) {
+        tmat = sae_alloc_floats(nd);
+        if (!tmat) return sf_fail("sae_save: out of memory");
+        sae_transpose(L->enc_transposed ? m->W_enc : m->W_dec, m->n, m->d, tmat);
+        if (L->enc_transposed) enc = tmat;
+        else dec = tmat;
+    }
+    int64_t nd_shape[2] = {m->n, m->d}, dn_shape[2] = {m->d, m->n};
+    int64_t n_shape[1] = {m->n}, d_shape[1] = {m->d};
+    sf_st_writer *w = sf_st_writer_new();
+    sf_st_writer_add(w, L->w_enc, SF_F32, 2, L->enc_transposed ? dn_shape : nd_shape, enc);
+    sf_st_writer_add(w, L->b_enc, SF_F32, 1, n_shape, m->b_enc);
+    sf_st_writer_add(w, L->w_dec, SF_F32, 2, L->dec_transposed ? dn_shape : nd_shape, dec);
+    sf_st_writer_add(w, L->b_dec, SF_F32, 1, d_shape, m->b_dec);
+    sf_st_writer_meta(w, "format", "pt");
+    snprintf(path, sizeof path, "%s/%s", dir, L->weights);
+    rc = sf_st_writer_save(w, path, NULL);
+    sf_st_writer_free(w);
+    free(tmat);
+    return rc;
+}
+
+/* Copies one tensor of the file into dst ([rows, cols], transposed from [cols, rows] if asked),
+ * checking name, shape and dtype. */
+static int sae_read_tensor(const sf_st_file *f, const char *file, const char *name, int64_t rows,
+                           int64_t cols, int transposed, float *dst) {
+    const sf_st_tensor *t = sf_st_find(f, name);
+    if (!t) return sf_fail("%s: no tensor '%s'", file, name);
+    int64_t want0 = transposed ? cols : rows, want1 = transposed ? rows : cols;
+    int ok = cols == 0 ? (t->t.ndim == 1 && t->t.shape[0] == rows)
+                       : (t->t.ndim == 2 && t->t.shape[0] == want0 && t->t.shape[1] == want1);
+    if (!ok) return sf_fail("%s: tensor '%s' has an unexpected shape", file, name);
+    if (t->t.dtype != SF_F32 && t->t.dtype != SF_F16 && t->t.dtype != SF_BF16 && t->t.dtype != SF_F64)
+        return sf_fail("%s: tensor '%s' is %s, not a float type", file, name, sf_dtype_name(t->t.dtype));
+    size_t count = (size_t)rows * (size_t)(cols ? cols : 1);
+    if (!transposed) {
+        sf_convert_to_f32(dst, t->t.data, t->t.dtype, count);
+        return SF_OK;
+    }
+    float *tmp = sae_alloc_floats(count);
+    if (!tmp) return sf_fail("%s: out of memory", file);
+    sf_convert_to_f32(tmp, t->t.data, t->t.dtype, count);
+    sae_transpose(tmp, (int)cols, (int)rows, dst);
+    free(tmp);
+    return SF_OK;
+}
+
+static int sae_json_int(json_t *cfg, const char *key, int64_t *out) {
+    json_t *v = json_object_get(cfg, key);
+    if (!json_is_integer(v)) return SF_ERR;
+    *out = json_integer_value(v);
+    return SF_OK;
+}
+
+int sae_load(sae_model *m, const char *dir) {
+    memset(m, 0, sizeof *m);
+    if (strlen(dir) >= 4096) return sf_fail("sae: directory name too long");
+    char path[4200];
+    int layout = -1;
+    for (int l = 0; l < 3 && layout < 0; l++) {
+        snprintf(path, sizeof path, "%s/%s", dir, sae_layouts[l].weights);
+        if (access(path, R_OK) == 0) layout = l;
+    }
+    if (layout < 0)
+        return sf_fail("%s: no model.safetensors, sae.safetensors or sae_weights.safetensors", dir);
+    const sae_layout_desc *L = &sae_layouts[layout];
+
+    snprintf(path, sizeof path, "%s/%s", dir, L->config);
+    json_error_t jerr;
+    json_t *cfg = json_load_file(path, 0, &jerr);
+    if (!json_is_object(cfg)) {
+        json_decref(cfg);
+        return sf_fail("%s: %s (line %d)", path, jerr.text, jerr.line);
+    }
+    int64_t k = 0;
+    if (sae_json_int(cfg, "k", &k) != SF_OK) {
+        json_decref(cfg);
+        return sf_fail("%s: no integer 'k' (not a TopK SAE?)", path);
+    }
+    sae_norm_mode norm = layout == SAE_LAYOUT_PAPER ? SAE_NORM_UNIT : SAE_NORM_NONE;
+    float norm_scale = 1.0f;
+    json_t *jn = json_object_get(cfg, "saeflow_normalize");
+    if (json_is_string(jn) && sae_norm_parse(json_string_value(jn), &norm) != SF_OK) {
+        json_decref(cfg);
+        return SF_ERR;
+    }
+    json_t *js = json_object_get(cfg, "saeflow_norm_scale");
+    if (json_is_number(js)) norm_scale = (float)json_number_value(js);
+    json_t *na = json_object_get(cfg, "normalize_activations");
+    if (!json_is_string(jn) && json_is_string(na) && strcmp(json_string_value(na), "none") != 0) {
+        int rc = sf_fail("%s: normalize_activations '%s' is not supported (only 'none')", path,
+                         json_string_value(na));
+        json_decref(cfg);
+        return rc;
+    }
+    json_decref(cfg);
+
+    snprintf(path, sizeof path, "%s/%s", dir, L->weights);
+    sf_st_file *f = sf_st_open(path);
+    if (!f) return SF_ERR;
+    /* Shapes come from the weights; b_dec gives d, the encoder bias n. */
+    const sf_st_tensor *tb = sf_st_find(f, L->b_dec), *te = sf_st_find(f, L->b_enc);
+    if (!tb || !te || tb->t.ndim != 1 || te->t.ndim != 1) {
+        sf_st_close(f);
+        return sf_fail("%s: missing or malformed '%s' / '%s'", path, L->b_dec, L->b_enc);
+    }
+    int64_t d = tb->t.shape[0], n = te->t.shape[0];
+    if (d > SAE_MAX_D || n > SAE_MAX_N || k > n) {
+        sf_st_close(f);
+        return sf_fail("%s: unsupported shape d=%lld n=%lld k=%lld", path, (long long)d,
+                       (long long)n, (long long)k);
+    }
+    if (sae_model_alloc(m, (int)d, (int)n, (int)k) != SF_OK) {
+        sf_st_close(f);
+        return SF_ERR;
+    }
+    m->norm = norm;
+    m->norm_scale = norm == SAE_NORM_SCALAR ? norm_scale : 1.0f;
+    int rc = SF_OK;
+    if (sae_read_tensor(f, path, L->w_enc, n, d, L->enc_transposed, m->W_enc) != SF_OK ||
+        sae_read_tensor(f, path, L->b_enc, n, 0, 0, m->b_enc) != SF_OK ||
+        sae_read_tensor(f, path, L->w_dec, n, d, L->dec_transposed, m->W_dec) != SF_OK ||
+        sae_read_tensor(f, path, L->b_dec, d, 0, 0, m->b_dec) != SF_OK) {
+        rc = SF_ERR;
+        sae_model_free(m);
+    }
+    sf_st_close(f);
+    return rc;
+}
