@@ -17,14 +17,33 @@
 
 static char chosen[64];
 
-/* The kernel this CPU deserves, from its features (the DYNAMIC_ARCH names OpenBLAS uses). */
+/* The kernel this CPU deserves, from its features (names as OpenBLAS's DYNAMIC_ARCH spells them). */
 static const char *best_core_for_cpu(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
-        return __builtin_cpu_supports("avx512bf16") ? "COOPERLAKE" : "SKYLAKEX";
+        return "SKYLAKEX";
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "HASWELL";
     if (__builtin_cpu_supports("avx")) return "SANDYBRIDGE";
     return NULL;
+}
+
+/* Kernels grouped by the vector width they use; a kernel in a lower tier than the CPU's best
+ * is a detection fallback. Unknown names (other vendors' kernels) count as fine. */
+static int core_tier(const char *name) {
+    static const struct { const char *name; int tier; } tiers[] = {
+        {"prescott", 0}, {"core2", 0}, {"penryn", 0}, {"dunnington", 0}, {"nehalem", 0}, {"atom", 0}, {"katmai", 0},
+        {"sandybridge", 1}, {"bulldozer", 1}, {"piledriver", 1},
+        {"haswell", 2}, {"zen", 2}, {"excavator", 2}, {"steamroller", 2},
+        {"skylakex", 3}, {"cooperlake", 3}, {"sapphirerapids", 3},
+    };
+    for (size_t i = 0; i < sizeof tiers / sizeof *tiers; i++)
+        if (strcasecmp(name, tiers[i].name) == 0) return tiers[i].tier;
+    return 99;
+}
+
+const char *sf_blas_pick(const char *detected, const char *best) {
+    if (!best || core_tier(detected) >= core_tier(best)) return detected;
+    return best;
 }
 
 /* Asks OpenBLAS, loaded in a child, which kernel it picks with the current environment. */
@@ -51,17 +70,6 @@ static int probe_core(char *out, size_t cap) {
     return SF_OK;
 }
 
-static int core_is_weaker(const char *detected, const char *best) {
-    /* Names OpenBLAS reports are lower/mixed case ("Prescott", "SkylakeX", "Haswell"). */
-    static const char *order[] = {"prescott", "core2", "nehalem", "sandybridge", "haswell", "skylakex", "cooperlake", "sapphirerapids"};
-    int di = -1, bi = -1;
-    for (int i = 0; i < 8; i++) {
-        if (strcasecmp(detected, order[i]) == 0) di = i;
-        if (strcasecmp(best, order[i]) == 0) bi = i;
-    }
-    return di >= 0 && bi >= 0 && di < bi;
-}
-
 const char *sf_blas_choose_core(int verbose) {
     const char *user = getenv("OPENBLAS_CORETYPE");
     if (user && *user) {
@@ -74,8 +82,8 @@ const char *sf_blas_choose_core(int verbose) {
         if (verbose) sf_log(SF_LOG_DEBUG, "openblas: %s not found; stages needing BLAS will fail to load", OPENBLAS_SONAME);
         return NULL;
     }
-    const char *best = best_core_for_cpu();
-    if (best && core_is_weaker(detected, best)) {
+    const char *best = sf_blas_pick(detected, best_core_for_cpu());
+    if (best != detected) {
         setenv("OPENBLAS_CORETYPE", best, 1);
         snprintf(chosen, sizeof chosen, "%s", best);
         if (verbose)
@@ -83,7 +91,7 @@ const char *sf_blas_choose_core(int verbose) {
                    detected, best, best);
     } else {
         snprintf(chosen, sizeof chosen, "%s", detected);
-        if (verbose) sf_log(SF_LOG_DEBUG, "openblas: kernel %s", detected);
+        if (verbose) sf_log(SF_LOG_INFO, "openblas: kernel %s, as detected for this CPU", detected);
     }
     return chosen;
 }
@@ -96,7 +104,7 @@ int sf_blas_verify(int verbose) {
     sgemm_fn sgemm = (sgemm_fn)dlsym(h, "cblas_sgemm");
     if (!corename || !sgemm) return SF_OK;
     const char *core = corename();
-    if (chosen[0] && strcasecmp(core, chosen) != 0 && !(strcasecmp(chosen, "SKYLAKEX") == 0 && strcasecmp(core, "SkylakeX") == 0))
+    if (chosen[0] && strcasecmp(core, chosen) != 0)
         sf_log(SF_LOG_WARN, "openblas: asked for kernel %s but OpenBLAS runs %s", chosen, core);
     /* A 67x53 by 53x71 product against a plain loop: odd sizes exercise the kernels' edges. */
     enum { M = 67, K = 53, N = 71 };

@@ -11,4 +11,8 @@ const char *sf_blas_choose_core(int verbose);
  * sgemm agrees with a plain loop. SF_ERR with a message if not. */
 int sf_blas_verify(int verbose);
 
+/* The decision itself: the kernel to use when OpenBLAS detected `detected` on a CPU whose best
+ * kernel is `best` (NULL if unknown). Returns detected unless it is a weaker fallback. */
+const char *sf_blas_pick(const char *detected, const char *best);
+
 #endif
