@@ -1,0 +1,51 @@
+#!/bin/sh
+# SentencePiece parity: saeflow's ids must equal spm_encode's, line for line, on the mixed test
+# text, for the LLM-jp-3 model (Unigram, byte fallback, identity normaliser) and for four
+# models trained here with spm_train (BPE and Unigram; nmt_nfkc / nfkc_cf precompiled charsmaps;
+# identity; byte fallback; user-defined symbols; extra-whitespace removal on and off).
+# Also checks the round trip decode(encode(line)) for the lossless identity BPE model.
+# usage: spm_parity.sh TOK_TOKENIZE TEXT.txt.gz LLMJP.model
+set -eu
+tok=$1 text_gz=$2 llmjp=$3
+command -v spm_encode >/dev/null && command -v spm_train >/dev/null || {
+    echo "SKIP: spm_encode/spm_train (Debian package sentencepiece) not installed"; exit 77; }
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+gzip -dc "$text_gz" > "$dir/text"
+fail=0
+check() { # name model
+    "$tok" "$2" < "$dir/text" > "$dir/$1.ours"
+    spm_encode --model="$2" --output_format=id < "$dir/text" > "$dir/$1.ref"
+    lines=$(wc -l < "$dir/$1.ref")
+    if cmp -s "$dir/$1.ours" "$dir/$1.ref"; then
+        echo "ok   $1: $lines lines, $(wc -w < "$dir/$1.ref") ids identical to spm_encode"
+    else
+        echo "FAIL $1: ids differ from spm_encode; first differing lines:"
+        diff "$dir/$1.ours" "$dir/$1.ref" | head -6
+        fail=1
+    fi
+}
+if [ -r "$llmjp" ]; then check llm-jp "$llmjp"; else echo "note: $llmjp absent, LLM-jp check skipped"; fi
+train() { # name args...
+    name=$1; shift
+    spm_train --input="$dir/text" --model_prefix="$dir/$name" --num_threads=2 --minloglevel=2 "$@" >/dev/null 2>&1
+    check "$name" "$dir/$name.model"
+}
+train bpe-nfkc --model_type=bpe --vocab_size=2000
+train unigram-nfkc --model_type=unigram --vocab_size=2000
+train bpe-identity-bytes --model_type=bpe --vocab_size=3000 --byte_fallback=true \
+    --user_defined_symbols='<sep>,東京,foo' --normalization_rule_name=identity \
+    --remove_extra_whitespaces=false --split_digits=true
+train unigram-nfkccf-bytes --model_type=unigram --vocab_size=3000 --byte_fallback=true \
+    --user_defined_symbols='<sep>,東京,foo' --normalization_rule_name=nfkc_cf
+
+# Round trip on the lossless models (identity normaliser, spaces kept, byte fallback). Lines
+# with a literal U+2581 are left out: SentencePiece itself cannot tell it from a space.
+grep -v "$(printf '\342\226\201')" "$dir/text" > "$dir/rt.in"
+for m in "$dir/bpe-identity-bytes.model" "$llmjp"; do
+    [ -r "$m" ] || continue
+    "$tok" "$m" < "$dir/rt.in" | "$tok" "$m" --decode > "$dir/rt"
+    if cmp -s "$dir/rt" "$dir/rt.in"; then echo "ok   round trip decode(encode(text)) == text, $(basename "$m")"
+    else echo "FAIL round trip $(basename "$m")"; diff "$dir/rt" "$dir/rt.in" | head -6; fail=1; fi
+done
+exit $fail

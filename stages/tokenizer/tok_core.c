@@ -1,0 +1,729 @@
+/* tok_core.c — containers, vocabulary, the Unigram Viterbi and BPE merge algorithms, the
+ * SentencePiece encode path, decoding and the public entry points of tok.h. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tok_internal.h"
+
+void tok_errf(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || errlen == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Hash map and trie                                                                           */
+
+static int tok_map_grow(tok_map *m) {
+    size_t cap = m->cap ? m->cap * 2 : 1024;
+    uint64_t *keys = calloc(cap, sizeof *keys), *vals = malloc(cap * sizeof *vals);
+    if (!keys || !vals) {
+        free(keys);
+        free(vals);
+        return -1;
+    }
+    for (size_t i = 0; i < m->cap; i++) {
+        if (!m->keys[i]) continue;
+        size_t j = tok_mix64(m->keys[i]) & (cap - 1);
+        while (keys[j]) j = (j + 1) & (cap - 1);
+        keys[j] = m->keys[i];
+        vals[j] = m->vals[i];
+    }
+    free(m->keys);
+    free(m->vals);
+    m->keys = keys;
+    m->vals = vals;
+    m->cap = cap;
+    return 0;
+}
+
+int tok_map_put(tok_map *m, uint64_t key, uint64_t val) {
+    if ((m->n + 1) * 2 > m->cap && tok_map_grow(m) != 0) return -1;
+    key |= 1ULL << 63;
+    size_t mask = m->cap - 1, i = tok_mix64(key) & mask;
+    while (m->keys[i] && m->keys[i] != key) i = (i + 1) & mask;
+    if (!m->keys[i]) m->n++;
+    m->keys[i] = key;
+    m->vals[i] = val;
+    return 0;
+}
+
+bool tok_map_get(const tok_map *m, uint64_t key, uint64_t *val) {
+    if (m->cap == 0) return false;
+    key |= 1ULL << 63;
+    size_t mask = m->cap - 1;
+    for (size_t i = tok_mix64(key) & mask;; i = (i + 1) & mask) {
+        if (m->keys[i] == key) {
+            *val = m->vals[i];
+            return true;
+        }
+        if (!m->keys[i]) return false;
+    }
+}
+
+void tok_map_free(tok_map *m) {
+    free(m->keys);
+    free(m->vals);
+    memset(m, 0, sizeof *m);
+}
+
+int tok_trie_insert(tok_trie *t, const char *s, size_t len, int32_t value) {
+    if (t->n_nodes == 0) {
+        t->cap_nodes = 1024;
+        if (!(t->value = malloc(t->cap_nodes * sizeof *t->value))) return -1;
+        t->value[0] = -1;
+        t->n_nodes = 1;
+    }
+    uint32_t node = 0;
+    for (size_t i = 0; i < len; i++) {
+        uint32_t child = tok_trie_step(t, node, (uint8_t)s[i]);
+        if (!child) {
+            if (t->n_nodes == t->cap_nodes) {
+                int32_t *v = realloc(t->value, 2 * t->cap_nodes * sizeof *v);
+                if (!v) return -1;
+                t->value = v;
+                t->cap_nodes *= 2;
+            }
+            child = t->n_nodes++;
+            t->value[child] = -1;
+            if (tok_map_put(&t->edges, (uint64_t)node << 8 | (uint8_t)s[i], child) != 0) return -1;
+        }
+        node = child;
+    }
+    t->value[node] = value;
+    return 0;
+}
+
+int32_t tok_trie_get(const tok_trie *t, const char *s, size_t len) {
+    if (t->n_nodes == 0) return -1;
+    uint32_t node = 0;
+    for (size_t i = 0; i < len; i++)
+        if (!(node = tok_trie_step(t, node, (uint8_t)s[i]))) return -1;
+    return t->value[node];
+}
+
+void tok_trie_free(tok_trie *t) {
+    tok_map_free(&t->edges);
+    free(t->value);
+    memset(t, 0, sizeof *t);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* UTF-8 and buffers                                                                           */
+
+size_t tok_utf8_decode(const char *str, size_t len, uint32_t *cp) {
+    const uint8_t *s = (const uint8_t *)str;
+    if (len == 0) return 0;
+    if (s[0] < 0x80) {
+        *cp = s[0];
+        return 1;
+    }
+    size_t n = (s[0] & 0xE0) == 0xC0 ? 2 : (s[0] & 0xF0) == 0xE0 ? 3 : (s[0] & 0xF8) == 0xF0 ? 4 : 0;
+    if (n == 0 || len < n) return 0;
+    uint32_t c = s[0] & (0x7F >> n);
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        c = c << 6 | (s[i] & 0x3F);
+    }
+    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (c < min_cp[n] || c > 0x10FFFF || (c >= 0xD800 && c < 0xE000)) return 0;
+    *cp = c;
+    return n;
+}
+
+size_t tok_utf8_encode(uint32_t c, char *out) {
+    uint8_t *o = (uint8_t *)out;
+    if (c < 0x80) {
+        o[0] = (uint8_t)c;
+        return 1;
+    }
+    if (c < 0x800) {
+        o[0] = 0xC0 | (c >> 6);
+        o[1] = 0x80 | (c & 0x3F);
+        return 2;
+    }
+    if (c < 0x10000) {
+        o[0] = 0xE0 | (c >> 12);
+        o[1] = 0x80 | ((c >> 6) & 0x3F);
+        o[2] = 0x80 | (c & 0x3F);
+        return 3;
+    }
+    o[0] = 0xF0 | (c >> 18);
+    o[1] = 0x80 | ((c >> 12) & 0x3F);
+    o[2] = 0x80 | ((c >> 6) & 0x3F);
+    o[3] = 0x80 | (c & 0x3F);
+    return 4;
+}
+
+int tok_buf_reserve(tok_buf *b, size_t extra) {
+    if (b->n + extra <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->n + extra) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) return -1;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+int tok_buf_add(tok_buf *b, const void *s, size_t len) {
+    if (tok_buf_reserve(b, len) != 0) return -1;
+    memcpy(b->p + b->n, s, len);
+    b->n += len;
+    return 0;
+}
+
+int tok_push(tok_ids *out, int32_t id) {
+    if (out->n == out->cap) {
+        size_t cap = out->cap ? out->cap * 2 : 256;
+        int32_t *p = realloc(out->ids, cap * sizeof *p);
+        if (!p) return -1;
+        out->ids = p;
+        out->cap = cap;
+    }
+    out->ids[out->n++] = id;
+    return 0;
+}
+
+static void *tok_grow(void **p, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return *p;
+    size_t c = *cap ? *cap : 256;
+    while (c < need) c *= 2;
+    void *q = realloc(*p, c * elem);
+    if (!q) return NULL;
+    *p = q;
+    *cap = c;
+    return q;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Vocabulary                                                                                  */
+
+tok_tokenizer *tok_alloc(void) {
+    tok_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->unk_id = t->bos_id = t->eos_id = -1;
+    for (int i = 0; i < 256; i++) t->byte_id[i] = -1;
+    return t;
+}
+
+int tok_alloc_pieces(tok_tokenizer *t, int32_t n, size_t blob_bytes) {
+    t->n_vocab = n;
+    t->blob = malloc(blob_bytes ? blob_bytes : 1);
+    t->piece_off = calloc((size_t)n + 1, sizeof *t->piece_off);
+    t->piece_len = calloc((size_t)n + 1, sizeof *t->piece_len);
+    t->score = calloc((size_t)n + 1, sizeof *t->score);
+    t->type = calloc((size_t)n + 1, sizeof *t->type);
+    return t->blob && t->piece_off && t->piece_len && t->score && t->type ? 0 : -1;
+}
+
+void tok_set_piece(tok_tokenizer *t, int32_t i, const char *s, size_t len, float score, int type) {
+    uint32_t off = i == 0 ? 0 : t->piece_off[i - 1] + t->piece_len[i - 1];
+    memcpy(t->blob + off, s, len);
+    t->piece_off[i] = off;
+    t->piece_len[i] = (uint32_t)len;
+    t->score[i] = score;
+    t->type[i] = (uint8_t)type;
+}
+
+/* "<0x41>" -> 0x41, or -1. */
+static int tok_byte_piece_value(const char *s, size_t len) {
+    if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
+    int v = 0;
+    for (int i = 3; i < 5; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+int tok_finish_vocab(tok_tokenizer *t, char *err, size_t errlen) {
+    t->min_score = 3.402823466e+38F; /* as SentencePiece: FLT_MAX and FLT_MIN */
+    t->max_score = 1.175494351e-38F;
+    for (int32_t i = 0; i < t->n_vocab; i++) {
+        const char *s = t->blob + t->piece_off[i];
+        size_t len = t->piece_len[i];
+        if (len == 0) {
+            tok_errf(err, errlen, "piece %d is empty", i);
+            return -1;
+        }
+        if (tok_trie_get(&t->vocab, s, len) >= 0) {
+            tok_errf(err, errlen, "piece %d (%.*s) is defined twice", i, (int)len, s);
+            return -1;
+        }
+        if (tok_trie_insert(&t->vocab, s, len, i) != 0) {
+            tok_errf(err, errlen, "out of memory");
+            return -1;
+        }
+        int b = tok_byte_piece_value(s, len);
+        if (b >= 0 && (t->type[i] == TOK_BYTE || t->kind >= TOK_HF_BPE) && t->byte_id[b] < 0)
+            t->byte_id[b] = i;
+        if (t->type[i] == TOK_NORMAL) {
+            if (t->score[i] < t->min_score) t->min_score = t->score[i];
+            if (t->score[i] > t->max_score) t->max_score = t->score[i];
+        }
+        if (t->type[i] == TOK_USER) t->has_user = true;
+    }
+    if (t->byte_fallback)
+        for (int b = 0; b < 256; b++)
+            if (t->byte_id[b] < 0) {
+                tok_errf(err, errlen, "byte_fallback is set but piece <0x%02X> is missing", b);
+                return -1;
+            }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Emitting pieces: unknown pieces become bytes (byte fallback) or one fused <unk>             */
+
+typedef struct tok_emitter {
+    bool prev_unk;
+} tok_emitter;
+
+static int tok_emit(const tok_tokenizer *t, tok_emitter *e, const char *s, size_t len, int32_t id,
+                    bool fuse_unk, tok_ids *out) {
+    bool is_unk = id == t->unk_id || id < 0;
+    if (is_unk && t->byte_fallback) {
+        for (size_t i = 0; i < len; i++)
+            if (tok_push(out, t->byte_id[(uint8_t)s[i]]) != 0) return -1;
+    } else if (is_unk) {
+        if (!(fuse_unk && e->prev_unk) && tok_push(out, t->unk_id) != 0) return -1;
+    } else if (tok_push(out, id) != 0) {
+        return -1;
+    }
+    e->prev_unk = is_unk;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Unigram: Viterbi over byte positions, as SentencePiece's optimised encoder (including its   */
+/* float/double arithmetic, so that ties and near-ties resolve identically).                   */
+
+typedef struct tok_vnode {
+    float score;
+    int32_t start; /* start of the best last piece ending here; -1 if unreached */
+    int32_t id;
+    int32_t next; /* forward link, filled while backtracking */
+} tok_vnode;
+
+int tok_unigram(const tok_tokenizer *t, const char *s, size_t len, bool fuse_unk, tok_ids *out) {
+    tok_scratch *sc = out->scratch;
+    if (len == 0) return 0;
+    if (len > INT32_MAX - 1) return -1;
+    tok_vnode *nodes = tok_grow(&sc->nodes, &sc->nodes_cap, len + 1, sizeof *nodes);
+    if (!nodes) return -1;
+    for (size_t i = 0; i <= len; i++) nodes[i] = (tok_vnode){0, -1, -1, -1};
+    const float unk_score = t->min_score - 10.0f;
+    const uint8_t *u = (const uint8_t *)s;
+    for (size_t start = 0; start < len;) {
+        size_t mblen = tok_utf8_lead_len(u[start]);
+        if (mblen > len - start) mblen = len - start;
+        const float base = nodes[start].score;
+        bool single = false;
+        uint32_t node = 0;
+        for (size_t k = start; k < len; k++) {
+            if (!(node = tok_trie_step(&t->vocab, node, u[k]))) break;
+            int32_t id = t->vocab.value[node];
+            if (id < 0) continue;
+            int ty = t->type[id];
+            if (ty != TOK_NORMAL && ty != TOK_USER) continue;
+            size_t length = k + 1 - start;
+            double score = ty == TOK_USER ? (double)((float)length * t->max_score) - 0.1
+                                          : (double)t->score[id];
+            double cand = score + (double)base;
+            tok_vnode *tn = &nodes[k + 1];
+            if (tn->start < 0 || cand > (double)tn->score) {
+                tn->score = (float)cand;
+                tn->start = (int32_t)start;
+                tn->id = id;
+            }
+            if (length == mblen) single = true;
+        }
+        if (!single) {
+            tok_vnode *tn = &nodes[start + mblen];
+            float cand = unk_score + base;
+            if (tn->start < 0 || cand > tn->score) {
+                tn->score = cand;
+                tn->start = (int32_t)start;
+                tn->id = t->unk_id;
+            }
+        }
+        start += mblen;
+    }
+    for (int32_t end = (int32_t)len; end > 0; end = nodes[end].start) nodes[nodes[end].start].next = end;
+    tok_emitter e = {0};
+    for (int32_t pos = 0; pos < (int32_t)len; pos = nodes[pos].next) {
+        int32_t end = nodes[pos].next;
+        if (tok_emit(t, &e, s + pos, (size_t)(end - pos), nodes[end].id, fuse_unk, out) != 0) return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* BPE merges with a binary heap of candidate pairs                                             */
+
+typedef struct tok_pair {
+    double priority;
+    int32_t left, right, merged_id;
+    uint32_t size;
+} tok_pair;
+
+static bool tok_pair_before(const tok_pair *a, const tok_pair *b) {
+    return a->priority < b->priority || (a->priority == b->priority && a->left < b->left);
+}
+
+typedef struct tok_heap {
+    tok_pair *v;
+    size_t n;
+    tok_scratch *sc;
+} tok_heap;
+
+static int tok_heap_push(tok_heap *h, tok_pair p) {
+    tok_pair *v = tok_grow(&h->sc->heap, &h->sc->heap_cap, h->n + 1, sizeof *v);
+    if (!v) return -1;
+    h->v = v;
+    size_t i = h->n++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!tok_pair_before(&p, &v[parent])) break;
+        v[i] = v[parent];
+        i = parent;
+    }
+    v[i] = p;
+    return 0;
+}
+
+static tok_pair tok_heap_pop(tok_heap *h) {
+    tok_pair top = h->v[0], last = h->v[--h->n];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= h->n) break;
+        if (c + 1 < h->n && tok_pair_before(&h->v[c + 1], &h->v[c])) c++;
+        if (!tok_pair_before(&h->v[c], &last)) break;
+        h->v[i] = h->v[c];
+        i = c;
+    }
+    if (h->n) h->v[i] = last;
+    return top;
+}
+
+static int tok_bpe_try(const tok_tokenizer *t, tok_heap *h, const char *word, tok_bpe_sym *syms,
+                       int32_t l, int32_t r, tok_bpe_pair_fn pair) {
+    if (l < 0 || r < 0 || syms[l].frozen || syms[r].frozen) return 0;
+    tok_pair p = {0, l, r, -1, syms[l].len + syms[r].len};
+    if (!pair(t, word, &syms[l], &syms[r], &p.priority, &p.merged_id)) return 0;
+    return tok_heap_push(h, p);
+}
+
+int tok_bpe_syms_reserve(tok_scratch *sc, size_t n) {
+    return tok_grow(&sc->syms, &sc->syms_cap, n, sizeof(tok_bpe_sym)) ? 0 : -1;
+}
+
+int tok_bpe_merge(const tok_tokenizer *t, tok_scratch *sc, const char *word, tok_bpe_sym *syms,
+                  int32_t n, tok_bpe_pair_fn pair) {
+    tok_heap h = {sc->heap, 0, sc};
+    for (int32_t i = 1; i < n; i++)
+        if (tok_bpe_try(t, &h, word, syms, i - 1, i, pair) != 0) return -1;
+    while (h.n) {
+        tok_pair top = tok_heap_pop(&h);
+        tok_bpe_sym *l = &syms[top.left], *r = &syms[top.right];
+        /* A stale pair: one side was merged away or grew since the pair was queued. */
+        if (l->len == 0 || r->len == 0 || l->len + r->len != top.size) continue;
+        l->len += r->len;
+        l->id = top.merged_id;
+        l->next = r->next;
+        if (r->next >= 0) syms[r->next].prev = top.left;
+        r->len = 0;
+        if (tok_bpe_try(t, &h, word, syms, l->prev, top.left, pair) != 0 ||
+            tok_bpe_try(t, &h, word, syms, top.left, l->next, pair) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* SentencePiece encode                                                                        */
+
+/* Length of the longest user-defined piece at s, or 0. */
+static size_t tok_user_prefix(const tok_tokenizer *t, const char *s, size_t len) {
+    size_t best = 0;
+    uint32_t node = 0;
+    for (size_t k = 0; k < len; k++) {
+        if (!(node = tok_trie_step(&t->vocab, node, (uint8_t)s[k]))) break;
+        int32_t id = t->vocab.value[node];
+        if (id >= 0 && t->type[id] == TOK_USER) best = k + 1;
+    }
+    return best;
+}
+
+static bool tok_spm_pair(const tok_tokenizer *t, const char *word, const tok_bpe_sym *l,
+                         const tok_bpe_sym *r, double *priority, int32_t *merged_id) {
+    int32_t id = tok_trie_get(&t->vocab, word + l->start, l->len + r->len);
+    if (id < 0) return false;
+    int ty = t->type[id];
+    if (ty != TOK_NORMAL && ty != TOK_USER && ty != TOK_UNUSED) return false;
+    *priority = -(double)t->score[id]; /* higher score merges first */
+    *merged_id = id;
+    return true;
+}
+
+static int tok_spm_bpe(const tok_tokenizer *t, const char *s, size_t len, tok_ids *out) {
+    tok_scratch *sc = out->scratch;
+    if (len > INT32_MAX || tok_bpe_syms_reserve(sc, len) != 0) return -1;
+    tok_bpe_sym *syms = sc->syms;
+    int32_t n = 0;
+    for (size_t pos = 0; pos < len;) {
+        size_t user = t->has_user ? tok_user_prefix(t, s + pos, len - pos) : 0;
+        size_t mblen = user ? user : tok_utf8_lead_len((uint8_t)s[pos]);
+        if (mblen > len - pos) mblen = len - pos;
+        syms[n] = (tok_bpe_sym){(uint32_t)pos, (uint32_t)mblen, -1, n - 1, -1, user > 0};
+        if (n > 0) syms[n - 1].next = n;
+        n++;
+        pos += mblen;
+    }
+    if (n == 0) return 0;
+    if (tok_bpe_merge(t, sc, s, syms, n, tok_spm_pair) != 0) return -1;
+    tok_emitter e = {0};
+    for (int32_t i = 0; i >= 0; i = syms[i].next) {
+        int32_t id = tok_trie_get(&t->vocab, s + syms[i].start, syms[i].len);
+        if (tok_emit(t, &e, s + syms[i].start, syms[i].len, id, true, out) != 0) return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Public entry points                                                                         */
+
+static void tok_scratch_free(tok_scratch *sc);
+
+int tok_encode(const tok_tokenizer *t, const char *text, size_t len, int flags, tok_ids *out) {
+    out->n = 0;
+    if (!out->scratch && !(out->scratch = calloc(1, sizeof *out->scratch))) return -1;
+    if (t->hf) return tok_hf_encode(t, text, len, flags, out);
+    if ((flags & TOK_ADD_SPECIAL) && t->bos_id >= 0 && tok_push(out, t->bos_id) != 0) return -1;
+    tok_buf *norm = &out->scratch->norm;
+    if (tok_spm_normalize(t, text, len, norm) != 0) return -1;
+    if (t->kind == TOK_SPM_UNIGRAM) return tok_unigram(t, norm->p, norm->n, true, out);
+    return tok_spm_bpe(t, norm->p, norm->n, out);
+}
+
+void tok_ids_free(tok_ids *v) {
+    free(v->ids);
+    if (v->scratch) tok_scratch_free(v->scratch);
+    memset(v, 0, sizeof *v);
+}
+
+tok_tokenizer *tok_load_mem(const void *buf, size_t len, char *err, size_t errlen) {
+    tok_tokenizer *t = tok_alloc();
+    if (!t) {
+        tok_errf(err, errlen, "out of memory");
+        return NULL;
+    }
+    const char *p = buf;
+    size_t i = 0;
+    while (i < len && (p[i] == ' ' || p[i] == '\n' || p[i] == '\r' || p[i] == '\t')) i++;
+    int rc = i < len && p[i] == '{' ? tok_hf_load(t, p, len, err, errlen)
+                                    : tok_spm_load(t, buf, len, err, errlen);
+    if (rc != 0) {
+        tok_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+tok_tokenizer *tok_load(const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        tok_errf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    tok_buf b = {0};
+    char chunk[65536];
+    size_t got;
+    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (tok_buf_add(&b, chunk, got) != 0) {
+            fclose(f);
+            free(b.p);
+            tok_errf(err, errlen, "out of memory reading %s", path);
+            return NULL;
+        }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(b.p);
+        tok_errf(err, errlen, "cannot read %s", path);
+        return NULL;
+    }
+    char msg[512] = "";
+    tok_tokenizer *t = tok_load_mem(b.p ? b.p : "", b.n, msg, sizeof msg);
+    free(b.p);
+    if (!t) tok_errf(err, errlen, "%s: %s", path, msg);
+    return t;
+}
+
+void tok_free(tok_tokenizer *t) {
+    if (!t) return;
+    free(t->blob);
+    free(t->piece_off);
+    free(t->piece_len);
+    free(t->score);
+    free(t->type);
+    tok_trie_free(&t->vocab);
+    free(t->charsmap);
+    free((void *)t->da);
+    free(t->unk_surface);
+    if (t->hf) tok_hf_free(t->hf);
+    free(t);
+}
+
+int32_t tok_vocab_size(const tok_tokenizer *t) { return t->n_vocab; }
+int32_t tok_bos_id(const tok_tokenizer *t) { return t->bos_id; }
+int32_t tok_eos_id(const tok_tokenizer *t) { return t->eos_id; }
+
+const char *tok_kind(const tok_tokenizer *t) {
+    static const char *const names[] = {"sentencepiece-unigram", "sentencepiece-bpe", "hf-bpe",
+                                        "hf-unigram"};
+    return names[t->kind];
+}
+
+const char *tok_piece(const tok_tokenizer *t, int32_t id, size_t *len) {
+    if (id < 0 || id >= t->n_vocab) return NULL;
+    *len = t->piece_len[id];
+    return t->blob + t->piece_off[id];
+}
+
+int32_t tok_piece_id(const tok_tokenizer *t, const char *piece, size_t len) {
+    return tok_trie_get(&t->vocab, piece, len);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Decoding                                                                                    */
+
+/* The bytes one SentencePiece-style token stands for: ▁ -> ' ', <0xNN> -> the byte. */
+static int tok_spm_token_bytes(const tok_tokenizer *t, int32_t id, tok_buf *out) {
+    size_t len = 0;
+    const char *s = tok_piece(t, id, &len);
+    if (t->type[id] == TOK_BYTE) {
+        char b = (char)tok_byte_piece_value(s, len);
+        return tok_buf_add(out, &b, 1);
+    }
+    if (t->type[id] == TOK_UNKNOWN && t->unk_surface)
+        return tok_buf_add(out, t->unk_surface, strlen(t->unk_surface));
+    for (size_t i = 0; i < len;) {
+        if (len - i >= 3 && memcmp(s + i, "\xe2\x96\x81", 3) == 0) {
+            if (tok_buf_add(out, " ", 1) != 0) return -1;
+            i += 3;
+        } else {
+            if (tok_buf_add(out, s + i, 1) != 0) return -1;
+            i++;
+        }
+    }
+    return 0;
+}
+
+/* Appends raw bytes, replacing each byte of an invalid UTF-8 sequence by U+FFFD (what
+ * SentencePiece and Hugging Face decoders do). */
+static int tok_add_utf8_lossy(tok_buf *out, const char *s, size_t len) {
+    for (size_t i = 0; i < len;) {
+        uint32_t cp;
+        size_t n = tok_utf8_decode(s + i, len - i, &cp);
+        if (n == 0) {
+            if (tok_buf_add(out, "\xef\xbf\xbd", 3) != 0) return -1;
+            i++;
+        } else {
+            if (tok_buf_add(out, s + i, n) != 0) return -1;
+            i += n;
+        }
+    }
+    return 0;
+}
+
+char *tok_decode(const tok_tokenizer *t, const int32_t *ids, size_t n, int skip_special,
+                 size_t *len) {
+    tok_buf raw = {0}, out = {0};
+    int rc = 0;
+    if (t->hf) {
+        rc = tok_hf_decode(t, ids, n, skip_special, &out);
+    } else {
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            int32_t id = ids[i];
+            if (id < 0 || id >= t->n_vocab) continue;
+            if (t->type[id] == TOK_CONTROL && skip_special) continue;
+            if (t->type[id] == TOK_CONTROL) {
+                size_t pl;
+                const char *p = tok_piece(t, id, &pl);
+                rc = tok_add_utf8_lossy(&out, raw.p, raw.n) | tok_buf_add(&out, p, pl);
+                raw.n = 0;
+                continue;
+            }
+            rc = tok_spm_token_bytes(t, id, &raw);
+        }
+        if (rc == 0) rc = tok_add_utf8_lossy(&out, raw.p, raw.n);
+        /* The dummy prefix added while encoding is not part of the text. */
+        if (rc == 0 && t->add_dummy_prefix && !t->ws_as_suffix && out.n > 0 && out.p[0] == ' ') {
+            memmove(out.p, out.p + 1, out.n - 1);
+            out.n--;
+        }
+    }
+    free(raw.p);
+    if (rc != 0 || tok_buf_add(&out, "", 1) != 0) {
+        free(out.p);
+        return NULL;
+    }
+    *len = out.n - 1;
+    return out.p;
+}
+
+size_t tok_token_display(const tok_tokenizer *t, int32_t id, char *buf, size_t cap) {
+    tok_buf raw = {0}, out = {0};
+    size_t plen = 0;
+    const char *piece = tok_piece(t, id, &plen);
+    int rc = 0;
+    if (!piece) {
+        rc = tok_buf_add(&out, "<invalid>", 9);
+    } else if (t->type[id] == TOK_CONTROL || t->type[id] == TOK_UNKNOWN) {
+        rc = tok_buf_add(&out, piece, plen);
+    } else {
+        rc = t->hf ? tok_hf_token_bytes(t, id, &raw) : tok_spm_token_bytes(t, id, &raw);
+        /* Valid UTF-8 as is; stray bytes as <0xNN>. */
+        for (size_t i = 0; rc == 0 && i < raw.n;) {
+            uint32_t cp;
+            size_t n = tok_utf8_decode(raw.p + i, raw.n - i, &cp);
+            if (n == 0) {
+                char hex[8];
+                snprintf(hex, sizeof hex, "<0x%02X>", (uint8_t)raw.p[i]);
+                rc = tok_buf_add(&out, hex, 6);
+                i++;
+            } else {
+                rc = tok_buf_add(&out, raw.p + i, n);
+                i += n;
+            }
+        }
+    }
+    size_t full = rc == 0 ? out.n : 0;
+    if (cap > 0) {
+        size_t k = full < cap - 1 ? full : cap - 1;
+        if (k) memcpy(buf, out.p, k);
+        buf[k] = 0;
+    }
+    free(raw.p);
+    free(out.p);
+    return full;
+}
+
+static void tok_scratch_free(tok_scratch *sc) {
+    free(sc->norm.p);
+    free(sc->tmp.p);
+    free(sc->nodes);
+    free(sc->syms);
+    free(sc->heap);
+    if (sc->hf) tok_hf_scratch_free(sc->hf);
+    free(sc);
+}
