@@ -280,8 +280,10 @@ static int read_sequences(FILE *in, seq_list *l) {
             errno = 0;
             long long v = strtoll(p, &end, 10);
             if (end == p || errno || v < 0 || v > INT32_MAX || (*end && !strchr(" \t\r\n", *end))) {
+                size_t n = strcspn(p, " \t\r\n");
+                sf_fail("stdin line %ld: not a token id: \"%.*s\"", lineno, (int)(n < 20 ? n : 20), p);
                 free(line);
-                return sf_fail("stdin line %ld: not a token id: \"%.20s\"", lineno, p);
+                return SF_ERR;
             }
             seq_push_tok(l, (int32_t)v);
         }
