@@ -54,6 +54,7 @@ static int vocab_load_listing(fm_vocab *v, const char *path) {
             v->s = realloc(v->s, (size_t)alloc * sizeof *v->s);
             if (!v->s) abort();
         }
+        if (strcmp(line, "<s>") == 0) v->bos = n;
         v->s[n] = strdup(line);
         unmark_spaces(v->s[n]);
         n++;
@@ -66,12 +67,14 @@ static int vocab_load_listing(fm_vocab *v, const char *path) {
 
 int fm_vocab_load(fm_vocab *v, const char *path) {
     memset(v, 0, sizeof *v);
+    v->bos = -1;
     if (ends_with(path, ".vocab") || ends_with(path, ".txt")) return vocab_load_listing(v, path);
 #ifdef FM_HAVE_TOK
     char err[512];
     tok_tokenizer *t = tok_load(path, err, sizeof err);
     if (!t) return sf_fail("cannot load tokenizer %s: %s", path, err);
     v->n = tok_vocab_size(t);
+    v->bos = tok_bos_id(t);
     v->s = calloc((size_t)(v->n > 0 ? v->n : 1), sizeof *v->s);
     if (!v->s) abort();
     for (int32_t id = 0; id < v->n; id++) {
@@ -96,6 +99,7 @@ void fm_vocab_free(fm_vocab *v) {
     for (int i = 0; i < v->n; i++) free(v->s[i]);
     free(v->s);
     memset(v, 0, sizeof *v);
+    v->bos = -1;
 }
 
 const char *fm_vocab_str(const fm_vocab *v, int32_t id, char *buf, size_t cap) {

@@ -12,6 +12,7 @@
 typedef struct fm_vocab {
     int n;
     char **s;
+    int32_t bos; /* BOS id, -1 if unknown */
 } fm_vocab;
 
 /* Loads the display strings: a tokenizer file through tok.h when built with it, or a

@@ -1,0 +1,426 @@
+/* fm_report.c — see fm_report.h.
+ *
+ * Per run directory it reads summary.json (feature_miner) and the SAE's training metrics: the
+ * first of RUN_DIR/metrics.json, <sae>/metrics.json, <sae>/config.json, <sae>/cfg.json that has
+ * the numbers "fvu" and "dead_fraction" (at the top level, or in an object "final" or
+ * "metrics"). It writes OUT/report.md, OUT/report.html (tables and SVG bar charts) and
+ * OUT/report.json, and prints the Markdown table and the HTML path. */
+#include "fm_report.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fm_lang.h"
+#include "fm_output.h"
+#include "sae.h"
+#include "saeflow.h"
+
+enum { FM_MATCH_CHUNK = 256 };
+
+/* Unit-norm copies of the alive rows of W [n][d]; returns how many. */
+static int alive_unit_rows(const float *W, int n, const unsigned char *alive, int d, float **out) {
+    float *R = malloc((size_t)(n ? n : 1) * (size_t)d * sizeof *R);
+    if (!R) abort();
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        if (alive && !alive[i]) continue;
+        const float *w = W + (size_t)i * d;
+        double ss = 0;
+        for (int j = 0; j < d; j++) ss += (double)w[j] * w[j];
+        float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.f;
+        for (int j = 0; j < d; j++) R[(size_t)m * d + j] = w[j] * inv;
+        m++;
+    }
+    *out = R;
+    return m;
+}
+
+void fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, const float *W_b, int n_b,
+                       const unsigned char *alive_b, int d, double threshold, fm_match *out) {
+    float *A, *B;
+    int na = alive_unit_rows(W_a, n_a, alive_a, d, &A), nb = alive_unit_rows(W_b, n_b, alive_b, d, &B);
+    float *C = malloc((size_t)FM_MATCH_CHUNK * (size_t)(nb ? nb : 1) * sizeof *C);
+    float *best_b = malloc((size_t)(nb ? nb : 1) * sizeof *best_b);
+    if (!C || !best_b) abort();
+    for (int j = 0; j < nb; j++) best_b[j] = -2;
+    memset(out, 0, sizeof *out);
+    double sum_best = 0;
+    for (int i0 = 0; i0 < na && nb > 0; i0 += FM_MATCH_CHUNK) {
+        int m = na - i0 < FM_MATCH_CHUNK ? na - i0 : FM_MATCH_CHUNK;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nb, d, 1.f, A + (size_t)i0 * d, d, B, d, 0.f, C, nb);
+        for (int r = 0; r < m; r++) {
+            const float *row = C + (size_t)r * nb;
+            float best = -2;
+            for (int j = 0; j < nb; j++) {
+                if (row[j] > best) best = row[j];
+                if (row[j] > best_b[j]) best_b[j] = row[j];
+            }
+            sum_best += best;
+            if (best >= threshold) out->persist++;
+        }
+    }
+    out->vanish = na - out->persist;
+    for (int j = 0; j < nb; j++) out->appear += !(best_b[j] >= threshold) || na == 0;
+    out->mean_best_a = na && nb ? sum_best / na : 0;
+    free(A);
+    free(B);
+    free(C);
+    free(best_b);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+
+typedef struct fm_run {
+    char *dir, *name, *sae;
+    json_t *summary;
+    int n_features, alive;
+    double lang[FM_RULE_COUNT + 1][FM_FLANG_COUNT]; /* shares of alive features: paper, script, label */
+    double gran[FM_GRAN_COUNT];
+    double fvu, dead; /* NAN if no metrics were found */
+    fm_match match;   /* with the previous run (not for the first) */
+    int matched;
+} fm_run;
+
+static const char *const vote_names[] = {"paper", "script", "label"};
+
+static json_t *load_json(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0) return NULL;
+    json_error_t err;
+    json_t *j = json_load_file(path, 0, &err);
+    if (!j) sf_log(SF_LOG_WARN, "%s: %s (line %d)", path, err.text, err.line);
+    return j;
+}
+
+/* fvu and dead_fraction from a metrics object, at its top level or under "final"/"metrics". */
+static int metrics_from(json_t *j, double *fvu, double *dead) {
+    const char *const scopes[] = {NULL, "final", "metrics"};
+    for (int s = 0; j && s < 3; s++) {
+        json_t *o = scopes[s] ? json_object_get(j, scopes[s]) : j;
+        json_t *f = json_object_get(o, "fvu"), *d = json_object_get(o, "dead_fraction");
+        if (json_is_number(f) && json_is_number(d)) {
+            *fvu = json_number_value(f);
+            *dead = json_number_value(d);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int load_run(fm_run *r, const char *dir) {
+    char path[4096];
+    memset(r, 0, sizeof *r);
+    r->dir = strdup(dir);
+    r->fvu = r->dead = NAN;
+    snprintf(path, sizeof path, "%s/summary.json", dir);
+    r->summary = load_json(path);
+    if (!r->summary) {
+        snprintf(path, sizeof path, "%s/feature_miner/summary.json", dir);
+        r->summary = load_json(path);
+    }
+    if (!r->summary) return sf_fail("%s: no summary.json (nor feature_miner/summary.json)", dir);
+    json_t *s = r->summary;
+    const char *ck = json_string_value(json_object_get(s, "checkpoint"));
+    char *tmp = strdup(dir);
+    r->name = strdup(ck && *ck ? ck : basename(tmp));
+    free(tmp);
+    const char *sae = json_string_value(json_object_get(s, "sae"));
+    r->sae = sae && *sae ? strdup(sae) : NULL;
+    r->n_features = (int)json_integer_value(json_object_get(s, "n_features"));
+    r->alive = (int)json_integer_value(json_object_get(s, "alive"));
+    json_t *lang = json_object_get(s, "language"), *gran = json_object_get(s, "granularity");
+    for (int v = 0; v < 3; v++)
+        for (int l = 0; l < FM_FLANG_COUNT; l++) {
+            json_t *c = json_object_get(json_object_get(lang, vote_names[v]), fm_flang_names[l]);
+            r->lang[v][l] = r->alive ? (double)json_integer_value(c) / r->alive : 0;
+        }
+    for (int g = 0; g < FM_GRAN_COUNT; g++)
+        r->gran[g] = r->alive ? (double)json_integer_value(json_object_get(gran, fm_gran_names[g])) / r->alive : 0;
+
+    const char *cands[] = {"%s/metrics.json", "%s/metrics.json", "%s/config.json", "%s/cfg.json"};
+    for (int c = 0; c < 4; c++) {
+        const char *base = c == 0 ? dir : r->sae;
+        if (!base) continue;
+        snprintf(path, sizeof path, cands[c], base);
+        json_t *j = load_json(path);
+        int found = metrics_from(j, &r->fvu, &r->dead);
+        json_decref(j);
+        if (found) break;
+    }
+    return SF_OK;
+}
+
+/* Alive mask of a run's features from its summary. */
+static unsigned char *alive_mask(const fm_run *r, int n) {
+    unsigned char *a = calloc((size_t)(n ? n : 1), 1);
+    if (!a) abort();
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(r->summary, "features"), i, f) {
+        json_int_t id = json_integer_value(json_object_get(f, "id"));
+        if (id >= 0 && id < n) a[id] = 1;
+    }
+    return a;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Charts                                                                                          */
+
+static void xml_text(FILE *fp, const char *s) {
+    for (; *s; s++) {
+        if (*s == '&') fputs("&amp;", fp);
+        else if (*s == '<') fputs("&lt;", fp);
+        else if (*s == '>') fputs("&gt;", fp);
+        else if (*s == '"') fputs("&quot;", fp);
+        else fputc(*s, fp);
+    }
+}
+
+/* Bars per run; with several series they stack (shares summing to at most 1). */
+static void svg_chart(FILE *fp, const char *title, const fm_run *runs, int n, int n_series, const char *const *series,
+                      const char *const *colors, double (*value)(const fm_run *, int), int stacked) {
+    int W = 120 + 70 * n, H = 180, top = 30, base = top + H;
+    double vmax = 0;
+    for (int r = 0; r < n; r++) {
+        double t = 0;
+        for (int s = 0; s < n_series; s++) {
+            double v = value(&runs[r], s);
+            if (isfinite(v)) t = stacked ? t + v : fmax(t, v);
+        }
+        vmax = fmax(vmax, t);
+    }
+    if (vmax <= 0) vmax = 1;
+    fprintf(fp, "<figure><svg class=\"chart\" width=\"%d\" height=\"%d\" xmlns=\"http://www.w3.org/2000/svg\">", W, base + 40);
+    fprintf(fp, "<text x=\"4\" y=\"16\" font-size=\"13\" font-weight=\"bold\">");
+    xml_text(fp, title);
+    fprintf(fp, "</text><line x1=\"40\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#444\"/>", base, W - 70, base);
+    fprintf(fp, "<text x=\"36\" y=\"%d\" font-size=\"10\" text-anchor=\"end\">%.3g</text>", top + 4, vmax);
+    for (int r = 0; r < n; r++) {
+        double x = 50 + 70.0 * r, y = base;
+        for (int s = 0; s < n_series; s++) {
+            double v = value(&runs[r], s);
+            if (!isfinite(v)) continue;
+            double h = v / vmax * H, bx = stacked ? x : x + s * 40.0 / n_series;
+            double bw = stacked ? 40 : 40.0 / n_series;
+            if (stacked) y -= h;
+            fprintf(fp, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"><title>", bx,
+                    stacked ? y : base - h, bw, h, colors[s]);
+            xml_text(fp, runs[r].name);
+            fprintf(fp, " %s: %.4g</title></rect>", series[s], v);
+        }
+        fprintf(fp, "<text x=\"%.1f\" y=\"%d\" font-size=\"10\" text-anchor=\"middle\">", x + 20, base + 14);
+        xml_text(fp, runs[r].name);
+        fputs("</text>", fp);
+    }
+    for (int s = 0; s < n_series && n_series > 1; s++) {
+        fprintf(fp, "<rect x=\"%d\" y=\"%d\" width=\"10\" height=\"10\" fill=\"%s\"/><text x=\"%d\" y=\"%d\" font-size=\"11\">%s</text>",
+                W - 64, top + 16 * s, colors[s], W - 50, top + 9 + 16 * s, series[s]);
+    }
+    fputs("</svg></figure>\n", fp);
+}
+
+static double v_lang(const fm_run *r, int s) { return r->lang[FM_RULE_PAPER][s]; }
+static double v_lang_script(const fm_run *r, int s) { return r->lang[FM_RULE_SCRIPT][s]; }
+static double v_gran(const fm_run *r, int s) { return r->gran[s]; }
+static double v_fvu(const fm_run *r, int s) { return (void)s, r->fvu; }
+static double v_dead(const fm_run *r, int s) { return (void)s, r->dead; }
+static double v_match(const fm_run *r, int s) {
+    if (!r->matched) return NAN;
+    return s == 0 ? r->match.persist : s == 1 ? r->match.appear : r->match.vanish;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+
+static void fmt_num(char *buf, size_t cap, double v, const char *fmt) {
+    if (isfinite(v)) snprintf(buf, cap, fmt, v);
+    else snprintf(buf, cap, "n/a");
+}
+
+/* The Markdown table, to fp. */
+static void markdown(FILE *fp, const fm_run *runs, int n, double thr) {
+    fprintf(fp, "| checkpoint | alive | en | ja | bilingual | en (script) | ja (script) | bilingual (script) | token | concept "
+                "| few ex. | FVU | dead | persist | appear | vanish |\n");
+    fprintf(fp, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (int r = 0; r < n; r++) {
+        const fm_run *x = &runs[r];
+        char fvu[32], dead[32];
+        fmt_num(fvu, sizeof fvu, x->fvu, "%.4f");
+        fmt_num(dead, sizeof dead, x->dead, "%.4f");
+        fprintf(fp, "| %s | %d | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %s | %s |",
+                x->name, x->alive, 100 * x->lang[0][FM_FLANG_EN], 100 * x->lang[0][FM_FLANG_JA],
+                100 * x->lang[0][FM_FLANG_BI], 100 * x->lang[1][FM_FLANG_EN], 100 * x->lang[1][FM_FLANG_JA],
+                100 * x->lang[1][FM_FLANG_BI], 100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
+                100 * x->gran[FM_GRAN_FEW], fvu, dead);
+        if (x->matched) fprintf(fp, " %d | %d | %d |\n", x->match.persist, x->match.appear, x->match.vanish);
+        else fprintf(fp, " | | |\n");
+    }
+    fprintf(fp, "\nLanguage shares are of alive features (fired in the mined stream); the paper's rule, then the "
+                "script-aware one. persist/vanish: features of the previous checkpoint whose decoder direction has "
+                "(has no) match with cosine >= %.2f here; appear: features here with no such match there.\n", thr);
+}
+
+static int usage(void) {
+    fprintf(stderr, "usage: saeflow report RUN_DIR... [--out DIR] [--match-threshold 0.7] [--no-match]\n");
+    return 2;
+}
+
+int fm_report_main(int argc, char **argv) {
+    const char *out = "saeflow-report";
+    double thr = 0.7;
+    int do_match = 1, n = 0;
+    fm_run *runs = calloc((size_t)argc, sizeof *runs);
+    if (!runs) abort();
+    int rc = 0;
+    for (int i = 1; i < argc && rc == 0; i++) {
+        if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) out = argv[++i];
+        else if (strcmp(argv[i], "--match-threshold") == 0 && i + 1 < argc) {
+            char *end;
+            thr = strtod(argv[++i], &end);
+            if (*end || !(thr >= -1 && thr <= 1)) rc = usage();
+        } else if (strcmp(argv[i], "--no-match") == 0) do_match = 0;
+        else if (argv[i][0] == '-') rc = usage();
+        else if (load_run(&runs[n++], argv[i]) != SF_OK) {
+            fprintf(stderr, "saeflow report: %s\n", sf_last_error());
+            rc = 1;
+        }
+    }
+    if (rc == 0 && n == 0) rc = usage();
+
+    /* Decoder matching between consecutive checkpoints, two SAEs in memory at a time. */
+    sae_model prev = {0}, cur = {0};
+    int have_prev = 0;
+    for (int r = 0; rc == 0 && do_match && r < n; r++) {
+        if (!runs[r].sae || sae_load(&cur, runs[r].sae) != SF_OK) {
+            fprintf(stderr, "saeflow report: %s: cannot load its SAE (%s); no matching for it\n", runs[r].dir,
+                    runs[r].sae ? sf_last_error() : "summary names none");
+            if (have_prev) sae_model_free(&prev);
+            have_prev = 0;
+            continue;
+        }
+        if (have_prev && prev.d == cur.d) {
+            unsigned char *a = alive_mask(&runs[r - 1], prev.n), *b = alive_mask(&runs[r], cur.n);
+            fm_match_decoders(prev.W_dec, prev.n, a, cur.W_dec, cur.n, b, cur.d, thr, &runs[r].match);
+            runs[r].matched = 1;
+            free(a);
+            free(b);
+        }
+        if (have_prev) sae_model_free(&prev);
+        prev = cur;
+        memset(&cur, 0, sizeof cur);
+        have_prev = 1;
+    }
+    if (have_prev) sae_model_free(&prev);
+
+    char path[4096];
+    if (rc == 0 && fm_mkdirs(out) != SF_OK) {
+        fprintf(stderr, "saeflow report: %s\n", sf_last_error());
+        rc = 1;
+    }
+    if (rc == 0) {
+        snprintf(path, sizeof path, "%s/report.md", out);
+        FILE *md = fopen(path, "w");
+        snprintf(path, sizeof path, "%s/report.html", out);
+        FILE *html = fopen(path, "w");
+        if (!md || !html) {
+            fprintf(stderr, "saeflow report: cannot write into %s: %s\n", out, strerror(errno));
+            rc = 1;
+        } else {
+            fprintf(md, "# SAE features across checkpoints\n\n");
+            markdown(md, runs, n, thr);
+            markdown(stdout, runs, n, thr);
+            fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>SAE features across checkpoints</title>"
+                  "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+                  "padding:2px 6px;text-align:right}th{background:#f3f3f3}figure{display:inline-block;margin:0.5em}</style>"
+                  "</head><body><h1>SAE features across checkpoints</h1>\n<table id=\"report\"><thead><tr><th>checkpoint</th>"
+                  "<th>alive</th><th>en</th><th>ja</th><th>bilingual</th><th>token</th><th>concept</th><th>FVU</th><th>dead</th>"
+                  "<th>persist</th><th>appear</th><th>vanish</th></tr></thead><tbody>\n", html);
+            for (int r = 0; r < n; r++) {
+                const fm_run *x = &runs[r];
+                char fvu[32], dead[32];
+                fmt_num(fvu, sizeof fvu, x->fvu, "%.4f");
+                fmt_num(dead, sizeof dead, x->dead, "%.4f");
+                fputs("<tr><td style=\"text-align:left\">", html);
+                xml_text(html, x->name);
+                fprintf(html, "</td><td>%d</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td>"
+                              "<td>%s</td><td>%s</td>",
+                        x->alive, 100 * x->lang[0][FM_FLANG_EN], 100 * x->lang[0][FM_FLANG_JA], 100 * x->lang[0][FM_FLANG_BI],
+                        100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT], fvu, dead);
+                if (x->matched) fprintf(html, "<td>%d</td><td>%d</td><td>%d</td></tr>\n", x->match.persist, x->match.appear, x->match.vanish);
+                else fputs("<td></td><td></td><td></td></tr>\n", html);
+            }
+            fputs("</tbody></table>\n", html);
+            const char *lang_s[] = {"en", "ja", "bilingual"}, *lang_c[] = {"#1f77b4", "#d62728", "#9467bd"};
+            const char *gran_s[] = {"token", "concept", "few examples"}, *gran_c[] = {"#f08c00", "#2ca02c", "#bbbbbb"};
+            const char *one_c[] = {"#555555"}, *fvu_s[] = {"FVU"}, *dead_s[] = {"dead fraction"};
+            const char *match_s[] = {"persist", "appear", "vanish"}, *match_c[] = {"#2ca02c", "#1f77b4", "#d62728"};
+            svg_chart(html, "Language of features (paper rule)", runs, n, 3, lang_s, lang_c, v_lang, 1);
+            svg_chart(html, "Language of features (script rule)", runs, n, 3, lang_s, lang_c, v_lang_script, 1);
+            svg_chart(html, "Granularity", runs, n, 3, gran_s, gran_c, v_gran, 1);
+            svg_chart(html, "FVU", runs, n, 1, fvu_s, one_c, v_fvu, 0);
+            svg_chart(html, "Dead fraction", runs, n, 1, dead_s, one_c, v_dead, 0);
+            if (do_match) svg_chart(html, "Features vs previous checkpoint", runs, n, 3, match_s, match_c, v_match, 0);
+            fputs("</body></html>\n", html);
+        }
+        int bad = (md && (ferror(md) | fclose(md))) | (html && (ferror(html) | fclose(html)));
+        if (rc == 0 && bad) {
+            fprintf(stderr, "saeflow report: cannot write into %s\n", out);
+            rc = 1;
+        }
+    }
+    if (rc == 0) {
+        json_t *j = json_array();
+        for (int r = 0; r < n; r++) {
+            const fm_run *x = &runs[r];
+            json_t *o = json_object();
+            json_object_set_new(o, "checkpoint", json_string(x->name));
+            json_object_set_new(o, "dir", json_string(x->dir));
+            json_object_set_new(o, "alive", json_integer(x->alive));
+            json_object_set_new(o, "n_features", json_integer(x->n_features));
+            for (int v = 0; v < 3; v++) {
+                json_t *l = json_object();
+                for (int k = 0; k < FM_FLANG_COUNT; k++) json_object_set_new(l, fm_flang_names[k], json_real(x->lang[v][k]));
+                char key[32];
+                snprintf(key, sizeof key, "language_%s", vote_names[v]);
+                json_object_set_new(o, key, l);
+            }
+            json_t *g = json_object();
+            for (int k = 0; k < FM_GRAN_COUNT; k++) json_object_set_new(g, fm_gran_names[k], json_real(x->gran[k]));
+            json_object_set_new(o, "granularity", g);
+            json_object_set_new(o, "fvu", isfinite(x->fvu) ? json_real(x->fvu) : json_null());
+            json_object_set_new(o, "dead_fraction", isfinite(x->dead) ? json_real(x->dead) : json_null());
+            if (x->matched) {
+                json_t *m = json_object();
+                json_object_set_new(m, "persist", json_integer(x->match.persist));
+                json_object_set_new(m, "appear", json_integer(x->match.appear));
+                json_object_set_new(m, "vanish", json_integer(x->match.vanish));
+                json_object_set_new(m, "mean_best_cosine", json_real(x->match.mean_best_a));
+                json_object_set_new(m, "threshold", json_real(thr));
+                json_object_set_new(o, "match_previous", m);
+            }
+            json_array_append_new(j, o);
+        }
+        snprintf(path, sizeof path, "%s/report.json", out);
+        if (json_dump_file(j, path, JSON_INDENT(1)) != 0) {
+            fprintf(stderr, "saeflow report: cannot write %s\n", path);
+            rc = 1;
+        }
+        json_decref(j);
+        snprintf(path, sizeof path, "%s/report.html", out);
+        if (rc == 0) printf("\n%s\n", path);
+    }
+    for (int r = 0; r < argc && r < n; r++) {
+        free(runs[r].dir);
+        free(runs[r].name);
+        free(runs[r].sae);
+        json_decref(runs[r].summary);
+    }
+    free(runs);
+    return rc;
+}

@@ -1,0 +1,20 @@
+/* fm_report.h — `saeflow report RUN_DIR...`: the paper's cross-checkpoint tables and figures from
+ * feature_miner run directories (one per checkpoint, in training order). */
+#ifndef FM_REPORT_H
+#define FM_REPORT_H
+
+int fm_report_main(int argc, char **argv);
+
+/* Feature matching between two SAEs by decoder cosine similarity: a feature of A persists if
+ * some feature of B has cosine >= threshold with its decoder direction, else it vanishes; a
+ * feature of B appears if no feature of A reaches the threshold. Only rows with alive != NULL &&
+ * alive[i] take part. W_* are [n][d]. */
+typedef struct fm_match {
+    int persist, vanish, appear;
+    double mean_best_a; /* mean over A's features of their best cosine in B */
+} fm_match;
+
+void fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, const float *W_b, int n_b,
+                       const unsigned char *alive_b, int d, double threshold, fm_match *out);
+
+#endif
