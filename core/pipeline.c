@@ -162,7 +162,11 @@ static int parse_line(parser *ps, char *line, const char *dir) {
     char *name, *rest, *value;
     if (strncmp(s, "set ", 4) == 0) {
         if (split_assign(ps, s + 4, &name, &rest, "set") != SF_OK || read_value(ps, rest, &value) != SF_OK) return SF_ERR;
-        if (!var_value(p, name, strlen(name))) add_var(p, name, value, ps->line); /* overrides came first */
+        /* command-line overrides came first and win; mark them as declared */
+        int overridden = 0;
+        for (int i = 0; i < p->n_vars; i++)
+            if (p->vars[i].line <= 0 && strcmp(p->vars[i].key, name) == 0) p->vars[i].line = -1, overridden = 1;
+        if (!overridden) add_var(p, name, value, ps->line);
         free(value);
         return SF_OK;
     }
@@ -352,9 +356,7 @@ sf_pipeline *sf_pipeline_load(const char *path, char **overrides, int n_override
         goto fail;
     }
     for (int i = 0; i < n_cli; i++) {
-        int used = 0;
-        for (int j = n_cli; j < p->n_vars; j++) used |= !strcmp(p->vars[j].key, p->vars[i].key);
-        if (!used) {
+        if (p->vars[i].line == 0) {
             sf_fail("command line: '%s' is not a variable of %s (declare it there with 'set %s = ...')", p->vars[i].key, path, p->vars[i].key);
             goto fail;
         }

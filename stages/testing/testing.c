@@ -176,4 +176,26 @@ static const sf_stage_def verify_sink = {
     .destroy = sink_destroy,
 };
 
-SF_PLUGIN(&tensor_gen, &verify_sink)
+/* ---- relay ---- */
+
+static const sf_param_def relay_params[] = {
+    {"delay_us", SF_PARAM_INT, "0", "pause per message (a slow stage in the middle)"},
+    {NULL, 0, NULL, NULL},
+};
+
+static int relay_message(sf_ctx *ctx, void *state, int input, const sf_msg *m) {
+    (void)state, (void)input;
+    sleep_us(sf_param_int(ctx, "delay_us"));
+    return sf_emit(ctx, sf_msg_clone(m));
+}
+
+static const sf_stage_def relay = {
+    .name = "relay",
+    .summary = "passes every message on unchanged (for multi-hop tests)",
+    .doc = "Forwards each message of any of its inputs to its output as it is.",
+    .params = relay_params,
+    .min_inputs = 1, .max_inputs = 8, .has_output = 1,
+    .on_message = relay_message,
+};
+
+SF_PLUGIN(&tensor_gen, &verify_sink, &relay)
