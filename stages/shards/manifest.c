@@ -98,7 +98,7 @@ static int mf_shard(const char *path, json_t *o, const sh_manifest *m, sh_shard_
     if (sh_name_ok(sp, strlen(sp)) != SF_OK) return mf_bad(path, "bad split name", sp);
     snprintf(s->file, sizeof s->file, "%s", f);
     snprintf(s->split, sizeof s->split, "%s", sp);
-    int64_t crc;
+    int64_t crc = 0;
     const int64_t big = INT64_MAX / 2;
     if (mf_int(path, o, "count", 1, big, &s->count) || mf_int(path, o, "sequences", 1, s->count, &s->sequences) ||
         mf_int(path, o, "first_seq", 0, big, &s->first_seq) ||
@@ -123,7 +123,7 @@ int sh_manifest_load(const char *dir, sh_manifest *m) {
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) return sf_fail("%s: bad manifest: %s (line %d)", path, jerr.text, jerr.line);
     int rc = SF_ERR;
-    int64_t version, total = 0, want_total;
+    int64_t version = 0, total = 0, want_total = 0;
     char *fmt = NULL, *dtype = NULL;
     if (!json_is_object(root)) {
         sf_fail("%s: bad manifest: not a JSON object", path);

@@ -103,11 +103,12 @@ static int writer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *
     return SF_OK;
 }
 
+/* An end of stream while the pipeline is stopping (an interrupt drains it) is not the end of
+ * the input: the run stays incomplete and a re-run resumes it. */
 static int writer_on_eos(sf_ctx *ctx, void *state) {
-    (void)ctx;
     writer_state *s = state;
     s->ended = 1;
-    return sh_writer_close(s->w, 1);
+    return sh_writer_close(s->w, !sf_stopping(ctx));
 }
 
 /* After an interrupt the pending whole sequences are still written: a resumed run skips them. */

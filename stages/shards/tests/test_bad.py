@@ -1,0 +1,151 @@
+"""Damaged directories and refused runs: truncated and corrupted shards are reported by name, bad
+manifests are refused, a run of another model/hook/dtype/width is refused without touching the
+directory, write failures stop cleanly leaving valid shards, and resuming afterwards completes
+the run exactly. Usage: test_bad.py SHARDS_DRIVER"""
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from shardlib import check, expected_rows, init, load_dir, run  # noqa: E402
+
+init()
+tmp = tempfile.mkdtemp(prefix="shards-bad-")
+NSEQ, D = 200, 16
+good = os.path.join(tmp, "good")
+run("write", good, "--seqs", NSEQ, "--d", D, "--shard-kb", 4)
+manifest = json.load(open(os.path.join(good, "manifest.json")))
+victim = manifest["shards"][2]["file"]
+
+
+def copy(name):
+    d = os.path.join(tmp, name)
+    shutil.copytree(good, d)
+    return d
+
+
+def expect_error(args, *words):
+    p = run(*args, ok=False)
+    for w in words:
+        check(w in p.stderr + p.stdout, f"{' '.join(map(str, args))}: error does not mention '{w}':\n{p.stderr}{p.stdout}")
+    return p
+
+
+# Truncated shard: reader and inspect --verify name it, with or without CRC checks.
+d = copy("trunc")
+with open(os.path.join(d, victim), "r+b") as f:
+    f.truncate(os.path.getsize(os.path.join(d, victim)) - 10)
+expect_error(["read", d], victim, "truncated")
+expect_error(["read", d, "--no-verify"], victim, "truncated")
+p = expect_error(["cmd", "inspect", d, "--verify"], victim, "FAILED: 1 bad shard")
+check(p.stdout.count("BAD") == 1, "inspect must flag exactly one shard")
+# A resumed writer refuses a damaged directory instead of appending to it.
+expect_error(["write", d, "--seqs", NSEQ, "--d", D, "--shard-kb", 4], victim, "of another size")
+
+# One flipped byte in the activations: CRC catches it, by name.
+d = copy("flip")
+path = os.path.join(d, victim)
+raw = bytearray(open(path, "rb").read())
+raw[-200] ^= 0x40
+open(path, "wb").write(raw)
+expect_error(["read", d], victim, "corrupt", "CRC-32")
+expect_error(["cmd", "inspect", d, "--verify"], victim, "BAD")
+run("read", d, "--no-verify")  # documented: without verify the layout checks pass, the data is not checked
+
+# A shard the manifest names is missing.
+d = copy("missing")
+os.unlink(os.path.join(d, victim))
+expect_error(["read", d], victim)
+expect_error(["write", d, "--seqs", NSEQ, "--d", D], victim, "missing")
+
+# Bad manifests: each is refused with a message naming the manifest.
+def mutate(name, fn, *words):
+    d = copy("m-" + name)
+    m = json.load(open(os.path.join(d, "manifest.json")))
+    text = fn(m)
+    open(os.path.join(d, "manifest.json"), "w").write(text if isinstance(text, str) else json.dumps(m))
+    expect_error(["read", d], "manifest", *words)
+    expect_error(["cmd", "inspect", d], "manifest")
+    expect_error(["write", d, "--seqs", NSEQ, "--d", D], "manifest")
+
+
+def setter(path, value):
+    def fn(m):
+        o = m
+        for k in path[:-1]:
+            o = o[k]
+        o[path[-1]] = value
+    return fn
+
+
+mutate("json", lambda m: '{"format": "saeflow-shards", ')
+mutate("array", lambda m: "[1, 2]", "JSON object")
+mutate("format", setter(["format"], "other"), "format")
+mutate("version", setter(["version"], 2), "version")
+mutate("nomodel", lambda m: m.pop("model"), "model")
+mutate("dtype", setter(["dtype"], "F64"), "dtype")
+mutate("d", setter(["d"], 0), "'d'")
+mutate("count", setter(["count"], manifest["count"] + 1), "count")
+mutate("escape", setter(["shards", 0, "file"], "../good/" + manifest["shards"][0]["file"]), "base name")
+mutate("negcount", setter(["shards", 1, "count"], -5), "count")
+mutate("crc", setter(["shards", 1, "crc32"], "deadbeef"), "crc32")
+mutate("dup", lambda m: m["shards"].__setitem__(1, dict(m["shards"][0])), "")
+mutate("labels", setter(["labels"], "en"), "labels")
+mutate("complete", setter(["complete"], 1), "complete")
+mutate("split", setter(["shards", 0, "split"], "a/b"), "split")
+# A label index beyond the manifest's list is caught when the shard is opened.
+d = copy("labels-short")
+m = json.load(open(os.path.join(d, "manifest.json")))
+m["labels"] = m["labels"][:1]
+json.dump(m, open(os.path.join(d, "manifest.json"), "w"))
+expect_error(["read", d, "--split", "train"], "label index")
+
+# Refused runs leave the directory byte-identical.
+d = copy("refuse")
+before = {f: open(os.path.join(d, f), "rb").read() for f in os.listdir(d)}
+expect_error(["write", d, "--seqs", NSEQ, "--d", D, "--model", "other"], "refusing to mix", "other")
+expect_error(["write", d, "--seqs", NSEQ, "--d", D, "--hook", "resid_post.5"], "refusing to mix")
+expect_error(["write", d, "--seqs", NSEQ, "--d", D, "--layer", 4], "refusing to mix")
+expect_error(["write", d, "--seqs", NSEQ, "--d", 32], "refusing to mix")
+expect_error(["write", d, "--seqs", NSEQ, "--d", D, "--dtype", "BF16"], "holds F32 shards", "BF16")
+expect_error(["write", d, "--seqs", NSEQ, "--d", D, "--no-resume"], "resume is off")
+# A shorter input cannot be the stored run's input.
+expect_error(["write", d, "--seqs", NSEQ // 2, "--d", D], "input ended after")
+after = {f: open(os.path.join(d, f), "rb").read() for f in os.listdir(d)}
+check(before.keys() == after.keys() and all(before[f] == after[f] for f in before), "a refused run changed files")
+
+# Unwritable destination: clear error.
+blocker = os.path.join(tmp, "plainfile")
+open(blocker, "w").write("x")
+expect_error(["write", os.path.join(blocker, "run"), "--seqs", 10], "plainfile")
+expect_error(["read", os.path.join(tmp, "nothing-here")], "manifest.json")
+expect_error(["read", good, "--split", "test"], "no shards of split 'test'", "train", "validation")
+
+# Write failures (RLIMIT_FSIZE makes write(2) fail as a full disk would).
+# a) the first shard cannot be written: error, no shard, no temp file left.
+d = os.path.join(tmp, "full1")
+expect_error(["write", d, "--seqs", NSEQ, "--d", D, "--shard-kb", 64, "--fsize-limit", 20000], "writing", "File too large")
+check(not [f for f in os.listdir(d) if f != "manifest.json"], f"leftovers after a failed first shard: {os.listdir(d)}")
+# b) shards fit but the growing manifest stops fitting: the run stops, the manifest on disk
+#    stays the last good one and every shard it names verifies; resuming completes the run.
+d = os.path.join(tmp, "full2")
+expect_error(["write", d, "--seqs", NSEQ, "--d", D, "--shard-kb", 1, "--fsize-limit", 12000], "manifest.json")
+m1 = json.load(open(os.path.join(d, "manifest.json")))
+check(0 < len(m1["shards"]) and not m1["complete"], "expected a partial manifest")
+run("cmd", "inspect", d, "--verify")
+check(not any(f.endswith(".tmp") for f in os.listdir(d)), "temp files left")
+p = run("write", d, "--seqs", NSEQ, "--d", D, "--shard-kb", 1)
+check("skipped" in p.stdout and " 0 sequences" not in p.stdout, f"resume should skip stored sequences: {p.stdout}")
+m, cols = load_dir(d)
+check(m["complete"] and m["sequences"] == NSEQ, "resumed run incomplete")
+for split in ("train", "validation"):
+    w = expected_rows(NSEQ, D, split)
+    check(np.array_equal(cols[split]["seq"], w["seq"]) and np.array_equal(cols[split]["acts"], w["acts"]),
+          f"{split}: rows after resume are not each input exactly once")
+names = set(os.listdir(d)) - {"manifest.json"}
+check(names == {s["file"] for s in m["shards"]}, f"stray files: {names ^ {s['file'] for s in m['shards']}}")
+print("ok")
