@@ -13,7 +13,10 @@ static int log_level = SF_LOG_INFO;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 int sf_vfail(const char *fmt, va_list ap) {
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    /* Format aside first: callers often pass sf_last_error() itself as an argument. */
+    char buf[sizeof last_error];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    memcpy(last_error, buf, sizeof buf);
     return SF_ERR;
 }
 
