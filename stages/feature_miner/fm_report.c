@@ -186,7 +186,7 @@ static void xml_text(FILE *fp, const char *s) {
 /* Bars per run; with several series they stack (shares summing to at most 1). */
 static void svg_chart(FILE *fp, const char *title, const fm_run *runs, int n, int n_series, const char *const *series,
                       const char *const *colors, double (*value)(const fm_run *, int), int stacked) {
-    int W = 120 + 70 * n, H = 180, top = 30, base = top + H;
+    int W = 170 + 70 * n, H = 180, top = 30, base = top + H;
     double vmax = 0;
     for (int r = 0; r < n; r++) {
         double t = 0;
@@ -200,7 +200,7 @@ static void svg_chart(FILE *fp, const char *title, const fm_run *runs, int n, in
     fprintf(fp, "<figure><svg class=\"chart\" width=\"%d\" height=\"%d\" xmlns=\"http://www.w3.org/2000/svg\">", W, base + 40);
     fprintf(fp, "<text x=\"4\" y=\"16\" font-size=\"13\" font-weight=\"bold\">");
     xml_text(fp, title);
-    fprintf(fp, "</text><line x1=\"40\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#444\"/>", base, W - 70, base);
+    fprintf(fp, "</text><line x1=\"40\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#444\"/>", base, W - 120, base);
     fprintf(fp, "<text x=\"36\" y=\"%d\" font-size=\"10\" text-anchor=\"end\">%.3g</text>", top + 4, vmax);
     for (int r = 0; r < n; r++) {
         double x = 50 + 70.0 * r, y = base;
@@ -221,7 +221,7 @@ static void svg_chart(FILE *fp, const char *title, const fm_run *runs, int n, in
     }
     for (int s = 0; s < n_series && n_series > 1; s++) {
         fprintf(fp, "<rect x=\"%d\" y=\"%d\" width=\"10\" height=\"10\" fill=\"%s\"/><text x=\"%d\" y=\"%d\" font-size=\"11\">%s</text>",
-                W - 64, top + 16 * s, colors[s], W - 50, top + 9 + 16 * s, series[s]);
+                W - 110, top + 16 * s, colors[s], W - 96, top + 9 + 16 * s, series[s]);
     }
     fputs("</svg></figure>\n", fp);
 }

@@ -1,0 +1,117 @@
+#!/usr/bin/python3
+"""`saeflow report` over two checkpoints (driven through fm_drive report): language and
+granularity shares equal the miner summaries', FVU and dead fraction come from the documented
+metrics files, and the persist/appear/vanish counts equal a NumPy recomputation of the decoder
+cosine matching. The second SAE keeps half of the first one's decoder directions (slightly
+perturbed) and replaces the rest, so all three counts are non-zero.
+usage: test_report.py FM_DRIVE
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+import planted
+
+THR = 0.7
+
+
+def read_sae(sae_dir):
+    with open(os.path.join(sae_dir, "model.safetensors"), "rb") as f:
+        raw = f.read()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    out = {}
+    for name, h in header.items():
+        a, b = h["data_offsets"]
+        out[name] = np.frombuffer(raw[8 + n + a:8 + n + b], np.float32).reshape(h["shape"])
+    return out
+
+
+def main():
+    drive = sys.argv[1]
+    tmp = tempfile.mkdtemp(prefix="fm_report_")
+    fx = planted.make(tmp)
+    # Checkpoint B: directions 0..11 of A, perturbed; 12..23 new random ones.
+    a = read_sae(fx["sae_dir"])
+    rng = np.random.default_rng(5)
+    W_a = a["decoder.weight"].T.copy()  # [n, d]
+    W_b = W_a.copy()
+    W_b[:12] += rng.standard_normal(W_b[:12].shape).astype(np.float32) * 0.05
+    W_b[12:] = rng.standard_normal(W_b[12:].shape).astype(np.float32)
+    W_b /= np.linalg.norm(W_b, axis=1, keepdims=True)
+    sae_b = os.path.join(tmp, "sae_b")
+    shutil.copytree(fx["sae_dir"], sae_b)
+    planted.write_safetensors(os.path.join(sae_b, "model.safetensors"),
+                              {"encoder.weight": W_b, "encoder.bias": a["encoder.bias"],
+                               "decoder.weight": W_b.T.copy(), "b_dec": a["b_dec"]})
+    runs = []
+    for name, sae, metrics in (("ckpt_a", fx["sae_dir"], {"fvu": 0.25, "dead_fraction": 0.125}),
+                               ("ckpt_b", sae_b, {"final": {"fvu": 0.125, "dead_fraction": 0.0625}})):
+        out = os.path.join(tmp, name)
+        r = subprocess.run([drive, "stage", fx["msgs_path"], f"sae={sae}", f"out={out}",
+                            f"tokenizer={fx['vocab_path']}", "top_n=5", "html=false"], capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"fm_drive stage failed: {r.stderr}")
+        with open(os.path.join(out, "metrics.json"), "w") as f:
+            json.dump(metrics, f)
+        runs.append(out)
+    rep = os.path.join(tmp, "report")
+    r = subprocess.run([drive, "report", *runs, "--out", rep, "--match-threshold", str(THR)],
+                       capture_output=True, text=True)
+    failures = []
+
+    def check(cond, what):
+        if not cond:
+            failures.append(what)
+
+    check(r.returncode == 0, f"report exit {r.returncode}: {r.stderr}")
+    check(r.stdout.strip().endswith(os.path.join(rep, "report.html")), "stdout does not end with the HTML path")
+    table = [line for line in r.stdout.splitlines() if line.startswith("|")]
+    check(len(table) == 4, f"stdout has {len(table)} table lines, want header, rule and two rows")
+    with open(os.path.join(rep, "report.json")) as f:
+        rj = json.load(f)
+    summaries = []
+    for run in runs:
+        with open(os.path.join(run, "summary.json")) as f:
+            summaries.append(json.load(f))
+    check(len(rj) == 2, "two checkpoints in report.json")
+    for row, s in zip(rj, summaries):
+        for lang in ("en", "ja", "bilingual"):
+            want = s["language"]["paper"][lang] / s["alive"]
+            check(abs(row["language_paper"][lang] - want) < 1e-12, f"{row['checkpoint']} {lang} share")
+        for g in ("token", "concept"):
+            check(abs(row["granularity"][g] - s["granularity"][g] / s["alive"]) < 1e-12, f"{row['checkpoint']} {g}")
+    check(rj[0]["fvu"] == 0.25 and rj[0]["dead_fraction"] == 0.125, "metrics.json at the top level")
+    check(rj[1]["fvu"] == 0.125 and rj[1]["dead_fraction"] == 0.0625, "metrics.json under 'final'")
+
+    # Reference matching on the alive features of each summary.
+    alive_a = sorted(f["id"] for f in summaries[0]["features"])
+    alive_b = sorted(f["id"] for f in summaries[1]["features"])
+    cos = (W_a[alive_a] / np.linalg.norm(W_a[alive_a], axis=1, keepdims=True)) @ \
+          (W_b[alive_b] / np.linalg.norm(W_b[alive_b], axis=1, keepdims=True)).T
+    persist = int((cos.max(axis=1) >= THR).sum())
+    want = {"persist": persist, "vanish": len(alive_a) - persist, "appear": int((cos.max(axis=0) < THR).sum())}
+    got = rj[1].get("match_previous", {})
+    check({k: got.get(k) for k in want} == want, f"matching {got} != reference {want}")
+    check(all(v > 0 for v in want.values()), f"fixture should exercise all three counts: {want}")
+    check("match_previous" not in rj[0], "the first checkpoint has no previous one")
+    with open(os.path.join(rep, "report.html"), encoding="utf-8") as f:
+        html = f.read()
+    check(html.count('<svg class="chart"') == 6, "six SVG charts in report.html")
+    with open(os.path.join(rep, "report.md"), encoding="utf-8") as f:
+        md = f.read()
+    check(md.count("\n| step100 |") == 2, "two rows in report.md (both runs mined checkpoint step100)")
+
+    for msg in failures:
+        print("FAIL:", msg)
+    print(f"matching {want}; {'FAIL' if failures else 'ok'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
