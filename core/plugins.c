@@ -38,10 +38,11 @@ int sf_plugins_load_file(const char *path) {
         return sf_fail("%s is not a saeflow plugin: it does not export %s (build it with SF_PLUGIN(...) from saeflow.h)",
                        path, !abi ? "saeflow_abi_version" : "saeflow_stages");
     }
-    if (*abi != SF_ABI_VERSION) {
+    uint32_t version = *abi;
+    if (version != SF_ABI_VERSION) {
         dlclose(h);
         return sf_fail("%s was built for saeflow stage ABI %u, but this saeflow speaks ABI %u: rebuild the plugin against this saeflow.h",
-                       path, *abi, SF_ABI_VERSION);
+                       path, version, SF_ABI_VERSION);
     }
     char *keep = strdup(path);
     for (const sf_stage_def *const *d = list(); d && *d; d++) {
