@@ -334,6 +334,10 @@ def render_man(path):
     return clean_man(text)
 
 
+RULE_LINE = re.compile(r"^[\u2500-\u257f\s=_+|-]+$")
+BOX_RUN = re.compile(r"([\u2500-\u257f])\1{2,}")
+
+
 def clean_man(text):
     text = re.sub(r"\x1b\[[0-9;]*m", "", text)
     lines = text.split("\n")
@@ -350,6 +354,11 @@ def clean_man(text):
     out = []
     for l in lines:
         s = l.strip()
+        # tbl rules are drawn across the whole (very long) line: drop rule
+        # lines, shorten runs of box-drawing characters inside table rows
+        if s and RULE_LINE.match(s):
+            continue
+        s = BOX_RUN.sub(lambda m: m.group(0)[0], s)
         s = re.sub(r"(?<=\S) {2,}(?=\S)", " ", s)
         out.append(s)
     text = "\n".join(out)
@@ -480,8 +489,9 @@ def read_jsonl(path):
 
 def make_subset(docs, budget_bytes):
     """Balanced subset: the same UTF-8 byte budget per language.  Paired
-    documents are taken first (both sides), then unpaired ones in id-hash
-    order, so the choice is deterministic and spread over the sources."""
+    documents are taken first (both sides), then unpaired ones, each in the
+    order of SHA-256("subset:" + id): deterministic, spread over sources and
+    independent of the train/valid/test split."""
     by_id = {d["id"]: d for d in docs}
     chosen = set()
     used = {"en": 0, "ja": 0}
@@ -490,7 +500,8 @@ def make_subset(docs, budget_bytes):
         return len(d["text"].encode("utf-8"))
 
     def h(d):
-        return hashlib.sha256(d["id"].encode()).hexdigest()
+        # salted: must not correlate with split_of(), which hashes the bare id
+        return hashlib.sha256(("subset:" + d["id"]).encode()).hexdigest()
 
     for d in sorted((d for d in docs if d["pair"] and d["lang"] == "ja"), key=h):
         o = by_id[d["pair"]]
@@ -510,7 +521,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="data/build/debian-docs.full.jsonl")
     ap.add_argument("--subset", default="data/corpus/debian-docs.jsonl.gz")
-    ap.add_argument("--subset-mb", type=float, default=11.0,
+    ap.add_argument("--subset-mb", type=float, default=10.4,
                     help="UTF-8 megabytes of text per language in the subset")
     ap.add_argument("--min-chars", type=int, default=200)
     ap.add_argument("--jobs", type=int, default=2)
