@@ -223,6 +223,19 @@ static void sae_adam_update(float *restrict p, float *restrict m, float *restric
     }
 }
 
+/* Dot product with 16 independent partial sums: vectorises without -ffast-math and always sums
+ * in the same order (deterministic). */
+static float sae_dot(const float *restrict a, const float *restrict b, int d) {
+    float acc[16] = {0};
+    int c = 0;
+    for (; c + 16 <= d; c += 16)
+        for (int u = 0; u < 16; u++) acc[u] += a[c + u] * b[c + u];
+    float s = 0;
+    for (int u = 0; u < 16; u++) s += acc[u];
+    for (; c < d; c++) s += a[c] * b[c];
+    return s;
+}
+
 /* Encoder forward over the batch: xc, and top-k (and AuxK) entries per row. */
 static void sae_forward_encode(sae_trainer *t, const float *x, int B, int k_aux) {
     sae_model *m = t->m;
@@ -391,8 +404,7 @@ int sae_train_step(sae_trainer *t, const float *x, int B, sae_stats *st) {
             if (ix[j] < 0) continue;
             const float *src = j < k ? gr : ar;
             const float *w = m->W_dec + (size_t)ix[j] * d;
-            float s = 0;
-            for (int c = 0; c < d; c++) s += w[c] * src[c];
+            float s = sae_dot(w, src, d);
             dz[j] = s;
             const float *we = m->W_enc + (size_t)ix[j] * d;
             for (int c = 0; c < d; c++) hr[c] -= s * we[c];
@@ -433,8 +445,7 @@ int sae_train_step(sae_trainer *t, const float *x, int B, sae_stats *st) {
         }
         float *wd = m->W_dec + (size_t)i * d, *we = m->W_enc + (size_t)i * d;
         if (t->o.remove_parallel_grad) {
-            float p = 0;
-            for (int c = 0; c < d; c++) p += gwd[c] * wd[c];
+            float p = sae_dot(gwd, wd, d);
             for (int c = 0; c < d; c++) gwd[c] -= p * wd[c];
         }
         if (t->gW_enc) {

@@ -1,0 +1,592 @@
+/* sae_stage.c — the sae_trainer and sae_eval stages and the `saeflow sae` command: wiring of
+ * sae_lib to activations messages, metrics files, checkpoints and the final model files. */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sae.h"
+#include "saeflow.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The rows of a message's activation tensor: [B, T, d] or [N, d], float dtypes only. */
+typedef struct act_rows {
+    sf_tensor t;
+    int64_t rows, d, seq_len;
+} act_rows;
+
+static int get_rows(const sf_msg *msg, const char *field, act_rows *a) {
+    if (sf_msg_get_tensor(msg, field, &a->t) != SF_OK) return SF_ERR;
+    const sf_tensor *t = &a->t;
+    if (t->dtype != SF_F32 && t->dtype != SF_BF16 && t->dtype != SF_F16)
+        return sf_fail("'%s' must be F32, BF16 or F16, not %s", field, sf_dtype_name(t->dtype));
+    if (t->ndim != 2 && t->ndim != 3) return sf_fail("'%s' must be [B, T, d] or [N, d]", field);
+    a->d = t->shape[t->ndim - 1];
+    a->seq_len = t->ndim == 3 ? t->shape[1] : 0;
+    a->rows = sf_tensor_numel(t) / (a->d ? a->d : 1);
+    if (a->d < 1) return sf_fail("'%s' has width 0", field);
+    return SF_OK;
+}
+
+static void rows_to_f32(const act_rows *a, int64_t first, int64_t count, float *dst) {
+    size_t es = sf_dtype_size(a->t.dtype);
+    sf_convert_to_f32(dst, (const char *)a->t.data + (size_t)first * a->d * es, a->t.dtype,
+                      (size_t)(count * a->d));
+}
+
+/* True if the message belongs to the wanted split ("" wants every message). */
+static int split_matches(const sf_msg *msg, const char *want) {
+    if (!*want) return 1;
+    const char *s;
+    size_t len;
+    if (sf_msg_get_str(msg, "split", &s, &len) != SF_OK) return 0;
+    return len == strlen(want) && !memcmp(s, want, len);
+}
+
+static void copy_msg_str(const sf_msg *msg, const char *key, char *dst, size_t cap) {
+    const char *s;
+    size_t len;
+    if (dst[0] || sf_msg_get_str(msg, key, &s, &len) != SF_OK) return;
+    if (len >= cap) len = cap - 1;
+    memcpy(dst, s, len);
+    dst[len] = 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* sae_trainer                                                                                     */
+
+static const sf_param_def trainer_params[] = {
+    {"out_dir", SF_PARAM_STRING, NULL, "output directory: model, checkpoint, metrics"},
+    {"latents", SF_PARAM_INT, "0", "number of latents (0: expansion x d)"},
+    {"expansion", SF_PARAM_INT, "16", "latents per input dimension when latents = 0"},
+    {"k", SF_PARAM_INT, "32", "active latents per token"},
+    {"batch", SF_PARAM_INT, "32768", "tokens per optimisation step (the paper: 32768)"},
+    {"lr", SF_PARAM_FLOAT, "0.001", "Adam learning rate"},
+    {"warmup_steps", SF_PARAM_INT, "1000", "linear warmup steps (step s uses lr * s / warmup)"},
+    {"decay_start", SF_PARAM_INT, "0", "step where a linear decay to 0 starts (with decay_steps)"},
+    {"decay_steps", SF_PARAM_INT, "0", "length of the linear lr decay (0: constant lr)"},
+    {"adam_eps", SF_PARAM_FLOAT, "6.25e-10", "Adam epsilon"},
+    {"normalize", SF_PARAM_STRING, "unit", "input normalisation: unit (per token), scalar (mean norm sqrt(d)), none"},
+    {"remove_parallel_grad", SF_PARAM_BOOL, "false", "remove the gradient component parallel to decoder directions"},
+    {"k_aux", SF_PARAM_INT, "0", "AuxK latents for reviving dead ones (0: off; OpenAI uses d/2)"},
+    {"aux_coef", SF_PARAM_FLOAT, "0.03125", "AuxK loss coefficient"},
+    {"dead_tokens", SF_PARAM_INT, "10000000", "a latent is dead after this many tokens without firing"},
+    {"seed", SF_PARAM_INT, "0", "seed of the decoder initialisation"},
+    {"max_tokens", SF_PARAM_INT, "0", "stop training after this many tokens (0: the whole stream)"},
+    {"metrics_every", SF_PARAM_INT, "50", "steps per metrics line (metrics.csv, metrics.jsonl)"},
+    {"checkpoint_every", SF_PARAM_INT, "1000", "steps between checkpoints (0: only at the end)"},
+    {"resume", SF_PARAM_BOOL, "false", "continue from out_dir/checkpoint.safetensors, skipping the tokens it saw"},
+    {"export", SF_PARAM_STRING, "", "extra layouts to write at the end: comma list of sparsify, saelens"},
+    {"field", SF_PARAM_STRING, "acts", "message field holding the activations"},
+    {"split", SF_PARAM_STRING, "", "train only on messages of this split (\"\": all)"},
+    {NULL, 0, NULL, NULL},
+};
+
+typedef struct trainer_state {
+    char out_dir[3800], field[64], split[64], export_list[128];
+    int64_t latents, expansion, k, batch, seed, max_tokens, metrics_every, checkpoint_every;
+    int resume;
+    sae_train_opts opts;
+    sae_norm_mode norm;
+
+    int have_model;
+    sae_model m;
+    sae_trainer *t;
+    float *x; /* [batch][d] rows being collected */
+    int64_t fill;
+    int64_t skip; /* rows still to skip after a resume */
+    int64_t start_step; /* step at which this run started (resume) */
+
+    sae_stats wsum; /* metrics window */
+    int64_t wsteps, wtokens;
+    double wstart;
+    FILE *csv, *jsonl;
+
+    char hook[256], model_name[1024], checkpoint[256];
+    int64_t layer, seq_len;
+} trainer_state;
+
+static int trainer_init(sf_ctx *ctx, void **state) {
+    trainer_state *s = calloc(1, sizeof *s);
+    if (!s) return sf_fail("out of memory");
+    *state = s;
+    if (sf_replica_count(ctx) != 1) return sf_fail("sae_trainer cannot be replicated (one model, one optimizer)");
+    struct { const char *name; char *dst; size_t cap; } strs[] = {
+        {"out_dir", s->out_dir, sizeof s->out_dir}, {"field", s->field, sizeof s->field},
+        {"split", s->split, sizeof s->split}, {"export", s->export_list, sizeof s->export_list}};
+    for (int i = 0; i < 4; i++) {
+        const char *v = sf_param_str(ctx, strs[i].name);
+        if (strlen(v) >= strs[i].cap) return sf_fail("parameter %s is too long", strs[i].name);
+        strcpy(strs[i].dst, v);
+    }
+    s->latents = sf_param_int(ctx, "latents");
+    s->expansion = sf_param_int(ctx, "expansion");
+    s->k = sf_param_int(ctx, "k");
+    s->batch = sf_param_int(ctx, "batch");
+    s->seed = sf_param_int(ctx, "seed");
+    s->max_tokens = sf_param_int(ctx, "max_tokens");
+    s->metrics_every = sf_param_int(ctx, "metrics_every");
+    s->checkpoint_every = sf_param_int(ctx, "checkpoint_every");
+    s->resume = sf_param_bool(ctx, "resume");
+    sae_train_opts_default(&s->opts);
+    s->opts.lr = sf_param_float(ctx, "lr");
+    s->opts.warmup_steps = sf_param_int(ctx, "warmup_steps");
+    s->opts.decay_start = sf_param_int(ctx, "decay_start");
+    s->opts.decay_steps = sf_param_int(ctx, "decay_steps");
+    s->opts.eps = sf_param_float(ctx, "adam_eps");
+    s->opts.remove_parallel_grad = sf_param_bool(ctx, "remove_parallel_grad");
+    s->opts.k_aux = (int)sf_param_int(ctx, "k_aux");
+    s->opts.aux_coef = sf_param_float(ctx, "aux_coef");
+    s->opts.dead_tokens = sf_param_int(ctx, "dead_tokens");
+    if (sae_norm_parse(sf_param_str(ctx, "normalize"), &s->norm) != SF_OK) return SF_ERR;
+    if (s->batch < 1 || s->batch > (1 << 20)) return sf_fail("batch must be in [1, 1048576]");
+    if (s->latents < 0 || s->expansion < 1 || s->k < 1) return sf_fail("latents, expansion, k must be positive");
+    if (s->metrics_every < 1 || s->checkpoint_every < 0 || s->max_tokens < 0 || s->opts.warmup_steps < 0 ||
+        s->opts.decay_steps < 0 || s->opts.decay_start < 0 || s->opts.dead_tokens < 0 || !(s->opts.lr >= 0))
+        return sf_fail("metrics_every >= 1; checkpoint_every, max_tokens, warmup/decay steps, dead_tokens, lr >= 0");
+    char exp[128];
+    strcpy(exp, s->export_list);
+    for (char *tok = strtok(exp, ","); tok; tok = strtok(NULL, ",")) {
+        sae_layout l;
+        if (sae_layout_parse(tok, &l) != SF_OK) return SF_ERR;
+    }
+    if (mkdir(s->out_dir, 0777) != 0 && errno != EEXIST)
+        return sf_fail("cannot create %s: %s", s->out_dir, strerror(errno));
+    return SF_OK;
+}
+
+static int trainer_path(const trainer_state *s, const char *name, char *buf, size_t cap) {
+    if ((size_t)snprintf(buf, cap, "%s/%s", s->out_dir, name) >= cap) return sf_fail("path too long");
+    return SF_OK;
+}
+
+/* First message: the model's shape is known; create it, or restore the checkpoint. */
+static int trainer_setup(sf_ctx *ctx, trainer_state *s, int64_t d) {
+    int64_t n = s->latents ? s->latents : s->expansion * d;
+    if (n > (1 << 22)) return sf_fail("too many latents: %lld", (long long)n);
+    if (sae_model_alloc(&s->m, (int)d, (int)n, (int)s->k) != SF_OK) return SF_ERR;
+    s->have_model = 1;
+    sae_model_init(&s->m, (uint64_t)s->seed);
+    s->m.norm = s->norm;
+    s->t = sae_trainer_new(&s->m, &s->opts, (int)s->batch);
+    s->x = malloc((size_t)s->batch * d * sizeof(float));
+    if (!s->t || !s->x) return sf_fail("out of memory for the SAE (d=%lld n=%lld batch=%lld)", (long long)d,
+                                       (long long)n, (long long)s->batch);
+    char path[4096];
+    if (trainer_path(s, "checkpoint.safetensors", path, sizeof path) != SF_OK) return SF_ERR;
+    if (s->resume && access(path, F_OK) == 0) {
+        if (sae_checkpoint_load(s->t, path) != SF_OK) return SF_ERR;
+        if (s->m.norm != s->norm) return sf_fail("%s was trained with normalize=%s", path, sae_norm_name(s->m.norm));
+        s->skip = sae_trainer_tokens(s->t);
+        sf_log(SF_LOG_INFO, "resuming at step %lld: skipping the %lld tokens already trained on",
+               (long long)sae_trainer_step(s->t), (long long)s->skip);
+    }
+    s->start_step = sae_trainer_step(s->t);
+    /* Metrics files: appended to on resume, header when new. */
+    const char *names[2] = {"metrics.csv", "metrics.jsonl"};
+    FILE **files[2] = {&s->csv, &s->jsonl};
+    for (int i = 0; i < 2; i++) {
+        if (trainer_path(s, names[i], path, sizeof path) != SF_OK) return SF_ERR;
+        *files[i] = fopen(path, s->start_step > 0 ? "a" : "w");
+        if (!*files[i]) return sf_fail("cannot open %s: %s", path, strerror(errno));
+    }
+    if (ftell(s->csv) == 0)
+        fprintf(s->csv, "step,tokens,loss,mse,aux,fvu,cosine,l0,dead_fraction,lr,tokens_per_s\n");
+    s->wstart = now_s();
+    sf_progress(ctx, (uint64_t)sae_trainer_tokens(s->t), (uint64_t)s->max_tokens, "tokens");
+    return SF_OK;
+}
+
+static void trainer_write_metrics(trainer_state *s) {
+    if (s->wsteps == 0) return;
+    double w = 1.0 / s->wsteps, dt = now_s() - s->wstart;
+    const sae_stats *a = &s->wsum;
+    double tps = dt > 0 ? s->wtokens / dt : 0;
+    long long step = (long long)sae_trainer_step(s->t), tok = (long long)sae_trainer_tokens(s->t);
+    fprintf(s->csv, "%lld,%lld,%.7g,%.7g,%.7g,%.7g,%.7g,%.4g,%.6g,%.6g,%.1f\n", step, tok, a->loss * w,
+            a->mse * w, a->aux * w, a->fvu * w, a->cosine * w, a->l0 * w, a->dead_fraction, a->lr, tps);
+    fprintf(s->jsonl,
+            "{\"step\": %lld, \"tokens\": %lld, \"loss\": %.7g, \"mse\": %.7g, \"aux\": %.7g, \"fvu\": %.7g, "
+            "\"cosine\": %.7g, \"l0\": %.4g, \"dead_fraction\": %.6g, \"lr\": %.6g, \"tokens_per_s\": %.1f}\n",
+            step, tok, a->loss * w, a->mse * w, a->aux * w, a->fvu * w, a->cosine * w, a->l0 * w,
+            a->dead_fraction, a->lr, tps);
+    fflush(s->csv);
+    fflush(s->jsonl);
+    sf_log(SF_LOG_INFO, "step %lld: loss %.5g fvu %.4f cos %.4f L0 %.1f dead %.3f lr %.3g, %.0f tokens/s", step,
+           a->loss * w, a->fvu * w, a->cosine * w, a->l0 * w, a->dead_fraction, a->lr, tps);
+    memset(&s->wsum, 0, sizeof s->wsum);
+    s->wsteps = s->wtokens = 0;
+    s->wstart = now_s();
+}
+
+/* The training metadata kept in the model's config and the checkpoint. */
+static char *trainer_meta_json(const trainer_state *s, int complete, int saelens) {
+    const sae_train_opts *o = &s->opts;
+    json_t *tr = json_pack("{s:I, s:I, s:I, s:f, s:I, s:I, s:I, s:f, s:b, s:I, s:f, s:I, s:I, s:b}",
+                           "steps", (json_int_t)sae_trainer_step(s->t), "tokens",
+                           (json_int_t)sae_trainer_tokens(s->t), "batch", (json_int_t)s->batch, "lr", o->lr,
+                           "warmup_steps", (json_int_t)o->warmup_steps, "decay_start", (json_int_t)o->decay_start,
+                           "decay_steps", (json_int_t)o->decay_steps, "adam_eps", o->eps, "remove_parallel_grad",
+                           o->remove_parallel_grad, "k_aux", (json_int_t)o->k_aux, "aux_coef", o->aux_coef,
+                           "dead_tokens", (json_int_t)o->dead_tokens, "seed", (json_int_t)s->seed, "complete", complete);
+    json_object_set_new(tr, "hook", json_string(s->hook));
+    json_object_set_new(tr, "layer", json_integer(s->layer));
+    json_object_set_new(tr, "model", json_string(s->model_name));
+    json_object_set_new(tr, "checkpoint", json_string(s->checkpoint));
+    json_t *root = json_pack("{s:o}", "saeflow_training", tr);
+    if (saelens)
+        json_object_set_new(root, "metadata",
+                            json_pack("{s:s, s:s, s:I}", "model_name", s->model_name, "hook_name", s->hook,
+                                      "context_size", (json_int_t)s->seq_len));
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return text;
+}
+
+static int trainer_checkpoint(trainer_state *s) {
+    char path[4096];
+    if (trainer_path(s, "checkpoint.safetensors", path, sizeof path) != SF_OK) return SF_ERR;
+    char *meta = trainer_meta_json(s, 0, 0);
+    const char *kv[] = {"training", meta ? meta : "{}", NULL};
+    int rc = sae_checkpoint_save(s->t, path, kv);
+    free(meta);
+    return rc;
+}
+
+static int trainer_step(sf_ctx *ctx, trainer_state *s) {
+    sae_model *m = &s->m;
+    int B = (int)s->fill;
+    if (sae_trainer_step(s->t) == 0) {
+        /* The first batch sets the normalisation scale and b_dec, as the paper's code does. */
+        if (m->norm == SAE_NORM_SCALAR) m->norm_scale = sae_norm_scale_estimate(s->x, B, m->d);
+        sae_normalize(m, s->x, B, NULL);
+        sae_geometric_median(s->x, B, m->d, 100, 1e-5, m->b_dec);
+    } else {
+        sae_normalize(m, s->x, B, NULL);
+    }
+    sae_stats st;
+    if (sae_train_step(s->t, s->x, B, &st) != SF_OK) return SF_ERR;
+    s->fill = 0;
+    if (!isfinite(st.loss)) return sf_fail("loss is %g at step %lld", st.loss, (long long)sae_trainer_step(s->t));
+    s->wsum.loss += st.loss;
+    s->wsum.mse += st.mse;
+    s->wsum.aux += st.aux;
+    s->wsum.fvu += st.fvu;
+    s->wsum.cosine += st.cosine;
+    s->wsum.l0 += st.l0;
+    s->wsum.dead_fraction = st.dead_fraction;
+    s->wsum.lr = st.lr;
+    s->wsteps++;
+    s->wtokens += B;
+    int64_t step = sae_trainer_step(s->t);
+    sf_progress(ctx, (uint64_t)sae_trainer_tokens(s->t), (uint64_t)s->max_tokens, "tokens");
+    if (step % s->metrics_every == 0) trainer_write_metrics(s);
+    if (s->checkpoint_every && step % s->checkpoint_every == 0) return trainer_checkpoint(s);
+    return SF_OK;
+}
+
+static int trainer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
+    (void)input;
+    trainer_state *s = state;
+    if (!split_matches(msg, s->split)) {
+        sf_count(ctx, "other_split_messages", 1);
+        return SF_OK;
+    }
+    act_rows a;
+    if (get_rows(msg, s->field, &a) != SF_OK) return SF_ERR;
+    if (!s->have_model && trainer_setup(ctx, s, a.d) != SF_OK) return SF_ERR;
+    if (a.d != s->m.d) return sf_fail("activations of width %lld, the SAE has d = %d", (long long)a.d, s->m.d);
+    copy_msg_str(msg, "hook", s->hook, sizeof s->hook);
+    copy_msg_str(msg, "model", s->model_name, sizeof s->model_name);
+    copy_msg_str(msg, "checkpoint", s->checkpoint, sizeof s->checkpoint);
+    if (!s->layer) sf_msg_get_int(msg, "layer", &s->layer);
+    if (!s->seq_len) s->seq_len = a.seq_len;
+
+    int64_t r = 0;
+    if (s->skip > 0) {
+        r = a.rows < s->skip ? a.rows : s->skip;
+        s->skip -= r;
+    }
+    while (r < a.rows) {
+        if (s->max_tokens && sae_trainer_tokens(s->t) + s->fill >= s->max_tokens) {
+            sf_count(ctx, "tokens_beyond_max", a.rows - r);
+            return SF_OK;
+        }
+        int64_t take = a.rows - r;
+        if (take > s->batch - s->fill) take = s->batch - s->fill;
+        if (s->max_tokens && take > s->max_tokens - sae_trainer_tokens(s->t) - s->fill)
+            take = s->max_tokens - sae_trainer_tokens(s->t) - s->fill;
+        rows_to_f32(&a, r, take, s->x + (size_t)s->fill * s->m.d);
+        s->fill += take;
+        r += take;
+        if (s->fill == s->batch && trainer_step(ctx, s) != SF_OK) return SF_ERR;
+    }
+    return SF_OK;
+}
+
+static int trainer_finish(sf_ctx *ctx, void *state) {
+    trainer_state *s = state;
+    if (!s->have_model) {
+        sf_log(SF_LOG_WARN, "no activations arrived: nothing trained");
+        return SF_OK;
+    }
+    if (s->fill) {
+        /* A partial last batch is not trained on (the paper iterates whole batches); a resume
+         * re-reads it. */
+        sf_count(ctx, "untrained_tail_tokens", s->fill);
+    }
+    if (s->wsteps) trainer_write_metrics(s);
+    if (sae_trainer_step(s->t) == 0) {
+        sf_log(SF_LOG_WARN, "fewer tokens than one batch (%lld): nothing trained", (long long)s->batch);
+        return SF_OK;
+    }
+    int complete = !sf_stopping(ctx);
+    if (sae_trainer_step(s->t) > s->start_step && trainer_checkpoint(s) != SF_OK) return SF_ERR;
+    char *meta = trainer_meta_json(s, complete, 0);
+    int rc = sae_save(&s->m, s->out_dir, SAE_LAYOUT_PAPER, meta);
+    free(meta);
+    char exp[128];
+    strcpy(exp, s->export_list);
+    for (char *tok = strtok(exp, ","); tok && rc == SF_OK; tok = strtok(NULL, ",")) {
+        sae_layout l;
+        char dir[4096];
+        sae_layout_parse(tok, &l);
+        /* sparsify keeps one folder per hook point. */
+        if (l == SAE_LAYOUT_SPARSIFY)
+            snprintf(dir, sizeof dir, "%s/sparsify/%s", s->out_dir, s->hook[0] ? s->hook : "sae");
+        else
+            snprintf(dir, sizeof dir, "%s/%s", s->out_dir, tok);
+        meta = trainer_meta_json(s, complete, l == SAE_LAYOUT_SAELENS);
+        rc = sae_save(&s->m, dir, l, meta);
+        free(meta);
+    }
+    sf_log(SF_LOG_INFO, "saved the SAE (%d latents, k %d) after %lld steps, %lld tokens to %s%s", s->m.n, s->m.k,
+           (long long)sae_trainer_step(s->t), (long long)sae_trainer_tokens(s->t), s->out_dir,
+           complete ? "" : " (interrupted: resume=true continues)");
+    return rc;
+}
+
+static void trainer_destroy(void *state) {
+    trainer_state *s = state;
+    if (!s) return;
+    if (s->csv) fclose(s->csv);
+    if (s->jsonl) fclose(s->jsonl);
+    sae_trainer_free(s->t);
+    if (s->have_model) sae_model_free(&s->m);
+    free(s->x);
+    free(s);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* sae_eval                                                                                        */
+
+static const sf_param_def eval_params[] = {
+    {"sae_dir", SF_PARAM_STRING, NULL, "trained SAE directory (paper, sparsify or SAELens layout)"},
+    {"out", SF_PARAM_STRING, "", "results JSON (default: SAE_DIR/eval.json)"},
+    {"field", SF_PARAM_STRING, "acts", "message field holding the activations"},
+    {"split", SF_PARAM_STRING, "", "evaluate only messages of this split (\"\": all)"},
+    {"max_tokens", SF_PARAM_INT, "0", "stop after this many tokens (0: the whole stream)"},
+    {NULL, 0, NULL, NULL},
+};
+
+typedef struct eval_state {
+    sae_model m;
+    int have_model;
+    char out[4096], field[64], split[64], sae_dir[3800];
+    int64_t max_tokens, tokens;
+    double err, sumsq, cos, l0;
+    double *sum;      /* [d] for the dataset mean */
+    uint8_t *fired;   /* [n] */
+    float *xn, *xhat, *val;
+    int32_t *idx;
+    int64_t cap;      /* rows the buffers hold */
+} eval_state;
+
+static int eval_init(sf_ctx *ctx, void **state) {
+    eval_state *s = calloc(1, sizeof *s);
+    if (!s) return sf_fail("out of memory");
+    *state = s;
+    const char *dir = sf_param_str(ctx, "sae_dir"), *out = sf_param_str(ctx, "out");
+    if (strlen(dir) >= sizeof s->sae_dir || strlen(sf_param_str(ctx, "field")) >= sizeof s->field ||
+        strlen(sf_param_str(ctx, "split")) >= sizeof s->split || strlen(out) >= sizeof s->out)
+        return sf_fail("parameter too long");
+    strcpy(s->sae_dir, dir);
+    strcpy(s->field, sf_param_str(ctx, "field"));
+    strcpy(s->split, sf_param_str(ctx, "split"));
+    if (*out) strcpy(s->out, out);
+    else snprintf(s->out, sizeof s->out, "%s/eval.json", dir);
+    s->max_tokens = sf_param_int(ctx, "max_tokens");
+    if (sae_load(&s->m, dir) != SF_OK) return SF_ERR;
+    s->have_model = 1;
+    s->sum = calloc((size_t)s->m.d, sizeof(double));
+    s->fired = calloc((size_t)s->m.n, 1);
+    return s->sum && s->fired ? SF_OK : sf_fail("out of memory");
+}
+
+/* Statistics in the SAE's (normalised) space, where the paper reports them. */
+static int eval_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
+    (void)input;
+    eval_state *s = state;
+    if (!split_matches(msg, s->split)) return SF_OK;
+    act_rows a;
+    if (get_rows(msg, s->field, &a) != SF_OK) return SF_ERR;
+    const sae_model *m = &s->m;
+    if (a.d != m->d) return sf_fail("activations of width %lld, the SAE has d = %d", (long long)a.d, m->d);
+    int64_t rows = a.rows;
+    if (s->max_tokens && rows > s->max_tokens - s->tokens) rows = s->max_tokens - s->tokens;
+    if (rows <= 0) return SF_OK;
+    if (rows > s->cap) {
+        free(s->xn);
+        free(s->xhat);
+        free(s->val);
+        free(s->idx);
+        s->cap = rows;
+        s->xn = malloc((size_t)rows * m->d * sizeof(float));
+        s->xhat = malloc((size_t)rows * m->d * sizeof(float));
+        s->val = malloc((size_t)rows * m->k * sizeof(float));
+        s->idx = malloc((size_t)rows * m->k * sizeof(int32_t));
+        if (!s->xn || !s->xhat || !s->val || !s->idx) return sf_fail("out of memory for %lld rows", (long long)rows);
+    }
+    rows_to_f32(&a, 0, rows, s->xn);
+    if (sae_encode(m, s->xn, rows, s->idx, s->val) != SF_OK) return SF_ERR;
+    sae_normalize(m, s->xn, rows, NULL);
+    sae_decode(m, s->idx, s->val, rows, NULL, s->xhat);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *x = s->xn + r * m->d, *h = s->xhat + r * m->d;
+        double e = 0, xx = 0, hh = 0, xh = 0;
+        for (int c = 0; c < m->d; c++) {
+            e += ((double)x[c] - h[c]) * ((double)x[c] - h[c]);
+            xx += (double)x[c] * x[c];
+            hh += (double)h[c] * h[c];
+            xh += (double)x[c] * h[c];
+            s->sum[c] += x[c];
+        }
+        s->err += e;
+        s->sumsq += xx;
+        s->cos += xx > 0 && hh > 0 ? xh / sqrt(xx * hh) : 0;
+        for (int j = 0; j < m->k && s->idx[r * m->k + j] >= 0; j++) {
+            s->fired[s->idx[r * m->k + j]] = 1;
+            s->l0 += 1;
+        }
+    }
+    s->tokens += rows;
+    sf_progress(ctx, (uint64_t)s->tokens, (uint64_t)s->max_tokens, "tokens");
+    return SF_OK;
+}
+
+static int eval_finish(sf_ctx *ctx, void *state) {
+    (void)ctx;
+    eval_state *s = state;
+    if (!s->have_model || s->tokens == 0) return SF_OK;
+    double N = (double)s->tokens, mean2 = 0;
+    for (int c = 0; c < s->m.d; c++) mean2 += (s->sum[c] / N) * (s->sum[c] / N);
+    double var = s->sumsq - N * mean2;
+    int64_t dead = 0;
+    for (int i = 0; i < s->m.n; i++) dead += !s->fired[i];
+    json_t *j = json_pack("{s:s, s:I, s:f, s:f, s:f, s:f, s:f, s:s}", "sae_dir", s->sae_dir, "tokens",
+                          (json_int_t)s->tokens, "mse", s->err / N, "fvu", var > 0 ? s->err / var : 0.0,
+                          "cosine", s->cos / N, "l0", s->l0 / N, "dead_fraction", (double)dead / s->m.n,
+                          "normalize", sae_norm_name(s->m.norm));
+    int rc = json_dump_file(j, s->out, JSON_INDENT(2)) == 0 ? SF_OK : sf_fail("cannot write %s", s->out);
+    sf_log(SF_LOG_INFO, "eval over %lld tokens: mse %.5g fvu %.4f cosine %.4f L0 %.1f dead %.3f -> %s",
+           (long long)s->tokens, s->err / N, var > 0 ? s->err / var : 0.0, s->cos / N, s->l0 / N,
+           (double)dead / s->m.n, s->out);
+    json_decref(j);
+    return rc;
+}
+
+static void eval_destroy(void *state) {
+    eval_state *s = state;
+    if (!s) return;
+    if (s->have_model) sae_model_free(&s->m);
+    free(s->sum);
+    free(s->fired);
+    free(s->xn);
+    free(s->xhat);
+    free(s->val);
+    free(s->idx);
+    free(s);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* saeflow sae convert / info                                                                      */
+
+static int sae_cmd_main(int argc, char **argv) {
+    if (argc >= 3 && !strcmp(argv[1], "info")) {
+        sae_model m;
+        if (sae_load(&m, argv[2]) != SF_OK) {
+            fprintf(stderr, "saeflow sae: %s\n", sf_last_error());
+            return 1;
+        }
+        printf("d_in %d\nnum_latents %d\nk %d\nnormalize %s\nnorm_scale %g\n", m.d, m.n, m.k,
+               sae_norm_name(m.norm), m.norm_scale);
+        sae_model_free(&m);
+        return 0;
+    }
+    if ((argc == 4 || argc == 6) && !strcmp(argv[1], "convert")) {
+        sae_layout layout = SAE_LAYOUT_PAPER;
+        if (argc == 6 && (strcmp(argv[4], "--layout") || sae_layout_parse(argv[5], &layout) != SF_OK)) {
+            fprintf(stderr, "saeflow sae: %s\n", sf_last_error()[0] ? sf_last_error() : "bad option");
+            return 2;
+        }
+        sae_model m;
+        if (sae_load(&m, argv[2]) != SF_OK || sae_save(&m, argv[3], layout, NULL) != SF_OK) {
+            fprintf(stderr, "saeflow sae: %s\n", sf_last_error());
+            return 1;
+        }
+        sae_model_free(&m);
+        return 0;
+    }
+    fprintf(stderr, "usage: saeflow sae info DIR | convert IN_DIR OUT_DIR [--layout paper|sparsify|saelens]\n");
+    return 2;
+}
+
+static const sf_command sae_commands[] = {
+    {"sae", "info DIR | convert IN_DIR OUT_DIR [--layout paper|sparsify|saelens]",
+     "show a trained SAE, or rewrite it in another layout (the loader reads all three)", sae_cmd_main},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const sf_stage_def trainer_def = {
+    .name = "sae_trainer",
+    .summary = "train a TopK sparse autoencoder on activations (the paper's recipe, sparse kernels)",
+    .doc = "Reads activations messages (field `acts`, [B, T, d] or [N, d], F32/BF16/F16), collects `batch` "
+           "tokens per Adam step. Writes OUT_DIR/config.json + model.safetensors (llm-jp-sae layout), "
+           "checkpoint.safetensors, metrics.csv and metrics.jsonl; optionally sparsify/ and saelens/ exports. "
+           "A sink: emits nothing.",
+    .params = trainer_params,
+    .min_inputs = 1,
+    .max_inputs = 8,
+    .has_output = 0,
+    .init = trainer_init,
+    .on_message = trainer_on_message,
+    .finish = trainer_finish,
+    .destroy = trainer_destroy,
+    .commands = sae_commands,
+};
+
+static const sf_stage_def eval_def = {
+    .name = "sae_eval",
+    .summary = "evaluate a trained SAE on held-out activations: MSE, FVU, cosine, L0, dead fraction",
+    .doc = "Reads activations messages; writes a JSON with the statistics in the SAE's normalised space. A sink.",
+    .params = eval_params,
+    .min_inputs = 1,
+    .max_inputs = 8,
+    .has_output = 0,
+    .init = eval_init,
+    .on_message = eval_on_message,
+    .finish = eval_finish,
+    .destroy = eval_destroy,
+};
+
+SF_PLUGIN(&trainer_def, &eval_def)

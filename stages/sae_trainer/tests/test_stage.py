@@ -1,0 +1,196 @@
+#!/usr/bin/python3
+"""sae_trainer / sae_eval through real pipelines (tensor_gen -> sae_trainer):
+
+- a run trains, writes metrics with a falling loss, the paper layout and both exports, whose
+  tensors agree with each other (names, shapes, transposes) and with the layouts other tools read;
+- stopping early (max_tokens) then resuming gives a model bit-identical to an uninterrupted run;
+  so does an interrupt (SIGINT) in the middle of a run, then a resume;
+- `saeflow sae info` loads all three layouts; sae_eval writes sane statistics.
+
+  test_stage.py SAEFLOW_EXE
+"""
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+SAEFLOW = os.path.abspath(sys.argv[1])
+BATCH, MSGS, ROWS, D, N, K = 256, 120, 64, 32, 256, 8  # 30 steps
+
+PIPELINE = """
+set out = out
+set max = 0
+set resume = false
+set delay = 0
+stage gen = tensor_gen {
+    count = %d
+    rows = %d
+    cols = %d
+    seed = 5
+    delay_us = ${delay}
+}
+stage sae = sae_trainer {
+    input = gen
+    field = tensor
+    out_dir = "${out}"
+    latents = %d
+    k = %d
+    batch = %d
+    warmup_steps = 5
+    metrics_every = 5
+    checkpoint_every = 7
+    max_tokens = ${max}
+    resume = ${resume}
+    k_aux = 8
+    dead_tokens = 256
+    export = "sparsify,saelens"
+}
+""" % (MSGS, ROWS, D, N, K, BATCH)
+
+EVAL = """
+set dir = full
+set out = eval.json
+stage gen = tensor_gen {
+    count = 40
+    rows = 64
+    cols = %d
+    seed = 9
+}
+stage ev = sae_eval {
+    input = gen
+    field = tensor
+    sae_dir = "${dir}"
+    out = "${out}"
+}
+""" % D
+
+
+def read_st(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", {})
+    out = {}
+    for name, h in header.items():
+        dt = {"F32": np.float32, "I64": np.int64}[h["dtype"]]
+        a, b = h["data_offsets"]
+        out[name] = np.frombuffer(data[8 + n + a:8 + n + b], dtype=dt).reshape(h["shape"])
+    return out, meta
+
+
+def run(tmp, *overrides, expect=0):
+    p = subprocess.run([SAEFLOW, "run", os.path.join(tmp, "p.sf"), "--no-progress", *overrides],
+                       cwd=tmp, capture_output=True, text=True, timeout=300)
+    if p.returncode != expect:
+        sys.exit(f"saeflow exited {p.returncode} (expected {expect}):\n{p.stderr}")
+    return p.stderr
+
+
+def check(cond, what):
+    if not cond:
+        sys.exit("FAIL: " + what)
+    print("ok:", what)
+
+
+def main():
+    stages = subprocess.run([SAEFLOW, "stages"], capture_output=True, text=True).stdout
+    if "tensor_gen" not in stages or "sae_trainer" not in stages:
+        print("SKIP: saeflow has no tensor_gen / sae_trainer stage (configure with the testing stages)")
+        sys.exit(77)
+    tmp = tempfile.mkdtemp(prefix="sae_stage_")
+    with open(os.path.join(tmp, "p.sf"), "w") as f:
+        f.write(PIPELINE)
+    with open(os.path.join(tmp, "eval.sf"), "w") as f:
+        f.write(EVAL)
+
+    # 1. One uninterrupted run.
+    run(tmp, "out=full")
+    full = os.path.join(tmp, "full")
+    rows = [l.split(",") for l in open(os.path.join(full, "metrics.csv")).read().split("\n")[1:] if l]
+    check(len(rows) == 6 and rows[-1][0] == "30", "metrics.csv has a line every 5 steps up to step 30")
+    losses = [float(r[2]) for r in rows]
+    check(losses[-1] < 0.9 * losses[0], f"loss falls ({losses[0]:.4g} -> {losses[-1]:.4g})")
+    jl = [json.loads(l) for l in open(os.path.join(full, "metrics.jsonl"))]
+    check(len(jl) == 6 and all(0 < j["cosine"] <= 1 and j["l0"] <= K for j in jl), "metrics.jsonl sane")
+    check(any(j["aux"] > 0 for j in jl), "AuxK active once latents die (dead_tokens 256)")
+
+    cfg = json.load(open(os.path.join(full, "config.json")))
+    check(cfg["d_in"] == D and cfg["num_latents"] == N and cfg["k"] == K and cfg["model_type"] == "topk_sae",
+          "paper config.json {d_in, num_latents, k, model_type}")
+    check(cfg["saeflow_training"]["steps"] == 30 and cfg["saeflow_training"]["complete"], "training metadata")
+    paper, meta = read_st(os.path.join(full, "model.safetensors"))
+    check(set(paper) == {"encoder.weight", "encoder.bias", "decoder.weight", "b_dec"} and
+          paper["encoder.weight"].shape == (N, D) and paper["decoder.weight"].shape == (D, N),
+          "paper model.safetensors names and shapes")
+    norms = np.linalg.norm(paper["decoder.weight"], axis=0)
+    check(np.allclose(norms, 1, atol=1e-5), "decoder directions have unit norm")
+    sp, _ = read_st(os.path.join(full, "sparsify", "sae", "sae.safetensors"))
+    spcfg = json.load(open(os.path.join(full, "sparsify", "sae", "cfg.json")))
+    check(set(sp) == {"encoder.weight", "encoder.bias", "W_dec", "b_dec"} and spcfg["d_in"] == D
+          and spcfg["k"] == K, "sparsify cfg.json + sae.safetensors names")
+    check(np.array_equal(sp["W_dec"], paper["decoder.weight"].T) and
+          np.array_equal(sp["encoder.weight"], paper["encoder.weight"]), "sparsify W_dec = decoder.weight^T")
+    sl, _ = read_st(os.path.join(full, "saelens", "sae_weights.safetensors"))
+    slcfg = json.load(open(os.path.join(full, "saelens", "cfg.json")))
+    check(set(sl) == {"W_enc", "W_dec", "b_enc", "b_dec"} and slcfg["d_sae"] == N and
+          slcfg["architecture"] == "topk" and slcfg["metadata"]["sae_lens_version"] >= "6",
+          "SAELens cfg.json + sae_weights.safetensors")
+    check(np.array_equal(sl["W_enc"], paper["encoder.weight"].T) and np.array_equal(sl["W_dec"], sp["W_dec"])
+          and np.array_equal(sl["b_enc"], paper["encoder.bias"]), "SAELens W_enc = encoder.weight^T")
+    for sub in ["", "sparsify/sae", "saelens"]:
+        p = subprocess.run([SAEFLOW, "sae", "info", os.path.join(full, sub)], capture_output=True, text=True)
+        check(p.returncode == 0 and f"d_in {D}\nnum_latents {N}\nk {K}\nnormalize unit" in p.stdout,
+              f"saeflow sae info reads {sub or 'the paper layout'}")
+
+    # 2. Stop after 12 steps (max_tokens), then resume: identical to the uninterrupted run.
+    run(tmp, "out=two", f"max={12 * BATCH}")
+    _, m1 = read_st(os.path.join(tmp, "two", "checkpoint.safetensors"))
+    check(m1["step"] == "12", "the first part stops at step 12")
+    log = run(tmp, "out=two", "resume=true")
+    check("resuming at step 12" in log, "the second part resumes at step 12")
+    same = open(os.path.join(tmp, "two", "model.safetensors"), "rb").read() == \
+        open(os.path.join(full, "model.safetensors"), "rb").read()
+    check(same, "stop + resume gives a model.safetensors byte-identical to the uninterrupted run")
+    ck_full, _ = read_st(os.path.join(full, "checkpoint.safetensors"))
+    ck_two, _ = read_st(os.path.join(tmp, "two", "checkpoint.safetensors"))
+    check(all(np.array_equal(ck_full[k], ck_two[k]) for k in ck_full if k != "since_fired"),
+          "... and identical Adam moments")
+
+    # 3. SIGINT mid-run, then resume.
+    p = subprocess.Popen([SAEFLOW, "run", "p.sf", "--no-progress", "out=int", "delay=40000"], cwd=tmp,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ck = os.path.join(tmp, "int", "checkpoint.safetensors")
+    deadline = time.time() + 120
+    while not os.path.exists(ck) and time.time() < deadline:  # wait for the first checkpoint (step 7)
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    err = p.communicate(timeout=120)[1]
+    _, mi = read_st(ck)
+    check(7 <= int(mi["step"]) < 30, f"interrupted at step {mi['step']} with a checkpoint ({p.returncode=})")
+    run(tmp, "out=int", "resume=true")
+    same = open(os.path.join(tmp, "int", "model.safetensors"), "rb").read() == \
+        open(os.path.join(full, "model.safetensors"), "rb").read()
+    check(same, "SIGINT + resume gives a byte-identical model")
+
+    # 4. Held-out evaluation of the trained model.
+    ev = os.path.join(tmp, "eval.json")
+    subprocess.run([SAEFLOW, "run", os.path.join(tmp, "eval.sf"), "--no-progress", f"dir={full}", f"out={ev}"],
+                   check=True, capture_output=True, timeout=120)
+    r = json.load(open(ev))
+    check(r["tokens"] == 40 * 64 and 0 < r["fvu"] < 1 and 0 < r["cosine"] <= 1 and r["l0"] <= K
+          and 0 <= r["dead_fraction"] <= 1, f"eval.json: {r}")
+    check(abs(r["fvu"] - jl[-1]["fvu"]) < 0.25, "held-out FVU near the last training FVU")
+    shutil.rmtree(tmp)
+    print("all stage checks passed")
+
+
+if __name__ == "__main__":
+    main()
