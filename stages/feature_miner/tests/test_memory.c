@@ -1,14 +1,21 @@
-/* Memory stays flat on a long stream: 150k sequences whose values drift upwards, so every
+/* Memory stays flat on a long stream: 100k sequences whose values drift upwards, so every
  * feature's heap and reservoir keep replacing examples to the end. Asserts that the miner's own
  * byte count stays under its bound and that the process RSS grows by less than 16 MiB between
- * 20% and 100% of the stream. */
+ * 20% and 100% of the stream (not under ASan). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fm_miner.h"
 
-enum { S = 150000, T = 64, K = 8, N = 1024, TOP = 50, RES = 20, BINS = 64 };
+/* AddressSanitizer holds freed blocks in quarantine, so RSS is meaningless under it. */
+#if defined(__SANITIZE_ADDRESS__)
+#define FM_RSS_CHECK 0
+#else
+#define FM_RSS_CHECK 1
+#endif
+
+enum { S = 100000, T = 64, K = 8, N = 1024, TOP = 50, RES = 20, BINS = 64 };
 
 static long rss_kib(void) {
     FILE *fp = fopen("/proc/self/status", "r");
@@ -51,7 +58,7 @@ int main(void) {
            peak_bytes / 1048576.0, bound / 1048576.0, rss_early / 1024.0, rss_end / 1024.0);
     int fail = 0;
     if (peak_bytes > bound) fprintf(stderr, "FAIL: miner holds more than its bound\n"), fail = 1;
-    if (rss_end - rss_early > 16 * 1024) fprintf(stderr, "FAIL: RSS grew by %ld KiB\n", rss_end - rss_early), fail = 1;
+    if (FM_RSS_CHECK && rss_end - rss_early > 16 * 1024) fprintf(stderr, "FAIL: RSS grew by %ld KiB\n", rss_end - rss_early), fail = 1;
     /* The drift makes the last sequences the strongest: the heaps must have kept replacing. */
     int late = 0;
     for (int i = 0; i < N; i++)
