@@ -1,0 +1,161 @@
+/* text_source — a source stage emitting one *document* message per document of the corpora
+ * (core/MESSAGES.md): doc_id, label, split, text, source. */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "saeflow.h"
+#include "ts_reader.h"
+
+static const sf_param_def ts_params[] = {
+    {"corpora", SF_PARAM_STRING, NULL,
+     "comma-separated LABEL=GLOB items, e.g. \"en=data/en/*.jsonl.gz,ja=data/ja/*.txt\"; a bare GLOB "
+     "has the empty label; repeat a label to give it several globs"},
+    {"format", SF_PARAM_STRING, "auto", "auto (by extension: .jsonl/.json[.gz] are JSON Lines), text, or jsonl"},
+    {"unit", SF_PARAM_STRING, "line", "plain text: one document per line, paragraph (blank-line separated) or file"},
+    {"text_field", SF_PARAM_STRING, "text", "JSON Lines: field holding the text"},
+    {"id_field", SF_PARAM_STRING, "", "JSON Lines: field whose value (string or integer) identifies the document "
+                                     "(stable ids even if files move); default: file path and line"},
+    {"label_field", SF_PARAM_STRING, "", "JSON Lines: take the label from this field (e.g. lang) instead of the corpus"},
+    {"split", SF_PARAM_STRING, "train", "split to emit: train, validation, test or all"},
+    {"split_ratios", SF_PARAM_STRING, "0.8,0.1,0.1", "train,validation,test proportions (by hash of the document id)"},
+    {"split_seed", SF_PARAM_INT, "0", "seed of the split assignment (independent of the order seed)"},
+    {"seed", SF_PARAM_INT, "0", "seed of the order: file order, corpus interleaving and shuffle"},
+    {"shuffle_buffer", SF_PARAM_INT, "10000", "documents held for shuffling (0: files in order, corpora interleaved)"},
+    {"max_docs", SF_PARAM_INT, "-1", "stop after this many documents (per replica; -1: all)"},
+    {"max_doc_bytes", SF_PARAM_INT, "16777216", "longer documents are skipped and counted"},
+    {"min_bytes", SF_PARAM_INT, "1", "shorter documents are skipped and counted"},
+    {"on_error", SF_PARAM_STRING, "skip", "bad input (invalid UTF-8, malformed JSON, missing field): skip or fail"},
+    {NULL, 0, NULL, NULL},
+};
+
+typedef struct ts_stage {
+    ts_reader *r;
+    int64_t max_docs, emitted;
+    bool done;
+    ts_counts reported;
+} ts_stage;
+
+/* Index of value in names, or -1 after sf_fail. */
+static int ts_pick(const char *value, const char *const *names, int n, const char *param) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(value, names[i]) == 0) return i;
+    return sf_fail("%s cannot be '%s' (see `saeflow stages text_source`)", param, value);
+}
+
+static int ts_init(sf_ctx *ctx, void **state) {
+    ts_stage *st = calloc(1, sizeof *st);
+    if (!st) return sf_fail("out of memory");
+    *state = st;
+    ts_config cfg = {0};
+    cfg.corpora = sf_param_str(ctx, "corpora");
+    static const char *const formats[] = {"auto", "text", "jsonl"}, *const units[] = {"line", "paragraph", "file"},
+                             *const splits[] = {"train", "validation", "test", "all"}, *const errs[] = {"skip", "fail"};
+    int format = ts_pick(sf_param_str(ctx, "format"), formats, 3, "format");
+    int unit = ts_pick(sf_param_str(ctx, "unit"), units, 3, "unit");
+    const char *split = sf_param_str(ctx, "split");
+    int sp = strcmp(split, "all") == 0 ? TS_ALL : ts_pick(split, splits, 3, "split");
+    int on_error = ts_pick(sf_param_str(ctx, "on_error"), errs, 2, "on_error");
+    if (format < 0 || unit < 0 || sp < 0 || on_error < 0) return SF_ERR;
+    cfg.format = (enum ts_format)format;
+    cfg.unit = (enum ts_unit)unit;
+    cfg.split = (enum ts_split)sp;
+    cfg.fail_on_error = on_error == 1;
+    cfg.text_field = sf_param_str(ctx, "text_field");
+    cfg.id_field = sf_param_str(ctx, "id_field");
+    cfg.label_field = sf_param_str(ctx, "label_field");
+    const char *ratios = sf_param_str(ctx, "split_ratios");
+    char tail;
+    if (sscanf(ratios, "%lf,%lf,%lf%c", &cfg.ratio[0], &cfg.ratio[1], &cfg.ratio[2], &tail) != 3)
+        return sf_fail("split_ratios must be three numbers 'TRAIN,VALIDATION,TEST', not '%s'", ratios);
+    cfg.split_seed = (uint64_t)sf_param_int(ctx, "split_seed");
+    cfg.seed = (uint64_t)sf_param_int(ctx, "seed");
+    int64_t buf = sf_param_int(ctx, "shuffle_buffer"), maxb = sf_param_int(ctx, "max_doc_bytes"),
+            minb = sf_param_int(ctx, "min_bytes");
+    if (buf < 0 || buf > 10000000) return sf_fail("shuffle_buffer must be in [0, 10000000]");
+    if (maxb < 1 || minb < 0) return sf_fail("max_doc_bytes must be >= 1 and min_bytes >= 0");
+    cfg.shuffle_buffer = (size_t)buf;
+    cfg.max_doc_bytes = (size_t)maxb;
+    cfg.min_chars = (size_t)minb;
+    cfg.replica = sf_replica_index(ctx);
+    cfg.replicas = sf_replica_count(ctx);
+    st->max_docs = sf_param_int(ctx, "max_docs");
+    char err[1024];
+    if (!(st->r = ts_open(&cfg, err, sizeof err))) return sf_fail("%s", err);
+    return SF_OK;
+}
+
+/* Adds what changed in the reader's counters to the run summary. */
+static void ts_report(sf_ctx *ctx, ts_stage *st) {
+    const ts_counts *c = ts_counts_get(st->r);
+    sf_count(ctx, "documents", c->docs - st->reported.docs);
+    sf_count(ctx, "skipped_bad_json", c->bad_json - st->reported.bad_json);
+    sf_count(ctx, "skipped_bad_utf8", c->bad_utf8 - st->reported.bad_utf8);
+    sf_count(ctx, "skipped_missing_field", c->missing_field - st->reported.missing_field);
+    sf_count(ctx, "skipped_too_long", c->too_long - st->reported.too_long);
+    sf_count(ctx, "skipped_too_short", c->too_short - st->reported.too_short);
+    st->reported = *c;
+}
+
+static int ts_produce(sf_ctx *ctx, void *state) {
+    ts_stage *st = state;
+    char err[1024];
+    for (int n = 0; n < 64; n++) {
+        if (sf_stopping(ctx) || (st->max_docs >= 0 && st->emitted >= st->max_docs)) {
+            st->done = true;
+            break;
+        }
+        ts_doc d;
+        int rc = ts_next(st->r, &d, err, sizeof err);
+        if (rc < 0) {
+            ts_report(ctx, st);
+            return sf_fail("%s", err);
+        }
+        if (rc == TS_SKIPPED) {
+            sf_log(SF_LOG_WARN, "skipped: %s", err);
+            continue;
+        }
+        if (rc == 0) {
+            st->done = true;
+            break;
+        }
+        sf_msg *m = sf_msg_new();
+        sf_msg_put_int(m, "doc_id", (int64_t)d.doc_id);
+        sf_msg_put_str(m, "label", d.label);
+        sf_msg_put_str(m, "split", d.split);
+        sf_msg_put_strn(m, "text", d.text, d.text_len);
+        sf_msg_put_str(m, "source", d.source);
+        if (sf_emit(ctx, m) != SF_OK) return SF_ERR;
+        st->emitted++;
+        sf_progress(ctx, (uint64_t)st->emitted, 0, "docs");
+    }
+    ts_report(ctx, st);
+    return st->done ? SF_DONE : SF_OK;
+}
+
+static void ts_destroy(void *state) {
+    ts_stage *st = state;
+    if (!st) return;
+    ts_close(st->r);
+    free(st);
+}
+
+static const sf_stage_def text_source_def = {
+    .name = "text_source",
+    .summary = "reads text / JSON Lines corpora (.gz too) and emits labelled, split documents",
+    .doc = "Reads plain-text or JSON Lines files (gzip or not) of one or more labelled corpora, interleaves "
+           "them in a seeded shuffled order (bounded buffer), keeps the documents of one split (by a hash "
+           "of the document id, so the split is the same whatever the order), and emits one message per "
+           "document: doc_id (int, stable 63-bit), label, split, text, source (file:line). Bad input is "
+           "logged with file:line and skipped (counted in the run summary) or fatal (on_error = fail).",
+    .params = ts_params,
+    .min_inputs = 0,
+    .max_inputs = 0,
+    .has_output = 1,
+    .init = ts_init,
+    .produce = ts_produce,
+    .destroy = ts_destroy,
+};
+
+SF_PLUGIN(&text_source_def)

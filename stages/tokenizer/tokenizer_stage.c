@@ -1,0 +1,245 @@
+/* tokenizer — the stage: *document* messages in, *tokens* messages out (core/MESSAGES.md).
+ * Each document is encoded and cut into fixed-length sequences (BOS + seq_len tokens, as the
+ * paper's 64 + BOS); batches of `batch` sequences go out per message. Also adds the
+ * `saeflow tokenize` subcommand. */
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "saeflow.h"
+#include "tok.h"
+
+static const sf_param_def tk_params[] = {
+    {"tokenizer", SF_PARAM_STRING, NULL, "tokenizer.json or SentencePiece .model file"},
+    {"seq_len", SF_PARAM_INT, "64", "tokens per sequence, BOS not counted"},
+    {"bos", SF_PARAM_BOOL, "true", "start every sequence with BOS"},
+    {"bos_id", SF_PARAM_INT, "-1", "BOS id (-1: the tokenizer's)"},
+    {"mode", SF_PARAM_STRING, "chunk",
+     "chunk: cut each document into consecutive seq_len pieces; truncate: its first seq_len tokens only"},
+    {"drop_remainder", SF_PARAM_BOOL, "true",
+     "drop a sequence that would need padding (the paper); false pads it with pad_id"},
+    {"pad_id", SF_PARAM_INT, "-1", "padding id when drop_remainder = false (must be set then)"},
+    {"max_seqs_per_doc", SF_PARAM_INT, "-1", "at most this many sequences from one document (-1: all)"},
+    {"batch", SF_PARAM_INT, "32", "sequences per emitted message"},
+    {NULL, 0, NULL, NULL},
+};
+
+/* ---- tokenizers shared by the replicas of one process (read-only once loaded) ---- */
+typedef struct tk_shared {
+    char *path;
+    tok_tokenizer *tok;
+    int refs;
+    struct tk_shared *next;
+} tk_shared;
+static tk_shared *tk_cache;
+static pthread_mutex_t tk_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static tok_tokenizer *tk_acquire(const char *path, char *err, size_t errlen) {
+    pthread_mutex_lock(&tk_cache_lock);
+    tk_shared *s = tk_cache;
+    while (s && strcmp(s->path, path) != 0) s = s->next;
+    if (!s) {
+        tok_tokenizer *t = tok_load(path, err, errlen);
+        if (t && (s = calloc(1, sizeof *s)) && (s->path = strdup(path))) {
+            s->tok = t;
+            s->next = tk_cache;
+            tk_cache = s;
+        } else if (t) {
+            free(s);
+            s = NULL;
+            tok_free(t);
+            snprintf(err, errlen, "out of memory");
+        }
+    }
+    if (s) s->refs++;
+    pthread_mutex_unlock(&tk_cache_lock);
+    return s ? s->tok : NULL;
+}
+
+static void tk_release(tok_tokenizer *t) {
+    pthread_mutex_lock(&tk_cache_lock);
+    for (tk_shared **p = &tk_cache; *p; p = &(*p)->next) {
+        tk_shared *s = *p;
+        if (s->tok != t) continue;
+        if (--s->refs == 0) {
+            *p = s->next;
+            tok_free(s->tok);
+            free(s->path);
+            free(s);
+        }
+        break;
+    }
+    pthread_mutex_unlock(&tk_cache_lock);
+}
+
+/* ---- the stage ---- */
+typedef struct tk_stage {
+    tok_tokenizer *tok;
+    tok_ids ids;
+    int64_t seq_len, batch, max_seqs, pad_id;
+    int32_t bos_id;        /* -1: no BOS */
+    bool truncate, drop_remainder;
+    int64_t T;             /* seq_len + (BOS ? 1 : 0) */
+    /* the batch being filled */
+    int32_t *tokens;       /* [batch][T] */
+    int64_t *doc_ids;
+    int32_t *pos;
+    char **labels;
+    char *split;
+    int64_t n;
+    uint64_t total_tokens;
+} tk_stage;
+
+static int tk_init(sf_ctx *ctx, void **state) {
+    tk_stage *st = calloc(1, sizeof *st);
+    if (!st) return sf_fail("out of memory");
+    *state = st;
+    st->seq_len = sf_param_int(ctx, "seq_len");
+    st->batch = sf_param_int(ctx, "batch");
+    st->max_seqs = sf_param_int(ctx, "max_seqs_per_doc");
+    st->pad_id = sf_param_int(ctx, "pad_id");
+    st->drop_remainder = sf_param_bool(ctx, "drop_remainder");
+    const char *mode = sf_param_str(ctx, "mode");
+    if (strcmp(mode, "chunk") != 0 && strcmp(mode, "truncate") != 0)
+        return sf_fail("mode must be chunk or truncate, not '%s'", mode);
+    st->truncate = strcmp(mode, "truncate") == 0;
+    if (st->seq_len < 1 || st->seq_len > (1 << 20)) return sf_fail("seq_len must be in [1, 1048576]");
+    if (st->batch < 1 || st->batch > (1 << 20)) return sf_fail("batch must be in [1, 1048576]");
+    char err[1024];
+    const char *path = sf_param_str(ctx, "tokenizer");
+    if (!(st->tok = tk_acquire(path, err, sizeof err))) return sf_fail("%s", err);
+    int32_t vocab = tok_vocab_size(st->tok);
+    if (!st->drop_remainder && (st->pad_id < 0 || st->pad_id >= vocab))
+        return sf_fail("drop_remainder = false needs pad_id in [0, %d)", vocab);
+    st->bos_id = -1;
+    if (sf_param_bool(ctx, "bos")) {
+        int64_t b = sf_param_int(ctx, "bos_id");
+        st->bos_id = b >= 0 ? (int32_t)b : tok_bos_id(st->tok);
+        if (st->bos_id < 0) return sf_fail("%s defines no BOS token: set bos_id, or bos = false", path);
+        if (st->bos_id >= vocab) return sf_fail("bos_id %d is not below the vocabulary size %d", st->bos_id, vocab);
+    }
+    st->T = st->seq_len + (st->bos_id >= 0 ? 1 : 0);
+    st->tokens = malloc((size_t)(st->batch * st->T) * sizeof *st->tokens);
+    st->doc_ids = malloc((size_t)st->batch * sizeof *st->doc_ids);
+    st->pos = malloc((size_t)st->batch * sizeof *st->pos);
+    st->labels = calloc((size_t)st->batch, sizeof *st->labels);
+    if (!st->tokens || !st->doc_ids || !st->pos || !st->labels) return sf_fail("out of memory");
+    sf_log(SF_LOG_INFO, "%s: %s, %d tokens, sequences of %lld", path, tok_kind(st->tok), vocab, (long long)st->T);
+    return SF_OK;
+}
+
+static int tk_flush(sf_ctx *ctx, tk_stage *st) {
+    if (st->n == 0) return SF_OK;
+    sf_msg *m = sf_msg_new();
+    int64_t shape[2] = {st->n, st->T};
+    sf_msg_put_tensor(m, "tokens", SF_I32, 2, shape, st->tokens);
+    sf_msg_put_tensor(m, "doc_id", SF_I64, 1, shape, st->doc_ids);
+    sf_msg_put_tensor(m, "pos", SF_I32, 1, shape, st->pos);
+    sf_msg_put_strs(m, "label", (const char *const *)st->labels, (size_t)st->n);
+    sf_msg_put_str(m, "split", st->split ? st->split : "");
+    for (int64_t i = 0; i < st->n; i++) {
+        free(st->labels[i]);
+        st->labels[i] = NULL;
+    }
+    sf_count(ctx, "sequences", st->n);
+    st->n = 0;
+    return sf_emit(ctx, m);
+}
+
+/* Adds one sequence: ids[0..have) then padding up to seq_len. */
+static int tk_add(sf_ctx *ctx, tk_stage *st, const int32_t *ids, int64_t have, int64_t doc_id, int64_t pos,
+                  const char *label, size_t label_len, const char *split, size_t split_len) {
+    if (st->n > 0 && (strlen(st->split) != split_len || memcmp(st->split, split, split_len) != 0) &&
+        tk_flush(ctx, st) != SF_OK)
+        return SF_ERR;
+    if (st->n == 0) {
+        free(st->split);
+        if (!(st->split = strndup(split, split_len))) return sf_fail("out of memory");
+    }
+    int32_t *row = st->tokens + st->n * st->T;
+    if (st->bos_id >= 0) *row++ = st->bos_id;
+    memcpy(row, ids, (size_t)have * sizeof *row);
+    for (int64_t i = have; i < st->seq_len; i++) row[i] = (int32_t)st->pad_id;
+    st->doc_ids[st->n] = doc_id;
+    st->pos[st->n] = (int32_t)pos;
+    if (!(st->labels[st->n] = strndup(label, label_len))) return sf_fail("out of memory");
+    if (++st->n == st->batch) return tk_flush(ctx, st);
+    return SF_OK;
+}
+
+static int tk_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
+    (void)input;
+    tk_stage *st = state;
+    const char *text, *label = "", *split = "";
+    size_t text_len, label_len = 0, split_len = 0;
+    int64_t doc_id;
+    if (sf_msg_get_str(msg, "text", &text, &text_len) != SF_OK || sf_msg_get_int(msg, "doc_id", &doc_id) != SF_OK)
+        return sf_fail("document message: %s", sf_last_error());
+    if (sf_msg_has(msg, "label") && sf_msg_get_str(msg, "label", &label, &label_len) != SF_OK)
+        return sf_fail("document message: %s", sf_last_error());
+    if (sf_msg_has(msg, "split") && sf_msg_get_str(msg, "split", &split, &split_len) != SF_OK)
+        return sf_fail("document message: %s", sf_last_error());
+    if (tok_encode(st->tok, text, text_len, 0, &st->ids) != 0) return sf_fail("out of memory encoding a document");
+    int64_t n = (int64_t)st->ids.n, used = 0, seqs = 0;
+    for (int64_t p = 0; p < n; p += st->seq_len) {
+        if ((st->max_seqs >= 0 && seqs >= st->max_seqs) || (st->truncate && p > 0)) break;
+        int64_t have = n - p < st->seq_len ? n - p : st->seq_len;
+        if (have < st->seq_len && st->drop_remainder) break;
+        if (tk_add(ctx, st, st->ids.ids + p, have, doc_id, p, label, label_len, split, split_len) != SF_OK)
+            return SF_ERR;
+        used += have;
+        seqs++;
+    }
+    st->total_tokens += (uint64_t)n;
+    sf_count(ctx, "documents", 1);
+    sf_count(ctx, "tokens", n);
+    sf_count(ctx, "tokens_unused", n - used);
+    if (seqs == 0) sf_count(ctx, "documents_without_sequence", 1);
+    sf_progress(ctx, st->total_tokens, 0, "tokens");
+    return SF_OK;
+}
+
+static int tk_on_eos(sf_ctx *ctx, void *state) { return tk_flush(ctx, state); }
+
+static void tk_destroy(void *state) {
+    tk_stage *st = state;
+    if (!st) return;
+    if (st->tok) tk_release(st->tok);
+    tok_ids_free(&st->ids);
+    for (int64_t i = 0; st->labels && i < st->batch; i++) free(st->labels[i]);
+    free(st->labels);
+    free(st->tokens);
+    free(st->doc_ids);
+    free(st->pos);
+    free(st->split);
+    free(st);
+}
+
+static const sf_command tk_commands[] = {
+    {"tokenize", "TOKENIZER_FILE [--tokens] [--special] [--decode]",
+     "print the token ids (or pieces) of each stdin line; --decode turns id lines back into text", tok_cli_main},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const sf_stage_def tokenizer_def = {
+    .name = "tokenizer",
+    .summary = "encodes documents (tokenizer.json or SentencePiece .model) into fixed-length token sequences",
+    .doc = "Reads document messages (doc_id, label, split, text) and emits tokens messages: tokens int32 "
+           "[B, T] (BOS + seq_len ids), doc_id int64 [B], pos int32 [B] (first token's position in the "
+           "document, BOS excluded), label [B], split. mode = chunk cuts every document into consecutive "
+           "sequences and drops the rest shorter than seq_len (the paper: 64 + BOS); mode = truncate keeps "
+           "the first sequence of each document. A batch holds one split; the last batch may be smaller.",
+    .params = tk_params,
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .has_output = 1,
+    .init = tk_init,
+    .on_message = tk_on_message,
+    .on_eos = tk_on_eos,
+    .destroy = tk_destroy,
+    .commands = tk_commands,
+};
+
+SF_PLUGIN(&tokenizer_def)
