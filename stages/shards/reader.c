@@ -6,6 +6,7 @@
  * uniformly and replaced by the next incoming row. Every row is emitted exactly once per epoch;
  * the buffer is drained at the end of an epoch so epochs do not mix. */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,38 @@ int sh_file_crc(const char *path, uint32_t *crc, int64_t *bytes) {
     *crc = (uint32_t)c;
     *bytes = total;
     return rc;
+}
+
+/* Reads the next shard into the page cache on a thread of its own while the current one is
+ * checked and replayed, so the disk never waits for the CPU work (CRC, copies). */
+typedef struct sh_prefetch {
+    pthread_t thread;
+    int active;
+    char path[4400];
+} sh_prefetch;
+
+static void *prefetch_main(void *arg) {
+    const sh_prefetch *p = arg;
+    int fd = open(p->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return NULL; /* reported when the shard itself is opened */
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    enum { CHUNK = 1 << 20 };
+    void *buf = malloc(CHUNK);
+    while (buf && read(fd, buf, CHUNK) > 0) {}
+    free(buf);
+    close(fd);
+    return NULL;
+}
+
+static void prefetch_wait(sh_prefetch *p) {
+    if (p->active) pthread_join(p->thread, NULL);
+    p->active = 0;
+}
+
+static void prefetch_start(sh_prefetch *p, const char *dir, const char *file) {
+    prefetch_wait(p);
+    snprintf(p->path, sizeof p->path, "%s/%s", dir, file);
+    p->active = pthread_create(&p->thread, NULL, prefetch_main, p) == 0;
 }
 
 /* The tensor `name` of f, checked to be `dtype` of shape [n] (or [n, d] if d > 0). */
@@ -144,6 +177,7 @@ struct sh_reader {
     int64_t epoch;
     size_t next_shard; /* position in order */
     sh_shard cur;      /* open shard, cur.file == NULL if none */
+    sh_prefetch pf;    /* reading the shard after cur */
     int64_t row;       /* next row in cur */
     uint64_t rng[4];
     sh_cols buf;       /* shuffle buffer */
@@ -302,8 +336,10 @@ static int input_ready(sh_reader *r) {
     while (!r->cur.file || r->row >= r->cur.n) {
         if (r->cur.file) sh_shard_close(&r->cur);
         if (r->next_shard == r->nshards) return SF_DONE;
+        prefetch_wait(&r->pf);
         if (sh_shard_open(r->dir, &r->m, &r->m.shards[r->order[r->next_shard++]], r->o.verify, &r->cur) != SF_OK)
             return SF_ERR;
+        if (r->next_shard < r->nshards) prefetch_start(&r->pf, r->dir, r->m.shards[r->order[r->next_shard]].file);
         r->row = 0;
     }
     return SF_OK;
@@ -387,6 +423,7 @@ int sh_reader_next(sh_reader *r, sh_out *out) {
 
 void sh_reader_free(sh_reader *r) {
     if (!r) return;
+    prefetch_wait(&r->pf);
     if (r->cur.file) sh_shard_close(&r->cur);
     cols_free(&r->buf);
     cols_free(&r->out);

@@ -116,6 +116,9 @@ def read_dump(path, d):
 
 def run(*args, ok=True, **kw):
     p = subprocess.run([DRIVER, *map(str, args)], capture_output=True, text=True, **kw)
+    for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):  # also where failure is expected
+        if bad in p.stderr:
+            fail(f"driver {' '.join(map(str, args))}: sanitizer report:\n{p.stderr}")
     if ok is not None and (p.returncode == 0) != ok:
         fail(f"driver {' '.join(map(str, args))}: exit {p.returncode}, expected {'0' if ok else 'failure'}\n"
              f"stdout: {p.stdout}\nstderr: {p.stderr}")
