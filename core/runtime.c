@@ -390,7 +390,9 @@ static int flush_outbox(sf_ctx *ctx) {
             zmq_msg_init(&copy);
             zmq_msg_copy(&copy, &whole);
             if (sf_frame_send(ctx->router, l->id, SF_FRAME_DATA, 0, l->seq, &copy) != 0) {
-                fail_run(rt, "%s: sending to %s: %s", ctx->name, l->id, zmq_strerror(errno));
+                if (errno == EHOSTUNREACH)
+                    fail_run(rt, "%s: lost contact with consumer %s: its connection closed (did its process die?)", ctx->name, l->id);
+                else fail_run(rt, "%s: sending to %s: %s", ctx->name, l->id, zmq_strerror(errno));
                 zmq_msg_close(&copy);
                 break;
             }
