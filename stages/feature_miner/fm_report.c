@@ -1,7 +1,8 @@
 /* fm_report.c — see fm_report.h.
  *
- * Per run directory it reads summary.json (feature_miner) and the SAE's training metrics: the
- * first of RUN_DIR/metrics.json, <sae>/metrics.json, <sae>/config.json, <sae>/cfg.json that has
+ * Per run directory it reads summary.json (feature_miner) and the SAE's metrics: the first of
+ * RUN_DIR/metrics.json, RUN_DIR/eval.json, <sae>/eval.json (sae_eval), the last line of
+ * <sae>/metrics.jsonl (sae_trainer), <sae>/metrics.json, <sae>/config.json, <sae>/cfg.json that has
  * the numbers "fvu" and "dead_fraction" (at the top level, or in an object "final" or
  * "metrics"). It writes OUT/report.md, OUT/report.html (tables and SVG bar charts) and
  * OUT/report.json, and prints the Markdown table and the HTML path. */
@@ -84,6 +85,7 @@ typedef struct fm_run {
     double lang[FM_RULE_COUNT + 1][FM_FLANG_COUNT]; /* shares of alive features: paper, script, label */
     double gran[FM_GRAN_COUNT];
     double fvu, dead; /* NAN if no metrics were found */
+    char *metrics_src; /* the file they came from */
     fm_match match;   /* with the previous run (not for the first) */
     int matched;
 } fm_run;
@@ -96,6 +98,24 @@ static json_t *load_json(const char *path) {
     json_error_t err;
     json_t *j = json_load_file(path, 0, &err);
     if (!j) sf_log(SF_LOG_WARN, "%s: %s (line %d)", path, err.text, err.line);
+    return j;
+}
+
+/* The last non-empty line of a JSON-lines file, parsed. */
+static json_t *load_last_jsonl(const char *path) {
+    FILE *fp = fopen(path, "r");
+    if (!fp) return NULL;
+    char *line = NULL, *last = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, fp) >= 0)
+        if (line[strspn(line, " \t\r\n")]) {
+            free(last);
+            last = strdup(line);
+        }
+    free(line);
+    fclose(fp);
+    json_t *j = last ? json_loads(last, 0, NULL) : NULL;
+    free(last);
     return j;
 }
 
@@ -144,15 +164,22 @@ static int load_run(fm_run *r, const char *dir) {
     for (int g = 0; g < FM_GRAN_COUNT; g++)
         r->gran[g] = r->alive ? (double)json_integer_value(json_object_get(gran, fm_gran_names[g])) / r->alive : 0;
 
-    const char *cands[] = {"%s/metrics.json", "%s/metrics.json", "%s/config.json", "%s/cfg.json"};
-    for (int c = 0; c < 4; c++) {
-        const char *base = c == 0 ? dir : r->sae;
+    /* The first that has both numbers: an explicit file, sae_eval's held-out results, the trainer's
+     * last metrics line, the model config. */
+    const char *const cands[][2] = {{"run", "metrics.json"}, {"run", "eval.json"}, {"sae", "eval.json"},
+                                    {"sae", "metrics.jsonl"}, {"sae", "metrics.json"}, {"sae", "config.json"},
+                                    {"sae", "cfg.json"}};
+    for (size_t c = 0; c < sizeof cands / sizeof cands[0]; c++) {
+        const char *base = cands[c][0][0] == 'r' ? dir : r->sae;
         if (!base) continue;
-        snprintf(path, sizeof path, cands[c], base);
-        json_t *j = load_json(path);
+        snprintf(path, sizeof path, "%s/%s", base, cands[c][1]);
+        json_t *j = strstr(cands[c][1], ".jsonl") ? load_last_jsonl(path) : load_json(path);
         int found = metrics_from(j, &r->fvu, &r->dead);
         json_decref(j);
-        if (found) break;
+        if (found) {
+            r->metrics_src = strdup(path);
+            break;
+        }
     }
     return SF_OK;
 }
@@ -395,6 +422,7 @@ int fm_report_main(int argc, char **argv) {
             json_object_set_new(o, "granularity", g);
             json_object_set_new(o, "fvu", isfinite(x->fvu) ? json_real(x->fvu) : json_null());
             json_object_set_new(o, "dead_fraction", isfinite(x->dead) ? json_real(x->dead) : json_null());
+            json_object_set_new(o, "metrics_source", x->metrics_src ? json_string(x->metrics_src) : json_null());
             if (x->matched) {
                 json_t *m = json_object();
                 json_object_set_new(m, "persist", json_integer(x->match.persist));
@@ -419,6 +447,7 @@ int fm_report_main(int argc, char **argv) {
         free(runs[r].dir);
         free(runs[r].name);
         free(runs[r].sae);
+        free(runs[r].metrics_src);
         json_decref(runs[r].summary);
     }
     free(runs);
