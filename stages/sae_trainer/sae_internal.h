@@ -7,14 +7,18 @@
 
 #include "sae.h"
 
-/* Rows per encoder sgemm: bounds the dense pre-activation buffer to SAE_CHUNK * n floats. */
-#define SAE_CHUNK 256
+/* Rows per encoder sgemm: as many as fit 2^25 pre-activations (128 MiB), so the big sgemm
+ * repacks W_enc rarely, yet memory stays bounded; at least 64, at most 4096 rows. */
+static inline int sae_chunk_rows(int n) {
+    int c = (1 << 25) / n;
+    return c < 64 ? 64 : c > 4096 ? 4096 : c;
+}
 
 /* 64-byte aligned, zeroed; NULL on failure. Free with free(). */
 float *sae_alloc_floats(size_t count);
 
 /* Pre-activations of rows xc[rows][d] (already normalised, b_dec subtracted) into pre[rows][n]:
- * pre = xc W_enc^T + b_enc (one sgemm). rows <= SAE_CHUNK. */
+ * pre = xc W_enc^T + b_enc (one sgemm). rows <= sae_chunk_rows(n). */
 void sae_preacts(const sae_model *m, const float *xc, int rows, float *pre);
 
 /* The k largest values of pre[0..n) that are > 0 and whose latent is allowed (mask NULL: all;
@@ -23,5 +27,12 @@ int sae_topk_row(const float *pre, int n, int k, const uint8_t *mask, int32_t *i
 
 /* Unit-norm row w[d] (norm + FLT_EPSILON, as the paper's set_decoder_norm_to_unit_norm). */
 void sae_renorm_row(float *w, int d);
+
+/* Runs fn(ctx, tid, begin, end) over [0, n) in pieces of grain items on the pool's threads (the
+ * caller is tid 0; tid < sae_par_threads()). Results must not depend on which thread runs which
+ * piece: that keeps every computation deterministic. */
+typedef void (*sae_par_fn)(void *ctx, int tid, int64_t begin, int64_t end);
+void sae_parallel_for(int64_t n, int64_t grain, sae_par_fn fn, void *ctx);
+int sae_par_threads(void);
 
 #endif

@@ -188,37 +188,62 @@ int sae_topk_row(const float *pre, int n, int k, const uint8_t *mask, int32_t *i
     return len;
 }
 
+typedef struct sae_topk_job {
+    const sae_model *m;
+    const float *pre; /* [rows][n] */
+    int32_t *idx;
+    float *val;
+} sae_topk_job;
+
+static void sae_topk_rows(void *ctx, int tid, int64_t b, int64_t e) {
+    (void)tid;
+    const sae_topk_job *j = ctx;
+    int n = j->m->n, k = j->m->k;
+    for (int64_t r = b; r < e; r++)
+        sae_topk_row(j->pre + r * n, n, k, NULL, j->idx + r * k, j->val + r * k);
+}
+
 int sae_encode(const sae_model *m, const float *x, int64_t rows, int32_t *idx, float *val) {
     int d = m->d, n = m->n, k = m->k;
-    float *xc = sae_alloc_floats((size_t)SAE_CHUNK * d);
-    float *pre = sae_alloc_floats((size_t)SAE_CHUNK * n);
+    int chunk = sae_chunk_rows(n);
+    float *xc = sae_alloc_floats((size_t)chunk * d);
+    float *pre = sae_alloc_floats((size_t)chunk * n);
     if (!xc || !pre) {
         free(xc);
         free(pre);
         return sf_fail("sae_encode: out of memory");
     }
-    for (int64_t r0 = 0; r0 < rows; r0 += SAE_CHUNK) {
-        int c = rows - r0 < SAE_CHUNK ? (int)(rows - r0) : SAE_CHUNK;
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+        int c = rows - r0 < chunk ? (int)(rows - r0) : chunk;
         memcpy(xc, x + r0 * d, (size_t)c * d * sizeof(float));
         sae_normalize(m, xc, c, NULL);
         for (int r = 0; r < c; r++)
             for (int j = 0; j < d; j++) xc[(size_t)r * d + j] -= m->b_dec[j];
         sae_preacts(m, xc, c, pre);
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < c; r++)
-            sae_topk_row(pre + (size_t)r * n, n, k, NULL, idx + (r0 + r) * k, val + (r0 + r) * k);
+        sae_topk_job job = {m, pre, idx + r0 * k, val + r0 * k};
+        sae_parallel_for(c, 16, sae_topk_rows, &job);
     }
     free(xc);
     free(pre);
     return SF_OK;
 }
 
-void sae_decode(const sae_model *m, const int32_t *idx, const float *val, int64_t rows,
-                const float *norms, float *xhat) {
+typedef struct sae_decode_job {
+    const sae_model *m;
+    const int32_t *idx;
+    const float *val, *norms;
+    float *xhat;
+} sae_decode_job;
+
+static void sae_decode_rows(void *ctx, int tid, int64_t b, int64_t e) {
+    (void)tid;
+    const sae_decode_job *j = ctx;
+    const sae_model *m = j->m;
+    const int32_t *idx = j->idx;
+    const float *val = j->val, *norms = j->norms;
     int d = m->d, k = m->k;
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        float *o = xhat + r * d;
+    for (int64_t r = b; r < e; r++) {
+        float *o = j->xhat + r * d;
         memcpy(o, m->b_dec, (size_t)d * sizeof(float));
         for (int j = 0; j < k; j++) {
             int32_t i = idx[r * k + j];
@@ -232,6 +257,12 @@ void sae_decode(const sae_model *m, const int32_t *idx, const float *val, int64_
             for (int c = 0; c < d; c++) o[c] *= inv;
         }
     }
+}
+
+void sae_decode(const sae_model *m, const int32_t *idx, const float *val, int64_t rows,
+                const float *norms, float *xhat) {
+    sae_decode_job job = {m, idx, val, norms, xhat};
+    sae_parallel_for(rows, 64, sae_decode_rows, &job);
 }
 
 void sae_geometric_median(const float *x, int64_t rows, int d, int max_iter, double tol, float *out) {

@@ -1,7 +1,7 @@
 /* sae_train.c — one TopK-SAE training step with sparse kernels.
  *
  * Per step on a batch of B rows (d wide, n latents, k active):
- *   1. encoder: xc = x - b_dec; pre = xc W_enc^T + b_enc (dense sgemm, SAE_CHUNK rows at a time);
+ *   1. encoder: xc = x - b_dec; pre = xc W_enc^T + b_enc (dense sgemm, a chunk of rows at a time);
  *      keep only the top-k (index, value) pairs per row, plus the AuxK top-k_aux among dead latents.
  *   2. decoder as a gather of k rows: xhat = b_dec + sum_j val_j W_dec[idx_j]; g = dL/dxhat.
  *   3. dz = W_dec[idx] . g (the k active latents only); gradient of b_dec, through both xhat and xc.
@@ -16,10 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "saeflow.h"
 #include "sf_safetensors.h"
 #include "sae_internal.h"
@@ -27,6 +23,11 @@
 typedef struct sae_adam {
     float *m, *v; /* first and second moments, same shape as the parameter */
 } sae_adam;
+
+/* Adam's scalars for one step (see sae_adam_update). */
+typedef struct sae_adam_coef {
+    float b1, omb1, b2, omb2, step_size, bc2_sqrt, eps;
+} sae_adam_coef;
 
 struct sae_trainer {
     sae_model *m;
@@ -41,7 +42,8 @@ struct sae_trainer {
 
     /* Batch work buffers, bounded by max_batch. */
     float *xc;       /* [B][d] x - b_dec */
-    float *pre;      /* [SAE_CHUNK][n] dense pre-activations of one chunk */
+    float *pre;      /* [chunk][n] dense pre-activations of one chunk */
+    int chunk;       /* rows per encoder sgemm */
     int32_t *idx;    /* [B][kk] active latents (main then aux), -1 unused */
     float *val;      /* [B][kk] their activations */
     float *dz;       /* [B][kk] gradient w.r.t. those pre-activations */
@@ -54,6 +56,15 @@ struct sae_trainer {
     int nthreads;
     float *tls;           /* [nthreads][2d] per-thread gradient rows */
     float *gb_dec;        /* [d] */
+    double *mean;         /* [d] batch mean (statistics) */
+    /* The step in progress, for the parallel jobs. */
+    struct {
+        const float *x;
+        int B, r0, k_aux;
+        double aux_scale;
+        const double *mean;
+        sae_adam_coef ac;
+    } cur;
     /* Dense gradients of the last step, kept only with opts.keep_grads (tests). */
     float *gW_enc, *gb_enc, *gW_dec;
 };
@@ -100,17 +111,14 @@ sae_trainer *sae_trainer_new(sae_model *m, const sae_train_opts *o, int max_batc
     t->o = *o;
     t->max_batch = max_batch;
     t->kk = m->k + o->k_aux;
-#ifdef _OPENMP
-    t->nthreads = omp_get_max_threads();
-#else
-    t->nthreads = 1;
-#endif
+    t->nthreads = sae_par_threads();
     int ok = sae_adam_alloc(&t->a_W_enc, n * d) == SF_OK && sae_adam_alloc(&t->a_b_enc, n) == SF_OK &&
              sae_adam_alloc(&t->a_W_dec, n * d) == SF_OK && sae_adam_alloc(&t->a_b_dec, d) == SF_OK;
     t->since_fired = calloc(n, sizeof *t->since_fired);
     t->dead = calloc(n, 1);
     t->xc = sae_alloc_floats(B * d);
-    t->pre = sae_alloc_floats((size_t)SAE_CHUNK * n);
+    t->chunk = sae_chunk_rows(m->n) < max_batch ? sae_chunk_rows(m->n) : max_batch;
+    t->pre = sae_alloc_floats((size_t)t->chunk * n);
     t->idx = malloc(B * t->kk * sizeof *t->idx);
     t->val = sae_alloc_floats(B * t->kk);
     t->dz = sae_alloc_floats(B * t->kk);
@@ -125,6 +133,7 @@ sae_trainer *sae_trainer_new(sae_model *m, const sae_train_opts *o, int max_batc
     t->lat_entries = malloc(B * t->kk * sizeof *t->lat_entries);
     t->tls = sae_alloc_floats((size_t)t->nthreads * 2 * d);
     t->gb_dec = sae_alloc_floats(d);
+    t->mean = calloc(d, sizeof(double));
     if (o->keep_grads) {
         t->gW_enc = sae_alloc_floats(n * d);
         t->gW_dec = sae_alloc_floats(n * d);
@@ -133,7 +142,7 @@ sae_trainer *sae_trainer_new(sae_model *m, const sae_train_opts *o, int max_batc
     }
     ok = ok && t->since_fired && t->dead && t->xc && t->pre && t->idx && t->val && t->dz && t->g &&
          (t->ga || !o->k_aux) && t->h && t->row_err && t->row_cos && t->row_var && t->row_aux &&
-         t->lat_start && t->lat_entries && t->tls && t->gb_dec;
+         t->lat_start && t->lat_entries && t->tls && t->gb_dec && t->mean;
     if (!ok) {
         sae_trainer_free(t);
         sf_fail("sae trainer: out of memory (d=%d n=%d batch=%d)", m->d, m->n, max_batch);
@@ -166,6 +175,7 @@ void sae_trainer_free(sae_trainer *t) {
     free(t->lat_entries);
     free(t->tls);
     free(t->gb_dec);
+    free(t->mean);
     free(t->gW_enc);
     free(t->gW_dec);
     free(t->gb_enc);
@@ -195,10 +205,6 @@ static double sae_lr_at(const sae_train_opts *o, int64_t s) {
     return o->lr * f;
 }
 
-/* torch.optim.Adam's update, element for element in float32 like its CPU kernel. */
-typedef struct sae_adam_coef {
-    float b1, omb1, b2, omb2, step_size, bc2_sqrt, eps;
-} sae_adam_coef;
 
 static sae_adam_coef sae_adam_coef_at(const sae_train_opts *o, double lr, int64_t t) {
     sae_adam_coef c;
@@ -213,6 +219,7 @@ static sae_adam_coef sae_adam_coef_at(const sae_train_opts *o, double lr, int64_
     return c;
 }
 
+/* torch.optim.Adam's update, element for element in float32 like its CPU kernel. */
 static void sae_adam_update(float *restrict p, float *restrict m, float *restrict v,
                             const float *restrict g, size_t count, const sae_adam_coef *c) {
     for (size_t i = 0; i < count; i++) {
@@ -236,43 +243,56 @@ static float sae_dot(const float *restrict a, const float *restrict b, int d) {
     return s;
 }
 
-/* Encoder forward over the batch: xc, and top-k (and AuxK) entries per row. */
-static void sae_forward_encode(sae_trainer *t, const float *x, int B, int k_aux) {
-    sae_model *m = t->m;
-    int d = m->d, n = m->n, k = m->k, kk = t->kk;
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < B; r++)
-        for (int j = 0; j < d; j++) t->xc[(size_t)r * d + j] = x[(size_t)r * d + j] - m->b_dec[j];
-    for (int r0 = 0; r0 < B; r0 += SAE_CHUNK) {
-        int c = B - r0 < SAE_CHUNK ? B - r0 : SAE_CHUNK;
-        sae_preacts(m, t->xc + (size_t)r0 * d, c, t->pre);
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < c; r++) {
-            const float *p = t->pre + (size_t)r * n;
-            int32_t *ix = t->idx + (size_t)(r0 + r) * kk;
-            float *vx = t->val + (size_t)(r0 + r) * kk;
-            sae_topk_row(p, n, k, NULL, ix, vx);
-            if (t->o.k_aux) {
-                if (k_aux > 0) sae_topk_row(p, n, k_aux, t->dead, ix + k, vx + k);
-                for (int j = k + (k_aux > 0 ? k_aux : 0); j < kk; j++) ix[j] = -1, vx[j] = 0;
-            }
-        }
+/* Encoder forward, per row of the current chunk: top-k (and AuxK) entries from the dense
+ * pre-activations. */
+static void sae_job_topk(void *ctx, int tid, int64_t b, int64_t e) {
+    (void)tid;
+    sae_trainer *t = ctx;
+    int n = t->m->n, k = t->m->k, kk = t->kk, k_aux = t->cur.k_aux;
+    for (int64_t r = b; r < e; r++) {
+        const float *p = t->pre + r * n;
+        int32_t *ix = t->idx + (t->cur.r0 + r) * kk;
+        float *vx = t->val + (t->cur.r0 + r) * kk;
+        sae_topk_row(p, n, k, NULL, ix, vx);
+        if (k_aux > 0) sae_topk_row(p, n, k_aux, t->dead, ix + k, vx + k);
+        for (int j = k + k_aux; j < kk; j++) ix[j] = -1, vx[j] = 0;
     }
 }
 
-/* Decoder forward and the loss gradients w.r.t. xhat (g) and the AuxK reconstruction (ga);
- * per-row statistics. aux_scale 0 means no AuxK this step. */
-static void sae_forward_decode(sae_trainer *t, const float *x, int B, double aux_scale) {
-    sae_model *m = t->m;
-    int d = m->d, k = m->k, kk = t->kk;
+static void sae_job_center(void *ctx, int tid, int64_t b, int64_t e) {
+    (void)tid;
+    sae_trainer *t = ctx;
+    int d = t->m->d;
+    for (int64_t r = b; r < e; r++)
+        for (int j = 0; j < d; j++) t->xc[r * d + j] = t->cur.x[r * d + j] - t->m->b_dec[j];
+}
+
+/* xc = x - b_dec, then the dense pre-activations a chunk of rows at a time, kept sparse. */
+static void sae_forward_encode(sae_trainer *t) {
+    int B = t->cur.B, d = t->m->d;
+    sae_parallel_for(B, 64, sae_job_center, t);
+    for (int r0 = 0; r0 < B; r0 += t->chunk) {
+        int c = B - r0 < t->chunk ? B - r0 : t->chunk;
+        sae_preacts(t->m, t->xc + (size_t)r0 * d, c, t->pre);
+        t->cur.r0 = r0;
+        sae_parallel_for(c, 8, sae_job_topk, t);
+    }
+}
+
+/* Decoder forward as a gather of the active rows, the loss gradients w.r.t. xhat (g) and the
+ * AuxK reconstruction (ga), and per-row statistics. */
+static void sae_job_decode(void *ctx, int tid, int64_t b, int64_t e) {
+    (void)tid;
+    sae_trainer *t = ctx;
+    const sae_model *m = t->m;
+    int d = m->d, k = m->k, kk = t->kk, B = t->cur.B;
     float gscale = 2.0f / (float)B;
-    float ascale = (float)(2.0 * aux_scale * t->o.aux_coef / B);
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < B; r++) {
-        const float *xr = x + (size_t)r * d;
-        float *xh = t->h + (size_t)r * d, *gr = t->g + (size_t)r * d;
-        const int32_t *ix = t->idx + (size_t)r * kk;
-        const float *vx = t->val + (size_t)r * kk;
+    float ascale = (float)(2.0 * t->cur.aux_scale * t->o.aux_coef / B);
+    for (int64_t r = b; r < e; r++) {
+        const float *xr = t->cur.x + r * d;
+        float *xh = t->h + r * d, *gr = t->g + r * d;
+        const int32_t *ix = t->idx + r * kk;
+        const float *vx = t->val + r * kk;
         memcpy(xh, m->b_dec, (size_t)d * sizeof(float));
         for (int j = 0; j < k && ix[j] >= 0; j++) {
             const float *w = m->W_dec + (size_t)ix[j] * d;
@@ -280,9 +300,9 @@ static void sae_forward_decode(sae_trainer *t, const float *x, int B, double aux
         }
         double err = 0, xx = 0, hh = 0, xhd = 0;
         for (int c = 0; c < d; c++) {
-            float e = xh[c] - xr[c];
-            gr[c] = gscale * e;
-            err += (double)e * e;
+            float ec = xh[c] - xr[c];
+            gr[c] = gscale * ec;
+            err += (double)ec * ec;
             xx += (double)xr[c] * xr[c];
             hh += (double)xh[c] * xh[c];
             xhd += (double)xr[c] * xh[c];
@@ -290,9 +310,9 @@ static void sae_forward_decode(sae_trainer *t, const float *x, int B, double aux
         t->row_err[r] = err;
         t->row_cos[r] = xx > 0 && hh > 0 ? xhd / sqrt(xx * hh) : 0.0;
         t->row_aux[r] = 0;
-        if (aux_scale > 0) {
-            /* AuxK: the dead latents' reconstruction ehat (no bias) of the residual x - xhat. */
-            float *ar = t->ga + (size_t)r * d;
+        if (t->cur.aux_scale > 0) {
+            /* AuxK: the dead latents' reconstruction (no bias) of the residual x - xhat. */
+            float *ar = t->ga + r * d;
             memset(ar, 0, (size_t)d * sizeof(float));
             for (int j = k; j < kk && ix[j] >= 0; j++) {
                 const float *w = m->W_dec + (size_t)ix[j] * d;
@@ -300,35 +320,39 @@ static void sae_forward_decode(sae_trainer *t, const float *x, int B, double aux
             }
             double aerr = 0;
             for (int c = 0; c < d; c++) {
-                float e = ar[c] - (xr[c] - xh[c]);
-                ar[c] = ascale * e;
-                aerr += (double)e * e;
+                float ec = ar[c] - (xr[c] - xh[c]);
+                ar[c] = ascale * ec;
+                aerr += (double)ec * ec;
             }
             t->row_aux[r] = aerr;
         }
     }
 }
 
-/* Batch statistics, reduced serially in row order (deterministic). */
-static void sae_batch_stats(sae_trainer *t, const float *x, int B, double aux_scale, sae_stats *st) {
+static void sae_job_row_var(void *ctx, int tid, int64_t b, int64_t e) {
+    (void)tid;
+    sae_trainer *t = ctx;
     int d = t->m->d;
-    /* Total variance around the batch mean: per column, in row order. */
-    double *mean = calloc((size_t)d, sizeof(double));
-    if (mean) {
-        for (int r = 0; r < B; r++)
-            for (int c = 0; c < d; c++) mean[c] += x[(size_t)r * d + c];
-        for (int c = 0; c < d; c++) mean[c] /= B;
-    }
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < B; r++) {
+    for (int64_t r = b; r < e; r++) {
         double s = 0;
         for (int c = 0; c < d; c++) {
-            double e = x[(size_t)r * d + c] - (mean ? mean[c] : 0);
-            s += e * e;
+            double dev = t->cur.x[r * d + c] - t->cur.mean[c];
+            s += dev * dev;
         }
         t->row_var[r] = s;
     }
-    free(mean);
+}
+
+/* Batch statistics, reduced serially in row order (deterministic). */
+static void sae_batch_stats(sae_trainer *t, sae_stats *st) {
+    int d = t->m->d, B = t->cur.B;
+    double *mean = t->mean;
+    memset(mean, 0, (size_t)d * sizeof(double));
+    for (int r = 0; r < B; r++)
+        for (int c = 0; c < d; c++) mean[c] += t->cur.x[(size_t)r * d + c];
+    for (int c = 0; c < d; c++) mean[c] /= B;
+    t->cur.mean = mean;
+    sae_parallel_for(B, 64, sae_job_row_var, t);
     double err = 0, var = 0, cos = 0, aux = 0, l0 = 0;
     for (int r = 0; r < B; r++) {
         err += t->row_err[r];
@@ -341,7 +365,7 @@ static void sae_batch_stats(sae_trainer *t, const float *x, int B, double aux_sc
     int64_t dead = 0;
     for (int i = 0; i < t->m->n; i++) dead += t->since_fired[i] >= t->o.dead_tokens;
     st->mse = err / B;
-    st->aux = aux_scale * aux / B;
+    st->aux = t->cur.aux_scale * aux / B;
     st->loss = st->mse + t->o.aux_coef * st->aux;
     st->fvu = var > 0 ? err / var : 0;
     st->cosine = cos / B;
@@ -349,12 +373,19 @@ static void sae_batch_stats(sae_trainer *t, const float *x, int B, double aux_sc
     st->dead_fraction = (double)dead / t->m->n;
 }
 
+static void sae_set_batch(sae_trainer *t, const float *x, int B) {
+    memset(&t->cur, 0, sizeof t->cur);
+    t->cur.x = x;
+    t->cur.B = B;
+}
+
 int sae_eval_batch(sae_trainer *t, const float *x, int rows, sae_stats *st) {
     if (rows < 1 || rows > t->max_batch) return sf_fail("sae eval: bad batch of %d rows", rows);
-    sae_forward_encode(t, x, rows, 0);
-    sae_forward_decode(t, x, rows, 0);
+    sae_set_batch(t, x, rows);
+    sae_forward_encode(t);
+    sae_parallel_for(rows, 16, sae_job_decode, t);
     memset(st, 0, sizeof *st);
-    sae_batch_stats(t, x, rows, 0, st);
+    sae_batch_stats(t, st);
     return SF_OK;
 }
 
@@ -374,91 +405,106 @@ static void sae_group_by_latent(sae_trainer *t, int B) {
     start[0] = 0;
 }
 
-int sae_train_step(sae_trainer *t, const float *x, int B, sae_stats *st) {
-    sae_model *m = t->m;
-    if (B < 1 || B > t->max_batch) return sf_fail("sae train: bad batch of %d rows", B);
-    int d = m->d, n = m->n, k = m->k, kk = t->kk;
-
-    /* Dead latents and the AuxK size for this step. */
-    int64_t num_dead = 0;
-    for (int i = 0; i < n; i++) num_dead += t->dead[i] = t->since_fired[i] >= t->o.dead_tokens;
-    int k_aux = t->o.k_aux < num_dead ? t->o.k_aux : (int)num_dead;
-    double aux_scale = t->o.k_aux ? fmin((double)num_dead / t->o.k_aux, 1.0) : 0.0;
-
-    sae_forward_encode(t, x, B, k_aux);
-    sae_forward_decode(t, x, B, aux_scale);
-    if (st) {
-        memset(st, 0, sizeof *st);
-        sae_batch_stats(t, x, B, aux_scale, st);
-    }
-
-    /* dz for the active entries; per-row b_dec gradient through the encoder input into h. */
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < B; r++) {
-        const int32_t *ix = t->idx + (size_t)r * kk;
-        const float *gr = t->g + (size_t)r * d, *ar = t->ga ? t->ga + (size_t)r * d : NULL;
-        float *dz = t->dz + (size_t)r * kk, *hr = t->h + (size_t)r * d;
+/* dz for each active entry, and each row's b_dec gradient (through xhat and the encoder input)
+ * into h. */
+static void sae_job_dz(void *ctx, int tid, int64_t b, int64_t e) {
+    (void)tid;
+    sae_trainer *t = ctx;
+    const sae_model *m = t->m;
+    int d = m->d, k = m->k, kk = t->kk;
+    for (int64_t r = b; r < e; r++) {
+        const int32_t *ix = t->idx + r * kk;
+        const float *gr = t->g + r * d, *ar = t->ga ? t->ga + r * d : NULL;
+        float *dz = t->dz + r * kk, *hr = t->h + r * d;
         memcpy(hr, gr, (size_t)d * sizeof(float));
         for (int j = 0; j < kk; j++) {
             dz[j] = 0;
             if (ix[j] < 0) continue;
-            const float *src = j < k ? gr : ar;
-            const float *w = m->W_dec + (size_t)ix[j] * d;
-            float s = sae_dot(w, src, d);
+            float s = sae_dot(m->W_dec + (size_t)ix[j] * d, j < k ? gr : ar, d);
             dz[j] = s;
             const float *we = m->W_enc + (size_t)ix[j] * d;
             for (int c = 0; c < d; c++) hr[c] -= s * we[c];
         }
     }
-    /* Sum over rows per column: each column in row order whatever the thread count. */
-#pragma omp parallel for schedule(static)
-    for (int c = 0; c < d; c++) {
-        float s = 0;
-        for (int r = 0; r < B; r++) s += t->h[(size_t)r * d + c];
-        t->gb_dec[c] = s;
+}
+
+/* The b_dec gradient: each column summed over rows in row order, whatever the threads; a job
+ * takes a block of columns so every row read uses whole cache lines. */
+static void sae_job_gb_dec(void *ctx, int tid, int64_t b, int64_t e) {
+    (void)tid;
+    sae_trainer *t = ctx;
+    int d = t->m->d, B = t->cur.B;
+    float *out = t->gb_dec;
+    for (int64_t c = b; c < e; c++) out[c] = 0;
+    for (int r = 0; r < B; r++) {
+        const float *hr = t->h + (size_t)r * d;
+        for (int64_t c = b; c < e; c++) out[c] += hr[c];
     }
+}
 
-    sae_group_by_latent(t, B);
-    double lr = sae_lr_at(&t->o, t->step);
-    sae_adam_coef ac = sae_adam_coef_at(&t->o, lr, t->step + 1);
-
-    /* Per latent: gradient rows from the entries that fired it, Adam, decoder renorm. */
-#pragma omp parallel for schedule(dynamic, 64)
-    for (int i = 0; i < n; i++) {
-#ifdef _OPENMP
-        int tid = omp_get_thread_num();
-#else
-        int tid = 0;
-#endif
-        float *gwe = t->tls + (size_t)tid * 2 * d, *gwd = gwe + d;
+/* Per latent: gradient rows from the entries that fired it, Adam, decoder renorm. */
+static void sae_job_latents(void *ctx, int tid, int64_t b, int64_t e) {
+    sae_trainer *t = ctx;
+    sae_model *m = t->m;
+    int d = m->d, k = m->k, kk = t->kk;
+    const sae_adam_coef *ac = &t->cur.ac;
+    float *gwe = t->tls + (size_t)tid * 2 * d, *gwd = gwe + d;
+    for (int64_t i = b; i < e; i++) {
         memset(gwe, 0, 2 * (size_t)d * sizeof(float));
         float gbe = 0;
         for (int32_t q = t->lat_start[i]; q < t->lat_start[i + 1]; q++) {
-            int32_t e = t->lat_entries[q];
-            int r = e / kk, j = e % kk;
+            int32_t en = t->lat_entries[q];
+            int r = en / kk, j = en % kk;
             const float *src = j < k ? t->g + (size_t)r * d : t->ga + (size_t)r * d;
             const float *xr = t->xc + (size_t)r * d;
-            float a = t->val[e], dz = t->dz[e];
+            float a = t->val[en], dz = t->dz[en];
             for (int c = 0; c < d; c++) gwd[c] += a * src[c];
             for (int c = 0; c < d; c++) gwe[c] += dz * xr[c];
             gbe += dz;
         }
-        float *wd = m->W_dec + (size_t)i * d, *we = m->W_enc + (size_t)i * d;
+        float *wd = m->W_dec + i * d, *we = m->W_enc + i * d;
         if (t->o.remove_parallel_grad) {
             float p = sae_dot(gwd, wd, d);
             for (int c = 0; c < d; c++) gwd[c] -= p * wd[c];
         }
         if (t->gW_enc) {
-            memcpy(t->gW_enc + (size_t)i * d, gwe, (size_t)d * sizeof(float));
-            memcpy(t->gW_dec + (size_t)i * d, gwd, (size_t)d * sizeof(float));
+            memcpy(t->gW_enc + i * d, gwe, (size_t)d * sizeof(float));
+            memcpy(t->gW_dec + i * d, gwd, (size_t)d * sizeof(float));
             t->gb_enc[i] = gbe;
         }
-        sae_adam_update(we, t->a_W_enc.m + (size_t)i * d, t->a_W_enc.v + (size_t)i * d, gwe, d, &ac);
-        sae_adam_update(wd, t->a_W_dec.m + (size_t)i * d, t->a_W_dec.v + (size_t)i * d, gwd, d, &ac);
-        sae_adam_update(m->b_enc + i, t->a_b_enc.m + i, t->a_b_enc.v + i, &gbe, 1, &ac);
+        sae_adam_update(we, t->a_W_enc.m + i * d, t->a_W_enc.v + i * d, gwe, d, ac);
+        sae_adam_update(wd, t->a_W_dec.m + i * d, t->a_W_dec.v + i * d, gwd, d, ac);
+        sae_adam_update(m->b_enc + i, t->a_b_enc.m + i, t->a_b_enc.v + i, &gbe, 1, ac);
         sae_renorm_row(wd, d);
     }
-    sae_adam_update(m->b_dec, t->a_b_dec.m, t->a_b_dec.v, t->gb_dec, d, &ac);
+}
+
+int sae_train_step(sae_trainer *t, const float *x, int B, sae_stats *st) {
+    sae_model *m = t->m;
+    if (B < 1 || B > t->max_batch) return sf_fail("sae train: bad batch of %d rows", B);
+    int d = m->d, n = m->n, k = m->k, kk = t->kk;
+    sae_set_batch(t, x, B);
+
+    /* Dead latents and the AuxK size for this step. */
+    int64_t num_dead = 0;
+    for (int i = 0; i < n; i++) num_dead += t->dead[i] = t->since_fired[i] >= t->o.dead_tokens;
+    t->cur.k_aux = t->o.k_aux < num_dead ? t->o.k_aux : (int)num_dead;
+    t->cur.aux_scale = t->o.k_aux ? fmin((double)num_dead / t->o.k_aux, 1.0) : 0.0;
+
+    sae_forward_encode(t);
+    sae_parallel_for(B, 16, sae_job_decode, t);
+    if (st) {
+        memset(st, 0, sizeof *st);
+        sae_batch_stats(t, st);
+    }
+    sae_parallel_for(B, 16, sae_job_dz, t);
+    sae_parallel_for(d, 64, sae_job_gb_dec, t);
+
+    sae_group_by_latent(t, B);
+    double lr = sae_lr_at(&t->o, t->step);
+    t->cur.ac = sae_adam_coef_at(&t->o, lr, t->step + 1);
+    sae_parallel_for(n, 32, sae_job_latents, t);
+    sae_adam_update(m->b_dec, t->a_b_dec.m, t->a_b_dec.v, t->gb_dec, d, &t->cur.ac);
 
     /* Firing counters: a latent fires when it is among a row's top-k. */
     for (int i = 0; i < n; i++) {
