@@ -26,25 +26,26 @@ static int tok_map_grow(tok_map *m) {
         free(vals);
         return -1;
     }
+    unsigned shift = 64;
+    for (size_t c = cap; c > 1; c >>= 1) shift--;
+    tok_map grown = {keys, vals, cap, m->n, shift};
     for (size_t i = 0; i < m->cap; i++) {
         if (!m->keys[i]) continue;
-        size_t j = tok_mix64(m->keys[i]) & (cap - 1);
+        size_t j = tok_slot(&grown, m->keys[i]);
         while (keys[j]) j = (j + 1) & (cap - 1);
         keys[j] = m->keys[i];
         vals[j] = m->vals[i];
     }
     free(m->keys);
     free(m->vals);
-    m->keys = keys;
-    m->vals = vals;
-    m->cap = cap;
+    *m = grown;
     return 0;
 }
 
 int tok_map_put(tok_map *m, uint64_t key, uint64_t val) {
     if ((m->n + 1) * 2 > m->cap && tok_map_grow(m) != 0) return -1;
     key |= 1ULL << 63;
-    size_t mask = m->cap - 1, i = tok_mix64(key) & mask;
+    size_t mask = m->cap - 1, i = tok_slot(m, key);
     while (m->keys[i] && m->keys[i] != key) i = (i + 1) & mask;
     if (!m->keys[i]) m->n++;
     m->keys[i] = key;
@@ -56,7 +57,7 @@ bool tok_map_get(const tok_map *m, uint64_t key, uint64_t *val) {
     if (m->cap == 0) return false;
     key |= 1ULL << 63;
     size_t mask = m->cap - 1;
-    for (size_t i = tok_mix64(key) & mask;; i = (i + 1) & mask) {
+    for (size_t i = tok_slot(m, key);; i = (i + 1) & mask) {
         if (m->keys[i] == key) {
             *val = m->vals[i];
             return true;

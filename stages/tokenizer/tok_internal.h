@@ -19,6 +19,7 @@ enum tok_kind_e { TOK_SPM_UNIGRAM, TOK_SPM_BPE, TOK_HF_BPE, TOK_HF_UNIGRAM };
 typedef struct tok_map {
     uint64_t *keys, *vals;
     size_t cap, n; /* cap is a power of two */
+    unsigned shift; /* 64 - log2(cap) */
 } tok_map;
 
 int tok_map_put(tok_map *m, uint64_t key, uint64_t val); /* 0, or -1 out of memory */
@@ -36,13 +37,9 @@ int tok_trie_insert(tok_trie *t, const char *s, size_t len, int32_t value);
 int32_t tok_trie_get(const tok_trie *t, const char *s, size_t len);
 void tok_trie_free(tok_trie *t);
 
-static inline uint64_t tok_mix64(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
+/* Slot of a key: Fibonacci hashing (one multiply; the high bits are well mixed). */
+static inline size_t tok_slot(const tok_map *m, uint64_t key) {
+    return (size_t)((key * 0x9E3779B97F4A7C15ULL) >> m->shift);
 }
 
 /* The child of node along byte c, or 0 (the root is nobody's child) if there is none. */
@@ -51,7 +48,7 @@ static inline uint32_t tok_trie_step(const tok_trie *t, uint32_t node, uint8_t c
     if (m->cap == 0) return 0;
     uint64_t key = ((uint64_t)node << 8 | c) | (1ULL << 63);
     size_t mask = m->cap - 1;
-    for (size_t i = tok_mix64(key) & mask;; i = (i + 1) & mask) {
+    for (size_t i = tok_slot(m, key);; i = (i + 1) & mask) {
         if (m->keys[i] == key) return (uint32_t)m->vals[i];
         if (m->keys[i] == 0) return 0;
     }
