@@ -32,6 +32,8 @@ static int writer_init(sf_ctx *ctx, void **state) {
     int64_t mb = sf_param_int(ctx, "shard_mb");
     if (sh_dtype_parse(sf_param_str(ctx, "dtype"), &dt) != SF_OK) return SF_ERR;
     if (mb < 1 || mb > (1 << 20)) return sf_fail("shard_mb must be in [1, 1048576]");
+    if (sf_replica_count(ctx) > 1)
+        return sf_fail("shard_writer cannot have replicas: they would share one directory (use one writer per dir)");
     writer_state *s = calloc(1, sizeof *s);
     if (!s) abort();
     *state = s;

@@ -48,24 +48,22 @@ int sh_file_crc(const char *path, uint32_t *crc, int64_t *bytes) {
     return rc;
 }
 
-/* Reads the next shard into the page cache on a thread of its own while the current one is
- * checked and replayed, so the disk never waits for the CPU work (CRC, copies). */
+/* Reads the next shard on a thread of its own, computing its CRC-32, while the current one is
+ * replayed: the disk and the checksum then overlap the replay instead of following it. */
 typedef struct sh_prefetch {
     pthread_t thread;
-    int active;
+    int active;      /* started and not yet joined */
+    int crc;         /* compute the CRC (verify), else only bring the file into the page cache */
+    size_t shard;    /* manifest index of the shard read */
+    int ok;          /* after the join: crc and bytes hold the file's */
+    uint32_t sum;
+    int64_t bytes;
     char path[4400];
 } sh_prefetch;
 
 static void *prefetch_main(void *arg) {
-    const sh_prefetch *p = arg;
-    int fd = open(p->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return NULL; /* reported when the shard itself is opened */
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    enum { CHUNK = 1 << 20 };
-    void *buf = malloc(CHUNK);
-    while (buf && read(fd, buf, CHUNK) > 0) {}
-    free(buf);
-    close(fd);
+    sh_prefetch *p = arg;
+    p->ok = sh_file_crc(p->path, &p->sum, &p->bytes) == SF_OK && p->crc;
     return NULL;
 }
 
@@ -74,10 +72,22 @@ static void prefetch_wait(sh_prefetch *p) {
     p->active = 0;
 }
 
-static void prefetch_start(sh_prefetch *p, const char *dir, const char *file) {
+static void prefetch_start(sh_prefetch *p, const char *dir, const sh_manifest *m, size_t shard, int crc) {
     prefetch_wait(p);
-    snprintf(p->path, sizeof p->path, "%s/%s", dir, file);
+    snprintf(p->path, sizeof p->path, "%s/%s", dir, m->shards[shard].file);
+    p->shard = shard;
+    p->crc = crc;
+    p->ok = 0;
     p->active = pthread_create(&p->thread, NULL, prefetch_main, p) == 0;
+}
+
+int sh_shard_check_crc(const char *path, const sh_shard_info *si, uint32_t crc, int64_t bytes) {
+    if (bytes != si->bytes)
+        return sf_fail("shard %s is %lld bytes, the manifest says %lld: truncated or replaced", path,
+                       (long long)bytes, (long long)si->bytes);
+    if (crc != si->crc32)
+        return sf_fail("shard %s is corrupt: CRC-32 %08x, the manifest says %08x", path, crc, si->crc32);
+    return SF_OK;
 }
 
 /* The tensor `name` of f, checked to be `dtype` of shape [n] (or [n, d] if d > 0). */
@@ -105,9 +115,8 @@ int sh_shard_open(const char *dir, const sh_manifest *m, const sh_shard_info *si
     if (verify) {
         uint32_t crc;
         int64_t bytes;
-        if (sh_file_crc(path, &crc, &bytes) != SF_OK) return SF_ERR;
-        if (crc != si->crc32 || bytes != si->bytes)
-            return sf_fail("shard %s is corrupt: CRC-32 %08x, the manifest says %08x", path, crc, si->crc32);
+        if (sh_file_crc(path, &crc, &bytes) != SF_OK || sh_shard_check_crc(path, si, crc, bytes) != SF_OK)
+            return SF_ERR;
     }
     sf_st_file *f = sf_st_open(path);
     if (!f) return sf_fail("shard %s: %s", si->file, sf_last_error());
@@ -336,10 +345,15 @@ static int input_ready(sh_reader *r) {
     while (!r->cur.file || r->row >= r->cur.n) {
         if (r->cur.file) sh_shard_close(&r->cur);
         if (r->next_shard == r->nshards) return SF_DONE;
+        size_t k = r->order[r->next_shard++];
+        const sh_shard_info *si = &r->m.shards[k];
+        if (!r->pf.active || r->pf.shard != k) prefetch_start(&r->pf, r->dir, &r->m, k, r->o.verify);
         prefetch_wait(&r->pf);
-        if (sh_shard_open(r->dir, &r->m, &r->m.shards[r->order[r->next_shard++]], r->o.verify, &r->cur) != SF_OK)
-            return SF_ERR;
-        if (r->next_shard < r->nshards) prefetch_start(&r->pf, r->dir, r->m.shards[r->order[r->next_shard]].file);
+        /* Checked against the prefetched CRC; if the thread could not read it, the shard is
+         * opened with the check done here, which reports the error. */
+        if (r->pf.ok && sh_shard_check_crc(r->pf.path, si, r->pf.sum, r->pf.bytes) != SF_OK) return SF_ERR;
+        if (sh_shard_open(r->dir, &r->m, si, r->o.verify && !r->pf.ok, &r->cur) != SF_OK) return SF_ERR;
+        if (r->next_shard < r->nshards) prefetch_start(&r->pf, r->dir, &r->m, r->order[r->next_shard], r->o.verify);
         r->row = 0;
     }
     return SF_OK;

@@ -8,11 +8,13 @@
  * it skips has the doc_id, pos and global sequence number the manifest recorded for it. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,6 +39,7 @@ typedef struct sh_split {
 
 struct sh_writer {
     char *dir;
+    int lock_fd;        /* the directory, flock()ed: one writer per directory */
     sf_dtype dtype;
     size_t shard_bytes;
     sh_manifest m;
@@ -122,6 +125,11 @@ sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, i
     sh_writer *w = calloc(1, sizeof *w);
     if (!w) abort();
     w->dir = strdup(dir);
+    w->lock_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (w->lock_fd < 0 || flock(w->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        sf_fail("%s: %s", dir, errno == EWOULDBLOCK ? "another writer is using this directory" : strerror(errno));
+        goto fail;
+    }
     w->dtype = dtype;
     w->shard_bytes = shard_bytes ? shard_bytes : 1;
     int rc = sh_manifest_load(dir, &w->m);
@@ -384,5 +392,6 @@ void sh_writer_free(sh_writer *w) {
     sh_manifest_free(&w->m);
     free(w->f32);
     free(w->dir);
+    if (w->lock_fd >= 0) close(w->lock_fd); /* releases the lock */
     free(w);
 }

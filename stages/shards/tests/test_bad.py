@@ -5,12 +5,15 @@ the run exactly. Usage: test_bad.py SHARDS_DRIVER"""
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import shardlib  # noqa: E402
 from shardlib import check, expected_rows, init, load_dir, run  # noqa: E402
 
 init()
@@ -117,6 +120,16 @@ expect_error(["write", d, "--seqs", NSEQ, "--d", D, "--no-resume"], "resume is o
 expect_error(["write", d, "--seqs", NSEQ // 2, "--d", D], "input ended after")
 after = {f: open(os.path.join(d, f), "rb").read() for f in os.listdir(d)}
 check(before.keys() == after.keys() and all(before[f] == after[f] for f in before), "a refused run changed files")
+
+# Two writers on one directory: the second is refused while the first runs.
+d = os.path.join(tmp, "busy")
+first = subprocess.Popen([shardlib.DRIVER, "write", d, "--seqs", "400", "--d", str(D), "--sleep-us", "5000"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+time.sleep(0.3)
+expect_error(["write", d, "--seqs", 400, "--d", D], "another writer")
+first.kill()
+first.wait()
+run("write", d, "--seqs", 400, "--d", D)  # the lock died with the process
 
 # Unwritable destination: clear error.
 blocker = os.path.join(tmp, "plainfile")

@@ -108,16 +108,18 @@ saeflow(os.path.join(tmp, "timing"))
 full = time.time() - t0
 rng = random.Random(7)
 killed = 0
-for i in range(8):
+for i in range(12):  # until a run completes: later runs resume further each time
     p = subprocess.Popen(cmd(dst), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(rng.uniform(0.05, full))
-    p.send_signal(signal.SIGINT if i == 3 else signal.SIGKILL)
+    time.sleep(rng.uniform(0.05, 0.5 * full))
+    p.send_signal(signal.SIGINT if i == 2 else signal.SIGKILL)
     err = p.communicate()[1]
-    killed += p.returncode != 0
     check(p.returncode in (0, -9, 130), f"unexpected exit {p.returncode}: {err[-2000:]}")
     if os.path.exists(os.path.join(dst, "manifest.json")):
         subprocess.run([SAEFLOW, "shards", "inspect", dst, "--verify", "--hist-rows", "0"], check=True,
                        capture_output=True)
+    if p.returncode == 0:
+        break
+    killed += 1
 saeflow(dst)
 m, t, lab = rows(dst)
 _, tr, labr = rows(reference)
@@ -126,7 +128,7 @@ for k in ("acts", "tokens", "doc_id", "pos", "seq"):
     check(np.array_equal(t[k], tr[k]), f"killed-and-resumed copy: column {k} differs from the uninterrupted copy")
 check(np.array_equal(lab, labr), "killed-and-resumed copy: labels differ")
 print(f"full copy {full:.2f} s, {killed} interrupted runs")
-check(killed >= 4, f"only {killed} runs were interrupted")
+check(killed >= 3, f"only {killed} runs were interrupted")
 
 # The inspect command through saeflow.
 p = subprocess.run([SAEFLOW, "shards", "inspect", reference, "--verify"], capture_output=True, text=True)
