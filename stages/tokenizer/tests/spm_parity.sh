@@ -12,6 +12,9 @@ command -v spm_encode >/dev/null && command -v spm_train >/dev/null || {
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 gzip -dc "$text_gz" > "$dir/text"
+# Invalid UTF-8 too (lone continuation, truncated sequences, overlong, surrogate, > U+10FFFF):
+# SentencePiece turns each bad byte into U+FFFD.
+printf 'bad \200 byte\nend \343\201\nover\300\257long \355\240\200 sur \364\220\200\200 big\n\377\376\n' >> "$dir/text"
 fail=0
 check() { # name model
     "$tok" "$2" < "$dir/text" > "$dir/$1.ours"
@@ -41,7 +44,7 @@ train unigram-nfkccf-bytes --model_type=unigram --vocab_size=3000 --byte_fallbac
 
 # Round trip on the lossless models (identity normaliser, spaces kept, byte fallback). Lines
 # with a literal U+2581 are left out: SentencePiece itself cannot tell it from a space.
-grep -v "$(printf '\342\226\201')" "$dir/text" > "$dir/rt.in"
+gzip -dc "$text_gz" | grep -v "$(printf '\342\226\201')" > "$dir/rt.in"
 for m in "$dir/bpe-identity-bytes.model" "$llmjp"; do
     [ -r "$m" ] || continue
     "$tok" "$m" < "$dir/rt.in" | "$tok" "$m" --decode > "$dir/rt"

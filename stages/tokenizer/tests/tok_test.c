@@ -1,0 +1,196 @@
+/* Unit tests of tokenizer_lib: token display strings and decoding, piece lookups, special
+ * tokens, and untrusted tokenizer files (empty, truncated, corrupted, malformed JSON) failing
+ * cleanly with a message instead of crashing (run it under ASan/UBSan too).
+ * usage: tok_test LLMJP.model [LLAMA3_TOKENIZER_JSON] */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tok.h"
+
+static int failures;
+
+#define CHECK(cond, ...)                                                                     \
+    do {                                                                                     \
+        if (!(cond)) {                                                                       \
+            failures++;                                                                      \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                      \
+            printf(__VA_ARGS__);                                                             \
+            printf("\n");                                                                    \
+        }                                                                                    \
+    } while (0)
+
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *p = malloc((size_t)n + 1);
+    *len = fread(p, 1, (size_t)n, f);
+    fclose(f);
+    return p;
+}
+
+static const char *display(const tok_tokenizer *t, int32_t id) {
+    static char buf[256];
+    tok_token_display(t, id, buf, sizeof buf);
+    return buf;
+}
+
+static int32_t id_of(const tok_tokenizer *t, const char *piece) { return tok_piece_id(t, piece, strlen(piece)); }
+
+/* Encodes then decodes text; returns 1 if it comes back unchanged. */
+static int round_trips(const tok_tokenizer *t, const char *text) {
+    tok_ids ids = {0};
+    size_t len = 0;
+    int ok = tok_encode(t, text, strlen(text), 0, &ids) == 0;
+    char *back = ok ? tok_decode(t, ids.ids, ids.n, 1, &len) : NULL;
+    ok = back && len == strlen(text) && memcmp(back, text, len) == 0;
+    if (!ok) printf("  round trip of \"%s\" gave \"%s\"\n", text, back ? back : "(null)");
+    free(back);
+    tok_ids_free(&ids);
+    return ok;
+}
+
+static void test_llmjp(const char *path) {
+    char err[512] = "";
+    tok_tokenizer *t = tok_load(path, err, sizeof err);
+    CHECK(t, "load %s: %s", path, err);
+    if (!t) return;
+    CHECK(strcmp(tok_kind(t), "sentencepiece-unigram") == 0, "kind %s", tok_kind(t));
+    CHECK(tok_vocab_size(t) == 99574 && tok_bos_id(t) == 1 && tok_eos_id(t) == 2, "vocab/bos/eos");
+    int32_t hello = id_of(t, "\xe2\x96\x81Hello");
+    CHECK(hello == 22564, "id of ▁Hello is %d", hello);
+    CHECK(strcmp(display(t, hello), " Hello") == 0, "display ▁Hello = '%s'", display(t, hello));
+    int32_t b_e3 = id_of(t, "<0xE3>"), b_41 = id_of(t, "<0x41>");
+    CHECK(b_e3 >= 0 && strcmp(display(t, b_e3), "<0xE3>") == 0, "a lone UTF-8 lead byte shows as <0xE3>");
+    CHECK(b_41 >= 0 && strcmp(display(t, b_41), "A") == 0, "byte <0x41> shows as A: '%s'", display(t, b_41));
+    CHECK(strcmp(display(t, 1), "<s>") == 0, "control token shows its name");
+    char small[4];
+    size_t full = tok_token_display(t, hello, small, sizeof small);
+    CHECK(full == 6 && strcmp(small, " He") == 0, "display truncates like snprintf (%zu, '%s')", full, small);
+    tok_ids ids = {0};
+    CHECK(tok_encode(t, "Hello", 5, TOK_ADD_SPECIAL, &ids) == 0 && ids.n >= 2 && ids.ids[0] == 1,
+          "TOK_ADD_SPECIAL puts BOS first");
+    CHECK(tok_encode(t, "", 0, 0, &ids) == 0 && ids.n == 0, "empty text, no ids");
+    size_t len;
+    int32_t with_bos[] = {1, hello};
+    char *s = tok_decode(t, with_bos, 2, 1, &len);
+    CHECK(s && strcmp(s, "Hello") == 0, "decode skips <s> and the dummy prefix: '%s'", s ? s : "");
+    free(s);
+    s = tok_decode(t, with_bos, 2, 0, &len);
+    CHECK(s && strcmp(s, "<s> Hello") == 0, "decode keeps <s> unless skipping specials: '%s'", s ? s : "");
+    free(s);
+    CHECK(round_trips(t, "日本語と English、絵文字😀も。  spaces\tand tabs"), "round trip");
+    tok_ids_free(&ids);
+    tok_free(t);
+}
+
+static void test_llama3(const char *path) {
+    char err[512] = "";
+    tok_tokenizer *t = tok_load(path, err, sizeof err);
+    CHECK(t, "load %s: %s", path, err);
+    if (!t) return;
+    CHECK(strcmp(tok_kind(t), "hf-bpe") == 0 && tok_vocab_size(t) == 128256, "kind %s, vocab %d", tok_kind(t),
+          tok_vocab_size(t));
+    int32_t hello = id_of(t, "\xc4\xa0hello"); /* "Ġhello" */
+    CHECK(hello >= 0 && strcmp(display(t, hello), " hello") == 0, "display Ġhello = '%s'", display(t, hello));
+    int32_t nl = id_of(t, "\xc4\x8a"); /* "Ċ" = "\n" */
+    CHECK(nl >= 0 && strcmp(display(t, nl), "\n") == 0, "display Ċ is a newline");
+    int32_t lead = id_of(t, "\xc3\xa3"); /* "ã" = byte 0xE3 alone */
+    CHECK(lead >= 0 && strcmp(display(t, lead), "<0xE3>") == 0, "partial UTF-8 token shows <0xE3>: '%s'",
+          display(t, lead));
+    int32_t bot = id_of(t, "<|begin_of_text|>");
+    CHECK(bot == 128000 && strcmp(display(t, bot), "<|begin_of_text|>") == 0, "special token by name");
+    tok_ids ids = {0};
+    const char *txt = "a<|end_of_text|>b";
+    CHECK(tok_encode(t, txt, strlen(txt), 0, &ids) == 0 && ids.n == 3 && ids.ids[1] == 128001,
+          "added tokens in the text are matched whole");
+    CHECK(round_trips(t, "日本語と English、絵文字😀も。  spaces\tand tabs\r\n"), "byte-level round trip");
+    tok_ids_free(&ids);
+    tok_free(t);
+}
+
+/* A file that is not a tokenizer must fail with a message, never crash. */
+static void expect_reject(const char *what, const void *buf, size_t len) {
+    char err[512] = "";
+    tok_tokenizer *t = tok_load_mem(buf, len, err, sizeof err);
+    CHECK(!t && err[0], "%s: accepted or no message", what);
+    if (t) tok_free(t);
+}
+
+static void test_untrusted(const char *llmjp) {
+    expect_reject("empty", "", 0);
+    expect_reject("not protobuf", "\xff\xff\xff\xff\x0f", 5);
+    expect_reject("JSON without model", "{}", 2);
+    expect_reject("JSON syntax", "{\"model\": ", 10);
+    expect_reject("unsupported model", "{\"model\":{\"type\":\"WordPiece\",\"vocab\":{\"a\":0}}}", 47);
+    const char *gap = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":2},\"merges\":[]}}";
+    expect_reject("vocabulary with a missing id", gap, strlen(gap));
+    const char *merge = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[\"a b\"]}}";
+    expect_reject("merge to a token not in the vocabulary", merge, strlen(merge));
+    const char *regex = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+                        "\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(\"},\"behavior\":\"Isolated\"}}";
+    expect_reject("bad regex", regex, strlen(regex));
+    const char *norm = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"normalizer\":{\"type\":\"Magic\"}}";
+    expect_reject("unknown normalizer", norm, strlen(norm));
+
+    size_t len;
+    char *model = read_file(llmjp, &len);
+    if (!model) return;
+    expect_reject("truncated model", model, len / 2);
+    /* Corrupted copies: each either loads (and then encodes safely) or fails with a message. */
+    unsigned seed = 12345;
+    char *copy = malloc(len);
+    int loaded = 0;
+    for (int round = 0; round < 40; round++) {
+        memcpy(copy, model, len);
+        for (int k = 0; k <= round % 3; k++) {
+            seed = seed * 1103515245u + 12345u;
+            size_t at = (seed >> 4) % (round < 20 ? 4096 : len);
+            copy[at] = (char)(seed >> 20);
+        }
+        char err[512] = "";
+        tok_tokenizer *t = tok_load_mem(copy, len, err, sizeof err);
+        if (!t) {
+            CHECK(err[0], "corrupted model rejected without a message");
+            continue;
+        }
+        loaded++;
+        tok_ids ids = {0};
+        const char *text = "Corrupted models must not crash: 日本語 😀 \xff";
+        CHECK(tok_encode(t, text, strlen(text), TOK_ADD_SPECIAL, &ids) == 0, "encode with a corrupted model");
+        for (size_t i = 0; i < ids.n; i++) CHECK(ids.ids[i] >= 0 && ids.ids[i] < tok_vocab_size(t), "id in range");
+        size_t dl;
+        free(tok_decode(t, ids.ids, ids.n, 0, &dl));
+        tok_ids_free(&ids);
+        tok_free(t);
+    }
+    printf("corrupted models: %d of 40 still loaded, all handled\n", loaded);
+    free(copy);
+    free(model);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: tok_test LLMJP.model [LLAMA3_TOKENIZER_JSON]\n");
+        return 2;
+    }
+    FILE *f = fopen(argv[1], "rb");
+    if (!f) {
+        printf("SKIP: %s absent\n", argv[1]);
+        return 77;
+    }
+    fclose(f);
+    test_llmjp(argv[1]);
+    if (argc > 2 && (f = fopen(argv[2], "rb"))) {
+        fclose(f);
+        test_llama3(argv[2]);
+    } else {
+        printf("note: Llama-3 tokenizer.json not given or absent, its checks skipped\n");
+    }
+    test_untrusted(argv[1]);
+    printf(failures ? "%d FAILED\n" : "all passed\n", failures);
+    return failures ? 1 : 0;
+}
