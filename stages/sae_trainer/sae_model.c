@@ -112,9 +112,8 @@ void sae_normalize(const sae_model *m, float *x, int64_t rows, float *norms) {
 }
 
 void sae_preacts(const sae_model *m, const float *xc, int rows, float *pre) {
-    for (int r = 0; r < rows; r++) memcpy(pre + (size_t)r * m->n, m->b_enc, (size_t)m->n * sizeof(float));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, m->n, m->d, 1.0f, xc, m->d,
-                m->W_enc, m->d, 1.0f, pre, m->n);
+                m->W_enc, m->d, 0.0f, pre, m->n);
 }
 
 /* Min-heap of (value, index) on the value: the root is the smallest kept value. */
@@ -149,19 +148,21 @@ static void sae_heap_push(float *hv, int32_t *hi, int *len, int k, float v, int3
     }
 }
 
-/* Scanning is the hot loop: most values fall below the current k-th largest, so test 16 at a
- * time and only look closer at blocks that have a candidate. */
+/* One scan keeping the k largest values > floor (and allowed by mask) in the heap; returns how
+ * many it kept. Scanning is the hot loop: most values fall below the current k-th largest, so
+ * test 16 at a time and only look closer at blocks that have a candidate. */
 __attribute__((target_clones("avx512f", "avx2", "default")))
-int sae_topk_row(const float *pre, int n, int k, const uint8_t *mask, int32_t *idx, float *val) {
+static int sae_topk_scan(const float *pre, const float *bias, int n, int k, const uint8_t *mask, float floor,
+                         int32_t *idx, float *val) {
     int len = 0;
-    float thr = 0.0f; /* only positive values count (ReLU) */
+    float thr = floor;
     int i = 0;
     for (; i + 16 <= n; i += 16) {
         int any = 0;
-        for (int u = 0; u < 16; u++) any |= pre[i + u] > thr;
+        for (int u = 0; u < 16; u++) any |= pre[i + u] + bias[i + u] > thr;
         if (!any) continue;
         for (int u = 0; u < 16; u++) {
-            float v = pre[i + u];
+            float v = pre[i + u] + bias[i + u];
             if (v > thr && (!mask || mask[i + u])) {
                 sae_heap_push(val, idx, &len, k, v, i + u);
                 if (len == k) thr = val[0];
@@ -169,12 +170,21 @@ int sae_topk_row(const float *pre, int n, int k, const uint8_t *mask, int32_t *i
         }
     }
     for (; i < n; i++) {
-        float v = pre[i];
+        float v = pre[i] + bias[i];
         if (v > thr && (!mask || mask[i])) {
             sae_heap_push(val, idx, &len, k, v, i);
             if (len == k) thr = val[0];
         }
     }
+    return len;
+}
+
+int sae_topk_row(const float *pre, const float *bias, int n, int k, const uint8_t *mask, float hint, int32_t *idx,
+                 float *val) {
+    /* With a hint below the k-th largest value the heap starts near its final threshold (fewer
+     * insertions); if fewer than k values exceed the hint, scan again from 0 (ReLU). */
+    int len = hint > 0 ? sae_topk_scan(pre, bias, n, k, mask, hint, idx, val) : 0;
+    if (len < k) len = sae_topk_scan(pre, bias, n, k, mask, 0.0f, idx, val);
     /* Heap sort: repeatedly move the minimum to the end, giving descending order. */
     for (int end = len - 1; end > 0; end--) {
         float tv = val[0]; val[0] = val[end]; val[end] = tv;
@@ -199,13 +209,16 @@ static void sae_topk_rows(void *ctx, int tid, int64_t b, int64_t e) {
     (void)tid;
     const sae_topk_job *j = ctx;
     int n = j->m->n, k = j->m->k;
-    for (int64_t r = b; r < e; r++)
-        sae_topk_row(j->pre + r * n, n, k, NULL, j->idx + r * k, j->val + r * k);
+    float hint = 0; /* from the previous row of this piece only: results never depend on it */
+    for (int64_t r = b; r < e; r++) {
+        float *v = j->val + r * k;
+        hint = sae_topk_row(j->pre + r * n, j->m->b_enc, n, k, NULL, hint, j->idx + r * k, v) == k ? 0.5f * v[k - 1] : 0;
+    }
 }
 
 int sae_encode(const sae_model *m, const float *x, int64_t rows, int32_t *idx, float *val) {
     int d = m->d, n = m->n, k = m->k;
-    int chunk = sae_chunk_rows(n);
+    int chunk = rows < sae_chunk_rows(n) ? (int)rows : sae_chunk_rows(n);
     float *xc = sae_alloc_floats((size_t)chunk * d);
     float *pre = sae_alloc_floats((size_t)chunk * n);
     if (!xc || !pre) {

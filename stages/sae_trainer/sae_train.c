@@ -61,6 +61,7 @@ struct sae_trainer {
     struct {
         const float *x;
         int B, r0, k_aux;
+        int backward; /* training: the decode job also runs each row's backward */
         double aux_scale;
         const double *mean;
         sae_adam_coef ac;
@@ -249,12 +250,13 @@ static void sae_job_topk(void *ctx, int tid, int64_t b, int64_t e) {
     (void)tid;
     sae_trainer *t = ctx;
     int n = t->m->n, k = t->m->k, kk = t->kk, k_aux = t->cur.k_aux;
+    float hint = 0; /* from the previous row of this piece only: results never depend on it */
     for (int64_t r = b; r < e; r++) {
         const float *p = t->pre + r * n;
         int32_t *ix = t->idx + (t->cur.r0 + r) * kk;
         float *vx = t->val + (t->cur.r0 + r) * kk;
-        sae_topk_row(p, n, k, NULL, ix, vx);
-        if (k_aux > 0) sae_topk_row(p, n, k_aux, t->dead, ix + k, vx + k);
+        hint = sae_topk_row(p, t->m->b_enc, n, k, NULL, hint, ix, vx) == k ? 0.5f * vx[k - 1] : 0;
+        if (k_aux > 0) sae_topk_row(p, t->m->b_enc, n, k_aux, t->dead, 0, ix + k, vx + k);
         for (int j = k + k_aux; j < kk; j++) ix[j] = -1, vx[j] = 0;
     }
 }
@@ -279,8 +281,27 @@ static void sae_forward_encode(sae_trainer *t) {
     }
 }
 
+/* Backward of one row: dz for each active entry, and the row's b_dec gradient (through xhat and
+ * the encoder input) into h. Right after the row's decode, while its decoder rows are in cache. */
+static void sae_row_backward(sae_trainer *t, int64_t r) {
+    const sae_model *m = t->m;
+    int d = m->d, k = m->k, kk = t->kk;
+    const int32_t *ix = t->idx + r * kk;
+    const float *gr = t->g + r * d, *ar = t->ga ? t->ga + r * d : NULL;
+    float *dz = t->dz + r * kk, *hr = t->h + r * d;
+    memcpy(hr, gr, (size_t)d * sizeof(float));
+    for (int j = 0; j < kk; j++) {
+        dz[j] = 0;
+        if (ix[j] < 0) continue;
+        float s = sae_dot(m->W_dec + (size_t)ix[j] * d, j < k ? gr : ar, d);
+        dz[j] = s;
+        const float *we = m->W_enc + (size_t)ix[j] * d;
+        for (int c = 0; c < d; c++) hr[c] -= s * we[c];
+    }
+}
+
 /* Decoder forward as a gather of the active rows, the loss gradients w.r.t. xhat (g) and the
- * AuxK reconstruction (ga), and per-row statistics. */
+ * AuxK reconstruction (ga), per-row statistics, and (training) the row's backward. */
 static void sae_job_decode(void *ctx, int tid, int64_t b, int64_t e) {
     (void)tid;
     sae_trainer *t = ctx;
@@ -326,6 +347,7 @@ static void sae_job_decode(void *ctx, int tid, int64_t b, int64_t e) {
             }
             t->row_aux[r] = aerr;
         }
+        if (t->cur.backward) sae_row_backward(t, r);
     }
 }
 
@@ -405,29 +427,6 @@ static void sae_group_by_latent(sae_trainer *t, int B) {
     start[0] = 0;
 }
 
-/* dz for each active entry, and each row's b_dec gradient (through xhat and the encoder input)
- * into h. */
-static void sae_job_dz(void *ctx, int tid, int64_t b, int64_t e) {
-    (void)tid;
-    sae_trainer *t = ctx;
-    const sae_model *m = t->m;
-    int d = m->d, k = m->k, kk = t->kk;
-    for (int64_t r = b; r < e; r++) {
-        const int32_t *ix = t->idx + r * kk;
-        const float *gr = t->g + r * d, *ar = t->ga ? t->ga + r * d : NULL;
-        float *dz = t->dz + r * kk, *hr = t->h + r * d;
-        memcpy(hr, gr, (size_t)d * sizeof(float));
-        for (int j = 0; j < kk; j++) {
-            dz[j] = 0;
-            if (ix[j] < 0) continue;
-            float s = sae_dot(m->W_dec + (size_t)ix[j] * d, j < k ? gr : ar, d);
-            dz[j] = s;
-            const float *we = m->W_enc + (size_t)ix[j] * d;
-            for (int c = 0; c < d; c++) hr[c] -= s * we[c];
-        }
-    }
-}
-
 /* The b_dec gradient: each column summed over rows in row order, whatever the threads; a job
  * takes a block of columns so every row read uses whole cache lines. */
 static void sae_job_gb_dec(void *ctx, int tid, int64_t b, int64_t e) {
@@ -492,12 +491,12 @@ int sae_train_step(sae_trainer *t, const float *x, int B, sae_stats *st) {
     t->cur.aux_scale = t->o.k_aux ? fmin((double)num_dead / t->o.k_aux, 1.0) : 0.0;
 
     sae_forward_encode(t);
+    t->cur.backward = 1;
     sae_parallel_for(B, 16, sae_job_decode, t);
     if (st) {
         memset(st, 0, sizeof *st);
         sae_batch_stats(t, st);
     }
-    sae_parallel_for(B, 16, sae_job_dz, t);
     sae_parallel_for(d, 64, sae_job_gb_dec, t);
 
     sae_group_by_latent(t, B);
