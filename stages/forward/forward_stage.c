@@ -38,7 +38,7 @@ static const sf_param_def fwd_params[] = {
     {"checkpoint", SF_PARAM_STRING, "", "checkpoint name in emitted messages (default: model dir base name)"},
     {"logits", SF_PARAM_BOOL, "false", "add logits [B, T, vocab] (f32)"},
     {"loss", SF_PARAM_BOOL, "false", "add per-token cross-entropy of the next token [B, T] (NaN at the end)"},
-    {"threads", SF_PARAM_INT, "0", "OpenBLAS threads (0: its default, all cores)"},
+    {"threads", SF_PARAM_INT, "0", "threads for the sgemms (OpenBLAS) and the work between them (0: all cores)"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -104,7 +104,7 @@ static int fwd_init(sf_ctx *ctx, void **state) {
     }
     fw_set_threads((int)sf_param_int(ctx, "threads"));
     if (!(s->model = fw_model_load(s->model_dir, head ? -1 : need, head))) return SF_ERR;
-    s->state = fw_state_new();
+    s->state = fw_state_new((int)sf_param_int(ctx, "threads"));
     s->bos_id = (int)sf_param_int(ctx, "bos_id");
     if (s->bos_id < 0) s->bos_id = cfg.bos_id;
     sf_log(SF_LOG_INFO, "%s (%s, %d of %d blocks), checkpoint %s", s->model_dir, cfg.architecture,
@@ -342,7 +342,7 @@ static int cli_main(int argc, char **argv) {
     fw_set_threads(threads);
     seq_list seqs = {0};
     fw_model *m = NULL;
-    fw_state *st = fw_state_new();
+    fw_state *st = fw_state_new(threads);
     FILE *out = NULL;
     float *acts = NULL, *loss = NULL;
     int rc = 1;

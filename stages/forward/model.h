@@ -113,9 +113,10 @@ typedef struct fw_request {
     float *loss;           /* [batch * seq] or NULL: -log p(next token); NaN at the last position */
 } fw_request;
 
-/* Scratch buffers of one forward caller; they grow to the largest batch seen. */
+/* Scratch buffers and worker threads of one forward caller; buffers grow to the largest batch
+ * seen. threads: for the work between sgemms (0: one per online CPU). */
 typedef struct fw_state fw_state;
-fw_state *fw_state_new(void);
+fw_state *fw_state_new(int threads);
 void fw_state_free(fw_state *s);
 /* Queries per attention chunk (scores are computed chunk x keys-so-far). Tests shrink it. */
 void fw_state_set_attn_chunk(fw_state *s, int chunk);

@@ -1,11 +1,18 @@
 /* model_forward.c — the batched causal forward of model.h, top to bottom: embed, then per block
  * norm -> fused qkv sgemm -> RoPE -> causal attention (sgemm per head and query chunk) -> output
- * sgemm -> norm -> MLP sgemms, copying out hook points on the way; then the final norm and head. */
+ * sgemm -> norm -> MLP sgemms, copying out hook points on the way; then the final norm and head.
+ *
+ * Threads: the big sgemms use OpenBLAS's threads. Everything between them (norms, RoPE, the
+ * activation, attention head by head, the loss) is split over a small pool of our own threads,
+ * which sleep while OpenBLAS works; during attention OpenBLAS is switched to one thread so each
+ * of our threads runs its own small sgemms. */
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "model.h"
 
@@ -17,8 +24,33 @@ typedef struct fw_buf {
     size_t cap;
 } fw_buf;
 
+#define FW_MAX_THREADS 64
+
+/* A task over items [begin, end), run by worker `w` (0 is the calling thread). */
+typedef void (*fw_task)(void *arg, int w, size_t begin, size_t end);
+
+typedef struct fw_pool {
+    int n; /* threads, the caller included */
+    pthread_t tid[FW_MAX_THREADS];
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    uint64_t job;   /* incremented for every task handed out */
+    int pending;    /* workers still on the current task */
+    int quit;
+    fw_task fn;
+    void *arg;
+    size_t items;
+} fw_pool;
+
+typedef struct fw_worker {
+    fw_pool *pool;
+    int w;
+} fw_worker;
+
 struct fw_state {
     int attn_chunk;
+    fw_pool pool;
+    fw_worker workers[FW_MAX_THREADS];
     fw_buf x;        /* [N, d] residual stream */
     fw_buf xn;       /* [N, d] normed input of a sublayer */
     fw_buf qkv;      /* [N, (H + 2*KV) * hd] */
@@ -27,7 +59,7 @@ struct fw_state {
     fw_buf mlp_in;   /* [N, ff] or [N, 2*ff] gated */
     fw_buf mlp_act;  /* [N, ff] */
     fw_buf mlp_out;  /* [N, d] */
-    fw_buf scores;   /* [chunk, T] */
+    fw_buf scores[FW_MAX_THREADS]; /* [chunk, T] per thread */
     fw_buf rope;     /* [T, rotary_dim / 2] cos, then the same for sin */
     fw_buf head;     /* [FW_HEAD_ROWS, vocab] logits when the caller keeps none, and normed rows */
 };
@@ -44,10 +76,69 @@ static float *buf_get(fw_buf *b, size_t n) {
     return b->p;
 }
 
-fw_state *fw_state_new(void) {
+static void pool_range(const fw_pool *p, int w, size_t *begin, size_t *end) {
+    *begin = p->items * (size_t)w / (size_t)p->n;
+    *end = p->items * (size_t)(w + 1) / (size_t)p->n;
+}
+
+static void *pool_main(void *arg) {
+    fw_worker *me = arg;
+    fw_pool *p = me->pool;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (p->job == seen && !p->quit) pthread_cond_wait(&p->go, &p->mu);
+        if (p->quit) break;
+        seen = p->job;
+        pthread_mutex_unlock(&p->mu);
+        size_t b, e;
+        pool_range(p, me->w, &b, &e);
+        if (b < e) p->fn(p->arg, me->w, b, e);
+        pthread_mutex_lock(&p->mu);
+        if (--p->pending == 0) pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Runs fn over [0, items) split in equal contiguous ranges, one per thread; returns when all are done. */
+static void pool_run(fw_pool *p, size_t items, fw_task fn, void *arg) {
+    if (p->n == 1 || items < 2) {
+        if (items) fn(arg, 0, 0, items);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->arg = arg;
+    p->items = items;
+    p->pending = p->n - 1;
+    p->job++;
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->mu);
+    size_t b, e;
+    pool_range(p, 0, &b, &e);
+    if (b < e) fn(arg, 0, b, e);
+    pthread_mutex_lock(&p->mu);
+    while (p->pending) pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+fw_state *fw_state_new(int threads) {
     fw_state *s = calloc(1, sizeof *s);
     if (!s) abort();
     s->attn_chunk = 256;
+    if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    s->pool.n = threads < 1 ? 1 : threads > FW_MAX_THREADS ? FW_MAX_THREADS : threads;
+    pthread_mutex_init(&s->pool.mu, NULL);
+    pthread_cond_init(&s->pool.go, NULL);
+    pthread_cond_init(&s->pool.done, NULL);
+    for (int w = 1; w < s->pool.n; w++) {
+        s->workers[w] = (fw_worker){&s->pool, w};
+        if (pthread_create(&s->pool.tid[w], NULL, pool_main, &s->workers[w]) != 0) {
+            s->pool.n = w; /* run with the threads we got */
+            break;
+        }
+    }
     return s;
 }
 
@@ -55,9 +146,18 @@ void fw_state_set_attn_chunk(fw_state *s, int chunk) { s->attn_chunk = chunk > 0
 
 void fw_state_free(fw_state *s) {
     if (!s) return;
+    pthread_mutex_lock(&s->pool.mu);
+    s->pool.quit = 1;
+    pthread_cond_broadcast(&s->pool.go);
+    pthread_mutex_unlock(&s->pool.mu);
+    for (int w = 1; w < s->pool.n; w++) pthread_join(s->pool.tid[w], NULL);
+    pthread_mutex_destroy(&s->pool.mu);
+    pthread_cond_destroy(&s->pool.go);
+    pthread_cond_destroy(&s->pool.done);
     fw_buf *all[] = {&s->x, &s->xn, &s->qkv, &s->att, &s->attn_out, &s->mlp_in,
-                     &s->mlp_act, &s->mlp_out, &s->scores, &s->rope, &s->head};
+                     &s->mlp_act, &s->mlp_out, &s->rope, &s->head};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]->p);
+    for (int w = 0; w < FW_MAX_THREADS; w++) free(s->scores[w].p);
     free(s);
 }
 
@@ -95,7 +195,7 @@ static void hook_copy(const fw_request *r, fw_hook_kind kind, int layer, const f
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Building blocks                                                                             */
+/* Building blocks; each row-wise step is a task over rows, so that pool_run can split it      */
 
 /* y[rows, out] = x[rows, in] W^T (+ b), with W [out, in] as nn.Linear stores it. */
 static void linear(const float *x, const float *w, const float *b, float *y, int rows, int in, int out) {
@@ -105,10 +205,11 @@ static void linear(const float *x, const float *w, const float *b, float *y, int
             for (int j = 0; j < out; j++) y[i * out + j] += b[j];
 }
 
-/* RMSNorm (b == NULL) or LayerNorm, row by row; statistics accumulate in double. */
-static void norm(const fw_config *c, const float *w, const float *b, const float *x, float *y, int rows) {
+/* RMSNorm (b == NULL) or LayerNorm of rows [begin, end); statistics accumulate in double. */
+static void norm_rows(const fw_config *c, const float *w, const float *b, const float *x, float *y, size_t begin,
+                      size_t end) {
     int d = c->d_model;
-    for (size_t i = 0; i < (size_t)rows; i++) {
+    for (size_t i = begin; i < end; i++) {
         const float *xi = x + i * d;
         float *yi = y + i * d;
         double mean = 0, var = 0;
@@ -125,8 +226,25 @@ static void norm(const fw_config *c, const float *w, const float *b, const float
     }
 }
 
+typedef struct norm_job {
+    const fw_config *c;
+    const float *w, *b, *x;
+    float *y;
+} norm_job;
+
+static void norm_task(void *arg, int w, size_t begin, size_t end) {
+    (void)w;
+    norm_job *j = arg;
+    norm_rows(j->c, j->w, j->b, j->x, j->y, begin, end);
+}
+
+static void norm(fw_state *s, const fw_config *c, const float *w, const float *b, const float *x, float *y, int rows) {
+    norm_job j = {c, w, b, x, y};
+    pool_run(&s->pool, (size_t)rows, norm_task, &j);
+}
+
 void fw_final_norm(const fw_model *m, const float *x, float *y, int rows) {
-    norm(&m->cfg, m->lnf_w, m->lnf_b, x, y, rows);
+    norm_rows(&m->cfg, m->lnf_w, m->lnf_b, x, y, 0, (size_t)rows);
 }
 
 static float activation(fw_act a, float x) {
@@ -137,6 +255,26 @@ static float activation(fw_act a, float x) {
     case FW_ACT_RELU: return x > 0 ? x : 0;
     }
     return x;
+}
+
+typedef struct act_job {
+    const fw_config *c;
+    const float *in; /* [rows, ff] or gated [rows, 2*ff]: gate, then up */
+    float *out;      /* [rows, ff] */
+} act_job;
+
+static void act_task(void *arg, int w, size_t begin, size_t end) {
+    (void)w;
+    act_job *j = arg;
+    int ff = j->c->d_ff, ff_in = j->c->gated_mlp ? 2 * ff : ff;
+    for (size_t i = begin; i < end; i++) {
+        const float *in = j->in + i * ff_in;
+        float *a = j->out + i * ff;
+        if (j->c->gated_mlp)
+            for (int k = 0; k < ff; k++) a[k] = activation(j->c->act, in[k]) * in[ff + k];
+        else
+            for (int k = 0; k < ff; k++) a[k] = activation(j->c->act, in[k]);
+    }
 }
 
 /* cos and sin of position t times each inverse frequency, for t in [0, T). Dynamic NTK scaling
@@ -157,16 +295,26 @@ static void rope_tables(const fw_model *m, int T, float *cos_t, float *sin_t) {
     }
 }
 
-/* Rotates the first rotary_dim dims of every q and k head in place, pairing dim i with
- * i + rotary_dim/2 (Hugging Face's rotate_half convention, also GPT-NeoX's). */
-static void rope_apply(const fw_config *c, float *qkv, int B, int T, const float *cos_t, const float *sin_t) {
+typedef struct rope_job {
+    const fw_config *c;
+    float *qkv;
+    int T;
+    const float *cos_t, *sin_t;
+} rope_job;
+
+/* Rotates the first rotary_dim dims of every q and k head of rows [begin, end) in place, pairing
+ * dim i with i + rotary_dim/2 (Hugging Face's rotate_half convention, also GPT-NeoX's). */
+static void rope_task(void *arg, int w, size_t begin, size_t end) {
+    (void)w;
+    rope_job *j = arg;
+    const fw_config *c = j->c;
     int hd = c->head_dim, half = c->rotary_dim / 2, heads = c->n_heads + c->n_kv_heads;
-    int W = (c->n_heads + 2 * c->n_kv_heads) * hd;
-    for (size_t bt = 0; bt < (size_t)B * T; bt++) {
-        size_t t = bt % (size_t)T;
-        const float *cs = cos_t + t * half, *sn = sin_t + t * half;
+    size_t W = (size_t)(c->n_heads + 2 * c->n_kv_heads) * hd;
+    for (size_t bt = begin; bt < end; bt++) {
+        size_t t = bt % (size_t)j->T;
+        const float *cs = j->cos_t + t * half, *sn = j->sin_t + t * half;
         for (int h = 0; h < heads; h++) { /* the q heads, then the k heads: adjacent in a row */
-            float *v = qkv + bt * W + (size_t)h * hd;
+            float *v = j->qkv + bt * W + (size_t)h * hd;
             for (int i = 0; i < half; i++) {
                 float a = v[i], b = v[i + half];
                 v[i] = a * cs[i] - b * sn[i];
@@ -176,71 +324,110 @@ static void rope_apply(const fw_config *c, float *qkv, int B, int T, const float
     }
 }
 
-/* Causal softmax attention of every head, written head by head into att [B*T, H*hd]. Queries go
- * in chunks so that a chunk only scores the keys up to its last position (half the work of a
- * full T x T product) and the score buffer stays chunk x T. With GQA, query head h reads
- * key/value head h / (H / KV). */
-static void attention(const fw_config *c, fw_state *s, const float *qkv, float *att, int B, int T, float scale) {
-    int H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim, group = H / KV;
-    int W = (H + 2 * KV) * hd, chunk = s->attn_chunk < T ? s->attn_chunk : T;
-    float *S = buf_get(&s->scores, (size_t)chunk * T);
-    for (int b = 0; b < B; b++) {
-        const float *base = qkv + (size_t)b * T * W;
-        for (int h = 0; h < H; h++) {
-            const float *q = base + (size_t)h * hd;
-            const float *k = base + (size_t)(H + h / group) * hd;
-            const float *v = base + (size_t)(H + KV + h / group) * hd;
-            for (int i0 = 0; i0 < T; i0 += chunk) {
-                int rows = T - i0 < chunk ? T - i0 : chunk, keys = i0 + rows;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, scale, q + (size_t)i0 * W, W, k,
-                            W, 0.0f, S, keys);
-                for (int r = 0; r < rows; r++) {
-                    float *sr = S + (size_t)r * keys;
-                    int n = i0 + r + 1; /* keys this query may see */
-                    float mx = sr[0];
-                    for (int j = 1; j < n; j++) mx = sr[j] > mx ? sr[j] : mx;
-                    float sum = 0;
-                    for (int j = 0; j < n; j++) sum += (sr[j] = expf(sr[j] - mx));
-                    float inv = 1.0f / sum;
-                    for (int j = 0; j < n; j++) sr[j] *= inv;
-                    for (int j = n; j < keys; j++) sr[j] = 0;
-                }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, S, keys, v, W, 0.0f,
-                            att + ((size_t)b * T + i0) * H * hd + (size_t)h * hd, H * hd);
+typedef struct attn_job {
+    const fw_config *c;
+    fw_state *s;
+    const float *qkv;
+    float *att;
+    int T, chunk;
+    float scale;
+} attn_job;
+
+/* Causal softmax attention of (sequence, head) pairs [begin, end), written head by head into
+ * att [B*T, H*hd]. Queries go in chunks so that a chunk only scores the keys up to its last
+ * position (about half the work of a full T x T product) and the score buffer stays chunk x T.
+ * With GQA, query head h reads key/value head h / (H / KV). */
+static void attn_task(void *arg, int w, size_t begin, size_t end) {
+    attn_job *j = arg;
+    const fw_config *c = j->c;
+    int H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim, group = H / KV, T = j->T;
+    int W = (H + 2 * KV) * hd;
+    float *S = j->s->scores[w].p;
+    for (size_t pair = begin; pair < end; pair++) {
+        int b = (int)(pair / H), h = (int)(pair % H);
+        const float *base = j->qkv + (size_t)b * T * W;
+        const float *q = base + (size_t)h * hd;
+        const float *k = base + (size_t)(H + h / group) * hd;
+        const float *v = base + (size_t)(H + KV + h / group) * hd;
+        for (int i0 = 0; i0 < T; i0 += j->chunk) {
+            int rows = T - i0 < j->chunk ? T - i0 : j->chunk, keys = i0 + rows;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, j->scale, q + (size_t)i0 * W, W, k, W,
+                        0.0f, S, keys);
+            for (int r = 0; r < rows; r++) {
+                float *sr = S + (size_t)r * keys;
+                int n = i0 + r + 1; /* keys this query may see */
+                float mx = sr[0];
+                for (int m = 1; m < n; m++) mx = sr[m] > mx ? sr[m] : mx;
+                float sum = 0;
+                for (int m = 0; m < n; m++) sum += (sr[m] = expf(sr[m] - mx));
+                float inv = 1.0f / sum;
+                for (int m = 0; m < n; m++) sr[m] *= inv;
+                for (int m = n; m < keys; m++) sr[m] = 0;
             }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, S, keys, v, W, 0.0f,
+                        j->att + ((size_t)b * T + i0) * H * hd + (size_t)h * hd, H * hd);
         }
     }
+}
+
+static void attention(fw_state *s, const fw_config *c, const float *qkv, float *att, int B, int T, float scale) {
+    attn_job j = {c, s, qkv, att, T, s->attn_chunk < T ? s->attn_chunk : T, scale};
+    for (int w = 0; w < s->pool.n; w++) buf_get(&s->scores[w], (size_t)j.chunk * T);
+    /* our threads each run their own small sgemms: OpenBLAS on one thread meanwhile */
+    int blas_threads = openblas_get_num_threads();
+    if (s->pool.n > 1) openblas_set_num_threads(1);
+    pool_run(&s->pool, (size_t)B * c->n_heads, attn_task, &j);
+    if (s->pool.n > 1) openblas_set_num_threads(blas_threads);
 }
 
 static void add_inplace(float *x, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
+typedef struct loss_job {
+    const float *logits; /* rows [0, n) of this head chunk */
+    const int32_t *next; /* the token after each row's, or -1 at the end of a sequence */
+    float *loss;
+    int V;
+} loss_job;
+
+/* loss = logsumexp(logits) - logits[next token], the sum accumulated in double. */
+static void loss_task(void *arg, int w, size_t begin, size_t end) {
+    (void)w;
+    loss_job *j = arg;
+    for (size_t k = begin; k < end; k++) {
+        const float *l = j->logits + k * j->V;
+        if (j->next[k] < 0) {
+            j->loss[k] = NAN;
+            continue;
+        }
+        float mx = l[0];
+        for (int v = 1; v < j->V; v++) mx = l[v] > mx ? l[v] : mx;
+        double sum = 0;
+        for (int v = 0; v < j->V; v++) sum += expf(l[v] - mx);
+        j->loss[k] = (float)(mx + log(sum) - l[j->next[k]]);
+    }
+}
+
 /* Final norm and LM head, FW_HEAD_ROWS rows at a time so logits of a large vocabulary need not
- * all exist at once; loss[t] = logsumexp(logits[t]) - logits[t][token t+1]. */
+ * all exist at once. */
 static void lm_head(const fw_model *m, fw_state *s, const fw_request *r, const float *x) {
     const fw_config *c = &m->cfg;
     int V = c->vocab, d = c->d_model, N = r->batch * r->seq;
     float *buf = buf_get(&s->head, (size_t)FW_HEAD_ROWS * (V + d)), *xn = buf + (size_t)FW_HEAD_ROWS * V;
+    int32_t next[FW_HEAD_ROWS];
     for (int i0 = 0; i0 < N; i0 += FW_HEAD_ROWS) {
         int rows = N - i0 < FW_HEAD_ROWS ? N - i0 : FW_HEAD_ROWS;
         float *lg = r->logits ? r->logits + (size_t)i0 * V : buf;
-        norm(c, m->lnf_w, m->lnf_b, x + (size_t)i0 * d, xn, rows);
+        norm(s, c, m->lnf_w, m->lnf_b, x + (size_t)i0 * d, xn, rows);
         linear(xn, m->lm_head, NULL, lg, rows, d, V);
         if (!r->loss) continue;
         for (int k = 0; k < rows; k++) {
-            int i = i0 + k, t = i % r->seq;
-            const float *l = lg + (size_t)k * V;
-            if (t == r->seq - 1) {
-                r->loss[i] = NAN;
-                continue;
-            }
-            float mx = l[0];
-            for (int j = 1; j < V; j++) mx = l[j] > mx ? l[j] : mx;
-            double sum = 0;
-            for (int j = 0; j < V; j++) sum += exp((double)l[j] - mx);
-            r->loss[i] = (float)(mx + log(sum) - l[r->tokens[i + 1]]);
+            int i = i0 + k;
+            next[k] = i % r->seq == r->seq - 1 ? -1 : r->tokens[i + 1];
         }
+        loss_job j = {lg, next, r->loss + i0, V};
+        pool_run(&s->pool, (size_t)rows, loss_task, &j);
     }
 }
 
@@ -301,26 +488,21 @@ int fw_forward(const fw_model *m, fw_state *s, const fw_request *r) {
         hook_copy(r, FW_RESID_PRE, l, x, nd);
 
         /* attention */
-        norm(c, ly->ln1_w, ly->ln1_b, x, xn, N);
+        norm(s, c, ly->ln1_w, ly->ln1_b, x, xn, N);
         linear(xn, ly->wqkv, ly->bqkv, qkv, N, d, Wqkv);
-        if (half) rope_apply(c, qkv, B, T, cos_t, sin_t);
-        attention(c, s, qkv, att, B, T, c->attn_scale / (c->attn_scale_by_layer ? (float)(l + 1) : 1.0f));
+        rope_job rj = {c, qkv, T, cos_t, sin_t};
+        if (half) pool_run(&s->pool, (size_t)N, rope_task, &rj);
+        attention(s, c, qkv, att, B, T, c->attn_scale / (c->attn_scale_by_layer ? (float)(l + 1) : 1.0f));
         linear(att, ly->wo, ly->bo, attn_out, N, qn, d);
         hook_copy(r, FW_ATTN_OUT, l, attn_out, nd);
 
         /* MLP: on x + attn_out, or on x itself with GPT-NeoX's parallel residual */
         if (!c->parallel_residual) add_inplace(x, attn_out, nd);
-        norm(c, ly->ln2_w, ly->ln2_b, x, xn, N);
+        norm(s, c, ly->ln2_w, ly->ln2_b, x, xn, N);
         if (c->parallel_residual) add_inplace(x, attn_out, nd);
         linear(xn, ly->w_in, ly->b_in, mlp_in, N, d, ff_in);
-        for (size_t i = 0; i < (size_t)N; i++) {
-            const float *in = mlp_in + i * ff_in;
-            float *a = mlp_act + i * ff;
-            if (c->gated_mlp)
-                for (int j = 0; j < ff; j++) a[j] = activation(c->act, in[j]) * in[ff + j];
-            else
-                for (int j = 0; j < ff; j++) a[j] = activation(c->act, in[j]);
-        }
+        act_job aj = {c, mlp_in, mlp_act};
+        pool_run(&s->pool, (size_t)N, act_task, &aj);
         hook_copy(r, FW_MLP_HIDDEN, l, mlp_act, (size_t)N * ff);
         linear(mlp_act, ly->w_out, ly->b_out, mlp_out, N, ff, d);
         hook_copy(r, FW_MLP_OUT, l, mlp_out, nd);

@@ -94,7 +94,7 @@ int main(int argc, char **argv) {
 
     /* bad token ids are refused by the forward */
     int32_t toks[3] = {1, ok->cfg.vocab, 2};
-    fw_state *s = fw_state_new();
+    fw_state *s = fw_state_new(2);
     float loss[3];
     fw_request r = {toks, 1, 3, 0, NULL, NULL, NULL, loss};
     int rc = fw_forward(ok, s, &r);

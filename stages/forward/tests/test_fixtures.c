@@ -69,7 +69,7 @@ static void run_fixture(const char *dir) {
         outs[i] = calloc((size_t)N * fw_hook_width(c, hooks[i]), sizeof(float));
     }
     float *logits = calloc((size_t)N * c->vocab, sizeof *logits), *loss = calloc((size_t)N, sizeof *loss);
-    fw_state *s = fw_state_new();
+    fw_state *s = fw_state_new(2);
     fw_request r = {tokens, B, T, n_hooks, hooks, outs, logits, loss};
     if (fw_forward(m, s, &r) != SF_OK) {
         fprintf(stderr, "%s: forward: %s\n", dir, sf_last_error());

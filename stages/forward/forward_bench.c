@@ -1,0 +1,91 @@
+/* forward_bench — times fw_forward on a checkpoint (bench/forward_bench.sh runs it beside the
+ * PyTorch peer), and measures the sgemm peak it is compared with.
+ *
+ *   forward_bench MODEL_DIR BATCH SEQ LAST_LAYER|full ITERS   -> "tokens/s GFLOP/s MFLOP/token"
+ *   forward_bench --sgemm N ITERS                              -> "GFLOP/s" of an N^3 sgemm
+ *
+ * Threads: OpenBLAS's default (OPENBLAS_NUM_THREADS). FLOPs count the multiply-adds of every
+ * linear layer, the causal attention products (each query against the keys up to it) and the
+ * LM head; norms, softmax and activations are not counted. */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "model.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int bench_sgemm(int n, int iters) {
+    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n), *c = malloc(sizeof(float) * n * n);
+    for (size_t i = 0; i < (size_t)n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
+    double best = 1e30;
+    for (int it = 0; it <= iters; it++) { /* the first run warms up */
+        double t0 = now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double dt = now() - t0;
+        if (it && dt < best) best = dt;
+    }
+    printf("%.1f\n", 2.0 * n * n * n / best / 1e9);
+    free(a), free(b), free(c);
+    return 0;
+}
+
+/* FLOPs per token of blocks 0..last and, if head, the LM head, for sequences of T tokens. */
+static double flops_per_token(const fw_config *c, int T, int last, int head) {
+    double d = c->d_model, hd = c->head_dim, qn = c->n_heads * hd, kvn = c->n_kv_heads * hd;
+    double ff_in = c->gated_mlp ? 2.0 * c->d_ff : c->d_ff;
+    double linear = d * (qn + 2 * kvn) + qn * d + d * ff_in + c->d_ff * d;
+    double attn = 2.0 * qn * (T + 1) / 2.0; /* QK^T and PV over (T+1)/2 keys on average */
+    return 2.0 * (last + 1) * (linear + attn) + (head ? 2.0 * d * c->vocab : 0);
+}
+
+int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "--sgemm")) return bench_sgemm(atoi(argv[2]), atoi(argv[3]));
+    if (argc != 6) {
+        fprintf(stderr, "usage: %s MODEL_DIR BATCH SEQ LAST_LAYER|full ITERS | --sgemm N ITERS\n", argv[0]);
+        return 2;
+    }
+    int B = atoi(argv[2]), T = atoi(argv[3]), full = !strcmp(argv[4], "full"), iters = atoi(argv[5]);
+    fw_config cfg;
+    if (fw_config_load(argv[1], &cfg) != SF_OK) {
+        fprintf(stderr, "%s\n", sf_last_error());
+        return 1;
+    }
+    int last = full ? cfg.n_layers - 1 : atoi(argv[4]);
+    fw_model *m = fw_model_load(argv[1], last + 1, full);
+    if (!m) {
+        fprintf(stderr, "%s\n", sf_last_error());
+        return 1;
+    }
+    int32_t *tok = malloc(sizeof *tok * B * T);
+    srand(1);
+    for (int i = 0; i < B * T; i++) tok[i] = rand() % cfg.vocab;
+    fw_hook h = {FW_RESID_POST, last};
+    float *out = malloc(sizeof(float) * B * T * cfg.d_model);
+    float *loss = malloc(sizeof(float) * B * T);
+    fw_request r = {tok, B, T, full ? 0 : 1, &h, &out, NULL, full ? loss : NULL};
+    fw_state *s = fw_state_new(0);
+    double best = 1e30;
+    for (int it = 0; it <= iters; it++) {
+        double t0 = now();
+        if (fw_forward(m, s, &r) != SF_OK) {
+            fprintf(stderr, "%s\n", sf_last_error());
+            return 1;
+        }
+        double dt = now() - t0;
+        if (it && dt < best) best = dt;
+    }
+    double tps = B * T / best;
+    double f = flops_per_token(&cfg, T, last, full);
+    printf("%.1f %.1f %.1f\n", tps, tps * f / 1e9, f / 1e6);
+    fw_state_free(s);
+    fw_model_free(m);
+    free(tok), free(out), free(loss);
+    return 0;
+}
