@@ -2,18 +2,19 @@
 // fixtures of the tokenizer stage. One line of ids (space-separated) per input line, no special
 // tokens, the newline not part of the text (as `saeflow tokenize`).
 //
-// usage: node tools/tokenizer_reference.mjs CACHE_DIR llama3|llama2 < text > ids
-//   (CACHE_DIR filled by tools/tokenizer_fetch_npm.sh)
+// usage: node tools/tokenizer_reference.mjs CACHE_DIR llama3|llama2|DIR < text > ids
+//   (CACHE_DIR filled by tools/tokenizer_fetch_npm.sh; DIR holds tokenizer.json and
+//   tokenizer_config.json, e.g. a variant from tools/tokenizer_variants.py)
 import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 
 const [cache, name] = process.argv.slice(2);
 if (!cache || !name) {
-  console.error("usage: node tokenizer_reference.mjs CACHE_DIR llama3|llama2 < text");
+  console.error("usage: node tokenizer_reference.mjs CACHE_DIR llama3|llama2|DIR < text");
   process.exit(2);
 }
 const lib = await import(pathToFileURL(`${cache}/tokenizers/dist/main.mjs`).href);
-const models = `${cache}/tokenizer-${name}/models`;
+const models = name.includes("/") ? name : `${cache}/tokenizer-${name}/models`;
 const tokenizer = lib.TokenizerLoader.fromPreTrained({
   tokenizerJSON: JSON.parse(readFileSync(`${models}/tokenizer.json`, "utf8")),
   tokenizerConfig: JSON.parse(readFileSync(`${models}/tokenizer_config.json`, "utf8")),

@@ -110,7 +110,7 @@ SF_EXPORT void sf_msg_put_strs(sf_msg *m, const char *key, const char *const *s,
 SF_EXPORT void sf_msg_put_tensor(sf_msg *m, const char *key, sf_dtype t, int ndim,
                                  const int64_t *shape, const void *data);
 /* A tensor whose bytes the caller writes in place, without a copy: returns where to write
- * them. The pointer is valid until the next sf_msg_put_* call or sf_emit. */
+ * them, 16-byte aligned. The pointer is valid until the next sf_msg_put_* call or sf_emit. */
 SF_EXPORT void *sf_msg_put_tensor_inplace(sf_msg *m, const char *key, sf_dtype t, int ndim,
                                           const int64_t *shape);
 /* A new message (being built) holding every field of src, to extend and emit. */

@@ -134,8 +134,14 @@ static void pack_bin_key(sf_msg *m, const char *k) {
 void *sf_msg_put_tensor_inplace(sf_msg *m, const char *key, sf_dtype t, int ndim, const int64_t *shape) {
     size_t nbytes = sf_dtype_size(t);
     for (int i = 0; i < ndim; i++) nbytes *= (size_t)shape[i];
+    if (nbytes > UINT32_MAX) { /* MessagePack's largest binary is 4 GiB */
+        sf_log(SF_LOG_ERROR, "tensor '%s' of %zu bytes exceeds MessagePack's 4 GiB limit: send it in parts", key, nbytes);
+        abort();
+    }
     put_key(m, key);
-    msgpack_pack_map(&m->pk, 5);
+    /* msgpack-numpy's five keys, plus "pad": a few bytes (ignored by readers) that put the data
+     * at a 16-byte boundary of the buffer, so the caller can write floats straight into it. */
+    msgpack_pack_map(&m->pk, 6);
     pack_bin_key(m, "nd");
     msgpack_pack_true(&m->pk);
     pack_bin_key(m, "type");
@@ -146,8 +152,17 @@ void *sf_msg_put_tensor_inplace(sf_msg *m, const char *key, sf_dtype t, int ndim
     pack_bin_key(m, "shape");
     msgpack_pack_array(&m->pk, (size_t)ndim);
     for (int i = 0; i < ndim; i++) msgpack_pack_int64(&m->pk, shape[i]);
+    /* after here: "pad" key (5 bytes), bin8 header (2), p bytes, "data" key (6), bin32 header (5) */
+    size_t p = (16 - (m->sbuf.size + 18) % 16) % 16;
+    static const char zeros[16];
+    pack_bin_key(m, "pad");
+    msgpack_pack_bin(&m->pk, p);
+    msgpack_pack_bin_body(&m->pk, zeros, p);
     pack_bin_key(m, "data");
-    msgpack_pack_bin(&m->pk, nbytes);
+    static const char bin32 = (char)0xc6; /* always the 5-byte header, so the padding above is exact */
+    msgpack_sbuffer_write(&m->sbuf, &bin32, 1);
+    char len[4] = {(char)(nbytes >> 24), (char)(nbytes >> 16), (char)(nbytes >> 8), (char)nbytes};
+    msgpack_sbuffer_write(&m->sbuf, len, 4);
     /* Reserve the payload in the buffer itself: the caller writes it there. */
     msgpack_sbuffer *sb = &m->sbuf;
     if (sb->alloc - sb->size < nbytes) {
@@ -159,9 +174,9 @@ void *sf_msg_put_tensor_inplace(sf_msg *m, const char *key, sf_dtype t, int ndim
         sb->data = d;
         sb->alloc = cap;
     }
-    void *p = sb->data + sb->size;
+    void *ptr = sb->data + sb->size;
     sb->size += nbytes;
-    return p;
+    return ptr;
 }
 
 void sf_msg_put_tensor(sf_msg *m, const char *key, sf_dtype t, int ndim, const int64_t *shape, const void *data) {
