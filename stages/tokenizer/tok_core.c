@@ -303,11 +303,14 @@ static int tok_emit(const tok_tokenizer *t, tok_emitter *e, const char *s, size_
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Unigram: Viterbi over byte positions, as SentencePiece's optimised encoder (including its   */
-/* float/double arithmetic, so that ties and near-ties resolve identically).                   */
+/* Unigram: Viterbi over byte positions, as SentencePiece's optimised encoder. SentencePiece
+ * keeps path scores in float (a candidate is computed and compared in double, then stored
+ * rounded to float; the unknown candidate is all float): reproduced exactly so that ties and
+ * near-ties resolve identically.
+ * tokenizer.json Unigram models (Hugging Face tokenizers, transformers.js) use doubles. */
 
 typedef struct tok_vnode {
-    float score;
+    double score;
     int32_t start; /* start of the best last piece ending here; -1 if unreached */
     int32_t id;
     int32_t next; /* forward link, filled while backtracking */
@@ -320,12 +323,13 @@ int tok_unigram(const tok_tokenizer *t, const char *s, size_t len, bool fuse_unk
     tok_vnode *nodes = tok_grow(&sc->nodes, &sc->nodes_cap, len + 1, sizeof *nodes);
     if (!nodes) return -1;
     for (size_t i = 0; i <= len; i++) nodes[i] = (tok_vnode){0, -1, -1, -1};
+    const bool f32 = t->hf == NULL;
     const float unk_score = t->min_score - 10.0f;
     const uint8_t *u = (const uint8_t *)s;
     for (size_t start = 0; start < len;) {
         size_t mblen = tok_utf8_lead_len(u[start]);
         if (mblen > len - start) mblen = len - start;
-        const float base = nodes[start].score;
+        const double base = nodes[start].score;
         bool single = false;
         uint32_t node = 0;
         for (size_t k = start; k < len; k++) {
@@ -335,12 +339,11 @@ int tok_unigram(const tok_tokenizer *t, const char *s, size_t len, bool fuse_unk
             int ty = t->type[id];
             if (ty != TOK_NORMAL && ty != TOK_USER) continue;
             size_t length = k + 1 - start;
-            double score = ty == TOK_USER ? (double)((float)length * t->max_score) - 0.1
-                                          : (double)t->score[id];
-            double cand = score + (double)base;
+            double score = ty == TOK_USER ? (double)((float)length * t->max_score) - 0.1 : (double)t->score[id];
+            double cand = score + base;
             tok_vnode *tn = &nodes[k + 1];
-            if (tn->start < 0 || cand > (double)tn->score) {
-                tn->score = (float)cand;
+            if (tn->start < 0 || cand > tn->score) {
+                tn->score = f32 ? (double)(float)cand : cand;
                 tn->start = (int32_t)start;
                 tn->id = id;
             }
@@ -348,7 +351,7 @@ int tok_unigram(const tok_tokenizer *t, const char *s, size_t len, bool fuse_unk
         }
         if (!single) {
             tok_vnode *tn = &nodes[start + mblen];
-            float cand = unk_score + base;
+            double cand = f32 ? (double)(unk_score + (float)base) : (double)unk_score + base;
             if (tn->start < 0 || cand > tn->score) {
                 tn->score = cand;
                 tn->start = (int32_t)start;

