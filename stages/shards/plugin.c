@@ -247,7 +247,8 @@ static int source_produce(sf_ctx *ctx, void *state) {
     sf_msg_put_int(msg, "epoch", out.epoch);
     s->done += (uint64_t)(B * T);
     sf_progress(ctx, s->done, s->total, "tokens");
-    return sf_emit(ctx, msg);
+    if (sf_emit(ctx, msg) != SF_OK) return sf_stopping(ctx) ? SF_DONE : SF_ERR;
+    return SF_OK;
 }
 
 static void source_destroy(void *state) {

@@ -5,12 +5,16 @@
  * same order. The manifest holds, per split, a prefix of that split's sequences (shards are
  * written per split in arrival order and only whole sequences go into a shard). A resumed
  * writer therefore skips the first `stored` sequences of each split and checks that the last one
- * it skips has the doc_id, pos and global sequence number the manifest recorded for it. */
+ * it skips has the doc_id, pos and global sequence number the manifest recorded for it.
+ *
+ * Writing a shard (CRC, write, fsync, rename, manifest) runs on a flusher thread while the next
+ * shard fills, so the upstream is not held up by the disk; at most one shard is in flight. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,31 +27,54 @@
 
 #define SH_MAX_SPLITS 16
 
-typedef struct sh_split {
-    char name[SH_NAME_MAX];
-    int64_t stored;     /* sequences of this split already in the manifest */
-    int64_t seen;       /* sequences of this split received in this run */
-    int64_t last_seq, last_doc_id, last_pos; /* of the last stored sequence */
-    /* Pending rows of the next shard. */
-    int64_t n, cap, nseq, first_seq;
+/* The rows of one shard being filled or written. */
+typedef struct sh_rows {
+    int64_t n, cap, nseq;
+    int64_t first_seq, last_seq, last_doc_id, last_pos;
     uint8_t *acts;
     int32_t *tokens, *pos;
     int64_t *doc_id, *seq;
     uint8_t *label;
     double norm_sum, norm_sq_sum;
+} sh_rows;
+
+typedef struct sh_split {
+    char name[SH_NAME_MAX];
+    int64_t stored;     /* sequences of this split in the manifest when the writer opened */
+    int64_t seen;       /* sequences of this split received in this run */
+    int64_t last_seq, last_doc_id, last_pos; /* of the last stored sequence */
+    sh_rows rows;       /* pending rows of its next shard */
 } sh_split;
+
+/* The shard on the flusher thread. Its buffers are swapped with a split's when it is handed
+ * over, so no shard-sized copy or allocation happens per shard. */
+typedef struct sh_flush {
+    pthread_t thread;
+    int active;         /* started and not yet joined */
+    sh_rows rows;
+    char split[SH_NAME_MAX];
+    size_t index;       /* shard number */
+    char *labels_json;  /* the label list when it was handed over */
+    int rc;
+    char err[1024];
+} sh_flush;
 
 struct sh_writer {
     char *dir;
     int lock_fd;        /* the directory, flock()ed: one writer per directory */
     sf_dtype dtype;
     size_t shard_bytes;
+    /* m.run is fixed once set; m.shards is appended to by the flusher; m.labels by add().
+     * m_lock guards the manifest while the flusher appends to it and saves it. */
     sh_manifest m;
+    pthread_mutex_t m_lock;
     int have_run;       /* m.run identity is set (from the manifest or the first batch) */
     sh_split splits[SH_MAX_SPLITS];
     int nsplits;
+    size_t next_index;  /* number of the next shard */
     int64_t next_seq;   /* global number of the next sequence received */
     int64_t skipped, rows_written, shards_written;
+    sh_flush fl;
     float *f32;         /* one sequence as float32 */
     size_t f32_cap;
     int failed;         /* a write failed: refuse further work so no gap can appear */
@@ -125,6 +152,7 @@ sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, i
     sh_writer *w = calloc(1, sizeof *w);
     if (!w) abort();
     w->dir = strdup(dir);
+    pthread_mutex_init(&w->m_lock, NULL);
     w->lock_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (w->lock_fd < 0 || flock(w->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         sf_fail("%s: %s", dir, errno == EWOULDBLOCK ? "another writer is using this directory" : strerror(errno));
@@ -166,6 +194,7 @@ sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, i
         s->last_pos = si->last_pos;
     }
     if (remove_leftovers(w) != SF_OK) goto fail;
+    w->next_index = w->m.nshards;
     return w;
 fail:
     sh_writer_free(w);
@@ -206,86 +235,130 @@ static void *grow(void *p, size_t n) {
     return p;
 }
 
-static void reserve(sh_writer *w, sh_split *s, int64_t rows) {
-    if (s->n + rows <= s->cap) return;
-    int64_t cap = s->cap ? s->cap : 1024;
-    while (cap < s->n + rows) cap *= 2;
-    size_t ab = (size_t)w->m.run.d * sf_dtype_size(w->dtype);
-    s->acts = grow(s->acts, (size_t)cap * ab);
-    s->tokens = grow(s->tokens, (size_t)cap * 4);
-    s->pos = grow(s->pos, (size_t)cap * 4);
-    s->doc_id = grow(s->doc_id, (size_t)cap * 8);
-    s->seq = grow(s->seq, (size_t)cap * 8);
-    s->label = grow(s->label, (size_t)cap);
-    s->cap = cap;
+static void rows_reserve(sh_rows *r, int64_t rows, size_t acts_row) {
+    if (r->n + rows <= r->cap) return;
+    int64_t cap = r->cap ? r->cap : 1024;
+    while (cap < r->n + rows) cap *= 2;
+    r->acts = grow(r->acts, (size_t)cap * acts_row);
+    r->tokens = grow(r->tokens, (size_t)cap * 4);
+    r->pos = grow(r->pos, (size_t)cap * 4);
+    r->doc_id = grow(r->doc_id, (size_t)cap * 8);
+    r->seq = grow(r->seq, (size_t)cap * 8);
+    r->label = grow(r->label, (size_t)cap);
+    r->cap = cap;
 }
 
-/* Writes the pending rows of s as the next shard, then the manifest that names it. */
-static int flush_split(sh_writer *w, sh_split *s) {
-    if (s->n == 0) return SF_OK;
+static void rows_free(sh_rows *r) {
+    free(r->acts);
+    free(r->tokens);
+    free(r->pos);
+    free(r->doc_id);
+    free(r->seq);
+    free(r->label);
+}
+
+/* Flusher thread: writes the shard, then the manifest that names it. */
+static int flush_write(sh_writer *w) {
+    sh_flush *f = &w->fl;
+    const sh_rows *r = &f->rows;
+    const sh_run *run = &w->m.run;
+    sh_shard_info si = {0};
+    snprintf(si.file, sizeof si.file, "%s-%06zu.safetensors", f->split, f->index);
+    snprintf(si.split, sizeof si.split, "%s", f->split);
+    char path[4400], num[32];
+    snprintf(path, sizeof path, "%s/%s", w->dir, si.file);
+
+    sf_st_writer *st = sf_st_writer_new();
+    int64_t shape[2] = {r->n, run->d};
+    /* Widest alignment first, so every tensor starts aligned to its element size (d even). */
+    sf_st_writer_add(st, "doc_id", SF_I64, 1, shape, r->doc_id);
+    sf_st_writer_add(st, "seq", SF_I64, 1, shape, r->seq);
+    sf_st_writer_add(st, "acts", w->dtype, 2, shape, r->acts);
+    sf_st_writer_add(st, "tokens", SF_I32, 1, shape, r->tokens);
+    sf_st_writer_add(st, "pos", SF_I32, 1, shape, r->pos);
+    sf_st_writer_add(st, "label", SF_U8, 1, shape, r->label);
+    sf_st_writer_meta(st, "format", SH_FORMAT);
+    sf_st_writer_meta(st, "model", run->model);
+    sf_st_writer_meta(st, "checkpoint", run->checkpoint);
+    sf_st_writer_meta(st, "hook", run->hook);
+    snprintf(num, sizeof num, "%lld", (long long)run->layer);
+    sf_st_writer_meta(st, "layer", num);
+    sf_st_writer_meta(st, "split", f->split);
+    sf_st_writer_meta(st, "labels", f->labels_json);
+    int rc = sf_st_writer_save(st, path, &si.crc32);
+    sf_st_writer_free(st);
+    struct stat sb;
+    if (rc == SF_OK && stat(path, &sb) != 0) rc = sf_fail("%s: %s", path, strerror(errno));
+    if (rc != SF_OK) return SF_ERR;
+    si.bytes = sb.st_size;
+    si.count = r->n;
+    si.sequences = r->nseq;
+    si.first_seq = r->first_seq;
+    si.last_seq = r->last_seq;
+    si.last_doc_id = r->last_doc_id;
+    si.last_pos = r->last_pos;
+    si.norm_sum = r->norm_sum;
+    si.norm_sq_sum = r->norm_sq_sum;
+
     sh_manifest *m = &w->m;
+    pthread_mutex_lock(&w->m_lock);
     if (m->nshards == m->cap) {
         m->cap = m->cap ? 2 * m->cap : 64;
         m->shards = grow(m->shards, m->cap * sizeof *m->shards);
     }
-    sh_shard_info *si = &m->shards[m->nshards];
-    memset(si, 0, sizeof *si);
-    snprintf(si->file, sizeof si->file, "%s-%06zu.safetensors", s->name, m->nshards);
-    snprintf(si->split, sizeof si->split, "%s", s->name);
-    char path[4400], num[32];
-    snprintf(path, sizeof path, "%s/%s", w->dir, si->file);
-
-    sf_st_writer *st = sf_st_writer_new();
-    int64_t shape[2] = {s->n, m->run.d};
-    /* Widest alignment first, so every tensor starts aligned to its element size (d even). */
-    sf_st_writer_add(st, "doc_id", SF_I64, 1, shape, s->doc_id);
-    sf_st_writer_add(st, "seq", SF_I64, 1, shape, s->seq);
-    sf_st_writer_add(st, "acts", w->dtype, 2, shape, s->acts);
-    sf_st_writer_add(st, "tokens", SF_I32, 1, shape, s->tokens);
-    sf_st_writer_add(st, "pos", SF_I32, 1, shape, s->pos);
-    sf_st_writer_add(st, "label", SF_U8, 1, shape, s->label);
-    json_t *labels = json_array();
-    for (size_t i = 0; i < m->nlabels; i++) json_array_append_new(labels, json_string(m->labels[i]));
-    char *ltext = json_dumps(labels, JSON_COMPACT);
-    json_decref(labels);
-    sf_st_writer_meta(st, "format", SH_FORMAT);
-    sf_st_writer_meta(st, "model", m->run.model);
-    sf_st_writer_meta(st, "checkpoint", m->run.checkpoint);
-    sf_st_writer_meta(st, "hook", m->run.hook);
-    snprintf(num, sizeof num, "%lld", (long long)m->run.layer);
-    sf_st_writer_meta(st, "layer", num);
-    sf_st_writer_meta(st, "split", s->name);
-    sf_st_writer_meta(st, "labels", ltext);
-    int rc = sf_st_writer_save(st, path, &si->crc32);
-    sf_st_writer_free(st);
-    free(ltext);
-    struct stat sb;
-    if (rc == SF_OK && stat(path, &sb) != 0) rc = sf_fail("%s: %s", path, strerror(errno));
-    if (rc != SF_OK) {
-        w->failed = 1;
-        return SF_ERR;
-    }
-    si->bytes = sb.st_size;
-    si->count = s->n;
-    si->sequences = s->nseq;
-    si->first_seq = s->first_seq;
-    si->last_seq = s->last_seq;
-    si->last_doc_id = s->last_doc_id;
-    si->last_pos = s->last_pos;
-    si->norm_sum = s->norm_sum;
-    si->norm_sq_sum = s->norm_sq_sum;
-    m->nshards++;
+    m->shards[m->nshards++] = si;
     m->complete = 0;
-    if (sh_manifest_save(w->dir, m) != SF_OK) {
-        m->nshards--; /* the shard file stays an orphan; the next run removes it */
+    rc = sh_manifest_save(w->dir, m);
+    if (rc != SF_OK) m->nshards--; /* the shard file stays an orphan; the next run removes it */
+    pthread_mutex_unlock(&w->m_lock);
+    return rc;
+}
+
+static void *flusher_main(void *arg) {
+    sh_writer *w = arg;
+    w->fl.rc = flush_write(w);
+    if (w->fl.rc != SF_OK) snprintf(w->fl.err, sizeof w->fl.err, "%s", sf_last_error());
+    return NULL;
+}
+
+/* Waits for the shard in flight; its error becomes the caller's. */
+static int flush_wait(sh_writer *w) {
+    sh_flush *f = &w->fl;
+    if (!f->active) return SF_OK;
+    pthread_join(f->thread, NULL);
+    f->active = 0;
+    free(f->labels_json);
+    f->labels_json = NULL;
+    if (f->rc != SF_OK) {
         w->failed = 1;
-        return SF_ERR;
+        return sf_fail("%s", f->err);
     }
-    s->stored += s->nseq;
-    w->rows_written += s->n;
+    w->rows_written += f->rows.n;
     w->shards_written++;
-    s->n = s->nseq = 0;
-    s->norm_sum = s->norm_sq_sum = 0;
+    return SF_OK;
+}
+
+/* Hands the pending rows of s to the flusher thread as the next shard. */
+static int flush_split(sh_writer *w, sh_split *s) {
+    if (s->rows.n == 0) return SF_OK;
+    if (flush_wait(w) != SF_OK) return SF_ERR;
+    sh_flush *f = &w->fl;
+    sh_rows t = f->rows;
+    f->rows = s->rows;
+    s->rows = t;
+    s->rows.n = s->rows.nseq = 0;
+    s->rows.norm_sum = s->rows.norm_sq_sum = 0;
+    snprintf(f->split, sizeof f->split, "%s", s->name);
+    f->index = w->next_index++;
+    json_t *labels = json_array();
+    for (size_t i = 0; i < w->m.nlabels; i++) json_array_append_new(labels, json_string(w->m.labels[i]));
+    f->labels_json = json_dumps(labels, JSON_COMPACT);
+    json_decref(labels);
+    if (pthread_create(&f->thread, NULL, flusher_main, w) != 0) {
+        w->failed = 1;
+        return sf_fail("cannot start the shard flusher thread");
+    }
+    f->active = 1;
     return SF_OK;
 }
 
@@ -318,9 +391,11 @@ int sh_writer_add(sh_writer *w, const sh_batch *b) {
             if (sh_name_ok(b->label[i], b->label_len[i]) != SF_OK)
                 return sf_fail("label '%.*s' is not a usable name", (int)b->label_len[i], b->label[i]);
             if (w->m.nlabels == SH_MAX_LABELS) return sf_fail("more than %d distinct labels", SH_MAX_LABELS);
+            pthread_mutex_lock(&w->m_lock);
             w->m.labels = grow(w->m.labels, (w->m.nlabels + 1) * sizeof *w->m.labels);
             w->m.labels[w->m.nlabels] = strndup(b->label[i], b->label_len[i]);
             label = (int)w->m.nlabels++;
+            pthread_mutex_unlock(&w->m_lock);
         }
         if (s->seen < s->stored) { /* already on disk from an earlier run */
             if (++s->seen == s->stored && (seq != s->last_seq || doc != s->last_doc_id || pos != s->last_pos))
@@ -332,28 +407,29 @@ int sh_writer_add(sh_writer *w, const sh_batch *b) {
             continue;
         }
         s->seen++;
-        reserve(w, s, T);
+        sh_rows *r = &s->rows;
+        rows_reserve(r, T, (size_t)d * out_size);
         sf_convert_to_f32(w->f32, (const char *)a->data + (size_t)i * td * in_size, a->dtype, td);
-        sf_convert_from_f32(s->acts + (size_t)s->n * d * out_size, w->dtype, w->f32, td);
-        memcpy(s->tokens + s->n, (const char *)b->tokens + (size_t)i * T * 4, (size_t)T * 4);
+        sf_convert_from_f32(r->acts + (size_t)r->n * d * out_size, w->dtype, w->f32, td);
+        memcpy(r->tokens + r->n, (const char *)b->tokens + (size_t)i * T * 4, (size_t)T * 4);
         for (int64_t t = 0; t < T; t++) {
             const float *x = w->f32 + t * d;
             double sq = 0;
             for (int64_t j = 0; j < d; j++) sq += (double)x[j] * x[j];
-            s->norm_sum += sqrt(sq);
-            s->norm_sq_sum += sq;
-            s->doc_id[s->n + t] = doc;
-            s->pos[s->n + t] = pos + (int32_t)t;
-            s->label[s->n + t] = (uint8_t)label;
-            s->seq[s->n + t] = seq;
+            r->norm_sum += sqrt(sq);
+            r->norm_sq_sum += sq;
+            r->doc_id[r->n + t] = doc;
+            r->pos[r->n + t] = pos + (int32_t)t;
+            r->label[r->n + t] = (uint8_t)label;
+            r->seq[r->n + t] = seq;
         }
-        if (s->nseq == 0) s->first_seq = seq;
-        s->nseq++;
-        s->n += T;
-        s->last_seq = seq;
-        s->last_doc_id = doc;
-        s->last_pos = pos;
-        if ((size_t)s->n * sh_row_bytes(&w->m.run) >= w->shard_bytes && flush_split(w, s) != SF_OK) return SF_ERR;
+        if (r->nseq == 0) r->first_seq = seq;
+        r->nseq++;
+        r->n += T;
+        r->last_seq = seq;
+        r->last_doc_id = doc;
+        r->last_pos = pos;
+        if ((size_t)r->n * sh_row_bytes(&w->m.run) >= w->shard_bytes && flush_split(w, s) != SF_OK) return SF_ERR;
     }
     return SF_OK;
 }
@@ -362,7 +438,7 @@ int sh_writer_close(sh_writer *w, int at_end) {
     if (w->failed) return SF_ERR;
     for (int i = 0; i < w->nsplits; i++)
         if (flush_split(w, &w->splits[i]) != SF_OK) return SF_ERR;
-    if (!at_end) return SF_OK;
+    if (flush_wait(w) != SF_OK || !at_end) return w->failed ? SF_ERR : SF_OK;
     for (int i = 0; i < w->nsplits; i++) {
         sh_split *s = &w->splits[i];
         if (s->seen < s->stored)
@@ -380,15 +456,11 @@ int sh_writer_close(sh_writer *w, int at_end) {
 
 void sh_writer_free(sh_writer *w) {
     if (!w) return;
-    for (int i = 0; i < w->nsplits; i++) {
-        sh_split *s = &w->splits[i];
-        free(s->acts);
-        free(s->tokens);
-        free(s->pos);
-        free(s->doc_id);
-        free(s->seq);
-        free(s->label);
-    }
+    if (w->fl.active) pthread_join(w->fl.thread, NULL);
+    free(w->fl.labels_json);
+    rows_free(&w->fl.rows);
+    for (int i = 0; i < w->nsplits; i++) rows_free(&w->splits[i].rows);
+    pthread_mutex_destroy(&w->m_lock);
     sh_manifest_free(&w->m);
     free(w->f32);
     free(w->dir);
