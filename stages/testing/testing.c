@@ -35,6 +35,7 @@ static void sleep_us(int64_t us) {
 typedef struct gen {
     int64_t count, next, rows, cols, delay_us;
     uint64_t seed;
+    int fill;
 } gen;
 
 static const sf_param_def gen_params[] = {
@@ -43,6 +44,7 @@ static const sf_param_def gen_params[] = {
     {"cols", SF_PARAM_INT, "64", "tensor columns (float32)"},
     {"seed", SF_PARAM_INT, "1", "random seed"},
     {"delay_us", SF_PARAM_INT, "0", "pause after each message (a slow producer)"},
+    {"fill", SF_PARAM_BOOL, "true", "fill tensors with random numbers and a checksum (false: leave them unwritten, for throughput benchmarks)"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -53,6 +55,7 @@ static int gen_init(sf_ctx *ctx, void **state) {
     g->cols = sf_param_int(ctx, "cols");
     g->seed = (uint64_t)sf_param_int(ctx, "seed");
     g->delay_us = sf_param_int(ctx, "delay_us");
+    g->fill = sf_param_bool(ctx, "fill");
     g->next = sf_replica_index(ctx);
     *state = g;
     if (g->count < 0 || g->rows < 1 || g->cols < 1) return sf_fail("count must be >= 0, rows and cols >= 1");
@@ -65,9 +68,11 @@ static int gen_produce(sf_ctx *ctx, void *state) {
     sf_msg *m = sf_msg_new();
     int64_t shape[2] = {g->rows, g->cols};
     float *x = sf_msg_put_tensor_inplace(m, "tensor", SF_F32, 2, shape);
-    uint64_t s = g->seed * 1000003u + (uint64_t)g->next;
-    for (int64_t i = 0; i < g->rows * g->cols; i++) x[i] = (float)(splitmix(&s) >> 40) / (float)(1 << 24) - 0.5f;
-    uint64_t sum = fnv1a(x, (size_t)(g->rows * g->cols) * 4);
+    uint64_t s = g->seed * 1000003u + (uint64_t)g->next, sum = 0;
+    if (g->fill) {
+        for (int64_t i = 0; i < g->rows * g->cols; i++) x[i] = (float)(splitmix(&s) >> 40) / (float)(1 << 24) - 0.5f;
+        sum = fnv1a(x, (size_t)(g->rows * g->cols) * 4);
+    }
     sf_msg_put_int(m, "seq", g->next);
     sf_msg_put_int(m, "checksum", (int64_t)(sum >> 1));
     g->next += sf_replica_count(ctx);
@@ -101,6 +106,7 @@ static const sf_param_def sink_params[] = {
     {"delay_us", SF_PARAM_INT, "0", "pause per message (a slow consumer)"},
     {"report", SF_PARAM_STRING, "", "append a line 'NAME received SEQSUM' to this file at the end"},
     {"fail_at", SF_PARAM_INT, "-1", "fail on the message with this seq (tests error handling)"},
+    {"checksums", SF_PARAM_BOOL, "true", "verify each tensor's checksum (false: count only, for throughput benchmarks)"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -123,7 +129,7 @@ static int sink_message(sf_ctx *ctx, void *state, int input, const sf_msg *m) {
     if (sf_msg_get_int(m, "seq", &seq) || sf_msg_get_int(m, "checksum", &checksum) || sf_msg_get_tensor(m, "tensor", &t))
         return SF_ERR;
     if (seq == sf_param_int(ctx, "fail_at")) return sf_fail("failing on seq %lld as asked (fail_at)", (long long)seq);
-    if ((int64_t)(fnv1a(t.data, t.nbytes) >> 1) != checksum) return sf_fail("message %lld: checksum mismatch (corrupted in transit)", (long long)seq);
+    if (sf_param_bool(ctx, "checksums") && (int64_t)(fnv1a(t.data, t.nbytes) >> 1) != checksum) return sf_fail("message %lld: checksum mismatch (corrupted in transit)", (long long)seq);
     if (seq < 0 || (s->expect >= 0 && seq >= s->expect)) return sf_fail("message seq %lld is out of range", (long long)seq);
     if (seq < s->seen_len) {
         if (s->seen[seq]) return sf_fail("message %lld arrived twice", (long long)seq);
