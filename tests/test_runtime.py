@@ -145,7 +145,9 @@ t0 = time.time()
 ca, ea, cb, eb = two_hosts(flow)
 rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 check(ca == 0 and cb == 0, f"slow consumer: {count} x 1 MiB delivered ({time.time() - t0:.1f} s) {ea[-300:] if ca else ''}{eb[-300:] if cb else ''}")
-check(rss_mb < 120, f"slow consumer: peak RSS of any process {rss_mb:.0f} MB for {count} MiB streamed (bounded by credit)")
+# AddressSanitizer keeps freed memory in quarantine (256 MB by default): allow for it there.
+rss_limit = 120 + (300 if "ASAN_OPTIONS" in os.environ else 0)
+check(rss_mb < rss_limit, f"slow consumer: peak RSS of any process {rss_mb:.0f} MB for {count} MiB streamed (bounded by credit)")
 
 # 5. A failing stage stops the pipeline with its error, in one process and across processes.
 flow = write("fail1.flow", """
