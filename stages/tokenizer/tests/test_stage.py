@@ -141,6 +141,19 @@ for name, params, kw in [
     check(bool(msgs) and shapes_ok and short_ok,
           f"{name}: int32 [B, {T}] tokens, int64 doc_id, int32 pos, full batches of {B} within a split")
 
+# `saeflow tokenize`, the command the stage adds, on some lines of the test text.
+sample = [x for x in lines[:400] if "\r" not in x]
+r = subprocess.run([saeflow, "tokenize", llmjp], input="\n".join(sample) + "\n", capture_output=True, text=True)
+check(r.returncode == 0 and r.stdout.split("\n")[:-1] == [" ".join(map(str, sp.encode(x))) for x in sample],
+      f"saeflow tokenize: ids of {len(sample)} lines equal sentencepiece's")
+r = subprocess.run([saeflow, "tokenize", llmjp, "--tokens"], input="\n".join(sample) + "\n", capture_output=True, text=True)
+check(r.returncode == 0 and r.stdout.split("\n")[:-1] == [" ".join(sp.encode(x, out_type=str)) for x in sample],
+      "saeflow tokenize --tokens: pieces equal sentencepiece's")
+r = subprocess.run([saeflow, "tokenize", llmjp, "--special"], input="Hello\n", capture_output=True, text=True)
+check(r.stdout.split() == ["1"] + [str(i) for i in sp.encode("Hello")], "saeflow tokenize --special adds BOS")
+r = subprocess.run([saeflow, "tokenize", "/nonexistent.model"], input="x\n", capture_output=True, text=True)
+check(r.returncode != 0 and "/nonexistent.model" in r.stderr, "saeflow tokenize: a missing file is an error")
+
 msgs, rc, err = sfrun.run(saeflow, pipeline("test", MODEL + "\n    seq_len = 16"))
 check(rc == 0 and msgs and all(m["split"] == "test" for m in msgs), "a split's sequences carry that split")
 check(all(m["tokens"].shape[0] == 32 for m in msgs[:-1]), "one split: every batch but the last is full")
