@@ -222,7 +222,7 @@ int tok_alloc_pieces(tok_tokenizer *t, int32_t n, size_t blob_bytes) {
     return t->blob && t->piece_off && t->piece_len && t->score && t->type ? 0 : -1;
 }
 
-void tok_set_piece(tok_tokenizer *t, int32_t i, const char *s, size_t len, float score, int type) {
+void tok_set_piece(tok_tokenizer *t, int32_t i, const char *s, size_t len, double score, int type) {
     uint32_t off = i == 0 ? 0 : t->piece_off[i - 1] + t->piece_len[i - 1];
     memcpy(t->blob + off, s, len);
     t->piece_off[i] = off;
@@ -266,8 +266,8 @@ int tok_finish_vocab(tok_tokenizer *t, char *err, size_t errlen) {
         if (b >= 0 && (t->type[i] == TOK_BYTE || t->kind >= TOK_HF_BPE) && t->byte_id[b] < 0)
             t->byte_id[b] = i;
         if (t->type[i] == TOK_NORMAL) {
-            if (t->score[i] < t->min_score) t->min_score = t->score[i];
-            if (t->score[i] > t->max_score) t->max_score = t->score[i];
+            if (t->score[i] < t->min_score) t->min_score = (float)t->score[i];
+            if (t->score[i] > t->max_score) t->max_score = (float)t->score[i];
         }
         if (t->type[i] == TOK_USER) t->has_user = true;
     }
@@ -339,7 +339,7 @@ int tok_unigram(const tok_tokenizer *t, const char *s, size_t len, bool fuse_unk
             int ty = t->type[id];
             if (ty != TOK_NORMAL && ty != TOK_USER) continue;
             size_t length = k + 1 - start;
-            double score = ty == TOK_USER ? (double)((float)length * t->max_score) - 0.1 : (double)t->score[id];
+            double score = ty == TOK_USER ? (double)((float)length * t->max_score) - 0.1 : t->score[id];
             double cand = score + base;
             tok_vnode *tn = &nodes[k + 1];
             if (tn->start < 0 || cand > tn->score) {
@@ -351,7 +351,7 @@ int tok_unigram(const tok_tokenizer *t, const char *s, size_t len, bool fuse_unk
         }
         if (!single) {
             tok_vnode *tn = &nodes[start + mblen];
-            double cand = f32 ? (double)(unk_score + (float)base) : (double)unk_score + base;
+            double cand = f32 ? (double)(unk_score + (float)base) : t->hf_unk_score + base;
             if (tn->start < 0 || cand > tn->score) {
                 tn->score = cand;
                 tn->start = (int32_t)start;
@@ -473,7 +473,7 @@ static bool tok_spm_pair(const tok_tokenizer *t, const char *word, const tok_bpe
     if (id < 0) return false;
     int ty = t->type[id];
     if (ty != TOK_NORMAL && ty != TOK_USER && ty != TOK_UNUSED) return false;
-    *priority = -(double)t->score[id]; /* higher score merges first */
+    *priority = -t->score[id]; /* higher score merges first */
     *merged_id = id;
     return true;
 }

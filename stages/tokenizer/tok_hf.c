@@ -303,11 +303,11 @@ static void hf_init_byte_table(tok_hf *hf) {
 /* Pieces of the vocabulary, collected from the model and added_tokens before the arrays exist. */
 typedef struct hf_piece {
     const char *s;
-    float score;
+    double score;
     int type;
 } hf_piece;
 
-static int hf_set(hf_piece *pieces, int32_t n, json_int_t id, const char *s, float score, int type,
+static int hf_set(hf_piece *pieces, int32_t n, json_int_t id, const char *s, double score, int type,
                   char *err, size_t errlen) {
     if (id < 0 || id >= n || !s || !s[0]) {
         tok_errf(err, errlen, "bad vocabulary entry (id %lld)", (long long)id);
@@ -332,17 +332,22 @@ static int hf_load_vocab(tok_tokenizer *t, json_t *root, char *err, size_t errle
     }
     t->kind = unigram ? TOK_HF_UNIGRAM : TOK_HF_BPE;
     t->byte_fallback = json_is_true(json_object_get(model, "byte_fallback"));
+    /* The id space: the model's vocabulary plus the added tokens, with no gap. */
     json_int_t n = unigram ? (json_int_t)json_array_size(vocab) : 0;
     const char *key;
     size_t i;
     if (!unigram) {
         if (!json_is_object(vocab)) goto bad;
-        json_object_foreach(vocab, key, v) if (json_integer_value(v) >= n) n = json_integer_value(v) + 1;
+        json_object_foreach(vocab, key, v) {
+            if (json_integer_value(v) >= n) n = json_integer_value(v) + 1;
+        }
     } else if (!json_is_array(vocab)) {
         goto bad;
     }
-    json_array_foreach(added, i, v) if (json_integer_value(json_object_get(v, "id")) >= n) n =
-        json_integer_value(json_object_get(v, "id")) + 1;
+    json_array_foreach(added, i, v) {
+        json_int_t id = json_integer_value(json_object_get(v, "id"));
+        if (id >= n) n = id + 1;
+    }
     if (n <= 0 || n > (1 << 24)) goto bad;
     hf_piece *pieces = calloc((size_t)n, sizeof *pieces);
     if (!pieces) goto bad;
@@ -350,7 +355,7 @@ static int hf_load_vocab(tok_tokenizer *t, json_t *root, char *err, size_t errle
     if (unigram) {
         json_array_foreach(vocab, i, v) {
             if (hf_set(pieces, (int32_t)n, (json_int_t)i, json_string_value(json_array_get(v, 0)),
-                       (float)json_number_value(json_array_get(v, 1)), TOK_NORMAL, err, errlen) != 0)
+                       json_number_value(json_array_get(v, 1)), TOK_NORMAL, err, errlen) != 0)
                 goto out;
         }
         json_t *unk = json_object_get(model, "unk_id");
@@ -388,12 +393,16 @@ static int hf_load_vocab(tok_tokenizer *t, json_t *root, char *err, size_t errle
         tok_set_piece(t, (int32_t)k, pieces[k].s, len, pieces[k].score, type);
     }
     rc = tok_finish_vocab(t, err, errlen);
-    /* Unigram's unknown penalty is taken from every model piece's score, as tokenizers does. */
+    /* Unigram's unknown penalty: the lowest score of the model's pieces minus 10. */
     if (rc == 0 && unigram) {
-        t->min_score = 3.402823466e+38F;
+        double lowest = 0;
+        bool any = false;
         for (int32_t k = 0; k < t->n_vocab; k++)
-            if (t->score[k] < t->min_score && t->type[k] != TOK_CONTROL && t->type[k] != TOK_USER)
-                t->min_score = t->score[k];
+            if (t->type[k] != TOK_CONTROL && t->type[k] != TOK_USER && (!any || t->score[k] < lowest)) {
+                lowest = t->score[k];
+                any = true;
+            }
+        t->hf_unk_score = lowest - 10.0;
     }
 out:
     free(pieces);
@@ -461,11 +470,14 @@ int tok_hf_load(tok_tokenizer *t, const char *text, size_t len, char *err, size_
     if (!hf) goto out;
     hf_init_byte_table(hf);
     json_t *model = json_object_get(root, "model");
-    for (const char **k = (const char *[]){"continuing_subword_prefix", "end_of_word_suffix", NULL}; *k; k++)
-        if (json_string_value(json_object_get(model, *k)) && json_string_length(json_object_get(model, *k))) {
-            tok_errf(err, errlen, "BPE %s is not supported", *k);
+    static const char *const affixes[] = {"continuing_subword_prefix", "end_of_word_suffix"};
+    for (int k = 0; k < 2; k++) {
+        json_t *a = json_object_get(model, affixes[k]);
+        if (json_is_string(a) && json_string_length(a) > 0) {
+            tok_errf(err, errlen, "BPE %s is not supported", affixes[k]);
             goto out;
         }
+    }
     json_t *dropout = json_object_get(model, "dropout");
     if (dropout && !json_is_null(dropout) && json_number_value(dropout) > 0) {
         tok_errf(err, errlen, "BPE dropout is not supported");

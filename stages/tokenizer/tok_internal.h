@@ -82,13 +82,14 @@ struct tok_tokenizer {
     char *blob;            /* every piece's bytes, back to back */
     uint32_t *piece_off;   /* [n_vocab] */
     uint32_t *piece_len;   /* [n_vocab] */
-    float *score;          /* [n_vocab] */
+    double *score;         /* [n_vocab]; SentencePiece's are floats, tokenizer.json's doubles */
     uint8_t *type;         /* [n_vocab], TOK_NORMAL... */
     tok_trie vocab;        /* piece -> id, every piece */
     int32_t unk_id, bos_id, eos_id;
     bool byte_fallback;
     int32_t byte_id[256];  /* <0xNN> pieces, -1 if absent */
-    float min_score, max_score; /* over TOK_NORMAL pieces (unigram unknown penalty) */
+    float min_score, max_score; /* over TOK_NORMAL pieces (SentencePiece unknown penalty) */
+    double hf_unk_score;   /* tokenizer.json Unigram: lowest score - 10 */
     bool has_user;         /* any TOK_USER piece (SentencePiece prefix matcher) */
 
     /* SentencePiece normaliser */
@@ -120,7 +121,7 @@ tok_tokenizer *tok_alloc(void);
 /* Allocates the per-piece arrays for n pieces whose bytes total blob_bytes. */
 int tok_alloc_pieces(tok_tokenizer *t, int32_t n, size_t blob_bytes);
 /* Sets piece i; pieces are added in id order. */
-void tok_set_piece(tok_tokenizer *t, int32_t i, const char *s, size_t len, float score, int type);
+void tok_set_piece(tok_tokenizer *t, int32_t i, const char *s, size_t len, double score, int type);
 /* Builds the vocab trie, byte table and score range; fails on duplicate pieces. */
 int tok_finish_vocab(tok_tokenizer *t, char *err, size_t errlen);
 
