@@ -48,6 +48,7 @@ struct ts_reader {
     ts_slot *slots;
     size_t n_slots;
     ts_slot out;            /* the document last returned */
+    char *text_field, *id_field, *label_field;
     ts_counts counts;
 };
 
@@ -239,9 +240,16 @@ static int ts_open_next(ts_corpus *c, char *err, size_t errlen) {
 /* ------------------------------------------------------------------------------------------ */
 
 ts_reader *ts_open(const ts_config *cfg, char *err, size_t errlen) {
+    ts_errf(err, errlen, "out of memory"); /* replaced by any more precise message */
     ts_reader *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->cfg = *cfg;
+    /* Own copies of the strings the reader keeps using. */
+    r->cfg.text_field = r->text_field = strdup(cfg->text_field);
+    r->cfg.id_field = r->id_field = strdup(cfg->id_field);
+    r->cfg.label_field = r->label_field = strdup(cfg->label_field);
+    r->cfg.corpora = NULL;
+    if (!r->text_field || !r->id_field || !r->label_field) goto fail;
     r->rng = cfg->seed ^ 0x5a17f10e5eedULL;
     r->rng_shuffle = cfg->seed ^ 0x5bdf11e5eedULL;
     double sum = cfg->ratio[0] + cfg->ratio[1] + cfg->ratio[2];
@@ -309,6 +317,9 @@ void ts_close(ts_reader *r) {
     for (size_t i = 0; i < r->n_slots; i++) ts_slot_free(&r->slots[i]);
     free(r->slots);
     ts_slot_free(&r->out);
+    free(r->text_field);
+    free(r->id_field);
+    free(r->label_field);
     free(r);
 }
 
