@@ -196,7 +196,8 @@ static void dense(const fm_example *e, float *out) {
     for (int j = 0; j < e->nnz; j++) out[e->pos[j]] = e->val[j];
 }
 
-static json_t *example_json(const fm_miner *m, const fm_example *e, float *acts) {
+/* One example: its sequence (token ids), and the feature's values sparsely, where it fired. */
+static json_t *example_json(const fm_miner *m, const fm_example *e) {
     json_t *o = json_object();
     json_object_set_new(o, "doc_id", json_integer(e->seq->doc_id));
     json_object_set_new(o, "pos", json_integer(e->seq->pos));
@@ -204,14 +205,15 @@ static json_t *example_json(const fm_miner *m, const fm_example *e, float *acts)
     json_object_set_new(o, "seq", json_integer((json_int_t)e->seq_no));
     json_object_set_new(o, "peak", jreal(e->peak));
     json_object_set_new(o, "peak_pos", json_integer(e->peak_pos));
-    json_t *tk = json_array(), *ac = json_array();
-    dense(e, acts);
-    for (int t = 0; t < e->seq->T; t++) {
-        json_array_append_new(tk, json_integer(e->seq->tokens[t]));
-        json_array_append_new(ac, jreal(acts[t]));
+    json_t *tk = json_array(), *ap = json_array(), *av = json_array();
+    for (int t = 0; t < e->seq->T; t++) json_array_append_new(tk, json_integer(e->seq->tokens[t]));
+    for (int j = 0; j < e->nnz; j++) {
+        json_array_append_new(ap, json_integer(e->pos[j]));
+        json_array_append_new(av, jreal(e->val[j]));
     }
     json_object_set_new(o, "tokens", tk);
-    json_object_set_new(o, "acts", ac);
+    json_object_set_new(o, "act_pos", ap);
+    json_object_set_new(o, "act_val", av);
     return o;
 }
 
@@ -247,14 +249,14 @@ static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres
     json_object_set_new(o, "n_above_threshold", json_integer(r->n_thr));
     json_t *ex = json_array();
     for (int e = 0; e < f->n_top; e++) {
-        json_t *ej = example_json(m, &f->top[e], acts);
+        json_t *ej = example_json(m, &f->top[e]);
         json_object_set_new(ej, "above_threshold", json_boolean(e < r->n_thr));
         json_array_append_new(ex, ej);
     }
     json_object_set_new(o, "examples", ex);
     json_t *qe = json_array();
     for (int e = 0; e < f->n_res; e++) {
-        json_t *ej = example_json(m, &f->res[e], acts);
+        json_t *ej = example_json(m, &f->res[e]);
         int q = f->max > 0 ? (int)(f->res[e].peak / f->max * FM_QUANTILES) : 0;
         json_object_set_new(ej, "interval", json_integer(q < FM_QUANTILES ? q : FM_QUANTILES - 1));
         json_array_append_new(qe, ej);
@@ -307,7 +309,7 @@ static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres
 }
 
 static int dump_json(json_t *j, const char *path) {
-    int rc = json_dump_file(j, path, JSON_COMPACT) == 0 ? SF_OK : sf_fail("cannot write %s", path);
+    int rc = json_dump_file(j, path, JSON_COMPACT | JSON_REAL_PRECISION(9)) == 0 ? SF_OK : sf_fail("cannot write %s", path);
     json_decref(j);
     return rc;
 }

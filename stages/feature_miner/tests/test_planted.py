@@ -52,12 +52,19 @@ def main():
             fj = json.load(f)
         check(math.isclose(fj["max_act"], ref_max[i], rel_tol=1e-4), f"f{i} max {fj['max_act']} != {ref_max[i]}")
         check(fj["fired_tokens"] == int((dense[:, :, i] > 0).sum()), f"f{i} fired tokens")
-        check(math.isclose(fj["density"], (dense[:, :, i] > 0).sum() / n_tok, rel_tol=1e-9), f"f{i} density")
+        check(math.isclose(fj["density"], (dense[:, :, i] > 0).sum() / n_tok, rel_tol=1e-8), f"f{i} density")
         # top-N by peak, ties by stream order
         order = sorted(range(len(seqs)), key=lambda s: (-peak[s, i], s))
         want = [s for s in order if peak[s, i] > 0][:TOP_N]
         got = [e["doc_id"] for e in fj["examples"]]
         check(got == want, f"f{i} top examples {got} != {want}")
+        for e, s in zip(fj["examples"], want):
+            nz = [t for t in range(T - 1) if dense[s, t, i] > 0]
+            check(e["act_pos"] == nz, f"f{i} seq {s}: fired at {e['act_pos']}, reference {nz}")
+            check(e["tokens"] == seqs[s][1][1:], f"f{i} seq {s}: token ids")
+            check(len(e["act_val"]) == len(nz) and
+                  all(math.isclose(v, dense[s, t, i], rel_tol=1e-4) for v, t in zip(e["act_val"], nz)),
+                  f"f{i} seq {s}: values")
         n_thr = sum(1 for s in want if peak[s, i] > FRAC * ref_max[i])
         check(len(fj["token_act"]) == n_thr, f"f{i} token_act has {len(fj['token_act'])} examples, want {n_thr}")
         qmax = max(peak[s, i] for s in want[:n_thr]) if n_thr else 0
