@@ -22,10 +22,8 @@ float *sae_alloc_floats(size_t count);
 void sae_preacts(const sae_model *m, const float *xc, int rows, float *pre);
 
 /* The k largest values of pre[i] + bias[i], i < n, that are > 0 and whose latent is allowed (mask NULL: all;
- * else mask[i] != 0), sorted by value descending, unused slots idx -1 / val 0. Returns how many.
- * hint (0: none) is a guess below the k-th largest value; it only changes the speed. */
-int sae_topk_row(const float *pre, const float *bias, int n, int k, const uint8_t *mask, float hint, int32_t *idx,
-                 float *val);
+ * else mask[i] != 0), sorted by value descending, unused slots idx -1 / val 0. Returns how many. */
+int sae_topk_row(const float *pre, const float *bias, int n, int k, const uint8_t *mask, int32_t *idx, float *val);
 
 /* Unit-norm row w[d] (norm + FLT_EPSILON, as the paper's set_decoder_norm_to_unit_norm). */
 void sae_renorm_row(float *w, int d);

@@ -2,6 +2,7 @@
  * decoding, and files in the paper's, sparsify's and SAELens' layouts. */
 #include <cblas.h>
 #include <errno.h>
+#include <immintrin.h>
 #include <float.h>
 #include <jansson.h>
 #include <math.h>
@@ -19,6 +20,8 @@
 #define SAE_MAX_D (1 << 16)
 #define SAE_MAX_N (1 << 22)
 #define SAE_MAX_K 4096
+/* Top-k candidates kept on the stack by the fast path of sae_topk_row. */
+#define SAE_CAND_MAX 1024
 
 float *sae_alloc_floats(size_t count) {
     size_t bytes = (count * sizeof(float) + 63) & ~(size_t)63;
@@ -148,43 +151,168 @@ static void sae_heap_push(float *hv, int32_t *hi, int *len, int k, float v, int3
     }
 }
 
+/* Offers value v of latent i to the heap of the k largest; returns the new threshold. */
+static inline float sae_topk_offer(float *val, int32_t *idx, int *len, int k, float v, int32_t i, float thr) {
+    sae_heap_push(val, idx, len, k, v, i);
+    return *len == k ? val[0] : thr;
+}
+
 /* One scan keeping the k largest values > floor (and allowed by mask) in the heap; returns how
- * many it kept. Scanning is the hot loop: most values fall below the current k-th largest, so
- * test 16 at a time and only look closer at blocks that have a candidate. */
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static int sae_topk_scan(const float *pre, const float *bias, int n, int k, const uint8_t *mask, float floor,
-                         int32_t *idx, float *val) {
-    int len = 0;
-    float thr = floor;
-    int i = 0;
+ * many it kept. The scan is the hot loop: most values fall below the current k-th largest, so
+ * the AVX-512 version compares 16 at a time and visits only the lanes above it. */
+__attribute__((target("avx512f")))
+static int sae_topk_scan_avx512(const float *pre, const float *bias, int n, int k, const uint8_t *mask,
+                                int32_t *idx, float *val) {
+    int len = 0, i = 0;
+    float thr = 0.0f; /* ReLU: only positive values */
+    __m512 vthr = _mm512_set1_ps(thr);
     for (; i + 16 <= n; i += 16) {
-        int any = 0;
-        for (int u = 0; u < 16; u++) any |= pre[i + u] + bias[i + u] > thr;
-        if (!any) continue;
-        for (int u = 0; u < 16; u++) {
-            float v = pre[i + u] + bias[i + u];
-            if (v > thr && (!mask || mask[i + u])) {
-                sae_heap_push(val, idx, &len, k, v, i + u);
-                if (len == k) thr = val[0];
+        __m512 v = _mm512_add_ps(_mm512_loadu_ps(pre + i), _mm512_loadu_ps(bias + i));
+        for (__mmask16 hit = _mm512_cmp_ps_mask(v, vthr, _CMP_GT_OQ); hit; hit &= hit - 1) {
+            int j = i + __builtin_ctz(hit);
+            float x = pre[j] + bias[j];
+            if (x > thr && (!mask || mask[j])) {
+                thr = sae_topk_offer(val, idx, &len, k, x, j, thr);
+                vthr = _mm512_set1_ps(thr);
             }
         }
     }
     for (; i < n; i++) {
-        float v = pre[i] + bias[i];
-        if (v > thr && (!mask || mask[i])) {
-            sae_heap_push(val, idx, &len, k, v, i);
-            if (len == k) thr = val[0];
-        }
+        float x = pre[i] + bias[i];
+        if (x > thr && (!mask || mask[i])) thr = sae_topk_offer(val, idx, &len, k, x, i, thr);
     }
     return len;
 }
 
-int sae_topk_row(const float *pre, const float *bias, int n, int k, const uint8_t *mask, float hint, int32_t *idx,
-                 float *val) {
-    /* With a hint below the k-th largest value the heap starts near its final threshold (fewer
-     * insertions); if fewer than k values exceed the hint, scan again from 0 (ReLU). */
-    int len = hint > 0 ? sae_topk_scan(pre, bias, n, k, mask, hint, idx, val) : 0;
-    if (len < k) len = sae_topk_scan(pre, bias, n, k, mask, 0.0f, idx, val);
+static int sae_topk_scan_generic(const float *pre, const float *bias, int n, int k, const uint8_t *mask,
+                                 int32_t *idx, float *val) {
+    int len = 0;
+    float thr = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float x = pre[i] + bias[i];
+        if (x > thr && (!mask || mask[i])) thr = sae_topk_offer(val, idx, &len, k, x, i, thr);
+    }
+    return len;
+}
+
+static int sae_use_avx512(void) {
+    static int avx512 = -1; /* a benign race: every thread computes the same answer */
+    if (avx512 < 0) avx512 = __builtin_cpu_supports("avx512f") && !getenv("SAE_NO_AVX512"); /* tests */
+    return avx512;
+}
+
+/* The values > floor and their indices, in index order, into cv/ci; -1 if there are more than cap. */
+__attribute__((target("avx512f")))
+static int sae_collect_avx512(const float *pre, const float *bias, int n, float floor, int cap, float *cv,
+                              int32_t *ci) {
+    int m = 0, i = 0;
+    __m512 vf = _mm512_set1_ps(floor);
+    __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_add_ps(_mm512_loadu_ps(pre + i), _mm512_loadu_ps(bias + i));
+        __mmask16 hit = _mm512_cmp_ps_mask(v, vf, _CMP_GT_OQ);
+        if (!hit) continue;
+        int c = __builtin_popcount(hit);
+        if (m + c > cap) return -1;
+        _mm512_mask_compressstoreu_ps(cv + m, hit, v);
+        _mm512_mask_compressstoreu_epi32(ci + m, hit, _mm512_add_epi32(lane, _mm512_set1_epi32(i)));
+        m += c;
+    }
+    for (; i < n; i++) {
+        float x = pre[i] + bias[i];
+        if (x > floor) {
+            if (m == cap) return -1;
+            cv[m] = x;
+            ci[m++] = i;
+        }
+    }
+    return m;
+}
+
+static int sae_collect_generic(const float *pre, const float *bias, int n, float floor, int cap, float *cv,
+                               int32_t *ci) {
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        float x = pre[i] + bias[i];
+        if (x > floor) {
+            if (m == cap) return -1;
+            cv[m] = x;
+            ci[m++] = i;
+        }
+    }
+    return m;
+}
+
+/* The value of rank r (0 = largest) of a[0..m), reordering a (quickselect). */
+static float sae_select_rank(float *a, int m, int r) {
+    int lo = 0, hi = m - 1;
+    while (lo < hi) {
+        float p = a[lo + (hi - lo) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] > p) i++;
+            while (a[j] < p) j--;
+            if (i <= j) {
+                float t = a[i]; a[i] = a[j]; a[j] = t;
+                i++, j--;
+            }
+        }
+        if (r <= j) hi = j;
+        else if (r >= i) lo = i;
+        else return a[r];
+    }
+    return a[r];
+}
+
+/* The k largest of m >= k candidates (index order), ties to the lower index, sorted by value. */
+static void sae_select_k(const float *cv, const int32_t *ci, int m, int k, int32_t *idx, float *val) {
+    float tmp[SAE_CAND_MAX];
+    memcpy(tmp, cv, (size_t)m * sizeof(float));
+    float tau = sae_select_rank(tmp, m, k - 1);
+    int g = 0;
+    for (int j = 0; j < m; j++)
+        if (cv[j] > tau) idx[g] = ci[j], val[g++] = cv[j];
+    for (int j = 0; j < m && g < k; j++)
+        if (cv[j] == tau) idx[g] = ci[j], val[g++] = cv[j];
+    for (int a = 1; a < k; a++) { /* insertion sort, stable: equal values keep index order */
+        float v = val[a];
+        int32_t i = idx[a];
+        int b = a - 1;
+        for (; b >= 0 && val[b] < v; b--) val[b + 1] = val[b], idx[b + 1] = idx[b];
+        val[b + 1] = v;
+        idx[b + 1] = i;
+    }
+}
+
+/* A threshold below the row's k-th largest value, from a strided sample of the row: the sample's
+ * value whose rank predicts about 4k values above it. 0 if the row is too short for this. */
+static float sae_sample_floor(const float *pre, const float *bias, int n, int k) {
+    float samp[SAE_CAND_MAX];
+    int S = n / 16 < SAE_CAND_MAX ? n / 16 : SAE_CAND_MAX;
+    if (S < 16) return 0;
+    int stride = n / S, q = 4 * k / stride - 1;
+    if (q < 0 || q >= S) return 0;
+    for (int j = 0; j < S; j++) samp[j] = pre[j * stride] + bias[j * stride];
+    float f = sae_select_rank(samp, S, q);
+    return f > 0 ? f : 0;
+}
+
+int sae_topk_row(const float *pre, const float *bias, int n, int k, const uint8_t *mask, int32_t *idx, float *val) {
+    /* Fast path: select among the values above a sampled floor (about 4k of them). If the floor
+     * lets through fewer than k or too many, or with a mask, a heap over the whole row. */
+    float floor = !mask && 8 * k <= SAE_CAND_MAX ? sae_sample_floor(pre, bias, n, k) : 0;
+    if (floor > 0) {
+        float cv[SAE_CAND_MAX];
+        int32_t ci[SAE_CAND_MAX];
+        int m = sae_use_avx512() ? sae_collect_avx512(pre, bias, n, floor, SAE_CAND_MAX, cv, ci)
+                                 : sae_collect_generic(pre, bias, n, floor, SAE_CAND_MAX, cv, ci);
+        if (m >= k) {
+            sae_select_k(cv, ci, m, k, idx, val);
+            return k;
+        }
+    }
+    int len = sae_use_avx512() ? sae_topk_scan_avx512(pre, bias, n, k, mask, idx, val)
+                               : sae_topk_scan_generic(pre, bias, n, k, mask, idx, val);
     /* Heap sort: repeatedly move the minimum to the end, giving descending order. */
     for (int end = len - 1; end > 0; end--) {
         float tv = val[0]; val[0] = val[end]; val[end] = tv;
@@ -209,11 +337,8 @@ static void sae_topk_rows(void *ctx, int tid, int64_t b, int64_t e) {
     (void)tid;
     const sae_topk_job *j = ctx;
     int n = j->m->n, k = j->m->k;
-    float hint = 0; /* from the previous row of this piece only: results never depend on it */
-    for (int64_t r = b; r < e; r++) {
-        float *v = j->val + r * k;
-        hint = sae_topk_row(j->pre + r * n, j->m->b_enc, n, k, NULL, hint, j->idx + r * k, v) == k ? 0.5f * v[k - 1] : 0;
-    }
+    for (int64_t r = b; r < e; r++)
+        sae_topk_row(j->pre + r * n, j->m->b_enc, n, k, NULL, j->idx + r * k, j->val + r * k);
 }
 
 int sae_encode(const sae_model *m, const float *x, int64_t rows, int32_t *idx, float *val) {
@@ -234,7 +359,7 @@ int sae_encode(const sae_model *m, const float *x, int64_t rows, int32_t *idx, f
             for (int j = 0; j < d; j++) xc[(size_t)r * d + j] -= m->b_dec[j];
         sae_preacts(m, xc, c, pre);
         sae_topk_job job = {m, pre, idx + r0 * k, val + r0 * k};
-        sae_parallel_for(c, 16, sae_topk_rows, &job);
+        sae_parallel_for(c, 32, sae_topk_rows, &job);
     }
     free(xc);
     free(pre);

@@ -244,19 +244,50 @@ static float sae_dot(const float *restrict a, const float *restrict b, int d) {
     return s;
 }
 
+/* Asks for a d-float row ahead of its use: the gathers of decoder/encoder rows are latency bound. */
+static inline void sae_prefetch_row(const float *row, int d) {
+    for (int c = 0; c < d; c += 16) __builtin_prefetch(row + c);
+}
+
+/* g = gscale (xhat - x) and the row's sums |e|^2, |x|^2, |xhat|^2, x.xhat, in 16 float lanes
+ * (vectorised, fixed order) combined in double. */
+static void sae_row_sums(const float *restrict x, const float *restrict xh, float *restrict g, float gscale,
+                         int d, double out[4]) {
+    float ee[16] = {0}, xx[16] = {0}, hh[16] = {0}, xh_[16] = {0};
+    int c = 0;
+    for (; c + 16 <= d; c += 16)
+        for (int u = 0; u < 16; u++) {
+            float e = xh[c + u] - x[c + u];
+            g[c + u] = gscale * e;
+            ee[u] += e * e;
+            xx[u] += x[c + u] * x[c + u];
+            hh[u] += xh[c + u] * xh[c + u];
+            xh_[u] += x[c + u] * xh[c + u];
+        }
+    for (int i = 0; i < 4; i++) out[i] = 0;
+    for (int u = 0; u < 16; u++) out[0] += ee[u], out[1] += xx[u], out[2] += hh[u], out[3] += xh_[u];
+    for (; c < d; c++) {
+        float e = xh[c] - x[c];
+        g[c] = gscale * e;
+        out[0] += (double)e * e;
+        out[1] += (double)x[c] * x[c];
+        out[2] += (double)xh[c] * xh[c];
+        out[3] += (double)x[c] * xh[c];
+    }
+}
+
 /* Encoder forward, per row of the current chunk: top-k (and AuxK) entries from the dense
  * pre-activations. */
 static void sae_job_topk(void *ctx, int tid, int64_t b, int64_t e) {
     (void)tid;
     sae_trainer *t = ctx;
     int n = t->m->n, k = t->m->k, kk = t->kk, k_aux = t->cur.k_aux;
-    float hint = 0; /* from the previous row of this piece only: results never depend on it */
     for (int64_t r = b; r < e; r++) {
         const float *p = t->pre + r * n;
         int32_t *ix = t->idx + (t->cur.r0 + r) * kk;
         float *vx = t->val + (t->cur.r0 + r) * kk;
-        hint = sae_topk_row(p, t->m->b_enc, n, k, NULL, hint, ix, vx) == k ? 0.5f * vx[k - 1] : 0;
-        if (k_aux > 0) sae_topk_row(p, t->m->b_enc, n, k_aux, t->dead, 0, ix + k, vx + k);
+        sae_topk_row(p, t->m->b_enc, n, k, NULL, ix, vx);
+        if (k_aux > 0) sae_topk_row(p, t->m->b_enc, n, k_aux, t->dead, ix + k, vx + k);
         for (int j = k + k_aux; j < kk; j++) ix[j] = -1, vx[j] = 0;
     }
 }
@@ -277,7 +308,7 @@ static void sae_forward_encode(sae_trainer *t) {
         int c = B - r0 < t->chunk ? B - r0 : t->chunk;
         sae_preacts(t->m, t->xc + (size_t)r0 * d, c, t->pre);
         t->cur.r0 = r0;
-        sae_parallel_for(c, 8, sae_job_topk, t);
+        sae_parallel_for(c, 32, sae_job_topk, t);
     }
 }
 
@@ -293,6 +324,10 @@ static void sae_row_backward(sae_trainer *t, int64_t r) {
     for (int j = 0; j < kk; j++) {
         dz[j] = 0;
         if (ix[j] < 0) continue;
+        if (j + 1 < kk && ix[j + 1] >= 0) {
+            sae_prefetch_row(m->W_dec + (size_t)ix[j + 1] * d, d);
+            sae_prefetch_row(m->W_enc + (size_t)ix[j + 1] * d, d);
+        }
         float s = sae_dot(m->W_dec + (size_t)ix[j] * d, j < k ? gr : ar, d);
         dz[j] = s;
         const float *we = m->W_enc + (size_t)ix[j] * d;
@@ -317,19 +352,13 @@ static void sae_job_decode(void *ctx, int tid, int64_t b, int64_t e) {
         memcpy(xh, m->b_dec, (size_t)d * sizeof(float));
         for (int j = 0; j < k && ix[j] >= 0; j++) {
             const float *w = m->W_dec + (size_t)ix[j] * d;
+            if (j + 1 < k && ix[j + 1] >= 0) sae_prefetch_row(m->W_dec + (size_t)ix[j + 1] * d, d);
             for (int c = 0; c < d; c++) xh[c] += vx[j] * w[c];
         }
-        double err = 0, xx = 0, hh = 0, xhd = 0;
-        for (int c = 0; c < d; c++) {
-            float ec = xh[c] - xr[c];
-            gr[c] = gscale * ec;
-            err += (double)ec * ec;
-            xx += (double)xr[c] * xr[c];
-            hh += (double)xh[c] * xh[c];
-            xhd += (double)xr[c] * xh[c];
-        }
-        t->row_err[r] = err;
-        t->row_cos[r] = xx > 0 && hh > 0 ? xhd / sqrt(xx * hh) : 0.0;
+        double sums[4]; /* |e|^2, |x|^2, |xhat|^2, x.xhat */
+        sae_row_sums(xr, xh, gr, gscale, d, sums);
+        t->row_err[r] = sums[0];
+        t->row_cos[r] = sums[1] > 0 && sums[2] > 0 ? sums[3] / sqrt(sums[1] * sums[2]) : 0.0;
         t->row_aux[r] = 0;
         if (t->cur.aux_scale > 0) {
             /* AuxK: the dead latents' reconstruction (no bias) of the residual x - xhat. */
@@ -454,6 +483,11 @@ static void sae_job_latents(void *ctx, int tid, int64_t b, int64_t e) {
         for (int32_t q = t->lat_start[i]; q < t->lat_start[i + 1]; q++) {
             int32_t en = t->lat_entries[q];
             int r = en / kk, j = en % kk;
+            if (q + 1 < t->lat_start[i + 1]) {
+                int32_t nx = t->lat_entries[q + 1];
+                sae_prefetch_row((nx % kk < k ? t->g : t->ga) + (size_t)(nx / kk) * d, d);
+                sae_prefetch_row(t->xc + (size_t)(nx / kk) * d, d);
+            }
             const float *src = j < k ? t->g + (size_t)r * d : t->ga + (size_t)r * d;
             const float *xr = t->xc + (size_t)r * d;
             float a = t->val[en], dz = t->dz[en];

@@ -97,8 +97,35 @@ int main(void) {
     float *norms = malloc((size_t)rows * sizeof(float));
     int32_t *idx = malloc((size_t)rows * k * sizeof(int32_t));
     for (int i = 0; i < rows * d; i++) x[i] = 3 * frand();
+    /* A wide model too, so rows take the sampled-threshold fast path of the top-k. */
+    sae_model wide;
+    if (sae_model_alloc(&wide, d, 2048, 32) != SF_OK) return 1;
+    sae_model_init(&wide, 9);
+    for (int i = 0; i < 2048; i++) wide.b_enc[i] = 0.1f * frand();
+    for (int c = 0; c < d; c++) wide.b_dec[c] = 0.2f * frand();
+    wide.norm_scale = 0.5f;
     for (int mode = 0; mode < 3; mode++) {
         m.norm = (sae_norm_mode)mode;
+        wide.norm = (sae_norm_mode)mode;
+        int32_t *widx = malloc((size_t)rows * 32 * sizeof(int32_t));
+        float *wval = malloc((size_t)rows * 32 * sizeof(float));
+        CHECK(sae_encode(&wide, x, rows, widx, wval) == SF_OK, "encode");
+        double wworst = 0;
+        int wbad = 0;
+        for (int r = 0; r < rows; r++) {
+            int32_t ri[32];
+            double rv[32];
+            reference_encode(&wide, x + r * d, ri, rv);
+            for (int j = 0; j < 32; j++) {
+                wbad += ri[j] != widx[r * 32 + j];
+                wworst = fmax(wworst, fabs(rv[j] - wval[r * 32 + j]));
+            }
+        }
+        CHECK(wbad == 0 && wworst < 1e-5, "n=2048 k=32 normalize=%s: encode matches the reference (%d index "
+              "mismatches, max value diff %g)", sae_norm_name(wide.norm), wbad, wworst);
+        free(widx);
+        free(wval);
+
         CHECK(sae_encode(&m, x, rows, idx, val) == SF_OK, "encode");
         double worst = 0;
         int idx_bad = 0;
@@ -192,6 +219,7 @@ int main(void) {
 
     free(x), free(val), free(xh), free(xn), free(norms), free(idx), free(enc), free(dec);
     sae_model_free(&m);
+    sae_model_free(&wide);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);
