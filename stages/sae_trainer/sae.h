@@ -76,7 +76,9 @@ void sae_decode(const sae_model *m, const int32_t *idx, const float *val, int64_
 int sae_load(sae_model *m, const char *dir);
 
 /* Saves into dir (created if missing) in a layout. extra_json (may be NULL) is a JSON object
- * text whose members are added to the config (training metadata). SF_OK or SF_ERR. */
+ * text whose members are added to the config (training metadata). In the sparsify and SAELens
+ * layouts a scalar normalisation is folded into the weights (they have none of their own); a
+ * per-token unit normalisation cannot be, and stays a config key. SF_OK or SF_ERR. */
 int sae_save(const sae_model *m, const char *dir, sae_layout layout, const char *extra_json);
 
 const char *sae_norm_name(sae_norm_mode mode);

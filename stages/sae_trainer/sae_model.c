@@ -516,7 +516,28 @@ static int sae_write_json(const char *path, json_t *j) {
     return SF_OK;
 }
 
+static int sae_save_layout(const sae_model *m, const char *dir, sae_layout layout, const char *extra_json);
+
+/* sparsify and SAELens apply no scalar normalisation of their own: fold it into the weights,
+ * W_enc s, W_dec / s, b_dec / s (the same encodings of raw inputs, outputs in the raw space). */
 int sae_save(const sae_model *m, const char *dir, sae_layout layout, const char *extra_json) {
+    if (layout == SAE_LAYOUT_PAPER || m->norm != SAE_NORM_SCALAR)
+        return sae_save_layout(m, dir, layout, extra_json);
+    sae_model f;
+    if (sae_model_alloc(&f, m->d, m->n, m->k) != SF_OK) return SF_ERR;
+    float s = m->norm_scale;
+    for (size_t i = 0; i < (size_t)m->n * m->d; i++) {
+        f.W_enc[i] = m->W_enc[i] * s;
+        f.W_dec[i] = m->W_dec[i] / s;
+    }
+    memcpy(f.b_enc, m->b_enc, (size_t)m->n * sizeof(float));
+    for (int j = 0; j < m->d; j++) f.b_dec[j] = m->b_dec[j] / s;
+    int rc = sae_save_layout(&f, dir, layout, extra_json);
+    sae_model_free(&f);
+    return rc;
+}
+
+static int sae_save_layout(const sae_model *m, const char *dir, sae_layout layout, const char *extra_json) {
     if ((unsigned)layout > 2) return sf_fail("sae_save: bad layout");
     const sae_layout_desc *L = &sae_layouts[layout];
     if (sae_mkdirs(dir) != SF_OK) return SF_ERR;
