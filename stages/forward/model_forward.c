@@ -59,7 +59,7 @@ struct fw_state {
     fw_buf mlp_in;   /* [N, ff] or [N, 2*ff] gated */
     fw_buf mlp_act;  /* [N, ff] */
     fw_buf mlp_out;  /* [N, d] */
-    fw_buf scores[FW_MAX_THREADS]; /* [chunk, T] per thread */
+    fw_buf scores[FW_MAX_THREADS]; /* per thread: attention scores [chunk, T], or a row of exp(logits) */
     fw_buf rope;     /* [T, rotary_dim / 2] cos, then the same for sin */
     fw_buf head;     /* [FW_HEAD_ROWS, vocab] logits when the caller keeps none, and normed rows */
 };
@@ -195,6 +195,58 @@ static void hook_copy(const fw_request *r, fw_hook_kind kind, int layer, const f
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Vectorizable elementwise math                                                               */
+
+/* The row-wise loops below are compiled for AVX-512, AVX2 and baseline x86-64, picked at run time. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define FW_VECTOR __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FW_VECTOR
+#endif
+
+/* exp(x) to ~2e-7 relative error, branch-free and call-free so loops over it vectorize (libm's
+ * expf is one call per element). 2^(x log2 e) = 2^n 2^f with n the nearest integer and
+ * |f| <= 1/2: 2^f by its Taylor series to degree 6 (error < 2e-7), 2^n built in the exponent bits.
+ * x is clamped to [-87, 88], so exp of very negative x is ~1e-38 instead of 0. */
+static inline float fw_exp(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float t = x * 1.44269504088896341f;
+    float r = t + 12582912.0f; /* 1.5 * 2^23: the low mantissa bits of r hold round(t) */
+    float f = t - (r - 12582912.0f);
+    int32_t ri;
+    memcpy(&ri, &r, sizeof ri);
+    float p = 1.54035304e-4f;
+    p = p * f + 1.33335581e-3f;
+    p = p * f + 9.61812911e-3f;
+    p = p * f + 5.55041087e-2f;
+    p = p * f + 2.40226507e-1f;
+    p = p * f + 6.93147181e-1f;
+    p = p * f + 1.0f;
+    int32_t bits = (ri - 0x4B400000 + 127) * (1 << 23);
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* A float sum in 16 partial sums, which the compiler vectorizes without -ffast-math. */
+static inline float sum_f32(const float *x, int n) {
+    float part[16] = {0}, s = 0;
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 16; k++) part[k] += x[i + k];
+    for (int k = 0; k < 16; k++) s += part[k];
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+
+static inline float max_f32(const float *x, int n) {
+    float m = x[0];
+    for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Building blocks; each row-wise step is a task over rows, so that pool_run can split it      */
 
 /* y[rows, out] = x[rows, in] W^T (+ b), with W [out, in] as nn.Linear stores it. */
@@ -206,7 +258,7 @@ static void linear(const float *x, const float *w, const float *b, float *y, int
 }
 
 /* RMSNorm (b == NULL) or LayerNorm of rows [begin, end); statistics accumulate in double. */
-static void norm_rows(const fw_config *c, const float *w, const float *b, const float *x, float *y, size_t begin,
+FW_VECTOR static void norm_rows(const fw_config *c, const float *w, const float *b, const float *x, float *y, size_t begin,
                       size_t end) {
     int d = c->d_model;
     for (size_t i = begin; i < end; i++) {
@@ -247,9 +299,9 @@ void fw_final_norm(const fw_model *m, const float *x, float *y, int rows) {
     norm_rows(&m->cfg, m->lnf_w, m->lnf_b, x, y, 0, (size_t)rows);
 }
 
-static float activation(fw_act a, float x) {
+static inline float activation(fw_act a, float x) {
     switch (a) {
-    case FW_ACT_SILU: return x / (1.0f + expf(-x));
+    case FW_ACT_SILU: return x / (1.0f + fw_exp(-x));
     case FW_ACT_GELU: return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
     case FW_ACT_GELU_TANH: return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
     case FW_ACT_RELU: return x > 0 ? x : 0;
@@ -263,17 +315,20 @@ typedef struct act_job {
     float *out;      /* [rows, ff] */
 } act_job;
 
-static void act_task(void *arg, int w, size_t begin, size_t end) {
+FW_VECTOR static void act_task(void *arg, int w, size_t begin, size_t end) {
     (void)w;
     act_job *j = arg;
+    fw_act act = j->c->act;
     int ff = j->c->d_ff, ff_in = j->c->gated_mlp ? 2 * ff : ff;
     for (size_t i = begin; i < end; i++) {
         const float *in = j->in + i * ff_in;
         float *a = j->out + i * ff;
-        if (j->c->gated_mlp)
-            for (int k = 0; k < ff; k++) a[k] = activation(j->c->act, in[k]) * in[ff + k];
+        if (act == FW_ACT_SILU) /* the common case, as its own loop so that it vectorizes */
+            for (int k = 0; k < ff; k++) a[k] = in[k] / (1.0f + fw_exp(-in[k]));
         else
-            for (int k = 0; k < ff; k++) a[k] = activation(j->c->act, in[k]);
+            for (int k = 0; k < ff; k++) a[k] = activation(act, in[k]);
+        if (j->c->gated_mlp)
+            for (int k = 0; k < ff; k++) a[k] *= in[ff + k];
     }
 }
 
@@ -304,7 +359,7 @@ typedef struct rope_job {
 
 /* Rotates the first rotary_dim dims of every q and k head of rows [begin, end) in place, pairing
  * dim i with i + rotary_dim/2 (Hugging Face's rotate_half convention, also GPT-NeoX's). */
-static void rope_task(void *arg, int w, size_t begin, size_t end) {
+FW_VECTOR static void rope_task(void *arg, int w, size_t begin, size_t end) {
     (void)w;
     rope_job *j = arg;
     const fw_config *c = j->c;
@@ -321,6 +376,19 @@ static void rope_task(void *arg, int w, size_t begin, size_t end) {
                 v[i + half] = b * cs[i] + a * sn[i];
             }
         }
+    }
+}
+
+/* Row r of S [rows, keys] holds the scores of query i0 + r: softmax over keys 0..i0+r, zero after. */
+FW_VECTOR static void softmax_causal(float *S, int rows, int keys, int i0) {
+    for (int r = 0; r < rows; r++) {
+        float *sr = S + (size_t)r * keys;
+        int n = i0 + r + 1;
+        float mx = max_f32(sr, n);
+        for (int m = 0; m < n; m++) sr[m] = fw_exp(sr[m] - mx);
+        float inv = 1.0f / sum_f32(sr, n);
+        for (int m = 0; m < n; m++) sr[m] *= inv;
+        for (int m = n; m < keys; m++) sr[m] = 0;
     }
 }
 
@@ -353,17 +421,7 @@ static void attn_task(void *arg, int w, size_t begin, size_t end) {
             int rows = T - i0 < j->chunk ? T - i0 : j->chunk, keys = i0 + rows;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, j->scale, q + (size_t)i0 * W, W, k, W,
                         0.0f, S, keys);
-            for (int r = 0; r < rows; r++) {
-                float *sr = S + (size_t)r * keys;
-                int n = i0 + r + 1; /* keys this query may see */
-                float mx = sr[0];
-                for (int m = 1; m < n; m++) mx = sr[m] > mx ? sr[m] : mx;
-                float sum = 0;
-                for (int m = 0; m < n; m++) sum += (sr[m] = expf(sr[m] - mx));
-                float inv = 1.0f / sum;
-                for (int m = 0; m < n; m++) sr[m] *= inv;
-                for (int m = n; m < keys; m++) sr[m] = 0;
-            }
+            softmax_causal(S, rows, keys, i0);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, S, keys, v, W, 0.0f,
                         j->att + ((size_t)b * T + i0) * H * hd + (size_t)h * hd, H * hd);
         }
@@ -389,23 +447,22 @@ typedef struct loss_job {
     const int32_t *next; /* the token after each row's, or -1 at the end of a sequence */
     float *loss;
     int V;
+    fw_state *s;         /* for a scratch row per thread */
 } loss_job;
 
-/* loss = logsumexp(logits) - logits[next token], the sum accumulated in double. */
-static void loss_task(void *arg, int w, size_t begin, size_t end) {
-    (void)w;
+/* loss = logsumexp(logits) - logits[next token]. */
+FW_VECTOR static void loss_task(void *arg, int w, size_t begin, size_t end) {
     loss_job *j = arg;
+    float *e = j->s->scores[w].p;
     for (size_t k = begin; k < end; k++) {
         const float *l = j->logits + k * j->V;
         if (j->next[k] < 0) {
             j->loss[k] = NAN;
             continue;
         }
-        float mx = l[0];
-        for (int v = 1; v < j->V; v++) mx = l[v] > mx ? l[v] : mx;
-        double sum = 0;
-        for (int v = 0; v < j->V; v++) sum += expf(l[v] - mx);
-        j->loss[k] = (float)(mx + log(sum) - l[j->next[k]]);
+        float mx = max_f32(l, j->V);
+        for (int v = 0; v < j->V; v++) e[v] = fw_exp(l[v] - mx);
+        j->loss[k] = mx + logf(sum_f32(e, j->V)) - l[j->next[k]];
     }
 }
 
@@ -416,6 +473,7 @@ static void lm_head(const fw_model *m, fw_state *s, const fw_request *r, const f
     int V = c->vocab, d = c->d_model, N = r->batch * r->seq;
     float *buf = buf_get(&s->head, (size_t)FW_HEAD_ROWS * (V + d)), *xn = buf + (size_t)FW_HEAD_ROWS * V;
     int32_t next[FW_HEAD_ROWS];
+    for (int w = 0; w < s->pool.n; w++) buf_get(&s->scores[w], (size_t)V);
     for (int i0 = 0; i0 < N; i0 += FW_HEAD_ROWS) {
         int rows = N - i0 < FW_HEAD_ROWS ? N - i0 : FW_HEAD_ROWS;
         float *lg = r->logits ? r->logits + (size_t)i0 * V : buf;
@@ -426,7 +484,7 @@ static void lm_head(const fw_model *m, fw_state *s, const fw_request *r, const f
             int i = i0 + k;
             next[k] = i % r->seq == r->seq - 1 ? -1 : r->tokens[i + 1];
         }
-        loss_job j = {lg, next, r->loss + i0, V};
+        loss_job j = {lg, next, r->loss + i0, V, s};
         pool_run(&s->pool, (size_t)rows, loss_task, &j);
     }
 }
