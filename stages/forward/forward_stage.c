@@ -307,26 +307,56 @@ static int npy_header(FILE *f, size_t rows, size_t cols) {
 
 static int cli_usage(void) {
     fprintf(stderr, "usage: saeflow forward MODEL_DIR [--hook HOOK] [--out FILE.npy] [--logits] [--loss] [--threads N]\n"
+                    "       saeflow forward MODEL_DIR --generate N\n"
                     "  reads token ids on stdin, one sequence per line; writes the hook's activations\n"
                     "  [tokens, d] (or with --logits the logits [tokens, vocab]) of every token in order as\n"
-                    "  float32 .npy; --loss prints the mean next-token cross-entropy.\n");
+                    "  float32 .npy; --loss prints the mean next-token cross-entropy; --generate prints each\n"
+                    "  sequence followed by its greedy continuation of N tokens.\n");
     return 2;
+}
+
+/* Greedy decoding without a cache (for checking a model, not for speed): prints each sequence
+ * followed by n argmax tokens, one line per sequence. */
+static int cli_generate(const fw_model *m, fw_state *st, const seq_list *seqs, int n) {
+    int V = m->cfg.vocab, rc = SF_OK;
+    for (size_t i = 0; i < seqs->n_seq && rc == SF_OK; i++) {
+        int T0 = (int)(seqs->start[i + 1] - seqs->start[i]);
+        int32_t *ids = malloc((size_t)(T0 + n) * sizeof *ids);
+        float *logits = malloc((size_t)(T0 + n) * V * sizeof *logits);
+        if (!ids || !logits) abort();
+        memcpy(ids, seqs->tok + seqs->start[i], (size_t)T0 * sizeof *ids);
+        for (int T = T0; T < T0 + n && rc == SF_OK; T++) {
+            fw_request r = {ids, 1, T, 0, NULL, NULL, logits, NULL};
+            if ((rc = fw_forward(m, st, &r)) != SF_OK) break;
+            const float *last = logits + (size_t)(T - 1) * V;
+            int best = 0;
+            for (int v = 1; v < V; v++) best = last[v] > last[best] ? v : best;
+            ids[T] = best;
+        }
+        for (int t = 0; t < T0 + n && rc == SF_OK; t++) printf("%d%c", (int)ids[t], t + 1 < T0 + n ? ' ' : '\n');
+        free(ids);
+        free(logits);
+    }
+    return rc;
 }
 
 static int cli_main(int argc, char **argv) {
     const char *dir = NULL, *hook_name = NULL, *out_path = NULL;
-    int want_logits = 0, want_loss = 0, threads = 0;
+    int want_logits = 0, want_loss = 0, threads = 0, generate = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--hook") && i + 1 < argc) hook_name = argv[++i];
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_path = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--generate") && i + 1 < argc) generate = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--logits")) want_logits = 1;
         else if (!strcmp(argv[i], "--loss")) want_loss = 1;
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
         else return cli_usage();
     }
     int want_out = hook_name || want_logits;
-    if (!dir || (hook_name && want_logits) || (want_out && !out_path) || (!want_out && !want_loss)) return cli_usage();
+    if (!dir || (hook_name && want_logits) || (want_out && !out_path) || (!want_out && !want_loss && generate <= 0) ||
+        (generate > 0 && (want_out || want_loss)))
+        return cli_usage();
 
     fw_hook hook = {FW_RESID_POST, 0};
     fw_config cfg;
@@ -338,7 +368,7 @@ static int cli_main(int argc, char **argv) {
         fprintf(stderr, "saeflow forward: hook %s: %s has %d blocks\n", hook_name, dir, cfg.n_layers);
         return 1;
     }
-    int head = want_logits || want_loss;
+    int head = want_logits || want_loss || generate > 0;
     fw_set_threads(threads);
     seq_list seqs = {0};
     fw_model *m = NULL;
@@ -346,17 +376,21 @@ static int cli_main(int argc, char **argv) {
     FILE *out = NULL;
     float *acts = NULL, *loss = NULL;
     int rc = 1;
-    if (read_sequences(stdin, &seqs) != SF_OK) goto fail;
-    if (!(m = fw_model_load(dir, head ? -1 : hook.layer + 1, head))) goto fail;
+    if (read_sequences(stdin, &seqs) != SF_OK) goto done;
+    if (!(m = fw_model_load(dir, head ? -1 : hook.layer + 1, head))) goto done;
+    if (generate > 0) {
+        rc = cli_generate(m, st, &seqs, generate) == SF_OK ? 0 : 1;
+        goto done;
+    }
     size_t width = want_logits ? (size_t)cfg.vocab : (size_t)fw_hook_width(&cfg, hook);
     if (out_path) {
         if (!(out = fopen(out_path, "wb"))) {
             sf_fail("%s: %s", out_path, strerror(errno));
-            goto fail;
+            goto done;
         }
         if (npy_header(out, seqs.n_tok, width) != SF_OK) {
             sf_fail("%s: write error", out_path);
-            goto fail;
+            goto done;
         }
     }
     double loss_sum = 0;
@@ -372,23 +406,23 @@ static int cli_main(int argc, char **argv) {
             char msg[1024];
             snprintf(msg, sizeof msg, "%s", sf_last_error());
             sf_fail("sequence %zu: %s", i + 1, msg);
-            goto fail;
+            goto done;
         }
         if (out && fwrite(acts, sizeof *acts * width, (size_t)T, out) != (size_t)T) {
             sf_fail("%s: write error", out_path);
-            goto fail;
+            goto done;
         }
         for (int t = 0; want_loss && t + 1 < T; t++, loss_n++) loss_sum += loss[t];
     }
     if (out && fclose(out) != 0) {
         out = NULL;
         sf_fail("%s: write error", out_path);
-        goto fail;
+        goto done;
     }
     out = NULL;
     if (want_loss) printf("loss %.6f over %zu predicted tokens\n", loss_n ? loss_sum / loss_n : NAN, loss_n);
     rc = 0;
-fail:
+done:
     if (rc) fprintf(stderr, "saeflow forward: %s\n", sf_last_error());
     if (out) fclose(out);
     free(acts);
@@ -401,7 +435,7 @@ fail:
 }
 
 static const sf_command fwd_commands[] = {
-    {"forward", "MODEL_DIR [--hook HOOK] [--out FILE.npy] [--logits] [--loss] [--threads N]",
+    {"forward", "MODEL_DIR [--hook HOOK] [--out FILE.npy] [--logits] [--loss] [--generate N] [--threads N]",
      "run a checkpoint on token ids from stdin; write activations or logits as .npy", cli_main},
     {NULL, NULL, NULL, NULL},
 };
