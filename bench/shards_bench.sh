@@ -5,7 +5,9 @@
 #
 # Write: the writer module (shards_driver write --bench: conversion, norms, safetensors, CRC-32,
 # fsync, rename, manifest) vs `dd bs=1M conv=fdatasync` writing the same bytes (copies of the
-# shards from the page cache), one file per shard.
+# shards from the page cache), one file per shard; also with oflag=nocache, since the writer drops
+# each fsync'd shard from the page cache (on this VM, growing the page cache into never-used
+# memory costs ~8 ms per MB, which otherwise decides who wins).
 # Read: the reader module in order (shards_driver read: CRC-32 pass + mmap + batch copies) vs dd
 # reading the same shard files, from a cold page cache (each file's pages dropped with
 # `dd iflag=nocache count=0`, checked with fincore) and warm. Rounds alternate; medians printed.
@@ -32,7 +34,7 @@ echo "disk: $(df -h "$DIR" | awk 'NR==2 {print $1, $2}'), d=$D, $SEQS x 256 toke
 
 declare -A R
 for dtype in F32 BF16; do
-    W=() DDW=() RC=() RN=() DDRC=() RW=() DDRW=()
+    W=() DDW=() DDWN=() RC=() RN=() DDRC=() RW=() DDRW=()
     for r in $(seq "$ROUNDS"); do
         rm -rf "$DIR/w"
         t0=$(now)
@@ -50,6 +52,12 @@ for dtype in F32 BF16; do
         for f in "${shards[@]}"; do dd if="$f" of="$DIR/dd/${f##*/}" bs=1M conv=fdatasync status=none; done
         t1=$(now)
         DDW+=("$(mbps "$bytes" "$t0" "$t1")")
+        rm -rf "$DIR/dd"
+        mkdir -p "$DIR/dd"
+        t0=$(now)
+        for f in "${shards[@]}"; do dd if="$f" of="$DIR/dd/${f##*/}" bs=1M conv=fdatasync oflag=nocache status=none; done
+        t1=$(now)
+        DDWN+=("$(mbps "$bytes" "$t0" "$t1")")
         rm -rf "$DIR/dd"
 
         drop "${shards[@]}"
@@ -79,10 +87,11 @@ for dtype in F32 BF16; do
         t1=$(now)
         DDRW+=("$(mbps "$bytes" "$t0" "$t1")")
         echo "  $dtype round $r: $((bytes / 1048576)) MiB in ${#shards[@]} shards; cached before cold reads: ${left} KiB;" \
-             "write ${W[-1]} vs dd ${DDW[-1]} MB/s; cold read ${RC[-1]} (no verify ${RN[-1]}) vs dd ${DDRC[-1]};" \
+             "write ${W[-1]} vs dd ${DDW[-1]} (nocache ${DDWN[-1]}) MB/s; cold read ${RC[-1]} (no verify ${RN[-1]}) vs dd ${DDRC[-1]};" \
              "warm read ${RW[-1]} vs dd ${DDRW[-1]}"
     done
     R[$dtype,w]=$(echo "${W[@]}" | median); R[$dtype,ddw]=$(echo "${DDW[@]}" | median)
+    R[$dtype,ddwn]=$(echo "${DDWN[@]}" | median)
     R[$dtype,rc]=$(echo "${RC[@]}" | median); R[$dtype,rn]=$(echo "${RN[@]}" | median)
     R[$dtype,ddrc]=$(echo "${DDRC[@]}" | median)
     R[$dtype,rw]=$(echo "${RW[@]}" | median); R[$dtype,ddrw]=$(echo "${DDRW[@]}" | median)
@@ -93,6 +102,7 @@ echo
 printf "%-6s %-34s %10s %10s %7s\n" dtype measure "ours MB/s" "dd MB/s" ratio
 for dtype in F32 BF16; do
     printf "%-6s %-34s %10s %10s %7s\n" $dtype "write (fsync'd)" ${R[$dtype,w]} ${R[$dtype,ddw]} "$(ratio ${R[$dtype,w]} ${R[$dtype,ddw]})"
+    printf "%-6s %-34s %10s %10s %7s\n" $dtype "write vs dd oflag=nocache" ${R[$dtype,w]} ${R[$dtype,ddwn]} "$(ratio ${R[$dtype,w]} ${R[$dtype,ddwn]})"
     printf "%-6s %-34s %10s %10s %7s\n" $dtype "read cold, CRC verified" ${R[$dtype,rc]} ${R[$dtype,ddrc]} "$(ratio ${R[$dtype,rc]} ${R[$dtype,ddrc]})"
     printf "%-6s %-34s %10s %10s %7s\n" $dtype "read cold, no verify" ${R[$dtype,rn]} ${R[$dtype,ddrc]} "$(ratio ${R[$dtype,rn]} ${R[$dtype,ddrc]})"
     printf "%-6s %-34s %10s %10s %7s\n" $dtype "read warm (page cache), verified" ${R[$dtype,rw]} ${R[$dtype,ddrw]} "$(ratio ${R[$dtype,rw]} ${R[$dtype,ddrw]})"
