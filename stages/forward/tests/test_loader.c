@@ -1,7 +1,9 @@
-/* Broken checkpoints must give clear errors naming what is wrong, never a crash: truncated and
- * corrupt safetensors, a missing tensor, a wrong shape or dtype, an unsupported architecture or
- * rope scaling, bad shard indexes, and bad token ids. Each case is a copy of the llama_gqa_bf16
- * fixture with one thing broken. Usage: forward_test_errors FIXTURE_DIR */
+/* Loader checks. Broken checkpoints must give clear errors naming what is wrong, never a crash:
+ * truncated and corrupt safetensors, a missing tensor, a wrong shape or dtype, an unsupported
+ * architecture or rope scaling, bad shard indexes, and bad token ids. Each case is a copy of the
+ * llama_gqa_bf16 fixture with one thing broken. Also: GPT-2 tensors named without the
+ * "transformer." prefix (OpenAI's original upload) load and compute the same logits.
+ * Usage: forward_test_loader LLAMA_FIXTURE_DIR GPT2_FIXTURE_DIR */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +65,45 @@ static void write_weights(const char *file, const char *skip, const char *reshap
     sf_st_close(f);
 }
 
+/* The GPT-2 fixture rewritten without the "transformer." prefix must give the same logits. */
+static void gpt2_without_prefix(const char *gpt2) {
+    char src[4096], dst[4096], cmd[8192];
+    snprintf(cmd, sizeof cmd, "cp '%s/config.json' '%s/'", gpt2, tmp);
+    if (system(cmd) != 0) exit(1);
+    snprintf(src, sizeof src, "%s/model.safetensors", gpt2);
+    snprintf(dst, sizeof dst, "%s/model.safetensors", tmp);
+    sf_st_file *f = sf_st_open(src);
+    sf_st_writer *w = sf_st_writer_new();
+    const char *pre = "transformer.";
+    for (size_t i = 0; i < sf_st_count(f); i++) {
+        const sf_st_tensor *t = sf_st_at(f, i);
+        const char *name = strncmp(t->name, pre, strlen(pre)) ? t->name : t->name + strlen(pre);
+        sf_st_writer_add(w, name, t->t.dtype, t->t.ndim, t->t.shape, t->t.data);
+    }
+    if (sf_st_writer_save(w, dst, NULL) != SF_OK) exit(1);
+    sf_st_writer_free(w);
+    sf_st_close(f);
+
+    fw_model *a = fw_model_load(gpt2, -1, 1), *b = fw_model_load(tmp, -1, 1);
+    int ok = a && b;
+    if (ok) {
+        int32_t toks[6] = {1, 5, 9, 2, 77, 3};
+        int V = a->cfg.vocab;
+        float *la = calloc((size_t)6 * V, sizeof *la), *lb = calloc((size_t)6 * V, sizeof *lb);
+        fw_state *s = fw_state_new(1);
+        fw_request ra = {toks, 1, 6, 0, NULL, NULL, la, NULL}, rb = {toks, 1, 6, 0, NULL, NULL, lb, NULL};
+        ok = fw_forward(a, s, &ra) == SF_OK && fw_forward(b, s, &rb) == SF_OK && !memcmp(la, lb, (size_t)6 * V * sizeof *la);
+        fw_state_free(s);
+        free(la);
+        free(lb);
+    }
+    printf("%-26s %s: %s\n", "gpt2 without prefix", ok ? "ok" : "FAIL", ok ? "same logits" : sf_last_error());
+    failures += !ok;
+    fw_model_free(a);
+    fw_model_free(b);
+    remove(dst);
+}
+
 static void write_bytes(const char *file, const void *p, size_t n) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", tmp, file);
@@ -78,7 +119,7 @@ static void remove_file(const char *file) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) return 2;
+    if (argc != 3) return 2;
     fixture = argv[1];
     snprintf(tmp, sizeof tmp, "/tmp/forward_errors_XXXXXX");
     if (!mkdtemp(tmp)) return 1;
@@ -168,6 +209,10 @@ int main(int argc, char **argv) {
     const char *partial = "{\"weight_map\": {\"model.norm.weight\": \"model-00001-of-00001.safetensors\"}}";
     write_bytes("model.safetensors.index.json", partial, strlen(partial));
     expect_error("index lacks a tensor", "lists no tensor \"model.embed_tokens.weight\"");
+
+    remove_file("model.safetensors.index.json");
+    remove_file("model-00001-of-00001.safetensors");
+    gpt2_without_prefix(argv[2]);
 
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
