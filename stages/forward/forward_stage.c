@@ -1,6 +1,7 @@
 /* forward_stage.c — the `forward` stage (tokens -> activations) and `saeflow forward`. */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,58 @@
 #include "model.h"
 
 #define FW_MAX_HOOKS 64
+
+/* ------------------------------------------------------------------------------------------ */
+/* Replicas of the stage in one process share one read-only copy of the weights                */
+
+typedef struct shared_model {
+    char *dir;
+    int n_layers, head;
+    fw_model *model;
+    int refs;
+    struct shared_model *next;
+} shared_model;
+
+static pthread_mutex_t shared_mu = PTHREAD_MUTEX_INITIALIZER;
+static shared_model *shared_models;
+
+/* Loads under the lock, so a second replica waits for the first's copy instead of loading its own. */
+static fw_model *model_acquire(const char *dir, int n_layers, int head) {
+    pthread_mutex_lock(&shared_mu);
+    shared_model *e = shared_models;
+    while (e && (strcmp(e->dir, dir) || e->n_layers != n_layers || e->head != head)) e = e->next;
+    if (!e) {
+        fw_model *m = fw_model_load(dir, n_layers, head);
+        if (m) {
+            if (!(e = calloc(1, sizeof *e)) || !(e->dir = strdup(dir))) abort();
+            e->n_layers = n_layers;
+            e->head = head;
+            e->model = m;
+            e->next = shared_models;
+            shared_models = e;
+        }
+    }
+    if (e) e->refs++;
+    pthread_mutex_unlock(&shared_mu);
+    return e ? e->model : NULL;
+}
+
+static void model_release(fw_model *m) {
+    if (!m) return;
+    pthread_mutex_lock(&shared_mu);
+    for (shared_model **pe = &shared_models; *pe; pe = &(*pe)->next) {
+        shared_model *e = *pe;
+        if (e->model != m) continue;
+        if (--e->refs == 0) {
+            *pe = e->next;
+            fw_model_free(e->model);
+            free(e->dir);
+            free(e);
+        }
+        break;
+    }
+    pthread_mutex_unlock(&shared_mu);
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* The stage                                                                                   */
@@ -59,7 +112,7 @@ static int parse_hooks(const char *list, fwd_stage *s) {
 static void fwd_destroy(void *state) {
     fwd_stage *s = state;
     if (!s) return;
-    fw_model_free(s->model);
+    model_release(s->model);
     fw_state_free(s->state);
     for (int i = 0; i < s->n_hooks; i++) free(s->outs[i]);
     free(s->logits);
@@ -103,7 +156,7 @@ static int fwd_init(sf_ctx *ctx, void **state) {
         if (s->hooks[i].layer + 1 > need) need = s->hooks[i].layer + 1;
     }
     fw_set_threads((int)sf_param_int(ctx, "threads"));
-    if (!(s->model = fw_model_load(s->model_dir, head ? -1 : need, head))) return SF_ERR;
+    if (!(s->model = model_acquire(s->model_dir, head ? -1 : need, head))) return SF_ERR;
     s->state = fw_state_new((int)sf_param_int(ctx, "threads"));
     s->bos_id = (int)sf_param_int(ctx, "bos_id");
     if (s->bos_id < 0) s->bos_id = cfg.bos_id;

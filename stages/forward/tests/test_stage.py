@@ -62,7 +62,7 @@ def bf16_to_f32(a):
     return u.view(np.float32).reshape(a.shape)
 
 
-def run_pipeline(tmp, fixture, hooks, out_dtype, msg):
+def run_pipeline(tmp, fixture, hooks, out_dtype, msgs, replicas=1):
     ep_in, ep_out = f"ipc://{tmp}/in", f"ipc://{tmp}/out"
     pipe = os.path.join(tmp, "p.saeflow")
     with open(pipe, "w") as f:
@@ -72,6 +72,7 @@ stage src = zmq_in {{
 }}
 stage fwd = forward {{
     input = src
+    replicas = {replicas}
     model = "{fixture}"
     hooks = "{hooks}"
     out_dtype = {out_dtype}
@@ -90,7 +91,8 @@ stage sink = zmq_out {{
     push.connect(ep_in)
     pull.connect(ep_out)
     pull.setsockopt(zmq.RCVTIMEO, 60000)
-    push.send(msgpack.packb(msg, default=msgpack_numpy.encode))
+    for msg in msgs:
+        push.send(msgpack.packb(msg, default=msgpack_numpy.encode))
     push.send(b"")
     got = []
     try:
@@ -117,7 +119,7 @@ def test_pipeline(tmp, fixture, ref, out_dtype, tol):
     msg = {"tokens": tokens, "doc_id": np.array([11, 22], dtype=np.int64)[:B],
            "pos": np.array([0, 64], dtype=np.int32)[:B], "label": ["en", "ja"][:B], "split": "test"}
     hooks = ["resid_pre.1", "mlp_hidden.2"]
-    got = run_pipeline(tmp, fixture, ",".join(hooks), out_dtype, msg)
+    got = run_pipeline(tmp, fixture, ",".join(hooks), out_dtype, [msg])
     check(f"one message per hook ({out_dtype})", len(got) == len(hooks), f"{len(got)}")
     for i, m in enumerate(got[:len(hooks)]):
         h = hooks[i]
@@ -140,6 +142,18 @@ def test_pipeline(tmp, fixture, ref, out_dtype, tol):
             check("loss on the first message", ok)
         else:
             check("no loss on later messages", "loss" not in m)
+
+
+def test_replicas(tmp, fixture, ref):
+    """Two replicas in one process (sharing one copy of the weights) split 8 messages."""
+    tokens = ref["tokens"]
+    msgs = [{"tokens": tokens, "doc_id": np.array([i, 100 + i], dtype=np.int64),
+             "pos": np.zeros(2, dtype=np.int32), "label": ["en", "ja"], "split": "test"} for i in range(8)]
+    got = run_pipeline(tmp, fixture, "resid_post.2", "f32", msgs, replicas=2)
+    docs = sorted(int(m["doc_id"][0]) for m in got)
+    check("replicas: every message once", docs == list(range(8)), f"{docs}")
+    worst = max((rel_err(m["acts"], ref["resid_post.2"][:, 1:]) for m in got), default=float("inf"))
+    check("replicas: values", worst <= 1e-4, f"rel err {worst:.2e}")
 
 
 def test_cli(tmp, fixture, ref):
@@ -183,6 +197,7 @@ def main():
         ref = read_safetensors(os.path.join(fixture, "reference.safetensors"))
         test_pipeline(tmp, fixture, ref, "f32", 1e-4)
         test_pipeline(tmp, fixture, ref, "bf16", 1e-2)
+        test_replicas(tmp, fixture, ref)
     if failures:
         print(f"{failures} checks failed")
     sys.exit(1 if failures else 0)
