@@ -428,14 +428,33 @@ static void attn_task(void *arg, int w, size_t begin, size_t end) {
     }
 }
 
+/* OpenBLAS's thread count is global to the process: forward states in several threads (replicas)
+ * count who needs it at one thread, and the last one out restores it. */
+static pthread_mutex_t blas_mu = PTHREAD_MUTEX_INITIALIZER;
+static int blas_single_users, blas_saved_threads;
+
+static void blas_single_enter(void) {
+    pthread_mutex_lock(&blas_mu);
+    if (blas_single_users++ == 0) {
+        blas_saved_threads = openblas_get_num_threads();
+        openblas_set_num_threads(1);
+    }
+    pthread_mutex_unlock(&blas_mu);
+}
+
+static void blas_single_leave(void) {
+    pthread_mutex_lock(&blas_mu);
+    if (--blas_single_users == 0) openblas_set_num_threads(blas_saved_threads);
+    pthread_mutex_unlock(&blas_mu);
+}
+
 static void attention(fw_state *s, const fw_config *c, const float *qkv, float *att, int B, int T, float scale) {
     attn_job j = {c, s, qkv, att, T, s->attn_chunk < T ? s->attn_chunk : T, scale};
     for (int w = 0; w < s->pool.n; w++) buf_get(&s->scores[w], (size_t)j.chunk * T);
-    /* our threads each run their own small sgemms: OpenBLAS on one thread meanwhile */
-    int blas_threads = openblas_get_num_threads();
-    if (s->pool.n > 1) openblas_set_num_threads(1);
+    /* our threads each run their own small sgemms, with OpenBLAS on one thread meanwhile */
+    if (s->pool.n > 1) blas_single_enter();
     pool_run(&s->pool, (size_t)B * c->n_heads, attn_task, &j);
-    if (s->pool.n > 1) openblas_set_num_threads(blas_threads);
+    if (s->pool.n > 1) blas_single_leave();
 }
 
 static void add_inplace(float *x, const float *y, size_t n) {
