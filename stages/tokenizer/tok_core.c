@@ -172,6 +172,7 @@ int tok_buf_reserve(tok_buf *b, size_t extra) {
 }
 
 int tok_buf_add(tok_buf *b, const void *s, size_t len) {
+    if (len == 0) return 0;
     if (tok_buf_reserve(b, len) != 0) return -1;
     memcpy(b->p + b->n, s, len);
     b->n += len;
