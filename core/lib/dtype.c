@@ -44,16 +44,36 @@ uint16_t sf_f32_to_bf16(float f) {
 }
 
 float sf_f16_to_f32(uint16_t h) {
-    _Float16 v;
-    memcpy(&v, &h, 2);
-    return (float)v;
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
+    if (exp == 0x1f) u = sign | 0x7f800000u | (man << 13); /* inf, NaN */
+    else if (exp) u = sign | ((exp + 112) << 23) | (man << 13);
+    else if (!man) u = sign;
+    else { /* subnormal: normalise */
+        int e = -1;
+        do man <<= 1, e++; while (!(man & 0x400));
+        u = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ff) << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
 }
 
 uint16_t sf_f32_to_f16(float f) {
-    _Float16 v = (_Float16)f; /* the compiler rounds to nearest even */
-    uint16_t h;
-    memcpy(&h, &v, 2);
-    return h;
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000, abs = u & 0x7fffffffu;
+    if (abs > 0x7f800000u) return (uint16_t)(sign | 0x7e00); /* NaN */
+    if (abs >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* rounds to inf */
+    if (abs < 0x38800000u) { /* subnormal half (or zero): value = abs * 2^24 rounded */
+        if (abs < 0x33000000u) return (uint16_t)sign;
+        uint32_t man = (abs & 0x7fffff) | 0x800000, shift = 126 - (abs >> 23);
+        uint32_t h = man >> shift, rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (h & 1))) h++;
+        return (uint16_t)(sign | h);
+    }
+    uint32_t h = ((abs - 0x38000000u) >> 13), rem = abs & 0x1fff; /* rebias 127 -> 15 */
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++; /* nearest even; may carry into exp */
+    return (uint16_t)(sign | h);
 }
 
 /* Elements may be unaligned (tensors inside messages are), hence memcpy loads. */
