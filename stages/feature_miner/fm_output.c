@@ -187,6 +187,35 @@ static json_t *jstr(const char *s) {
 
 static json_t *jreal(double x) { return isfinite(x) ? json_real(x) : json_null(); }
 
+/* Shared JSON values for the millions of [token, act] pairs: one string per vocabulary entry, made
+ * on first use, and the integers 0..10 (jansson reference-counts values, so arrays can share them). */
+typedef struct fm_jcache {
+    const fm_vocab *v;
+    json_t **tok; /* [v->n] */
+    json_t *q[11];
+} fm_jcache;
+
+static void jcache_init(fm_jcache *c, const fm_vocab *v) {
+    c->v = v;
+    c->tok = calloc((size_t)(v->n > 0 ? v->n : 1), sizeof *c->tok);
+    if (!c->tok) abort();
+    for (int i = 0; i <= 10; i++) c->q[i] = json_integer(i);
+}
+
+static void jcache_free(fm_jcache *c) {
+    for (int i = 0; i < c->v->n; i++) json_decref(c->tok[i]);
+    for (int i = 0; i <= 10; i++) json_decref(c->q[i]);
+    free(c->tok);
+}
+
+/* The display string of id as a JSON value (a new reference). */
+static json_t *jcache_tok(fm_jcache *c, int32_t id) {
+    char buf[24];
+    if (id < 0 || id >= c->v->n) return jstr(fm_vocab_str(c->v, id, buf, sizeof buf));
+    if (!c->tok[id]) c->tok[id] = jstr(c->v->s[id]);
+    return json_incref(c->tok[id]);
+}
+
 /* The paper's quantisation: ceil(10 * act / max) for act > 0, else 0. */
 static int quantise(float act, float max) { return act > 0 && max > 0 ? (int)ceil(act * 10.0 / max) : 0; }
 
@@ -218,7 +247,7 @@ static json_t *example_json(const fm_miner *m, const fm_example *e) {
 }
 
 static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres *r, const fm_logits *lg,
-                            float *acts) {
+                            float *acts, fm_jcache *jc) {
     fm_feature *f = &m->f[i];
     json_t *o = json_object();
     char buf[24];
@@ -232,8 +261,9 @@ static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres
         dense(ex, acts);
         for (int t = 0; t < ex->seq->T; t++) {
             json_t *pair = json_array();
-            json_array_append_new(pair, jstr(fm_vocab_str(v, ex->seq->tokens[t], buf, sizeof buf)));
-            json_array_append_new(pair, json_integer(quantise(acts[t], qmax)));
+            int q = quantise(acts[t], qmax);
+            json_array_append_new(pair, jcache_tok(jc, ex->seq->tokens[t]));
+            json_array_append(pair, jc->q[q < 10 ? q : 10]);
             json_array_append_new(ex_j, pair);
         }
         json_array_append_new(ta, ex_j);
@@ -308,8 +338,21 @@ static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres
     return o;
 }
 
+/* Serialises in memory and writes once: jansson's file output makes one fwrite per token. */
 static int dump_json(json_t *j, const char *path) {
-    int rc = json_dump_file(j, path, JSON_COMPACT | JSON_REAL_PRECISION(9)) == 0 ? SF_OK : sf_fail("cannot write %s", path);
+    size_t len = json_dumpb(j, NULL, 0, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    char *text = len ? malloc(len) : NULL;
+    int rc = SF_ERR;
+    if (text && json_dumpb(j, text, len, JSON_COMPACT | JSON_REAL_PRECISION(9)) == len) {
+        FILE *fp = fopen(path, "w");
+        if (fp) {
+            int ok = fwrite(text, 1, len, fp) == len;
+            ok &= fclose(fp) == 0;
+            if (ok) rc = SF_OK;
+        }
+    }
+    if (rc != SF_OK) sf_fail("cannot write %s: %s", path, text ? strerror(errno) : "JSON serialisation failed");
+    free(text);
     json_decref(j);
     return rc;
 }
@@ -458,6 +501,8 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
     fm_fres *res = calloc((size_t)n, sizeof *res);
     if (!acts || !toks || !buf || !res) abort();
 
+    fm_jcache jc;
+    jcache_init(&jc, v);
     json_t *sum = json_object(), *feats = json_array();
     int alive = 0, lang_n[FM_VOTES][FM_FLANG_COUNT] = {{0}}, gran_n[FM_GRAN_COUNT] = {0};
     for (int i = 0; i < n && rc == SF_OK; i++) {
@@ -474,7 +519,7 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
         }
         gran_n[res[i].g.gran]++;
         snprintf(path, sizeof path, "%s/features/%d.json", out_dir, i);
-        rc = dump_json(feature_json(m, i, v, &res[i], lg, acts), path);
+        rc = dump_json(feature_json(m, i, v, &res[i], lg, acts, &jc), path);
         if (rc == SF_OK && info->html) {
             snprintf(path, sizeof path, "%s/features/%d.html", out_dir, i);
             rc = html_feature(path, m, i, v, &res[i], lg, acts);
@@ -576,6 +621,7 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
             if (fclose(fp) != 0 || bad) rc = sf_fail("cannot write %s", path);
         }
     }
+    jcache_free(&jc);
     free(acts);
     free(toks);
     free(buf);

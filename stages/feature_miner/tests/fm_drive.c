@@ -4,10 +4,12 @@
  *   fm_drive report ARGS...                        = saeflow report ARGS...
  *
  * It stands in for the runtime's side of saeflow.h (parameters with their declared defaults,
- * progress and counters as no-ops) so the stage is tested exactly as the plugin runs it. */
+ * progress and counters as no-ops) so the stage is tested exactly as the plugin runs it.
+ * FM_DRIVE_TIMES=1 prints the time spent streaming (init + messages) and at end of stream. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fm_report.h"
 #include "saeflow.h"
@@ -45,6 +47,12 @@ const char *sf_instance_name(sf_ctx *ctx) { (void)ctx; return "feature_miner"; }
 void sf_progress(sf_ctx *ctx, uint64_t done, uint64_t total, const char *unit) { (void)ctx, (void)done, (void)total, (void)unit; }
 void sf_count(sf_ctx *ctx, const char *counter, int64_t delta) { (void)ctx, (void)counter, (void)delta; }
 
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static int fail(const char *what) {
     fprintf(stderr, "fm_drive: %s: %s\n", what, sf_last_error());
     return 1;
@@ -64,6 +72,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     void *state = NULL;
+    double t0 = now();
     int rc = def->init(&ctx, &state) == SF_OK ? 0 : fail("init");
     unsigned char hdr[4];
     while (rc == 0 && fread(hdr, 1, 4, fp) == 4) {
@@ -82,7 +91,9 @@ int main(int argc, char **argv) {
         free(buf);
     }
     fclose(fp);
+    double t1 = now();
     if (rc == 0 && def->on_eos && def->on_eos(&ctx, state) != SF_OK) rc = fail("on_eos");
+    if (getenv("FM_DRIVE_TIMES")) fprintf(stderr, "fm_drive: stream %.3f s, end of stream %.3f s\n", t1 - t0, now() - t1);
     if (def->finish) def->finish(&ctx, state);
     if (def->destroy) def->destroy(state);
     return rc;
