@@ -5,8 +5,8 @@
 #
 # For each CKPT (in training order) it runs PIPELINE (default: stages/feature_miner/
 # mine_shards.saeflow) with shards=RUNS_ROOT/CKPT/acts sae=RUNS_ROOT/CKPT/sae
-# out=RUNS_ROOT/CKPT/features, skipping checkpoints whose features/summary.json exists, then
-# `saeflow report` over all of them into RUNS_ROOT/report. Extra KEY=VALUE pipeline overrides can
+# out=RUNS_ROOT/CKPT/feature_miner, skipping checkpoints whose feature_miner/summary.json exists,
+# then `saeflow report` over the RUNS_ROOT/CKPT directories into RUNS_ROOT/report. Extra KEY=VALUE pipeline overrides can
 # be given in SAEFLOW_SWEEP_ARGS (e.g. "tokenizer=/path/tok.model model=/path/ckpt").
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,12 +26,12 @@ shift
 runs=""
 for ck in "$@"; do
     run=$root/$ck
-    if [ ! -f "$run/features/summary.json" ]; then
+    if [ ! -f "$run/feature_miner/summary.json" ]; then
         # shellcheck disable=SC2086 # SAEFLOW_SWEEP_ARGS is a list of KEY=VALUE words
-        "$saeflow" run "$pipeline" --no-progress shards="$run/acts" sae="$run/sae" out="$run/features" \
+        "$saeflow" run "$pipeline" --no-progress shards="$run/acts" sae="$run/sae" out="$run/feature_miner" \
             ${SAEFLOW_SWEEP_ARGS:-}
     fi
-    runs="$runs $run/features"
+    runs="$runs $run"
 done
 # shellcheck disable=SC2086 # run directories contain no spaces by construction above
 "$saeflow" report $runs --out "$root/report"
