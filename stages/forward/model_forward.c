@@ -126,7 +126,7 @@ static void pool_run(fw_pool *p, size_t items, fw_task fn, void *arg) {
 fw_state *fw_state_new(int threads) {
     fw_state *s = calloc(1, sizeof *s);
     if (!s) abort();
-    s->attn_chunk = 256;
+    s->attn_chunk = 64; /* measured: 64 beat 128, 256 and 512 at T = 1024 (less masked work) */
     if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     s->pool.n = threads < 1 ? 1 : threads > FW_MAX_THREADS ? FW_MAX_THREADS : threads;
     pthread_mutex_init(&s->pool.mu, NULL);
