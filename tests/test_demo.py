@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""The demo, reduced: two checkpoints of data/suite with tiny budgets through tools/demo.sh (train
+an SAE live from the forward stage, evaluate and mine on the test split, report), then check that
+every artefact exists and agrees with the others. Usage: test_demo.py SOURCE_ROOT BUILD_ROOT"""
+import glob, json, os, subprocess, sys, tempfile
+
+src, build = sys.argv[1], sys.argv[2]
+steps = sorted(os.path.basename(p) for p in glob.glob(os.path.join(src, "data/suite/step-*")))
+if len(steps) < 2:
+    print("skipped: data/suite has fewer than two checkpoints")
+    sys.exit(77)
+steps = [steps[0], steps[-1]]
+runs = tempfile.mkdtemp(prefix="sf-demo-")
+failures = 0
+
+
+def check(cond, what):
+    global failures
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    failures += 0 if cond else 1
+
+
+env = dict(os.environ, RUNS=runs, STEPS=" ".join(steps),
+           TRAIN_ARGS="docs=300 seqs_per_doc=4 train_tokens=60000 batch=512 warmup=20", MINE_ARGS="docs=120 seqs_per_doc=2")
+r = subprocess.run([os.path.join(src, "tools/demo.sh")], cwd=src, env=env, capture_output=True, text=True, timeout=900)
+check(r.returncode == 0, f"tools/demo.sh on {steps} exits 0" + ("" if r.returncode == 0 else ":\n" + r.stderr[-2000:]))
+check(os.path.join(runs, "report", "report.html") in r.stdout, "the demo prints the HTML report's path")
+table = [l for l in r.stdout.splitlines() if l.startswith("| step-")]
+check([l.split("|")[1].strip() for l in table] == steps, f"the printed table has one row per checkpoint: {steps}")
+
+report = json.load(open(os.path.join(runs, "report", "report.json")))
+check([c["checkpoint"] for c in report] == steps, "report.json lists the checkpoints in order")
+for step, row in zip(steps, report):
+    sae = os.path.join(runs, step, "sae")
+    cfg = json.load(open(os.path.join(sae, "config.json")))
+    check(os.path.getsize(os.path.join(sae, "model.safetensors")) > 0 and cfg["k"] == 32 and cfg["num_latents"] == 16 * cfg["d_in"],
+          f"{step}: SAE saved in the paper's layout (d_in {cfg['d_in']}, {cfg['num_latents']} latents, k 32)")
+    summary = json.load(open(os.path.join(runs, step, "features", "summary.json")))
+    alive = summary["alive"]
+    check(alive + summary["dead_in_stream"] == summary["n_features"] == cfg["num_latents"], f"{step}: alive + dead = latents ({alive} alive)")
+    files = glob.glob(os.path.join(runs, step, "features", "features", "*.json"))
+    check(len(files) == alive == len(summary["features"]), f"{step}: one feature JSON per alive feature ({len(files)})")
+    for rule in ("paper", "script", "label"):
+        check(sum(summary["language"][rule].values()) == alive, f"{step}: language verdicts ({rule}) cover every alive feature")
+        check(abs(sum(row["language_" + rule].values()) - 1) < 1e-9, f"{step}: report's {rule} language shares sum to 1")
+    check(sum(summary["granularity"].values()) == alive and abs(sum(row["granularity"].values()) - 1) < 1e-9,
+          f"{step}: granularity classes cover every alive feature, shares sum to 1")
+    f = json.load(open(sorted(files)[0]))
+    ex = f["token_act"]
+    check(isinstance(ex, list) and ex and all(isinstance(t, str) and 0 <= q <= 10 for e in ex for t, q in e),
+          f"{step}: a feature file has the paper's token_act schema ({len(ex)} examples)")
+    ev = json.load(open(os.path.join(runs, step, "features", "eval.json")))
+    check(row["fvu"] == ev["fvu"] and 0 <= ev["fvu"] < 1.5 and 0 <= row["dead_fraction"] <= 1,
+          f"{step}: held-out FVU {ev['fvu']:.3f} in the report matches sae_eval's")
+    check(os.path.getsize(os.path.join(runs, step, "features", "index.html")) > 1000, f"{step}: HTML dashboard written")
+print(f"{failures} failures")
+sys.exit(1 if failures else 0)
