@@ -1,0 +1,100 @@
+#!/usr/bin/python3
+"""Bad input is a clear error, never a crash: activations messages with a wrong width, missing or
+mismatched fields, and bad parameters, each through fm_drive (exit 1 and a message naming the
+problem); NaN activations and an empty label are accepted. Under ASan this also checks for memory
+errors on every error path.
+usage: test_bad.py FM_DRIVE
+"""
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+import msgpack
+import msgpack_numpy
+import numpy as np
+
+import planted
+
+D = planted.D
+
+
+def good(B=2, T=5):
+    rng = np.random.default_rng(0)
+    return {"acts": rng.standard_normal((B, T, D)).astype(np.float32),
+            "tokens": rng.integers(3, 20, (B, T)).astype(np.int32),
+            "doc_id": np.arange(B, dtype=np.int64), "pos": np.zeros(B, np.int32), "label": ["en"] * B}
+
+
+def main():
+    drive = sys.argv[1]
+    tmp = tempfile.mkdtemp(prefix="fm_bad_")
+    fx = planted.make(tmp)
+    failures = []
+
+    def run(msg, expect_error, **overrides):
+        path = os.path.join(tmp, "m.bin")
+        with open(path, "wb") as f:
+            if isinstance(msg, bytes):
+                blob = msg
+            else:
+                blob = msgpack.packb(msg, default=msgpack_numpy.encode)
+            f.write(struct.pack("<I", len(blob)) + blob)
+        out = os.path.join(tmp, "out")
+        params = {"sae": fx["sae_dir"], "out": out, "tokenizer": fx["vocab_path"], **overrides}
+        r = subprocess.run([drive, "stage", path, *[f"{k}={v}" for k, v in params.items()]],
+                           capture_output=True, text=True)
+        if expect_error:
+            ok = r.returncode == 1 and expect_error in r.stderr
+        else:
+            ok = r.returncode == 0
+        if not ok:
+            failures.append(f"{expect_error or 'accepted'}: exit {r.returncode}, stderr {r.stderr.strip()[:300]!r}")
+
+    m = good()
+    m["acts"] = m["acts"][:, :, :D - 1].copy()
+    run(m, "want [B, T, 16]")
+    m = good()
+    m["acts"] = m["acts"][0]
+    run(m, "want [B, T, 16]")
+    m = good()
+    del m["tokens"]
+    run(m, "'tokens'")
+    m = good()
+    m["tokens"] = m["tokens"][:, :3].copy()
+    run(m, "'tokens'")
+    m = good()
+    m["tokens"] = m["tokens"].astype(np.float32)
+    run(m, "int32/int64")
+    m = good()
+    m["label"] = ["en"]
+    run(m, "'label'")
+    m = good()
+    m["doc_id"] = np.zeros(5, np.int64)
+    run(m, "'doc_id'")
+    m = good()
+    m["tokens"] = m["tokens"].astype(np.int64)
+    m["tokens"][0, 0] = 1 << 40
+    run(m, "out of range")
+    run(msgpack.packb([1, 2]), "not a MessagePack map")
+    run(b"\x93\x01\x02", "not valid MessagePack")
+    run(good(), "top_n", top_n=0)
+    run(good(), "max_from", max_from="/nonexistent/summary.json")
+    run(good(), "/nonexistent", sae="/nonexistent")
+    run(good(), "/nonexistent.vocab", tokenizer="/nonexistent.vocab")
+    m = good()
+    m["acts"][0, 1, :] = np.nan
+    run(m, None)
+    m = good()
+    m["label"] = ["", "ja"]
+    run(m, None)
+
+    for msg in failures:
+        print("FAIL:", msg)
+    print("ok" if not failures else "FAIL")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
