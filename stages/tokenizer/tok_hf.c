@@ -620,7 +620,8 @@ static int hf_normalize(const tok_hf *hf, tok_scratch *sc, const char *s, size_t
 }
 
 /* Regex matches of one word: Isolated keeps matches and the gaps between them; Removed keeps
- * the gaps; ByteLevel's GPT-2 pattern (keep_gaps false) keeps the matches only; each piece goes to add(). *
+ * the gaps; ByteLevel's GPT-2 pattern (keep_gaps false) keeps the matches only. Each piece goes
+ * to add(). */
 static int hf_regex_split(pcre2_code *re, pcre2_match_data *md, const char *s, size_t len,
                           bool keep_matches, bool keep_gaps, hf_words *out,
                           int (*add)(hf_words *, const char *, size_t, const void *), const void *arg) {
