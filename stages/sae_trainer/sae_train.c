@@ -49,12 +49,13 @@ struct sae_trainer {
     float *dz;       /* [B][kk] gradient w.r.t. those pre-activations */
     float *g;        /* [B][d] dL/dxhat */
     float *ga;       /* [B][d] dL/d(aux reconstruction) */
-    float *h;        /* [B][d] scratch: xhat, then the per-row b_dec gradient */
+    float *h;        /* [B][d] xhat */
     double *row_err, *row_cos, *row_var, *row_aux; /* [B] per-row statistics */
     int32_t *lat_start;   /* [n+1] CSR of entries grouped by latent */
     int32_t *lat_entries; /* [B*kk] entry = row * kk + slot */
     int nthreads;
     float *tls;           /* [nthreads][2d] per-thread gradient rows */
+    float *gb_enc;        /* [n] gradients of the biases this step */
     float *gb_dec;        /* [d] */
     double *mean;         /* [d] batch mean (statistics) */
     /* The step in progress, for the parallel jobs. */
@@ -67,7 +68,7 @@ struct sae_trainer {
         sae_adam_coef ac;
     } cur;
     /* Dense gradients of the last step, kept only with opts.keep_grads (tests). */
-    float *gW_enc, *gb_enc, *gW_dec;
+    float *gW_enc, *gW_dec;
 };
 
 void sae_train_opts_default(sae_train_opts *o) {
@@ -134,16 +135,16 @@ sae_trainer *sae_trainer_new(sae_model *m, const sae_train_opts *o, int max_batc
     t->lat_entries = malloc(B * t->kk * sizeof *t->lat_entries);
     t->tls = sae_alloc_floats((size_t)t->nthreads * 2 * d);
     t->gb_dec = sae_alloc_floats(d);
+    t->gb_enc = sae_alloc_floats(n);
     t->mean = calloc(d, sizeof(double));
     if (o->keep_grads) {
         t->gW_enc = sae_alloc_floats(n * d);
         t->gW_dec = sae_alloc_floats(n * d);
-        t->gb_enc = sae_alloc_floats(n);
-        ok = ok && t->gW_enc && t->gW_dec && t->gb_enc;
+        ok = ok && t->gW_enc && t->gW_dec;
     }
     ok = ok && t->since_fired && t->dead && t->xc && t->pre && t->idx && t->val && t->dz && t->g &&
          (t->ga || !o->k_aux) && t->h && t->row_err && t->row_cos && t->row_var && t->row_aux &&
-         t->lat_start && t->lat_entries && t->tls && t->gb_dec && t->mean;
+         t->lat_start && t->lat_entries && t->tls && t->gb_dec && t->gb_enc && t->mean;
     if (!ok) {
         sae_trainer_free(t);
         sf_fail("sae trainer: out of memory (d=%d n=%d batch=%d)", m->d, m->n, max_batch);
@@ -312,26 +313,18 @@ static void sae_forward_encode(sae_trainer *t) {
     }
 }
 
-/* Backward of one row: dz for each active entry, and the row's b_dec gradient (through xhat and
- * the encoder input) into h. Right after the row's decode, while its decoder rows are in cache. */
+/* Backward of one row: dz for each active entry, right after the row's decode while its decoder
+ * rows are in cache. */
 static void sae_row_backward(sae_trainer *t, int64_t r) {
     const sae_model *m = t->m;
     int d = m->d, k = m->k, kk = t->kk;
     const int32_t *ix = t->idx + r * kk;
     const float *gr = t->g + r * d, *ar = t->ga ? t->ga + r * d : NULL;
-    float *dz = t->dz + r * kk, *hr = t->h + r * d;
-    memcpy(hr, gr, (size_t)d * sizeof(float));
+    float *dz = t->dz + r * kk;
     for (int j = 0; j < kk; j++) {
         dz[j] = 0;
         if (ix[j] < 0) continue;
-        if (j + 1 < kk && ix[j + 1] >= 0) {
-            sae_prefetch_row(m->W_dec + (size_t)ix[j + 1] * d, d);
-            sae_prefetch_row(m->W_enc + (size_t)ix[j + 1] * d, d);
-        }
-        float s = sae_dot(m->W_dec + (size_t)ix[j] * d, j < k ? gr : ar, d);
-        dz[j] = s;
-        const float *we = m->W_enc + (size_t)ix[j] * d;
-        for (int c = 0; c < d; c++) hr[c] -= s * we[c];
+        dz[j] = sae_dot(m->W_dec + (size_t)ix[j] * d, j < k ? gr : ar, d);
     }
 }
 
@@ -456,17 +449,40 @@ static void sae_group_by_latent(sae_trainer *t, int B) {
     start[0] = 0;
 }
 
-/* The b_dec gradient: each column summed over rows in row order, whatever the threads; a job
- * takes a block of columns so every row read uses whole cache lines. */
+/* b_enc's gradient: each latent's dz summed over its entries (in row order). */
+static void sae_job_gb_enc(void *ctx, int tid, int64_t b, int64_t e) {
+    (void)tid;
+    sae_trainer *t = ctx;
+    for (int64_t i = b; i < e; i++) {
+        float s = 0;
+        for (int32_t q = t->lat_start[i]; q < t->lat_start[i + 1]; q++) s += t->dz[t->lat_entries[q]];
+        t->gb_enc[i] = s;
+    }
+}
+
+/* b_dec's gradient: sum_r g_r through xhat, minus W_enc^T gb_enc through the encoder input
+ * x - b_dec (sum_r sum_j dz_rj W_enc[idx_rj] regrouped by latent: one pass over W_enc instead
+ * of a gather per entry). Each column in a fixed order whatever the threads; a job takes a block
+ * of columns so every row read uses whole cache lines. */
 static void sae_job_gb_dec(void *ctx, int tid, int64_t b, int64_t e) {
     (void)tid;
     sae_trainer *t = ctx;
-    int d = t->m->d, B = t->cur.B;
-    float *out = t->gb_dec;
-    for (int64_t c = b; c < e; c++) out[c] = 0;
-    for (int r = 0; r < B; r++) {
-        const float *hr = t->h + (size_t)r * d;
-        for (int64_t c = b; c < e; c++) out[c] += hr[c];
+    int d = t->m->d, n = t->m->n, B = t->cur.B;
+    float *out = t->gb_dec, acc[64];
+    for (int64_t c0 = b; c0 < e; c0 += 64) {
+        int w = e - c0 < 64 ? (int)(e - c0) : 64;
+        for (int c = 0; c < w; c++) out[c0 + c] = 0, acc[c] = 0;
+        for (int r = 0; r < B; r++) {
+            const float *gr = t->g + (size_t)r * d + c0;
+            for (int c = 0; c < w; c++) out[c0 + c] += gr[c];
+        }
+        for (int i = 0; i < n; i++) {
+            float gi = t->gb_enc[i];
+            if (gi == 0) continue;
+            const float *we = t->m->W_enc + (size_t)i * d + c0;
+            for (int c = 0; c < w; c++) acc[c] += gi * we[c];
+        }
+        for (int c = 0; c < w; c++) out[c0 + c] -= acc[c];
     }
 }
 
@@ -479,7 +495,6 @@ static void sae_job_latents(void *ctx, int tid, int64_t b, int64_t e) {
     float *gwe = t->tls + (size_t)tid * 2 * d, *gwd = gwe + d;
     for (int64_t i = b; i < e; i++) {
         memset(gwe, 0, 2 * (size_t)d * sizeof(float));
-        float gbe = 0;
         for (int32_t q = t->lat_start[i]; q < t->lat_start[i + 1]; q++) {
             int32_t en = t->lat_entries[q];
             int r = en / kk, j = en % kk;
@@ -493,7 +508,6 @@ static void sae_job_latents(void *ctx, int tid, int64_t b, int64_t e) {
             float a = t->val[en], dz = t->dz[en];
             for (int c = 0; c < d; c++) gwd[c] += a * src[c];
             for (int c = 0; c < d; c++) gwe[c] += dz * xr[c];
-            gbe += dz;
         }
         float *wd = m->W_dec + i * d, *we = m->W_enc + i * d;
         if (t->o.remove_parallel_grad) {
@@ -503,11 +517,10 @@ static void sae_job_latents(void *ctx, int tid, int64_t b, int64_t e) {
         if (t->gW_enc) {
             memcpy(t->gW_enc + i * d, gwe, (size_t)d * sizeof(float));
             memcpy(t->gW_dec + i * d, gwd, (size_t)d * sizeof(float));
-            t->gb_enc[i] = gbe;
         }
         sae_adam_update(we, t->a_W_enc.m + i * d, t->a_W_enc.v + i * d, gwe, d, ac);
         sae_adam_update(wd, t->a_W_dec.m + i * d, t->a_W_dec.v + i * d, gwd, d, ac);
-        sae_adam_update(m->b_enc + i, t->a_b_enc.m + i, t->a_b_enc.v + i, &gbe, 1, ac);
+        sae_adam_update(m->b_enc + i, t->a_b_enc.m + i, t->a_b_enc.v + i, t->gb_enc + i, 1, ac);
         sae_renorm_row(wd, d);
     }
 }
@@ -531,9 +544,9 @@ int sae_train_step(sae_trainer *t, const float *x, int B, sae_stats *st) {
         memset(st, 0, sizeof *st);
         sae_batch_stats(t, st);
     }
-    sae_parallel_for(d, 64, sae_job_gb_dec, t);
-
     sae_group_by_latent(t, B);
+    sae_parallel_for(n, 256, sae_job_gb_enc, t);
+    sae_parallel_for(d, 64, sae_job_gb_dec, t);
     double lr = sae_lr_at(&t->o, t->step);
     t->cur.ac = sae_adam_coef_at(&t->o, lr, t->step + 1);
     sae_parallel_for(n, 32, sae_job_latents, t);
