@@ -338,6 +338,57 @@ static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres
     return o;
 }
 
+/* Neuronpedia-style feature JSON: the field names of Neuronpedia's feature pages (statistics,
+ * logit effects, histogram bars, activation records with every token's value). */
+static json_t *neuronpedia_json(const fm_miner *m, int i, const fm_info *info, const fm_logits *lg, float *acts,
+                                fm_jcache *jc) {
+    const fm_feature *f = &m->f[i];
+    json_t *o = json_object();
+    char buf[24];
+    json_object_set_new(o, "modelId", jstr(info->model ? info->model : ""));
+    json_object_set_new(o, "layer", jstr(info->hook ? info->hook : ""));
+    snprintf(buf, sizeof buf, "%d", i);
+    json_object_set_new(o, "index", json_string(buf));
+    json_object_set_new(o, "maxActApprox", jreal(f->max));
+    json_object_set_new(o, "frac_nonzero", jreal(m->tokens ? (double)f->fired / (double)m->tokens : 0));
+    const char *keys[2][2] = {{"pos_str", "pos_values"}, {"neg_str", "neg_values"}};
+    for (int side = 0; lg && side < 2; side++) {
+        const int32_t *ids = (side ? lg->neg_id : lg->pos_id) + (size_t)i * lg->n_top;
+        const float *vals = (side ? lg->neg_val : lg->pos_val) + (size_t)i * lg->n_top;
+        json_t *str = json_array(), *val = json_array();
+        for (int j = 0; j < lg->n_top && ids[j] >= 0; j++) {
+            json_array_append_new(str, jcache_tok(jc, ids[j]));
+            json_array_append_new(val, jreal(vals[j]));
+        }
+        json_object_set_new(o, keys[side][0], str);
+        json_object_set_new(o, keys[side][1], val);
+    }
+    json_t *hh = json_array(), *hv = json_array();
+    for (int b = 0; f->hist.counts && b < m->cfg.hist_bins; b++) {
+        json_array_append_new(hh, json_integer((json_int_t)f->hist.counts[b]));
+        json_array_append_new(hv, jreal((b + 0.5) * f->hist.width));
+    }
+    json_object_set_new(o, "freq_hist_data_bar_heights", hh);
+    json_object_set_new(o, "freq_hist_data_bar_values", hv);
+    json_t *recs = json_array();
+    for (int e = 0; e < f->n_top; e++) {
+        const fm_example *ex = &f->top[e];
+        json_t *r = json_object(), *tk = json_array(), *vs = json_array();
+        dense(ex, acts);
+        for (int t = 0; t < ex->seq->T; t++) {
+            json_array_append_new(tk, jcache_tok(jc, ex->seq->tokens[t]));
+            json_array_append_new(vs, jreal(acts[t]));
+        }
+        json_object_set_new(r, "tokens", tk);
+        json_object_set_new(r, "values", vs);
+        json_object_set_new(r, "maxValue", jreal(ex->peak));
+        json_object_set_new(r, "maxValueTokenIndex", json_integer(ex->peak_pos));
+        json_array_append_new(recs, r);
+    }
+    json_object_set_new(o, "activations", recs);
+    return o;
+}
+
 /* Serialises in memory and writes once: jansson's file output makes one fwrite per token. */
 static int dump_json(json_t *j, const char *path) {
     size_t len = json_dumpb(j, NULL, 0, JSON_COMPACT | JSON_REAL_PRECISION(9));
@@ -488,6 +539,8 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
     char path[4096];
     snprintf(path, sizeof path, "%s/features", out_dir);
     if (fm_mkdirs(path) != SF_OK) return SF_ERR;
+    snprintf(path, sizeof path, "%s/neuronpedia", out_dir);
+    if (info->neuronpedia && fm_mkdirs(path) != SF_OK) return SF_ERR;
     int n = m->cfg.n_features, maxT = 1, rc = SF_OK;
     for (int i = 0; i < n; i++)
         for (int e = 0; e < m->f[i].n_top; e++)
@@ -520,6 +573,10 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
         gran_n[res[i].g.gran]++;
         snprintf(path, sizeof path, "%s/features/%d.json", out_dir, i);
         rc = dump_json(feature_json(m, i, v, &res[i], lg, acts, &jc), path);
+        if (rc == SF_OK && info->neuronpedia) {
+            snprintf(path, sizeof path, "%s/neuronpedia/%d.json", out_dir, i);
+            rc = dump_json(neuronpedia_json(m, i, info, lg, acts, &jc), path);
+        }
         if (rc == SF_OK && info->html) {
             snprintf(path, sizeof path, "%s/features/%d.html", out_dir, i);
             rc = html_feature(path, m, i, v, &res[i], lg, acts);

@@ -38,6 +38,7 @@ typedef struct fm_info {
     double token_share;/* granularity rule */
     double lang_share; /* language vote, paper 0.9 */
     int html;          /* write the dashboard too */
+    int neuronpedia;   /* and neuronpedia/<id>.json */
 } fm_info;
 
 /* Computes languages and granularity, writes every file into out_dir (created). Sorts the

@@ -106,6 +106,7 @@ static int fm_init(sf_ctx *ctx, void **out) {
         .token_share = sf_param_float(ctx, "token_share"),
         .lang_share = sf_param_float(ctx, "lang_share"),
         .html = sf_param_bool(ctx, "html"),
+        .neuronpedia = sf_param_bool(ctx, "neuronpedia"),
     };
     return fm_mkdirs(s->out_dir);
 }
@@ -251,6 +252,7 @@ static const sf_param_def fm_params[] = {
     {"logit_top", SF_PARAM_INT, "10", "promoted/suppressed tokens listed per feature"},
     {"drop_bos", SF_PARAM_BOOL, "true", "leave out a leading BOS token, as the paper does"},
     {"html", SF_PARAM_BOOL, "true", "write the HTML dashboard"},
+    {"neuronpedia", SF_PARAM_BOOL, "false", "also write neuronpedia/<id>.json (Neuronpedia-style feature JSON)"},
     {"seed", SF_PARAM_INT, "0", "reservoir sampling seed"},
     {NULL, 0, NULL, NULL},
 };

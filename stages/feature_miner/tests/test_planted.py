@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
+
 import planted
 from planted import N, TOK, VOCAB
 
@@ -40,7 +42,7 @@ def main():
             return json.load(f)
 
     out1 = os.path.join(tmp, "run1")
-    summ = run(out1)
+    summ = run(out1, "neuronpedia=true")
     n_tok = len(seqs) * (T - 1)
     check(summ["tokens"] == n_tok, f"tokens {summ['tokens']} != {n_tok} (BOS dropped)")
     check(summ["checkpoint"] == "step100" and summ["hook"] == "resid_post.3", "metadata")
@@ -76,6 +78,21 @@ def main():
             check(all(abs(p[1] - w) <= (0 if w == 0 else 1) for p, w in zip(pairs, qs)),
                   f"f{i} example {e} quantised {[p[1] for p in pairs]} != {qs}")
             check(fj["examples"][e]["label"] == seqs[s][0], f"f{i} label")
+
+    # Neuronpedia-style export: every token's value of the top examples, statistics.
+    for i in range(6):
+        with open(os.path.join(out1, "neuronpedia", f"{i}.json")) as f:
+            npj = json.load(f)
+        order = sorted(range(len(seqs)), key=lambda s: (-peak[s, i], s))
+        want = [s for s in order if peak[s, i] > 0][:TOP_N]
+        check(npj["index"] == str(i) and math.isclose(npj["maxActApprox"], ref_max[i], rel_tol=1e-4), f"np f{i} header")
+        check(math.isclose(npj["frac_nonzero"], (dense[:, :, i] > 0).sum() / n_tok, rel_tol=1e-8), f"np f{i} frac_nonzero")
+        check(len(npj["activations"]) == len(want), f"np f{i}: {len(npj['activations'])} records")
+        for rec, s in zip(npj["activations"], want):
+            check(rec["tokens"] == [VOCAB[t].replace("▁", " ") for t in seqs[s][1][1:]], f"np f{i} tokens")
+            check(np.allclose(rec["values"], dense[s, :, i], rtol=1e-4, atol=1e-6), f"np f{i} values")
+            check(rec["maxValueTokenIndex"] == int(np.argmax(dense[s, :, i])), f"np f{i} max index")
+        check(sum(npj["freq_hist_data_bar_heights"]) == int((dense[:, :, i] > 0).sum()), f"np f{i} histogram")
 
     def feat(i):
         with open(os.path.join(out1, "features", f"{i}.json")) as f:
