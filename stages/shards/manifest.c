@@ -103,8 +103,6 @@ static int mf_shard(const char *path, json_t *o, const sh_manifest *m, sh_shard_
     if (mf_int(path, o, "count", 1, big, &s->count) || mf_int(path, o, "sequences", 1, s->count, &s->sequences) ||
         mf_int(path, o, "first_seq", 0, big, &s->first_seq) ||
         mf_int(path, o, "last_seq", s->first_seq, big, &s->last_seq) ||
-        mf_int(path, o, "last_doc_id", INT64_MIN, INT64_MAX, &s->last_doc_id) ||
-        mf_int(path, o, "last_pos", INT32_MIN, INT32_MAX, &s->last_pos) ||
         mf_int(path, o, "bytes", 8, big, &s->bytes) || mf_int(path, o, "crc32", 0, UINT32_MAX, &crc) ||
         mf_real(path, o, "norm_sum", &s->norm_sum) || mf_real(path, o, "norm_sq_sum", &s->norm_sq_sum))
         return SF_ERR;
@@ -273,11 +271,10 @@ int sh_manifest_save(const char *dir, const sh_manifest *m) {
     for (size_t i = 0; i < m->nshards; i++) {
         const sh_shard_info *s = &m->shards[i];
         json_array_append_new(
-            shards, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "file", s->file,
-                              "split", s->split, "count", (json_int_t)s->count, "sequences",
-                              (json_int_t)s->sequences, "first_seq", (json_int_t)s->first_seq, "last_seq",
-                              (json_int_t)s->last_seq, "last_doc_id", (json_int_t)s->last_doc_id, "last_pos",
-                              (json_int_t)s->last_pos, "bytes", (json_int_t)s->bytes, "crc32",
+            shards, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "file", s->file, "split",
+                              s->split, "count", (json_int_t)s->count, "sequences", (json_int_t)s->sequences,
+                              "first_seq", (json_int_t)s->first_seq, "last_seq", (json_int_t)s->last_seq,
+                              "bytes", (json_int_t)s->bytes, "crc32",
                               (json_int_t)s->crc32, "norm_sum", mf_real_or_null(s->norm_sum), "norm_sq_sum",
                               mf_real_or_null(s->norm_sq_sum)));
         if (json_object_get(splits, s->split)) continue;

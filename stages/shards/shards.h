@@ -28,8 +28,7 @@ typedef struct sh_shard_info {
     char split[SH_NAME_MAX];
     int64_t count;       /* rows (tokens) */
     int64_t sequences;
-    int64_t first_seq, last_seq; /* global sequence numbers of the first and last sequence */
-    int64_t last_doc_id, last_pos; /* of the last sequence: lets a resumed run check its input */
+    int64_t first_seq, last_seq; /* seq (write order) of the first and last sequence */
     int64_t bytes;       /* file size */
     uint32_t crc32;      /* zlib CRC-32 of the whole file */
     double norm_sum, norm_sq_sum; /* sums of the rows' L2 norms and squared norms */
@@ -84,8 +83,8 @@ typedef struct sh_batch {
 typedef struct sh_writer sh_writer;
 
 /* Opens (creating it if needed) a shard directory for writing `dtype` shards of about
- * shard_bytes each. An existing manifest is resumed: the first sequences of each split that it
- * already holds are skipped when they arrive again. resume == 0 refuses a non-empty run. */
+ * shard_bytes each. An existing manifest is resumed: the sequences it already holds (by doc_id
+ * and pos) are skipped when they arrive again. resume == 0 refuses a non-empty run. */
 sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, int resume);
 int sh_writer_add(sh_writer *w, const sh_batch *b);
 /* Writes what is pending as shards. at_end: the input ended; checks that it covered everything

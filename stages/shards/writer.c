@@ -1,11 +1,13 @@
 /* The shard writer: buffers whole sequences per split, writes a shard when a split's buffer
  * reaches the shard size, then records it in the manifest.
  *
- * Resume. The upstream pipeline is deterministic, so a re-run delivers the same sequences in the
- * same order. The manifest holds, per split, a prefix of that split's sequences (shards are
- * written per split in arrival order and only whole sequences go into a shard). A resumed
- * writer therefore skips the first `stored` sequences of each split and checks that the last one
- * it skips has the doc_id, pos and global sequence number the manifest recorded for it.
+ * Resume. A sequence is identified by (doc_id, pos of its first token). A writer opened on a
+ * directory that holds shards reads those two columns of every listed shard into a hash set,
+ * and skips each arriving sequence that is in it (once). So a re-run of the same input, in any
+ * order (replicated upstream stages deliver in varying order), stores every sequence exactly
+ * once. At the end of the input every stored sequence must have arrived again, else the input
+ * is not the one the directory was made from and the run fails. `seq` numbers sequences in write
+ * order across the directory; a resumed run continues after the largest stored number.
  *
  * Writing a shard (CRC, write, fsync, rename, manifest) runs on a flusher thread while the next
  * shard fills, so the upstream is not held up by the disk; at most one shard is in flight. */
@@ -30,7 +32,7 @@
 /* The rows of one shard being filled or written. */
 typedef struct sh_rows {
     int64_t n, cap, nseq;
-    int64_t first_seq, last_seq, last_doc_id, last_pos;
+    int64_t first_seq, last_seq;
     uint8_t *acts;
     int32_t *tokens, *pos;
     int64_t *doc_id, *seq;
@@ -40,11 +42,15 @@ typedef struct sh_rows {
 
 typedef struct sh_split {
     char name[SH_NAME_MAX];
-    int64_t stored;     /* sequences of this split in the manifest when the writer opened */
-    int64_t seen;       /* sequences of this split received in this run */
-    int64_t last_seq, last_doc_id, last_pos; /* of the last stored sequence */
     sh_rows rows;       /* pending rows of its next shard */
 } sh_split;
+
+/* A stored sequence, in the open-addressing set of the resume check. */
+typedef struct sh_key {
+    int64_t doc;
+    int32_t pos;
+    uint8_t used, seen; /* seen: arrived again in this run (and was skipped) */
+} sh_key;
 
 /* The shard on the flusher thread. Its buffers are swapped with a split's when it is handed
  * over, so no shard-sized copy or allocation happens per shard. */
@@ -72,7 +78,10 @@ struct sh_writer {
     sh_split splits[SH_MAX_SPLITS];
     int nsplits;
     size_t next_index;  /* number of the next shard */
-    int64_t next_seq;   /* global number of the next sequence received */
+    int64_t next_seq;   /* seq of the next sequence written */
+    sh_key *keys;       /* the stored sequences; capacity a power of two */
+    size_t keys_cap;
+    int64_t keys_n, keys_seen;
     int64_t skipped, rows_written, shards_written;
     sh_flush fl;
     float *f32;         /* one sequence as float32 */
@@ -87,7 +96,6 @@ static sh_split *split_get(sh_writer *w, const char *name) {
     sh_split *s = &w->splits[w->nsplits++];
     memset(s, 0, sizeof *s);
     snprintf(s->name, sizeof s->name, "%s", name);
-    s->last_seq = -1;
     return s;
 }
 
@@ -145,6 +153,43 @@ static int remove_leftovers(sh_writer *w) {
     return SF_OK;
 }
 
+static sh_key *key_slot(sh_writer *w, int64_t doc, int32_t pos) {
+    uint64_t h = (uint64_t)doc * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uint32_t)pos * 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 29;
+    for (size_t i = (size_t)h & (w->keys_cap - 1);; i = (i + 1) & (w->keys_cap - 1))
+        if (!w->keys[i].used || (w->keys[i].doc == doc && w->keys[i].pos == pos)) return &w->keys[i];
+}
+
+/* Reads the (doc_id, pos) of every stored sequence into the key set (the two columns only). */
+static int load_keys(sh_writer *w) {
+    int64_t nseq = 0;
+    for (size_t i = 0; i < w->m.nshards; i++) nseq += w->m.shards[i].sequences;
+    w->keys_cap = 16;
+    while (w->keys_cap < 2 * (size_t)nseq) w->keys_cap *= 2;
+    w->keys = calloc(w->keys_cap, sizeof *w->keys);
+    if (!w->keys) abort();
+    for (size_t i = 0; i < w->m.nshards; i++) {
+        sh_shard s;
+        if (sh_shard_open(w->dir, &w->m, &w->m.shards[i], 0, &s) != SF_OK) return SF_ERR;
+        int64_t prev = -1;
+        for (int64_t r = 0; r < s.n; r++) {
+            int64_t q, doc;
+            int32_t pos;
+            memcpy(&q, s.seq + 8 * r, 8);
+            if (q == prev) continue;
+            prev = q;
+            memcpy(&doc, s.doc_id + 8 * r, 8);
+            memcpy(&pos, s.pos + 4 * r, 4);
+            sh_key *k = key_slot(w, doc, pos);
+            if (!k->used) w->keys_n++;
+            *k = (sh_key){doc, pos, 1, 0};
+        }
+        sh_shard_close(&s);
+        if (w->m.shards[i].last_seq >= w->next_seq) w->next_seq = w->m.shards[i].last_seq + 1;
+    }
+    return SF_OK;
+}
+
 sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, int resume) {
     if (dtype != SF_F32 && dtype != SF_BF16 && dtype != SF_F16)
         return sf_fail("shards store F32, BF16 or F16, not %s", sf_dtype_name(dtype)), NULL;
@@ -186,14 +231,8 @@ sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, i
                     errno == ENOENT ? "missing" : "of another size");
             goto fail;
         }
-        sh_split *s = split_get(w, si->split);
-        if (!s) goto fail;
-        s->stored += si->sequences;
-        s->last_seq = si->last_seq;
-        s->last_doc_id = si->last_doc_id;
-        s->last_pos = si->last_pos;
     }
-    if (remove_leftovers(w) != SF_OK) goto fail;
+    if (remove_leftovers(w) != SF_OK || load_keys(w) != SF_OK) goto fail;
     w->next_index = w->m.nshards;
     return w;
 fail:
@@ -235,10 +274,12 @@ static void *grow(void *p, size_t n) {
     return p;
 }
 
-static void rows_reserve(sh_rows *r, int64_t rows, size_t acts_row) {
+/* Room for `rows` more rows; hint: the rows of a full shard, so one allocation usually lasts
+ * (a shard overshoots it by less than one sequence). */
+static void rows_reserve(sh_rows *r, int64_t rows, size_t acts_row, int64_t hint) {
     if (r->n + rows <= r->cap) return;
-    int64_t cap = r->cap ? r->cap : 1024;
-    while (cap < r->n + rows) cap *= 2;
+    int64_t cap = r->n + rows;
+    cap = cap < hint ? hint : cap + cap / 8;
     r->acts = grow(r->acts, (size_t)cap * acts_row);
     r->tokens = grow(r->tokens, (size_t)cap * 4);
     r->pos = grow(r->pos, (size_t)cap * 4);
@@ -306,8 +347,6 @@ static int flush_write(sh_writer *w) {
     si.sequences = r->nseq;
     si.first_seq = r->first_seq;
     si.last_seq = r->last_seq;
-    si.last_doc_id = r->last_doc_id;
-    si.last_pos = r->last_pos;
     si.norm_sum = r->norm_sum;
     si.norm_sq_sum = r->norm_sq_sum;
 
@@ -404,7 +443,7 @@ int sh_writer_add(sh_writer *w, const sh_batch *b) {
         w->f32_cap = td;
     }
     for (int64_t i = 0; i < B; i++) {
-        int64_t seq = w->next_seq++, doc;
+        int64_t doc;
         int32_t pos;
         memcpy(&doc, (const char *)b->doc_id + 8 * i, 8);
         memcpy(&pos, (const char *)b->pos + 4 * i, 4);
@@ -419,18 +458,16 @@ int sh_writer_add(sh_writer *w, const sh_batch *b) {
             label = (int)w->m.nlabels++;
             pthread_mutex_unlock(&w->m_lock);
         }
-        if (s->seen < s->stored) { /* already on disk from an earlier run */
-            if (++s->seen == s->stored && (seq != s->last_seq || doc != s->last_doc_id || pos != s->last_pos))
-                return sf_fail("resuming %s: sequence %lld of split %s is doc %lld pos %d here, but the stored "
-                               "run has sequence %lld = doc %lld pos %lld: the input is not the same as before",
-                               w->dir, (long long)s->stored - 1, s->name, (long long)doc, pos,
-                               (long long)s->last_seq, (long long)s->last_doc_id, (long long)s->last_pos);
+        sh_key *k = w->keys_n ? key_slot(w, doc, pos) : NULL;
+        if (k && k->used && !k->seen) { /* already on disk from an earlier run */
+            k->seen = 1;
+            w->keys_seen++;
             w->skipped++;
             continue;
         }
-        s->seen++;
+        int64_t seq = w->next_seq++;
         sh_rows *r = &s->rows;
-        rows_reserve(r, T, (size_t)d * out_size);
+        rows_reserve(r, T, (size_t)d * out_size, (int64_t)(w->shard_bytes / sh_row_bytes(&w->m.run)) + 1);
         /* F32 is converted straight into the shard buffer (aligned: malloc'd, rows of 4d bytes);
          * the other dtypes round from a float32 copy, which the norms are computed from. */
         uint8_t *dst = r->acts + (size_t)r->n * d * out_size;
@@ -451,8 +488,6 @@ int sh_writer_add(sh_writer *w, const sh_batch *b) {
         r->nseq++;
         r->n += T;
         r->last_seq = seq;
-        r->last_doc_id = doc;
-        r->last_pos = pos;
         if ((size_t)r->n * sh_row_bytes(&w->m.run) >= w->shard_bytes && flush_split(w, s) != SF_OK) return SF_ERR;
     }
     return SF_OK;
@@ -463,13 +498,10 @@ int sh_writer_close(sh_writer *w, int at_end) {
     for (int i = 0; i < w->nsplits; i++)
         if (flush_split(w, &w->splits[i]) != SF_OK) return SF_ERR;
     if (flush_wait(w) != SF_OK || !at_end) return w->failed ? SF_ERR : SF_OK;
-    for (int i = 0; i < w->nsplits; i++) {
-        sh_split *s = &w->splits[i];
-        if (s->seen < s->stored)
-            return sf_fail("the input ended after %lld sequences of split %s, but %s already holds %lld: it is not "
-                           "the input of the stored run",
-                           (long long)s->seen, s->name, w->dir, (long long)s->stored);
-    }
+    if (w->keys_seen < w->keys_n)
+        return sf_fail("the input ended, but %lld of the %lld sequences %s already holds never arrived: it is not the "
+                       "input of the stored run",
+                       (long long)(w->keys_n - w->keys_seen), (long long)w->keys_n, w->dir);
     if (!w->have_run) {
         sf_log(SF_LOG_WARN, "no activations arrived: %s has no manifest", w->dir);
         return SF_OK;
@@ -486,6 +518,7 @@ void sh_writer_free(sh_writer *w) {
     for (int i = 0; i < w->nsplits; i++) rows_free(&w->splits[i].rows);
     pthread_mutex_destroy(&w->m_lock);
     sh_manifest_free(&w->m);
+    free(w->keys);
     free(w->f32);
     free(w->dir);
     if (w->lock_fd >= 0) close(w->lock_fd); /* releases the lock */

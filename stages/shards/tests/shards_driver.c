@@ -9,7 +9,8 @@
  * T = 3 + (5k) % 6 tokens, split "validation" when k % 5 == 4 else "train". Sequence s, token t:
  * doc_id = 1000003 (s / 2) + 17, pos = 64 (s % 2), token = (31 s + t) % 50000,
  * label "ja" if (s / 2) % 3 == 0 else "en", acts[j] = ((131 s + 17 t + 7 j) % 8191) / 8 - 500,
- * or, with --input FILE, the float32 rows of FILE in turn (cycling). --bench: batches of
+ * or, with --input FILE, the float32 rows of FILE in turn (cycling). --reorder SEED delivers the
+ * batches shuffled within windows of 8. --bench: batches of
  * --bench-b x --bench-t rows of pseudo-random acts (the same every batch), one split, for throughput. */
 #include <signal.h>
 #include <stdio.h>
@@ -25,7 +26,7 @@ typedef struct args {
     const char *dir, *out, *input, *split, *model, *hook;
     sf_dtype dtype, in_dtype;
     int64_t seqs, d, layer, shard_kb, sleep_us, fsize_limit, bench_b, bench_t, buffer_rows, batch_rows, batch_seqs,
-        epochs, seed, part, parts;
+        epochs, seed, part, parts, reorder;
     int shuffle, verify, no_resume, bench;
 } args;
 
@@ -76,6 +77,7 @@ static int parse(int argc, char **argv, args *a) {
             else if (!strcmp(k, "--seed")) a->seed = x;
             else if (!strcmp(k, "--part")) a->part = x;
             else if (!strcmp(k, "--parts")) a->parts = x;
+            else if (!strcmp(k, "--reorder")) a->reorder = x;
             else return SF_ERR;
         }
     }
@@ -118,13 +120,31 @@ static int run_write(const args *a) {
     int64_t doc[64];
     const char *labels[64];
     size_t label_len[64];
-    int64_t s = 0, row = 0;
-    uint64_t x = 88172645463325252ull;
-    double t0 = now();
-    int rc = SF_OK;
-    for (int64_t k = 0; s < a->seqs && rc == SF_OK; k++) {
+    /* The batches in stream order, then (--reorder) shuffled within windows of 8, as replicated
+     * upstream stages would deliver them. */
+    typedef struct { int64_t k, s0, row0, B, T; } batch;
+    batch *bs = malloc(sizeof *bs * (size_t)(a->seqs + 1));
+    int64_t nb = 0;
+    for (int64_t k = 0, s = 0, row = 0; s < a->seqs; k++, nb++) {
         int64_t B = a->bench ? a->bench_b : 1 + k % 4, T = a->bench ? a->bench_t : 3 + (5 * k) % 6;
         if (B > a->seqs - s) B = a->seqs - s;
+        bs[nb] = (batch){k, s, row, B, T};
+        s += B;
+        row += B * T;
+    }
+    uint64_t x = 88172645463325252ull, rx = (uint64_t)a->reorder * 0x9e3779b97f4a7c15ull + 1;
+    for (int64_t i = 0; a->reorder && i < nb; i++) {
+        int64_t w0 = i / 8 * 8, span = (nb - w0 < 8 ? nb - w0 : 8) - i % 8;
+        rx ^= rx << 13, rx ^= rx >> 7, rx ^= rx << 17;
+        int64_t j = i + (int64_t)(rx % (uint64_t)span);
+        batch t = bs[i];
+        bs[i] = bs[j];
+        bs[j] = t;
+    }
+    double t0 = now();
+    int rc = SF_OK;
+    for (int64_t n = 0; n < nb && rc == SF_OK; n++) {
+        int64_t k = bs[n].k, s = bs[n].s0, row = bs[n].row0, B = bs[n].B, T = bs[n].T;
         for (int64_t b = 0; b < B; b++, s++) {
             doc[b] = 1000003 * (s / 2) + 17;
             pos[b] = (int32_t)(64 * (s % 2));
@@ -134,7 +154,7 @@ static int run_write(const args *a) {
                 tokens[b * T + t] = (int32_t)((31 * s + t) % 50000);
                 float *dst = acts + (b * T + t) * d;
                 if (a->bench) {
-                    if (k == 0) /* random once, then reused: the benchmark times the writer, not this */
+                    if (n == 0) /* random once, then reused: the benchmark times the writer, not this */
                         for (int64_t j = 0; j < d; j++) {
                             x ^= x << 13, x ^= x >> 7, x ^= x << 17;
                             dst[j] = (float)(int32_t)(x >> 40) * 1e-6f;
@@ -165,6 +185,7 @@ static int run_write(const args *a) {
     printf("wrote %lld rows in %lld shards, skipped %lld sequences, %.3f s, %.1f MB/s of row data\n", (long long)rows,
            (long long)shards, (long long)skipped, dt, (double)rows * (double)(d * sf_dtype_size(a->dtype) + 25) / dt / 1e6);
     sh_writer_free(w);
+    free(bs);
     free(acts);
     free(acts16);
     free(tokens);

@@ -117,7 +117,7 @@ expect_error(["write", d, "--seqs", NSEQ, "--d", 32], "refusing to mix")
 expect_error(["write", d, "--seqs", NSEQ, "--d", D, "--dtype", "BF16"], "holds F32 shards", "BF16")
 expect_error(["write", d, "--seqs", NSEQ, "--d", D, "--no-resume"], "resume is off")
 # A shorter input cannot be the stored run's input.
-expect_error(["write", d, "--seqs", NSEQ // 2, "--d", D], "input ended after")
+expect_error(["write", d, "--seqs", NSEQ // 2, "--d", D], "never arrived")
 after = {f: open(os.path.join(d, f), "rb").read() for f in os.listdir(d)}
 check(before.keys() == after.keys() and all(before[f] == after[f] for f in before), "a refused run changed files")
 
@@ -157,7 +157,7 @@ m, cols = load_dir(d)
 check(m["complete"] and m["sequences"] == NSEQ, "resumed run incomplete")
 for split in ("train", "validation"):
     w = expected_rows(NSEQ, D, split)
-    check(np.array_equal(cols[split]["seq"], w["seq"]) and np.array_equal(cols[split]["acts"], w["acts"]),
+    check(all(np.array_equal(cols[split][k], w[k]) for k in ("doc_id", "pos", "acts")),
           f"{split}: rows after resume are not each input exactly once")
 names = set(os.listdir(d)) - {"manifest.json"}
 check(names == {s["file"] for s in m["shards"]}, f"stray files: {names ^ {s['file'] for s in m['shards']}}")
@@ -173,7 +173,7 @@ if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", mnt], capt
         subprocess.run(["mount", "-o", "remount,size=4m", mnt], check=True)
         run("write", d, "--seqs", NSEQ, "--d", D, "--shard-kb", 16)
         m, cols = load_dir(d)
-        check(m["complete"] and all(np.array_equal(cols[sp]["seq"], expected_rows(NSEQ, D, sp)["seq"])
+        check(m["complete"] and all(np.array_equal(cols[sp]["pos"], expected_rows(NSEQ, D, sp)["pos"])
                                     for sp in ("train", "validation")), "ENOSPC resume: rows not exactly once")
     finally:
         subprocess.run(["umount", mnt])

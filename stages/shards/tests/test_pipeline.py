@@ -100,35 +100,45 @@ for name, kw in (("shuffled", dict(shuffle="true")), ("replicas", dict(replicas=
         check(not np.array_equal(t["doc_id"], train["doc_id"]), "shuffled copy is in source order")
         check(m["sequences"] == len(train["seq"]), "shuffled rows must arrive as one-token sequences")
 
-# Kill and resume through the runtime.
+# Kill and resume through the runtime: with one source (a deterministic order: the copy must equal
+# an uninterrupted one, seq numbers included) and with two source replicas (the order changes
+# from run to run: the copy must hold each source row exactly once).
 reference = os.path.join(tmp, "inorder")
-dst = os.path.join(tmp, "killed")
 t0 = time.time()
 saeflow(os.path.join(tmp, "timing"))
 full = time.time() - t0
 rng = random.Random(7)
-killed = 0
-for i in range(12):  # until a run completes: later runs resume further each time
-    p = subprocess.Popen(cmd(dst), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(rng.uniform(0.05, 0.5 * full))
-    p.send_signal(signal.SIGINT if i == 2 else signal.SIGKILL)
-    err = p.communicate()[1]
-    check(p.returncode in (0, -9, 130), f"unexpected exit {p.returncode}: {err[-2000:]}")
-    if os.path.exists(os.path.join(dst, "manifest.json")):
-        subprocess.run([SAEFLOW, "shards", "inspect", dst, "--verify", "--hist-rows", "0"], check=True,
-                       capture_output=True)
-    if p.returncode == 0:
-        break
-    killed += 1
-saeflow(dst)
-m, t, lab = rows(dst)
+
+
+def kill_loop(dst, replicas):
+    killed = 0
+    for i in range(12):  # until a run completes: later runs resume further each time
+        p = subprocess.Popen(cmd(dst, replicas=replicas), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(rng.uniform(0.05, 0.5 * full))
+        p.send_signal(signal.SIGINT if i == 2 else signal.SIGKILL)
+        err = p.communicate()[1]
+        check(p.returncode in (0, -9, 130), f"unexpected exit {p.returncode}: {err[-2000:]}")
+        if os.path.exists(os.path.join(dst, "manifest.json")):
+            subprocess.run([SAEFLOW, "shards", "inspect", dst, "--verify", "--hist-rows", "0"], check=True,
+                           capture_output=True)
+        if p.returncode == 0:
+            break
+        killed += 1
+    saeflow(dst, replicas=replicas)
+    print(f"full copy {full:.2f} s, {killed} interrupted runs with {replicas} source replica(s)")
+    check(killed >= 3, f"only {killed} runs were interrupted")
+    m, t, lab = rows(dst)
+    check(m["complete"], "resumed copy incomplete")
+    return t, lab
+
+
+t, lab = kill_loop(os.path.join(tmp, "killed"), 1)
 _, tr, labr = rows(reference)
-check(m["complete"], "resumed copy incomplete")
 for k in ("acts", "tokens", "doc_id", "pos", "seq"):
     check(np.array_equal(t[k], tr[k]), f"killed-and-resumed copy: column {k} differs from the uninterrupted copy")
 check(np.array_equal(lab, labr), "killed-and-resumed copy: labels differ")
-print(f"full copy {full:.2f} s, {killed} interrupted runs")
-check(killed >= 3, f"only {killed} runs were interrupted")
+t, lab = kill_loop(os.path.join(tmp, "killed-replicas"), 2)
+check(key(t, lab) == want, "killed-and-resumed copy with replicas: rows not each exactly once")
 
 # The inspect command through saeflow.
 p = subprocess.run([SAEFLOW, "shards", "inspect", reference, "--verify"], capture_output=True, text=True)
