@@ -118,8 +118,9 @@ typedef struct fw_request {
 typedef struct fw_state fw_state;
 fw_state *fw_state_new(int threads);
 void fw_state_free(fw_state *s);
-/* Queries per attention chunk (scores are computed chunk x keys-so-far). Tests shrink it. */
-void fw_state_set_attn_chunk(fw_state *s, int chunk);
+/* Queries per attention chunk (scores are computed chunk x keys-so-far; default 64) and rows per
+ * LM head chunk (default: about 16M logits). Tests shrink them; 0 restores the default. */
+void fw_state_set_chunks(fw_state *s, int attn_chunk, int head_rows);
 
 /* Runs blocks up to the last one a hook needs (all of them, then the head, when logits or loss
  * are asked for). SF_ERR on a bad token id, a hook beyond the loaded blocks, or a sequence

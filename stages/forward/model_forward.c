@@ -17,7 +17,11 @@
 #include "model.h"
 
 #define FW_MAX_TOKENS (1 << 22) /* per call; keeps every size_t product far from overflow */
-#define FW_HEAD_ROWS 128        /* logits are computed this many rows at a time */
+/* Logits are computed in chunks of rows: big enough that OpenBLAS's packing of the [vocab, d]
+ * head matrix (once per call) is small next to the product, small enough that a chunk of logits
+ * stays near FW_HEAD_FLOATS. */
+#define FW_HEAD_FLOATS (16u << 20)
+#define FW_HEAD_MIN_ROWS 128
 
 typedef struct fw_buf {
     float *p;
@@ -48,7 +52,8 @@ typedef struct fw_worker {
 } fw_worker;
 
 struct fw_state {
-    int attn_chunk;
+    int attn_chunk;  /* queries per attention chunk */
+    int head_rows;   /* rows per LM head chunk; 0: from FW_HEAD_FLOATS */
     fw_pool pool;
     fw_worker workers[FW_MAX_THREADS];
     fw_buf x;        /* [N, d] residual stream */
@@ -61,7 +66,8 @@ struct fw_state {
     fw_buf mlp_out;  /* [N, d] */
     fw_buf scores[FW_MAX_THREADS]; /* per thread: attention scores [chunk, T], or a row of exp(logits) */
     fw_buf rope;     /* [T, rotary_dim / 2] cos, then the same for sin */
-    fw_buf head;     /* [FW_HEAD_ROWS, vocab] logits when the caller keeps none, and normed rows */
+    fw_buf head;     /* [chunk, vocab] logits when the caller keeps none, and normed rows */
+    fw_buf next;     /* [chunk] int32: the token each row predicts, or -1 */
 };
 
 static float *buf_get(fw_buf *b, size_t n) {
@@ -142,7 +148,10 @@ fw_state *fw_state_new(int threads) {
     return s;
 }
 
-void fw_state_set_attn_chunk(fw_state *s, int chunk) { s->attn_chunk = chunk > 0 ? chunk : 1; }
+void fw_state_set_chunks(fw_state *s, int attn_chunk, int head_rows) {
+    s->attn_chunk = attn_chunk > 0 ? attn_chunk : 64;
+    s->head_rows = head_rows > 0 ? head_rows : 0;
+}
 
 void fw_state_free(fw_state *s) {
     if (!s) return;
@@ -155,7 +164,7 @@ void fw_state_free(fw_state *s) {
     pthread_cond_destroy(&s->pool.go);
     pthread_cond_destroy(&s->pool.done);
     fw_buf *all[] = {&s->x, &s->xn, &s->qkv, &s->att, &s->attn_out, &s->mlp_in,
-                     &s->mlp_act, &s->mlp_out, &s->rope, &s->head};
+                     &s->mlp_act, &s->mlp_out, &s->rope, &s->head, &s->next};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]->p);
     for (int w = 0; w < FW_MAX_THREADS; w++) free(s->scores[w].p);
     free(s);
@@ -485,16 +494,19 @@ FW_VECTOR static void loss_task(void *arg, int w, size_t begin, size_t end) {
     }
 }
 
-/* Final norm and LM head, FW_HEAD_ROWS rows at a time so logits of a large vocabulary need not
- * all exist at once. */
+/* Final norm and LM head, a chunk of rows at a time so logits of a large vocabulary need not all
+ * exist at once. */
 static void lm_head(const fw_model *m, fw_state *s, const fw_request *r, const float *x) {
     const fw_config *c = &m->cfg;
     int V = c->vocab, d = c->d_model, N = r->batch * r->seq;
-    float *buf = buf_get(&s->head, (size_t)FW_HEAD_ROWS * (V + d)), *xn = buf + (size_t)FW_HEAD_ROWS * V;
-    int32_t next[FW_HEAD_ROWS];
+    int chunk = s->head_rows ? s->head_rows : (int)(FW_HEAD_FLOATS / (unsigned)V);
+    if (!s->head_rows && chunk < FW_HEAD_MIN_ROWS) chunk = FW_HEAD_MIN_ROWS;
+    if (chunk > N) chunk = N;
+    float *buf = buf_get(&s->head, (size_t)chunk * (V + d)), *xn = buf + (size_t)chunk * V;
+    int32_t *next = (int32_t *)buf_get(&s->next, (size_t)chunk);
     for (int w = 0; w < s->pool.n; w++) buf_get(&s->scores[w], (size_t)V);
-    for (int i0 = 0; i0 < N; i0 += FW_HEAD_ROWS) {
-        int rows = N - i0 < FW_HEAD_ROWS ? N - i0 : FW_HEAD_ROWS;
+    for (int i0 = 0; i0 < N; i0 += chunk) {
+        int rows = N - i0 < chunk ? N - i0 : chunk;
         float *lg = r->logits ? r->logits + (size_t)i0 * V : buf;
         norm(s, c, m->lnf_w, m->lnf_b, x + (size_t)i0 * d, xn, rows);
         linear(xn, m->lm_head, NULL, lg, rows, d, V);

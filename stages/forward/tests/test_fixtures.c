@@ -93,15 +93,19 @@ static void run_fixture(const char *dir) {
     }
     check(name, "loss (abs)", loss_err);
 
-    /* one sequence at a time, in attention chunks of 3 queries: the same numbers */
-    fw_state_set_attn_chunk(s, 3);
+    /* one sequence at a time, in attention chunks of 3 queries and head chunks of 4 rows: the
+     * same numbers */
+    fw_state_set_chunks(s, 3, 4);
     float *one = calloc((size_t)T * c->vocab, sizeof *one);
     double split_err = 0;
     for (int b = 0; b < B; b++) {
-        fw_request r1 = {tokens + (size_t)b * T, 1, T, 0, NULL, NULL, one, NULL};
+        fw_request r1 = {tokens + (size_t)b * T, 1, T, 0, NULL, NULL, one, loss};
         if (fw_forward(m, s, &r1) != SF_OK) exit(1);
         double e = rel_err(one, want_logits + (size_t)b * T * c->vocab, (size_t)T * c->vocab);
         if (e > split_err) split_err = e;
+        for (int t = 0; t < T - 1; t++) /* loss in absolute terms, as above */
+            if (!(fabs(loss[t] - want_loss[(size_t)b * T + t]) <= TOL)) split_err = INFINITY;
+        if (!isnan(loss[T - 1])) split_err = INFINITY;
     }
     check(name, "split+chunked", split_err);
 
