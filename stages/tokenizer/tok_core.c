@@ -1,6 +1,7 @@
 /* tok_core.c — containers, vocabulary, the Unigram Viterbi and BPE merge algorithms, the
  * SentencePiece encode path, decoding and the public entry points of tok.h. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,59 +21,54 @@ void tok_errf(char *err, size_t errlen, const char *fmt, ...) {
 
 static int tok_map_grow(tok_map *m) {
     size_t cap = m->cap ? m->cap * 2 : 1024;
-    uint64_t *keys = calloc(cap, sizeof *keys), *vals = malloc(cap * sizeof *vals);
-    if (!keys || !vals) {
-        free(keys);
-        free(vals);
-        return -1;
-    }
+    tok_map_entry *e = calloc(cap, sizeof *e);
+    if (!e) return -1;
     unsigned shift = 64;
     for (size_t c = cap; c > 1; c >>= 1) shift--;
-    tok_map grown = {keys, vals, cap, m->n, shift};
+    tok_map grown = {e, cap, m->n, shift};
     for (size_t i = 0; i < m->cap; i++) {
-        if (!m->keys[i]) continue;
-        size_t j = tok_slot(&grown, m->keys[i]);
-        while (keys[j]) j = (j + 1) & (cap - 1);
-        keys[j] = m->keys[i];
-        vals[j] = m->vals[i];
+        if (!m->e[i].key) continue;
+        size_t j = tok_slot(&grown, m->e[i].key);
+        while (e[j].key) j = (j + 1) & (cap - 1);
+        e[j] = m->e[i];
     }
-    free(m->keys);
-    free(m->vals);
+    free(m->e);
     *m = grown;
     return 0;
 }
 
-int tok_map_put(tok_map *m, uint64_t key, uint64_t val) {
-    if ((m->n + 1) * 2 > m->cap && tok_map_grow(m) != 0) return -1;
+/* The entry of key, or the empty slot where it would go. */
+static tok_map_entry *tok_map_find(const tok_map *m, uint64_t key) {
     key |= 1ULL << 63;
     size_t mask = m->cap - 1, i = tok_slot(m, key);
-    while (m->keys[i] && m->keys[i] != key) i = (i + 1) & mask;
-    if (!m->keys[i]) m->n++;
-    m->keys[i] = key;
-    m->vals[i] = val;
+    while (m->e[i].key && m->e[i].key != key) i = (i + 1) & mask;
+    return &m->e[i];
+}
+
+int tok_map_put(tok_map *m, uint64_t key, uint64_t val) {
+    if ((m->n + 1) * 2 > m->cap && tok_map_grow(m) != 0) return -1;
+    tok_map_entry *e = tok_map_find(m, key);
+    if (!e->key) m->n++;
+    e->key = key | 1ULL << 63;
+    e->val = val;
     return 0;
 }
 
 bool tok_map_get(const tok_map *m, uint64_t key, uint64_t *val) {
     if (m->cap == 0) return false;
-    key |= 1ULL << 63;
-    size_t mask = m->cap - 1;
-    for (size_t i = tok_slot(m, key);; i = (i + 1) & mask) {
-        if (m->keys[i] == key) {
-            *val = m->vals[i];
-            return true;
-        }
-        if (!m->keys[i]) return false;
-    }
+    const tok_map_entry *e = tok_map_find(m, key);
+    if (!e->key) return false;
+    *val = e->val;
+    return true;
 }
 
 void tok_map_free(tok_map *m) {
-    free(m->keys);
-    free(m->vals);
+    free(m->e);
     memset(m, 0, sizeof *m);
 }
 
 int tok_trie_insert(tok_trie *t, const char *s, size_t len, int32_t value) {
+    if (len == 0) return -1; /* the root holds no value */
     if (t->n_nodes == 0) {
         t->cap_nodes = 1024;
         if (!(t->value = malloc(t->cap_nodes * sizeof *t->value))) return -1;
@@ -93,6 +89,9 @@ int tok_trie_insert(tok_trie *t, const char *s, size_t len, int32_t value) {
             t->value[child] = -1;
             if (tok_map_put(&t->edges, (uint64_t)node << 8 | (uint8_t)s[i], child) != 0) return -1;
         }
+        if (i + 1 == len) /* the value also rides on the edge into the node, for tok_trie_walk */
+            tok_map_find(&t->edges, (uint64_t)node << 8 | (uint8_t)s[i])->val =
+                child | (uint64_t)(uint32_t)(value + 1) << 32;
         node = child;
     }
     t->value[node] = value;
@@ -272,6 +271,12 @@ int tok_finish_vocab(tok_tokenizer *t, char *err, size_t errlen) {
         }
         if (t->type[i] == TOK_USER) t->has_user = true;
     }
+    if (!(t->uni_score = malloc((size_t)t->n_vocab * sizeof *t->uni_score))) {
+        tok_errf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int32_t i = 0; i < t->n_vocab; i++)
+        t->uni_score[i] = t->type[i] == TOK_NORMAL ? t->score[i] : t->type[i] == TOK_USER ? INFINITY : NAN;
     if (t->byte_fallback)
         for (int b = 0; b < 256; b++)
             if (t->byte_id[b] < 0) {
@@ -334,13 +339,13 @@ int tok_unigram(const tok_tokenizer *t, const char *s, size_t len, bool fuse_unk
         bool single = false;
         uint32_t node = 0;
         for (size_t k = start; k < len; k++) {
-            if (!(node = tok_trie_step(&t->vocab, node, u[k]))) break;
-            int32_t id = t->vocab.value[node];
+            int32_t id;
+            if (!(node = tok_trie_walk(&t->vocab, node, u[k], &id))) break;
             if (id < 0) continue;
-            int ty = t->type[id];
-            if (ty != TOK_NORMAL && ty != TOK_USER) continue;
+            double score = t->uni_score[id];
+            if (isnan(score)) continue; /* control, byte, unknown and unused pieces */
             size_t length = k + 1 - start;
-            double score = ty == TOK_USER ? (double)((float)length * t->max_score) - 0.1 : t->score[id];
+            if (isinf(score)) score = (double)((float)length * t->max_score) - 0.1; /* user-defined */
             double cand = score + base;
             tok_vnode *tn = &nodes[k + 1];
             if (tn->start < 0 || cand > tn->score) {
@@ -579,6 +584,7 @@ void tok_free(tok_tokenizer *t) {
     free(t->piece_off);
     free(t->piece_len);
     free(t->score);
+    free(t->uni_score);
     free(t->type);
     tok_trie_free(&t->vocab);
     free(t->charsmap);

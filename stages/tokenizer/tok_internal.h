@@ -16,9 +16,12 @@ enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER = 4, TOK_UNUSE
 enum tok_kind_e { TOK_SPM_UNIGRAM, TOK_SPM_BPE, TOK_HF_BPE, TOK_HF_UNIGRAM };
 
 /* ---- u64 -> u64 open-addressing hash map (keys are stored with bit 63 set; 0 = empty) ---- */
+typedef struct tok_map_entry {
+    uint64_t key, val; /* together: one cache line per probe */
+} tok_map_entry;
 typedef struct tok_map {
-    uint64_t *keys, *vals;
-    size_t cap, n; /* cap is a power of two */
+    tok_map_entry *e;
+    size_t cap, n;  /* cap is a power of two */
     unsigned shift; /* 64 - log2(cap) */
 } tok_map;
 
@@ -28,7 +31,7 @@ void tok_map_free(tok_map *m);
 
 /* ---- byte trie over tok_map: node 0 is the root; each node may carry a value ---- */
 typedef struct tok_trie {
-    tok_map edges;   /* (node << 8 | byte) -> child node */
+    tok_map edges;   /* (node << 8 | byte) -> child | (value at child + 1) << 32 */
     int32_t *value;  /* per node, -1 if no key ends here */
     uint32_t n_nodes, cap_nodes;
 } tok_trie;
@@ -42,16 +45,25 @@ static inline size_t tok_slot(const tok_map *m, uint64_t key) {
     return (size_t)((key * 0x9E3779B97F4A7C15ULL) >> m->shift);
 }
 
-/* The child of node along byte c, or 0 (the root is nobody's child) if there is none. */
-static inline uint32_t tok_trie_step(const tok_trie *t, uint32_t node, uint8_t c) {
+/* The child of node along byte c, or 0 (the root is nobody's child) if there is none; *value
+ * gets the value stored at the child (-1 if none). */
+static inline uint32_t tok_trie_walk(const tok_trie *t, uint32_t node, uint8_t c, int32_t *value) {
     const tok_map *m = &t->edges;
     if (m->cap == 0) return 0;
     uint64_t key = ((uint64_t)node << 8 | c) | (1ULL << 63);
     size_t mask = m->cap - 1;
     for (size_t i = tok_slot(m, key);; i = (i + 1) & mask) {
-        if (m->keys[i] == key) return (uint32_t)m->vals[i];
-        if (m->keys[i] == 0) return 0;
+        if (m->e[i].key == key) {
+            *value = (int32_t)(uint32_t)(m->e[i].val >> 32) - 1;
+            return (uint32_t)m->e[i].val;
+        }
+        if (m->e[i].key == 0) return 0;
     }
+}
+
+static inline uint32_t tok_trie_step(const tok_trie *t, uint32_t node, uint8_t c) {
+    int32_t unused;
+    return tok_trie_walk(t, node, c, &unused);
 }
 
 /* ---- UTF-8 ---- */
@@ -83,6 +95,7 @@ struct tok_tokenizer {
     uint32_t *piece_off;   /* [n_vocab] */
     uint32_t *piece_len;   /* [n_vocab] */
     double *score;         /* [n_vocab]; SentencePiece's are floats, tokenizer.json's doubles */
+    double *uni_score;     /* [n_vocab] for the Viterbi: score, +inf for user pieces, NaN if unusable */
     uint8_t *type;         /* [n_vocab], TOK_NORMAL... */
     tok_trie vocab;        /* piece -> id, every piece */
     int32_t unk_id, bos_id, eos_id;
