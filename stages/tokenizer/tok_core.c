@@ -537,9 +537,9 @@ tok_tokenizer *tok_load_mem(const void *buf, size_t len, char *err, size_t errle
         return NULL;
     }
     const char *p = buf;
-    size_t i = 0;
+    size_t i = len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0 ? 3 : 0; /* a UTF-8 BOM */
     while (i < len && (p[i] == ' ' || p[i] == '\n' || p[i] == '\r' || p[i] == '\t')) i++;
-    int rc = i < len && p[i] == '{' ? tok_hf_load(t, p, len, err, errlen)
+    int rc = i < len && p[i] == '{' ? tok_hf_load(t, p + i, len - i, err, errlen)
                                     : tok_spm_load(t, buf, len, err, errlen);
     if (rc != 0) {
         tok_free(t);
