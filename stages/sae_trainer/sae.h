@@ -135,7 +135,7 @@ int sae_eval_batch(sae_trainer *t, const float *x, int rows, sae_stats *st);
 int64_t sae_trainer_step(const sae_trainer *t);   /* steps done */
 int64_t sae_trainer_tokens(const sae_trainer *t); /* tokens trained on */
 
-/* Gradients of the last step, [n][d] / [n] / [n][d] / [d]; the first three only with keep_grads
+/* Gradients of the last step, [n][d] / [n] / [n][d] / [d]; the two matrices only with keep_grads
  * (else NULL). */
 void sae_trainer_grads(const sae_trainer *t, const float **gW_enc, const float **gb_enc,
                        const float **gW_dec, const float **gb_dec);

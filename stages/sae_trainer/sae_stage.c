@@ -12,6 +12,7 @@
 
 #include "sae.h"
 #include "saeflow.h"
+#include "sf_safetensors.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -105,6 +106,8 @@ typedef struct trainer_state {
     float *x; /* [batch][d] rows being collected */
     int64_t fill;
     int64_t skip; /* rows still to skip after a resume */
+    int64_t stream_pos;     /* rows read from the stream (skipped and dropped ones included) */
+    int64_t stream_at_step; /* stream_pos when the last step's batch was complete */
     int64_t start_step; /* step at which this run started (resume) */
 
     sae_stats wsum; /* metrics window */
@@ -114,6 +117,7 @@ typedef struct trainer_state {
 
     char hook[256], model_name[1024], checkpoint[256];
     int64_t layer, seq_len;
+    int failed; /* a step failed: keep the last good checkpoint, save nothing */
 } trainer_state;
 
 static int trainer_init(sf_ctx *ctx, void **state) {
@@ -187,7 +191,14 @@ static int trainer_setup(sf_ctx *ctx, trainer_state *s, int64_t d) {
     if (s->resume && access(path, F_OK) == 0) {
         if (sae_checkpoint_load(s->t, path) != SF_OK) return SF_ERR;
         if (s->m.norm != s->norm) return sf_fail("%s was trained with normalize=%s", path, sae_norm_name(s->m.norm));
-        s->skip = sae_trainer_tokens(s->t);
+        sf_st_file *f = sf_st_open(path);
+        const char *rows = f ? sf_st_metadata(f, "stream_rows") : NULL;
+        char *end = NULL;
+        s->skip = rows ? strtoll(rows, &end, 10) : -1;
+        int bad = !rows || *end || s->skip < sae_trainer_tokens(s->t);
+        sf_st_close(f);
+        if (bad) return sf_fail("%s: no valid stream_rows in the metadata", path);
+        s->stream_at_step = s->skip;
         sf_log(SF_LOG_INFO, "resuming at step %lld: skipping the %lld tokens already trained on",
                (long long)sae_trainer_step(s->t), (long long)s->skip);
     }
@@ -256,8 +267,9 @@ static char *trainer_meta_json(const trainer_state *s, int complete, int saelens
 static int trainer_checkpoint(trainer_state *s) {
     char path[4096];
     if (trainer_path(s, "checkpoint.safetensors", path, sizeof path) != SF_OK) return SF_ERR;
-    char *meta = trainer_meta_json(s, 0, 0);
-    const char *kv[] = {"training", meta ? meta : "{}", NULL};
+    char *meta = trainer_meta_json(s, 0, 0), rows[32];
+    snprintf(rows, sizeof rows, "%lld", (long long)s->stream_at_step);
+    const char *kv[] = {"training", meta ? meta : "{}", "stream_rows", rows, NULL};
     int rc = sae_checkpoint_save(s->t, path, kv);
     free(meta);
     return rc;
@@ -295,9 +307,17 @@ static int trainer_step(sf_ctx *ctx, trainer_state *s) {
     return SF_OK;
 }
 
+static int trainer_consume(sf_ctx *ctx, trainer_state *s, const sf_msg *msg);
+
 static int trainer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;
     trainer_state *s = state;
+    if (trainer_consume(ctx, s, msg) == SF_OK) return SF_OK;
+    s->failed = 1;
+    return SF_ERR;
+}
+
+static int trainer_consume(sf_ctx *ctx, trainer_state *s, const sf_msg *msg) {
     if (!split_matches(msg, s->split)) {
         sf_count(ctx, "other_split_messages", 1);
         return SF_OK;
@@ -312,10 +332,11 @@ static int trainer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg 
     if (!s->layer) sf_msg_get_int(msg, "layer", &s->layer);
     if (!s->seq_len) s->seq_len = a.seq_len;
 
-    int64_t r = 0;
+    int64_t r = 0, d = s->m.d;
     if (s->skip > 0) {
         r = a.rows < s->skip ? a.rows : s->skip;
         s->skip -= r;
+        s->stream_pos += r;
     }
     while (r < a.rows) {
         if (s->max_tokens && sae_trainer_tokens(s->t) + s->fill >= s->max_tokens) {
@@ -326,10 +347,28 @@ static int trainer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg 
         if (take > s->batch - s->fill) take = s->batch - s->fill;
         if (s->max_tokens && take > s->max_tokens - sae_trainer_tokens(s->t) - s->fill)
             take = s->max_tokens - sae_trainer_tokens(s->t) - s->fill;
-        rows_to_f32(&a, r, take, s->x + (size_t)s->fill * s->m.d);
-        s->fill += take;
+        float *dst = s->x + s->fill * d;
+        rows_to_f32(&a, r, take, dst);
+        /* A row with an inf or NaN would poison the model: drop it (counted). */
+        int64_t kept = 0;
+        for (int64_t i = 0; i < take; i++) {
+            const float *row = dst + i * d;
+            float sum = 0;
+            for (int64_t c = 0; c < d; c++) sum += row[c] * 0.0f; /* NaN iff a value is inf or NaN */
+            if (sum != sum) {
+                sf_count(ctx, "nonfinite_rows_dropped", 1);
+                continue;
+            }
+            if (kept != i) memmove(dst + kept * d, row, (size_t)d * sizeof(float));
+            kept++;
+        }
+        s->fill += kept;
         r += take;
-        if (s->fill == s->batch && trainer_step(ctx, s) != SF_OK) return SF_ERR;
+        s->stream_pos += take;
+        if (s->fill == s->batch) {
+            s->stream_at_step = s->stream_pos;
+            if (trainer_step(ctx, s) != SF_OK) return SF_ERR;
+        }
     }
     return SF_OK;
 }
@@ -338,6 +377,10 @@ static int trainer_finish(sf_ctx *ctx, void *state) {
     trainer_state *s = state;
     if (!s->have_model) {
         sf_log(SF_LOG_WARN, "no activations arrived: nothing trained");
+        return SF_OK;
+    }
+    if (s->failed) {
+        sf_log(SF_LOG_WARN, "training failed: the last checkpoint in %s is kept, no model saved", s->out_dir);
         return SF_OK;
     }
     if (s->fill) {
@@ -361,11 +404,18 @@ static int trainer_finish(sf_ctx *ctx, void *state) {
         sae_layout l;
         char dir[4096];
         sae_layout_parse(tok, &l);
-        /* sparsify keeps one folder per hook point. */
-        if (l == SAE_LAYOUT_SPARSIFY)
-            snprintf(dir, sizeof dir, "%s/sparsify/%s", s->out_dir, s->hook[0] ? s->hook : "sae");
-        else
+        /* sparsify keeps one folder per hook point (the name comes from messages: made safe). */
+        if (l == SAE_LAYOUT_SPARSIFY) {
+            char hook[sizeof s->hook];
+            snprintf(hook, sizeof hook, "%s", s->hook[0] ? s->hook : "sae");
+            for (char *c = hook; *c; c++)
+                if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-", *c) &&
+                    !(*c == '.' && c != hook))
+                    *c = '_';
+            snprintf(dir, sizeof dir, "%s/sparsify/%s", s->out_dir, hook);
+        } else {
             snprintf(dir, sizeof dir, "%s/%s", s->out_dir, tok);
+        }
         meta = trainer_meta_json(s, complete, l == SAE_LAYOUT_SAELENS);
         rc = sae_save(&s->m, dir, l, meta);
         free(meta);

@@ -4,7 +4,8 @@
  *   1. encoder: xc = x - b_dec; pre = xc W_enc^T + b_enc (dense sgemm, a chunk of rows at a time);
  *      keep only the top-k (index, value) pairs per row, plus the AuxK top-k_aux among dead latents.
  *   2. decoder as a gather of k rows: xhat = b_dec + sum_j val_j W_dec[idx_j]; g = dL/dxhat.
- *   3. dz = W_dec[idx] . g (the k active latents only); gradient of b_dec, through both xhat and xc.
+ *   3. dz = W_dec[idx] . g (the k active latents only, right after the row's decode); b_enc's
+ *      gradient per latent; b_dec's = sum_r g_r - W_enc^T gb_enc (through xhat and x - b_dec).
  *   4. one pass over latents (entries grouped by latent, counting sort): each latent's gradient rows
  *      for W_enc / W_dec / b_enc from the rows it fired on, then Adam and the decoder renorm of that
  *      row, fused, so no dense n x d gradient is ever materialised.
