@@ -12,6 +12,9 @@ static const sf_param_def ts_params[] = {
     {"corpora", SF_PARAM_STRING, NULL,
      "comma-separated LABEL=GLOB items, e.g. \"en=data/en/*.jsonl.gz,ja=data/ja/*.txt\"; a bare GLOB "
      "has the empty label; repeat a label to give it several globs"},
+    {"weights", SF_PARAM_STRING, "",
+     "relative draw weights of the corpora, e.g. \"en=1,ja=3\" (default: every corpus 1; a corpus drawn "
+     "when exhausted is skipped)"},
     {"format", SF_PARAM_STRING, "auto", "auto (by extension: .jsonl/.json[.gz] are JSON Lines), text, or jsonl"},
     {"unit", SF_PARAM_STRING, "line", "plain text: one document per line, paragraph (blank-line separated) or file"},
     {"text_field", SF_PARAM_STRING, "text", "JSON Lines: field holding the text"},
@@ -50,6 +53,7 @@ static int ts_init(sf_ctx *ctx, void **state) {
     *state = st;
     ts_config cfg = {0};
     cfg.corpora = sf_param_str(ctx, "corpora");
+    cfg.weights = sf_param_str(ctx, "weights");
     static const char *const formats[] = {"auto", "text", "jsonl"}, *const units[] = {"line", "paragraph", "file"},
                              *const splits[] = {"train", "validation", "test", "all"}, *const errs[] = {"skip", "fail"};
     int format = ts_pick(sf_param_str(ctx, "format"), formats, 3, "format");

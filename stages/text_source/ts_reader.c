@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@ enum { TS_OTHER = 3 }; /* a record for another replica */
 
 typedef struct ts_corpus {
     char *label;
+    double weight;          /* relative chance of being drawn next */
     char **files;
     size_t n_files, next_file;
     gzFile f;
@@ -139,6 +141,7 @@ static int ts_add_corpus(ts_reader *r, const char *label, size_t label_len, cons
         c = &p[r->n_corpora++];
         memset(c, 0, sizeof *c);
         if (!(c->label = strndup(label, label_len))) return -1;
+        c->weight = 1;
     }
     glob_t g;
     int rc = glob(pattern, 0, NULL, &g);
@@ -239,6 +242,29 @@ static int ts_open_next(ts_corpus *c, char *err, size_t errlen) {
 
 /* ------------------------------------------------------------------------------------------ */
 
+/* "LABEL=W,LABEL=W": each label must be a corpus; W a finite number >= 0. */
+static int ts_parse_weights(ts_reader *r, const char *spec, char *err, size_t errlen) {
+    while (*spec) {
+        const char *end = strchr(spec, ',');
+        size_t len = end ? (size_t)(end - spec) : strlen(spec);
+        const char *eq = memchr(spec, '=', len);
+        ts_corpus *c = NULL;
+        for (size_t i = 0; eq && i < r->n_corpora; i++)
+            if (strlen(r->corpora[i].label) == (size_t)(eq - spec) && memcmp(r->corpora[i].label, spec, (size_t)(eq - spec)) == 0)
+                c = &r->corpora[i];
+        char num[64] = "", *num_end;
+        if (eq && (size_t)(spec + len - eq - 1) < sizeof num) memcpy(num, eq + 1, (size_t)(spec + len - eq - 1));
+        double w = strtod(num, &num_end);
+        if (!c || !num[0] || *num_end || !(w >= 0 && w < 1e300)) {
+            ts_errf(err, errlen, "weights item '%.*s' is not LABEL=WEIGHT for a corpus label", (int)len, spec);
+            return -1;
+        }
+        c->weight = w;
+        spec += len + (end ? 1 : 0);
+    }
+    return 0;
+}
+
 ts_reader *ts_open(const ts_config *cfg, char *err, size_t errlen) {
     ts_errf(err, errlen, "out of memory"); /* replaced by any more precise message */
     ts_reader *r = calloc(1, sizeof *r);
@@ -276,6 +302,7 @@ ts_reader *ts_open(const ts_config *cfg, char *err, size_t errlen) {
         ts_errf(err, errlen, "corpora names no files");
         goto fail;
     }
+    if (ts_parse_weights(r, cfg->weights ? cfg->weights : "", err, errlen) != 0) goto fail;
     for (size_t i = 0; i < r->n_corpora; i++) { /* file order within a corpus, by seed */
         ts_corpus *c = &r->corpora[i];
         for (size_t k = c->n_files; cfg->shuffle_buffer > 0 && k > 1; k--) {
@@ -524,10 +551,19 @@ static int ts_corpus_next(ts_reader *r, ts_corpus *c, ts_slot *out, char *err, s
 /* The next document of the interleaved stream (before shuffling). */
 static int ts_stream_next(ts_reader *r, ts_slot *out, char *err, size_t errlen) {
     while (r->n_active > 0) {
-        size_t pick = ts_below(&r->rng, r->n_active), k = 0;
+        /* Draw an open corpus with probability proportional to its weight (uniform if all 0). */
+        double total = 0;
+        for (size_t i = 0; i < r->n_corpora; i++)
+            if (r->corpora[i].f) total += r->corpora[i].weight;
+        double x = (double)(ts_rand(&r->rng) >> 11) * (1.0 / 9007199254740992.0) * total;
+        size_t pick = total > 0 ? SIZE_MAX : ts_below(&r->rng, r->n_active), k = 0;
         ts_corpus *c = NULL;
-        for (size_t i = 0; i < r->n_corpora && !c; i++) /* the pick-th corpus still open */
-            if (r->corpora[i].f && k++ == pick) c = &r->corpora[i];
+        for (size_t i = 0; i < r->n_corpora && !c; i++) {
+            if (!r->corpora[i].f) continue;
+            if (total > 0 ? (x -= r->corpora[i].weight) < 0 : k++ == pick) c = &r->corpora[i];
+        }
+        for (size_t i = r->n_corpora; !c && i-- > 0;) /* rounding left x at >= 0: the last open one */
+            if (r->corpora[i].f && (total == 0 || r->corpora[i].weight > 0)) c = &r->corpora[i];
         int rc = ts_corpus_next(r, c, out, err, errlen);
         if (!c->f) r->n_active--;
         /* Every replica draws the next corpus after each record another replica would return,

@@ -14,6 +14,7 @@ enum ts_split { TS_TRAIN, TS_VALIDATION, TS_TEST, TS_ALL };
 
 typedef struct ts_config {
     const char *corpora;      /* "LABEL=GLOB,LABEL=GLOB,..." (a bare GLOB has label "") */
+    const char *weights;      /* "LABEL=W,..." relative draw weights of the corpora ("" = all 1) */
     enum ts_format format;
     enum ts_unit unit;
     const char *text_field, *id_field, *label_field; /* JSON Lines; "" = not used */

@@ -111,6 +111,13 @@ plain, _, _ = docs(seed=3, shuffle_buffer=0)
 first = collections.Counter(m["label"] for m in plain[:100])
 check(first["en"] > 20 and first["ja"] > 20, f"corpora are interleaved without shuffling too ({dict(first)})")
 
+m, rc, _ = docs(seed=3, shuffle_buffer=0, weights="en=3,ja=1")
+first = collections.Counter(x["label"] for x in m[:400])
+check(rc == 0 and len(m) == valid and abs(first["en"] / 400 - 0.75) < 0.07,
+      f"weights en=3,ja=1: {first['en'] / 400:.2f} English among the first 400, all documents still read")
+m, rc, err = docs(weights="fr=2")
+check(rc != 0 and "weights item 'fr=2'" in err, "weights naming no corpus is an error")
+
 # ---- splits: disjoint, complete, close to 0.8/0.1/0.1, independent of the order seed ----
 parts = {}
 for sp in ("train", "validation", "test"):
