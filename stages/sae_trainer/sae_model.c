@@ -403,40 +403,63 @@ void sae_decode(const sae_model *m, const int32_t *idx, const float *val, int64_
     sae_parallel_for(rows, 64, sae_decode_rows, &job);
 }
 
+/* One Weiszfeld iteration over a piece of rows: sum of w_r x_r and of w_r, w_r = 1 / (|x_r - guess| + 1e-8),
+ * into the piece's own slot (pieces are fixed ranges, summed in order: deterministic). */
+typedef struct sae_gm_job {
+    const float *x;
+    int d;
+    int64_t grain;
+    const double *guess;
+    double *part; /* [pieces][d + 1]: weighted sum, then the weight sum */
+} sae_gm_job;
+
+static void sae_gm_piece(void *ctx, int tid, int64_t b, int64_t e) {
+    (void)tid;
+    const sae_gm_job *j = ctx;
+    int d = j->d;
+    double *acc = j->part + (b / j->grain) * (d + 1);
+    memset(acc, 0, (size_t)(d + 1) * sizeof(double));
+    for (int64_t r = b; r < e; r++) {
+        const float *v = j->x + r * d;
+        double ss = 0;
+        for (int c = 0; c < d; c++) ss += (v[c] - j->guess[c]) * (v[c] - j->guess[c]);
+        double w = 1.0 / (sqrt(ss) + 1e-8);
+        for (int c = 0; c < d; c++) acc[c] += w * v[c];
+        acc[d] += w;
+    }
+}
+
 void sae_geometric_median(const float *x, int64_t rows, int d, int max_iter, double tol, float *out) {
+    const int64_t grain = 256;
+    int64_t pieces = (rows + grain - 1) / grain;
     double *guess = calloc((size_t)d, sizeof(double));
-    double *next = calloc((size_t)d, sizeof(double));
-    if (!guess || !next || rows < 1) {
+    double *part = malloc((size_t)(pieces > 0 ? pieces : 1) * (d + 1) * sizeof(double));
+    if (!guess || !part || rows < 1) {
         free(guess);
-        free(next);
+        free(part);
         memset(out, 0, (size_t)d * sizeof(float));
         return;
     }
     for (int64_t r = 0; r < rows; r++)
-        for (int j = 0; j < d; j++) guess[j] += x[r * d + j];
-    for (int j = 0; j < d; j++) guess[j] /= (double)rows;
+        for (int c = 0; c < d; c++) guess[c] += x[r * d + c];
+    for (int c = 0; c < d; c++) guess[c] /= (double)rows;
+    sae_gm_job job = {x, d, grain, guess, part};
     for (int it = 0; it < max_iter; it++) {
-        double wsum = 0;
-        memset(next, 0, (size_t)d * sizeof(double));
-        for (int64_t r = 0; r < rows; r++) {
-            const float *v = x + r * d;
-            double ss = 0;
-            for (int j = 0; j < d; j++) ss += (v[j] - guess[j]) * (v[j] - guess[j]);
-            double w = 1.0 / (sqrt(ss) + 1e-8);
-            wsum += w;
-            for (int j = 0; j < d; j++) next[j] += w * v[j];
-        }
-        double step = 0;
-        for (int j = 0; j < d; j++) {
-            next[j] /= wsum;
-            step += (next[j] - guess[j]) * (next[j] - guess[j]);
-            guess[j] = next[j];
+        sae_parallel_for(rows, grain, sae_gm_piece, &job);
+        double step = 0, wsum = 0;
+        for (int64_t p = 0; p < pieces; p++) wsum += part[p * (d + 1) + d];
+        for (int c = 0; c < d; c++) {
+            double v = 0;
+            for (int64_t p = 0; p < pieces; p++) v += part[p * (d + 1) + c];
+            v /= wsum;
+            step += (v - guess[c]) * (v - guess[c]);
+            guess[c] = v;
         }
         if (sqrt(step) < tol) break;
     }
-    for (int j = 0; j < d; j++) out[j] = (float)guess[j];
+    for (int c = 0; c < d; c++) out[c] = (float)guess[c];
     free(guess);
-    free(next);
+    free(part);
 }
 
 /* ---------------------------------------------------------------------------------------------- */

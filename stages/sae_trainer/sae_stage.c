@@ -199,7 +199,7 @@ static int trainer_setup(sf_ctx *ctx, trainer_state *s, int64_t d) {
         sf_st_close(f);
         if (bad) return sf_fail("%s: no valid stream_rows in the metadata", path);
         s->stream_at_step = s->skip;
-        sf_log(SF_LOG_INFO, "resuming at step %lld: skipping the %lld tokens already trained on",
+        sf_log(SF_LOG_INFO, "resuming at step %lld: skipping the first %lld input rows (already used)",
                (long long)sae_trainer_step(s->t), (long long)s->skip);
     }
     s->start_step = sae_trainer_step(s->t);
