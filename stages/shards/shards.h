@@ -142,7 +142,7 @@ typedef struct sh_shard {
 int sh_shard_open(const char *dir, const sh_manifest *m, const sh_shard_info *si, int verify,
                   sh_shard *s);
 void sh_shard_close(sh_shard *s);
-/* CRC-32 and size of a file, reading it sequentially. */
+/* CRC-32 (unless crc is NULL) and size of a file, reading it sequentially. */
 int sh_file_crc(const char *path, uint32_t *crc, int64_t *bytes);
 /* SF_OK if crc and bytes are the manifest's for the shard; else an error naming path. */
 int sh_shard_check_crc(const char *path, const sh_shard_info *si, uint32_t crc, int64_t bytes);
