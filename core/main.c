@@ -32,6 +32,7 @@ static void usage(FILE *out) {
     fprintf(out,
             "\nrun options:\n"
             "  --host NAME            run the stages placed on host NAME (pipelines with 'host' lines)\n"
+            "  --sweep KEY=V1,V2,...  run the pipeline once per value of variable KEY, in order (e.g. step=a,b,c)\n"
             "  --credit N             messages in flight per edge link (default 8)\n"
             "  --connect-timeout S    seconds to wait for peers at start (default 60)\n"
             "  --peer-timeout S       seconds without a heartbeat before a peer is lost (default 10)\n"
@@ -89,13 +90,14 @@ static int cmd_stages(int argc, char **argv) {
 }
 
 /* Splits run/check arguments into options and KEY=VALUE overrides. */
-static int parse_run_args(int argc, char **argv, sf_run_options *o, char ***overrides, int *n_over) {
-    *overrides = calloc((size_t)argc, sizeof(char *));
+static int parse_run_args(int argc, char **argv, sf_run_options *o, char ***overrides, int *n_over, const char **sweep) {
+    *overrides = calloc((size_t)argc + 1, sizeof(char *)); /* one spare slot for the sweep value */
     *n_over = 0;
     for (int i = 3; i < argc; i++) {
         const char *a = argv[i];
         int has_value = i + 1 < argc;
         if (!strcmp(a, "--host") && has_value) o->host = argv[++i];
+        else if (!strcmp(a, "--sweep") && has_value) *sweep = argv[++i];
         else if (!strcmp(a, "--credit") && has_value) o->credit = atoi(argv[++i]);
         else if (!strcmp(a, "--connect-timeout") && has_value) o->connect_timeout = atof(argv[++i]);
         else if (!strcmp(a, "--peer-timeout") && has_value) o->peer_timeout = atof(argv[++i]);
@@ -114,6 +116,25 @@ static int parse_run_args(int argc, char **argv, sf_run_options *o, char ***over
     return 0;
 }
 
+/* Loads (with overrides) and checks or runs one pipeline. */
+static int run_once(const char *path, char **over, int n_over, const sf_run_options *o, int run) {
+    sf_pipeline *p = sf_pipeline_load(path, over, n_over);
+    if (!p) {
+        fprintf(stderr, "%s\n", sf_last_error());
+        return 2;
+    }
+    int rc = 0;
+    if (!run) {
+        int n = 0;
+        for (int i = 0; i < p->n_stages; i++) n += p->stages[i].replicas;
+        printf("%s: ok (%d stages, %d instances, %d hosts)\n", path, p->n_stages, n, p->n_hosts);
+    } else {
+        rc = sf_run(p, o);
+    }
+    sf_pipeline_free(p);
+    return rc;
+}
+
 static int cmd_run(int argc, char **argv, int run) {
     if (argc < 3) {
         fprintf(stderr, "usage: saeflow %s FILE [KEY=VALUE ...]\n", argv[1]);
@@ -122,28 +143,38 @@ static int cmd_run(int argc, char **argv, int run) {
     sf_run_options o = {.credit = 8, .connect_timeout = 60, .peer_timeout = 10, .progress = -1};
     char **over;
     int n_over;
-    int rc = parse_run_args(argc, argv, &o, &over, &n_over);
+    const char *sweep = NULL;
+    int rc = parse_run_args(argc, argv, &o, &over, &n_over, &sweep);
     if (rc) return free(over), rc;
-    sf_pipeline *p = sf_pipeline_load(argv[2], over, n_over);
-    free(over);
-    if (!p) {
-        fprintf(stderr, "%s\n", sf_last_error());
-        return 2;
-    }
-    if (!run) {
-        int n = 0;
-        for (int i = 0; i < p->n_stages; i++) n += p->stages[i].replicas;
-        printf("%s: ok (%d stages, %d instances, %d hosts)\n", argv[2], p->n_stages, n, p->n_hosts);
-        sf_pipeline_free(p);
-        return 0;
-    }
-    if (sf_blas_verify(1) != SF_OK) {
+    if (run && sf_blas_verify(1) != SF_OK) {
         fprintf(stderr, "saeflow: %s\n", sf_last_error());
-        sf_pipeline_free(p);
+        free(over);
         return 1;
     }
-    rc = sf_run(p, &o);
-    sf_pipeline_free(p);
+    if (!sweep) {
+        rc = run_once(argv[2], over, n_over, &o, run);
+        free(over);
+        return rc;
+    }
+    /* --sweep KEY=V1,V2,...: the same pipeline once per value, in order, stopping at a failure */
+    const char *eq = strchr(sweep, '=');
+    if (!eq || eq == sweep || !eq[1]) {
+        fprintf(stderr, "saeflow: --sweep takes KEY=VALUE1,VALUE2,...\n");
+        free(over);
+        return 2;
+    }
+    char *values = strdup(eq + 1), *save = NULL;
+    int n = 1, i = 0;
+    for (const char *c = values; *c; c++) n += *c == ',';
+    for (char *v = strtok_r(values, ",", &save); v && rc == 0; v = strtok_r(NULL, ",", &save)) {
+        char kv[4096];
+        snprintf(kv, sizeof kv, "%.*s=%s", (int)(eq - sweep), sweep, v);
+        over[n_over] = kv;
+        fprintf(stderr, "saeflow: sweep %d/%d: %s\n", ++i, n, kv);
+        rc = run_once(argv[2], over, n_over + 1, &o, run);
+    }
+    free(values);
+    free(over);
     return rc;
 }
 

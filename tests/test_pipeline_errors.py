@@ -67,6 +67,10 @@ path, r = check("good-override", GOOD, ["n=20"])
 if r.returncode != 0:
     failures += 1
     print("FAIL override of a declared variable:", r.stderr)
+path, r = check("sweep", GOOD, ["--sweep", "n=3,4,5"])
+if r.returncode != 0 or r.stdout.count("ok (2 stages") != 3 or "sweep 3/3: n=5" not in r.stderr:
+    failures += 1
+    print("FAIL sweep over three values:", r.returncode, r.stdout, r.stderr)
 path, r = check("bad-override", GOOD, ["m=20"])
 if r.returncode != 2 or "'m' is not a variable" not in r.stderr:
     failures += 1
@@ -81,5 +85,5 @@ for name, text, line, words in BAD:
     else:
         print(f"ok   {name}: {r.stderr.strip()}")
 
-print(f"{len(BAD) + 3 - failures} of {len(BAD) + 3} pipeline-file checks passed")
+print(f"{len(BAD) + 4 - failures} of {len(BAD) + 4} pipeline-file checks passed")
 sys.exit(1 if failures else 0)

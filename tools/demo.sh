@@ -15,20 +15,17 @@ if [ ! -f build/build.ninja ]; then meson setup build --buildtype=release >/dev/
 ninja -C build >/dev/null
 sf=build/core/saeflow
 start=$(date +%s)
-n=$(echo $steps | wc -w) i=0
-for step in $steps; do
-    i=$((i + 1))
-    echo "== [$i/$n] $step: training the SAE on the train split (pipelines/demo-train.flow)"
-    mkdir -p "$runs/$step/features"
-    # shellcheck disable=SC2086
-    "$sf" run pipelines/demo-train.flow suite="$suite" step="$step" runs="$runs" ${TRAIN_ARGS:-}
-    echo "== [$i/$n] $step: evaluating and mining features on the test split (pipelines/demo-mine.flow)"
-    # shellcheck disable=SC2086
-    "$sf" run pipelines/demo-mine.flow suite="$suite" step="$step" runs="$runs" ${MINE_ARGS:-}
-done
+list=$(echo $steps | tr ' ' ',')
+for step in $steps; do mkdir -p "$runs/$step/features"; done
+echo "== training an SAE per checkpoint on the train split (pipelines/demo-train.flow): $list"
+# shellcheck disable=SC2086
+"$sf" run pipelines/demo-train.flow --sweep step="$list" suite="$suite" runs="$runs" ${TRAIN_ARGS:-}
+echo "== evaluating and mining features on the test split (pipelines/demo-mine.flow): $list"
+# shellcheck disable=SC2086
+"$sf" run pipelines/demo-mine.flow --sweep step="$list" suite="$suite" runs="$runs" ${MINE_ARGS:-}
 dirs=""
 for step in $steps; do dirs="$dirs $runs/$step/features"; done
-echo "== report over $n checkpoints"
+echo "== report over $(echo $steps | wc -w) checkpoints"
 # shellcheck disable=SC2086
 "$sf" report $dirs --out "$runs/report"
 echo "demo finished in $(( $(date +%s) - start )) s; dashboards: $runs/<step>/features/index.html"
