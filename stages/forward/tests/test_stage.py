@@ -119,8 +119,14 @@ def test_pipeline(tmp, fixture, ref, out_dtype, tol):
     msg = {"tokens": tokens, "doc_id": np.array([11, 22], dtype=np.int64)[:B],
            "pos": np.array([0, 64], dtype=np.int32)[:B], "label": ["en", "ja"][:B], "split": "test"}
     hooks = ["resid_pre.1", "mlp_hidden.2"]
-    got = run_pipeline(tmp, fixture, ",".join(hooks), out_dtype, [msg])
-    check(f"one message per hook ({out_dtype})", len(got) == len(hooks), f"{len(got)}")
+    no_bos = dict(msg, tokens=np.ascontiguousarray(tokens[:, 1:]), doc_id=np.array([33, 44], dtype=np.int64)[:B])
+    got = run_pipeline(tmp, fixture, ",".join(hooks), out_dtype, [msg, no_bos])
+    check(f"one message per hook ({out_dtype})", len(got) == 2 * len(hooks), f"{len(got)}")
+    kept = [m for m in got if int(m["doc_id"][0]) == 33]
+    check("no BOS: nothing dropped, pos kept",
+          len(kept) == len(hooks) and all(m["acts"].shape[1] == T - 1 and np.array_equal(m["pos"], msg["pos"])
+                                          and np.array_equal(m["tokens"], tokens[:, 1:]) for m in kept))
+    got = [m for m in got if int(m["doc_id"][0]) != 33]
     for i, m in enumerate(got[:len(hooks)]):
         h = hooks[i]
         acts = m["acts"] if out_dtype == "f32" else bf16_to_f32(m["acts"])
