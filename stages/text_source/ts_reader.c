@@ -31,6 +31,7 @@ typedef struct ts_corpus {
     char *acc;              /* paragraph / whole-file document being gathered */
     size_t acc_len, acc_cap;
     int64_t acc_line;       /* its first line */
+    bool skipping;          /* the rest of a paragraph / file with a bad line is skipped too */
 } ts_corpus;
 
 typedef struct ts_slot { /* a document waiting in the shuffle buffer */
@@ -237,6 +238,7 @@ static int ts_open_next(ts_corpus *c, char *err, size_t errlen) {
     c->line_no = 0;
     c->pos = c->end = 0;
     c->eof = false;
+    c->skipping = false;
     return 1;
 }
 
@@ -464,12 +466,19 @@ static int ts_corpus_next(ts_reader *r, ts_corpus *c, ts_slot *out, char *err, s
         }
         if (too_long) {
             c->acc_len = 0;
+            c->skipping = !jsonl && cfg->unit != TS_LINE;
             return ts_bad(r, &r->counts.too_long, err, errlen, "%s:%lld: line longer than max_doc_bytes (%zu)",
                           c->path, (long long)c->line_no, cfg->max_doc_bytes);
         }
         if (!jsonl) {
+            bool blank = strspn(c->line, " \t\r") == c->line_len;
+            if (c->skipping) { /* after a bad line, up to the end of its paragraph / file */
+                if (cfg->unit == TS_PARAGRAPH && blank) c->skipping = false;
+                continue;
+            }
             if (!ts_utf8_valid(c->line, c->line_len)) {
                 c->acc_len = 0; /* the paragraph / file it belongs to goes too */
+                c->skipping = cfg->unit != TS_LINE;
                 return ts_bad(r, &r->counts.bad_utf8, err, errlen, "%s:%lld: invalid UTF-8", c->path,
                               (long long)c->line_no);
             }
@@ -479,7 +488,6 @@ static int ts_corpus_next(ts_reader *r, ts_corpus *c, ts_slot *out, char *err, s
                 if (rc != 0) return rc;
                 continue;
             }
-            bool blank = strspn(c->line, " \t\r") == c->line_len;
             if (cfg->unit == TS_PARAGRAPH && blank) {
                 if (c->acc_len == 0) continue;
                 c->acc_len = 0;
@@ -493,8 +501,9 @@ static int ts_corpus_next(ts_reader *r, ts_corpus *c, ts_slot *out, char *err, s
                 ts_errf(err, errlen, "out of memory");
                 return -1;
             }
-            if (c->acc_len > cfg->max_doc_bytes) { /* keep memory bounded; reported at its end */
+            if (c->acc_len > cfg->max_doc_bytes) { /* keep memory bounded */
                 c->acc_len = 0;
+                c->skipping = true;
                 return ts_bad(r, &r->counts.too_long, err, errlen, "%s:%lld: document longer than max_doc_bytes",
                               c->path, (long long)c->acc_line);
             }

@@ -154,6 +154,23 @@ m, rc, _ = docs(corpora=f"p={para}", unit="paragraph", shuffle_buffer=0)
 check(rc == 0 and [x["text"] for x in m] == ["first paragraph\nstill first", "second", "third one"],
       "unit=paragraph: blank-line separated documents")
 check([x["source"] for x in m] == [f"{para}:1", f"{para}:5", f"{para}:7"], "paragraph source is its first line")
+m, rc, _ = docs(corpora=f"p={para},j={ja_path}", unit="file", format="text", shuffle_buffer=0, on_error="skip")
+texts = sorted(x["text"] for x in m)
+check(rc == 0 and texts == ["first paragraph\nstill first\n\n\nsecond\n  \nthird one"],
+      "unit=file: a whole file is one document; a file with invalid UTF-8 is skipped whole")
+long_path = os.path.join(tmp, "long.txt")
+with open(long_path, "w") as g:
+    g.write("short line\n" + "x" * 5000 + "\nanother short line\n")
+m, rc, err = docs(corpora=f"l={long_path}", max_doc_bytes=1000, shuffle_buffer=0)
+check(rc == 0 and [x["text"] for x in m] == ["short line", "another short line"]
+      and f"{long_path}:2: line longer than max_doc_bytes" in err and "skipped_too_long = 1" in err,
+      "a line over max_doc_bytes is skipped, reported with file:line and counted")
+bad_para = os.path.join(tmp, "badpara.txt")
+with open(bad_para, "wb") as g:
+    g.write(b"good one\n\nbroken \xff here\nrest of the broken paragraph\n\nlast good\n")
+m, rc, err = docs(corpora=f"b={bad_para}", unit="paragraph", shuffle_buffer=0)
+check(rc == 0 and [x["text"] for x in m] == ["good one", "last good"] and f"{bad_para}:3: invalid UTF-8" in err,
+      "unit=paragraph: a paragraph with a bad line is skipped whole, reported at that line")
 m, rc, _ = docs(max_docs=17)
 check(rc == 0 and len(m) == 17, "max_docs stops early")
 
