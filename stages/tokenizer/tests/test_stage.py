@@ -101,11 +101,11 @@ def sequences(msgs):
     return rows
 
 
-def expect_chunks(seq_len, bos, truncate=False, pad=None):
+def expect_chunks(seq_len, bos, truncate=False, pad=None, max_seqs=None):
     want = {}
     for d, ids in ref.items():
         for p in range(0, len(ids), seq_len):
-            if truncate and p > 0:
+            if (truncate and p > 0) or (max_seqs is not None and p >= max_seqs * seq_len):
                 break
             piece = ids[p:p + seq_len]
             if len(piece) < seq_len:
@@ -121,6 +121,7 @@ for name, params, kw in [
     ("chunk 16 + BOS, batch 8", "    seq_len = 16\n    batch = 8", dict(seq_len=16, bos=1)),
     ("paper default 64 + BOS", "", dict(seq_len=64, bos=1)),
     ("truncate", "    seq_len = 16\n    mode = truncate", dict(seq_len=16, bos=1, truncate=True)),
+    ("max_seqs_per_doc 2", "    seq_len = 16\n    max_seqs_per_doc = 2", dict(seq_len=16, bos=1, max_seqs=2)),
     ("padded remainders, no BOS", "    seq_len = 16\n    bos = false\n    drop_remainder = false\n    pad_id = 4",
      dict(seq_len=16, bos=None, pad=4)),
 ]:
