@@ -23,7 +23,7 @@ typedef struct fm_state {
     fm_vocab vocab;
     float *known_max;
     int drop_bos;
-    char *sae_dir, *out_dir, *model_dir;
+    char *sae_dir, *out_dir, *model_dir, *want_hook;
     char *checkpoint, *hook, *model_name; /* from the first message */
     int logit_top;
     fm_info info;
@@ -75,6 +75,7 @@ static int fm_init(sf_ctx *ctx, void **out) {
     s->sae_dir = dup_or_null(sf_param_str(ctx, "sae"));
     s->out_dir = dup_or_null(sf_param_str(ctx, "out"));
     s->model_dir = dup_or_null(sf_param_str(ctx, "model"));
+    s->want_hook = dup_or_null(sf_param_str(ctx, "hook"));
     if (!s->sae_dir || !s->out_dir) return sf_fail("feature_miner needs the parameters sae and out");
     if (sae_load(&s->sae, s->sae_dir) != SF_OK) return SF_ERR;
     s->sae_loaded = 1;
@@ -151,10 +152,21 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
     if (acts.ndim != 3 || acts.shape[2] != s->sae.d)
         return sf_fail("activations 'acts': want [B, T, %d], got %d dims (last %lld)", s->sae.d, acts.ndim,
                        (long long)(acts.ndim ? acts.shape[acts.ndim - 1] : 0));
+    /* One SAE reads one hook point: a forward stage with several hooks emits a message per hook. */
+    const char *hook = "";
+    size_t hook_len = 0;
+    if (sf_msg_has(msg, "hook") && sf_msg_get_str(msg, "hook", &hook, &hook_len) != SF_OK) return SF_ERR;
+    if (s->want_hook && (strlen(s->want_hook) != hook_len || memcmp(s->want_hook, hook, hook_len) != 0)) {
+        sf_count(ctx, "other_hook_messages", 1);
+        return SF_OK;
+    }
+    if (s->hook && (strlen(s->hook) != hook_len || memcmp(s->hook, hook, hook_len) != 0))
+        return sf_fail("activations of two hooks (%s, %.*s) in one stream: set the parameter hook to the one the SAE reads",
+                       s->hook, (int)hook_len, hook);
     int64_t B = acts.shape[0], T = acts.shape[1], rows = B * T;
     if (B <= 0 || T <= 0 || T > INT_MAX / 2) return sf_fail("activations: bad shape [%lld, %lld, d]", (long long)B, (long long)T);
     note_meta(msg, "checkpoint", &s->checkpoint);
-    note_meta(msg, "hook", &s->hook);
+    if (!s->hook) s->hook = strndup(hook, hook_len);
     note_meta(msg, "model", &s->model_name);
 
     if ((size_t)rows > s->cap_rows) {
@@ -230,7 +242,7 @@ static void fm_destroy(void *state) {
     fm_vocab_free(&s->vocab);
     if (s->sae_loaded) sae_model_free(&s->sae);
     free(s->known_max);
-    free(s->sae_dir), free(s->out_dir), free(s->model_dir);
+    free(s->sae_dir), free(s->out_dir), free(s->model_dir), free(s->want_hook);
     free(s->checkpoint), free(s->hook), free(s->model_name);
     free(s->x), free(s->tok), free(s->idx), free(s->val);
     free(s);
@@ -241,6 +253,7 @@ static const sf_param_def fm_params[] = {
     {"out", SF_PARAM_STRING, NULL, "run directory for summary.json, features/, index.html"},
     {"tokenizer", SF_PARAM_STRING, "", "tokenizer file (or spm_export_vocab listing) to show tokens"},
     {"model", SF_PARAM_STRING, "", "model directory, for logit effects (W_U . W_dec); empty: none"},
+    {"hook", SF_PARAM_STRING, "", "mine only activations of this hook point (needed when the stream carries several)"},
     {"top_n", SF_PARAM_INT, "50", "examples kept per feature (paper: 50)"},
     {"threshold", SF_PARAM_FLOAT, "0.7", "example threshold as a fraction of the feature's max (paper: 0.7)"},
     {"max_from", SF_PARAM_STRING, "", "summary.json of an earlier pass: keep the earliest top_n sequences above threshold*max (the paper's second pass)"},

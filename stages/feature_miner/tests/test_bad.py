@@ -5,6 +5,7 @@ problem); NaN activations and an empty label are accepted. Under ASan this also 
 errors on every error path.
 usage: test_bad.py FM_DRIVE
 """
+import json
 import os
 import struct
 import subprocess
@@ -36,11 +37,9 @@ def main():
     def run(msg, expect_error, **overrides):
         path = os.path.join(tmp, "m.bin")
         with open(path, "wb") as f:
-            if isinstance(msg, bytes):
-                blob = msg
-            else:
-                blob = msgpack.packb(msg, default=msgpack_numpy.encode)
-            f.write(struct.pack("<I", len(blob)) + blob)
+            for one in msg if isinstance(msg, list) else [msg]:
+                blob = one if isinstance(one, bytes) else msgpack.packb(one, default=msgpack_numpy.encode)
+                f.write(struct.pack("<I", len(blob)) + blob)
         out = os.path.join(tmp, "out")
         params = {"sae": fx["sae_dir"], "out": out, "tokenizer": fx["vocab_path"], **overrides}
         r = subprocess.run([drive, "stage", path, *[f"{k}={v}" for k, v in params.items()]],
@@ -83,6 +82,14 @@ def main():
     run(good(), "max_from", max_from="/nonexistent/summary.json")
     run(good(), "/nonexistent", sae="/nonexistent")
     run(good(), "/nonexistent.vocab", tokenizer="/nonexistent.vocab")
+    a, b = good(), good()
+    a["hook"], b["hook"] = "resid_post.1", "resid_post.2"
+    run([a, b], "two hooks")
+    run([a, b], None, hook="resid_post.2")
+    with open(os.path.join(tmp, "out", "summary.json")) as f:
+        summ = json.load(f)
+    if summ["tokens"] != 2 * 5 or summ["hook"] != "resid_post.2":
+        failures.append(f"hook=resid_post.2 mined {summ['tokens']} tokens of hook {summ['hook']!r}, want 10 of resid_post.2")
     m = good()
     m["acts"][0, 1, :] = np.nan
     run(m, None)
