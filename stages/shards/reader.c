@@ -150,7 +150,6 @@ int sh_shard_open(const char *dir, const sh_manifest *m, const sh_shard_info *si
         !(s->label = shard_tensor(f, path, "label", SF_U8, s->n, 0)) ||
         !(s->seq = shard_tensor(f, path, "seq", SF_I64, s->n, 0)))
         goto fail;
-    populate(s->acts, (size_t)s->n * (size_t)m->run.d * sf_dtype_size(m->run.dtype));
     /* Sequences are runs of equal, increasing seq numbers within the manifest's range; labels
      * index the manifest's list. Checked once here so the iteration below can trust them. */
     int64_t prev = -1, nseq = 0;
@@ -333,9 +332,12 @@ sh_reader *sh_reader_open(const char *dir, const sh_reader_opts *o) {
     }
     if (in_split == 0) {
         char have[512] = "";
-        for (size_t i = 0; i < r->m.nshards; i++)
-            if (!strstr(have, r->m.shards[i].split) && strlen(have) + strlen(r->m.shards[i].split) + 2 < sizeof have)
+        for (size_t i = 0; i < r->m.nshards; i++) {
+            size_t j = 0;
+            while (j < i && strcmp(r->m.shards[j].split, r->m.shards[i].split) != 0) j++;
+            if (j == i && strlen(have) + strlen(r->m.shards[i].split) + 2 < sizeof have)
                 strcat(strcat(have, " "), r->m.shards[i].split);
+        }
         sf_fail("%s has no shards of split '%s' (it has:%s)", dir, o->split, have[0] ? have : " none");
         goto fail;
     }
@@ -375,6 +377,7 @@ static int input_ready(sh_reader *r) {
          * opened with the check done here, which reports the error. */
         if (r->pf.ok && sh_shard_check_crc(r->pf.path, si, r->pf.sum, r->pf.bytes) != SF_OK) return SF_ERR;
         if (sh_shard_open(r->dir, &r->m, si, r->o.verify && !r->pf.ok, &r->cur) != SF_OK) return SF_ERR;
+        populate(r->cur.acts, (size_t)r->cur.n * r->acts_row);
         if (r->next_shard < r->nshards) prefetch_start(&r->pf, r->dir, &r->m, r->order[r->next_shard], r->o.verify);
         r->row = 0;
     }

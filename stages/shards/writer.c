@@ -226,9 +226,10 @@ sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, i
         char path[4400];
         struct stat st;
         snprintf(path, sizeof path, "%s/%s", dir, si->file);
-        if (stat(path, &st) != 0 || st.st_size != si->bytes) {
+        int missing = stat(path, &st) != 0;
+        if (missing || st.st_size != si->bytes) {
             sf_fail("%s: listed in the manifest with %lld bytes but %s", path, (long long)si->bytes,
-                    errno == ENOENT ? "missing" : "of another size");
+                    missing ? strerror(errno) : "of another size");
             goto fail;
         }
     }

@@ -63,7 +63,7 @@ run("read", d, "--no-verify")  # documented: without verify the layout checks pa
 d = copy("missing")
 os.unlink(os.path.join(d, victim))
 expect_error(["read", d], victim)
-expect_error(["write", d, "--seqs", NSEQ, "--d", D], victim, "missing")
+expect_error(["write", d, "--seqs", NSEQ, "--d", D], victim, "No such file")
 
 # Bad manifests: each is refused with a message naming the manifest.
 def mutate(name, fn, *words):
