@@ -10,7 +10,8 @@
 # memory costs ~8 ms per MB, which otherwise decides who wins).
 # Read: the reader module in order (shards_driver read: CRC-32 pass + mmap + batch copies) vs dd
 # reading the same shard files, from a cold page cache (each file's pages dropped with
-# `dd iflag=nocache count=0`, checked with fincore) and warm. Rounds alternate; medians printed.
+# `dd iflag=nocache count=0`, checked with fincore) and warm; and the shuffled reader (buffer of
+# 131072 rows, batches of 4096) warm. Rounds alternate; medians printed.
 # Environment: SHARDS_BENCH_DIR (where to write, default /work), D (768), SEQS (1350 x 256 tokens),
 # ROUNDS (3).
 set -euo pipefail
@@ -34,7 +35,7 @@ echo "disk: $(df -h "$DIR" | awk 'NR==2 {print $1, $2}'), d=$D, $SEQS x 256 toke
 
 declare -A R
 for dtype in F32 BF16; do
-    W=() DDW=() DDWN=() RC=() RN=() DDRC=() RW=() DDRW=()
+    W=() DDW=() DDWN=() RS=() RC=() RN=() DDRC=() RW=() DDRW=()
     for r in $(seq "$ROUNDS"); do
         rm -rf "$DIR/w"
         t0=$(now)
@@ -86,15 +87,20 @@ for dtype in F32 BF16; do
         cat "${shards[@]}" | dd of=/dev/null bs=1M status=none
         t1=$(now)
         DDRW+=("$(mbps "$bytes" "$t0" "$t1")")
+        t0=$(now)
+        "$DRIVER" read "$DIR/w" --shuffle --buffer-rows 131072 --batch-rows 4096 >/dev/null
+        t1=$(now)
+        RS+=("$(mbps "$bytes" "$t0" "$t1")")
         echo "  $dtype round $r: $((bytes / 1048576)) MiB in ${#shards[@]} shards; cached before cold reads: ${left} KiB;" \
              "write ${W[-1]} vs dd ${DDW[-1]} (nocache ${DDWN[-1]}) MB/s; cold read ${RC[-1]} (no verify ${RN[-1]}) vs dd ${DDRC[-1]};" \
-             "warm read ${RW[-1]} vs dd ${DDRW[-1]}"
+             "warm read ${RW[-1]} (shuffled ${RS[-1]}) vs dd ${DDRW[-1]}"
     done
     R[$dtype,w]=$(echo "${W[@]}" | median); R[$dtype,ddw]=$(echo "${DDW[@]}" | median)
     R[$dtype,ddwn]=$(echo "${DDWN[@]}" | median)
     R[$dtype,rc]=$(echo "${RC[@]}" | median); R[$dtype,rn]=$(echo "${RN[@]}" | median)
     R[$dtype,ddrc]=$(echo "${DDRC[@]}" | median)
     R[$dtype,rw]=$(echo "${RW[@]}" | median); R[$dtype,ddrw]=$(echo "${DDRW[@]}" | median)
+    R[$dtype,rs]=$(echo "${RS[@]}" | median)
 done
 
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
@@ -106,4 +112,5 @@ for dtype in F32 BF16; do
     printf "%-6s %-34s %10s %10s %7s\n" $dtype "read cold, CRC verified" ${R[$dtype,rc]} ${R[$dtype,ddrc]} "$(ratio ${R[$dtype,rc]} ${R[$dtype,ddrc]})"
     printf "%-6s %-34s %10s %10s %7s\n" $dtype "read cold, no verify" ${R[$dtype,rn]} ${R[$dtype,ddrc]} "$(ratio ${R[$dtype,rn]} ${R[$dtype,ddrc]})"
     printf "%-6s %-34s %10s %10s %7s\n" $dtype "read warm (page cache), verified" ${R[$dtype,rw]} ${R[$dtype,ddrw]} "$(ratio ${R[$dtype,rw]} ${R[$dtype,ddrw]})"
+    printf "%-6s %-34s %10s %10s %7s\n" $dtype "read warm, shuffled (131072 rows)" ${R[$dtype,rs]} ${R[$dtype,ddrw]} "$(ratio ${R[$dtype,rs]} ${R[$dtype,ddrw]})"
 done
