@@ -14,6 +14,14 @@ static inline int sae_chunk_rows(int n) {
     return c < 64 ? 64 : c > 4096 ? 4096 : c;
 }
 
+/* The hot loops are compiled for AVX-512 and AVX2 too, picked at load time (the build itself
+ * targets baseline x86-64). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SAE_SIMD __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SAE_SIMD
+#endif
+
 /* 64-byte aligned, zeroed; NULL on failure. Free with free(). */
 float *sae_alloc_floats(size_t count);
 

@@ -66,6 +66,7 @@ static uint64_t sae_rng_next(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
+SAE_SIMD
 void sae_renorm_row(float *w, int d) {
     double ss = 0;
     for (int j = 0; j < d; j++) ss += (double)w[j] * w[j];
@@ -95,6 +96,7 @@ float sae_norm_scale_estimate(const float *x, int64_t rows, int d) {
     return sum > 0 ? (float)(sqrt((double)d) / (sum / (double)rows)) : 1.0f;
 }
 
+SAE_SIMD
 void sae_normalize(const sae_model *m, float *x, int64_t rows, float *norms) {
     int d = m->d;
     for (int64_t r = 0; r < rows; r++) {
@@ -345,7 +347,8 @@ int sae_encode(const sae_model *m, const float *x, int64_t rows, int32_t *idx, f
     int d = m->d, n = m->n, k = m->k;
     int chunk = rows < sae_chunk_rows(n) ? (int)rows : sae_chunk_rows(n);
     float *xc = sae_alloc_floats((size_t)chunk * d);
-    float *pre = sae_alloc_floats((size_t)chunk * n);
+    /* Not zeroed: sgemm overwrites it, and this runs once per message in the miner. */
+    float *pre = aligned_alloc(64, ((size_t)chunk * n * sizeof(float) + 63) & ~(size_t)63);
     if (!xc || !pre) {
         free(xc);
         free(pre);
@@ -373,6 +376,7 @@ typedef struct sae_decode_job {
     float *xhat;
 } sae_decode_job;
 
+SAE_SIMD
 static void sae_decode_rows(void *ctx, int tid, int64_t b, int64_t e) {
     (void)tid;
     const sae_decode_job *j = ctx;
@@ -413,6 +417,7 @@ typedef struct sae_gm_job {
     double *part; /* [pieces][d + 1]: weighted sum, then the weight sum */
 } sae_gm_job;
 
+SAE_SIMD
 static void sae_gm_piece(void *ctx, int tid, int64_t b, int64_t e) {
     (void)tid;
     const sae_gm_job *j = ctx;

@@ -223,7 +223,7 @@ static sae_adam_coef sae_adam_coef_at(const sae_train_opts *o, double lr, int64_
 }
 
 /* torch.optim.Adam's update, element for element in float32 like its CPU kernel. */
-static void sae_adam_update(float *restrict p, float *restrict m, float *restrict v,
+static inline void sae_adam_update(float *restrict p, float *restrict m, float *restrict v,
                             const float *restrict g, size_t count, const sae_adam_coef *c) {
     for (size_t i = 0; i < count; i++) {
         m[i] = m[i] * c->b1 + g[i] * c->omb1;
@@ -235,7 +235,7 @@ static void sae_adam_update(float *restrict p, float *restrict m, float *restric
 
 /* Dot product with 16 independent partial sums: vectorises without -ffast-math and always sums
  * in the same order (deterministic). */
-static float sae_dot(const float *restrict a, const float *restrict b, int d) {
+static inline float sae_dot(const float *restrict a, const float *restrict b, int d) {
     float acc[16] = {0};
     int c = 0;
     for (; c + 16 <= d; c += 16)
@@ -253,7 +253,7 @@ static inline void sae_prefetch_row(const float *row, int d) {
 
 /* g = gscale (xhat - x) and the row's sums |e|^2, |x|^2, |xhat|^2, x.xhat, in 16 float lanes
  * (vectorised, fixed order) combined in double. */
-static void sae_row_sums(const float *restrict x, const float *restrict xh, float *restrict g, float gscale,
+static inline void sae_row_sums(const float *restrict x, const float *restrict xh, float *restrict g, float gscale,
                          int d, double out[4]) {
     float ee[16] = {0}, xx[16] = {0}, hh[16] = {0}, xh_[16] = {0};
     int c = 0;
@@ -294,6 +294,7 @@ static void sae_job_topk(void *ctx, int tid, int64_t b, int64_t e) {
     }
 }
 
+SAE_SIMD
 static void sae_job_center(void *ctx, int tid, int64_t b, int64_t e) {
     (void)tid;
     sae_trainer *t = ctx;
@@ -316,7 +317,7 @@ static void sae_forward_encode(sae_trainer *t) {
 
 /* Backward of one row: dz for each active entry, right after the row's decode while its decoder
  * rows are in cache. */
-static void sae_row_backward(sae_trainer *t, int64_t r) {
+static inline void sae_row_backward(sae_trainer *t, int64_t r) {
     const sae_model *m = t->m;
     int d = m->d, k = m->k, kk = t->kk;
     const int32_t *ix = t->idx + r * kk;
@@ -331,6 +332,7 @@ static void sae_row_backward(sae_trainer *t, int64_t r) {
 
 /* Decoder forward as a gather of the active rows, the loss gradients w.r.t. xhat (g) and the
  * AuxK reconstruction (ga), per-row statistics, and (training) the row's backward. */
+SAE_SIMD
 static void sae_job_decode(void *ctx, int tid, int64_t b, int64_t e) {
     (void)tid;
     sae_trainer *t = ctx;
@@ -374,6 +376,7 @@ static void sae_job_decode(void *ctx, int tid, int64_t b, int64_t e) {
     }
 }
 
+SAE_SIMD
 static void sae_job_row_var(void *ctx, int tid, int64_t b, int64_t e) {
     (void)tid;
     sae_trainer *t = ctx;
@@ -451,6 +454,7 @@ static void sae_group_by_latent(sae_trainer *t, int B) {
 }
 
 /* b_enc's gradient: each latent's dz summed over its entries (in row order). */
+SAE_SIMD
 static void sae_job_gb_enc(void *ctx, int tid, int64_t b, int64_t e) {
     (void)tid;
     sae_trainer *t = ctx;
@@ -465,6 +469,7 @@ static void sae_job_gb_enc(void *ctx, int tid, int64_t b, int64_t e) {
  * x - b_dec (sum_r sum_j dz_rj W_enc[idx_rj] regrouped by latent: one pass over W_enc instead
  * of a gather per entry). Each column in a fixed order whatever the threads; a job takes a block
  * of columns so every row read uses whole cache lines. */
+SAE_SIMD
 static void sae_job_gb_dec(void *ctx, int tid, int64_t b, int64_t e) {
     (void)tid;
     sae_trainer *t = ctx;
@@ -488,6 +493,7 @@ static void sae_job_gb_dec(void *ctx, int tid, int64_t b, int64_t e) {
 }
 
 /* Per latent: gradient rows from the entries that fired it, Adam, decoder renorm. */
+SAE_SIMD
 static void sae_job_latents(void *ctx, int tid, int64_t b, int64_t e) {
     sae_trainer *t = ctx;
     sae_model *m = t->m;
