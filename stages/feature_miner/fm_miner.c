@@ -1,7 +1,6 @@
 /* fm_miner.c — see fm_miner.h. */
 #include "fm_miner.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
