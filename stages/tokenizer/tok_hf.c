@@ -13,8 +13,11 @@
 #define HF_MAX_STEPS 8
 
 enum { HN_NFC, HN_NFD, HN_NFKC, HN_NFKD, HN_LOWER, HN_PREPEND, HN_REPLACE };
-enum { HP_SPLIT, HP_BYTELEVEL, HP_METASPACE };
-enum { HS_ISOLATED, HS_REMOVED };
+enum { HP_SPLIT, HP_BYTELEVEL, HP_METASPACE, HP_CHARS };
+/* What happens to the pieces a pattern matches (tokenizers' SplitDelimiterBehavior). */
+enum { HS_REMOVED, HS_ISOLATED, HS_MERGED_PREV, HS_MERGED_NEXT, HS_CONTIGUOUS };
+/* Character classes of the Digits, Punctuation and WhitespaceSplit pre-tokenisers. */
+enum { HC_NUMERIC, HC_PUNCT, HC_SPACE };
 enum { HM_ALWAYS, HM_FIRST, HM_NEVER }; /* Metaspace prepend_scheme */
 enum { HD_BYTELEVEL, HD_REPLACE, HD_BYTEFALLBACK, HD_FUSE, HD_STRIP, HD_METASPACE };
 
@@ -25,8 +28,10 @@ typedef struct hf_norm {
 
 typedef struct hf_pre {
     int kind;
-    pcre2_code *re;      /* Split, or ByteLevel with use_regex */
-    int behavior;        /* Split */
+    pcre2_code *re;      /* Split, Whitespace, or ByteLevel with use_regex */
+    int behavior;        /* Split, Whitespace, the character classes */
+    bool invert;         /* Split: the pattern matches the pieces to keep, not the delimiters */
+    int char_class;      /* HP_CHARS */
     bool add_prefix;     /* ByteLevel add_prefix_space */
     char *repl;          /* Metaspace replacement */
     int scheme;          /* Metaspace prepend_scheme */
@@ -69,8 +74,16 @@ typedef struct hf_words {
     size_t n, cap;
 } hf_words;
 
+/* A piece of a word: a pattern match or the text between two. */
+typedef struct hf_cut {
+    uint32_t start, end;
+    bool match;
+} hf_cut;
+
 typedef struct hf_scratch {
     pcre2_match_data *md;
+    hf_cut *cuts;
+    size_t n_cuts, cap_cuts;
     tok_buf clean;      /* input with invalid UTF-8 replaced */
     hf_words a, b;
 } hf_scratch;
@@ -160,6 +173,22 @@ bad:
     return -1;
 }
 
+/* Rust's \w (Alphabetic, marks, decimal digits, connector punctuation, joiners), for the
+ * Whitespace pre-tokeniser; PCRE2's own \w differs on marks and other numbers. */
+#define HF_W "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}"
+static const char *hf_word_pattern = "[" HF_W "]+|[^" HF_W "\\s]+";
+
+/* The "behavior" field, or def if absent (NULL: required). */
+static int hf_behavior(json_t *p, const char *def, char *err, size_t errlen) {
+    static const char *const names[] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"};
+    const char *b = json_string_value(json_object_get(p, "behavior"));
+    if (!b) b = def;
+    for (int i = 0; b && i < 5; i++)
+        if (strcmp(b, names[i]) == 0) return i;
+    tok_errf(err, errlen, "unsupported split behavior %s", b ? b : "(none)");
+    return -1;
+}
+
 static int hf_load_pretok(tok_hf *hf, json_t *p, char *err, size_t errlen) {
     if (!p || json_is_null(p)) return 0;
     const char *type = json_string_value(json_object_get(p, "type"));
@@ -173,16 +202,27 @@ static int hf_load_pretok(tok_hf *hf, json_t *p, char *err, size_t errlen) {
     if (hf->n_pres == HF_MAX_STEPS) goto bad;
     hf_pre *d = &hf->pres[hf->n_pres];
     if (strcmp(type, "Split") == 0) {
-        const char *beh = json_string_value(json_object_get(p, "behavior"));
-        if (json_is_true(json_object_get(p, "invert")) || !beh) goto bad;
-        if (strcmp(beh, "Isolated") == 0) d->behavior = HS_ISOLATED;
-        else if (strcmp(beh, "Removed") == 0) d->behavior = HS_REMOVED;
-        else {
-            tok_errf(err, errlen, "unsupported Split behavior %s", beh);
-            return -1;
-        }
         d->kind = HP_SPLIT;
+        if ((d->behavior = hf_behavior(p, NULL, err, errlen)) < 0) return -1;
+        d->invert = json_is_true(json_object_get(p, "invert"));
         if (!(d->re = hf_pattern(json_object_get(p, "pattern"), err, errlen))) return -1;
+    } else if (strcmp(type, "Whitespace") == 0) { /* the matches of \w+|[^\w\s]+ (Rust's \w) */
+        d->kind = HP_SPLIT;
+        d->behavior = HS_REMOVED;
+        d->invert = true;
+        if (!(d->re = hf_compile(hf_word_pattern, err, errlen))) return -1;
+    } else if (strcmp(type, "Digits") == 0) {
+        d->kind = HP_CHARS;
+        d->char_class = HC_NUMERIC;
+        d->behavior = json_is_true(json_object_get(p, "individual_digits")) ? HS_ISOLATED : HS_CONTIGUOUS;
+    } else if (strcmp(type, "Punctuation") == 0) {
+        d->kind = HP_CHARS;
+        d->char_class = HC_PUNCT;
+        if ((d->behavior = hf_behavior(p, "Isolated", err, errlen)) < 0) return -1;
+    } else if (strcmp(type, "WhitespaceSplit") == 0) {
+        d->kind = HP_CHARS;
+        d->char_class = HC_SPACE;
+        d->behavior = HS_REMOVED;
     } else if (strcmp(type, "ByteLevel") == 0) {
         d->kind = HP_BYTELEVEL;
         d->add_prefix = json_is_true(json_object_get(p, "add_prefix_space"));
@@ -533,6 +573,7 @@ void tok_hf_free(tok_hf *hf) {
 void tok_hf_scratch_free(void *p) {
     hf_scratch *s = p;
     pcre2_match_data_free(s->md);
+    free(s->cuts);
     free(s->clean.p);
     free(s->a.arena.p);
     free(s->a.w);
@@ -619,29 +660,97 @@ static int hf_normalize(const tok_hf *hf, tok_scratch *sc, const char *s, size_t
     return 0;
 }
 
-/* Regex matches of one word: Isolated keeps matches and the gaps between them; Removed keeps
- * the gaps; ByteLevel's GPT-2 pattern (keep_gaps false) keeps the matches only. Each piece goes
- * to add(). */
-static int hf_regex_split(pcre2_code *re, pcre2_match_data *md, const char *s, size_t len,
-                          bool keep_matches, bool keep_gaps, hf_words *out,
-                          int (*add)(hf_words *, const char *, size_t, const void *), const void *arg) {
+static int hf_cut_add(hf_scratch *hs, size_t start, size_t end, bool match) {
+    if (start >= end) return 0;
+    if (hs->n_cuts == hs->cap_cuts) {
+        size_t cap = hs->cap_cuts ? 2 * hs->cap_cuts : 64;
+        hf_cut *c = realloc(hs->cuts, cap * sizeof *c);
+        if (!c) return -1;
+        hs->cuts = c;
+        hs->cap_cuts = cap;
+    }
+    hs->cuts[hs->n_cuts++] = (hf_cut){(uint32_t)start, (uint32_t)end, match};
+    return 0;
+}
+
+/* Cuts a word at the matches of re (each match one cut, the text between one cut). */
+static int hf_cuts_regex(hf_scratch *hs, pcre2_code *re, const char *s, size_t len, bool invert) {
     size_t pos = 0, gap = 0;
+    hs->n_cuts = 0;
     while (pos <= len) {
-        int rc = pcre2_match(re, (PCRE2_SPTR)s, len, pos, PCRE2_NO_UTF_CHECK, md, NULL);
+        int rc = pcre2_match(re, (PCRE2_SPTR)s, len, pos, PCRE2_NO_UTF_CHECK, hs->md, NULL);
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) return -1;
-        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(hs->md);
         size_t ms = ov[0], me = ov[1];
         if (me == ms) { /* empty match: step over one character */
             if (ms >= len) break;
             pos = ms + tok_utf8_lead_len((uint8_t)s[ms]);
             continue;
         }
-        if (keep_gaps && ms > gap && add(out, s + gap, ms - gap, arg) != 0) return -1;
-        if (keep_matches && add(out, s + ms, me - ms, arg) != 0) return -1;
+        if (hf_cut_add(hs, gap, ms, invert) != 0 || hf_cut_add(hs, ms, me, !invert) != 0) return -1;
         gap = pos = me;
     }
-    if (keep_gaps && gap < len && add(out, s + gap, len - gap, arg) != 0) return -1;
+    return hf_cut_add(hs, gap, len, invert);
+}
+
+static bool hf_in_class(uint32_t cp, int cls) {
+    if (cls == HC_SPACE) /* White_Space */
+        return (cp >= 9 && cp <= 13) || cp == 32 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+               (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
+               cp == 0x205F || cp == 0x3000;
+    utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+    if (cls == HC_NUMERIC) return c == UTF8PROC_CATEGORY_ND || c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_NO;
+    return (cp < 128 && strchr("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", (int)cp) && cp) ||
+           (c >= UTF8PROC_CATEGORY_PC && c <= UTF8PROC_CATEGORY_PO);
+}
+
+/* Cuts a word at each character of a class (each such character one cut). */
+static int hf_cuts_chars(hf_scratch *hs, int cls, const char *s, size_t len) {
+    size_t gap = 0;
+    hs->n_cuts = 0;
+    for (size_t i = 0; i < len;) {
+        uint32_t cp = 0xFFFD;
+        size_t k = tok_utf8_decode(s + i, len - i, &cp);
+        k = k ? k : 1;
+        if (hf_in_class(cp, cls)) {
+            if (hf_cut_add(hs, gap, i, false) != 0 || hf_cut_add(hs, i, i + k, true) != 0) return -1;
+            gap = i + k;
+        }
+        i += k;
+    }
+    return hf_cut_add(hs, gap, len, false);
+}
+
+/* Turns the cuts into words by the split behaviour (as tokenizers' NormalizedString::split). */
+static int hf_emit_cuts(hf_scratch *hs, int behavior, const char *s, hf_words *out,
+                        int (*add)(hf_words *, const char *, size_t, const void *), const void *arg) {
+    hf_cut *c = hs->cuts;
+    size_t n = hs->n_cuts, k = 0; /* merged cuts are written back into c[0..k) */
+    if (behavior == HS_MERGED_NEXT) { /* a match joins the text after it: mirror of PREV */
+        for (size_t i = n; i-- > 0;) {
+            bool join = c[i].match && k > 0 && !c[n - k].match;
+            if (join) {
+                c[n - k].start = c[i].start;
+                c[n - k].match = true; /* the match before it stands alone */
+            } else {
+                c[n - ++k] = c[i];
+            }
+        }
+        memmove(c, c + n - k, k * sizeof *c);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            bool join = k > 0 && ((behavior == HS_MERGED_PREV && c[i].match && !c[k - 1].match) ||
+                                  (behavior == HS_CONTIGUOUS && c[i].match == c[k - 1].match));
+            if (join) c[k - 1].end = c[i].end;
+            else c[k++] = c[i];
+            if (join && behavior == HS_MERGED_PREV) c[k - 1].match = true; /* the next match stands alone */
+        }
+    }
+    for (size_t i = 0; i < k; i++) {
+        if (behavior == HS_REMOVED && c[i].match) continue;
+        if (add(out, s + c[i].start, c[i].end - c[i].start, arg) != 0) return -1;
+    }
     return 0;
 }
 
@@ -682,9 +791,9 @@ static int hf_pretok_step(const tok_hf *hf, const hf_pre *p, hf_scratch *hs, con
     for (size_t i = 0; i < in->n && rc == 0; i++) {
         const char *s = in->arena.p + in->w[i].off;
         size_t len = in->w[i].len;
-        if (p->kind == HP_SPLIT) {
-            rc = hf_regex_split(p->re, hs->md, s, len, p->behavior == HS_ISOLATED, true, out,
-                                hf_add_plain, NULL);
+        if (p->kind == HP_SPLIT || p->kind == HP_CHARS) {
+            rc = p->kind == HP_SPLIT ? hf_cuts_regex(hs, p->re, s, len, p->invert) : hf_cuts_chars(hs, p->char_class, s, len);
+            if (rc == 0) rc = hf_emit_cuts(hs, p->behavior, s, out, hf_add_plain, NULL);
         } else if (p->kind == HP_BYTELEVEL) {
             tmp.n = 0;
             if (p->add_prefix && (len == 0 || s[0] != ' ')) {
@@ -692,9 +801,10 @@ static int hf_pretok_step(const tok_hf *hf, const hf_pre *p, hf_scratch *hs, con
                 s = tmp.p;
                 len = tmp.n;
             }
-            if (rc == 0)
-                rc = p->re ? hf_regex_split(p->re, hs->md, s, len, true, false, out, hf_add_bytelevel, hf)
-                           : hf_add_bytelevel(out, s, len, hf);
+            if (rc == 0 && p->re && (rc = hf_cuts_regex(hs, p->re, s, len, false)) == 0)
+                rc = hf_emit_cuts(hs, HS_ISOLATED, s, out, hf_add_bytelevel, hf);
+            else if (rc == 0)
+                rc = hf_add_bytelevel(out, s, len, hf);
         } else { /* Metaspace: spaces become the replacement, words start at each replacement */
             tmp.n = 0;
             size_t rl = strlen(p->repl);

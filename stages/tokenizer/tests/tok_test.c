@@ -2,6 +2,7 @@
  * tokens, and untrusted tokenizer files (empty, truncated, corrupted, malformed JSON) failing
  * cleanly with a message instead of crashing (run it under ASan/UBSan too).
  * usage: tok_test LLMJP.model [LLAMA3_TOKENIZER_JSON [LLAMA2_TOKENIZER_JSON]] */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,6 +139,86 @@ static void test_llama3(const char *path) {
     tok_free(t);
 }
 
+/* Pre-tokenisation seen through a Unigram model whose vocabulary holds the expected words (score
+ * -1) and every single character (score -10): each pre-tokenised word comes out as one piece when
+ * it is one of the words. Returns the pieces joined by '|' (static buffer). */
+static const char *pretok(const char *pre_tokenizer, const char *text, const char *words) {
+    static char out[1024];
+    char json[8192], seen[64][64];
+    int n = snprintf(json, sizeof json, "{\"pre_tokenizer\": %s, \"model\": {\"type\": \"Unigram\", \"unk_id\": 0, "
+                     "\"vocab\": [[\"<unk>\", 0]", pre_tokenizer);
+    int n_seen = 0;
+    /* The expected words, then each character of the text (those JSON would need to escape are
+     * left out: they become <unk>, which no expected word contains). */
+    char list[2048];
+    snprintf(list, sizeof list, "%s", words);
+    for (int pass = 0; pass < 2; pass++) {
+        const char *c = pass == 0 ? list : text;
+        while (*c && n_seen < 64) {
+            size_t k = 1;
+            if (pass == 0) k = strcspn(c, "|");
+            else
+                while ((c[k] & 0xC0) == 0x80) k++;
+            char w[64] = "";
+            memcpy(w, c, k < 63 ? k : 63);
+            c += k + (pass == 0 && c[k] == '|');
+            bool dup = (unsigned char)w[0] < 0x20 || w[0] == '"' || w[0] == '\\';
+            for (int i = 0; i < n_seen && !dup; i++) dup = strcmp(seen[i], w) == 0;
+            if (dup) continue;
+            strcpy(seen[n_seen++], w);
+            n += snprintf(json + n, sizeof json - n, ", [\"%s\", %d]", w, pass == 0 ? -1 : -10);
+        }
+    }
+    snprintf(json + n, sizeof json - n, "]}}");
+    char err[256] = "";
+    tok_tokenizer *t = tok_load_mem(json, strlen(json), err, sizeof err);
+    if (!t) {
+        snprintf(out, sizeof out, "load error: %s", err);
+        return out;
+    }
+    tok_ids ids = {0};
+    out[0] = 0;
+    if (tok_encode(t, text, strlen(text), 0, &ids) == 0)
+        for (size_t i = 0; i < ids.n; i++) {
+            size_t len;
+            const char *p = tok_piece(t, ids.ids[i], &len);
+            snprintf(out + strlen(out), sizeof out - strlen(out), "%s%.*s", i ? "|" : "", (int)len, p);
+        }
+    tok_ids_free(&ids);
+    tok_free(t);
+    return out;
+}
+
+#define EXPECT_PRETOK(pre, text, want)                                                      \
+    do {                                                                                    \
+        const char *got = pretok(pre, text, want);                                          \
+        CHECK(strcmp(got, want) == 0, "%s on '%s': got '%s', want '%s'", pre, text, got, want); \
+    } while (0)
+
+/* The split behaviours, on the example of tokenizers' SplitDelimiterBehavior documentation, and
+ * the Digits, Punctuation, WhitespaceSplit and Whitespace pre-tokenisers (Rust semantics:
+ * char::is_numeric, is_punctuation, is_whitespace, \w). */
+static void test_pretokenizers(void) {
+    const char *text = "the-final--countdown";
+#define SPLIT(b) "{\"type\": \"Split\", \"pattern\": {\"String\": \"-\"}, \"behavior\": \"" b "\", \"invert\": false}"
+    EXPECT_PRETOK(SPLIT("Removed"), text, "the|final|countdown");
+    EXPECT_PRETOK(SPLIT("Isolated"), text, "the|-|final|-|-|countdown");
+    EXPECT_PRETOK(SPLIT("MergedWithPrevious"), text, "the-|final-|-|countdown");
+    EXPECT_PRETOK(SPLIT("MergedWithNext"), text, "the|-final|-|-countdown");
+    EXPECT_PRETOK(SPLIT("Contiguous"), text, "the|-|final|--|countdown");
+    EXPECT_PRETOK("{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\d+\"}, \"behavior\": \"Removed\", \"invert\": true}",
+                  "ab12cd3", "12|3");
+    EXPECT_PRETOK("{\"type\": \"Digits\", \"individual_digits\": true}", "abc123def4", "abc|1|2|3|def|4");
+    EXPECT_PRETOK("{\"type\": \"Digits\", \"individual_digits\": false}", "abc123def4x\xef\xbc\x91\xef\xbc\x92",
+                  "abc|123|def|4|x|\xef\xbc\x91\xef\xbc\x92");
+    EXPECT_PRETOK("{\"type\": \"Punctuation\"}", "Hey, friend!?", "Hey|,| friend|!|?");
+    EXPECT_PRETOK("{\"type\": \"Punctuation\", \"behavior\": \"Contiguous\"}", "Hey, friend!?", "Hey|,| friend|!?");
+    EXPECT_PRETOK("{\"type\": \"WhitespaceSplit\"}", "Hey  friend\xe3\x80\x80!\t", "Hey|friend|!");
+    EXPECT_PRETOK("{\"type\": \"Whitespace\"}", "Hey man!! \xe6\x97\xa5\xe6\x9c\xac\xe3\x80\x82",
+                  "Hey|man|!!|\xe6\x97\xa5\xe6\x9c\xac|\xe3\x80\x82");
+#undef SPLIT
+}
+
 /* A file that is not a tokenizer must fail with a message, never crash. */
 static void expect_reject(const char *what, const void *buf, size_t len) {
     char err[512] = "";
@@ -222,6 +303,7 @@ int main(int argc, char **argv) {
     } else {
         printf("note: Llama-2 tokenizer.json not given or absent, its checks skipped\n");
     }
+    test_pretokenizers();
     test_untrusted(argv[1]);
     printf(failures ? "%d FAILED\n" : "all passed\n", failures);
     return failures ? 1 : 0;
