@@ -25,10 +25,11 @@
 
 enum { FM_MATCH_CHUNK = 256 };
 
-/* Unit-norm copies of the alive rows of W [n][d]; returns how many. */
-static int alive_unit_rows(const float *W, int n, const unsigned char *alive, int d, float **out) {
+/* Unit-norm copies of the alive rows of W [n][d] and their row numbers; returns how many. */
+static int alive_unit_rows(const float *W, int n, const unsigned char *alive, int d, float **out, int **ids) {
     float *R = malloc((size_t)(n ? n : 1) * (size_t)d * sizeof *R);
-    if (!R) abort();
+    int *id = malloc((size_t)(n ? n : 1) * sizeof *id);
+    if (!R || !id) abort();
     int m = 0;
     for (int i = 0; i < n; i++) {
         if (alive && !alive[i]) continue;
@@ -37,16 +38,20 @@ static int alive_unit_rows(const float *W, int n, const unsigned char *alive, in
         for (int j = 0; j < d; j++) ss += (double)w[j] * w[j];
         float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.f;
         for (int j = 0; j < d; j++) R[(size_t)m * d + j] = w[j] * inv;
-        m++;
+        id[m++] = i;
     }
     *out = R;
+    *ids = id;
     return m;
 }
 
 void fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, const float *W_b, int n_b,
-                       const unsigned char *alive_b, int d, double threshold, fm_match *out) {
+                       const unsigned char *alive_b, int d, double threshold, fm_match *out, int *partner,
+                       float *partner_cos) {
     float *A, *B;
-    int na = alive_unit_rows(W_a, n_a, alive_a, d, &A), nb = alive_unit_rows(W_b, n_b, alive_b, d, &B);
+    int *ida, *idb;
+    int na = alive_unit_rows(W_a, n_a, alive_a, d, &A, &ida), nb = alive_unit_rows(W_b, n_b, alive_b, d, &B, &idb);
+    for (int i = 0; i < n_a; i++) partner[i] = -1, partner_cos[i] = NAN;
     float *C = malloc((size_t)FM_MATCH_CHUNK * (size_t)(nb ? nb : 1) * sizeof *C);
     float *best_b = malloc((size_t)(nb ? nb : 1) * sizeof *best_b);
     if (!C || !best_b) abort();
@@ -59,10 +64,13 @@ void fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, 
         for (int r = 0; r < m; r++) {
             const float *row = C + (size_t)r * nb;
             float best = -2;
+            int arg = 0;
             for (int j = 0; j < nb; j++) {
-                if (row[j] > best) best = row[j];
+                if (row[j] > best) best = row[j], arg = j;
                 if (row[j] > best_b[j]) best_b[j] = row[j];
             }
+            partner[ida[i0 + r]] = idb[arg];
+            partner_cos[ida[i0 + r]] = best;
             sum_best += best;
             if (best >= threshold) out->persist++;
         }
@@ -72,6 +80,8 @@ void fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, 
     out->mean_best_a = na && nb ? sum_best / na : 0;
     free(A);
     free(B);
+    free(ida);
+    free(idb);
     free(C);
     free(best_b);
 }
@@ -293,6 +303,32 @@ static void markdown(FILE *fp, const fm_run *runs, int n, double thr) {
                 "(has no) match with cosine >= %.2f here; appear: features here with no such match there.\n", thr);
 }
 
+/* OUT/match-<r>.json: each alive feature of run r-1 with its closest decoder direction in run r. */
+static int write_pairs(const char *out, int r, const fm_run *a, const fm_run *b, double thr, int n,
+                       const int *partner, const float *cos) {
+    json_t *j = json_object(), *pairs = json_array();
+    json_object_set_new(j, "from", json_string(a->name));
+    json_object_set_new(j, "to", json_string(b->name));
+    json_object_set_new(j, "from_dir", json_string(a->dir));
+    json_object_set_new(j, "to_dir", json_string(b->dir));
+    json_object_set_new(j, "threshold", json_real(thr));
+    for (int i = 0; i < n; i++) {
+        if (partner[i] < 0) continue;
+        json_t *p = json_array();
+        json_array_append_new(p, json_integer(i));
+        json_array_append_new(p, json_integer(partner[i]));
+        json_array_append_new(p, json_real(cos[i]));
+        json_array_append_new(pairs, p);
+    }
+    json_object_set_new(j, "pairs", pairs);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/match-%d.json", out, r);
+    int rc = json_dump_file(j, path, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    json_decref(j);
+    if (rc != 0) fprintf(stderr, "saeflow report: cannot write %s\n", path);
+    return rc;
+}
+
 static int usage(void) {
     fprintf(stderr, "usage: saeflow report RUN_DIR... [--out DIR] [--match-threshold 0.7] [--no-match]\n");
     return 2;
@@ -320,6 +356,12 @@ int fm_report_main(int argc, char **argv) {
     }
     if (rc == 0 && n == 0) rc = usage();
 
+    char path[4096];
+    if (rc == 0 && fm_mkdirs(out) != SF_OK) {
+        fprintf(stderr, "saeflow report: %s\n", sf_last_error());
+        rc = 1;
+    }
+
     /* Decoder matching between consecutive checkpoints, two SAEs in memory at a time. */
     sae_model prev = {0}, cur = {0};
     int have_prev = 0;
@@ -333,8 +375,14 @@ int fm_report_main(int argc, char **argv) {
         }
         if (have_prev && prev.d == cur.d) {
             unsigned char *a = alive_mask(&runs[r - 1], prev.n), *b = alive_mask(&runs[r], cur.n);
-            fm_match_decoders(prev.W_dec, prev.n, a, cur.W_dec, cur.n, b, cur.d, thr, &runs[r].match);
+            int *partner = malloc((size_t)prev.n * sizeof *partner);
+            float *cos = malloc((size_t)prev.n * sizeof *cos);
+            if (!partner || !cos) abort();
+            fm_match_decoders(prev.W_dec, prev.n, a, cur.W_dec, cur.n, b, cur.d, thr, &runs[r].match, partner, cos);
             runs[r].matched = 1;
+            if (write_pairs(out, r, &runs[r - 1], &runs[r], thr, prev.n, partner, cos) != 0) rc = 1;
+            free(partner);
+            free(cos);
             free(a);
             free(b);
         }
@@ -345,11 +393,6 @@ int fm_report_main(int argc, char **argv) {
     }
     if (have_prev) sae_model_free(&prev);
 
-    char path[4096];
-    if (rc == 0 && fm_mkdirs(out) != SF_OK) {
-        fprintf(stderr, "saeflow report: %s\n", sf_last_error());
-        rc = 1;
-    }
     if (rc == 0) {
         snprintf(path, sizeof path, "%s/report.md", out);
         FILE *md = fopen(path, "w");

@@ -7,14 +7,16 @@ int fm_report_main(int argc, char **argv);
 
 /* Feature matching between two SAEs by decoder cosine similarity: a feature of A persists if
  * some feature of B has cosine >= threshold with its decoder direction, else it vanishes; a
- * feature of B appears if no feature of A reaches the threshold. Only rows with alive != NULL &&
- * alive[i] take part. W_* are [n][d]. */
+ * feature of B appears if no feature of A reaches the threshold. Only rows with alive == NULL or
+ * alive[i] take part. W_* are [n][d]. partner[n_a] / partner_cos[n_a] receive each A feature's
+ * closest B feature and its cosine (-1 / NAN for rows that do not take part). */
 typedef struct fm_match {
     int persist, vanish, appear;
     double mean_best_a; /* mean over A's features of their best cosine in B */
 } fm_match;
 
 void fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, const float *W_b, int n_b,
-                       const unsigned char *alive_b, int d, double threshold, fm_match *out);
+                       const unsigned char *alive_b, int d, double threshold, fm_match *out, int *partner,
+                       float *partner_cos);
 
 #endif

@@ -101,6 +101,12 @@ def main():
           (W_b[alive_b] / np.linalg.norm(W_b[alive_b], axis=1, keepdims=True)).T
     persist = int((cos.max(axis=1) >= THR).sum())
     want = {"persist": persist, "vanish": len(alive_a) - persist, "appear": int((cos.max(axis=0) < THR).sum())}
+    with open(os.path.join(rep, "match-1.json")) as f:
+        pairs = json.load(f)["pairs"]
+    ids_b = np.array(alive_b)
+    want_pairs = [[a_id, int(ids_b[np.argmax(cos[r])]), float(cos[r].max())] for r, a_id in enumerate(alive_a)]
+    check([p[:2] for p in pairs] == [p[:2] for p in want_pairs], "match-1.json partners differ from NumPy's argmax")
+    check(all(abs(p[2] - w[2]) < 1e-5 for p, w in zip(pairs, want_pairs)), "match-1.json cosines")
     got = rj[1].get("match_previous", {})
     check({k: got.get(k) for k in want} == want, f"matching {got} != reference {want}")
     check(all(v > 0 for v in want.values()), f"fixture should exercise all three counts: {want}")
