@@ -139,14 +139,14 @@ static void test_llama3(const char *path) {
     tok_free(t);
 }
 
-/* Pre-tokenisation seen through a Unigram model whose vocabulary holds the expected words (score
- * -1) and every single character (score -10): each pre-tokenised word comes out as one piece when
- * it is one of the words. Returns the pieces joined by '|' (static buffer). */
+/* Pre-tokenisation seen through a BPE model without merges, with ignore_merges, whose vocabulary
+ * holds the expected words and every single character: a pre-tokenised word comes out as one piece
+ * if it is an expected word, else as its characters. Returns the pieces joined by '|'. */
 static const char *pretok(const char *pre_tokenizer, const char *text, const char *words) {
     static char out[1024];
     char json[8192], seen[64][64];
-    int n = snprintf(json, sizeof json, "{\"pre_tokenizer\": %s, \"model\": {\"type\": \"Unigram\", \"unk_id\": 0, "
-                     "\"vocab\": [[\"<unk>\", 0]", pre_tokenizer);
+    int n = snprintf(json, sizeof json, "{\"pre_tokenizer\": %s, \"model\": {\"type\": \"BPE\", \"merges\": [], "
+                     "\"ignore_merges\": true, \"unk_token\": \"<unk>\", \"vocab\": {\"<unk>\": 0", pre_tokenizer);
     int n_seen = 0;
     /* The expected words, then each character of the text (those JSON would need to escape are
      * left out: they become <unk>, which no expected word contains). */
@@ -166,10 +166,10 @@ static const char *pretok(const char *pre_tokenizer, const char *text, const cha
             for (int i = 0; i < n_seen && !dup; i++) dup = strcmp(seen[i], w) == 0;
             if (dup) continue;
             strcpy(seen[n_seen++], w);
-            n += snprintf(json + n, sizeof json - n, ", [\"%s\", %d]", w, pass == 0 ? -1 : -10);
+            n += snprintf(json + n, sizeof json - n, ", \"%s\": %d", w, n_seen);
         }
     }
-    snprintf(json + n, sizeof json - n, "]}}");
+    snprintf(json + n, sizeof json - n, "}}}");
     char err[256] = "";
     tok_tokenizer *t = tok_load_mem(json, strlen(json), err, sizeof err);
     if (!t) {
