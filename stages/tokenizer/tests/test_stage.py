@@ -155,6 +155,13 @@ check(r.stdout.split() == ["1"] + [str(i) for i in sp.encode("Hello")], "saeflow
 r = subprocess.run([saeflow, "tokenize", "/nonexistent.model"], input="x\n", capture_output=True, text=True)
 check(r.returncode != 0 and "/nonexistent.model" in r.stderr, "saeflow tokenize: a missing file is an error")
 
+# Two replicas in one process share one loaded tokenizer: the same sequences, each once.
+msgs, rc, err = sfrun.run(saeflow, pipeline(tok_params=MODEL + "\n    seq_len = 16\n    replicas = 2"))
+rows = sequences(msgs)
+want = expect_chunks(seq_len=16, bos=1)
+check(rc == 0 and len(rows) == len(want) and {(d, p): t for d, p, t, _, _ in rows} == want,
+      f"2 tokenizer replicas: {len(rows)} sequences, each once and correct")
+
 msgs, rc, err = sfrun.run(saeflow, pipeline("test", MODEL + "\n    seq_len = 16"))
 check(rc == 0 and msgs and all(m["split"] == "test" for m in msgs), "a split's sequences carry that split")
 check(all(m["tokens"].shape[0] == 32 for m in msgs[:-1]), "one split: every batch but the last is full")
