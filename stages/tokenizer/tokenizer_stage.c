@@ -192,6 +192,7 @@ static int tk_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
         used += have;
         seqs++;
     }
+    if (text_len > (1 << 20)) tok_ids_free(&st->ids); /* do not keep a huge document's scratch */
     st->total_tokens += (uint64_t)n;
     sf_count(ctx, "documents", 1);
     sf_count(ctx, "tokens", n);
