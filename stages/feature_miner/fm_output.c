@@ -4,10 +4,12 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "saeflow.h"
 #ifdef FM_HAVE_TOK
@@ -188,7 +190,8 @@ static json_t *jstr(const char *s) {
 static json_t *jreal(double x) { return isfinite(x) ? json_real(x) : json_null(); }
 
 /* Shared JSON values for the millions of [token, act] pairs: one string per vocabulary entry, made
- * on first use, and the integers 0..10 (jansson reference-counts values, so arrays can share them). */
+ * on first use, and the integers 0..10 (jansson reference-counts values, so arrays can share them).
+ * One cache per writer thread: values are never shared between threads. */
 typedef struct fm_jcache {
     const fm_vocab *v;
     json_t **tok; /* [v->n] */
@@ -534,6 +537,63 @@ static const char *sort_js =
 
 /* ---------------------------------------------------------------------------------------------- */
 
+/* The per-feature files are written by several threads, each taking the next feature. */
+typedef struct fm_writer {
+    fm_miner *m;
+    const fm_vocab *v;
+    const fm_info *info;
+    const fm_logits *lg;
+    const char *out_dir;
+    fm_fres *res;
+    int max_T;
+    int next;   /* next feature to take (atomic) */
+    int failed; /* atomic */
+    pthread_mutex_t lock;
+    char err[1024]; /* the first error, for the calling thread's sf_fail */
+} fm_writer;
+
+static int write_feature(fm_writer *w, int i, fm_jcache *jc, float *acts, const char **toks, char (*buf)[24]) {
+    char path[4096];
+    fm_fres *r = &w->res[i];
+    fm_miner_sort(w->m, i);
+    analyse(w->m, i, w->v, w->info, r, toks, buf);
+    snprintf(path, sizeof path, "%s/features/%d.json", w->out_dir, i);
+    if (dump_json(feature_json(w->m, i, w->v, r, w->lg, acts, jc), path) != SF_OK) return SF_ERR;
+    snprintf(path, sizeof path, "%s/neuronpedia/%d.json", w->out_dir, i);
+    if (w->info->neuronpedia && dump_json(neuronpedia_json(w->m, i, w->info, w->lg, acts, jc), path) != SF_OK)
+        return SF_ERR;
+    snprintf(path, sizeof path, "%s/features/%d.html", w->out_dir, i);
+    if (w->info->html && html_feature(path, w->m, i, w->v, r, w->lg, acts) != SF_OK) return SF_ERR;
+    return SF_OK;
+}
+
+static void *writer_thread(void *arg) {
+    fm_writer *w = arg;
+    float *acts = malloc((size_t)w->max_T * sizeof *acts);
+    const char **toks = malloc((size_t)w->max_T * sizeof *toks);
+    char (*buf)[24] = malloc((size_t)w->max_T * sizeof *buf);
+    if (!acts || !toks || !buf) abort();
+    fm_jcache jc;
+    jcache_init(&jc, w->v);
+    for (;;) {
+        int i = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED);
+        if (i >= w->m->cfg.n_features || __atomic_load_n(&w->failed, __ATOMIC_RELAXED)) break;
+        if (!w->m->f[i].fired) continue;
+        if (write_feature(w, i, &jc, acts, toks, buf) != SF_OK) {
+            pthread_mutex_lock(&w->lock);
+            if (!w->failed) snprintf(w->err, sizeof w->err, "%s", sf_last_error());
+            __atomic_store_n(&w->failed, 1, __ATOMIC_RELAXED);
+            pthread_mutex_unlock(&w->lock);
+            break;
+        }
+    }
+    jcache_free(&jc);
+    free(acts);
+    free(toks);
+    free(buf);
+    return NULL;
+}
+
 int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const fm_info *info,
                      const fm_logits *lg) {
     char path[4096];
@@ -541,29 +601,33 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
     if (fm_mkdirs(path) != SF_OK) return SF_ERR;
     snprintf(path, sizeof path, "%s/neuronpedia", out_dir);
     if (info->neuronpedia && fm_mkdirs(path) != SF_OK) return SF_ERR;
-    int n = m->cfg.n_features, maxT = 1, rc = SF_OK;
-    for (int i = 0; i < n; i++)
+    int n = m->cfg.n_features, max_T = 1, rc = SF_OK;
+    for (int i = 0; i < n; i++) {
         for (int e = 0; e < m->f[i].n_top; e++)
-            if (m->f[i].top[e].seq->T > maxT) maxT = m->f[i].top[e].seq->T;
-    for (int i = 0; i < n; i++)
+            if (m->f[i].top[e].seq->T > max_T) max_T = m->f[i].top[e].seq->T;
         for (int e = 0; e < m->f[i].n_res; e++)
-            if (m->f[i].res[e].seq->T > maxT) maxT = m->f[i].res[e].seq->T;
-    float *acts = malloc((size_t)maxT * sizeof *acts);
-    const char **toks = malloc((size_t)maxT * sizeof *toks);
-    char (*buf)[24] = malloc((size_t)maxT * sizeof *buf);
+            if (m->f[i].res[e].seq->T > max_T) max_T = m->f[i].res[e].seq->T;
+    }
     fm_fres *res = calloc((size_t)n, sizeof *res);
-    if (!acts || !toks || !buf || !res) abort();
+    if (!res) abort();
+    fm_writer w = {.m = m, .v = v, .info = info, .lg = lg, .out_dir = out_dir, .res = res, .max_T = max_T};
+    pthread_mutex_init(&w.lock, NULL);
+    int n_threads = info->threads > 0 ? info->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    n_threads = n_threads < 1 ? 1 : n_threads > 64 ? 64 : n_threads;
+    pthread_t th[64];
+    int started = 0;
+    while (started < n_threads - 1 && pthread_create(&th[started], NULL, writer_thread, &w) == 0) started++;
+    writer_thread(&w); /* this thread works too */
+    for (int t = 0; t < started; t++) pthread_join(th[t], NULL);
+    pthread_mutex_destroy(&w.lock);
+    if (w.failed) rc = sf_fail("%s", w.err);
 
-    fm_jcache jc;
-    jcache_init(&jc, v);
     json_t *sum = json_object(), *feats = json_array();
     int alive = 0, lang_n[FM_VOTES][FM_FLANG_COUNT] = {{0}}, gran_n[FM_GRAN_COUNT] = {0};
     for (int i = 0; i < n && rc == SF_OK; i++) {
         fm_feature *f = &m->f[i];
         if (!f->fired) continue;
         alive++;
-        fm_miner_sort(m, i);
-        analyse(m, i, v, info, &res[i], toks, buf);
         for (int vt = 0; vt < FM_VOTES; vt++) {
             int k = FM_FLANG_BI; /* a corpus label other than en/ja counts as bilingual */
             for (int l = 0; l < FM_FLANG_COUNT; l++)
@@ -571,16 +635,6 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
             lang_n[vt][k]++;
         }
         gran_n[res[i].g.gran]++;
-        snprintf(path, sizeof path, "%s/features/%d.json", out_dir, i);
-        rc = dump_json(feature_json(m, i, v, &res[i], lg, acts, &jc), path);
-        if (rc == SF_OK && info->neuronpedia) {
-            snprintf(path, sizeof path, "%s/neuronpedia/%d.json", out_dir, i);
-            rc = dump_json(neuronpedia_json(m, i, info, lg, acts, &jc), path);
-        }
-        if (rc == SF_OK && info->html) {
-            snprintf(path, sizeof path, "%s/features/%d.html", out_dir, i);
-            rc = html_feature(path, m, i, v, &res[i], lg, acts);
-        }
         json_t *fj = json_object();
         json_object_set_new(fj, "id", json_integer(i));
         json_object_set_new(fj, "max_act", jreal(f->max));
@@ -678,10 +732,6 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
             if (fclose(fp) != 0 || bad) rc = sf_fail("cannot write %s", path);
         }
     }
-    jcache_free(&jc);
-    free(acts);
-    free(toks);
-    free(buf);
     free(res);
     return rc;
 }

@@ -39,6 +39,7 @@ typedef struct fm_info {
     double lang_share; /* language vote, paper 0.9 */
     int html;          /* write the dashboard too */
     int neuronpedia;   /* and neuronpedia/<id>.json */
+    int threads;       /* writing the files; 0: one per CPU */
 } fm_info;
 
 /* Computes languages and granularity, writes every file into out_dir (created). Sorts the

@@ -108,6 +108,7 @@ static int fm_init(sf_ctx *ctx, void **out) {
         .lang_share = sf_param_float(ctx, "lang_share"),
         .html = sf_param_bool(ctx, "html"),
         .neuronpedia = sf_param_bool(ctx, "neuronpedia"),
+        .threads = (int)sf_param_int(ctx, "threads"),
     };
     return fm_mkdirs(s->out_dir);
 }
@@ -267,6 +268,7 @@ static const sf_param_def fm_params[] = {
     {"html", SF_PARAM_BOOL, "true", "write the HTML dashboard"},
     {"neuronpedia", SF_PARAM_BOOL, "false", "also write neuronpedia/<id>.json (Neuronpedia-style feature JSON)"},
     {"seed", SF_PARAM_INT, "0", "reservoir sampling seed"},
+    {"threads", SF_PARAM_INT, "0", "threads writing the output files at the end (0: one per CPU)"},
     {NULL, 0, NULL, NULL},
 };
 
