@@ -20,7 +20,8 @@ static const sf_param_def ts_params[] = {
     {"text_field", SF_PARAM_STRING, "text", "JSON Lines: field holding the text"},
     {"id_field", SF_PARAM_STRING, "", "JSON Lines: field whose value (string or integer) identifies the document "
                                      "(stable ids even if files move); default: file path and line"},
-    {"label_field", SF_PARAM_STRING, "", "JSON Lines: take the label from this field (e.g. lang) instead of the corpus"},
+    {"label_field", SF_PARAM_STRING, "",
+     "JSON Lines: take the label from this field (e.g. lang) instead of the corpus"},
     {"split", SF_PARAM_STRING, "train", "split to emit: train, validation, test or all"},
     {"split_ratios", SF_PARAM_STRING, "0.8,0.1,0.1", "train,validation,test proportions (by hash of the document id)"},
     {"split_seed", SF_PARAM_INT, "0", "seed of the split assignment (independent of the order seed)"},

@@ -251,8 +251,9 @@ static int ts_parse_weights(ts_reader *r, const char *spec, char *err, size_t er
         size_t len = end ? (size_t)(end - spec) : strlen(spec);
         const char *eq = memchr(spec, '=', len);
         ts_corpus *c = NULL;
+        size_t label_len = eq ? (size_t)(eq - spec) : 0;
         for (size_t i = 0; eq && i < r->n_corpora; i++)
-            if (strlen(r->corpora[i].label) == (size_t)(eq - spec) && memcmp(r->corpora[i].label, spec, (size_t)(eq - spec)) == 0)
+            if (strlen(r->corpora[i].label) == label_len && memcmp(r->corpora[i].label, spec, label_len) == 0)
                 c = &r->corpora[i];
         char num[64] = "", *num_end;
         if (eq && (size_t)(spec + len - eq - 1) < sizeof num) memcpy(num, eq + 1, (size_t)(spec + len - eq - 1));
@@ -389,7 +390,8 @@ static int ts_make(ts_reader *r, ts_corpus *c, const char *label, const char *ke
                    int64_t index, const char *text, size_t len, int64_t line_no, ts_slot *out,
                    char *err, size_t errlen) {
     if (len > r->cfg.max_doc_bytes)
-        return ts_bad(r, &r->counts.too_long, err, errlen, "%s:%lld: document of %zu bytes is longer than max_doc_bytes",
+        return ts_bad(r, &r->counts.too_long, err, errlen,
+                      "%s:%lld: document of %zu bytes is longer than max_doc_bytes",
                       c->path, (long long)line_no, len);
     if (len < r->cfg.min_chars || len == 0) {
         r->counts.too_short++;
@@ -527,7 +529,8 @@ static int ts_corpus_next(ts_reader *r, ts_corpus *c, ts_slot *out, char *err, s
                                                                                                    : NULL;
         if (missing) {
             json_decref(o);
-            return ts_bad(r, &r->counts.missing_field, err, errlen, "%s:%lld: field \"%s\" missing or of the wrong type",
+            return ts_bad(r, &r->counts.missing_field, err, errlen,
+                          "%s:%lld: field \"%s\" missing or of the wrong type",
                           c->path, (long long)c->line_no, missing);
         }
         const char *label = lab ? ts_intern(json_string_value(lab)) : c->label;

@@ -792,7 +792,8 @@ static int hf_pretok_step(const tok_hf *hf, const hf_pre *p, hf_scratch *hs, con
         const char *s = in->arena.p + in->w[i].off;
         size_t len = in->w[i].len;
         if (p->kind == HP_SPLIT || p->kind == HP_CHARS) {
-            rc = p->kind == HP_SPLIT ? hf_cuts_regex(hs, p->re, s, len, p->invert) : hf_cuts_chars(hs, p->char_class, s, len);
+            rc = p->kind == HP_SPLIT ? hf_cuts_regex(hs, p->re, s, len, p->invert)
+                                     : hf_cuts_chars(hs, p->char_class, s, len);
             if (rc == 0) rc = hf_emit_cuts(hs, p->behavior, s, out, hf_add_plain, NULL);
         } else if (p->kind == HP_BYTELEVEL) {
             tmp.n = 0;
@@ -809,7 +810,8 @@ static int hf_pretok_step(const tok_hf *hf, const hf_pre *p, hf_scratch *hs, con
             tmp.n = 0;
             size_t rl = strlen(p->repl);
             bool prepend = p->scheme == HM_ALWAYS || (p->scheme == HM_FIRST && first_segment && i == 0);
-            if (prepend && len > 0 && s[0] != ' ' && !(len >= rl && memcmp(s, p->repl, rl) == 0)) rc = tok_buf_add(&tmp, p->repl, rl);
+            bool has = len > 0 && (s[0] == ' ' || (len >= rl && memcmp(s, p->repl, rl) == 0));
+            if (prepend && len > 0 && !has) rc = tok_buf_add(&tmp, p->repl, rl);
             if (rc == 0) rc = hf_replace(&tmp, s, len, " ", p->repl);
             size_t start = 0;
             for (size_t k = 0; rc == 0 && p->split && k < tmp.n; k++)
