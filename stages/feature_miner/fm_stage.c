@@ -120,6 +120,14 @@ static void note_meta(const sf_msg *msg, const char *key, char **slot) {
     *slot = strndup(v, len);
 }
 
+/* realloc that keeps the block on failure. */
+static int grow(void **p, size_t bytes) {
+    void *q = realloc(*p, bytes ? bytes : 1);
+    if (!q) return sf_fail("feature_miner: out of memory (%zu bytes)", bytes);
+    *p = q;
+    return SF_OK;
+}
+
 /* An integer tensor of exactly n elements as int64 (I32 or I64 on the wire). */
 static int int_field(const sf_msg *msg, const char *key, int64_t n, int64_t *out, int required) {
     sf_tensor t;
@@ -165,19 +173,18 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
         return sf_fail("activations of two hooks (%s, %.*s) in one stream: set the parameter hook to the one the SAE reads",
                        s->hook, (int)hook_len, hook);
     int64_t B = acts.shape[0], T = acts.shape[1], rows = B * T;
-    if (B <= 0 || T <= 0 || T > INT_MAX / 2) return sf_fail("activations: bad shape [%lld, %lld, d]", (long long)B, (long long)T);
+    if (B == 0 || T == 0) return SF_OK; /* an empty batch: nothing to mine */
+    if (B < 0 || T < 0 || T > INT_MAX / 2) return sf_fail("activations: bad shape [%lld, %lld, d]", (long long)B, (long long)T);
     note_meta(msg, "checkpoint", &s->checkpoint);
     if (!s->hook) s->hook = strndup(hook, hook_len);
     note_meta(msg, "model", &s->model_name);
 
     if ((size_t)rows > s->cap_rows) {
-        size_t k = (size_t)s->sae.k;
-        s->x = realloc(s->x, (size_t)rows * (size_t)s->sae.d * sizeof *s->x);
-        s->tok = realloc(s->tok, (size_t)rows * sizeof *s->tok);
-        s->idx = realloc(s->idx, (size_t)rows * k * sizeof *s->idx);
-        s->val = realloc(s->val, (size_t)rows * k * sizeof *s->val);
-        if (!s->x || !s->tok || !s->idx || !s->val) return sf_fail("feature_miner: out of memory for %lld rows", (long long)rows);
-        s->cap_rows = (size_t)rows;
+        size_t r = (size_t)rows, k = (size_t)s->sae.k;
+        if (grow((void **)&s->x, r * (size_t)s->sae.d * sizeof *s->x) != SF_OK || grow((void **)&s->tok, r * sizeof *s->tok) != SF_OK ||
+            grow((void **)&s->idx, r * k * sizeof *s->idx) != SF_OK || grow((void **)&s->val, r * k * sizeof *s->val) != SF_OK)
+            return SF_ERR;
+        s->cap_rows = r;
     }
     if (sf_tensor_to_f32(&acts, s->x, (size_t)rows * (size_t)s->sae.d) != SF_OK) return SF_ERR;
     int64_t *tok64 = malloc((size_t)(rows + 2 * B) * sizeof *tok64);

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Bad input is a clear error, never a crash: activations messages with a wrong width, missing or
 mismatched fields, and bad parameters, each through fm_drive (exit 1 and a message naming the
-problem); NaN activations and an empty label are accepted. Under ASan this also checks for memory
+problem); NaN activations, an empty label and an empty batch are accepted. Under ASan this also checks for memory
 errors on every error path.
 usage: test_bad.py FM_DRIVE
 """
@@ -96,6 +96,9 @@ def main():
     m = good()
     m["label"] = ["", "ja"]
     run(m, None)
+    empty = {"acts": np.zeros((0, 5, D), np.float32), "tokens": np.zeros((0, 5), np.int32),
+             "doc_id": np.zeros(0, np.int64), "pos": np.zeros(0, np.int32), "label": []}
+    run([empty, good()], None)
 
     for msg in failures:
         print("FAIL:", msg)
