@@ -1,9 +1,10 @@
 #!/bin/sh
 # SentencePiece parity: saeflow's ids must equal spm_encode's, line for line, on the mixed test
-# text, for the LLM-jp-3 model (Unigram, byte fallback, identity normaliser) and for four
+# text, for the LLM-jp-3 model (Unigram, byte fallback, identity normaliser) and for six
 # models trained here with spm_train (BPE and Unigram; nmt_nfkc / nfkc_cf precompiled charsmaps;
-# identity; byte fallback; user-defined symbols; extra-whitespace removal on and off).
-# Also checks the round trip decode(encode(line)) for the lossless identity BPE model.
+# identity; byte fallback; user-defined symbols; extra-whitespace removal on and off; whitespace
+# as suffix; no dummy prefix).
+# Also checks the round trip decode(encode(line)) for the lossless models.
 # usage: spm_parity.sh TOK_TOKENIZE TEXT.txt.gz LLMJP.model
 set -eu
 tok=$1 text_gz=$2 llmjp=$3
@@ -41,6 +42,9 @@ train bpe-identity-bytes --model_type=bpe --vocab_size=3000 --byte_fallback=true
     --remove_extra_whitespaces=false --split_digits=true
 train unigram-nfkccf-bytes --model_type=unigram --vocab_size=3000 --byte_fallback=true \
     --user_defined_symbols='<sep>,東京,foo' --normalization_rule_name=nfkc_cf
+train bpe-ws-suffix --model_type=bpe --vocab_size=2000 --treat_whitespace_as_suffix=true
+train unigram-no-dummy --model_type=unigram --vocab_size=2000 --add_dummy_prefix=false \
+    --normalization_rule_name=nmt_nfkc_cf
 
 # Round trip on the lossless models (identity normaliser, spaces kept, byte fallback). Lines
 # with a literal U+2581 are left out: SentencePiece itself cannot tell it from a space.
