@@ -429,6 +429,12 @@ static int tok_bpe_try(const tok_tokenizer *t, tok_heap *h, const char *word, to
     if (l < 0 || r < 0 || syms[l].frozen || syms[r].frozen) return 0;
     tok_pair p = {0, l, r, -1, syms[l].len + syms[r].len};
     if (!pair(t, word, &syms[l], &syms[r], &p.priority, &p.merged_id)) return 0;
+    /* SentencePiece remembers the last pair that could form an unused piece, to split it again
+     * when emitting: left start << 32 | left length << 16 | right length. */
+    if (!t->hf && t->type[p.merged_id] == TOK_UNUSED && syms[l].len <= 0xFFFF && syms[r].len <= 0xFFFF &&
+        tok_map_put(&h->sc->rev, (uint64_t)p.merged_id,
+                    (uint64_t)syms[l].start << 32 | (uint64_t)syms[l].len << 16 | syms[r].len) != 0)
+        return -1;
     return tok_heap_push(h, p);
 }
 
@@ -484,6 +490,19 @@ static bool tok_spm_pair(const tok_tokenizer *t, const char *word, const tok_bpe
     return true;
 }
 
+/* Emits a merged symbol; an unused piece goes out as the two pieces it was formed from. */
+static int tok_spm_resegment(const tok_tokenizer *t, const tok_scratch *sc, const char *word, uint32_t start,
+                             uint32_t len, tok_emitter *e, tok_ids *out) {
+    int32_t id = tok_trie_get(&t->vocab, word + start, len);
+    uint64_t v;
+    if (id >= 0 && t->type[id] == TOK_UNUSED && tok_map_get(&sc->rev, (uint64_t)id, &v)) {
+        uint32_t ls = (uint32_t)(v >> 32), ll = (uint32_t)(v >> 16) & 0xFFFF, rl = (uint32_t)v & 0xFFFF;
+        if (tok_spm_resegment(t, sc, word, ls, ll, e, out) != 0) return -1;
+        return tok_spm_resegment(t, sc, word, ls + ll, rl, e, out);
+    }
+    return tok_emit(t, e, word + start, len, id, true, out);
+}
+
 static int tok_spm_bpe(const tok_tokenizer *t, const char *s, size_t len, tok_ids *out) {
     tok_scratch *sc = out->scratch;
     if (len > INT32_MAX || tok_bpe_syms_reserve(sc, len) != 0) return -1;
@@ -499,12 +518,14 @@ static int tok_spm_bpe(const tok_tokenizer *t, const char *s, size_t len, tok_id
         pos += mblen;
     }
     if (n == 0) return 0;
+    if (sc->rev.n) {
+        memset(sc->rev.e, 0, sc->rev.cap * sizeof *sc->rev.e);
+        sc->rev.n = 0;
+    }
     if (tok_bpe_merge(t, sc, s, syms, n, tok_spm_pair) != 0) return -1;
     tok_emitter e = {0};
-    for (int32_t i = 0; i >= 0; i = syms[i].next) {
-        int32_t id = tok_trie_get(&t->vocab, s + syms[i].start, syms[i].len);
-        if (tok_emit(t, &e, s + syms[i].start, syms[i].len, id, true, out) != 0) return -1;
-    }
+    for (int32_t i = 0; i >= 0; i = syms[i].next)
+        if (tok_spm_resegment(t, sc, s, syms[i].start, syms[i].len, &e, out) != 0) return -1;
     return 0;
 }
 
@@ -735,6 +756,7 @@ static void tok_scratch_free(tok_scratch *sc) {
     free(sc->nodes);
     free(sc->syms);
     free(sc->heap);
+    tok_map_free(&sc->rev);
     if (sc->hf) tok_hf_scratch_free(sc->hf);
     free(sc);
 }

@@ -127,6 +127,7 @@ struct tok_scratch {
     size_t syms_cap;
     void *heap;          /* BPE pair heap */
     size_t heap_cap;
+    tok_map rev;         /* SentencePiece BPE: unused piece id -> the pair that formed it */
     void *hf;            /* tokenizer.json pipeline scratch (tok_hf.c) */
 };
 

@@ -1,9 +1,9 @@
 #!/bin/sh
 # SentencePiece parity: saeflow's ids must equal spm_encode's, line for line, on the mixed test
-# text, for the LLM-jp-3 model (Unigram, byte fallback, identity normaliser) and for six
+# text, for the LLM-jp-3 model (Unigram, byte fallback, identity normaliser) and for eight
 # models trained here with spm_train (BPE and Unigram; nmt_nfkc / nfkc_cf precompiled charsmaps;
 # identity; byte fallback; user-defined symbols; extra-whitespace removal on and off; whitespace
-# as suffix; no dummy prefix).
+# as suffix; no dummy prefix; unused pieces).
 # Also checks the round trip decode(encode(line)) for the lossless models.
 # usage: spm_parity.sh TOK_TOKENIZE TEXT.txt.gz LLMJP.model
 set -eu
@@ -43,6 +43,11 @@ train bpe-identity-bytes --model_type=bpe --vocab_size=3000 --byte_fallback=true
 train unigram-nfkccf-bytes --model_type=unigram --vocab_size=3000 --byte_fallback=true \
     --user_defined_symbols='<sep>,東京,foo' --normalization_rule_name=nfkc_cf
 train bpe-ws-suffix --model_type=bpe --vocab_size=2000 --treat_whitespace_as_suffix=true
+# Unused pieces (BPE re-splits them, Unigram skips them): copies with every fifth piece unused.
+for m in bpe-nfkc unigram-nfkc; do
+    /usr/bin/python3 "$(dirname "$0")/spm_mark_unused.py" "$dir/$m.model" "$dir/$m-unused.model"
+    check "$m-unused" "$dir/$m-unused.model"
+done
 train unigram-no-dummy --model_type=unigram --vocab_size=2000 --add_dummy_prefix=false \
     --normalization_rule_name=nmt_nfkc_cf
 
