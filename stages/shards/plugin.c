@@ -10,6 +10,7 @@
 
 typedef struct writer_state {
     sh_writer *w;
+    const char *hook; /* filter, or "" */
     int ended;
     char *label_buf; /* NUL-terminated copies of a message's strings */
     size_t label_cap;
@@ -24,6 +25,8 @@ static const sf_param_def writer_params[] = {
     {"dtype", SF_PARAM_STRING, "F32", "stored activation dtype: F32, BF16 or F16 (round to nearest even)"},
     {"shard_mb", SF_PARAM_INT, "128", "shard size in MiB of row data; memory holds one pending shard per split"},
     {"resume", SF_PARAM_BOOL, "true", "continue a directory that already holds shards of the same run"},
+    {"hook", SF_PARAM_STRING, "",
+     "store only messages of this hook point (forward emits one message per hook); empty: all must be of one"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -37,6 +40,7 @@ static int writer_init(sf_ctx *ctx, void **state) {
     writer_state *s = calloc(1, sizeof *s);
     if (!s) abort();
     *state = s;
+    s->hook = sf_param_str(ctx, "hook");
     s->w = sh_writer_open(sf_param_str(ctx, "dir"), dt, (size_t)mb << 20, sf_param_bool(ctx, "resume"));
     return s->w ? SF_OK : SF_ERR;
 }
@@ -60,6 +64,12 @@ static int copy_str(writer_state *s, const sf_msg *msg, const char *key, size_t 
 static int writer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;
     writer_state *s = state;
+    if (s->hook[0]) {
+        const char *h;
+        size_t hl;
+        if (sf_msg_get_str(msg, "hook", &h, &hl) != SF_OK) return SF_ERR;
+        if (hl != strlen(s->hook) || memcmp(h, s->hook, hl) != 0) return SF_OK;
+    }
     sh_batch b = {0};
     sf_tensor tok, doc, pos;
     size_t nl, off = 0, o_model, o_ckpt, o_hook, o_split;
