@@ -45,6 +45,20 @@ for split in ("train", "validation"):
     got = sum(s["norm_sum"] for s in m["shards"] if s["split"] == split)
     check(abs(got - norms.sum()) <= 1e-9 * norms.sum(), f"norm sum {got} vs numpy {norms.sum()}")
     check(abs(m["splits"][split]["norm_mean"] - norms.mean()) <= 1e-9 * norms.mean(), "split norm_mean")
+# inspect: the mean norm, and a histogram of norms sampled every ceil(n / 50)-th row (manifest order).
+p = run("cmd", "inspect", dir1, "--hist-rows", 50)
+allrows = np.concatenate([read_safetensors(os.path.join(dir1, s["file"]))[0]["acts"][1] for s in m["shards"]])
+norms = np.linalg.norm(allrows.astype(np.float64), axis=1)
+sample = norms[:: -(-len(norms) // 50)]
+line = [x for x in p.stdout.splitlines() if x.startswith("mean norm")][0]
+check(abs(float(line.split()[2]) - norms.mean()) <= 1e-5 * norms.mean(), f"inspect mean norm: {line}")
+bins = [x for x in p.stdout.splitlines() if x.startswith("  [")]
+counts = [int(x.split(")")[1].split()[0]) for x in bins]
+edges = [float(x.split(",")[0].strip(" [")) for x in bins]
+check(len(bins) == 20 and sum(counts) == len(sample), f"histogram of {sum(counts)} rows, sampled {len(sample)}")
+check(abs(edges[0] - sample.min()) <= 1e-3 * sample.max(), f"histogram starts at {edges[0]}, min {sample.min()}")
+check(counts[0] >= 1 and counts[-1] >= 1, "the extreme bins hold the min and the max")
+
 # Each shard holds whole sequences, and its manifest entry says which.
 sh = m["shards"][0]
 t, meta = read_safetensors(os.path.join(dir1, sh["file"]))
