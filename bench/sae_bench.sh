@@ -15,12 +15,14 @@ grep -q avx512f /proc/cpuinfo && export OPENBLAS_CORETYPE=SKYLAKEX
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
-best() { # best tokens_per_s among JSON lines on stdin
-    $PY -c 'import sys, json; print(max(json.loads(l)["tokens_per_s"] for l in sys.stdin if l.startswith("{")))'
+best() { # best value of field $1 among JSON lines on stdin
+    $PY -c 'import sys, json; print(max(json.loads(l)[sys.argv[1]] for l in sys.stdin if l.startswith("{")))' "$1"
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-auto}"
-printf '%-28s %12s %12s %8s\n' "shape (d, latents, k, batch)" "C tok/s" "torch tok/s" "ratio"
+echo "tok/s: wall clock; tok/cpu-s: per CPU-second of the process (all threads), steadier on a shared machine"
+printf '%-24s %9s %11s %7s %11s %11s %7s\n' "d, latents, k, batch" "C tok/s" "torch tok/s" "ratio" \
+    "C tok/cpu-s" "torch" "ratio"
 # d n k batch c_steps torch_steps
 for shape in "512 8192 32 4096 8 3" "2048 32768 32 4096 2 1"; do
     set -- $shape
@@ -35,7 +37,10 @@ for shape in "512 8192 32 4096 8 3" "2048 32768 32 4096 2 1"; do
             --data "$TMP/x.f32" >> "$TMP/t.txt"
         i=$((i + 1))
     done
-    C=$(best < "$TMP/c.txt")
-    T=$(best < "$TMP/t.txt")
-    printf '%-28s %12.0f %12.0f %7.2fx\n' "$D, $N, $K, $B" "$C" "$T" "$($PY -c "print($C / $T)")"
+    C=$(best tokens_per_s < "$TMP/c.txt")
+    T=$(best tokens_per_s < "$TMP/t.txt")
+    CC=$(best tokens_per_cpu_s < "$TMP/c.txt")
+    TC=$(best tokens_per_cpu_s < "$TMP/t.txt")
+    printf '%-24s %9.0f %11.0f %6.2fx %11.0f %11.0f %6.2fx\n' "$D, $N, $K, $B" "$C" "$T" "$($PY -c "print($C / $T)")" \
+        "$CC" "$TC" "$($PY -c "print($CC / $TC)")"
 done
