@@ -12,8 +12,8 @@ typedef struct writer_state {
     sh_writer *w;
     const char *hook; /* filter, or "" */
     int ended;
-    char *label_buf; /* NUL-terminated copies of a message's strings */
-    size_t label_cap;
+    char *str_buf; /* NUL-terminated copies of a message's model, checkpoint, hook, split */
+    size_t str_cap;
     const char **labels;
     size_t *label_len;
     size_t nlabels_cap;
@@ -45,18 +45,18 @@ static int writer_init(sf_ctx *ctx, void **state) {
     return s->w ? SF_OK : SF_ERR;
 }
 
-/* A string field as a NUL-terminated string in buf (at offset *off); returns the offset. */
+/* Appends string field `key` to str_buf at *off, NUL-terminated, and advances *off. */
 static int copy_str(writer_state *s, const sf_msg *msg, const char *key, size_t *off) {
     const char *p;
     size_t n;
     if (sf_msg_get_str(msg, key, &p, &n) != SF_OK) return SF_ERR;
-    if (*off + n + 1 > s->label_cap) {
-        s->label_cap = 2 * (*off + n + 1);
-        s->label_buf = realloc(s->label_buf, s->label_cap);
-        if (!s->label_buf) abort();
+    if (*off + n + 1 > s->str_cap) {
+        s->str_cap = 2 * (*off + n + 1);
+        s->str_buf = realloc(s->str_buf, s->str_cap);
+        if (!s->str_buf) abort();
     }
-    memcpy(s->label_buf + *off, p, n);
-    s->label_buf[*off + n] = 0;
+    memcpy(s->str_buf + *off, p, n);
+    s->str_buf[*off + n] = 0;
     *off += n + 1;
     return SF_OK;
 }
@@ -92,10 +92,10 @@ static int writer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *
     if (copy_str(s, msg, "hook", &off)) return SF_ERR;
     o_split = off;
     if (copy_str(s, msg, "split", &off)) return SF_ERR;
-    b.model = s->label_buf + o_model; /* label_buf no longer moves */
-    b.checkpoint = s->label_buf + o_ckpt;
-    b.hook = s->label_buf + o_hook;
-    b.split = s->label_buf + o_split;
+    b.model = s->str_buf + o_model; /* str_buf no longer moves */
+    b.checkpoint = s->str_buf + o_ckpt;
+    b.hook = s->str_buf + o_hook;
+    b.split = s->str_buf + o_split;
     if (nl > s->nlabels_cap) {
         s->nlabels_cap = nl;
         s->labels = realloc(s->labels, nl * sizeof *s->labels);
@@ -126,7 +126,7 @@ static int writer_on_eos(sf_ctx *ctx, void *state) {
 /* After an interrupt the pending whole sequences are still written: a resumed run skips them. */
 static int writer_finish(sf_ctx *ctx, void *state) {
     writer_state *s = state;
-    if (!s->w) return SF_OK;
+    if (!s || !s->w) return SF_OK; /* init failed */
     int rc = s->ended ? SF_OK : sh_writer_close(s->w, 0);
     int64_t skipped, rows, shards;
     sh_writer_stats(s->w, &skipped, &rows, &shards);
@@ -140,7 +140,7 @@ static void writer_destroy(void *state) {
     writer_state *s = state;
     if (!s) return;
     sh_writer_free(s->w);
-    free(s->label_buf);
+    free(s->str_buf);
     free(s->labels);
     free(s->label_len);
     free(s);

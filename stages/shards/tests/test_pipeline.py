@@ -140,6 +140,17 @@ check(np.array_equal(lab, labr), "killed-and-resumed copy: labels differ")
 t, lab = kill_loop(os.path.join(tmp, "killed-replicas"), 2)
 check(key(t, lab) == want, "killed-and-resumed copy with replicas: rows not each exactly once")
 
+# Bad parameters and directories fail cleanly, named, before any data moves.
+for name, edit, words in (("dtype", ("dtype = BF16", "dtype = F64"), "F64"),
+                          ("nodir", (f'dir = "{src}"', f'dir = "{tmp}/none"'), "manifest.json"),
+                          ("split", ("split = train", "split = test"), "no shards of split 'test'")):
+    text = open(cmd(os.path.join(tmp, "bad-" + name))[2]).read().replace(*edit)
+    path = os.path.join(tmp, f"bad-{name}.sf")
+    open(path, "w").write(text)
+    p = subprocess.run([SAEFLOW, "run", path, "--no-progress"], capture_output=True, text=True, timeout=60)
+    check(p.returncode == 1 and words in p.stderr and "Sanitizer" not in p.stderr,
+          f"bad {name}: exit {p.returncode}: {p.stderr[-2000:]}")
+
 # The inspect command through saeflow.
 p = subprocess.run([SAEFLOW, "shards", "inspect", reference, "--verify"], capture_output=True, text=True)
 check(p.returncode == 0 and "verified: 0 bad shards" in p.stdout and "norms histogram" in p.stdout,
