@@ -60,12 +60,13 @@ void sae_normalize(const sae_model *m, float *x, int64_t rows, float *norms);
 
 /* Encodes raw activations x[rows][d] (normalisation applied inside, x unchanged): for each row
  * the k largest positive pre-activations, idx[r*k + j] / val[r*k + j], sorted by value, highest
- * first; unused slots (fewer than k positive) have idx -1 and val 0. Multi-threaded. SF_OK or SF_ERR. */
+ * first; unused slots (fewer than k positive) have idx -1 and val 0. Runs on sae_lib's thread pool
+ * (callers in several threads take turns). SF_OK or SF_ERR. */
 int sae_encode(const sae_model *m, const float *x, int64_t rows, int32_t *idx, float *val);
 
-/* Reconstructs raw activations: xhat[rows][d] in the same space as x (normalisation undone).
- * idx/val as sae_encode returns them for these rows; norms as sae_normalize returned (NULL if
- * m->norm is SAE_NORM_NONE). */
+/* Reconstructs activations xhat[rows][d] from idx/val as sae_encode returns them: in the input's
+ * raw space when norms holds the factors sae_normalize returned for these rows, in the SAE's
+ * normalised space when norms is NULL. */
 void sae_decode(const sae_model *m, const int32_t *idx, const float *val, int64_t rows,
                 const float *norms, float *xhat);
 
