@@ -110,11 +110,23 @@ full = time.time() - t0
 rng = random.Random(7)
 
 
+def shards_listed(d):
+    try:
+        return len(json.load(open(os.path.join(d, "manifest.json")))["shards"])
+    except (OSError, ValueError):
+        return 0
+
+
 def kill_loop(dst, replicas):
     killed = 0
     for i in range(12):  # until a run completes: later runs resume further each time
+        before = shards_listed(dst)
         p = subprocess.Popen(cmd(dst, replicas=replicas), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(rng.uniform(0.05, 0.5 * full))
+        # Kill mid-copy: once this run has added a shard, after a random extra moment.
+        t_end = time.time() + 30
+        while shards_listed(dst) <= before and p.poll() is None and time.time() < t_end:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 0.1 * full))
         p.send_signal(signal.SIGINT if i == 2 else signal.SIGKILL)
         err = p.communicate()[1]
         check(p.returncode in (0, -9, 130), f"unexpected exit {p.returncode}: {err[-2000:]}")
@@ -139,6 +151,20 @@ for k in ("acts", "tokens", "doc_id", "pos", "seq"):
 check(np.array_equal(lab, labr), "killed-and-resumed copy: labels differ")
 t, lab = kill_loop(os.path.join(tmp, "killed-replicas"), 2)
 check(key(t, lab) == want, "killed-and-resumed copy with replicas: rows not each exactly once")
+
+# An F16 directory replays as F32 (acts_dtype stored widens F16, the schema has no F16): the F32
+# copy holds numpy's widening of the stored halves.
+f16 = os.path.join(tmp, "f16")
+run("write", f16, "--seqs", 300, "--d", D, "--dtype", "F16")
+text = open(cmd(os.path.join(tmp, "f16-copy"))[2]).read()
+text = text.replace(f'dir = "{src}"', f'dir = "{f16}"').replace("dtype = BF16", "dtype = F32")
+open(os.path.join(tmp, "f16.sf"), "w").write(text)
+p = subprocess.run([SAEFLOW, "run", os.path.join(tmp, "f16.sf"), "--no-progress"], capture_output=True, text=True)
+check(p.returncode == 0, f"F16 replay failed: {p.stderr[-2000:]}")
+_, a = load_dir(f16)
+_, b = load_dir(os.path.join(tmp, "f16-copy"))
+check(b["train"]["acts"].dtype == np.float32 and
+      np.array_equal(b["train"]["acts"], a["train"]["acts"].astype(np.float32)), "F16 replay is not the widening")
 
 # Bad parameters and directories fail cleanly, named, before any data moves.
 for name, edit, words in (("dtype", ("dtype = BF16", "dtype = F64"), "F64"),
