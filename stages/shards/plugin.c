@@ -52,8 +52,7 @@ static int copy_str(writer_state *s, const sf_msg *msg, const char *key, size_t 
     if (sf_msg_get_str(msg, key, &p, &n) != SF_OK) return SF_ERR;
     if (*off + n + 1 > s->str_cap) {
         s->str_cap = 2 * (*off + n + 1);
-        s->str_buf = realloc(s->str_buf, s->str_cap);
-        if (!s->str_buf) abort();
+        s->str_buf = sh_grow(s->str_buf, s->str_cap);
     }
     memcpy(s->str_buf + *off, p, n);
     s->str_buf[*off + n] = 0;
@@ -98,9 +97,8 @@ static int writer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *
     b.split = s->str_buf + o_split;
     if (nl > s->nlabels_cap) {
         s->nlabels_cap = nl;
-        s->labels = realloc(s->labels, nl * sizeof *s->labels);
-        s->label_len = realloc(s->label_len, nl * sizeof *s->label_len);
-        if (!s->labels || !s->label_len) abort();
+        s->labels = sh_grow(s->labels, nl * sizeof *s->labels);
+        s->label_len = sh_grow(s->label_len, nl * sizeof *s->label_len);
     }
     for (size_t i = 0; i < nl; i++)
         if (sf_msg_get_strs_at(msg, "label", i, &s->labels[i], &s->label_len[i]) != SF_OK) return SF_ERR;
@@ -244,8 +242,7 @@ static int source_produce(sf_ctx *ctx, void *state) {
     sf_msg_put_tensor(msg, "seq", SF_I64, 1, shape, out.seq);
     if ((size_t)B > s->labels_cap) {
         s->labels_cap = (size_t)B;
-        s->labels = realloc(s->labels, s->labels_cap * sizeof *s->labels);
-        if (!s->labels) abort();
+        s->labels = sh_grow(s->labels, s->labels_cap * sizeof *s->labels);
     }
     for (int64_t i = 0; i < B; i++) s->labels[i] = m->labels[out.label[i]];
     sf_msg_put_strs(msg, "label", s->labels, (size_t)B);

@@ -187,15 +187,6 @@ void sh_shard_close(sh_shard *s) {
 
 /* ---- the reader ---- */
 
-/* Row-oriented columns: the shuffle buffer and the output batch. */
-typedef struct sh_cols {
-    int64_t cap;
-    uint8_t *acts;
-    int32_t *tokens, *pos;
-    int64_t *doc_id, *seq;
-    uint8_t *label;
-} sh_cols;
-
 struct sh_reader {
     char *dir;
     sh_reader_opts o;
@@ -215,38 +206,6 @@ struct sh_reader {
     sh_cols out;
     int started;
 };
-
-static void *xalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) abort();
-    return p;
-}
-
-static void cols_reserve(sh_cols *c, int64_t rows, size_t acts_row) {
-    if (rows <= c->cap) return;
-    free(c->acts);
-    free(c->tokens);
-    free(c->pos);
-    free(c->doc_id);
-    free(c->seq);
-    free(c->label);
-    c->acts = xalloc((size_t)rows * acts_row);
-    c->tokens = xalloc((size_t)rows * 4);
-    c->pos = xalloc((size_t)rows * 4);
-    c->doc_id = xalloc((size_t)rows * 8);
-    c->seq = xalloc((size_t)rows * 8);
-    c->label = xalloc((size_t)rows);
-    c->cap = rows;
-}
-
-static void cols_free(sh_cols *c) {
-    free(c->acts);
-    free(c->tokens);
-    free(c->pos);
-    free(c->doc_id);
-    free(c->seq);
-    free(c->label);
-}
 
 /* Copies row i of shard s into row j of c (per-row pos, doc_id, seq: callers keep what they need). */
 static void row_from_shard(sh_cols *c, int64_t j, const sh_shard *s, int64_t i, size_t acts_row) {
@@ -323,8 +282,8 @@ sh_reader *sh_reader_open(const char *dir, const sh_reader_opts *o) {
     if (rc == SF_DONE) sf_fail("%s/manifest.json: no such file: not a shard directory, or no shard was completed", dir);
     if (rc != SF_OK) goto fail;
     r->acts_row = (size_t)r->m.run.d * sf_dtype_size(r->m.run.dtype);
-    r->shards = xalloc((r->m.nshards + 1) * sizeof *r->shards);
-    r->order = xalloc((r->m.nshards + 1) * sizeof *r->order);
+    r->shards = sh_grow(NULL, (r->m.nshards + 1) * sizeof *r->shards);
+    r->order = sh_grow(NULL, (r->m.nshards + 1) * sizeof *r->order);
     size_t in_split = 0;
     for (size_t i = 0; i < r->m.nshards; i++) {
         if (strcmp(r->m.shards[i].split, o->split) != 0) continue;
@@ -347,7 +306,7 @@ sh_reader *sh_reader_open(const char *dir, const sh_reader_opts *o) {
     /* Each part gets its own stream: mix the part into the seed. */
     uint64_t x = o->seed ^ (0x632be59bd9b4e019ull * (uint64_t)(o->part + 1));
     for (int i = 0; i < 4; i++) r->rng[i] = splitmix(&x);
-    if (o->shuffle) cols_reserve(&r->buf, o->buffer_rows, r->acts_row);
+    if (o->shuffle) sh_cols_reserve(&r->buf, o->buffer_rows, r->acts_row);
     start_epoch(r);
     return r;
 fail:
@@ -403,7 +362,7 @@ static int next_in_order(sh_reader *r, sh_out *out) {
         B++;
         end += T;
     }
-    cols_reserve(&r->out, B * T, r->acts_row);
+    sh_cols_reserve(&r->out, B * T, r->acts_row);
     memcpy(r->out.acts, s->acts + (size_t)start * r->acts_row, (size_t)(B * T) * r->acts_row);
     memcpy(r->out.tokens, s->tokens + 4 * start, (size_t)(B * T) * 4);
     for (int64_t b = 0; b < B; b++) {
@@ -426,7 +385,7 @@ static int next_shuffled(sh_reader *r, sh_out *out) {
         row_from_shard(&r->buf, r->buf_n++, &r->cur, r->row++, r->acts_row);
     if (rc == SF_ERR) return SF_ERR;
     if (r->buf_n == 0) return SF_DONE;
-    cols_reserve(&r->out, r->o.batch_rows, r->acts_row);
+    sh_cols_reserve(&r->out, r->o.batch_rows, r->acts_row);
     int64_t k = 0;
     while (k < r->o.batch_rows && r->buf_n > 0) {
         int64_t i = (int64_t)rng_below(r->rng, (uint64_t)r->buf_n);
@@ -464,8 +423,8 @@ void sh_reader_free(sh_reader *r) {
     if (!r) return;
     prefetch_wait(&r->pf);
     if (r->cur.file) sh_shard_close(&r->cur);
-    cols_free(&r->buf);
-    cols_free(&r->out);
+    sh_cols_free(&r->buf);
+    sh_cols_free(&r->out);
     sh_manifest_free(&r->m);
     free(r->shards);
     free(r->order);

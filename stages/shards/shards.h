@@ -65,6 +65,21 @@ int sh_dtype_parse(const char *s, sf_dtype *out);
 /* Tensor bytes per row (activations plus the per-token fields). */
 size_t sh_row_bytes(const sh_run *r);
 
+/* Row columns in memory, one entry per row as in a shard. */
+typedef struct sh_cols {
+    int64_t cap;
+    uint8_t *acts;
+    int32_t *tokens, *pos;
+    int64_t *doc_id, *seq;
+    uint8_t *label;
+} sh_cols;
+
+/* realloc, aborting when memory is exhausted (as the library does). */
+void *sh_grow(void *p, size_t n);
+/* Grows c to hold at least `rows` rows, keeping its contents. */
+void sh_cols_reserve(sh_cols *c, int64_t rows, size_t acts_row);
+void sh_cols_free(sh_cols *c);
+
 /* ---- writer ------------------------------------------------------------------------------ */
 
 /* One batch of sequences as the activations message carries it. Pointers may be unaligned. */

@@ -31,12 +31,9 @@
 
 /* The rows of one shard being filled or written. */
 typedef struct sh_rows {
-    int64_t n, cap, nseq;
+    sh_cols c;
+    int64_t n, nseq;
     int64_t first_seq, last_seq;
-    uint8_t *acts;
-    int32_t *tokens, *pos;
-    int64_t *doc_id, *seq;
-    uint8_t *label;
     double norm_sum, norm_sq_sum;
 } sh_rows;
 
@@ -269,34 +266,11 @@ static int check_run(sh_writer *w, const sh_batch *b, int64_t d) {
     return SF_OK;
 }
 
-static void *grow(void *p, size_t n) {
-    p = realloc(p, n ? n : 1);
-    if (!p) abort();
-    return p;
-}
-
 /* Room for `rows` more rows; hint: the rows of a full shard, so one allocation usually lasts
  * (a shard overshoots it by less than one sequence). */
 static void rows_reserve(sh_rows *r, int64_t rows, size_t acts_row, int64_t hint) {
-    if (r->n + rows <= r->cap) return;
-    int64_t cap = r->n + rows;
-    cap = cap < hint ? hint : cap + cap / 8;
-    r->acts = grow(r->acts, (size_t)cap * acts_row);
-    r->tokens = grow(r->tokens, (size_t)cap * 4);
-    r->pos = grow(r->pos, (size_t)cap * 4);
-    r->doc_id = grow(r->doc_id, (size_t)cap * 8);
-    r->seq = grow(r->seq, (size_t)cap * 8);
-    r->label = grow(r->label, (size_t)cap);
-    r->cap = cap;
-}
-
-static void rows_free(sh_rows *r) {
-    free(r->acts);
-    free(r->tokens);
-    free(r->pos);
-    free(r->doc_id);
-    free(r->seq);
-    free(r->label);
+    int64_t need = r->n + rows;
+    if (need > r->c.cap) sh_cols_reserve(&r->c, need < hint ? hint : need + need / 8, acts_row);
 }
 
 /* The shard is on disk (fsync'd): its pages leave the page cache, so a long extraction does not
@@ -323,12 +297,12 @@ static int flush_write(sh_writer *w) {
     sf_st_writer *st = sf_st_writer_new();
     int64_t shape[2] = {r->n, run->d};
     /* Widest alignment first, so every tensor starts aligned to its element size (d even). */
-    sf_st_writer_add(st, "doc_id", SF_I64, 1, shape, r->doc_id);
-    sf_st_writer_add(st, "seq", SF_I64, 1, shape, r->seq);
-    sf_st_writer_add(st, "acts", w->dtype, 2, shape, r->acts);
-    sf_st_writer_add(st, "tokens", SF_I32, 1, shape, r->tokens);
-    sf_st_writer_add(st, "pos", SF_I32, 1, shape, r->pos);
-    sf_st_writer_add(st, "label", SF_U8, 1, shape, r->label);
+    sf_st_writer_add(st, "doc_id", SF_I64, 1, shape, r->c.doc_id);
+    sf_st_writer_add(st, "seq", SF_I64, 1, shape, r->c.seq);
+    sf_st_writer_add(st, "acts", w->dtype, 2, shape, r->c.acts);
+    sf_st_writer_add(st, "tokens", SF_I32, 1, shape, r->c.tokens);
+    sf_st_writer_add(st, "pos", SF_I32, 1, shape, r->c.pos);
+    sf_st_writer_add(st, "label", SF_U8, 1, shape, r->c.label);
     sf_st_writer_meta(st, "format", SH_FORMAT);
     sf_st_writer_meta(st, "model", run->model);
     sf_st_writer_meta(st, "checkpoint", run->checkpoint);
@@ -355,7 +329,7 @@ static int flush_write(sh_writer *w) {
     pthread_mutex_lock(&w->m_lock);
     if (m->nshards == m->cap) {
         m->cap = m->cap ? 2 * m->cap : 64;
-        m->shards = grow(m->shards, m->cap * sizeof *m->shards);
+        m->shards = sh_grow(m->shards, m->cap * sizeof *m->shards);
     }
     m->shards[m->nshards++] = si;
     m->complete = 0;
@@ -440,7 +414,7 @@ int sh_writer_add(sh_writer *w, const sh_batch *b) {
 
     size_t td = (size_t)T * (size_t)d, in_size = sf_dtype_size(a->dtype), out_size = sf_dtype_size(w->dtype);
     if (w->f32_cap < td) {
-        w->f32 = grow(w->f32, td * sizeof(float));
+        w->f32 = sh_grow(w->f32, td * sizeof(float));
         w->f32_cap = td;
     }
     for (int64_t i = 0; i < B; i++) {
@@ -454,7 +428,7 @@ int sh_writer_add(sh_writer *w, const sh_batch *b) {
                 return sf_fail("label '%.*s' is not a usable name", (int)b->label_len[i], b->label[i]);
             if (w->m.nlabels == SH_MAX_LABELS) return sf_fail("more than %d distinct labels", SH_MAX_LABELS);
             pthread_mutex_lock(&w->m_lock);
-            w->m.labels = grow(w->m.labels, (w->m.nlabels + 1) * sizeof *w->m.labels);
+            w->m.labels = sh_grow(w->m.labels, (w->m.nlabels + 1) * sizeof *w->m.labels);
             w->m.labels[w->m.nlabels] = strndup(b->label[i], b->label_len[i]);
             label = (int)w->m.nlabels++;
             pthread_mutex_unlock(&w->m_lock);
@@ -471,19 +445,19 @@ int sh_writer_add(sh_writer *w, const sh_batch *b) {
         rows_reserve(r, T, (size_t)d * out_size, (int64_t)(w->shard_bytes / sh_row_bytes(&w->m.run)) + 1);
         /* F32 is converted straight into the shard buffer (aligned: malloc'd, rows of 4d bytes);
          * the other dtypes round from a float32 copy, which the norms are computed from. */
-        uint8_t *dst = r->acts + (size_t)r->n * d * out_size;
+        uint8_t *dst = r->c.acts + (size_t)r->n * d * out_size;
         float *x32 = w->dtype == SF_F32 ? (float *)(void *)dst : w->f32;
         sf_convert_to_f32(x32, (const char *)a->data + (size_t)i * td * in_size, a->dtype, td);
         if (w->dtype != SF_F32) sf_convert_from_f32(dst, w->dtype, x32, td);
-        memcpy(r->tokens + r->n, (const char *)b->tokens + (size_t)i * T * 4, (size_t)T * 4);
+        memcpy(r->c.tokens + r->n, (const char *)b->tokens + (size_t)i * T * 4, (size_t)T * 4);
         for (int64_t t = 0; t < T; t++) {
             double sq = sum_squares(x32 + t * d, d);
             r->norm_sum += sqrt(sq);
             r->norm_sq_sum += sq;
-            r->doc_id[r->n + t] = doc;
-            r->pos[r->n + t] = pos + (int32_t)t;
-            r->label[r->n + t] = (uint8_t)label;
-            r->seq[r->n + t] = seq;
+            r->c.doc_id[r->n + t] = doc;
+            r->c.pos[r->n + t] = pos + (int32_t)t;
+            r->c.label[r->n + t] = (uint8_t)label;
+            r->c.seq[r->n + t] = seq;
         }
         if (r->nseq == 0) r->first_seq = seq;
         r->nseq++;
@@ -515,8 +489,8 @@ void sh_writer_free(sh_writer *w) {
     if (!w) return;
     if (w->fl.active) pthread_join(w->fl.thread, NULL);
     free(w->fl.labels_json);
-    rows_free(&w->fl.rows);
-    for (int i = 0; i < w->nsplits; i++) rows_free(&w->splits[i].rows);
+    sh_cols_free(&w->fl.rows.c);
+    for (int i = 0; i < w->nsplits; i++) sh_cols_free(&w->splits[i].rows.c);
     pthread_mutex_destroy(&w->m_lock);
     sh_manifest_free(&w->m);
     free(w->keys);
