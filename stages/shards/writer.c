@@ -78,8 +78,8 @@ struct sh_writer {
     int64_t next_seq;   /* seq of the next sequence written */
     sh_key *keys;       /* the stored sequences; capacity a power of two */
     size_t keys_cap;
-    int64_t keys_n, keys_seen;
-    int64_t skipped, rows_written, shards_written;
+    int64_t keys_n, keys_seen; /* keys_seen: stored sequences skipped in this run */
+    int64_t rows_written, shards_written;
     sh_flush fl;
     float *f32;         /* one sequence as float32 */
     size_t f32_cap;
@@ -239,7 +239,7 @@ fail:
 }
 
 void sh_writer_stats(const sh_writer *w, int64_t *skipped_seqs, int64_t *rows, int64_t *shards) {
-    *skipped_seqs = w->skipped;
+    *skipped_seqs = w->keys_seen;
     *rows = w->rows_written;
     *shards = w->shards_written;
 }
@@ -437,7 +437,6 @@ int sh_writer_add(sh_writer *w, const sh_batch *b) {
         if (k && k->used && !k->seen) { /* already on disk from an earlier run */
             k->seen = 1;
             w->keys_seen++;
-            w->skipped++;
             continue;
         }
         int64_t seq = w->next_seq++;
