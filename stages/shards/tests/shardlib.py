@@ -1,21 +1,34 @@
 """Independent readers for the shard tests: a small safetensors parser on numpy, the expected
 synthetic stream (the formula documented in shards_driver.c), and the driver's dump format."""
+import atexit
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import zlib
 
 import numpy as np
 
 DTYPES = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4", "U8": "u1"}
 DRIVER = None
+FAILED = False
 
 
 def fail(msg):
+    global FAILED
+    FAILED = True
     print("FAIL:", msg)
     sys.exit(1)
+
+
+def make_tmp(prefix):
+    """A scratch directory, removed at exit unless a check failed (then kept for a look)."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(lambda: FAILED or shutil.rmtree(d, ignore_errors=True))
+    return d
 
 
 def check(cond, msg):

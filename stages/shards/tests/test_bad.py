@@ -7,17 +7,16 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import shardlib  # noqa: E402
-from shardlib import check, expected_rows, init, load_dir, run  # noqa: E402
+from shardlib import check, expected_rows, init, load_dir, make_tmp, run  # noqa: E402
 
 init()
-tmp = tempfile.mkdtemp(prefix="shards-bad-")
+tmp = make_tmp("shards-bad-")
 NSEQ, D = 200, 16
 good = os.path.join(tmp, "good")
 run("write", good, "--seqs", NSEQ, "--d", D, "--shard-kb", 4)

@@ -10,19 +10,18 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import shardlib  # noqa: E402
-from shardlib import check, expected_rows, init, load_dir  # noqa: E402
+from shardlib import check, expected_rows, init, load_dir, make_tmp  # noqa: E402
 
 init()
 KILLS = int(sys.argv[2]) if len(sys.argv) > 2 else 40
 NSEQ, D = 2500, 16
-tmp = tempfile.mkdtemp(prefix="shards-crash-")
+tmp = make_tmp("shards-crash-")
 want = {sp: expected_rows(NSEQ, D, sp) for sp in ("train", "validation")}
 rng = random.Random(int(os.environ.get("SHARDS_CRASH_SEED", "12345")))
 

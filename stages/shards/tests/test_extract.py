@@ -11,13 +11,12 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shardlib import check, init, load_dir, read_safetensors  # noqa: E402
+from shardlib import check, init, load_dir, make_tmp, read_safetensors  # noqa: E402
 
 init()
 SAEFLOW, ROOT = os.path.abspath(sys.argv[2]), os.path.abspath(sys.argv[3])
@@ -29,7 +28,7 @@ stages = subprocess.run([SAEFLOW, "stages"], capture_output=True, text=True).std
 if not all(s in stages for s in ("text_source", "tokenizer", "forward")):
     print("skip: text_source, tokenizer and forward are not built here (-Dstages)")
     sys.exit(77)
-tmp = tempfile.mkdtemp(prefix="shards-extract-")
+tmp = make_tmp("shards-extract-")
 
 PIPE = f"""
 stage docs = text_source {{

@@ -9,18 +9,17 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shardlib import check, init, load_dir, run  # noqa: E402
+from shardlib import check, init, load_dir, make_tmp, run  # noqa: E402
 
 init()
 SAEFLOW = os.path.abspath(sys.argv[2])
-tmp = tempfile.mkdtemp(prefix="shards-pipe-")
+tmp = make_tmp("shards-pipe-")
 D = 64
 src = os.path.join(tmp, "src")
 run("write", src, "--seqs", 30000, "--d", D, "--shard-kb", 2048)

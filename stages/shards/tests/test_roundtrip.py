@@ -4,17 +4,16 @@ nearest even); the reader re-forms the stored sequences in order and shuffles ev
 once per epoch. Usage: test_roundtrip.py SHARDS_DRIVER"""
 import os
 import sys
-import tempfile
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shardlib import (check, expected_rows, formula_acts, init, load_dir, read_dump, read_safetensors,  # noqa: E402
-                      run, stream)
+from shardlib import (check, expected_rows, formula_acts, init, load_dir, make_tmp,  # noqa: E402
+                      read_dump, read_safetensors, run, stream)
 
 init()
-tmp = tempfile.mkdtemp(prefix="shards-rt-")
+tmp = make_tmp("shards-rt-")
 NSEQ = 300
 
 
