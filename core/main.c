@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "blas.h"
+#include "curve.h"
 #include "pipeline.h"
 #include "plugins.h"
 #include "runtime.h"
@@ -17,6 +18,7 @@ static void usage(FILE *out) {
             "  saeflow run FILE [options] [KEY=VALUE ...]   run a pipeline (KEY=VALUE overrides its 'set' variables)\n"
             "  saeflow check FILE [KEY=VALUE ...]           validate a pipeline without running it\n"
             "  saeflow stages [NAME]                        list stages, or one stage's parameters and docs\n"
+            "  saeflow keygen DIR                           write a CurveZMQ keypair for a pipeline's 'curve \"DIR\"' line\n"
             "  saeflow version                              print the version and stage ABI\n"
             "  saeflow help                                 this text\n",
             SF_VERSION);
@@ -194,6 +196,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(cmd, "stages")) return cmd_stages(argc, argv);
+    if (!strcmp(cmd, "keygen")) return sf_curve_keygen_main(argc, argv);
     if (!strcmp(cmd, "run")) return cmd_run(argc, argv, 1);
     if (!strcmp(cmd, "check")) return cmd_run(argc, argv, 0);
     const sf_command *c = sf_plugins_command(cmd);

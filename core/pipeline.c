@@ -179,6 +179,11 @@ static int parse_line(parser *ps, char *line, const char *dir) {
         if (sf_plugins_load_file(path) != SF_OK) return perr(ps, ps->line, "%s", sf_last_error());
         return SF_OK;
     }
+    if (strncmp(s, "curve ", 6) == 0) {
+        if (p->curve_dir) return perr(ps, ps->line, "a second 'curve' line: one key directory serves the whole pipeline");
+        /* relative to the working directory, like the stages' file parameters */
+        return read_value(ps, s + 6, &p->curve_dir);
+    }
     if (strncmp(s, "host ", 5) == 0) {
         if (split_assign(ps, s + 5, &name, &rest, "host") != SF_OK || read_value(ps, rest, &value) != SF_OK) return SF_ERR;
         if (strncmp(value, "tcp://", 6) != 0 && strncmp(value, "ipc://", 6) != 0) {
@@ -211,11 +216,10 @@ static int parse_line(parser *ps, char *line, const char *dir) {
         st->type = xstrdup(type);
         st->line = ps->line;
         st->replicas = 1;
-        st->host = -1;
         ps->open = st;
         return SF_OK;
     }
-    return perr(ps, ps->line, "expected 'stage', 'set', 'host' or 'plugin', found '%.40s'", s);
+    return perr(ps, ps->line, "expected 'stage', 'set', 'host', 'curve' or 'plugin', found '%.40s'", s);
 }
 
 static const sf_param_def *param_def(const sf_stage_def *d, const char *name) {
@@ -260,9 +264,16 @@ static int validate_stage(parser *ps, sf_stage_decl *st) {
                 return perr(ps, kv->line, "distribute must be 'share' (each message to one replica) or 'broadcast' (to every replica)");
             st->broadcast = !strcmp(kv->value, "broadcast");
         } else if (strcmp(kv->key, "host") == 0) {
-            for (int h = 0; h < p->n_hosts; h++)
-                if (strcmp(p->hosts[h].name, kv->value) == 0) st->host = h;
-            if (st->host < 0) return perr(ps, kv->line, "unknown host '%s': declare it with 'host %s = tcp://ADDRESS:PORT'", kv->value, kv->value);
+            char *save = NULL;
+            for (char *tok = strtok_r(kv->value, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                tok = trim(tok);
+                int found = -1;
+                for (int h = 0; h < p->n_hosts; h++)
+                    if (strcmp(p->hosts[h].name, tok) == 0) found = h;
+                if (found < 0) return perr(ps, kv->line, "unknown host '%s': declare it with 'host %s = tcp://ADDRESS:PORT'", tok, tok);
+                GROW(st->hosts, st->n_hosts);
+                st->hosts[st->n_hosts++] = found;
+            }
         } else {
             const sf_param_def *pd = param_def(d, kv->key);
             if (!pd) {
@@ -283,8 +294,11 @@ static int validate_stage(parser *ps, sf_stage_decl *st) {
     for (const sf_param_def *pd = d->params; pd && pd->name; pd++)
         if (!pd->default_value && !sf_pipeline_param(st, pd->name))
             return perr(ps, st->line, "stage '%s' (%s) needs parameter '%s' (%s): %s", st->name, st->type, pd->name, type_name(pd->type), pd->doc ? pd->doc : "");
-    if (p->n_hosts && st->host < 0)
+    if (p->n_hosts && !st->n_hosts)
         return perr(ps, st->line, "stage '%s' has no 'host = NAME': with hosts declared, every stage needs one", st->name);
+    if (st->n_hosts > st->replicas)
+        return perr(ps, st->line, "stage '%s' lists %d hosts for %d replicas: replica r runs on the (r mod n)-th host, so list at most one per replica",
+                    st->name, st->n_hosts, st->replicas);
     int line = st->inputs_line ? st->inputs_line : st->line;
     if (d->max_inputs == 0 && st->n_inputs)
         return perr(ps, line, "stage '%s' (%s) is a source and takes no input", st->name, st->type);
@@ -388,11 +402,11 @@ void sf_pipeline_free(sf_pipeline *p) {
         sf_stage_decl *st = &p->stages[i];
         for (int j = 0; j < st->n_params; j++) free(st->params[j].key), free(st->params[j].value);
         for (int j = 0; j < st->n_inputs; j++) free(st->inputs[j]);
-        free(st->params), free(st->inputs), free(st->input_idx), free(st->name), free(st->type);
+        free(st->params), free(st->inputs), free(st->input_idx), free(st->hosts), free(st->name), free(st->type);
     }
     for (int i = 0; i < p->n_hosts; i++) free(p->hosts[i].name), free(p->hosts[i].endpoint);
     for (int i = 0; i < p->n_vars; i++) free(p->vars[i].key), free(p->vars[i].value);
-    free(p->stages), free(p->hosts), free(p->vars), free(p->path);
+    free(p->stages), free(p->hosts), free(p->vars), free(p->path), free(p->curve_dir);
     free(p);
 }
 

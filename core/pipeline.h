@@ -4,8 +4,11 @@
  *     set layer = 11                      # a variable; `saeflow run FILE layer=12` overrides it
  *     plugin "build/libmystage.so"        # an extra plugin, relative to the file
  *     host a = tcp://10.0.0.1:5700        # hosts (optional): where each host's stages listen
+ *     curve "keys"                        # CurveZMQ keys (saeflow keygen keys): tcp edges encrypted
+ *                                         # and only peers holding the key may connect
  *     stage tok = tokenizer {             # stage NAME = TYPE { ... }
  *         input = src                     # reserved keys: input, replicas, host, distribute
+ *         host = a, b                     # replica r runs on the (r mod n)-th host listed
  *         file = "${suite}/tokenizer.model"
  *     }
  */
@@ -34,7 +37,8 @@ typedef struct sf_stage_decl {
     int *input_idx; /* resolved: index into the pipeline's stages */
     int replicas;
     int broadcast; /* distribute = broadcast: every replica gets every message */
-    int host;      /* index into hosts, or -1 */
+    int *hosts;    /* replica r runs on hosts[r % n_hosts] (indexes into the pipeline's hosts) */
+    int n_hosts;   /* 0: no hosts declared */
     const sf_stage_entry *entry;
 } sf_stage_decl;
 
@@ -46,7 +50,11 @@ typedef struct sf_pipeline {
     int n_hosts;
     sf_kv *vars;
     int n_vars;
+    char *curve_dir; /* from a 'curve' line (relative to the working directory), or NULL */
 } sf_pipeline;
+
+/* The host (index into p->hosts) of a stage's replica r, or -1 without hosts. */
+static inline int sf_replica_host(const sf_stage_decl *s, int r) { return s->n_hosts ? s->hosts[r % s->n_hosts] : -1; }
 
 /* Parses and validates path; overrides are "key=value" strings for `set` variables.
  * NULL with sf_last_error() as "file:line: what is wrong (how to fix it)". */

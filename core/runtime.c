@@ -207,7 +207,7 @@ static void instance_name(const sf_stage_decl *s, int r, char *out, size_t n) {
 
 /* Where producer instance (stage, r) listens for consumers on other hosts. */
 static void remote_endpoint(const sf_pipeline *p, int stage, int r, int bind, char *out, size_t n) {
-    const sf_host *h = &p->hosts[p->stages[stage].host];
+    const sf_host *h = &p->hosts[sf_replica_host(&p->stages[stage], r)];
     if (strncmp(h->endpoint, "ipc://", 6) == 0) {
         snprintf(out, n, "%s/%s.%d", h->endpoint, p->stages[stage].name, r);
         return;
@@ -225,7 +225,9 @@ static void local_endpoint(const sf_pipeline *p, int stage, int r, char *out, si
 /* ------------------------------------------------------------------------------------------ */
 /* The loop: receiving                                                                         */
 
-static int is_local_stage(sf_runtime *rt, int stage) { return rt->host < 0 || rt->p->stages[stage].host == rt->host; }
+static int is_local(sf_runtime *rt, int stage, int replica) {
+    return rt->host < 0 || sf_replica_host(&rt->p->stages[stage], replica) == rt->host;
+}
 
 static void handle_router_frame(sf_ctx *ctx, sf_frame *f) {
     sf_runtime *rt = ctx->rt;
@@ -607,16 +609,17 @@ static int setup_instance(sf_runtime *rt, sf_ctx *c, int stage_idx) {
                     memset(l, 0, sizeof *l);
                     instance_name(&p->stages[s], r, l->id, sizeof l->id);
                     l->group = g;
-                    l->remote = !is_local_stage(rt, s);
+                    l->remote = !is_local(rt, s, r);
                 }
             }
     if (c->n_out) {
         char ep[600];
-        c->router = open_socket(rt, ZMQ_ROUTER);
-        local_endpoint(p, stage_idx, c->replica, ep, sizeof ep);
-        if (zmq_bind(c->router, ep) != 0) return sf_fail("%s: cannot bind %s: %s", c->name, ep, zmq_strerror(errno));
         int remote = 0;
         for (int i = 0; i < c->n_out; i++) remote |= c->out[i].remote;
+        c->router = open_socket(rt, ZMQ_ROUTER);
+        if (remote && rt->curve && sf_curve_server(c->router, &rt->keys) != SF_OK) return SF_ERR;
+        local_endpoint(p, stage_idx, c->replica, ep, sizeof ep);
+        if (zmq_bind(c->router, ep) != 0) return sf_fail("%s: cannot bind %s: %s", c->name, ep, zmq_strerror(errno));
         if (remote) {
             remote_endpoint(p, stage_idx, c->replica, 1, ep, sizeof ep);
             if (zmq_bind(c->router, ep) != 0)
@@ -634,12 +637,13 @@ static int setup_instance(sf_runtime *rt, sf_ctx *c, int stage_idx) {
             memset(l, 0, sizeof *l);
             instance_name(&p->stages[u], r, l->peer, sizeof l->peer);
             l->input = i;
-            l->remote = !is_local_stage(rt, u);
+            l->remote = !is_local(rt, u, r);
             char ep[600];
             if (l->remote) remote_endpoint(p, u, r, 0, ep, sizeof ep);
             else local_endpoint(p, u, r, ep, sizeof ep);
             l->sock = open_socket(rt, ZMQ_DEALER);
             zmq_setsockopt(l->sock, ZMQ_ROUTING_ID, c->name, strlen(c->name));
+            if (l->remote && rt->curve && sf_curve_client(l->sock, &rt->keys) != SF_OK) return SF_ERR;
             if (zmq_connect(l->sock, ep) != 0) return sf_fail("%s: cannot connect to %s: %s", c->name, ep, zmq_strerror(errno));
         }
     }
@@ -692,6 +696,7 @@ static void free_runtime(sf_runtime *rt) {
         free(c);
     }
     free(rt->inst);
+    sf_zap_stop(&rt->zap);
     zmq_ctx_term(rt->zctx);
 }
 
@@ -719,9 +724,16 @@ int sf_run(sf_pipeline *p, const sf_run_options *o) {
     uv_loop_init(&rt->loop);
     rt->start = sf_now();
     int rc = SF_OK;
+    if (rt->host >= 0 && p->curve_dir) {
+        rt->curve = 1;
+        rc = sf_curve_load(p->curve_dir, &rt->keys);
+        if (rc == SF_OK) rc = sf_zap_start(&rt->zap, rt->zctx, &rt->keys);
+    } else if (rt->host >= 0) {
+        sf_log(SF_LOG_INFO, "edges between hosts are neither encrypted nor authenticated (add a 'curve' line: see core/HOSTS.md)");
+    }
     for (int s = 0; s < p->n_stages && rc == SF_OK; s++) {
-        if (!is_local_stage(rt, s)) continue;
         for (int r = 0; r < p->stages[s].replicas && rc == SF_OK; r++) {
+            if (!is_local(rt, s, r)) continue;
             sf_ctx *c = calloc(1, sizeof *c);
             c->decl = &p->stages[s];
             c->def = c->decl->entry->def;
@@ -777,6 +789,8 @@ int sf_run(sf_pipeline *p, const sf_run_options *o) {
     uv_run(&rt->loop, UV_RUN_DEFAULT);
     sf_progress_tick(rt, 1);
     sf_progress_summary(rt);
+    if (atomic_load(&rt->zap.refused))
+        sf_log(SF_LOG_WARN, "refused %d connection attempts without this pipeline's CURVE key", atomic_load(&rt->zap.refused));
     int code = 0;
     if (rt->error[0]) {
         fprintf(stderr, "saeflow: error: %s\n", rt->error);

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <uv.h>
 
+#include "curve.h"
 #include "edge.h"
 #include "pipeline.h"
 
@@ -104,6 +105,9 @@ typedef struct sf_runtime {
     uv_timer_t tick;
     uv_idle_t again;
     void *zctx;
+    int curve; /* edges to other hosts use CURVE with keys, checked by zap */
+    sf_curve_keys keys;
+    sf_zap zap;
     struct sf_ctx **inst; /* this process's instances */
     int n_inst;
     atomic_int stopping, interrupted, aborting;
