@@ -6,6 +6,7 @@
 
 #include "blas.h"
 #include "curve.h"
+#include "launch.h"
 #include "pipeline.h"
 #include "plugins.h"
 #include "runtime.h"
@@ -17,6 +18,7 @@ static void usage(FILE *out) {
             "usage:\n"
             "  saeflow run FILE [options] [KEY=VALUE ...]   run a pipeline (KEY=VALUE overrides its 'set' variables)\n"
             "  saeflow check FILE [KEY=VALUE ...]           validate a pipeline without running it\n"
+            "  saeflow launch FILE [options] [KEY=VALUE ...] run every host's part over ssh (SAEFLOW_SSH, SAEFLOW_BIN)\n"
             "  saeflow stages [NAME]                        list stages, or one stage's parameters and docs\n"
             "  saeflow keygen DIR                           write a CurveZMQ keypair for a pipeline's 'curve \"DIR\"' line\n"
             "  saeflow version                              print the version and stage ABI\n"
@@ -42,6 +44,8 @@ static void usage(FILE *out) {
             "\nenvironment:\n"
             "  SAEFLOW_PLUGIN_PATH    extra directories of stage plugins (.so), ':'-separated\n"
             "  SAEFLOW_LOG            debug | info | warn | error (default info)\n"
+            "  SAEFLOW_SSH            launch: the ssh command (default 'ssh -o BatchMode=yes'), given ADDR and a command\n"
+            "  SAEFLOW_BIN            launch: saeflow's path on the hosts (default: this binary's path)\n"
             "  OPENBLAS_CORETYPE      OpenBLAS kernel; saeflow picks one itself where OpenBLAS misdetects the CPU\n"
             "\nexit codes: 0 success, 1 a stage failed, 2 bad usage or pipeline file, 130 interrupted\n");
 }
@@ -197,6 +201,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "stages")) return cmd_stages(argc, argv);
     if (!strcmp(cmd, "keygen")) return sf_curve_keygen_main(argc, argv);
+    if (!strcmp(cmd, "launch")) return sf_launch_main(argc, argv);
     if (!strcmp(cmd, "run")) return cmd_run(argc, argv, 1);
     if (!strcmp(cmd, "check")) return cmd_run(argc, argv, 0);
     const sf_command *c = sf_plugins_command(cmd);
