@@ -296,9 +296,6 @@ static int validate_stage(parser *ps, sf_stage_decl *st) {
             return perr(ps, st->line, "stage '%s' (%s) needs parameter '%s' (%s): %s", st->name, st->type, pd->name, type_name(pd->type), pd->doc ? pd->doc : "");
     if (p->n_hosts && !st->n_hosts)
         return perr(ps, st->line, "stage '%s' has no 'host = NAME': with hosts declared, every stage needs one", st->name);
-    if (st->n_hosts > st->replicas)
-        return perr(ps, st->line, "stage '%s' lists %d hosts for %d replicas: replica r runs on the (r mod n)-th host, so list at most one per replica",
-                    st->name, st->n_hosts, st->replicas);
     int line = st->inputs_line ? st->inputs_line : st->line;
     if (d->max_inputs == 0 && st->n_inputs)
         return perr(ps, line, "stage '%s' (%s) is a source and takes no input", st->name, st->type);

@@ -8,7 +8,7 @@
  *                                         # and only peers holding the key may connect
  *     stage tok = tokenizer {             # stage NAME = TYPE { ... }
  *         input = src                     # reserved keys: input, replicas, host, distribute
- *         host = a, b                     # replica r runs on the (r mod n)-th host listed
+ *         host = a, b                     # replica r runs on the (r mod n)-th host listed (extra hosts: unused)
  *         file = "${suite}/tokenizer.model"
  *     }
  */
