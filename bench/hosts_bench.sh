@@ -2,6 +2,7 @@
 # Throughput of pipelines/three-hosts.flow: one process vs three hosts (network namespaces joined
 # by a bridge, tcp + CURVE between them), and the forward stage with one vs two replicas.
 # Usage (root): bench/hosts_bench.sh [BUILD_DIR] [DOCS]    e.g. bench/hosts_bench.sh build 1000
+# FLOW=bench/hosts_forward.flow measures the forward stage alone (light source and BF16 sink).
 # Tokens/s = activation rows the shard writer stored / wall time. The machine has 2 cores: the
 # "hosts" share them, so this measures the engine's overhead and parallelism, not a real cluster.
 set -euo pipefail
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 BUILD=${1:-build}
 DOCS=${2:-1000}
 SF=$(realpath "$BUILD/core/saeflow")
-FLOW=pipelines/three-hosts.flow
+FLOW=${FLOW:-pipelines/three-hosts.flow}
 [ "$(id -u)" = 0 ] || { echo "hosts_bench: needs root for ip netns"; exit 77; }
 command -v ip >/dev/null || { echo "hosts_bench: needs iproute2"; exit 77; }
 T=$$
@@ -34,6 +35,7 @@ for h in A B C; do
     ip -n "$ns" addr add "${ADDR[$h]}/24" dev eth0
     ip -n "$ns" link set eth0 up
 done
+mkdir -p "$TMP/runs"
 "$SF" keygen "$TMP/keys" >/dev/null
 VARS="addr_a=${ADDR[A]} addr_b=${ADDR[B]} addr_c=${ADDR[C]} docs=$DOCS keys=$TMP/keys"
 
@@ -64,7 +66,7 @@ three() { # NAME REPLICAS
 report() { # LABEL ROWS SECONDS
     printf "%-44s %9d tokens %7.2f s %9.0f tokens/s\n" "$1" "$2" "$3" "$(echo "$2 / $3" | bc -l)"
 }
-echo "pipelines/three-hosts.flow, docs=$DOCS, $(nproc) cores, $(date -u +%F)"
+echo "$FLOW, docs=$DOCS, $(nproc) cores, $(date -u +%F)"
 read r1 s1 < <(one one-1 1);     report "one process, 1 forward replica" $r1 $s1
 read r2 s2 < <(one one-2 2);     report "one process, 2 forward replicas" $r2 $s2
 read r3 s3 < <(three three-1 1); report "three hosts, 1 forward replica (on A)" $r3 $s3
