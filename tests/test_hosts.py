@@ -181,14 +181,14 @@ for port in range(int(sys.argv[4]), int(sys.argv[4]) + 6):
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.ROUTING_ID, b"fwd[1]" if port == int(sys.argv[4]) + 1 else b"sae")
-    if mode == "curve":                          # its own keypair, the server's real public key
-        pub, sec = zmq.curve_keypair()
+    if mode in ("curve", "member"):              # its own keypair (or the cluster's), the real server key
+        server = open(sys.argv[5] + "/public.key", "rb").read().strip()
+        pub, sec = zmq.curve_keypair() if mode == "curve" else (server, open(sys.argv[5] + "/secret.key", "rb").read().strip())
         s.curve_publickey, s.curve_secretkey = pub, sec
-        s.curve_serverkey = open(sys.argv[5], "rb").read().strip()
+        s.curve_serverkey = server
     s.connect(f"tcp://{addr}:{port}")
     hello = struct.pack("<IIQ", 0x53460001, 1000, 0)
     abort = struct.pack("<IIQ", 0x53460005, 0, 0)
-    s.send(hello, zmq.NOBLOCK) if False else None
     socks.append((s, hello, abort))
 got = 0
 end = time.time() + seconds
@@ -196,7 +196,8 @@ while time.time() < end:
     for s, hello, abort in socks:
         try:
             s.send(hello, zmq.NOBLOCK)
-            s.send_multipart([abort, b"intruder says stop"], zmq.NOBLOCK)
+            if mode != "member":  # the control only listens, to show it would get data
+                s.send_multipart([abort, b"intruder says stop"], zmq.NOBLOCK)
         except zmq.Again:
             pass
         while True:
@@ -213,8 +214,8 @@ print(got)
     pa = start("A", sec_run)
     port = 47300
     py = "/usr/bin/python3"
-    spies = [subprocess.Popen(["ip", "netns", "exec", NS["C"], py, intruder, HOSTS["A"], mode, "6", str(port),
-                               os.path.join(keys, "public.key")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    spies = [subprocess.Popen(["ip", "netns", "exec", NS["C"], py, intruder, HOSTS["A"], mode, "6", str(port), keys],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for mode in ("curve", "plain")]
     spy_out = [s.communicate(timeout=60) for s in spies]
     (ra, ea), (rb, eb), (rc, ec) = finish(pa), finish(pb), finish(pc)
@@ -226,6 +227,15 @@ print(got)
         got = totals(sec_run, ec)
         check(got["row_digest"] == ref["row_digest"] and got["count"] == ref["count"],
               "with intruders, the totals still equal the one-process run")
+
+    # control: the same intruder holding the cluster keypair, with only host A running, is served
+    ctl_run = os.path.join(tmp, "control")
+    pa = start("A", ctl_run, extra=["--connect-timeout", "5"])
+    spy = subprocess.run(["ip", "netns", "exec", NS["C"], py, intruder, HOSTS["A"], "member", "4", str(port), keys],
+                         capture_output=True, text=True, timeout=60)
+    finish(pa, 60)
+    check(spy.stdout.strip().isdigit() and int(spy.stdout) > 0,
+          f"control: a DEALER holding the cluster key is served by host A ({spy.stdout.strip() or spy.stderr[-300:]} frames)")
 
     wrong_run = os.path.join(tmp, "wrongkey")
     t0 = time.time()
