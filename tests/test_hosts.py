@@ -266,10 +266,11 @@ print(got)
     check(r.returncode != 0 and "saeflow keygen" in r.stderr, "a missing key directory says how to make one")
 
     # --- 3. kill forward replica fwd[1] mid-run -------------------------------------------------
+    KILL_DOCS = "1500"
     kill_run = os.path.join(tmp, "kill")
-    pc, pb = start("C", kill_run, docs="3000"), start("B", kill_run, docs="3000")
-    pa = start("A", kill_run, docs="3000")
-    time.sleep(4)
+    pc, pb = start("C", kill_run, docs=KILL_DOCS), start("B", kill_run, docs=KILL_DOCS)
+    pa = start("A", kill_run, docs=KILL_DOCS)
+    time.sleep(3)
     alive = pb.poll() is None
     pb.kill()  # SIGKILL to 'ip netns exec', which exec'd saeflow: the replica's process itself
     t0 = time.time()
@@ -283,6 +284,21 @@ print(got)
     check(not os.path.exists(m) or not json.load(open(m)).get("complete"), "the killed run's shards are not marked complete")
     if failures:
         print("A:", ea[-1500:], "\nC:", ec[-1500:])
+
+    # a re-run resumes (shards skip the sequences they hold, the SAE continues from its checkpoint)
+    # and ends with the totals of an uninterrupted run: nothing acknowledged was lost or counted twice
+    full = os.path.join(tmp, "full")
+    r = subprocess.run([saeflow, "run", FLOW, "--host", "A", "--no-progress", "on_b=A", "on_c=A", *vars_for(full, KILL_DOCS)],
+                       cwd=root, capture_output=True, text=True, env=env, timeout=300)
+    full_totals = totals(full, r.stderr) if r.returncode == 0 else {}
+    procs_again = [start(h, kill_run, docs=KILL_DOCS, extra=["resume=true"]) for h in ("C", "B", "A")]
+    results = [finish(p) for p in procs_again]
+    check(all(rc == 0 for rc, _ in results), f"the re-run after the kill succeeds (exit codes {[rc for rc, _ in results]})")
+    resumed = totals(kill_run, results[0][1])
+    print("     uninterrupted:", full_totals, "\n     killed + resumed:", resumed)
+    check("skipped_sequences = 0" not in results[0][1], "the re-run resumed the shard directory (skipped what it held)")
+    for k in ("count", "sequences", "rows", "row_digest", "sae_tokens"):
+        check(resumed.get(k) == full_totals.get(k), f"killed + resumed: {k} equals an uninterrupted run ({resumed.get(k)} vs {full_totals.get(k)})")
 
     # --- 4. saeflow launch through a stand-in for ssh -----------------------------------------
     fake_ssh = os.path.join(tmp, "fake-ssh")
