@@ -102,6 +102,32 @@ same = sum(1 for a, b in zip(sent, got) if isinstance(b["a"], np.ndarray) and b[
            and b["a"].tobytes() == a["a"].tobytes() and b["note"] == a["note"] and b["labels"] == a["labels"] and b["x"] == 0.5)
 check(same == len(sent), f"arrays of 12 dtypes and ranks 0-4 came back bit-exact ({same}/{len(sent)})")
 
+# 2b. bf16 as msgpack-numpy sends it (a 2-byte void array: kind b'V', descr list) reaches C as BF16:
+# the C side re-encodes it as '<V2', so the bits come back unchanged.
+pin, pout = random.randrange(20000, 40000), random.randrange(40000, 60000)
+p = subprocess.Popen([saeflow, "run", flow("bf16.flow", f"""
+stage feed = zmq_in {{
+    endpoint = tcp://127.0.0.1:{pin}
+}}
+stage back = zmq_out {{
+    input = feed
+    endpoint = tcp://127.0.0.1:{pout}
+}}
+"""), "--no-progress"], stderr=subprocess.PIPE, text=True)
+push = ctx.socket(zmq.PUSH)
+push.connect(f"tcp://127.0.0.1:{pin}")
+pull = ctx.socket(zmq.PULL)
+pull.connect(f"tcp://127.0.0.1:{pout}")
+f32 = rng.standard_normal((3, 4)).astype(np.float32)
+bf = (f32.view(np.uint32) >> 16).astype(np.uint16).view("V2")
+push.send(msgpack.packb({"acts": bf}, default=msgpack_numpy.encode))
+push.send(b"")
+got = recv_all(pull)
+p.wait(timeout=60)
+back = got[0]["acts"] if got else None
+check(p.returncode == 0 and back is not None and back.tobytes() == bf.tobytes() and back.shape == (3, 4),
+      "bf16 sent by msgpack-numpy as void arrays crosses the C side bit-exact")
+
 # 3. Python feeds tensor_gen-format messages that the C verify_sink checks.
 pin = random.randrange(20000, 60000)
 p = subprocess.Popen([saeflow, "run", flow("verify.flow", f"""

@@ -6,7 +6,7 @@ PACKAGES="build-essential meson ninja-build pkg-config
   libzmq3-dev libmsgpack-dev libuv1-dev libopenblas-dev libjansson-dev zlib1g-dev
   libpcre2-dev libutf8proc-dev libprotobuf-c-dev protobuf-c-compiler
   python3 python3-numpy python3-zmq python3-msgpack-numpy python3-torch
-  sentencepiece chromium"
+  python3-sentencepiece sentencepiece chromium iproute2 libisal-dev"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

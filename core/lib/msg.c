@@ -375,6 +375,11 @@ int sf_msg_get_tensor(const sf_msg *m, const char *key, sf_tensor *out) {
         return wrong_type(key, "a msgpack-numpy array (nd, type, shape, data)");
     const char *ts;
     size_t tl;
+    /* msgpack-numpy writes void dtypes (bf16 travels as 2-byte void) as a descr list
+     * [['', '|V2']] with kind b'V'; take the single field's type string. */
+    if (type->type == MSGPACK_OBJECT_ARRAY && type->via.array.size == 1 &&
+        type->via.array.ptr[0].type == MSGPACK_OBJECT_ARRAY && type->via.array.ptr[0].via.array.size == 2)
+        type = &type->via.array.ptr[0].via.array.ptr[1];
     if (as_str(type, &ts, &tl) != SF_OK || np_type_parse(ts, tl, &out->dtype) != SF_OK)
         return sf_fail("message field '%s': unsupported array type", key);
     if (shape->type != MSGPACK_OBJECT_ARRAY || shape->via.array.size > SF_MAX_DIMS)
