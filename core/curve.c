@@ -114,18 +114,18 @@ int sf_curve_client(void *sock, const sf_curve_keys *k) {
 /* ZAP (RFC 27) request: version, request id, domain, address, routing id, mechanism, credentials.
  * Reply: version, request id, status code, status text, user id, metadata. */
 static void zap_answer(sf_zap *z) {
-    zmq_msg_t part[8];
+    zmq_msg_t part[8], extra;
     int n = 0, more = 1;
-    while (more) {
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, z->sock, 0) < 0) {
-            zmq_msg_close(&m);
+    while (more) { /* parts beyond 8 are read into extra and dropped */
+        zmq_msg_t *m = n < 8 ? &part[n] : &extra;
+        zmq_msg_init(m);
+        if (zmq_msg_recv(m, z->sock, 0) < 0) {
+            zmq_msg_close(m);
             break;
         }
-        more = zmq_msg_more(&m);
-        if (n < 8) part[n++] = m;
-        else zmq_msg_close(&m);
+        more = zmq_msg_more(m);
+        if (m == &extra) zmq_msg_close(m);
+        else n++;
     }
     if (n < 6) { /* not a ZAP request: nothing sensible to answer */
         for (int i = 0; i < n; i++) zmq_msg_close(&part[i]);
