@@ -212,7 +212,7 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
         int skip = s->drop_bos && s->vocab.bos >= 0 && s->tok[b * T] == s->vocab.bos && T > 1;
         int64_t r0 = b * T + skip;
         rc = fm_miner_add(s->miner, s->tok + r0, (int)(T - skip), s->idx + r0 * k, s->val + r0 * k, k, doc[b],
-                          (int32_t)(pos[b] + skip), label, (int)label_len);
+                          (int32_t)pos[b], label, (int)label_len);
     }
     free(tok64);
     if (rc != SF_OK) return SF_ERR;

@@ -203,7 +203,7 @@ static int put_meta(sf_msg *m, const sf_msg *in, const fwd_stage *s, const int32
         for (int b = 0; b < B; b++) {
             int32_t v;
             memcpy(&v, (const char *)pos->data + (size_t)b * 4, 4);
-            p[b] = v + skip;
+            p[b] = v; /* pos names the first non-BOS token: dropping BOS does not move it */
         }
     }
     const char *pass[] = {"doc_id", "label", "split"};
@@ -498,7 +498,7 @@ static const sf_stage_def forward_stage = {
     .summary = "transformer forward (Llama/Qwen2/Mistral, GPT-2, GPT-NeoX): tokens -> activations",
     .doc = "Reads tokens messages (tokens int32 [B, T], doc_id, pos, label, split) and emits one activations "
            "message per hook: acts [B, T, d] (f32 or bf16; [B, T, d_ff] for mlp_hidden), tokens, doc_id, pos, "
-           "label, split, hook, layer, model, checkpoint. With drop_bos the BOS column is removed (pos + 1). "
+           "label, split, hook, layer, model, checkpoint. With drop_bos the BOS column is removed (pos, the first non-BOS token's position, is unchanged). "
            "logits [B, T, vocab] and loss [B, T] ride with the first hook's message when asked for.",
     .params = fwd_params,
     .min_inputs = 1,

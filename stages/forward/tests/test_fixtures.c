@@ -20,7 +20,8 @@ static double rel_err(const float *got, const float *ref, size_t n) {
     for (size_t i = 0; i < n; i++) {
         if (isnan(ref[i]) && isnan(got[i])) continue;
         double e = fabs((double)got[i] - ref[i]);
-        if (!(e <= err)) err = e; /* NaN in got counts as infinite error */
+        if (isnan(e)) return INFINITY; /* a NaN where the reference has a number */
+        if (e > err) err = e;
         if (fabs(ref[i]) > scale) scale = fabs(ref[i]);
     }
     return err / (scale > 0 ? scale : 1);

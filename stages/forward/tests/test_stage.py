@@ -3,7 +3,7 @@
 PyTorch reference activations (tools/forward_make_fixtures.py).
 
 Pipeline: zmq_in -> forward -> zmq_out, fed and read from here with pyzmq + msgpack-numpy: one
-tokens message in, one activations message per hook out, BOS column dropped, pos + 1, metadata
+tokens message in, one activations message per hook out, BOS column dropped, pos unchanged, metadata
 passed through, loss on the first message; f32 within 1e-4 of the reference, bf16 within its
 rounding. CLI: every token's activations / logits in order as .npy, and the mean loss.
 
@@ -138,7 +138,7 @@ def test_pipeline(tmp, fixture, ref, out_dtype, tol):
         check(f"{h} metadata",
               m["hook"] == h and m["layer"] == int(h.split(".")[1]) and m["split"] == "test"
               and list(m["label"]) == msg["label"] and np.array_equal(m["doc_id"], msg["doc_id"])
-              and np.array_equal(m["pos"], msg["pos"] + 1) and np.array_equal(m["tokens"], tokens[:, 1:])
+              and np.array_equal(m["pos"], msg["pos"]) and np.array_equal(m["tokens"], tokens[:, 1:])
               and m["checkpoint"] == os.path.basename(fixture))
         if i == 0:
             ok = "loss" in m and m["loss"].shape == (B, T - 1)
