@@ -665,6 +665,7 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
     json_object_set_new(sum, "sequences", json_integer((json_int_t)m->sequences));
     json_object_set_new(sum, "alive", json_integer(alive));
     json_object_set_new(sum, "dead_in_stream", json_integer(n - alive));
+    json_object_set_new(sum, "nonfinite_values", json_integer((json_int_t)m->nonfinite));
     json_t *params = json_object();
     json_object_set_new(params, "top_n", json_integer(m->cfg.top_n));
     json_object_set_new(params, "threshold_frac", jreal(m->cfg.frac));
