@@ -45,6 +45,39 @@ static int alive_unit_rows(const float *W, int n, const unsigned char *alive, in
     return m;
 }
 
+/* The regularised incomplete beta function I_x(a, b): the continued fraction (modified Lentz),
+ * as in Numerical Recipes' betai/betacf. */
+static double inc_beta(double a, double b, double x) {
+    if (x <= 0) return 0;
+    if (x >= 1) return 1;
+    if (x > (a + 1) / (a + b + 2)) return 1 - inc_beta(b, a, 1 - x); /* where the fraction converges fast */
+    double front = exp(lgamma(a + b) - lgamma(a) - lgamma(b) + a * log(x) + b * log1p(-x)) / a;
+    double tiny = 1e-300, c = 1, dd = 1 - (a + b) * x / (a + 1);
+    dd = 1 / (fabs(dd) < tiny ? tiny : dd);
+    double f = dd;
+    for (int m = 1; m <= 500; m++) {
+        for (int odd = 0; odd < 2; odd++) {
+            double num = odd ? -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+                             : m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m));
+            dd = 1 + num * dd;
+            dd = 1 / (fabs(dd) < tiny ? tiny : dd);
+            c = 1 + num / c;
+            if (fabs(c) < tiny) c = tiny;
+            f *= c * dd;
+        }
+        if (fabs(c * dd - 1) < 1e-15) break;
+    }
+    return front * f;
+}
+
+double fm_random_cos_tail(int d, double t) {
+    /* The cosine's density is proportional to (1 - c^2)^((d-3)/2) on [-1, 1]. */
+    if (t >= 1) return 0;
+    if (t <= -1) return 1;
+    double upper = 0.5 * inc_beta((d - 1) / 2.0, 0.5, 1 - t * t); /* P(cos >= |t|) */
+    return t >= 0 ? upper : 1 - upper;
+}
+
 void fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, const float *W_b, int n_b,
                        const unsigned char *alive_b, int d, double threshold, fm_match *out, int *partner,
                        float *partner_cos) {
@@ -72,12 +105,13 @@ void fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, 
             partner[ida[i0 + r]] = idb[arg];
             partner_cos[ida[i0 + r]] = best;
             sum_best += best;
-            if (best >= threshold) out->persist++;
+            if (best >= threshold) out->persist++, out->same_index += ida[i0 + r] == idb[arg];
         }
     }
     out->vanish = na - out->persist;
     for (int j = 0; j < nb; j++) out->appear += !(best_b[j] >= threshold) || na == 0;
     out->mean_best_a = na && nb ? sum_best / na : 0;
+    out->chance_persist = nb ? na * -expm1(nb * log1p(-fm_random_cos_tail(d, threshold))) : 0;
     free(A);
     free(B);
     free(ida);
@@ -283,8 +317,8 @@ static void fmt_num(char *buf, size_t cap, double v, const char *fmt) {
 /* The Markdown table, to fp. */
 static void markdown(FILE *fp, const fm_run *runs, int n, double thr) {
     fprintf(fp, "| checkpoint | alive | en | ja | bilingual | en (script) | ja (script) | bilingual (script) | token | concept "
-                "| few ex. | FVU | dead | persist | appear | vanish |\n");
-    fprintf(fp, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+                "| few ex. | FVU | dead | persist | appear | vanish | same index | chance |\n");
+    fprintf(fp, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int r = 0; r < n; r++) {
         const fm_run *x = &runs[r];
         char fvu[32], dead[32];
@@ -295,12 +329,16 @@ static void markdown(FILE *fp, const fm_run *runs, int n, double thr) {
                 100 * x->lang[0][FM_FLANG_BI], 100 * x->lang[1][FM_FLANG_EN], 100 * x->lang[1][FM_FLANG_JA],
                 100 * x->lang[1][FM_FLANG_BI], 100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
                 100 * x->gran[FM_GRAN_FEW], fvu, dead);
-        if (x->matched) fprintf(fp, " %d | %d | %d |\n", x->match.persist, x->match.appear, x->match.vanish);
-        else fprintf(fp, " | | |\n");
+        if (x->matched)
+            fprintf(fp, " %d | %d | %d | %.1f%% | %.1f |\n", x->match.persist, x->match.appear, x->match.vanish,
+                    x->match.persist ? 100.0 * x->match.same_index / x->match.persist : 0, x->match.chance_persist);
+        else fprintf(fp, " | | | | |\n");
     }
     fprintf(fp, "\nLanguage shares are of alive features (fired in the mined stream); the paper's rule, then the "
                 "script-aware one. persist/vanish: features of the previous checkpoint whose decoder direction has "
-                "(has no) match with cosine >= %.2f here; appear: features here with no such match there.\n", thr);
+                "(has no) match with cosine >= %.2f here; appear: features here with no such match there. same index: "
+                "share of the persisting features whose match has the same index (high when two SAEs share their "
+                "initialisation); chance: persist expected between independent random directions.\n", thr);
 }
 
 /* OUT/match-<r>.json: each alive feature of run r-1 with its closest decoder direction in run r. */
@@ -410,7 +448,7 @@ int fm_report_main(int argc, char **argv) {
                   "padding:2px 6px;text-align:right}th{background:#f3f3f3}figure{display:inline-block;margin:0.5em}</style>"
                   "</head><body><h1>SAE features across checkpoints</h1>\n<table id=\"report\"><thead><tr><th>checkpoint</th>"
                   "<th>alive</th><th>en</th><th>ja</th><th>bilingual</th><th>token</th><th>concept</th><th>FVU</th><th>dead</th>"
-                  "<th>persist</th><th>appear</th><th>vanish</th></tr></thead><tbody>\n", html);
+                  "<th>persist</th><th>appear</th><th>vanish</th><th>same index</th><th>chance</th></tr></thead><tbody>\n", html);
             for (int r = 0; r < n; r++) {
                 const fm_run *x = &runs[r];
                 char fvu[32], dead[32];
@@ -422,8 +460,11 @@ int fm_report_main(int argc, char **argv) {
                               "<td>%s</td><td>%s</td>",
                         x->alive, 100 * x->lang[0][FM_FLANG_EN], 100 * x->lang[0][FM_FLANG_JA], 100 * x->lang[0][FM_FLANG_BI],
                         100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT], fvu, dead);
-                if (x->matched) fprintf(html, "<td>%d</td><td>%d</td><td>%d</td></tr>\n", x->match.persist, x->match.appear, x->match.vanish);
-                else fputs("<td></td><td></td><td></td></tr>\n", html);
+                if (x->matched)
+                    fprintf(html, "<td>%d</td><td>%d</td><td>%d</td><td>%.1f%%</td><td>%.1f</td></tr>\n", x->match.persist,
+                            x->match.appear, x->match.vanish,
+                            x->match.persist ? 100.0 * x->match.same_index / x->match.persist : 0, x->match.chance_persist);
+                else fputs("<td></td><td></td><td></td><td></td><td></td></tr>\n", html);
             }
             fputs("</tbody></table>\n", html);
             const char *lang_s[] = {"en", "ja", "bilingual"}, *lang_c[] = {"#1f77b4", "#d62728", "#9467bd"};
@@ -471,6 +512,8 @@ int fm_report_main(int argc, char **argv) {
                 json_object_set_new(m, "persist", json_integer(x->match.persist));
                 json_object_set_new(m, "appear", json_integer(x->match.appear));
                 json_object_set_new(m, "vanish", json_integer(x->match.vanish));
+                json_object_set_new(m, "same_index", json_integer(x->match.same_index));
+                json_object_set_new(m, "chance_persist", json_real(x->match.chance_persist));
                 json_object_set_new(m, "mean_best_cosine", json_real(x->match.mean_best_a));
                 json_object_set_new(m, "threshold", json_real(thr));
                 json_object_set_new(o, "match_previous", m);
