@@ -134,8 +134,6 @@ typedef struct fm_run {
     int matched;
 } fm_run;
 
-static const char *const vote_names[] = {"paper", "script", "label"};
-
 static json_t *load_json(const char *path) {
     struct stat st;
     if (stat(path, &st) != 0) return NULL;
@@ -200,9 +198,9 @@ static int load_run(fm_run *r, const char *dir) {
     r->n_features = (int)json_integer_value(json_object_get(s, "n_features"));
     r->alive = (int)json_integer_value(json_object_get(s, "alive"));
     json_t *lang = json_object_get(s, "language"), *gran = json_object_get(s, "granularity");
-    for (int v = 0; v < 3; v++)
+    for (int v = 0; v < FM_VOTES; v++)
         for (int l = 0; l < FM_FLANG_COUNT; l++) {
-            json_t *c = json_object_get(json_object_get(lang, vote_names[v]), fm_flang_names[l]);
+            json_t *c = json_object_get(json_object_get(lang, fm_vote_names[v]), fm_flang_names[l]);
             r->lang[v][l] = r->alive ? (double)json_integer_value(c) / r->alive : 0;
         }
     for (int g = 0; g < FM_GRAN_COUNT; g++)
@@ -244,16 +242,6 @@ static unsigned char *alive_mask(const fm_run *r, int n) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Charts                                                                                          */
 
-static void xml_text(FILE *fp, const char *s) {
-    for (; *s; s++) {
-        if (*s == '&') fputs("&amp;", fp);
-        else if (*s == '<') fputs("&lt;", fp);
-        else if (*s == '>') fputs("&gt;", fp);
-        else if (*s == '"') fputs("&quot;", fp);
-        else fputc(*s, fp);
-    }
-}
-
 /* Bars per run; with several series they stack (shares summing to at most 1). */
 static void svg_chart(FILE *fp, const char *title, const fm_run *runs, int n, int n_series, const char *const *series,
                       const char *const *colors, double (*value)(const fm_run *, int), int stacked) {
@@ -270,7 +258,7 @@ static void svg_chart(FILE *fp, const char *title, const fm_run *runs, int n, in
     if (vmax <= 0) vmax = 1;
     fprintf(fp, "<figure><svg class=\"chart\" width=\"%d\" height=\"%d\" xmlns=\"http://www.w3.org/2000/svg\">", W, base + 40);
     fprintf(fp, "<text x=\"4\" y=\"16\" font-size=\"13\" font-weight=\"bold\">");
-    xml_text(fp, title);
+    fm_html_text(fp, title);
     fprintf(fp, "</text><line x1=\"40\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#444\"/>", base, W - 120, base);
     fprintf(fp, "<text x=\"36\" y=\"%d\" font-size=\"10\" text-anchor=\"end\">%.3g</text>", top + 4, vmax);
     for (int r = 0; r < n; r++) {
@@ -283,11 +271,11 @@ static void svg_chart(FILE *fp, const char *title, const fm_run *runs, int n, in
             if (stacked) y -= h;
             fprintf(fp, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"><title>", bx,
                     stacked ? y : base - h, bw, h, colors[s]);
-            xml_text(fp, runs[r].name);
+            fm_html_text(fp, runs[r].name);
             fprintf(fp, " %s: %.4g</title></rect>", series[s], v);
         }
         fprintf(fp, "<text x=\"%.1f\" y=\"%d\" font-size=\"10\" text-anchor=\"middle\">", x + 20, base + 14);
-        xml_text(fp, runs[r].name);
+        fm_html_text(fp, runs[r].name);
         fputs("</text>", fp);
     }
     for (int s = 0; s < n_series && n_series > 1; s++) {
@@ -367,15 +355,22 @@ static int write_pairs(const char *out, int r, const fm_run *a, const fm_run *b,
     return rc;
 }
 
-static int usage(void) {
-    fprintf(stderr, "usage: saeflow report RUN_DIR... [--out DIR] [--match-threshold 0.7] [--no-match]\n");
-    return 2;
+static int usage(FILE *fp, int rc) {
+    fprintf(fp, "usage: saeflow report " FM_REPORT_ARGS "\n"
+                "One feature_miner run directory per checkpoint, in training order; writes DIR/report.md,\n"
+                "report.html, report.json and match-<r>.json (default DIR saeflow-report).\n"
+                "  --out DIR              output directory\n"
+                "  --match-threshold T    decoder cosine for a feature to persist (default 0.7)\n"
+                "  --no-match             skip matching features between consecutive checkpoints\n");
+    return rc;
 }
 
 int fm_report_main(int argc, char **argv) {
     const char *out = "saeflow-report";
     double thr = 0.7;
     int do_match = 1, n = 0;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return usage(stdout, 0);
     fm_run *runs = calloc((size_t)argc, sizeof *runs);
     if (!runs) abort();
     int rc = 0;
@@ -384,15 +379,15 @@ int fm_report_main(int argc, char **argv) {
         else if (strcmp(argv[i], "--match-threshold") == 0 && i + 1 < argc) {
             char *end;
             thr = strtod(argv[++i], &end);
-            if (*end || !(thr >= -1 && thr <= 1)) rc = usage();
+            if (*end || !(thr >= -1 && thr <= 1)) rc = usage(stderr, 2);
         } else if (strcmp(argv[i], "--no-match") == 0) do_match = 0;
-        else if (argv[i][0] == '-') rc = usage();
+        else if (argv[i][0] == '-') rc = usage(stderr, 2);
         else if (load_run(&runs[n++], argv[i]) != SF_OK) {
             fprintf(stderr, "saeflow report: %s\n", sf_last_error());
             rc = 1;
         }
     }
-    if (rc == 0 && n == 0) rc = usage();
+    if (rc == 0 && n == 0) rc = usage(stderr, 2);
 
     char path[4096];
     if (rc == 0 && fm_mkdirs(out) != SF_OK) {
@@ -455,7 +450,7 @@ int fm_report_main(int argc, char **argv) {
                 fmt_num(fvu, sizeof fvu, x->fvu, "%.4f");
                 fmt_num(dead, sizeof dead, x->dead, "%.4f");
                 fputs("<tr><td style=\"text-align:left\">", html);
-                xml_text(html, x->name);
+                fm_html_text(html, x->name);
                 fprintf(html, "</td><td>%d</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td>"
                               "<td>%s</td><td>%s</td>",
                         x->alive, 100 * x->lang[0][FM_FLANG_EN], 100 * x->lang[0][FM_FLANG_JA], 100 * x->lang[0][FM_FLANG_BI],
@@ -494,11 +489,11 @@ int fm_report_main(int argc, char **argv) {
             json_object_set_new(o, "dir", json_string(x->dir));
             json_object_set_new(o, "alive", json_integer(x->alive));
             json_object_set_new(o, "n_features", json_integer(x->n_features));
-            for (int v = 0; v < 3; v++) {
+            for (int v = 0; v < FM_VOTES; v++) {
                 json_t *l = json_object();
                 for (int k = 0; k < FM_FLANG_COUNT; k++) json_object_set_new(l, fm_flang_names[k], json_real(x->lang[v][k]));
                 char key[32];
-                snprintf(key, sizeof key, "language_%s", vote_names[v]);
+                snprintf(key, sizeof key, "language_%s", fm_vote_names[v]);
                 json_object_set_new(o, key, l);
             }
             json_t *g = json_object();

@@ -3,6 +3,8 @@
 #ifndef FM_REPORT_H
 #define FM_REPORT_H
 
+#define FM_REPORT_ARGS "RUN_DIR... [--out DIR] [--match-threshold 0.7] [--no-match]"
+
 int fm_report_main(int argc, char **argv);
 
 /* Feature matching between two SAEs by decoder cosine similarity: a feature of A persists if

@@ -283,7 +283,7 @@ static const sf_param_def fm_params[] = {
 };
 
 static const sf_command fm_commands[] = {
-    {"report", "RUN_DIR... [--out DIR] [--match-threshold 0.7]",
+    {"report", FM_REPORT_ARGS,
      "cross-checkpoint tables and charts from feature_miner run directories", fm_report_main},
     {NULL, NULL, NULL, NULL},
 };

@@ -132,6 +132,12 @@ def main():
         md = f.read()
     check(md.count("\n| step100 |") == 2, "two rows in report.md (both runs mined checkpoint step100)")
 
+    h = subprocess.run([drive, "report", "--help"], capture_output=True, text=True)
+    check(h.returncode == 0 and h.stdout.startswith("usage: saeflow report") and "--no-match" in h.stdout and not h.stderr,
+          f"report --help: exit {h.returncode}, stdout {h.stdout[:80]!r}, stderr {h.stderr[:80]!r}")
+    h = subprocess.run([drive, "report", "--bogus"], capture_output=True, text=True)
+    check(h.returncode == 2 and "usage: saeflow report" in h.stderr, f"report --bogus: exit {h.returncode}")
+
     for msg in failures:
         print("FAIL:", msg)
     print(f"matching {want}; {'FAIL' if failures else 'ok'}")
