@@ -5,7 +5,7 @@
 # Each checkpoint's SAE starts from its own initialisation (seed: a CRC of the checkpoint's name),
 # so the report's feature matching measures training, not a shared starting point.
 #
-#   tools/demo.sh                      everything, into runs/demo (about 1.5 GB), building into build/
+#   tools/demo.sh                      everything, into runs/demo (about 2.1 GB), building into build/
 #   RUNS=/tmp/d BUILD=build-ci STEPS="step-000000 step-001000" TRAIN_ARGS="docs=200" MINE_ARGS="docs=50" tools/demo.sh
 set -eu
 cd "$(dirname "$0")/.."

@@ -318,7 +318,7 @@ static void markdown(FILE *fp, const fm_run *runs, int n, double thr) {
                 100 * x->lang[1][FM_FLANG_BI], 100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
                 100 * x->gran[FM_GRAN_FEW], fvu, dead);
         if (x->matched)
-            fprintf(fp, " %d | %d | %d | %.1f%% | %.1f |\n", x->match.persist, x->match.appear, x->match.vanish,
+            fprintf(fp, " %d | %d | %d | %.1f%% | %.2g |\n", x->match.persist, x->match.appear, x->match.vanish,
                     x->match.persist ? 100.0 * x->match.same_index / x->match.persist : 0, x->match.chance_persist);
         else fprintf(fp, " | | | | |\n");
     }
@@ -456,7 +456,7 @@ int fm_report_main(int argc, char **argv) {
                         x->alive, 100 * x->lang[0][FM_FLANG_EN], 100 * x->lang[0][FM_FLANG_JA], 100 * x->lang[0][FM_FLANG_BI],
                         100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT], fvu, dead);
                 if (x->matched)
-                    fprintf(html, "<td>%d</td><td>%d</td><td>%d</td><td>%.1f%%</td><td>%.1f</td></tr>\n", x->match.persist,
+                    fprintf(html, "<td>%d</td><td>%d</td><td>%d</td><td>%.1f%%</td><td>%.2g</td></tr>\n", x->match.persist,
                             x->match.appear, x->match.vanish,
                             x->match.persist ? 100.0 * x->match.same_index / x->match.persist : 0, x->match.chance_persist);
                 else fputs("<td></td><td></td><td></td><td></td><td></td></tr>\n", html);
