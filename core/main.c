@@ -188,7 +188,7 @@ int main(int argc, char **argv) {
     sf_log_init_from_env();
     const char *cmd = argc > 1 ? argv[1] : "help";
     int verbose = !strcmp(cmd, "run");
-    sf_blas_choose_core(verbose); /* before any plugin can load OpenBLAS */
+    sf_blas_choose_core(); /* before any plugin can load OpenBLAS */
     sf_plugins_load_default(!verbose && strcmp(cmd, "stages") != 0);
 
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
@@ -206,7 +206,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "check")) return cmd_run(argc, argv, 0);
     const sf_command *c = sf_plugins_command(cmd);
     if (c) {
-        if (sf_blas_verify(0) != SF_OK) {
+        if (sf_blas_verify(1) != SF_OK) {
             fprintf(stderr, "saeflow: %s\n", sf_last_error());
             return 1;
         }
