@@ -6,6 +6,7 @@
 # Each size runs RUNS times, saeflow and zmq alternating, and the medians are compared; memcpy
 # bandwidth at the same size is the ceiling.
 # Usage: bench/core_throughput.sh [BUILD_DIR [BYTES_PER_RUN (default 1e9) [RUNS (default 3)]]]
+#   (BENCH_TRANSPORTS="tcp" or "ipc" runs one transport only)
 set -eu
 build=${1:-build} total=${2:-1000000000} runs=${3:-3}
 sf=$build/core/saeflow raw=$build/bench/zmq_raw
