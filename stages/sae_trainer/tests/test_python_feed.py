@@ -34,7 +34,7 @@ def check(cond, what):
 
 
 def main():
-    stages = subprocess.run([SAEFLOW, "stages"], capture_output=True, text=True).stdout
+    stages = subprocess.run([SAEFLOW, "stages", "--list"], capture_output=True, text=True).stdout
     if "zmq_in" not in stages or "sae_trainer" not in stages:
         print("SKIP: saeflow has no zmq_in / sae_trainer stage")
         sys.exit(77)

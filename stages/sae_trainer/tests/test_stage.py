@@ -102,7 +102,7 @@ def check(cond, what):
 
 
 def main():
-    stages = subprocess.run([SAEFLOW, "stages"], capture_output=True, text=True).stdout
+    stages = subprocess.run([SAEFLOW, "stages", "--list"], capture_output=True, text=True).stdout
     if "tensor_gen" not in stages or "sae_trainer" not in stages:
         print("SKIP: saeflow has no tensor_gen / sae_trainer stage (configure with the testing stages)")
         sys.exit(77)
