@@ -455,6 +455,8 @@ typedef struct eval_state {
     char out[4096], field[64], split[64], sae_dir[3800];
     int64_t max_tokens, tokens;
     double err, sumsq, cos, l0;
+    double ce, ce_sae;  /* sums of the forward's loss and loss_sae (SAE spliced in) */
+    int64_t ce_tokens;
     double *sum;      /* [d] for the dataset mean */
     uint8_t *fired;   /* [n] */
     float *xn, *xhat, *val;
@@ -483,6 +485,27 @@ static int eval_init(sf_ctx *ctx, void **state) {
     return s->sum && s->fired ? SF_OK : sf_fail("out of memory");
 }
 
+/* The forward stage's per-token losses without and with the SAE spliced in (fields loss and
+ * loss_sae, [B, T] f32 beside acts) of the first rows tokens; positions with no next token (NaN)
+ * are skipped. */
+static int eval_add_losses(eval_state *s, const sf_msg *msg, int64_t rows) {
+    if (!sf_msg_has(msg, "loss_sae")) return SF_OK;
+    sf_tensor l, ls;
+    if (sf_msg_get_tensor(msg, "loss", &l) != SF_OK || sf_msg_get_tensor(msg, "loss_sae", &ls) != SF_OK) return SF_ERR;
+    if (l.dtype != SF_F32 || ls.dtype != SF_F32 || sf_tensor_numel(&l) < rows || sf_tensor_numel(&ls) < rows)
+        return sf_fail("loss, loss_sae: want f32 tensors with one value per activation row");
+    for (int64_t i = 0; i < rows; i++) {
+        float a, b; /* the payload may be unaligned */
+        memcpy(&a, (const char *)l.data + i * 4, 4);
+        memcpy(&b, (const char *)ls.data + i * 4, 4);
+        if (!isfinite(a) || !isfinite(b)) continue;
+        s->ce += a;
+        s->ce_sae += b;
+        s->ce_tokens++;
+    }
+    return SF_OK;
+}
+
 /* Statistics in the SAE's (normalised) space, where the paper reports them. */
 static int eval_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;
@@ -507,6 +530,7 @@ static int eval_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *ms
         s->idx = malloc((size_t)rows * m->k * sizeof(int32_t));
         if (!s->xn || !s->xhat || !s->val || !s->idx) return sf_fail("out of memory for %lld rows", (long long)rows);
     }
+    if (eval_add_losses(s, msg, rows) != SF_OK) return SF_ERR;
     rows_to_f32(&a, 0, rows, s->xn);
     if (sae_encode(m, s->xn, rows, s->idx, s->val) != SF_OK) return SF_ERR;
     sae_normalize(m, s->xn, rows, NULL);
@@ -547,6 +571,15 @@ static int eval_finish(sf_ctx *ctx, void *state) {
                           (json_int_t)s->tokens, "mse", s->err / N, "fvu", var > 0 ? s->err / var : 0.0,
                           "cosine", s->cos / N, "l0", s->l0 / N, "dead_fraction", (double)dead / s->m.n,
                           "normalize", sae_norm_name(s->m.norm));
+    if (s->ce_tokens) {
+        double ce = s->ce / s->ce_tokens, ce_sae = s->ce_sae / s->ce_tokens;
+        json_object_set_new(j, "loss_tokens", json_integer(s->ce_tokens));
+        json_object_set_new(j, "loss", json_real(ce));
+        json_object_set_new(j, "loss_sae", json_real(ce_sae));
+        json_object_set_new(j, "loss_increase", json_real(ce_sae - ce));
+        sf_log(SF_LOG_INFO, "LM loss over %lld predictions: %.5f, with the SAE spliced in %.5f (+%.5f)",
+               (long long)s->ce_tokens, ce, ce_sae, ce_sae - ce);
+    }
     int rc = json_dump_file(j, s->out, JSON_INDENT(2)) == 0 ? SF_OK : sf_fail("cannot write %s", s->out);
     sf_log(SF_LOG_INFO, "eval over %lld tokens: mse %.5g fvu %.4f cosine %.4f L0 %.1f dead %.3f -> %s",
            (long long)s->tokens, s->err / N, var > 0 ? s->err / var : 0.0, s->cos / N, s->l0 / N,
