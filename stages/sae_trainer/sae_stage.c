@@ -78,6 +78,10 @@ static const sf_param_def trainer_params[] = {
     {"decay_steps", SF_PARAM_INT, "0", "length of the linear lr decay (0: constant lr)"},
     {"adam_eps", SF_PARAM_FLOAT, "6.25e-10", "Adam epsilon"},
     {"normalize", SF_PARAM_STRING, "unit", "input normalisation: unit (per token), scalar (mean norm sqrt(d)), none"},
+    {"norm_mean", SF_PARAM_FLOAT, "0", "normalize=scalar: the dataset's mean L2 norm (0: from norm_manifest, else "
+     "estimated from the first batch)"},
+    {"norm_manifest", SF_PARAM_STRING, "", "normalize=scalar: a shard directory (or its manifest.json) whose "
+     "norm_mean (of `split`, else of all rows) is the dataset-wide mean norm"},
     {"remove_parallel_grad", SF_PARAM_BOOL, "false", "remove the gradient component parallel to decoder directions"},
     {"k_aux", SF_PARAM_INT, "0", "AuxK latents for reviving dead ones (0: off; OpenAI uses d/2)"},
     {"aux_coef", SF_PARAM_FLOAT, "0.03125", "AuxK loss coefficient"},
@@ -99,6 +103,9 @@ typedef struct trainer_state {
     int resume;
     sae_train_opts opts;
     sae_norm_mode norm;
+    double norm_mean;     /* dataset-wide mean L2 norm for normalize=scalar; 0: first-batch estimate */
+    char norm_source[64]; /* where norm_mean came from, for the log and the metadata */
+    int64_t norm_d;       /* the width the manifest gives (0: no manifest) */
 
     int have_model;
     sae_model m;
@@ -119,6 +126,31 @@ typedef struct trainer_state {
     int64_t layer, seq_len;
     int failed; /* a step failed: keep the last good checkpoint, save nothing */
 } trainer_state;
+
+/* norm_mean of a shard directory's manifest.json (stages/shards): the split's, or the whole set's. */
+static int trainer_read_manifest(trainer_state *s, const char *where) {
+    char path[4096];
+    struct stat st;
+    int is_dir = stat(where, &st) == 0 && S_ISDIR(st.st_mode);
+    if ((size_t)snprintf(path, sizeof path, is_dir ? "%s/manifest.json" : "%s", where) >= sizeof path)
+        return sf_fail("norm_manifest: path too long");
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root) return sf_fail("norm_manifest %s: %s (line %d)", path, jerr.text, jerr.line);
+    json_t *from = *s->split ? json_object_get(json_object_get(root, "splits"), s->split) : root;
+    json_t *nm = json_object_get(from, "norm_mean"), *d = json_object_get(root, "d");
+    int rc = SF_OK;
+    if (!json_is_number(nm) || !(json_number_value(nm) > 0) || !json_is_integer(d))
+        rc = sf_fail("norm_manifest %s: no positive norm_mean%s%s%s, or no d", path, *s->split ? " for split \"" : "",
+                     s->split, *s->split ? "\"" : "");
+    else {
+        s->norm_mean = json_number_value(nm);
+        s->norm_d = json_integer_value(d);
+        snprintf(s->norm_source, sizeof s->norm_source, "manifest");
+    }
+    json_decref(root);
+    return rc;
+}
 
 static int trainer_init(sf_ctx *ctx, void **state) {
     trainer_state *s = calloc(1, sizeof *s);
@@ -153,6 +185,13 @@ static int trainer_init(sf_ctx *ctx, void **state) {
     s->opts.aux_coef = sf_param_float(ctx, "aux_coef");
     s->opts.dead_tokens = sf_param_int(ctx, "dead_tokens");
     if (sae_norm_parse(sf_param_str(ctx, "normalize"), &s->norm) != SF_OK) return SF_ERR;
+    s->norm_mean = sf_param_float(ctx, "norm_mean");
+    const char *manifest = sf_param_str(ctx, "norm_manifest");
+    if (!(s->norm_mean >= 0)) return sf_fail("norm_mean must be >= 0");
+    if ((s->norm_mean > 0 || *manifest) && s->norm != SAE_NORM_SCALAR)
+        return sf_fail("norm_mean and norm_manifest are for normalize=scalar");
+    if (s->norm_mean > 0) snprintf(s->norm_source, sizeof s->norm_source, "norm_mean parameter");
+    else if (*manifest && trainer_read_manifest(s, manifest) != SF_OK) return SF_ERR;
     if (s->batch < 1 || s->batch > (1 << 20)) return sf_fail("batch must be in [1, 1048576]");
     if (s->latents < 0 || s->expansion < 1 || s->k < 1) return sf_fail("latents, expansion, k must be positive");
     if (s->metrics_every < 1 || s->checkpoint_every < 0 || s->max_tokens < 0 || s->opts.warmup_steps < 0 ||
@@ -254,6 +293,8 @@ static char *trainer_meta_json(const trainer_state *s, int complete, int saelens
     json_object_set_new(tr, "layer", json_integer(s->layer));
     json_object_set_new(tr, "model", json_string(s->model_name));
     json_object_set_new(tr, "checkpoint", json_string(s->checkpoint));
+    if (s->norm_source[0]) /* empty after a resume: the scale came with the checkpoint */
+        json_object_set_new(tr, "norm_scale_from", json_string(s->norm_source));
     json_t *root = json_pack("{s:o}", "saeflow_training", tr);
     if (saelens)
         json_object_set_new(root, "metadata",
@@ -275,12 +316,31 @@ static int trainer_checkpoint(trainer_state *s) {
     return rc;
 }
 
+/* The scalar normalisation's factor sqrt(d) / mean ||x||: dataset-wide when norm_mean is known,
+ * else estimated from the first batch (OpenAI's and SAELens' estimate), as logged. */
+static int trainer_norm_scale(trainer_state *s, int B) {
+    sae_model *m = &s->m;
+    if (s->norm_d && s->norm_d != m->d)
+        return sf_fail("norm_manifest is for d = %lld, the activations have d = %d", (long long)s->norm_d, m->d);
+    if (s->norm_mean > 0) {
+        m->norm_scale = (float)(sqrt((double)m->d) / s->norm_mean);
+        sf_log(SF_LOG_INFO, "normalize=scalar: dataset-wide mean norm %.6g (%s), scale %.6g", s->norm_mean,
+               s->norm_source, m->norm_scale);
+    } else {
+        m->norm_scale = sae_norm_scale_estimate(s->x, B, m->d);
+        snprintf(s->norm_source, sizeof s->norm_source, "first batch of %d rows", B);
+        sf_log(SF_LOG_INFO, "normalize=scalar: scale %.6g estimated from the first batch (%d rows); set norm_mean "
+               "or norm_manifest for a dataset-wide value", m->norm_scale, B);
+    }
+    return SF_OK;
+}
+
 static int trainer_step(sf_ctx *ctx, trainer_state *s) {
     sae_model *m = &s->m;
     int B = (int)s->fill;
     if (sae_trainer_step(s->t) == 0) {
         /* The first batch sets the normalisation scale and b_dec, as the paper's code does. */
-        if (m->norm == SAE_NORM_SCALAR) m->norm_scale = sae_norm_scale_estimate(s->x, B, m->d);
+        if (m->norm == SAE_NORM_SCALAR && trainer_norm_scale(s, B) != SF_OK) return SF_ERR;
         sae_normalize(m, s->x, B, NULL);
         sae_geometric_median(s->x, B, m->d, 100, 1e-5, m->b_dec);
     } else {

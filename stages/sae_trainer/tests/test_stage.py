@@ -29,6 +29,7 @@ set out = out
 set max = 0
 set resume = false
 set delay = 0
+set ckpt_every = 7
 stage gen = tensor_gen {
     count = %d
     rows = %d
@@ -45,7 +46,7 @@ stage sae = sae_trainer {
     batch = %d
     warmup_steps = 5
     metrics_every = 5
-    checkpoint_every = 7
+    checkpoint_every = ${ckpt_every}
     max_tokens = ${max}
     resume = ${resume}
     k_aux = 8
@@ -166,17 +167,22 @@ def main():
     check(all(np.array_equal(ck_full[k], ck_two[k]) for k in ck_full if k != "since_fired"),
           "... and identical Adam moments")
 
-    # 3. SIGINT mid-run, then resume.
-    p = subprocess.Popen([SAEFLOW, "run", "p.sf", "--no-progress", "out=int", "delay=40000"], cwd=tmp,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # 3. SIGINT mid-run, then resume. No periodic checkpoints: the one found must be SIGINT's.
+    p = subprocess.Popen([SAEFLOW, "run", "p.sf", "--no-progress", "out=int", "delay=40000", "ckpt_every=0"],
+                         cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     ck = os.path.join(tmp, "int", "checkpoint.safetensors")
+    metrics = os.path.join(tmp, "int", "metrics.jsonl")
     deadline = time.time() + 120
-    while not os.path.exists(ck) and time.time() < deadline:  # wait for the first checkpoint (step 7)
-        time.sleep(0.05)
+    while time.time() < deadline and not (os.path.exists(metrics) and open(metrics).read().count("\n") >= 1):
+        time.sleep(0.05)  # the first metrics line: step 5 is done
+    check(not os.path.exists(ck), "no checkpoint before the interrupt (checkpoint_every=0)")
     p.send_signal(signal.SIGINT)
     err = p.communicate(timeout=120)[1]
+    check(os.path.exists(ck), "SIGINT saves a checkpoint" + ("" if os.path.exists(ck) else ":\n" + err))
     _, mi = read_st(ck)
-    check(7 <= int(mi["step"]) < 30, f"interrupted at step {mi['step']} with a checkpoint ({p.returncode=})")
+    cfg_int = json.load(open(os.path.join(tmp, "int", "config.json")))
+    check(5 <= int(mi["step"]) < 30 and not cfg_int["saeflow_training"]["complete"],
+          f"interrupted at step {mi['step']}, model marked incomplete ({p.returncode=})")
     run(tmp, "out=int", "resume=true")
     same = open(os.path.join(tmp, "int", "model.safetensors"), "rb").read() == \
         open(os.path.join(full, "model.safetensors"), "rb").read()
