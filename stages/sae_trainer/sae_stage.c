@@ -257,7 +257,7 @@ static int trainer_setup(sf_ctx *ctx, trainer_state *s, int64_t d) {
     return SF_OK;
 }
 
-static void trainer_write_metrics(trainer_state *s) {
+static void trainer_write_metrics(sf_ctx *ctx, trainer_state *s) {
     if (s->wsteps == 0) return;
     double w = 1.0 / s->wsteps, dt = now_s() - s->wstart;
     const sae_stats *a = &s->wsum;
@@ -274,6 +274,8 @@ static void trainer_write_metrics(trainer_state *s) {
     fflush(s->jsonl);
     sf_log(SF_LOG_INFO, "step %lld: loss %.5g fvu %.4f cos %.4f L0 %.1f dead %.3f lr %.3g, %.0f tokens/s", step,
            a->loss * w, a->fvu * w, a->cosine * w, a->l0 * w, a->dead_fraction, a->lr, tps);
+    sf_progress_note(ctx, "step %lld loss %.4g fvu %.4f L0 %.1f dead %.1f%%", step, a->loss * w, a->fvu * w, a->l0 * w,
+                     100 * a->dead_fraction);
     memset(&s->wsum, 0, sizeof s->wsum);
     s->wsteps = s->wtokens = 0;
     s->wstart = now_s();
@@ -362,7 +364,7 @@ static int trainer_step(sf_ctx *ctx, trainer_state *s) {
     s->wtokens += B;
     int64_t step = sae_trainer_step(s->t);
     sf_progress(ctx, (uint64_t)sae_trainer_tokens(s->t), (uint64_t)s->max_tokens, "tokens");
-    if (step % s->metrics_every == 0) trainer_write_metrics(s);
+    if (step % s->metrics_every == 0) trainer_write_metrics(ctx, s);
     if (s->checkpoint_every && step % s->checkpoint_every == 0) return trainer_checkpoint(s);
     return SF_OK;
 }
@@ -448,7 +450,7 @@ static int trainer_finish(sf_ctx *ctx, void *state) {
          * re-reads it. */
         sf_count(ctx, "untrained_tail_tokens", s->fill);
     }
-    if (s->wsteps) trainer_write_metrics(s);
+    if (s->wsteps) trainer_write_metrics(ctx, s);
     if (sae_trainer_step(s->t) == 0) {
         sf_log(SF_LOG_WARN, "fewer tokens than one batch (%lld): nothing trained", (long long)s->batch);
         return SF_OK;

@@ -153,9 +153,12 @@ def main():
               f"saeflow sae info reads {sub or 'the paper layout'}")
 
     # 2. Stop after 12 steps (max_tokens), then resume: identical to the uninterrupted run.
-    run(tmp, "out=two", f"max={12 * BATCH}")
+    log = run(tmp, "out=two", f"max={12 * BATCH}", "--progress")  # live lines, though not a terminal
     _, m1 = read_st(os.path.join(tmp, "two", "checkpoint.safetensors"))
     check(m1["step"] == "12", "the first part stops at step 12")
+    last = json.loads(open(os.path.join(tmp, "two", "metrics.jsonl")).read().splitlines()[-1])
+    note = f"step 12 loss {last['loss']:.4g} fvu {last['fvu']:.4f} L0 {last['l0']:.1f} dead"
+    check(note in log, f"the live progress line shows the last metrics ({note!r})")
     # The second part on one thread (pool and OpenBLAS): results must not depend on the threads.
     log = run(tmp, "out=two", "resume=true", env={"SAE_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
     check("resuming at step 12" in log, "the second part resumes at step 12")
