@@ -152,6 +152,25 @@ static int trainer_read_manifest(trainer_state *s, const char *where) {
     return rc;
 }
 
+/* The scalar normalisation's factor sqrt(d) / mean ||x||: dataset-wide when norm_mean is known,
+ * else estimated from the first batch (OpenAI's and SAELens' estimate), as logged. */
+static int trainer_norm_scale(trainer_state *s, int B) {
+    sae_model *m = &s->m;
+    if (s->norm_d && s->norm_d != m->d)
+        return sf_fail("norm_manifest is for d = %lld, the activations have d = %d", (long long)s->norm_d, m->d);
+    if (s->norm_mean > 0) {
+        m->norm_scale = (float)(sqrt((double)m->d) / s->norm_mean);
+        sf_log(SF_LOG_INFO, "normalize=scalar: dataset-wide mean norm %.6g (%s), scale %.6g", s->norm_mean,
+               s->norm_source, m->norm_scale);
+    } else {
+        m->norm_scale = sae_norm_scale_estimate(s->x, B, m->d);
+        snprintf(s->norm_source, sizeof s->norm_source, "first batch of %d rows", B);
+        sf_log(SF_LOG_INFO, "normalize=scalar: scale %.6g estimated from the first batch (%d rows); set norm_mean "
+               "or norm_manifest for a dataset-wide value", m->norm_scale, B);
+    }
+    return SF_OK;
+}
+
 static int trainer_init(sf_ctx *ctx, void **state) {
     trainer_state *s = calloc(1, sizeof *s);
     if (!s) return sf_fail("out of memory");
@@ -316,25 +335,6 @@ static int trainer_checkpoint(trainer_state *s) {
     int rc = sae_checkpoint_save(s->t, path, kv);
     free(meta);
     return rc;
-}
-
-/* The scalar normalisation's factor sqrt(d) / mean ||x||: dataset-wide when norm_mean is known,
- * else estimated from the first batch (OpenAI's and SAELens' estimate), as logged. */
-static int trainer_norm_scale(trainer_state *s, int B) {
-    sae_model *m = &s->m;
-    if (s->norm_d && s->norm_d != m->d)
-        return sf_fail("norm_manifest is for d = %lld, the activations have d = %d", (long long)s->norm_d, m->d);
-    if (s->norm_mean > 0) {
-        m->norm_scale = (float)(sqrt((double)m->d) / s->norm_mean);
-        sf_log(SF_LOG_INFO, "normalize=scalar: dataset-wide mean norm %.6g (%s), scale %.6g", s->norm_mean,
-               s->norm_source, m->norm_scale);
-    } else {
-        m->norm_scale = sae_norm_scale_estimate(s->x, B, m->d);
-        snprintf(s->norm_source, sizeof s->norm_source, "first batch of %d rows", B);
-        sf_log(SF_LOG_INFO, "normalize=scalar: scale %.6g estimated from the first batch (%d rows); set norm_mean "
-               "or norm_manifest for a dataset-wide value", m->norm_scale, B);
-    }
-    return SF_OK;
 }
 
 static int trainer_step(sf_ctx *ctx, trainer_state *s) {
