@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The runtime, end to end with real processes: broadcast and shared edges, several processes over
 tcp and ipc, 100k+ messages with none lost or repeated, a slow consumer with bounded memory,
-failures, signals and vanished peers. Usage: test_runtime.py SAEFLOW [--heavy]"""
+failures, signals (SIGINT, SIGTERM, SIGHUP, a second signal, closed stdin, an interrupt crossing
+processes both ways), vanished peers, and junk from unknown peers. Usage: test_runtime.py SAEFLOW [--heavy]"""
 import os, random, resource, signal, subprocess, sys, tempfile, time
 
 saeflow = sys.argv[1]
@@ -37,12 +38,15 @@ def report_totals(path):
     return count, seqsum
 
 
+def start_host(flow, host, env=None, **kw):
+    return subprocess.Popen([saeflow, "run", flow, "--host", host, "--peer-timeout", "3", "--connect-timeout", "20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
+
+
 def two_hosts(flow, env=None, kill_b_after=None, timeout=300):
-    """Starts host b (consumers) then host a (producers); returns (proc_a result, proc_b result, maxrss KB of children)."""
-    b = subprocess.Popen([saeflow, "run", flow, "--host", "b", "--peer-timeout", "3", "--connect-timeout", "20"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    a = subprocess.Popen([saeflow, "run", flow, "--host", "a", "--peer-timeout", "3", "--connect-timeout", "20"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    """Starts host b (consumers) then host a (producers); returns their exit codes and stderr."""
+    b = start_host(flow, "b", env)
+    a = start_host(flow, "a", env)
     if kill_b_after is not None:
         time.sleep(kill_b_after)
         b.kill()
@@ -190,14 +194,60 @@ stage sink = verify_sink {{
     report = {rep}
 }}
 """)
-p = subprocess.Popen([saeflow, "run", flow, "--no-progress"], stderr=subprocess.PIPE, text=True)
+for sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM acts as the first SIGINT does
+    if os.path.exists(rep):
+        os.remove(rep)
+    p = subprocess.Popen([saeflow, "run", flow, "--no-progress"], stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    p.send_signal(sig)
+    err = p.communicate(timeout=30)[1]
+    got = report_totals(rep)[0] if os.path.exists(rep) else -1
+    sent = [l for l in err.splitlines() if "edge gen -> sink" in l]
+    check(p.returncode == 130 and got > 0, f"{sig.name}: exit {p.returncode}, sink finished after receiving {got}")
+    check(bool(sent) and f" {got} messages" in sent[0] and "end-of-stream sent" in sent[0], f"{sig.name}: everything sent was received (drained)")
+
+# A lost ssh session: the log pipe is gone (SIGPIPE must not kill) and SIGHUP arrives; or, under
+# saeflow launch, standard input closes. Both stop like SIGTERM: drain, finish, exit 130.
+for how in ("SIGHUP with stderr closed", "stdin closed"):
+    if os.path.exists(rep):
+        os.remove(rep)
+    extra = ["--stop-on-stdin-eof"] if how == "stdin closed" else []
+    p = subprocess.Popen([saeflow, "run", flow, "--no-progress", *extra], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.5)
+    if how == "stdin closed":
+        p.stdin.close()
+    else:
+        p.stderr.close()
+        p.send_signal(signal.SIGHUP)
+    try:
+        rc = p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        rc = p.wait()
+    got = report_totals(rep)[0] if os.path.exists(rep) else -1
+    check(rc == 130 and got > 0, f"{how}: exit {rc} (130 = stopped cleanly), sink finished after receiving {got}")
+
+# A second signal aborts at once, while a slow sink is still draining its queue (~4 s of work).
+flow2 = write("abort.flow", """
+stage gen = tensor_gen {
+    count = 1000000000
+}
+stage sink = verify_sink {
+    input = gen
+    delay_us = 300000
+}
+""")
+p = subprocess.Popen([saeflow, "run", flow2, "--no-progress"], stderr=subprocess.PIPE, text=True)
 time.sleep(1.5)
 p.send_signal(signal.SIGINT)
+time.sleep(0.5)
+draining = p.poll() is None
+t0 = time.time()
+p.send_signal(signal.SIGINT)
 err = p.communicate(timeout=30)[1]
-got = report_totals(rep)[0] if os.path.exists(rep) else -1
-sent = [l for l in err.splitlines() if "edge gen -> sink" in l]
-check(p.returncode == 130 and got > 0, f"SIGINT: exit {p.returncode}, sink finished after receiving {got}")
-check(bool(sent) and f" {got} messages" in sent[0] and "end-of-stream sent" in sent[0], "SIGINT: everything sent was received (drained)")
+took = time.time() - t0
+check(draining and p.returncode == 130 and took < 0.8 and "aborting now" in err,
+      f"second SIGINT: exit {p.returncode} {took:.2f} s after it (still draining after the first: {draining})")
 
 # 7. A peer that never comes, and one that dies mid-run.
 port = random.randrange(20000, 60000, 100)
@@ -230,6 +280,163 @@ stage sink = verify_sink {{
 t0 = time.time()
 ca, ea, cb, eb = two_hosts(flow, kill_b_after=1.5, timeout=60)
 check(ca == 1 and "lost contact with consumer sink" in ea, f"peer killed mid-run: producer stops with an error naming it after {time.time() - t0:.1f} s (exit {ca}) {'' if 'lost contact' in ea else ea[-400:]}")
+
+# 8. An interrupt crosses processes: SIGINT to the producer's host only (a -> b -> c) ends the
+# streams early with an interrupted end-of-stream, so b and c finish as interrupted (exit 130), not
+# as complete; SIGINT to the last host only asks the upstream hosts to stop the same way.
+def chain_flow(name, rep):
+    port = random.randrange(20000, 60000, 100)
+    return write(name, f"""
+host a = tcp://127.0.0.1:{port}
+host b = tcp://127.0.0.1:{port + 20}
+host c = tcp://127.0.0.1:{port + 40}
+stage gen = tensor_gen {{
+    host = a
+    count = 1000000000
+    delay_us = 100
+}}
+stage mid = relay {{
+    host = b
+    input = gen
+}}
+stage sink = verify_sink {{
+    host = c
+    input = mid
+    report = {rep}
+}}
+""")
+
+
+for target in ("a", "c"):
+    rep = os.path.join(tmp, f"chain-{target}.txt")
+    flow = chain_flow(f"chain-{target}.flow", rep)
+    ps = {h: start_host(flow, h) for h in ("c", "b", "a")}
+    time.sleep(2.5)
+    ps[target].send_signal(signal.SIGINT)
+    errs = {h: p.communicate(timeout=60)[1] for h, p in ps.items()}
+    codes = {h: p.returncode for h, p in ps.items()}
+    got = report_totals(rep)[0] if os.path.exists(rep) else -1
+    sent = [l for l in errs["a"].splitlines() if "edge gen -> mid:" in l]
+    others = [h for h in ps if h != target]
+    check(all(c == 130 for c in codes.values()), f"SIGINT to host {target} only: every host exits 130 ({codes})")
+    if target == "a":
+        check("interrupted upstream: gen ended its stream early" in errs["b"]
+              and "interrupted upstream: mid ended its stream early" in errs["c"],
+              "hosts b and c say they were interrupted upstream, naming the producer")
+    else:
+        check("interrupted downstream: consumer sink was interrupted" in errs["b"]
+              and "interrupted downstream: consumer mid was interrupted" in errs["a"],
+              "hosts a and b say a consumer downstream was interrupted")
+    check(got > 0 and bool(sent) and f": {got} messages" in sent[0],
+          f"SIGINT to host {target}: the sink on c finished with every message a sent ({got}; {sent[0].strip() if sent else errs['a'][-300:]})")
+
+# 9. Broadcast to a replica group split across processes (replicas 0 and 2 on b, 1 on a): every
+# replica gets every message.
+port = random.randrange(20000, 60000, 100)
+rep = os.path.join(tmp, "bcast.txt")
+M = 20000
+flow = write("bcast.flow", f"""
+host a = tcp://127.0.0.1:{port}
+host b = tcp://127.0.0.1:{port + 50}
+stage gen = tensor_gen {{
+    host = a
+    count = {M}
+    rows = 2
+    cols = 8
+}}
+stage each = verify_sink {{
+    host = b, a
+    input = gen
+    replicas = 3
+    distribute = broadcast
+    expect = {M}
+    report = {rep}
+}}
+""")
+ca, ea, cb, eb = two_hosts(flow)
+lines = sorted(open(rep).read().split("\n")[:-1]) if os.path.exists(rep) else []
+check(ca == 0 and cb == 0 and lines == [f"each[{r}] {M} {M * (M - 1) // 2}" for r in range(3)],
+      f"broadcast across processes: each of 3 replicas got all {M} messages (exit {ca}/{cb}; {lines})")
+
+# 10. Junk from an unknown peer on a producer's tcp port is dropped and logged (the run completes
+# with exact totals); a malformed frame from a known consumer still fails the run.
+JUNK = r"""
+import sys, time, zmq
+ctx = zmq.Context()
+socks = []
+for ident in (None, b"stranger", b"sink\0x"):
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    if ident:
+        s.setsockopt(zmq.ROUTING_ID, ident)
+    s.connect(sys.argv[1])
+    socks.append(s)
+hello = (0x53460001).to_bytes(4, "little") + (1000).to_bytes(4, "little") + bytes(8)
+end = time.time() + float(sys.argv[2])
+while time.time() < end:
+    for s in socks:
+        for parts in ([b"abc"], [b"x" * 16], [b"\xff" * 16, b"payload"], [hello], [b"a", b"b", b"c"]):
+            s.send_multipart(parts)
+    time.sleep(0.05)
+"""
+junk = write("junk.py", JUNK)
+port = random.randrange(20000, 60000, 100)
+rep = os.path.join(tmp, "junk.txt")
+M = 30000
+flow = write("junk.flow", f"""
+host a = tcp://127.0.0.1:{port}
+host b = tcp://127.0.0.1:{port + 50}
+stage gen = tensor_gen {{
+    host = a
+    count = {M}
+    delay_us = 50
+}}
+stage sink = verify_sink {{
+    host = b
+    input = gen
+    expect = {M}
+    report = {rep}
+}}
+""")
+pb, pa = start_host(flow, "b"), start_host(flow, "a")
+spy = subprocess.run([sys.executable, junk, f"tcp://127.0.0.1:{port}", "2"], capture_output=True, text=True, timeout=60)
+ea, eb = pa.communicate(timeout=120)[1], pb.communicate(timeout=120)[1]
+check(spy.returncode == 0 and pa.returncode == 0 and pb.returncode == 0 and report_totals(rep) == (M, M * (M - 1) // 2),
+      f"junk frames from unknown peers: the run completes with exact totals (exit {pa.returncode}/{pb.returncode}) {spy.stderr[-300:]}{ea[-300:] if pa.returncode else ''}")
+warned = [l for l in ea.splitlines() if "dropped a malformed frame from unknown peer" in l]
+check(bool(warned) and "127.0.0.1" in warned[0] and len([l for l in ea.splitlines() if "dropped" in l]) <= 3,
+      f"host a warns, rate-limited, naming the peer's address: {warned[0].strip() if warned else ea[-300:]}")
+
+POSER = r"""
+import sys, time, zmq
+s = zmq.Context().socket(zmq.DEALER)
+s.setsockopt(zmq.LINGER, 0)
+s.setsockopt(zmq.ROUTING_ID, b"sink")
+s.connect(sys.argv[1])
+s.send((0x53460001).to_bytes(4, "little") + (8).to_bytes(4, "little") + bytes(8))
+time.sleep(0.5)
+s.send(b"abc")
+time.sleep(1)
+"""
+poser = write("poser.py", POSER)
+port = random.randrange(20000, 60000, 100)
+flow = write("poser.flow", f"""
+host a = tcp://127.0.0.1:{port}
+host b = tcp://127.0.0.1:{port + 50}
+stage gen = tensor_gen {{
+    host = a
+    count = 100
+}}
+stage sink = verify_sink {{
+    host = b
+    input = gen
+}}
+""")
+pa = start_host(flow, "a")
+subprocess.run([sys.executable, poser, f"tcp://127.0.0.1:{port}"], capture_output=True, timeout=60)
+ea = pa.communicate(timeout=60)[1]
+check(pa.returncode == 1 and "gen: bad frame from sink: frame header of 3 bytes" in ea,
+      f"a malformed frame from a known consumer fails the run clearly (exit {pa.returncode}): {ea.strip().splitlines()[-1] if ea.strip() else ''}")
 
 print(f"{failures} failures")
 sys.exit(1 if failures else 0)
