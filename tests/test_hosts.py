@@ -7,9 +7,18 @@ pipelines/three-hosts.flow across them.
   2. clients without the CURVE key (a pyzmq DEALER with its own keypair, one with no CURVE, and a
      saeflow host with a different keypair) are refused: they get no data, inject nothing, and
      the run still ends with exact totals;
-  3. killing forward replica fwd[1]'s process mid-run ends every host with an error naming it;
-  4. saeflow launch (with SAEFLOW_SSH pointing at a stand-in for ssh that enters the namespace).
-Usage: test_hosts.py SAEFLOW SOURCE_ROOT. Skips (77) without root or iproute2."""
+  3. SIGINT to host A only stops every host as interrupted (exit 130): C's shard manifest is not
+     marked complete, its trainer saves a checkpoint;
+  4. killing forward replica fwd[1]'s process mid-run ends every host with an error naming it, the
+     trainer's checkpoint exists, and a re-run with resume=true logs that the trainer resumes and
+     ends with an uninterrupted run's totals: shard rows exactly (multiset compared), manifest
+     counts, the trainer's token count (which rows the trainer skips is its own business: with two
+     replicas their order differs between runs);
+  5. saeflow launch (with SAEFLOW_SSH pointing at a stand-in for ssh that enters the namespace);
+  6. saeflow launch over real OpenSSH (an sshd per namespace; skipped without openssh-server):
+     Ctrl-C to the launcher, and a lost ssh session, both stop the parts cleanly.
+Usage: test_hosts.py SAEFLOW SOURCE_ROOT. Skips (77) without root or iproute2, or when any step of
+the network setup fails (after removing what it made)."""
 import glob, hashlib, json, os, shutil, signal, struct, subprocess, sys, tempfile, time
 
 saeflow, root = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
