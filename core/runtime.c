@@ -177,6 +177,7 @@ static int worker_loop(sf_ctx *ctx) {
         zmq_msg_close(&item.msg);
         atomic_fetch_add(&ctx->msgs_in, 1);
         atomic_fetch_add(&link->credit_return, 1);
+        atomic_fetch_add(&link->processed, 1);
         uv_async_send(&rt->wake);
         if (rc != SF_OK) return SF_ERR;
     }

@@ -43,6 +43,7 @@ typedef struct sf_in_link { /* consumer side: one producer instance */
     uint64_t expect_seq, received, bytes;
     int eos;
     atomic_int credit_return; /* credits the worker freed, to send back */
+    atomic_uint_fast64_t processed; /* messages the stage has taken (for the summary) */
     double last_seen;
 } sf_in_link;
 

@@ -3,7 +3,7 @@
 tcp and ipc, 100k+ messages with none lost or repeated, a slow consumer with bounded memory,
 failures, signals (SIGINT, SIGTERM, SIGHUP, a second signal, closed stdin, an interrupt crossing
 processes both ways), vanished peers, and junk from unknown peers. Usage: test_runtime.py SAEFLOW [--heavy]"""
-import os, random, resource, signal, subprocess, sys, tempfile, time
+import os, random, re, resource, signal, subprocess, sys, tempfile, time
 
 saeflow = sys.argv[1]
 heavy = "--heavy" in sys.argv
@@ -181,6 +181,13 @@ stage sink = verify_sink {{
 """)
 ca, ea, cb, eb = two_hosts(flow, timeout=60)
 check(cb == 1 and ca == 1 and "sink (downstream) failed" in ea, f"failure across processes: producer stops naming the consumer (exit {ca}/{cb})")
+# after a failure the summary accounts for every message: the sink took seq 0..500 (failing on the
+# last); the producer saw exactly those acknowledged, the rest in flight
+m_a = re.search(r"edge gen -> sink: (\d+) messages.*; (\d+) acknowledged, (\d+) in flight", ea)
+m_b = re.search(r"edge gen -> sink: (\d+) messages received.*; (\d+) processed, (\d+) not", eb)
+acc = [int(x) for x in m_a.groups() + m_b.groups()] if m_a and m_b else []
+check(len(acc) == 6 and acc[4] == 501 and acc[1] == 501 and acc[1] + acc[2] == acc[0] and acc[3] == acc[4] + acc[5] <= acc[0],
+      f"failure summary: sent / acknowledged / in flight on the producer, received / processed on the consumer {acc}")
 
 # 6. SIGINT: sources stop, the pipeline drains, stages finish, exit 130.
 rep = os.path.join(tmp, "sigint.txt")
