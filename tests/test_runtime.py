@@ -38,6 +38,25 @@ def report_totals(path):
     return count, seqsum
 
 
+def gen_sink_flow(name, gen={}, sink={}, sink_host="b"):
+    """A tensor_gen feeding a verify_sink, with more parameters for each: gen on host a, the sink on
+    sink_host, over tcp (sink_host None: one process, no hosts). Returns the file and host a's port."""
+    port = random.randrange(20000, 60000, 100)
+    hosts = f"host a = tcp://127.0.0.1:{port}\nhost b = tcp://127.0.0.1:{port + 50}\n" if sink_host else ""
+    if sink_host:
+        gen, sink = dict(gen, host="a"), dict(sink, host=sink_host)
+    gen, sink = ("\n".join(f"    {k} = {v}" for k, v in d.items()) for d in (gen, sink))
+    return write(name, f"""{hosts}
+stage gen = tensor_gen {{
+{gen}
+}}
+stage sink = verify_sink {{
+    input = gen
+{sink}
+}}
+"""), port
+
+
 def start_host(flow, host, env=None, **kw):
     return subprocess.Popen([saeflow, "run", flow, "--host", host, "--peer-timeout", "3", "--connect-timeout", "20"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
@@ -127,24 +146,8 @@ stage shared = verify_sink {{
     check("all verified in sequence" in eb, f"{transport}: consumer verified sequence numbers and end-of-stream counts")
 
 # 4. A slow consumer of 1 MiB tensors: the producer slows down, memory stays bounded.
-port = random.randrange(20000, 60000, 100)
 count = 1500 if not heavy else 6000
-flow = write("slow.flow", f"""
-host a = tcp://127.0.0.1:{port}
-host b = tcp://127.0.0.1:{port + 50}
-stage gen = tensor_gen {{
-    host = a
-    count = {count}
-    rows = 256
-    cols = 1024
-}}
-stage sink = verify_sink {{
-    host = b
-    input = gen
-    expect = {count}
-    delay_us = 1000
-}}
-""")
+flow, _ = gen_sink_flow("slow.flow", dict(count=count, rows=256, cols=1024), dict(expect=count, delay_us=1000))
 t0 = time.time()
 ca, ea, cb, eb = two_hosts(flow)
 rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -154,31 +157,10 @@ rss_limit = 120 + (300 if "ASAN_OPTIONS" in os.environ else 0)
 check(rss_mb < rss_limit, f"slow consumer: peak RSS of any process {rss_mb:.0f} MB for {count} MiB streamed (bounded by credit)")
 
 # 5. A failing stage stops the pipeline with its error, in one process and across processes.
-flow = write("fail1.flow", """
-stage gen = tensor_gen {
-    count = 100000000
-}
-stage sink = verify_sink {
-    input = gen
-    fail_at = 500
-}
-""")
+flow, _ = gen_sink_flow("fail1.flow", dict(count=100000000), dict(fail_at=500), sink_host=None)
 r = run([flow, "--no-progress"], timeout=60)
 check(r.returncode == 1 and "sink: failing on seq 500" in r.stderr, f"failing stage: exit {r.returncode}, error names the stage")
-port = random.randrange(20000, 60000, 100)
-flow = write("fail2.flow", f"""
-host a = tcp://127.0.0.1:{port}
-host b = tcp://127.0.0.1:{port + 50}
-stage gen = tensor_gen {{
-    host = a
-    count = 100000000
-}}
-stage sink = verify_sink {{
-    host = b
-    input = gen
-    fail_at = 500
-}}
-""")
+flow, _ = gen_sink_flow("fail2.flow", dict(count=100000000), dict(fail_at=500))
 ca, ea, cb, eb = two_hosts(flow, timeout=60)
 check(cb == 1 and ca == 1 and "sink (downstream) failed" in ea, f"failure across processes: producer stops naming the consumer (exit {ca}/{cb})")
 # after a failure the summary accounts for every message: the sink took seq 0..500 (failing on the
@@ -191,16 +173,7 @@ check(len(acc) == 6 and acc[4] == 501 and acc[1] == 501 and acc[1] + acc[2] == a
 
 # 6. SIGINT: sources stop, the pipeline drains, stages finish, exit 130.
 rep = os.path.join(tmp, "sigint.txt")
-flow = write("sigint.flow", f"""
-stage gen = tensor_gen {{
-    count = 1000000000
-    delay_us = 100
-}}
-stage sink = verify_sink {{
-    input = gen
-    report = {rep}
-}}
-""")
+flow, _ = gen_sink_flow("sigint.flow", dict(count=1000000000, delay_us=100), dict(report=rep), sink_host=None)
 for sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM acts as the first SIGINT does
     if os.path.exists(rep):
         os.remove(rep)
@@ -235,15 +208,7 @@ for how in ("SIGHUP with stderr closed", "stdin closed"):
     check(rc == 130 and got > 0, f"{how}: exit {rc} (130 = stopped cleanly), sink finished after receiving {got}")
 
 # A second signal aborts at once, while a slow sink is still draining its queue (~4 s of work).
-flow2 = write("abort.flow", """
-stage gen = tensor_gen {
-    count = 1000000000
-}
-stage sink = verify_sink {
-    input = gen
-    delay_us = 300000
-}
-""")
+flow2, _ = gen_sink_flow("abort.flow", dict(count=1000000000), dict(delay_us=300000), sink_host=None)
 p = subprocess.Popen([saeflow, "run", flow2, "--no-progress"], stderr=subprocess.PIPE, text=True)
 time.sleep(1.5)
 p.send_signal(signal.SIGINT)
@@ -257,33 +222,10 @@ check(draining and p.returncode == 130 and took < 0.8 and "aborting now" in err,
       f"second SIGINT: exit {p.returncode} {took:.2f} s after it (still draining after the first: {draining})")
 
 # 7. A peer that never comes, and one that dies mid-run.
-port = random.randrange(20000, 60000, 100)
-flow = write("lonely.flow", f"""
-host a = tcp://127.0.0.1:{port}
-host b = tcp://127.0.0.1:{port + 50}
-stage gen = tensor_gen {{
-    host = a
-}}
-stage sink = verify_sink {{
-    host = b
-    input = gen
-}}
-""")
+flow, _ = gen_sink_flow("lonely.flow")
 r = subprocess.run([saeflow, "run", flow, "--host", "a", "--connect-timeout", "2"], capture_output=True, text=True, timeout=30)
 check(r.returncode == 1 and "consumer sink has not connected" in r.stderr, f"missing peer: clear error after the connect timeout (exit {r.returncode})")
-port = random.randrange(20000, 60000, 100)
-flow = write("dies.flow", f"""
-host a = tcp://127.0.0.1:{port}
-host b = tcp://127.0.0.1:{port + 50}
-stage gen = tensor_gen {{
-    host = a
-    count = 100000000
-}}
-stage sink = verify_sink {{
-    host = b
-    input = gen
-}}
-""")
+flow, _ = gen_sink_flow("dies.flow", dict(count=100000000))
 t0 = time.time()
 ca, ea, cb, eb = two_hosts(flow, kill_b_after=1.5, timeout=60)
 check(ca == 1 and "lost contact with consumer sink" in ea, f"peer killed mid-run: producer stops with an error naming it after {time.time() - t0:.1f} s (exit {ca}) {'' if 'lost contact' in ea else ea[-400:]}")
@@ -339,30 +281,13 @@ for target in ("a", "c"):
 
 # 9. Broadcast to a replica group split across processes (replicas 0 and 2 on b, 1 on a): every
 # replica gets every message.
-port = random.randrange(20000, 60000, 100)
 rep = os.path.join(tmp, "bcast.txt")
 M = 20000
-flow = write("bcast.flow", f"""
-host a = tcp://127.0.0.1:{port}
-host b = tcp://127.0.0.1:{port + 50}
-stage gen = tensor_gen {{
-    host = a
-    count = {M}
-    rows = 2
-    cols = 8
-}}
-stage each = verify_sink {{
-    host = b, a
-    input = gen
-    replicas = 3
-    distribute = broadcast
-    expect = {M}
-    report = {rep}
-}}
-""")
+flow, _ = gen_sink_flow("bcast.flow", dict(count=M, rows=2, cols=8),
+                        dict(replicas=3, distribute="broadcast", expect=M, report=rep), sink_host="b, a")
 ca, ea, cb, eb = two_hosts(flow)
 lines = sorted(open(rep).read().split("\n")[:-1]) if os.path.exists(rep) else []
-check(ca == 0 and cb == 0 and lines == [f"each[{r}] {M} {M * (M - 1) // 2}" for r in range(3)],
+check(ca == 0 and cb == 0 and lines == [f"sink[{r}] {M} {M * (M - 1) // 2}" for r in range(3)],
       f"broadcast across processes: each of 3 replicas got all {M} messages (exit {ca}/{cb}; {lines})")
 
 # 10. Junk from an unknown peer on a producer's tcp port is dropped and logged (the run completes
@@ -387,24 +312,9 @@ while time.time() < end:
     time.sleep(0.05)
 """
 junk = write("junk.py", JUNK)
-port = random.randrange(20000, 60000, 100)
 rep = os.path.join(tmp, "junk.txt")
 M = 30000
-flow = write("junk.flow", f"""
-host a = tcp://127.0.0.1:{port}
-host b = tcp://127.0.0.1:{port + 50}
-stage gen = tensor_gen {{
-    host = a
-    count = {M}
-    delay_us = 50
-}}
-stage sink = verify_sink {{
-    host = b
-    input = gen
-    expect = {M}
-    report = {rep}
-}}
-""")
+flow, port = gen_sink_flow("junk.flow", dict(count=M, delay_us=50), dict(expect=M, report=rep))
 pb, pa = start_host(flow, "b"), start_host(flow, "a")
 spy = subprocess.run([sys.executable, junk, f"tcp://127.0.0.1:{port}", "2"], capture_output=True, text=True, timeout=60)
 ea, eb = pa.communicate(timeout=120)[1], pb.communicate(timeout=120)[1]
@@ -426,19 +336,7 @@ s.send(b"abc")
 time.sleep(1)
 """
 poser = write("poser.py", POSER)
-port = random.randrange(20000, 60000, 100)
-flow = write("poser.flow", f"""
-host a = tcp://127.0.0.1:{port}
-host b = tcp://127.0.0.1:{port + 50}
-stage gen = tensor_gen {{
-    host = a
-    count = 100
-}}
-stage sink = verify_sink {{
-    host = b
-    input = gen
-}}
-""")
+flow, port = gen_sink_flow("poser.flow", dict(count=100))
 pa = start_host(flow, "a")
 subprocess.run([sys.executable, poser, f"tcp://127.0.0.1:{port}"], capture_output=True, timeout=60)
 ea = pa.communicate(timeout=60)[1]
