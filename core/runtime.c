@@ -63,7 +63,7 @@ static void fail_run(sf_runtime *rt, const char *fmt, ...) {
 static void interrupt_run(sf_runtime *rt, const char *cause) {
     if (atomic_exchange(&rt->interrupted, 1)) return;
     snprintf(rt->interrupt_cause, sizeof rt->interrupt_cause, "%s", cause);
-    sf_log(SF_LOG_WARN, "%s: stopping the sources and draining the pipeline (a second signal aborts at once)", cause);
+    sf_log(SF_LOG_WARN, "%s: stopping the sources and draining the pipeline%s", cause, rt->signals ? " (again to abort at once)" : "");
     atomic_store(&rt->stopping, 1);
     for (int i = 0; i < rt->n_inst; i++)
         for (int j = 0; j < rt->inst[i]->n_in; j++) {
@@ -561,32 +561,29 @@ static void shutdown_loop(sf_runtime *rt) { uv_stop(&rt->loop); }
 /* ------------------------------------------------------------------------------------------ */
 /* Signals, heartbeats, time-outs                                                              */
 
-/* SIGINT, SIGTERM and SIGHUP (a lost terminal or ssh session) stop the run cleanly; a second
- * one aborts at once. */
-static void on_signal(uv_signal_t *h, int signum) {
-    sf_runtime *rt = h->data;
-    const char *cause = signum == SIGINT ? "interrupted (SIGINT)" : signum == SIGHUP ? "hung up (SIGHUP)" : "terminated (SIGTERM)";
+/* A stop asked for here (a signal, stdin closed): the first drains, the second aborts at once. */
+static void stop_here(sf_runtime *rt, const char *cause) {
     if (rt->signals++) {
-        fprintf(stderr, "\nsaeflow: second signal, %s: aborting now\n", cause);
+        fprintf(stderr, "\nsaeflow: %s again: aborting now\n", cause);
         _exit(130);
     }
     interrupt_run(rt, cause);
 }
 
+/* SIGINT, SIGTERM and SIGHUP (a lost terminal or ssh session with a pty) stop the run cleanly. */
+static void on_signal(uv_signal_t *h, int signum) {
+    stop_here(h->data, signum == SIGINT ? "interrupted (SIGINT)" : signum == SIGHUP ? "hung up (SIGHUP)" : "terminated (SIGTERM)");
+}
+
 /* stop_on_stdin_eof: saeflow launch stops a part by closing its stdin, which ssh forwards (and
- * sshd closes it too when the session is lost). */
+ * sshd closes it too when the session is lost). Input itself is ignored. */
 static void on_stdin(uv_poll_t *h, int status, int events) {
     (void)events;
     char buf[256];
     ssize_t n = status < 0 ? 0 : read(STDIN_FILENO, buf, sizeof buf);
-    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR))) return; /* input is ignored */
+    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR))) return;
     uv_poll_stop(h);
-    sf_runtime *rt = h->data;
-    if (rt->signals++) {
-        fprintf(stderr, "\nsaeflow: standard input closed after a signal: aborting now\n");
-        _exit(130);
-    }
-    interrupt_run(rt, "standard input closed (--stop-on-stdin-eof)");
+    stop_here(h->data, "standard input closed (--stop-on-stdin-eof)");
 }
 
 static void check_peers(sf_runtime *rt) {
