@@ -66,12 +66,12 @@ void sf_progress_summary(sf_runtime *rt) {
             char b[32], rate[32];
             human_bytes((double)l->bytes, b, sizeof b);
             human_bytes(elapsed > 0 ? (double)l->bytes / elapsed : 0, rate, sizeof rate);
-            int64_t in_flight = l->window - l->credit; /* sent, not yet acknowledged by the consumer's stage */
             fprintf(stderr, "  edge %s -> %s: %llu messages, %s, %s/s%s", c->name, l->id, (unsigned long long)l->seq, b, rate,
                     l->eos_sent ? ", end-of-stream sent" : "");
-            if (failed || in_flight)
-                fprintf(stderr, "; %llu acknowledged, %lld in flight", (unsigned long long)l->seq - (unsigned long long)in_flight,
-                        (long long)in_flight);
+            if (failed) { /* credit the consumer's stage has not returned: sent, not acknowledged */
+                int64_t in_flight = l->window - l->credit;
+                fprintf(stderr, "; %llu acknowledged, %lld in flight", (unsigned long long)((int64_t)l->seq - in_flight), (long long)in_flight);
+            }
             fputc('\n', stderr);
         }
         for (int j = 0; j < c->n_in; j++) {
@@ -79,10 +79,10 @@ void sf_progress_summary(sf_runtime *rt) {
             if (!l->remote) continue; /* local edges were printed by their producer */
             char b[32];
             human_bytes((double)l->bytes, b, sizeof b);
-            uint64_t done = atomic_load(&l->processed);
             fprintf(stderr, "  edge %s -> %s: %llu messages received, %s%s", l->peer, c->name, (unsigned long long)l->received, b,
                     l->eos ? ", all verified in sequence" : ", stream incomplete");
-            if (failed || done != l->received)
+            uint64_t done = atomic_load(&l->processed);
+            if (failed)
                 fprintf(stderr, "; %llu processed, %llu not", (unsigned long long)done, (unsigned long long)(l->received - done));
             fputc('\n', stderr);
         }

@@ -570,9 +570,16 @@ static void stop_here(sf_runtime *rt, const char *cause) {
     interrupt_run(rt, cause);
 }
 
-/* SIGINT, SIGTERM and SIGHUP (a lost terminal or ssh session with a pty) stop the run cleanly. */
+/* A lost session (terminal or ssh) shows as SIGHUP, as end-of-file on stdin, or both (a pty):
+ * one stop, not a second one that would abort. */
+static void session_lost(sf_runtime *rt, const char *cause) {
+    if (!rt->hangup++) stop_here(rt, cause);
+}
+
+/* SIGINT, SIGTERM and SIGHUP stop the run cleanly. */
 static void on_signal(uv_signal_t *h, int signum) {
-    stop_here(h->data, signum == SIGINT ? "interrupted (SIGINT)" : signum == SIGHUP ? "hung up (SIGHUP)" : "terminated (SIGTERM)");
+    if (signum == SIGHUP) session_lost(h->data, "hung up (SIGHUP)");
+    else stop_here(h->data, signum == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)");
 }
 
 /* stop_on_stdin_eof: saeflow launch stops a part by closing its stdin, which ssh forwards (and
@@ -583,7 +590,7 @@ static void on_stdin(uv_poll_t *h, int status, int events) {
     ssize_t n = status < 0 ? 0 : read(STDIN_FILENO, buf, sizeof buf);
     if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR))) return;
     uv_poll_stop(h);
-    stop_here(h->data, "standard input closed (--stop-on-stdin-eof)");
+    session_lost(h->data, "standard input closed (--stop-on-stdin-eof)");
 }
 
 static void check_peers(sf_runtime *rt) {

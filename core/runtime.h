@@ -114,7 +114,8 @@ typedef struct sf_runtime {
     struct sf_ctx **inst; /* this process's instances */
     int n_inst;
     atomic_int stopping, interrupted, aborting;
-    int signals;                /* signals received here (the second aborts) */
+    int signals;                /* stops asked for here (the second aborts) */
+    int hangup;                 /* SIGHUP or stdin closed: the session is gone */
     char interrupt_cause[200];  /* "" for a signal here; else which peer brought the interrupt */
     uint64_t dropped;           /* frames from unknown peers, dropped */
     double dropped_logged;      /* when the last warning about them was printed */

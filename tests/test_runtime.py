@@ -187,16 +187,17 @@ for sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM acts as the first SIGINT 
     check(bool(sent) and f" {got} messages" in sent[0] and "end-of-stream sent" in sent[0], f"{sig.name}: everything sent was received (drained)")
 
 # A lost ssh session: the log pipe is gone (SIGPIPE must not kill) and SIGHUP arrives; or, under
-# saeflow launch, standard input closes. Both stop like SIGTERM: drain, finish, exit 130.
-for how in ("SIGHUP with stderr closed", "stdin closed"):
+# saeflow launch, standard input closes; or both at once (a pty hanging up): each is one stop like
+# SIGTERM (drain, finish, exit 130), not a second one that aborts.
+for how in ("SIGHUP with stderr closed", "stdin closed", "stdin closed and SIGHUP"):
     if os.path.exists(rep):
         os.remove(rep)
-    extra = ["--stop-on-stdin-eof"] if how == "stdin closed" else []
+    extra = ["--stop-on-stdin-eof"] if "stdin" in how else []
     p = subprocess.Popen([saeflow, "run", flow, "--no-progress", *extra], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(1.5)
-    if how == "stdin closed":
+    if "stdin" in how:
         p.stdin.close()
-    else:
+    if "SIGHUP" in how:
         p.stderr.close()
         p.send_signal(signal.SIGHUP)
     try:
