@@ -42,12 +42,15 @@ static void usage(FILE *out) {
             "  --connect-timeout S    seconds to wait for peers at start (default 60)\n"
             "  --peer-timeout S       seconds without a heartbeat before a peer is lost (default 10)\n"
             "  --progress, --no-progress   live status (default: on a terminal; log lines otherwise)\n"
+            "  --stop-on-stdin-eof    end-of-file on standard input stops the run like SIGTERM (launch uses it)\n"
             "\nenvironment:\n"
             "  SAEFLOW_PLUGIN_PATH    extra directories of stage plugins (.so), ':'-separated\n"
             "  SAEFLOW_LOG            debug | info | warn | error (default info)\n"
             "  SAEFLOW_SSH            launch: the ssh command (default 'ssh -o BatchMode=yes'), given ADDR and a command\n"
             "  SAEFLOW_BIN            launch: saeflow's path on the hosts (default: this binary's path)\n"
             "  OPENBLAS_CORETYPE      OpenBLAS kernel; saeflow picks one itself where OpenBLAS misdetects the CPU\n"
+            "\nsignals: SIGINT, SIGTERM or SIGHUP stops the sources, drains and lets stages finish (a trainer saves),\n"
+            "then exits 130; the interrupt reaches the other hosts' parts too. A second signal aborts at once.\n"
             "\nexit codes: 0 success, 1 a stage failed, 2 bad usage or pipeline file, 130 interrupted\n");
 }
 
@@ -115,6 +118,7 @@ static int parse_run_args(int argc, char **argv, sf_run_options *o, char ***over
         else if (!strcmp(a, "--peer-timeout") && has_value) o->peer_timeout = atof(argv[++i]);
         else if (!strcmp(a, "--progress")) o->progress = 1;
         else if (!strcmp(a, "--no-progress")) o->progress = 0;
+        else if (!strcmp(a, "--stop-on-stdin-eof")) o->stop_on_stdin_eof = 1;
         else if (a[0] != '-' && strchr(a, '=')) (*overrides)[(*n_over)++] = argv[i];
         else {
             fprintf(stderr, "saeflow: unknown argument '%s' (saeflow help)\n", a);

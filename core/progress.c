@@ -1,6 +1,6 @@
 /* Progress while a pipeline runs (a live block of lines on a terminal, log lines every 10 s
- * otherwise) and the summary at the end: per edge messages, bytes and rate, and per stage the
- * counters stages keep. */
+ * otherwise) and the summary at the end: per edge messages, bytes and rate (after a failure also
+ * how many were acknowledged, in flight, processed), and per stage the counters stages keep. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -74,7 +74,9 @@ void sf_progress_tick(sf_runtime *rt, int final) {
 
 void sf_progress_summary(sf_runtime *rt) {
     double elapsed = sf_now() - rt->start;
+    int failed = rt->error[0] != 0;
     fprintf(stderr, "saeflow: run summary after %.1f s\n", elapsed);
+    if (rt->dropped) fprintf(stderr, "  dropped %llu frames from unknown peers\n", (unsigned long long)rt->dropped);
     for (int i = 0; i < rt->n_inst; i++) {
         sf_ctx *c = rt->inst[i];
         for (int j = 0; j < c->n_out; j++) {
@@ -82,16 +84,25 @@ void sf_progress_summary(sf_runtime *rt) {
             char b[32], rate[32];
             human_bytes((double)l->bytes, b, sizeof b);
             human_bytes(elapsed > 0 ? (double)l->bytes / elapsed : 0, rate, sizeof rate);
-            fprintf(stderr, "  edge %s -> %s: %llu messages, %s, %s/s%s\n", c->name, l->id, (unsigned long long)l->seq, b, rate,
+            fprintf(stderr, "  edge %s -> %s: %llu messages, %s, %s/s%s", c->name, l->id, (unsigned long long)l->seq, b, rate,
                     l->eos_sent ? ", end-of-stream sent" : "");
+            if (failed) { /* credit the consumer's stage has not returned: sent, not acknowledged */
+                int64_t in_flight = l->window - l->credit;
+                fprintf(stderr, "; %llu acknowledged, %lld in flight", (unsigned long long)((int64_t)l->seq - in_flight), (long long)in_flight);
+            }
+            fputc('\n', stderr);
         }
         for (int j = 0; j < c->n_in; j++) {
             sf_in_link *l = &c->in[j];
             if (!l->remote) continue; /* local edges were printed by their producer */
             char b[32];
             human_bytes((double)l->bytes, b, sizeof b);
-            fprintf(stderr, "  edge %s -> %s: %llu messages received, %s%s\n", l->peer, c->name, (unsigned long long)l->received, b,
+            fprintf(stderr, "  edge %s -> %s: %llu messages received, %s%s", l->peer, c->name, (unsigned long long)l->received, b,
                     l->eos ? ", all verified in sequence" : ", stream incomplete");
+            uint64_t done = atomic_load(&l->processed);
+            if (failed)
+                fprintf(stderr, "; %llu processed, %llu not", (unsigned long long)done, (unsigned long long)(l->received - done));
+            fputc('\n', stderr);
         }
         for (int j = 0; j < c->n_counters; j++)
             fprintf(stderr, "  %s: %s = %lld\n", c->name, c->counters[j].name, (long long)c->counters[j].value);
