@@ -80,6 +80,30 @@ void *sh_grow(void *p, size_t n);
 void sh_cols_reserve(sh_cols *c, int64_t rows, size_t acts_row);
 void sh_cols_free(sh_cols *c);
 
+/* ---- sequence keys ----------------------------------------------------------------------- */
+
+/* A set of sequences by (doc_id, pos of the first token), with a value per key for its user. */
+typedef struct sh_key {
+    int64_t doc;
+    int32_t pos;
+    uint32_t val;
+    uint8_t used;
+} sh_key;
+
+typedef struct sh_keys {
+    sh_key *k;
+    size_t cap, n; /* capacity a power of two (or 0), keys held */
+} sh_keys;
+
+/* The key, or NULL if absent. */
+sh_key *sh_keys_find(const sh_keys *s, int64_t doc, int32_t pos);
+/* The key, added with val 0 if absent. Pointers into the set are valid until the next add. */
+sh_key *sh_keys_add(sh_keys *s, int64_t doc, int32_t pos);
+void sh_keys_free(sh_keys *s);
+/* Adds the key of every sequence stored in the shards m (of DIR) lists, reading only the doc_id,
+ * pos and seq columns (20 bytes a row). */
+int sh_stored_keys(const char *dir, const sh_manifest *m, sh_keys *keys);
+
 /* ---- writer ------------------------------------------------------------------------------ */
 
 /* One batch of sequences as the activations message carries it. Pointers may be unaligned. */
@@ -99,8 +123,10 @@ typedef struct sh_writer sh_writer;
 
 /* Opens (creating it if needed) a shard directory for writing `dtype` shards of about
  * shard_bytes each. An existing manifest is resumed: the sequences it already holds (by doc_id
- * and pos) are skipped when they arrive again. resume == 0 refuses a non-empty run. */
-sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, int resume);
+ * and pos) are skipped when they arrive again. resume == 0 refuses a non-empty run.
+ * skipped_upstream: a source drops the stored sequences before they are computed (and checks
+ * that its input holds them: tokenizer skip_stored), so they need not arrive again. */
+sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, int resume, int skipped_upstream);
 int sh_writer_add(sh_writer *w, const sh_batch *b);
 /* Writes what is pending as shards. at_end: the input ended; checks that it covered everything
  * already stored and marks the manifest complete. */

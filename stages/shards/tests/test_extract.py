@@ -2,12 +2,14 @@
 message per hook on one edge) -> two shard_writers, each keeping one hook. Each directory must hold
 its own hook only, both the same tokens, documents and positions (64-token sequences, BOS dropped),
 different activations; a run killed with SIGKILL at random moments and resumed must store the same
-rows as an uninterrupted run, each once, bit for bit; and (with sae_trainer built) an SAE trained on
+rows as an uninterrupted run, each once, bit for bit, the resumed runs forwarding only the sequences
+not yet stored (tokenizer skip_stored); and (with sae_trainer built) an SAE trained on
 shards replayed in order must be bit-identical to one trained live in the extraction run.
 Usage: test_extract.py SHARDS_DRIVER SAEFLOW REPO_ROOT
 Skips (77) when the suite data or the upstream stages are missing."""
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -43,6 +45,7 @@ stage tok = tokenizer {{
     tokenizer = "{suite}/tokenizer.model"
     seq_len = 64
     max_seqs_per_doc = 3
+    skip_stored = "DIR/l1,DIR/l2"
 }}
 stage fwd = forward {{
     input = tok
@@ -57,6 +60,7 @@ stage l1 = shard_writer {{
     hook = resid_post.1
     dtype = BF16
     shard_mb = 1
+    skipped_upstream = true
 }}
 stage l2 = shard_writer {{
     input = fwd
@@ -64,6 +68,7 @@ stage l2 = shard_writer {{
     hook = resid_post.2
     dtype = BF16
     shard_mb = 1
+    skipped_upstream = true
 }}
 """
 
@@ -107,9 +112,32 @@ for i in range(6):
     time.sleep(rng.uniform(0.3, 0.8) * full)
     proc.send_signal(signal.SIGKILL)
     killed += proc.wait() != 0
+# The tokenizer (skip_stored) drops the sequences both directories hold before they are computed:
+# the last run forwards exactly the others (counted independently from the shards on disk).
+both = None
+for hook in ("l1", "l2"):
+    keys = set()
+    if os.path.exists(os.path.join(dst, hook, "manifest.json")):
+        for c in load_dir(os.path.join(dst, hook))[1].values():
+            first = np.r_[True, c["seq"][1:] != c["seq"][:-1]]
+            keys |= set(zip(c["doc_id"][first].tolist(), c["pos"][first].tolist()))
+    both = keys if both is None else both & keys
 p = subprocess.run(pipeline(dst), capture_output=True, text=True, timeout=600)
 check(p.returncode == 0, f"resumed extraction failed: {p.stderr[-3000:]}")
 check(killed >= 3, f"only {killed} runs were interrupted")
+
+
+def counter(text, name):
+    found = re.search(r"^\s*" + re.escape(name) + r" = (\d+)$", text, re.M)
+    return int(found.group(1)) if found else 0
+
+
+total = rows // 64
+sent, skipped = counter(p.stderr, "tok: sequences"), counter(p.stderr, "tok: stored_sequences_skipped")
+check(len(both) > 0, "no sequence was stored in both directories before the last run: the test proves nothing")
+check(skipped == len(both) and sent == total - len(both),
+      f"the last run forwarded {sent} and skipped {skipped} of {total} sequences; {len(both)} were stored in both")
+print(f"last run: {skipped} stored sequences skipped before the forward pass, {sent} forwarded")
 for hook in ("l1", "l2"):
     _, a = load_dir(os.path.join(ref, hook))
     _, b = load_dir(os.path.join(dst, hook))
@@ -120,6 +148,15 @@ for hook in ("l1", "l2"):
               f"{hook} {sp}: resumed rows are not the uninterrupted run's rows, each once")
         check(np.array_equal(b[sp]["acts"], a[sp]["acts"][idx]), f"{hook} {sp}: resumed activations differ")
 print(f"{killed} interrupted runs, resumed to the same rows")
+
+# Another input (fewer documents) on the stored run: the tokenizer refuses it, nothing changes.
+before = {h: open(os.path.join(dst, h, "manifest.json"), "rb").read() for h in ("l1", "l2")}
+short = pipeline(dst)
+open(short[2], "w").write(PIPE.replace("DIR", dst).replace("max_docs = 120", "max_docs = 60"))
+p = subprocess.run(short, capture_output=True, text=True, timeout=600)
+check(p.returncode != 0 and "not the input of the stored run" in p.stderr, f"a shorter input was accepted: {p.stderr}")
+check(all(open(os.path.join(dst, h, "manifest.json"), "rb").read() == before[h] for h in before),
+      "a refused input changed a manifest")
 
 # Extract once, train apart: an SAE trained live on forward's output and one trained on the shards
 # written in the same run (replayed in order) must be bit-identical.

@@ -1,0 +1,65 @@
+/* Sets of sequence keys (doc_id, pos of the first token), which the *tokens* contract makes
+ * unique: the writer's resume check, the tokenizer's skip of stored sequences and the trainer's
+ * skip of trained ones. Open addressing at most half full: 48 bytes per key at worst. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "shards.h"
+
+static size_t key_hash(int64_t doc, int32_t pos) {
+    uint64_t h = (uint64_t)doc * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uint32_t)pos * 0xbf58476d1ce4e5b9ull;
+    return (size_t)(h ^ h >> 29);
+}
+
+static sh_key *slot(const sh_keys *s, int64_t doc, int32_t pos) {
+    for (size_t i = key_hash(doc, pos) & (s->cap - 1);; i = (i + 1) & (s->cap - 1))
+        if (!s->k[i].used || (s->k[i].doc == doc && s->k[i].pos == pos)) return &s->k[i];
+}
+
+sh_key *sh_keys_find(const sh_keys *s, int64_t doc, int32_t pos) {
+    if (!s->n) return NULL;
+    sh_key *k = slot(s, doc, pos);
+    return k->used ? k : NULL;
+}
+
+sh_key *sh_keys_add(sh_keys *s, int64_t doc, int32_t pos) {
+    if (2 * (s->n + 1) > s->cap) {
+        sh_keys big = {calloc(s->cap ? 2 * s->cap : 64, sizeof(sh_key)), s->cap ? 2 * s->cap : 64, s->n};
+        if (!big.k) abort();
+        for (size_t i = 0; i < s->cap; i++)
+            if (s->k[i].used) *slot(&big, s->k[i].doc, s->k[i].pos) = s->k[i];
+        free(s->k);
+        *s = big;
+    }
+    sh_key *k = slot(s, doc, pos);
+    if (!k->used) {
+        *k = (sh_key){doc, pos, 0, 1};
+        s->n++;
+    }
+    return k;
+}
+
+void sh_keys_free(sh_keys *s) {
+    free(s->k);
+    memset(s, 0, sizeof *s);
+}
+
+int sh_stored_keys(const char *dir, const sh_manifest *m, sh_keys *keys) {
+    for (size_t i = 0; i < m->nshards; i++) {
+        sh_shard s;
+        if (sh_shard_open(dir, m, &m->shards[i], 0, &s) != SF_OK) return SF_ERR;
+        int64_t prev = -1;
+        for (int64_t r = 0; r < s.n; r++) {
+            int64_t q, doc;
+            int32_t pos;
+            memcpy(&q, s.seq + 8 * r, 8);
+            if (q == prev) continue;
+            prev = q;
+            memcpy(&doc, s.doc_id + 8 * r, 8);
+            memcpy(&pos, s.pos + 4 * r, 4);
+            sh_keys_add(keys, doc, pos);
+        }
+        sh_shard_close(&s);
+    }
+    return SF_OK;
+}
