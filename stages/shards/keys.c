@@ -1,6 +1,6 @@
 /* Sets of sequence keys (doc_id, pos of the first token), which the *tokens* contract makes
  * unique: the writer's resume check, the tokenizer's skip of stored sequences and the trainer's
- * skip of trained ones. Open addressing at most half full: 48 bytes per key at worst. */
+ * skip of trained ones. Open addressing, 25-50% full: 32-64 bytes per key. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,13 +13,13 @@ static size_t key_hash(int64_t doc, int32_t pos) {
 
 static sh_key *slot(const sh_keys *s, int64_t doc, int32_t pos) {
     for (size_t i = key_hash(doc, pos) & (s->cap - 1);; i = (i + 1) & (s->cap - 1))
-        if (!s->k[i].used || (s->k[i].doc == doc && s->k[i].pos == pos)) return &s->k[i];
+        if (!s->k[i].val || (s->k[i].doc == doc && s->k[i].pos == pos)) return &s->k[i];
 }
 
 sh_key *sh_keys_find(const sh_keys *s, int64_t doc, int32_t pos) {
     if (!s->n) return NULL;
     sh_key *k = slot(s, doc, pos);
-    return k->used ? k : NULL;
+    return k->val ? k : NULL;
 }
 
 sh_key *sh_keys_add(sh_keys *s, int64_t doc, int32_t pos) {
@@ -27,13 +27,13 @@ sh_key *sh_keys_add(sh_keys *s, int64_t doc, int32_t pos) {
         sh_keys big = {calloc(s->cap ? 2 * s->cap : 64, sizeof(sh_key)), s->cap ? 2 * s->cap : 64, s->n};
         if (!big.k) abort();
         for (size_t i = 0; i < s->cap; i++)
-            if (s->k[i].used) *slot(&big, s->k[i].doc, s->k[i].pos) = s->k[i];
+            if (s->k[i].val) *slot(&big, s->k[i].doc, s->k[i].pos) = s->k[i];
         free(s->k);
         *s = big;
     }
     sh_key *k = slot(s, doc, pos);
-    if (!k->used) {
-        *k = (sh_key){doc, pos, 0, 1};
+    if (!k->val) {
+        *k = (sh_key){doc, pos, SH_KEY_USED};
         s->n++;
     }
     return k;

@@ -82,12 +82,13 @@ void sh_cols_free(sh_cols *c);
 
 /* ---- sequence keys ----------------------------------------------------------------------- */
 
-/* A set of sequences by (doc_id, pos of the first token), with a value per key for its user. */
+/* A set of sequences by (doc_id, pos of the first token), with a value per key for its user:
+ * bits 0..30 of val are the user's; the top bit marks a used slot (16 bytes a slot). */
+#define SH_KEY_USED 0x80000000u
 typedef struct sh_key {
     int64_t doc;
     int32_t pos;
     uint32_t val;
-    uint8_t used;
 } sh_key;
 
 typedef struct sh_keys {
@@ -97,7 +98,7 @@ typedef struct sh_keys {
 
 /* The key, or NULL if absent. */
 sh_key *sh_keys_find(const sh_keys *s, int64_t doc, int32_t pos);
-/* The key, added with val 0 if absent. Pointers into the set are valid until the next add. */
+/* The key, added with user bits 0 if absent. Pointers into the set are valid until the next add. */
 sh_key *sh_keys_add(sh_keys *s, int64_t doc, int32_t pos);
 void sh_keys_free(sh_keys *s);
 /* Adds the key of every sequence stored in the shards m (of DIR) lists, reading only the doc_id,

@@ -69,7 +69,7 @@ struct sh_writer {
     int nsplits;
     size_t next_index;  /* number of the next shard */
     int64_t next_seq;   /* seq of the next sequence written */
-    sh_keys keys;       /* the stored sequences; val 1: arrived again in this run (and was skipped) */
+    sh_keys keys;       /* the stored sequences; val bit 0: arrived again in this run (and was skipped) */
     int64_t keys_seen;  /* stored sequences skipped in this run */
     int skipped_upstream; /* the source drops stored sequences (and checks them): none need arrive */
     int64_t rows_written, shards_written;
@@ -398,8 +398,8 @@ int sh_writer_add(sh_writer *w, const sh_batch *b) {
             pthread_mutex_unlock(&w->m_lock);
         }
         sh_key *k = sh_keys_find(&w->keys, doc, pos);
-        if (k && !k->val) { /* already on disk from an earlier run */
-            k->val = 1;
+        if (k && !(k->val & 1)) { /* already on disk from an earlier run */
+            k->val |= 1;
             w->keys_seen++;
             continue;
         }

@@ -100,8 +100,8 @@ typedef struct tk_stage {
     int64_t met, skipped;
 } tk_stage;
 
-#define TK_MET 0x80000000u
-#define TK_MAX_DIRS 31
+#define TK_MET 0x40000000u
+#define TK_MAX_DIRS 30
 
 /* Reads the sequence keys of each directory of the comma list into st->stored. */
 static int tk_load_stored(tk_stage *st, const char *list) {
@@ -117,7 +117,7 @@ static int tk_load_stored(tk_stage *st, const char *list) {
             rc = sh_stored_keys(dir, &m, &k);
             sh_manifest_free(&m);
             for (size_t i = 0; i < k.cap; i++)
-                if (k.k[i].used) sh_keys_add(&st->stored, k.k[i].doc, k.k[i].pos)->val |= 1u << n;
+                if (k.k[i].val) sh_keys_add(&st->stored, k.k[i].doc, k.k[i].pos)->val |= 1u << n;
             sf_log(SF_LOG_INFO, "skip_stored: %s holds %zu sequences", dir, k.n);
             sh_keys_free(&k);
         }
