@@ -1,9 +1,12 @@
 /* Sets of sequence keys (doc_id, pos of the first token), which the *tokens* contract makes
  * unique: the writer's resume check, the tokenizer's skip of stored sequences and the trainer's
  * skip of trained ones. Open addressing, 25-50% full: 32-64 bytes per key. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "sf_safetensors.h"
 #include "shards.h"
 
 static size_t key_hash(int64_t doc, int32_t pos) {
@@ -62,4 +65,34 @@ int sh_stored_keys(const char *dir, const sh_manifest *m, sh_keys *keys) {
         sh_shard_close(&s);
     }
     return SF_OK;
+}
+
+int sh_trained_keys(const char *dir, sh_keys *keys) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
+    if (access(path, F_OK) != 0) return SF_DONE;
+    sf_st_file *f = sf_st_open(path);
+    if (!f) return SF_ERR;
+    const sf_st_tensor *doc = sf_st_find(f, "trained_doc"), *pos = sf_st_find(f, "trained_pos"),
+                       *cnt = sf_st_find(f, "trained_rows");
+    const char *sr = sf_st_metadata(f, "seq_rows");
+    long long seq_rows = sr ? atoll(sr) : 0;
+    int64_t K = doc ? doc->t.shape[0] : -1;
+    int rc = SF_OK;
+    if (!doc || !pos || !cnt || doc->t.dtype != SF_I64 || pos->t.dtype != SF_I32 || cnt->t.dtype != SF_I32 ||
+        doc->t.ndim != 1 || pos->t.ndim != 1 || cnt->t.ndim != 1 || pos->t.shape[0] != K || cnt->t.shape[0] != K)
+        rc = sf_fail("%s lists no trained sequences (trained_doc, trained_pos, trained_rows)", path);
+    else if (seq_rows < 1)
+        rc = sf_fail("%s: its sequences were not all of one length (seq_rows): which were trained whole is unknown",
+                     path);
+    for (int64_t i = 0; rc == SF_OK && i < K; i++) {
+        int64_t d;
+        int32_t p, r;
+        memcpy(&d, (const char *)doc->t.data + 8 * i, 8);
+        memcpy(&p, (const char *)pos->t.data + 4 * i, 4);
+        memcpy(&r, (const char *)cnt->t.data + 4 * i, 4);
+        if (r >= seq_rows) sh_keys_add(keys, d, p);
+    }
+    sf_st_close(f);
+    return rc;
 }

@@ -104,6 +104,9 @@ void sh_keys_free(sh_keys *s);
 /* Adds the key of every sequence stored in the shards m (of DIR) lists, reading only the doc_id,
  * pos and seq columns (20 bytes a row). */
 int sh_stored_keys(const char *dir, const sh_manifest *m, sh_keys *keys);
+/* Adds the key of every sequence that sae_trainer's DIR/checkpoint.safetensors lists as trained
+ * whole (trained_rows >= its seq_rows). SF_DONE if DIR has no checkpoint. */
+int sh_trained_keys(const char *dir, sh_keys *keys);
 
 /* ---- writer ------------------------------------------------------------------------------ */
 

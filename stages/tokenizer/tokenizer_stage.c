@@ -25,8 +25,9 @@ static const sf_param_def tk_params[] = {
     {"max_seqs_per_doc", SF_PARAM_INT, "-1", "at most this many sequences from one document (-1: all)"},
     {"batch", SF_PARAM_INT, "32", "sequences per emitted message"},
     {"skip_stored", SF_PARAM_STRING, "",
-     "comma list of shard directories: drop the sequences every one of them already holds (a resumed "
-     "extraction computes only the missing ones); the input must produce every stored sequence"},
+     "comma list of shard directories and sae_trainer out_dirs: drop the sequences every one of them already "
+     "holds (stored, or trained whole), so a resumed run computes only the missing ones; the input must "
+     "produce every one of them"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -103,7 +104,8 @@ typedef struct tk_stage {
 #define TK_MET 0x40000000u
 #define TK_MAX_DIRS 30
 
-/* Reads the sequence keys of each directory of the comma list into st->stored. */
+/* Reads the sequence keys of each directory of the comma list (a shard directory, or a trainer's
+ * out_dir) into st->stored. */
 static int tk_load_stored(tk_stage *st, const char *list) {
     char *copy = strdup(list), *save = NULL;
     if (!copy) return sf_fail("out of memory");
@@ -112,15 +114,16 @@ static int tk_load_stored(tk_stage *st, const char *list) {
         sh_manifest m;
         sh_keys k = {0};
         if (n == TK_MAX_DIRS) rc = sf_fail("skip_stored: more than %d directories", TK_MAX_DIRS);
-        else if ((rc = sh_manifest_load(dir, &m)) == SF_DONE) rc = SF_OK; /* nothing stored yet */
-        else if (rc == SF_OK) {
+        else if ((rc = sh_manifest_load(dir, &m)) == SF_OK) { /* shards */
             rc = sh_stored_keys(dir, &m, &k);
             sh_manifest_free(&m);
-            for (size_t i = 0; i < k.cap; i++)
-                if (k.k[i].val) sh_keys_add(&st->stored, k.k[i].doc, k.k[i].pos)->val |= 1u << n;
-            sf_log(SF_LOG_INFO, "skip_stored: %s holds %zu sequences", dir, k.n);
-            sh_keys_free(&k);
+        } else if (rc == SF_DONE && (rc = sh_trained_keys(dir, &k)) == SF_DONE) { /* or an SAE */
+            rc = SF_OK;                                                            /* or nothing yet */
         }
+        for (size_t i = 0; i < k.cap; i++)
+            if (k.k[i].val) sh_keys_add(&st->stored, k.k[i].doc, k.k[i].pos)->val |= 1u << n;
+        if (rc == SF_OK) sf_log(SF_LOG_INFO, "skip_stored: %s holds %zu sequences", dir, k.n);
+        sh_keys_free(&k);
         st->all_dirs |= 1u << n;
     }
     free(copy);
