@@ -205,9 +205,10 @@ static int trainer_resume_point(trainer_state *s, const sf_st_file *f, const cha
     int64_t rows = meta_int(f, "stream_rows");
     if (rows < sae_trainer_tokens(s->t)) return sf_fail("%s: no valid stream_rows in the metadata", path);
     s->stream_at_step = s->stream_pos = rows;
-    const sf_st_tensor *doc = sf_st_find(f, "trained_doc"), *pos = sf_st_find(f, "trained_pos"),
-                       *cnt = sf_st_find(f, "trained_rows");
-    if (!doc && !pos && !cnt) {
+    sh_trained t;
+    int rc = sh_trained_lists(f, path, &t);
+    if (rc == SF_ERR) return SF_ERR;
+    if (rc == SF_DONE) {
         s->keyed = 0;
         s->skip = rows;
         s->stream_pos = 0;
@@ -216,16 +217,11 @@ static int trainer_resume_point(trainer_state *s, const sf_st_file *f, const cha
                (long long)sae_trainer_step(s->t), (long long)rows);
         return SF_OK;
     }
-    int64_t K = doc ? doc->t.shape[0] : -1, total = 0;
-    if (!doc || !pos || !cnt || doc->t.dtype != SF_I64 || pos->t.dtype != SF_I32 || cnt->t.dtype != SF_I32 ||
-        doc->t.ndim != 1 || pos->t.ndim != 1 || cnt->t.ndim != 1 || pos->t.shape[0] != K || cnt->t.shape[0] != K)
-        return sf_fail("%s: trained_doc, trained_pos, trained_rows must be I64, I32, I32 vectors of one length", path);
-    for (int64_t i = 0; i < K; i++) {
+    int64_t total = 0;
+    for (int64_t i = 0; i < t.n; i++) {
         int64_t d;
         int32_t p, r;
-        memcpy(&d, (const char *)doc->t.data + 8 * i, 8);
-        memcpy(&p, (const char *)pos->t.data + 4 * i, 4);
-        memcpy(&r, (const char *)cnt->t.data + 4 * i, 4);
+        sh_trained_at(&t, i, &d, &p, &r);
         sh_key *k = sh_keys_add(&s->trained, d, p);
         if (r < 1 || r > (1 << 30) || k->val != SH_KEY_USED)
             return sf_fail("%s: trained sequence %lld (doc %lld pos %d) is listed twice or with %d rows", path,
@@ -240,7 +236,7 @@ static int trainer_resume_point(trainer_state *s, const sf_st_file *f, const cha
     s->keyed = 1;
     s->key_rows = meta_int(f, "seq_rows") > 0 ? meta_int(f, "seq_rows") : 0;
     sf_log(SF_LOG_INFO, "resuming at step %lld, skipping %lld already-trained sequences (%lld rows) by doc_id and pos, "
-           "in whatever order they arrive", (long long)sae_trainer_step(s->t), (long long)K, (long long)rows);
+           "in whatever order they arrive", (long long)sae_trainer_step(s->t), (long long)t.n, (long long)rows);
     return SF_OK;
 }
 

@@ -67,30 +67,45 @@ int sh_stored_keys(const char *dir, const sh_manifest *m, sh_keys *keys) {
     return SF_OK;
 }
 
+int sh_trained_lists(const sf_st_file *f, const char *path, sh_trained *t) {
+    const sf_st_tensor *doc = sf_st_find(f, "trained_doc"), *pos = sf_st_find(f, "trained_pos"),
+                       *rows = sf_st_find(f, "trained_rows");
+    if (!doc && !pos && !rows) return SF_DONE;
+    t->n = doc ? doc->t.shape[0] : -1;
+    if (!doc || !pos || !rows || doc->t.dtype != SF_I64 || pos->t.dtype != SF_I32 || rows->t.dtype != SF_I32 ||
+        doc->t.ndim != 1 || pos->t.ndim != 1 || rows->t.ndim != 1 || pos->t.shape[0] != t->n ||
+        rows->t.shape[0] != t->n)
+        return sf_fail("%s: trained_doc, trained_pos, trained_rows must be I64, I32, I32 vectors of one length", path);
+    t->doc = doc->t.data;
+    t->pos = pos->t.data;
+    t->rows = rows->t.data;
+    return SF_OK;
+}
+
+void sh_trained_at(const sh_trained *t, int64_t i, int64_t *doc, int32_t *pos, int32_t *rows) {
+    memcpy(doc, (const char *)t->doc + 8 * i, 8);
+    memcpy(pos, (const char *)t->pos + 4 * i, 4);
+    memcpy(rows, (const char *)t->rows + 4 * i, 4);
+}
+
 int sh_trained_keys(const char *dir, sh_keys *keys) {
     char path[4096];
     snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
     if (access(path, F_OK) != 0) return SF_DONE;
     sf_st_file *f = sf_st_open(path);
     if (!f) return SF_ERR;
-    const sf_st_tensor *doc = sf_st_find(f, "trained_doc"), *pos = sf_st_find(f, "trained_pos"),
-                       *cnt = sf_st_find(f, "trained_rows");
     const char *sr = sf_st_metadata(f, "seq_rows");
     long long seq_rows = sr ? atoll(sr) : 0;
-    int64_t K = doc ? doc->t.shape[0] : -1;
-    int rc = SF_OK;
-    if (!doc || !pos || !cnt || doc->t.dtype != SF_I64 || pos->t.dtype != SF_I32 || cnt->t.dtype != SF_I32 ||
-        doc->t.ndim != 1 || pos->t.ndim != 1 || cnt->t.ndim != 1 || pos->t.shape[0] != K || cnt->t.shape[0] != K)
-        rc = sf_fail("%s lists no trained sequences (trained_doc, trained_pos, trained_rows)", path);
-    else if (seq_rows < 1)
+    sh_trained t;
+    int rc = sh_trained_lists(f, path, &t);
+    if (rc == SF_DONE) rc = sf_fail("%s lists no trained sequences (trained_doc, trained_pos, trained_rows)", path);
+    else if (rc == SF_OK && seq_rows < 1)
         rc = sf_fail("%s: its sequences were not all of one length (seq_rows): which were trained whole is unknown",
                      path);
-    for (int64_t i = 0; rc == SF_OK && i < K; i++) {
+    for (int64_t i = 0; rc == SF_OK && i < t.n; i++) {
         int64_t d;
         int32_t p, r;
-        memcpy(&d, (const char *)doc->t.data + 8 * i, 8);
-        memcpy(&p, (const char *)pos->t.data + 4 * i, 4);
-        memcpy(&r, (const char *)cnt->t.data + 4 * i, 4);
+        sh_trained_at(&t, i, &d, &p, &r);
         if (r >= seq_rows) sh_keys_add(keys, d, p);
     }
     sf_st_close(f);

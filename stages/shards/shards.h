@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "saeflow.h"
+#include "sf_safetensors.h"
 
 #define SH_FORMAT "saeflow-shards"
 #define SH_VERSION 1
@@ -104,6 +105,18 @@ void sh_keys_free(sh_keys *s);
 /* Adds the key of every sequence stored in the shards m (of DIR) lists, reading only the doc_id,
  * pos and seq columns (20 bytes a row). */
 int sh_stored_keys(const char *dir, const sh_manifest *m, sh_keys *keys);
+/* The trained-sequence lists of an SAE checkpoint (sae_trainer writes them): trained_doc I64 [n],
+ * trained_pos I32 [n], trained_rows I32 [n] (rows of the sequence trained). Pointers into the
+ * file, unaligned: read entry i with sh_trained_at. */
+typedef struct sh_trained {
+    int64_t n;
+    const void *doc, *pos, *rows;
+} sh_trained;
+
+/* SF_OK, SF_DONE if the checkpoint has no lists (its stream had no doc_id/pos), SF_ERR if they are
+ * malformed (naming path). */
+int sh_trained_lists(const sf_st_file *f, const char *path, sh_trained *t);
+void sh_trained_at(const sh_trained *t, int64_t i, int64_t *doc, int32_t *pos, int32_t *rows);
 /* Adds the key of every sequence that sae_trainer's DIR/checkpoint.safetensors lists as trained
  * whole (trained_rows >= its seq_rows). SF_DONE if DIR has no checkpoint. */
 int sh_trained_keys(const char *dir, sh_keys *keys);
