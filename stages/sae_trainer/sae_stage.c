@@ -492,7 +492,12 @@ static int trainer_consume(sf_ctx *ctx, trainer_state *s, const sf_msg *msg) {
                     doc.dtype != SF_I64 || doc.ndim != 1 || doc.shape[0] != B || pos.dtype != SF_I32 ||
                     pos.ndim != 1 || pos.shape[0] != B))
         return sf_fail("doc_id and pos must be I64 and I32 [%lld], one per sequence of '%s'", (long long)B, s->field);
-    if (s->keyed < 0) s->keyed = has_doc;
+    if (s->keyed < 0) { /* per-row keys of a shuffled replay would cost memory per row: count those */
+        s->keyed = has_doc && T > 1;
+        if (has_doc && T == 1)
+            sf_log(SF_LOG_INFO, "one-row sequences (a shuffled replay?): the resume point is kept by count, exact "
+                   "when a resumed run gets the same order (shard_source: same seed, one replica)");
+    }
     if (s->keyed && !has_doc)
         return sf_fail("a message without doc_id/pos among keyed ones: the resume point cannot be kept");
     if (!s->keyed) { /* by count: the first `skip` rows of the stream were used before */
