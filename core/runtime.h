@@ -90,6 +90,7 @@ struct sf_ctx {
     atomic_uint_fast64_t msgs_in, msgs_out, bytes_out;
     atomic_uint_fast64_t prog_done, prog_total;
     char prog_unit[16];
+    char prog_note[96]; /* sf_progress_note(): shown after the progress, under lock */
     sf_counter counters[16];
     int n_counters;
     struct sf_runtime *rt;

@@ -79,6 +79,10 @@ static const sf_param_def trainer_params[] = {
     {"decay_steps", SF_PARAM_INT, "0", "length of the linear lr decay (0: constant lr)"},
     {"adam_eps", SF_PARAM_FLOAT, "6.25e-10", "Adam epsilon"},
     {"normalize", SF_PARAM_STRING, "unit", "input normalisation: unit (per token), scalar (mean norm sqrt(d)), none"},
+    {"norm_mean", SF_PARAM_FLOAT, "0", "normalize=scalar: the dataset's mean L2 norm (0: from norm_manifest, else "
+     "estimated from the first batch)"},
+    {"norm_manifest", SF_PARAM_STRING, "", "normalize=scalar: a shard directory (or its manifest.json) whose "
+     "norm_mean (of `split`, else of all rows) is the dataset-wide mean norm"},
     {"remove_parallel_grad", SF_PARAM_BOOL, "false", "remove the gradient component parallel to decoder directions"},
     {"k_aux", SF_PARAM_INT, "0", "AuxK latents for reviving dead ones (0: off; OpenAI uses d/2)"},
     {"aux_coef", SF_PARAM_FLOAT, "0.03125", "AuxK loss coefficient"},
@@ -108,6 +112,9 @@ typedef struct trainer_state {
     int resume;
     sae_train_opts opts;
     sae_norm_mode norm;
+    double norm_mean;     /* dataset-wide mean L2 norm for normalize=scalar; 0: first-batch estimate */
+    char norm_source[64]; /* where norm_mean came from, for the log and the metadata */
+    int64_t norm_d;       /* the width the manifest gives (0: no manifest) */
 
     int have_model;
     sae_model m;
@@ -135,6 +142,50 @@ typedef struct trainer_state {
     int64_t layer, seq_len;
     int failed; /* a step failed: keep the last good checkpoint, save nothing */
 } trainer_state;
+
+/* norm_mean of a shard directory's manifest.json (stages/shards): the split's, or the whole set's. */
+static int trainer_read_manifest(trainer_state *s, const char *where) {
+    char path[4096];
+    struct stat st;
+    int is_dir = stat(where, &st) == 0 && S_ISDIR(st.st_mode);
+    if ((size_t)snprintf(path, sizeof path, is_dir ? "%s/manifest.json" : "%s", where) >= sizeof path)
+        return sf_fail("norm_manifest: path too long");
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root) return sf_fail("norm_manifest %s: %s (line %d)", path, jerr.text, jerr.line);
+    json_t *from = *s->split ? json_object_get(json_object_get(root, "splits"), s->split) : root;
+    json_t *nm = json_object_get(from, "norm_mean"), *d = json_object_get(root, "d");
+    int rc = SF_OK;
+    if (!json_is_number(nm) || !(json_number_value(nm) > 0) || !json_is_integer(d))
+        rc = sf_fail("norm_manifest %s: no positive norm_mean%s%s%s, or no d", path, *s->split ? " for split \"" : "",
+                     s->split, *s->split ? "\"" : "");
+    else {
+        s->norm_mean = json_number_value(nm);
+        s->norm_d = json_integer_value(d);
+        snprintf(s->norm_source, sizeof s->norm_source, "manifest");
+    }
+    json_decref(root);
+    return rc;
+}
+
+/* The scalar normalisation's factor sqrt(d) / mean ||x||: dataset-wide when norm_mean is known,
+ * else estimated from the first batch (OpenAI's and SAELens' estimate), as logged. */
+static int trainer_norm_scale(trainer_state *s, int B) {
+    sae_model *m = &s->m;
+    if (s->norm_d && s->norm_d != m->d)
+        return sf_fail("norm_manifest is for d = %lld, the activations have d = %d", (long long)s->norm_d, m->d);
+    if (s->norm_mean > 0) {
+        m->norm_scale = (float)(sqrt((double)m->d) / s->norm_mean);
+        sf_log(SF_LOG_INFO, "normalize=scalar: dataset-wide mean norm %.6g (%s), scale %.6g", s->norm_mean,
+               s->norm_source, m->norm_scale);
+    } else {
+        m->norm_scale = sae_norm_scale_estimate(s->x, B, m->d);
+        snprintf(s->norm_source, sizeof s->norm_source, "first batch of %d rows", B);
+        sf_log(SF_LOG_INFO, "normalize=scalar: scale %.6g estimated from the first batch (%d rows); set norm_mean "
+               "or norm_manifest for a dataset-wide value", m->norm_scale, B);
+    }
+    return SF_OK;
+}
 
 static int trainer_init(sf_ctx *ctx, void **state) {
     trainer_state *s = calloc(1, sizeof *s);
@@ -170,6 +221,13 @@ static int trainer_init(sf_ctx *ctx, void **state) {
     s->opts.aux_coef = sf_param_float(ctx, "aux_coef");
     s->opts.dead_tokens = sf_param_int(ctx, "dead_tokens");
     if (sae_norm_parse(sf_param_str(ctx, "normalize"), &s->norm) != SF_OK) return SF_ERR;
+    s->norm_mean = sf_param_float(ctx, "norm_mean");
+    const char *manifest = sf_param_str(ctx, "norm_manifest");
+    if (!(s->norm_mean >= 0)) return sf_fail("norm_mean must be >= 0");
+    if ((s->norm_mean > 0 || *manifest) && s->norm != SAE_NORM_SCALAR)
+        return sf_fail("norm_mean and norm_manifest are for normalize=scalar");
+    if (s->norm_mean > 0) snprintf(s->norm_source, sizeof s->norm_source, "norm_mean parameter");
+    else if (*manifest && trainer_read_manifest(s, manifest) != SF_OK) return SF_ERR;
     if (s->batch < 1 || s->batch > (1 << 20)) return sf_fail("batch must be in [1, 1048576]");
     if (s->latents < 0 || s->expansion < 1 || s->k < 1) return sf_fail("latents, expansion, k must be positive");
     if (s->metrics_every < 1 || s->checkpoint_every < 0 || s->max_tokens < 0 || s->opts.warmup_steps < 0 ||
@@ -278,7 +336,7 @@ static int trainer_setup(sf_ctx *ctx, trainer_state *s, int64_t d) {
     return SF_OK;
 }
 
-static void trainer_write_metrics(trainer_state *s) {
+static void trainer_write_metrics(sf_ctx *ctx, trainer_state *s) {
     if (s->wsteps == 0) return;
     double w = 1.0 / s->wsteps, dt = now_s() - s->wstart;
     const sae_stats *a = &s->wsum;
@@ -295,6 +353,8 @@ static void trainer_write_metrics(trainer_state *s) {
     fflush(s->jsonl);
     sf_log(SF_LOG_INFO, "step %lld: loss %.5g fvu %.4f cos %.4f L0 %.1f dead %.3f lr %.3g, %.0f tokens/s", step,
            a->loss * w, a->fvu * w, a->cosine * w, a->l0 * w, a->dead_fraction, a->lr, tps);
+    sf_progress_note(ctx, "step %lld loss %.4g fvu %.4f L0 %.1f dead %.1f%%", step, a->loss * w, a->fvu * w, a->l0 * w,
+                     100 * a->dead_fraction);
     memset(&s->wsum, 0, sizeof s->wsum);
     s->wsteps = s->wtokens = 0;
     s->wstart = now_s();
@@ -314,6 +374,8 @@ static char *trainer_meta_json(const trainer_state *s, int complete, int saelens
     json_object_set_new(tr, "layer", json_integer(s->layer));
     json_object_set_new(tr, "model", json_string(s->model_name));
     json_object_set_new(tr, "checkpoint", json_string(s->checkpoint));
+    if (s->norm_source[0]) /* empty after a resume: the scale came with the checkpoint */
+        json_object_set_new(tr, "norm_scale_from", json_string(s->norm_source));
     json_t *root = json_pack("{s:o}", "saeflow_training", tr);
     if (saelens)
         json_object_set_new(root, "metadata",
@@ -380,7 +442,7 @@ static int trainer_step(sf_ctx *ctx, trainer_state *s) {
     int B = (int)s->fill;
     if (sae_trainer_step(s->t) == 0) {
         /* The first batch sets the normalisation scale and b_dec, as the paper's code does. */
-        if (m->norm == SAE_NORM_SCALAR) m->norm_scale = sae_norm_scale_estimate(s->x, B, m->d);
+        if (m->norm == SAE_NORM_SCALAR && trainer_norm_scale(s, B) != SF_OK) return SF_ERR;
         sae_normalize(m, s->x, B, NULL);
         sae_geometric_median(s->x, B, m->d, 100, 1e-5, m->b_dec);
     } else {
@@ -402,7 +464,7 @@ static int trainer_step(sf_ctx *ctx, trainer_state *s) {
     s->wtokens += B;
     int64_t step = sae_trainer_step(s->t);
     sf_progress(ctx, (uint64_t)sae_trainer_tokens(s->t), (uint64_t)s->max_tokens, "tokens");
-    if (step % s->metrics_every == 0) trainer_write_metrics(s);
+    if (step % s->metrics_every == 0) trainer_write_metrics(ctx, s);
     if (s->checkpoint_every && step % s->checkpoint_every == 0) return trainer_checkpoint(s);
     return SF_OK;
 }
@@ -539,7 +601,7 @@ static int trainer_finish(sf_ctx *ctx, void *state) {
          * re-reads it. */
         sf_count(ctx, "untrained_tail_tokens", s->fill);
     }
-    if (s->wsteps) trainer_write_metrics(s);
+    if (s->wsteps) trainer_write_metrics(ctx, s);
     if (sae_trainer_step(s->t) == 0) {
         sf_log(SF_LOG_WARN, "fewer tokens than one batch (%lld): nothing trained", (long long)s->batch);
         return SF_OK;
@@ -609,6 +671,8 @@ typedef struct eval_state {
     char out[4096], field[64], split[64], sae_dir[3800];
     int64_t max_tokens, tokens;
     double err, sumsq, cos, l0;
+    double ce, ce_sae;  /* sums of the forward's loss and loss_sae (SAE spliced in) */
+    int64_t ce_tokens;
     double *sum;      /* [d] for the dataset mean */
     uint8_t *fired;   /* [n] */
     float *xn, *xhat, *val;
@@ -637,6 +701,27 @@ static int eval_init(sf_ctx *ctx, void **state) {
     return s->sum && s->fired ? SF_OK : sf_fail("out of memory");
 }
 
+/* The forward stage's per-token losses without and with the SAE spliced in (fields loss and
+ * loss_sae, [B, T] f32 beside acts) of the first rows tokens; positions with no next token (NaN)
+ * are skipped. */
+static int eval_add_losses(eval_state *s, const sf_msg *msg, int64_t rows) {
+    if (!sf_msg_has(msg, "loss_sae")) return SF_OK;
+    sf_tensor l, ls;
+    if (sf_msg_get_tensor(msg, "loss", &l) != SF_OK || sf_msg_get_tensor(msg, "loss_sae", &ls) != SF_OK) return SF_ERR;
+    if (l.dtype != SF_F32 || ls.dtype != SF_F32 || sf_tensor_numel(&l) < rows || sf_tensor_numel(&ls) < rows)
+        return sf_fail("loss, loss_sae: want f32 tensors with one value per activation row");
+    for (int64_t i = 0; i < rows; i++) {
+        float a, b; /* the payload may be unaligned */
+        memcpy(&a, (const char *)l.data + i * 4, 4);
+        memcpy(&b, (const char *)ls.data + i * 4, 4);
+        if (!isfinite(a) || !isfinite(b)) continue;
+        s->ce += a;
+        s->ce_sae += b;
+        s->ce_tokens++;
+    }
+    return SF_OK;
+}
+
 /* Statistics in the SAE's (normalised) space, where the paper reports them. */
 static int eval_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;
@@ -661,6 +746,7 @@ static int eval_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *ms
         s->idx = malloc((size_t)rows * m->k * sizeof(int32_t));
         if (!s->xn || !s->xhat || !s->val || !s->idx) return sf_fail("out of memory for %lld rows", (long long)rows);
     }
+    if (eval_add_losses(s, msg, rows) != SF_OK) return SF_ERR;
     rows_to_f32(&a, 0, rows, s->xn);
     if (sae_encode(m, s->xn, rows, s->idx, s->val) != SF_OK) return SF_ERR;
     sae_normalize(m, s->xn, rows, NULL);
@@ -701,6 +787,15 @@ static int eval_finish(sf_ctx *ctx, void *state) {
                           (json_int_t)s->tokens, "mse", s->err / N, "fvu", var > 0 ? s->err / var : 0.0,
                           "cosine", s->cos / N, "l0", s->l0 / N, "dead_fraction", (double)dead / s->m.n,
                           "normalize", sae_norm_name(s->m.norm));
+    if (s->ce_tokens) {
+        double ce = s->ce / s->ce_tokens, ce_sae = s->ce_sae / s->ce_tokens;
+        json_object_set_new(j, "loss_tokens", json_integer(s->ce_tokens));
+        json_object_set_new(j, "loss", json_real(ce));
+        json_object_set_new(j, "loss_sae", json_real(ce_sae));
+        json_object_set_new(j, "loss_increase", json_real(ce_sae - ce));
+        sf_log(SF_LOG_INFO, "LM loss over %lld predictions: %.5f, with the SAE spliced in %.5f (+%.5f)",
+               (long long)s->ce_tokens, ce, ce_sae, ce_sae - ce);
+    }
     int rc = json_dump_file(j, s->out, JSON_INDENT(2)) == 0 ? SF_OK : sf_fail("cannot write %s", s->out);
     sf_log(SF_LOG_INFO, "eval over %lld tokens: mse %.5g fvu %.4f cosine %.4f L0 %.1f dead %.3f -> %s",
            (long long)s->tokens, s->err / N, var > 0 ? s->err / var : 0.0, s->cos / N, s->l0 / N,

@@ -30,7 +30,7 @@ suite, corpus = os.path.join(ROOT, "data/suite"), os.path.join(ROOT, "data/corpu
 if not os.path.exists(os.path.join(suite, "step-000000/model.safetensors")) or not os.path.exists(corpus):
     print("skip: data/suite or data/corpus missing")
     sys.exit(77)
-stages = subprocess.run([SAEFLOW, "stages"], capture_output=True, text=True).stdout
+stages = subprocess.run([SAEFLOW, "stages", "--list"], capture_output=True, text=True).stdout
 if not all(s in stages for s in ("text_source", "tokenizer", "forward")):
     print("skip: text_source, tokenizer and forward are not built here (-Dstages)")
     sys.exit(77)
