@@ -19,6 +19,8 @@
 
 #include <stdint.h>
 
+#include "sf_safetensors.h"
+
 /* Input normalisation applied before encoding (the statistic is saved with the model). */
 typedef enum sae_norm_mode {
     SAE_NORM_NONE = 0,
@@ -148,9 +150,11 @@ void sae_trainer_grads(const sae_trainer *t, const float **gW_enc, const float *
                        const float **gW_dec, const float **gb_dec);
 
 /* Checkpoint: the model, Adam moments, step, token count, dead counters, in one safetensors
- * file written atomically; extra metadata strings (key, value pairs, NULL-terminated) are kept.
- * Loading restores everything so training continues bit-for-bit. */
-int sae_checkpoint_save(const sae_trainer *t, const char *path, const char *const *meta);
+ * file written atomically; extra metadata strings (key, value pairs, NULL-terminated) and extra
+ * tensors (the caller's, read back with sf_st_open) are kept. Loading restores everything so
+ * training continues bit-for-bit. */
+int sae_checkpoint_save(const sae_trainer *t, const char *path, const char *const *meta, const sf_st_tensor *extra,
+                        size_t n_extra);
 int sae_checkpoint_load(sae_trainer *t, const char *path);
 
 #endif
