@@ -90,7 +90,7 @@ int sf_frame_recv(void *sock, int is_router, sf_frame *f, char *err, size_t errl
     for (int i = 7; i >= 0; i--) f->h.seq = (f->h.seq << 8) | b[8 + i];
     zmq_msg_close(&part);
     int want_payload = f->h.type == SF_FRAME_DATA || f->h.type == SF_FRAME_ABORT;
-    if (f->h.type < SF_FRAME_HELLO || f->h.type > SF_FRAME_STOP) {
+    if (f->h.type < SF_FRAME_HELLO || f->h.type > SF_FRAME_EOS_ACK) {
         snprintf(err, errlen, "unknown frame type 0x%08x", f->h.type);
         drain_more(sock);
         return -1;

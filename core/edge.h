@@ -9,6 +9,10 @@
  * An interrupt crosses processes both ways: EOS carries SF_EOS_INTERRUPTED when the producer's
  * run was interrupted (its stream ended early, so consumers must not treat it as complete), and
  * STOP asks an upstream process to stop its sources as a local SIGINT would.
+ * Across processes a producer exits only after every consumer acknowledged its EOS (EOS_ACK): a
+ * successful send only means "queued", and a process that exits with unread frames (credits) in
+ * its tcp receive buffer makes the kernel reset the connection, which discards what the consumer
+ * had not read yet.
  *
  * Frames: [header 16 bytes][payload]. Header: u32 type, u32 n, u64 seq, little-endian. */
 #ifndef SF_EDGE_H
@@ -26,6 +30,7 @@ enum sf_frame_type {
     SF_FRAME_ABORT = 0x53460005,     /* either way: payload = reason; the run is failing */
     SF_FRAME_HEARTBEAT = 0x53460006, /* either way, across processes */
     SF_FRAME_STOP = 0x53460007,      /* consumer -> producer: this run was interrupted; stop too */
+    SF_FRAME_EOS_ACK = 0x53460008,   /* consumer -> producer: EOS and every message before it arrived */
 };
 
 enum { SF_EOS_INTERRUPTED = 1 }; /* EOS flag: the stream ended early because of an interrupt */

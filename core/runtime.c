@@ -282,6 +282,14 @@ static void handle_router_frame(sf_ctx *ctx, sf_frame *f) {
     case SF_FRAME_CREDIT:
         l->credit += f->h.n;
         break;
+    case SF_FRAME_EOS_ACK:
+        if (!l->eos_sent || f->h.seq != l->seq) {
+            fail_run(rt, "%s: consumer %s acknowledged %llu messages, %llu were sent%s", ctx->name, l->id,
+                     (unsigned long long)f->h.seq, (unsigned long long)l->seq, l->eos_sent ? "" : " and the stream goes on");
+            return;
+        }
+        l->eos_acked = 1;
+        break;
     case SF_FRAME_ABORT: {
         size_t n = zmq_msg_size(&f->payload);
         fail_run(rt, "%s (downstream) failed: %.*s", l->id, (int)(n > 600 ? 600 : n), (const char *)zmq_msg_data(&f->payload));
@@ -337,8 +345,10 @@ static void handle_in_frame(sf_ctx *ctx, int li, sf_frame *f) {
             snprintf(cause, sizeof cause, "interrupted upstream: %s ended its stream early", l->peer);
             interrupt_run(rt, cause);
         }
-        int linger = 0; /* nothing more to say to this producer */
-        zmq_setsockopt(l->sock, ZMQ_LINGER, &linger, sizeof linger);
+        if (l->remote && sf_frame_send(l->sock, NULL, SF_FRAME_EOS_ACK, 0, l->received, NULL) != 0) {
+            fail_run(rt, "%s: acknowledging end-of-stream to %s: %s", ctx->name, l->peer, zmq_strerror(errno));
+            return;
+        }
         int all = 1;
         for (int i = 0; i < ctx->n_in; i++) all &= ctx->in[i].eos;
         if (all) {
@@ -502,6 +512,13 @@ static void send_eos(sf_ctx *ctx) {
     ctx->eos_done = 1;
 }
 
+/* Every remote consumer has acknowledged the end-of-stream, so this process may exit. */
+static int eos_acked(const sf_ctx *ctx) {
+    for (int i = 0; i < ctx->n_out; i++)
+        if (ctx->out[i].remote && !ctx->out[i].eos_acked) return 0;
+    return 1;
+}
+
 static int has_input(void *sock) {
     int ev = 0;
     size_t sz = sizeof ev;
@@ -531,7 +548,7 @@ static void pump(sf_runtime *rt) {
         sf_ctx *c = rt->inst[i];
         if (c->router) more |= has_input(c->router);
         for (int j = 0; j < c->n_in; j++) more |= has_input(c->in[j].sock);
-        done &= atomic_load(&c->worker_done) && (c->eos_done || atomic_load(&rt->aborting));
+        done &= atomic_load(&c->worker_done) && ((c->eos_done && eos_acked(c)) || atomic_load(&rt->aborting));
     }
     if (done) shutdown_loop(rt);
     else if (more) uv_idle_start(&rt->again, on_again);
@@ -606,7 +623,7 @@ static void check_peers(sf_runtime *rt) {
             }
             if (l->remote && l->hello) {
                 if (!l->eos_sent) sf_frame_send(c->router, l->id, SF_FRAME_HEARTBEAT, 0, 0, NULL);
-                if (!l->eos_sent && now - l->last_seen > rt->o.peer_timeout) {
+                if (!l->eos_acked && now - l->last_seen > rt->o.peer_timeout) {
                     fail_run(rt, "%s: lost contact with consumer %s (no heartbeat for %.0f s): its host or process died", c->name, l->id,
                              rt->o.peer_timeout);
                     return;
@@ -750,8 +767,9 @@ static void free_runtime(sf_runtime *rt) {
             if (atomic_load(&rt->aborting)) zmq_setsockopt(c->router, ZMQ_LINGER, &zero, sizeof zero);
             zmq_close(c->router);
         }
-        for (int j = 0; j < c->n_in; j++) {
-            zmq_setsockopt(c->in[j].sock, ZMQ_LINGER, &zero, sizeof zero);
+        for (int j = 0; j < c->n_in; j++) { /* wait a little for an EOS_ACK to leave, never for the rest */
+            int linger = c->in[j].eos && !atomic_load(&rt->aborting) ? 2000 : 0;
+            zmq_setsockopt(c->in[j].sock, ZMQ_LINGER, &linger, sizeof linger);
             zmq_close(c->in[j].sock);
         }
         for (int j = 0; j < c->inbox_len; j++) zmq_msg_close(&c->inbox[(c->inbox_head + j) % c->inbox_cap].msg);

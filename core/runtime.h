@@ -29,7 +29,7 @@ int sf_run(sf_pipeline *p, const sf_run_options *o);
 typedef struct sf_out_link { /* producer side: one consumer instance */
     char id[64];             /* the consumer instance's name = its routing id */
     int group;               /* consumer stage it belongs to */
-    int hello, eos_sent, remote;
+    int hello, eos_sent, eos_acked, remote;
     int64_t credit, window; /* credit held; window granted by HELLO */
     uint64_t seq, bytes;
     double last_seen;
