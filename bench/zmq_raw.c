@@ -1,5 +1,6 @@
 /* The peer for bench/core_throughput.sh: a bare libzmq PUSH/PULL loop moving `count` messages
- * of `size` bytes, as fast as libzmq can. Prints the receiver's MB/s.
+ * of `size` bytes, as fast as libzmq can. The sender writes every message (one byte value each,
+ * as tensor_gen fill=false does); the receiver prints its MB/s from the first to the last message.
  *   zmq_raw push ENDPOINT SIZE COUNT      zmq_raw pull ENDPOINT SIZE COUNT */
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@ int main(int argc, char **argv) {
         zmq_msg_t m;
         if (push) {
             zmq_msg_init_size(&m, size); /* a fresh buffer per message, as a producer has */
+            memset(zmq_msg_data(&m), (int)(i & 0xff), size);
             zmq_msg_send(&m, s, 0);
         } else {
             zmq_msg_init(&m);

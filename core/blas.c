@@ -15,7 +15,7 @@
 
 #define OPENBLAS_SONAME "libopenblas.so.0"
 
-static char chosen[64];
+static char chosen[64], choice[192]; /* the kernel, and how it was chosen (logged by sf_blas_verify) */
 
 /* The kernel this CPU deserves, from its features (names as OpenBLAS's DYNAMIC_ARCH spells them). */
 static const char *best_core_for_cpu(void) {
@@ -70,35 +70,33 @@ static int probe_core(char *out, size_t cap) {
     return SF_OK;
 }
 
-const char *sf_blas_choose_core(int verbose) {
+const char *sf_blas_choose_core(void) {
     const char *user = getenv("OPENBLAS_CORETYPE");
     if (user && *user) {
         snprintf(chosen, sizeof chosen, "%s", user);
-        if (verbose) sf_log(SF_LOG_INFO, "openblas: using OPENBLAS_CORETYPE=%s as set", user);
+        snprintf(choice, sizeof choice, "using OPENBLAS_CORETYPE=%s as set", user);
         return chosen;
     }
     char detected[64] = "";
-    if (probe_core(detected, sizeof detected) != SF_OK) {
-        if (verbose) sf_log(SF_LOG_DEBUG, "openblas: %s not found; stages needing BLAS will fail to load", OPENBLAS_SONAME);
-        return NULL;
-    }
+    if (probe_core(detected, sizeof detected) != SF_OK) return NULL;
     const char *best = sf_blas_pick(detected, best_core_for_cpu());
+    snprintf(chosen, sizeof chosen, "%s", best);
     if (best != detected) {
         setenv("OPENBLAS_CORETYPE", best, 1);
-        snprintf(chosen, sizeof chosen, "%s", best);
-        if (verbose)
-            sf_log(SF_LOG_INFO, "openblas: detected kernel %s on a CPU with %s features; using %s (set OPENBLAS_CORETYPE to override)",
-                   detected, best, best);
+        snprintf(choice, sizeof choice, "detected kernel %s on a CPU with %s features; using %s (set OPENBLAS_CORETYPE to override)",
+                 detected, best, best);
     } else {
-        snprintf(chosen, sizeof chosen, "%s", detected);
-        if (verbose) sf_log(SF_LOG_INFO, "openblas: kernel %s, as detected for this CPU", detected);
+        snprintf(choice, sizeof choice, "kernel %s, as detected for this CPU", detected);
     }
     return chosen;
 }
 
 int sf_blas_verify(int verbose) {
     void *h = dlopen(OPENBLAS_SONAME, RTLD_NOW | RTLD_NOLOAD);
-    if (!h) return SF_OK; /* no stage loaded OpenBLAS */
+    if (!h) { /* no stage loaded OpenBLAS */
+        if (verbose) sf_log(SF_LOG_DEBUG, "openblas: %s not loaded; stages needing BLAS are unavailable", OPENBLAS_SONAME);
+        return SF_OK;
+    }
     char *(*corename)(void) = (char *(*)(void))dlsym(h, "openblas_get_corename");
     typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int, const float *, int, float, float *, int);
     sgemm_fn sgemm = (sgemm_fn)dlsym(h, "cblas_sgemm");
@@ -121,6 +119,7 @@ int sf_blas_verify(int verbose) {
         }
     if (maxerr > 1e-3)
         return sf_fail("openblas kernel %s computes wrong results (sgemm error %.3g): set OPENBLAS_CORETYPE to another kernel (e.g. HASWELL)", core, maxerr);
-    if (verbose) sf_log(SF_LOG_INFO, "openblas: kernel %s verified (sgemm max error %.2g)", core, maxerr);
+    if (verbose)
+        sf_log(SF_LOG_INFO, "openblas: %s%skernel %s verified (sgemm max error %.2g)", choice, choice[0] ? "; " : "", core, maxerr);
     return SF_OK;
 }

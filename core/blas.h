@@ -5,10 +5,11 @@
 /* Probes which kernel OpenBLAS would pick, in a child process so this process has not loaded it
  * yet. If it falls back to a generic kernel on a CPU that has better ones (Debian's 0.3.21 picks
  * Prescott on AVX-512 Xeons), sets OPENBLAS_CORETYPE to the right one. An OPENBLAS_CORETYPE the
- * user set is left alone. Logs what it chose (verbose) and returns the core name in use. */
-const char *sf_blas_choose_core(int verbose);
+ * user set is left alone. Returns the core name in use (NULL if OpenBLAS is absent). */
+const char *sf_blas_choose_core(void);
 /* After OpenBLAS is loaded: checks that the kernel in use is the one chosen and that a small
- * sgemm agrees with a plain loop. SF_ERR with a message if not. */
+ * sgemm agrees with a plain loop. SF_ERR with a message if not. With verbose, logs the choice
+ * sf_blas_choose_core made and the check's result: every command that computes calls it so. */
 int sf_blas_verify(int verbose);
 
 /* The decision itself: the kernel to use when OpenBLAS detected `detected` on a CPU whose best

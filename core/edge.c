@@ -53,11 +53,13 @@ int sf_frame_recv(void *sock, int is_router, sf_frame *f, char *err, size_t errl
     zmq_msg_t part;
     zmq_msg_init(&part);
     f->has_payload = 0;
-    f->id[0] = 0;
+    f->id[0] = f->addr[0] = 0;
     if (zmq_msg_recv(&part, sock, ZMQ_DONTWAIT) < 0) {
         zmq_msg_close(&part);
         return 0;
     }
+    const char *addr = zmq_msg_gets(&part, "Peer-Address");
+    if (addr) snprintf(f->addr, sizeof f->addr, "%s", addr);
     if (is_router) { /* first part: the sender's routing id */
         size_t n = zmq_msg_size(&part);
         if (n >= sizeof f->id || !more(sock)) {
@@ -66,8 +68,10 @@ int sf_frame_recv(void *sock, int is_router, sf_frame *f, char *err, size_t errl
             drain_more(sock);
             return -1;
         }
-        memcpy(f->id, zmq_msg_data(&part), n);
-        f->id[n] = 0;
+        if (!memchr(zmq_msg_data(&part), 0, n)) { /* ids with a NUL (libzmq's anonymous ones) match no stage */
+            memcpy(f->id, zmq_msg_data(&part), n);
+            f->id[n] = 0;
+        }
         zmq_msg_close(&part);
         zmq_msg_init(&part);
         zmq_msg_recv(&part, sock, 0); /* parts of a message arrive together */
@@ -86,7 +90,7 @@ int sf_frame_recv(void *sock, int is_router, sf_frame *f, char *err, size_t errl
     for (int i = 7; i >= 0; i--) f->h.seq = (f->h.seq << 8) | b[8 + i];
     zmq_msg_close(&part);
     int want_payload = f->h.type == SF_FRAME_DATA || f->h.type == SF_FRAME_ABORT;
-    if (f->h.type < SF_FRAME_HELLO || f->h.type > SF_FRAME_HEARTBEAT) {
+    if (f->h.type < SF_FRAME_HELLO || f->h.type > SF_FRAME_EOS_ACK) {
         snprintf(err, errlen, "unknown frame type 0x%08x", f->h.type);
         drain_more(sock);
         return -1;

@@ -6,6 +6,13 @@
  * sends only where it holds credit, so nothing is ever dropped at a high-water mark and memory
  * stays bounded by the window. Every DATA frame carries the link's sequence number and EOS
  * carries the link's total, so the consumer proves it received each message exactly once.
+ * An interrupt crosses processes both ways: EOS carries SF_EOS_INTERRUPTED when the producer's
+ * run was interrupted (its stream ended early, so consumers must not treat it as complete), and
+ * STOP asks an upstream process to stop its sources as a local SIGINT would.
+ * Across processes a producer exits only after every consumer acknowledged its EOS (EOS_ACK): a
+ * successful send only means "queued", and a process that exits with unread frames (credits) in
+ * its tcp receive buffer makes the kernel reset the connection, which discards what the consumer
+ * had not read yet.
  *
  * Frames: [header 16 bytes][payload]. Header: u32 type, u32 n, u64 seq, little-endian. */
 #ifndef SF_EDGE_H
@@ -19,10 +26,14 @@ enum sf_frame_type {
     SF_FRAME_HELLO = 0x53460001,     /* consumer -> producer: n = credit window */
     SF_FRAME_CREDIT = 0x53460002,    /* consumer -> producer: n = credits returned */
     SF_FRAME_DATA = 0x53460003,      /* producer -> consumer: seq; payload = message */
-    SF_FRAME_EOS = 0x53460004,       /* producer -> consumer: seq = messages sent on the link */
+    SF_FRAME_EOS = 0x53460004,       /* producer -> consumer: seq = messages sent on the link, n = flags */
     SF_FRAME_ABORT = 0x53460005,     /* either way: payload = reason; the run is failing */
     SF_FRAME_HEARTBEAT = 0x53460006, /* either way, across processes */
+    SF_FRAME_STOP = 0x53460007,      /* consumer -> producer: this run was interrupted; stop too */
+    SF_FRAME_EOS_ACK = 0x53460008,   /* consumer -> producer: EOS and every message before it arrived */
 };
+
+enum { SF_EOS_INTERRUPTED = 1 }; /* EOS flag: the stream ended early because of an interrupt */
 
 typedef struct sf_frame_header {
     uint32_t type, n;
@@ -39,12 +50,14 @@ int sf_frame_send_text(void *sock, const char *id, uint32_t type, const char *te
 /* One received frame. Wire input is untrusted: sf_frame_recv checks the part count and sizes. */
 typedef struct sf_frame {
     char id[128];      /* routing id on a ROUTER, "" on a DEALER */
+    char addr[64];     /* the sender's address (tcp peers), "" when unknown */
     sf_frame_header h;
     zmq_msg_t payload; /* empty unless DATA or ABORT */
     int has_payload;
 } sf_frame;
 
-/* 1 = got a frame, 0 = nothing to read (EAGAIN), -1 = malformed frame (consumed; err says why). */
+/* 1 = got a frame, 0 = nothing to read (EAGAIN), -1 = malformed frame (consumed; err says why;
+ * id and addr are filled when the frame got that far). */
 int sf_frame_recv(void *sock, int is_router, sf_frame *f, char *err, size_t errlen);
 
 #endif

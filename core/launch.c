@@ -1,6 +1,11 @@
 /* The launcher; see launch.h. One child per host (ssh, or what SAEFLOW_SSH names), each in its own
- * process group, its stdout and stderr merged into a pipe the launcher reads line by line. */
+ * process group, its stdout and stderr merged into a pipe the launcher reads line by line, its
+ * stdin a pipe the launcher holds. A signal to the local ssh client does not reach the remote
+ * process, so the launcher stops a part by closing that pipe: ssh forwards the end-of-file and the
+ * part, run with --stop-on-stdin-eof, stops as after SIGTERM (sshd closes the remote stdin too
+ * when the session is lost). */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -22,13 +27,14 @@ typedef struct launch_part {
     const char *host;
     pid_t pid;
     int fd;         /* read end of the child's output, -1 at EOF */
+    int stop_fd;    /* write end of the child's stdin; closed to stop it, -1 then */
     int status;     /* exit code once reaped, -1 before */
     char line[4096];
     size_t len;
 } launch_part;
 
-static volatile sig_atomic_t launch_signal;
-static void on_launch_signal(int sig) { launch_signal = sig; }
+static volatile sig_atomic_t launch_signal, launch_signals;
+static void on_launch_signal(int sig) { launch_signal = sig, launch_signals++; }
 
 /* Appends s to out in single quotes, safe for the remote shell. */
 static int append_quoted(char *out, size_t cap, const char *s) {
@@ -62,6 +68,7 @@ static void host_address(const sf_host *h, char *out, size_t n) {
 }
 
 static void flush_line(launch_part *p) {
+    if (p->len && p->line[p->len - 1] == '\r') p->len--; /* a pty's line ends (ssh -t) */
     fprintf(stderr, "[%s] %.*s\n", p->host, (int)p->len, p->line);
     p->len = 0;
 }
@@ -83,27 +90,38 @@ static void read_output(launch_part *p) {
 }
 
 static pid_t start_part(launch_part *p, const char *addr, const char *remote) {
-    int fds[2];
-    if (pipe(fds) != 0) return -1;
+    int fds[2], in[2]; /* close-on-exec, so no other part inherits this one's ends */
+    if (pipe2(fds, O_CLOEXEC) != 0) return -1;
+    if (pipe2(in, O_CLOEXEC) != 0) {
+        close(fds[0]), close(fds[1]);
+        return -1;
+    }
     pid_t pid = fork();
     if (pid == 0) {
         setpgid(0, 0);
+        dup2(in[0], STDIN_FILENO);
         dup2(fds[1], STDOUT_FILENO);
         dup2(fds[1], STDERR_FILENO);
-        close(fds[0]), close(fds[1]);
         /* the ssh command is word-split by sh (SAEFLOW_SSH="ssh -o BatchMode=yes"); address and
          * remote command go as positional parameters, unsplit */
         execl("/bin/sh", "sh", "-c", "exec $SF_LAUNCH_SSH \"$0\" \"$1\"", addr, remote, (char *)NULL);
         _exit(127);
     }
-    close(fds[1]);
+    close(fds[1]), close(in[0]);
     if (pid < 0) {
-        close(fds[0]);
+        close(fds[0]), close(in[1]);
         return -1;
     }
     setpgid(pid, pid);
     p->fd = fds[0];
+    p->stop_fd = in[1];
     return pid;
+}
+
+/* Asks every running part to stop cleanly: end-of-file on its stdin. */
+static void stop_parts(launch_part *parts, int n) {
+    for (int i = 0; i < n; i++)
+        if (parts[i].stop_fd >= 0) close(parts[i].stop_fd), parts[i].stop_fd = -1;
 }
 
 static void signal_parts(launch_part *parts, int n, int sig) {
@@ -161,20 +179,22 @@ int sf_launch_main(int argc, char **argv) {
     struct sigaction sa = {.sa_handler = on_launch_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN); /* the parts' stdin pipes */
     int n = pl->n_hosts, running = 0, code = 0;
     launch_part *parts = calloc((size_t)n, sizeof *parts);
     for (int h = 0; h < n; h++) {
         launch_part *p = &parts[h];
         p->host = pl->hosts[h].name;
         p->status = -1;
-        p->fd = -1;
+        p->fd = p->stop_fd = -1;
         char addr[256], remote[LAUNCH_CMD_MAX] = "cd";
         host_address(&pl->hosts[h], addr, sizeof addr);
         int bad = append_quoted(remote, sizeof remote, cwd);
-        strncat(remote, " &&", sizeof remote - strlen(remote) - 1);
+        strncat(remote, " && exec", sizeof remote - strlen(remote) - 1);
         bad |= append_quoted(remote, sizeof remote, bin);
-        const char *fixed[] = {"run", argv[2], "--host", p->host, "--no-progress"};
-        for (int i = 0; i < 5; i++) bad |= append_quoted(remote, sizeof remote, fixed[i]);
+        const char *fixed[] = {"run", argv[2], "--host", p->host, "--no-progress", "--stop-on-stdin-eof"};
+        for (int i = 0; i < 6; i++) bad |= append_quoted(remote, sizeof remote, fixed[i]);
         for (int i = 3; i < argc; i++) bad |= append_quoted(remote, sizeof remote, argv[i]);
         if (bad) {
             fprintf(stderr, "saeflow launch: the command line is too long\n");
@@ -190,10 +210,12 @@ int sf_launch_main(int argc, char **argv) {
         }
         running++;
     }
-    if (code) signal_parts(parts, n, SIGTERM);
+    if (code) stop_parts(parts, n);
 
-    /* gather output until every part has exited; on the first failure stop the others (SIGTERM
-     * lets saeflow drain and save; a second one after 15 s aborts; SIGKILL after 30 s) */
+    /* gather output until every part has exited; on the first failure or a signal stop the
+     * others: close their stdin (saeflow drains and saves), after 15 s (or a second signal)
+     * SIGTERM the local children (ends an ssh session; aborts a part running here), after 30 s
+     * SIGKILL them */
     double stop_at = 0;
     int stop_stage = 0;
     while (running > 0) {
@@ -219,20 +241,22 @@ int sf_launch_main(int argc, char **argv) {
             if (p->status != 0 && !code) {
                 code = p->status == 255 ? 1 : p->status; /* 255: ssh itself failed */
                 fprintf(stderr, "saeflow launch: host %s failed; stopping the others\n", p->host);
-                signal_parts(parts, n, SIGTERM);
+                stop_parts(parts, n);
                 stop_at = sf_now(), stop_stage = 1;
             }
         }
         if (launch_signal && !stop_stage) {
-            fprintf(stderr, "saeflow launch: %s: stopping every host\n", launch_signal == SIGINT ? "interrupted" : "terminated");
-            signal_parts(parts, n, SIGTERM);
+            fprintf(stderr, "saeflow launch: %s: stopping every host (again to end the local ssh clients)\n",
+                    launch_signal == SIGINT ? "interrupted" : launch_signal == SIGHUP ? "hung up" : "terminated");
+            stop_parts(parts, n);
             stop_at = sf_now(), stop_stage = 1;
             if (!code) code = 130;
         }
-        if (stop_stage == 1 && sf_now() - stop_at > 15) signal_parts(parts, n, SIGTERM), stop_stage = 2;
+        if (stop_stage == 1 && (sf_now() - stop_at > 15 || launch_signals > 1)) signal_parts(parts, n, SIGTERM), stop_stage = 2;
         if (stop_stage == 2 && sf_now() - stop_at > 30) signal_parts(parts, n, SIGKILL), stop_stage = 3;
     }
     fprintf(stderr, "saeflow launch: %s\n", code ? "failed" : "every host finished");
+    stop_parts(parts, n);
     for (int i = 0; i < n; i++)
         if (parts[i].fd >= 0) close(parts[i].fd);
     free(parts);

@@ -1,6 +1,7 @@
 /* launch.h — `saeflow launch FILE [run options] [KEY=VALUE ...]`: starts every host's part of a
- * pipeline over ssh (`$SAEFLOW_SSH ADDR 'cd CWD && $SAEFLOW_BIN run FILE --host NAME ...'`),
- * prefixes and gathers their output, and stops the others when one part fails. See core/HOSTS.md. */
+ * pipeline over ssh (`$SAEFLOW_SSH ADDR 'cd CWD && exec $SAEFLOW_BIN run FILE --host NAME
+ * --stop-on-stdin-eof ...'`), prefixes and gathers their output, and stops the others (by closing
+ * their stdin) when one part fails or on a signal. See core/HOSTS.md. */
 #ifndef SF_LAUNCH_H
 #define SF_LAUNCH_H
 

@@ -19,7 +19,8 @@ static void usage(FILE *out) {
             "  saeflow run FILE [options] [KEY=VALUE ...]   run a pipeline (KEY=VALUE overrides its 'set' variables)\n"
             "  saeflow check FILE [KEY=VALUE ...]           validate a pipeline without running it\n"
             "  saeflow launch FILE [options] [KEY=VALUE ...] run every host's part over ssh (SAEFLOW_SSH, SAEFLOW_BIN)\n"
-            "  saeflow stages [NAME]                        list stages, or one stage's parameters and docs\n"
+            "  saeflow stages [NAME | --list]               every stage's parameters, types, defaults and docs;\n"
+            "                                               NAME: one stage; --list (-s): one line per stage\n"
             "  saeflow keygen DIR                           write a CurveZMQ keypair for a pipeline's 'curve \"DIR\"' line\n"
             "  saeflow version                              print the version and stage ABI\n"
             "  saeflow help                                 this text\n",
@@ -41,12 +42,15 @@ static void usage(FILE *out) {
             "  --connect-timeout S    seconds to wait for peers at start (default 60)\n"
             "  --peer-timeout S       seconds without a heartbeat before a peer is lost (default 10)\n"
             "  --progress, --no-progress   live status (default: on a terminal; log lines otherwise)\n"
+            "  --stop-on-stdin-eof    end-of-file on standard input stops the run like SIGTERM (launch uses it)\n"
             "\nenvironment:\n"
             "  SAEFLOW_PLUGIN_PATH    extra directories of stage plugins (.so), ':'-separated\n"
             "  SAEFLOW_LOG            debug | info | warn | error (default info)\n"
             "  SAEFLOW_SSH            launch: the ssh command (default 'ssh -o BatchMode=yes'), given ADDR and a command\n"
             "  SAEFLOW_BIN            launch: saeflow's path on the hosts (default: this binary's path)\n"
             "  OPENBLAS_CORETYPE      OpenBLAS kernel; saeflow picks one itself where OpenBLAS misdetects the CPU\n"
+            "\nsignals: SIGINT, SIGTERM or SIGHUP stops the sources, drains and lets stages finish (a trainer saves),\n"
+            "then exits 130; the interrupt reaches the other hosts' parts too. A second signal aborts at once.\n"
             "\nexit codes: 0 success, 1 a stage failed, 2 bad usage or pipeline file, 130 interrupted\n");
 }
 
@@ -70,7 +74,7 @@ static void print_stage(const sf_stage_entry *e, int full) {
     printf("output:  %s\n\nparameters:\n", d->has_output ? "yes" : "none (sink)");
     for (const sf_param_def *p = d->params; p && p->name; p++)
         printf("  %-18s %-7s %-22s %s\n", p->name, type_name(p->type), p->default_value ? p->default_value : "(required)", p->doc ? p->doc : "");
-    printf("  %-18s %-7s %-22s %s\n", "input", "list", "", "stages to read from, comma-separated");
+    if (d->max_inputs) printf("  %-18s %-7s %-22s %s\n", "input", "list", "", "stages to read from, comma-separated");
     printf("  %-18s %-7s %-22s %s\n", "replicas", "int", "1", "parallel instances of this stage");
     printf("  %-18s %-7s %-22s %s\n", "distribute", "string", "share", "share: each message to one replica; broadcast: to all");
     printf("  %-18s %-7s %-22s %s\n", "host", "string", "", "host (from a 'host' line) that runs this stage");
@@ -80,18 +84,23 @@ static void print_stage(const sf_stage_entry *e, int full) {
     }
 }
 
+/* saeflow stages: every stage's full reference; --list: one line each; NAME: that stage only. */
 static int cmd_stages(int argc, char **argv) {
-    if (argc > 2) {
+    int list = argc > 2 && (!strcmp(argv[2], "--list") || !strcmp(argv[2], "-s"));
+    if (argc > 2 && !list) {
         const sf_stage_entry *e = sf_plugins_find(argv[2]);
         if (!e) {
-            fprintf(stderr, "saeflow: no stage '%s' (saeflow stages lists them)\n", argv[2]);
+            fprintf(stderr, "saeflow: no stage '%s' (saeflow stages --list lists them)\n", argv[2]);
             return 2;
         }
         print_stage(e, 1);
         return 0;
     }
-    printf("stages (saeflow stages NAME for parameters):\n");
-    for (size_t i = 0; i < sf_plugins_count(); i++) print_stage(sf_plugins_at(i), 0);
+    if (list) printf("stages (saeflow stages NAME for parameters):\n");
+    for (size_t i = 0; i < sf_plugins_count(); i++) {
+        if (!list && i) printf("\n------------------------------------------------------------------------\n\n");
+        print_stage(sf_plugins_at(i), !list);
+    }
     return 0;
 }
 
@@ -109,6 +118,7 @@ static int parse_run_args(int argc, char **argv, sf_run_options *o, char ***over
         else if (!strcmp(a, "--peer-timeout") && has_value) o->peer_timeout = atof(argv[++i]);
         else if (!strcmp(a, "--progress")) o->progress = 1;
         else if (!strcmp(a, "--no-progress")) o->progress = 0;
+        else if (!strcmp(a, "--stop-on-stdin-eof")) o->stop_on_stdin_eof = 1;
         else if (a[0] != '-' && strchr(a, '=')) (*overrides)[(*n_over)++] = argv[i];
         else {
             fprintf(stderr, "saeflow: unknown argument '%s' (saeflow help)\n", a);
@@ -188,7 +198,7 @@ int main(int argc, char **argv) {
     sf_log_init_from_env();
     const char *cmd = argc > 1 ? argv[1] : "help";
     int verbose = !strcmp(cmd, "run");
-    sf_blas_choose_core(verbose); /* before any plugin can load OpenBLAS */
+    sf_blas_choose_core(); /* before any plugin can load OpenBLAS */
     sf_plugins_load_default(!verbose && strcmp(cmd, "stages") != 0);
 
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
@@ -206,7 +216,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "check")) return cmd_run(argc, argv, 0);
     const sf_command *c = sf_plugins_command(cmd);
     if (c) {
-        if (sf_blas_verify(0) != SF_OK) {
+        if (sf_blas_verify(1) != SF_OK) {
             fprintf(stderr, "saeflow: %s\n", sf_last_error());
             return 1;
         }

@@ -56,6 +56,23 @@ static void fail_run(sf_runtime *rt, const char *fmt, ...) {
     uv_async_send(&rt->wake);
 }
 
+/* Stops the sources and lets the pipeline drain, as SIGINT does, and asks the remote producers to
+ * stop too; the EOS frames this process sends then say the streams ended early. The stages'
+ * finish callbacks see sf_stopping(), so nothing is marked complete. cause says why (a signal
+ * here, or which peer brought the interrupt). Loop thread. */
+static void interrupt_run(sf_runtime *rt, const char *cause) {
+    if (atomic_exchange(&rt->interrupted, 1)) return;
+    snprintf(rt->interrupt_cause, sizeof rt->interrupt_cause, "%s", cause);
+    sf_log(SF_LOG_WARN, "%s: stopping the sources and draining the pipeline%s", cause, rt->signals ? " (again to abort at once)" : "");
+    atomic_store(&rt->stopping, 1);
+    for (int i = 0; i < rt->n_inst; i++)
+        for (int j = 0; j < rt->inst[i]->n_in; j++) {
+            sf_in_link *l = &rt->inst[i]->in[j];
+            if (l->remote && !l->eos) sf_frame_send(l->sock, NULL, SF_FRAME_STOP, 0, 0, NULL);
+        }
+    uv_async_send(&rt->wake);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Stage API (called on worker threads)                                                        */
 
@@ -160,6 +177,7 @@ static int worker_loop(sf_ctx *ctx) {
         zmq_msg_close(&item.msg);
         atomic_fetch_add(&ctx->msgs_in, 1);
         atomic_fetch_add(&link->credit_return, 1);
+        atomic_fetch_add(&link->processed, 1);
         uv_async_send(&rt->wake);
         if (rc != SF_OK) return SF_ERR;
     }
@@ -229,13 +247,28 @@ static int is_local(sf_runtime *rt, int stage, int replica) {
     return rt->host < 0 || sf_replica_host(&rt->p->stages[stage], replica) == rt->host;
 }
 
+static sf_out_link *find_out_link(sf_ctx *ctx, const char *id) {
+    for (int i = 0; i < ctx->n_out; i++)
+        if (strcmp(ctx->out[i].id, id) == 0) return &ctx->out[i];
+    return NULL;
+}
+
+/* A frame on a producer's listening socket from a peer that is none of its consumers (a port
+ * scanner, a stray client): dropped, with a warning at most every 10 s. */
+static void drop_unknown(sf_ctx *ctx, const sf_frame *f, const char *what) {
+    sf_runtime *rt = ctx->rt;
+    double now = sf_now();
+    if (rt->dropped++ && now - rt->dropped_logged < 10) return;
+    rt->dropped_logged = now;
+    sf_log(SF_LOG_WARN, "%s: dropped %s from unknown peer %s%s%s (%llu so far; not one of its consumers)", ctx->name, what,
+           f->id[0] ? f->id : "(no id)", f->addr[0] ? " at " : "", f->addr, (unsigned long long)rt->dropped);
+}
+
 static void handle_router_frame(sf_ctx *ctx, sf_frame *f) {
     sf_runtime *rt = ctx->rt;
-    sf_out_link *l = NULL;
-    for (int i = 0; i < ctx->n_out; i++)
-        if (strcmp(ctx->out[i].id, f->id) == 0) l = &ctx->out[i];
+    sf_out_link *l = find_out_link(ctx, f->id);
     if (!l) {
-        sf_log(SF_LOG_WARN, "%s: ignoring a frame from unknown peer '%.60s'", ctx->name, f->id);
+        drop_unknown(ctx, f, "a frame");
         return;
     }
     l->last_seen = sf_now();
@@ -243,15 +276,29 @@ static void handle_router_frame(sf_ctx *ctx, sf_frame *f) {
     case SF_FRAME_HELLO:
         if (!l->hello) {
             l->hello = 1;
-            l->credit = f->h.n;
+            l->credit = l->window = f->h.n;
         }
         break;
     case SF_FRAME_CREDIT:
         l->credit += f->h.n;
         break;
+    case SF_FRAME_EOS_ACK:
+        if (!l->eos_sent || f->h.seq != l->seq) {
+            fail_run(rt, "%s: consumer %s acknowledged %llu messages, %llu were sent%s", ctx->name, l->id,
+                     (unsigned long long)f->h.seq, (unsigned long long)l->seq, l->eos_sent ? "" : " and the stream goes on");
+            return;
+        }
+        l->eos_acked = 1;
+        break;
     case SF_FRAME_ABORT: {
         size_t n = zmq_msg_size(&f->payload);
         fail_run(rt, "%s (downstream) failed: %.*s", l->id, (int)(n > 600 ? 600 : n), (const char *)zmq_msg_data(&f->payload));
+        break;
+    }
+    case SF_FRAME_STOP: {
+        char cause[160];
+        snprintf(cause, sizeof cause, "interrupted downstream: consumer %s was interrupted", l->id);
+        interrupt_run(rt, cause);
         break;
     }
     case SF_FRAME_HEARTBEAT: break;
@@ -293,8 +340,15 @@ static void handle_in_frame(sf_ctx *ctx, int li, sf_frame *f) {
             return;
         }
         l->eos = 1;
-        int linger = 0; /* nothing more to say to this producer */
-        zmq_setsockopt(l->sock, ZMQ_LINGER, &linger, sizeof linger);
+        if (f->h.n & SF_EOS_INTERRUPTED) {
+            char cause[160];
+            snprintf(cause, sizeof cause, "interrupted upstream: %s ended its stream early", l->peer);
+            interrupt_run(rt, cause);
+        }
+        if (l->remote && sf_frame_send(l->sock, NULL, SF_FRAME_EOS_ACK, 0, l->received, NULL) != 0) {
+            fail_run(rt, "%s: acknowledging end-of-stream to %s: %s", ctx->name, l->peer, zmq_strerror(errno));
+            return;
+        }
         int all = 1;
         for (int i = 0; i < ctx->n_in; i++) all &= ctx->in[i].eos;
         if (all) {
@@ -325,7 +379,8 @@ static int drain(sf_ctx *ctx, void *sock, int in_link) {
         if (rc == 0) break;
         n++;
         if (rc < 0) {
-            fail_run(ctx->rt, "%s: bad frame from %s: %s", ctx->name, in_link < 0 ? "a consumer" : ctx->in[in_link].peer, err);
+            if (in_link < 0 && !find_out_link(ctx, f.id)) drop_unknown(ctx, &f, "a malformed frame");
+            else fail_run(ctx->rt, "%s: bad frame from %s: %s", ctx->name, in_link < 0 ? f.id : ctx->in[in_link].peer, err);
             continue;
         }
         if (in_link < 0) handle_router_frame(ctx, &f);
@@ -447,13 +502,21 @@ static void send_eos(sf_ctx *ctx) {
     if (pending || !all_hello(ctx)) return;
     for (int i = 0; i < ctx->n_out; i++) {
         sf_out_link *l = &ctx->out[i];
-        if (sf_frame_send(ctx->router, l->id, SF_FRAME_EOS, 0, l->seq, NULL) != 0) {
+        uint32_t flags = atomic_load(&ctx->rt->interrupted) ? SF_EOS_INTERRUPTED : 0;
+        if (sf_frame_send(ctx->router, l->id, SF_FRAME_EOS, flags, l->seq, NULL) != 0) {
             fail_run(ctx->rt, "%s: sending end-of-stream to %s: %s", ctx->name, l->id, zmq_strerror(errno));
             return;
         }
         l->eos_sent = 1;
     }
     ctx->eos_done = 1;
+}
+
+/* Every remote consumer has acknowledged the end-of-stream, so this process may exit. */
+static int eos_acked(const sf_ctx *ctx) {
+    for (int i = 0; i < ctx->n_out; i++)
+        if (ctx->out[i].remote && !ctx->out[i].eos_acked) return 0;
+    return 1;
 }
 
 static int has_input(void *sock) {
@@ -485,7 +548,7 @@ static void pump(sf_runtime *rt) {
         sf_ctx *c = rt->inst[i];
         if (c->router) more |= has_input(c->router);
         for (int j = 0; j < c->n_in; j++) more |= has_input(c->in[j].sock);
-        done &= atomic_load(&c->worker_done) && (c->eos_done || atomic_load(&rt->aborting));
+        done &= atomic_load(&c->worker_done) && ((c->eos_done && eos_acked(c)) || atomic_load(&rt->aborting));
     }
     if (done) shutdown_loop(rt);
     else if (more) uv_idle_start(&rt->again, on_again);
@@ -515,16 +578,36 @@ static void shutdown_loop(sf_runtime *rt) { uv_stop(&rt->loop); }
 /* ------------------------------------------------------------------------------------------ */
 /* Signals, heartbeats, time-outs                                                              */
 
-static void on_signal(uv_signal_t *h, int signum) {
-    sf_runtime *rt = h->data;
-    if (atomic_exchange(&rt->interrupted, 1)) {
-        fprintf(stderr, "\nsaeflow: second %s: aborting now\n", signum == SIGINT ? "interrupt" : "termination signal");
+/* A stop asked for here (a signal, stdin closed): the first drains, the second aborts at once. */
+static void stop_here(sf_runtime *rt, const char *cause) {
+    if (rt->signals++) {
+        fprintf(stderr, "\nsaeflow: %s again: aborting now\n", cause);
         _exit(130);
     }
-    sf_log(SF_LOG_WARN, "%s: stopping the sources and draining the pipeline (again to abort at once)",
-           signum == SIGINT ? "interrupted" : "terminated");
-    atomic_store(&rt->stopping, 1);
-    uv_async_send(&rt->wake);
+    interrupt_run(rt, cause);
+}
+
+/* A lost session (terminal or ssh) shows as SIGHUP, as end-of-file on stdin, or both (a pty):
+ * one stop, not a second one that would abort. */
+static void session_lost(sf_runtime *rt, const char *cause) {
+    if (!rt->hangup++) stop_here(rt, cause);
+}
+
+/* SIGINT, SIGTERM and SIGHUP stop the run cleanly. */
+static void on_signal(uv_signal_t *h, int signum) {
+    if (signum == SIGHUP) session_lost(h->data, "hung up (SIGHUP)");
+    else stop_here(h->data, signum == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)");
+}
+
+/* stop_on_stdin_eof: saeflow launch stops a part by closing its stdin, which ssh forwards (and
+ * sshd closes it too when the session is lost). Input itself is ignored. */
+static void on_stdin(uv_poll_t *h, int status, int events) {
+    (void)events;
+    char buf[256];
+    ssize_t n = status < 0 ? 0 : read(STDIN_FILENO, buf, sizeof buf);
+    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR))) return;
+    uv_poll_stop(h);
+    session_lost(h->data, "standard input closed (--stop-on-stdin-eof)");
 }
 
 static void check_peers(sf_runtime *rt) {
@@ -540,7 +623,7 @@ static void check_peers(sf_runtime *rt) {
             }
             if (l->remote && l->hello) {
                 if (!l->eos_sent) sf_frame_send(c->router, l->id, SF_FRAME_HEARTBEAT, 0, 0, NULL);
-                if (!l->eos_sent && now - l->last_seen > rt->o.peer_timeout) {
+                if (!l->eos_acked && now - l->last_seen > rt->o.peer_timeout) {
                     fail_run(rt, "%s: lost contact with consumer %s (no heartbeat for %.0f s): its host or process died", c->name, l->id,
                              rt->o.peer_timeout);
                     return;
@@ -684,8 +767,9 @@ static void free_runtime(sf_runtime *rt) {
             if (atomic_load(&rt->aborting)) zmq_setsockopt(c->router, ZMQ_LINGER, &zero, sizeof zero);
             zmq_close(c->router);
         }
-        for (int j = 0; j < c->n_in; j++) {
-            zmq_setsockopt(c->in[j].sock, ZMQ_LINGER, &zero, sizeof zero);
+        for (int j = 0; j < c->n_in; j++) { /* wait a little for an EOS_ACK to leave, never for the rest */
+            int linger = c->in[j].eos && !atomic_load(&rt->aborting) ? 2000 : 0;
+            zmq_setsockopt(c->in[j].sock, ZMQ_LINGER, &linger, sizeof linger);
             zmq_close(c->in[j].sock);
         }
         for (int j = 0; j < c->inbox_len; j++) zmq_msg_close(&c->inbox[(c->inbox_head + j) % c->inbox_cap].msg);
@@ -766,6 +850,16 @@ int sf_run(sf_pipeline *p, const sf_run_options *o) {
     uv_signal_init(&rt->loop, &rt->sigterm);
     rt->sigterm.data = rt;
     uv_signal_start(&rt->sigterm, on_signal, SIGTERM);
+    uv_signal_init(&rt->loop, &rt->sighup);
+    rt->sighup.data = rt;
+    uv_signal_start(&rt->sighup, on_signal, SIGHUP);
+    signal(SIGPIPE, SIG_IGN); /* a closed log pipe (a lost ssh session) is EPIPE, not death */
+    if (o->stop_on_stdin_eof) {
+        rt->stdin_poll.data = rt;
+        int e = uv_poll_init(&rt->loop, &rt->stdin_poll, STDIN_FILENO);
+        if (e == 0) uv_poll_start(&rt->stdin_poll, UV_READABLE | UV_DISCONNECT, on_stdin);
+        else fail_run(rt, "--stop-on-stdin-eof: cannot watch standard input: %s (it must be a pipe, socket or terminal)", uv_strerror(e));
+    }
     uv_timer_init(&rt->loop, &rt->tick);
     rt->tick.data = rt;
     uv_timer_start(&rt->tick, on_tick, 1000, 1000);
@@ -796,7 +890,7 @@ int sf_run(sf_pipeline *p, const sf_run_options *o) {
         fprintf(stderr, "saeflow: error: %s\n", rt->error);
         code = 1;
     } else if (atomic_load(&rt->interrupted)) {
-        fprintf(stderr, "saeflow: interrupted; the stages finished cleanly after draining\n");
+        fprintf(stderr, "saeflow: %s; the stages finished cleanly after draining\n", rt->interrupt_cause);
         code = 130;
     }
     uv_loop_close(&rt->loop);

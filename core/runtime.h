@@ -17,6 +17,7 @@ typedef struct sf_run_options {
     double connect_timeout; /* seconds to wait for every peer at start */
     double peer_timeout;    /* seconds without a heartbeat before a peer counts as lost */
     int progress;           /* -1 auto (live on a terminal, log lines otherwise), 0 off, 1 on */
+    int stop_on_stdin_eof;  /* end-of-file on stdin stops the run like SIGTERM (saeflow launch) */
 } sf_run_options;
 
 /* Runs the part of p placed on o->host; returns the process exit code (0 ok, 1 failure,
@@ -28,8 +29,8 @@ int sf_run(sf_pipeline *p, const sf_run_options *o);
 typedef struct sf_out_link { /* producer side: one consumer instance */
     char id[64];             /* the consumer instance's name = its routing id */
     int group;               /* consumer stage it belongs to */
-    int hello, eos_sent, remote;
-    int64_t credit;
+    int hello, eos_sent, eos_acked, remote;
+    int64_t credit, window; /* credit held; window granted by HELLO */
     uint64_t seq, bytes;
     double last_seen;
 } sf_out_link;
@@ -42,6 +43,7 @@ typedef struct sf_in_link { /* consumer side: one producer instance */
     uint64_t expect_seq, received, bytes;
     int eos;
     atomic_int credit_return; /* credits the worker freed, to send back */
+    atomic_uint_fast64_t processed; /* messages the stage has taken (for the summary) */
     double last_seen;
 } sf_in_link;
 
@@ -90,6 +92,7 @@ struct sf_ctx {
     atomic_uint_fast64_t msgs_in, msgs_out, bytes_out;
     atomic_uint_fast64_t prog_done, prog_total;
     char prog_unit[16];
+    char prog_note[96]; /* sf_progress_note(): shown after the progress, under lock */
     sf_counter counters[16];
     int n_counters;
     struct sf_runtime *rt;
@@ -101,7 +104,8 @@ typedef struct sf_runtime {
     int host;
     uv_loop_t loop;
     uv_async_t wake;
-    uv_signal_t sigint, sigterm;
+    uv_signal_t sigint, sigterm, sighup;
+    uv_poll_t stdin_poll; /* stop_on_stdin_eof */
     uv_timer_t tick;
     uv_idle_t again;
     void *zctx;
@@ -111,6 +115,11 @@ typedef struct sf_runtime {
     struct sf_ctx **inst; /* this process's instances */
     int n_inst;
     atomic_int stopping, interrupted, aborting;
+    int signals;                /* stops asked for here (the second aborts) */
+    int hangup;                 /* SIGHUP or stdin closed: the session is gone */
+    char interrupt_cause[200];  /* "" for a signal here; else which peer brought the interrupt */
+    uint64_t dropped;           /* frames from unknown peers, dropped */
+    double dropped_logged;      /* when the last warning about them was printed */
     pthread_mutex_t err_lock;
     char error[1200];
     double start;

@@ -62,6 +62,8 @@ for step, row in zip(steps, report):
     ev = json.load(open(os.path.join(runs, step, "features", "eval.json")))
     check(row["fvu"] == ev["fvu"] and 0 <= ev["fvu"] < 1.5 and 0 <= row["dead_fraction"] <= 1,
           f"{step}: held-out FVU {ev['fvu']:.3f} in the report matches sae_eval's")
+    check(ev["loss_tokens"] > 0 and abs(ev["loss_sae"] - ev["loss"] - ev["loss_increase"]) < 1e-9 and 0 < ev["loss"] < 10,
+          f"{step}: held-out LM loss {ev['loss']:.3f}, {ev['loss_sae']:.3f} with the SAE spliced in")
     check(os.path.getsize(os.path.join(runs, step, "features", "index.html")) > 1000, f"{step}: HTML dashboard written")
 print(f"{failures} failures")
 if failures:

@@ -7,9 +7,18 @@ pipelines/three-hosts.flow across them.
   2. clients without the CURVE key (a pyzmq DEALER with its own keypair, one with no CURVE, and a
      saeflow host with a different keypair) are refused: they get no data, inject nothing, and
      the run still ends with exact totals;
-  3. killing forward replica fwd[1]'s process mid-run ends every host with an error naming it;
-  4. saeflow launch (with SAEFLOW_SSH pointing at a stand-in for ssh that enters the namespace).
-Usage: test_hosts.py SAEFLOW SOURCE_ROOT. Skips (77) without root or iproute2."""
+  3. SIGINT to host A only stops every host as interrupted (exit 130): C's shard manifest is not
+     marked complete, its trainer saves a checkpoint;
+  4. killing forward replica fwd[1]'s process mid-run ends every host with an error naming it, the
+     trainer's checkpoint exists, and a re-run with resume=true logs that the trainer resumes and
+     ends with an uninterrupted run's totals: shard rows exactly (multiset compared), manifest
+     counts, the trainer's token count (which rows the trainer skips is its own business: with two
+     replicas their order differs between runs);
+  5. saeflow launch (with SAEFLOW_SSH pointing at a stand-in for ssh that enters the namespace);
+  6. saeflow launch over real OpenSSH (an sshd per namespace; skipped without openssh-server):
+     Ctrl-C to the launcher, and a lost ssh session, both stop the parts cleanly.
+Usage: test_hosts.py SAEFLOW SOURCE_ROOT. Skips (77) without root or iproute2, or when any step of
+the network setup fails (after removing what it made)."""
 import glob, hashlib, json, os, shutil, signal, struct, subprocess, sys, tempfile, time
 
 saeflow, root = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
@@ -59,14 +68,8 @@ def cleanup(*_):
 
 
 signal.signal(signal.SIGTERM, lambda *a: (cleanup(), sys.exit(1)))
-try:
+try:  # any step of the network setup failing (no netns, no veth or bridge support) is a skip
     sh("ip", "netns", "add", SWITCH)
-except RuntimeError as e:
-    cleanup()
-    skip(f"cannot create network namespaces here: {e}")
-
-tmp = tempfile.mkdtemp(prefix="sf-hosts-")
-try:
     sh("ip", "-n", SWITCH, "link", "add", "br0", "type", "bridge")
     sh("ip", "-n", SWITCH, "link", "set", "br0", "up")
     for h, addr in HOSTS.items():
@@ -77,6 +80,12 @@ try:
         sh("ip", "-n", ns, "link", "set", "lo", "up")
         sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
         sh("ip", "-n", ns, "link", "set", "eth0", "up")
+except (RuntimeError, OSError) as e:
+    cleanup()
+    skip(f"cannot set up the test network (namespaces, veth pairs, a bridge) here: {e}")
+
+tmp = tempfile.mkdtemp(prefix="sf-hosts-")
+try:
     r = sh("ip", "netns", "exec", NS["A"], "ping", "-c", "1", "-W", "3", HOSTS["C"], check_rc=False) if shutil.which("ping") else None
     if r is not None:
         check(r.returncode == 0, "host A reaches host C over the test bridge")
@@ -265,8 +274,25 @@ print(got)
                        cwd=root, capture_output=True, text=True, timeout=60)
     check(r.returncode != 0 and "saeflow keygen" in r.stderr, "a missing key directory says how to make one")
 
-    # --- 3. kill forward replica fwd[1] mid-run -------------------------------------------------
+    # --- 3. SIGINT to host A only: the interrupt reaches B and C through the end-of-stream -------
     KILL_DOCS = "1500"
+    int_run = os.path.join(tmp, "interrupt")
+    pc, pb = start("C", int_run, docs=KILL_DOCS), start("B", int_run, docs=KILL_DOCS)
+    pa = start("A", int_run, docs=KILL_DOCS)
+    time.sleep(3)
+    alive = all(p.poll() is None for p in (pa, pb, pc))
+    pa.send_signal(signal.SIGINT)  # 'ip netns exec' exec'd saeflow: this is host A's process
+    (ra, ea), (rb, eb), (rc, ec) = finish(pa, 120), finish(pb, 120), finish(pc, 120)
+    check(alive and ra == rb == rc == 130, f"SIGINT to host A only: every host stops as interrupted (exit codes {ra} {rb} {rc}; running when signalled: {alive})")
+    check("interrupted upstream" in ec and "interrupted upstream" in eb, "hosts B and C say they were interrupted upstream")
+    m = os.path.join(int_run, "shards", "manifest.json")
+    check(os.path.exists(m) and not json.load(open(m)).get("complete"), "host C's shard manifest is written but not marked complete")
+    check(os.path.exists(os.path.join(int_run, "sae", "checkpoint.safetensors")) and "(interrupted: resume=true continues)" in ec,
+          "the trainer on C saved a checkpoint and says the run was interrupted")
+    if ra != 130 or rc != 130:
+        print("A:", ea[-1500:], "\nC:", ec[-1500:])
+
+    # --- 4. kill forward replica fwd[1] mid-run -------------------------------------------------
     kill_run = os.path.join(tmp, "kill")
     pc, pb = start("C", kill_run, docs=KILL_DOCS), start("B", kill_run, docs=KILL_DOCS)
     pa = start("A", kill_run, docs=KILL_DOCS)
@@ -282,6 +308,7 @@ print(got)
     check("error:" in ec and "fwd[1]" in ec.split("error:")[-1], "host C's error names fwd[1]")
     m = os.path.join(kill_run, "shards", "manifest.json")
     check(not os.path.exists(m) or not json.load(open(m)).get("complete"), "the killed run's shards are not marked complete")
+    check(os.path.exists(os.path.join(kill_run, "sae", "checkpoint.safetensors")), "the trainer on C saved its checkpoint after the failure")
     if failures:
         print("A:", ea[-1500:], "\nC:", ec[-1500:])
 
@@ -297,10 +324,12 @@ print(got)
     resumed = totals(kill_run, results[0][1])
     print("     uninterrupted:", full_totals, "\n     killed + resumed:", resumed)
     check("skipped_sequences = 0" not in results[0][1], "the re-run resumed the shard directory (skipped what it held)")
+    resuming = [l for l in results[0][1].splitlines() if "[sae]" in l and "resuming" in l]
+    check(bool(resuming), f"the trainer on C resumes from its checkpoint: {resuming[0].strip() if resuming else '(no resume line)'}")
     for k in ("count", "sequences", "rows", "row_digest", "sae_tokens"):
         check(resumed.get(k) == full_totals.get(k), f"killed + resumed: {k} equals an uninterrupted run ({resumed.get(k)} vs {full_totals.get(k)})")
 
-    # --- 4. saeflow launch through a stand-in for ssh -----------------------------------------
+    # --- 5. saeflow launch through a stand-in for ssh -----------------------------------------
     fake_ssh = os.path.join(tmp, "fake-ssh")
     with open(fake_ssh, "w") as f:
         f.write("#!/bin/sh\n# fake-ssh ADDR COMMAND: runs COMMAND in the namespace that owns ADDR\naddr=$1; shift\ncase $addr in\n")
@@ -321,6 +350,83 @@ print(got)
     r = subprocess.run([saeflow, "launch", FLOW, *vars_for(os.path.join(tmp, "launch2")), "step=missing-step"],
                        cwd=root, capture_output=True, text=True, env=lenv, timeout=120)
     check(r.returncode != 0 and "failed" in r.stderr, f"launch fails when a host's part fails (exit {r.returncode})")
+
+    # --- 6. saeflow launch over real OpenSSH (an sshd in every namespace) ------------------------
+    # The launcher runs in host A's namespace, as on a login node that is also host A.
+    if not os.path.exists("/usr/sbin/sshd") or not shutil.which("ssh"):
+        print("SKIP launch over real OpenSSH: no /usr/sbin/sshd or ssh (Debian packages openssh-server, openssh-client)", flush=True)
+    else:
+        sshdir = os.path.join(tmp, "ssh")
+        os.makedirs(sshdir)
+        os.makedirs("/run/sshd", exist_ok=True)
+        for k in ("hostkey", "id"):
+            sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(sshdir, k))
+        shutil.copy(os.path.join(sshdir, "id.pub"), os.path.join(sshdir, "authorized_keys"))
+        for h, a in HOSTS.items():
+            conf = os.path.join(sshdir, f"sshd_{h}")
+            with open(conf, "w") as f:
+                f.write(f"ListenAddress {a}:22\nHostKey {sshdir}/hostkey\nAuthorizedKeysFile {sshdir}/authorized_keys\n"
+                        f"PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+                        f"UsePAM no\nStrictModes no\nPidFile {sshdir}/sshd_{h}.pid\n")
+            procs.append(subprocess.Popen(["ip", "netns", "exec", NS[h], "/usr/sbin/sshd", "-D", "-e", "-f", conf],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        ssh_cmd = (f"ssh -i {sshdir}/id -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+                   "-o LogLevel=ERROR -o ConnectTimeout=5")
+        senv = dict(env, SAEFLOW_SSH=ssh_cmd, SAEFLOW_BIN=saeflow)
+        time.sleep(1)
+
+        def launch(run_dir):
+            p = subprocess.Popen(["ip", "netns", "exec", NS["A"], saeflow, "launch", FLOW, *vars_for(run_dir, KILL_DOCS)],
+                                 cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=senv)
+            procs.append(p)
+            return p
+
+        def stopped_cleanly(run_dir):
+            m = os.path.join(run_dir, "shards", "manifest.json")
+            return (os.path.exists(os.path.join(run_dir, "sae", "checkpoint.safetensors")) and os.path.exists(m)
+                    and not json.load(open(m)).get("complete"))
+
+        # Ctrl-C to the launcher: it closes every part's stdin, ssh forwards the end-of-file, each
+        # part drains and finishes, and their logs still arrive.
+        ssh_run = os.path.join(tmp, "ssh-int")
+        p = launch(ssh_run)
+        time.sleep(6)
+        running = p.poll() is None
+        p.send_signal(signal.SIGINT)
+        rc, err = finish(p, 120)
+        exits = {h: f"host {h} exited with 130" in err for h in HOSTS}
+        check(running and rc == 130 and all(exits.values()), f"launch over OpenSSH, Ctrl-C: every host exits 130 (launcher {rc}, {exits})")
+        check("[C] " in err and "standard input closed" in err and "(interrupted: resume=true continues)" in err,
+              "the parts log through ssh that they stop, and the trainer's interrupted save arrives")
+        check(stopped_cleanly(ssh_run), "host C's checkpoint is saved and its shard manifest is not marked complete")
+        if rc != 130:
+            print(err[-3000:])
+
+        # a lost session: SIGKILL to host C's ssh client; sshd closes the part's stdin (and its log
+        # pipe), and the part stops cleanly instead of dying of SIGPIPE or running on
+        ssh_run = os.path.join(tmp, "ssh-lost")
+        p = launch(ssh_run)
+        time.sleep(6)
+        kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
+        c_ssh = [k for k in kids if HOSTS["C"] in open(f"/proc/{k}/cmdline").read()]
+        if c_ssh:
+            os.kill(int(c_ssh[0]), signal.SIGKILL)
+        rc, err = finish(p, 120)
+
+        def saeflow_on_c():
+            found = []
+            for q in sh("ip", "netns", "pids", NS["C"]).stdout.split():
+                try:
+                    found += [q] if "saeflow" in open(f"/proc/{q}/cmdline").read() else []
+                except OSError:
+                    pass  # exited meanwhile
+            return found
+        left, t0 = saeflow_on_c(), time.time()
+        while left and time.time() - t0 < 30:  # the orphaned part may still be draining
+            time.sleep(0.5)
+            left = saeflow_on_c()
+        check(bool(c_ssh) and rc != 0 and not left, f"lost ssh session of host C: the launcher fails (exit {rc}), the part on C ends by itself ({left})")
+        check(stopped_cleanly(ssh_run), "the part on C stopped cleanly: checkpoint saved, shard manifest not marked complete")
 finally:
     cleanup()
     if not failures:

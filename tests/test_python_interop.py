@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Python interop both ways: pyzmq + msgpack_numpy read a pipeline's messages (zmq_out) and feed one
-(zmq_in), with numpy arrays of every dtype arriving bit-exact. Usage: test_python_interop.py SAEFLOW"""
-import os, random, subprocess, sys, tempfile
+(zmq_in), with numpy arrays of every dtype arriving bit-exact; msgpack_numpy decodes tensors of every
+dtype and rank 0-3 that the C encoder wrote (interop_encode) into the arrays numpy builds here.
+Usage: test_python_interop.py SAEFLOW INTEROP_ENCODE"""
+import io, os, random, subprocess, sys, tempfile
 
 try:
     import msgpack, msgpack_numpy, numpy as np, zmq
@@ -9,7 +11,7 @@ except ImportError as e:
     print(f"skipped: {e} (apt-get install python3-zmq python3-msgpack-numpy)")
     sys.exit(77)
 
-saeflow = sys.argv[1]
+saeflow, encoder = sys.argv[1], sys.argv[2]
 tmp = tempfile.mkdtemp(prefix="sf-py-")
 failures = 0
 
@@ -67,6 +69,44 @@ good = sum(1 for m in msgs if isinstance(m["tensor"], np.ndarray) and m["tensor"
            and m["tensor"].shape == (3, 5) and fnv1a(m["tensor"].tobytes()) >> 1 == m["checksum"])
 check(good == n, f"every tensor decodes as float32 (3, 5) numpy with the checksum the C side computed ({good}/{n})")
 check(sorted(m["seq"] for m in msgs) == list(range(n)), "every seq once")
+
+# 1b. C encoder -> Python, every dtype and rank: the values interop_encode.c documents, built by numpy.
+NUMPY = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "BF16": "V2", "I8": np.int8, "I16": np.int16,
+         "I32": np.int32, "I64": np.int64, "U8": np.uint8, "U16": np.uint16, "U32": np.uint32, "U64": np.uint64,
+         "BOOL": np.bool_}
+SHAPES = [(), (5,), (2, 3), (2, 3, 4), (0, 3)]
+
+
+def expected(name, shape):
+    n = int(np.prod(shape))
+    i = np.arange(n)
+    if name == "BOOL":
+        hi, lo, v = True, False, i % 3 == 0
+    elif name[0] in "FB":
+        hi = {"F32": float(np.finfo(np.float32).max), "F64": float(np.finfo(np.float64).max), "F16": 65504.0,
+              "BF16": float.fromhex("0x1.fep127")}[name]
+        lo, v = -hi, (i - 5) * 0.25
+    else:
+        info = np.iinfo(NUMPY[name])
+        hi, lo, v = int(info.max), int(info.min), (i * 5 - 20 if info.min < 0 else i * 9)
+    vals = [hi if k == 0 else lo if k == n - 1 else v[k].item() for k in range(n)]
+    if name == "BF16":  # exact values: the top 16 bits of their float32
+        return (np.array(vals, np.float32).view(np.uint32) >> 16).astype(np.uint16).view("V2").reshape(shape)
+    return np.array(vals, dtype=NUMPY[name]).reshape(shape)
+
+
+enc = subprocess.run([encoder], capture_output=True, timeout=60)
+decoded = list(msgpack.Unpacker(io.BytesIO(enc.stdout), object_hook=msgpack_numpy.decode, raw=False))
+want = [(name, shape) for name in NUMPY for shape in SHAPES]
+check(enc.returncode == 0 and len(decoded) == len(want), f"msgpack_numpy decoded {len(decoded)} of {len(want)} C-encoded messages")
+bad = []
+for m, (name, shape) in zip(decoded, want):
+    e, a = expected(name, shape), m.get("a")
+    if not (m["dtype"] == name and m["rank"] == len(shape) and isinstance(a, np.ndarray) and a.dtype == e.dtype
+            and a.shape == e.shape and a.tobytes() == e.tobytes()):
+        bad.append(f"{name}{shape}: got {getattr(a, 'dtype', type(a))} {getattr(a, 'shape', '')} {a!r:.80}")
+check(not bad, f"{len(NUMPY)} dtypes x ranks 0-3 (and an empty tensor): dtype, shape and values equal numpy's "
+      + "; ".join(bad[:4]))
 
 # 2. Python -> saeflow -> Python: arrays of every dtype, through C parsing and re-encoding, bit-exact.
 pin, pout = random.randrange(20000, 40000), random.randrange(40000, 60000)

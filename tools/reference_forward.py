@@ -12,6 +12,16 @@ compute from the stored bf16 weights), for checking the C forward stage.
 
   # rebuild the committed fixture data/suite/reference/:
   /usr/bin/python3 tools/reference_forward.py data/suite/step-003000 --make-fixture
+
+  # the same with a TopK SAE spliced in: a torch forward hook replaces the
+  # hook point's output (resid_post.L = output of layer L, resid_pre.L = its
+  # input) by the SAE's reconstruction (input normalisation undone, a BOS
+  # at position 0 kept); prints the spliced losses.  --make-sae-fixture
+  # copies the SAE (as bf16, paper layout) into FIXTURE_DIR/sae and writes
+  # loss_sae.npy (and loss_sae_scalar.npy, the same weights read with a
+  # scalar normalisation) for the ids of the fixture.
+  /usr/bin/python3 tools/reference_forward.py CKPT --sae SAE_DIR [--sae-hook resid_post.2] < ids.txt
+  /usr/bin/python3 tools/reference_forward.py CKPT --sae SAE_DIR --make-sae-fixture
 """
 import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -39,6 +49,112 @@ def forward(model, ids):
     hidden = torch.stack([h[0] for h in hs]).float()
     return (loss.numpy().astype(np.float32), hidden.numpy().astype(np.float32),
             logits[0, :-1].argmax(-1).numpy().astype(np.int32))
+
+
+class TopKSAE:
+    """The paper's TopK SAE (llm-jp-sae layout: encoder.weight [n, d],
+    encoder.bias [n], decoder.weight [d, n], b_dec [d]) with saeflow's input
+    normalisation (config saeflow_normalize: unit (default), scalar, none)."""
+
+    def __init__(self, sae_dir):
+        with open(os.path.join(sae_dir, "config.json")) as f:
+            self.cfg = json.load(f)
+        w = ls.load_safetensors(os.path.join(sae_dir, "model.safetensors"))
+        self.W_enc, self.b_enc = w["encoder.weight"], w["encoder.bias"]
+        self.W_dec, self.b_dec = w["decoder.weight"], w["b_dec"]
+        self.k = int(self.cfg["k"])
+        self.norm = self.cfg.get("saeflow_normalize", "unit")
+        self.scale = float(self.cfg.get("saeflow_norm_scale", 1.0))
+        self.hook = self.cfg.get("saeflow_training", {}).get("hook", "")
+
+    def factor(self, x):
+        """per-row factor the input is multiplied by, [rows, 1]"""
+        if self.norm == "unit":
+            n = x.norm(dim=-1, keepdim=True)
+            return torch.where(n > 0, 1.0 / n, torch.ones_like(n))
+        s = self.scale if self.norm == "scalar" else 1.0
+        return torch.full(x.shape[:-1] + (1,), s)
+
+    def reconstruct(self, x):
+        """raw x [rows, d] -> (x_hat [rows, d] in the raw space, the margin
+        between the k-th and (k+1)-th pre-activation of each row)"""
+        f = self.factor(x)
+        pre = F.relu((x * f - self.b_dec) @ self.W_enc.T + self.b_enc)
+        top = pre.topk(self.k + 1, dim=-1)
+        z = torch.zeros_like(pre).scatter(-1, top.indices[:, :self.k], top.values[:, :self.k])
+        xhat = z @ self.W_dec.T + self.b_dec
+        return xhat / f, top.values[:, self.k - 1] - top.values[:, self.k]
+
+
+def splice_hook(model, sae, hook, ids):
+    """Registers the torch hook that replaces `hook` (resid_post.L or
+    resid_pre.L) by the SAE's reconstruction; returns (handle, margins list)."""
+    kind, layer = hook.split(".")
+    layer = model.model.layers[int(layer)]
+    margins = []
+
+    def replace(h):
+        x = h[0]
+        xhat, margin = sae.reconstruct(x)
+        if ids[0] == 1:                      # BOS keeps its own activations
+            xhat[0] = x[0]
+            margin[0] = float("inf")
+        margins.append(margin)
+        return xhat[None]
+
+    if kind == "resid_post":
+        handle = layer.register_forward_hook(lambda mod, inp, out: replace(out))
+    elif kind == "resid_pre":
+        handle = layer.register_forward_pre_hook(lambda mod, inp: (replace(inp[0]),) + tuple(inp[1:]))
+    else:
+        raise SystemExit(f"--sae-hook {hook}: only resid_pre.L and resid_post.L here")
+    return handle, margins
+
+
+@torch.no_grad()
+def spliced_loss(model, sae, hook, ids):
+    """per-token loss [n-1] with the SAE spliced at hook, and the smallest
+    top-k margin over the spliced positions"""
+    handle, margins = splice_hook(model, sae, hook, ids)
+    try:
+        loss, _, _ = forward(model, ids)
+    finally:
+        handle.remove()
+    return loss, float(torch.cat(margins).min())
+
+
+def make_sae_fixture(model, sae_dir, hook, out):
+    """The SAE as bf16 in out/sae (paper layout), and the spliced losses of
+    out/ids.npy with it (unit normalisation, as trained) and with the same
+    weights read under a scalar normalisation (loss_sae_scalar.npy)."""
+    sae_out = os.path.join(out, "sae")
+    os.makedirs(sae_out, exist_ok=True)
+    src = TopKSAE(sae_dir)
+    tensors = {"encoder.weight": src.W_enc, "encoder.bias": src.b_enc,
+               "decoder.weight": src.W_dec, "b_dec": src.b_dec}
+    ls.save_safetensors(os.path.join(sae_out, "model.safetensors"), tensors, "BF16")
+    cfg = {"d_in": int(src.W_enc.shape[1]), "num_latents": int(src.W_enc.shape[0]), "k": src.k,
+           "saeflow_normalize": src.norm, "saeflow_training": {"hook": hook}}
+    with open(os.path.join(sae_out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+        f.write("\n")
+    sae = TopKSAE(sae_out)                   # the bf16 weights, as the C side reads them
+    ids = np.load(os.path.join(out, "ids.npy"))
+    clean = np.load(os.path.join(out, "loss.npy"))
+    meta = {"hook": hook, "source": os.path.basename(os.path.normpath(sae_dir))}
+    for norm, name in (("unit", "loss_sae.npy"), ("scalar", "loss_sae_scalar.npy")):
+        sae.norm, sae.scale = norm, 0.125
+        got = [spliced_loss(model, sae, hook, list(map(int, s))) for s in ids]
+        loss = np.stack([g[0] for g in got])
+        np.save(os.path.join(out, name), loss)
+        meta[norm] = {"file": name, "scale": sae.scale if norm == "scalar" else None,
+                      "mean_loss": float(clean.mean()), "mean_loss_sae": float(loss.mean()),
+                      "min_topk_margin": min(g[1] for g in got)}
+        print(f"{norm}: mean loss {clean.mean():.4f} -> spliced {loss.mean():.4f}, "
+              f"smallest top-k margin {meta[norm]['min_topk_margin']:.2e}")
+    with open(os.path.join(sae_out, "reference.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+        f.write("\n")
 
 
 @torch.no_grad()
@@ -119,6 +235,9 @@ def main():
     ap.add_argument("checkpoint")
     ap.add_argument("--out", help="write loss_k.npy / hidden_k.npy here")
     ap.add_argument("--make-fixture", action="store_true")
+    ap.add_argument("--sae", help="splice this TopK SAE (paper layout) into the forward")
+    ap.add_argument("--sae-hook", help="hook point it replaces (default: its recorded hook)")
+    ap.add_argument("--make-sae-fixture", action="store_true")
     ap.add_argument("--fixture-dir", default="data/suite/reference")
     ap.add_argument("--corpus", default="data/corpus/debian-docs.jsonl.gz")
     ap.add_argument("--tokenizer", default="data/suite/tokenizer.model")
@@ -128,12 +247,23 @@ def main():
     if args.make_fixture:
         make_fixture(model, args.checkpoint, args.fixture_dir, args.corpus, args.tokenizer)
         return
+    sae = TopKSAE(args.sae) if args.sae else None
+    hook = args.sae_hook or (sae.hook if sae else None)
+    if sae and not hook:
+        raise SystemExit(f"{args.sae} records no hook: give --sae-hook")
+    if args.make_sae_fixture:
+        make_sae_fixture(model, args.sae, hook, args.fixture_dir)
+        return
     if args.out:
         os.makedirs(args.out, exist_ok=True)
     for k, line in enumerate(sys.stdin):
         ids = [int(t) for t in line.split()]
         if len(ids) < 2:
             print()
+            continue
+        if sae:
+            loss, _ = spliced_loss(model, sae, hook, ids)
+            print(" ".join("%.6f" % v for v in loss))
             continue
         loss, hidden, _ = forward(model, ids)
         print(" ".join("%.6f" % v for v in loss))

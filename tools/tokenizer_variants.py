@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 """Writes tokenizer.json variants that exercise the tokenizer.json features the two npm files do not:
-GPT-2's ByteLevel regex, Qwen2's Split pattern with NFC, Metaspace, NFKC, and a Unigram model (the
-LLM-jp vocabulary as tokenizer.json). Built from the npm Llama files and the LLM-jp .model, so
-nothing new is committed but this script and the reference ids (tools/tokenizer_reference.mjs).
+GPT-2's ByteLevel regex, Qwen2's Split pattern with NFC, Metaspace, NFKC, merges as pairs
+(["a", "b"], as newer tokenizers write them; same ids as Llama-3's), and a Unigram model (the
+LLM-jp vocabulary as tokenizer.json, left out if LLMJP_MODEL is absent). Built from the npm Llama
+files and the LLM-jp .model, so nothing new is committed but this script and the reference ids
+(tools/tokenizer_reference.mjs).
 
 usage: tools/tokenizer_variants.py NPM_CACHE LLMJP_MODEL OUT_DIR
-       -> OUT_DIR/NAME/{tokenizer.json,tokenizer_config.json} for each variant"""
+       -> OUT_DIR/NAME/{tokenizer.json,tokenizer_config.json} for each variant; prints their names"""
 import json
 import os
 import sys
@@ -58,6 +60,22 @@ def spm_pieces(path):
     return pieces
 
 
+def llmjp_unigram(pieces):
+    """The LLM-jp SentencePiece vocabulary and scores as a tokenizer.json Unigram model."""
+    return {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": i, "content": p, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True} for i, (p, _, t) in enumerate(pieces) if t == 3],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Metaspace", "replacement": SP, "prepend_scheme": "always", "add_prefix_space": True, "split": False},
+        "post_processor": None,
+        "decoder": {"type": "Metaspace", "replacement": SP, "prepend_scheme": "always", "add_prefix_space": True, "split": False},
+        # transformers.js' Unigram has no byte fallback: unknown characters become <unk> on both sides.
+        "model": {"type": "Unigram", "unk_id": 0, "byte_fallback": False,
+                  "vocab": [[p, s] for p, s, _ in pieces]},
+    }
+
+
 def main():
     cache, llmjp, out = sys.argv[1:4]
     l3 = json.load(open(os.path.join(cache, "tokenizer-llama3/models/tokenizer.json")))
@@ -86,19 +104,12 @@ def main():
     v["normalizer"]["normalizers"].insert(0, {"type": "NFKC"})
     variants["llama2-nfkc"] = v
 
-    pieces = spm_pieces(llmjp)
-    variants["llmjp-unigram"] = {
-        "version": "1.0", "truncation": None, "padding": None,
-        "added_tokens": [{"id": i, "content": p, "single_word": False, "lstrip": False, "rstrip": False,
-                          "normalized": False, "special": True} for i, (p, _, t) in enumerate(pieces) if t == 3],
-        "normalizer": None,
-        "pre_tokenizer": {"type": "Metaspace", "replacement": SP, "prepend_scheme": "always", "add_prefix_space": True, "split": False},
-        "post_processor": None,
-        "decoder": {"type": "Metaspace", "replacement": SP, "prepend_scheme": "always", "add_prefix_space": True, "split": False},
-        # transformers.js' Unigram has no byte fallback: unknown characters become <unk> on both sides.
-        "model": {"type": "Unigram", "unk_id": 0, "byte_fallback": False,
-                  "vocab": [[p, s] for p, s, _ in pieces]},
-    }
+    v = json.loads(json.dumps(l3))
+    v["model"]["merges"] = [m.split(" ", 1) for m in v["model"]["merges"]]  # byte-level pieces hold no space
+    variants["llama3-pairs"] = v
+
+    if os.path.exists(llmjp):
+        variants["llmjp-unigram"] = llmjp_unigram(spm_pieces(llmjp))
     for name, tj in variants.items():
         d = os.path.join(out, name)
         os.makedirs(d, exist_ok=True)

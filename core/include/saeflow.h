@@ -6,7 +6,11 @@
  *     const sf_stage_def *const *saeflow_stages(void);   // NULL-terminated list
  *
  * (SF_PLUGIN(...) below writes both.) The loader reads saeflow_abi_version before it touches
- * anything else and refuses a plugin built against another version.
+ * anything else and refuses a plugin built against another version. Plugins call the functions
+ * below directly (resolved when the plugin is loaded, not through a table), so adding a function
+ * keeps the version: every plugin of this version still loads; one that uses a newer function
+ * fails to load on an older saeflow with the loader's "undefined symbol" error. Changing a
+ * struct, a signature or a meaning bumps SF_ABI_VERSION.
  *
  * Threading: each stage instance runs all its callbacks on one worker thread of its own, never on
  * the event loop, so callbacks may compute for as long as they need. sf_emit() blocks while the
@@ -208,6 +212,9 @@ SF_EXPORT const char *sf_instance_name(sf_ctx *ctx); /* "fwd" or "fwd[1]" */
 /* Progress for the live status line: work done so far and the total if known (else 0), in the
  * stage's own unit ("tokens", "steps"...). */
 SF_EXPORT void sf_progress(sf_ctx *ctx, uint64_t done, uint64_t total, const char *unit);
+/* A short note shown after the progress on the live line (e.g. "loss 0.12 fvu 0.08 L0 32 dead 1%"),
+ * printf-style, cut at 95 bytes; replaces the previous note ("" clears it). */
+SF_EXPORT void sf_progress_note(sf_ctx *ctx, const char *fmt, ...) SF_PRINTF(2, 3);
 /* Free-form counters printed in the run summary (e.g. "skipped_lines"). */
 SF_EXPORT void sf_count(sf_ctx *ctx, const char *counter, int64_t delta);
 

@@ -28,20 +28,49 @@ int64_t sf_tensor_numel(const sf_tensor *t) {
     return n;
 }
 
-float sf_bf16_to_f32(uint16_t h) {
+/* The float32 -> 16-bit roundings, on bit patterns, without branches: static and inline so the
+ * conversion loops below vectorise (the exported functions would be called per element, through
+ * the PLT). Both round to nearest even, exactly as numpy's astype(float16) and torch's
+ * to(bfloat16) (tests/shards-roundtrip). */
+static inline uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static inline uint16_t bf16_round(uint32_t u) {
+    uint32_t nan = (u & 0x7fffffffu) > 0x7f800000u;
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1)) >> 16;
+    return (uint16_t)(nan ? (u >> 16) | 0x40 : r); /* a NaN stays quiet */
+}
+
+/* Normal halves: rebias the exponent (127 -> 15) and round the 13 dropped bits to nearest even
+ * (a carry may reach the exponent, and 65520 and up become inf). Subnormal halves: adding 0.5f
+ * aligns the float's ulp with the half's (2^-24), so the FPU's round-to-nearest-even rounds
+ * (core/meson.build builds this file with -fno-trapping-math, so that add may be speculated). */
+static inline uint16_t f16_round(uint32_t u) {
+    uint32_t sign = (u >> 16) & 0x8000, a = u & 0x7fffffffu;
+    float fa, sub;
+    memcpy(&fa, &a, 4);
+    sub = fa + 0.5f;
+    uint32_t h_sub = f32_bits(sub) - 0x3f000000u;
+    uint32_t h_norm = (a - 0x38000000u + 0xfffu + ((a >> 13) & 1)) >> 13;
+    uint32_t h = a < 0x38800000u ? h_sub : h_norm;
+    h = a >= 0x47800000u ? 0x7c00u : h;
+    h = a > 0x7f800000u ? 0x7e00u : h; /* NaN: quiet */
+    return (uint16_t)(sign | h);
+}
+
+static inline float bf16_widen(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float f;
     memcpy(&f, &u, 4);
     return f;
 }
 
-uint16_t sf_f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1); /* round to nearest even */
-    return (uint16_t)(u >> 16);
-}
+float sf_bf16_to_f32(uint16_t h) { return bf16_widen(h); }
+uint16_t sf_f32_to_bf16(float f) { return bf16_round(f32_bits(f)); }
+uint16_t sf_f32_to_f16(float f) { return f16_round(f32_bits(f)); }
 
 float sf_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
@@ -58,24 +87,6 @@ float sf_f16_to_f32(uint16_t h) {
     return f;
 }
 
-uint16_t sf_f32_to_f16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    uint32_t sign = (u >> 16) & 0x8000, abs = u & 0x7fffffffu;
-    if (abs > 0x7f800000u) return (uint16_t)(sign | 0x7e00); /* NaN */
-    if (abs >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* rounds to inf */
-    if (abs < 0x38800000u) { /* subnormal half (or zero): value = abs * 2^24 rounded */
-        if (abs < 0x33000000u) return (uint16_t)sign;
-        uint32_t man = (abs & 0x7fffff) | 0x800000, shift = 126 - (abs >> 23);
-        uint32_t h = man >> shift, rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (h & 1))) h++;
-        return (uint16_t)(sign | h);
-    }
-    uint32_t h = ((abs - 0x38000000u) >> 13), rem = abs & 0x1fff; /* rebias 127 -> 15 */
-    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++; /* nearest even; may carry into exp */
-    return (uint16_t)(sign | h);
-}
-
 /* Elements may be unaligned (tensors inside messages are), hence memcpy loads. */
 #define LOAD(type, p, i) ({ type v_; memcpy(&v_, (const char *)(p) + (i) * sizeof(type), sizeof(type)); v_; })
 
@@ -84,7 +95,7 @@ void sf_convert_to_f32(float *dst, const void *src, sf_dtype t, size_t n) {
     case SF_F32: memcpy(dst, src, n * 4); break;
     case SF_F64: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(double, src, i); break;
     case SF_F16: for (size_t i = 0; i < n; i++) dst[i] = sf_f16_to_f32(LOAD(uint16_t, src, i)); break;
-    case SF_BF16: for (size_t i = 0; i < n; i++) dst[i] = sf_bf16_to_f32(LOAD(uint16_t, src, i)); break;
+    case SF_BF16: for (size_t i = 0; i < n; i++) dst[i] = bf16_widen(LOAD(uint16_t, src, i)); break;
     case SF_I8: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(int8_t, src, i); break;
     case SF_I16: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(int16_t, src, i); break;
     case SF_I32: for (size_t i = 0; i < n; i++) dst[i] = (float)LOAD(int32_t, src, i); break;
@@ -101,8 +112,8 @@ void sf_convert_from_f32(void *dst, sf_dtype t, const float *src, size_t n) {
     uint16_t *h = dst;
     switch (t) {
     case SF_F32: memcpy(dst, src, n * 4); break;
-    case SF_BF16: for (size_t i = 0; i < n; i++) h[i] = sf_f32_to_bf16(src[i]); break;
-    case SF_F16: for (size_t i = 0; i < n; i++) h[i] = sf_f32_to_f16(src[i]); break;
+    case SF_BF16: for (size_t i = 0; i < n; i++) h[i] = bf16_round(f32_bits(src[i])); break;
+    case SF_F16: for (size_t i = 0; i < n; i++) h[i] = f16_round(f32_bits(src[i])); break;
     default: break; /* only float targets are supported; callers check */
     }
 }

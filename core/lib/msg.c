@@ -18,7 +18,6 @@ struct sf_msg {
     /* parsed */
     const char *buf;
     size_t len;
-    void *owned;
     msgpack_zone zone;
     msgpack_object root;
     int parsed;
@@ -69,7 +68,6 @@ void sf_msg_free(sf_msg *m) {
     if (!m) return;
     if (m->parsed) {
         msgpack_zone_destroy(&m->zone);
-        free(m->owned);
     } else {
         msgpack_sbuffer_destroy(&m->sbuf);
     }
@@ -236,7 +234,7 @@ static int walk(const unsigned char **p, const unsigned char *end, int depth) {
 #undef BE
 }
 
-static sf_msg *parse(const void *buf, size_t len, void *owned) {
+sf_msg *sf_msg_parse(const void *buf, size_t len) {
     const unsigned char *p = buf, *end = p + len;
     if (len == 0) return sf_fail("message is empty"), NULL;
     if (walk(&p, end, 0) != SF_OK) return sf_fail("message is not valid MessagePack (truncated or corrupt, %zu bytes)", len), NULL;
@@ -254,12 +252,8 @@ static sf_msg *parse(const void *buf, size_t len, void *owned) {
         free(m);
         return sf_fail("message is not a MessagePack map"), NULL;
     }
-    m->owned = owned;
     return m;
 }
-
-sf_msg *sf_msg_parse(const void *buf, size_t len) { return parse(buf, len, NULL); }
-sf_msg *sf_msg_parse_owned(void *buf, size_t len) { return parse(buf, len, buf); }
 
 const void *sf_msg_bytes(const sf_msg *m, size_t *len) {
     if (m->parsed) {

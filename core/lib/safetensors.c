@@ -10,7 +10,11 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef SF_HAVE_ISAL
+#include <isa-l/crc.h>
+#else
 #include <zlib.h>
+#endif
 
 #include "sf_safetensors.h"
 
@@ -208,9 +212,15 @@ void sf_st_writer_meta(sf_st_writer *w, const char *key, const char *value) {
     json_object_set_new(w->meta, key, json_string(value));
 }
 
-static int write_all(int fd, const void *buf, size_t n, uLong *crc) {
+#ifdef SF_HAVE_ISAL
+uint32_t sf_crc32(uint32_t crc, const void *p, size_t n) { return crc32_gzip_refl(crc, p, n); }
+#else
+uint32_t sf_crc32(uint32_t crc, const void *p, size_t n) { return (uint32_t)crc32_z(crc, p, n); }
+#endif
+
+static int write_all(int fd, const void *buf, size_t n, uint32_t *crc) {
     const char *p = buf;
-    if (crc) *crc = crc32_z(*crc, buf, n);
+    if (crc) *crc = sf_crc32(*crc, buf, n);
     while (n) {
         ssize_t k = write(fd, p, n > (1u << 30) ? (1u << 30) : n);
         if (k < 0) {
@@ -236,7 +246,7 @@ int sf_st_writer_save(sf_st_writer *w, const char *path, uint32_t *crc_out) {
         free(hjson);
         return sf_fail("%s: %s", tmp, strerror(errno));
     }
-    uLong crc = crc32_z(0, NULL, 0);
+    uint32_t crc = 0;
     uint8_t len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)padded >> (8 * i));
     int rc = write_all(fd, len8, 8, &crc);
@@ -264,10 +274,14 @@ int sf_st_writer_save(sf_st_writer *w, const char *path, uint32_t *crc_out) {
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", path);
     int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
+    if (dfd < 0 || fsync(dfd) != 0) {
+        err = errno;
+        if (dfd >= 0) close(dfd);
+        return sf_fail("%s was renamed into place, but its directory could not be synced (%s): after a crash it may "
+                       "be missing",
+                       path, strerror(err));
     }
-    if (crc_out) *crc_out = (uint32_t)crc;
+    close(dfd);
+    if (crc_out) *crc_out = crc;
     return SF_OK;
 }

@@ -12,7 +12,5 @@ SF_EXPORT void sf_log_init_from_env(void);
 /* Finishes a message being built and hands its encoded buffer (malloc'd) to the caller, who
  * frees it with free(); the message itself is freed. Used to give buffers to ZeroMQ unchanged. */
 SF_EXPORT void *sf_msg_release(sf_msg *m, size_t *len);
-/* Parses a buffer the message then owns (freed with free() in sf_msg_free). */
-SF_EXPORT sf_msg *sf_msg_parse_owned(void *buf, size_t len);
 
 #endif

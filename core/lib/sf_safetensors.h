@@ -30,8 +30,12 @@ SF_EXPORT void sf_st_writer_add(sf_st_writer *w, const char *name, sf_dtype dtyp
                                 const int64_t *shape, const void *data);
 SF_EXPORT void sf_st_writer_meta(sf_st_writer *w, const char *key, const char *value);
 /* Writes path atomically (path.tmp, fsync, rename, fsync of the directory). If crc32 is not NULL
- * it receives the CRC-32 (zlib) of the whole file written. */
+ * it receives the CRC-32 (zlib's, sf_crc32) of the whole file written. */
 SF_EXPORT int sf_st_writer_save(sf_st_writer *w, const char *path, uint32_t *crc32);
 SF_EXPORT void sf_st_writer_free(sf_st_writer *w);
+
+/* zlib's CRC-32 (crc32_z) of n more bytes, starting from crc (0 for a new one); computed with
+ * ISA-L's folding (PCLMULQDQ) when built with libisal-dev. */
+SF_EXPORT uint32_t sf_crc32(uint32_t crc, const void *p, size_t n);
 
 #endif

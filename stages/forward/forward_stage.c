@@ -7,8 +7,91 @@
 #include <string.h>
 
 #include "model.h"
+#ifdef FW_HAVE_SAE
+#include "sae.h"
+#endif
 
 #define FW_MAX_HOOKS 64
+
+/* ------------------------------------------------------------------------------------------ */
+/* An SAE spliced into the forward: its reconstruction replaces a hook point's activations     */
+
+typedef struct fwd_sae {
+    fw_splice splice;
+    const int32_t *tok; /* [batch, seq] of the current request */
+    int bos_id;         /* a BOS at position 0 keeps its own activations (the paper excludes BOS) */
+#ifdef FW_HAVE_SAE
+    sae_model m;
+    float *xhat;
+    size_t cap;         /* rows xhat holds */
+#endif
+} fwd_sae;
+
+#ifdef FW_HAVE_SAE
+/* fw_splice fn: every row but a leading BOS becomes the SAE's reconstruction, in the raw space. */
+static int fwd_sae_fn(void *ctx, float *acts, int batch, int seq, int width) {
+    fwd_sae *a = ctx;
+    size_t rows = (size_t)batch * seq;
+    if (rows > a->cap) {
+        free(a->xhat);
+        if (!(a->xhat = malloc(rows * width * sizeof *a->xhat))) abort();
+        a->cap = rows;
+    }
+    if (sae_reconstruct(&a->m, acts, (int64_t)rows, a->xhat) != SF_OK) return SF_ERR;
+    for (size_t i = 0; i < rows; i++)
+        if (i % seq || a->tok[i] != a->bos_id) memcpy(acts + i * width, a->xhat + i * width, width * sizeof *acts);
+    return SF_OK;
+}
+
+/* Loads the SAE in dir, to splice at hook_name ("": the hook its config records). NULL on error. */
+static fwd_sae *fwd_sae_open(const char *dir, const char *hook_name, const fw_config *cfg, int bos_id) {
+    fwd_sae *a = calloc(1, sizeof *a);
+    if (!a) abort();
+    a->bos_id = bos_id;
+    if (sae_load(&a->m, dir) != SF_OK) {
+        free(a);
+        return NULL;
+    }
+    const char *name = *hook_name ? hook_name : a->m.hook;
+    int rc = SF_OK;
+    if (!*name) rc = sf_fail("sae %s records no hook point: set sae_hook (e.g. resid_post.2)", dir);
+    else if (fw_hook_parse(name, &a->splice.hook) != SF_OK) rc = SF_ERR;
+    else if (a->splice.hook.layer >= cfg->n_layers)
+        rc = sf_fail("sae_hook %s: the model has %d blocks", name, cfg->n_layers);
+    else if (fw_hook_width(cfg, a->splice.hook) != a->m.d)
+        rc = sf_fail("sae %s has d = %d, hook %s is %d wide", dir, a->m.d, name, fw_hook_width(cfg, a->splice.hook));
+    if (rc != SF_OK) {
+        sae_model_free(&a->m);
+        free(a);
+        return NULL;
+    }
+    a->splice.fn = fwd_sae_fn;
+    a->splice.ctx = a;
+    sf_log(SF_LOG_INFO, "splicing SAE %s (%d latents, k %d) at %s", dir, a->m.n, a->m.k, name);
+    return a;
+}
+
+static void fwd_sae_close(fwd_sae *a) {
+    if (!a) return;
+    sae_model_free(&a->m);
+    free(a->xhat);
+    free(a);
+}
+#else
+static fwd_sae *fwd_sae_open(const char *dir, const char *hook_name, const fw_config *cfg, int bos_id) {
+    (void)hook_name, (void)cfg, (void)bos_id;
+    sf_fail("sae %s: this build has no SAE library (stages/sae_trainer was not built)", dir);
+    return NULL;
+}
+
+static void fwd_sae_close(fwd_sae *a) { (void)a; }
+#endif
+
+/* The splice for one request over tok. */
+static const fw_splice *fwd_sae_splice(fwd_sae *a, const int32_t *tok) {
+    a->tok = tok;
+    return &a->splice;
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Replicas of the stage in one process share one read-only copy of the weights                */
@@ -75,9 +158,10 @@ typedef struct fwd_stage {
     char hook_names[FW_MAX_HOOKS][48];
     int drop_bos, want_logits, want_loss, bos_id;
     sf_dtype out_dtype;
+    fwd_sae *sae;          /* param sae: loss_sae is the loss with its reconstruction spliced in */
     /* per-message buffers, grown to the largest batch */
     float *outs[FW_MAX_HOOKS];
-    float *logits, *loss;
+    float *logits, *loss, *loss_sae;
     size_t cap_tokens;
     uint64_t tokens_done;
 } fwd_stage;
@@ -91,6 +175,9 @@ static const sf_param_def fwd_params[] = {
     {"checkpoint", SF_PARAM_STRING, "", "checkpoint name in emitted messages (default: model dir base name)"},
     {"logits", SF_PARAM_BOOL, "false", "add logits [B, T, vocab] (f32)"},
     {"loss", SF_PARAM_BOOL, "false", "add per-token cross-entropy of the next token [B, T] (NaN at the end)"},
+    {"sae", SF_PARAM_STRING, "", "trained SAE directory (any layout): also emit loss_sae, the loss with sae_hook's "
+     "activations replaced by the SAE's reconstruction (BOS kept); implies loss"},
+    {"sae_hook", SF_PARAM_STRING, "", "hook point the SAE replaces (default: the hook its config records)"},
     {"threads", SF_PARAM_INT, "0", "threads for the sgemms (OpenBLAS) and the work between them (0: all cores)"},
     {NULL, 0, NULL, NULL},
 };
@@ -114,9 +201,11 @@ static void fwd_destroy(void *state) {
     if (!s) return;
     model_release(s->model);
     fw_state_free(s->state);
+    fwd_sae_close(s->sae);
     for (int i = 0; i < s->n_hooks; i++) free(s->outs[i]);
     free(s->logits);
     free(s->loss);
+    free(s->loss_sae);
     free(s);
 }
 
@@ -127,7 +216,8 @@ static int fwd_init(sf_ctx *ctx, void **state) {
     s->model_dir = sf_param_str(ctx, "model");
     s->drop_bos = sf_param_bool(ctx, "drop_bos");
     s->want_logits = sf_param_bool(ctx, "logits");
-    s->want_loss = sf_param_bool(ctx, "loss");
+    const char *sae_dir = sf_param_str(ctx, "sae");
+    s->want_loss = sf_param_bool(ctx, "loss") || *sae_dir;
     const char *dt = sf_param_str(ctx, "out_dtype");
     if (!strcmp(dt, "f32")) s->out_dtype = SF_F32;
     else if (!strcmp(dt, "bf16")) s->out_dtype = SF_BF16;
@@ -160,6 +250,7 @@ static int fwd_init(sf_ctx *ctx, void **state) {
     s->state = fw_state_new((int)sf_param_int(ctx, "threads"));
     s->bos_id = (int)sf_param_int(ctx, "bos_id");
     if (s->bos_id < 0) s->bos_id = cfg.bos_id;
+    if (*sae_dir && !(s->sae = fwd_sae_open(sae_dir, sf_param_str(ctx, "sae_hook"), &cfg, s->bos_id))) return SF_ERR;
     sf_log(SF_LOG_INFO, "%s (%s, %d of %d blocks), checkpoint %s", s->model_dir, cfg.architecture,
            s->model->n_loaded, cfg.n_layers, s->checkpoint);
     return SF_OK;
@@ -175,9 +266,11 @@ static void grow(fwd_stage *s, size_t tokens) {
     }
     free(s->logits);
     free(s->loss);
+    free(s->loss_sae);
     s->logits = s->want_logits ? malloc(tokens * (size_t)c->vocab * sizeof(float)) : NULL;
     s->loss = malloc(tokens * sizeof(float));
-    if ((s->want_logits && !s->logits) || !s->loss) abort();
+    s->loss_sae = s->sae ? malloc(tokens * sizeof(float)) : NULL;
+    if ((s->want_logits && !s->logits) || !s->loss || (s->sae && !s->loss_sae)) abort();
     s->cap_tokens = tokens;
 }
 
@@ -258,8 +351,10 @@ static int fwd_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg
 
     grow(s, N);
     int want_head = s->want_logits || s->want_loss;
-    fw_request r = {tok, (int)B, (int)T, s->n_hooks, s->hooks, s->outs, s->logits, want_head ? s->loss : NULL};
-    if (fw_forward(s->model, s->state, &r) != SF_OK) {
+    fw_request r = {tok, (int)B, (int)T, s->n_hooks, s->hooks, s->outs, s->logits, want_head ? s->loss : NULL, NULL};
+    /* With an SAE, a second pass computes only the spliced loss. */
+    fw_request rs = {tok, (int)B, (int)T, 0, NULL, NULL, NULL, s->loss_sae, s->sae ? fwd_sae_splice(s->sae, tok) : NULL};
+    if (fw_forward(s->model, s->state, &r) != SF_OK || (s->sae && fw_forward(s->model, s->state, &rs) != SF_OK)) {
         free(tok);
         return SF_ERR;
     }
@@ -280,6 +375,7 @@ static int fwd_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg
         }
         if (i == 0 && s->want_logits) put_rows(m, "logits", SF_F32, s->logits, (int)B, (int)T, skip, c->vocab);
         if (i == 0 && s->want_loss) put_rows(m, "loss", SF_F32, s->loss, (int)B, (int)T, skip, 0);
+        if (i == 0 && s->sae) put_rows(m, "loss_sae", SF_F32, s->loss_sae, (int)B, (int)T, skip, 0);
         if (sf_emit(ctx, m) != SF_OK) {
             free(tok);
             return SF_ERR;
@@ -359,12 +455,16 @@ static int npy_header(FILE *f, size_t rows, size_t cols) {
 }
 
 static int cli_usage(void) {
-    fprintf(stderr, "usage: saeflow forward MODEL_DIR [--hook HOOK] [--out FILE.npy] [--logits] [--loss] [--threads N]\n"
+    fprintf(stderr, "usage: saeflow forward MODEL_DIR [--hook HOOK] [--out FILE.npy] [--logits] [--loss]\n"
+                    "                       [--sae SAE_DIR [--sae-hook HOOK]] [--loss-out FILE.npy] [--threads N]\n"
                     "       saeflow forward MODEL_DIR --generate N\n"
                     "  reads token ids on stdin, one sequence per line; writes the hook's activations\n"
                     "  [tokens, d] (or with --logits the logits [tokens, vocab]) of every token in order as\n"
-                    "  float32 .npy; --loss prints the mean next-token cross-entropy; --generate prints each\n"
-                    "  sequence followed by its greedy continuation of N tokens.\n");
+                    "  float32 .npy; --loss prints the mean next-token cross-entropy; with --sae also the mean\n"
+                    "  loss with the SAE's reconstruction spliced in at its hook (or --sae-hook), BOS kept, and\n"
+                    "  the increase; --loss-out writes the per-token losses [tokens, 1] ([tokens, 2]: clean,\n"
+                    "  spliced with --sae; NaN at each sequence's last token); --generate prints each sequence\n"
+                    "  followed by its greedy continuation of N tokens.\n");
     return 2;
 }
 
@@ -379,7 +479,7 @@ static int cli_generate(const fw_model *m, fw_state *st, const seq_list *seqs, i
         if (!ids || !logits) abort();
         memcpy(ids, seqs->tok + seqs->start[i], (size_t)T0 * sizeof *ids);
         for (int T = T0; T < T0 + n && rc == SF_OK; T++) {
-            fw_request r = {ids, 1, T, 0, NULL, NULL, logits, NULL};
+            fw_request r = {ids, 1, T, 0, NULL, NULL, logits, NULL, NULL};
             if ((rc = fw_forward(m, st, &r)) != SF_OK) break;
             const float *last = logits + (size_t)(T - 1) * V;
             int best = 0;
@@ -394,11 +494,14 @@ static int cli_generate(const fw_model *m, fw_state *st, const seq_list *seqs, i
 }
 
 static int cli_main(int argc, char **argv) {
-    const char *dir = NULL, *hook_name = NULL, *out_path = NULL;
+    const char *dir = NULL, *hook_name = NULL, *out_path = NULL, *sae_dir = NULL, *sae_hook = "", *loss_path = NULL;
     int want_logits = 0, want_loss = 0, threads = 0, generate = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--hook") && i + 1 < argc) hook_name = argv[++i];
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_path = argv[++i];
+        else if (!strcmp(argv[i], "--sae") && i + 1 < argc) sae_dir = argv[++i];
+        else if (!strcmp(argv[i], "--sae-hook") && i + 1 < argc) sae_hook = argv[++i];
+        else if (!strcmp(argv[i], "--loss-out") && i + 1 < argc) loss_path = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--generate") && i + 1 < argc) generate = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--logits")) want_logits = 1;
@@ -406,6 +509,7 @@ static int cli_main(int argc, char **argv) {
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
         else return cli_usage();
     }
+    want_loss |= sae_dir || loss_path;
     int want_out = hook_name || want_logits;
     if (!dir || (hook_name && want_logits) || (want_out && !out_path) || (!want_out && !want_loss && generate <= 0) ||
         (generate > 0 && (want_out || want_loss)))
@@ -426,10 +530,12 @@ static int cli_main(int argc, char **argv) {
     seq_list seqs = {0};
     fw_model *m = NULL;
     fw_state *st = fw_state_new(threads);
+    fwd_sae *sae = NULL;
     FILE *out = NULL;
-    float *acts = NULL, *loss = NULL;
+    float *acts = NULL, *loss = NULL, *losses = NULL;
     int rc = 1;
     if (read_sequences(stdin, &seqs) != SF_OK) goto done;
+    if (sae_dir && !(sae = fwd_sae_open(sae_dir, sae_hook, &cfg, cfg.bos_id))) goto done;
     if (!(m = fw_model_load(dir, head ? -1 : hook.layer + 1, head))) goto done;
     if (generate > 0) {
         rc = cli_generate(m, st, &seqs, generate) == SF_OK ? 0 : 1;
@@ -446,16 +552,20 @@ static int cli_main(int argc, char **argv) {
             goto done;
         }
     }
-    double loss_sum = 0;
+    int cols = sae ? 2 : 1; /* losses: clean, then spliced */
+    if (want_loss && !(losses = malloc(seqs.n_tok * cols * sizeof *losses))) abort();
+    double loss_sum[2] = {0, 0};
     size_t loss_n = 0;
     for (size_t i = 0; i < seqs.n_seq; i++) {
         int T = (int)(seqs.start[i + 1] - seqs.start[i]);
+        const int32_t *tok = seqs.tok + seqs.start[i];
         float *o[1];
-        if (!(o[0] = acts = realloc(acts, (size_t)T * width * sizeof *acts)) || !(loss = realloc(loss, (size_t)T * sizeof *loss)))
+        if (!(o[0] = acts = realloc(acts, (size_t)T * width * sizeof *acts)) ||
+            !(loss = realloc(loss, (size_t)T * 2 * sizeof *loss)))
             abort();
-        fw_request r = {seqs.tok + seqs.start[i], 1, T, hook_name ? 1 : 0, &hook, o, want_logits ? acts : NULL,
-                        want_loss ? loss : NULL};
-        if (fw_forward(m, st, &r) != SF_OK) {
+        fw_request r = {tok, 1, T, hook_name ? 1 : 0, &hook, o, want_logits ? acts : NULL, want_loss ? loss : NULL, NULL};
+        fw_request rs = {tok, 1, T, 0, NULL, NULL, NULL, loss + T, sae ? fwd_sae_splice(sae, tok) : NULL};
+        if (fw_forward(m, st, &r) != SF_OK || (sae && fw_forward(m, st, &rs) != SF_OK)) {
             char msg[1024];
             snprintf(msg, sizeof msg, "%s", sf_last_error());
             sf_fail("sequence %zu: %s", i + 1, msg);
@@ -465,7 +575,12 @@ static int cli_main(int argc, char **argv) {
             sf_fail("%s: write error", out_path);
             goto done;
         }
-        for (int t = 0; want_loss && t + 1 < T; t++, loss_n++) loss_sum += loss[t];
+        for (int t = 0; want_loss && t < T; t++) {
+            for (int c = 0; c < cols; c++) losses[(seqs.start[i] + t) * cols + c] = loss[c * T + t];
+            if (t + 1 == T) continue;
+            for (int c = 0; c < cols; c++) loss_sum[c] += loss[c * T + t];
+            loss_n++;
+        }
     }
     if (out && fclose(out) != 0) {
         out = NULL;
@@ -473,13 +588,26 @@ static int cli_main(int argc, char **argv) {
         goto done;
     }
     out = NULL;
-    if (want_loss) printf("loss %.6f over %zu predicted tokens\n", loss_n ? loss_sum / loss_n : NAN, loss_n);
+    if (loss_path) {
+        if (!(out = fopen(loss_path, "wb")) || npy_header(out, seqs.n_tok, (size_t)cols) != SF_OK ||
+            fwrite(losses, sizeof *losses * cols, seqs.n_tok, out) != seqs.n_tok || fclose(out) != 0) {
+            out = NULL;
+            sf_fail("%s: cannot write: %s", loss_path, strerror(errno));
+            goto done;
+        }
+        out = NULL;
+    }
+    double mean = loss_n ? loss_sum[0] / loss_n : NAN, mean_sae = loss_n ? loss_sum[1] / loss_n : NAN;
+    if (want_loss) printf("loss %.6f over %zu predicted tokens\n", mean, loss_n);
+    if (sae) printf("loss_sae %.6f (increase %.6f)\n", mean_sae, mean_sae - mean);
     rc = 0;
 done:
     if (rc) fprintf(stderr, "saeflow forward: %s\n", sf_last_error());
     if (out) fclose(out);
     free(acts);
     free(loss);
+    free(losses);
+    fwd_sae_close(sae);
     free(seqs.tok);
     free(seqs.start);
     fw_state_free(st);
@@ -488,7 +616,8 @@ done:
 }
 
 static const sf_command fwd_commands[] = {
-    {"forward", "MODEL_DIR [--hook HOOK] [--out FILE.npy] [--logits] [--loss] [--generate N] [--threads N]",
+    {"forward", "MODEL_DIR [--hook HOOK] [--out FILE.npy] [--logits] [--loss] [--sae DIR [--sae-hook HOOK]] "
+     "[--loss-out FILE.npy] [--generate N] [--threads N]",
      "run a checkpoint on token ids from stdin; write activations or logits as .npy", cli_main},
     {NULL, NULL, NULL, NULL},
 };
@@ -499,7 +628,8 @@ static const sf_stage_def forward_stage = {
     .doc = "Reads tokens messages (tokens int32 [B, T], doc_id, pos, label, split) and emits one activations "
            "message per hook: acts [B, T, d] (f32 or bf16; [B, T, d_ff] for mlp_hidden), tokens, doc_id, pos, "
            "label, split, hook, layer, model, checkpoint. With drop_bos the BOS column is removed (pos, the first non-BOS token's position, is unchanged). "
-           "logits [B, T, vocab] and loss [B, T] ride with the first hook's message when asked for.",
+           "logits [B, T, vocab] and loss [B, T] ride with the first hook's message when asked for; with sae, also "
+           "loss_sae [B, T], the loss with sae_hook's activations replaced by the SAE's reconstruction.",
     .params = fwd_params,
     .min_inputs = 1,
     .max_inputs = 1,

@@ -1,6 +1,7 @@
 /* model_forward.c — the batched causal forward of model.h, top to bottom: embed, then per block
  * norm -> fused qkv sgemm -> RoPE -> causal attention (sgemm per head and query chunk) -> output
- * sgemm -> norm -> MLP sgemms, copying out hook points on the way; then the final norm and head.
+ * sgemm -> norm -> MLP sgemms, copying out hook points (and applying a splice, fw_splice) on the
+ * way; then the final norm and head.
  *
  * Threads: the big sgemms use OpenBLAS's threads. Everything between them (norms, RoPE, the
  * activation, attention head by head, the loss) is split over a small pool of our own threads,
@@ -198,9 +199,15 @@ void fw_hook_name(fw_hook h, char *buf, size_t len) { snprintf(buf, len, "%s.%d"
 
 int fw_hook_width(const fw_config *cfg, fw_hook h) { return h.kind == FW_MLP_HIDDEN ? cfg->d_ff : cfg->d_model; }
 
-static void hook_copy(const fw_request *r, fw_hook_kind kind, int layer, const float *src, size_t n) {
+/* A hook point: copies buf [batch * seq, width] out to the hooks that ask for it, then lets the
+ * splice (if it is this point) rewrite it. */
+static int hook_point(const fw_request *r, fw_hook_kind kind, int layer, float *buf, int width) {
+    size_t n = (size_t)r->batch * r->seq * width;
     for (int i = 0; i < r->n_hooks; i++)
-        if (r->hooks[i].kind == kind && r->hooks[i].layer == layer) memcpy(r->hook_out[i], src, n * sizeof *src);
+        if (r->hooks[i].kind == kind && r->hooks[i].layer == layer) memcpy(r->hook_out[i], buf, n * sizeof *buf);
+    const fw_splice *sp = r->splice;
+    if (sp && sp->hook.kind == kind && sp->hook.layer == layer) return sp->fn(sp->ctx, buf, r->batch, r->seq, width);
+    return SF_OK;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -544,6 +551,12 @@ static int check_request(const fw_model *m, const fw_request *r, int *last) {
         }
         if (r->hooks[i].layer > *last) *last = r->hooks[i].layer;
     }
+    if (r->splice) {
+        if (r->splice->hook.layer >= m->n_loaded)
+            return sf_fail("splice at block %d: the model has %d blocks (%d loaded)", r->splice->hook.layer,
+                           c->n_layers, m->n_loaded);
+        if (r->splice->hook.layer > *last) *last = r->splice->hook.layer;
+    }
     if (r->logits || r->loss) {
         if (!m->lm_head || m->n_loaded < c->n_layers)
             return sf_fail("logits or loss need all blocks and the LM head loaded");
@@ -574,7 +587,7 @@ int fw_forward(const fw_model *m, fw_state *s, const fw_request *r) {
 
     for (int l = 0; l <= last; l++) {
         const fw_layer *ly = &m->layers[l];
-        hook_copy(r, FW_RESID_PRE, l, x, nd);
+        if (hook_point(r, FW_RESID_PRE, l, x, d) != SF_OK) return SF_ERR;
 
         /* attention */
         norm(s, c, ly->ln1_w, ly->ln1_b, x, xn, N);
@@ -583,7 +596,7 @@ int fw_forward(const fw_model *m, fw_state *s, const fw_request *r) {
         if (half) pool_run(&s->pool, (size_t)N, rope_task, &rj);
         attention(s, c, qkv, att, B, T, c->attn_scale / (c->attn_scale_by_layer ? (float)(l + 1) : 1.0f));
         linear(att, ly->wo, ly->bo, attn_out, N, qn, d);
-        hook_copy(r, FW_ATTN_OUT, l, attn_out, nd);
+        if (hook_point(r, FW_ATTN_OUT, l, attn_out, d) != SF_OK) return SF_ERR;
 
         /* MLP: on x + attn_out, or on x itself with GPT-NeoX's parallel residual */
         if (!c->parallel_residual) add_inplace(x, attn_out, nd);
@@ -592,11 +605,11 @@ int fw_forward(const fw_model *m, fw_state *s, const fw_request *r) {
         linear(xn, ly->w_in, ly->b_in, mlp_in, N, d, ff_in);
         act_job aj = {c, mlp_in, mlp_act};
         pool_run(&s->pool, (size_t)N, act_task, &aj);
-        hook_copy(r, FW_MLP_HIDDEN, l, mlp_act, (size_t)N * ff);
+        if (hook_point(r, FW_MLP_HIDDEN, l, mlp_act, ff) != SF_OK) return SF_ERR;
         linear(mlp_act, ly->w_out, ly->b_out, mlp_out, N, ff, d);
-        hook_copy(r, FW_MLP_OUT, l, mlp_out, nd);
+        if (hook_point(r, FW_MLP_OUT, l, mlp_out, d) != SF_OK) return SF_ERR;
         add_inplace(x, mlp_out, nd);
-        hook_copy(r, FW_RESID_POST, l, x, nd);
+        if (hook_point(r, FW_RESID_POST, l, x, d) != SF_OK) return SF_ERR;
     }
     if (r->logits || r->loss) lm_head(m, s, r, x);
     return SF_OK;

@@ -19,6 +19,8 @@
 
 #include <stdint.h>
 
+#include "sf_safetensors.h"
+
 /* Input normalisation applied before encoding (the statistic is saved with the model). */
 typedef enum sae_norm_mode {
     SAE_NORM_NONE = 0,
@@ -38,6 +40,7 @@ typedef struct sae_model {
     float *b_dec; /* [d] */
     sae_norm_mode norm;
     float norm_scale; /* SAE_NORM_SCALAR only; 1 otherwise */
+    char hook[64];    /* hook point it was trained on, as its config records it ("" if none) */
 } sae_model;
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -70,10 +73,15 @@ int sae_encode(const sae_model *m, const float *x, int64_t rows, int32_t *idx, f
 void sae_decode(const sae_model *m, const int32_t *idx, const float *val, int64_t rows,
                 const float *norms, float *xhat);
 
+/* Raw activations x[rows][d] -> their reconstruction xhat[rows][d] in the same raw space
+ * (encode, decode, input normalisation undone). SF_OK or SF_ERR. */
+int sae_reconstruct(const sae_model *m, const float *x, int64_t rows, float *xhat);
+
 /* Loads a model directory in any of the three layouts (detected). Our own config adds the
  * normalisation ("saeflow_normalize": "unit"|"scalar"|"none", "saeflow_norm_scale"); without it
  * the paper layout means "unit" (the paper's code), the others SAELens' normalize_activations or
- * "none". SF_OK or SF_ERR with sf_last_error() set. */
+ * "none". m->hook comes from our training metadata (saeflow_training.hook) or SAELens' hook_name
+ * (top level or under metadata). SF_OK or SF_ERR with sf_last_error() set. */
 int sae_load(sae_model *m, const char *dir);
 
 /* Saves into dir (created if missing) in a layout. extra_json (may be NULL) is a JSON object
@@ -142,9 +150,11 @@ void sae_trainer_grads(const sae_trainer *t, const float **gW_enc, const float *
                        const float **gW_dec, const float **gb_dec);
 
 /* Checkpoint: the model, Adam moments, step, token count, dead counters, in one safetensors
- * file written atomically; extra metadata strings (key, value pairs, NULL-terminated) are kept.
- * Loading restores everything so training continues bit-for-bit. */
-int sae_checkpoint_save(const sae_trainer *t, const char *path, const char *const *meta);
+ * file written atomically; extra metadata strings (key, value pairs, NULL-terminated) and extra
+ * tensors (the caller's, read back with sf_st_open) are kept. Loading restores everything so
+ * training continues bit-for-bit. */
+int sae_checkpoint_save(const sae_trainer *t, const char *path, const char *const *meta, const sf_st_tensor *extra,
+                        size_t n_extra);
 int sae_checkpoint_load(sae_trainer *t, const char *path);
 
 #endif

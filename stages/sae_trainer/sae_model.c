@@ -407,6 +407,21 @@ void sae_decode(const sae_model *m, const int32_t *idx, const float *val, int64_
     sae_parallel_for(rows, 64, sae_decode_rows, &job);
 }
 
+int sae_reconstruct(const sae_model *m, const float *x, int64_t rows, float *xhat) {
+    int32_t *idx = malloc((size_t)rows * m->k * sizeof *idx);
+    float *val = malloc((size_t)rows * m->k * sizeof *val), *norms = malloc((size_t)rows * sizeof *norms);
+    int rc = idx && val && norms ? sae_encode(m, x, rows, idx, val) : sf_fail("sae_reconstruct: out of memory");
+    if (rc == SF_OK) {
+        memcpy(xhat, x, (size_t)rows * m->d * sizeof *xhat);
+        sae_normalize(m, xhat, rows, norms); /* only for the factors: decode overwrites xhat */
+        sae_decode(m, idx, val, rows, norms, xhat);
+    }
+    free(idx);
+    free(val);
+    free(norms);
+    return rc;
+}
+
 /* One Weiszfeld iteration over a piece of rows: sum of w_r x_r and of w_r, w_r = 1 / (|x_r - guess| + 1e-8),
  * into the piece's own slot (pieces are fixed ranges, summed in order: deterministic). */
 typedef struct sae_gm_job {
@@ -717,6 +732,11 @@ int sae_load(sae_model *m, const char *dir) {
         json_decref(cfg);
         return rc;
     }
+    json_t *hk = json_object_get(json_object_get(cfg, "saeflow_training"), "hook");
+    if (!json_is_string(hk)) hk = json_object_get(cfg, "hook_name");
+    if (!json_is_string(hk)) hk = json_object_get(json_object_get(cfg, "metadata"), "hook_name");
+    char hook[sizeof m->hook] = "";
+    if (json_is_string(hk)) snprintf(hook, sizeof hook, "%s", json_string_value(hk));
     json_decref(cfg);
 
     snprintf(path, sizeof path, "%s/%s", dir, L->weights);
@@ -740,6 +760,7 @@ int sae_load(sae_model *m, const char *dir) {
     }
     m->norm = norm;
     m->norm_scale = norm == SAE_NORM_SCALAR ? norm_scale : 1.0f;
+    memcpy(m->hook, hook, sizeof hook);
     int rc = SF_OK;
     if (sae_read_tensor(f, path, L->w_enc, n, d, L->enc_transposed, m->W_enc) != SF_OK ||
         sae_read_tensor(f, path, L->b_enc, n, 0, 0, m->b_enc) != SF_OK ||

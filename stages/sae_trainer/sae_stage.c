@@ -13,6 +13,7 @@
 #include "sae.h"
 #include "saeflow.h"
 #include "sf_safetensors.h"
+#include "shards.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -78,6 +79,10 @@ static const sf_param_def trainer_params[] = {
     {"decay_steps", SF_PARAM_INT, "0", "length of the linear lr decay (0: constant lr)"},
     {"adam_eps", SF_PARAM_FLOAT, "6.25e-10", "Adam epsilon"},
     {"normalize", SF_PARAM_STRING, "unit", "input normalisation: unit (per token), scalar (mean norm sqrt(d)), none"},
+    {"norm_mean", SF_PARAM_FLOAT, "0", "normalize=scalar: the dataset's mean L2 norm (0: from norm_manifest, else "
+     "estimated from the first batch)"},
+    {"norm_manifest", SF_PARAM_STRING, "", "normalize=scalar: a shard directory (or its manifest.json) whose "
+     "norm_mean (of `split`, else of all rows) is the dataset-wide mean norm"},
     {"remove_parallel_grad", SF_PARAM_BOOL, "false", "remove the gradient component parallel to decoder directions"},
     {"k_aux", SF_PARAM_INT, "0", "AuxK latents for reviving dead ones (0: off; OpenAI uses d/2)"},
     {"aux_coef", SF_PARAM_FLOAT, "0.03125", "AuxK loss coefficient"},
@@ -86,12 +91,20 @@ static const sf_param_def trainer_params[] = {
     {"max_tokens", SF_PARAM_INT, "0", "stop training after this many tokens (0: the whole stream)"},
     {"metrics_every", SF_PARAM_INT, "50", "steps per metrics line (metrics.csv, metrics.jsonl)"},
     {"checkpoint_every", SF_PARAM_INT, "1000", "steps between checkpoints (0: only at the end)"},
-    {"resume", SF_PARAM_BOOL, "false", "continue from out_dir/checkpoint.safetensors, skipping the tokens it saw"},
+    {"resume", SF_PARAM_BOOL, "false",
+     "continue from out_dir/checkpoint.safetensors, skipping the sequences (doc_id, pos) it trained on, or the "
+     "first rows it read when messages carry no doc_id/pos"},
     {"export", SF_PARAM_STRING, "", "extra layouts to write at the end: comma list of sparsify, saelens"},
     {"field", SF_PARAM_STRING, "acts", "message field holding the activations"},
     {"split", SF_PARAM_STRING, "", "train only on messages of this split (\"\": all)"},
     {NULL, 0, NULL, NULL},
 };
+
+/* Rows of one sequence put into the batch being filled. */
+typedef struct trainer_take {
+    int64_t doc;
+    int32_t pos, rows;
+} trainer_take;
 
 typedef struct trainer_state {
     char out_dir[3800], field[64], split[64], export_list[128];
@@ -99,16 +112,26 @@ typedef struct trainer_state {
     int resume;
     sae_train_opts opts;
     sae_norm_mode norm;
+    double norm_mean;     /* dataset-wide mean L2 norm for normalize=scalar; 0: first-batch estimate */
+    char norm_source[64]; /* where norm_mean came from, for the log and the metadata */
+    int64_t norm_d;       /* the width the manifest gives (0: no manifest) */
 
     int have_model;
     sae_model m;
     sae_trainer *t;
     float *x; /* [batch][d] rows being collected */
     int64_t fill;
-    int64_t skip; /* rows still to skip after a resume */
+    int64_t skip; /* by count: rows still to skip after a resume */
     int64_t stream_pos;     /* rows read from the stream (skipped and dropped ones included) */
     int64_t stream_at_step; /* stream_pos when the last step's batch was complete */
     int64_t start_step; /* step at which this run started (resume) */
+    /* By key, when messages carry doc_id and pos (keyed = 1; 0: by count; -1: not known yet). */
+    int keyed;
+    sh_keys trained;    /* rows trained of each sequence up to the last step (all runs, all epochs) */
+    sh_keys to_skip;    /* after a resume: rows of each sequence still to skip (trained before) */
+    trainer_take *taken; /* rows put into the batch being filled, per sequence */
+    int64_t ntaken, taken_cap;
+    int64_t key_rows;   /* rows per sequence of the keyed messages (0: they vary) */
 
     sae_stats wsum; /* metrics window */
     int64_t wsteps, wtokens;
@@ -119,6 +142,50 @@ typedef struct trainer_state {
     int64_t layer, seq_len;
     int failed; /* a step failed: keep the last good checkpoint, save nothing */
 } trainer_state;
+
+/* norm_mean of a shard directory's manifest.json (stages/shards): the split's, or the whole set's. */
+static int trainer_read_manifest(trainer_state *s, const char *where) {
+    char path[4096];
+    struct stat st;
+    int is_dir = stat(where, &st) == 0 && S_ISDIR(st.st_mode);
+    if ((size_t)snprintf(path, sizeof path, is_dir ? "%s/manifest.json" : "%s", where) >= sizeof path)
+        return sf_fail("norm_manifest: path too long");
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root) return sf_fail("norm_manifest %s: %s (line %d)", path, jerr.text, jerr.line);
+    json_t *from = *s->split ? json_object_get(json_object_get(root, "splits"), s->split) : root;
+    json_t *nm = json_object_get(from, "norm_mean"), *d = json_object_get(root, "d");
+    int rc = SF_OK;
+    if (!json_is_number(nm) || !(json_number_value(nm) > 0) || !json_is_integer(d))
+        rc = sf_fail("norm_manifest %s: no positive norm_mean%s%s%s, or no d", path, *s->split ? " for split \"" : "",
+                     s->split, *s->split ? "\"" : "");
+    else {
+        s->norm_mean = json_number_value(nm);
+        s->norm_d = json_integer_value(d);
+        snprintf(s->norm_source, sizeof s->norm_source, "manifest");
+    }
+    json_decref(root);
+    return rc;
+}
+
+/* The scalar normalisation's factor sqrt(d) / mean ||x||: dataset-wide when norm_mean is known,
+ * else estimated from the first batch (OpenAI's and SAELens' estimate), as logged. */
+static int trainer_norm_scale(trainer_state *s, int B) {
+    sae_model *m = &s->m;
+    if (s->norm_d && s->norm_d != m->d)
+        return sf_fail("norm_manifest is for d = %lld, the activations have d = %d", (long long)s->norm_d, m->d);
+    if (s->norm_mean > 0) {
+        m->norm_scale = (float)(sqrt((double)m->d) / s->norm_mean);
+        sf_log(SF_LOG_INFO, "normalize=scalar: dataset-wide mean norm %.6g (%s), scale %.6g", s->norm_mean,
+               s->norm_source, m->norm_scale);
+    } else {
+        m->norm_scale = sae_norm_scale_estimate(s->x, B, m->d);
+        snprintf(s->norm_source, sizeof s->norm_source, "first batch of %d rows", B);
+        sf_log(SF_LOG_INFO, "normalize=scalar: scale %.6g estimated from the first batch (%d rows); set norm_mean "
+               "or norm_manifest for a dataset-wide value", m->norm_scale, B);
+    }
+    return SF_OK;
+}
 
 static int trainer_init(sf_ctx *ctx, void **state) {
     trainer_state *s = calloc(1, sizeof *s);
@@ -142,6 +209,7 @@ static int trainer_init(sf_ctx *ctx, void **state) {
     s->metrics_every = sf_param_int(ctx, "metrics_every");
     s->checkpoint_every = sf_param_int(ctx, "checkpoint_every");
     s->resume = sf_param_bool(ctx, "resume");
+    s->keyed = -1;
     sae_train_opts_default(&s->opts);
     s->opts.lr = sf_param_float(ctx, "lr");
     s->opts.warmup_steps = sf_param_int(ctx, "warmup_steps");
@@ -153,6 +221,13 @@ static int trainer_init(sf_ctx *ctx, void **state) {
     s->opts.aux_coef = sf_param_float(ctx, "aux_coef");
     s->opts.dead_tokens = sf_param_int(ctx, "dead_tokens");
     if (sae_norm_parse(sf_param_str(ctx, "normalize"), &s->norm) != SF_OK) return SF_ERR;
+    s->norm_mean = sf_param_float(ctx, "norm_mean");
+    const char *manifest = sf_param_str(ctx, "norm_manifest");
+    if (!(s->norm_mean >= 0)) return sf_fail("norm_mean must be >= 0");
+    if ((s->norm_mean > 0 || *manifest) && s->norm != SAE_NORM_SCALAR)
+        return sf_fail("norm_mean and norm_manifest are for normalize=scalar");
+    if (s->norm_mean > 0) snprintf(s->norm_source, sizeof s->norm_source, "norm_mean parameter");
+    else if (*manifest && trainer_read_manifest(s, manifest) != SF_OK) return SF_ERR;
     if (s->batch < 1 || s->batch > (1 << 20)) return sf_fail("batch must be in [1, 1048576]");
     if (s->latents < 0 || s->expansion < 1 || s->k < 1) return sf_fail("latents, expansion, k must be positive");
     if (s->metrics_every < 1 || s->checkpoint_every < 0 || s->max_tokens < 0 || s->opts.warmup_steps < 0 ||
@@ -174,6 +249,55 @@ static int trainer_path(const trainer_state *s, const char *name, char *buf, siz
     return SF_OK;
 }
 
+static int64_t meta_int(const sf_st_file *f, const char *key) {
+    const char *v = sf_st_metadata(f, key);
+    char *end = NULL;
+    long long x = v ? strtoll(v, &end, 10) : -1;
+    return v && *v && !*end ? x : -1;
+}
+
+/* Where a resumed run continues: after the sequences the checkpoint lists as trained (by doc_id
+ * and pos, so the input may arrive in another order), or, for a checkpoint of a stream without
+ * them, after the number of rows that run had read. */
+static int trainer_resume_point(trainer_state *s, const sf_st_file *f, const char *path) {
+    int64_t rows = meta_int(f, "stream_rows");
+    if (rows < sae_trainer_tokens(s->t)) return sf_fail("%s: no valid stream_rows in the metadata", path);
+    s->stream_at_step = s->stream_pos = rows;
+    sh_trained t;
+    int rc = sh_trained_lists(f, path, &t);
+    if (rc == SF_ERR) return SF_ERR;
+    if (rc == SF_DONE) {
+        s->keyed = 0;
+        s->skip = rows;
+        s->stream_pos = 0;
+        sf_log(SF_LOG_INFO, "resuming at step %lld: skipping the first %lld input rows (already used; the checkpoint "
+               "lists no sequences, its stream had no doc_id/pos: by count, so the input order must be the same)",
+               (long long)sae_trainer_step(s->t), (long long)rows);
+        return SF_OK;
+    }
+    int64_t total = 0;
+    for (int64_t i = 0; i < t.n; i++) {
+        int64_t d;
+        int32_t p, r;
+        sh_trained_at(&t, i, &d, &p, &r);
+        sh_key *k = sh_keys_add(&s->trained, d, p);
+        if (r < 1 || r > (1 << 30) || k->val != SH_KEY_USED)
+            return sf_fail("%s: trained sequence %lld (doc %lld pos %d) is listed twice or with %d rows", path,
+                           (long long)i, (long long)d, p, r);
+        k->val += (uint32_t)r;
+        sh_keys_add(&s->to_skip, d, p)->val += (uint32_t)r;
+        total += r;
+    }
+    if (total != rows)
+        return sf_fail("%s: the trained sequences hold %lld rows, stream_rows says %lld", path, (long long)total,
+                       (long long)rows);
+    s->keyed = 1;
+    s->key_rows = meta_int(f, "seq_rows") > 0 ? meta_int(f, "seq_rows") : 0;
+    sf_log(SF_LOG_INFO, "resuming at step %lld, skipping %lld already-trained sequences (%lld rows) by doc_id and pos, "
+           "in whatever order they arrive", (long long)sae_trainer_step(s->t), (long long)t.n, (long long)rows);
+    return SF_OK;
+}
+
 /* First message: the model's shape is known; create it, or restore the checkpoint. */
 static int trainer_setup(sf_ctx *ctx, trainer_state *s, int64_t d) {
     int64_t n = s->latents ? s->latents : s->expansion * d;
@@ -192,15 +316,9 @@ static int trainer_setup(sf_ctx *ctx, trainer_state *s, int64_t d) {
         if (sae_checkpoint_load(s->t, path) != SF_OK) return SF_ERR;
         if (s->m.norm != s->norm) return sf_fail("%s was trained with normalize=%s", path, sae_norm_name(s->m.norm));
         sf_st_file *f = sf_st_open(path);
-        const char *rows = f ? sf_st_metadata(f, "stream_rows") : NULL;
-        char *end = NULL;
-        s->skip = rows ? strtoll(rows, &end, 10) : -1;
-        int bad = !rows || *end || s->skip < sae_trainer_tokens(s->t);
+        int rc = f ? trainer_resume_point(s, f, path) : SF_ERR;
         sf_st_close(f);
-        if (bad) return sf_fail("%s: no valid stream_rows in the metadata", path);
-        s->stream_at_step = s->skip;
-        sf_log(SF_LOG_INFO, "resuming at step %lld: skipping the first %lld input rows (already used)",
-               (long long)sae_trainer_step(s->t), (long long)s->skip);
+        if (rc != SF_OK) return SF_ERR;
     }
     s->start_step = sae_trainer_step(s->t);
     /* Metrics files: appended to on resume, header when new. */
@@ -218,7 +336,7 @@ static int trainer_setup(sf_ctx *ctx, trainer_state *s, int64_t d) {
     return SF_OK;
 }
 
-static void trainer_write_metrics(trainer_state *s) {
+static void trainer_write_metrics(sf_ctx *ctx, trainer_state *s) {
     if (s->wsteps == 0) return;
     double w = 1.0 / s->wsteps, dt = now_s() - s->wstart;
     const sae_stats *a = &s->wsum;
@@ -235,6 +353,8 @@ static void trainer_write_metrics(trainer_state *s) {
     fflush(s->jsonl);
     sf_log(SF_LOG_INFO, "step %lld: loss %.5g fvu %.4f cos %.4f L0 %.1f dead %.3f lr %.3g, %.0f tokens/s", step,
            a->loss * w, a->fvu * w, a->cosine * w, a->l0 * w, a->dead_fraction, a->lr, tps);
+    sf_progress_note(ctx, "step %lld loss %.4g fvu %.4f L0 %.1f dead %.1f%%", step, a->loss * w, a->fvu * w, a->l0 * w,
+                     100 * a->dead_fraction);
     memset(&s->wsum, 0, sizeof s->wsum);
     s->wsteps = s->wtokens = 0;
     s->wstart = now_s();
@@ -254,6 +374,8 @@ static char *trainer_meta_json(const trainer_state *s, int complete, int saelens
     json_object_set_new(tr, "layer", json_integer(s->layer));
     json_object_set_new(tr, "model", json_string(s->model_name));
     json_object_set_new(tr, "checkpoint", json_string(s->checkpoint));
+    if (s->norm_source[0]) /* empty after a resume: the scale came with the checkpoint */
+        json_object_set_new(tr, "norm_scale_from", json_string(s->norm_source));
     json_t *root = json_pack("{s:o}", "saeflow_training", tr);
     if (saelens)
         json_object_set_new(root, "metadata",
@@ -264,15 +386,55 @@ static char *trainer_meta_json(const trainer_state *s, int complete, int saelens
     return text;
 }
 
+static int take_cmp(const void *a, const void *b) {
+    const trainer_take *x = a, *y = b;
+    if (x->doc != y->doc) return x->doc < y->doc ? -1 : 1;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+/* The checkpoint; keyed, it lists every sequence trained so far (sorted by doc_id, pos) with the
+ * number of its rows trained: trained_doc I64 [K], trained_pos I32 [K], trained_rows I32 [K]. */
 static int trainer_checkpoint(trainer_state *s) {
     char path[4096];
     if (trainer_path(s, "checkpoint.safetensors", path, sizeof path) != SF_OK) return SF_ERR;
-    char *meta = trainer_meta_json(s, 0, 0), rows[32];
+    char *meta = trainer_meta_json(s, 0, 0), rows[32], seq_rows[32];
     snprintf(rows, sizeof rows, "%lld", (long long)s->stream_at_step);
-    const char *kv[] = {"training", meta ? meta : "{}", "stream_rows", rows, NULL};
-    int rc = sae_checkpoint_save(s->t, path, kv);
+    snprintf(seq_rows, sizeof seq_rows, "%lld", (long long)(s->key_rows > 0 ? s->key_rows : 0));
+    const char *kv[] = {"training", meta ? meta : "{}", "stream_rows", rows, "seq_rows", seq_rows, NULL};
+    int64_t K = (int64_t)s->trained.n, j = 0;
+    trainer_take *all = malloc((size_t)(K ? K : 1) * sizeof *all);
+    int64_t *doc = malloc((size_t)(K ? K : 1) * 8);
+    int32_t *pos = malloc((size_t)(K ? K : 1) * 4), *cnt = malloc((size_t)(K ? K : 1) * 4);
+    if (!all || !doc || !pos || !cnt) abort();
+    for (size_t i = 0; i < s->trained.cap; i++)
+        if (s->trained.k[i].val)
+            all[j++] = (trainer_take){s->trained.k[i].doc, s->trained.k[i].pos,
+                                      (int32_t)(s->trained.k[i].val & ~SH_KEY_USED)};
+    qsort(all, (size_t)K, sizeof *all, take_cmp);
+    for (j = 0; j < K; j++) doc[j] = all[j].doc, pos[j] = all[j].pos, cnt[j] = all[j].rows;
+    sf_st_tensor extra[3] = {{"trained_doc", {SF_I64, 1, {K}, doc, (size_t)K * 8}},
+                             {"trained_pos", {SF_I32, 1, {K}, pos, (size_t)K * 4}},
+                             {"trained_rows", {SF_I32, 1, {K}, cnt, (size_t)K * 4}}};
+    int rc = sae_checkpoint_save(s->t, path, kv, extra, s->keyed == 1 ? 3 : 0);
     free(meta);
+    free(all);
+    free(doc);
+    free(pos);
+    free(cnt);
     return rc;
+}
+
+/* The rows taken since the last step are trained now: they join the trained sequences. */
+static int trainer_commit_taken(trainer_state *s) {
+    for (int64_t i = 0; i < s->ntaken; i++) {
+        const trainer_take *t = &s->taken[i];
+        sh_key *k = sh_keys_add(&s->trained, t->doc, t->pos);
+        if ((k->val & ~SH_KEY_USED) + (uint32_t)t->rows > (1u << 30))
+            return sf_fail("sequence doc %lld pos %d arrived more than 2^30 rows' worth", (long long)t->doc, t->pos);
+        k->val += (uint32_t)t->rows;
+    }
+    s->ntaken = 0;
+    return SF_OK;
 }
 
 static int trainer_step(sf_ctx *ctx, trainer_state *s) {
@@ -280,7 +442,7 @@ static int trainer_step(sf_ctx *ctx, trainer_state *s) {
     int B = (int)s->fill;
     if (sae_trainer_step(s->t) == 0) {
         /* The first batch sets the normalisation scale and b_dec, as the paper's code does. */
-        if (m->norm == SAE_NORM_SCALAR) m->norm_scale = sae_norm_scale_estimate(s->x, B, m->d);
+        if (m->norm == SAE_NORM_SCALAR && trainer_norm_scale(s, B) != SF_OK) return SF_ERR;
         sae_normalize(m, s->x, B, NULL);
         sae_geometric_median(s->x, B, m->d, 100, 1e-5, m->b_dec);
     } else {
@@ -302,8 +464,60 @@ static int trainer_step(sf_ctx *ctx, trainer_state *s) {
     s->wtokens += B;
     int64_t step = sae_trainer_step(s->t);
     sf_progress(ctx, (uint64_t)sae_trainer_tokens(s->t), (uint64_t)s->max_tokens, "tokens");
-    if (step % s->metrics_every == 0) trainer_write_metrics(s);
+    if (step % s->metrics_every == 0) trainer_write_metrics(ctx, s);
     if (s->checkpoint_every && step % s->checkpoint_every == 0) return trainer_checkpoint(s);
+    return SF_OK;
+}
+
+/* Puts rows [r, end) of a into batches, training each full one; key: their sequence (keyed). */
+static int trainer_take_rows(sf_ctx *ctx, trainer_state *s, const act_rows *a, int64_t r, int64_t end,
+                             trainer_take *key) {
+    int64_t d = s->m.d;
+    while (r < end) {
+        if (s->max_tokens && sae_trainer_tokens(s->t) + s->fill >= s->max_tokens) {
+            sf_count(ctx, "tokens_beyond_max", end - r);
+            return SF_OK;
+        }
+        int64_t take = end - r;
+        if (take > s->batch - s->fill) take = s->batch - s->fill;
+        if (s->max_tokens && take > s->max_tokens - sae_trainer_tokens(s->t) - s->fill)
+            take = s->max_tokens - sae_trainer_tokens(s->t) - s->fill;
+        float *dst = s->x + s->fill * d;
+        rows_to_f32(a, r, take, dst);
+        /* A row with an inf or NaN would poison the model: drop it (counted). */
+        int64_t kept = 0;
+        for (int64_t i = 0; i < take; i++) {
+            const float *row = dst + i * d;
+            float sum = 0;
+            for (int64_t c = 0; c < d; c++) sum += row[c] * 0.0f; /* NaN iff a value is inf or NaN */
+            if (sum != sum) {
+                sf_count(ctx, "nonfinite_rows_dropped", 1);
+                continue;
+            }
+            if (kept != i) memmove(dst + kept * d, row, (size_t)d * sizeof(float));
+            kept++;
+        }
+        s->fill += kept;
+        r += take;
+        s->stream_pos += take;
+        if (key) { /* a dropped row counts as used too, as by count */
+            trainer_take *last = s->ntaken ? &s->taken[s->ntaken - 1] : NULL;
+            if (last && last->doc == key->doc && last->pos == key->pos) {
+                last->rows += (int32_t)take;
+            } else {
+                if (s->ntaken == s->taken_cap) {
+                    s->taken_cap = s->taken_cap ? 2 * s->taken_cap : 64;
+                    s->taken = realloc(s->taken, (size_t)s->taken_cap * sizeof *s->taken);
+                    if (!s->taken) return sf_fail("out of memory");
+                }
+                s->taken[s->ntaken++] = (trainer_take){key->doc, key->pos, (int32_t)take};
+            }
+        }
+        if (s->fill == s->batch) {
+            s->stream_at_step = s->stream_pos;
+            if (trainer_commit_taken(s) != SF_OK || trainer_step(ctx, s) != SF_OK) return SF_ERR;
+        }
+    }
     return SF_OK;
 }
 
@@ -332,43 +546,42 @@ static int trainer_consume(sf_ctx *ctx, trainer_state *s, const sf_msg *msg) {
     if (!s->layer) sf_msg_get_int(msg, "layer", &s->layer);
     if (!s->seq_len) s->seq_len = a.seq_len;
 
-    int64_t r = 0, d = s->m.d;
-    if (s->skip > 0) {
-        r = a.rows < s->skip ? a.rows : s->skip;
+    sf_tensor doc, pos;
+    int has_doc = sf_msg_has(msg, "doc_id"), has_pos = sf_msg_has(msg, "pos");
+    int64_t T = a.seq_len ? a.seq_len : 1, B = a.rows / T;
+    if (has_doc != has_pos) return sf_fail("a message with doc_id needs pos too, and the other way round");
+    if (has_doc && (sf_msg_get_tensor(msg, "doc_id", &doc) != SF_OK || sf_msg_get_tensor(msg, "pos", &pos) != SF_OK ||
+                    doc.dtype != SF_I64 || doc.ndim != 1 || doc.shape[0] != B || pos.dtype != SF_I32 ||
+                    pos.ndim != 1 || pos.shape[0] != B))
+        return sf_fail("doc_id and pos must be I64 and I32 [%lld], one per sequence of '%s'", (long long)B, s->field);
+    if (s->keyed < 0) { /* per-row keys of a shuffled replay would cost memory per row: count those */
+        s->keyed = has_doc && T > 1;
+        if (has_doc && T == 1)
+            sf_log(SF_LOG_INFO, "one-row sequences (a shuffled replay?): the resume point is kept by count, exact "
+                   "when a resumed run gets the same order (shard_source: same seed, one replica)");
+    }
+    if (s->keyed && !has_doc)
+        return sf_fail("a message without doc_id/pos among keyed ones: the resume point cannot be kept");
+    if (!s->keyed) { /* by count: the first `skip` rows of the stream were used before */
+        int64_t r = s->skip < a.rows ? s->skip : a.rows;
         s->skip -= r;
         s->stream_pos += r;
+        return trainer_take_rows(ctx, s, &a, r, a.rows, NULL);
     }
-    while (r < a.rows) {
-        if (s->max_tokens && sae_trainer_tokens(s->t) + s->fill >= s->max_tokens) {
-            sf_count(ctx, "tokens_beyond_max", a.rows - r);
-            return SF_OK;
+    s->key_rows = !s->key_rows || s->key_rows == T ? T : -1;
+    for (int64_t b = 0; b < B; b++) {
+        trainer_take key = {0, 0, 0};
+        memcpy(&key.doc, (const char *)doc.data + 8 * b, 8);
+        memcpy(&key.pos, (const char *)pos.data + 4 * b, 4);
+        int64_t first = b * T;
+        sh_key *k = sh_keys_find(&s->to_skip, key.doc, key.pos);
+        if (k && k->val != SH_KEY_USED) { /* trained before the resume */
+            uint32_t left = k->val & ~SH_KEY_USED, n = left < (uint32_t)T ? left : (uint32_t)T;
+            k->val -= n;
+            first += n;
+            sf_count(ctx, "trained_rows_skipped", n);
         }
-        int64_t take = a.rows - r;
-        if (take > s->batch - s->fill) take = s->batch - s->fill;
-        if (s->max_tokens && take > s->max_tokens - sae_trainer_tokens(s->t) - s->fill)
-            take = s->max_tokens - sae_trainer_tokens(s->t) - s->fill;
-        float *dst = s->x + s->fill * d;
-        rows_to_f32(&a, r, take, dst);
-        /* A row with an inf or NaN would poison the model: drop it (counted). */
-        int64_t kept = 0;
-        for (int64_t i = 0; i < take; i++) {
-            const float *row = dst + i * d;
-            float sum = 0;
-            for (int64_t c = 0; c < d; c++) sum += row[c] * 0.0f; /* NaN iff a value is inf or NaN */
-            if (sum != sum) {
-                sf_count(ctx, "nonfinite_rows_dropped", 1);
-                continue;
-            }
-            if (kept != i) memmove(dst + kept * d, row, (size_t)d * sizeof(float));
-            kept++;
-        }
-        s->fill += kept;
-        r += take;
-        s->stream_pos += take;
-        if (s->fill == s->batch) {
-            s->stream_at_step = s->stream_pos;
-            if (trainer_step(ctx, s) != SF_OK) return SF_ERR;
-        }
+        if (trainer_take_rows(ctx, s, &a, first, (b + 1) * T, &key) != SF_OK) return SF_ERR;
     }
     return SF_OK;
 }
@@ -388,7 +601,7 @@ static int trainer_finish(sf_ctx *ctx, void *state) {
          * re-reads it. */
         sf_count(ctx, "untrained_tail_tokens", s->fill);
     }
-    if (s->wsteps) trainer_write_metrics(s);
+    if (s->wsteps) trainer_write_metrics(ctx, s);
     if (sae_trainer_step(s->t) == 0) {
         sf_log(SF_LOG_WARN, "fewer tokens than one batch (%lld): nothing trained", (long long)s->batch);
         return SF_OK;
@@ -433,6 +646,9 @@ static void trainer_destroy(void *state) {
     if (s->jsonl) fclose(s->jsonl);
     sae_trainer_free(s->t);
     if (s->have_model) sae_model_free(&s->m);
+    sh_keys_free(&s->trained);
+    sh_keys_free(&s->to_skip);
+    free(s->taken);
     free(s->x);
     free(s);
 }
@@ -455,6 +671,8 @@ typedef struct eval_state {
     char out[4096], field[64], split[64], sae_dir[3800];
     int64_t max_tokens, tokens;
     double err, sumsq, cos, l0;
+    double ce, ce_sae;  /* sums of the forward's loss and loss_sae (SAE spliced in) */
+    int64_t ce_tokens;
     double *sum;      /* [d] for the dataset mean */
     uint8_t *fired;   /* [n] */
     float *xn, *xhat, *val;
@@ -483,6 +701,27 @@ static int eval_init(sf_ctx *ctx, void **state) {
     return s->sum && s->fired ? SF_OK : sf_fail("out of memory");
 }
 
+/* The forward stage's per-token losses without and with the SAE spliced in (fields loss and
+ * loss_sae, [B, T] f32 beside acts) of the first rows tokens; positions with no next token (NaN)
+ * are skipped. */
+static int eval_add_losses(eval_state *s, const sf_msg *msg, int64_t rows) {
+    if (!sf_msg_has(msg, "loss_sae")) return SF_OK;
+    sf_tensor l, ls;
+    if (sf_msg_get_tensor(msg, "loss", &l) != SF_OK || sf_msg_get_tensor(msg, "loss_sae", &ls) != SF_OK) return SF_ERR;
+    if (l.dtype != SF_F32 || ls.dtype != SF_F32 || sf_tensor_numel(&l) < rows || sf_tensor_numel(&ls) < rows)
+        return sf_fail("loss, loss_sae: want f32 tensors with one value per activation row");
+    for (int64_t i = 0; i < rows; i++) {
+        float a, b; /* the payload may be unaligned */
+        memcpy(&a, (const char *)l.data + i * 4, 4);
+        memcpy(&b, (const char *)ls.data + i * 4, 4);
+        if (!isfinite(a) || !isfinite(b)) continue;
+        s->ce += a;
+        s->ce_sae += b;
+        s->ce_tokens++;
+    }
+    return SF_OK;
+}
+
 /* Statistics in the SAE's (normalised) space, where the paper reports them. */
 static int eval_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;
@@ -507,6 +746,7 @@ static int eval_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *ms
         s->idx = malloc((size_t)rows * m->k * sizeof(int32_t));
         if (!s->xn || !s->xhat || !s->val || !s->idx) return sf_fail("out of memory for %lld rows", (long long)rows);
     }
+    if (eval_add_losses(s, msg, rows) != SF_OK) return SF_ERR;
     rows_to_f32(&a, 0, rows, s->xn);
     if (sae_encode(m, s->xn, rows, s->idx, s->val) != SF_OK) return SF_ERR;
     sae_normalize(m, s->xn, rows, NULL);
@@ -547,6 +787,15 @@ static int eval_finish(sf_ctx *ctx, void *state) {
                           (json_int_t)s->tokens, "mse", s->err / N, "fvu", var > 0 ? s->err / var : 0.0,
                           "cosine", s->cos / N, "l0", s->l0 / N, "dead_fraction", (double)dead / s->m.n,
                           "normalize", sae_norm_name(s->m.norm));
+    if (s->ce_tokens) {
+        double ce = s->ce / s->ce_tokens, ce_sae = s->ce_sae / s->ce_tokens;
+        json_object_set_new(j, "loss_tokens", json_integer(s->ce_tokens));
+        json_object_set_new(j, "loss", json_real(ce));
+        json_object_set_new(j, "loss_sae", json_real(ce_sae));
+        json_object_set_new(j, "loss_increase", json_real(ce_sae - ce));
+        sf_log(SF_LOG_INFO, "LM loss over %lld predictions: %.5f, with the SAE spliced in %.5f (+%.5f)",
+               (long long)s->ce_tokens, ce, ce_sae, ce_sae - ce);
+    }
     int rc = json_dump_file(j, s->out, JSON_INDENT(2)) == 0 ? SF_OK : sf_fail("cannot write %s", s->out);
     sf_log(SF_LOG_INFO, "eval over %lld tokens: mse %.5g fvu %.4f cosine %.4f L0 %.1f dead %.3f -> %s",
            (long long)s->tokens, s->err / N, var > 0 ? s->err / var : 0.0, s->cos / N, s->l0 / N,

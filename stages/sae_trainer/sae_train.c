@@ -602,7 +602,8 @@ static int sae_ckpt_entries(const sae_trainer *t, sae_ckpt_entry *e) {
     return c;
 }
 
-int sae_checkpoint_save(const sae_trainer *t, const char *path, const char *const *meta) {
+int sae_checkpoint_save(const sae_trainer *t, const char *path, const char *const *meta, const sf_st_tensor *extra,
+                        size_t n_extra) {
     sae_ckpt_entry e[16];
     int ne = sae_ckpt_entries(t, e);
     sf_st_writer *w = sf_st_writer_new();
@@ -610,6 +611,8 @@ int sae_checkpoint_save(const sae_trainer *t, const char *path, const char *cons
         int64_t shape[2] = {e[i].rows, e[i].cols};
         sf_st_writer_add(w, e[i].name, e[i].dtype, e[i].cols ? 2 : 1, shape, e[i].data);
     }
+    for (size_t i = 0; i < n_extra; i++)
+        sf_st_writer_add(w, extra[i].name, extra[i].t.dtype, extra[i].t.ndim, extra[i].t.shape, extra[i].t.data);
     char buf[64];
     snprintf(buf, sizeof buf, "%lld", (long long)t->step);
     sf_st_writer_meta(w, "step", buf);

@@ -27,6 +27,9 @@ static const sf_param_def writer_params[] = {
     {"resume", SF_PARAM_BOOL, "true", "continue a directory that already holds shards of the same run"},
     {"hook", SF_PARAM_STRING, "",
      "store only messages of this hook point (forward emits one message per hook); empty: all must be of one"},
+    {"skipped_upstream", SF_PARAM_BOOL, "false",
+     "the source drops the sequences already stored (tokenizer skip_stored = this dir), so they need not "
+     "arrive again; the source checks that its input holds them"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -41,7 +44,8 @@ static int writer_init(sf_ctx *ctx, void **state) {
     if (!s) abort();
     *state = s;
     s->hook = sf_param_str(ctx, "hook");
-    s->w = sh_writer_open(sf_param_str(ctx, "dir"), dt, (size_t)mb << 20, sf_param_bool(ctx, "resume"));
+    s->w = sh_writer_open(sf_param_str(ctx, "dir"), dt, (size_t)mb << 20, sf_param_bool(ctx, "resume"),
+                         sf_param_bool(ctx, "skipped_upstream"));
     return s->w ? SF_OK : SF_ERR;
 }
 

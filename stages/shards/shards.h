@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "saeflow.h"
+#include "sf_safetensors.h"
 
 #define SH_FORMAT "saeflow-shards"
 #define SH_VERSION 1
@@ -80,6 +81,46 @@ void *sh_grow(void *p, size_t n);
 void sh_cols_reserve(sh_cols *c, int64_t rows, size_t acts_row);
 void sh_cols_free(sh_cols *c);
 
+/* ---- sequence keys ----------------------------------------------------------------------- */
+
+/* A set of sequences by (doc_id, pos of the first token), with a value per key for its user:
+ * bits 0..30 of val are the user's; the top bit marks a used slot (16 bytes a slot). */
+#define SH_KEY_USED 0x80000000u
+typedef struct sh_key {
+    int64_t doc;
+    int32_t pos;
+    uint32_t val;
+} sh_key;
+
+typedef struct sh_keys {
+    sh_key *k;
+    size_t cap, n; /* capacity a power of two (or 0), keys held */
+} sh_keys;
+
+/* The key, or NULL if absent. */
+sh_key *sh_keys_find(const sh_keys *s, int64_t doc, int32_t pos);
+/* The key, added with user bits 0 if absent. Pointers into the set are valid until the next add. */
+sh_key *sh_keys_add(sh_keys *s, int64_t doc, int32_t pos);
+void sh_keys_free(sh_keys *s);
+/* Adds the key of every sequence stored in the shards m (of DIR) lists, reading only the doc_id,
+ * pos and seq columns (20 bytes a row). */
+int sh_stored_keys(const char *dir, const sh_manifest *m, sh_keys *keys);
+/* The trained-sequence lists of an SAE checkpoint (sae_trainer writes them): trained_doc I64 [n],
+ * trained_pos I32 [n], trained_rows I32 [n] (rows of the sequence trained). Pointers into the
+ * file, unaligned: read entry i with sh_trained_at. */
+typedef struct sh_trained {
+    int64_t n;
+    const void *doc, *pos, *rows;
+} sh_trained;
+
+/* SF_OK, SF_DONE if the checkpoint has no lists (its stream had no doc_id/pos), SF_ERR if they are
+ * malformed (naming path). */
+int sh_trained_lists(const sf_st_file *f, const char *path, sh_trained *t);
+void sh_trained_at(const sh_trained *t, int64_t i, int64_t *doc, int32_t *pos, int32_t *rows);
+/* Adds the key of every sequence that sae_trainer's DIR/checkpoint.safetensors lists as trained
+ * whole (trained_rows >= its seq_rows). SF_DONE if DIR has no checkpoint. */
+int sh_trained_keys(const char *dir, sh_keys *keys);
+
 /* ---- writer ------------------------------------------------------------------------------ */
 
 /* One batch of sequences as the activations message carries it. Pointers may be unaligned. */
@@ -99,8 +140,10 @@ typedef struct sh_writer sh_writer;
 
 /* Opens (creating it if needed) a shard directory for writing `dtype` shards of about
  * shard_bytes each. An existing manifest is resumed: the sequences it already holds (by doc_id
- * and pos) are skipped when they arrive again. resume == 0 refuses a non-empty run. */
-sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, int resume);
+ * and pos) are skipped when they arrive again. resume == 0 refuses a non-empty run.
+ * skipped_upstream: a source drops the stored sequences before they are computed (and checks
+ * that its input holds them: tokenizer skip_stored), so they need not arrive again. */
+sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, int resume, int skipped_upstream);
 int sh_writer_add(sh_writer *w, const sh_batch *b);
 /* Writes what is pending as shards. at_end: the input ended; checks that it covered everything
  * already stored and marks the manifest complete. */

@@ -42,13 +42,6 @@ typedef struct sh_split {
     sh_rows rows;       /* pending rows of its next shard */
 } sh_split;
 
-/* A stored sequence, in the open-addressing set of the resume check. */
-typedef struct sh_key {
-    int64_t doc;
-    int32_t pos;
-    uint8_t used, seen; /* seen: arrived again in this run (and was skipped) */
-} sh_key;
-
 /* The shard on the flusher thread. Its buffers are swapped with a split's when it is handed
  * over, so no shard-sized copy or allocation happens per shard. */
 typedef struct sh_flush {
@@ -76,9 +69,9 @@ struct sh_writer {
     int nsplits;
     size_t next_index;  /* number of the next shard */
     int64_t next_seq;   /* seq of the next sequence written */
-    sh_key *keys;       /* the stored sequences; capacity a power of two */
-    size_t keys_cap;
-    int64_t keys_n, keys_seen; /* keys_seen: stored sequences skipped in this run */
+    sh_keys keys;       /* the stored sequences; val bit 0: arrived again in this run (and was skipped) */
+    int64_t keys_seen;  /* stored sequences skipped in this run */
+    int skipped_upstream; /* the source drops stored sequences (and checks them): none need arrive */
     int64_t rows_written, shards_written;
     sh_flush fl;
     float *f32;         /* one sequence as float32 */
@@ -150,44 +143,14 @@ static int remove_leftovers(sh_writer *w) {
     return SF_OK;
 }
 
-static sh_key *key_slot(sh_writer *w, int64_t doc, int32_t pos) {
-    uint64_t h = (uint64_t)doc * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uint32_t)pos * 0xbf58476d1ce4e5b9ull;
-    h ^= h >> 29;
-    for (size_t i = (size_t)h & (w->keys_cap - 1);; i = (i + 1) & (w->keys_cap - 1))
-        if (!w->keys[i].used || (w->keys[i].doc == doc && w->keys[i].pos == pos)) return &w->keys[i];
-}
-
 /* Reads the (doc_id, pos) of every stored sequence into the key set (the two columns only). */
 static int load_keys(sh_writer *w) {
-    int64_t nseq = 0;
-    for (size_t i = 0; i < w->m.nshards; i++) nseq += w->m.shards[i].sequences;
-    w->keys_cap = 16;
-    while (w->keys_cap < 2 * (size_t)nseq) w->keys_cap *= 2;
-    w->keys = calloc(w->keys_cap, sizeof *w->keys);
-    if (!w->keys) abort();
-    for (size_t i = 0; i < w->m.nshards; i++) {
-        sh_shard s;
-        if (sh_shard_open(w->dir, &w->m, &w->m.shards[i], 0, &s) != SF_OK) return SF_ERR;
-        int64_t prev = -1;
-        for (int64_t r = 0; r < s.n; r++) {
-            int64_t q, doc;
-            int32_t pos;
-            memcpy(&q, s.seq + 8 * r, 8);
-            if (q == prev) continue;
-            prev = q;
-            memcpy(&doc, s.doc_id + 8 * r, 8);
-            memcpy(&pos, s.pos + 4 * r, 4);
-            sh_key *k = key_slot(w, doc, pos);
-            if (!k->used) w->keys_n++;
-            *k = (sh_key){doc, pos, 1, 0};
-        }
-        sh_shard_close(&s);
+    for (size_t i = 0; i < w->m.nshards; i++)
         if (w->m.shards[i].last_seq >= w->next_seq) w->next_seq = w->m.shards[i].last_seq + 1;
-    }
-    return SF_OK;
+    return sh_stored_keys(w->dir, &w->m, &w->keys);
 }
 
-sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, int resume) {
+sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, int resume, int skipped_upstream) {
     if (dtype != SF_F32 && dtype != SF_BF16 && dtype != SF_F16)
         return sf_fail("shards store F32, BF16 or F16, not %s", sf_dtype_name(dtype)), NULL;
     if (mkdir_p(dir) != SF_OK) return NULL;
@@ -201,6 +164,7 @@ sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, i
         goto fail;
     }
     w->dtype = dtype;
+    w->skipped_upstream = skipped_upstream;
     w->shard_bytes = shard_bytes ? shard_bytes : 1;
     int rc = sh_manifest_load(dir, &w->m);
     if (rc == SF_ERR) goto fail;
@@ -433,9 +397,9 @@ int sh_writer_add(sh_writer *w, const sh_batch *b) {
             label = (int)w->m.nlabels++;
             pthread_mutex_unlock(&w->m_lock);
         }
-        sh_key *k = w->keys_n ? key_slot(w, doc, pos) : NULL;
-        if (k && k->used && !k->seen) { /* already on disk from an earlier run */
-            k->seen = 1;
+        sh_key *k = sh_keys_find(&w->keys, doc, pos);
+        if (k && !(k->val & 1)) { /* already on disk from an earlier run */
+            k->val |= 1;
             w->keys_seen++;
             continue;
         }
@@ -472,10 +436,10 @@ int sh_writer_close(sh_writer *w, int at_end) {
     for (int i = 0; i < w->nsplits; i++)
         if (flush_split(w, &w->splits[i]) != SF_OK) return SF_ERR;
     if (flush_wait(w) != SF_OK || !at_end) return w->failed ? SF_ERR : SF_OK;
-    if (w->keys_seen < w->keys_n)
-        return sf_fail("the input ended, but %lld of the %lld sequences %s already holds never arrived: it is not the "
-                       "input of the stored run",
-                       (long long)(w->keys_n - w->keys_seen), (long long)w->keys_n, w->dir);
+    if (!w->skipped_upstream && w->keys_seen < (int64_t)w->keys.n)
+        return sf_fail("the input ended, but %lld of the %zu sequences %s already holds never arrived: it is not the "
+                       "input of the stored run (a source that skips them needs skipped_upstream = true)",
+                       (long long)((int64_t)w->keys.n - w->keys_seen), w->keys.n, w->dir);
     if (!w->have_run) {
         sf_log(SF_LOG_WARN, "no activations arrived: %s has no manifest", w->dir);
         return SF_OK;
@@ -492,7 +456,7 @@ void sh_writer_free(sh_writer *w) {
     for (int i = 0; i < w->nsplits; i++) sh_cols_free(&w->splits[i].rows.c);
     pthread_mutex_destroy(&w->m_lock);
     sh_manifest_free(&w->m);
-    free(w->keys);
+    sh_keys_free(&w->keys);
     free(w->f32);
     free(w->dir);
     if (w->lock_fd >= 0) close(w->lock_fd); /* releases the lock */

@@ -24,6 +24,12 @@ static uint64_t splitmix(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static void sleep_us(int64_t us) {
     if (us <= 0) return;
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
@@ -44,7 +50,7 @@ static const sf_param_def gen_params[] = {
     {"cols", SF_PARAM_INT, "64", "tensor columns (float32)"},
     {"seed", SF_PARAM_INT, "1", "random seed"},
     {"delay_us", SF_PARAM_INT, "0", "pause after each message (a slow producer)"},
-    {"fill", SF_PARAM_BOOL, "true", "fill tensors with random numbers and a checksum (false: leave them unwritten, for throughput benchmarks)"},
+    {"fill", SF_PARAM_BOOL, "true", "fill tensors with random numbers and a checksum (false: with one byte value per message, no checksum, for throughput benchmarks)"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -72,6 +78,8 @@ static int gen_produce(sf_ctx *ctx, void *state) {
     if (g->fill) {
         for (int64_t i = 0; i < g->rows * g->cols; i++) x[i] = (float)(splitmix(&s) >> 40) / (float)(1 << 24) - 0.5f;
         sum = fnv1a(x, (size_t)(g->rows * g->cols) * 4);
+    } else {
+        memset(x, (int)(g->next & 0xff), (size_t)(g->rows * g->cols) * 4); /* written, as any producer's data */
     }
     sf_msg_put_int(m, "seq", g->next);
     sf_msg_put_int(m, "checksum", (int64_t)(sum >> 1));
@@ -98,6 +106,7 @@ typedef struct sink {
     int64_t expect, delay_us, received;
     uint8_t *seen; /* one bit... a byte per expected seq */
     int64_t seen_len, seq_sum, bytes;
+    double t_first, t_last; /* when the first and the last message arrived */
     const char *report;
 } sink;
 
@@ -135,7 +144,8 @@ static int sink_message(sf_ctx *ctx, void *state, int input, const sf_msg *m) {
         if (s->seen[seq]) return sf_fail("message %lld arrived twice", (long long)seq);
         s->seen[seq] = 1;
     }
-    s->received++;
+    s->t_last = now_s();
+    if (s->received++ == 0) s->t_first = s->t_last;
     s->seq_sum += seq;
     s->bytes += (int64_t)t.nbytes;
     sf_count(ctx, "received", 1);
@@ -151,6 +161,10 @@ static int sink_eos(sf_ctx *ctx, void *state) {
         return sf_fail("received %lld messages, expected %lld: %lld missing", (long long)s->received, (long long)s->expect,
                        (long long)(s->expect - s->received));
     sf_log(SF_LOG_INFO, "verified %lld messages (%lld bytes of tensors), each once, checksums ok", (long long)s->received, (long long)s->bytes);
+    if (s->received > 1 && s->t_last > s->t_first) /* as bench/zmq_raw times its receiver */
+        sf_log(SF_LOG_INFO, "receive rate %.1f MB/s of tensors, first to last message (%.3f s)",
+               (double)s->bytes * (double)(s->received - 1) / (double)s->received / (s->t_last - s->t_first) / 1e6,
+               s->t_last - s->t_first);
     return SF_OK;
 }
 

@@ -514,8 +514,10 @@ static int ts_corpus_next(ts_reader *r, ts_corpus *c, ts_slot *out, char *err, s
             }
             continue;
         }
-        /* JSON Lines */
+        /* JSON Lines (checked as UTF-8 first, so raw invalid bytes count as such, not as bad JSON) */
         if (strspn(c->line, " \t\r") == c->line_len) continue;
+        if (!ts_utf8_valid(c->line, c->line_len))
+            return ts_bad(r, &r->counts.bad_utf8, err, errlen, "%s:%lld: invalid UTF-8", c->path, (long long)c->line_no);
         json_error_t je;
         json_t *o = json_loadb(c->line, c->line_len, 0, &je);
         if (!o || !json_is_object(o)) {

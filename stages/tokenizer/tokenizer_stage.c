@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "saeflow.h"
+#include "shards.h"
 #include "tok.h"
 
 static const sf_param_def tk_params[] = {
@@ -23,6 +24,10 @@ static const sf_param_def tk_params[] = {
     {"pad_id", SF_PARAM_INT, "-1", "padding id when drop_remainder = false (must be set then)"},
     {"max_seqs_per_doc", SF_PARAM_INT, "-1", "at most this many sequences from one document (-1: all)"},
     {"batch", SF_PARAM_INT, "32", "sequences per emitted message"},
+    {"skip_stored", SF_PARAM_STRING, "",
+     "comma list of shard directories and sae_trainer out_dirs: drop the sequences every one of them already "
+     "holds (stored, or trained whole), so a resumed run computes only the missing ones; the input must "
+     "produce every one of them"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -90,7 +95,40 @@ typedef struct tk_stage {
     char *split;
     int64_t n;
     uint64_t total_tokens;
+    /* skip_stored: the stored sequences; val bit i: held by directory i, TK_MET: produced again */
+    sh_keys stored;
+    uint32_t all_dirs;     /* the bits of every directory */
+    int64_t met, skipped;
 } tk_stage;
+
+#define TK_MET 0x40000000u
+#define TK_MAX_DIRS 30
+
+/* Reads the sequence keys of each directory of the comma list (a shard directory, or a trainer's
+ * out_dir) into st->stored. */
+static int tk_load_stored(tk_stage *st, const char *list) {
+    char *copy = strdup(list), *save = NULL;
+    if (!copy) return sf_fail("out of memory");
+    int n = 0, rc = SF_OK;
+    for (char *dir = strtok_r(copy, ",", &save); dir && rc == SF_OK; dir = strtok_r(NULL, ",", &save), n++) {
+        sh_manifest m;
+        sh_keys k = {0};
+        if (n == TK_MAX_DIRS) rc = sf_fail("skip_stored: more than %d directories", TK_MAX_DIRS);
+        else if ((rc = sh_manifest_load(dir, &m)) == SF_OK) { /* shards */
+            rc = sh_stored_keys(dir, &m, &k);
+            sh_manifest_free(&m);
+        } else if (rc == SF_DONE && (rc = sh_trained_keys(dir, &k)) == SF_DONE) { /* or an SAE */
+            rc = SF_OK;                                                            /* or nothing yet */
+        }
+        for (size_t i = 0; i < k.cap; i++)
+            if (k.k[i].val) sh_keys_add(&st->stored, k.k[i].doc, k.k[i].pos)->val |= 1u << n;
+        if (rc == SF_OK) sf_log(SF_LOG_INFO, "skip_stored: %s holds %zu sequences", dir, k.n);
+        sh_keys_free(&k);
+        st->all_dirs |= 1u << n;
+    }
+    free(copy);
+    return rc;
+}
 
 static int tk_init(sf_ctx *ctx, void **state) {
     tk_stage *st = calloc(1, sizeof *st);
@@ -127,7 +165,11 @@ static int tk_init(sf_ctx *ctx, void **state) {
     st->labels = calloc((size_t)st->batch, sizeof *st->labels);
     if (!st->tokens || !st->doc_ids || !st->pos || !st->labels) return sf_fail("out of memory");
     sf_log(SF_LOG_INFO, "%s: %s, %d tokens, sequences of %lld", path, tok_kind(st->tok), vocab, (long long)st->T);
-    return SF_OK;
+    const char *stored = sf_param_str(ctx, "skip_stored");
+    if (*stored && sf_replica_count(ctx) > 1)
+        return sf_fail("skip_stored needs a single tokenizer replica (it checks that the input holds every stored "
+                       "sequence)");
+    return *stored ? tk_load_stored(st, stored) : SF_OK;
 }
 
 static int tk_flush(sf_ctx *ctx, tk_stage *st) {
@@ -188,7 +230,15 @@ static int tk_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
         if ((st->max_seqs >= 0 && seqs >= st->max_seqs) || (st->truncate && p > 0)) break;
         int64_t have = n - p < st->seq_len ? n - p : st->seq_len;
         if (have < st->seq_len && st->drop_remainder) break;
-        if (tk_add(ctx, st, st->ids.ids + p, have, doc_id, p, label, label_len, split, split_len) != SF_OK)
+        sh_key *k = sh_keys_find(&st->stored, doc_id, (int32_t)p);
+        if (k && !(k->val & TK_MET)) {
+            k->val |= TK_MET;
+            st->met++;
+        }
+        if (k && (k->val & st->all_dirs) == st->all_dirs) { /* every directory holds it already */
+            st->skipped++;
+            sf_count(ctx, "stored_sequences_skipped", 1);
+        } else if (tk_add(ctx, st, st->ids.ids + p, have, doc_id, p, label, label_len, split, split_len) != SF_OK)
             return SF_ERR;
         used += have;
         seqs++;
@@ -203,13 +253,25 @@ static int tk_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
     return SF_OK;
 }
 
-static int tk_on_eos(sf_ctx *ctx, void *state) { return tk_flush(ctx, state); }
+static int tk_on_eos(sf_ctx *ctx, void *state) {
+    tk_stage *st = state;
+    if (st->stored.n && !sf_stopping(ctx)) {
+        if (st->met < (int64_t)st->stored.n)
+            return sf_fail("skip_stored: the input ended, but %lld of the %zu stored sequences never came out of it: "
+                           "it is not the input of the stored run",
+                           (long long)((int64_t)st->stored.n - st->met), st->stored.n);
+        sf_log(SF_LOG_INFO, "skip_stored: dropped %lld sequences already stored, before computing them",
+               (long long)st->skipped);
+    }
+    return tk_flush(ctx, st);
+}
 
 static void tk_destroy(void *state) {
     tk_stage *st = state;
     if (!st) return;
     if (st->tok) tk_release(st->tok);
     tok_ids_free(&st->ids);
+    sh_keys_free(&st->stored);
     for (int64_t i = 0; st->labels && i < st->batch; i++) free(st->labels[i]);
     free(st->labels);
     free(st->tokens);

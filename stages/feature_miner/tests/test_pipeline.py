@@ -50,7 +50,7 @@ def read_safetensors(path):
 
 
 def main():
-    listed = subprocess.run([SAEFLOW, "stages"], capture_output=True, text=True).stdout
+    listed = subprocess.run([SAEFLOW, "stages", "--list"], capture_output=True, text=True).stdout
     missing = [st for st in ("zmq_in", "forward", "feature_miner") if f"  {st} " not in listed]
     if missing:
         print(f"skip: stages not built: {missing}")

@@ -28,7 +28,7 @@ ROOT = os.path.normpath(os.path.join(HERE, "..", "..", ".."))
 
 
 def main():
-    listed = subprocess.run([SAEFLOW, "stages"], capture_output=True, text=True).stdout
+    listed = subprocess.run([SAEFLOW, "stages", "--list"], capture_output=True, text=True).stdout
     missing = [st for st in ("zmq_in", "shard_writer", "shard_source", "feature_miner") if f"  {st} " not in listed]
     if missing:
         print(f"skip: stages not built: {missing}")

@@ -71,7 +71,7 @@ static void run_fixture(const char *dir) {
     }
     float *logits = calloc((size_t)N * c->vocab, sizeof *logits), *loss = calloc((size_t)N, sizeof *loss);
     fw_state *s = fw_state_new(2);
-    fw_request r = {tokens, B, T, n_hooks, hooks, outs, logits, loss};
+    fw_request r = {tokens, B, T, n_hooks, hooks, outs, logits, loss, NULL};
     if (fw_forward(m, s, &r) != SF_OK) {
         fprintf(stderr, "%s: forward: %s\n", dir, sf_last_error());
         exit(1);
@@ -100,7 +100,7 @@ static void run_fixture(const char *dir) {
     float *one = calloc((size_t)T * c->vocab, sizeof *one);
     double split_err = 0;
     for (int b = 0; b < B; b++) {
-        fw_request r1 = {tokens + (size_t)b * T, 1, T, 0, NULL, NULL, one, loss};
+        fw_request r1 = {tokens + (size_t)b * T, 1, T, 0, NULL, NULL, one, loss, NULL};
         if (fw_forward(m, s, &r1) != SF_OK) exit(1);
         double e = rel_err(one, want_logits + (size_t)b * T * c->vocab, (size_t)T * c->vocab);
         if (e > split_err) split_err = e;
@@ -114,7 +114,7 @@ static void run_fixture(const char *dir) {
     fw_model *part = fw_model_load(dir, 2, 0);
     float *mid = calloc((size_t)N * c->d_model, sizeof *mid);
     fw_hook h = {FW_RESID_POST, 1};
-    fw_request r2 = {tokens, B, T, 1, &h, &mid, NULL, NULL};
+    fw_request r2 = {tokens, B, T, 1, &h, &mid, NULL, NULL, NULL};
     if (!part || part->n_loaded != 2 || part->lm_head || fw_forward(part, s, &r2) != SF_OK) {
         fprintf(stderr, "%s: partial load: %s\n", dir, sf_last_error());
         exit(1);
@@ -123,8 +123,8 @@ static void run_fixture(const char *dir) {
     check(name, "partial load", rel_err(mid, want_mid, (size_t)N * c->d_model));
     /* and a hook past the loaded blocks, or logits without the head, are refused */
     fw_hook beyond = {FW_RESID_PRE, 2};
-    fw_request r3 = {tokens, B, T, 1, &beyond, &mid, NULL, NULL};
-    fw_request r4 = {tokens, B, T, 0, NULL, NULL, NULL, loss};
+    fw_request r3 = {tokens, B, T, 1, &beyond, &mid, NULL, NULL, NULL};
+    fw_request r4 = {tokens, B, T, 0, NULL, NULL, NULL, loss, NULL};
     if (fw_forward(part, s, &r3) == SF_OK || fw_forward(part, s, &r4) == SF_OK) {
         printf("%s: a hook beyond the loaded blocks or loss without the head was accepted\n", name);
         failures++;

@@ -19,9 +19,7 @@ import tempfile
 import numpy as np
 
 try:
-    import msgpack
-    import msgpack_numpy
-    import zmq
+    import zmq_pipeline
 except ImportError as e:
     print(f"skip: {e}")
     sys.exit(77)
@@ -84,32 +82,10 @@ stage sink = zmq_out {{
     endpoint = "{ep_out}"
 }}
 """)
-    proc = subprocess.Popen([SAEFLOW, "run", pipe, "--no-progress"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    ctx = zmq.Context()
-    push, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
-    push.connect(ep_in)
-    pull.connect(ep_out)
-    pull.setsockopt(zmq.RCVTIMEO, 60000)
-    for msg in msgs:
-        push.send(msgpack.packb(msg, default=msgpack_numpy.encode))
-    push.send(b"")
-    got = []
-    try:
-        while True:
-            frame = pull.recv()
-            if not frame:
-                break
-            got.append(msgpack.unpackb(frame, object_hook=msgpack_numpy.decode, raw=False))
-    except zmq.Again:
-        print("timed out waiting for the pipeline")
-    out, _ = proc.communicate(timeout=60)
-    push.close(0)
-    pull.close(0)
-    ctx.term()
-    if proc.returncode != 0:
+    rc, out, got = zmq_pipeline.run(SAEFLOW, pipe, ep_in, ep_out, msgs)
+    if rc != 0:
         print(out)
-    check(f"pipeline exit ({out_dtype})", proc.returncode == 0)
+    check(f"pipeline exit ({out_dtype})", rc == 0)
     return got
 
 

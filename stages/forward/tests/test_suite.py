@@ -4,6 +4,12 @@ reference tools/reference_forward.py saved in data/suite/reference/: per-token l
 every residual-stream hook within 1e-4 (relative to its scale), the same argmax predictions, and
 the same greedy continuations of the reference prompts. Exits 77 if the reference is absent.
 
+With the committed SAE (reference/sae, trained on resid_post.2; tools/reference_forward.py
+--make-sae-fixture): the per-token loss with the SAE's reconstruction spliced in at its hook, from
+`saeflow forward --sae` and from the forward stage (field loss_sae) in a pipeline zmq_in -> forward ->
+{sae_eval, zmq_out}, within 1e-4 of the PyTorch forward hook's (also under a scalar normalisation),
+and sae_eval's mean losses and increase against numpy means of the reference.
+
 usage: test_suite.py SAEFLOW_EXE SOURCE_ROOT [REFERENCE_DIR]
 """
 import json
@@ -31,6 +37,111 @@ def run(args, stdin):
     if p.returncode != 0:
         print(p.stderr)
     return p
+
+
+def write_pipeline(tmp, ckpt, sae):
+    ep_in, ep_out = f"ipc://{tmp}/in", f"ipc://{tmp}/out"
+    pipe = os.path.join(tmp, "p.saeflow")
+    with open(pipe, "w") as f:
+        f.write(f"""
+stage src = zmq_in {{
+    endpoint = "{ep_in}"
+}}
+stage fwd = forward {{
+    input = src
+    model = "{ckpt}"
+    hooks = resid_post.2
+    sae = "{sae}"
+    threads = 1
+}}
+stage ev = sae_eval {{
+    input = fwd
+    sae_dir = "{sae}"
+    out = "{tmp}/eval.json"
+}}
+stage sink = zmq_out {{
+    input = fwd
+    endpoint = "{ep_out}"
+}}
+""")
+    return pipe, ep_in, ep_out
+
+
+def test_sae_pipeline(tmp, ckpt, sae, ids, want_loss, want_sae):
+    try:
+        import zmq_pipeline
+    except ImportError as e:
+        print(f"skip the pipeline check: {e}")
+        return
+    if subprocess.run([SAEFLOW, "stages", "zmq_in"], capture_output=True).returncode != 0:
+        print("skip the pipeline check: the bridge stages (zmq_in, zmq_out) are not built")
+        return
+    pipe, ep_in, ep_out = write_pipeline(tmp, ckpt, sae)
+    B = ids.shape[0]
+    halves = [{"tokens": np.ascontiguousarray(h), "split": "test"} for h in (ids[:B // 2], ids[B // 2:])]
+    rc, out, got = zmq_pipeline.run(SAEFLOW, pipe, ep_in, ep_out, halves)
+    check("sae pipeline exit", rc == 0, "" if rc == 0 else out)
+    if len(got) != 2 or any("loss_sae" not in m for m in got):
+        check("loss_sae on every message", False, f"{len(got)} messages")
+        return
+    # BOS dropped: column t holds the loss of predicting ids[t + 2]; NaN at the end
+    lg = np.concatenate([m["loss_sae"] for m in got])
+    ok = lg.shape == (B, ids.shape[1] - 1) and bool(np.all(np.isnan(lg[:, -1])))
+    err = float(np.max(np.abs(lg[:, :-1] - want_sae[:, 1:]))) if ok else float("inf")
+    check("stage loss_sae within 1e-4 of PyTorch", ok and err <= 1e-4, f"max abs err {err:.2e}")
+    with open(os.path.join(tmp, "eval.json")) as f:
+        ev = json.load(f)
+    m, ms = want_loss[:, 1:].mean(), want_sae[:, 1:].mean()
+    ok = ev.get("loss_tokens") == want_loss[:, 1:].size and abs(ev["loss"] - m) <= 1e-4 and \
+        abs(ev["loss_sae"] - ms) <= 1e-4 and abs(ev["loss_increase"] - (ms - m)) <= 1e-4
+    check("sae_eval: loss, loss_sae, increase", ok,
+          f"{ev.get('loss')} {ev.get('loss_sae')} {ev.get('loss_increase')} vs {m:.6f} {ms:.6f}")
+
+
+def test_sae(ckpt, ids, want_loss):
+    sae = os.path.join(REF, "sae")
+    if not os.path.exists(os.path.join(sae, "config.json")):
+        print(f"skip the SAE splice checks: no {sae}")
+        return
+    want_sae = np.load(os.path.join(REF, "loss_sae.npy")).astype(np.float64)
+    want_scalar = np.load(os.path.join(REF, "loss_sae_scalar.npy")).astype(np.float64)
+    with open(os.path.join(sae, "reference.json")) as f:
+        scale = json.load(f)["scalar"]["scale"]
+    B, T = ids.shape
+    stdin = "".join(" ".join(map(str, row)) + "\n" for row in ids)
+    with tempfile.TemporaryDirectory() as tmp:
+        # the same weights read with a scalar normalisation
+        scalar = os.path.join(tmp, "scalar")
+        os.makedirs(scalar)
+        os.symlink(os.path.abspath(os.path.join(sae, "model.safetensors")), os.path.join(scalar, "model.safetensors"))
+        with open(os.path.join(sae, "config.json")) as f:
+            cfg = json.load(f)
+        cfg.update(saeflow_normalize="scalar", saeflow_norm_scale=scale)
+        with open(os.path.join(scalar, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        out = os.path.join(tmp, "l.npy")
+        for what, d, extra, want in (("recorded hook", sae, [], want_sae),
+                                     ("--sae-hook", sae, ["--sae-hook", "resid_post.2"], want_sae),
+                                     ("scalar norm", scalar, [], want_scalar)):
+            p = run([ckpt, "--sae", d, "--loss-out", out] + extra, stdin)
+            ok = p.returncode == 0
+            e0 = e1 = d_mean = float("inf")
+            if ok:
+                got = np.load(out).astype(np.float64).reshape(B, T, 2)
+                ok = bool(np.all(np.isnan(got[:, -1])))
+                e0 = float(np.max(np.abs(got[:, :-1, 0] - want_loss)))
+                e1 = float(np.max(np.abs(got[:, :-1, 1] - want)))
+                lines = p.stdout.split()
+                d_mean = abs(float(lines[lines.index("loss_sae") + 1]) - want.mean())
+            check(f"cli --sae ({what}): clean loss", ok and e0 <= 1e-4, f"max abs err {e0:.2e}")
+            check(f"cli --sae ({what}): spliced loss", ok and e1 <= 1e-4 and d_mean <= 1e-4,
+                  f"max abs err {e1:.2e}, mean {d_mean:.2e}")
+        check("the SAE raises the loss (and not absurdly)", 0 < want_sae.mean() - want_loss.mean() < 1.0,
+              f"{want_loss.mean():.3f} -> {want_sae.mean():.3f}")
+        p = run([ckpt, "--sae", sae, "--sae-hook", "mlp_hidden.2", "--loss"], stdin)
+        check("cli --sae at a hook of another width", p.returncode != 0 and "512 wide" in p.stderr,
+              p.stderr.strip())
+        test_sae_pipeline(tmp, ckpt, sae, ids, want_loss, want_sae)
 
 
 def main():
@@ -82,6 +193,8 @@ def main():
                 got = np.load(out)
                 e = float(np.max(np.abs(got - want)) / max(1.0, np.max(np.abs(want))))
             check(f"{hook} within 1e-4", ok and e <= 1e-4, f"rel err {e:.2e}")
+
+    test_sae(ckpt, ids, want_loss)
 
     gens = fixture.get("greedy", [])
     stdin = "".join(" ".join(map(str, g["prompt_ids"])) + "\n" for g in gens)

@@ -29,6 +29,7 @@ set out = out
 set max = 0
 set resume = false
 set delay = 0
+set ckpt_every = 7
 stage gen = tensor_gen {
     count = %d
     rows = %d
@@ -45,7 +46,7 @@ stage sae = sae_trainer {
     batch = %d
     warmup_steps = 5
     metrics_every = 5
-    checkpoint_every = 7
+    checkpoint_every = ${ckpt_every}
     max_tokens = ${max}
     resume = ${resume}
     k_aux = 8
@@ -102,7 +103,7 @@ def check(cond, what):
 
 
 def main():
-    stages = subprocess.run([SAEFLOW, "stages"], capture_output=True, text=True).stdout
+    stages = subprocess.run([SAEFLOW, "stages", "--list"], capture_output=True, text=True).stdout
     if "tensor_gen" not in stages or "sae_trainer" not in stages:
         print("SKIP: saeflow has no tensor_gen / sae_trainer stage (configure with the testing stages)")
         sys.exit(77)
@@ -152,9 +153,12 @@ def main():
               f"saeflow sae info reads {sub or 'the paper layout'}")
 
     # 2. Stop after 12 steps (max_tokens), then resume: identical to the uninterrupted run.
-    run(tmp, "out=two", f"max={12 * BATCH}")
+    log = run(tmp, "out=two", f"max={12 * BATCH}", "--progress")  # live lines, though not a terminal
     _, m1 = read_st(os.path.join(tmp, "two", "checkpoint.safetensors"))
     check(m1["step"] == "12", "the first part stops at step 12")
+    last = json.loads(open(os.path.join(tmp, "two", "metrics.jsonl")).read().splitlines()[-1])
+    note = f"step 12 loss {last['loss']:.4g} fvu {last['fvu']:.4f} L0 {last['l0']:.1f} dead"
+    check(note in log, f"the live progress line shows the last metrics ({note!r})")
     # The second part on one thread (pool and OpenBLAS): results must not depend on the threads.
     log = run(tmp, "out=two", "resume=true", env={"SAE_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
     check("resuming at step 12" in log, "the second part resumes at step 12")
@@ -166,17 +170,22 @@ def main():
     check(all(np.array_equal(ck_full[k], ck_two[k]) for k in ck_full if k != "since_fired"),
           "... and identical Adam moments")
 
-    # 3. SIGINT mid-run, then resume.
-    p = subprocess.Popen([SAEFLOW, "run", "p.sf", "--no-progress", "out=int", "delay=40000"], cwd=tmp,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # 3. SIGINT mid-run, then resume. No periodic checkpoints: the one found must be SIGINT's.
+    p = subprocess.Popen([SAEFLOW, "run", "p.sf", "--no-progress", "out=int", "delay=40000", "ckpt_every=0"],
+                         cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     ck = os.path.join(tmp, "int", "checkpoint.safetensors")
+    metrics = os.path.join(tmp, "int", "metrics.jsonl")
     deadline = time.time() + 120
-    while not os.path.exists(ck) and time.time() < deadline:  # wait for the first checkpoint (step 7)
-        time.sleep(0.05)
+    while time.time() < deadline and not (os.path.exists(metrics) and open(metrics).read().count("\n") >= 1):
+        time.sleep(0.05)  # the first metrics line: step 5 is done
+    check(not os.path.exists(ck), "no checkpoint before the interrupt (checkpoint_every=0)")
     p.send_signal(signal.SIGINT)
     err = p.communicate(timeout=120)[1]
+    check(os.path.exists(ck), "SIGINT saves a checkpoint" + ("" if os.path.exists(ck) else ":\n" + err))
     _, mi = read_st(ck)
-    check(7 <= int(mi["step"]) < 30, f"interrupted at step {mi['step']} with a checkpoint ({p.returncode=})")
+    cfg_int = json.load(open(os.path.join(tmp, "int", "config.json")))
+    check(5 <= int(mi["step"]) < 30 and not cfg_int["saeflow_training"]["complete"],
+          f"interrupted at step {mi['step']}, model marked incomplete ({p.returncode=})")
     run(tmp, "out=int", "resume=true")
     same = open(os.path.join(tmp, "int", "model.safetensors"), "rb").read() == \
         open(os.path.join(full, "model.safetensors"), "rb").read()

@@ -111,7 +111,7 @@ static int run_write(const args *a) {
     int64_t in_rows = 0;
     float *input = a->input ? load_input(a->input, a->d, &in_rows) : NULL;
     if (a->input && !input) return fprintf(stderr, "cannot read %s\n", a->input), 1;
-    sh_writer *w = sh_writer_open(a->dir, a->dtype, (size_t)a->shard_kb << 10, !a->no_resume);
+    sh_writer *w = sh_writer_open(a->dir, a->dtype, (size_t)a->shard_kb << 10, !a->no_resume, 0);
     if (!w) return fprintf(stderr, "error: %s\n", sf_last_error()), 1;
     int64_t maxB = a->bench ? a->bench_b : 4, maxT = a->bench ? a->bench_t : 8, d = a->d;
     float *acts = malloc((size_t)(maxB * maxT * d) * 4);

@@ -2,12 +2,18 @@
 message per hook on one edge) -> two shard_writers, each keeping one hook. Each directory must hold
 its own hook only, both the same tokens, documents and positions (64-token sequences, BOS dropped),
 different activations; a run killed with SIGKILL at random moments and resumed must store the same
-rows as an uninterrupted run, each once, bit for bit; and (with sae_trainer built) an SAE trained on
-shards replayed in order must be bit-identical to one trained live in the extraction run.
+rows as an uninterrupted run, each once, bit for bit, the resumed runs forwarding only the sequences
+not yet stored (tokenizer skip_stored); and (with sae_trainer built) an SAE trained on
+shards replayed in order must be bit-identical to one trained live in the extraction run; and
+extraction + live training interrupted (SIGINT) and resumed with skip_stored naming the shard
+directory and the trainer's out_dir stores every sequence once and trains every row at most once,
+as many rows as an uninterrupted run.
 Usage: test_extract.py SHARDS_DRIVER SAEFLOW REPO_ROOT
 Skips (77) when the suite data or the upstream stages are missing."""
+import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -24,7 +30,7 @@ suite, corpus = os.path.join(ROOT, "data/suite"), os.path.join(ROOT, "data/corpu
 if not os.path.exists(os.path.join(suite, "step-000000/model.safetensors")) or not os.path.exists(corpus):
     print("skip: data/suite or data/corpus missing")
     sys.exit(77)
-stages = subprocess.run([SAEFLOW, "stages"], capture_output=True, text=True).stdout
+stages = subprocess.run([SAEFLOW, "stages", "--list"], capture_output=True, text=True).stdout
 if not all(s in stages for s in ("text_source", "tokenizer", "forward")):
     print("skip: text_source, tokenizer and forward are not built here (-Dstages)")
     sys.exit(77)
@@ -43,6 +49,7 @@ stage tok = tokenizer {{
     tokenizer = "{suite}/tokenizer.model"
     seq_len = 64
     max_seqs_per_doc = 3
+    skip_stored = "DIR/l1,DIR/l2"
 }}
 stage fwd = forward {{
     input = tok
@@ -57,6 +64,7 @@ stage l1 = shard_writer {{
     hook = resid_post.1
     dtype = BF16
     shard_mb = 1
+    skipped_upstream = true
 }}
 stage l2 = shard_writer {{
     input = fwd
@@ -64,6 +72,7 @@ stage l2 = shard_writer {{
     hook = resid_post.2
     dtype = BF16
     shard_mb = 1
+    skipped_upstream = true
 }}
 """
 
@@ -101,15 +110,50 @@ print(f"extracted {rows} rows per hook in {full:.1f} s")
 # uninterrupted run, each once, with bit-identical activations.
 dst = os.path.join(tmp, "killed")
 rng = random.Random(3)
+
+
+def stored_in_both():
+    """The sequence keys both directories hold, read from the shards."""
+    both = None
+    for hook in ("l1", "l2"):
+        keys = set()
+        if os.path.exists(os.path.join(dst, hook, "manifest.json")):
+            for c in load_dir(os.path.join(dst, hook))[1].values():
+                first = np.r_[True, c["seq"][1:] != c["seq"][:-1]]
+                keys |= set(zip(c["doc_id"][first].tolist(), c["pos"][first].tolist()))
+        both = keys if both is None else both & keys
+    return both
+
+
+# SIGKILL 6 times at random moments (more, up to 12, until both directories hold something, so the
+# last run has something to skip even on a loaded machine).
 killed = 0
-for i in range(6):
+for i in range(12):
     proc = subprocess.Popen(pipeline(dst), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(rng.uniform(0.3, 0.8) * full)
+    time.sleep(rng.uniform(0.3, 0.8) * full if i < 6 else rng.uniform(0.7, 0.95) * full)
     proc.send_signal(signal.SIGKILL)
     killed += proc.wait() != 0
+    if i >= 5 and stored_in_both():
+        break
+# The tokenizer (skip_stored) drops the sequences both directories hold before they are computed:
+# the last run forwards exactly the others (counted independently from the shards on disk).
+both = stored_in_both()
 p = subprocess.run(pipeline(dst), capture_output=True, text=True, timeout=600)
 check(p.returncode == 0, f"resumed extraction failed: {p.stderr[-3000:]}")
 check(killed >= 3, f"only {killed} runs were interrupted")
+
+
+def counter(text, name):
+    found = re.search(r"^\s*" + re.escape(name) + r" = (\d+)$", text, re.M)
+    return int(found.group(1)) if found else 0
+
+
+total = rows // 64
+sent, skipped = counter(p.stderr, "tok: sequences"), counter(p.stderr, "tok: stored_sequences_skipped")
+check(len(both) > 0, "no sequence was stored in both directories before the last run: the test proves nothing")
+check(skipped == len(both) and sent == total - len(both),
+      f"the last run forwarded {sent} and skipped {skipped} of {total} sequences; {len(both)} were stored in both")
+print(f"last run: {skipped} stored sequences skipped before the forward pass, {sent} forwarded")
 for hook in ("l1", "l2"):
     _, a = load_dir(os.path.join(ref, hook))
     _, b = load_dir(os.path.join(dst, hook))
@@ -120,6 +164,15 @@ for hook in ("l1", "l2"):
               f"{hook} {sp}: resumed rows are not the uninterrupted run's rows, each once")
         check(np.array_equal(b[sp]["acts"], a[sp]["acts"][idx]), f"{hook} {sp}: resumed activations differ")
 print(f"{killed} interrupted runs, resumed to the same rows")
+
+# Another input (fewer documents) on the stored run: the tokenizer refuses it, nothing changes.
+before = {h: open(os.path.join(dst, h, "manifest.json"), "rb").read() for h in ("l1", "l2")}
+short = pipeline(dst)
+open(short[2], "w").write(PIPE.replace("DIR", dst).replace("max_docs = 120", "max_docs = 60"))
+p = subprocess.run(short, capture_output=True, text=True, timeout=600)
+check(p.returncode != 0 and "not the input of the stored run" in p.stderr, f"a shorter input was accepted: {p.stderr}")
+check(all(open(os.path.join(dst, h, "manifest.json"), "rb").read() == before[h] for h in before),
+      "a refused input changed a manifest")
 
 # Extract once, train apart: an SAE trained live on forward's output and one trained on the shards
 # written in the same run (replayed in order) must be bit-identical.
@@ -139,9 +192,10 @@ stage sae = sae_trainer {{
     checkpoint_every = 0
 }}
 """
-live = PIPE.split("stage l1 = shard_writer")[0].replace('"resid_post.1,resid_post.2"', "resid_post.2")
-live += SAE.format(src="fwd", out=os.path.join(tmp, "sae-live"))
-live += f'stage keep = shard_writer {{\n    input = fwd\n    dir = "{tmp}/sae-shards"\n    dtype = BF16\n}}\n'
+upstream = PIPE.split("stage l1 = shard_writer")[0].replace('"resid_post.1,resid_post.2"', "resid_post.2")
+KEEP = 'stage keep = shard_writer {{\n    input = fwd\n    dir = "{dir}"\n    dtype = BF16\n{extra}}}\n'
+live = upstream.replace('    skip_stored = "DIR/l1,DIR/l2"\n', "") + SAE.format(src="fwd", out=os.path.join(tmp, "sae-live"))
+live += KEEP.format(dir=f"{tmp}/sae-shards", extra="")
 replay = f'stage acts = shard_source {{\n    dir = "{tmp}/sae-shards"\n    split = train\n}}\n'
 replay += SAE.format(src="acts", out=os.path.join(tmp, "sae-replay"))
 for name, text in (("live", live), ("replay", replay)):
@@ -155,4 +209,45 @@ check(a.keys() == b.keys() and len(a) >= 4, f"SAE tensors {list(a)} / {list(b)}"
 for k in a:
     check(np.array_equal(a[k][1], b[k][1]), f"SAE trained from shards differs from the live one in {k}")
 print(f"SAE trained on shards == SAE trained live ({', '.join(a)})")
+
+# Extraction and training at once, interrupted (SIGINT: the trainer checkpoints, the writer keeps its
+# whole sequences) and resumed with skip_stored naming both: the tokenizer drops only what both hold,
+# each keeps what it has; at the end the shards hold every sequence once and the trainer trained
+# every train row at most once, as many as an uninterrupted run.
+sh, sae = os.path.join(tmp, "both-shards"), os.path.join(tmp, "both-sae")
+both_pipe = upstream.replace('"DIR/l1,DIR/l2"', f'"{sh},{sae}"')
+both_pipe += SAE.format(src="fwd", out=sae).replace("checkpoint_every = 0", "checkpoint_every = 0\n    resume = true")
+both_pipe += KEEP.format(dir=sh, extra="    skipped_upstream = true\n")
+open(os.path.join(tmp, "both.sf"), "w").write(both_pipe)
+stopped = 0
+for i in range(3):
+    proc = subprocess.Popen([SAEFLOW, "run", os.path.join(tmp, "both.sf"), "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(rng.uniform(0.4, 0.7) * full)
+    proc.send_signal(signal.SIGINT)
+    stopped += proc.wait() != 0
+p = subprocess.run([SAEFLOW, "run", os.path.join(tmp, "both.sf"), "--no-progress"], capture_output=True, text=True,
+                   timeout=600)
+check(p.returncode == 0 and stopped >= 1, f"resumed extraction + training failed ({stopped} stopped): {p.stderr[-3000:]}")
+held = re.search(r"skip_stored: " + re.escape(sae) + r" holds (\d+) sequences", p.stderr)
+check(held is not None, "the tokenizer did not read the trainer's checkpoint as a store")
+_, c = load_dir(sh)
+_, ref_c = load_dir(os.path.join(tmp, "sae-shards"))
+for sp in ref_c:
+    got = sorted(zip(c[sp]["doc_id"].tolist(), c[sp]["pos"].tolist()))
+    check(got == sorted(zip(ref_c[sp]["doc_id"].tolist(), ref_c[sp]["pos"].tolist())),
+          f"{sp}: the resumed shards are not the uninterrupted run's rows, each once")
+t, _ = read_safetensors(os.path.join(sae, "checkpoint.safetensors"))
+tr = t["trained_rows"][1]
+first = np.r_[True, ref_c["train"]["seq"][1:] != ref_c["train"]["seq"][:-1]]
+train_keys = set(zip(ref_c["train"]["doc_id"][first].tolist(), ref_c["train"]["pos"][first].tolist()))
+ref_tokens = json.load(open(os.path.join(tmp, "sae-live", "config.json")))["saeflow_training"]["tokens"]
+tokens = json.load(open(os.path.join(sae, "config.json")))["saeflow_training"]["tokens"]
+check(tr.max() <= 64 and set(zip(t["trained_doc"][1].tolist(), t["trained_pos"][1].tolist())) <= train_keys,
+      "a row trained twice, or a sequence not of the train split")
+check(tokens == ref_tokens and int(tr.sum()) >= tokens,
+      f"the resumed trainer trained {tokens} rows, the uninterrupted one {ref_tokens}")
+print(f"extraction + training, {stopped} interrupted runs, resumed ({held.group(1)} trained sequences, "
+      f"{counter(p.stderr, 'tok: stored_sequences_skipped')} skipped by the tokenizer): shards complete, "
+      "every row trained at most once")
 print("ok")

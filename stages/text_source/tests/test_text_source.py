@@ -96,9 +96,9 @@ check(all(expected[m["doc_id"]][2] == m["source"] for m in msgs if m["doc_id"] i
       "source is file:line")
 bad0 = en_paths[0]
 for where, words in [(f"{bad0}:11:", "malformed JSON"), (f"{bad0}:21:", 'field "text" missing'),
-                     (f"{bad0}:31:", "malformed JSON"), (f"{ja_path}:301:", "invalid UTF-8")]:
+                     (f"{bad0}:31:", "invalid UTF-8"), (f"{ja_path}:301:", "invalid UTF-8")]:
     check(where in err and words in err.split(where, 1)[1].split("\n")[0], f"skipped input reported as {where} {words}")
-check("skipped_bad_json = 2" in err and "skipped_missing_field = 1" in err and "skipped_bad_utf8 = 1" in err,
+check("skipped_bad_json = 1" in err and "skipped_missing_field = 1" in err and "skipped_bad_utf8 = 2" in err,
       "run summary counts the skipped records")
 
 # ---- order: reproducible from the seed; interleaved corpora ----

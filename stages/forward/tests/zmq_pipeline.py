@@ -1,0 +1,37 @@
+"""Runs a pipeline file whose source is a zmq_in at ep_in and whose sink is a zmq_out at ep_out:
+sends msgs (MESSAGES.md dicts, msgpack-numpy), then the end-of-stream frame, and collects what
+comes out. Shared by the forward tests (needs pyzmq and msgpack_numpy)."""
+import subprocess
+
+import msgpack
+import msgpack_numpy
+import zmq
+
+
+def run(saeflow, pipe, ep_in, ep_out, msgs, timeout_ms=60000):
+    """-> (exit code, the run's output, the messages received)"""
+    proc = subprocess.Popen([saeflow, "run", pipe, "--no-progress"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    ctx = zmq.Context()
+    push, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
+    push.connect(ep_in)
+    pull.connect(ep_out)
+    pull.setsockopt(zmq.RCVTIMEO, timeout_ms)
+    for msg in msgs:
+        push.send(msgpack.packb(msg, default=msgpack_numpy.encode))
+    push.send(b"")
+    got = []
+    try:
+        while True:
+            frame = pull.recv()
+            if not frame:
+                break
+            got.append(msgpack.unpackb(frame, object_hook=msgpack_numpy.decode, raw=False))
+    except zmq.Again:
+        print("timed out waiting for the pipeline")
+        proc.kill()
+    out, _ = proc.communicate(timeout=60)
+    push.close(0)
+    pull.close(0)
+    ctx.term()
+    return proc.returncode, out, got

@@ -1,0 +1,113 @@
+/* Sets of sequence keys (doc_id, pos of the first token), which the *tokens* contract makes
+ * unique: the writer's resume check, the tokenizer's skip of stored sequences and the trainer's
+ * skip of trained ones. Open addressing, 25-50% full: 32-64 bytes per key. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sf_safetensors.h"
+#include "shards.h"
+
+static size_t key_hash(int64_t doc, int32_t pos) {
+    uint64_t h = (uint64_t)doc * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uint32_t)pos * 0xbf58476d1ce4e5b9ull;
+    return (size_t)(h ^ h >> 29);
+}
+
+static sh_key *slot(const sh_keys *s, int64_t doc, int32_t pos) {
+    for (size_t i = key_hash(doc, pos) & (s->cap - 1);; i = (i + 1) & (s->cap - 1))
+        if (!s->k[i].val || (s->k[i].doc == doc && s->k[i].pos == pos)) return &s->k[i];
+}
+
+sh_key *sh_keys_find(const sh_keys *s, int64_t doc, int32_t pos) {
+    if (!s->n) return NULL;
+    sh_key *k = slot(s, doc, pos);
+    return k->val ? k : NULL;
+}
+
+sh_key *sh_keys_add(sh_keys *s, int64_t doc, int32_t pos) {
+    if (2 * (s->n + 1) > s->cap) {
+        sh_keys big = {calloc(s->cap ? 2 * s->cap : 64, sizeof(sh_key)), s->cap ? 2 * s->cap : 64, s->n};
+        if (!big.k) abort();
+        for (size_t i = 0; i < s->cap; i++)
+            if (s->k[i].val) *slot(&big, s->k[i].doc, s->k[i].pos) = s->k[i];
+        free(s->k);
+        *s = big;
+    }
+    sh_key *k = slot(s, doc, pos);
+    if (!k->val) {
+        *k = (sh_key){doc, pos, SH_KEY_USED};
+        s->n++;
+    }
+    return k;
+}
+
+void sh_keys_free(sh_keys *s) {
+    free(s->k);
+    memset(s, 0, sizeof *s);
+}
+
+int sh_stored_keys(const char *dir, const sh_manifest *m, sh_keys *keys) {
+    for (size_t i = 0; i < m->nshards; i++) {
+        sh_shard s;
+        if (sh_shard_open(dir, m, &m->shards[i], 0, &s) != SF_OK) return SF_ERR;
+        int64_t prev = -1;
+        for (int64_t r = 0; r < s.n; r++) {
+            int64_t q, doc;
+            int32_t pos;
+            memcpy(&q, s.seq + 8 * r, 8);
+            if (q == prev) continue;
+            prev = q;
+            memcpy(&doc, s.doc_id + 8 * r, 8);
+            memcpy(&pos, s.pos + 4 * r, 4);
+            sh_keys_add(keys, doc, pos);
+        }
+        sh_shard_close(&s);
+    }
+    return SF_OK;
+}
+
+int sh_trained_lists(const sf_st_file *f, const char *path, sh_trained *t) {
+    const sf_st_tensor *doc = sf_st_find(f, "trained_doc"), *pos = sf_st_find(f, "trained_pos"),
+                       *rows = sf_st_find(f, "trained_rows");
+    if (!doc && !pos && !rows) return SF_DONE;
+    t->n = doc ? doc->t.shape[0] : -1;
+    if (!doc || !pos || !rows || doc->t.dtype != SF_I64 || pos->t.dtype != SF_I32 || rows->t.dtype != SF_I32 ||
+        doc->t.ndim != 1 || pos->t.ndim != 1 || rows->t.ndim != 1 || pos->t.shape[0] != t->n ||
+        rows->t.shape[0] != t->n)
+        return sf_fail("%s: trained_doc, trained_pos, trained_rows must be I64, I32, I32 vectors of one length", path);
+    t->doc = doc->t.data;
+    t->pos = pos->t.data;
+    t->rows = rows->t.data;
+    return SF_OK;
+}
+
+void sh_trained_at(const sh_trained *t, int64_t i, int64_t *doc, int32_t *pos, int32_t *rows) {
+    memcpy(doc, (const char *)t->doc + 8 * i, 8);
+    memcpy(pos, (const char *)t->pos + 4 * i, 4);
+    memcpy(rows, (const char *)t->rows + 4 * i, 4);
+}
+
+int sh_trained_keys(const char *dir, sh_keys *keys) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
+    if (access(path, F_OK) != 0) return SF_DONE;
+    sf_st_file *f = sf_st_open(path);
+    if (!f) return SF_ERR;
+    const char *sr = sf_st_metadata(f, "seq_rows");
+    long long seq_rows = sr ? atoll(sr) : 0;
+    sh_trained t;
+    int rc = sh_trained_lists(f, path, &t);
+    if (rc == SF_DONE) rc = sf_fail("%s lists no trained sequences (trained_doc, trained_pos, trained_rows)", path);
+    else if (rc == SF_OK && seq_rows < 1)
+        rc = sf_fail("%s: its sequences were not all of one length (seq_rows): which were trained whole is unknown",
+                     path);
+    for (int64_t i = 0; rc == SF_OK && i < t.n; i++) {
+        int64_t d;
+        int32_t p, r;
+        sh_trained_at(&t, i, &d, &p, &r);
+        if (r >= seq_rows) sh_keys_add(keys, d, p);
+    }
+    sf_st_close(f);
+    return rc;
+}
