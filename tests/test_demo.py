@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The demo, reduced: two checkpoints of data/suite with tiny budgets through tools/demo.sh (train
 an SAE live from the forward stage, evaluate and mine on the test split, report), then check that
-every artefact exists and agrees with the others. Usage: test_demo.py SOURCE_ROOT BUILD_ROOT"""
-import glob, json, os, subprocess, sys, tempfile
+every artefact exists and agrees with the others. Runs in BUILD_ROOT (demo.sh's BUILD); the run
+directory is removed when everything passes. Usage: test_demo.py SOURCE_ROOT BUILD_ROOT"""
+import glob, json, os, shutil, subprocess, sys, tempfile
 
 src, build = sys.argv[1], sys.argv[2]
 steps = sorted(os.path.basename(p) for p in glob.glob(os.path.join(src, "data/suite/step-*")))
@@ -20,16 +21,25 @@ def check(cond, what):
     failures += 0 if cond else 1
 
 
-env = dict(os.environ, RUNS=runs, STEPS=" ".join(steps),
+env = dict(os.environ, RUNS=runs, BUILD=os.path.abspath(build), STEPS=" ".join(steps),
            TRAIN_ARGS="docs=300 seqs_per_doc=4 train_tokens=60000 batch=512 warmup=20", MINE_ARGS="docs=120 seqs_per_doc=2")
 r = subprocess.run([os.path.join(src, "tools/demo.sh")], cwd=src, env=env, capture_output=True, text=True, timeout=900)
 check(r.returncode == 0, f"tools/demo.sh on {steps} exits 0" + ("" if r.returncode == 0 else ":\n" + r.stderr[-2000:]))
+check(f"== building in {env['BUILD']}" in r.stdout and not os.path.exists(os.path.join(runs, "build")),
+      f"the demo builds in the test's build directory {build}")
 check(os.path.join(runs, "report", "report.html") in r.stdout, "the demo prints the HTML report's path")
 table = [l for l in r.stdout.splitlines() if l.startswith("| step-")]
 check([l.split("|")[1].strip() for l in table] == steps, f"the printed table has one row per checkpoint: {steps}")
 
 report = json.load(open(os.path.join(runs, "report", "report.json")))
 check([c["checkpoint"] for c in report] == steps, "report.json lists the checkpoints in order")
+seeds = [json.load(open(os.path.join(runs, s, "sae", "config.json")))["saeflow_training"]["seed"] for s in steps]
+check(len(set(seeds)) == len(seeds), f"every checkpoint's SAE has its own initialisation seed {seeds}")
+m = report[1].get("match_previous", {})
+# With a shared seed these barely trained SAEs keep their common initialisation: nearly every
+# persisting feature would match the one of the same index.
+check({"same_index", "chance_persist"} <= m.keys() and m["same_index"] <= max(2, 0.1 * m["persist"]),
+      f"matching is not the shared initialisation: {m.get('same_index')} of {m.get('persist')} persisting features keep their index")
 for step, row in zip(steps, report):
     sae = os.path.join(runs, step, "sae")
     cfg = json.load(open(os.path.join(sae, "config.json")))
@@ -56,4 +66,7 @@ for step, row in zip(steps, report):
           f"{step}: held-out LM loss {ev['loss']:.3f}, {ev['loss_sae']:.3f} with the SAE spliced in")
     check(os.path.getsize(os.path.join(runs, step, "features", "index.html")) > 1000, f"{step}: HTML dashboard written")
 print(f"{failures} failures")
-sys.exit(1 if failures else 0)
+if failures:
+    print(f"the run is left in {runs}")
+    sys.exit(1)
+shutil.rmtree(runs)

@@ -12,7 +12,6 @@ Written from the published semantics of HF Llama:
   RoPE: rotate_half (first half / second half), inv_freq = theta^(-2i/head_dim)
   GQA: query head j uses key/value head j // (n_heads / n_kv_heads)
 """
-import hashlib
 import json
 import math
 import os
@@ -264,11 +263,8 @@ def load_checkpoint(ckdir):
 # ------------------------------------------------------- corpus rules
 
 
-def split_of(doc_id):
-    """Deterministic document split: b = first byte of SHA-256(UTF-8 id);
-    b < 205 -> train (80.1 %), b < 231 -> valid (10.2 %), else test (9.8 %)."""
-    b = hashlib.sha256(doc_id.encode("utf-8")).digest()[0]
-    return "train" if b < 205 else ("valid" if b < 231 else "test")
+# The corpus's document split (also written into each row's "split" field): one rule, in make_corpus.
+from make_corpus import split_of  # noqa: E402,F401
 
 
 def pack_document(ids, bos_id, seq=64):

@@ -6,14 +6,16 @@ languages (see data/corpus/README.md).  Missing packages are installed with
 apt-get, which needs root; pass --no-install to only use what is installed.
 
 Output: JSON Lines, one document (an HTML section or a man page) per line:
-  {"id", "lang": "en"|"ja", "source": "package:path[#anchor]", "text", "pair"}
-"pair" is the id of the same section / man page in the other language or null.
+  {"id", "lang": "en"|"ja", "source": "package:path[#anchor]", "text", "pair", "split"}
+"pair" is the id of the same section / man page in the other language or null;
+"split" is "train", "valid" or "test" (split_of below).
 Output is deterministic for a given set of installed package versions
 (sorted by id, no timestamps).
 
 Usage:
   sudo /usr/bin/python3 tools/make_corpus.py            # full corpus -> data/build/
   /usr/bin/python3 tools/make_corpus.py --subset-only   # re-cut the committed subset
+  /usr/bin/python3 tools/make_corpus.py --resplit       # only (re)write its split fields
 
 Standard library only (plus man/groff from Debian for man pages).
 """
@@ -413,8 +415,9 @@ def collect_man(jobs):
 
 
 def split_of(doc_id):
-    """Deterministic split: first byte of SHA-256(id) -> 0..255;
-    < 205 train (80 %), < 231 valid (10 %), else test (10 %)."""
+    """The deterministic document split (every tool uses this one, and each row carries it as
+    "split"): b = first byte of SHA-256(UTF-8 id); b < 205 -> train (80.1 %),
+    b < 231 -> valid (10.2 %), else test (9.8 %)."""
     b = hashlib.sha256(doc_id.encode("utf-8")).digest()[0]
     return "train" if b < 205 else ("valid" if b < 231 else "test")
 
@@ -468,7 +471,7 @@ def stats(docs, label):
 
 def write_jsonl(docs, path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    data = "".join(json.dumps(d, ensure_ascii=False, sort_keys=False) + "\n"
+    data = "".join(json.dumps({**d, "split": split_of(d["id"])}, ensure_ascii=False, sort_keys=False) + "\n"
                    for d in docs).encode("utf-8")
     if path.endswith(".gz"):
         # mtime=0 and no file name: byte-identical output on every run
@@ -528,8 +531,14 @@ def main():
     ap.add_argument("--no-install", action="store_true")
     ap.add_argument("--subset-only", action="store_true",
                     help="read --out and only re-cut the subset")
+    ap.add_argument("--resplit", action="store_true",
+                    help="only rewrite --subset with every row's split field (split_of)")
     args = ap.parse_args()
 
+    if args.resplit:
+        write_jsonl(read_jsonl(args.subset), args.subset)
+        stats(read_jsonl(args.subset), "subset " + args.subset)
+        return
     if args.subset_only:
         docs = read_jsonl(args.out)
     else:

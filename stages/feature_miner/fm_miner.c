@@ -1,6 +1,7 @@
 /* fm_miner.c — see fm_miner.h. */
 #include "fm_miner.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -237,7 +238,11 @@ int fm_miner_add(fm_miner *m, const int32_t *tokens, int T, const int32_t *idx, 
     }
     size_t n = 0;
     for (size_t i = 0; i < need; i++) {
-        if (!(val[i] > 0)) continue; /* also NaN */
+        if (!isfinite(val[i])) { /* NaN or Inf from non-finite activations: would break max and histogram */
+            m->nonfinite++;
+            continue;
+        }
+        if (!(val[i] > 0)) continue;
         if (idx[i] < 0 || idx[i] >= m->cfg.n_features)
             return sf_fail("feature miner: latent index %d out of range [0, %d)", idx[i], m->cfg.n_features);
         m->hits[n++] = (fm_hit){idx[i], (int32_t)(i / (size_t)k), val[i]};

@@ -77,6 +77,7 @@ typedef struct fm_miner {
     fm_miner_cfg cfg;
     fm_feature *f;
     uint64_t tokens, sequences;
+    uint64_t nonfinite; /* latent values skipped for being NaN or Inf */
     char **labels; /* interned corpus labels */
     int n_labels;
     uint64_t rng;
@@ -93,7 +94,8 @@ fm_miner *fm_miner_new(const fm_miner_cfg *cfg);
 void fm_miner_free(fm_miner *m);
 
 /* One sequence: tokens [T], and per token k latents idx [T*k] with values val [T*k] (values
- * <= 0 are ignored, indices must be < n_features). SF_ERR on a bad index. */
+ * <= 0 are ignored, NaN and Inf skipped and counted in nonfinite, indices must be < n_features).
+ * SF_ERR on a bad index. */
 int fm_miner_add(fm_miner *m, const int32_t *tokens, int T, const int32_t *idx, const float *val, int k,
                  int64_t doc_id, int32_t pos, const char *label, int label_len);
 

@@ -133,8 +133,7 @@ int fm_mkdirs(const char *path) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Per-feature analysis                                                                            */
 
-enum { FM_VOTE_PAPER, FM_VOTE_SCRIPT, FM_VOTE_LABEL, FM_VOTES };
-static const char *const vote_names[FM_VOTES] = {"paper", "script", "label"};
+const char *const fm_vote_names[FM_VOTES] = {"paper", "script", "label"};
 static const char *const lang_names[FM_LANG_COUNT] = {"none", "en", "ja", "other"};
 
 typedef struct fm_fres {
@@ -303,11 +302,11 @@ static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres
     json_object_set_new(o, "histogram", h);
 
     json_t *lang = json_object(), *counts = json_object();
-    for (int vt = 0; vt < FM_VOTES; vt++) json_object_set_new(lang, vote_names[vt], jstr(r->verdict[vt]));
+    for (int vt = 0; vt < FM_VOTES; vt++) json_object_set_new(lang, fm_vote_names[vt], jstr(r->verdict[vt]));
     for (int rule = 0; rule < FM_RULE_COUNT; rule++) {
         json_t *c = json_object();
         for (int l = 0; l < FM_LANG_COUNT; l++) json_object_set_new(c, lang_names[l], json_integer(r->counts[rule][l]));
-        json_object_set_new(counts, vote_names[rule], c);
+        json_object_set_new(counts, fm_vote_names[rule], c);
     }
     json_object_set_new(lang, "counts", counts);
     json_object_set_new(o, "language", lang);
@@ -414,7 +413,7 @@ static int dump_json(json_t *j, const char *path) {
 /* ---------------------------------------------------------------------------------------------- */
 /* HTML                                                                                            */
 
-static void html_text(FILE *fp, const char *s) {
+void fm_html_text(FILE *fp, const char *s) {
     for (; *s; s++) {
         switch (*s) {
         case '&': fputs("&amp;", fp); break;
@@ -435,7 +434,7 @@ static const char *css =
 
 static void html_head(FILE *fp, const char *title) {
     fprintf(fp, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>");
-    html_text(fp, title);
+    fm_html_text(fp, title);
     fprintf(fp, "</title><style>%s</style></head><body>\n", css);
 }
 
@@ -446,13 +445,13 @@ static void html_example(FILE *fp, const fm_miner *m, const fm_example *e, const
     dense(e, acts);
     fprintf(fp, "<div class=\"ex\"><span class=\"meta\">peak %.4g &middot; doc %lld &middot; pos %d &middot; ",
             e->peak, (long long)e->seq->doc_id, e->seq->pos);
-    html_text(fp, m->labels[e->seq->label]);
+    fm_html_text(fp, m->labels[e->seq->label]);
     fputs("</span><br>", fp);
     for (int t = 0; t < e->seq->T; t++) {
         double a = vmax > 0 ? acts[t] / vmax : 0;
         if (a > 0) fprintf(fp, "<span style=\"background:rgba(255,140,0,%.3f)\" title=\"%.4g\">", a > 1 ? 1 : a, acts[t]);
         else fputs("<span>", fp);
-        html_text(fp, fm_vocab_str(v, e->seq->tokens[t], buf, sizeof buf));
+        fm_html_text(fp, fm_vocab_str(v, e->seq->tokens[t], buf, sizeof buf));
         fputs("</span>", fp);
     }
     fputs("</div>\n", fp);
@@ -494,13 +493,13 @@ static int html_feature(const char *path, fm_miner *m, int i, const fm_vocab *v,
             f->max, m->tokens ? (double)f->fired / (double)m->tokens : 0, f->fired ? f->sum / (double)f->fired : 0,
             (unsigned long long)f->seqs, m->cfg.frac, r->n_thr);
     for (int vt = 0; vt < FM_VOTES; vt++) {
-        fprintf(fp, "<tr><th>language (%s)</th><td class=\"t\">", vote_names[vt]);
-        html_text(fp, r->verdict[vt]);
+        fprintf(fp, "<tr><th>language (%s)</th><td class=\"t\">", fm_vote_names[vt]);
+        fm_html_text(fp, r->verdict[vt]);
         fputs("</td></tr>", fp);
     }
     fprintf(fp, "<tr><th>granularity</th><td class=\"t\">%s: %d distinct peak tokens, entropy %.2f bits, top &ldquo;",
             fm_gran_names[r->g.gran], r->g.distinct, r->g.entropy);
-    html_text(fp, r->g.top_token);
+    fm_html_text(fp, r->g.top_token);
     fprintf(fp, "&rdquo; %.0f%%%s</td></tr></table>\n", 100 * r->g.top_share, r->g.spans_both ? ", spans en+ja" : "");
     html_histogram(fp, m, f);
     if (lg) {
@@ -508,9 +507,9 @@ static int html_feature(const char *path, fm_miner *m, int i, const fm_vocab *v,
         for (int j = 0; j < lg->n_top; j++) {
             size_t at = (size_t)i * lg->n_top + j;
             fputs("<tr><td class=\"t\">", fp);
-            if (lg->pos_id[at] >= 0) html_text(fp, fm_vocab_str(v, lg->pos_id[at], buf, sizeof buf));
+            if (lg->pos_id[at] >= 0) fm_html_text(fp, fm_vocab_str(v, lg->pos_id[at], buf, sizeof buf));
             fprintf(fp, "</td><td>%+.3f</td><td class=\"t\">", lg->pos_id[at] >= 0 ? lg->pos_val[at] : 0);
-            if (lg->neg_id[at] >= 0) html_text(fp, fm_vocab_str(v, lg->neg_id[at], buf, sizeof buf));
+            if (lg->neg_id[at] >= 0) fm_html_text(fp, fm_vocab_str(v, lg->neg_id[at], buf, sizeof buf));
             fprintf(fp, "</td><td>%+.3f</td></tr>", lg->neg_id[at] >= 0 ? lg->neg_val[at] : 0);
         }
         fputs("</table>\n", fp);
@@ -643,7 +642,7 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
         json_object_set_new(fj, "n_examples", json_integer(res[i].n_thr));
         for (int vt = 0; vt < FM_VOTES; vt++) {
             char key[32];
-            snprintf(key, sizeof key, "lang_%s", vote_names[vt]);
+            snprintf(key, sizeof key, "lang_%s", fm_vote_names[vt]);
             json_object_set_new(fj, key, jstr(res[i].verdict[vt]));
         }
         json_object_set_new(fj, "granularity", json_string(fm_gran_names[res[i].g.gran]));
@@ -665,6 +664,7 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
     json_object_set_new(sum, "sequences", json_integer((json_int_t)m->sequences));
     json_object_set_new(sum, "alive", json_integer(alive));
     json_object_set_new(sum, "dead_in_stream", json_integer(n - alive));
+    json_object_set_new(sum, "nonfinite_values", json_integer((json_int_t)m->nonfinite));
     json_t *params = json_object();
     json_object_set_new(params, "top_n", json_integer(m->cfg.top_n));
     json_object_set_new(params, "threshold_frac", jreal(m->cfg.frac));
@@ -678,7 +678,7 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
     for (int vt = 0; vt < FM_VOTES; vt++) {
         json_t *c = json_object();
         for (int l = 0; l < FM_FLANG_COUNT; l++) json_object_set_new(c, fm_flang_names[l], json_integer(lang_n[vt][l]));
-        json_object_set_new(lang, vote_names[vt], c);
+        json_object_set_new(lang, fm_vote_names[vt], c);
     }
     json_object_set_new(sum, "language", lang);
     json_t *gran = json_object();
@@ -697,9 +697,9 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
         } else {
             html_head(fp, "saeflow features");
             fputs("<h1>SAE features</h1><p>", fp);
-            html_text(fp, info->checkpoint ? info->checkpoint : "");
+            fm_html_text(fp, info->checkpoint ? info->checkpoint : "");
             fputs(" &middot; ", fp);
-            html_text(fp, info->hook ? info->hook : "");
+            fm_html_text(fp, info->hook ? info->hook : "");
             fprintf(fp, " &middot; %d features, %d alive in %llu tokens.</p>\n<p>Language (paper rule): ", n, alive,
                     (unsigned long long)m->tokens);
             for (int l = 0; l < FM_FLANG_COUNT; l++) fprintf(fp, "%s %d &nbsp; ", fm_flang_names[l], lang_n[FM_VOTE_PAPER][l]);
@@ -718,11 +718,11 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
                         i, i, i, f->max, dens, dens, f->sum / (double)f->fired, res[i].n_thr);
                 for (int vt = 0; vt < FM_VOTES; vt++) {
                     fputs("<td class=\"t\">", fp);
-                    html_text(fp, res[i].verdict[vt]);
+                    fm_html_text(fp, res[i].verdict[vt]);
                     fputs("</td>", fp);
                 }
                 fprintf(fp, "<td class=\"t\">%s</td><td class=\"t\">", fm_gran_names[res[i].g.gran]);
-                html_text(fp, res[i].g.top_token);
+                fm_html_text(fp, res[i].g.top_token);
                 fputs("</td></tr>\n", fp);
             }
             fputs("</tbody></table>\n", fp);

@@ -4,6 +4,7 @@
 #define FM_OUTPUT_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "fm_lang.h"
 #include "fm_miner.h"
@@ -49,5 +50,12 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
 
 /* mkdir -p. SF_OK / SF_ERR. */
 int fm_mkdirs(const char *path);
+
+/* The three language verdicts of a feature, by these names in the JSON files. */
+enum { FM_VOTE_PAPER, FM_VOTE_SCRIPT, FM_VOTE_LABEL, FM_VOTES };
+extern const char *const fm_vote_names[FM_VOTES]; /* "paper", "script", "label" */
+
+/* s escaped for HTML/SVG text and attribute values (a newline shows as ↵). */
+void fm_html_text(FILE *fp, const char *s);
 
 #endif

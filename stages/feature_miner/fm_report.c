@@ -45,6 +45,39 @@ static int alive_unit_rows(const float *W, int n, const unsigned char *alive, in
     return m;
 }
 
+/* The regularised incomplete beta function I_x(a, b): the continued fraction (modified Lentz),
+ * as in Numerical Recipes' betai/betacf. */
+static double inc_beta(double a, double b, double x) {
+    if (x <= 0) return 0;
+    if (x >= 1) return 1;
+    if (x > (a + 1) / (a + b + 2)) return 1 - inc_beta(b, a, 1 - x); /* where the fraction converges fast */
+    double front = exp(lgamma(a + b) - lgamma(a) - lgamma(b) + a * log(x) + b * log1p(-x)) / a;
+    double tiny = 1e-300, c = 1, dd = 1 - (a + b) * x / (a + 1);
+    dd = 1 / (fabs(dd) < tiny ? tiny : dd);
+    double f = dd;
+    for (int m = 1; m <= 500; m++) {
+        for (int odd = 0; odd < 2; odd++) {
+            double num = odd ? -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+                             : m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m));
+            dd = 1 + num * dd;
+            dd = 1 / (fabs(dd) < tiny ? tiny : dd);
+            c = 1 + num / c;
+            if (fabs(c) < tiny) c = tiny;
+            f *= c * dd;
+        }
+        if (fabs(c * dd - 1) < 1e-15) break;
+    }
+    return front * f;
+}
+
+double fm_random_cos_tail(int d, double t) {
+    /* The cosine's density is proportional to (1 - c^2)^((d-3)/2) on [-1, 1]. */
+    if (t >= 1) return 0;
+    if (t <= -1) return 1;
+    double upper = 0.5 * inc_beta((d - 1) / 2.0, 0.5, 1 - t * t); /* P(cos >= |t|) */
+    return t >= 0 ? upper : 1 - upper;
+}
+
 void fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, const float *W_b, int n_b,
                        const unsigned char *alive_b, int d, double threshold, fm_match *out, int *partner,
                        float *partner_cos) {
@@ -72,12 +105,13 @@ void fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, 
             partner[ida[i0 + r]] = idb[arg];
             partner_cos[ida[i0 + r]] = best;
             sum_best += best;
-            if (best >= threshold) out->persist++;
+            if (best >= threshold) out->persist++, out->same_index += ida[i0 + r] == idb[arg];
         }
     }
     out->vanish = na - out->persist;
     for (int j = 0; j < nb; j++) out->appear += !(best_b[j] >= threshold) || na == 0;
     out->mean_best_a = na && nb ? sum_best / na : 0;
+    out->chance_persist = nb ? na * -expm1(nb * log1p(-fm_random_cos_tail(d, threshold))) : 0;
     free(A);
     free(B);
     free(ida);
@@ -99,8 +133,6 @@ typedef struct fm_run {
     fm_match match;   /* with the previous run (not for the first) */
     int matched;
 } fm_run;
-
-static const char *const vote_names[] = {"paper", "script", "label"};
 
 static json_t *load_json(const char *path) {
     struct stat st;
@@ -166,9 +198,9 @@ static int load_run(fm_run *r, const char *dir) {
     r->n_features = (int)json_integer_value(json_object_get(s, "n_features"));
     r->alive = (int)json_integer_value(json_object_get(s, "alive"));
     json_t *lang = json_object_get(s, "language"), *gran = json_object_get(s, "granularity");
-    for (int v = 0; v < 3; v++)
+    for (int v = 0; v < FM_VOTES; v++)
         for (int l = 0; l < FM_FLANG_COUNT; l++) {
-            json_t *c = json_object_get(json_object_get(lang, vote_names[v]), fm_flang_names[l]);
+            json_t *c = json_object_get(json_object_get(lang, fm_vote_names[v]), fm_flang_names[l]);
             r->lang[v][l] = r->alive ? (double)json_integer_value(c) / r->alive : 0;
         }
     for (int g = 0; g < FM_GRAN_COUNT; g++)
@@ -210,16 +242,6 @@ static unsigned char *alive_mask(const fm_run *r, int n) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Charts                                                                                          */
 
-static void xml_text(FILE *fp, const char *s) {
-    for (; *s; s++) {
-        if (*s == '&') fputs("&amp;", fp);
-        else if (*s == '<') fputs("&lt;", fp);
-        else if (*s == '>') fputs("&gt;", fp);
-        else if (*s == '"') fputs("&quot;", fp);
-        else fputc(*s, fp);
-    }
-}
-
 /* Bars per run; with several series they stack (shares summing to at most 1). */
 static void svg_chart(FILE *fp, const char *title, const fm_run *runs, int n, int n_series, const char *const *series,
                       const char *const *colors, double (*value)(const fm_run *, int), int stacked) {
@@ -236,7 +258,7 @@ static void svg_chart(FILE *fp, const char *title, const fm_run *runs, int n, in
     if (vmax <= 0) vmax = 1;
     fprintf(fp, "<figure><svg class=\"chart\" width=\"%d\" height=\"%d\" xmlns=\"http://www.w3.org/2000/svg\">", W, base + 40);
     fprintf(fp, "<text x=\"4\" y=\"16\" font-size=\"13\" font-weight=\"bold\">");
-    xml_text(fp, title);
+    fm_html_text(fp, title);
     fprintf(fp, "</text><line x1=\"40\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#444\"/>", base, W - 120, base);
     fprintf(fp, "<text x=\"36\" y=\"%d\" font-size=\"10\" text-anchor=\"end\">%.3g</text>", top + 4, vmax);
     for (int r = 0; r < n; r++) {
@@ -249,11 +271,11 @@ static void svg_chart(FILE *fp, const char *title, const fm_run *runs, int n, in
             if (stacked) y -= h;
             fprintf(fp, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"><title>", bx,
                     stacked ? y : base - h, bw, h, colors[s]);
-            xml_text(fp, runs[r].name);
+            fm_html_text(fp, runs[r].name);
             fprintf(fp, " %s: %.4g</title></rect>", series[s], v);
         }
         fprintf(fp, "<text x=\"%.1f\" y=\"%d\" font-size=\"10\" text-anchor=\"middle\">", x + 20, base + 14);
-        xml_text(fp, runs[r].name);
+        fm_html_text(fp, runs[r].name);
         fputs("</text>", fp);
     }
     for (int s = 0; s < n_series && n_series > 1; s++) {
@@ -283,8 +305,8 @@ static void fmt_num(char *buf, size_t cap, double v, const char *fmt) {
 /* The Markdown table, to fp. */
 static void markdown(FILE *fp, const fm_run *runs, int n, double thr) {
     fprintf(fp, "| checkpoint | alive | en | ja | bilingual | en (script) | ja (script) | bilingual (script) | token | concept "
-                "| few ex. | FVU | dead | persist | appear | vanish |\n");
-    fprintf(fp, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+                "| few ex. | FVU | dead | persist | appear | vanish | same index | chance |\n");
+    fprintf(fp, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int r = 0; r < n; r++) {
         const fm_run *x = &runs[r];
         char fvu[32], dead[32];
@@ -295,12 +317,16 @@ static void markdown(FILE *fp, const fm_run *runs, int n, double thr) {
                 100 * x->lang[0][FM_FLANG_BI], 100 * x->lang[1][FM_FLANG_EN], 100 * x->lang[1][FM_FLANG_JA],
                 100 * x->lang[1][FM_FLANG_BI], 100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
                 100 * x->gran[FM_GRAN_FEW], fvu, dead);
-        if (x->matched) fprintf(fp, " %d | %d | %d |\n", x->match.persist, x->match.appear, x->match.vanish);
-        else fprintf(fp, " | | |\n");
+        if (x->matched)
+            fprintf(fp, " %d | %d | %d | %.1f%% | %.2g |\n", x->match.persist, x->match.appear, x->match.vanish,
+                    x->match.persist ? 100.0 * x->match.same_index / x->match.persist : 0, x->match.chance_persist);
+        else fprintf(fp, " | | | | |\n");
     }
     fprintf(fp, "\nLanguage shares are of alive features (fired in the mined stream); the paper's rule, then the "
                 "script-aware one. persist/vanish: features of the previous checkpoint whose decoder direction has "
-                "(has no) match with cosine >= %.2f here; appear: features here with no such match there.\n", thr);
+                "(has no) match with cosine >= %.2f here; appear: features here with no such match there. same index: "
+                "share of the persisting features whose match has the same index (high when two SAEs share their "
+                "initialisation); chance: persist expected between independent random directions.\n", thr);
 }
 
 /* OUT/match-<r>.json: each alive feature of run r-1 with its closest decoder direction in run r. */
@@ -329,15 +355,22 @@ static int write_pairs(const char *out, int r, const fm_run *a, const fm_run *b,
     return rc;
 }
 
-static int usage(void) {
-    fprintf(stderr, "usage: saeflow report RUN_DIR... [--out DIR] [--match-threshold 0.7] [--no-match]\n");
-    return 2;
+static int usage(FILE *fp, int rc) {
+    fprintf(fp, "usage: saeflow report " FM_REPORT_ARGS "\n"
+                "One feature_miner run directory per checkpoint, in training order; writes DIR/report.md,\n"
+                "report.html, report.json and match-<r>.json (default DIR saeflow-report).\n"
+                "  --out DIR              output directory\n"
+                "  --match-threshold T    decoder cosine for a feature to persist (default 0.7)\n"
+                "  --no-match             skip matching features between consecutive checkpoints\n");
+    return rc;
 }
 
 int fm_report_main(int argc, char **argv) {
     const char *out = "saeflow-report";
     double thr = 0.7;
     int do_match = 1, n = 0;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return usage(stdout, 0);
     fm_run *runs = calloc((size_t)argc, sizeof *runs);
     if (!runs) abort();
     int rc = 0;
@@ -346,15 +379,15 @@ int fm_report_main(int argc, char **argv) {
         else if (strcmp(argv[i], "--match-threshold") == 0 && i + 1 < argc) {
             char *end;
             thr = strtod(argv[++i], &end);
-            if (*end || !(thr >= -1 && thr <= 1)) rc = usage();
+            if (*end || !(thr >= -1 && thr <= 1)) rc = usage(stderr, 2);
         } else if (strcmp(argv[i], "--no-match") == 0) do_match = 0;
-        else if (argv[i][0] == '-') rc = usage();
+        else if (argv[i][0] == '-') rc = usage(stderr, 2);
         else if (load_run(&runs[n++], argv[i]) != SF_OK) {
             fprintf(stderr, "saeflow report: %s\n", sf_last_error());
             rc = 1;
         }
     }
-    if (rc == 0 && n == 0) rc = usage();
+    if (rc == 0 && n == 0) rc = usage(stderr, 2);
 
     char path[4096];
     if (rc == 0 && fm_mkdirs(out) != SF_OK) {
@@ -410,20 +443,23 @@ int fm_report_main(int argc, char **argv) {
                   "padding:2px 6px;text-align:right}th{background:#f3f3f3}figure{display:inline-block;margin:0.5em}</style>"
                   "</head><body><h1>SAE features across checkpoints</h1>\n<table id=\"report\"><thead><tr><th>checkpoint</th>"
                   "<th>alive</th><th>en</th><th>ja</th><th>bilingual</th><th>token</th><th>concept</th><th>FVU</th><th>dead</th>"
-                  "<th>persist</th><th>appear</th><th>vanish</th></tr></thead><tbody>\n", html);
+                  "<th>persist</th><th>appear</th><th>vanish</th><th>same index</th><th>chance</th></tr></thead><tbody>\n", html);
             for (int r = 0; r < n; r++) {
                 const fm_run *x = &runs[r];
                 char fvu[32], dead[32];
                 fmt_num(fvu, sizeof fvu, x->fvu, "%.4f");
                 fmt_num(dead, sizeof dead, x->dead, "%.4f");
                 fputs("<tr><td style=\"text-align:left\">", html);
-                xml_text(html, x->name);
+                fm_html_text(html, x->name);
                 fprintf(html, "</td><td>%d</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td>"
                               "<td>%s</td><td>%s</td>",
                         x->alive, 100 * x->lang[0][FM_FLANG_EN], 100 * x->lang[0][FM_FLANG_JA], 100 * x->lang[0][FM_FLANG_BI],
                         100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT], fvu, dead);
-                if (x->matched) fprintf(html, "<td>%d</td><td>%d</td><td>%d</td></tr>\n", x->match.persist, x->match.appear, x->match.vanish);
-                else fputs("<td></td><td></td><td></td></tr>\n", html);
+                if (x->matched)
+                    fprintf(html, "<td>%d</td><td>%d</td><td>%d</td><td>%.1f%%</td><td>%.2g</td></tr>\n", x->match.persist,
+                            x->match.appear, x->match.vanish,
+                            x->match.persist ? 100.0 * x->match.same_index / x->match.persist : 0, x->match.chance_persist);
+                else fputs("<td></td><td></td><td></td><td></td><td></td></tr>\n", html);
             }
             fputs("</tbody></table>\n", html);
             const char *lang_s[] = {"en", "ja", "bilingual"}, *lang_c[] = {"#1f77b4", "#d62728", "#9467bd"};
@@ -453,11 +489,11 @@ int fm_report_main(int argc, char **argv) {
             json_object_set_new(o, "dir", json_string(x->dir));
             json_object_set_new(o, "alive", json_integer(x->alive));
             json_object_set_new(o, "n_features", json_integer(x->n_features));
-            for (int v = 0; v < 3; v++) {
+            for (int v = 0; v < FM_VOTES; v++) {
                 json_t *l = json_object();
                 for (int k = 0; k < FM_FLANG_COUNT; k++) json_object_set_new(l, fm_flang_names[k], json_real(x->lang[v][k]));
                 char key[32];
-                snprintf(key, sizeof key, "language_%s", vote_names[v]);
+                snprintf(key, sizeof key, "language_%s", fm_vote_names[v]);
                 json_object_set_new(o, key, l);
             }
             json_t *g = json_object();
@@ -471,6 +507,8 @@ int fm_report_main(int argc, char **argv) {
                 json_object_set_new(m, "persist", json_integer(x->match.persist));
                 json_object_set_new(m, "appear", json_integer(x->match.appear));
                 json_object_set_new(m, "vanish", json_integer(x->match.vanish));
+                json_object_set_new(m, "same_index", json_integer(x->match.same_index));
+                json_object_set_new(m, "chance_persist", json_real(x->match.chance_persist));
                 json_object_set_new(m, "mean_best_cosine", json_real(x->match.mean_best_a));
                 json_object_set_new(m, "threshold", json_real(thr));
                 json_object_set_new(o, "match_previous", m);

@@ -238,6 +238,9 @@ static int fm_on_eos(sf_ctx *ctx, void *state) {
     s->info.model = s->model_name;
     int rc = fm_write_outputs(s->out_dir, s->miner, &s->vocab, &s->info, lgp);
     fm_logits_free(&lg);
+    if (rc == SF_OK && s->miner->nonfinite)
+        sf_log(SF_LOG_WARN, "skipped %llu NaN/Inf latent values (non-finite activations in the stream)",
+               (unsigned long long)s->miner->nonfinite);
     if (rc == SF_OK)
         sf_log(SF_LOG_INFO, "mined %llu tokens; wrote %s/summary.json", (unsigned long long)s->miner->tokens, s->out_dir);
     return rc;
@@ -280,7 +283,7 @@ static const sf_param_def fm_params[] = {
 };
 
 static const sf_command fm_commands[] = {
-    {"report", "RUN_DIR... [--out DIR] [--match-threshold 0.7]",
+    {"report", FM_REPORT_ARGS,
      "cross-checkpoint tables and charts from feature_miner run directories", fm_report_main},
     {NULL, NULL, NULL, NULL},
 };

@@ -23,6 +23,9 @@ static const sf_param_def ts_params[] = {
     {"label_field", SF_PARAM_STRING, "",
      "JSON Lines: take the label from this field (e.g. lang) instead of the corpus"},
     {"split", SF_PARAM_STRING, "train", "split to emit: train, validation, test or all"},
+    {"split_field", SF_PARAM_STRING, "",
+     "JSON Lines: take each document's split from this field (train, valid or validation, test) instead of "
+     "the hash of its id (split_ratios and split_seed are then unused)"},
     {"split_ratios", SF_PARAM_STRING, "0.8,0.1,0.1", "train,validation,test proportions (by hash of the document id)"},
     {"split_seed", SF_PARAM_INT, "0", "seed of the split assignment (independent of the order seed)"},
     {"seed", SF_PARAM_INT, "0", "seed of the order: file order, corpus interleaving and shuffle"},
@@ -71,6 +74,7 @@ static int ts_init(sf_ctx *ctx, void **state) {
     cfg.text_field = sf_param_str(ctx, "text_field");
     cfg.id_field = sf_param_str(ctx, "id_field");
     cfg.label_field = sf_param_str(ctx, "label_field");
+    cfg.split_field = sf_param_str(ctx, "split_field");
     const char *ratios = sf_param_str(ctx, "split_ratios");
     char tail;
     if (sscanf(ratios, "%lf,%lf,%lf%c", &cfg.ratio[0], &cfg.ratio[1], &cfg.ratio[2], &tail) != 3)

@@ -51,7 +51,7 @@ struct ts_reader {
     ts_slot *slots;
     size_t n_slots;
     ts_slot out;            /* the document last returned */
-    char *text_field, *id_field, *label_field;
+    char *text_field, *id_field, *label_field, *split_field;
     ts_counts counts;
 };
 
@@ -277,8 +277,9 @@ ts_reader *ts_open(const ts_config *cfg, char *err, size_t errlen) {
     r->cfg.text_field = r->text_field = strdup(cfg->text_field);
     r->cfg.id_field = r->id_field = strdup(cfg->id_field);
     r->cfg.label_field = r->label_field = strdup(cfg->label_field);
+    r->cfg.split_field = r->split_field = strdup(cfg->split_field ? cfg->split_field : "");
     r->cfg.corpora = NULL;
-    if (!r->text_field || !r->id_field || !r->label_field) goto fail;
+    if (!r->text_field || !r->id_field || !r->label_field || !r->split_field) goto fail;
     r->rng = cfg->seed ^ 0x5a17f10e5eedULL;
     r->rng_shuffle = cfg->seed ^ 0x5bdf11e5eedULL;
     double sum = cfg->ratio[0] + cfg->ratio[1] + cfg->ratio[2];
@@ -350,6 +351,7 @@ void ts_close(ts_reader *r) {
     free(r->text_field);
     free(r->id_field);
     free(r->label_field);
+    free(r->split_field);
     free(r);
 }
 
@@ -383,12 +385,13 @@ static int ts_acc_add(ts_corpus *c, const char *s, size_t len) {
     return 0;
 }
 
-/* Turns a record into a slot (doc id, label, split, copies). Returns 1 if the document is
+/* Turns a record into a slot (doc id, label, split, copies); its split is `given` (from the
+ * split field), or by the hash of its id when given is TS_ALL. Returns 1 if the document is
  * kept, 0 if it is not wanted (split, empty), TS_OTHER if another replica emits it, TS_SKIPPED
  * for bad input, -1 on error. */
 static int ts_make(ts_reader *r, ts_corpus *c, const char *label, const char *key, size_t key_len,
-                   int64_t index, const char *text, size_t len, int64_t line_no, ts_slot *out,
-                   char *err, size_t errlen) {
+                   int64_t index, enum ts_split given, const char *text, size_t len, int64_t line_no,
+                   ts_slot *out, char *err, size_t errlen) {
     if (len > r->cfg.max_doc_bytes)
         return ts_bad(r, &r->counts.too_long, err, errlen,
                       "%s:%lld: document of %zu bytes is longer than max_doc_bytes",
@@ -398,7 +401,7 @@ static int ts_make(ts_reader *r, ts_corpus *c, const char *label, const char *ke
         return 0;
     }
     uint64_t id = ts_doc_hash(label, key, key_len, index);
-    enum ts_split sp = ts_split_of(id, r->cfg.ratio, r->cfg.split_seed);
+    enum ts_split sp = given != TS_ALL ? given : ts_split_of(id, r->cfg.ratio, r->cfg.split_seed);
     if (r->cfg.split != TS_ALL && sp != r->cfg.split) {
         r->counts.other_split++;
         return 0;
@@ -459,7 +462,7 @@ static int ts_corpus_next(ts_reader *r, ts_corpus *c, ts_slot *out, char *err, s
         if (rc == 0) { /* end of file: first the paragraph / file document it ends */
             if (!jsonl && cfg->unit != TS_LINE && c->acc_len > 0) {
                 c->acc_len = 0;
-                rc = ts_make(r, c, c->label, c->path, strlen(c->path), c->acc_line, c->acc, strlen(c->acc),
+                rc = ts_make(r, c, c->label, c->path, strlen(c->path), c->acc_line, TS_ALL, c->acc, strlen(c->acc),
                              c->acc_line, out, err, errlen);
                 if (rc != 0) return rc;
             }
@@ -485,7 +488,7 @@ static int ts_corpus_next(ts_reader *r, ts_corpus *c, ts_slot *out, char *err, s
                               (long long)c->line_no);
             }
             if (cfg->unit == TS_LINE) {
-                rc = ts_make(r, c, c->label, c->path, strlen(c->path), c->line_no, c->line, c->line_len,
+                rc = ts_make(r, c, c->label, c->path, strlen(c->path), c->line_no, TS_ALL, c->line, c->line_len,
                              c->line_no, out, err, errlen);
                 if (rc != 0) return rc;
                 continue;
@@ -493,7 +496,7 @@ static int ts_corpus_next(ts_reader *r, ts_corpus *c, ts_slot *out, char *err, s
             if (cfg->unit == TS_PARAGRAPH && blank) {
                 if (c->acc_len == 0) continue;
                 c->acc_len = 0;
-                rc = ts_make(r, c, c->label, c->path, strlen(c->path), c->acc_line, c->acc, strlen(c->acc),
+                rc = ts_make(r, c, c->label, c->path, strlen(c->path), c->acc_line, TS_ALL, c->acc, strlen(c->acc),
                              c->acc_line, out, err, errlen);
                 if (rc != 0) return rc;
                 continue;
@@ -525,15 +528,30 @@ static int ts_corpus_next(ts_reader *r, ts_corpus *c, ts_slot *out, char *err, s
         json_t *text = json_object_get(o, cfg->text_field);
         json_t *lab = cfg->label_field[0] ? json_object_get(o, cfg->label_field) : NULL;
         json_t *idv = cfg->id_field[0] ? json_object_get(o, cfg->id_field) : NULL;
+        json_t *spv = cfg->split_field[0] ? json_object_get(o, cfg->split_field) : NULL;
         const char *missing = !json_is_string(text)                                        ? cfg->text_field
                               : cfg->label_field[0] && !json_is_string(lab)                 ? cfg->label_field
                               : cfg->id_field[0] && !json_is_string(idv) && !json_is_integer(idv) ? cfg->id_field
+                              : cfg->split_field[0] && !json_is_string(spv)                 ? cfg->split_field
                                                                                                    : NULL;
         if (missing) {
             json_decref(o);
             return ts_bad(r, &r->counts.missing_field, err, errlen,
                           "%s:%lld: field \"%s\" missing or of the wrong type",
                           c->path, (long long)c->line_no, missing);
+        }
+        enum ts_split given = TS_ALL;
+        if (spv) {
+            const char *v = json_string_value(spv);
+            given = !strcmp(v, "train") ? TS_TRAIN : !strcmp(v, "valid") || !strcmp(v, "validation") ? TS_VALIDATION
+                    : !strcmp(v, "test") ? TS_TEST : TS_ALL;
+            if (given == TS_ALL) {
+                rc = ts_bad(r, &r->counts.missing_field, err, errlen,
+                            "%s:%lld: field \"%s\" is \"%.40s\", not train, valid, validation or test", c->path,
+                            (long long)c->line_no, cfg->split_field, v);
+                json_decref(o);
+                return rc;
+            }
         }
         const char *label = lab ? ts_intern(json_string_value(lab)) : c->label;
         char idbuf[32];
@@ -554,7 +572,7 @@ static int ts_corpus_next(ts_reader *r, ts_corpus *c, ts_slot *out, char *err, s
             ts_errf(err, errlen, "too many distinct labels in field \"%s\"", cfg->label_field);
             rc = -1;
         } else {
-            rc = ts_make(r, c, label, key, key_len, index, json_string_value(text), json_string_length(text),
+            rc = ts_make(r, c, label, key, key_len, index, given, json_string_value(text), json_string_length(text),
                          c->line_no, out, err, errlen);
         }
         json_decref(o);

@@ -18,6 +18,8 @@ typedef struct ts_config {
     enum ts_format format;
     enum ts_unit unit;
     const char *text_field, *id_field, *label_field; /* JSON Lines; "" = not used */
+    const char *split_field;  /* JSON Lines: the split from this field ("train", "valid" or
+                               * "validation", "test") instead of the hash; "" = the hash */
     double ratio[3];          /* train, validation, test */
     uint64_t split_seed;      /* which documents land in which split */
     enum ts_split split;      /* the split to emit */

@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 """Bad input is a clear error, never a crash: activations messages with a wrong width, missing or
 mismatched fields, and bad parameters, each through fm_drive (exit 1 and a message naming the
-problem); NaN activations, an empty label and an empty batch are accepted. Under ASan this also checks for memory
+problem); NaN and ±Inf activations (skipped and counted), an empty label and an empty batch are accepted. Under ASan this also checks for memory
 errors on every error path.
 usage: test_bad.py FM_DRIVE
 """
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -42,8 +43,12 @@ def main():
                 f.write(struct.pack("<I", len(blob)) + blob)
         out = os.path.join(tmp, "out")
         params = {"sae": fx["sae_dir"], "out": out, "tokenizer": fx["vocab_path"], **overrides}
-        r = subprocess.run([drive, "stage", path, *[f"{k}={v}" for k, v in params.items()]],
-                           capture_output=True, text=True)
+        try:
+            r = subprocess.run([drive, "stage", path, *[f"{k}={v}" for k, v in params.items()]],
+                               capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            failures.append(f"{expect_error or 'accepted'}: fm_drive still running after 60 s (a hang)")
+            return
         if expect_error:
             ok = r.returncode == 1 and expect_error in r.stderr
         else:
@@ -93,6 +98,27 @@ def main():
     m = good()
     m["acts"][0, 1, :] = np.nan
     run(m, None)
+    # An SAE without input normalisation passes an Inf activation on as Inf latents (+Inf once hung
+    # the histogram); they are skipped and counted. With the unit norm they turn NaN: also accepted.
+    raw_sae = os.path.join(tmp, "sae-raw")
+    shutil.copytree(fx["sae_dir"], raw_sae)
+    with open(os.path.join(raw_sae, "config.json")) as f:
+        cfg = json.load(f)
+    with open(os.path.join(raw_sae, "config.json"), "w") as f:
+        json.dump({**cfg, "saeflow_normalize": "none"}, f)
+    m = good()
+    m["acts"][0, 1, :] = np.inf
+    run(m, None)
+    for bad in (np.inf, -np.inf):
+        m = good()
+        m["acts"][0, 1, 0] = bad
+        m["acts"][1, 2, 3] = bad
+        run(m, None, sae=raw_sae)
+        with open(os.path.join(tmp, "out", "summary.json")) as f:
+            summ = json.load(f)
+        if not summ["nonfinite_values"] > 0 or not all(np.isfinite(x["max_act"]) for x in summ["features"]):
+            failures.append(f"acts with {bad}: nonfinite_values {summ['nonfinite_values']}, maxima "
+                            f"{[x['max_act'] for x in summ['features']][:5]}: want > 0 skipped and finite maxima")
     m = good()
     m["label"] = ["", "ja"]
     run(m, None)

@@ -1,16 +1,21 @@
 #!/usr/bin/python3
 """The HTML dashboard in a real browser (headless Chromium): the index lists every alive feature,
 clicking a column header sorts the table, a feature page renders its highlighted tokens (orange
-pixels in a screenshot), and no page logs a console error. Skips (77) without chromium.
+pixels in a screenshot, decoded here with zlib), and no page logs a console error. The index's rows
+are the features the fixture fires by PyTorch's encoding. Skips (77) without chromium.
 usage: test_browser.py FM_DRIVE
 """
 import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
+import zlib
+
+import numpy as np
 
 import planted
 
@@ -25,6 +30,53 @@ def chrome(browser, tmp, *args):
                        capture_output=True, text=True, timeout=120)
     console = [line for line in r.stderr.splitlines() if ":CONSOLE" in line]
     return r.returncode, r.stdout, console
+
+
+def png_rgb(path):
+    """The pixels of an 8-bit RGB or RGBA PNG (what Chromium writes) as a [H, W, 3] uint8 array:
+    chunks, zlib-inflated IDAT, per-row filters undone (PNG spec, section 9)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError(f"{path}: not a PNG")
+    pos, idat = 8, b""
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    if depth != 8 or ctype not in (2, 6) or interlace:
+        raise ValueError(f"{path}: PNG depth {depth}, colour type {ctype}, interlace {interlace} not handled")
+    bpp = 3 if ctype == 2 else 4
+    raw = zlib.decompress(idat)
+    stride = w * bpp
+    out = np.zeros((h, stride), np.uint8)
+    prev = np.zeros(stride, np.int32)
+    for y in range(h):
+        ftype, line = raw[y * (stride + 1)], np.frombuffer(raw, np.uint8, stride, y * (stride + 1) + 1).astype(np.int32)
+        if ftype == 0:
+            cur = line
+        elif ftype == 2:  # Up
+            cur = (line + prev) & 255
+        elif ftype == 1:  # Sub: a running sum per channel
+            cur = np.cumsum(line.reshape(w, bpp), axis=0).reshape(-1) & 255
+        else:  # Average, Paeth: sequential along the row
+            cur = line.copy()
+            for x in range(stride):
+                a = cur[x - bpp] if x >= bpp else 0
+                b, c = prev[x], (prev[x - bpp] if x >= bpp else 0)
+                if ftype == 3:
+                    cur[x] = (cur[x] + (a + b) // 2) & 255
+                else:
+                    p_ = a + b - c
+                    pa, pb, pc = abs(p_ - a), abs(p_ - b), abs(p_ - c)
+                    cur[x] = (cur[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        out[y] = cur
+        prev = cur
+    return out.reshape(h, w, bpp)[:, :, :3]
 
 
 def main():
@@ -60,6 +112,10 @@ def main():
     rc, dom, console = chrome(browser, tmp, "--dump-dom", "file://" + index)
     rows = re.findall(r'<tr><td data-v="(\d+)">', dom)
     check(rc == 0, f"chromium exit {rc} on index.html")
+    # The fixture's alive features, from PyTorch's encoding of its activations (not from the miner).
+    alive_ref = sorted(int(i) for i in np.flatnonzero(fx["ref_max"] > 0))
+    check(sorted(int(i) for i in rows) == alive_ref and set(range(6)) <= set(alive_ref),
+          f"index.html shows features {sorted(int(i) for i in rows)}, the fixture fires {alive_ref} (planted 0-5 among them)")
     check(len(rows) == alive, f"index.html shows {len(rows)} features, summary has {alive} alive")
     check(not console, f"console messages on index.html: {console}")
 
@@ -85,13 +141,13 @@ def main():
     rc, _, console = chrome(browser, tmp, f"--screenshot={shot}", "file://" + page)
     check(rc == 0 and os.path.exists(shot) and os.path.getsize(shot) > 1000, "no screenshot of a feature page")
     check(not console, f"console messages on a feature page: {console}")
-    try:
-        from PIL import Image
-        img = Image.open(shot).convert("RGB")
-        orange = sum(1 for (r_, g, b) in img.getdata() if r_ > 200 and 110 < g < 200 and b < 90)
+    if os.path.exists(shot):
+        px = png_rgb(shot).astype(np.int32)
+        r_, g, b = px[..., 0], px[..., 1], px[..., 2]
+        orange = int(((r_ > 200) & (g > 110) & (g < 200) & (b < 90)).sum())
+        white = int(((r_ > 240) & (g > 240) & (b > 240)).sum())
         check(orange > 200, f"only {orange} orange pixels on the feature page (highlights/histogram missing)")
-    except ImportError:
-        print("python3-pil not installed: pixel check skipped")
+        check(white > px.shape[0] * px.shape[1] // 4, f"only {white} white pixels: the screenshot is not the page")
     _, dom, _ = chrome(browser, tmp, "--dump-dom", "file://" + page)
     check(dom.count('class="ex"') >= 1 and "<svg" in dom, "feature page lacks examples or the histogram")
 

@@ -2,7 +2,7 @@
 """`saeflow report` over two checkpoints (driven through fm_drive report): language and
 granularity shares equal the miner summaries', FVU and dead fraction come from the documented
 metrics files, and the persist/appear/vanish counts equal a NumPy recomputation of the decoder
-cosine matching. The second SAE keeps half of the first one's decoder directions (slightly
+cosine matching (with the same-index count and the chance baseline, against quadrature). The second SAE keeps half of the first one's decoder directions (slightly
 perturbed) and replaces the rest, so all three counts are non-zero.
 usage: test_report.py FM_DRIVE
 """
@@ -107,8 +107,22 @@ def main():
     want_pairs = [[a_id, int(ids_b[np.argmax(cos[r])]), float(cos[r].max())] for r, a_id in enumerate(alive_a)]
     check([p[:2] for p in pairs] == [p[:2] for p in want_pairs], "match-1.json partners differ from NumPy's argmax")
     check(all(abs(p[2] - w[2]) < 1e-5 for p, w in zip(pairs, want_pairs)), "match-1.json cosines")
+    want["same_index"] = sum(1 for r, a_id in enumerate(alive_a) if cos[r].max() >= THR and want_pairs[r][1] == a_id)
     got = rj[1].get("match_previous", {})
     check({k: got.get(k) for k in want} == want, f"matching {got} != reference {want}")
+    # Chance baseline: P(cos >= THR) for independent uniform directions in R^d, by quadrature of the
+    # cosine's density (1 - c^2)^((d-3)/2), then 1 - (1 - p)^n_b per feature of A.
+    d = W_a.shape[1]
+    c = np.linspace(-1, 1, 2_000_001)
+    dens = (1 - c * c) ** ((d - 3) / 2)
+    p = np.trapz(dens[c >= THR], c[c >= THR]) / np.trapz(dens, c)
+    chance = len(alive_a) * (1 - (1 - p) ** len(alive_b))
+    check(abs(got.get("chance_persist", -1) - chance) < 1e-6 * max(1, chance),
+          f"chance_persist {got.get('chance_persist')} != quadrature {chance} (p {p:.3g}, d {d})")
+    rng_dirs = rng.standard_normal((2, 4000, d))
+    rng_dirs /= np.linalg.norm(rng_dirs, axis=2, keepdims=True)
+    mc = float(((rng_dirs[0] * rng_dirs[1]).sum(axis=1) >= THR).mean())
+    check(abs(mc - p) < 5 * np.sqrt(p * (1 - p) / 4000) + 1e-4, f"P(cos >= {THR}) {p:.4g} vs Monte Carlo {mc:.4g}")
     check(all(v > 0 for v in want.values()), f"fixture should exercise all three counts: {want}")
     check("match_previous" not in rj[0], "the first checkpoint has no previous one")
     with open(os.path.join(rep, "report.html"), encoding="utf-8") as f:
@@ -117,6 +131,12 @@ def main():
     with open(os.path.join(rep, "report.md"), encoding="utf-8") as f:
         md = f.read()
     check(md.count("\n| step100 |") == 2, "two rows in report.md (both runs mined checkpoint step100)")
+
+    h = subprocess.run([drive, "report", "--help"], capture_output=True, text=True)
+    check(h.returncode == 0 and h.stdout.startswith("usage: saeflow report") and "--no-match" in h.stdout and not h.stderr,
+          f"report --help: exit {h.returncode}, stdout {h.stdout[:80]!r}, stderr {h.stderr[:80]!r}")
+    h = subprocess.run([drive, "report", "--bogus"], capture_output=True, text=True)
+    check(h.returncode == 2 and "usage: saeflow report" in h.stderr, f"report --bogus: exit {h.returncode}")
 
     for msg in failures:
         print("FAIL:", msg)

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""tools/miner_sweep.sh over two checkpoints, through real pipelines: the planted activations are
-written to activation shards (zmq_in -> shard_writer), then the sweep runs
+"""A sweep over two checkpoints, through real pipelines: the planted activations are written to
+activation shards (zmq_in -> shard_writer), then `saeflow run --sweep ckpt=...` runs
 stages/feature_miner/mine_shards.saeflow (shard_source -> feature_miner) per checkpoint and
-`saeflow report` over both. Mining from shards must give what the stage gives on the messages
+`saeflow report` goes over both. Mining from shards must give what the stage gives on the messages
 directly (fm_drive): the same features, maxima, densities and top examples.
 usage: test_sweep.py SAEFLOW_EXE FM_DRIVE   (77 without the shards/bridge stages or pyzmq)
 """
@@ -66,10 +66,14 @@ def main():
         os.makedirs(os.path.join(runs, ck))
         shutil.copytree(shards, os.path.join(runs, ck, "acts"))
         shutil.copytree(fx["sae_dir"], os.path.join(runs, ck, "sae"))
-    env = dict(os.environ, SAEFLOW_SWEEP_ARGS=f"tokenizer={fx['vocab_path']}")
-    r = subprocess.run(["sh", os.path.join(ROOT, "tools", "miner_sweep.sh"), "-x", SAEFLOW, runs, "ckpt_a", "ckpt_b"],
-                       capture_output=True, text=True, env=env, timeout=300)
-    check(r.returncode == 0, f"miner_sweep.sh exit {r.returncode}: {r.stdout}\n{r.stderr}")
+    r = subprocess.run([SAEFLOW, "run", os.path.join(ROOT, "stages", "feature_miner", "mine_shards.saeflow"),
+                        "--no-progress", "--sweep", "ckpt=ckpt_a,ckpt_b", f"runs={runs}", f"tokenizer={fx['vocab_path']}"],
+                       capture_output=True, text=True, timeout=300)
+    check(r.returncode == 0, f"saeflow run --sweep exit {r.returncode}: {r.stdout}\n{r.stderr}")
+    if r.returncode == 0:
+        r = subprocess.run([SAEFLOW, "report", os.path.join(runs, "ckpt_a"), os.path.join(runs, "ckpt_b"),
+                            "--out", os.path.join(runs, "report")], capture_output=True, text=True, timeout=120)
+        check(r.returncode == 0, f"saeflow report exit {r.returncode}: {r.stdout}\n{r.stderr}")
     check(os.path.exists(os.path.join(runs, "report", "report.html")), "no report.html")
 
     # The same messages through fm_drive, for comparison.
@@ -94,8 +98,8 @@ def main():
         with open(os.path.join(runs, "report", "report.json")) as f:
             rep = json.load(f)
         m = rep[1].get("match_previous", {})
-        check(m.get("persist") == want["alive"] and m.get("appear") == 0 and m.get("vanish") == 0,
-              f"identical SAEs should match one to one: {m}")
+        check(m.get("persist") == want["alive"] and m.get("appear") == 0 and m.get("vanish") == 0 and
+              m.get("same_index") == want["alive"], f"identical SAEs should match one to one: {m}")
 
     for msg in failures:
         print("FAIL:", msg)

@@ -174,6 +174,20 @@ check(rc == 0 and [x["text"] for x in m] == ["good one", "last good"] and f"{bad
 m, rc, _ = docs(max_docs=17)
 check(rc == 0 and len(m) == 17, "max_docs stops early")
 
+# ---- split_field: the row's split instead of the hash; a bad value is bad input ----
+sf_path = os.path.join(tmp, "with-split.jsonl")
+with open(sf_path, "w") as g:
+    for i, sp in enumerate(["train", "valid", "validation", "test", "bogus", "test"]):
+        g.write(json.dumps({"id": f"s{i}", "text": f"document {i}", "split": sp}) + "\n")
+    g.write(json.dumps({"id": "s6", "text": "document 6", "split": 3}) + "\n")
+m, rc, err = docs(corpora=f"x={sf_path}", split_field="split", split="validation")
+check(rc == 0 and sorted(x["text"] for x in m) == ["document 1", "document 2"],
+      "split_field: valid and validation rows form the validation split")
+m, rc, err = docs(corpora=f"x={sf_path}", split_field="split", split="test")
+check(rc == 0 and sorted(x["text"] for x in m) == ["document 3", "document 5"] and
+      f"{sf_path}:5: field \"split\" is \"bogus\"" in err and f"{sf_path}:7: field \"split\" missing" in err,
+      "split_field: test rows only; a bad value and a non-string are skipped with file:line")
+
 # ---- the team's bilingual corpus (fields id, lang, source, text, pair) ----
 corpus = os.path.join(root, "data", "corpus", "debian-docs.jsonl.gz")
 if os.path.exists(corpus):
@@ -187,6 +201,10 @@ if os.path.exists(corpus):
     check(all(x["doc_id"] in rows and rows[x["doc_id"]]["text"] == x["text"] and rows[x["doc_id"]]["lang"] == x["label"]
               for x in m), "debian-docs: label from the lang field, text and id from the row")
     check(len({x["label"] for x in m}) == 2, "debian-docs: both languages appear")
+    want_test = sorted(i for i, r in rows.items() if r["split"] == "test")
+    m, rc, _ = docs(corpora=corpus, label_field="lang", split_field="split", split="test")
+    check(rc == 0 and sorted(x["doc_id"] for x in m) == want_test and {x["split"] for x in m} == {"test"},
+          f"debian-docs split_field=split: exactly its {len(want_test)} rows marked test")
 else:
     print("note: data/corpus/debian-docs.jsonl.gz absent, corpus check skipped")
 
