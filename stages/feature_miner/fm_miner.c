@@ -55,13 +55,18 @@ static void example_release(fm_miner *m, fm_example *e) {
     e->seq = NULL;
 }
 
+/* Interval b's examples: the intervals share one array, reservoir slots each. */
+static fm_example *interval_ex(const fm_miner *m, const fm_feature *f, int b) {
+    return f->res + (size_t)b * m->cfg.reservoir;
+}
+
 void fm_miner_free(fm_miner *m) {
     if (!m) return;
     for (int i = 0; i < m->cfg.n_features; i++) {
         fm_feature *f = &m->f[i];
         for (int j = 0; j < f->n_top; j++) example_release(m, &f->top[j]);
         for (int b = 0; b < f->n_buckets; b++)
-            for (int j = 0; j < f->bk[b].n; j++) example_release(m, &f->res[(size_t)b * m->cfg.reservoir + j]);
+            for (int j = 0; j < f->bk[b].n; j++) example_release(m, &interval_ex(m, f, b)[j]);
         free(f->top);
         free(f->res);
         free(f->bk);
@@ -203,13 +208,13 @@ static void interval_double(fm_miner *m, fm_feature *f) {
     for (int b = 0; b < half; b++) { /* b <= 2b: slot b is written after buckets 2b, 2b+1 are read */
         fm_bucket *lo = &f->bk[2 * b], *hi = &f->bk[2 * b + 1];
         int n = 0;
-        for (int j = 0; j < lo->n; j++) m->merge_buf[n++] = f->res[(size_t)2 * b * R + j];
-        for (int j = 0; j < hi->n; j++) m->merge_buf[n++] = f->res[(size_t)(2 * b + 1) * R + j];
+        for (int j = 0; j < lo->n; j++) m->merge_buf[n++] = interval_ex(m, f, 2 * b)[j];
+        for (int j = 0; j < hi->n; j++) m->merge_buf[n++] = interval_ex(m, f, 2 * b + 1)[j];
         qsort(m->merge_buf, (size_t)n, sizeof *m->merge_buf, cmp_key);
         int keep = n < R ? n : R;
         for (int j = keep; j < n; j++) example_release(m, &m->merge_buf[j]);
         f->n_res -= n - keep;
-        memcpy(&f->res[(size_t)b * R], m->merge_buf, (size_t)keep * sizeof *m->merge_buf);
+        memcpy(interval_ex(m, f, b), m->merge_buf, (size_t)keep * sizeof *m->merge_buf);
         f->bk[b] = (fm_bucket){lo->seqs + hi->seqs, keep};
     }
     memset(f->bk + half, 0, (size_t)half * sizeof *f->bk);
@@ -222,17 +227,23 @@ static void interval_add(fm_miner *m, int fi, fm_cur *c, float peak, int peak_po
     int R = m->cfg.reservoir;
     if (!f->bk) {
         float known = m->cfg.known_max ? m->cfg.known_max[fi] : 0;
-        int e;
-        frexp(peak, &e); /* 2^(e-1) <= peak < 2^e */
-        f->n_buckets = known > 0 ? FM_INTERVALS : 2 * FM_INTERVALS;
-        f->scale = known > 0 ? known : ldexp(1, e);
+        if (known > 0) {
+            f->n_buckets = FM_INTERVALS;
+            f->scale = known;
+        } else { /* a feature dead in the earlier pass falls back to one-pass buckets */
+            int e;
+            frexp(peak, &e); /* 2^(e-1) <= peak < 2^e */
+            f->n_buckets = 2 * FM_INTERVALS;
+            f->scale = ldexp(1, e);
+        }
         f->bk = xcalloc((size_t)f->n_buckets, sizeof *f->bk);
         f->res = xcalloc((size_t)f->n_buckets * R, sizeof *f->res);
         m->bytes += (uint64_t)f->n_buckets * (sizeof *f->bk + (uint64_t)R * sizeof *f->res);
     }
     while (f->n_buckets == 2 * FM_INTERVALS && peak >= f->scale) interval_double(m, f);
-    fm_bucket *bk = &f->bk[interval_of(f, peak)];
-    fm_example *ex = &f->res[(size_t)(bk - f->bk) * R];
+    int b = interval_of(f, peak);
+    fm_bucket *bk = &f->bk[b];
+    fm_example *ex = interval_ex(m, f, b);
     fm_example cand = {.key = (double)(rng_next(m) >> 11) * 0x1p-53, .seq_no = c->seq_no};
     bk->seqs++;
     int slot = bk->n;
@@ -341,16 +352,18 @@ static int cmp_example(const void *a, const void *b) {
     return (x->seq_no > y->seq_no) - (x->seq_no < y->seq_no);
 }
 
-void fm_miner_interval(const fm_feature *f, int b, double *lo, double *hi) {
+fm_example *fm_miner_interval(const fm_miner *m, int i, int b, double *lo, double *hi) {
+    const fm_feature *f = &m->f[i];
     *lo = f->scale * b / f->n_buckets;
     *hi = f->scale * (b + 1) / f->n_buckets;
+    return interval_ex(m, f, b);
 }
 
 void fm_miner_sort(fm_miner *m, int i) {
     fm_feature *f = &m->f[i];
     if (f->n_top) qsort(f->top, (size_t)f->n_top, sizeof *f->top, cmp_example);
     for (int b = 0; b < f->n_buckets; b++)
-        qsort(f->res + (size_t)b * m->cfg.reservoir, (size_t)f->bk[b].n, sizeof *f->res, cmp_example);
+        qsort(interval_ex(m, f, b), (size_t)f->bk[b].n, sizeof *f->res, cmp_example);
 }
 
 uint64_t fm_miner_bytes(const fm_miner *m) { return m->bytes; }

@@ -121,8 +121,8 @@ int fm_miner_add(fm_miner *m, const int32_t *tokens, int T, const int32_t *idx, 
 /* Threshold for the paper's example set of feature i: frac * (known max, or the max seen). */
 float fm_miner_threshold(const fm_miner *m, int i);
 
-/* Bounds [lo, hi) of feature f's interval b. */
-void fm_miner_interval(const fm_feature *f, int b, double *lo, double *hi);
+/* Feature i's interval b: its examples (m->f[i].bk[b].n of them), and its bounds [lo, hi). */
+fm_example *fm_miner_interval(const fm_miner *m, int i, int b, double *lo, double *hi);
 
 /* Sorts feature i's kept examples (the heap, and each interval's) by descending peak, ties by
  * stream order. They are no longer a heap or a bottom-k after this: call once at the end. */

@@ -288,7 +288,7 @@ static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres
     for (int b = f->n_buckets - 1; b >= 0; b--) { /* highest interval first, as dashboards show them */
         if (!f->bk[b].seqs) continue;
         double lo, hi;
-        fm_miner_interval(f, b, &lo, &hi);
+        const fm_example *ivx = fm_miner_interval(m, i, b, &lo, &hi);
         json_t *ij = json_object();
         json_object_set_new(ij, "lo", jreal(lo));
         json_object_set_new(ij, "hi", jreal(hi));
@@ -296,7 +296,7 @@ static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres
         json_object_set_new(ij, "examples", json_integer(f->bk[b].n));
         json_array_append_new(qi, ij);
         for (int e = 0; e < f->bk[b].n; e++) {
-            const fm_example *ex = &f->res[(size_t)b * m->cfg.reservoir + e];
+            const fm_example *ex = &ivx[e];
             json_t *ej = example_json(m, ex);
             int q = f->max > 0 ? (int)(ex->peak / f->max * FM_INTERVALS) : 0;
             json_object_set_new(ej, "interval", json_integer(q < FM_INTERVALS ? q : FM_INTERVALS - 1));
@@ -536,11 +536,11 @@ static int html_feature(const char *path, fm_miner *m, int i, const fm_vocab *v,
     for (int b = f->n_buckets - 1; b >= 0; b--) {
         if (!f->bk[b].n) continue;
         double lo, hi;
-        fm_miner_interval(f, b, &lo, &hi);
+        const fm_example *ivx = fm_miner_interval(m, i, b, &lo, &hi);
         fprintf(fp, "<h3>[%.4g, %.4g): %llu sequences, %d shown</h3>\n", lo, hi, (unsigned long long)f->bk[b].seqs,
                 f->bk[b].n);
         for (int e = 0; e < f->bk[b].n; e++)
-            html_example(fp, m, &f->res[(size_t)b * m->cfg.reservoir + e], v, f->max, acts);
+            html_example(fp, m, &ivx[e], v, f->max, acts);
     }
     fputs("</body></html>\n", fp);
     int bad = ferror(fp);
@@ -625,11 +625,12 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
     for (int i = 0; i < n; i++) {
         for (int e = 0; e < m->f[i].n_top; e++)
             if (m->f[i].top[e].seq->T > max_T) max_T = m->f[i].top[e].seq->T;
-        for (int b = 0; b < m->f[i].n_buckets; b++)
-            for (int e = 0; e < m->f[i].bk[b].n; e++) {
-                const fm_seq *q = m->f[i].res[(size_t)b * m->cfg.reservoir + e].seq;
-                if (q->T > max_T) max_T = q->T;
-            }
+        for (int b = 0; b < m->f[i].n_buckets; b++) {
+            double lo, hi;
+            const fm_example *ivx = fm_miner_interval(m, i, b, &lo, &hi);
+            for (int e = 0; e < m->f[i].bk[b].n; e++)
+                if (ivx[e].seq->T > max_T) max_T = ivx[e].seq->T;
+        }
     }
     fm_fres *res = calloc((size_t)n, sizeof *res);
     if (!res) abort();
@@ -694,7 +695,6 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
     json_object_set_new(params, "threshold_frac", jreal(m->cfg.frac));
     json_object_set_new(params, "two_pass", json_boolean(m->cfg.known_max != NULL));
     json_object_set_new(params, "reservoir", json_integer(m->cfg.reservoir));
-    json_object_set_new(params, "intervals", json_integer(FM_INTERVALS));
     json_object_set_new(params, "lang_share", jreal(info->lang_share));
     json_object_set_new(params, "min_examples", json_integer(info->min_examples));
     json_object_set_new(params, "token_share", jreal(info->token_share));

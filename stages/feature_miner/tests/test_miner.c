@@ -89,12 +89,12 @@ static void check_intervals(const fm_miner *m, int f, int known, float mx, const
         CHECK(F->bk[b].seqs == counts[b] && F->bk[b].n == want, "f%d (known %d) bucket %d: %llu seqs %d kept, want %llu %d",
               f, known, b, (unsigned long long)F->bk[b].seqs, F->bk[b].n, (unsigned long long)counts[b], want);
         double lo, hi;
-        fm_miner_interval(F, b, &lo, &hi);
+        const fm_example *ivx = fm_miner_interval(m, f, b, &lo, &hi);
         for (int e = 0; e < F->bk[b].n; e++) {
-            const fm_example *x = &F->res[(size_t)b * R + e];
+            const fm_example *x = &ivx[e];
             CHECK(ref_bucket(x->peak, scale, nb) == b && x->peak >= lo && (x->peak < hi || (known && b == nb - 1)),
                   "f%d bucket %d [%g, %g): example with peak %g", f, b, lo, hi, x->peak);
-            for (int e2 = 0; e2 < e; e2++) CHECK(F->res[(size_t)b * R + e2].seq_no != x->seq_no, "f%d bucket %d duplicate", f, b);
+            for (int e2 = 0; e2 < e; e2++) CHECK(ivx[e2].seq_no != x->seq_no, "f%d bucket %d duplicate", f, b);
         }
         total += F->bk[b].n;
     }
@@ -162,8 +162,11 @@ static void spread_stream(void) {
             double pop[10] = {0}, got[10] = {0}, n_pop = 0, n_got = 0;
             for (int s = 0; s < SP; s++)
                 if (ref_bucket(spread_peak(s), scale, nb) == b) pop[s * 10 / SP]++, n_pop++;
-            for (int f = 0; f < SF; f++)
-                for (int e = 0; e < m->f[f].bk[b].n; e++) got[m->f[f].res[(size_t)b * SR + e].seq_no * 10 / SP]++, n_got++;
+            for (int f = 0; f < SF; f++) {
+                double lo, hi;
+                const fm_example *ivx = fm_miner_interval(m, f, b, &lo, &hi);
+                for (int e = 0; e < m->f[f].bk[b].n; e++) got[ivx[e].seq_no * 10 / SP]++, n_got++;
+            }
             double chi2 = 0;
             for (int c = 0; c < 10; c++)
                 if (pop[c] > 0) chi2 += pow(got[c] - n_got * pop[c] / n_pop, 2) / (n_got * pop[c] / n_pop);
@@ -258,8 +261,11 @@ int main(void) {
             for (int sq = 0; sq < S; sq++)
                 if (peak_of(sq, f) > 0) counts[ref_bucket(peak_of(sq, f), scale, nb)]++;
             if (seqs) check_intervals(m, f, known, known_max[f], counts, RES);
-            for (int b = 0; b < F->n_buckets; b++)
-                for (int e = 0; e < F->bk[b].n; e++) check_example(&F->res[(size_t)b * RES + e], f, "interval");
+            for (int b = 0; b < F->n_buckets; b++) {
+                double lo, hi;
+                const fm_example *ivx = fm_miner_interval(m, f, b, &lo, &hi);
+                for (int e = 0; e < F->bk[b].n; e++) check_example(&ivx[e], f, "interval");
+            }
         }
         fm_miner_free(m);
     }
