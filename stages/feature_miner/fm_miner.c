@@ -37,6 +37,7 @@ fm_miner *fm_miner_new(const fm_miner_cfg *cfg) {
     m->cfg = *cfg;
     m->f = xcalloc((size_t)cfg->n_features, sizeof *m->f);
     m->rng = cfg->seed ? cfg->seed : 0x9E3779B97F4A7C15ull;
+    m->merge_buf = xcalloc(2 * (size_t)cfg->reservoir, sizeof *m->merge_buf);
     return m;
 }
 
@@ -54,19 +55,27 @@ static void example_release(fm_miner *m, fm_example *e) {
     e->seq = NULL;
 }
 
+/* Interval b's examples: the intervals share one array, reservoir slots each. */
+static fm_example *interval_ex(const fm_miner *m, const fm_feature *f, int b) {
+    return f->res + (size_t)b * m->cfg.reservoir;
+}
+
 void fm_miner_free(fm_miner *m) {
     if (!m) return;
     for (int i = 0; i < m->cfg.n_features; i++) {
         fm_feature *f = &m->f[i];
         for (int j = 0; j < f->n_top; j++) example_release(m, &f->top[j]);
-        for (int j = 0; j < f->n_res; j++) example_release(m, &f->res[j]);
+        for (int b = 0; b < f->n_buckets; b++)
+            for (int j = 0; j < f->bk[b].n; j++) example_release(m, &interval_ex(m, f, b)[j]);
         free(f->top);
         free(f->res);
+        free(f->bk);
         free(f->hist.counts);
     }
     for (int i = 0; i < m->n_labels; i++) free(m->labels[i]);
     free(m->labels);
     free(m->f);
+    free(m->merge_buf);
     free(m->hits);
     free(m->pos_buf);
     free(m->val_buf);
@@ -180,6 +189,76 @@ static void example_fill(fm_miner *m, fm_example *e, fm_cur *c, double key, floa
     m->bytes += bytes;
 }
 
+/* Interval samples: bottom-k per interval on (key, seq_no). */
+static int key_less(const fm_example *a, const fm_example *b) {
+    return a->key < b->key || (a->key == b->key && a->seq_no < b->seq_no);
+}
+
+static int cmp_key(const void *a, const void *b) { return key_less(a, b) ? -1 : key_less(b, a); }
+
+static int interval_of(const fm_feature *f, float peak) {
+    int b = (int)(peak / f->scale * f->n_buckets);
+    return b < f->n_buckets ? b : f->n_buckets - 1;
+}
+
+/* One-pass intervals: doubles the scale, so bucket b of the new one is buckets 2b and 2b+1 of the
+ * old; the bottom-k of their union is the bottom-k of their two bottom-k's. */
+static void interval_double(fm_miner *m, fm_feature *f) {
+    int R = m->cfg.reservoir, half = f->n_buckets / 2;
+    for (int b = 0; b < half; b++) { /* b <= 2b: slot b is written after buckets 2b, 2b+1 are read */
+        fm_bucket *lo = &f->bk[2 * b], *hi = &f->bk[2 * b + 1];
+        int n = 0;
+        for (int j = 0; j < lo->n; j++) m->merge_buf[n++] = interval_ex(m, f, 2 * b)[j];
+        for (int j = 0; j < hi->n; j++) m->merge_buf[n++] = interval_ex(m, f, 2 * b + 1)[j];
+        qsort(m->merge_buf, (size_t)n, sizeof *m->merge_buf, cmp_key);
+        int keep = n < R ? n : R;
+        for (int j = keep; j < n; j++) example_release(m, &m->merge_buf[j]);
+        f->n_res -= n - keep;
+        memcpy(interval_ex(m, f, b), m->merge_buf, (size_t)keep * sizeof *m->merge_buf);
+        f->bk[b] = (fm_bucket){lo->seqs + hi->seqs, keep};
+    }
+    memset(f->bk + half, 0, (size_t)half * sizeof *f->bk);
+    f->scale *= 2;
+}
+
+static void interval_add(fm_miner *m, int fi, fm_cur *c, float peak, int peak_pos, const int32_t *pos,
+                         const float *val, int nnz) {
+    fm_feature *f = &m->f[fi];
+    int R = m->cfg.reservoir;
+    if (!f->bk) {
+        float known = m->cfg.known_max ? m->cfg.known_max[fi] : 0;
+        if (known > 0) {
+            f->n_buckets = FM_INTERVALS;
+            f->scale = known;
+        } else { /* a feature dead in the earlier pass falls back to one-pass buckets */
+            int e;
+            frexp(peak, &e); /* 2^(e-1) <= peak < 2^e */
+            f->n_buckets = 2 * FM_INTERVALS;
+            f->scale = ldexp(1, e);
+        }
+        f->bk = xcalloc((size_t)f->n_buckets, sizeof *f->bk);
+        f->res = xcalloc((size_t)f->n_buckets * R, sizeof *f->res);
+        m->bytes += (uint64_t)f->n_buckets * (sizeof *f->bk + (uint64_t)R * sizeof *f->res);
+    }
+    while (f->n_buckets == 2 * FM_INTERVALS && peak >= f->scale) interval_double(m, f);
+    int b = interval_of(f, peak);
+    fm_bucket *bk = &f->bk[b];
+    fm_example *ex = interval_ex(m, f, b);
+    fm_example cand = {.key = (double)(rng_next(m) >> 11) * 0x1p-53, .seq_no = c->seq_no};
+    bk->seqs++;
+    int slot = bk->n;
+    if (bk->n == R) { /* full: replace the largest key if the new one is smaller */
+        slot = 0;
+        for (int j = 1; j < R; j++)
+            if (key_less(&ex[slot], &ex[j])) slot = j;
+        if (!key_less(&cand, &ex[slot])) return;
+        example_release(m, &ex[slot]);
+    } else {
+        bk->n++, f->n_res++;
+    }
+    example_fill(m, &ex[slot], c, cand.key, peak, peak_pos, pos, val, nnz);
+}
+
 /* Feature `fi` fired at nnz tokens of the current sequence. */
 static void feature_add(fm_miner *m, int fi, fm_cur *c, const int32_t *pos, const float *val, int nnz) {
     fm_feature *f = &m->f[fi];
@@ -213,19 +292,7 @@ static void feature_add(fm_miner *m, int fi, fm_cur *c, const int32_t *pos, cons
         }
     }
 
-    int rcap = m->cfg.reservoir; /* Algorithm R: each firing sequence kept with probability rcap/seqs */
-    if (rcap > 0) {
-        if (!f->res) f->res = xcalloc((size_t)rcap, sizeof *f->res), m->bytes += (uint64_t)rcap * sizeof *f->res;
-        if (f->n_res < rcap) {
-            example_fill(m, &f->res[f->n_res++], c, peak, peak, peak_pos, pos, val, nnz);
-        } else {
-            uint64_t j = rng_next(m) % f->seqs;
-            if (j < (uint64_t)rcap) {
-                example_release(m, &f->res[j]);
-                example_fill(m, &f->res[j], c, peak, peak, peak_pos, pos, val, nnz);
-            }
-        }
-    }
+    if (m->cfg.reservoir > 0) interval_add(m, fi, c, peak, peak_pos, pos, val, nnz);
 }
 
 int fm_miner_add(fm_miner *m, const int32_t *tokens, int T, const int32_t *idx, const float *val, int k,
@@ -285,10 +352,18 @@ static int cmp_example(const void *a, const void *b) {
     return (x->seq_no > y->seq_no) - (x->seq_no < y->seq_no);
 }
 
+fm_example *fm_miner_interval(const fm_miner *m, int i, int b, double *lo, double *hi) {
+    const fm_feature *f = &m->f[i];
+    *lo = f->scale * b / f->n_buckets;
+    *hi = f->scale * (b + 1) / f->n_buckets;
+    return interval_ex(m, f, b);
+}
+
 void fm_miner_sort(fm_miner *m, int i) {
     fm_feature *f = &m->f[i];
     if (f->n_top) qsort(f->top, (size_t)f->n_top, sizeof *f->top, cmp_example);
-    if (f->n_res) qsort(f->res, (size_t)f->n_res, sizeof *f->res, cmp_example);
+    for (int b = 0; b < f->n_buckets; b++)
+        qsort(interval_ex(m, f, b), (size_t)f->bk[b].n, sizeof *f->res, cmp_example);
 }
 
 uint64_t fm_miner_bytes(const fm_miner *m) { return m->bytes; }

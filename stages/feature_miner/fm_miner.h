@@ -8,8 +8,10 @@
  *    bin (pairs of bins merge), so its range follows the max without a first pass;
  *  - a heap of at most top_n examples (one example = one sequence, with that feature's value at
  *    each of its tokens, kept sparse), ordered by the sequence's peak value;
- *  - a uniform reservoir of `reservoir` examples among all sequences where it fired, from which
- *    examples are shown by activation quantile (as sae_vis / Neuronpedia do).
+ *  - examples stratified by activation interval (as sae_vis / Neuronpedia dashboards show them):
+ *    per interval of the peak's range, a uniform sample without replacement of `reservoir` of the
+ *    sequences whose peak falls in it, by bottom-k sampling (each firing sequence draws a uniform
+ *    random key; an interval keeps the examples of smallest key).
  *
  * The paper collects examples in two passes: pass 1 finds each feature's max, pass 2 keeps the
  * first N sequences (stream order) whose value exceeds frac * max. One pass cannot know the max
@@ -19,12 +21,20 @@
  * (known_max), the heap keeps the earliest N sequences with peak > frac * known_max instead:
  * exactly the paper's pass 2.
  *
+ * The intervals: with a known max, the FM_INTERVALS intervals [q*max/Q, (q+1)*max/Q) (peaks above
+ * the known max go to the last). Without one, 2*Q buckets of [0, S) where S is the smallest power
+ * of two above the max seen (so the max lies in the upper half): when a peak reaches S, S doubles
+ * and bucket pairs merge, keeping the smallest keys of their union, which is again the bottom-k of
+ * the merged bucket, so the sample stays exact.
+ *
  * Sequences are stored once and shared by reference between all examples that keep them. */
 #ifndef FM_MINER_H
 #define FM_MINER_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#define FM_INTERVALS 10 /* activation intervals examples are sampled from (sae_vis: 10) */
 
 typedef struct fm_seq {
     int32_t *tokens;
@@ -36,7 +46,7 @@ typedef struct fm_seq {
 } fm_seq;
 
 typedef struct fm_example {
-    double key;      /* what the heap orders by: peak, or -stream index in known-max mode */
+    double key;      /* heap: peak, or -stream index in known-max mode; interval sample: random */
     float peak;      /* the feature's largest value in the sequence */
     int peak_pos;    /* its token position */
     uint64_t seq_no; /* the sequence's index in the stream */
@@ -51,6 +61,11 @@ typedef struct fm_hist {
     uint64_t *counts; /* [nbins]: bin i covers [i*width, (i+1)*width) */
 } fm_hist;
 
+typedef struct fm_bucket {
+    uint64_t seqs; /* sequences whose peak fell in this interval */
+    int n;         /* examples kept of them, at most cfg.reservoir */
+} fm_bucket;
+
 typedef struct fm_feature {
     float max;
     uint64_t fired;  /* tokens with a positive value */
@@ -59,18 +74,21 @@ typedef struct fm_feature {
     fm_hist hist;
     fm_example *top; /* min-heap of at most top_n on (key, -seq_no) */
     int n_top;
-    fm_example *res; /* reservoir, at most `reservoir` */
-    int n_res;
+    double scale;     /* the intervals split [0, scale) into n_buckets equal parts */
+    int n_buckets;    /* FM_INTERVALS with a known max, else 2 * FM_INTERVALS (scale a power of two) */
+    fm_bucket *bk;    /* [n_buckets], allocated on the first firing */
+    fm_example *res;  /* [n_buckets * reservoir]: interval b's examples from b * reservoir */
+    int n_res;        /* examples kept over all intervals */
 } fm_feature;
 
 typedef struct fm_miner_cfg {
     int n_features;
     int top_n;           /* paper: 50 */
-    int reservoir;       /* examples kept for quantile display; 0 for none */
+    int reservoir;       /* examples kept per activation interval; 0 for none */
     int hist_bins;       /* even */
     double frac;         /* paper: 0.7 */
     const float *known_max; /* [n_features] from an earlier pass, or NULL */
-    uint64_t seed;
+    uint64_t seed;       /* of the interval samples' keys */
 } fm_miner_cfg;
 
 typedef struct fm_miner {
@@ -83,6 +101,7 @@ typedef struct fm_miner {
     uint64_t rng;
     uint64_t bytes; /* held by examples, sequences and histograms */
     /* per-sequence scratch */
+    fm_example *merge_buf; /* [2 * reservoir] */
     struct fm_hit *hits;
     size_t hits_cap;
     int32_t *pos_buf;
@@ -102,11 +121,14 @@ int fm_miner_add(fm_miner *m, const int32_t *tokens, int T, const int32_t *idx, 
 /* Threshold for the paper's example set of feature i: frac * (known max, or the max seen). */
 float fm_miner_threshold(const fm_miner *m, int i);
 
-/* Sorts feature i's kept examples (heap and reservoir) by descending peak, ties by stream order.
- * The heap is no longer a heap after this: call once at the end. */
+/* Feature i's interval b: its examples (m->f[i].bk[b].n of them), and its bounds [lo, hi). */
+fm_example *fm_miner_interval(const fm_miner *m, int i, int b, double *lo, double *hi);
+
+/* Sorts feature i's kept examples (the heap, and each interval's) by descending peak, ties by
+ * stream order. They are no longer a heap or a bottom-k after this: call once at the end. */
 void fm_miner_sort(fm_miner *m, int i);
 
-/* Bytes held now (heaps, reservoirs, sequences, histograms), for the memory test. */
+/* Bytes held now (heaps, interval samples, sequences, histograms), for the memory test. */
 uint64_t fm_miner_bytes(const fm_miner *m);
 
 #endif

@@ -16,8 +16,6 @@
 #include "tok.h"
 #endif
 
-#define FM_QUANTILES 10 /* intervals of [0, max] the reservoir examples are shown by */
-
 /* ---------------------------------------------------------------------------------------------- */
 /* Vocabulary                                                                                      */
 
@@ -286,13 +284,28 @@ static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres
         json_array_append_new(ex, ej);
     }
     json_object_set_new(o, "examples", ex);
-    json_t *qe = json_array();
-    for (int e = 0; e < f->n_res; e++) {
-        json_t *ej = example_json(m, &f->res[e]);
-        int q = f->max > 0 ? (int)(f->res[e].peak / f->max * FM_QUANTILES) : 0;
-        json_object_set_new(ej, "interval", json_integer(q < FM_QUANTILES ? q : FM_QUANTILES - 1));
-        json_array_append_new(qe, ej);
+    json_t *qe = json_array(), *qi = json_array();
+    for (int b = f->n_buckets - 1; b >= 0; b--) { /* highest interval first, as dashboards show them */
+        if (!f->bk[b].seqs) continue;
+        double lo, hi;
+        const fm_example *ivx = fm_miner_interval(m, i, b, &lo, &hi);
+        json_t *ij = json_object();
+        json_object_set_new(ij, "lo", jreal(lo));
+        json_object_set_new(ij, "hi", jreal(hi));
+        json_object_set_new(ij, "sequences", json_integer((json_int_t)f->bk[b].seqs));
+        json_object_set_new(ij, "examples", json_integer(f->bk[b].n));
+        json_array_append_new(qi, ij);
+        for (int e = 0; e < f->bk[b].n; e++) {
+            const fm_example *ex = &ivx[e];
+            json_t *ej = example_json(m, ex);
+            int q = f->max > 0 ? (int)(ex->peak / f->max * FM_INTERVALS) : 0;
+            json_object_set_new(ej, "interval", json_integer(q < FM_INTERVALS ? q : FM_INTERVALS - 1));
+            json_object_set_new(ej, "interval_lo", jreal(lo));
+            json_object_set_new(ej, "interval_hi", jreal(hi));
+            json_array_append_new(qe, ej);
+        }
     }
+    json_object_set_new(o, "quantile_intervals", qi);
     json_object_set_new(o, "quantile_examples", qe);
     json_t *h = json_object(), *hc = json_array();
     json_object_set_new(h, "bin_width", jreal(f->hist.width));
@@ -517,9 +530,17 @@ static int html_feature(const char *path, fm_miner *m, int i, const fm_vocab *v,
     float vmax = f->n_top ? f->top[0].peak : 0;
     fprintf(fp, "<h2>Top examples</h2>\n");
     for (int e = 0; e < f->n_top; e++) html_example(fp, m, &f->top[e], v, vmax, acts);
-    if (f->n_res) {
-        fprintf(fp, "<h2>Examples across the activation range</h2>\n");
-        for (int e = 0; e < f->n_res; e++) html_example(fp, m, &f->res[e], v, f->max, acts);
+    if (f->n_res)
+        fprintf(fp, "<h2>Examples across the activation range</h2>\n<p>Up to %d sequences sampled uniformly per "
+                    "interval of peak activation.</p>\n", m->cfg.reservoir);
+    for (int b = f->n_buckets - 1; b >= 0; b--) {
+        if (!f->bk[b].n) continue;
+        double lo, hi;
+        const fm_example *ivx = fm_miner_interval(m, i, b, &lo, &hi);
+        fprintf(fp, "<h3>[%.4g, %.4g): %llu sequences, %d shown</h3>\n", lo, hi, (unsigned long long)f->bk[b].seqs,
+                f->bk[b].n);
+        for (int e = 0; e < f->bk[b].n; e++)
+            html_example(fp, m, &ivx[e], v, f->max, acts);
     }
     fputs("</body></html>\n", fp);
     int bad = ferror(fp);
@@ -604,8 +625,12 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
     for (int i = 0; i < n; i++) {
         for (int e = 0; e < m->f[i].n_top; e++)
             if (m->f[i].top[e].seq->T > max_T) max_T = m->f[i].top[e].seq->T;
-        for (int e = 0; e < m->f[i].n_res; e++)
-            if (m->f[i].res[e].seq->T > max_T) max_T = m->f[i].res[e].seq->T;
+        for (int b = 0; b < m->f[i].n_buckets; b++) {
+            double lo, hi;
+            const fm_example *ivx = fm_miner_interval(m, i, b, &lo, &hi);
+            for (int e = 0; e < m->f[i].bk[b].n; e++)
+                if (ivx[e].seq->T > max_T) max_T = ivx[e].seq->T;
+        }
     }
     fm_fres *res = calloc((size_t)n, sizeof *res);
     if (!res) abort();

@@ -268,7 +268,7 @@ static const sf_param_def fm_params[] = {
     {"top_n", SF_PARAM_INT, "50", "examples kept per feature (paper: 50)"},
     {"threshold", SF_PARAM_FLOAT, "0.7", "example threshold as a fraction of the feature's max (paper: 0.7)"},
     {"max_from", SF_PARAM_STRING, "", "summary.json of an earlier pass: keep the earliest top_n sequences above threshold*max (the paper's second pass)"},
-    {"reservoir", SF_PARAM_INT, "20", "examples sampled uniformly per feature, shown by activation interval"},
+    {"reservoir", SF_PARAM_INT, "2", "examples sampled uniformly per activation interval of each feature (10 intervals of the max, 20 power-of-two buckets in one pass)"},
     {"hist_bins", SF_PARAM_INT, "64", "histogram bins (width doubles as the max grows)"},
     {"lang_share", SF_PARAM_FLOAT, "0.9", "a feature is English/Japanese if more than this share of its examples is"},
     {"min_examples", SF_PARAM_INT, "5", "granularity needs at least this many examples"},
@@ -277,7 +277,7 @@ static const sf_param_def fm_params[] = {
     {"drop_bos", SF_PARAM_BOOL, "true", "leave out a leading BOS token, as the paper does"},
     {"html", SF_PARAM_BOOL, "true", "write the HTML dashboard"},
     {"neuronpedia", SF_PARAM_BOOL, "false", "also write neuronpedia/<id>.json (Neuronpedia-style feature JSON)"},
-    {"seed", SF_PARAM_INT, "0", "reservoir sampling seed"},
+    {"seed", SF_PARAM_INT, "0", "seed of the per-interval example sampling"},
     {"threads", SF_PARAM_INT, "0", "threads writing the output files at the end (0: one per CPU)"},
     {NULL, 0, NULL, NULL},
 };

@@ -1,5 +1,5 @@
 /* Memory stays flat on a long stream: 100k sequences whose values drift upwards, so every
- * feature's heap and reservoir keep replacing examples to the end. Asserts that the miner's own
+ * feature's heap and interval samples keep replacing examples to the end. Asserts that the miner's own
  * byte count stays under its bound and that the process RSS grows by less than 16 MiB between
  * 20% and 100% of the stream (not under ASan). */
 #include <stdio.h>
@@ -15,7 +15,7 @@
 #define FM_RSS_CHECK 1
 #endif
 
-enum { S = 100000, T = 64, K = 8, N = 1024, TOP = 50, RES = 20, BINS = 64 };
+enum { S = 100000, T = 64, K = 8, N = 1024, TOP = 50, RES = 2, BINS = 64 };
 
 static long rss_kib(void) {
     FILE *fp = fopen("/proc/self/status", "r");
@@ -36,7 +36,8 @@ int main(void) {
     long rss_early = 0;
     /* Upper bound of what the miner may hold: every kept example distinct, every token fired. */
     uint64_t per_ex = sizeof(fm_example) + (uint64_t)T * 8 + sizeof(fm_seq) + (uint64_t)T * 4;
-    uint64_t bound = (uint64_t)N * (TOP + RES) * per_ex + (uint64_t)N * BINS * 8;
+    uint64_t bound = (uint64_t)N * (TOP + 2 * FM_INTERVALS * RES) * per_ex + (uint64_t)N * BINS * 8 +
+                     (uint64_t)N * 2 * FM_INTERVALS * sizeof(fm_bucket);
     uint64_t peak_bytes = 0;
     for (int s = 0; s < S; s++) {
         for (int t = 0; t < T; t++) {

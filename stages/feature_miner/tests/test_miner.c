@@ -1,6 +1,8 @@
 /* The streaming miner against a naive in-memory reference: a random sparse stream is kept whole
  * (dense values per sequence, token and feature), and every statistic and example set the miner
- * reports is recomputed from it the slow, obvious way. */
+ * reports is recomputed from it the slow, obvious way. Then the interval samples on a stream whose
+ * peaks are spread (99% low, 1% high and growing): every interval's count, its examples, and that
+ * each interval's sample is uniform over its sequences (chi-square over many features). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +60,47 @@ static int reference_top(int f, int known, float thr, int *out) {
     return n;
 }
 
+/* The reference intervals of a feature with maximum mx: [q*mx/Q, (q+1)*mx/Q) with a known max,
+ * else 2Q buckets of [0, S), S the smallest power of two above mx. */
+static int ref_buckets(int known, float mx, double *scale) {
+    double sc = 1;
+    while (sc <= mx) sc *= 2;
+    while (sc / 2 > mx) sc /= 2;
+    *scale = known ? mx : sc;
+    return known ? FM_INTERVALS : 2 * FM_INTERVALS;
+}
+
+static int ref_bucket(float p, double scale, int nb) {
+    int b = (int)floor(p / scale * nb);
+    return b < nb ? b : nb - 1;
+}
+
+/* Feature f's interval samples against counts[b], its sequences per reference bucket. */
+static void check_intervals(const fm_miner *m, int f, int known, float mx, const uint64_t *counts, int R) {
+    const fm_feature *F = &m->f[f];
+    double scale;
+    int nb = ref_buckets(known, mx, &scale);
+    CHECK(F->n_buckets == nb && F->scale == scale, "f%d (known %d): %d buckets of [0, %g), want %d of [0, %g)", f,
+          known, F->n_buckets, F->scale, nb, scale);
+    if (F->n_buckets != nb) return;
+    int total = 0;
+    for (int b = 0; b < nb; b++) {
+        int want = counts[b] < (uint64_t)R ? (int)counts[b] : R;
+        CHECK(F->bk[b].seqs == counts[b] && F->bk[b].n == want, "f%d (known %d) bucket %d: %llu seqs %d kept, want %llu %d",
+              f, known, b, (unsigned long long)F->bk[b].seqs, F->bk[b].n, (unsigned long long)counts[b], want);
+        double lo, hi;
+        const fm_example *ivx = fm_miner_interval(m, f, b, &lo, &hi);
+        for (int e = 0; e < F->bk[b].n; e++) {
+            const fm_example *x = &ivx[e];
+            CHECK(ref_bucket(x->peak, scale, nb) == b && x->peak >= lo && (x->peak < hi || (known && b == nb - 1)),
+                  "f%d bucket %d [%g, %g): example with peak %g", f, b, lo, hi, x->peak);
+            for (int e2 = 0; e2 < e; e2++) CHECK(ivx[e2].seq_no != x->seq_no, "f%d bucket %d duplicate", f, b);
+        }
+        total += F->bk[b].n;
+    }
+    CHECK(F->n_res == total, "f%d: n_res %d, buckets hold %d", f, F->n_res, total);
+}
+
 static void check_example(const fm_example *e, int f, const char *what) {
     int s = (int)e->seq_no;
     CHECK(e->peak == peak_of(s, f), "%s f%d seq %d: peak %g, want %g", what, f, s, e->peak, peak_of(s, f));
@@ -68,6 +111,74 @@ static void check_example(const fm_example *e, int f, const char *what) {
     for (int t = 0; t < T; t++) nnz += dense[s][t][f] > 0;
     CHECK(e->nnz == nnz, "%s f%d: nnz %d want %d", what, f, e->nnz, nnz);
     for (int j = 0; j < e->nnz && j < nnz; j++) CHECK(e->val[j] == dense[s][e->pos[j]][f], "%s f%d: value", what, f);
+}
+
+/* The spread stream: SP sequences of one token at which all SF features fire with the same value:
+ * 99% low (uniform in [0.05, 1)), 1% high and growing over the stream (1.5 * 2^(4 s / SP) * jitter),
+ * so in one pass the scale doubles several times and the low buckets are merged mid-stream. The
+ * features draw independent keys, so each is an independent sample; pooled, the picks of one
+ * interval must spread over the stream as its sequences do (10 cells of stream order, chi-square). */
+enum { SP = 20000, SF = 200, SR = 3 };
+
+static float spread_peak(int s) {
+    uint64_t h = (uint64_t)s * 0x9E3779B97F4A7C15ull;
+    h ^= h >> 29;
+    double u = (double)(h % 1000003) / 1000003.0;
+    return s % 100 == 37 ? (float)(1.5 * pow(2, 4.0 * s / SP) * (1 + 0.3 * u)) : (float)(0.05 + 0.95 * u);
+}
+
+static void spread_stream(void) {
+    static int32_t idx[SF];
+    static float val[SF];
+    float mx = 0;
+    for (int s = 0; s < SP; s++) mx = fmaxf(mx, spread_peak(s));
+    float known_max[SF];
+    for (int f = 0; f < SF; f++) known_max[f] = mx;
+    for (int known = 0; known < 2; known++) {
+        fm_miner_cfg cfg = {.n_features = SF, .top_n = 1, .reservoir = SR, .hist_bins = 8, .frac = 0.7,
+                            .known_max = known ? known_max : NULL, .seed = 3};
+        fm_miner *m = fm_miner_new(&cfg);
+        for (int s = 0; s < SP; s++) {
+            int32_t tok = s % 1000;
+            for (int f = 0; f < SF; f++) idx[f] = f, val[f] = spread_peak(s);
+            if (fm_miner_add(m, &tok, 1, idx, val, SF, s, 0, "en", 2) != 0) exit(1);
+        }
+        double scale;
+        int nb = ref_buckets(known, mx, &scale);
+        uint64_t counts[2 * FM_INTERVALS] = {0};
+        for (int s = 0; s < SP; s++) counts[ref_bucket(spread_peak(s), scale, nb)]++;
+        int high_intervals = 0;
+        for (int b = 1; b < nb; b++) high_intervals += counts[b] > 0 && m->f[0].bk[b].n > 0;
+        CHECK(high_intervals >= nb / 2, "known %d: only %d of the %d upper intervals have examples", known,
+              high_intervals, nb - 1);
+        for (int f = 0; f < SF; f++) check_intervals(m, f, known, mx, counts, SR);
+        /* Uniformity in bucket 0 (the low 99%, merged while the scale grew) and in the fullest
+         * bucket of the high 1%. */
+        int test_b[2] = {0, 1};
+        for (int b = 2; b < nb; b++)
+            if (counts[b] > counts[test_b[1]]) test_b[1] = b;
+        for (int t = 0; t < 2; t++) {
+            int b = test_b[t];
+            double pop[10] = {0}, got[10] = {0}, n_pop = 0, n_got = 0;
+            for (int s = 0; s < SP; s++)
+                if (ref_bucket(spread_peak(s), scale, nb) == b) pop[s * 10 / SP]++, n_pop++;
+            for (int f = 0; f < SF; f++) {
+                double lo, hi;
+                const fm_example *ivx = fm_miner_interval(m, f, b, &lo, &hi);
+                for (int e = 0; e < m->f[f].bk[b].n; e++) got[ivx[e].seq_no * 10 / SP]++, n_got++;
+            }
+            double chi2 = 0;
+            for (int c = 0; c < 10; c++)
+                if (pop[c] > 0) chi2 += pow(got[c] - n_got * pop[c] / n_pop, 2) / (n_got * pop[c] / n_pop);
+                else CHECK(got[c] == 0, "known %d bucket %d: picks where it has no sequences", known, b);
+            /* 9 degrees of freedom at most: P(chi2 > 33) < 2e-4 for a uniform sample. */
+            printf("spread (known %d) bucket %d: %.0f sequences, %.0f picks over %d features, chi2 %.1f\n", known, b,
+                   n_pop, n_got, SF, chi2);
+            CHECK(n_got == SF * fmin(SR, n_pop) && chi2 < 33, "known %d bucket %d: picks not uniform (chi2 %.1f, %.0f picks)",
+                  known, b, chi2, n_got);
+        }
+        fm_miner_free(m);
+    }
 }
 
 int main(void) {
@@ -144,15 +255,22 @@ int main(void) {
                       (unsigned long long)F->top[e].seq_no, ref[e]);
                 check_example(&F->top[e], f, "top");
             }
-            int want_res = seqs < RES ? (int)seqs : RES;
-            CHECK(F->n_res == want_res, "f%d reservoir %d want %d", f, F->n_res, want_res);
-            for (int e = 0; e < F->n_res; e++) {
-                check_example(&F->res[e], f, "reservoir");
-                for (int e2 = 0; e2 < e; e2++) CHECK(F->res[e].seq_no != F->res[e2].seq_no, "f%d reservoir duplicate", f);
+            uint64_t counts[2 * FM_INTERVALS] = {0};
+            double scale;
+            int nb = ref_buckets(known, known_max[f], &scale);
+            for (int sq = 0; sq < S; sq++)
+                if (peak_of(sq, f) > 0) counts[ref_bucket(peak_of(sq, f), scale, nb)]++;
+            if (seqs) check_intervals(m, f, known, known_max[f], counts, RES);
+            for (int b = 0; b < F->n_buckets; b++) {
+                double lo, hi;
+                const fm_example *ivx = fm_miner_interval(m, f, b, &lo, &hi);
+                for (int e = 0; e < F->bk[b].n; e++) check_example(&ivx[e], f, "interval");
             }
         }
         fm_miner_free(m);
     }
+
+    spread_stream();
 
     /* Bad input is an error, not a crash. */
     fm_miner_cfg cfg = {.n_features = 4, .top_n = 2, .reservoir = 0, .hist_bins = 8, .frac = 0.7};

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The feature_miner stage on planted features (see planted.py) against the PyTorch reference:
-statistics, top examples, the paper's token_act quantisation, languages, granularity, and the
-paper's exact two-pass selection (max_from).
+statistics, top examples, the paper's token_act quantisation, languages, granularity, the
+examples per activation interval (counts and membership recomputed with numpy, one pass and with
+max_from), and the paper's exact two-pass selection (max_from).
 usage: test_planted.py FM_DRIVE
 """
 import json
@@ -16,7 +17,38 @@ import numpy as np
 import planted
 from planted import N, TOK, VOCAB
 
-TOP_N, FRAC = 5, 0.7
+TOP_N, FRAC, PER_INTERVAL, Q = 5, 0.7, 4, 10
+
+
+def check_intervals(check, fj, peak_i, mx, known):
+    """quantile_intervals / quantile_examples of one feature against numpy: with a known max the
+    intervals [q*mx/Q, (q+1)*mx/Q), else 2Q buckets of [0, S), S the smallest power of two > mx.
+    Peaks within 1e-5 (relative) of a bucket edge may land either side (float32 vs PyTorch)."""
+    i = fj["feature"]
+    nb = Q if known else 2 * Q
+    scale = mx if known else 2.0 ** (np.floor(np.log2(mx)) + 1)
+    x = peak_i[peak_i > 0] / scale * nb
+    edge = np.abs(x - np.round(x)) < 1e-5 * np.maximum(x, 1)
+    counts = np.bincount(np.minimum(np.floor(x), nb - 1).astype(int), minlength=nb)
+    got = {round(iv["lo"] / scale * nb): iv for iv in fj["quantile_intervals"]}
+    slack = int(edge.sum())
+    check(set(got) <= set(range(nb)) and all(math.isclose(iv["hi"] - iv["lo"], scale / nb, rel_tol=1e-6)
+                                             for iv in got.values()), f"f{i} (known {known}) interval bounds")
+    for b in range(nb):
+        n, k = (got[b]["sequences"], got[b]["examples"]) if b in got else (0, 0)
+        check(abs(n - counts[b]) <= slack and k == min(n, PER_INTERVAL),
+              f"f{i} (known {known}) interval {b}: {n} sequences {k} examples, numpy {counts[b]} (slack {slack})")
+    check(len(fj["quantile_examples"]) == sum(iv["examples"] for iv in got.values()), f"f{i} quantile example count")
+    seen = set()
+    for e in fj["quantile_examples"]:
+        p = float(peak_i[e["doc_id"]])
+        check(e["interval_lo"] * (1 - 1e-5) <= p and (p < e["interval_hi"] * (1 + 1e-5) or known),
+              f"f{i} example {e['doc_id']} peak {p} outside [{e['interval_lo']}, {e['interval_hi']})")
+        q = min(int(p / mx * Q), Q - 1)
+        check(abs(e["interval"] - q) <= (1 if abs(p / mx * Q - round(p / mx * Q)) < 1e-5 else 0),
+              f"f{i} example {e['doc_id']}: interval {e['interval']}, numpy {q}")
+        check((e["interval_lo"], e["doc_id"]) not in seen, f"f{i} example {e['doc_id']} twice in an interval")
+        seen.add((e["interval_lo"], e["doc_id"]))
 
 
 def main():
@@ -33,7 +65,7 @@ def main():
 
     def run(out, *extra):
         r = subprocess.run([drive, "stage", msgs_path, f"sae={sae_dir}", f"out={out}", f"tokenizer={vocab_path}",
-                            f"top_n={TOP_N}", f"threshold={FRAC}", "reservoir=4", *extra],
+                            f"top_n={TOP_N}", f"threshold={FRAC}", f"reservoir={PER_INTERVAL}", *extra],
                            capture_output=True, text=True)
         if r.returncode != 0:
             print(r.stdout, r.stderr)
@@ -78,6 +110,7 @@ def main():
             check(all(abs(p[1] - w) <= (0 if w == 0 else 1) for p, w in zip(pairs, qs)),
                   f"f{i} example {e} quantised {[p[1] for p in pairs]} != {qs}")
             check(fj["examples"][e]["label"] == seqs[s][0], f"f{i} label")
+        check_intervals(check, fj, peak[:, i], float(ref_max[i]), False)
 
     # Neuronpedia-style export: every token's value of the top examples, statistics.
     for i in range(6):
@@ -121,6 +154,7 @@ def main():
         want = [s for s in range(len(seqs)) if peak[s, i] > FRAC * ref_max[i]][:TOP_N]
         got = sorted(e["doc_id"] for e in fj["examples"])
         check(got == want, f"two-pass f{i}: {got} != paper's {want}")
+        check_intervals(check, fj, peak[:, i], float(ref_max[i]), True)
 
     # The dashboard lists every alive feature and has a page for each.
     with open(os.path.join(out1, "index.html"), encoding="utf-8") as f:
