@@ -7,6 +7,8 @@ PACKAGES="build-essential meson ninja-build pkg-config
   libpcre2-dev libutf8proc-dev libprotobuf-c-dev protobuf-c-compiler
   python3 python3-numpy python3-zmq python3-msgpack-numpy python3-torch
   python3-sentencepiece sentencepiece chromium iproute2 libisal-dev"
+# --fuzz: also clang with libFuzzer, for the fuzz targets (.ci/run runs them briefly)
+[ "${1:-}" = "--fuzz" ] && PACKAGES="$PACKAGES clang libclang-rt-14-dev"
 # npm fetches the reference tokenizer.json files (tests); an npm already on PATH (e.g. nodesource's) will do
 command -v npm >/dev/null || PACKAGES="$PACKAGES npm"
 missing=""
