@@ -178,7 +178,7 @@ static const sf_param_def fwd_params[] = {
     {"sae", SF_PARAM_STRING, "", "trained SAE directory (any layout): also emit loss_sae, the loss with sae_hook's "
      "activations replaced by the SAE's reconstruction (BOS kept); implies loss"},
     {"sae_hook", SF_PARAM_STRING, "", "hook point the SAE replaces (default: the hook its config records)"},
-    {"threads", SF_PARAM_INT, "0", "threads for the sgemms (OpenBLAS) and the work between them (0: all cores)"},
+    {"threads", SF_PARAM_INT, "0", "threads of the forward: each sgemm is split over them, with OpenBLAS on one thread meanwhile (0: all cores)"},
     {NULL, 0, NULL, NULL},
 };
 
