@@ -41,7 +41,8 @@ static void stage_line(sf_runtime *rt, sf_ctx *c, double elapsed, char *out, siz
         len += snprintf(out + len, n - (size_t)len, "  %llu", (unsigned long long)done);
         if (total) len += snprintf(out + len, n - (size_t)len, "/%llu (%.0f%%)", (unsigned long long)total, 100.0 * (double)done / (double)total);
         len += snprintf(out + len, n - (size_t)len, " %s, %.0f/s", unit, elapsed > 0 ? (double)done / elapsed : 0.0);
-    }
+    } else if (len > 0 && (size_t)len < n) /* a stage that keeps no count of its own: its messages */
+        len += snprintf(out + len, n - (size_t)len, "  %.0f msgs/s", elapsed > 0 ? (double)(in ? in : outm) / elapsed : 0.0);
     if (note[0] && len > 0 && (size_t)len < n) snprintf(out + len, n - (size_t)len, "  %s", note);
     (void)rt;
 }

@@ -2,7 +2,7 @@
 """The runtime, end to end with real processes: broadcast and shared edges, several processes over
 tcp and ipc, 100k+ messages with none lost or repeated, a slow consumer with bounded memory,
 failures, signals (SIGINT, SIGTERM, SIGHUP, a second signal, closed stdin, an interrupt crossing
-processes both ways), vanished peers, and junk from unknown peers. Usage: test_runtime.py SAEFLOW [--heavy]"""
+processes both ways), vanished peers, junk from unknown peers, and the progress line. Usage: test_runtime.py SAEFLOW [--heavy]"""
 import os, random, re, resource, signal, subprocess, sys, tempfile, time
 
 saeflow = sys.argv[1]
@@ -105,6 +105,29 @@ check(r.returncode == 0, f"single process, {N} messages through shared relays in
 if os.path.exists(rep):
     check(report_totals(rep) == (2 * N, 2 * (N * (N - 1) // 2)), "broadcast: both replicas saw every message")
 check("edge mid[0] -> all" in r.stderr and "end-of-stream sent" in r.stderr, "run summary lists the edges")
+
+# Progress: --progress draws a live line per stage; a stage that keeps no count of its own (relay)
+# shows its message rate, which must agree with the run's total over its duration.
+flow = write("progress.flow", """
+stage gen = tensor_gen {
+    count = 300000
+    rows = 1
+    cols = 4
+}
+stage mid = relay {
+    input = gen
+}
+stage sink = verify_sink {
+    input = mid
+    expect = 300000
+}
+""")
+t0 = time.time()
+r = run([flow, "--progress"])
+took = time.time() - t0
+rates = [float(m) for m in re.findall(r"mid +in +300000 +out +300000 +queue +\d+ +(\d+) msgs/s", r.stderr)]
+check(r.returncode == 0 and bool(rates) and 300000 / took / 3 < rates[-1] < 300000 / took * 3,
+      f"progress: the relay's line ends at 300000 messages and {rates[-1] if rates else '?'} msgs/s ({300000 / took:.0f}/s overall)")
 
 # 2./3. Two processes over tcp and over ipc: exact totals on shared and single sinks.
 for transport in ("tcp", "ipc"):
