@@ -75,6 +75,8 @@ int sf_frame_recv(void *sock, int is_router, sf_frame *f, char *err, size_t errl
         zmq_msg_close(&part);
         zmq_msg_init(&part);
         zmq_msg_recv(&part, sock, 0); /* parts of a message arrive together */
+        addr = f->addr[0] ? NULL : zmq_msg_gets(&part, "Peer-Address"); /* not always on the id part */
+        if (addr) snprintf(f->addr, sizeof f->addr, "%s", addr);
     }
     if (zmq_msg_size(&part) != 16) {
         snprintf(err, errlen, "frame header of %zu bytes, expected 16", zmq_msg_size(&part));
