@@ -61,27 +61,9 @@ def bf16_to_f32(a):
 
 
 def run_pipeline(tmp, fixture, hooks, out_dtype, msgs, replicas=1):
-    ep_in, ep_out = f"ipc://{tmp}/in", f"ipc://{tmp}/out"
-    pipe = os.path.join(tmp, "p.saeflow")
-    with open(pipe, "w") as f:
-        f.write(f"""
-stage src = zmq_in {{
-    endpoint = "{ep_in}"
-}}
-stage fwd = forward {{
-    input = src
-    replicas = {replicas}
-    model = "{fixture}"
-    hooks = "{hooks}"
-    out_dtype = {out_dtype}
-    loss = true
-    threads = 1
-}}
-stage sink = zmq_out {{
-    input = fwd
-    endpoint = "{ep_out}"
-}}
-""")
+    pipe, ep_in, ep_out = zmq_pipeline.write_flow(tmp, [f"replicas = {replicas}", f'model = "{fixture}"',
+                                                        f'hooks = "{hooks}"', f"out_dtype = {out_dtype}",
+                                                        "loss = true", "threads = 1"])
     rc, out, got = zmq_pipeline.run(SAEFLOW, pipe, ep_in, ep_out, msgs)
     if rc != 0:
         print(out)

@@ -39,34 +39,6 @@ def run(args, stdin):
     return p
 
 
-def write_pipeline(tmp, ckpt, sae):
-    ep_in, ep_out = f"ipc://{tmp}/in", f"ipc://{tmp}/out"
-    pipe = os.path.join(tmp, "p.saeflow")
-    with open(pipe, "w") as f:
-        f.write(f"""
-stage src = zmq_in {{
-    endpoint = "{ep_in}"
-}}
-stage fwd = forward {{
-    input = src
-    model = "{ckpt}"
-    hooks = resid_post.2
-    sae = "{sae}"
-    threads = 1
-}}
-stage ev = sae_eval {{
-    input = fwd
-    sae_dir = "{sae}"
-    out = "{tmp}/eval.json"
-}}
-stage sink = zmq_out {{
-    input = fwd
-    endpoint = "{ep_out}"
-}}
-""")
-    return pipe, ep_in, ep_out
-
-
 def test_sae_pipeline(tmp, ckpt, sae, ids, want_loss, want_sae):
     try:
         import zmq_pipeline
@@ -76,7 +48,14 @@ def test_sae_pipeline(tmp, ckpt, sae, ids, want_loss, want_sae):
     if subprocess.run([SAEFLOW, "stages", "zmq_in"], capture_output=True).returncode != 0:
         print("skip the pipeline check: the bridge stages (zmq_in, zmq_out) are not built")
         return
-    pipe, ep_in, ep_out = write_pipeline(tmp, ckpt, sae)
+    pipe, ep_in, ep_out = zmq_pipeline.write_flow(
+        tmp, [f'model = "{ckpt}"', "hooks = resid_post.2", f'sae = "{sae}"', "threads = 1"],
+        f"""stage ev = sae_eval {{
+    input = fwd
+    sae_dir = "{sae}"
+    out = "{tmp}/eval.json"
+}}
+""")
     B = ids.shape[0]
     halves = [{"tokens": np.ascontiguousarray(h), "split": "test"} for h in (ids[:B // 2], ids[B // 2:])]
     rc, out, got = zmq_pipeline.run(SAEFLOW, pipe, ep_in, ep_out, halves)

@@ -1,11 +1,34 @@
 """Runs a pipeline file whose source is a zmq_in at ep_in and whose sink is a zmq_out at ep_out:
 sends msgs (MESSAGES.md dicts, msgpack-numpy), then the end-of-stream frame, and collects what
 comes out. Shared by the forward tests (needs pyzmq and msgpack_numpy)."""
+import os
 import subprocess
 
 import msgpack
 import msgpack_numpy
 import zmq
+
+
+def write_flow(tmp, forward, extra=""):
+    """Writes tmp/p.saeflow: zmq_in -> forward (forward: its parameter lines) -> zmq_out, plus the
+    stage blocks in extra (which may read from `fwd`). -> (file, ep_in, ep_out)"""
+    ep_in, ep_out = f"ipc://{tmp}/in", f"ipc://{tmp}/out"
+    pipe = os.path.join(tmp, "p.saeflow")
+    params = "".join(f"    {line}\n" for line in forward)
+    with open(pipe, "w") as f:
+        f.write(f"""
+stage src = zmq_in {{
+    endpoint = "{ep_in}"
+}}
+stage fwd = forward {{
+    input = src
+{params}}}
+stage sink = zmq_out {{
+    input = fwd
+    endpoint = "{ep_out}"
+}}
+{extra}""")
+    return pipe, ep_in, ep_out
 
 
 def run(saeflow, pipe, ep_in, ep_out, msgs, timeout_ms=60000):
