@@ -199,6 +199,13 @@ void fw_hook_name(fw_hook h, char *buf, size_t len) { snprintf(buf, len, "%s.%d"
 
 int fw_hook_width(const fw_config *cfg, fw_hook h) { return h.kind == FW_MLP_HIDDEN ? cfg->d_ff : cfg->d_model; }
 
+/* Whether a hook or the splice wants this point's activations. */
+static int hooked(const fw_request *r, fw_hook_kind kind, int layer) {
+    for (int i = 0; i < r->n_hooks; i++)
+        if (r->hooks[i].kind == kind && r->hooks[i].layer == layer) return 1;
+    return r->splice && r->splice->hook.kind == kind && r->splice->hook.layer == layer;
+}
+
 /* A hook point: copies buf [batch * seq, width] out to the hooks that ask for it, then lets the
  * splice (if it is this point) rewrite it. */
 static int hook_point(const fw_request *r, fw_hook_kind kind, int layer, float *buf, int width) {
@@ -290,6 +297,7 @@ typedef struct linear_job {
     const float *x, *w, *b;
     float *y;
     int rows, in, out;
+    float beta;
 } linear_job;
 
 /* Output columns [begin, end) in blocks of 16 (whole SIMD vectors for every thread's part). */
@@ -298,38 +306,48 @@ static void linear_task(void *arg, int w, size_t begin, size_t end) {
     const linear_job *j = arg;
     int c0 = (int)begin * 16, c1 = (int)end * 16 < j->out ? (int)end * 16 : j->out;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, c1 - c0, j->in, 1.0f, j->x, j->in,
-                j->w + (size_t)c0 * j->in, j->in, 0.0f, j->y + c0, j->out);
+                j->w + (size_t)c0 * j->in, j->in, j->beta, j->y + c0, j->out);
     if (j->b)
         for (size_t i = 0; i < (size_t)j->rows; i++)
             for (int c = c0; c < c1; c++) j->y[i * j->out + c] += j->b[c];
 }
 
-/* y[rows, out] = x[rows, in] W^T (+ b), with W [out, in] as nn.Linear stores it. Our threads each
- * take a share of the output columns with OpenBLAS on one thread (fw_forward sets it): OpenBLAS's
- * own workers would spin in sched_yield between calls, on the cores our threads need. */
-static void linear(fw_state *s, const float *x, const float *w, const float *b, float *y, int rows, int in, int out) {
-    linear_job j = {x, w, b, y, rows, in, out};
+/* y[rows, out] = x[rows, in] W^T (+ b) + beta y, with W [out, in] as nn.Linear stores it. Our
+ * threads each take a share of the output columns with OpenBLAS on one thread (fw_forward sets
+ * it): OpenBLAS's own workers would spin in sched_yield between calls, on the cores our threads
+ * need. beta 1 adds to the residual stream in the product itself, without OpenBLAS's pass that
+ * zeroes C for beta 0 and without a separate pass to add. */
+static void linear_beta(fw_state *s, const float *x, const float *w, const float *b, float *y, int rows, int in,
+                        int out, float beta) {
+    linear_job j = {x, w, b, y, rows, in, out, beta};
     pool_run(&s->pool, (size_t)(out + 15) / 16, linear_task, &j);
 }
 
-/* RMSNorm (b == NULL) or LayerNorm of rows [begin, end); statistics accumulate in double. */
+static void linear(fw_state *s, const float *x, const float *w, const float *b, float *y, int rows, int in, int out) {
+    linear_beta(s, x, w, b, y, rows, in, out, 0.0f);
+}
+
+/* RMSNorm (b == NULL) or LayerNorm of rows [begin, end). Statistics in float, in 16 partial sums
+ * (as PyTorch's vectorized float32 reductions, which Hugging Face's norms use): a double
+ * accumulator does not vectorize as well and cost 2-3% of a forward at d 768. */
 FW_VECTOR static void norm_rows(const fw_config *c, const float *w, const float *b, const float *x, float *y, size_t begin,
-                      size_t end) {
+                                size_t end) {
     int d = c->d_model;
     for (size_t i = begin; i < end; i++) {
         const float *xi = x + i * d;
         float *yi = y + i * d;
-        double mean = 0, var = 0;
-        if (c->norm == FW_LAYERNORM) {
-            for (int j = 0; j < d; j++) mean += xi[j];
-            mean /= d;
-        }
-        for (int j = 0; j < d; j++) var += (xi[j] - mean) * (xi[j] - mean);
-        float inv = (float)(1.0 / sqrt(var / d + c->norm_eps)), m = (float)mean;
+        float m = c->norm == FW_LAYERNORM ? sum_f32(xi, d) / (float)d : 0.0f;
+        float part[16] = {0}, var = 0;
+        int j = 0;
+        for (; j + 16 <= d; j += 16)
+            for (int k = 0; k < 16; k++) part[k] += (xi[j + k] - m) * (xi[j + k] - m);
+        for (int k = 0; k < 16; k++) var += part[k];
+        for (; j < d; j++) var += (xi[j] - m) * (xi[j] - m);
+        float inv = 1.0f / sqrtf(var / (float)d + c->norm_eps);
         if (b)
-            for (int j = 0; j < d; j++) yi[j] = (xi[j] - m) * inv * w[j] + b[j];
+            for (j = 0; j < d; j++) yi[j] = (xi[j] - m) * inv * w[j] + b[j];
         else
-            for (int j = 0; j < d; j++) yi[j] = xi[j] * inv * w[j];
+            for (j = 0; j < d; j++) yi[j] = xi[j] * inv * w[j];
     }
 }
 
@@ -632,20 +650,27 @@ static int forward(const fw_model *m, fw_state *s, const fw_request *r) {
         rope_job rj = {c, qkv, T, cos_t, sin_t};
         if (half) pool_run(&s->pool, (size_t)N, rope_task, &rj);
         attention(s, c, qkv, att, B, T, c->attn_scale / (c->attn_scale_by_layer ? (float)(l + 1) : 1.0f));
-        linear(s, att, ly->wo, ly->bo, attn_out, N, qn, d);
-        if (hook_point(r, FW_ATTN_OUT, l, attn_out, d) != SF_OK) return SF_ERR;
+        /* the MLP's input: x + attn_out, or x itself with GPT-NeoX's parallel residual */
+        if (c->parallel_residual) norm(s, c, ly->ln2_w, ly->ln2_b, x, xn, N);
+        if (hooked(r, FW_ATTN_OUT, l)) {
+            linear(s, att, ly->wo, ly->bo, attn_out, N, qn, d);
+            if (hook_point(r, FW_ATTN_OUT, l, attn_out, d) != SF_OK) return SF_ERR;
+            add_inplace(x, attn_out, nd);
+        } else
+            linear_beta(s, att, ly->wo, ly->bo, x, N, qn, d, 1.0f);
+        if (!c->parallel_residual) norm(s, c, ly->ln2_w, ly->ln2_b, x, xn, N);
 
-        /* MLP: on x + attn_out, or on x itself with GPT-NeoX's parallel residual */
-        if (!c->parallel_residual) add_inplace(x, attn_out, nd);
-        norm(s, c, ly->ln2_w, ly->ln2_b, x, xn, N);
-        if (c->parallel_residual) add_inplace(x, attn_out, nd);
+        /* MLP */
         linear(s, xn, ly->w_in, ly->b_in, mlp_in, N, d, ff_in);
         act_job aj = {c, mlp_in, mlp_act};
         pool_run(&s->pool, (size_t)N, act_task, &aj);
         if (hook_point(r, FW_MLP_HIDDEN, l, mlp_act, ff) != SF_OK) return SF_ERR;
-        linear(s, mlp_act, ly->w_out, ly->b_out, mlp_out, N, ff, d);
-        if (hook_point(r, FW_MLP_OUT, l, mlp_out, d) != SF_OK) return SF_ERR;
-        add_inplace(x, mlp_out, nd);
+        if (hooked(r, FW_MLP_OUT, l)) {
+            linear(s, mlp_act, ly->w_out, ly->b_out, mlp_out, N, ff, d);
+            if (hook_point(r, FW_MLP_OUT, l, mlp_out, d) != SF_OK) return SF_ERR;
+            add_inplace(x, mlp_out, nd);
+        } else
+            linear_beta(s, mlp_act, ly->w_out, ly->b_out, x, N, ff, d, 1.0f);
         if (hook_point(r, FW_RESID_POST, l, x, d) != SF_OK) return SF_ERR;
     }
     if (r->logits || r->loss) lm_head(m, s, r, x);

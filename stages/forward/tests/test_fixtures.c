@@ -94,8 +94,8 @@ static void run_fixture(const char *dir) {
     }
     check(name, "loss (abs)", loss_err);
 
-    /* one sequence at a time, in attention chunks of 3 queries and head chunks of 4 rows: the
-     * same numbers */
+    /* one sequence at a time, in attention chunks of 3 queries and head chunks of 4 rows, and no
+     * hooks (so the output projections add into the residual stream themselves): the same numbers */
     fw_state_set_chunks(s, 3, 4);
     float *one = calloc((size_t)T * c->vocab, sizeof *one);
     double split_err = 0;
