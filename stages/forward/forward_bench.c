@@ -69,7 +69,7 @@ int main(int argc, char **argv) {
     fw_hook h = {FW_RESID_POST, last};
     float *out = malloc(sizeof(float) * B * T * cfg.d_model);
     float *loss = malloc(sizeof(float) * B * T);
-    fw_request r = {tok, B, T, full ? 0 : 1, &h, &out, NULL, full ? loss : NULL, NULL};
+    fw_request r = {tok, B, T, full ? 0 : 1, &h, &out, NULL, full ? loss : NULL, NULL, NULL};
     fw_state *s = fw_state_new(0);
     double best = 1e30;
     for (int it = 0; it <= iters; it++) {

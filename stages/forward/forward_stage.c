@@ -351,10 +351,10 @@ static int fwd_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg
 
     grow(s, N);
     int want_head = s->want_logits || s->want_loss;
-    fw_request r = {tok, (int)B, (int)T, s->n_hooks, s->hooks, s->outs, s->logits, want_head ? s->loss : NULL, NULL};
-    /* With an SAE, a second pass computes only the spliced loss. */
-    fw_request rs = {tok, (int)B, (int)T, 0, NULL, NULL, NULL, s->loss_sae, s->sae ? fwd_sae_splice(s->sae, tok) : NULL};
-    if (fw_forward(s->model, s->state, &r) != SF_OK || (s->sae && fw_forward(s->model, s->state, &rs) != SF_OK)) {
+    /* with an SAE, a spliced pass from the SAE's block gives loss_sae */
+    fw_request r = {tok,      (int)B, (int)T, s->n_hooks, s->hooks, s->outs, s->logits, want_head ? s->loss : NULL,
+                    s->sae ? fwd_sae_splice(s->sae, tok) : NULL, s->loss_sae};
+    if (fw_forward(s->model, s->state, &r) != SF_OK) {
         free(tok);
         return SF_ERR;
     }
@@ -479,7 +479,7 @@ static int cli_generate(const fw_model *m, fw_state *st, const seq_list *seqs, i
         if (!ids || !logits) abort();
         memcpy(ids, seqs->tok + seqs->start[i], (size_t)T0 * sizeof *ids);
         for (int T = T0; T < T0 + n && rc == SF_OK; T++) {
-            fw_request r = {ids, 1, T, 0, NULL, NULL, logits, NULL, NULL};
+            fw_request r = {ids, 1, T, 0, NULL, NULL, logits, NULL, NULL, NULL};
             if ((rc = fw_forward(m, st, &r)) != SF_OK) break;
             const float *last = logits + (size_t)(T - 1) * V;
             int best = 0;
@@ -563,9 +563,9 @@ static int cli_main(int argc, char **argv) {
         if (!(o[0] = acts = realloc(acts, (size_t)T * width * sizeof *acts)) ||
             !(loss = realloc(loss, (size_t)T * 2 * sizeof *loss)))
             abort();
-        fw_request r = {tok, 1, T, hook_name ? 1 : 0, &hook, o, want_logits ? acts : NULL, want_loss ? loss : NULL, NULL};
-        fw_request rs = {tok, 1, T, 0, NULL, NULL, NULL, loss + T, sae ? fwd_sae_splice(sae, tok) : NULL};
-        if (fw_forward(m, st, &r) != SF_OK || (sae && fw_forward(m, st, &rs) != SF_OK)) {
+        fw_request r = {tok,  1, T, hook_name ? 1 : 0, &hook, o, want_logits ? acts : NULL, want_loss ? loss : NULL,
+                        sae ? fwd_sae_splice(sae, tok) : NULL, sae ? loss + T : NULL};
+        if (fw_forward(m, st, &r) != SF_OK) {
             char msg[1024];
             snprintf(msg, sizeof msg, "%s", sf_last_error());
             sf_fail("sequence %zu: %s", i + 1, msg);

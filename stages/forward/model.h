@@ -103,11 +103,11 @@ void fw_hook_name(fw_hook h, char *buf, size_t len);
 /* Row width of the hook's activations: d_model, or d_ff for mlp_hidden. */
 int fw_hook_width(const fw_config *cfg, fw_hook h);
 
-/* Replaces a hook point's activations during the forward: after the hook's copy-out, fn gets its
- * rows [batch * seq, width] and may rewrite them in place; everything after the hook point then
- * sees the new values (resid_pre/resid_post: the residual stream itself; attn_out, mlp_out: before
- * they are added to it; mlp_hidden: before the down projection). fn returns SF_OK, or SF_ERR with
- * sf_fail() to abort the forward. */
+/* Replaces a hook point's activations in a second, spliced pass of the forward that computes
+ * loss_spliced: fn gets the point's rows [batch * seq, width] and may rewrite them in place;
+ * everything after the hook point then sees the new values (resid_pre/resid_post: the residual
+ * stream itself; attn_out, mlp_out: before they are added to it; mlp_hidden: before the down
+ * projection). fn returns SF_OK, or SF_ERR with sf_fail() to abort the forward. */
 typedef struct fw_splice {
     fw_hook hook;
     int (*fn)(void *ctx, float *acts, int batch, int seq, int width);
@@ -122,7 +122,11 @@ typedef struct fw_request {
     float **hook_out;      /* hook_out[i]: [batch * seq, fw_hook_width(hooks[i])] */
     float *logits;         /* [batch * seq, vocab] or NULL */
     float *loss;           /* [batch * seq] or NULL: -log p(next token); NaN at the last position */
-    const fw_splice *splice; /* or NULL */
+    /* Both or neither: loss_spliced [batch * seq] is the loss with the splice applied. Hooks,
+     * logits and loss are those of the model as it is (the clean pass); the spliced pass resumes
+     * from the residual stream the clean pass saved at the start of the splice's block. */
+    const fw_splice *splice;
+    float *loss_spliced;
 } fw_request;
 
 /* Scratch buffers and worker threads of one forward caller; buffers grow to the largest batch
@@ -135,8 +139,9 @@ void fw_state_free(fw_state *s);
 void fw_state_set_chunks(fw_state *s, int attn_chunk, int head_rows);
 
 /* Runs blocks up to the last one a hook or the splice needs (all of them, then the head, when
- * logits or loss are asked for). SF_ERR on a bad token id, a hook beyond the loaded blocks, a
- * sequence longer than the model allows, or a failed splice. */
+ * logits or loss are asked for), then the spliced pass if there is a splice. SF_ERR on a bad
+ * token id, a hook beyond the loaded blocks, a sequence longer than the model allows, or a
+ * failed splice. */
 int fw_forward(const fw_model *m, fw_state *s, const fw_request *r);
 
 /* The final norm, row by row (for callers that apply the head themselves). */

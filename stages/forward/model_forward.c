@@ -1,7 +1,8 @@
 /* model_forward.c — the batched causal forward of model.h, top to bottom: embed, then per block
  * norm -> fused qkv sgemm -> RoPE -> causal attention (sgemm per head and query chunk) -> output
- * sgemm -> norm -> MLP sgemms, copying out hook points (and applying a splice, fw_splice) on the
- * way; then the final norm and head.
+ * sgemm -> norm -> MLP sgemms, copying out hook points on the way; then the final norm and head.
+ * With a splice (fw_splice), a second pass resumes at the splice's block from the residual stream
+ * the first saved there, and applies it.
  *
  * Threads: everything is split over a small pool of our own threads, with OpenBLAS on one thread
  * for the whole forward: each sgemm by output columns (linear), attention head by head, and the
@@ -65,6 +66,7 @@ struct fw_state {
     fw_buf mlp_in;   /* [N, ff] or [N, 2*ff] gated */
     fw_buf mlp_act;  /* [N, ff] */
     fw_buf mlp_out;  /* [N, d] */
+    fw_buf saved;    /* [N, d] the residual stream where the spliced pass starts */
     fw_buf scores[FW_MAX_THREADS]; /* per thread: attention scores [chunk, T], or a row of exp(logits) */
     fw_buf rope;     /* [T, rotary_dim / 2] cos, then the same for sin */
     fw_buf head;     /* [chunk, vocab] logits when the caller keeps none, and normed rows */
@@ -165,7 +167,7 @@ void fw_state_free(fw_state *s) {
     pthread_cond_destroy(&s->pool.go);
     pthread_cond_destroy(&s->pool.done);
     fw_buf *all[] = {&s->x, &s->xn, &s->qkv, &s->att, &s->attn_out, &s->mlp_in,
-                     &s->mlp_act, &s->mlp_out, &s->rope, &s->head, &s->next};
+                     &s->mlp_act, &s->mlp_out, &s->saved, &s->rope, &s->head, &s->next};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]->p);
     for (int w = 0; w < FW_MAX_THREADS; w++) free(s->scores[w].p);
     free(s);
@@ -199,21 +201,30 @@ void fw_hook_name(fw_hook h, char *buf, size_t len) { snprintf(buf, len, "%s.%d"
 
 int fw_hook_width(const fw_config *cfg, fw_hook h) { return h.kind == FW_MLP_HIDDEN ? cfg->d_ff : cfg->d_model; }
 
-/* Whether a hook or the splice wants this point's activations. */
-static int hooked(const fw_request *r, fw_hook_kind kind, int layer) {
-    for (int i = 0; i < r->n_hooks; i++)
-        if (r->hooks[i].kind == kind && r->hooks[i].layer == layer) return 1;
+/* A request runs as one or two passes over the blocks: the clean pass copies hooks out, the
+ * spliced pass (for loss_spliced) only applies the splice. */
+typedef enum fw_pass { FW_CLEAN, FW_SPLICED } fw_pass;
+
+static int is_splice_point(const fw_request *r, fw_hook_kind kind, int layer) {
     return r->splice && r->splice->hook.kind == kind && r->splice->hook.layer == layer;
 }
 
-/* A hook point: copies buf [batch * seq, width] out to the hooks that ask for it, then lets the
- * splice (if it is this point) rewrite it. */
-static int hook_point(const fw_request *r, fw_hook_kind kind, int layer, float *buf, int width) {
+/* Whether this pass wants this point's activations. */
+static int hooked(const fw_request *r, fw_pass pass, fw_hook_kind kind, int layer) {
+    if (pass == FW_SPLICED) return is_splice_point(r, kind, layer);
+    for (int i = 0; i < r->n_hooks; i++)
+        if (r->hooks[i].kind == kind && r->hooks[i].layer == layer) return 1;
+    return 0;
+}
+
+/* A hook point: the clean pass copies buf [batch * seq, width] out to the hooks that ask for it;
+ * the spliced pass lets the splice rewrite it, if it is this point. */
+static int hook_point(const fw_request *r, fw_pass pass, fw_hook_kind kind, int layer, float *buf, int width) {
+    if (pass == FW_SPLICED)
+        return is_splice_point(r, kind, layer) ? r->splice->fn(r->splice->ctx, buf, r->batch, r->seq, width) : SF_OK;
     size_t n = (size_t)r->batch * r->seq * width;
     for (int i = 0; i < r->n_hooks; i++)
         if (r->hooks[i].kind == kind && r->hooks[i].layer == layer) memcpy(r->hook_out[i], buf, n * sizeof *buf);
-    const fw_splice *sp = r->splice;
-    if (sp && sp->hook.kind == kind && sp->hook.layer == layer) return sp->fn(sp->ctx, buf, r->batch, r->seq, width);
     return SF_OK;
 }
 
@@ -556,9 +567,9 @@ FW_VECTOR static void loss_task(void *arg, int w, size_t begin, size_t end) {
     }
 }
 
-/* Final norm and LM head, a chunk of rows at a time so logits of a large vocabulary need not all
- * exist at once. */
-static void lm_head(const fw_model *m, fw_state *s, const fw_request *r, const float *x) {
+/* Final norm and LM head into logits and/or loss (either may be NULL), a chunk of rows at a time
+ * so logits of a large vocabulary need not all exist at once. */
+static void lm_head(const fw_model *m, fw_state *s, const fw_request *r, const float *x, float *logits, float *loss) {
     const fw_config *c = &m->cfg;
     int V = c->vocab, d = c->d_model, N = r->batch * r->seq;
     int chunk = s->head_rows ? s->head_rows : (int)(FW_HEAD_FLOATS / (unsigned)V);
@@ -569,15 +580,15 @@ static void lm_head(const fw_model *m, fw_state *s, const fw_request *r, const f
     for (int w = 0; w < s->pool.n; w++) buf_get(&s->scores[w], (size_t)V);
     for (int i0 = 0; i0 < N; i0 += chunk) {
         int rows = N - i0 < chunk ? N - i0 : chunk;
-        float *lg = r->logits ? r->logits + (size_t)i0 * V : buf;
+        float *lg = logits ? logits + (size_t)i0 * V : buf;
         norm(s, c, m->lnf_w, m->lnf_b, x + (size_t)i0 * d, xn, rows);
         linear(s, xn, m->lm_head, NULL, lg, rows, d, V);
-        if (!r->loss) continue;
+        if (!loss) continue;
         for (int k = 0; k < rows; k++) {
             int i = i0 + k;
             next[k] = i % r->seq == r->seq - 1 ? -1 : r->tokens[i + 1];
         }
-        loss_job j = {lg, next, r->loss + i0, V, s};
+        loss_job j = {lg, next, loss + i0, V, s};
         pool_run(&s->pool, (size_t)rows, loss_task, &j);
     }
 }
@@ -585,6 +596,7 @@ static void lm_head(const fw_model *m, fw_state *s, const fw_request *r, const f
 /* ------------------------------------------------------------------------------------------ */
 /* The forward                                                                                 */
 
+/* Checks r against m; *last is the last block the clean pass runs. */
 static int check_request(const fw_model *m, const fw_request *r, int *last) {
     const fw_config *c = &m->cfg;
     if (r->batch < 1 || r->seq < 1 || (int64_t)r->batch * r->seq > FW_MAX_TOKENS)
@@ -606,43 +618,40 @@ static int check_request(const fw_model *m, const fw_request *r, int *last) {
         }
         if (r->hooks[i].layer > *last) *last = r->hooks[i].layer;
     }
-    if (r->splice) {
-        if (r->splice->hook.layer >= m->n_loaded)
-            return sf_fail("splice at block %d: the model has %d blocks (%d loaded)", r->splice->hook.layer,
-                           c->n_layers, m->n_loaded);
-        if (r->splice->hook.layer > *last) *last = r->splice->hook.layer;
-    }
-    if (r->logits || r->loss) {
+    if (!r->splice != !r->loss_spliced) return sf_fail("a splice and loss_spliced go together");
+    if (r->logits || r->loss || r->loss_spliced) {
         if (!m->lm_head || m->n_loaded < c->n_layers)
             return sf_fail("logits or loss need all blocks and the LM head loaded");
-        *last = c->n_layers - 1;
+        if (r->splice && r->splice->hook.layer >= c->n_layers)
+            return sf_fail("splice at block %d: the model has %d blocks", r->splice->hook.layer, c->n_layers);
     }
+    if (r->logits || r->loss) *last = c->n_layers - 1;
+    /* the spliced pass resumes from the residual stream the clean pass saved at the splice's block */
+    if (r->splice && *last < r->splice->hook.layer - 1) *last = r->splice->hook.layer - 1;
     return SF_OK;
 }
 
-static int forward(const fw_model *m, fw_state *s, const fw_request *r) {
+/* Blocks [from, to] on the residual stream in s->x, hooks or splice as the pass says. With save,
+ * the residual stream at the start of block save_at is copied to save as well (save_at may be
+ * to + 1: after the last block). */
+static int blocks(const fw_model *m, fw_state *s, const fw_request *r, fw_pass pass, int from, int to, float *save,
+                  int save_at) {
     const fw_config *c = &m->cfg;
-    int last = -1;
-    if (check_request(m, r, &last) != SF_OK) return SF_ERR;
     int B = r->batch, T = r->seq, N = B * T, d = c->d_model, ff = c->d_ff;
     int qn = c->n_heads * c->head_dim, Wqkv = qn + 2 * c->n_kv_heads * c->head_dim;
     int ff_in = c->gated_mlp ? 2 * ff : ff, half = c->rotary_dim / 2;
     size_t nd = (size_t)N * d;
-    float *x = buf_get(&s->x, nd), *xn = buf_get(&s->xn, nd), *qkv = buf_get(&s->qkv, (size_t)N * Wqkv);
+    float *x = s->x.p, *xn = buf_get(&s->xn, nd), *qkv = buf_get(&s->qkv, (size_t)N * Wqkv);
     float *att = buf_get(&s->att, (size_t)N * qn), *attn_out = buf_get(&s->attn_out, nd);
     float *mlp_in = buf_get(&s->mlp_in, (size_t)N * ff_in), *mlp_act = buf_get(&s->mlp_act, (size_t)N * ff);
     float *mlp_out = buf_get(&s->mlp_out, nd);
-    float *cos_t = buf_get(&s->rope, (size_t)2 * T * (half ? half : 1)), *sin_t = cos_t + (size_t)T * half;
+    const float *cos_t = s->rope.p, *sin_t = cos_t + (size_t)T * half;
 
-    for (size_t i = 0; i < (size_t)N; i++) {
-        memcpy(x + i * d, m->tok_emb + (size_t)r->tokens[i] * d, (size_t)d * sizeof *x);
-        if (m->pos_emb) add_inplace(x + i * d, m->pos_emb + (i % T) * d, (size_t)d);
-    }
-    if (half) rope_tables(m, T, cos_t, sin_t);
-
-    for (int l = 0; l <= last; l++) {
+    for (int l = from; l <= to + 1; l++) {
+        if (save && l == save_at) memcpy(save, x, nd * sizeof *x);
+        if (l > to) break;
         const fw_layer *ly = &m->layers[l];
-        if (hook_point(r, FW_RESID_PRE, l, x, d) != SF_OK) return SF_ERR;
+        if (hook_point(r, pass, FW_RESID_PRE, l, x, d) != SF_OK) return SF_ERR;
 
         /* attention */
         norm(s, c, ly->ln1_w, ly->ln1_b, x, xn, N);
@@ -652,9 +661,9 @@ static int forward(const fw_model *m, fw_state *s, const fw_request *r) {
         attention(s, c, qkv, att, B, T, c->attn_scale / (c->attn_scale_by_layer ? (float)(l + 1) : 1.0f));
         /* the MLP's input: x + attn_out, or x itself with GPT-NeoX's parallel residual */
         if (c->parallel_residual) norm(s, c, ly->ln2_w, ly->ln2_b, x, xn, N);
-        if (hooked(r, FW_ATTN_OUT, l)) {
+        if (hooked(r, pass, FW_ATTN_OUT, l)) {
             linear(s, att, ly->wo, ly->bo, attn_out, N, qn, d);
-            if (hook_point(r, FW_ATTN_OUT, l, attn_out, d) != SF_OK) return SF_ERR;
+            if (hook_point(r, pass, FW_ATTN_OUT, l, attn_out, d) != SF_OK) return SF_ERR;
             add_inplace(x, attn_out, nd);
         } else
             linear_beta(s, att, ly->wo, ly->bo, x, N, qn, d, 1.0f);
@@ -664,16 +673,41 @@ static int forward(const fw_model *m, fw_state *s, const fw_request *r) {
         linear(s, xn, ly->w_in, ly->b_in, mlp_in, N, d, ff_in);
         act_job aj = {c, mlp_in, mlp_act};
         pool_run(&s->pool, (size_t)N, act_task, &aj);
-        if (hook_point(r, FW_MLP_HIDDEN, l, mlp_act, ff) != SF_OK) return SF_ERR;
-        if (hooked(r, FW_MLP_OUT, l)) {
+        if (hook_point(r, pass, FW_MLP_HIDDEN, l, mlp_act, ff) != SF_OK) return SF_ERR;
+        if (hooked(r, pass, FW_MLP_OUT, l)) {
             linear(s, mlp_act, ly->w_out, ly->b_out, mlp_out, N, ff, d);
-            if (hook_point(r, FW_MLP_OUT, l, mlp_out, d) != SF_OK) return SF_ERR;
+            if (hook_point(r, pass, FW_MLP_OUT, l, mlp_out, d) != SF_OK) return SF_ERR;
             add_inplace(x, mlp_out, nd);
         } else
             linear_beta(s, mlp_act, ly->w_out, ly->b_out, x, N, ff, d, 1.0f);
-        if (hook_point(r, FW_RESID_POST, l, x, d) != SF_OK) return SF_ERR;
+        if (hook_point(r, pass, FW_RESID_POST, l, x, d) != SF_OK) return SF_ERR;
     }
-    if (r->logits || r->loss) lm_head(m, s, r, x);
+    return SF_OK;
+}
+
+static int forward(const fw_model *m, fw_state *s, const fw_request *r) {
+    const fw_config *c = &m->cfg;
+    int last = -1;
+    if (check_request(m, r, &last) != SF_OK) return SF_ERR;
+    int T = r->seq, N = r->batch * T, d = c->d_model, half = c->rotary_dim / 2;
+    size_t nd = (size_t)N * d;
+    float *x = buf_get(&s->x, nd);
+    float *cos_t = buf_get(&s->rope, (size_t)2 * T * (half ? half : 1)), *sin_t = cos_t + (size_t)T * half;
+    float *saved = r->splice ? buf_get(&s->saved, nd) : NULL;
+    int at = r->splice ? r->splice->hook.layer : 0;
+
+    for (size_t i = 0; i < (size_t)N; i++) {
+        memcpy(x + i * d, m->tok_emb + (size_t)r->tokens[i] * d, (size_t)d * sizeof *x);
+        if (m->pos_emb) add_inplace(x + i * d, m->pos_emb + (i % T) * d, (size_t)d);
+    }
+    if (half) rope_tables(m, T, cos_t, sin_t);
+
+    if (blocks(m, s, r, FW_CLEAN, 0, last, saved, at) != SF_OK) return SF_ERR;
+    if (r->logits || r->loss) lm_head(m, s, r, x, r->logits, r->loss);
+    if (!r->splice) return SF_OK;
+    memcpy(x, saved, nd * sizeof *x);
+    if (blocks(m, s, r, FW_SPLICED, at, c->n_layers - 1, NULL, 0) != SF_OK) return SF_ERR;
+    lm_head(m, s, r, x, NULL, r->loss_spliced);
     return SF_OK;
 }
 

@@ -1,7 +1,8 @@
 /* Compares the forward with reference activations that tools/forward_make_fixtures.py computed
  * in float64 with PyTorch (Hugging Face semantics), for each fixture directory given: every hook
  * point of every block, the logits and the per-token loss. Also checks that splitting the batch,
- * shrinking the attention chunk and loading only the blocks a hook needs change nothing. */
+ * shrinking the attention chunk and loading only the blocks a hook needs change nothing, and that
+ * the spliced pass (fw_splice) resumes from the right residual stream at every hook point. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,76 @@ static const float *ref_f32(sf_st_file *ref, const char *name, size_t n) {
     return p;
 }
 
+/* Max abs difference of per-token losses; NaN exactly where the reference has NaN (last positions). */
+static double loss_abs_err(const float *got, const float *want, int n) {
+    double err = 0;
+    for (int i = 0; i < n; i++) {
+        if (isnan(want[i]) != isnan(got[i])) return INFINITY;
+        if (!isnan(want[i]) && fabs(got[i] - want[i]) > err) err = fabs(got[i] - want[i]);
+    }
+    return err;
+}
+
+/* A splice that multiplies its point's activations by factor, and counts its calls. */
+typedef struct scale_splice {
+    float factor;
+    int calls;
+} scale_splice;
+
+static int scale_fn(void *ctx, float *acts, int batch, int seq, int width) {
+    scale_splice *sc = ctx;
+    sc->calls++;
+    for (size_t i = 0; i < (size_t)batch * seq * width; i++) acts[i] *= sc->factor;
+    return SF_OK;
+}
+
+/* loss_spliced with a splice that scales hook point h by factor; loss as well if not NULL. */
+static void spliced_loss(const fw_model *m, fw_state *s, const int32_t *tokens, int B, int T, fw_hook h, float factor,
+                         float *loss, float *out) {
+    scale_splice sc = {factor, 0};
+    fw_splice sp = {h, scale_fn, &sc};
+    fw_request r = {tokens, B, T, 0, NULL, NULL, NULL, loss, &sp, out};
+    if (fw_forward(m, s, &r) != SF_OK || sc.calls != 1) {
+        fprintf(stderr, "splice at block %d: %s (%d calls)\n", h.layer, sf_last_error(), sc.calls);
+        exit(1);
+    }
+}
+
+/* The spliced pass resumes at the splice's block from the residual stream the clean pass saved
+ * there: a splice that changes nothing gives the reference loss at every hook point (with and
+ * without the clean loss, which decides how far the clean pass runs), and halving resid_post.L
+ * gives what halving resid_pre.L+1 gives, which is not the reference loss. */
+static void check_splices(const char *name, const fw_model *m, fw_state *s, const int32_t *tokens, int B, int T,
+                          const float *want_loss) {
+    int N = B * T, L = m->cfg.n_layers;
+    float *loss = calloc((size_t)N, sizeof *loss), *a = calloc((size_t)N, sizeof *a), *b = calloc((size_t)N, sizeof *b);
+    double as_is = 0, same = 0, moved = INFINITY;
+    for (int l = 0; l < L; l++)
+        for (int k = 0; k < 5; k++) {
+            int with_loss = (l + k) % 2;
+            spliced_loss(m, s, tokens, B, T, (fw_hook){(fw_hook_kind)k, l}, 1.0f, with_loss ? loss : NULL, a);
+            double e = loss_abs_err(a, want_loss, N);
+            if (with_loss && loss_abs_err(loss, want_loss, N) > e) e = loss_abs_err(loss, want_loss, N);
+            if (e > as_is) as_is = e;
+        }
+    for (int l = 0; l + 1 < L; l++) {
+        spliced_loss(m, s, tokens, B, T, (fw_hook){FW_RESID_POST, l}, 0.5f, NULL, a);
+        spliced_loss(m, s, tokens, B, T, (fw_hook){FW_RESID_PRE, l + 1}, 0.5f, NULL, b);
+        double e = loss_abs_err(a, b, N), d = loss_abs_err(a, want_loss, N);
+        if (e > same) same = e;
+        if (d < moved) moved = d;
+    }
+    check(name, "splice as is", as_is);
+    check(name, "splice post=pre", same);
+    if (!(moved > 1e-3)) {
+        printf("%-16s halving the residual stream changed the loss by only %.2e\n", name, moved);
+        failures++;
+    }
+    free(loss);
+    free(a);
+    free(b);
+}
+
 static void run_fixture(const char *dir) {
     char path[4096];
     const char *name = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
@@ -71,7 +142,7 @@ static void run_fixture(const char *dir) {
     }
     float *logits = calloc((size_t)N * c->vocab, sizeof *logits), *loss = calloc((size_t)N, sizeof *loss);
     fw_state *s = fw_state_new(2);
-    fw_request r = {tokens, B, T, n_hooks, hooks, outs, logits, loss, NULL};
+    fw_request r = {tokens, B, T, n_hooks, hooks, outs, logits, loss, NULL, NULL};
     if (fw_forward(m, s, &r) != SF_OK) {
         fprintf(stderr, "%s: forward: %s\n", dir, sf_last_error());
         exit(1);
@@ -87,12 +158,8 @@ static void run_fixture(const char *dir) {
     const float *want_logits = ref_f32(ref, "logits", (size_t)N * c->vocab);
     const float *want_loss = ref_f32(ref, "loss", (size_t)N);
     check(name, "logits", rel_err(logits, want_logits, (size_t)N * c->vocab));
-    double loss_err = 0;
-    for (int i = 0; i < N; i++) {
-        if (isnan(want_loss[i]) != isnan(loss[i])) loss_err = INFINITY;
-        else if (!isnan(want_loss[i]) && fabs(loss[i] - want_loss[i]) > loss_err) loss_err = fabs(loss[i] - want_loss[i]);
-    }
-    check(name, "loss (abs)", loss_err);
+    check(name, "loss (abs)", loss_abs_err(loss, want_loss, N));
+    check_splices(name, m, s, tokens, B, T, want_loss);
 
     /* one sequence at a time, in attention chunks of 3 queries and head chunks of 4 rows, and no
      * hooks (so the output projections add into the residual stream themselves): the same numbers */
@@ -100,7 +167,7 @@ static void run_fixture(const char *dir) {
     float *one = calloc((size_t)T * c->vocab, sizeof *one);
     double split_err = 0;
     for (int b = 0; b < B; b++) {
-        fw_request r1 = {tokens + (size_t)b * T, 1, T, 0, NULL, NULL, one, loss, NULL};
+        fw_request r1 = {tokens + (size_t)b * T, 1, T, 0, NULL, NULL, one, loss, NULL, NULL};
         if (fw_forward(m, s, &r1) != SF_OK) exit(1);
         double e = rel_err(one, want_logits + (size_t)b * T * c->vocab, (size_t)T * c->vocab);
         if (e > split_err) split_err = e;
@@ -114,7 +181,7 @@ static void run_fixture(const char *dir) {
     fw_model *part = fw_model_load(dir, 2, 0);
     float *mid = calloc((size_t)N * c->d_model, sizeof *mid);
     fw_hook h = {FW_RESID_POST, 1};
-    fw_request r2 = {tokens, B, T, 1, &h, &mid, NULL, NULL, NULL};
+    fw_request r2 = {tokens, B, T, 1, &h, &mid, NULL, NULL, NULL, NULL};
     if (!part || part->n_loaded != 2 || part->lm_head || fw_forward(part, s, &r2) != SF_OK) {
         fprintf(stderr, "%s: partial load: %s\n", dir, sf_last_error());
         exit(1);
@@ -123,8 +190,8 @@ static void run_fixture(const char *dir) {
     check(name, "partial load", rel_err(mid, want_mid, (size_t)N * c->d_model));
     /* and a hook past the loaded blocks, or logits without the head, are refused */
     fw_hook beyond = {FW_RESID_PRE, 2};
-    fw_request r3 = {tokens, B, T, 1, &beyond, &mid, NULL, NULL, NULL};
-    fw_request r4 = {tokens, B, T, 0, NULL, NULL, NULL, loss, NULL};
+    fw_request r3 = {tokens, B, T, 1, &beyond, &mid, NULL, NULL, NULL, NULL};
+    fw_request r4 = {tokens, B, T, 0, NULL, NULL, NULL, loss, NULL, NULL};
     if (fw_forward(part, s, &r3) == SF_OK || fw_forward(part, s, &r4) == SF_OK) {
         printf("%s: a hook beyond the loaded blocks or loss without the head was accepted\n", name);
         failures++;

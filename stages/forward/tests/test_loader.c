@@ -91,7 +91,7 @@ static void gpt2_without_prefix(const char *gpt2) {
         int V = a->cfg.vocab;
         float *la = calloc((size_t)6 * V, sizeof *la), *lb = calloc((size_t)6 * V, sizeof *lb);
         fw_state *s = fw_state_new(1);
-        fw_request ra = {toks, 1, 6, 0, NULL, NULL, la, NULL, NULL}, rb = {toks, 1, 6, 0, NULL, NULL, lb, NULL, NULL};
+        fw_request ra = {toks, 1, 6, 0, NULL, NULL, la, NULL, NULL, NULL}, rb = {toks, 1, 6, 0, NULL, NULL, lb, NULL, NULL, NULL};
         ok = fw_forward(a, s, &ra) == SF_OK && fw_forward(b, s, &rb) == SF_OK && !memcmp(la, lb, (size_t)6 * V * sizeof *la);
         fw_state_free(s);
         free(la);
@@ -137,7 +137,7 @@ int main(int argc, char **argv) {
     int32_t toks[3] = {1, ok->cfg.vocab, 2};
     fw_state *s = fw_state_new(2);
     float loss[3];
-    fw_request r = {toks, 1, 3, 0, NULL, NULL, NULL, loss, NULL};
+    fw_request r = {toks, 1, 3, 0, NULL, NULL, NULL, loss, NULL, NULL};
     int rc = fw_forward(ok, s, &r);
     printf("%-26s %s: %s\n", "token id = vocab", rc != SF_OK && strstr(sf_last_error(), "outside the vocabulary") ? "ok" : "FAIL",
            sf_last_error());
