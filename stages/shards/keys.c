@@ -88,14 +88,20 @@ void sh_trained_at(const sh_trained *t, int64_t i, int64_t *doc, int32_t *pos, i
     memcpy(rows, (const char *)t->rows + 4 * i, 4);
 }
 
+int64_t sh_meta_int(const sf_st_file *f, const char *key) {
+    const char *v = sf_st_metadata(f, key);
+    char *end = NULL;
+    long long x = v ? strtoll(v, &end, 10) : -1;
+    return v && *v && !*end ? x : -1;
+}
+
 int sh_trained_keys(const char *dir, sh_keys *keys) {
     char path[4096];
     snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
     if (access(path, F_OK) != 0) return SF_DONE;
     sf_st_file *f = sf_st_open(path);
     if (!f) return SF_ERR;
-    const char *sr = sf_st_metadata(f, "seq_rows");
-    long long seq_rows = sr ? atoll(sr) : 0;
+    int64_t seq_rows = sh_meta_int(f, "seq_rows");
     sh_trained t;
     int rc = sh_trained_lists(f, path, &t);
     if (rc == SF_DONE) rc = sf_fail("%s lists no trained sequences (trained_doc, trained_pos, trained_rows)", path);
