@@ -1,6 +1,7 @@
 /* Sets of sequence keys (doc_id, pos of the first token), which the *tokens* contract makes
  * unique: the writer's resume check, the tokenizer's skip of stored sequences and the trainer's
- * skip of trained ones. Open addressing, 25-50% full: 32-64 bytes per key. */
+ * skip of trained ones. Open addressing, 25-50% full: 48-96 bytes per key. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +37,7 @@ sh_key *sh_keys_add(sh_keys *s, int64_t doc, int32_t pos) {
     }
     sh_key *k = slot(s, doc, pos);
     if (!k->val) {
-        *k = (sh_key){doc, pos, SH_KEY_USED};
+        *k = (sh_key){doc, pos, SH_KEY_USED, 0, 0};
         s->n++;
     }
     return k;
@@ -51,20 +52,29 @@ int sh_stored_keys(const char *dir, const sh_manifest *m, sh_keys *keys) {
     for (size_t i = 0; i < m->nshards; i++) {
         sh_shard s;
         if (sh_shard_open(dir, m, &m->shards[i], 0, &s) != SF_OK) return SF_ERR;
-        int64_t prev = -1;
-        for (int64_t r = 0; r < s.n; r++) {
-            int64_t q, doc;
+        for (int64_t r = 0, end; r < s.n; r = end) { /* a sequence: rows [r, end) of one seq number */
+            int64_t q, next, doc;
             int32_t pos;
             memcpy(&q, s.seq + 8 * r, 8);
-            if (q == prev) continue;
-            prev = q;
+            for (end = r + 1; end < s.n && (memcpy(&next, s.seq + 8 * end, 8), next == q); end++) {}
             memcpy(&doc, s.doc_id + 8 * r, 8);
             memcpy(&pos, s.pos + 4 * r, 4);
-            sh_keys_add(keys, doc, pos);
+            if (end - r > INT32_MAX) {
+                sh_shard_close(&s);
+                return sf_fail("shard %s/%s: sequence %lld has %lld rows", dir, m->shards[i].file, (long long)q,
+                               (long long)(end - r));
+            }
+            sh_key *k = sh_keys_add(keys, doc, pos);
+            k->rows = (int32_t)(end - r);
+            k->tokens_crc = sf_crc32(0, s.tokens + 4 * r, (size_t)(end - r) * 4);
         }
         sh_shard_close(&s);
     }
     return SF_OK;
+}
+
+int sh_key_same_tokens(const sh_key *k, const void *tokens, int64_t n) {
+    return !k->rows || (n == k->rows && sf_crc32(0, tokens, (size_t)n * 4) == k->tokens_crc);
 }
 
 int sh_trained_lists(const sf_st_file *f, const char *path, sh_trained *t) {

@@ -84,12 +84,16 @@ void sh_cols_free(sh_cols *c);
 /* ---- sequence keys ----------------------------------------------------------------------- */
 
 /* A set of sequences by (doc_id, pos of the first token), with a value per key for its user:
- * bits 0..30 of val are the user's; the top bit marks a used slot (16 bytes a slot). */
+ * bits 0..30 of val are the user's; the top bit marks a used slot (24 bytes a slot). Keys read
+ * from shards also carry what the sequence stored, so that a resumed run can check that a
+ * sequence it skips is the same one (same corpus, tokenizer and seq_len), not only the same key. */
 #define SH_KEY_USED 0x80000000u
 typedef struct sh_key {
     int64_t doc;
     int32_t pos;
     uint32_t val;
+    int32_t rows;        /* token rows stored for the sequence; 0: not known (a trainer's list) */
+    uint32_t tokens_crc; /* CRC-32 (sf_crc32) of those rows' token ids, when rows > 0 */
 } sh_key;
 
 typedef struct sh_keys {
@@ -102,9 +106,11 @@ sh_key *sh_keys_find(const sh_keys *s, int64_t doc, int32_t pos);
 /* The key, added with user bits 0 if absent. Pointers into the set are valid until the next add. */
 sh_key *sh_keys_add(sh_keys *s, int64_t doc, int32_t pos);
 void sh_keys_free(sh_keys *s);
-/* Adds the key of every sequence stored in the shards m (of DIR) lists, reading only the doc_id,
- * pos and seq columns (20 bytes a row). */
+/* Adds the key of every sequence stored in the shards m (of DIR) lists, with its rows and token
+ * CRC, reading only the doc_id, pos, seq and tokens columns (24 bytes a row). */
 int sh_stored_keys(const char *dir, const sh_manifest *m, sh_keys *keys);
+/* Whether tokens (n int32, any alignment) are the ones key k stored (true when k does not know them). */
+int sh_key_same_tokens(const sh_key *k, const void *tokens, int64_t n);
 /* The trained-sequence lists of an SAE checkpoint (sae_trainer writes them): trained_doc I64 [n],
  * trained_pos I32 [n], trained_rows I32 [n] (rows of the sequence trained). Pointers into the
  * file, unaligned: read entry i with sh_trained_at. */

@@ -398,6 +398,11 @@ int sh_writer_add(sh_writer *w, const sh_batch *b) {
             pthread_mutex_unlock(&w->m_lock);
         }
         sh_key *k = sh_keys_find(&w->keys, doc, pos);
+        if (k && !sh_key_same_tokens(k, (const char *)b->tokens + (size_t)i * T * 4, T))
+            return sf_fail("%s already holds a sequence of %d rows for document %lld, tokens from %d, with other tokens "
+                           "than this input's %lld: it is not the input of the stored run (another corpus version, "
+                           "tokenizer or seq_len?): refusing to mix runs (use another directory)",
+                           w->dir, (int)k->rows, (long long)doc, (int)pos, (long long)T);
         if (k && !(k->val & 1)) { /* already on disk from an earlier run */
             k->val |= 1;
             w->keys_seen++;

@@ -27,7 +27,7 @@ static const sf_param_def tk_params[] = {
     {"skip_stored", SF_PARAM_STRING, "",
      "comma list of shard directories and sae_trainer out_dirs: drop the sequences every one of them already "
      "holds (stored, or trained whole), so a resumed run computes only the missing ones; the input must "
-     "produce every one of them"},
+     "produce every one of them, with the tokens stored"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -97,6 +97,7 @@ typedef struct tk_stage {
     uint64_t total_tokens;
     /* skip_stored: the stored sequences; val bit i: held by directory i, TK_MET: produced again */
     sh_keys stored;
+    int32_t *row;          /* [T]: a sequence's row, to compare with what a directory stored */
     uint32_t all_dirs;     /* the bits of every directory */
     int64_t met, skipped;
 } tk_stage;
@@ -120,8 +121,15 @@ static int tk_load_stored(tk_stage *st, const char *list) {
         } else if (rc == SF_DONE && (rc = sh_trained_keys(dir, &k)) == SF_DONE) { /* or an SAE */
             rc = SF_OK;                                                            /* or nothing yet */
         }
-        for (size_t i = 0; i < k.cap; i++)
-            if (k.k[i].val) sh_keys_add(&st->stored, k.k[i].doc, k.k[i].pos)->val |= 1u << n;
+        for (size_t i = 0; i < k.cap; i++) {
+            if (!k.k[i].val) continue;
+            sh_key *to = sh_keys_add(&st->stored, k.k[i].doc, k.k[i].pos);
+            to->val |= 1u << n;
+            if (!to->rows) { /* the first directory that knows the tokens is the one compared with */
+                to->rows = k.k[i].rows;
+                to->tokens_crc = k.k[i].tokens_crc;
+            }
+        }
         if (rc == SF_OK) sf_log(SF_LOG_INFO, "skip_stored: %s holds %zu sequences", dir, k.n);
         sh_keys_free(&k);
         st->all_dirs |= 1u << n;
@@ -163,7 +171,8 @@ static int tk_init(sf_ctx *ctx, void **state) {
     st->doc_ids = malloc((size_t)st->batch * sizeof *st->doc_ids);
     st->pos = malloc((size_t)st->batch * sizeof *st->pos);
     st->labels = calloc((size_t)st->batch, sizeof *st->labels);
-    if (!st->tokens || !st->doc_ids || !st->pos || !st->labels) return sf_fail("out of memory");
+    st->row = malloc((size_t)st->T * sizeof *st->row);
+    if (!st->tokens || !st->doc_ids || !st->pos || !st->labels || !st->row) return sf_fail("out of memory");
     sf_log(SF_LOG_INFO, "%s: %s, %d tokens, sequences of %lld", path, tok_kind(st->tok), vocab, (long long)st->T);
     const char *stored = sf_param_str(ctx, "skip_stored");
     if (*stored && sf_replica_count(ctx) > 1)
@@ -191,6 +200,23 @@ static int tk_flush(sf_ctx *ctx, tk_stage *st) {
 }
 
 /* Adds one sequence: ids[0..have) then padding up to seq_len. */
+/* The row [T] of a sequence of have tokens: BOS (if any), the tokens, padding. */
+static void tk_row(const tk_stage *st, const int32_t *ids, int64_t have, int32_t *row) {
+    if (st->bos_id >= 0) *row++ = st->bos_id;
+    memcpy(row, ids, (size_t)have * sizeof *row);
+    for (int64_t i = have; i < st->seq_len; i++) row[i] = (int32_t)st->pad_id;
+}
+
+/* Whether the rows a directory stored for key k are this sequence's: its row, or the row without
+ * its BOS (forward's drop_bos). */
+static int tk_same_as_stored(tk_stage *st, const sh_key *k, const int32_t *ids, int64_t have) {
+    if (!k->rows) return 1;
+    tk_row(st, ids, have, st->row);
+    for (int64_t off = 0; off <= 1 && off + k->rows <= st->T; off++)
+        if (sh_key_same_tokens(k, st->row + off, k->rows)) return 1;
+    return 0;
+}
+
 static int tk_add(sf_ctx *ctx, tk_stage *st, const int32_t *ids, int64_t have, int64_t doc_id, int64_t pos,
                   const char *label, size_t label_len, const char *split, size_t split_len) {
     if (st->n > 0 && (strlen(st->split) != split_len || memcmp(st->split, split, split_len) != 0) &&
@@ -200,10 +226,7 @@ static int tk_add(sf_ctx *ctx, tk_stage *st, const int32_t *ids, int64_t have, i
         free(st->split);
         if (!(st->split = strndup(split, split_len))) return sf_fail("out of memory");
     }
-    int32_t *row = st->tokens + st->n * st->T;
-    if (st->bos_id >= 0) *row++ = st->bos_id;
-    memcpy(row, ids, (size_t)have * sizeof *row);
-    for (int64_t i = have; i < st->seq_len; i++) row[i] = (int32_t)st->pad_id;
+    tk_row(st, ids, have, st->tokens + st->n * st->T);
     st->doc_ids[st->n] = doc_id;
     st->pos[st->n] = (int32_t)pos;
     if (!(st->labels[st->n] = strndup(label, label_len))) return sf_fail("out of memory");
@@ -231,6 +254,11 @@ static int tk_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
         int64_t have = n - p < st->seq_len ? n - p : st->seq_len;
         if (have < st->seq_len && st->drop_remainder) break;
         sh_key *k = sh_keys_find(&st->stored, doc_id, (int32_t)p);
+        if (k && !tk_same_as_stored(st, k, st->ids.ids + p, have))
+            return sf_fail("skip_stored: document %lld, tokens from %lld: a directory holds a sequence of %d rows "
+                           "with other tokens under this key, so it is not the input of the stored run (another "
+                           "corpus version, tokenizer or seq_len?): use another directory, or the stored run's "
+                           "input", (long long)doc_id, (long long)p, (int)k->rows);
         if (k && !(k->val & TK_MET)) {
             k->val |= TK_MET;
             st->met++;
@@ -275,6 +303,7 @@ static void tk_destroy(void *state) {
     for (int64_t i = 0; st->labels && i < st->batch; i++) free(st->labels[i]);
     free(st->labels);
     free(st->tokens);
+    free(st->row);
     free(st->doc_ids);
     free(st->pos);
     free(st->split);

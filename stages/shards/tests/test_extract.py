@@ -3,7 +3,8 @@ message per hook on one edge) -> two shard_writers, each keeping one hook. Each 
 its own hook only, both the same tokens, documents and positions (64-token sequences, BOS dropped),
 different activations; a run killed with SIGKILL at random moments and resumed must store the same
 rows as an uninterrupted run, each once, bit for bit, the resumed runs forwarding only the sequences
-not yet stored (tokenizer skip_stored); and (with sae_trainer built) an SAE trained on
+not yet stored (tokenizer skip_stored); another input (fewer documents, or the same
+documents cut into other sequences) on the stored run must be refused without changing anything; and (with sae_trainer built) an SAE trained on
 shards replayed in order must be bit-identical to one trained live in the extraction run; and
 extraction + live training interrupted (SIGINT) and resumed with skip_stored naming the shard
 directory and the trainer's out_dir stores every sequence once and trains every row at most once,
@@ -173,6 +174,20 @@ p = subprocess.run(short, capture_output=True, text=True, timeout=600)
 check(p.returncode != 0 and "not the input of the stored run" in p.stderr, f"a shorter input was accepted: {p.stderr}")
 check(all(open(os.path.join(dst, h, "manifest.json"), "rb").read() == before[h] for h in before),
       "a refused input changed a manifest")
+
+# The same corpus cut into other sequences (seq_len 48): sequences at the stored keys hold other
+# tokens. The tokenizer (skip_stored) refuses at the first one, before anything is forwarded; without
+# skip_stored the writers refuse the first one that arrives. Nothing changes either way.
+other = PIPE.replace("DIR", dst).replace("seq_len = 64", "seq_len = 48")
+for what, text, want in (("tokenizer", other, "other tokens under this key"),
+                         ("writer", other.replace('    skip_stored = "DIR/l1,DIR/l2"\n'.replace("DIR", dst), "")
+                          .replace("    skipped_upstream = true\n", ""), "refusing to mix runs")):
+    open(short[2], "w").write(text)
+    p = subprocess.run(short, capture_output=True, text=True, timeout=600)
+    check(p.returncode != 0 and want in p.stderr and "never" not in p.stderr,
+          f"{what}: another tokenization of the stored sequences was not refused at once: {p.stderr[-2000:]}")
+    check(all(open(os.path.join(dst, h, "manifest.json"), "rb").read() == before[h] for h in before),
+          f"{what}: a refused input changed a manifest")
 
 # Extract once, train apart: an SAE trained live on forward's output and one trained on the shards
 # written in the same run (replayed in order) must be bit-identical.
