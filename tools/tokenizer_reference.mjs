@@ -2,15 +2,16 @@
 // fixtures of the tokenizer stage. One line of ids (space-separated) per input line, no special
 // tokens, the newline not part of the text (as `saeflow tokenize`).
 //
-// usage: node tools/tokenizer_reference.mjs CACHE_DIR llama3|llama2|DIR < text > ids
-//   (CACHE_DIR filled by tools/tokenizer_fetch_npm.sh; DIR holds tokenizer.json and
+// usage: node tools/tokenizer_reference.mjs CACHE_DIR NAME|DIR < text > ids
+//   (NAME: llama3, llama2, gpt2, gemma, gpt4, gpt4o, from CACHE_DIR as tools/tokenizer_fetch_npm.sh
+//   fills it; DIR holds tokenizer.json and
 //   tokenizer_config.json, e.g. a variant from tools/tokenizer_variants.py)
 import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 
 const [cache, name] = process.argv.slice(2);
 if (!cache || !name) {
-  console.error("usage: node tokenizer_reference.mjs CACHE_DIR llama3|llama2|DIR < text");
+  console.error("usage: node tokenizer_reference.mjs CACHE_DIR NAME|DIR < text");
   process.exit(2);
 }
 const lib = await import(pathToFileURL(`${cache}/tokenizers/dist/main.mjs`).href);

@@ -42,7 +42,8 @@ void tok_ids_free(tok_ids *v);
 char *tok_decode(const tok_tokenizer *t, const int32_t *ids, size_t n, int skip_special,
                  size_t *len);
 /* The vocabulary entry of id as the tokenizer file spells it ("▁the", "Ġthe", "<0x0A>");
- * NULL if id is out of range. Not NUL-terminated: use *len. */
+ * NULL if id is out of range or no token has it (a gap in a tokenizer.json's ids). Not
+ * NUL-terminated: use *len. */
 const char *tok_piece(const tok_tokenizer *t, int32_t id, size_t *len);
 /* One token shown to a human (the feature miner): the text it stands for, with the
  * tokenizer's space marker turned back into ' ' and byte tokens into their bytes; bytes that

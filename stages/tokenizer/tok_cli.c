@@ -105,7 +105,7 @@ int tok_cli_main(int argc, char **argv) {
             if (tokens) {
                 size_t len;
                 const char *p = tok_piece(t, ids.ids[i], &len);
-                fwrite(p, 1, len, stdout);
+                if (p) fwrite(p, 1, len, stdout);
             } else {
                 tok_cli_put_id(ids.ids[i]);
             }

@@ -250,6 +250,7 @@ int tok_finish_vocab(tok_tokenizer *t, char *err, size_t errlen) {
     for (int32_t i = 0; i < t->n_vocab; i++) {
         const char *s = t->blob + t->piece_off[i];
         size_t len = t->piece_len[i];
+        if (t->type[i] == TOK_HOLE) continue;
         if (len == 0) {
             tok_errf(err, errlen, "piece %d is empty", i);
             return -1;
@@ -277,7 +278,7 @@ int tok_finish_vocab(tok_tokenizer *t, char *err, size_t errlen) {
     }
     for (int32_t i = 0; i < t->n_vocab; i++)
         t->uni_score[i] = t->type[i] == TOK_NORMAL ? t->score[i] : t->type[i] == TOK_USER ? INFINITY : NAN;
-    if (t->byte_fallback)
+    if (t->byte_fallback && t->kind < TOK_HF_BPE) /* tokenizer.json: a missing byte piece means <unk> */
         for (int b = 0; b < 256; b++)
             if (t->byte_id[b] < 0) {
                 tok_errf(err, errlen, "byte_fallback is set but piece <0x%02X> is missing", b);
@@ -295,8 +296,9 @@ typedef struct tok_emitter {
 
 static int tok_emit(const tok_tokenizer *t, tok_emitter *e, const char *s, size_t len, int32_t id,
                     bool fuse_unk, tok_ids *out) {
-    bool is_unk = id == t->unk_id || id < 0;
-    if (is_unk && t->byte_fallback) {
+    bool is_unk = id == t->unk_id || id < 0, bytes = is_unk && t->byte_fallback;
+    for (size_t i = 0; bytes && i < len; i++) bytes = t->byte_id[(uint8_t)s[i]] >= 0; /* see hf_unknown */
+    if (bytes) {
         for (size_t i = 0; i < len; i++)
             if (tok_push(out, t->byte_id[(uint8_t)s[i]]) != 0) return -1;
     } else if (is_unk) {
@@ -626,7 +628,7 @@ const char *tok_kind(const tok_tokenizer *t) {
 }
 
 const char *tok_piece(const tok_tokenizer *t, int32_t id, size_t *len) {
-    if (id < 0 || id >= t->n_vocab) return NULL;
+    if (id < 0 || id >= t->n_vocab || t->type[id] == TOK_HOLE) return NULL;
     *len = t->piece_len[id];
     return t->blob + t->piece_off[id];
 }

@@ -372,7 +372,7 @@ static int hf_load_vocab(tok_tokenizer *t, json_t *root, char *err, size_t errle
     }
     t->kind = unigram ? TOK_HF_UNIGRAM : TOK_HF_BPE;
     t->byte_fallback = json_is_true(json_object_get(model, "byte_fallback"));
-    /* The id space: the model's vocabulary plus the added tokens, with no gap. */
+    /* The id space: the model's vocabulary plus the added tokens, gaps allowed (holes). */
     json_int_t n = unigram ? (json_int_t)json_array_size(vocab) : 0;
     const char *key;
     size_t i;
@@ -417,10 +417,7 @@ static int hf_load_vocab(tok_tokenizer *t, json_t *root, char *err, size_t errle
     }
     size_t blob = 0;
     for (json_int_t k = 0; k < n; k++) {
-        if (!pieces[k].s) {
-            tok_errf(err, errlen, "no token has id %lld", (long long)k);
-            goto out;
-        }
+        if (!pieces[k].s) pieces[k] = (hf_piece){"", 0, TOK_HOLE};
         blob += strlen(pieces[k].s);
     }
     if (blob > UINT32_MAX || tok_alloc_pieces(t, (int32_t)n, blob) != 0) goto out;
@@ -438,7 +435,8 @@ static int hf_load_vocab(tok_tokenizer *t, json_t *root, char *err, size_t errle
         double lowest = 0;
         bool any = false;
         for (int32_t k = 0; k < t->n_vocab; k++)
-            if (t->type[k] != TOK_CONTROL && t->type[k] != TOK_USER && (!any || t->score[k] < lowest)) {
+            if (t->type[k] != TOK_CONTROL && t->type[k] != TOK_USER && t->type[k] != TOK_HOLE &&
+                (!any || t->score[k] < lowest)) {
                 lowest = t->score[k];
                 any = true;
             }
@@ -837,9 +835,12 @@ static bool hf_pair(const tok_tokenizer *t, const char *word, const tok_bpe_sym 
     return true;
 }
 
-/* Appends the ids of an unknown piece: its bytes (byte_fallback) or one <unk>. */
+/* Appends the ids of an unknown piece: its bytes (byte_fallback, when the vocabulary has a <0xNN>
+ * piece for every one of them, as Hugging Face's BPE requires) or one <unk>. */
 static int hf_unknown(const tok_tokenizer *t, const char *s, size_t len, bool *prev_unk, tok_ids *out) {
-    if (t->byte_fallback) {
+    bool bytes = t->byte_fallback;
+    for (size_t i = 0; bytes && i < len; i++) bytes = t->byte_id[(uint8_t)s[i]] >= 0;
+    if (bytes) {
         for (size_t i = 0; i < len; i++)
             if (tok_push(out, t->byte_id[(uint8_t)s[i]]) != 0) return -1;
         *prev_unk = false;
@@ -1015,6 +1016,7 @@ static int hf_unbytelevel(const tok_hf *hf, const char *s, size_t len, tok_buf *
 int tok_hf_token_bytes(const tok_tokenizer *t, int32_t id, tok_buf *out) {
     size_t len;
     const char *p = tok_piece(t, id, &len);
+    if (!p) return 0;
     if (t->type[id] == TOK_BYTE) {
         char b = (char)strtol(p + 3, NULL, 16);
         return tok_buf_add(out, &b, 1);

@@ -10,8 +10,9 @@
 #include "tok.h"
 
 /* Piece types, numbered as SentencePiece numbers them. tokenizer.json special added tokens
- * become TOK_CONTROL, other added tokens TOK_USER. */
-enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER = 4, TOK_UNUSED = 5, TOK_BYTE = 6 };
+ * become TOK_CONTROL, other added tokens TOK_USER; an id no token has (tokenizer.json ids may have
+ * gaps, e.g. GPT-4's below its special tokens) is TOK_HOLE, an empty piece never produced. */
+enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER = 4, TOK_UNUSED = 5, TOK_BYTE = 6, TOK_HOLE = 7 };
 
 enum tok_kind_e { TOK_SPM_UNIGRAM, TOK_SPM_BPE, TOK_HF_BPE, TOK_HF_UNIGRAM };
 

