@@ -108,6 +108,13 @@ def main():
     v["model"]["merges"] = [m.split(" ", 1) for m in v["model"]["merges"]]  # byte-level pieces hold no space
     variants["llama3-pairs"] = v
 
+    v = json.loads(json.dumps(l3))  # added tokens that take the whitespace beside them (stages/tokenizer/tests/added.txt)
+    flags = {"<|eot_id|>": (True, True), "<|start_header_id|>": (True, False), "<|end_header_id|>": (False, True)}
+    for tok in v["added_tokens"]:
+        if tok["content"] in flags:
+            tok["lstrip"], tok["rstrip"] = flags[tok["content"]]
+    variants["llama3-strip"] = v
+
     if os.path.exists(llmjp):
         variants["llmjp-unigram"] = llmjp_unigram(spm_pieces(llmjp))
     for name, tj in variants.items():

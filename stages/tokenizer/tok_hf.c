@@ -57,12 +57,16 @@ struct tok_hf {
     bool ignore_merges, fuse_unk;
     tok_trie added;        /* added token contents -> id */
     bool has_added;
+    uint8_t *added_flags;  /* [n_vocab] HF_LSTRIP | HF_RSTRIP | HF_SINGLE_WORD of added tokens, or NULL */
     int32_t pre_ids[4], post_ids[4]; /* TemplateProcessing "single" around the sequence */
     int n_pre_ids, n_post_ids;
     char byte_enc[256][3]; /* byte -> UTF-8 of its ByteLevel character */
     uint8_t byte_enc_len[256];
     int16_t byte_dec[512]; /* ByteLevel character -> byte, -1 if none */
 };
+
+/* Added tokens' flags: absorb the whitespace on their left / right; match only as a whole word. */
+enum { HF_LSTRIP = 1, HF_RSTRIP = 2, HF_SINGLE_WORD = 4 };
 
 /* Words produced by pre-tokenisers: spans into an arena. */
 typedef struct hf_span {
@@ -536,9 +540,14 @@ int tok_hf_load(tok_tokenizer *t, const char *text, size_t len, char *err, size_
     size_t i;
     json_array_foreach(added, i, v) {
         const char *c = json_string_value(json_object_get(v, "content"));
-        if (tok_trie_insert(&hf->added, c, strlen(c), (int32_t)json_integer_value(json_object_get(v, "id"))) != 0)
-            goto out;
+        int32_t id = (int32_t)json_integer_value(json_object_get(v, "id")); /* checked by hf_load_vocab */
+        if (tok_trie_insert(&hf->added, c, strlen(c), id) != 0) goto out;
         hf->has_added = true;
+        uint8_t fl = (json_is_true(json_object_get(v, "lstrip")) ? HF_LSTRIP : 0) |
+                     (json_is_true(json_object_get(v, "rstrip")) ? HF_RSTRIP : 0) |
+                     (json_is_true(json_object_get(v, "single_word")) ? HF_SINGLE_WORD : 0);
+        if (fl && !hf->added_flags && !(hf->added_flags = calloc((size_t)t->n_vocab, 1))) goto out;
+        if (fl) hf->added_flags[id] = fl;
     }
     rc = 0;
 out:
@@ -562,6 +571,7 @@ void tok_hf_free(tok_hf *hf) {
     }
     tok_map_free(&hf->merges);
     tok_trie_free(&hf->added);
+    free(hf->added_flags);
     free(hf);
 }
 
@@ -930,6 +940,33 @@ static size_t hf_added_at(const tok_hf *hf, const char *s, size_t len, int32_t *
     return best;
 }
 
+/* Rust regex's Unicode \w, as Hugging Face's single_word tests it: Alphabetic (letters, letter
+ * numbers, and the Other_Alphabetic marks and circled letters), marks, decimal digits, connector
+ * punctuation, joiners. */
+static bool hf_word_char(uint32_t cp) {
+    utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+    return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_ME) || c == UTF8PROC_CATEGORY_ND ||
+           c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_PC || cp == 0x200C || cp == 0x200D ||
+           (cp >= 0x24B6 && cp <= 0x24E9) || (cp >= 0x1F130 && cp <= 0x1F189);
+}
+
+/* The code point ending at text[end) (end > 0; text is valid UTF-8), and its length. */
+static uint32_t hf_cp_before(const char *text, size_t end, size_t *k) {
+    size_t i = end - 1;
+    while (i > 0 && ((uint8_t)text[i] & 0xC0) == 0x80) i--;
+    uint32_t cp = 0xFFFD;
+    tok_utf8_decode(text + i, end - i, &cp);
+    *k = end - i;
+    return cp;
+}
+
+static uint32_t hf_cp_at(const char *text, size_t len, size_t at, size_t *k) {
+    uint32_t cp = 0xFFFD;
+    *k = tok_utf8_decode(text + at, len - at, &cp);
+    if (!*k) *k = 1;
+    return cp;
+}
+
 /* Points *s at a copy with each invalid UTF-8 byte replaced by U+FFFD, if there is any. */
 static int hf_clean_utf8(tok_buf *out, const char **s, size_t *len) {
     size_t i = 0, k;
@@ -969,19 +1006,30 @@ int tok_hf_encode(const tok_tokenizer *t, const char *text, size_t len, int flag
     size_t seg = 0;
     for (size_t pos = 0; pos < len;) {
         int32_t id = -1;
-        size_t n = hf->has_added ? hf_added_at(hf, text + pos, len - pos, &id) : 0;
+        size_t n = hf->has_added ? hf_added_at(hf, text + pos, len - pos, &id) : 0, k;
         if (n == 0) {
             pos++;
             continue;
         }
-        if (pos > seg) {
-            if (hf_encode_segment(t, sc, hs, text + seg, pos - seg, first, &prev_unk, out) != 0) return -1;
+        /* As Hugging Face's AddedVocabulary::find_matches: a single_word token next to a word
+         * character is no match (and the search goes on after it); lstrip and rstrip make the
+         * token's span take the whitespace beside it, back to the previous match at most. */
+        uint8_t fl = hf->added_flags ? hf->added_flags[id] : 0;
+        size_t start = pos, stop = pos + n;
+        if ((fl & HF_SINGLE_WORD) && ((start > 0 && hf_word_char(hf_cp_before(text, start, &k))) ||
+                                      (stop < len && hf_word_char(hf_cp_at(text, len, stop, &k))))) {
+            pos = stop;
+            continue;
+        }
+        while ((fl & HF_LSTRIP) && start > seg && hf_in_class(hf_cp_before(text, start, &k), HC_SPACE)) start -= k;
+        while ((fl & HF_RSTRIP) && stop < len && hf_in_class(hf_cp_at(text, len, stop, &k), HC_SPACE)) stop += k;
+        if (start > seg) {
+            if (hf_encode_segment(t, sc, hs, text + seg, start - seg, first, &prev_unk, out) != 0) return -1;
             first = false;
         }
         if (tok_push(out, id) != 0) return -1;
         prev_unk = false;
-        pos += n;
-        seg = pos;
+        pos = seg = stop;
     }
     if (len > seg && hf_encode_segment(t, sc, hs, text + seg, len - seg, first, &prev_unk, out) != 0)
         return -1;

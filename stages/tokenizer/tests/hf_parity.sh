@@ -13,6 +13,8 @@
 #   llama2-metaspace  Metaspace pre-tokeniser (prepend_scheme first) instead of normalisers
 #   llama2-nfkc       NFKC before Llama-2's normalisers
 #   llama3-pairs      Llama-3 with its merges as pairs ["a","b"]: must give llama3's ids
+#   llama3-strip      Llama-3 with lstrip/rstrip on three added tokens, on added.txt (the tokens in
+#                     whitespace of several kinds)
 #   llmjp-unigram     a tokenizer.json Unigram model (LLM-jp's vocabulary and scores; skipped
 #                     without the LLM-jp model)
 # The reference ids are committed (made by tools/tokenizer_reference.mjs); the tokenizer.json files
@@ -29,9 +31,10 @@ trap 'rm -rf "$dir"' EXIT
 gzip -dc "$fx/mixed.txt.gz" > "$dir/text"
 grep -v "$(printf '\342\226\201')" "$dir/text" > "$dir/rt.in" || true
 fail=0
-compare() { # name tokenizer.json round-trip? [reference name, default name]
-    gzip -dc "$fx/mixed.${4:-$1}.ids.gz" > "$dir/$1.ref"
-    "$tok" "$2" < "$dir/text" > "$dir/$1.ours"
+gzip -dc "$fx/added.txt.gz" > "$dir/added"
+compare() { # name tokenizer.json round-trip? [reference name, default name] [text: mixed or added]
+    gzip -dc "$fx/${5:-mixed}.${4:-$1}.ids.gz" > "$dir/$1.ref"
+    "$tok" "$2" < "$dir/${5:-text}" > "$dir/$1.ours"
     if cmp -s "$dir/$1.ours" "$dir/$1.ref"; then
         echo "ok   $1: $(wc -l < "$dir/$1.ref") lines, $(wc -w < "$dir/$1.ref") ids identical to transformers.js"
     else
@@ -54,6 +57,7 @@ if [ -x /usr/bin/python3 ]; then
     compare llama2-metaspace "$dir/variants/llama2-metaspace/tokenizer.json" no # leading spaces: lossy by design
     compare llama2-nfkc "$dir/variants/llama2-nfkc/tokenizer.json" no
     compare llama3-pairs "$dir/variants/llama3-pairs/tokenizer.json" no llama3
+    compare llama3-strip "$dir/variants/llama3-strip/tokenizer.json" no llama3-strip added
     if [ -r "$llmjp" ]; then compare llmjp-unigram "$dir/variants/llmjp-unigram/tokenizer.json" no
     else echo "note: $llmjp absent, llmjp-unigram check skipped"; fi
 else

@@ -258,6 +258,29 @@ static void test_irregular_vocab(void) {
     }
 }
 
+/* single_word, as Hugging Face's AddedVocabulary documents and implements it (transformers.js
+ * ignores the flag, so it is not in the parity test): an added token with a word character
+ * (Rust's \w: letters, digits, marks, '_') right before or after it is no match, and its text is
+ * encoded as ordinary text. */
+static void test_single_word(void) {
+    char err[512] = "";
+    const char *json = "{\"model\":{\"type\":\"BPE\",\"merges\":[],\"vocab\":{\"a\":0,\"b\":1,\"x\":2,\"_\":3,"
+                       "\".\":4,\" \":5,\"\xc3\xa9\":6,\"ab\":7}},\"added_tokens\":[{\"id\":7,\"content\":\"ab\","
+                       "\"single_word\":true,\"lstrip\":false,\"rstrip\":false,\"normalized\":false,\"special\":false}]}";
+    tok_tokenizer *t = tok_load_mem(json, strlen(json), err, sizeof err);
+    CHECK(t, "single_word tokenizer: %s", err);
+    if (!t) return;
+    /* ab: match; xab, ab_, \xc3\xa9ab (é is a letter): none; "ab." and the last: match */
+    const char *text = "ab xab ab_ ab. \xc3\xa9" "ab ab";
+    const int32_t want[] = {7, 5, 2, 0, 1, 5, 0, 1, 3, 5, 7, 4, 5, 6, 0, 1, 5, 7};
+    tok_ids ids = {0};
+    int ok = tok_encode(t, text, strlen(text), 0, &ids) == 0 && ids.n == sizeof want / sizeof *want;
+    for (size_t i = 0; ok && i < ids.n; i++) ok = ids.ids[i] == want[i];
+    CHECK(ok, "single_word: \"%s\" matched the added token inside a word, or missed a whole one", text);
+    tok_ids_free(&ids);
+    tok_free(t);
+}
+
 /* A file that is not a tokenizer must fail with a message, never crash. */
 static void expect_reject(const char *what, const void *buf, size_t len) {
     char err[512] = "";
@@ -341,6 +364,7 @@ int main(int argc, char **argv) {
     else printf("note: Llama-2 tokenizer.json not given or absent, its checks skipped\n");
     test_pretokenizers();
     test_irregular_vocab();
+    test_single_word();
     test_untrusted(spm_model);
     printf(failures ? "%d FAILED\n" : "all passed\n", failures);
     return failures ? 1 : 0;
