@@ -631,6 +631,22 @@ static int check_request(const fw_model *m, const fw_request *r, int *last) {
     return SF_OK;
 }
 
+/* A sublayer's output projection in [N, in_dim] W^T + b, added to the residual stream s->x
+ * [N, d]: through out (hook point `kind` of block l) when this pass hooks that point, else inside
+ * the sgemm itself (beta 1: no pass that zeroes C, no separate add). */
+static int project_into_residual(fw_state *s, const fw_request *r, fw_pass pass, fw_hook_kind kind, int l,
+                                 const float *in, const float *w, const float *b, float *out, int in_dim, int d) {
+    int N = r->batch * r->seq;
+    if (!hooked(r, pass, kind, l)) {
+        linear_beta(s, in, w, b, s->x.p, N, in_dim, d, 1.0f);
+        return SF_OK;
+    }
+    linear(s, in, w, b, out, N, in_dim, d);
+    if (hook_point(r, pass, kind, l, out, d) != SF_OK) return SF_ERR;
+    add_inplace(s->x.p, out, (size_t)N * d);
+    return SF_OK;
+}
+
 /* Blocks [from, to] on the residual stream in s->x, hooks or splice as the pass says. With save,
  * the residual stream at the start of block save_at is copied to save as well (save_at may be
  * to + 1: after the last block). */
@@ -661,12 +677,8 @@ static int blocks(const fw_model *m, fw_state *s, const fw_request *r, fw_pass p
         attention(s, c, qkv, att, B, T, c->attn_scale / (c->attn_scale_by_layer ? (float)(l + 1) : 1.0f));
         /* the MLP's input: x + attn_out, or x itself with GPT-NeoX's parallel residual */
         if (c->parallel_residual) norm(s, c, ly->ln2_w, ly->ln2_b, x, xn, N);
-        if (hooked(r, pass, FW_ATTN_OUT, l)) {
-            linear(s, att, ly->wo, ly->bo, attn_out, N, qn, d);
-            if (hook_point(r, pass, FW_ATTN_OUT, l, attn_out, d) != SF_OK) return SF_ERR;
-            add_inplace(x, attn_out, nd);
-        } else
-            linear_beta(s, att, ly->wo, ly->bo, x, N, qn, d, 1.0f);
+        if (project_into_residual(s, r, pass, FW_ATTN_OUT, l, att, ly->wo, ly->bo, attn_out, qn, d) != SF_OK)
+            return SF_ERR;
         if (!c->parallel_residual) norm(s, c, ly->ln2_w, ly->ln2_b, x, xn, N);
 
         /* MLP */
@@ -674,12 +686,8 @@ static int blocks(const fw_model *m, fw_state *s, const fw_request *r, fw_pass p
         act_job aj = {c, mlp_in, mlp_act};
         pool_run(&s->pool, (size_t)N, act_task, &aj);
         if (hook_point(r, pass, FW_MLP_HIDDEN, l, mlp_act, ff) != SF_OK) return SF_ERR;
-        if (hooked(r, pass, FW_MLP_OUT, l)) {
-            linear(s, mlp_act, ly->w_out, ly->b_out, mlp_out, N, ff, d);
-            if (hook_point(r, pass, FW_MLP_OUT, l, mlp_out, d) != SF_OK) return SF_ERR;
-            add_inplace(x, mlp_out, nd);
-        } else
-            linear_beta(s, mlp_act, ly->w_out, ly->b_out, x, N, ff, d, 1.0f);
+        if (project_into_residual(s, r, pass, FW_MLP_OUT, l, mlp_act, ly->w_out, ly->b_out, mlp_out, ff, d) != SF_OK)
+            return SF_ERR;
         if (hook_point(r, pass, FW_RESID_POST, l, x, d) != SF_OK) return SF_ERR;
     }
     return SF_OK;
