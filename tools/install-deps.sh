@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the Debian 12 packages saeflow builds, tests and benchmarks with (skips what is there).
-# Run as root (or with sudo).
+# Run as root, or as a user who may sudo: it runs apt-get through sudo when not root (and only when
+# something is missing).
 set -eu
 PACKAGES="build-essential meson ninja-build pkg-config
   libzmq3-dev libmsgpack-dev libuv1-dev libopenblas-dev libjansson-dev zlib1g-dev
