@@ -33,7 +33,8 @@ void tok_free(tok_tokenizer *t);
 enum { TOK_ADD_SPECIAL = 1 }; /* tok_encode flags: add BOS/EOS as the tokenizer defines them */
 
 /* Encodes len bytes of text into out->ids (replacing its contents). Invalid UTF-8 is handled
- * as the reference does (U+FFFD or bytes). Returns 0, or -1 when out of memory. */
+ * as the reference does (U+FFFD or bytes). Returns 0, or -1 when out of memory or when the text
+ * has a character the tokenizer cannot represent (a tokenizer.json Unigram model without unk_id). */
 int tok_encode(const tok_tokenizer *t, const char *text, size_t len, int flags, tok_ids *out);
 void tok_ids_free(tok_ids *v);
 

@@ -231,8 +231,7 @@ void tok_set_piece(tok_tokenizer *t, int32_t i, const char *s, size_t len, doubl
     t->type[i] = (uint8_t)type;
 }
 
-/* "<0x41>" -> 0x41, or -1. */
-static int tok_byte_piece_value(const char *s, size_t len) {
+int tok_byte_piece_value(const char *s, size_t len) {
     if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
     int v = 0;
     for (int i = 3; i < 5; i++) {
@@ -302,6 +301,7 @@ static int tok_emit(const tok_tokenizer *t, tok_emitter *e, const char *s, size_
         for (size_t i = 0; i < len; i++)
             if (tok_push(out, t->byte_id[(uint8_t)s[i]]) != 0) return -1;
     } else if (is_unk) {
+        if (t->unk_id < 0) return -1; /* as Hugging Face: a Unigram model without unk_id cannot encode it */
         if (!(fuse_unk && e->prev_unk) && tok_push(out, t->unk_id) != 0) return -1;
     } else if (tok_push(out, id) != 0) {
         return -1;

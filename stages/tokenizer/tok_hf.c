@@ -2,6 +2,7 @@
  * PCRE2-JIT regexes, ByteLevel, Metaspace), the BPE and Unigram models, TemplateProcessing and
  * the decoders, following the tokenizers library's semantics. */
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include <ctype.h>
 #include <jansson.h>
 #include <pcre2.h>
 #include <stdlib.h>
@@ -151,12 +152,11 @@ static int hf_load_normalizer(tok_hf *hf, json_t *n, char *err, size_t errlen) {
         return 0;
     }
     if (hf->n_norms == HF_MAX_STEPS) goto bad;
-    hf_norm *d = &hf->norms[hf->n_norms];
+    hf_norm *d = &hf->norms[hf->n_norms++]; /* counted at once: tok_hf_free frees what a failed load set */
     static const char *const unicode[] = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase"};
     for (int k = 0; k < 5; k++)
         if (strcmp(type, unicode[k]) == 0) {
             d->kind = k;
-            hf->n_norms++;
             return 0;
         }
     if (strcmp(type, "Prepend") == 0) {
@@ -170,7 +170,6 @@ static int hf_load_normalizer(tok_hf *hf, json_t *n, char *err, size_t errlen) {
     } else {
         goto bad;
     }
-    hf->n_norms++;
     return 0;
 bad:
     tok_errf(err, errlen, "unsupported normalizer %s", type ? type : "(no type)");
@@ -204,7 +203,7 @@ static int hf_load_pretok(tok_hf *hf, json_t *p, char *err, size_t errlen) {
         return 0;
     }
     if (hf->n_pres == HF_MAX_STEPS) goto bad;
-    hf_pre *d = &hf->pres[hf->n_pres];
+    hf_pre *d = &hf->pres[hf->n_pres++]; /* counted at once: tok_hf_free frees what a failed load set */
     if (strcmp(type, "Split") == 0) {
         d->kind = HP_SPLIT;
         if ((d->behavior = hf_behavior(p, NULL, err, errlen)) < 0) return -1;
@@ -243,7 +242,6 @@ static int hf_load_pretok(tok_hf *hf, json_t *p, char *err, size_t errlen) {
     } else {
         goto bad;
     }
-    hf->n_pres++;
     return 0;
 bad:
     tok_errf(err, errlen, "unsupported pre_tokenizer %s", type ? type : "(no type)");
@@ -261,7 +259,7 @@ static int hf_load_decoder(tok_hf *hf, json_t *p, char *err, size_t errlen) {
         return 0;
     }
     if (hf->n_decs == HF_MAX_STEPS) goto bad;
-    hf_dec *d = &hf->decs[hf->n_decs];
+    hf_dec *d = &hf->decs[hf->n_decs++]; /* counted at once: tok_hf_free frees what a failed load set */
     if (strcmp(type, "ByteLevel") == 0) d->kind = HD_BYTELEVEL;
     else if (strcmp(type, "ByteFallback") == 0) d->kind = HD_BYTEFALLBACK;
     else if (strcmp(type, "Fuse") == 0) d->kind = HD_FUSE;
@@ -284,7 +282,6 @@ static int hf_load_decoder(tok_hf *hf, json_t *p, char *err, size_t errlen) {
     } else {
         goto bad;
     }
-    hf->n_decs++;
     return 0;
 bad:
     tok_errf(err, errlen, "unsupported decoder %s", type ? type : "(no type)");
@@ -403,7 +400,13 @@ static int hf_load_vocab(tok_tokenizer *t, json_t *root, char *err, size_t errle
                 goto out;
         }
         json_t *unk = json_object_get(model, "unk_id");
-        if (json_is_integer(unk)) t->unk_id = (int32_t)json_integer_value(unk);
+        if (json_is_integer(unk)) {
+            if (json_integer_value(unk) < 0 || json_integer_value(unk) >= (json_int_t)json_array_size(vocab)) {
+                tok_errf(err, errlen, "unk_id %lld is outside the vocabulary", (long long)json_integer_value(unk));
+                goto out;
+            }
+            t->unk_id = (int32_t)json_integer_value(unk);
+        }
     } else {
         json_object_foreach(vocab, key, v) {
             if (hf_set(pieces, (int32_t)n, json_integer_value(v), key, 0, TOK_NORMAL, err, errlen) != 0)
@@ -428,8 +431,7 @@ static int hf_load_vocab(tok_tokenizer *t, json_t *root, char *err, size_t errle
     for (json_int_t k = 0; k < n; k++) {
         int type = pieces[k].type;
         size_t len = strlen(pieces[k].s);
-        if (type == TOK_NORMAL && t->byte_fallback && len == 6 && memcmp(pieces[k].s, "<0x", 3) == 0)
-            type = TOK_BYTE;
+        if (type == TOK_NORMAL && t->byte_fallback && tok_byte_piece_value(pieces[k].s, len) >= 0) type = TOK_BYTE;
         if (k == t->unk_id && type == TOK_NORMAL) type = TOK_UNKNOWN;
         tok_set_piece(t, (int32_t)k, pieces[k].s, len, pieces[k].score, type);
     }
@@ -1066,7 +1068,7 @@ int tok_hf_token_bytes(const tok_tokenizer *t, int32_t id, tok_buf *out) {
     const char *p = tok_piece(t, id, &len);
     if (!p) return 0;
     if (t->type[id] == TOK_BYTE) {
-        char b = (char)strtol(p + 3, NULL, 16);
+        char b = (char)tok_byte_piece_value(p, len);
         return tok_buf_add(out, &b, 1);
     }
     if (t->type[id] == TOK_CONTROL || t->type[id] == TOK_USER) return tok_buf_add(out, p, len);
@@ -1121,7 +1123,8 @@ int tok_hf_decode(const tok_tokenizer *t, const int32_t *ids, size_t n, int skip
             for (size_t i = 0; i <= cur->n && rc == 0; i++) {
                 const char *s = i < cur->n ? cur->arena.p + cur->w[i].off : NULL;
                 size_t len = i < cur->n ? cur->w[i].len : 0;
-                bool is_byte = s && len == 6 && memcmp(s, "<0x", 3) == 0 && s[5] == '>';
+                bool is_byte = s && len == 6 && memcmp(s, "<0x", 3) == 0 && s[5] == '>' &&
+                               isxdigit((unsigned char)s[3]) && isxdigit((unsigned char)s[4]); /* as u8::from_str_radix */
                 if (is_byte) {
                     char byte = (char)strtol((char[]){s[3], s[4], 0}, NULL, 16);
                     rc = tok_buf_add(&tmp, &byte, 1);

@@ -76,6 +76,8 @@ static inline size_t tok_utf8_lead_len(uint8_t c) {
 /* Decodes one strictly valid character (no overlongs, surrogates or > U+10FFFF): returns its
  * length and sets *cp, or returns 0 for an invalid sequence. */
 size_t tok_utf8_decode(const char *s, size_t len, uint32_t *cp);
+/* "<0x41>" -> 0x41, or -1 if s[len] is not a byte piece (two upper-case hex digits). */
+int tok_byte_piece_value(const char *s, size_t len);
 size_t tok_utf8_encode(uint32_t cp, char *out); /* out has room for 4 */
 
 /* ---- growable byte buffer ---- */

@@ -247,7 +247,8 @@ static int tk_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
     if (sf_msg_has(msg, "split") && sf_msg_get_str(msg, "split", &split, &split_len) != SF_OK)
         return sf_fail("document message: %s", sf_last_error());
     if (tok_encode(st->tok, text, text_len, 0, &st->ids) != 0)
-        return sf_fail("cannot encode document %lld (out of memory, or a regex limit)", (long long)doc_id);
+        return sf_fail("cannot encode document %lld (out of memory, a regex limit, or a character the tokenizer has no "
+                           "piece for and no unk_id)", (long long)doc_id);
     int64_t n = (int64_t)st->ids.n, used = 0, seqs = 0;
     for (int64_t p = 0; p < n; p += st->seq_len) {
         if ((st->max_seqs >= 0 && seqs >= st->max_seqs) || (st->truncate && p > 0)) break;

@@ -262,6 +262,21 @@ static void test_irregular_vocab(void) {
  * ignores the flag, so it is not in the parity test): an added token with a word character
  * (Rust's \w: letters, digits, marks, '_') right before or after it is no match, and its text is
  * encoded as ordinary text. */
+/* A tokenizer.json Unigram model without unk_id cannot encode a character it has no piece for:
+ * an error, as in Hugging Face, not an id outside the vocabulary. */
+static void test_unigram_without_unk(void) {
+    char err[512] = "";
+    const char *json = "{\"model\":{\"type\":\"Unigram\",\"vocab\":[[\"a\",-1.0],[\"b\",-2.0]]}}";
+    tok_tokenizer *t = tok_load_mem(json, strlen(json), err, sizeof err);
+    CHECK(t, "Unigram without unk_id: %s", err);
+    if (!t) return;
+    tok_ids ids = {0};
+    CHECK(tok_encode(t, "ab", 2, 0, &ids) == 0 && ids.n == 2, "Unigram without unk_id: \"ab\" did not encode");
+    CHECK(tok_encode(t, "abc", 3, 0, &ids) != 0, "Unigram without unk_id: \"abc\" encoded (c has no piece)");
+    tok_ids_free(&ids);
+    tok_free(t);
+}
+
 static void test_single_word(void) {
     char err[512] = "";
     const char *json = "{\"model\":{\"type\":\"BPE\",\"merges\":[],\"vocab\":{\"a\":0,\"b\":1,\"x\":2,\"_\":3,"
@@ -295,6 +310,8 @@ static void test_untrusted(const char *spm_model) {
     expect_reject("JSON without model", "{}", 2);
     expect_reject("JSON syntax", "{\"model\": ", 10);
     expect_reject("unsupported model", "{\"model\":{\"type\":\"WordPiece\",\"vocab\":{\"a\":0}}}", 47);
+    const char *unk = "{\"model\":{\"type\":\"Unigram\",\"unk_id\":5,\"vocab\":[[\"<unk>\",0.0],[\"a\",-1.0]]}}";
+    expect_reject("Unigram unk_id outside the vocabulary", unk, strlen(unk));
     const char *merge = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[\"a b\"]}}";
     expect_reject("merge to a token not in the vocabulary", merge, strlen(merge));
     const char *regex = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
@@ -365,6 +382,7 @@ int main(int argc, char **argv) {
     test_pretokenizers();
     test_irregular_vocab();
     test_single_word();
+    test_unigram_without_unk();
     test_untrusted(spm_model);
     printf(failures ? "%d FAILED\n" : "all passed\n", failures);
     return failures ? 1 : 0;

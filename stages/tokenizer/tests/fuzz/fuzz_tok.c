@@ -13,12 +13,17 @@
 static void exercise(const tok_tokenizer *t, const char *text, size_t len) {
     tok_ids ids = {0};
     if (tok_encode(t, text, len, TOK_ADD_SPECIAL, &ids) == 0) {
-        for (size_t i = 0; i < ids.n; i++)
-            if (ids.ids[i] < 0 || ids.ids[i] >= tok_vocab_size(t)) abort();
+        size_t len;
+        for (size_t i = 0; i < ids.n; i++) /* an id in range that some token has (never a hole) */
+            if (ids.ids[i] < 0 || ids.ids[i] >= tok_vocab_size(t) || !tok_piece(t, ids.ids[i], &len)) abort();
         size_t n;
         free(tok_decode(t, ids.ids, ids.n, 0, &n));
         char buf[64];
         for (size_t i = 0; i < ids.n && i < 16; i++) tok_token_display(t, ids.ids[i], buf, sizeof buf);
+        /* every id decodes, holes and specials included */
+        int32_t v = tok_vocab_size(t), probe[] = {0, v / 3, v / 2, v - 1};
+        free(tok_decode(t, probe, 4, 0, &n));
+        for (int i = 0; i < 4; i++) tok_token_display(t, probe[i], buf, sizeof buf);
     }
     tok_ids_free(&ids);
 }
