@@ -141,17 +141,23 @@ static int hf_scheme(json_t *o) {
     return aps && json_is_false(aps) ? HM_NEVER : HM_ALWAYS;
 }
 
-static int hf_load_normalizer(tok_hf *hf, json_t *n, char *err, size_t errlen) {
-    if (!n || json_is_null(n)) return 0;
-    const char *type = json_string_value(json_object_get(n, "type"));
-    if (!type) goto bad;
-    if (strcmp(type, "Sequence") == 0) {
-        json_t *list = json_object_get(n, "normalizers"), *v;
-        size_t i;
-        json_array_foreach(list, i, v) if (hf_load_normalizer(hf, v, err, errlen) != 0) return -1;
-        return 0;
-    }
-    if (hf->n_norms == HF_MAX_STEPS) goto bad;
+/* One step of a normaliser, pre-tokeniser or decoder chain (type may be NULL: an error). */
+typedef int (*hf_step_loader)(tok_hf *hf, json_t *step, const char *type, char *err, size_t errlen);
+
+/* A chain's JSON: null, one step, or a Sequence of them under list_key (nested ones flattened). */
+static int hf_load_chain(tok_hf *hf, json_t *p, const char *list_key, hf_step_loader one, char *err, size_t errlen) {
+    if (!p || json_is_null(p)) return 0;
+    const char *type = json_string_value(json_object_get(p, "type"));
+    if (!type || strcmp(type, "Sequence") != 0) return one(hf, p, type, err, errlen);
+    json_t *v;
+    size_t i;
+    json_array_foreach(json_object_get(p, list_key), i, v) if (hf_load_chain(hf, v, list_key, one, err, errlen) != 0)
+        return -1;
+    return 0;
+}
+
+static int hf_load_normalizer(tok_hf *hf, json_t *n, const char *type, char *err, size_t errlen) {
+    if (!type || hf->n_norms == HF_MAX_STEPS) goto bad;
     hf_norm *d = &hf->norms[hf->n_norms++]; /* counted at once: tok_hf_free frees what a failed load set */
     static const char *const unicode[] = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase"};
     for (int k = 0; k < 5; k++)
@@ -192,17 +198,8 @@ static int hf_behavior(json_t *p, const char *def, char *err, size_t errlen) {
     return -1;
 }
 
-static int hf_load_pretok(tok_hf *hf, json_t *p, char *err, size_t errlen) {
-    if (!p || json_is_null(p)) return 0;
-    const char *type = json_string_value(json_object_get(p, "type"));
-    if (!type) goto bad;
-    if (strcmp(type, "Sequence") == 0) {
-        json_t *list = json_object_get(p, "pretokenizers"), *v;
-        size_t i;
-        json_array_foreach(list, i, v) if (hf_load_pretok(hf, v, err, errlen) != 0) return -1;
-        return 0;
-    }
-    if (hf->n_pres == HF_MAX_STEPS) goto bad;
+static int hf_load_pretok(tok_hf *hf, json_t *p, const char *type, char *err, size_t errlen) {
+    if (!type || hf->n_pres == HF_MAX_STEPS) goto bad;
     hf_pre *d = &hf->pres[hf->n_pres++]; /* counted at once: tok_hf_free frees what a failed load set */
     if (strcmp(type, "Split") == 0) {
         d->kind = HP_SPLIT;
@@ -248,17 +245,8 @@ bad:
     return -1;
 }
 
-static int hf_load_decoder(tok_hf *hf, json_t *p, char *err, size_t errlen) {
-    if (!p || json_is_null(p)) return 0;
-    const char *type = json_string_value(json_object_get(p, "type"));
-    if (!type) goto bad;
-    if (strcmp(type, "Sequence") == 0) {
-        json_t *list = json_object_get(p, "decoders"), *v;
-        size_t i;
-        json_array_foreach(list, i, v) if (hf_load_decoder(hf, v, err, errlen) != 0) return -1;
-        return 0;
-    }
-    if (hf->n_decs == HF_MAX_STEPS) goto bad;
+static int hf_load_decoder(tok_hf *hf, json_t *p, const char *type, char *err, size_t errlen) {
+    if (!type || hf->n_decs == HF_MAX_STEPS) goto bad;
     hf_dec *d = &hf->decs[hf->n_decs++]; /* counted at once: tok_hf_free frees what a failed load set */
     if (strcmp(type, "ByteLevel") == 0) d->kind = HD_BYTELEVEL;
     else if (strcmp(type, "ByteFallback") == 0) d->kind = HD_BYTEFALLBACK;
@@ -533,9 +521,9 @@ int tok_hf_load(tok_tokenizer *t, const char *text, size_t len, char *err, size_
     hf->fuse_unk = t->kind == TOK_HF_UNIGRAM ? true : json_is_true(fu);
     if (t->kind == TOK_HF_BPE && hf_load_merges(t, json_object_get(model, "merges"), err, errlen) != 0)
         goto out;
-    if (hf_load_normalizer(hf, json_object_get(root, "normalizer"), err, errlen) != 0 ||
-        hf_load_pretok(hf, json_object_get(root, "pre_tokenizer"), err, errlen) != 0 ||
-        hf_load_decoder(hf, json_object_get(root, "decoder"), err, errlen) != 0 ||
+    if (hf_load_chain(hf, json_object_get(root, "normalizer"), "normalizers", hf_load_normalizer, err, errlen) != 0 ||
+        hf_load_chain(hf, json_object_get(root, "pre_tokenizer"), "pretokenizers", hf_load_pretok, err, errlen) != 0 ||
+        hf_load_chain(hf, json_object_get(root, "decoder"), "decoders", hf_load_decoder, err, errlen) != 0 ||
         hf_load_post(t, json_object_get(root, "post_processor"), err, errlen) != 0)
         goto out;
     json_t *added = json_object_get(root, "added_tokens"), *v;
