@@ -32,21 +32,11 @@ import msgpack_numpy  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+import safetensors_np  # noqa: E402
+
 D, N, K, T, B = 512, 8192, 32, 64, 16
 FRAC = 0.7
-
-
-def write_safetensors(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name, arr in tensors.items():
-        b = np.ascontiguousarray(arr, dtype=np.float32).tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
 def peer(acts, tokens, W_enc, b_enc, b_dec, vocab, out_dir, top_n):
@@ -106,7 +96,7 @@ def main():
     os.makedirs(sae)
     with open(os.path.join(sae, "config.json"), "w") as f:
         json.dump({"d_in": D, "num_latents": N, "k": K, "model_type": "topk_sae"}, f)
-    write_safetensors(os.path.join(sae, "model.safetensors"),
+    safetensors_np.write(os.path.join(sae, "model.safetensors"),
                       {"encoder.weight": W_dec, "encoder.bias": b_enc, "decoder.weight": W_dec.T.copy(), "b_dec": b_dec})
     vocab = [f"tok{i}" for i in range(1000)]
     with open(os.path.join(tmp, "v.vocab"), "w") as f:

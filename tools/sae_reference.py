@@ -10,16 +10,16 @@ fixtures and as the benchmark peer.
 Run with Debian's /usr/bin/python3 (torch, numpy).
 """
 import argparse
-import gzip
 import json
 import math
-import struct
 import sys
 import time
 
 import numpy as np
 import torch
 from torch import nn
+
+import safetensors_np  # tools/, beside this script
 
 
 class RefTopKSAE(nn.Module):
@@ -124,26 +124,6 @@ def normalize(x, mode, scale=1.0):
     return x
 
 
-def save_safetensors(path, tensors, metadata=None):
-    """Minimal safetensors writer (row-major, little-endian); gzip if the name ends in .gz."""
-    header, blobs, off = {}, [], 0
-    for name, t in tensors.items():
-        a = np.ascontiguousarray(t.detach().cpu().numpy() if torch.is_tensor(t) else t)
-        dt = {np.dtype("float32"): "F32", np.dtype("int64"): "I64", np.dtype("float64"): "F64"}[a.dtype]
-        b = a.tobytes()
-        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    if metadata:
-        header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    data = struct.pack("<Q", len(h)) + h + b"".join(blobs)
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(data)
-
-
 def synthetic(rows, d, seed):
     """Activations with structure: sparse sums of a hidden dictionary, an offset, noise."""
     g = torch.Generator().manual_seed(seed)
@@ -213,7 +193,8 @@ def cmd_fixture(args):
         "dead.": make_case(out, "dead.", pool, d, n, k, batch, "none", 120, 10, seed=4, with_step1=False, k_aux=16,
                            dead_tokens=256),
     }
-    save_safetensors(args.out, out, {"cases": json.dumps(cases), "torch": torch.__version__})
+    safetensors_np.write(args.out, {k: v.detach().cpu().numpy() if torch.is_tensor(v) else v for k, v in out.items()},
+                         {"cases": json.dumps(cases), "torch": torch.__version__})
     print(f"wrote {args.out}: {len(out)} tensors; cases " + ", ".join(cases))
 
 

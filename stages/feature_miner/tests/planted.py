@@ -17,11 +17,15 @@ The reference: PyTorch encodes the same activations the way llm-jp-sae's TopKSAE
 import json
 import os
 import struct
+import sys
 
 import msgpack
 import msgpack_numpy
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tools"))
+import safetensors_np  # noqa: E402
 
 D, N, K = 16, 24, 4
 
@@ -30,19 +34,6 @@ VOCAB = ["<unk>", "<s>", "</s>", "▁the", "▁dog", "▁cat", "▁is", "▁big"
 TOK = {p: i for i, p in enumerate(VOCAB)}
 PLANT = {"▁dog": [(0, 3.0), (2, 1.5)], "犬": [(1, 3.0), (2, 1.6)], "▁cat": [(2, 1.4)], "猫": [(2, 1.3)],
          "1": [(3, 2.0)], "2": [(4, 2.0)], "、": [(5, 2.5)], "<s>": [(0, 9.0)]}
-
-
-def write_safetensors(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name, arr in tensors.items():
-        b = np.ascontiguousarray(arr, dtype=np.float32).tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
 def make(tmp):
@@ -59,7 +50,7 @@ def make(tmp):
     os.makedirs(sae_dir)
     with open(os.path.join(sae_dir, "config.json"), "w") as f:
         json.dump({"d_in": D, "num_latents": N, "k": K, "model_type": "topk_sae"}, f)
-    write_safetensors(os.path.join(sae_dir, "model.safetensors"),
+    safetensors_np.write(os.path.join(sae_dir, "model.safetensors"),
                       {"encoder.weight": W_enc, "encoder.bias": b_enc, "decoder.weight": W_dec.T.copy(), "b_dec": b_dec})
     vocab_path = os.path.join(tmp, "planted.vocab")
     with open(vocab_path, "w") as f:

@@ -9,7 +9,6 @@ usage: test_pipeline.py SAEFLOW_EXE FORWARD_FIXTURES_DIR
 """
 import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -26,27 +25,11 @@ except ImportError as e:
 
 import planted
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tools"))
+import safetensors_np  # noqa: E402
+
 SAEFLOW, FIXTURES = sys.argv[1], sys.argv[2]
 D, N, K, LOGIT_TOP = 32, 40, 4, 5
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    out = {}
-    for name, h in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = h["data_offsets"]
-        buf = raw[8 + n + a:8 + n + b]
-        if h["dtype"] == "BF16":
-            arr = (np.frombuffer(buf, np.uint16).astype(np.uint32) << 16).view(np.float32)
-        else:
-            arr = np.frombuffer(buf, {"F32": np.float32, "F16": np.float16}[h["dtype"]]).astype(np.float32)
-        out[name] = arr.reshape(h["shape"])
-    return out
 
 
 def main():
@@ -64,7 +47,7 @@ def main():
     os.makedirs(sae)
     with open(os.path.join(sae, "config.json"), "w") as f:
         json.dump({"d_in": D, "num_latents": N, "k": K, "model_type": "topk_sae"}, f)
-    planted.write_safetensors(os.path.join(sae, "model.safetensors"),
+    safetensors_np.write(os.path.join(sae, "model.safetensors"),
                               {"encoder.weight": W_dec, "encoder.bias": np.zeros(N, np.float32),
                                "decoder.weight": W_dec.T.copy(), "b_dec": np.zeros(D, np.float32)})
     out = os.path.join(tmp, "run")
@@ -121,7 +104,7 @@ stage mine = feature_miner {{
         check(summ["tokens"] == B * (T - 1) * n_msgs, f"tokens {summ['tokens']} != {B * (T - 1) * n_msgs}")
         check(summ["hook"] == "resid_post.1", f"hook {summ['hook']!r}")
         check(summ["alive"] > 0, "no feature fired")
-        w = read_safetensors(os.path.join(model, "model.safetensors"))
+        w = safetensors_np.read_f32(os.path.join(model, "model.safetensors"))
         W_U, g = w["lm_head.weight"], w["model.norm.weight"]
         for feat in summ["features"]:
             i = feat["id"]

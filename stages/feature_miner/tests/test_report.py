@@ -46,7 +46,7 @@ def main():
     W_b /= np.linalg.norm(W_b, axis=1, keepdims=True)
     sae_b = os.path.join(tmp, "sae_b")
     shutil.copytree(fx["sae_dir"], sae_b)
-    planted.write_safetensors(os.path.join(sae_b, "model.safetensors"),
+    planted.safetensors_np.write(os.path.join(sae_b, "model.safetensors"),
                               {"encoder.weight": W_b, "encoder.bias": a["encoder.bias"],
                                "decoder.weight": W_b.T.copy(), "b_dec": a["b_dec"]})
     runs = []

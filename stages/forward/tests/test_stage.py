@@ -11,7 +11,6 @@ usage: test_stage.py SAEFLOW_EXE FIXTURES_DIR  (exits 77 when pyzmq or msgpack_n
 """
 import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -24,24 +23,11 @@ except ImportError as e:
     print(f"skip: {e}")
     sys.exit(77)
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tools"))
+import safetensors_np  # noqa: E402
+
 SAEFLOW, FIXTURES = sys.argv[1], sys.argv[2]
 failures = 0
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    data = raw[8 + n:]
-    out = {}
-    for k, v in header.items():
-        if k == "__metadata__":
-            continue
-        dt = {"F32": np.float32, "I32": np.int32}[v["dtype"]]
-        b, e = v["data_offsets"]
-        out[k] = np.frombuffer(data[b:e], dtype=dt).reshape(v["shape"])
-    return out
 
 
 def check(what, ok, detail=""):
@@ -152,13 +138,13 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("llama_gqa_bf16", "neox"):
             fixture = os.path.join(FIXTURES, name)
-            ref = read_safetensors(os.path.join(fixture, "reference.safetensors"))
+            ref = safetensors_np.read_f32(os.path.join(fixture, "reference.safetensors"))
             test_cli(tmp, fixture, ref)
         if subprocess.run([SAEFLOW, "stages", "zmq_in"], capture_output=True).returncode != 0:
             print("skip the pipeline checks: the bridge stages (zmq_in, zmq_out) are not built")
             sys.exit(1 if failures else 0)
         fixture = os.path.join(FIXTURES, "llama_gqa_bf16")
-        ref = read_safetensors(os.path.join(fixture, "reference.safetensors"))
+        ref = safetensors_np.read_f32(os.path.join(fixture, "reference.safetensors"))
         test_pipeline(tmp, fixture, ref, "f32", 1e-4)
         test_pipeline(tmp, fixture, ref, "bf16", 1e-2)
         test_replicas(tmp, fixture, ref)

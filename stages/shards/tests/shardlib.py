@@ -4,7 +4,6 @@ import atexit
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -12,7 +11,10 @@ import zlib
 
 import numpy as np
 
-DTYPES = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4", "U8": "u1"}
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tools"))
+import safetensors_np  # noqa: E402
+
+read_safetensors = safetensors_np.read  # {name: (dtype, array)}, metadata
 DRIVER = None
 FAILED = False
 
@@ -34,20 +36,6 @@ def make_tmp(prefix):
 def check(cond, msg):
     if not cond:
         fail(msg)
-
-
-def read_safetensors(path):
-    """{name: (dtype, array)}, metadata — straight from the layout: u64 header length, JSON, data."""
-    b = open(path, "rb").read()
-    (n,) = struct.unpack("<Q", b[:8])
-    hdr = json.loads(b[8 : 8 + n])
-    meta = hdr.pop("__metadata__", {})
-    data = b[8 + n :]
-    out = {}
-    for k, v in hdr.items():
-        s, e = v["data_offsets"]
-        out[k] = (v["dtype"], np.frombuffer(data[s:e], dtype=DTYPES[v["dtype"]]).reshape(v["shape"]))
-    return out, meta
 
 
 def load_dir(d):
