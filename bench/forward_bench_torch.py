@@ -133,7 +133,9 @@ def run(d, B, T, last, iters):
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "make":
+    if len(sys.argv) == 3 and sys.argv[1] == "make":
         make(sys.argv[2])
-    else:
+    elif len(sys.argv) == 7 and sys.argv[1] == "run":
         run(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6]))
+    else:
+        sys.exit(__doc__.split("\n\n")[1])

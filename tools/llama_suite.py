@@ -15,12 +15,13 @@ Written from the published semantics of HF Llama:
 import json
 import math
 import os
-import struct
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import safetensors_np  # tools/, beside this script
 
 # ------------------------------------------------------------------ model
 
@@ -165,64 +166,22 @@ def param_count(model):
 # ------------------------------------------------------------ safetensors
 
 
-def bf16_bytes(t):
-    """float tensor -> raw little-endian bf16 bytes (round to nearest even,
-    the same rounding torch's .to(torch.bfloat16) does)."""
-    a = t.detach().to(torch.bfloat16).contiguous().view(torch.int16).numpy()
-    return a.astype("<i2").tobytes()
-
-
 def save_safetensors(path, tensors, dtype="BF16"):
-    """tensors: ordered dict name -> float tensor.  Layout: u64 LE header
-    length, JSON header (names sorted, data_offsets relative to the byte
-    buffer after the header), then the tensors contiguous, row-major."""
+    """tensors: name -> float tensor, stored as dtype (BF16: rounded to nearest even, as torch's
+    .to(torch.bfloat16)), names sorted, metadata {"format": "pt"}."""
     assert dtype in ("BF16", "F32")
-    header = {"__metadata__": {"format": "pt"}}
-    blobs = []
-    off = 0
-    for name in sorted(tensors):
-        t = tensors[name]
-        if dtype == "BF16":
-            b = bf16_bytes(t)
-        else:
-            b = t.detach().float().contiguous().numpy().astype("<f4").tobytes()
-        header[name] = {"dtype": dtype, "shape": list(t.shape),
-                        "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    hj = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    hj += b" " * ((8 - len(hj) % 8) % 8)   # pad so the data starts 8-aligned
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(hj)))
-        f.write(hj)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
+    conv = torch.bfloat16 if dtype == "BF16" else torch.float32
+    safetensors_np.write(path, {k: safetensors_np.from_torch(tensors[k].detach().to(conv)) for k in sorted(tensors)},
+                         {"format": "pt"})
 
 
 def load_safetensors(path):
     """-> dict name -> float32 torch tensor (BF16, F16, F32 supported)."""
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
     out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = info["data_offsets"]
-        raw = data[a:b]
-        if info["dtype"] == "BF16":
-            u = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
-            arr = u.view(np.float32)
-        elif info["dtype"] == "F16":
-            arr = np.frombuffer(raw, dtype="<f2").astype(np.float32)
-        elif info["dtype"] == "F32":
-            arr = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-        else:
-            raise ValueError("unsupported dtype " + info["dtype"])
-        out[name] = torch.from_numpy(arr.reshape(info["shape"]).copy())
+    for name, a in safetensors_np.read_f32(path).items():
+        if a.dtype != np.float32:
+            raise ValueError(f"{path}: {name} is not a floating tensor")
+        out[name] = torch.from_numpy(a.copy())
     return out
 
 

@@ -3,13 +3,16 @@ and writes the format itself, core/lib/sf_safetensors.c). The layout: a little-e
 length, a JSON header {name: {dtype, shape, data_offsets}, "__metadata__": {str: str}} padded with
 spaces to a multiple of 8 bytes, then the tensors, row-major and little-endian.
 
-  write(path, {name: array}, metadata=None)    the dtype follows each array's; gzip if path ends in .gz
+  write(path, {name: array}, metadata=None)    the dtype follows each array's, ("BF16", uint16 bits)
+                                               for bfloat16; gzip if path ends in .gz; atomic (rename)
+  from_torch(tensor) -> what write() takes      (bfloat16 as its bit patterns)
   read(path) -> ({name: (dtype, array)}, metadata)
                                                arrays as stored; BF16 as uint16 bit patterns
   read_f32(path) -> {name: array}              floating tensors widened to float32, others as stored
 """
 import gzip
 import json
+import os
 import struct
 
 import numpy as np
@@ -22,9 +25,10 @@ _NAMES = {np.dtype(v): k for k, v in DTYPES.items() if k != "BF16"}  # numpy has
 def write(path, tensors, metadata=None):
     header, blobs, off = {}, [], 0
     for name, a in tensors.items():
+        dtype, a = a if isinstance(a, tuple) else (None, a)
         a = np.ascontiguousarray(a)
         b = a.astype(a.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"dtype": _NAMES[a.dtype.newbyteorder("<")], "shape": list(a.shape),
+        header[name] = {"dtype": dtype or _NAMES[a.dtype.newbyteorder("<")], "shape": list(a.shape),
                         "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
@@ -32,8 +36,17 @@ def write(path, tensors, metadata=None):
         header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
     h = json.dumps(header).encode()
     h += b" " * ((8 - len(h) % 8) % 8)
-    with (gzip.open if path.endswith(".gz") else open)(path, "wb") as f:
+    with (gzip.open if path.endswith(".gz") else open)(path + ".tmp", "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+    os.replace(path + ".tmp", path)
+
+
+def from_torch(t):
+    import torch  # only for callers that have it
+    t = t.detach().cpu().contiguous()
+    if t.dtype == torch.bfloat16:
+        return ("BF16", t.view(torch.int16).numpy().view(np.uint16))
+    return t.numpy()
 
 
 def read(path):
