@@ -554,6 +554,7 @@ void tok_ids_free(tok_ids *v) {
 }
 
 tok_tokenizer *tok_load_mem(const void *buf, size_t len, char *err, size_t errlen) {
+    if (err && errlen) err[0] = 0; /* the loaders add a message only where none was written */
     tok_tokenizer *t = tok_alloc();
     if (!t) {
         tok_errf(err, errlen, "out of memory");

@@ -141,23 +141,32 @@ static int hf_scheme(json_t *o) {
     return aps && json_is_false(aps) ? HM_NEVER : HM_ALWAYS;
 }
 
-/* One step of a normaliser, pre-tokeniser or decoder chain (type may be NULL: an error). */
+/* One step of a normaliser, pre-tokeniser or decoder chain: 0, or -1 (with a message in err, or
+ * none for a step of an unsupported type or with bad fields). type may be NULL. */
 typedef int (*hf_step_loader)(tok_hf *hf, json_t *step, const char *type, char *err, size_t errlen);
 
-/* A chain's JSON: null, one step, or a Sequence of them under list_key (nested ones flattened). */
-static int hf_load_chain(tok_hf *hf, json_t *p, const char *list_key, hf_step_loader one, char *err, size_t errlen) {
+/* A chain's JSON (what: its key in tokenizer.json): null, one step, or a Sequence of them under
+ * list_key (nested ones flattened). */
+static int hf_load_chain(tok_hf *hf, json_t *p, const char *what, const char *list_key, hf_step_loader one, char *err,
+                         size_t errlen) {
     if (!p || json_is_null(p)) return 0;
     const char *type = json_string_value(json_object_get(p, "type"));
-    if (!type || strcmp(type, "Sequence") != 0) return one(hf, p, type, err, errlen);
+    if (!type || strcmp(type, "Sequence") != 0) {
+        if (one(hf, p, type, err, errlen) == 0) return 0;
+        if (err && !err[0]) tok_errf(err, errlen, "unsupported %s %s", what, type ? type : "(no type)");
+        return -1;
+    }
     json_t *v;
     size_t i;
-    json_array_foreach(json_object_get(p, list_key), i, v) if (hf_load_chain(hf, v, list_key, one, err, errlen) != 0)
+    json_array_foreach(json_object_get(p, list_key), i, v) if (hf_load_chain(hf, v, what, list_key, one, err, errlen) != 0)
         return -1;
     return 0;
 }
 
 static int hf_load_normalizer(tok_hf *hf, json_t *n, const char *type, char *err, size_t errlen) {
-    if (!type || hf->n_norms == HF_MAX_STEPS) goto bad;
+    (void)err; /* messages come from hf_load_chain */
+    (void)errlen;
+    if (!type || hf->n_norms == HF_MAX_STEPS) return -1;
     hf_norm *d = &hf->norms[hf->n_norms++]; /* counted at once: tok_hf_free frees what a failed load set */
     static const char *const unicode[] = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase"};
     for (int k = 0; k < 5; k++)
@@ -167,19 +176,16 @@ static int hf_load_normalizer(tok_hf *hf, json_t *n, const char *type, char *err
         }
     if (strcmp(type, "Prepend") == 0) {
         d->kind = HN_PREPEND;
-        if (!(d->a = hf_strdup(json_string_value(json_object_get(n, "prepend"))))) goto bad;
+        if (!(d->a = hf_strdup(json_string_value(json_object_get(n, "prepend"))))) return -1;
     } else if (strcmp(type, "Replace") == 0) {
         d->kind = HN_REPLACE;
         d->a = hf_strdup(json_string_value(json_object_get(json_object_get(n, "pattern"), "String")));
         d->b = hf_strdup(json_string_value(json_object_get(n, "content")));
-        if (!d->a || !d->b || !d->a[0]) goto bad;
+        if (!d->a || !d->b || !d->a[0]) return -1;
     } else {
-        goto bad;
+        return -1;
     }
     return 0;
-bad:
-    tok_errf(err, errlen, "unsupported normalizer %s", type ? type : "(no type)");
-    return -1;
 }
 
 /* Rust's \w (Alphabetic, marks, decimal digits, connector punctuation, joiners), for the
@@ -199,7 +205,7 @@ static int hf_behavior(json_t *p, const char *def, char *err, size_t errlen) {
 }
 
 static int hf_load_pretok(tok_hf *hf, json_t *p, const char *type, char *err, size_t errlen) {
-    if (!type || hf->n_pres == HF_MAX_STEPS) goto bad;
+    if (!type || hf->n_pres == HF_MAX_STEPS) return -1;
     hf_pre *d = &hf->pres[hf->n_pres++]; /* counted at once: tok_hf_free frees what a failed load set */
     if (strcmp(type, "Split") == 0) {
         d->kind = HP_SPLIT;
@@ -232,21 +238,20 @@ static int hf_load_pretok(tok_hf *hf, json_t *p, const char *type, char *err, si
     } else if (strcmp(type, "Metaspace") == 0) {
         d->kind = HP_METASPACE;
         const char *r = json_string_value(json_object_get(p, "replacement"));
-        if (!(d->repl = hf_strdup(r ? r : "\xe2\x96\x81")) || !d->repl[0]) goto bad;
+        if (!(d->repl = hf_strdup(r ? r : "\xe2\x96\x81")) || !d->repl[0]) return -1;
         d->scheme = hf_scheme(p);
         json_t *sp = json_object_get(p, "split");
         d->split = !sp || json_is_true(sp);
     } else {
-        goto bad;
+        return -1;
     }
     return 0;
-bad:
-    tok_errf(err, errlen, "unsupported pre_tokenizer %s", type ? type : "(no type)");
-    return -1;
 }
 
 static int hf_load_decoder(tok_hf *hf, json_t *p, const char *type, char *err, size_t errlen) {
-    if (!type || hf->n_decs == HF_MAX_STEPS) goto bad;
+    (void)err; /* messages come from hf_load_chain */
+    (void)errlen;
+    if (!type || hf->n_decs == HF_MAX_STEPS) return -1;
     hf_dec *d = &hf->decs[hf->n_decs++]; /* counted at once: tok_hf_free frees what a failed load set */
     if (strcmp(type, "ByteLevel") == 0) d->kind = HD_BYTELEVEL;
     else if (strcmp(type, "ByteFallback") == 0) d->kind = HD_BYTEFALLBACK;
@@ -255,25 +260,22 @@ static int hf_load_decoder(tok_hf *hf, json_t *p, const char *type, char *err, s
         d->kind = HD_REPLACE;
         d->a = hf_strdup(json_string_value(json_object_get(json_object_get(p, "pattern"), "String")));
         d->b = hf_strdup(json_string_value(json_object_get(p, "content")));
-        if (!d->a || !d->b || !d->a[0]) goto bad;
+        if (!d->a || !d->b || !d->a[0]) return -1;
     } else if (strcmp(type, "Strip") == 0) {
         d->kind = HD_STRIP;
         d->a = hf_strdup(json_string_value(json_object_get(p, "content")));
         d->start = (int)json_integer_value(json_object_get(p, "start"));
         d->stop = (int)json_integer_value(json_object_get(p, "stop"));
-        if (!d->a || !d->a[0]) goto bad;
+        if (!d->a || !d->a[0]) return -1;
     } else if (strcmp(type, "Metaspace") == 0) {
         d->kind = HD_METASPACE;
         const char *r = json_string_value(json_object_get(p, "replacement"));
-        if (!(d->a = hf_strdup(r ? r : "\xe2\x96\x81")) || !d->a[0]) goto bad;
+        if (!(d->a = hf_strdup(r ? r : "\xe2\x96\x81")) || !d->a[0]) return -1;
         d->scheme = hf_scheme(p);
     } else {
-        goto bad;
+        return -1;
     }
     return 0;
-bad:
-    tok_errf(err, errlen, "unsupported decoder %s", type ? type : "(no type)");
-    return -1;
 }
 
 static int hf_load_post(tok_tokenizer *t, json_t *p, char *err, size_t errlen) {
@@ -521,9 +523,11 @@ int tok_hf_load(tok_tokenizer *t, const char *text, size_t len, char *err, size_
     hf->fuse_unk = t->kind == TOK_HF_UNIGRAM ? true : json_is_true(fu);
     if (t->kind == TOK_HF_BPE && hf_load_merges(t, json_object_get(model, "merges"), err, errlen) != 0)
         goto out;
-    if (hf_load_chain(hf, json_object_get(root, "normalizer"), "normalizers", hf_load_normalizer, err, errlen) != 0 ||
-        hf_load_chain(hf, json_object_get(root, "pre_tokenizer"), "pretokenizers", hf_load_pretok, err, errlen) != 0 ||
-        hf_load_chain(hf, json_object_get(root, "decoder"), "decoders", hf_load_decoder, err, errlen) != 0 ||
+    if (hf_load_chain(hf, json_object_get(root, "normalizer"), "normalizer", "normalizers", hf_load_normalizer, err,
+                      errlen) != 0 ||
+        hf_load_chain(hf, json_object_get(root, "pre_tokenizer"), "pre_tokenizer", "pretokenizers", hf_load_pretok,
+                      err, errlen) != 0 ||
+        hf_load_chain(hf, json_object_get(root, "decoder"), "decoder", "decoders", hf_load_decoder, err, errlen) != 0 ||
         hf_load_post(t, json_object_get(root, "post_processor"), err, errlen) != 0)
         goto out;
     json_t *added = json_object_get(root, "added_tokens"), *v;
