@@ -4,9 +4,7 @@
 #include <string.h>
 
 #include "saeflow.h"
-
-static int failures;
-#define CHECK(cond, ...) do { if (!(cond)) { failures++; fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); fprintf(stderr, __VA_ARGS__); fprintf(stderr, "\n"); } } while (0)
+#include "sf_check.h"
 
 static void round_trip_tensors(void) {
     for (int t = 0; t < SF_DTYPE_COUNT; t++)

@@ -5,18 +5,7 @@
 #include <string.h>
 
 #include "fm_lang.h"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                  \
-    do {                                                                  \
-        if (!(cond)) {                                                    \
-            failures++;                                                   \
-            fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);         \
-            fprintf(stderr, __VA_ARGS__);                                 \
-            fputc('\n', stderr);                                          \
-        }                                                                 \
-    } while (0)
+#include "sf_check.h"
 
 static const char *L(fm_lang l) { return (const char *[]){"defer", "en", "ja", "other"}[l]; }
 

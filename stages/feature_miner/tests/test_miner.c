@@ -9,19 +9,9 @@
 #include <string.h>
 
 #include "fm_miner.h"
+#include "sf_check.h"
 
 enum { S = 600, T = 12, N = 40, K = 3, TOP = 6, RES = 5 };
-
-static int failures;
-#define CHECK(cond, ...)                                                  \
-    do {                                                                  \
-        if (!(cond)) {                                                    \
-            failures++;                                                   \
-            fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);         \
-            fprintf(stderr, __VA_ARGS__);                                 \
-            fputc('\n', stderr);                                          \
-        }                                                                 \
-    } while (0)
 
 static float dense[S][T][N]; /* the whole stream, for the reference */
 static int32_t toks[S][T];

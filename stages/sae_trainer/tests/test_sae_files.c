@@ -11,18 +11,7 @@
 #include "sae.h"
 #include "saeflow.h"
 #include "sf_safetensors.h"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "sf_check.h"
 
 static uint64_t rng = 42;
 static float frand(void) { /* uniform in [-1, 1) */

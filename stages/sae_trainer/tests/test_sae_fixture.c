@@ -15,18 +15,7 @@
 #include "sae.h"
 #include "saeflow.h"
 #include "sf_safetensors.h"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "sf_check.h"
 
 /* Gunzips src into a temporary file (sf_st_open wants a plain file); returns its path. */
 static char *gunzip_to_temp(const char *src) {
