@@ -299,8 +299,8 @@ static int put_meta(sf_msg *m, const sf_msg *in, const fwd_stage *s, const int32
             p[b] = v; /* pos names the first non-BOS token: dropping BOS does not move it */
         }
     }
-    const char *pass[] = {"doc_id", "label", "split"};
-    for (int i = 0; i < 3; i++)
+    const char *pass[] = {"doc_id", "label", "split", "corpus"};
+    for (int i = 0; i < 4; i++)
         if (sf_msg_has(in, pass[i]) && sf_msg_copy_field(m, in, pass[i]) != SF_OK) return SF_ERR;
     sf_msg_put_str(m, "model", s->model_dir);
     sf_msg_put_str(m, "checkpoint", s->checkpoint);

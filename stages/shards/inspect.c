@@ -95,6 +95,7 @@ static int inspect(const char *dir, int verify, int64_t hist_rows) {
     printf("%s: %s v%d, %s\n", dir, SH_FORMAT, SH_VERSION, m.complete ? "complete" : "incomplete (writer did not finish)");
     printf("model %s  checkpoint %s  hook %s  layer %lld  d %lld  dtype %s\n", m.run.model, m.run.checkpoint,
            m.run.hook, (long long)m.run.layer, (long long)m.run.d, sf_dtype_name(m.run.dtype));
+    if (m.run.corpus) printf("corpus %s\n", m.run.corpus);
     printf("rows %lld  sequences %lld  shards %zu  bytes %lld  labels:", (long long)rows, (long long)seqs, m.nshards,
            (long long)bytes);
     for (size_t i = 0; i < m.nlabels; i++) printf(" %s", m.labels[i]);

@@ -46,6 +46,7 @@ void sh_manifest_free(sh_manifest *m) {
     free(m->run.model);
     free(m->run.checkpoint);
     free(m->run.hook);
+    free(m->run.corpus);
     for (size_t i = 0; i < m->nlabels; i++) free(m->labels[i]);
     free(m->labels);
     free(m->shards);
@@ -141,6 +142,8 @@ int sh_manifest_load(const char *dir, sh_manifest *m) {
         mf_str(path, root, "hook", &m->run.hook) || mf_int(path, root, "layer", INT32_MIN, INT32_MAX, &m->run.layer) ||
         mf_int(path, root, "d", 1, 1 << 24, &m->run.d) || mf_str(path, root, "dtype", &dtype))
         goto out;
+    json_t *corpus = json_object_get(root, "corpus"); /* optional: older directories have none */
+    if (corpus && mf_str(path, root, "corpus", &m->run.corpus)) goto out;
     if (sh_dtype_parse(dtype, &m->run.dtype) != SF_OK) {
         sf_fail("%s: bad manifest: dtype '%s' (F32, BF16 or F16)", path, dtype);
         goto out;
@@ -296,6 +299,7 @@ int sh_manifest_save(const char *dir, const sh_manifest *m) {
         mf_real_or_null(total ? nsum / (double)total : 0), "norm_sq_mean",
         mf_real_or_null(total ? nsq / (double)total : 0), "labels", labels, "splits", splits, "shards", shards);
     if (!root) abort();
+    if (m->run.corpus) json_object_set_new(root, "corpus", json_string(m->run.corpus));
     char *text = json_dumps(root, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
     json_decref(root);
     if (!text) abort();

@@ -50,10 +50,8 @@ static int writer_init(sf_ctx *ctx, void **state) {
 }
 
 /* Appends string field `key` to str_buf at *off, NUL-terminated, and advances *off. */
-static int copy_str(writer_state *s, const sf_msg *msg, const char *key, size_t *off) {
-    const char *p;
-    size_t n;
-    if (sf_msg_get_str(msg, key, &p, &n) != SF_OK) return SF_ERR;
+/* Appends n bytes of p and a NUL to s->str_buf at *off. */
+static void append_str(writer_state *s, const char *p, size_t n, size_t *off) {
     if (*off + n + 1 > s->str_cap) {
         s->str_cap = 2 * (*off + n + 1);
         s->str_buf = sh_grow(s->str_buf, s->str_cap);
@@ -61,8 +59,16 @@ static int copy_str(writer_state *s, const sf_msg *msg, const char *key, size_t 
     memcpy(s->str_buf + *off, p, n);
     s->str_buf[*off + n] = 0;
     *off += n + 1;
+}
+
+static int copy_str(writer_state *s, const sf_msg *msg, const char *key, size_t *off) {
+    const char *p;
+    size_t n;
+    if (sf_msg_get_str(msg, key, &p, &n) != SF_OK) return SF_ERR;
+    append_str(s, p, n, off);
     return SF_OK;
 }
+
 
 static int writer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;
@@ -95,10 +101,14 @@ static int writer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *
     if (copy_str(s, msg, "hook", &off)) return SF_ERR;
     o_split = off;
     if (copy_str(s, msg, "split", &off)) return SF_ERR;
+    size_t o_corpus = off;
+    if (!sf_msg_has(msg, "corpus")) append_str(s, "", 0, &off); /* optional: inputs not from text_source */
+    else if (copy_str(s, msg, "corpus", &off)) return SF_ERR;
     b.model = s->str_buf + o_model; /* str_buf no longer moves */
     b.checkpoint = s->str_buf + o_ckpt;
     b.hook = s->str_buf + o_hook;
     b.split = s->str_buf + o_split;
+    b.corpus = s->str_buf + o_corpus;
     if (nl > s->nlabels_cap) {
         s->nlabels_cap = nl;
         s->labels = sh_grow(s->labels, nl * sizeof *s->labels);
@@ -255,6 +265,7 @@ static int source_produce(sf_ctx *ctx, void *state) {
     sf_msg_put_int(msg, "layer", m->run.layer);
     sf_msg_put_str(msg, "model", m->run.model);
     sf_msg_put_str(msg, "checkpoint", m->run.checkpoint);
+    if (m->run.corpus) sf_msg_put_str(msg, "corpus", m->run.corpus);
     sf_msg_put_int(msg, "epoch", out.epoch);
     s->done += (uint64_t)(B * T);
     sf_progress(ctx, s->done, s->total, "tokens");

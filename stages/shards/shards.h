@@ -38,6 +38,7 @@ typedef struct sh_shard_info {
 /* The run identity: a directory holds the activations of one model checkpoint at one hook. */
 typedef struct sh_run {
     char *model, *checkpoint, *hook;
+    char *corpus;   /* text_source's fingerprint of the corpora; NULL if the input carried none */
     int64_t layer;
     int64_t d;
     sf_dtype dtype; /* as stored: SF_F32, SF_BF16 or SF_F16 */
@@ -134,6 +135,7 @@ int sh_trained_keys(const char *dir, sh_keys *keys);
 /* One batch of sequences as the activations message carries it. Pointers may be unaligned. */
 typedef struct sh_batch {
     const char *model, *checkpoint, *hook; /* NUL-terminated */
+    const char *corpus;       /* NULL or "" if the input carries no corpus fingerprint */
     int64_t layer;
     const char *split;
     sf_tensor acts;           /* [B, T, d], F32, BF16 or F16 */

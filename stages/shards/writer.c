@@ -211,12 +211,14 @@ void sh_writer_stats(const sh_writer *w, int64_t *skipped_seqs, int64_t *rows, i
 /* Checks the batch's run identity against the directory's (or adopts it). */
 static int check_run(sh_writer *w, const sh_batch *b, int64_t d) {
     sh_run *r = &w->m.run;
+    const char *corpus = b->corpus ? b->corpus : "";
     if (!w->have_run) {
         r->model = strdup(b->model);
         r->checkpoint = strdup(b->checkpoint);
         r->hook = strdup(b->hook);
         r->layer = b->layer;
         r->d = d;
+        r->corpus = *corpus ? strdup(corpus) : NULL;
         w->have_run = 1;
         return SF_OK;
     }
@@ -227,6 +229,15 @@ static int check_run(sh_writer *w, const sh_batch *b, int64_t d) {
                        "directory)",
                        w->dir, r->model, r->checkpoint, r->hook, (long long)r->layer, (long long)r->d, b->model,
                        b->checkpoint, b->hook, (long long)b->layer, (long long)d);
+    if (!*corpus) return SF_OK; /* this input names no corpus: nothing to check */
+    if (!r->corpus) {               /* nor did the stored run's (or there is none yet) */
+        pthread_mutex_lock(&w->m_lock);
+        r->corpus = strdup(corpus);
+        pthread_mutex_unlock(&w->m_lock);
+    } else if (strcmp(r->corpus, corpus) != 0)
+        return sf_fail("%s holds sequences of the corpus %s, but this input is of corpus %s (other files, or "
+                       "changed ones): refusing to mix runs (use another directory, or the stored run's corpus)",
+                       w->dir, r->corpus, corpus);
     return SF_OK;
 }
 

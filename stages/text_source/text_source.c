@@ -40,6 +40,7 @@ static const sf_param_def ts_params[] = {
 
 typedef struct ts_stage {
     ts_reader *r;
+    char corpus[64]; /* ts_fingerprint of the corpora, sent with every document */
     int64_t max_docs, emitted;
     bool done;
     ts_counts reported;
@@ -93,6 +94,8 @@ static int ts_init(sf_ctx *ctx, void **state) {
     st->max_docs = sf_param_int(ctx, "max_docs");
     char err[1024];
     if (!(st->r = ts_open(&cfg, err, sizeof err))) return sf_fail("%s", err);
+    if (ts_fingerprint(st->r, st->corpus, sizeof st->corpus, err, sizeof err) != 0) return sf_fail("%s", err);
+    sf_log(SF_LOG_INFO, "corpus fingerprint %s", st->corpus);
     return SF_OK;
 }
 
@@ -136,6 +139,7 @@ static int ts_produce(sf_ctx *ctx, void *state) {
         sf_msg_put_str(m, "split", d.split);
         sf_msg_put_strn(m, "text", d.text, d.text_len);
         sf_msg_put_str(m, "source", d.source);
+        sf_msg_put_str(m, "corpus", st->corpus);
         if (sf_emit(ctx, m) != SF_OK) return SF_ERR;
         st->emitted++;
         sf_progress(ctx, (uint64_t)st->emitted, 0, "docs");
@@ -157,7 +161,9 @@ static const sf_stage_def text_source_def = {
     .doc = "Reads plain-text or JSON Lines files (gzip or not) of one or more labelled corpora, interleaves "
            "them in a seeded shuffled order (bounded buffer), keeps the documents of one split (by a hash "
            "of the document id, so the split is the same whatever the order), and emits one message per "
-           "document: doc_id (int, stable 63-bit), label, split, text, source (file:line). Bad input is "
+           "document: doc_id (int, stable 63-bit), label, split, text, source (file:line), corpus (a "
+           "fingerprint of the corpora's files, which shard directories record so a resumed run on "
+           "another corpus is refused at once). Bad input is "
            "logged with file:line and skipped (counted in the run summary) or fatal (on_error = fail).",
     .params = ts_params,
     .min_inputs = 0,

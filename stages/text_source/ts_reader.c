@@ -3,6 +3,7 @@
 #include "ts_reader.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -11,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 enum { TS_OTHER = 3 }; /* a record for another replica */
@@ -637,5 +640,60 @@ int ts_next(ts_reader *r, ts_doc *doc, char *err, size_t errlen) {
         doc->text_len = r->out.text_len;
         doc->source = r->out.source;
     }
+    return rc;
+}
+
+/* ---- the corpus fingerprint ---- */
+
+#define TS_PRINT_SPAN (64u << 10) /* bytes read at each end of a file: 128 KiB a file at most */
+
+/* CRC-32 of bytes [off, off + n) of fd (fewer at the end of the file), or -1. */
+static int ts_crc_span(int fd, off_t off, size_t n, uLong *crc, unsigned char *buf) {
+    ssize_t got = pread(fd, buf, n, off);
+    if (got < 0) return -1;
+    *crc = crc32(crc32(0L, Z_NULL, 0), buf, (uInt)got);
+    return 0;
+}
+
+static int ts_cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int ts_fingerprint(const ts_reader *r, char *out, size_t cap, char *err, size_t errlen) {
+    size_t n = 0;
+    for (size_t i = 0; i < r->n_corpora; i++) n += r->corpora[i].n_files;
+    uint32_t *digest = malloc((n ? n : 1) * sizeof *digest);
+    unsigned char *buf = malloc(TS_PRINT_SPAN);
+    int rc = digest && buf ? 0 : -1;
+    if (rc) ts_errf(err, errlen, "out of memory");
+    long long bytes = 0;
+    size_t k = 0;
+    for (size_t i = 0; rc == 0 && i < r->n_corpora; i++)
+        for (size_t j = 0; rc == 0 && j < r->corpora[i].n_files; j++) {
+            const ts_corpus *c = &r->corpora[i];
+            int fd = open(c->files[j], O_RDONLY);
+            struct stat st;
+            uLong head = 0, tail = 0;
+            if (fd < 0 || fstat(fd, &st) != 0 || ts_crc_span(fd, 0, TS_PRINT_SPAN, &head, buf) != 0 ||
+                ts_crc_span(fd, st.st_size > TS_PRINT_SPAN ? st.st_size - TS_PRINT_SPAN : 0, TS_PRINT_SPAN, &tail,
+                            buf) != 0) {
+                ts_errf(err, errlen, "%s: %s", c->files[j], strerror(errno));
+                rc = -1;
+            } else {
+                uint64_t fields[3] = {(uint64_t)st.st_size, head, tail};
+                uLong d = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)c->label, (uInt)strlen(c->label) + 1);
+                digest[k++] = (uint32_t)crc32(d, (const Bytef *)fields, sizeof fields);
+                bytes += st.st_size;
+            }
+            if (fd >= 0) close(fd);
+        }
+    if (rc == 0) {
+        qsort(digest, k, sizeof *digest, ts_cmp_u32);
+        uLong all = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)digest, (uInt)(k * sizeof *digest));
+        snprintf(out, cap, "v1:%08lx:%zu:%lld", all, k, bytes);
+    }
+    free(digest);
+    free(buf);
     return rc;
 }

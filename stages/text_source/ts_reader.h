@@ -55,6 +55,11 @@ enum { TS_SKIPPED = 2 };
  * record was skipped, err saying where (file:line) and why: log it and call again. */
 int ts_next(ts_reader *r, ts_doc *doc, char *err, size_t errlen);
 const ts_counts *ts_counts_get(const ts_reader *r);
+/* A fingerprint of the corpora's files, "v1:CRC:FILES:BYTES": per file its label, size and the
+ * CRC-32 of its first and last 64 KiB, combined in an order-independent way (moving or renaming
+ * files keeps it; another file, or a changed head, tail or size, changes it). 0, or -1 with a
+ * message in err (a file that cannot be read). */
+int ts_fingerprint(const ts_reader *r, char *out, size_t cap, char *err, size_t errlen);
 void ts_close(ts_reader *r);
 
 /* The split a document id falls in, given the ratios and split seed. */

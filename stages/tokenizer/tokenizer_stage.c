@@ -80,6 +80,9 @@ static void tk_release(tok_tokenizer *t) {
 }
 
 /* ---- the stage ---- */
+#define TK_MET 0x40000000u
+#define TK_MAX_DIRS 30
+
 typedef struct tk_stage {
     tok_tokenizer *tok;
     tok_ids ids;
@@ -93,22 +96,24 @@ typedef struct tk_stage {
     int32_t *pos;
     char **labels;
     char *split;
+    char *corpus;          /* the batch's documents' corpus fingerprint (text_source), or NULL */
     int64_t n;
     uint64_t total_tokens;
     /* skip_stored: the stored sequences; val bit i: held by directory i, TK_MET: produced again */
     sh_keys stored;
+    char *stored_corpus[TK_MAX_DIRS]; /* each directory's recorded corpus, or NULL */
+    const char *stored_dir[TK_MAX_DIRS];
+    char *stored_list;     /* the skip_stored list, split in place: stored_dir points into it */
     int32_t *row;          /* [T]: a sequence's row, to compare with what a directory stored */
     uint32_t all_dirs;     /* the bits of every directory */
     int64_t met, skipped;
 } tk_stage;
 
-#define TK_MET 0x40000000u
-#define TK_MAX_DIRS 30
 
 /* Reads the sequence keys of each directory of the comma list (a shard directory, or a trainer's
  * out_dir) into st->stored. */
 static int tk_load_stored(tk_stage *st, const char *list) {
-    char *copy = strdup(list), *save = NULL;
+    char *copy = st->stored_list = strdup(list), *save = NULL;
     if (!copy) return sf_fail("out of memory");
     int n = 0, rc = SF_OK;
     for (char *dir = strtok_r(copy, ",", &save); dir && rc == SF_OK; dir = strtok_r(NULL, ",", &save), n++) {
@@ -117,6 +122,9 @@ static int tk_load_stored(tk_stage *st, const char *list) {
         if (n == TK_MAX_DIRS) rc = sf_fail("skip_stored: more than %d directories", TK_MAX_DIRS);
         else if ((rc = sh_manifest_load(dir, &m)) == SF_OK) { /* shards */
             rc = sh_stored_keys(dir, &m, &k);
+            st->stored_dir[n] = dir;
+            st->stored_corpus[n] = m.run.corpus; /* kept: compared with every document's */
+            m.run.corpus = NULL;
             sh_manifest_free(&m);
         } else if (rc == SF_DONE && (rc = sh_trained_keys(dir, &k)) == SF_DONE) { /* or an SAE */
             rc = SF_OK;                                                            /* or nothing yet */
@@ -134,8 +142,21 @@ static int tk_load_stored(tk_stage *st, const char *list) {
         sh_keys_free(&k);
         st->all_dirs |= 1u << n;
     }
-    free(copy);
     return rc;
+}
+
+/* A document of another corpus than a skip_stored directory recorded: refused before anything
+ * of it is computed (the directory would otherwise fill with a second corpus's sequences and
+ * fail only at the end of the input, when its own never arrived). */
+static int tk_check_corpus(const tk_stage *st, const char *corpus, size_t len) {
+    for (int i = 0; i < TK_MAX_DIRS; i++) {
+        const char *c = st->stored_corpus[i];
+        if (c && (strlen(c) != len || memcmp(c, corpus, len) != 0))
+            return sf_fail("skip_stored: %s holds sequences of the corpus %s, but this input is of corpus %.*s "
+                           "(other files, or changed ones): use another directory, or the stored run's corpus",
+                           st->stored_dir[i], c, (int)len, corpus);
+    }
+    return SF_OK;
 }
 
 static int tk_init(sf_ctx *ctx, void **state) {
@@ -190,6 +211,7 @@ static int tk_flush(sf_ctx *ctx, tk_stage *st) {
     sf_msg_put_tensor(m, "pos", SF_I32, 1, shape, st->pos);
     sf_msg_put_strs(m, "label", (const char *const *)st->labels, (size_t)st->n);
     sf_msg_put_str(m, "split", st->split ? st->split : "");
+    if (st->corpus) sf_msg_put_str(m, "corpus", st->corpus);
     for (int64_t i = 0; i < st->n; i++) {
         free(st->labels[i]);
         st->labels[i] = NULL;
@@ -234,6 +256,22 @@ static int tk_add(sf_ctx *ctx, tk_stage *st, const int32_t *ids, int64_t have, i
     return SF_OK;
 }
 
+/* The document's corpus fingerprint (optional) becomes the batch's: a batch holds one corpus. */
+static int tk_set_corpus(sf_ctx *ctx, tk_stage *st, const sf_msg *msg) {
+    const char *c = "";
+    size_t n = 0;
+    if (sf_msg_has(msg, "corpus") && sf_msg_get_str(msg, "corpus", &c, &n) != SF_OK)
+        return sf_fail("document message: %s", sf_last_error());
+    if (n && tk_check_corpus(st, c, n) != SF_OK) return SF_ERR;
+    bool same = st->corpus ? strlen(st->corpus) == n && memcmp(st->corpus, c, n) == 0 : n == 0;
+    if (same) return SF_OK;
+    if (tk_flush(ctx, st) != SF_OK) return SF_ERR;
+    free(st->corpus);
+    st->corpus = n ? strndup(c, n) : NULL;
+    if (n && !st->corpus) return sf_fail("out of memory");
+    return SF_OK;
+}
+
 static int tk_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;
     tk_stage *st = state;
@@ -246,6 +284,7 @@ static int tk_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
         return sf_fail("document message: %s", sf_last_error());
     if (sf_msg_has(msg, "split") && sf_msg_get_str(msg, "split", &split, &split_len) != SF_OK)
         return sf_fail("document message: %s", sf_last_error());
+    if (tk_set_corpus(ctx, st, msg) != SF_OK) return SF_ERR;
     if (tok_encode(st->tok, text, text_len, 0, &st->ids) != 0)
         return sf_fail("cannot encode document %lld (out of memory, a regex limit, or a character the tokenizer has no "
                            "piece for and no unk_id)", (long long)doc_id);
@@ -305,6 +344,9 @@ static void tk_destroy(void *state) {
     free(st->labels);
     free(st->tokens);
     free(st->row);
+    free(st->corpus);
+    free(st->stored_list);
+    for (int i = 0; i < TK_MAX_DIRS; i++) free(st->stored_corpus[i]);
     free(st->doc_ids);
     free(st->pos);
     free(st->split);

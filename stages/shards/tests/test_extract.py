@@ -3,8 +3,9 @@ message per hook on one edge) -> two shard_writers, each keeping one hook. Each 
 its own hook only, both the same tokens, documents and positions (64-token sequences, BOS dropped),
 different activations; a run killed with SIGKILL at random moments and resumed must store the same
 rows as an uninterrupted run, each once, bit for bit, the resumed runs forwarding only the sequences
-not yet stored (tokenizer skip_stored); another input (fewer documents, or the same
-documents cut into other sequences) on the stored run must be refused without changing anything; and (with sae_trainer built) an SAE trained on
+not yet stored (tokenizer skip_stored); another input (fewer documents, the same
+documents cut into other sequences, or another corpus file) on the stored run must be refused
+without changing anything, the same file at another path accepted; and (with sae_trainer built) an SAE trained on
 shards replayed in order must be bit-identical to one trained live in the extraction run; and
 extraction + live training interrupted (SIGINT) and resumed with skip_stored naming the shard
 directory and the trainer's out_dir stores every sequence once and trains every row at most once,
@@ -94,6 +95,8 @@ m2, c2 = load_dir(os.path.join(ref, "l2"))
 check(m1["hook"] == "resid_post.1" and m1["layer"] == 1 and m2["hook"] == "resid_post.2" and m2["layer"] == 2,
       "hook filter: wrong hooks stored")
 check(m1["d"] == 192 and m1["dtype"] == "BF16" and m1["complete"] and m1["checkpoint"] == "step-000000", f"{m1}")
+check(m1.get("corpus", "").startswith("v1:") and m1["corpus"] == m2.get("corpus"),
+      f"the manifests do not record text_source's corpus fingerprint: {m1.get('corpus')} {m2.get('corpus')}")
 check(set(m1["labels"]) <= {"en", "ja"} and len(m1["labels"]) == 2, f"labels {m1['labels']}")
 check(set(c1) == set(c2) and len(set(c1)) >= 2, f"splits {set(c1)}")
 for sp in c1:
@@ -188,6 +191,34 @@ for what, text, want in (("tokenizer", other, "other tokens under this key"),
           f"{what}: another tokenization of the stored sequences was not refused at once: {p.stderr[-2000:]}")
     check(all(open(os.path.join(dst, h, "manifest.json"), "rb").read() == before[h] for h in before),
           f"{what}: a refused input changed a manifest")
+
+# Another corpus (the same file without its first ten documents) on the stored run: the
+# tokenizer (skip_stored) refuses it at the first document, by the corpus fingerprint the
+# manifests record; without skip_stored the writers refuse the first batch. Nothing changes. The
+# same corpus file at another path is the same corpus: the run succeeds and stores nothing new.
+import gzip  # noqa: E402
+import shutil  # noqa: E402
+lines = gzip.open(corpus, "rb").read().splitlines(keepends=True)
+other_corpus, moved_corpus = os.path.join(tmp, "other.jsonl.gz"), os.path.join(tmp, "moved", "docs.jsonl.gz")
+with gzip.open(other_corpus, "wb") as f:
+    f.write(b"".join(lines[10:]))
+os.makedirs(os.path.dirname(moved_corpus))
+shutil.copy(corpus, moved_corpus)
+other = PIPE.replace("DIR", dst).replace(corpus, other_corpus)
+for what, text, want in (("tokenizer", other, f"skip_stored: {dst}/l1 holds sequences of the corpus"),
+                         ("writer", other.replace('    skip_stored = "DIR/l1,DIR/l2"\n'.replace("DIR", dst), "")
+                          .replace("    skipped_upstream = true\n", ""), "refusing to mix runs")):
+    open(short[2], "w").write(text)
+    p = subprocess.run(short, capture_output=True, text=True, timeout=600)
+    check(p.returncode != 0 and want in p.stderr and "holds sequences of the corpus" in p.stderr,
+          f"{what}: another corpus on the stored run was not refused at once: {p.stderr[-2000:]}")
+    check(all(open(os.path.join(dst, h, "manifest.json"), "rb").read() == before[h] for h in before),
+          f"{what}: a refused corpus changed a manifest")
+open(short[2], "w").write(PIPE.replace("DIR", dst).replace(corpus, moved_corpus))
+p = subprocess.run(short, capture_output=True, text=True, timeout=600)
+after = {h: json.load(open(os.path.join(dst, h, "manifest.json"))) for h in ("l1", "l2")}
+check(p.returncode == 0 and all(after[h]["count"] == json.loads(before[h])["count"] for h in before),
+      f"the same corpus at another path was not taken as the stored run's: {p.stderr[-2000:]}")
 
 # Extract once, train apart: an SAE trained live on forward's output and one trained on the shards
 # written in the same run (replayed in order) must be bit-identical.
