@@ -647,11 +647,9 @@ static int project_into_residual(fw_state *s, const fw_request *r, fw_pass pass,
     return SF_OK;
 }
 
-/* Blocks [from, to] on the residual stream in s->x, hooks or splice as the pass says. With save,
- * the residual stream at the start of block save_at is copied to save as well (save_at may be
- * to + 1: after the last block). */
-static int blocks(const fw_model *m, fw_state *s, const fw_request *r, fw_pass pass, int from, int to, float *save,
-                  int save_at) {
+/* Blocks [from, to] (none if to < from) on the residual stream in s->x, hooks or splice as the
+ * pass says. */
+static int blocks(const fw_model *m, fw_state *s, const fw_request *r, fw_pass pass, int from, int to) {
     const fw_config *c = &m->cfg;
     int B = r->batch, T = r->seq, N = B * T, d = c->d_model, ff = c->d_ff;
     int qn = c->n_heads * c->head_dim, Wqkv = qn + 2 * c->n_kv_heads * c->head_dim;
@@ -663,9 +661,7 @@ static int blocks(const fw_model *m, fw_state *s, const fw_request *r, fw_pass p
     float *mlp_out = buf_get(&s->mlp_out, nd);
     const float *cos_t = s->rope.p, *sin_t = cos_t + (size_t)T * half;
 
-    for (int l = from; l <= to + 1; l++) {
-        if (save && l == save_at) memcpy(save, x, nd * sizeof *x);
-        if (l > to) break;
+    for (int l = from; l <= to; l++) {
         const fw_layer *ly = &m->layers[l];
         if (hook_point(r, pass, FW_RESID_PRE, l, x, d) != SF_OK) return SF_ERR;
 
@@ -701,8 +697,6 @@ static int forward(const fw_model *m, fw_state *s, const fw_request *r) {
     size_t nd = (size_t)N * d;
     float *x = buf_get(&s->x, nd);
     float *cos_t = buf_get(&s->rope, (size_t)2 * T * (half ? half : 1)), *sin_t = cos_t + (size_t)T * half;
-    float *saved = r->splice ? buf_get(&s->saved, nd) : NULL;
-    int at = r->splice ? r->splice->hook.layer : 0;
 
     for (size_t i = 0; i < (size_t)N; i++) {
         memcpy(x + i * d, m->tok_emb + (size_t)r->tokens[i] * d, (size_t)d * sizeof *x);
@@ -710,11 +704,17 @@ static int forward(const fw_model *m, fw_state *s, const fw_request *r) {
     }
     if (half) rope_tables(m, T, cos_t, sin_t);
 
-    if (blocks(m, s, r, FW_CLEAN, 0, last, saved, at) != SF_OK) return SF_ERR;
+    /* the clean pass, keeping the residual stream at the start of the splice's block (check_request
+     * made last reach the block before it); then the spliced pass from there */
+    int at = r->splice ? r->splice->hook.layer : last + 1;
+    float *saved = r->splice ? buf_get(&s->saved, nd) : NULL;
+    if (blocks(m, s, r, FW_CLEAN, 0, at - 1) != SF_OK) return SF_ERR;
+    if (saved) memcpy(saved, x, nd * sizeof *x);
+    if (blocks(m, s, r, FW_CLEAN, at, last) != SF_OK) return SF_ERR;
     if (r->logits || r->loss) lm_head(m, s, r, x, r->logits, r->loss);
-    if (!r->splice) return SF_OK;
+    if (!saved) return SF_OK;
     memcpy(x, saved, nd * sizeof *x);
-    if (blocks(m, s, r, FW_SPLICED, at, c->n_layers - 1, NULL, 0) != SF_OK) return SF_ERR;
+    if (blocks(m, s, r, FW_SPLICED, at, c->n_layers - 1) != SF_OK) return SF_ERR;
     lm_head(m, s, r, x, NULL, r->loss_spliced);
     return SF_OK;
 }
