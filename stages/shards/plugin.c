@@ -49,8 +49,7 @@ static int writer_init(sf_ctx *ctx, void **state) {
     return s->w ? SF_OK : SF_ERR;
 }
 
-/* Appends string field `key` to str_buf at *off, NUL-terminated, and advances *off. */
-/* Appends n bytes of p and a NUL to s->str_buf at *off. */
+/* Appends n bytes of p and a NUL to s->str_buf at *off, and advances *off. */
 static void append_str(writer_state *s, const char *p, size_t n, size_t *off) {
     if (*off + n + 1 > s->str_cap) {
         s->str_cap = 2 * (*off + n + 1);
@@ -61,6 +60,7 @@ static void append_str(writer_state *s, const char *p, size_t n, size_t *off) {
     *off += n + 1;
 }
 
+/* Appends string field `key` likewise. */
 static int copy_str(writer_state *s, const sf_msg *msg, const char *key, size_t *off) {
     const char *p;
     size_t n;
@@ -68,7 +68,6 @@ static int copy_str(writer_state *s, const sf_msg *msg, const char *key, size_t 
     append_str(s, p, n, off);
     return SF_OK;
 }
-
 
 static int writer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;

@@ -59,6 +59,7 @@ struct tok_hf {
     tok_trie added;        /* added token contents -> id */
     bool has_added;
     uint8_t *added_flags;  /* [n_vocab] HF_LSTRIP | HF_RSTRIP | HF_SINGLE_WORD of added tokens, or NULL */
+    pcre2_code *word_re;   /* one character of Rust's \w, for single_word; NULL if no token has it */
     int32_t pre_ids[4], post_ids[4]; /* TemplateProcessing "single" around the sequence */
     int n_pre_ids, n_post_ids;
     char byte_enc[256][3]; /* byte -> UTF-8 of its ByteLevel character */
@@ -189,7 +190,8 @@ static int hf_load_normalizer(tok_hf *hf, json_t *n, const char *type, char *err
 }
 
 /* Rust's \w (Alphabetic, marks, decimal digits, connector punctuation, joiners), for the
- * Whitespace pre-tokeniser; PCRE2's own \w differs on marks and other numbers. */
+ * Whitespace pre-tokeniser and added tokens' single_word; PCRE2's own \w differs on marks and
+ * other numbers. */
 #define HF_W "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}"
 static const char *hf_word_pattern = "[" HF_W "]+|[^" HF_W "\\s]+";
 
@@ -542,6 +544,7 @@ int tok_hf_load(tok_tokenizer *t, const char *text, size_t len, char *err, size_
                      (json_is_true(json_object_get(v, "single_word")) ? HF_SINGLE_WORD : 0);
         if (fl && !hf->added_flags && !(hf->added_flags = calloc((size_t)t->n_vocab, 1))) goto out;
         if (fl) hf->added_flags[id] = fl;
+        if ((fl & HF_SINGLE_WORD) && !hf->word_re && !(hf->word_re = hf_compile("[" HF_W "]", err, errlen))) goto out;
     }
     rc = 0;
 out:
@@ -566,6 +569,7 @@ void tok_hf_free(tok_hf *hf) {
     tok_map_free(&hf->merges);
     tok_trie_free(&hf->added);
     free(hf->added_flags);
+    pcre2_code_free(hf->word_re);
     free(hf);
 }
 
@@ -934,14 +938,9 @@ static size_t hf_added_at(const tok_hf *hf, const char *s, size_t len, int32_t *
     return best;
 }
 
-/* Rust regex's Unicode \w, as Hugging Face's single_word tests it: Alphabetic (letters, letter
- * numbers, and the Other_Alphabetic marks and circled letters), marks, decimal digits, connector
- * punctuation, joiners. */
-static bool hf_word_char(uint32_t cp) {
-    utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
-    return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_ME) || c == UTF8PROC_CATEGORY_ND ||
-           c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_PC || cp == 0x200C || cp == 0x200D ||
-           (cp >= 0x24B6 && cp <= 0x24E9) || (cp >= 0x1F130 && cp <= 0x1F189);
+/* Whether the character c[0, k) is a word character, as single_word tests it (Rust's \w). */
+static bool hf_word_char(const tok_hf *hf, hf_scratch *hs, const char *c, size_t k) {
+    return pcre2_match(hf->word_re, (PCRE2_SPTR)c, k, 0, PCRE2_ANCHORED | PCRE2_NO_UTF_CHECK, hs->md, NULL) >= 0;
 }
 
 /* The code point ending at text[end) (end > 0; text is valid UTF-8), and its length. */
@@ -959,6 +958,13 @@ static uint32_t hf_cp_at(const char *text, size_t len, size_t at, size_t *k) {
     *k = tok_utf8_decode(text + at, len - at, &cp);
     if (!*k) *k = 1;
     return cp;
+}
+
+/* Whether text[start, stop) has a word character right before or after it. */
+static bool hf_inside_word(const tok_hf *hf, hf_scratch *hs, const char *text, size_t len, size_t start, size_t stop) {
+    size_t k;
+    if (start > 0 && (hf_cp_before(text, start, &k), hf_word_char(hf, hs, text + start - k, k))) return true;
+    return stop < len && (hf_cp_at(text, len, stop, &k), hf_word_char(hf, hs, text + stop, k));
 }
 
 /* Points *s at a copy with each invalid UTF-8 byte replaced by U+FFFD, if there is any. */
@@ -1010,8 +1016,7 @@ int tok_hf_encode(const tok_tokenizer *t, const char *text, size_t len, int flag
          * token's span take the whitespace beside it, back to the previous match at most. */
         uint8_t fl = hf->added_flags ? hf->added_flags[id] : 0;
         size_t start = pos, stop = pos + n;
-        if ((fl & HF_SINGLE_WORD) && ((start > 0 && hf_word_char(hf_cp_before(text, start, &k))) ||
-                                      (stop < len && hf_word_char(hf_cp_at(text, len, stop, &k))))) {
+        if ((fl & HF_SINGLE_WORD) && hf_inside_word(hf, hs, text, len, start, stop)) {
             pos = stop;
             continue;
         }

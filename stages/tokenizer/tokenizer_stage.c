@@ -109,7 +109,6 @@ typedef struct tk_stage {
     int64_t met, skipped;
 } tk_stage;
 
-
 /* Reads the sequence keys of each directory of the comma list (a shard directory, or a trainer's
  * out_dir) into st->stored. */
 static int tk_load_stored(tk_stage *st, const char *list) {
@@ -221,7 +220,6 @@ static int tk_flush(sf_ctx *ctx, tk_stage *st) {
     return sf_emit(ctx, m);
 }
 
-/* Adds one sequence: ids[0..have) then padding up to seq_len. */
 /* The row [T] of a sequence of have tokens: BOS (if any), the tokens, padding. */
 static void tk_row(const tk_stage *st, const int32_t *ids, int64_t have, int32_t *row) {
     if (st->bos_id >= 0) *row++ = st->bos_id;
@@ -239,6 +237,7 @@ static int tk_same_as_stored(tk_stage *st, const sh_key *k, const int32_t *ids, 
     return 0;
 }
 
+/* Adds one sequence: ids[0..have) then padding up to seq_len. */
 static int tk_add(sf_ctx *ctx, tk_stage *st, const int32_t *ids, int64_t have, int64_t doc_id, int64_t pos,
                   const char *label, size_t label_len, const char *split, size_t split_len) {
     if (st->n > 0 && (strlen(st->split) != split_len || memcmp(st->split, split, split_len) != 0) &&
@@ -262,10 +261,9 @@ static int tk_set_corpus(sf_ctx *ctx, tk_stage *st, const sf_msg *msg) {
     size_t n = 0;
     if (sf_msg_has(msg, "corpus") && sf_msg_get_str(msg, "corpus", &c, &n) != SF_OK)
         return sf_fail("document message: %s", sf_last_error());
-    if (n && tk_check_corpus(st, c, n) != SF_OK) return SF_ERR;
     bool same = st->corpus ? strlen(st->corpus) == n && memcmp(st->corpus, c, n) == 0 : n == 0;
-    if (same) return SF_OK;
-    if (tk_flush(ctx, st) != SF_OK) return SF_ERR;
+    if (same) return SF_OK; /* checked when it first came */
+    if ((n && tk_check_corpus(st, c, n) != SF_OK) || tk_flush(ctx, st) != SF_OK) return SF_ERR;
     free(st->corpus);
     st->corpus = n ? strndup(c, n) : NULL;
     if (n && !st->corpus) return sf_fail("out of memory");
