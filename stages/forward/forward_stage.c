@@ -300,7 +300,7 @@ static int put_meta(sf_msg *m, const sf_msg *in, const fwd_stage *s, const int32
         }
     }
     const char *pass[] = {"doc_id", "label", "split", "corpus"};
-    for (int i = 0; i < 4; i++)
+    for (size_t i = 0; i < sizeof pass / sizeof *pass; i++)
         if (sf_msg_has(in, pass[i]) && sf_msg_copy_field(m, in, pass[i]) != SF_OK) return SF_ERR;
     sf_msg_put_str(m, "model", s->model_dir);
     sf_msg_put_str(m, "checkpoint", s->checkpoint);
