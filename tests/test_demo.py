@@ -50,7 +50,7 @@ for step, row in zip(steps, report):
     check(alive + summary["dead_in_stream"] == summary["n_features"] == cfg["num_latents"], f"{step}: alive + dead = latents ({alive} alive)")
     files = glob.glob(os.path.join(runs, step, "features", "features", "*.json"))
     check(len(files) == alive == len(summary["features"]), f"{step}: one feature JSON per alive feature ({len(files)})")
-    for rule in ("paper", "script", "label"):
+    for rule in ("paper", "ascii", "script", "label"):
         check(sum(summary["language"][rule].values()) == alive, f"{step}: language verdicts ({rule}) cover every alive feature")
         check(abs(sum(row["language_" + rule].values()) - 1) < 1e-9, f"{step}: report's {rule} language shares sum to 1")
     check(sum(summary["granularity"].values()) == alive and abs(sum(row["granularity"].values()) - 1) < 1e-9,

@@ -1,4 +1,5 @@
-/* fm_lang.c — per-token language rules, the feature vote and the granularity rule. */
+/* fm_lang.c — per-token language rules, the walk from an example's peak, the feature vote, and
+ * the granularity rule. See fm_lang.h for the rules. */
 #include "fm_lang.h"
 
 #include <math.h>
@@ -8,7 +9,9 @@
 #include <string.h>
 #include <utf8proc.h>
 
-const char *const fm_flang_names[FM_FLANG_COUNT] = {"en", "ja", "bilingual", "unknown"};
+const char *const fm_lang_names[FM_LANG_COUNT] = {"none", "en", "ja", "other"};
+const char *const fm_rule_names[FM_RULE_COUNT] = {"paper", "ascii", "script"};
+const char *const fm_flang_names[FM_FLANG_COUNT] = {"en", "ja", "mixed", "unknown"};
 const char *const fm_gran_names[FM_GRAN_COUNT] = {"token", "concept", "few_examples"};
 
 /* A SentencePiece byte-fallback piece "<0xNN>": its byte, or -1. */
@@ -22,7 +25,7 @@ static int byte_piece(const char *s) {
 
 static int is_space(int c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
-static fm_lang paper_lang(const char *tok) {
+static fm_lang ascii_lang(const char *tok) {
     int b = byte_piece(tok);
     if (b >= 0x80) return FM_LANG_JA;
     char one[2] = {(char)b, 0};
@@ -32,7 +35,44 @@ static fm_lang paper_lang(const char *tok) {
         if (*p >= 0x80) return FM_LANG_JA; /* any non-ASCII byte: "else Japanese" */
         if (!is_space(*p) && !(*p >= '0' && *p <= '9')) english = 1;
     }
-    return english ? FM_LANG_EN : FM_LANG_DEFER;
+    return english ? FM_LANG_EN : FM_LANG_NONE;
+}
+
+/* Python's str.isspace() for one code point: what str.strip() removes and what \s matches in a
+ * str pattern (Py_UNICODE_ISSPACE; the same set in every Python 3 since Unicode 6.3). */
+static int py_isspace(int32_t c) {
+    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+/* The paper's per-token test: re.match(r"^[a-zA-Z\s\"\'\(\),\.\-]+$", tok.strip()) -> en,
+ * re.match(r"^[0-9]+$", ...) -> defer (NONE), else ja. strip() leaves no trailing newline, so
+ * `$` matching before one never matters. Invalid UTF-8 (never in a JSON string) is ja. */
+static fm_lang paper_lang(const char *tok) {
+    enum { MAXCP = 256 };
+    int32_t buf[MAXCP], *cp = buf;
+    size_t len = strlen(tok), n = 0;
+    if (len > MAXCP && !(cp = malloc(len * sizeof *cp))) abort(); /* at most one code point per byte */
+    const utf8proc_uint8_t *p = (const utf8proc_uint8_t *)tok;
+    for (utf8proc_ssize_t left = (utf8proc_ssize_t)len; left > 0;) {
+        utf8proc_int32_t c;
+        utf8proc_ssize_t k = utf8proc_iterate(p, left, &c);
+        if (k <= 0) { k = 1; c = -1; } /* matches neither class */
+        cp[n++] = c;
+        p += k;
+        left -= k;
+    }
+    size_t a = 0, b = n;
+    while (a < b && py_isspace(cp[a])) a++;
+    while (b > a && py_isspace(cp[b - 1])) b--;
+    int en = a < b, digits = a < b;
+    for (size_t i = a; i < b; i++) {
+        int32_t c = cp[i];
+        en &= (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || py_isspace(c) || (c != 0 && c < 0x80 && strchr("\"'(),.-", c));
+        digits &= c >= '0' && c <= '9';
+    }
+    if (cp != buf) free(cp);
+    return en ? FM_LANG_EN : digits ? FM_LANG_NONE : FM_LANG_JA;
 }
 
 static int in(utf8proc_int32_t c, utf8proc_int32_t lo, utf8proc_int32_t hi) { return c >= lo && c <= hi; }
@@ -45,7 +85,7 @@ static fm_lang script_of(utf8proc_int32_t c) {
         return FM_LANG_JA; /* Han, and the iteration/closing marks 々 〆 〇 */
     utf8proc_category_t cat = utf8proc_category(c);
     int letter = cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO;
-    if (!letter) return FM_LANG_DEFER; /* digits, punctuation, symbols, spaces, marks */
+    if (!letter) return FM_LANG_NONE; /* digits, punctuation, symbols, spaces, marks */
     if (in(c, 'A', 'Z') || in(c, 'a', 'z') || in(c, 0xC0, 0x24F) || in(c, 0x1E00, 0x1EFF) ||
         in(c, 0xFF21, 0xFF3A) || in(c, 0xFF41, 0xFF5A))
         return FM_LANG_EN; /* Latin, also accented and full-width */
@@ -54,7 +94,7 @@ static fm_lang script_of(utf8proc_int32_t c) {
 
 static fm_lang script_lang(const char *tok) {
     int b = byte_piece(tok);
-    if (b >= 0) return b < 0x80 ? script_of(b) : FM_LANG_DEFER; /* a lone byte of a UTF-8 sequence has no script */
+    if (b >= 0) return b < 0x80 ? script_of(b) : FM_LANG_NONE; /* a lone byte of a UTF-8 sequence has no script */
     int n[FM_LANG_COUNT] = {0};
     const utf8proc_uint8_t *p = (const utf8proc_uint8_t *)tok;
     utf8proc_ssize_t left = (utf8proc_ssize_t)strlen(tok);
@@ -68,27 +108,39 @@ static fm_lang script_lang(const char *tok) {
     }
     if (n[FM_LANG_JA] && n[FM_LANG_JA] >= n[FM_LANG_EN]) return FM_LANG_JA;
     if (n[FM_LANG_EN]) return FM_LANG_EN;
-    return n[FM_LANG_OTHER] ? FM_LANG_OTHER : FM_LANG_DEFER;
+    return n[FM_LANG_OTHER] ? FM_LANG_OTHER : FM_LANG_NONE;
 }
 
 fm_lang fm_token_lang(fm_rule rule, const char *tok) {
-    return rule == FM_RULE_PAPER ? paper_lang(tok) : script_lang(tok);
+    return rule == FM_RULE_PAPER ? paper_lang(tok) : rule == FM_RULE_ASCII ? ascii_lang(tok) : script_lang(tok);
 }
 
-fm_lang fm_example_lang(fm_rule rule, const char *const *toks, int peak) {
-    for (int i = peak; i >= 0; i--) {
-        fm_lang l = fm_token_lang(rule, toks[i]);
-        if (l != FM_LANG_DEFER) return l;
+fm_lang fm_example_lang(fm_rule rule, const fm_token_act *ex) {
+    int peak = fm_token_act_peak(ex);
+    if (peak < 0) return FM_LANG_NONE;
+    /* The paper's detect_language(idx - 1) reaches index -1, which Python reads as the last token,
+     * and goes on back to -n: so after position 0 it visits n-1 down to peak+1 (positions 0..peak
+     * again would add nothing), then index -(n+1) raises IndexError: no language. The other rules
+     * stop at position 0. */
+    int steps = rule == FM_RULE_PAPER ? ex->n : peak + 1;
+    for (int s = 0; s < steps; s++) {
+        int i = peak - s < 0 ? peak - s + ex->n : peak - s;
+        fm_lang l = fm_token_lang(rule, ex->tok[i]);
+        if (l != FM_LANG_NONE) return l;
     }
-    return FM_LANG_DEFER;
+    return FM_LANG_NONE;
 }
 
-fm_flang fm_feature_lang(const int counts[FM_LANG_COUNT], double share) {
-    int total = counts[FM_LANG_EN] + counts[FM_LANG_JA] + counts[FM_LANG_OTHER];
-    if (total == 0) return FM_FLANG_UNKNOWN;
-    if (counts[FM_LANG_EN] > share * total) return FM_FLANG_EN;
-    if (counts[FM_LANG_JA] > share * total) return FM_FLANG_JA;
-    return FM_FLANG_BI;
+void fm_feature_lang(fm_rule rule, const fm_token_act *ex, int n, double share, fm_lang_vote *out) {
+    memset(out, 0, sizeof *out);
+    for (int e = 0; e < n; e++) out->counts[fm_example_lang(rule, &ex[e])]++;
+    /* The paper divides by all examples (len(token_acts)); the other rules leave out examples
+     * without a language. Division, as the paper's en / len > 0.9, not en > 0.9 * len. */
+    int total = rule == FM_RULE_PAPER ? n : n - out->counts[FM_LANG_NONE];
+    if (total == 0) out->verdict = FM_FLANG_UNKNOWN;
+    else if ((double)out->counts[FM_LANG_EN] / total > share) out->verdict = FM_FLANG_EN;
+    else if ((double)out->counts[FM_LANG_JA] / total > share) out->verdict = FM_FLANG_JA;
+    else out->verdict = FM_FLANG_MIXED;
 }
 
 /* Whitespace stripped, NFKC case-folded; malloc'd. */

@@ -11,7 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fm_judge.h"
 #include "saeflow.h"
+#include <utf8proc.h>
 #ifdef FM_HAVE_TOK
 #include "tok.h"
 #endif
@@ -38,6 +40,26 @@ static void unmark_spaces(char *s) {
     *w = 0;
 }
 
+/* Display strings that are not UTF-8 become "<invalid UTF-8>": JSON cannot hold them, and the
+ * language judges must see the string the feature files hold. */
+static void vocab_utf8_only(fm_vocab *v) {
+    for (int i = 0; i < v->n; i++) {
+        const utf8proc_uint8_t *p = (const utf8proc_uint8_t *)v->s[i];
+        utf8proc_ssize_t left = (utf8proc_ssize_t)strlen(v->s[i]);
+        while (left > 0) {
+            utf8proc_int32_t c;
+            utf8proc_ssize_t k = utf8proc_iterate(p, left, &c);
+            if (k <= 0) break;
+            p += k;
+            left -= k;
+        }
+        if (left > 0) {
+            free(v->s[i]);
+            v->s[i] = strdup("<invalid UTF-8>");
+        }
+    }
+}
+
 static int vocab_load_listing(fm_vocab *v, const char *path) {
     FILE *fp = fopen(path, "r");
     if (!fp) return sf_fail("cannot open vocabulary %s: %s", path, strerror(errno));
@@ -62,6 +84,7 @@ static int vocab_load_listing(fm_vocab *v, const char *path) {
     free(line);
     fclose(fp);
     v->n = n;
+    vocab_utf8_only(v);
     return n > 0 ? SF_OK : sf_fail("vocabulary %s is empty", path);
 }
 
@@ -89,6 +112,7 @@ int fm_vocab_load(fm_vocab *v, const char *path) {
         }
     }
     tok_free(t);
+    vocab_utf8_only(v);
     return SF_OK;
 #else
     return sf_fail("tokenizer %s: this build reads only spm_export_vocab listings (.vocab, .txt)", path);
@@ -131,47 +155,63 @@ int fm_mkdirs(const char *path) {
 /* ---------------------------------------------------------------------------------------------- */
 /* Per-feature analysis                                                                            */
 
-const char *const fm_vote_names[FM_VOTES] = {"paper", "script", "label"};
-static const char *const lang_names[FM_LANG_COUNT] = {"none", "en", "ja", "other"};
+const char *const fm_vote_names[FM_VOTES] = {"paper", "ascii", "script", "label"};
 
 typedef struct fm_fres {
     int n_thr;                        /* examples above the threshold: a prefix of the sorted top list */
-    int counts[FM_RULE_COUNT][FM_LANG_COUNT];
-    const char *verdict[FM_VOTES];    /* "en", "ja", "bilingual", "unknown", or a corpus label */
-    fm_gran_stats g;
+    fm_judgement j;                   /* languages by rule, granularity: from the token_act written */
+    const char *verdict[FM_VOTES];    /* "en", "ja", "mixed", "unknown", or a corpus label */
 } fm_fres;
 
-/* Display strings of an example's tokens, into toks[T] (buf holds out-of-vocabulary names). */
-static void example_tokens(const fm_vocab *v, const fm_seq *s, const char **toks, char (*buf)[24]) {
-    for (int t = 0; t < s->T; t++) toks[t] = fm_vocab_str(v, s->tokens[t], buf[t], sizeof buf[t]);
+/* A feature's examples above the threshold in the paper's token_act form, as its JSON file holds
+ * them: display strings and activations quantised against the largest peak. Buffers for up to
+ * top_n examples of max_T tokens, one set per writer thread. */
+typedef struct fm_ta {
+    fm_token_act *ex; /* [top_n] */
+    const char **tok; /* [top_n * max_T] */
+    int *act;         /* [top_n * max_T] */
+    char (*oov)[24];  /* [top_n * max_T]: names of out-of-vocabulary ids */
+    float *dense;     /* [max_T] */
+} fm_ta;
+
+/* The paper's quantisation: ceil(10 * act / max) for act > 0, else 0; at most 10. */
+static int quantise(float act, float max) {
+    int q = act > 0 && max > 0 ? (int)ceil(act * 10.0 / max) : 0;
+    return q < 10 ? q : 10;
 }
 
-static void analyse(fm_miner *m, int i, const fm_vocab *v, const fm_info *info, fm_fres *r,
-                    const char **toks, char (*buf)[24]) {
-    fm_feature *f = &m->f[i];
-    memset(r, 0, sizeof *r);
-    float thr = fm_miner_threshold(m, i);
-    while (r->n_thr < f->n_top && f->top[r->n_thr].peak > thr) r->n_thr++;
-    const char **peaks = calloc((size_t)(r->n_thr ? r->n_thr : 1), sizeof *peaks);
-    char (*peak_buf)[24] = calloc((size_t)(r->n_thr ? r->n_thr : 1), sizeof *peak_buf);
-    int *label_n = calloc((size_t)(m->n_labels ? m->n_labels : 1), sizeof *label_n);
-    if (!peaks || !peak_buf || !label_n) abort();
-    for (int e = 0; e < r->n_thr; e++) {
+/* Dense values of an example over its T tokens. */
+static void dense(const fm_example *e, float *out) {
+    memset(out, 0, (size_t)e->seq->T * sizeof *out);
+    for (int j = 0; j < e->nnz; j++) out[e->pos[j]] = e->val[j];
+}
+
+static void token_act_build(const fm_feature *f, int n_thr, const fm_vocab *v, int max_T, fm_ta *ta) {
+    float qmax = n_thr ? f->top[0].peak : 0;
+    for (int e = 0; e < n_thr; e++) {
         const fm_example *ex = &f->top[e];
-        example_tokens(v, ex->seq, toks, buf);
-        for (int rule = 0; rule < FM_RULE_COUNT; rule++)
-            r->counts[rule][fm_example_lang((fm_rule)rule, toks, ex->peak_pos)]++;
-        peaks[e] = fm_vocab_str(v, ex->seq->tokens[ex->peak_pos], peak_buf[e], sizeof peak_buf[e]);
-        label_n[ex->seq->label]++;
+        size_t at = (size_t)e * max_T;
+        dense(ex, ta->dense);
+        for (int t = 0; t < ex->seq->T; t++) {
+            ta->tok[at + t] = fm_vocab_str(v, ex->seq->tokens[t], ta->oov[at + t], sizeof ta->oov[at + t]);
+            ta->act[at + t] = quantise(ta->dense[t], qmax);
+        }
+        ta->ex[e] = (fm_token_act){.n = ex->seq->T, .tok = ta->tok + at, .act = ta->act + at};
     }
-    r->verdict[FM_VOTE_PAPER] = fm_flang_names[fm_feature_lang(r->counts[FM_RULE_PAPER], info->lang_share)];
-    r->verdict[FM_VOTE_SCRIPT] = fm_flang_names[fm_feature_lang(r->counts[FM_RULE_SCRIPT], info->lang_share)];
-    r->verdict[FM_VOTE_LABEL] = fm_flang_names[r->n_thr ? FM_FLANG_BI : FM_FLANG_UNKNOWN];
+}
+
+static void analyse(fm_miner *m, int i, const fm_info *info, const fm_ta *ta, fm_fres *r) {
+    fm_feature *f = &m->f[i];
+    fm_judge_params jp = {.lang_share = info->lang_share, .min_examples = info->min_examples,
+                          .token_share = info->token_share};
+    fm_judge(ta->ex, r->n_thr, &jp, &r->j);
+    for (int rule = 0; rule < FM_RULE_COUNT; rule++) r->verdict[rule] = fm_flang_names[r->j.lang[rule].verdict];
+    int *label_n = calloc((size_t)(m->n_labels ? m->n_labels : 1), sizeof *label_n);
+    if (!label_n) abort();
+    for (int e = 0; e < r->n_thr; e++) label_n[f->top[e].seq->label]++;
+    r->verdict[FM_VOTE_LABEL] = fm_flang_names[r->n_thr ? FM_FLANG_MIXED : FM_FLANG_UNKNOWN];
     for (int l = 0; l < m->n_labels; l++)
         if (label_n[l] > info->lang_share * r->n_thr) r->verdict[FM_VOTE_LABEL] = m->labels[l];
-    fm_granularity(peaks, r->n_thr, info->min_examples, info->token_share, &r->g);
-    free(peaks);
-    free(peak_buf);
     free(label_n);
 }
 
@@ -216,15 +256,6 @@ static json_t *jcache_tok(fm_jcache *c, int32_t id) {
     return json_incref(c->tok[id]);
 }
 
-/* The paper's quantisation: ceil(10 * act / max) for act > 0, else 0. */
-static int quantise(float act, float max) { return act > 0 && max > 0 ? (int)ceil(act * 10.0 / max) : 0; }
-
-/* Dense values of an example over its T tokens. */
-static void dense(const fm_example *e, float *out) {
-    memset(out, 0, (size_t)e->seq->T * sizeof *out);
-    for (int j = 0; j < e->nnz; j++) out[e->pos[j]] = e->val[j];
-}
-
 /* One example: its sequence (token ids), and the feature's values sparsely, where it fired. */
 static json_t *example_json(const fm_miner *m, const fm_example *e) {
     json_t *o = json_object();
@@ -247,28 +278,24 @@ static json_t *example_json(const fm_miner *m, const fm_example *e) {
 }
 
 static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres *r, const fm_logits *lg,
-                            float *acts, fm_jcache *jc) {
+                            const fm_ta *ta, fm_jcache *jc) {
     fm_feature *f = &m->f[i];
     json_t *o = json_object();
     char buf[24];
-    /* The paper's schema: examples above the threshold, tokens with acts quantised 0..10 against
-     * the largest value among them. */
-    float qmax = r->n_thr ? f->top[0].peak : 0;
-    json_t *ta = json_array();
+    /* The paper's schema: the examples above the threshold, as judged (fm_ta). */
+    json_t *taj = json_array();
     for (int e = 0; e < r->n_thr; e++) {
         const fm_example *ex = &f->top[e];
         json_t *ex_j = json_array();
-        dense(ex, acts);
         for (int t = 0; t < ex->seq->T; t++) {
             json_t *pair = json_array();
-            int q = quantise(acts[t], qmax);
             json_array_append_new(pair, jcache_tok(jc, ex->seq->tokens[t]));
-            json_array_append(pair, jc->q[q < 10 ? q : 10]);
+            json_array_append(pair, jc->q[ta->ex[e].act[t]]);
             json_array_append_new(ex_j, pair);
         }
-        json_array_append_new(ta, ex_j);
+        json_array_append_new(taj, ex_j);
     }
-    json_object_set_new(o, "token_act", ta);
+    json_object_set_new(o, "token_act", taj);
     json_object_set_new(o, "feature", json_integer(i));
     json_object_set_new(o, "max_act", jreal(f->max));
     json_object_set_new(o, "threshold", jreal(fm_miner_threshold(m, i)));
@@ -318,19 +345,19 @@ static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres
     for (int vt = 0; vt < FM_VOTES; vt++) json_object_set_new(lang, fm_vote_names[vt], jstr(r->verdict[vt]));
     for (int rule = 0; rule < FM_RULE_COUNT; rule++) {
         json_t *c = json_object();
-        for (int l = 0; l < FM_LANG_COUNT; l++) json_object_set_new(c, lang_names[l], json_integer(r->counts[rule][l]));
+        for (int l = 0; l < FM_LANG_COUNT; l++) json_object_set_new(c, fm_lang_names[l], json_integer(r->j.lang[rule].counts[l]));
         json_object_set_new(counts, fm_vote_names[rule], c);
     }
     json_object_set_new(lang, "counts", counts);
     json_object_set_new(o, "language", lang);
 
     json_t *g = json_object();
-    json_object_set_new(g, "class", json_string(fm_gran_names[r->g.gran]));
-    json_object_set_new(g, "distinct_peak_tokens", json_integer(r->g.distinct));
-    json_object_set_new(g, "entropy_bits", jreal(r->g.entropy));
-    json_object_set_new(g, "top_token", jstr(r->g.top_token));
-    json_object_set_new(g, "top_share", jreal(r->g.top_share));
-    json_object_set_new(g, "spans_both_languages", json_boolean(r->g.spans_both));
+    json_object_set_new(g, "class", json_string(fm_gran_names[r->j.gran.gran]));
+    json_object_set_new(g, "distinct_peak_tokens", json_integer(r->j.gran.distinct));
+    json_object_set_new(g, "entropy_bits", jreal(r->j.gran.entropy));
+    json_object_set_new(g, "top_token", jstr(r->j.gran.top_token));
+    json_object_set_new(g, "top_share", jreal(r->j.gran.top_share));
+    json_object_set_new(g, "spans_both_languages", json_boolean(r->j.gran.spans_both));
     json_object_set_new(o, "granularity", g);
 
     if (lg) {
@@ -511,9 +538,9 @@ static int html_feature(const char *path, fm_miner *m, int i, const fm_vocab *v,
         fputs("</td></tr>", fp);
     }
     fprintf(fp, "<tr><th>granularity</th><td class=\"t\">%s: %d distinct peak tokens, entropy %.2f bits, top &ldquo;",
-            fm_gran_names[r->g.gran], r->g.distinct, r->g.entropy);
-    fm_html_text(fp, r->g.top_token);
-    fprintf(fp, "&rdquo; %.0f%%%s</td></tr></table>\n", 100 * r->g.top_share, r->g.spans_both ? ", spans en+ja" : "");
+            fm_gran_names[r->j.gran.gran], r->j.gran.distinct, r->j.gran.entropy);
+    fm_html_text(fp, r->j.gran.top_token);
+    fprintf(fp, "&rdquo; %.0f%%%s</td></tr></table>\n", 100 * r->j.gran.top_share, r->j.gran.spans_both ? ", spans en+ja" : "");
     html_histogram(fp, m, f);
     if (lg) {
         fputs("<h2>Logit effects</h2><table><tr><th>promoted</th><th>logit</th><th>suppressed</th><th>logit</th></tr>", fp);
@@ -572,34 +599,39 @@ typedef struct fm_writer {
     char err[1024]; /* the first error, for the calling thread's sf_fail */
 } fm_writer;
 
-static int write_feature(fm_writer *w, int i, fm_jcache *jc, float *acts, const char **toks, char (*buf)[24]) {
+static int write_feature(fm_writer *w, int i, fm_jcache *jc, fm_ta *ta) {
     char path[4096];
     fm_fres *r = &w->res[i];
+    fm_feature *f = &w->m->f[i];
     fm_miner_sort(w->m, i);
-    analyse(w->m, i, w->v, w->info, r, toks, buf);
+    float thr = fm_miner_threshold(w->m, i);
+    while (r->n_thr < f->n_top && f->top[r->n_thr].peak > thr) r->n_thr++;
+    token_act_build(f, r->n_thr, w->v, w->max_T, ta);
+    analyse(w->m, i, w->info, ta, r);
     snprintf(path, sizeof path, "%s/features/%d.json", w->out_dir, i);
-    if (dump_json(feature_json(w->m, i, w->v, r, w->lg, acts, jc), path) != SF_OK) return SF_ERR;
+    if (dump_json(feature_json(w->m, i, w->v, r, w->lg, ta, jc), path) != SF_OK) return SF_ERR;
     snprintf(path, sizeof path, "%s/neuronpedia/%d.json", w->out_dir, i);
-    if (w->info->neuronpedia && dump_json(neuronpedia_json(w->m, i, w->info, w->lg, acts, jc), path) != SF_OK)
+    if (w->info->neuronpedia && dump_json(neuronpedia_json(w->m, i, w->info, w->lg, ta->dense, jc), path) != SF_OK)
         return SF_ERR;
     snprintf(path, sizeof path, "%s/features/%d.html", w->out_dir, i);
-    if (w->info->html && html_feature(path, w->m, i, w->v, r, w->lg, acts) != SF_OK) return SF_ERR;
+    if (w->info->html && html_feature(path, w->m, i, w->v, r, w->lg, ta->dense) != SF_OK) return SF_ERR;
     return SF_OK;
 }
 
 static void *writer_thread(void *arg) {
     fm_writer *w = arg;
-    float *acts = malloc((size_t)w->max_T * sizeof *acts);
-    const char **toks = malloc((size_t)w->max_T * sizeof *toks);
-    char (*buf)[24] = malloc((size_t)w->max_T * sizeof *buf);
-    if (!acts || !toks || !buf) abort();
+    size_t top = (size_t)(w->m->cfg.top_n > 0 ? w->m->cfg.top_n : 1), cells = top * (size_t)w->max_T;
+    fm_ta ta = {.ex = malloc(top * sizeof *ta.ex), .tok = malloc(cells * sizeof *ta.tok),
+                .act = malloc(cells * sizeof *ta.act), .oov = malloc(cells * sizeof *ta.oov),
+                .dense = malloc((size_t)w->max_T * sizeof *ta.dense)};
+    if (!ta.ex || !ta.tok || !ta.act || !ta.oov || !ta.dense) abort();
     fm_jcache jc;
     jcache_init(&jc, w->v);
     for (;;) {
         int i = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED);
         if (i >= w->m->cfg.n_features || __atomic_load_n(&w->failed, __ATOMIC_RELAXED)) break;
         if (!w->m->f[i].fired) continue;
-        if (write_feature(w, i, &jc, acts, toks, buf) != SF_OK) {
+        if (write_feature(w, i, &jc, &ta) != SF_OK) {
             pthread_mutex_lock(&w->lock);
             if (!w->failed) snprintf(w->err, sizeof w->err, "%s", sf_last_error());
             __atomic_store_n(&w->failed, 1, __ATOMIC_RELAXED);
@@ -608,9 +640,11 @@ static void *writer_thread(void *arg) {
         }
     }
     jcache_free(&jc);
-    free(acts);
-    free(toks);
-    free(buf);
+    free(ta.ex);
+    free(ta.tok);
+    free(ta.act);
+    free(ta.oov);
+    free(ta.dense);
     return NULL;
 }
 
@@ -653,12 +687,12 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
         if (!f->fired) continue;
         alive++;
         for (int vt = 0; vt < FM_VOTES; vt++) {
-            int k = FM_FLANG_BI; /* a corpus label other than en/ja counts as bilingual */
+            int k = FM_FLANG_MIXED; /* a corpus label other than en/ja counts as mixed */
             for (int l = 0; l < FM_FLANG_COUNT; l++)
                 if (strcmp(res[i].verdict[vt], fm_flang_names[l]) == 0) k = l;
             lang_n[vt][k]++;
         }
-        gran_n[res[i].g.gran]++;
+        gran_n[res[i].j.gran.gran]++;
         json_t *fj = json_object();
         json_object_set_new(fj, "id", json_integer(i));
         json_object_set_new(fj, "max_act", jreal(f->max));
@@ -670,10 +704,10 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
             snprintf(key, sizeof key, "lang_%s", fm_vote_names[vt]);
             json_object_set_new(fj, key, jstr(res[i].verdict[vt]));
         }
-        json_object_set_new(fj, "granularity", json_string(fm_gran_names[res[i].g.gran]));
-        json_object_set_new(fj, "distinct_peak_tokens", json_integer(res[i].g.distinct));
-        json_object_set_new(fj, "entropy_bits", jreal(res[i].g.entropy));
-        json_object_set_new(fj, "top_token", jstr(res[i].g.top_token));
+        json_object_set_new(fj, "granularity", json_string(fm_gran_names[res[i].j.gran.gran]));
+        json_object_set_new(fj, "distinct_peak_tokens", json_integer(res[i].j.gran.distinct));
+        json_object_set_new(fj, "entropy_bits", jreal(res[i].j.gran.entropy));
+        json_object_set_new(fj, "top_token", jstr(res[i].j.gran.top_token));
         json_array_append_new(feats, fj);
     }
 
@@ -727,12 +761,12 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
             fm_html_text(fp, info->hook ? info->hook : "");
             fprintf(fp, " &middot; %d features, %d alive in %llu tokens.</p>\n<p>Language (paper rule): ", n, alive,
                     (unsigned long long)m->tokens);
-            for (int l = 0; l < FM_FLANG_COUNT; l++) fprintf(fp, "%s %d &nbsp; ", fm_flang_names[l], lang_n[FM_VOTE_PAPER][l]);
+            for (int l = 0; l < FM_FLANG_COUNT; l++) fprintf(fp, "%s %d &nbsp; ", fm_flang_names[l], lang_n[FM_RULE_PAPER][l]);
             fputs("<br>Granularity: ", fp);
             for (int g = 0; g < FM_GRAN_COUNT; g++) fprintf(fp, "%s %d &nbsp; ", fm_gran_names[g], gran_n[g]);
             fputs("</p>\n<table id=\"features\"><thead><tr><th data-num=\"1\">feature</th><th data-num=\"1\">max</th>"
                   "<th data-num=\"1\">density</th><th data-num=\"1\">mean</th><th data-num=\"1\">examples</th>"
-                  "<th>lang (paper)</th><th>lang (script)</th><th>lang (label)</th><th>granularity</th>"
+                  "<th>lang (paper)</th><th>lang (ascii)</th><th>lang (script)</th><th>lang (label)</th><th>granularity</th>"
                   "<th>top peak token</th></tr></thead><tbody>\n", fp);
             for (int i = 0; i < n; i++) {
                 const fm_feature *f = &m->f[i];
@@ -746,8 +780,8 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
                     fm_html_text(fp, res[i].verdict[vt]);
                     fputs("</td>", fp);
                 }
-                fprintf(fp, "<td class=\"t\">%s</td><td class=\"t\">", fm_gran_names[res[i].g.gran]);
-                fm_html_text(fp, res[i].g.top_token);
+                fprintf(fp, "<td class=\"t\">%s</td><td class=\"t\">", fm_gran_names[res[i].j.gran.gran]);
+                fm_html_text(fp, res[i].j.gran.top_token);
                 fputs("</td></tr>\n", fp);
             }
             fputs("</tbody></table>\n", fp);

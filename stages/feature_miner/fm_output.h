@@ -51,9 +51,10 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
 /* mkdir -p. SF_OK / SF_ERR. */
 int fm_mkdirs(const char *path);
 
-/* The three language verdicts of a feature, by these names in the JSON files. */
-enum { FM_VOTE_PAPER, FM_VOTE_SCRIPT, FM_VOTE_LABEL, FM_VOTES };
-extern const char *const fm_vote_names[FM_VOTES]; /* "paper", "script", "label" */
+/* The language verdicts of a feature, by these names in the JSON files: one per rule (fm_rule,
+ * same index), then the corpus label's. */
+enum { FM_VOTE_LABEL = FM_RULE_COUNT, FM_VOTES };
+extern const char *const fm_vote_names[FM_VOTES]; /* "paper", "ascii", "script", "label" */
 
 /* s escaped for HTML/SVG text and attribute values (a newline shows as ↵). */
 void fm_html_text(FILE *fp, const char *s);

@@ -126,7 +126,7 @@ typedef struct fm_run {
     char *dir, *name, *sae;
     json_t *summary;
     int n_features, alive;
-    double lang[FM_RULE_COUNT + 1][FM_FLANG_COUNT]; /* shares of alive features: paper, script, label */
+    double lang[FM_VOTES][FM_FLANG_COUNT]; /* shares of alive features, per fm_vote_names */
     double gran[FM_GRAN_COUNT];
     double fvu, dead; /* NAN if no metrics were found */
     char *metrics_src; /* the file they came from */
@@ -304,7 +304,7 @@ static void fmt_num(char *buf, size_t cap, double v, const char *fmt) {
 
 /* The Markdown table, to fp. */
 static void markdown(FILE *fp, const fm_run *runs, int n, double thr) {
-    fprintf(fp, "| checkpoint | alive | en | ja | bilingual | en (script) | ja (script) | bilingual (script) | token | concept "
+    fprintf(fp, "| checkpoint | alive | en | ja | mixed | en (script) | ja (script) | mixed (script) | token | concept "
                 "| few ex. | FVU | dead | persist | appear | vanish | same index | chance |\n");
     fprintf(fp, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int r = 0; r < n; r++) {
@@ -313,9 +313,9 @@ static void markdown(FILE *fp, const fm_run *runs, int n, double thr) {
         fmt_num(fvu, sizeof fvu, x->fvu, "%.4f");
         fmt_num(dead, sizeof dead, x->dead, "%.4f");
         fprintf(fp, "| %s | %d | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %s | %s |",
-                x->name, x->alive, 100 * x->lang[0][FM_FLANG_EN], 100 * x->lang[0][FM_FLANG_JA],
-                100 * x->lang[0][FM_FLANG_BI], 100 * x->lang[1][FM_FLANG_EN], 100 * x->lang[1][FM_FLANG_JA],
-                100 * x->lang[1][FM_FLANG_BI], 100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
+                x->name, x->alive, 100 * x->lang[FM_RULE_PAPER][FM_FLANG_EN], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_JA],
+                100 * x->lang[FM_RULE_PAPER][FM_FLANG_MIXED], 100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_EN], 100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_JA],
+                100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_MIXED], 100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
                 100 * x->gran[FM_GRAN_FEW], fvu, dead);
         if (x->matched)
             fprintf(fp, " %d | %d | %d | %.1f%% | %.2g |\n", x->match.persist, x->match.appear, x->match.vanish,
@@ -442,7 +442,7 @@ int fm_report_main(int argc, char **argv) {
                   "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
                   "padding:2px 6px;text-align:right}th{background:#f3f3f3}figure{display:inline-block;margin:0.5em}</style>"
                   "</head><body><h1>SAE features across checkpoints</h1>\n<table id=\"report\"><thead><tr><th>checkpoint</th>"
-                  "<th>alive</th><th>en</th><th>ja</th><th>bilingual</th><th>token</th><th>concept</th><th>FVU</th><th>dead</th>"
+                  "<th>alive</th><th>en</th><th>ja</th><th>mixed</th><th>token</th><th>concept</th><th>FVU</th><th>dead</th>"
                   "<th>persist</th><th>appear</th><th>vanish</th><th>same index</th><th>chance</th></tr></thead><tbody>\n", html);
             for (int r = 0; r < n; r++) {
                 const fm_run *x = &runs[r];
@@ -453,7 +453,7 @@ int fm_report_main(int argc, char **argv) {
                 fm_html_text(html, x->name);
                 fprintf(html, "</td><td>%d</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td>"
                               "<td>%s</td><td>%s</td>",
-                        x->alive, 100 * x->lang[0][FM_FLANG_EN], 100 * x->lang[0][FM_FLANG_JA], 100 * x->lang[0][FM_FLANG_BI],
+                        x->alive, 100 * x->lang[FM_RULE_PAPER][FM_FLANG_EN], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_JA], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_MIXED],
                         100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT], fvu, dead);
                 if (x->matched)
                     fprintf(html, "<td>%d</td><td>%d</td><td>%d</td><td>%.1f%%</td><td>%.2g</td></tr>\n", x->match.persist,
@@ -462,7 +462,7 @@ int fm_report_main(int argc, char **argv) {
                 else fputs("<td></td><td></td><td></td><td></td><td></td></tr>\n", html);
             }
             fputs("</tbody></table>\n", html);
-            const char *lang_s[] = {"en", "ja", "bilingual"}, *lang_c[] = {"#1f77b4", "#d62728", "#9467bd"};
+            const char *lang_s[] = {"en", "ja", "mixed"}, *lang_c[] = {"#1f77b4", "#d62728", "#9467bd"};
             const char *gran_s[] = {"token", "concept", "few examples"}, *gran_c[] = {"#f08c00", "#2ca02c", "#bbbbbb"};
             const char *one_c[] = {"#555555"}, *fvu_s[] = {"FVU"}, *dead_s[] = {"dead fraction"};
             const char *match_s[] = {"persist", "appear", "vanish"}, *match_c[] = {"#2ca02c", "#1f77b4", "#d62728"};

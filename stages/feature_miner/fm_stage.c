@@ -1,4 +1,4 @@
-/* fm_stage.c — the feature_miner stage (a sink) and the `saeflow report` subcommand.
+/* fm_stage.c — the feature_miner stage (a sink) and the `saeflow report` and `saeflow classify` subcommands.
  *
  * Reads "activations" messages, encodes every token with the SAE (sae_lib), feeds the top-k
  * latents of each sequence to the streaming miner (fm_miner.h), and at end of stream writes the
@@ -12,6 +12,7 @@
 #include "fm_logits.h"
 #include "fm_miner.h"
 #include "fm_output.h"
+#include "fm_classify.h"
 #include "fm_report.h"
 #include "sae.h"
 #include "saeflow.h"
@@ -285,6 +286,8 @@ static const sf_param_def fm_params[] = {
 static const sf_command fm_commands[] = {
     {"report", FM_REPORT_ARGS,
      "cross-checkpoint tables and charts from feature_miner run directories", fm_report_main},
+    {"classify", FM_CLASSIFY_ARGS,
+     "language (paper, ascii, script rules) and granularity of feature files (the paper's token_act JSON)", fm_classify_main},
     {NULL, NULL, NULL, NULL},
 };
 

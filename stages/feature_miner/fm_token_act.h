@@ -15,4 +15,13 @@ typedef struct fm_token_act {
     const int *act;         /* [n] quantised activations, 0..10 */
 } fm_token_act;
 
+/* The example's peak: the first token of the highest activation (Python's max over range(n) keeps
+ * the first of ties, as the paper's code does). -1 for an empty example. */
+static inline int fm_token_act_peak(const fm_token_act *ex) {
+    int peak = ex->n > 0 ? 0 : -1;
+    for (int i = 1; i < ex->n; i++)
+        if (ex->act[i] > ex->act[peak]) peak = i;
+    return peak;
+}
+
 #endif

@@ -2,6 +2,7 @@
  *
  *   fm_drive stage MESSAGES_FILE [name=value...]   messages: [u32 little-endian length][msgpack]...
  *   fm_drive report ARGS...                        = saeflow report ARGS...
+ *   fm_drive classify ARGS...                      = saeflow classify ARGS...
  *
  * It stands in for the runtime's side of saeflow.h (parameters with their declared defaults,
  * progress and counters as no-ops) so the stage is tested exactly as the plugin runs it.
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "fm_classify.h"
 #include "fm_report.h"
 #include "saeflow.h"
 
@@ -60,8 +62,9 @@ static int fail(const char *what) {
 
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "report") == 0) return fm_report_main(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "classify") == 0) return fm_classify_main(argc - 1, argv + 1);
     if (argc < 3 || strcmp(argv[1], "stage") != 0) {
-        fprintf(stderr, "usage: fm_drive stage MESSAGES [name=value...] | fm_drive report ARGS...\n");
+        fprintf(stderr, "usage: fm_drive stage MESSAGES [name=value...] | fm_drive report|classify ARGS...\n");
         return 2;
     }
     sf_ctx ctx = {saeflow_stages()[0], argc - 3, argv + 3};

@@ -5,7 +5,7 @@ activation is the sum of the directions of the latents planted on it, plus noise
 therefore fire known latents:
   latent 0  "▁dog"                          English, token-level
   latent 1  "犬"                            Japanese, token-level
-  latent 2  "▁dog" "▁cat" "犬" "猫"         bilingual, concept-level
+  latent 2  "▁dog" "▁cat" "犬" "猫"         mixed, concept-level
   latent 3  "1" (only in English text)      English through the digit rule
   latent 4  "2" (only in Japanese text)     Japanese through the digit rule
   latent 5  "、"                             Japanese (paper: non-ASCII; script: defers to kanji)

@@ -14,6 +14,7 @@ import tempfile
 
 import numpy as np
 
+import paper_language
 import planted
 from planted import N, TOK, VOCAB
 
@@ -131,7 +132,7 @@ def main():
         with open(os.path.join(out1, "features", f"{i}.json")) as f:
             return json.load(f)
 
-    expect = {0: ("en", "en", "token", " dog"), 1: ("ja", "ja", "token", "犬"), 2: ("bilingual", "bilingual", "concept", None),
+    expect = {0: ("en", "en", "token", " dog"), 1: ("ja", "ja", "token", "犬"), 2: ("mixed", "mixed", "concept", None),
               3: ("en", "en", None, "1"), 4: ("ja", "ja", None, "2"), 5: ("ja", "ja", "token", "、")}
     for i, (paper, label, gran, top_tok) in expect.items():
         fj = feat(i)
@@ -144,6 +145,30 @@ def main():
             check(peak_toks == {TOK[top_tok.replace(' ', '▁')]}, f"f{i} peaks on {peak_toks}, planted {top_tok!r}")
     check(feat(5)["language"]["script"] == "ja", "f5 script language: full-width comma defers to Japanese")
     check(feat(2)["granularity"]["spans_both_languages"], "f2 spans both languages")
+
+    # The paper's language rule on the token_act each file holds (the reference in Python), and
+    # `classify` on the run agrees with the miner's own verdicts for every rule.
+    rows = {f["id"]: f for f in summ["features"]}
+    for i in sorted(alive):
+        fj = feat(i)
+        counts, verdict = paper_language.feature_language(fj["token_act"])
+        mine = fj["language"]["counts"]["paper"]
+        check((mine["en"], mine["ja"], mine["none"]) == (counts["en"], counts["ja"], counts["none"])
+              and fj["language"]["paper"] == verdict, f"f{i} paper rule {mine} {fj['language']['paper']} != Python's {counts} {verdict}")
+    r = subprocess.run([drive, "classify", out1, "--json"], capture_output=True, text=True)
+    check(r.returncode == 0, f"classify on the run: {r.returncode} {r.stderr}")
+    judged = [json.loads(line) for line in r.stdout.splitlines()]
+    check(sorted(int(j["file"][:-5]) for j in judged) == sorted(alive), "classify reads every feature file of the run")
+    for j in judged:
+        i = int(j["file"][:-5])
+        fj = feat(i)
+        for rule in ("paper", "ascii", "script"):
+            got, mine = j["language"][rule], fj["language"]["counts"][rule]
+            check(got["verdict"] == fj["language"][rule] == rows[i]["lang_" + rule]
+                  and all(got[k] == mine[k] for k in ("en", "ja", "other", "none")),
+                  f"f{i} {rule}: classify {got} != the miner's {mine} {fj['language'][rule]}")
+        cls = {"few_examples": "few"}.get(fj["granularity"]["class"], fj["granularity"]["class"])
+        check(j["granularity"] == cls, f"f{i} granularity: classify {j['granularity']} != the miner's {cls}")
 
     # Two passes: the paper's exact selection, the earliest TOP_N sequences above FRAC * max.
     out2 = os.path.join(tmp, "run2")

@@ -85,7 +85,7 @@ def main():
             summaries.append(json.load(f))
     check(len(rj) == 2, "two checkpoints in report.json")
     for row, s in zip(rj, summaries):
-        for lang in ("en", "ja", "bilingual"):
+        for lang in ("en", "ja", "mixed"):
             want = s["language"]["paper"][lang] / s["alive"]
             check(abs(row["language_paper"][lang] - want) < 1e-12, f"{row['checkpoint']} {lang} share")
         for g in ("token", "concept"):
