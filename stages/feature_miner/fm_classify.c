@@ -111,7 +111,7 @@ static void file_free(fm_file *f) {
 static int file_load(const char *path, fm_file *f) {
     memset(f, 0, sizeof *f);
     json_error_t err;
-    f->root = json_load_file(path, 0, &err);
+    f->root = json_load_file(path, JSON_ALLOW_NUL, &err); /* a NUL in a token gets its own message below */
     if (!f->root) {
         fprintf(stderr, "saeflow classify: %s:%d:%d: not readable JSON: %s\n", path, err.line, err.column, err.text);
         return -1;
