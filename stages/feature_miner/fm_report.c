@@ -201,6 +201,10 @@ static int load_run(fm_run *r, const char *dir) {
     for (int v = 0; v < FM_VOTES; v++)
         for (int l = 0; l < FM_FLANG_COUNT; l++) {
             json_t *c = json_object_get(json_object_get(lang, fm_vote_names[v]), fm_flang_names[l]);
+            /* Summaries of an older miner count "bilingual" and have no "ascii" rule: not zeros. */
+            if (!json_is_integer(c))
+                return sf_fail("%s: summary.json has no count language.%s.%s (written by an older feature_miner?); "
+                               "mine the run again", dir, fm_vote_names[v], fm_flang_names[l]);
             r->lang[v][l] = r->alive ? (double)json_integer_value(c) / r->alive : 0;
         }
     for (int g = 0; g < FM_GRAN_COUNT; g++)

@@ -137,6 +137,18 @@ def main():
           f"report --help: exit {h.returncode}, stdout {h.stdout[:80]!r}, stderr {h.stderr[:80]!r}")
     h = subprocess.run([drive, "report", "--bogus"], capture_output=True, text=True)
     check(h.returncode == 2 and "usage: saeflow report" in h.stderr, f"report --bogus: exit {h.returncode}")
+    # A summary of an older miner (verdict "bilingual", no "ascii" rule) is refused, not read as zeros.
+    old = os.path.join(tmp, "old_run")
+    os.makedirs(old)
+    with open(os.path.join(runs[0], "summary.json")) as f:
+        s = json.load(f)
+    for rule in s["language"].values():
+        rule["bilingual"] = rule.pop("mixed")
+    with open(os.path.join(old, "summary.json"), "w") as f:
+        json.dump(s, f)
+    h = subprocess.run([drive, "report", old, "--no-match", "--out", os.path.join(tmp, "old_report")], capture_output=True, text=True)
+    check(h.returncode == 1 and "language.paper.mixed" in h.stderr and "older feature_miner" in h.stderr,
+          f"older summary: exit {h.returncode}, {h.stderr!r}")
 
     for msg in failures:
         print("FAIL:", msg)
