@@ -13,8 +13,16 @@ typedef struct fm_judge_params {
     double token_share; /* granularity rule */
 } fm_judge_params;
 
-/* The miner's defaults, which `saeflow classify` uses. */
-#define FM_JUDGE_DEFAULTS ((fm_judge_params){.lang_share = 0.9, .min_examples = 5, .token_share = 0.5})
+/* The defaults of the miner's parameters (fm_stage.c spells them as strings with FM_STR), which
+ * `saeflow classify` uses. */
+#define FM_DEFAULT_LANG_SHARE 0.9
+#define FM_DEFAULT_MIN_EXAMPLES 5
+#define FM_DEFAULT_TOKEN_SHARE 0.5
+#define FM_JUDGE_DEFAULTS                                                                                    \
+    ((fm_judge_params){.lang_share = FM_DEFAULT_LANG_SHARE, .min_examples = FM_DEFAULT_MIN_EXAMPLES,          \
+                       .token_share = FM_DEFAULT_TOKEN_SHARE})
+#define FM_STR_(x) #x
+#define FM_STR(x) FM_STR_(x)
 
 typedef struct fm_judgement {
     fm_lang_vote lang[FM_RULE_COUNT];

@@ -13,6 +13,7 @@
 #include "fm_miner.h"
 #include "fm_output.h"
 #include "fm_classify.h"
+#include "fm_judge.h"
 #include "fm_report.h"
 #include "sae.h"
 #include "saeflow.h"
@@ -271,9 +272,9 @@ static const sf_param_def fm_params[] = {
     {"max_from", SF_PARAM_STRING, "", "summary.json of an earlier pass: keep the earliest top_n sequences above threshold*max (the paper's second pass)"},
     {"reservoir", SF_PARAM_INT, "2", "examples sampled uniformly per activation interval of each feature (10 intervals of the max, 20 power-of-two buckets in one pass)"},
     {"hist_bins", SF_PARAM_INT, "64", "histogram bins (width doubles as the max grows)"},
-    {"lang_share", SF_PARAM_FLOAT, "0.9", "a feature is English/Japanese if more than this share of its examples is"},
-    {"min_examples", SF_PARAM_INT, "5", "granularity needs at least this many examples"},
-    {"token_share", SF_PARAM_FLOAT, "0.5", "token-level if one peak token takes this share of examples"},
+    {"lang_share", SF_PARAM_FLOAT, FM_STR(FM_DEFAULT_LANG_SHARE), "a feature is English/Japanese if more than this share of its examples is (paper rule: of all examples)"},
+    {"min_examples", SF_PARAM_INT, FM_STR(FM_DEFAULT_MIN_EXAMPLES), "granularity needs at least this many examples"},
+    {"token_share", SF_PARAM_FLOAT, FM_STR(FM_DEFAULT_TOKEN_SHARE), "token-level if one peak token takes this share of examples"},
     {"logit_top", SF_PARAM_INT, "10", "promoted/suppressed tokens listed per feature"},
     {"drop_bos", SF_PARAM_BOOL, "true", "leave out a leading BOS token, as the paper does"},
     {"html", SF_PARAM_BOOL, "true", "write the HTML dashboard"},
