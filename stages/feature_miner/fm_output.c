@@ -141,27 +141,58 @@ typedef struct fm_fres {
     fm_gran_stats g;
 } fm_fres;
 
-/* Display strings of an example's tokens, into toks[T] (buf holds out-of-vocabulary names). */
-static void example_tokens(const fm_vocab *v, const fm_seq *s, const char **toks, char (*buf)[24]) {
-    for (int t = 0; t < s->T; t++) toks[t] = fm_vocab_str(v, s->tokens[t], buf[t], sizeof buf[t]);
+/* The paper's quantisation: ceil(10 * act / max) for act > 0, else 0; at most 10. */
+static int quantise(float act, float max) {
+    int q = act > 0 && max > 0 ? (int)ceil(act * 10.0 / max) : 0;
+    return q < 10 ? q : 10;
 }
 
-static void analyse(fm_miner *m, int i, const fm_vocab *v, const fm_info *info, fm_fres *r,
-                    const char **toks, char (*buf)[24]) {
+/* Dense values of an example over its T tokens. */
+static void dense(const fm_example *e, float *out) {
+    memset(out, 0, (size_t)e->seq->T * sizeof *out);
+    for (int j = 0; j < e->nnz; j++) out[e->pos[j]] = e->val[j];
+}
+
+/* The examples above the threshold as feature_json writes their token_act: display strings, values
+ * quantised against the largest peak. One block; free() it. acts is scratch of max_T floats. */
+static fm_token_act *token_acts(const fm_feature *f, int n_thr, const fm_vocab *v, float *acts) {
+    size_t total = 0;
+    for (int e = 0; e < n_thr; e++) total += (size_t)f->top[e].seq->T;
+    size_t n_ex = (size_t)(n_thr ? n_thr : 1), n_tok = total ? total : 1;
+    char *block = malloc(n_ex * sizeof(fm_token_act) + n_tok * (sizeof(char *) + sizeof(int) + 24));
+    if (!block) abort();
+    fm_token_act *ta = (fm_token_act *)block;
+    const char **tok = (const char **)(block + n_ex * sizeof *ta);
+    int *q = (int *)(tok + n_tok);
+    char (*oov)[24] = (char (*)[24])(q + n_tok); /* names of ids outside the vocabulary */
+    float qmax = n_thr ? f->top[0].peak : 0;
+    for (int e = 0; e < n_thr; e++) {
+        const fm_example *ex = &f->top[e];
+        dense(ex, acts);
+        for (int t = 0; t < ex->seq->T; t++) {
+            tok[t] = fm_vocab_str(v, ex->seq->tokens[t], oov[t], sizeof oov[t]);
+            q[t] = quantise(acts[t], qmax);
+        }
+        ta[e] = (fm_token_act){.n = ex->seq->T, .tok = tok, .act = q};
+        tok += ex->seq->T;
+        q += ex->seq->T;
+        oov += ex->seq->T;
+    }
+    return ta;
+}
+
+static int analyse(fm_miner *m, int i, const fm_vocab *v, const fm_info *info, fm_fres *r, float *acts) {
     fm_feature *f = &m->f[i];
     memset(r, 0, sizeof *r);
     float thr = fm_miner_threshold(m, i);
     while (r->n_thr < f->n_top && f->top[r->n_thr].peak > thr) r->n_thr++;
-    const char **peaks = calloc((size_t)(r->n_thr ? r->n_thr : 1), sizeof *peaks);
-    char (*peak_buf)[24] = calloc((size_t)(r->n_thr ? r->n_thr : 1), sizeof *peak_buf);
+    fm_token_act *ta = token_acts(f, r->n_thr, v, acts);
     int *label_n = calloc((size_t)(m->n_labels ? m->n_labels : 1), sizeof *label_n);
-    if (!peaks || !peak_buf || !label_n) abort();
+    if (!label_n) abort();
     for (int e = 0; e < r->n_thr; e++) {
         const fm_example *ex = &f->top[e];
-        example_tokens(v, ex->seq, toks, buf);
         for (int rule = 0; rule < FM_RULE_COUNT; rule++)
-            r->counts[rule][fm_example_lang((fm_rule)rule, toks, ex->peak_pos)]++;
-        peaks[e] = fm_vocab_str(v, ex->seq->tokens[ex->peak_pos], peak_buf[e], sizeof peak_buf[e]);
+            r->counts[rule][fm_example_lang((fm_rule)rule, ta[e].tok, ex->peak_pos)]++;
         label_n[ex->seq->label]++;
     }
     r->verdict[FM_VOTE_PAPER] = fm_flang_names[fm_feature_lang(r->counts[FM_RULE_PAPER], info->lang_share)];
@@ -169,10 +200,10 @@ static void analyse(fm_miner *m, int i, const fm_vocab *v, const fm_info *info, 
     r->verdict[FM_VOTE_LABEL] = fm_flang_names[r->n_thr ? FM_FLANG_BI : FM_FLANG_UNKNOWN];
     for (int l = 0; l < m->n_labels; l++)
         if (label_n[l] > info->lang_share * r->n_thr) r->verdict[FM_VOTE_LABEL] = m->labels[l];
-    fm_granularity(peaks, r->n_thr, info->min_examples, info->token_share, &r->g);
-    free(peaks);
-    free(peak_buf);
+    int rc = fm_gran_judge(ta, r->n_thr, &info->gran, &r->g);
+    free(ta);
     free(label_n);
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -216,15 +247,6 @@ static json_t *jcache_tok(fm_jcache *c, int32_t id) {
     return json_incref(c->tok[id]);
 }
 
-/* The paper's quantisation: ceil(10 * act / max) for act > 0, else 0. */
-static int quantise(float act, float max) { return act > 0 && max > 0 ? (int)ceil(act * 10.0 / max) : 0; }
-
-/* Dense values of an example over its T tokens. */
-static void dense(const fm_example *e, float *out) {
-    memset(out, 0, (size_t)e->seq->T * sizeof *out);
-    for (int j = 0; j < e->nnz; j++) out[e->pos[j]] = e->val[j];
-}
-
 /* One example: its sequence (token ids), and the feature's values sparsely, where it fired. */
 static json_t *example_json(const fm_miner *m, const fm_example *e) {
     json_t *o = json_object();
@@ -261,9 +283,8 @@ static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres
         dense(ex, acts);
         for (int t = 0; t < ex->seq->T; t++) {
             json_t *pair = json_array();
-            int q = quantise(acts[t], qmax);
             json_array_append_new(pair, jcache_tok(jc, ex->seq->tokens[t]));
-            json_array_append(pair, jc->q[q < 10 ? q : 10]);
+            json_array_append(pair, jc->q[quantise(acts[t], qmax)]);
             json_array_append_new(ex_j, pair);
         }
         json_array_append_new(ta, ex_j);
@@ -326,11 +347,12 @@ static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres
 
     json_t *g = json_object();
     json_object_set_new(g, "class", json_string(fm_gran_names[r->g.gran]));
-    json_object_set_new(g, "distinct_peak_tokens", json_integer(r->g.distinct));
-    json_object_set_new(g, "entropy_bits", jreal(r->g.entropy));
     json_object_set_new(g, "top_token", jstr(r->g.top_token));
     json_object_set_new(g, "top_share", jreal(r->g.top_share));
-    json_object_set_new(g, "spans_both_languages", json_boolean(r->g.spans_both));
+    json_object_set_new(g, "distinct_peak_tokens", json_integer(r->g.distinct));
+    json_object_set_new(g, "distinct_share", jreal(r->g.distinct_share));
+    json_object_set_new(g, "context_share", jreal(r->g.context_share));
+    json_object_set_new(g, "active_share", jreal(r->g.active_share));
     json_object_set_new(o, "granularity", g);
 
     if (lg) {
@@ -510,10 +532,11 @@ static int html_feature(const char *path, fm_miner *m, int i, const fm_vocab *v,
         fm_html_text(fp, r->verdict[vt]);
         fputs("</td></tr>", fp);
     }
-    fprintf(fp, "<tr><th>granularity</th><td class=\"t\">%s: %d distinct peak tokens, entropy %.2f bits, top &ldquo;",
-            fm_gran_names[r->g.gran], r->g.distinct, r->g.entropy);
+    fprintf(fp, "<tr><th>granularity</th><td class=\"t\">%s: top peak token &ldquo;", fm_gran_names[r->g.gran]);
     fm_html_text(fp, r->g.top_token);
-    fprintf(fp, "&rdquo; %.0f%%%s</td></tr></table>\n", 100 * r->g.top_share, r->g.spans_both ? ", spans en+ja" : "");
+    fprintf(fp, "&rdquo; in %.0f%% of examples, %d distinct peak tokens, shared neighbour %.0f%%, active on %.0f%% of "
+                "tokens</td></tr></table>\n",
+            100 * r->g.top_share, r->g.distinct, 100 * r->g.context_share, 100 * r->g.active_share);
     html_histogram(fp, m, f);
     if (lg) {
         fputs("<h2>Logit effects</h2><table><tr><th>promoted</th><th>logit</th><th>suppressed</th><th>logit</th></tr>", fp);
@@ -572,11 +595,11 @@ typedef struct fm_writer {
     char err[1024]; /* the first error, for the calling thread's sf_fail */
 } fm_writer;
 
-static int write_feature(fm_writer *w, int i, fm_jcache *jc, float *acts, const char **toks, char (*buf)[24]) {
+static int write_feature(fm_writer *w, int i, fm_jcache *jc, float *acts) {
     char path[4096];
     fm_fres *r = &w->res[i];
     fm_miner_sort(w->m, i);
-    analyse(w->m, i, w->v, w->info, r, toks, buf);
+    if (analyse(w->m, i, w->v, w->info, r, acts) != SF_OK) return SF_ERR;
     snprintf(path, sizeof path, "%s/features/%d.json", w->out_dir, i);
     if (dump_json(feature_json(w->m, i, w->v, r, w->lg, acts, jc), path) != SF_OK) return SF_ERR;
     snprintf(path, sizeof path, "%s/neuronpedia/%d.json", w->out_dir, i);
@@ -590,16 +613,14 @@ static int write_feature(fm_writer *w, int i, fm_jcache *jc, float *acts, const 
 static void *writer_thread(void *arg) {
     fm_writer *w = arg;
     float *acts = malloc((size_t)w->max_T * sizeof *acts);
-    const char **toks = malloc((size_t)w->max_T * sizeof *toks);
-    char (*buf)[24] = malloc((size_t)w->max_T * sizeof *buf);
-    if (!acts || !toks || !buf) abort();
+    if (!acts) abort();
     fm_jcache jc;
     jcache_init(&jc, w->v);
     for (;;) {
         int i = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED);
         if (i >= w->m->cfg.n_features || __atomic_load_n(&w->failed, __ATOMIC_RELAXED)) break;
         if (!w->m->f[i].fired) continue;
-        if (write_feature(w, i, &jc, acts, toks, buf) != SF_OK) {
+        if (write_feature(w, i, &jc, acts) != SF_OK) {
             pthread_mutex_lock(&w->lock);
             if (!w->failed) snprintf(w->err, sizeof w->err, "%s", sf_last_error());
             __atomic_store_n(&w->failed, 1, __ATOMIC_RELAXED);
@@ -609,8 +630,6 @@ static void *writer_thread(void *arg) {
     }
     jcache_free(&jc);
     free(acts);
-    free(toks);
-    free(buf);
     return NULL;
 }
 
@@ -671,9 +690,8 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
             json_object_set_new(fj, key, jstr(res[i].verdict[vt]));
         }
         json_object_set_new(fj, "granularity", json_string(fm_gran_names[res[i].g.gran]));
-        json_object_set_new(fj, "distinct_peak_tokens", json_integer(res[i].g.distinct));
-        json_object_set_new(fj, "entropy_bits", jreal(res[i].g.entropy));
         json_object_set_new(fj, "top_token", jstr(res[i].g.top_token));
+        json_object_set_new(fj, "top_share", jreal(res[i].g.top_share));
         json_array_append_new(feats, fj);
     }
 
@@ -696,8 +714,11 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
     json_object_set_new(params, "two_pass", json_boolean(m->cfg.known_max != NULL));
     json_object_set_new(params, "reservoir", json_integer(m->cfg.reservoir));
     json_object_set_new(params, "lang_share", jreal(info->lang_share));
-    json_object_set_new(params, "min_examples", json_integer(info->min_examples));
-    json_object_set_new(params, "token_share", jreal(info->token_share));
+    json_object_set_new(params, "min_examples", json_integer(info->gran.min_examples));
+    json_object_set_new(params, "token_share", jreal(info->gran.token_share));
+    json_object_set_new(params, "distinct_share", jreal(info->gran.distinct_share));
+    json_object_set_new(params, "context_share", jreal(info->gran.context_share));
+    json_object_set_new(params, "dense_share", jreal(info->gran.dense_share));
     json_object_set_new(sum, "params", params);
     json_t *lang = json_object();
     for (int vt = 0; vt < FM_VOTES; vt++) {

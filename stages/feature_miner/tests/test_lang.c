@@ -1,6 +1,5 @@
-/* The language and granularity rules on crafted tokens: digits, punctuation (ASCII and
+/* The language rules on crafted tokens: digits, punctuation (ASCII and
  * full-width), byte pieces, mixed scripts, and the 90% vote at its boundary. */
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -67,27 +66,6 @@ int main(void) {
     CHECK(fm_feature_lang(v4, 0.9) == FM_FLANG_UNKNOWN, "no language at all");
     int v5[FM_LANG_COUNT] = {[FM_LANG_EN] = 9, [FM_LANG_OTHER] = 1};
     CHECK(fm_feature_lang(v5, 0.9) == FM_FLANG_BI, "other script counts against");
-
-    /* granularity */
-    fm_gran_stats g;
-    const char *g1[] = {" dog", " Dog", "dog", "ＤＯＧ", " cat"};
-    fm_granularity(g1, 5, 5, 0.5, &g);
-    double h1 = -(0.8 * log2(0.8) + 0.2 * log2(0.2));
-    CHECK(g.gran == FM_GRAN_TOKEN && g.distinct == 2 && fabs(g.entropy - h1) < 1e-9 && fabs(g.top_share - 0.8) < 1e-12 &&
-              strcmp(g.top_token, "dog") == 0 && !g.spans_both,
-          "dog feature: %s distinct %d entropy %g share %g top '%s'", fm_gran_names[g.gran], g.distinct, g.entropy,
-          g.top_share, g.top_token);
-    const char *g2[] = {" dog", "犬", " dog", " dog", " dog"};
-    fm_granularity(g2, 5, 5, 0.5, &g);
-    CHECK(g.gran == FM_GRAN_CONCEPT && g.spans_both, "dog/犬 spans both languages: concept");
-    const char *g3[] = {" one", " two", " three", "四", "5"};
-    fm_granularity(g3, 5, 5, 0.5, &g);
-    CHECK(g.gran == FM_GRAN_CONCEPT && g.distinct == 5 && fabs(g.entropy - log2(5)) < 1e-9, "numbers: concept");
-    fm_granularity(g3, 2, 5, 0.5, &g);
-    CHECK(g.gran == FM_GRAN_FEW, "two examples: too few");
-    const char *g4[] = {"の", "の", "の", "の", "の", "の"};
-    fm_granularity(g4, 6, 5, 0.5, &g);
-    CHECK(g.gran == FM_GRAN_TOKEN && g.entropy == 0 && g.distinct == 1, "single token");
 
     printf("%s\n", failures ? "FAIL" : "ok");
     return failures ? 1 : 0;
