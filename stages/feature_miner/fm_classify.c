@@ -21,13 +21,7 @@
 #include <unistd.h>
 
 #include "fm_judge.h"
-
-/* The granularity classes classify reports. The rule in fm_lang.c has no "uninterpretable" yet. */
-enum { GC_TOKEN, GC_CONCEPT, GC_UNINTERPRETABLE, GC_FEW, GC_COUNT };
-static const char *const gc_names[GC_COUNT] = {"token", "concept", "uninterpretable", "few"};
-static int gran_class(const fm_gran_stats *g) {
-    return g->gran == FM_GRAN_TOKEN ? GC_TOKEN : g->gran == FM_GRAN_CONCEPT ? GC_CONCEPT : GC_FEW;
-}
+#include "saeflow.h"
 
 static int usage(FILE *out) {
     fprintf(out,
@@ -186,7 +180,7 @@ typedef struct fm_tally {
     int files;
     long long examples;
     int verdict[FM_RULE_COUNT][FM_FLANG_COUNT];
-    int gran[GC_COUNT];
+    int gran[FM_GRAN_COUNT];
     int labelled_lang, paper_reproduced; /* files with the paper's en/ja counts; of them, counts equal */
     int labelled_gran, label_gran[5];    /* hand granularity 1..4 (0: other values) */
 } fm_tally;
@@ -204,7 +198,7 @@ static void print_summary(const char *dir, const char *feat_dir, const fm_tally 
         printf("\n");
     }
     printf("  granularity:");
-    for (int g = 0; g < GC_COUNT; g++) printf(" %s %d (%.1f%%)%s", gc_names[g], t->gran[g], 100.0 * t->gran[g] / t->files, g + 1 < GC_COUNT ? "," : "\n");
+    for (int g = 0; g < FM_GRAN_COUNT; g++) printf(" %s %d (%.1f%%)%s", fm_gran_names[g], t->gran[g], 100.0 * t->gran[g] / t->files, g + 1 < FM_GRAN_COUNT ? "," : "\n");
     if (t->labelled_lang)
         printf("  the files' own en/ja counts: the paper rule reproduces %d of %d\n", t->paper_reproduced, t->labelled_lang);
     if (t->labelled_gran)
@@ -241,8 +235,13 @@ static int classify_dir(const char *dir, int as_json) {
             break;
         }
         fm_judgement j;
-        fm_judge(f.ex, f.n, &jp, &j);
-        int gc = gran_class(&j.gran);
+        if (fm_judge(f.ex, f.n, &jp, &j) != SF_OK) {
+            fprintf(stderr, "saeflow classify: %s: %s\n", path, sf_last_error());
+            file_free(&f);
+            rc = 1;
+            break;
+        }
+        int gc = j.gran.gran;
         json_t *label = file_label(f.root);
         t.files++;
         t.examples += f.n;
@@ -278,7 +277,7 @@ static int classify_dir(const char *dir, int as_json) {
                 json_object_set_new(lang, fm_rule_names[r], c);
             }
             json_object_set_new(o, "language", lang);
-            json_object_set_new(o, "granularity", json_string(gc_names[gc]));
+            json_object_set_new(o, "granularity", json_string(fm_gran_names[gc]));
             if (label) json_object_set(o, "label", label);
             char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
             if (!line) abort(); /* out of memory */

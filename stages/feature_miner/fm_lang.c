@@ -1,8 +1,7 @@
-/* fm_lang.c — per-token language rules, the walk from an example's peak, the feature vote, and
- * the granularity rule. See fm_lang.h for the rules. */
+/* fm_lang.c — per-token language rules, the walk from an example's peak and the feature vote.
+ * See fm_lang.h for the rules. */
 #include "fm_lang.h"
 
-#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +11,6 @@
 const char *const fm_lang_names[FM_LANG_COUNT] = {"none", "en", "ja", "other"};
 const char *const fm_rule_names[FM_RULE_COUNT] = {"paper", "ascii", "script"};
 const char *const fm_flang_names[FM_FLANG_COUNT] = {"en", "ja", "mixed", "unknown"};
-const char *const fm_gran_names[FM_GRAN_COUNT] = {"token", "concept", "few_examples"};
 
 /* A SentencePiece byte-fallback piece "<0xNN>": its byte, or -1. */
 static int byte_piece(const char *s) {
@@ -141,70 +139,4 @@ void fm_feature_lang(fm_rule rule, const fm_token_act *ex, int n, double share, 
     else if ((double)out->counts[FM_LANG_EN] / total > share) out->verdict = FM_FLANG_EN;
     else if ((double)out->counts[FM_LANG_JA] / total > share) out->verdict = FM_FLANG_JA;
     else out->verdict = FM_FLANG_MIXED;
-}
-
-/* Whitespace stripped, NFKC case-folded; malloc'd. */
-static char *normalise(const char *tok) {
-    utf8proc_uint8_t *folded = utf8proc_NFKC_Casefold((const utf8proc_uint8_t *)tok);
-    const char *s = folded ? (const char *)folded : tok;
-    while (is_space((unsigned char)*s)) s++;
-    size_t len = strlen(s);
-    while (len > 0 && is_space((unsigned char)s[len - 1])) len--;
-    char *out = strndup(s, len);
-    free(folded);
-    return out;
-}
-
-/* Copies at most cap-1 bytes of s, never cutting a UTF-8 sequence. */
-static void copy_utf8(char *dst, size_t cap, const char *s) {
-    size_t len = strlen(s);
-    if (len >= cap) {
-        len = cap - 1;
-        while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80) len--;
-    }
-    memcpy(dst, s, len);
-    dst[len] = 0;
-}
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-void fm_granularity(const char *const *peak_toks, int n, int min_examples, double token_share,
-                    fm_gran_stats *out) {
-    memset(out, 0, sizeof *out);
-    out->n = n;
-    if (n <= 0) {
-        out->gran = FM_GRAN_FEW;
-        return;
-    }
-    char **norm = malloc((size_t)n * sizeof *norm);
-    int seen_en = 0, seen_ja = 0;
-    for (int i = 0; i < n; i++) {
-        norm[i] = normalise(peak_toks[i]);
-        fm_lang l = fm_token_lang(FM_RULE_SCRIPT, peak_toks[i]);
-        seen_en |= l == FM_LANG_EN;
-        seen_ja |= l == FM_LANG_JA;
-    }
-    qsort(norm, (size_t)n, sizeof *norm, cmp_str);
-    int best = 0;
-    for (int i = 0; i < n;) {
-        int j = i;
-        while (j < n && strcmp(norm[j], norm[i]) == 0) j++;
-        int run = j - i;
-        double p = (double)run / n;
-        out->entropy -= p * log2(p);
-        out->distinct++;
-        if (run > best) {
-            best = run;
-            copy_utf8(out->top_token, sizeof out->top_token, norm[i]);
-        }
-        i = j;
-    }
-    for (int i = 0; i < n; i++) free(norm[i]);
-    free(norm);
-    if (out->entropy < 0) out->entropy = 0; /* -0.0 for a single token */
-    out->top_share = (double)best / n;
-    out->spans_both = seen_en && seen_ja;
-    if (n < min_examples) out->gran = FM_GRAN_FEW;
-    else if (out->top_share >= token_share && !out->spans_both) out->gran = FM_GRAN_TOKEN;
-    else out->gran = FM_GRAN_CONCEPT;
 }

@@ -1,4 +1,4 @@
-/* fm_lang.h — the language and granularity of a feature, decided from its top examples.
+/* fm_lang.h — the language of a feature, decided from its top examples.
  *
  * Token strings here are display strings: SentencePiece's "▁" already turned into a space,
  * byte-fallback pieces spelled "<0xNN>". An example is an fm_token_act (tokens and quantised
@@ -55,25 +55,5 @@ typedef struct fm_lang_vote {
 } fm_lang_vote;
 
 void fm_feature_lang(fm_rule rule, const fm_token_act *ex, int n, double share, fm_lang_vote *out);
-
-/* Granularity of a feature from the tokens its examples peak on. */
-typedef enum fm_gran { FM_GRAN_TOKEN = 0, FM_GRAN_CONCEPT, FM_GRAN_FEW, FM_GRAN_COUNT } fm_gran;
-extern const char *const fm_gran_names[FM_GRAN_COUNT]; /* "token", "concept", "few_examples" */
-
-typedef struct fm_gran_stats {
-    int n;             /* examples */
-    int distinct;      /* distinct normalised peak tokens */
-    double entropy;    /* bits, of the peak-token distribution */
-    double top_share;  /* share of the most frequent peak token */
-    char top_token[64];/* that token, normalised (truncated to fit) */
-    int spans_both;    /* peak tokens include both English and Japanese (script rule) */
-    fm_gran gran;
-} fm_gran_stats;
-
-/* The rule: fewer than min_examples examples -> few_examples; else token-level when one
- * normalised token (whitespace stripped, NFKC case-folded) takes at least token_share of the
- * peaks and the peaks do not span both languages; concept-level otherwise. */
-void fm_granularity(const char *const *peak_toks, int n, int min_examples, double token_share,
-                    fm_gran_stats *out);
 
 #endif

@@ -200,11 +200,10 @@ static void token_act_build(const fm_feature *f, int n_thr, const fm_vocab *v, i
     }
 }
 
-static void analyse(fm_miner *m, int i, const fm_info *info, const fm_ta *ta, fm_fres *r) {
+static int analyse(fm_miner *m, int i, const fm_info *info, const fm_ta *ta, fm_fres *r) {
     fm_feature *f = &m->f[i];
-    fm_judge_params jp = {.lang_share = info->lang_share, .min_examples = info->min_examples,
-                          .token_share = info->token_share};
-    fm_judge(ta->ex, r->n_thr, &jp, &r->j);
+    fm_judge_params jp = {.lang_share = info->lang_share, .gran = info->gran};
+    if (fm_judge(ta->ex, r->n_thr, &jp, &r->j) != SF_OK) return SF_ERR;
     for (int rule = 0; rule < FM_RULE_COUNT; rule++) r->verdict[rule] = fm_flang_names[r->j.lang[rule].verdict];
     int *label_n = calloc((size_t)(m->n_labels ? m->n_labels : 1), sizeof *label_n);
     if (!label_n) abort();
@@ -213,6 +212,7 @@ static void analyse(fm_miner *m, int i, const fm_info *info, const fm_ta *ta, fm
     for (int l = 0; l < m->n_labels; l++)
         if (label_n[l] > info->lang_share * r->n_thr) r->verdict[FM_VOTE_LABEL] = m->labels[l];
     free(label_n);
+    return SF_OK;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -353,11 +353,12 @@ static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres
 
     json_t *g = json_object();
     json_object_set_new(g, "class", json_string(fm_gran_names[r->j.gran.gran]));
-    json_object_set_new(g, "distinct_peak_tokens", json_integer(r->j.gran.distinct));
-    json_object_set_new(g, "entropy_bits", jreal(r->j.gran.entropy));
     json_object_set_new(g, "top_token", jstr(r->j.gran.top_token));
     json_object_set_new(g, "top_share", jreal(r->j.gran.top_share));
-    json_object_set_new(g, "spans_both_languages", json_boolean(r->j.gran.spans_both));
+    json_object_set_new(g, "distinct_peak_tokens", json_integer(r->j.gran.distinct));
+    json_object_set_new(g, "distinct_share", jreal(r->j.gran.distinct_share));
+    json_object_set_new(g, "context_share", jreal(r->j.gran.context_share));
+    json_object_set_new(g, "active_share", jreal(r->j.gran.active_share));
     json_object_set_new(o, "granularity", g);
 
     if (lg) {
@@ -537,10 +538,11 @@ static int html_feature(const char *path, fm_miner *m, int i, const fm_vocab *v,
         fm_html_text(fp, r->verdict[vt]);
         fputs("</td></tr>", fp);
     }
-    fprintf(fp, "<tr><th>granularity</th><td class=\"t\">%s: %d distinct peak tokens, entropy %.2f bits, top &ldquo;",
-            fm_gran_names[r->j.gran.gran], r->j.gran.distinct, r->j.gran.entropy);
+    fprintf(fp, "<tr><th>granularity</th><td class=\"t\">%s: top peak token &ldquo;", fm_gran_names[r->j.gran.gran]);
     fm_html_text(fp, r->j.gran.top_token);
-    fprintf(fp, "&rdquo; %.0f%%%s</td></tr></table>\n", 100 * r->j.gran.top_share, r->j.gran.spans_both ? ", spans en+ja" : "");
+    fprintf(fp, "&rdquo; in %.0f%% of examples, %d distinct peak tokens, shared neighbour %.0f%%, active on %.0f%% of "
+                "tokens</td></tr></table>\n",
+            100 * r->j.gran.top_share, r->j.gran.distinct, 100 * r->j.gran.context_share, 100 * r->j.gran.active_share);
     html_histogram(fp, m, f);
     if (lg) {
         fputs("<h2>Logit effects</h2><table><tr><th>promoted</th><th>logit</th><th>suppressed</th><th>logit</th></tr>", fp);
@@ -607,7 +609,7 @@ static int write_feature(fm_writer *w, int i, fm_jcache *jc, fm_ta *ta) {
     float thr = fm_miner_threshold(w->m, i);
     while (r->n_thr < f->n_top && f->top[r->n_thr].peak > thr) r->n_thr++;
     token_act_build(f, r->n_thr, w->v, w->max_T, ta);
-    analyse(w->m, i, w->info, ta, r);
+    if (analyse(w->m, i, w->info, ta, r) != SF_OK) return SF_ERR;
     snprintf(path, sizeof path, "%s/features/%d.json", w->out_dir, i);
     if (dump_json(feature_json(w->m, i, w->v, r, w->lg, ta, jc), path) != SF_OK) return SF_ERR;
     snprintf(path, sizeof path, "%s/neuronpedia/%d.json", w->out_dir, i);
@@ -705,9 +707,8 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
             json_object_set_new(fj, key, jstr(res[i].verdict[vt]));
         }
         json_object_set_new(fj, "granularity", json_string(fm_gran_names[res[i].j.gran.gran]));
-        json_object_set_new(fj, "distinct_peak_tokens", json_integer(res[i].j.gran.distinct));
-        json_object_set_new(fj, "entropy_bits", jreal(res[i].j.gran.entropy));
         json_object_set_new(fj, "top_token", jstr(res[i].j.gran.top_token));
+        json_object_set_new(fj, "top_share", jreal(res[i].j.gran.top_share));
         json_array_append_new(feats, fj);
     }
 
@@ -730,8 +731,11 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
     json_object_set_new(params, "two_pass", json_boolean(m->cfg.known_max != NULL));
     json_object_set_new(params, "reservoir", json_integer(m->cfg.reservoir));
     json_object_set_new(params, "lang_share", jreal(info->lang_share));
-    json_object_set_new(params, "min_examples", json_integer(info->min_examples));
-    json_object_set_new(params, "token_share", jreal(info->token_share));
+    json_object_set_new(params, "min_examples", json_integer(info->gran.min_examples));
+    json_object_set_new(params, "token_share", jreal(info->gran.token_share));
+    json_object_set_new(params, "distinct_share", jreal(info->gran.distinct_share));
+    json_object_set_new(params, "context_share", jreal(info->gran.context_share));
+    json_object_set_new(params, "dense_share", jreal(info->gran.dense_share));
     json_object_set_new(sum, "params", params);
     json_t *lang = json_object();
     for (int vt = 0; vt < FM_VOTES; vt++) {

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "fm_gran.h"
 #include "fm_lang.h"
 #include "fm_miner.h"
 
@@ -35,8 +36,7 @@ typedef struct fm_logits {
 typedef struct fm_info {
     const char *checkpoint, *hook, *model, *sae_dir;
     int d, k;
-    int min_examples;  /* granularity rule */
-    double token_share;/* granularity rule */
+    fm_gran_params gran; /* granularity judge */
     double lang_share; /* language vote, paper 0.9 */
     int html;          /* write the dashboard too */
     int neuronpedia;   /* and neuronpedia/<id>.json */

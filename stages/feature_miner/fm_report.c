@@ -309,18 +309,18 @@ static void fmt_num(char *buf, size_t cap, double v, const char *fmt) {
 /* The Markdown table, to fp. */
 static void markdown(FILE *fp, const fm_run *runs, int n, double thr) {
     fprintf(fp, "| checkpoint | alive | en | ja | mixed | en (script) | ja (script) | mixed (script) | token | concept "
-                "| few ex. | FVU | dead | persist | appear | vanish | same index | chance |\n");
-    fprintf(fp, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+                "| uninterpretable | few ex. | FVU | dead | persist | appear | vanish | same index | chance |\n");
+    fprintf(fp, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int r = 0; r < n; r++) {
         const fm_run *x = &runs[r];
         char fvu[32], dead[32];
         fmt_num(fvu, sizeof fvu, x->fvu, "%.4f");
         fmt_num(dead, sizeof dead, x->dead, "%.4f");
-        fprintf(fp, "| %s | %d | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %s | %s |",
+        fprintf(fp, "| %s | %d | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %s | %s |",
                 x->name, x->alive, 100 * x->lang[FM_RULE_PAPER][FM_FLANG_EN], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_JA],
                 100 * x->lang[FM_RULE_PAPER][FM_FLANG_MIXED], 100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_EN], 100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_JA],
                 100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_MIXED], 100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
-                100 * x->gran[FM_GRAN_FEW], fvu, dead);
+                100 * x->gran[FM_GRAN_UNINTERPRETABLE], 100 * x->gran[FM_GRAN_FEW], fvu, dead);
         if (x->matched)
             fprintf(fp, " %d | %d | %d | %.1f%% | %.2g |\n", x->match.persist, x->match.appear, x->match.vanish,
                     x->match.persist ? 100.0 * x->match.same_index / x->match.persist : 0, x->match.chance_persist);
@@ -446,7 +446,7 @@ int fm_report_main(int argc, char **argv) {
                   "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
                   "padding:2px 6px;text-align:right}th{background:#f3f3f3}figure{display:inline-block;margin:0.5em}</style>"
                   "</head><body><h1>SAE features across checkpoints</h1>\n<table id=\"report\"><thead><tr><th>checkpoint</th>"
-                  "<th>alive</th><th>en</th><th>ja</th><th>mixed</th><th>token</th><th>concept</th><th>FVU</th><th>dead</th>"
+                  "<th>alive</th><th>en</th><th>ja</th><th>mixed</th><th>token</th><th>concept</th><th>uninterpretable</th><th>FVU</th><th>dead</th>"
                   "<th>persist</th><th>appear</th><th>vanish</th><th>same index</th><th>chance</th></tr></thead><tbody>\n", html);
             for (int r = 0; r < n; r++) {
                 const fm_run *x = &runs[r];
@@ -456,9 +456,10 @@ int fm_report_main(int argc, char **argv) {
                 fputs("<tr><td style=\"text-align:left\">", html);
                 fm_html_text(html, x->name);
                 fprintf(html, "</td><td>%d</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td>"
-                              "<td>%s</td><td>%s</td>",
+                              "<td>%.1f%%</td><td>%s</td><td>%s</td>",
                         x->alive, 100 * x->lang[FM_RULE_PAPER][FM_FLANG_EN], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_JA], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_MIXED],
-                        100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT], fvu, dead);
+                        100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
+                        100 * x->gran[FM_GRAN_UNINTERPRETABLE], fvu, dead);
                 if (x->matched)
                     fprintf(html, "<td>%d</td><td>%d</td><td>%d</td><td>%.1f%%</td><td>%.2g</td></tr>\n", x->match.persist,
                             x->match.appear, x->match.vanish,
@@ -467,12 +468,13 @@ int fm_report_main(int argc, char **argv) {
             }
             fputs("</tbody></table>\n", html);
             const char *lang_s[] = {"en", "ja", "mixed"}, *lang_c[] = {"#1f77b4", "#d62728", "#9467bd"};
-            const char *gran_s[] = {"token", "concept", "few examples"}, *gran_c[] = {"#f08c00", "#2ca02c", "#bbbbbb"};
+            const char *gran_s[] = {"token", "concept", "uninterpretable", "few examples"},
+                       *gran_c[] = {"#f08c00", "#2ca02c", "#8c564b", "#bbbbbb"};
             const char *one_c[] = {"#555555"}, *fvu_s[] = {"FVU"}, *dead_s[] = {"dead fraction"};
             const char *match_s[] = {"persist", "appear", "vanish"}, *match_c[] = {"#2ca02c", "#1f77b4", "#d62728"};
             svg_chart(html, "Language of features (paper rule)", runs, n, 3, lang_s, lang_c, v_lang, 1);
             svg_chart(html, "Language of features (script rule)", runs, n, 3, lang_s, lang_c, v_lang_script, 1);
-            svg_chart(html, "Granularity", runs, n, 3, gran_s, gran_c, v_gran, 1);
+            svg_chart(html, "Granularity", runs, n, FM_GRAN_COUNT, gran_s, gran_c, v_gran, 1);
             svg_chart(html, "FVU", runs, n, 1, fvu_s, one_c, v_fvu, 0);
             svg_chart(html, "Dead fraction", runs, n, 1, dead_s, one_c, v_dead, 0);
             if (do_match) svg_chart(html, "Features vs previous checkpoint", runs, n, 3, match_s, match_c, v_match, 0);

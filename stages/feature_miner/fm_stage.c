@@ -105,13 +105,19 @@ static int fm_init(sf_ctx *ctx, void **out) {
         .sae_dir = s->sae_dir,
         .d = s->sae.d,
         .k = s->sae.k,
-        .min_examples = (int)sf_param_int(ctx, "min_examples"),
-        .token_share = sf_param_float(ctx, "token_share"),
+        .gran = {
+            .min_examples = (int)sf_param_int(ctx, "min_examples"),
+            .token_share = sf_param_float(ctx, "token_share"),
+            .distinct_share = sf_param_float(ctx, "distinct_share"),
+            .context_share = sf_param_float(ctx, "context_share"),
+            .dense_share = sf_param_float(ctx, "dense_share"),
+        },
         .lang_share = sf_param_float(ctx, "lang_share"),
         .html = sf_param_bool(ctx, "html"),
         .neuronpedia = sf_param_bool(ctx, "neuronpedia"),
         .threads = (int)sf_param_int(ctx, "threads"),
     };
+    if (fm_gran_check_params(&s->info.gran) != SF_OK) return SF_ERR;
     return fm_mkdirs(s->out_dir);
 }
 
@@ -273,8 +279,11 @@ static const sf_param_def fm_params[] = {
     {"reservoir", SF_PARAM_INT, "2", "examples sampled uniformly per activation interval of each feature (10 intervals of the max, 20 power-of-two buckets in one pass)"},
     {"hist_bins", SF_PARAM_INT, "64", "histogram bins (width doubles as the max grows)"},
     {"lang_share", SF_PARAM_FLOAT, FM_STR(FM_DEFAULT_LANG_SHARE), "a feature is English/Japanese if more than this share of its examples is (paper rule: of all examples)"},
-    {"min_examples", SF_PARAM_INT, FM_STR(FM_DEFAULT_MIN_EXAMPLES), "granularity needs at least this many examples"},
-    {"token_share", SF_PARAM_FLOAT, FM_STR(FM_DEFAULT_TOKEN_SHARE), "token-level if one peak token takes this share of examples"},
+    {"min_examples", SF_PARAM_INT, FM_STR(FM_GRAN_MIN_EXAMPLES), "granularity: fewer examples than this are 'few'"},
+    {"token_share", SF_PARAM_FLOAT, FM_STR(FM_GRAN_TOKEN_SHARE), "granularity: token-level if one peak token takes at least this share of examples"},
+    {"distinct_share", SF_PARAM_FLOAT, FM_STR(FM_GRAN_DISTINCT_SHARE), "granularity: uninterpretable needs at least this many distinct peak tokens per example ..."},
+    {"context_share", SF_PARAM_FLOAT, FM_STR(FM_GRAN_CONTEXT_SHARE), "granularity: ... no token before/after the peak shared by this share of examples ..."},
+    {"dense_share", SF_PARAM_FLOAT, FM_STR(FM_GRAN_DENSE_SHARE), "granularity: ... and firing on less than this share of an example's tokens"},
     {"logit_top", SF_PARAM_INT, "10", "promoted/suppressed tokens listed per feature"},
     {"drop_bos", SF_PARAM_BOOL, "true", "leave out a leading BOS token, as the paper does"},
     {"html", SF_PARAM_BOOL, "true", "write the HTML dashboard"},

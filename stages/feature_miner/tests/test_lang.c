@@ -1,8 +1,7 @@
 /* The language rules (paper, ascii, script) on crafted tokens: digits, punctuation (ASCII and
  * full-width, in and out of the paper's class), Unicode whitespace, byte pieces, mixed scripts;
  * examples: the first of tied peaks, the digit walk and the paper's wrap before position 0; the 90%
- * vote at its boundary and what each rule divides by; and the granularity rule's numbers. */
-#include <math.h>
+ * vote at its boundary and what each rule divides by (granularity: tests/test_gran.c). */
 #include <stdio.h>
 #include <string.h>
 
@@ -144,27 +143,6 @@ int main(void) {
     for (int i = 0; i < 10; i++) v[i].tok = i < 9 ? en_t : ru_t;
     fm_feature_lang(FM_RULE_SCRIPT, v, 10, 0.9, &vote);
     CHECK(vote.verdict == FM_FLANG_MIXED, "script: other script counts against");
-
-    /* granularity */
-    fm_gran_stats g;
-    const char *g1[] = {" dog", " Dog", "dog", "ＤＯＧ", " cat"};
-    fm_granularity(g1, 5, 5, 0.5, &g);
-    double h1 = -(0.8 * log2(0.8) + 0.2 * log2(0.2));
-    CHECK(g.gran == FM_GRAN_TOKEN && g.distinct == 2 && fabs(g.entropy - h1) < 1e-9 && fabs(g.top_share - 0.8) < 1e-12 &&
-              strcmp(g.top_token, "dog") == 0 && !g.spans_both,
-          "dog feature: %s distinct %d entropy %g share %g top '%s'", fm_gran_names[g.gran], g.distinct, g.entropy,
-          g.top_share, g.top_token);
-    const char *g2[] = {" dog", "犬", " dog", " dog", " dog"};
-    fm_granularity(g2, 5, 5, 0.5, &g);
-    CHECK(g.gran == FM_GRAN_CONCEPT && g.spans_both, "dog/犬 spans both languages: concept");
-    const char *g3[] = {" one", " two", " three", "四", "5"};
-    fm_granularity(g3, 5, 5, 0.5, &g);
-    CHECK(g.gran == FM_GRAN_CONCEPT && g.distinct == 5 && fabs(g.entropy - log2(5)) < 1e-9, "numbers: concept");
-    fm_granularity(g3, 2, 5, 0.5, &g);
-    CHECK(g.gran == FM_GRAN_FEW, "two examples: too few");
-    const char *g4[] = {"の", "の", "の", "の", "の", "の"};
-    fm_granularity(g4, 6, 5, 0.5, &g);
-    CHECK(g.gran == FM_GRAN_TOKEN && g.entropy == 0 && g.distinct == 1, "single token");
 
     printf("%s\n", failures ? "FAIL" : "ok");
     return failures ? 1 : 0;

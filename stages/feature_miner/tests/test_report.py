@@ -18,6 +18,7 @@ import numpy as np
 import planted
 
 THR = 0.7
+GRAN = ("token", "concept", "uninterpretable", "few")
 
 
 def read_sae(sae_dir):
@@ -88,7 +89,9 @@ def main():
         for lang in ("en", "ja", "mixed"):
             want = s["language"]["paper"][lang] / s["alive"]
             check(abs(row["language_paper"][lang] - want) < 1e-12, f"{row['checkpoint']} {lang} share")
-        for g in ("token", "concept"):
+        check(sorted(s["granularity"]) == sorted(GRAN) and sum(s["granularity"].values()) == s["alive"],
+              f"{row['checkpoint']}: granularity classes {s['granularity']} cover the alive features")
+        for g in GRAN:
             check(abs(row["granularity"][g] - s["granularity"][g] / s["alive"]) < 1e-12, f"{row['checkpoint']} {g}")
     check(rj[0]["fvu"] == 0.25 and rj[0]["dead_fraction"] == 0.125, "metrics.json at the top level")
     check(rj[1]["fvu"] == 0.125 and rj[1]["dead_fraction"] == 0.0625, "last line of the trainer's metrics.jsonl")
@@ -131,6 +134,15 @@ def main():
     with open(os.path.join(rep, "report.md"), encoding="utf-8") as f:
         md = f.read()
     check(md.count("\n| step100 |") == 2, "two rows in report.md (both runs mined checkpoint step100)")
+    # Every granularity class has its column, with the summary's share.
+    lines = [[c.strip() for c in line.strip().strip("|").split("|")] for line in md.splitlines() if line.startswith("|")]
+    head = lines[0]
+    for g, col in zip(GRAN, ("token", "concept", "uninterpretable", "few ex.")):
+        check(col in head, f"report.md has no column {col!r}: {head}")
+        if col in head:
+            for cells, s in zip(lines[2:], summaries):
+                want = f"{100 * s['granularity'][g] / s['alive']:.1f}%"
+                check(cells[head.index(col)] == want, f"report.md {col}: {cells[head.index(col)]} != {want}")
 
     h = subprocess.run([drive, "report", "--help"], capture_output=True, text=True)
     check(h.returncode == 0 and h.stdout.startswith("usage: saeflow report") and "--no-match" in h.stdout and not h.stderr,
