@@ -11,7 +11,7 @@ approximation (the "ascii" rule) and the "script" rule give differently.
 
     tools/check_paper_language.py [PAPER_DATA_DIR] [--saeflow PATH]
 
-PAPER_DATA_DIR is a local copy's docs/data (the repository has no licence: nothing of it is
+PAPER_DATA_DIR is a local copy of the repository or its docs/data (the repository has no licence: nothing of it is
 committed here). Without it, $SAEFLOW_PAPER_DATA; when neither is given or the folder does not
 exist, it exits 77 (meson's "skipped"). Exit 0: all reproduced; 1: a mismatch (each printed).
 """
@@ -49,6 +49,8 @@ def main():
         print(f"skipped: SAEFLOW_PAPER_DATA={data} does not exist")
         return 77
 
+    if os.path.isdir(os.path.join(data, "docs", "data")):  # the repository's root, as paper_granularity.py takes it
+        data = os.path.join(data, "docs", "data")
     dirs = [os.path.join(data, c) for c in CHECKPOINTS]
     missing = [d for d in dirs if not os.path.isdir(d)]
     if missing:
