@@ -563,6 +563,12 @@ tok_tokenizer *tok_load_mem(const void *buf, size_t len, char *err, size_t errle
     const char *p = buf;
     size_t i = len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0 ? 3 : 0; /* a UTF-8 BOM */
     while (i < len && (p[i] == ' ' || p[i] == '\n' || p[i] == '\r' || p[i] == '\t')) i++;
+    if (i == len) { /* an empty protobuf parses as a model of 0 pieces: say what is really wrong */
+        tok_errf(err, errlen, "the file is empty%s: not a tokenizer (expected a Hugging Face tokenizer.json "
+                              "or a SentencePiece .model)", len ? " (only white space)" : "");
+        tok_free(t);
+        return NULL;
+    }
     int rc = i < len && p[i] == '{' ? tok_hf_load(t, p + i, len - i, err, errlen)
                                     : tok_spm_load(t, buf, len, err, errlen);
     if (rc != 0) {

@@ -293,6 +293,18 @@ static void expect_reject(const char *what, const void *buf, size_t len) {
     if (t) tok_free(t);
 }
 
+/* An empty file is named as empty, not as a SentencePiece model of 0 pieces. */
+static void test_empty_file(void) {
+    const char *cases[] = {"", "\n  \n", "\xef\xbb\xbf"};
+    for (int c = 0; c < 3; c++) {
+        char err[512] = "";
+        tok_tokenizer *t = tok_load_mem(cases[c], strlen(cases[c]), err, sizeof err);
+        CHECK(!t && strstr(err, "empty") && strstr(err, "not a tokenizer") && !strstr(err, "pieces"),
+              "empty file case %d: '%s'", c, err);
+        if (t) tok_free(t);
+    }
+}
+
 static void test_untrusted(const char *spm_model) {
     expect_reject("empty", "", 0);
     expect_reject("not protobuf", "\xff\xff\xff\xff\x0f", 5);
@@ -372,6 +384,7 @@ int main(int argc, char **argv) {
     test_irregular_vocab();
     test_single_word();
     test_unigram_without_unk();
+    test_empty_file();
     test_untrusted(spm_model);
     printf(failures ? "%d FAILED\n" : "all passed\n", failures);
     return failures ? 1 : 0;
