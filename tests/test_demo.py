@@ -40,7 +40,7 @@ os.makedirs(empty)
 for what, env, words in (("a suite without checkpoint folders", dict(SUITE=empty), ["no checkpoint folders", "set SUITE"]),
                          ("a suite that does not exist", dict(SUITE=empty + "/nope"), ["is not a folder", "set SUITE"]),
                          ("STEPS naming no checkpoint", dict(SUITE=suite, STEPS="step-000000"), ["STEPS names step-000000"]),
-                         ("no tokenizer anywhere", dict(SUITE=os.path.join(src, "data/suite/reference"), STEPS="sae"),
+                         ("no tokenizer anywhere", dict(SUITE=os.path.join(src, "data/suite/reference"), STEPS="sae", LAYER="1"),
                           ["no tokenizer for sae", "set TOKENIZER"])):
     r = subprocess.run([os.path.join(src, "tools/demo.sh")], cwd=src, env=dict(base, **env), capture_output=True, text=True,
                        timeout=60)
