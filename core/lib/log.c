@@ -115,6 +115,7 @@ void sf_log(int level, const char *fmt, ...) {
     int len = snprintf(line, sizeof line, "%02d:%02d:%02d %s%s%s%s: %s\n", tm.tm_hour, tm.tm_min, tm.tm_sec,
                        thread_name ? "[" : "", thread_name ? thread_name : "", thread_name ? "] " : "", tags[level], msg);
     size_t line_len = len < 0 ? 0 : (size_t)len < sizeof line ? (size_t)len : sizeof line - 1;
+    if (line_len && line[line_len - 1] != '\n') line[line_len - 1] = '\n'; /* cut: still one whole line */
     pthread_mutex_lock(&log_lock);
     if (live_lines) {
         size_t n = 0, cap = 0;
