@@ -3,11 +3,13 @@
  * how many were acknowledged, in flight, processed), and per stage the counters stages keep. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "runtime.h"
+#include "sf_internal.h"
 
 void sf_progress_note(sf_ctx *ctx, const char *fmt, ...) {
     char note[sizeof ctx->prog_note];
@@ -60,17 +62,21 @@ void sf_progress_tick(sf_runtime *rt, int final) {
         }
         return;
     }
-    /* Redraw the block in place: move up over the lines drawn last time. Lines are cut to the
-     * terminal's width, so none wraps and the count stays right. */
+    /* The block is drawn by the logger (sf_log_live_draw), which prints log lines above it. Lines
+     * are cut to the terminal's width, so none wraps and the count of lines stays right. */
     struct winsize ws;
     int width = ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 ? ws.ws_col - 1 : 299;
-    if (rt->lines_drawn) fprintf(stderr, "\033[%dA", rt->lines_drawn);
+    size_t cap = (size_t)rt->n_inst * 301 + 1, n = 0;
+    char *block = malloc(cap);
+    if (!block) return;
     for (int i = 0; i < rt->n_inst; i++) {
         char line[300];
         stage_line(rt, rt->inst[i], elapsed, line, sizeof line);
-        fprintf(stderr, "\033[2K%.*s\n", width, line);
+        n += (size_t)snprintf(block + n, cap - n, "%.*s\n", width, line);
     }
-    rt->lines_drawn = rt->n_inst;
+    sf_log_live_draw(block, rt->n_inst);
+    free(block);
+    if (final) sf_log_live_end(); /* the last state stays on the screen; the summary follows it */
 }
 
 void sf_progress_summary(sf_runtime *rt) {

@@ -42,14 +42,19 @@ static void wake_workers(sf_runtime *rt) {
 /* Records the first error, tells remote peers, and makes every worker stop. Loop thread or
  * worker thread. */
 static void fail_run(sf_runtime *rt, const char *fmt, ...) {
+    char first[sizeof rt->error] = "";
     pthread_mutex_lock(&rt->err_lock);
     if (!rt->error[0]) {
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(rt->error, sizeof rt->error, fmt, ap);
         va_end(ap);
+        memcpy(first, rt->error, sizeof first);
     }
     pthread_mutex_unlock(&rt->err_lock);
+    /* Logged now, so the cause comes before what the other stages say while they stop (a trainer
+     * that got no activations...); the summary ends with it again. */
+    if (first[0]) sf_log(SF_LOG_ERROR, "%s", first);
     atomic_store(&rt->aborting, 1);
     atomic_store(&rt->stopping, 1);
     wake_workers(rt);

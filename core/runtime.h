@@ -127,7 +127,6 @@ typedef struct sf_runtime {
     /* progress */
     int live;
     double last_report;
-    int lines_drawn;
 } sf_runtime;
 
 double sf_now(void);

@@ -7,12 +7,50 @@
 #
 #   tools/demo.sh                      everything, into runs/demo (about 2.1 GB), building into build/
 #   RUNS=/tmp/d BUILD=build-ci STEPS="step-000000 step-001000" TRAIN_ARGS="docs=200" MINE_ARGS="docs=50" tools/demo.sh
+#   SUITE=/data/llm-jp-3-1.8b LAYER=12 tools/demo.sh      another suite: every folder of it with a config.json
+#
+# Variables: SUITE (a folder of checkpoint folders), STEPS (which of them, in training order; default
+# all, sorted by name), LAYER (the hooked block; default the middle one of the first checkpoint's
+# num_hidden_layers / n_layer), TOKENIZER (default: SUITE's tokenizer.json or .model, else each
+# checkpoint's own), TRAIN_ARGS and MINE_ARGS (KEY=VALUE overrides of pipelines/demo-train.flow and
+# demo-mine.flow), RUNS (output folder), BUILD (meson build folder).
 set -eu
 cd "$(dirname "$0")/.."
 runs=${RUNS:-runs/demo}
 suite=${SUITE:-data/suite}
 build=${BUILD:-build}
-steps=${STEPS:-$(cd "$suite" && ls -d step-* | sort)}
+die() { echo "demo.sh: $*" >&2; exit 2; }
+
+[ -d "$suite" ] || die "SUITE=$suite is not a folder: set SUITE to a checkpoint suite (a folder with one folder per checkpoint, each holding config.json and the weights)"
+if [ -n "${STEPS:-}" ]; then
+    steps=$STEPS
+    for step in $steps; do
+        [ -f "$suite/$step/config.json" ] || die "STEPS names $step, but $suite/$step/config.json does not exist: STEPS lists checkpoint folders of SUITE=$suite"
+    done
+else # every checkpoint folder: any folder of the suite with a config.json
+    steps=$(for d in "$suite"/*/; do [ -f "$d/config.json" ] && basename "$d"; done | sort)
+    [ -n "$steps" ] || die "no checkpoint folders in SUITE=$suite (a checkpoint folder holds config.json and the weights): set SUITE to your suite, or STEPS=\"a b ...\" to name its checkpoints"
+fi
+case "$steps" in *,*) die "checkpoint names with a comma cannot be swept: rename them or run pipelines/demo-mine.flow per checkpoint" ;; esac
+first=$(echo $steps | cut -d' ' -f1)
+if [ -z "${LAYER:-}" ]; then
+    depth=$(sed -n 's/.*"\(num_hidden_layers\|n_layer\)": *\([0-9][0-9]*\).*/\2/p' "$suite/$first/config.json" | head -1)
+    [ -n "$depth" ] || die "cannot read the number of layers from $suite/$first/config.json: set LAYER (the block whose output the SAEs read)"
+    LAYER=$((depth / 2))
+fi
+tok_args=""
+if [ -n "${TOKENIZER:-}" ]; then
+    tok_args="tokenizer=$TOKENIZER"
+else
+    for step in $steps; do
+        found=""
+        for f in "$suite/tokenizer.json" "$suite/tokenizer.model" "$suite/$step/tokenizer.json" "$suite/$step/tokenizer.model"; do
+            [ -f "$f" ] && found=1 && break
+        done
+        [ -n "$found" ] || die "no tokenizer for $step: neither $suite nor $suite/$step holds a tokenizer.json or tokenizer.model; set TOKENIZER=FILE"
+    done
+fi
+echo "== suite $suite: $(echo $steps | wc -w) checkpoints ($(echo $steps)), SAEs on resid_post.$LAYER"
 
 echo "== building in $build"
 if [ ! -f "$build/build.ninja" ]; then meson setup "$build" --buildtype=release; fi
@@ -27,12 +65,12 @@ for step in $steps; do
     mkdir -p "$runs/$step/features"
     echo "== training an SAE for $step ($i/$n) on the train split (pipelines/demo-train.flow, seed $seed)"
     # shellcheck disable=SC2086
-    "$sf" run pipelines/demo-train.flow step="$step" seed="$seed" suite="$suite" runs="$runs" ${TRAIN_ARGS:-}
+    "$sf" run pipelines/demo-train.flow step="$step" seed="$seed" suite="$suite" layer="$LAYER" runs="$runs" $tok_args ${TRAIN_ARGS:-}
 done
 list=$(echo $steps | tr ' ' ',')
 echo "== evaluating and mining features on the test split (pipelines/demo-mine.flow): $list"
 # shellcheck disable=SC2086
-"$sf" run pipelines/demo-mine.flow --sweep step="$list" suite="$suite" runs="$runs" ${MINE_ARGS:-}
+"$sf" run pipelines/demo-mine.flow --sweep step="$list" suite="$suite" layer="$LAYER" runs="$runs" $tok_args ${MINE_ARGS:-}
 dirs=""
 for step in $steps; do dirs="$dirs $runs/$step/features"; done
 echo "== report over $n checkpoints"

@@ -4,7 +4,9 @@
  * RUN_DIR/metrics.json, RUN_DIR/eval.json, <sae>/eval.json (sae_eval), the last line of
  * <sae>/metrics.jsonl (sae_trainer), <sae>/metrics.json, <sae>/config.json, <sae>/cfg.json that has
  * the numbers "fvu" and "dead_fraction" (at the top level, or in an object "final" or
- * "metrics"). It writes OUT/report.md, OUT/report.html (tables and SVG bar charts) and
+ * "metrics"); and the LM loss with and without the SAE spliced in ("loss", "loss_sae": the forward
+ * stage's `sae` passes them to sae_eval) from the first of RUN_DIR/eval.json, RUN_DIR/metrics.json,
+ * <sae>/eval.json that has both. It writes OUT/report.md, OUT/report.html (tables and SVG bar charts) and
  * OUT/report.json, and prints the Markdown table and the HTML path. */
 #include "fm_report.h"
 
@@ -130,6 +132,8 @@ typedef struct fm_run {
     double gran[FM_GRAN_COUNT];
     double fvu, dead; /* NAN if no metrics were found */
     char *metrics_src; /* the file they came from */
+    double loss, loss_sae; /* the LM's loss on the mined tokens, and with the SAE spliced in; NAN if none */
+    char *loss_src;
     fm_match match;   /* with the previous run (not for the first) */
     int matched;
 } fm_run;
@@ -180,7 +184,7 @@ static int load_run(fm_run *r, const char *dir) {
     char path[4096];
     memset(r, 0, sizeof *r);
     r->dir = strdup(dir);
-    r->fvu = r->dead = NAN;
+    r->fvu = r->dead = r->loss = r->loss_sae = NAN;
     snprintf(path, sizeof path, "%s/summary.json", dir);
     r->summary = load_json(path);
     if (!r->summary) {
@@ -226,6 +230,22 @@ static int load_run(fm_run *r, const char *dir) {
             r->metrics_src = strdup(path);
             break;
         }
+    }
+    const char *const loss_cands[][2] = {{"run", "eval.json"}, {"run", "metrics.json"}, {"sae", "eval.json"}};
+    for (size_t c = 0; c < sizeof loss_cands / sizeof loss_cands[0]; c++) {
+        const char *base = loss_cands[c][0][0] == 'r' ? dir : r->sae;
+        if (!base) continue;
+        snprintf(path, sizeof path, "%s/%s", base, loss_cands[c][1]);
+        json_t *j = load_json(path);
+        json_t *l = json_object_get(j, "loss"), *ls = json_object_get(j, "loss_sae");
+        int found = json_is_number(l) && json_is_number(ls);
+        if (found) {
+            r->loss = json_number_value(l);
+            r->loss_sae = json_number_value(ls);
+            r->loss_src = strdup(path);
+        }
+        json_decref(j);
+        if (found) break;
     }
     return SF_OK;
 }
@@ -306,28 +326,36 @@ static void fmt_num(char *buf, size_t cap, double v, const char *fmt) {
     else snprintf(buf, cap, "n/a");
 }
 
+/* "3.985 (+0.036)": the LM loss and its change with the SAE, as README's table shows them. */
+static void fmt_loss(char *buf, size_t cap, const fm_run *x) {
+    if (isfinite(x->loss) && isfinite(x->loss_sae)) snprintf(buf, cap, "%.3f (%+.3f)", x->loss, x->loss_sae - x->loss);
+    else snprintf(buf, cap, "n/a");
+}
+
 /* The Markdown table, to fp. */
 static void markdown(FILE *fp, const fm_run *runs, int n, double thr) {
     fprintf(fp, "| checkpoint | alive | en | ja | mixed | en (script) | ja (script) | mixed (script) | token | concept "
-                "| uninterpretable | few ex. | FVU | dead | persist | appear | vanish | same index | chance |\n");
-    fprintf(fp, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+                "| uninterpretable | few ex. | FVU | dead | LM loss (+ with SAE) | persist | appear | vanish | same index | chance |\n");
+    fprintf(fp, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int r = 0; r < n; r++) {
         const fm_run *x = &runs[r];
-        char fvu[32], dead[32];
+        char fvu[32], dead[32], loss[64];
         fmt_num(fvu, sizeof fvu, x->fvu, "%.4f");
         fmt_num(dead, sizeof dead, x->dead, "%.4f");
-        fprintf(fp, "| %s | %d | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %s | %s |",
+        fmt_loss(loss, sizeof loss, x);
+        fprintf(fp, "| %s | %d | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %s | %s | %s |",
                 x->name, x->alive, 100 * x->lang[FM_RULE_PAPER][FM_FLANG_EN], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_JA],
                 100 * x->lang[FM_RULE_PAPER][FM_FLANG_MIXED], 100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_EN], 100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_JA],
                 100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_MIXED], 100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
-                100 * x->gran[FM_GRAN_UNINTERPRETABLE], 100 * x->gran[FM_GRAN_FEW], fvu, dead);
+                100 * x->gran[FM_GRAN_UNINTERPRETABLE], 100 * x->gran[FM_GRAN_FEW], fvu, dead, loss);
         if (x->matched)
             fprintf(fp, " %d | %d | %d | %.1f%% | %.2g |\n", x->match.persist, x->match.appear, x->match.vanish,
                     x->match.persist ? 100.0 * x->match.same_index / x->match.persist : 0, x->match.chance_persist);
         else fprintf(fp, " | | | | |\n");
     }
     fprintf(fp, "\nLanguage shares are of alive features (fired in the mined stream); the paper's rule, then the "
-                "script-aware one. persist/vanish: features of the previous checkpoint whose decoder direction has "
+                "script-aware one. LM loss: the model's mean next-token loss on the mined tokens, in brackets its "
+                "change when the SAE's reconstruction replaces the layer (the forward stage's `sae`). persist/vanish: features of the previous checkpoint whose decoder direction has "
                 "(has no) match with cosine >= %.2f here; appear: features here with no such match there. same index: "
                 "share of the persisting features whose match has the same index (high when two SAEs share their "
                 "initialisation); chance: persist expected between independent random directions.\n", thr);
@@ -447,19 +475,20 @@ int fm_report_main(int argc, char **argv) {
                   "padding:2px 6px;text-align:right}th{background:#f3f3f3}figure{display:inline-block;margin:0.5em}</style>"
                   "</head><body><h1>SAE features across checkpoints</h1>\n<table id=\"report\"><thead><tr><th>checkpoint</th>"
                   "<th>alive</th><th>en</th><th>ja</th><th>mixed</th><th>token</th><th>concept</th><th>uninterpretable</th><th>FVU</th><th>dead</th>"
-                  "<th>persist</th><th>appear</th><th>vanish</th><th>same index</th><th>chance</th></tr></thead><tbody>\n", html);
+                  "<th>LM loss (+ with SAE)</th><th>persist</th><th>appear</th><th>vanish</th><th>same index</th><th>chance</th></tr></thead><tbody>\n", html);
             for (int r = 0; r < n; r++) {
                 const fm_run *x = &runs[r];
-                char fvu[32], dead[32];
+                char fvu[32], dead[32], loss[64];
                 fmt_num(fvu, sizeof fvu, x->fvu, "%.4f");
                 fmt_num(dead, sizeof dead, x->dead, "%.4f");
+                fmt_loss(loss, sizeof loss, x);
                 fputs("<tr><td style=\"text-align:left\">", html);
                 fm_html_text(html, x->name);
                 fprintf(html, "</td><td>%d</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td>"
-                              "<td>%.1f%%</td><td>%s</td><td>%s</td>",
+                              "<td>%.1f%%</td><td>%s</td><td>%s</td><td>%s</td>",
                         x->alive, 100 * x->lang[FM_RULE_PAPER][FM_FLANG_EN], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_JA], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_MIXED],
                         100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
-                        100 * x->gran[FM_GRAN_UNINTERPRETABLE], fvu, dead);
+                        100 * x->gran[FM_GRAN_UNINTERPRETABLE], fvu, dead, loss);
                 if (x->matched)
                     fprintf(html, "<td>%d</td><td>%d</td><td>%d</td><td>%.1f%%</td><td>%.2g</td></tr>\n", x->match.persist,
                             x->match.appear, x->match.vanish,
@@ -508,6 +537,11 @@ int fm_report_main(int argc, char **argv) {
             json_object_set_new(o, "fvu", isfinite(x->fvu) ? json_real(x->fvu) : json_null());
             json_object_set_new(o, "dead_fraction", isfinite(x->dead) ? json_real(x->dead) : json_null());
             json_object_set_new(o, "metrics_source", x->metrics_src ? json_string(x->metrics_src) : json_null());
+            int has_loss = isfinite(x->loss) && isfinite(x->loss_sae);
+            json_object_set_new(o, "lm_loss", has_loss ? json_real(x->loss) : json_null());
+            json_object_set_new(o, "lm_loss_sae", has_loss ? json_real(x->loss_sae) : json_null());
+            json_object_set_new(o, "lm_loss_increase", has_loss ? json_real(x->loss_sae - x->loss) : json_null());
+            json_object_set_new(o, "lm_loss_source", x->loss_src ? json_string(x->loss_src) : json_null());
             if (x->matched) {
                 json_t *m = json_object();
                 json_object_set_new(m, "persist", json_integer(x->match.persist));
@@ -535,6 +569,7 @@ int fm_report_main(int argc, char **argv) {
         free(runs[r].name);
         free(runs[r].sae);
         free(runs[r].metrics_src);
+        free(runs[r].loss_src);
         json_decref(runs[r].summary);
     }
     free(runs);

@@ -270,7 +270,9 @@ static void fm_destroy(void *state) {
 static const sf_param_def fm_params[] = {
     {"sae", SF_PARAM_STRING, NULL, "SAE directory (llm-jp-sae, sparsify or SAELens layout)"},
     {"out", SF_PARAM_STRING, NULL, "run directory for summary.json, features/, index.html"},
-    {"tokenizer", SF_PARAM_STRING, "", "tokenizer file (or spm_export_vocab listing) to show tokens"},
+    {"tokenizer", SF_PARAM_STRING, "",
+     "tokenizer file (or spm_export_vocab listing) to show tokens; as the tokenizer stage's, also a folder or a "
+     "comma-separated list of candidates"},
     {"model", SF_PARAM_STRING, "", "model directory, for logit effects (W_U . W_dec); empty: none"},
     {"hook", SF_PARAM_STRING, "", "mine only activations of this hook point (needed when the stream carries several)"},
     {"top_n", SF_PARAM_INT, "50", "examples kept per feature (paper: 50)"},

@@ -527,7 +527,7 @@ static const sae_layout_desc sae_layouts[3] = {
     {"cfg.json", "sae_weights.safetensors", "W_enc", "b_enc", "W_dec", "b_dec", 1, 0},
 };
 
-static int sae_mkdirs(const char *dir) {
+int sae_mkdirs(const char *dir) {
     char buf[4096];
     size_t len = strlen(dir);
     if (len == 0 || len >= sizeof buf) return sf_fail("sae: bad directory name '%s'", dir);

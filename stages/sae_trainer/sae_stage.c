@@ -239,9 +239,8 @@ static int trainer_init(sf_ctx *ctx, void **state) {
         sae_layout l;
         if (sae_layout_parse(tok, &l) != SF_OK) return SF_ERR;
     }
-    if (mkdir(s->out_dir, 0777) != 0 && errno != EEXIST)
-        return sf_fail("cannot create %s: %s", s->out_dir, strerror(errno));
-    return SF_OK;
+    /* with its parents: in a fresh live pipeline nothing else may have made them yet */
+    return sae_mkdirs(s->out_dir);
 }
 
 static int trainer_path(const trainer_state *s, const char *name, char *buf, size_t cap) {

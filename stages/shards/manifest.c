@@ -108,10 +108,13 @@ static int mf_shard(const char *path, json_t *o, const sh_manifest *m, sh_shard_
         mf_real(path, o, "norm_sum", &s->norm_sum) || mf_real(path, o, "norm_sq_sum", &s->norm_sq_sum))
         return SF_ERR;
     s->crc32 = (uint32_t)crc;
-    if ((uint64_t)s->bytes < (uint64_t)s->count * sh_row_bytes(&m->run))
+    uint64_t need; /* count x row bytes, which may not fit in 64 bits for a hostile count */
+    if (__builtin_mul_overflow((uint64_t)s->count, (uint64_t)sh_row_bytes(&m->run), &need) || (uint64_t)s->bytes < need)
         return mf_bad(path, "byte size too small for its row count in shard", f);
     return SF_OK;
 }
+
+static int mf_from_json(const char *path, json_t *root, sh_manifest *m);
 
 int sh_manifest_load(const char *dir, sh_manifest *m) {
     memset(m, 0, sizeof *m);
@@ -121,6 +124,19 @@ int sh_manifest_load(const char *dir, sh_manifest *m) {
     json_error_t jerr;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) return sf_fail("%s: bad manifest: %s (line %d)", path, jerr.text, jerr.line);
+    return mf_from_json(path, root, m);
+}
+
+int sh_manifest_parse(const char *path, const char *buf, size_t len, sh_manifest *m) {
+    memset(m, 0, sizeof *m);
+    json_error_t jerr;
+    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) return sf_fail("%s: bad manifest: %s (line %d)", path, jerr.text, jerr.line);
+    return mf_from_json(path, root, m);
+}
+
+/* Validates a manifest's JSON into m (named path in messages) and releases root. */
+static int mf_from_json(const char *path, json_t *root, sh_manifest *m) {
     int rc = SF_ERR;
     int64_t version = 0, total = 0, want_total = 0;
     char *fmt = NULL, *dtype = NULL;
@@ -196,7 +212,10 @@ int sh_manifest_load(const char *dir, sh_manifest *m) {
                 }
                 break;
             }
-        total += s->count;
+        if (__builtin_add_overflow(total, s->count, &total)) {
+            mf_bad(path, "row counts add up beyond 2^63 in", "shards");
+            goto out;
+        }
         m->nshards++;
     }
     if (mf_int(path, root, "count", 0, INT64_MAX, &want_total)) goto out;
@@ -266,7 +285,7 @@ static void mf_totals(const sh_manifest *m, const char *split, int64_t *shards, 
     }
 }
 
-int sh_manifest_save(const char *dir, const sh_manifest *m) {
+char *sh_manifest_dumps(const sh_manifest *m) {
     json_t *labels = json_array(), *shards = json_array(), *splits = json_object();
     int64_t nsh, total, seqs;
     double nsum, nsq;
@@ -303,6 +322,11 @@ int sh_manifest_save(const char *dir, const sh_manifest *m) {
     char *text = json_dumps(root, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
     json_decref(root);
     if (!text) abort();
+    return text;
+}
+
+int sh_manifest_save(const char *dir, const sh_manifest *m) {
+    char *text = sh_manifest_dumps(m);
     size_t len = strlen(text);
     text[len] = '\n'; /* over the NUL: the file ends with a newline */
     int rc = write_atomic(dir, "manifest.json", text, len + 1);

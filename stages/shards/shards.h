@@ -56,8 +56,12 @@ typedef struct sh_manifest {
 /* Loads and validates DIR/manifest.json. Returns SF_OK, SF_DONE if there is none (m zeroed), or
  * SF_ERR (sf_last_error() says what is wrong, naming the file). */
 int sh_manifest_load(const char *dir, sh_manifest *m);
+/* The same from a manifest's bytes (untrusted; path only names them in messages). */
+int sh_manifest_parse(const char *path, const char *buf, size_t len, sh_manifest *m);
 /* Writes DIR/manifest.json atomically and durably. */
 int sh_manifest_save(const char *dir, const sh_manifest *m);
+/* The JSON text sh_manifest_save writes, without its final newline (malloc'd). */
+char *sh_manifest_dumps(const sh_manifest *m);
 void sh_manifest_free(sh_manifest *m);
 int sh_manifest_label_index(const sh_manifest *m, const char *label, size_t len);
 /* SF_OK if name is a usable split or label name ([A-Za-z0-9_.-], 1..63 bytes). */

@@ -44,6 +44,7 @@ typedef struct ts_stage {
     int64_t max_docs, emitted;
     bool done;
     ts_counts reported;
+    int64_t reported_emitted;
 } ts_stage;
 
 /* Index of value in names, or -1 after sf_fail. */
@@ -99,10 +100,14 @@ static int ts_init(sf_ctx *ctx, void **state) {
     return SF_OK;
 }
 
-/* Adds what changed in the reader's counters to the run summary. */
+/* Adds what changed in the reader's counters to the run summary. "documents" are the ones sent
+ * on; the reader may have read more into the shuffle buffer ("documents_read") when max_docs or
+ * an interrupt stopped the run. */
 static void ts_report(sf_ctx *ctx, ts_stage *st) {
     const ts_counts *c = ts_counts_get(st->r);
-    sf_count(ctx, "documents", c->docs - st->reported.docs);
+    sf_count(ctx, "documents", st->emitted - st->reported_emitted);
+    st->reported_emitted = st->emitted;
+    sf_count(ctx, "documents_read", c->docs - st->reported.docs);
     sf_count(ctx, "skipped_bad_json", c->bad_json - st->reported.bad_json);
     sf_count(ctx, "skipped_bad_utf8", c->bad_utf8 - st->reported.bad_utf8);
     sf_count(ctx, "skipped_missing_field", c->missing_field - st->reported.missing_field);

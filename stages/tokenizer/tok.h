@@ -23,9 +23,15 @@ typedef struct tok_ids {
     tok_scratch *scratch;
 } tok_ids;
 
-/* Loads `path`: a SentencePiece model (protobuf) or a tokenizer.json (a file whose first
- * non-blank byte is '{'). Returns NULL and writes a message into err on failure. */
-tok_tokenizer *tok_load(const char *path, char *err, size_t errlen);
+/* The tokenizer file a spec names: a comma-separated list of candidates tried in order, each a
+ * file, or a folder holding tokenizer.json (first) or tokenizer.model; e.g. "suite,suite/step-1"
+ * takes the suite's tokenizer, else the checkpoint's own. Writes the first that exists into path
+ * and returns 0; else -1 with a message listing what was tried and what to set. */
+int tok_find(const char *spec, char *path, size_t cap, char *err, size_t errlen);
+/* Loads the tokenizer tok_find finds for spec: a SentencePiece model (protobuf) or a
+ * tokenizer.json (a file whose first non-blank byte is '{'). Returns NULL and writes a message
+ * into err on failure. */
+tok_tokenizer *tok_load(const char *spec, char *err, size_t errlen);
 /* The same from bytes in memory (copied as needed; buf may be freed afterwards). */
 tok_tokenizer *tok_load_mem(const void *buf, size_t len, char *err, size_t errlen);
 void tok_free(tok_tokenizer *t);

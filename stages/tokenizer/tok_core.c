@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "tok_internal.h"
 
@@ -563,6 +564,12 @@ tok_tokenizer *tok_load_mem(const void *buf, size_t len, char *err, size_t errle
     const char *p = buf;
     size_t i = len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0 ? 3 : 0; /* a UTF-8 BOM */
     while (i < len && (p[i] == ' ' || p[i] == '\n' || p[i] == '\r' || p[i] == '\t')) i++;
+    if (i == len) { /* an empty protobuf parses as a model of 0 pieces: say what is really wrong */
+        tok_errf(err, errlen, "the file is empty%s: not a tokenizer (expected a Hugging Face tokenizer.json "
+                              "or a SentencePiece .model)", len ? " (only white space)" : "");
+        tok_free(t);
+        return NULL;
+    }
     int rc = i < len && p[i] == '{' ? tok_hf_load(t, p + i, len - i, err, errlen)
                                     : tok_spm_load(t, buf, len, err, errlen);
     if (rc != 0) {
@@ -572,7 +579,44 @@ tok_tokenizer *tok_load_mem(const void *buf, size_t len, char *err, size_t errle
     return t;
 }
 
-tok_tokenizer *tok_load(const char *path, char *err, size_t errlen) {
+int tok_find(const char *spec, char *path, size_t cap, char *err, size_t errlen) {
+    static const char *const names[] = {"tokenizer.json", "tokenizer.model"};
+    char tried[1024] = "";
+    size_t tried_len = 0;
+    for (const char *p = spec, *end; *p; p = *end ? end + 1 : end) {
+        end = strchr(p, ',');
+        if (!end) end = p + strlen(p);
+        size_t len = (size_t)(end - p);
+        if (len == 0) continue;
+        if (len >= cap) {
+            tok_errf(err, errlen, "tokenizer path of %zu bytes is too long", len);
+            return -1;
+        }
+        char cand[4096];
+        struct stat st;
+        for (int k = -1; k < 2; k++) { /* the candidate itself; if a folder, the files in it */
+            int n = k < 0 ? snprintf(cand, sizeof cand, "%.*s", (int)len, p)
+                          : snprintf(cand, sizeof cand, "%.*s/%s", (int)len, p, names[k]);
+            if (n < 0 || (size_t)n >= cap || (size_t)n >= sizeof cand) continue;
+            int exists = stat(cand, &st) == 0;
+            if (exists && S_ISDIR(st.st_mode)) continue; /* a folder: look inside */
+            if (exists) {
+                memcpy(path, cand, (size_t)n + 1);
+                return 0;
+            }
+            int w = snprintf(tried + tried_len, sizeof tried - tried_len, "%s%s", tried_len ? ", " : "", cand);
+            if (w > 0) tried_len = tried_len + (size_t)w < sizeof tried ? tried_len + (size_t)w : sizeof tried - 1;
+            if (k < 0) break; /* neither file nor folder: nothing inside to try */
+        }
+    }
+    tok_errf(err, errlen, "no tokenizer found (tried %s): set tokenizer to a tokenizer.json or SentencePiece .model "
+                          "file, or to a folder holding one", tried_len ? tried : "nothing: the path is empty");
+    return -1;
+}
+
+tok_tokenizer *tok_load(const char *spec, char *err, size_t errlen) {
+    char path[4096];
+    if (tok_find(spec, path, sizeof path, err, errlen) != 0) return NULL;
     FILE *f = fopen(path, "rb");
     if (!f) {
         tok_errf(err, errlen, "cannot open %s: %s", path, strerror(errno));

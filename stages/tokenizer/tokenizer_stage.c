@@ -13,7 +13,9 @@
 #include "tok.h"
 
 static const sf_param_def tk_params[] = {
-    {"tokenizer", SF_PARAM_STRING, NULL, "tokenizer.json or SentencePiece .model file"},
+    {"tokenizer", SF_PARAM_STRING, NULL,
+     "tokenizer.json or SentencePiece .model file, or a folder holding one (tokenizer.json first); a comma-separated "
+     "list is tried in order (\"suite,suite/step-1\": the suite's, else the checkpoint's own)"},
     {"seq_len", SF_PARAM_INT, "64", "tokens per sequence, BOS not counted"},
     {"bos", SF_PARAM_BOOL, "true", "start every sequence with BOS"},
     {"bos_id", SF_PARAM_INT, "-1", "BOS id (-1: the tokenizer's)"},
@@ -174,7 +176,8 @@ static int tk_init(sf_ctx *ctx, void **state) {
     if (st->seq_len < 1 || st->seq_len > (1 << 20)) return sf_fail("seq_len must be in [1, 1048576]");
     if (st->batch < 1 || st->batch > (1 << 20)) return sf_fail("batch must be in [1, 1048576]");
     char err[1024];
-    const char *path = sf_param_str(ctx, "tokenizer");
+    char path[4096];
+    if (tok_find(sf_param_str(ctx, "tokenizer"), path, sizeof path, err, sizeof err) != 0) return sf_fail("%s", err);
     if (!(st->tok = tk_acquire(path, err, sizeof err))) return sf_fail("%s", err);
     int32_t vocab = tok_vocab_size(st->tok);
     if (!st->drop_remainder && (st->pad_id < 0 || st->pad_id >= vocab))

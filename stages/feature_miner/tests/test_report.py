@@ -64,6 +64,10 @@ def main():
         if metrics:
             with open(os.path.join(out, "metrics.json"), "w") as f:
                 json.dump(metrics, f)
+            # sae_eval's output in the run directory, as the demo writes it: the LM loss and with the SAE
+            with open(os.path.join(out, "eval.json"), "w") as f:
+                json.dump({"tokens": 64, "mse": 0.5, "loss_tokens": 63, "loss": 3.5, "loss_sae": 3.75,
+                           "loss_increase": 0.25}, f)
         runs.append(out)
     rep = os.path.join(tmp, "report")
     r = subprocess.run([drive, "report", *runs, "--out", rep, "--match-threshold", str(THR)],
@@ -95,6 +99,11 @@ def main():
             check(abs(row["granularity"][g] - s["granularity"][g] / s["alive"]) < 1e-12, f"{row['checkpoint']} {g}")
     check(rj[0]["fvu"] == 0.25 and rj[0]["dead_fraction"] == 0.125, "metrics.json at the top level")
     check(rj[1]["fvu"] == 0.125 and rj[1]["dead_fraction"] == 0.0625, "last line of the trainer's metrics.jsonl")
+    check(rj[0]["lm_loss"] == 3.5 and rj[0]["lm_loss_sae"] == 3.75 and rj[0]["lm_loss_increase"] == 0.25 and
+          rj[0]["lm_loss_source"] == os.path.join(runs[0], "eval.json"), f"LM loss from sae_eval's eval.json: {rj[0]}")
+    check(rj[1]["lm_loss"] is None and rj[1]["lm_loss_increase"] is None, "no LM loss where no file has it")
+    check("LM loss (+ with SAE)" in table[0] and "| 3.500 (+0.250) |" in table[2] and "| n/a |" in table[3],
+          f"the table's LM loss column: {table[2:]}")
     check(rj[1]["metrics_source"] == os.path.join(sae_b, "metrics.jsonl"), f"metrics source {rj[1]['metrics_source']}")
 
     # Reference matching on the alive features of each summary.
@@ -131,6 +140,7 @@ def main():
     with open(os.path.join(rep, "report.html"), encoding="utf-8") as f:
         html = f.read()
     check(html.count('<svg class="chart"') == 6, "six SVG charts in report.html")
+    check("<th>LM loss (+ with SAE)</th>" in html and "<td>3.500 (+0.250)</td>" in html, "the HTML table's LM loss")
     with open(os.path.join(rep, "report.md"), encoding="utf-8") as f:
         md = f.read()
     check(md.count("\n| step100 |") == 2, "two rows in report.md (both runs mined checkpoint step100)")

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """sae_trainer / sae_eval through real pipelines (tensor_gen -> sae_trainer):
 
+- an out_dir with missing parents is created;
 - a run trains, writes metrics with a falling loss, the paper layout and both exports, whose
   tensors agree with each other (names, shapes, transposes) and with the layouts other tools read;
 - stopping early (max_tokens) then resuming gives a model bit-identical to an uninterrupted run;
@@ -112,6 +113,11 @@ def main():
         f.write(PIPELINE)
     with open(os.path.join(tmp, "eval.sf"), "w") as f:
         f.write(EVAL)
+
+    # 0. An out_dir whose parents do not exist yet (a fresh live pipeline: nothing made them) is created.
+    run(tmp, "out=fresh/runs/step-1/sae", f"max={2 * BATCH}")
+    check(os.path.exists(os.path.join(tmp, "fresh/runs/step-1/sae/model.safetensors")),
+          "the trainer creates the missing parents of out_dir")
 
     # 1. One uninterrupted run.
     run(tmp, "out=full")

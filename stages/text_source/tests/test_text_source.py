@@ -171,8 +171,11 @@ with open(bad_para, "wb") as g:
 m, rc, err = docs(corpora=f"b={bad_para}", unit="paragraph", shuffle_buffer=0)
 check(rc == 0 and [x["text"] for x in m] == ["good one", "last good"] and f"{bad_para}:3: invalid UTF-8" in err,
       "unit=paragraph: a paragraph with a bad line is skipped whole, reported at that line")
-m, rc, _ = docs(max_docs=17)
+m, rc, err = docs(max_docs=17)
 check(rc == 0 and len(m) == 17, "max_docs stops early")
+read = [int(l.split("=")[1]) for l in err.splitlines() if "src: documents_read = " in l]
+check("src: documents = 17\n" in err and read and read[0] >= 17,
+      f"the summary counts the 17 documents emitted (and the {read} read into the shuffle buffer)")
 
 # ---- split_field: the row's split instead of the hash; a bad value is bad input ----
 sf_path = os.path.join(tmp, "with-split.jsonl")

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tok.h"
 #include "sf_check.h"
@@ -293,6 +295,54 @@ static void expect_reject(const char *what, const void *buf, size_t len) {
     if (t) tok_free(t);
 }
 
+/* tok_find: a file, a folder holding tokenizer.json (first) or tokenizer.model, a list tried in
+ * order; nothing found names every path tried. */
+static void test_find(const char *spm_model) {
+    char dir[] = "/tmp/tok_find_XXXXXX", a[64], b[64], b_model[96], b_json[96], spec[256], got[256], err[1024];
+    CHECK(mkdtemp(dir), "mkdtemp");
+    snprintf(a, sizeof a, "%s/a", dir); /* an empty folder: the suite without a tokenizer of its own */
+    snprintf(b, sizeof b, "%s/b", dir); /* a checkpoint folder with one */
+    snprintf(b_model, sizeof b_model, "%s/tokenizer.model", b);
+    snprintf(b_json, sizeof b_json, "%s/tokenizer.json", b);
+    CHECK(mkdir(a, 0777) == 0 && mkdir(b, 0777) == 0, "mkdir");
+    char abs_model[4096];
+    CHECK(realpath(spm_model, abs_model) && symlink(abs_model, b_model) == 0, "symlink the model");
+    snprintf(spec, sizeof spec, "%s,%s", a, b);
+    CHECK(tok_find(spec, got, sizeof got, err, sizeof err) == 0 && strcmp(got, b_model) == 0,
+          "the first candidate without a tokenizer is passed over: got '%s' %s", got, err);
+    tok_tokenizer *t = tok_load(spec, err, sizeof err);
+    CHECK(t && tok_vocab_size(t) > 0, "tok_load through the list: %s", err);
+    tok_free(t);
+    FILE *f = fopen(b_json, "w");
+    CHECK(f && fputs("{}", f) >= 0 && fclose(f) == 0, "write tokenizer.json");
+    CHECK(tok_find(b, got, sizeof got, err, sizeof err) == 0 && strcmp(got, b_json) == 0,
+          "a folder's tokenizer.json comes before its tokenizer.model: got '%s'", got);
+    CHECK(tok_find(b_model, got, sizeof got, err, sizeof err) == 0 && strcmp(got, b_model) == 0, "a file as itself");
+    snprintf(spec, sizeof spec, "%s,%s/missing", a, dir);
+    CHECK(tok_find(spec, got, sizeof got, err, sizeof err) != 0 && strstr(err, "no tokenizer found") &&
+              strstr(err, "/a/tokenizer.json") && strstr(err, "/a/tokenizer.model") && strstr(err, "/missing") &&
+              strstr(err, "set tokenizer"),
+          "nothing found: every path tried and what to set: '%s'", err);
+    CHECK(tok_find("", got, sizeof got, err, sizeof err) != 0 && strstr(err, "empty"), "an empty spec: '%s'", err);
+    unlink(b_json);
+    unlink(b_model);
+    rmdir(a);
+    rmdir(b);
+    rmdir(dir);
+}
+
+/* An empty file is named as empty, not as a SentencePiece model of 0 pieces. */
+static void test_empty_file(void) {
+    const char *cases[] = {"", "\n  \n", "\xef\xbb\xbf"};
+    for (int c = 0; c < 3; c++) {
+        char err[512] = "";
+        tok_tokenizer *t = tok_load_mem(cases[c], strlen(cases[c]), err, sizeof err);
+        CHECK(!t && strstr(err, "empty") && strstr(err, "not a tokenizer") && !strstr(err, "pieces"),
+              "empty file case %d: '%s'", c, err);
+        if (t) tok_free(t);
+    }
+}
+
 static void test_untrusted(const char *spm_model) {
     expect_reject("empty", "", 0);
     expect_reject("not protobuf", "\xff\xff\xff\xff\x0f", 5);
@@ -372,6 +422,8 @@ int main(int argc, char **argv) {
     test_irregular_vocab();
     test_single_word();
     test_unigram_without_unk();
+    test_empty_file();
+    test_find(spm_model);
     test_untrusted(spm_model);
     printf(failures ? "%d FAILED\n" : "all passed\n", failures);
     return failures ? 1 : 0;
