@@ -192,7 +192,7 @@ static int parse_hooks(const char *list, fwd_stage *s) {
         fw_hook_name(s->hooks[s->n_hooks], s->hook_names[s->n_hooks], sizeof s->hook_names[0]);
         for (int i = 0; i < s->n_hooks; i++) /* e.g. hidden_states.3 and resid_post.2 */
             if (strcmp(s->hook_names[i], s->hook_names[s->n_hooks]) == 0)
-                return sf_fail("hooks: %s is named twice (%s is the same point)", s->hook_names[i], tok);
+                return sf_fail("hooks: %s names %s, which the list already has", tok, s->hook_names[i]);
         s->n_hooks++;
     }
     return SF_OK;
