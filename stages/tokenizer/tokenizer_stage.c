@@ -484,7 +484,10 @@ static const sf_stage_def tokenizer_def = {
            "[B, T] (BOS + seq_len ids), doc_id int64 [B], pos int32 [B] (first token's position in the "
            "document, BOS excluded), label [B], split. mode = chunk cuts every document into consecutive "
            "sequences and drops the rest shorter than seq_len (the paper: 64 + BOS); mode = truncate keeps "
-           "the first sequence of each document. A batch holds one split; the last batch may be smaller.",
+           "the first sequence of each document, none of one shorter than seq_len (the paper's window). balance = "
+           "\"en,ja\" keeps as many sequences of each label (the first of each, as the paper) and shuffle_buffer "
+           "shuffles them across documents (the paper's SAE data). A batch holds one split; the last batch may "
+           "be smaller.",
     .params = tk_params,
     .min_inputs = 1,
     .max_inputs = 1,
