@@ -5,7 +5,7 @@
  * from Japanese and from English Wikipedia, the first ones of each, and permutes all of them at
  * random before training. Here, sequences arrive one document after another:
  *
- * - Balance (`labels`, e.g. en,ja): each label has a FIFO pool; whenever every pool holds a
+ * - Balance (the stage's `balance` list, e.g. en,ja): each label has a FIFO pool; whenever every pool holds a
  *   sequence, one of each (the oldest) moves on. So the output holds the first N sequences of
  *   every label, N the smallest label's count, as the paper's; the rest is dropped. A pool holds at
  *   most `pool` sequences: when the input runs long on one label (e.g. a corpus sorted by
