@@ -17,6 +17,9 @@
 #include "fm_report.h"
 #include "sae.h"
 #include "saeflow.h"
+#ifdef FM_HAVE_FORWARD
+#include "hook.h"
+#endif
 
 typedef struct fm_state {
     sae_model sae;
@@ -78,6 +81,11 @@ static int fm_init(sf_ctx *ctx, void **out) {
     s->out_dir = dup_or_null(sf_param_str(ctx, "out"));
     s->model_dir = dup_or_null(sf_param_str(ctx, "model"));
     s->want_hook = dup_or_null(sf_param_str(ctx, "hook"));
+#ifdef FM_HAVE_FORWARD
+    char canonical[64]; /* messages carry the canonical name: hidden_states.3 filters resid_post.2 */
+    if (s->want_hook && fw_hook_canonical(s->want_hook, canonical, sizeof canonical) != SF_OK) return SF_ERR;
+    if (s->want_hook) free(s->want_hook), s->want_hook = strdup(canonical);
+#endif
     if (!s->sae_dir || !s->out_dir) return sf_fail("feature_miner needs the parameters sae and out");
     if (sae_load(&s->sae, s->sae_dir) != SF_OK) return SF_ERR;
     s->sae_loaded = 1;

@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
     int32_t *tok = malloc(sizeof *tok * B * T);
     srand(1);
     for (int i = 0; i < B * T; i++) tok[i] = rand() % cfg.vocab;
-    fw_hook h = {FW_RESID_POST, last};
+    fw_hook h = {.kind = FW_RESID_POST, .layer = last};
     float *out = malloc(sizeof(float) * B * T * cfg.d_model);
     float *loss = malloc(sizeof(float) * B * T);
     fw_request r = {tok, B, T, full ? 0 : 1, &h, &out, NULL, full ? loss : NULL, NULL, NULL};

@@ -56,8 +56,7 @@ static fwd_sae *fwd_sae_open(const char *dir, const char *hook_name, const fw_co
     int rc = SF_OK;
     if (!*name) rc = sf_fail("sae %s records no hook point: set sae_hook (e.g. resid_post.2)", dir);
     else if (fw_hook_parse(name, &a->splice.hook) != SF_OK) rc = SF_ERR;
-    else if (a->splice.hook.layer >= cfg->n_layers)
-        rc = sf_fail("sae_hook %s: the model has %d blocks", name, cfg->n_layers);
+    else if (fw_hook_check(cfg, a->splice.hook) != SF_OK) rc = SF_ERR;
     else if (fw_hook_width(cfg, a->splice.hook) != a->m.d)
         rc = sf_fail("sae %s has d = %d, hook %s is %d wide", dir, a->m.d, name, fw_hook_width(cfg, a->splice.hook));
     if (rc != SF_OK) {
@@ -168,7 +167,7 @@ typedef struct fwd_stage {
 
 static const sf_param_def fwd_params[] = {
     {"model", SF_PARAM_STRING, NULL, "Hugging Face checkpoint directory (config.json + safetensors)"},
-    {"hooks", SF_PARAM_STRING, "", "comma-separated hook points, e.g. resid_post.11,mlp_out.3"},
+    {"hooks", SF_PARAM_STRING, "", "comma-separated hook points, e.g. resid_post.11,mlp_out.3 (Hugging Face's hidden_states.12 = resid_post.11)"},
     {"drop_bos", SF_PARAM_BOOL, "true", "drop position 0 when every sequence starts with BOS"},
     {"bos_id", SF_PARAM_INT, "-1", "BOS token id; -1 takes bos_token_id from config.json"},
     {"out_dtype", SF_PARAM_STRING, "f32", "dtype of emitted activations: f32 or bf16"},
@@ -191,6 +190,9 @@ static int parse_hooks(const char *list, fwd_stage *s) {
         if (s->n_hooks == FW_MAX_HOOKS) return sf_fail("hooks: more than %d", FW_MAX_HOOKS);
         if (fw_hook_parse(tok, &s->hooks[s->n_hooks]) != SF_OK) return SF_ERR;
         fw_hook_name(s->hooks[s->n_hooks], s->hook_names[s->n_hooks], sizeof s->hook_names[0]);
+        for (int i = 0; i < s->n_hooks; i++) /* e.g. hidden_states.3 and resid_post.2 */
+            if (strcmp(s->hook_names[i], s->hook_names[s->n_hooks]) == 0)
+                return sf_fail("hooks: %s names %s, which the list already has", tok, s->hook_names[i]);
         s->n_hooks++;
     }
     return SF_OK;
@@ -240,9 +242,7 @@ static int fwd_init(sf_ctx *ctx, void **state) {
     if (fw_config_load(s->model_dir, &cfg) != SF_OK) return SF_ERR;
     int need = 0, head = s->want_logits || s->want_loss;
     for (int i = 0; i < s->n_hooks; i++) {
-        if (s->hooks[i].layer >= cfg.n_layers)
-            return sf_fail("hook %s: %s has %d blocks (0..%d)", s->hook_names[i], s->model_dir, cfg.n_layers,
-                           cfg.n_layers - 1);
+        if (fw_hook_check(&cfg, s->hooks[i]) != SF_OK) return SF_ERR;
         if (s->hooks[i].layer + 1 > need) need = s->hooks[i].layer + 1;
     }
     fw_set_threads((int)sf_param_int(ctx, "threads"));
@@ -515,14 +515,14 @@ static int cli_main(int argc, char **argv) {
         (generate > 0 && (want_out || want_loss)))
         return cli_usage();
 
-    fw_hook hook = {FW_RESID_POST, 0};
+    fw_hook hook = {.kind = FW_RESID_POST, .layer = 0};
     fw_config cfg;
     if ((hook_name && fw_hook_parse(hook_name, &hook) != SF_OK) || fw_config_load(dir, &cfg) != SF_OK) {
         fprintf(stderr, "saeflow forward: %s\n", sf_last_error());
         return 1;
     }
-    if (hook_name && hook.layer >= cfg.n_layers) {
-        fprintf(stderr, "saeflow forward: hook %s: %s has %d blocks\n", hook_name, dir, cfg.n_layers);
+    if (hook_name && fw_hook_check(&cfg, hook) != SF_OK) {
+        fprintf(stderr, "saeflow forward: %s: %s\n", dir, sf_last_error());
         return 1;
     }
     int head = want_logits || want_loss || generate > 0;

@@ -9,7 +9,8 @@
  *   a gated MLP (SwiGLU) has w_in = [gate rows; up rows], so one sgemm computes both.
  *
  * fw_forward() runs a batch [B, T] of token sequences (position 0..T-1 in each) and copies out the
- * requested hook points. Hook names count blocks from 0 as TransformerLens does:
+ * requested hook points. Hook names count blocks from 0 as TransformerLens does (hook.h also
+ * accepts Hugging Face's hidden_states.N on input):
  *
  *   resid_pre.L   input of block L            (= Hugging Face hidden_states[L])
  *   attn_out.L    attention output, after the output projection and its bias
@@ -28,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hook.h"
 #include "saeflow.h"
 
 typedef enum fw_arch { FW_ARCH_LLAMA, FW_ARCH_GPT2, FW_ARCH_NEOX } fw_arch;
@@ -88,18 +90,10 @@ void fw_model_free(fw_model *m);
 /* Only config.json: for callers that want to check a hook before loading weights. */
 int fw_config_load(const char *dir, fw_config *cfg);
 
-typedef enum fw_hook_kind {
-    FW_RESID_PRE, FW_ATTN_OUT, FW_MLP_HIDDEN, FW_MLP_OUT, FW_RESID_POST
-} fw_hook_kind;
-
-typedef struct fw_hook {
-    fw_hook_kind kind;
-    int layer;
-} fw_hook;
-
-/* "resid_post.11" -> {FW_RESID_POST, 11}. SF_ERR on a bad name (layer not checked here). */
-int fw_hook_parse(const char *name, fw_hook *out);
-void fw_hook_name(fw_hook h, char *buf, size_t len);
+/* Hook points and their names: hook.h. */
+/* Whether h exists in a model of this config: SF_ERR (sf_fail) if its block is beyond the model's,
+ * or if it is Hugging Face's last hidden_states entry, which is after the final norm. */
+int fw_hook_check(const fw_config *cfg, fw_hook h);
 /* Row width of the hook's activations: d_model, or d_ff for mlp_hidden. */
 int fw_hook_width(const fw_config *cfg, fw_hook h);
 

@@ -180,24 +180,17 @@ void fw_set_threads(int n) {
 /* ------------------------------------------------------------------------------------------ */
 /* Hooks                                                                                       */
 
-static const char *const hook_names[] = {"resid_pre", "attn_out", "mlp_hidden", "mlp_out", "resid_post"};
-
-int fw_hook_parse(const char *name, fw_hook *out) {
-    for (int k = 0; k < (int)(sizeof hook_names / sizeof *hook_names); k++) {
-        size_t n = strlen(hook_names[k]);
-        if (strncmp(name, hook_names[k], n) != 0 || name[n] != '.') continue;
-        const char *p = name + n + 1;
-        char *end;
-        long layer = strtol(p, &end, 10);
-        if (p[0] < '0' || p[0] > '9' || *end || layer > 100000) break;
-        out->kind = (fw_hook_kind)k;
-        out->layer = (int)layer;
-        return SF_OK;
-    }
-    return sf_fail("bad hook \"%s\" (expected resid_pre.L, attn_out.L, mlp_hidden.L, mlp_out.L or resid_post.L)", name);
+int fw_hook_check(const fw_config *cfg, fw_hook h) {
+    char name[80];
+    fw_hook_name(h, name, sizeof name);
+    if (h.hf_named) snprintf(name, sizeof name, "hidden_states.%d", h.layer + 1);
+    if (h.layer >= cfg->n_layers)
+        return sf_fail("hook %s: the model has %d blocks (0..%d)", name, cfg->n_layers, cfg->n_layers - 1);
+    if (h.hf_named && h.kind == FW_RESID_POST && h.layer == cfg->n_layers - 1)
+        return sf_fail("hook %s: Hugging Face's last hidden_states entry is after the model's final norm, which "
+                       "no hook captures; resid_post.%d is the same point before that norm", name, h.layer);
+    return SF_OK;
 }
-
-void fw_hook_name(fw_hook h, char *buf, size_t len) { snprintf(buf, len, "%s.%d", hook_names[h.kind], h.layer); }
 
 int fw_hook_width(const fw_config *cfg, fw_hook h) { return h.kind == FW_MLP_HIDDEN ? cfg->d_ff : cfg->d_model; }
 

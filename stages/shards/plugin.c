@@ -4,13 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hook.h"
 #include "shards.h"
 
 /* ---- shard_writer ---- */
 
 typedef struct writer_state {
     sh_writer *w;
-    const char *hook; /* filter, or "" */
+    char hook[64]; /* filter (canonical name, as messages carry it), or "" */
     int ended;
     char *str_buf; /* NUL-terminated copies of a message's model, checkpoint, hook, split */
     size_t str_cap;
@@ -43,7 +44,8 @@ static int writer_init(sf_ctx *ctx, void **state) {
     writer_state *s = calloc(1, sizeof *s);
     if (!s) abort();
     *state = s;
-    s->hook = sf_param_str(ctx, "hook");
+    const char *hook = sf_param_str(ctx, "hook");
+    if (*hook && fw_hook_canonical(hook, s->hook, sizeof s->hook) != SF_OK) return SF_ERR;
     s->w = sh_writer_open(sf_param_str(ctx, "dir"), dt, (size_t)mb << 20, sf_param_bool(ctx, "resume"),
                          sf_param_bool(ctx, "skipped_upstream"));
     return s->w ? SF_OK : SF_ERR;

@@ -1,6 +1,7 @@
 /* tokenizer — the stage: *document* messages in, *tokens* messages out (core/MESSAGES.md).
  * Each document is encoded and cut into fixed-length sequences (BOS + seq_len tokens, as the
- * paper's 64 + BOS); batches of `batch` sequences go out per message. Also adds the
+ * paper's 64 + BOS); optionally balanced by label and shuffled across documents (tk_mix.h, the
+ * paper's SAE data); batches of `batch` sequences go out per message. Also adds the
  * `saeflow tokenize` subcommand. */
 #include <pthread.h>
 #include <stdbool.h>
@@ -10,6 +11,7 @@
 
 #include "saeflow.h"
 #include "shards.h"
+#include "tk_mix.h"
 #include "tok.h"
 
 static const sf_param_def tk_params[] = {
@@ -26,6 +28,17 @@ static const sf_param_def tk_params[] = {
     {"pad_id", SF_PARAM_INT, "-1", "padding id when drop_remainder = false (must be set then)"},
     {"max_seqs_per_doc", SF_PARAM_INT, "-1", "at most this many sequences from one document (-1: all)"},
     {"batch", SF_PARAM_INT, "32", "sequences per emitted message"},
+    {"shuffle_buffer", SF_PARAM_INT, "0",
+     "sequences held to shuffle across documents (the paper permutes all its sequences at random): each "
+     "goes out at a random time within about this many; 0: in document order. Memory: this x (T x 4 + 16) "
+     "bytes"},
+    {"balance", SF_PARAM_STRING, "",
+     "comma list of labels to balance by sequence count, e.g. en,ja (the paper: as many Japanese as English "
+     "sequences, the first of each): the smallest label's count limits, the rest is dropped and logged"},
+    {"balance_pool", SF_PARAM_INT, "65536",
+     "per label, sequences held while waiting for the other labels; beyond it a label's sequences are "
+     "dropped (counted balance_dropped_full): an input long sorted by label needs it large"},
+    {"seed", SF_PARAM_INT, "0", "the shuffle's seed: same input and seed, same order"},
     {"skip_stored", SF_PARAM_STRING, "",
      "comma list of shard directories and sae_trainer out_dirs: drop the sequences every one of them already "
      "holds (stored, or trained whole), so a resumed run computes only the missing ones; the input must "
@@ -109,6 +122,13 @@ typedef struct tk_stage {
     int32_t *row;          /* [T]: a sequence's row, to compare with what a directory stored */
     uint32_t all_dirs;     /* the bits of every directory */
     int64_t met, skipped;
+    /* shuffle_buffer / balance: sequences pass through mix; labels are interned (the balance list
+     * first, in its order) since mix carries an index */
+    tk_mix *mix;
+    int n_balance, n_labels;
+    char *label_names[TK_MIX_MAX_LABELS];
+    char *mix_split;       /* the one split a mixed stream may have */
+    sf_ctx *ctx;           /* the callback's, for tk_mix_take */
 } tk_stage;
 
 /* Reads the sequence keys of each directory of the comma list (a shard directory, or a trainer's
@@ -160,6 +180,8 @@ static int tk_check_corpus(const tk_stage *st, const char *corpus, size_t len) {
     return SF_OK;
 }
 
+static int tk_mix_init(sf_ctx *ctx, tk_stage *st);
+
 static int tk_init(sf_ctx *ctx, void **state) {
     tk_stage *st = calloc(1, sizeof *st);
     if (!st) return sf_fail("out of memory");
@@ -197,6 +219,7 @@ static int tk_init(sf_ctx *ctx, void **state) {
     st->row = malloc((size_t)st->T * sizeof *st->row);
     if (!st->tokens || !st->doc_ids || !st->pos || !st->labels || !st->row) return sf_fail("out of memory");
     sf_log(SF_LOG_INFO, "%s: %s, %d tokens, sequences of %lld", path, tok_kind(st->tok), vocab, (long long)st->T);
+    if (tk_mix_init(ctx, st) != SF_OK) return SF_ERR;
     const char *stored = sf_param_str(ctx, "skip_stored");
     if (*stored && sf_replica_count(ctx) > 1)
         return sf_fail("skip_stored needs a single tokenizer replica (it checks that the input holds every stored "
@@ -232,16 +255,15 @@ static void tk_row(const tk_stage *st, const int32_t *ids, int64_t have, int32_t
 
 /* Whether the rows a directory stored for key k are this sequence's: its row, or the row without
  * its BOS (forward's drop_bos). */
-static int tk_same_as_stored(tk_stage *st, const sh_key *k, const int32_t *ids, int64_t have) {
+static int tk_same_as_stored(const tk_stage *st, const sh_key *k, const int32_t *row) {
     if (!k->rows) return 1;
-    tk_row(st, ids, have, st->row);
     for (int64_t off = 0; off <= 1 && off + k->rows <= st->T; off++)
-        if (sh_key_same_tokens(k, st->row + off, k->rows)) return 1;
+        if (sh_key_same_tokens(k, row + off, k->rows)) return 1;
     return 0;
 }
 
-/* Adds one sequence: ids[0..have) then padding up to seq_len. */
-static int tk_add(sf_ctx *ctx, tk_stage *st, const int32_t *ids, int64_t have, int64_t doc_id, int64_t pos,
+/* Adds one sequence's row [T] to the batch. */
+static int tk_add(sf_ctx *ctx, tk_stage *st, const int32_t *row, int64_t doc_id, int64_t pos,
                   const char *label, size_t label_len, const char *split, size_t split_len) {
     if (st->n > 0 && (strlen(st->split) != split_len || memcmp(st->split, split, split_len) != 0) &&
         tk_flush(ctx, st) != SF_OK)
@@ -250,7 +272,7 @@ static int tk_add(sf_ctx *ctx, tk_stage *st, const int32_t *ids, int64_t have, i
         free(st->split);
         if (!(st->split = strndup(split, split_len))) return sf_fail("out of memory");
     }
-    tk_row(st, ids, have, st->tokens + st->n * st->T);
+    memcpy(st->tokens + st->n * st->T, row, (size_t)st->T * sizeof *row);
     st->doc_ids[st->n] = doc_id;
     st->pos[st->n] = (int32_t)pos;
     if (!(st->labels[st->n] = strndup(label, label_len))) return sf_fail("out of memory");
@@ -266,11 +288,93 @@ static int tk_set_corpus(sf_ctx *ctx, tk_stage *st, const sf_msg *msg) {
         return sf_fail("document message: %s", sf_last_error());
     bool same = st->corpus ? strlen(st->corpus) == n && memcmp(st->corpus, c, n) == 0 : n == 0;
     if (same) return SF_OK; /* checked when it first came */
+    if (st->mix && st->mix_split)
+        return sf_fail("shuffle_buffer and balance mix sequences of many documents, so the input must be of one corpus, "
+                       "but its corpus changed from %s to %.*s", st->corpus ? st->corpus : "(none)", (int)n, c);
     if ((n && tk_check_corpus(st, c, n) != SF_OK) || tk_flush(ctx, st) != SF_OK) return SF_ERR;
     free(st->corpus);
     st->corpus = n ? strndup(c, n) : NULL;
     if (n && !st->corpus) return sf_fail("out of memory");
     return SF_OK;
+}
+
+/* A sequence that goes out: dropped if every skip_stored directory holds it (checked to be the
+ * same tokens), else into the batch. After tk_mix, so a resumed run drops exactly the stored
+ * sequences of the same balanced, shuffled stream. */
+static int tk_take(sf_ctx *ctx, tk_stage *st, const int32_t *row, int64_t doc_id, int32_t pos, const char *label,
+                   size_t label_len, const char *split, size_t split_len) {
+    sh_key *k = sh_keys_find(&st->stored, doc_id, pos);
+    if (k && !tk_same_as_stored(st, k, row))
+        return sf_fail("skip_stored: document %lld, tokens from %d: a directory holds a sequence of %d rows "
+                       "with other tokens under this key, so it is not the input of the stored run (another "
+                       "corpus version, tokenizer or seq_len?): use another directory, or the stored run's "
+                       "input", (long long)doc_id, (int)pos, (int)k->rows);
+    if (k && !(k->val & TK_MET)) {
+        k->val |= TK_MET;
+        st->met++;
+    }
+    if (k && (k->val & st->all_dirs) == st->all_dirs) { /* every directory holds it already */
+        st->skipped++;
+        sf_count(ctx, "stored_sequences_skipped", 1);
+        return SF_OK;
+    }
+    return tk_add(ctx, st, row, doc_id, pos, label, label_len, split, split_len);
+}
+
+static int tk_mix_take(void *p, const int32_t *row, int64_t doc_id, int32_t pos, int label) {
+    tk_stage *st = p;
+    const char *name = st->label_names[label], *split = st->mix_split;
+    return tk_take(st->ctx, st, row, doc_id, pos, name, strlen(name), split, strlen(split));
+}
+
+/* The label's index among those seen (the balance list first); -1 with sf_fail() when balancing
+ * and the label is not in the list, or when there are too many. */
+static int tk_label_index(tk_stage *st, const char *label, size_t len) {
+    for (int l = 0; l < st->n_labels; l++)
+        if (strlen(st->label_names[l]) == len && memcmp(st->label_names[l], label, len) == 0) return l;
+    if (st->n_balance)
+        return sf_fail("balance: a document has the label \"%.*s\", which the balance list does not name (add it, "
+                       "or select the corpora: text_source corpora / label_field)", (int)len, label), -1;
+    if (st->n_labels == TK_MIX_MAX_LABELS)
+        return sf_fail("shuffle_buffer: more than %d distinct labels", TK_MIX_MAX_LABELS), -1;
+    if (!(st->label_names[st->n_labels] = strndup(label, len))) return sf_fail("out of memory"), -1;
+    return st->n_labels++;
+}
+
+/* shuffle_buffer, balance, balance_pool, seed -> st->mix (NULL when neither is asked for). */
+static int tk_mix_init(sf_ctx *ctx, tk_stage *st) {
+    int64_t buffer = sf_param_int(ctx, "shuffle_buffer"), pool = sf_param_int(ctx, "balance_pool");
+    const char *list = sf_param_str(ctx, "balance");
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n == 0) return sf_fail("balance: an empty label in \"%s\" (a comma list such as en,ja)", list);
+        for (int l = 0; l < st->n_labels; l++)
+            if (strlen(st->label_names[l]) == n && memcmp(st->label_names[l], p, n) == 0)
+                return sf_fail("balance: the label \"%.*s\" is listed twice", (int)n, p);
+        if (tk_label_index(st, p, n) < 0) return SF_ERR;
+        p += n + (p[n] == ',');
+    }
+    st->n_balance = st->n_labels;
+    if (st->n_balance == 1) return sf_fail("balance = \"%s\": one label has nothing to balance against (e.g. en,ja)", list);
+    if (buffer == 0 && st->n_balance == 0) return SF_OK;
+    if (sf_replica_count(ctx) > 1)
+        return sf_fail("shuffle_buffer and balance need a single tokenizer replica (each replica would balance and "
+                       "shuffle only its share)");
+    if (!(st->mix = tk_mix_new(st->T, st->n_balance, pool, buffer, (uint64_t)sf_param_int(ctx, "seed"), tk_mix_take,
+                               st)))
+        return SF_ERR;
+    sf_log(SF_LOG_INFO, "sequences balanced by label (%s, pools of %lld) and shuffled through %lld: %.1f MB",
+           st->n_balance ? list : "off", (long long)(st->n_balance ? pool : 0), (long long)buffer,
+           (double)((st->n_balance ? pool * st->n_balance : 0) + buffer) * (double)(st->T * 4 + 16) / 1e6);
+    return SF_OK;
+}
+
+/* A mixed stream holds sequences of many documents at once, so it must be of one split. */
+static int tk_mix_check_split(tk_stage *st, const char *split, size_t len) {
+    if (!st->mix_split) return (st->mix_split = strndup(split, len)) ? SF_OK : sf_fail("out of memory");
+    if (strlen(st->mix_split) == len && memcmp(st->mix_split, split, len) == 0) return SF_OK;
+    return sf_fail("shuffle_buffer and balance mix sequences of many documents, so the input must be one split, but "
+                   "it holds '%s' and '%.*s': set text_source's split", st->mix_split, (int)len, split);
 }
 
 static int tk_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
@@ -286,28 +390,23 @@ static int tk_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
     if (sf_msg_has(msg, "split") && sf_msg_get_str(msg, "split", &split, &split_len) != SF_OK)
         return sf_fail("document message: %s", sf_last_error());
     if (tk_set_corpus(ctx, st, msg) != SF_OK) return SF_ERR;
+    int label_index = 0;
+    if (st->mix && (tk_mix_check_split(st, split, split_len) != SF_OK ||
+                    (label_index = tk_label_index(st, label, label_len)) < 0))
+        return SF_ERR;
     if (tok_encode(st->tok, text, text_len, 0, &st->ids) != 0)
         return sf_fail("cannot encode document %lld (out of memory, a regex limit, or a character the tokenizer has no "
                            "piece for and no unk_id)", (long long)doc_id);
+    st->ctx = ctx;
     int64_t n = (int64_t)st->ids.n, used = 0, seqs = 0;
     for (int64_t p = 0; p < n; p += st->seq_len) {
         if ((st->max_seqs >= 0 && seqs >= st->max_seqs) || (st->truncate && p > 0)) break;
         int64_t have = n - p < st->seq_len ? n - p : st->seq_len;
         if (have < st->seq_len && st->drop_remainder) break;
-        sh_key *k = sh_keys_find(&st->stored, doc_id, (int32_t)p);
-        if (k && !tk_same_as_stored(st, k, st->ids.ids + p, have))
-            return sf_fail("skip_stored: document %lld, tokens from %lld: a directory holds a sequence of %d rows "
-                           "with other tokens under this key, so it is not the input of the stored run (another "
-                           "corpus version, tokenizer or seq_len?): use another directory, or the stored run's "
-                           "input", (long long)doc_id, (long long)p, (int)k->rows);
-        if (k && !(k->val & TK_MET)) {
-            k->val |= TK_MET;
-            st->met++;
-        }
-        if (k && (k->val & st->all_dirs) == st->all_dirs) { /* every directory holds it already */
-            st->skipped++;
-            sf_count(ctx, "stored_sequences_skipped", 1);
-        } else if (tk_add(ctx, st, st->ids.ids + p, have, doc_id, p, label, label_len, split, split_len) != SF_OK)
+        if (p > INT32_MAX) return sf_fail("document %lld: a position beyond 2^31 tokens", (long long)doc_id);
+        tk_row(st, st->ids.ids + p, have, st->row);
+        if ((st->mix ? tk_mix_add(st->mix, st->row, doc_id, (int32_t)p, label_index)
+                     : tk_take(ctx, st, st->row, doc_id, (int32_t)p, label, label_len, split, split_len)) != SF_OK)
             return SF_ERR;
         used += have;
         seqs++;
@@ -322,8 +421,26 @@ static int tk_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
     return SF_OK;
 }
 
+/* The end of a mixed stream: the buffered sequences go out; what balancing dropped is logged. */
+static int tk_mix_end(sf_ctx *ctx, tk_stage *st) {
+    st->ctx = ctx;
+    if (tk_mix_finish(st->mix) != SF_OK) return SF_ERR;
+    for (int l = 0; l < st->n_balance; l++) {
+        tk_mix_counts c = tk_mix_label_counts(st->mix, l);
+        sf_count(ctx, "balance_dropped_surplus", c.dropped_surplus);
+        sf_count(ctx, "balance_dropped_full", c.dropped_full);
+        sf_log(SF_LOG_INFO, "balance: label %s: %lld sequences in, %lld out, %lld dropped as surplus over the "
+               "smallest label, %lld dropped because its pool (balance_pool) was full", st->label_names[l],
+               (long long)c.in, (long long)c.out, (long long)c.dropped_surplus, (long long)c.dropped_full);
+        if (c.out == 0)
+            sf_log(SF_LOG_WARN, "balance: no sequence went out: label %s had none", st->label_names[l]);
+    }
+    return SF_OK;
+}
+
 static int tk_on_eos(sf_ctx *ctx, void *state) {
     tk_stage *st = state;
+    if (st->mix && tk_mix_end(ctx, st) != SF_OK) return SF_ERR;
     if (st->stored.n && !sf_stopping(ctx)) {
         if (st->met < (int64_t)st->stored.n)
             return sf_fail("skip_stored: the input ended, but %lld of the %zu stored sequences never came out of it: "
@@ -341,6 +458,9 @@ static void tk_destroy(void *state) {
     if (st->tok) tk_release(st->tok);
     tok_ids_free(&st->ids);
     sh_keys_free(&st->stored);
+    tk_mix_free(st->mix);
+    for (int l = 0; l < st->n_labels; l++) free(st->label_names[l]);
+    free(st->mix_split);
     for (int64_t i = 0; st->labels && i < st->batch; i++) free(st->labels[i]);
     free(st->labels);
     free(st->tokens);
@@ -367,7 +487,10 @@ static const sf_stage_def tokenizer_def = {
            "[B, T] (BOS + seq_len ids), doc_id int64 [B], pos int32 [B] (first token's position in the "
            "document, BOS excluded), label [B], split. mode = chunk cuts every document into consecutive "
            "sequences and drops the rest shorter than seq_len (the paper: 64 + BOS); mode = truncate keeps "
-           "the first sequence of each document. A batch holds one split; the last batch may be smaller.",
+           "the first sequence of each document, none of one shorter than seq_len (the paper's window). balance = "
+           "\"en,ja\" keeps as many sequences of each label (the first of each, as the paper) and shuffle_buffer "
+           "shuffles them across documents (the paper's SAE data). A batch holds one split; the last batch may "
+           "be smaller.",
     .params = tk_params,
     .min_inputs = 1,
     .max_inputs = 1,

@@ -95,6 +95,11 @@ def main():
         summ = json.load(f)
     if summ["tokens"] != 2 * 5 or summ["hook"] != "resid_post.2":
         failures.append(f"hook=resid_post.2 mined {summ['tokens']} tokens of hook {summ['hook']!r}, want 10 of resid_post.2")
+    run([a, b], None, hook="hidden_states.3")  # Hugging Face's name of resid_post.2
+    with open(os.path.join(tmp, "out", "summary.json")) as f:
+        summ = json.load(f)
+    if summ["tokens"] != 2 * 5 or summ["hook"] != "resid_post.2":
+        failures.append(f"hook=hidden_states.3 mined {summ['tokens']} tokens of hook {summ['hook']!r}, want 10 of resid_post.2")
     m = good()
     m["acts"][0, 1, :] = np.nan
     run(m, None)

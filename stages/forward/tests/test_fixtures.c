@@ -92,14 +92,14 @@ static void check_splices(const char *name, const fw_model *m, fw_state *s, cons
     for (int l = 0; l < L; l++)
         for (int k = 0; k < 5; k++) {
             int with_loss = (l + k) % 2;
-            spliced_loss(m, s, tokens, B, T, (fw_hook){(fw_hook_kind)k, l}, 1.0f, with_loss ? loss : NULL, a);
+            spliced_loss(m, s, tokens, B, T, (fw_hook){.kind = (fw_hook_kind)k, .layer = l}, 1.0f, with_loss ? loss : NULL, a);
             double e = loss_abs_err(a, want_loss, N);
             if (with_loss && loss_abs_err(loss, want_loss, N) > e) e = loss_abs_err(loss, want_loss, N);
             if (e > as_is) as_is = e;
         }
     for (int l = 0; l + 1 < L; l++) {
-        spliced_loss(m, s, tokens, B, T, (fw_hook){FW_RESID_POST, l}, 0.5f, NULL, a);
-        spliced_loss(m, s, tokens, B, T, (fw_hook){FW_RESID_PRE, l + 1}, 0.5f, NULL, b);
+        spliced_loss(m, s, tokens, B, T, (fw_hook){.kind = FW_RESID_POST, .layer = l}, 0.5f, NULL, a);
+        spliced_loss(m, s, tokens, B, T, (fw_hook){.kind = FW_RESID_PRE, .layer = l + 1}, 0.5f, NULL, b);
         double e = loss_abs_err(a, b, N), d = loss_abs_err(a, want_loss, N);
         if (e > same) same = e;
         if (d < moved) moved = d;
@@ -137,7 +137,7 @@ static void run_fixture(const char *dir) {
     fw_hook *hooks = calloc((size_t)n_hooks, sizeof *hooks);
     float **outs = calloc((size_t)n_hooks, sizeof *outs);
     for (int i = 0; i < n_hooks; i++) {
-        hooks[i] = (fw_hook){(fw_hook_kind)(i % 5), i / 5};
+        hooks[i] = (fw_hook){.kind = (fw_hook_kind)(i % 5), .layer = i / 5};
         outs[i] = calloc((size_t)N * fw_hook_width(c, hooks[i]), sizeof(float));
     }
     float *logits = calloc((size_t)N * c->vocab, sizeof *logits), *loss = calloc((size_t)N, sizeof *loss);
@@ -180,7 +180,7 @@ static void run_fixture(const char *dir) {
     /* only the blocks up to resid_post.1 loaded, no head */
     fw_model *part = fw_model_load(dir, 2, 0);
     float *mid = calloc((size_t)N * c->d_model, sizeof *mid);
-    fw_hook h = {FW_RESID_POST, 1};
+    fw_hook h = {.kind = FW_RESID_POST, .layer = 1};
     fw_request r2 = {tokens, B, T, 1, &h, &mid, NULL, NULL, NULL, NULL};
     if (!part || part->n_loaded != 2 || part->lm_head || fw_forward(part, s, &r2) != SF_OK) {
         fprintf(stderr, "%s: partial load: %s\n", dir, sf_last_error());
@@ -189,7 +189,7 @@ static void run_fixture(const char *dir) {
     const float *want_mid = ref_f32(ref, "resid_post.1", (size_t)N * c->d_model);
     check(name, "partial load", rel_err(mid, want_mid, (size_t)N * c->d_model));
     /* and a hook past the loaded blocks, or logits without the head, are refused */
-    fw_hook beyond = {FW_RESID_PRE, 2};
+    fw_hook beyond = {.kind = FW_RESID_PRE, .layer = 2};
     fw_request r3 = {tokens, B, T, 1, &beyond, &mid, NULL, NULL, NULL, NULL};
     fw_request r4 = {tokens, B, T, 0, NULL, NULL, NULL, loss, NULL, NULL};
     if (fw_forward(part, s, &r3) == SF_OK || fw_forward(part, s, &r4) == SF_OK) {

@@ -5,7 +5,8 @@ PyTorch reference activations (tools/forward_make_fixtures.py).
 Pipeline: zmq_in -> forward -> zmq_out, fed and read from here with pyzmq + msgpack-numpy: one
 tokens message in, one activations message per hook out, BOS column dropped, pos unchanged, metadata
 passed through, loss on the first message; f32 within 1e-4 of the reference, bf16 within its
-rounding. CLI: every token's activations / logits in order as .npy, and the mean loss.
+rounding; Hugging Face's hidden_states.N names. CLI: every token's activations / logits in order as
+.npy, and the mean loss.
 
 usage: test_stage.py SAEFLOW_EXE FIXTURES_DIR  (exits 77 when pyzmq or msgpack_numpy is missing)
 """
@@ -106,6 +107,20 @@ def test_replicas(tmp, fixture, ref):
     check("replicas: values", worst <= 1e-4, f"rel err {worst:.2e}")
 
 
+def test_hf_names(tmp, fixture, ref):
+    """hooks = hidden_states.2 (Hugging Face's indexing) is resid_post.1, recorded under that name; naming
+    one point twice is refused."""
+    msg = {"tokens": ref["tokens"], "doc_id": np.array([1, 2], dtype=np.int64), "pos": np.zeros(2, dtype=np.int32),
+           "label": ["en", "ja"], "split": "test"}
+    got = run_pipeline(tmp, fixture, "hidden_states.2", "f32", [msg])
+    ok = len(got) == 1 and got[0]["hook"] == "resid_post.1" and got[0]["layer"] == 1
+    check("hidden_states.2 recorded as resid_post.1", ok, f"{[(m['hook'], m['layer']) for m in got]}")
+    check("hidden_states.2 values = resid_post.1", ok and rel_err(got[0]["acts"], ref["resid_post.1"][:, 1:]) <= 1e-4)
+    pipe, ep_in, ep_out = zmq_pipeline.write_flow(tmp, [f'model = "{fixture}"', 'hooks = "hidden_states.2,resid_post.1"'])
+    p = subprocess.run([SAEFLOW, "run", pipe], capture_output=True, text=True, timeout=60)
+    check("one point named twice refused", p.returncode != 0 and "which the list already has" in p.stderr, p.stderr.strip()[-200:])
+
+
 def test_cli(tmp, fixture, ref):
     tokens = ref["tokens"]
     stdin = "".join(" ".join(str(t) for t in row) + "\n" for row in tokens) + "\n"
@@ -148,6 +163,7 @@ def main():
         test_pipeline(tmp, fixture, ref, "f32", 1e-4)
         test_pipeline(tmp, fixture, ref, "bf16", 1e-2)
         test_replicas(tmp, fixture, ref)
+        test_hf_names(tmp, fixture, ref)
     if failures:
         print(f"{failures} checks failed")
     sys.exit(1 if failures else 0)

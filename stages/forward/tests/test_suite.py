@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The project's own trained checkpoint (data/suite, see data/suite/README.md) against the PyTorch
 reference tools/reference_forward.py saved in data/suite/reference/: per-token loss within 1e-4,
-every residual-stream hook within 1e-4 (relative to its scale), the same argmax predictions, and
+every residual-stream hook within 1e-4 (relative to its scale), also named as Hugging Face's
+hidden_states.N (the last entry, after the final norm, refused), the same argmax predictions, and
 the same greedy continuations of the reference prompts. Exits 77 if the reference is absent.
 
 With the committed SAE (reference/sae, trained on resid_post.2; tools/reference_forward.py
@@ -172,6 +173,21 @@ def main():
                 got = np.load(out)
                 e = float(np.max(np.abs(got - want)) / max(1.0, np.max(np.abs(want))))
             check(f"{hook} within 1e-4", ok and e <= 1e-4, f"rel err {e:.2e}")
+
+        # Hugging Face's indexing, as transformers' output_hidden_states builds it: the embeddings,
+        # each block's output but the last, then the final norm of the last block's output.
+        hf = ["embed.npy"] + [f"layer_{i:02d}.npy" for i in range(L - 1)] + ["final_norm.npy"]
+        for n, fn in enumerate(hf[:L]):
+            p = run([ckpt, "--hook", f"hidden_states.{n}", "--out", out], stdin)
+            want = np.load(os.path.join(REF, fn)).astype(np.float64).reshape(B * T, -1)
+            e = float("inf")
+            if p.returncode == 0:
+                got = np.load(out)
+                e = float(np.max(np.abs(got - want)) / max(1.0, np.max(np.abs(want))))
+            check(f"hidden_states.{n} = HF hidden_states[{n}]", p.returncode == 0 and e <= 1e-4, f"rel err {e:.2e}")
+        p = run([ckpt, "--hook", f"hidden_states.{L}", "--out", out], stdin)
+        check(f"hidden_states.{L} (after the final norm) refused", p.returncode != 0 and "final norm" in p.stderr
+              and f"resid_post.{L - 1}" in p.stderr, p.stderr.strip())
 
     test_sae(ckpt, ids, want_loss)
 

@@ -1,5 +1,6 @@
 """Extraction with the real upstream stages: text_source -> tokenizer -> forward (two hooks, one
-message per hook on one edge) -> two shard_writers, each keeping one hook. Each directory must hold
+message per hook on one edge) -> two shard_writers, each keeping one hook (the second named as Hugging
+Face's hidden_states.3, stored as resid_post.2). Each directory must hold
 its own hook only, both the same tokens, documents and positions (64-token sequences, BOS dropped),
 different activations; a run killed with SIGKILL at random moments and resumed must store the same
 rows as an uninterrupted run, each once, bit for bit, the resumed runs forwarding only the sequences
@@ -71,7 +72,7 @@ stage l1 = shard_writer {{
 stage l2 = shard_writer {{
     input = fwd
     dir = "DIR/l2"
-    hook = resid_post.2
+    hook = hidden_states.3          # Hugging Face's name of resid_post.2
     dtype = BF16
     shard_mb = 1
     skipped_upstream = true

