@@ -7,10 +7,10 @@
 #
 #   tools/demo.sh                      everything, into runs/demo (about 2.1 GB), building into build/
 #   RUNS=/tmp/d BUILD=build-ci STEPS="step-000000 step-001000" TRAIN_ARGS="docs=200" MINE_ARGS="docs=50" tools/demo.sh
-#   SUITE=/data/llm-jp-3-1.8b LAYER=12 tools/demo.sh      another suite: every folder of it with a config.json
+#   SUITE=/data/llm-jp-3-1.8b LAYER=11 tools/demo.sh      another suite (the paper's "layer 12" = hidden_states[12] = resid_post.11)
 #
 # Variables: SUITE (a folder of checkpoint folders), STEPS (which of them, in training order; default
-# all, sorted by name), LAYER (the hooked block; default the middle one of the first checkpoint's
+# all, sorted by name), LAYER (the block whose output, resid_post.LAYER, the SAEs read; default the middle one of the first checkpoint's
 # num_hidden_layers / n_layer), TOKENIZER (default: SUITE's tokenizer.json or .model, else each
 # checkpoint's own), TRAIN_ARGS and MINE_ARGS (KEY=VALUE overrides of pipelines/demo-train.flow and
 # demo-mine.flow), RUNS (output folder), BUILD (meson build folder).
