@@ -190,9 +190,14 @@ static int parse_line(parser *ps, char *line, const char *dir) {
             free(value);
             return perr(ps, ps->line, "host '%s' must be tcp://ADDRESS:PORT or ipc://DIRECTORY", name);
         }
-        if (strncmp(value, "tcp://", 6) == 0 && !strrchr(value + 6, ':')) {
-            free(value);
-            return perr(ps, ps->line, "host '%s' needs a first port: tcp://ADDRESS:PORT", name);
+        if (strncmp(value, "tcp://", 6) == 0) {
+            const char *colon = strrchr(value + 6, ':');
+            char *end;
+            long port = colon ? strtol(colon + 1, &end, 10) : 0;
+            if (!colon || !colon[1] || *end || port < 1 || port > 65535) {
+                free(value);
+                return perr(ps, ps->line, "host '%s' needs a first port from 1 to 65535: tcp://ADDRESS:PORT", name);
+            }
         }
         GROW(p->hosts, p->n_hosts);
         p->hosts[p->n_hosts++] = (sf_host){xstrdup(name), value, ps->line};
@@ -308,6 +313,7 @@ static int validate_stage(parser *ps, sf_stage_decl *st) {
         for (int j = 0; j < p->n_stages; j++)
             if (strcmp(p->stages[j].name, st->inputs[i]) == 0) found = j;
         if (found < 0) return perr(ps, line, "stage '%s' reads from '%s', which is not a stage in this file", st->name, st->inputs[i]);
+        if (&p->stages[found] == st) return perr(ps, line, "stage '%s' reads from itself: data must flow one way (name another stage)", st->name);
         if (!p->stages[found].entry) p->stages[found].entry = sf_plugins_find(p->stages[found].type);
         if (p->stages[found].entry && !p->stages[found].entry->def->has_output)
             return perr(ps, line, "stage '%s' reads from '%s', but %s is a sink with no output", st->name, st->inputs[i], p->stages[found].type);
@@ -329,6 +335,26 @@ static int find_cycle(parser *ps, int s, int *mark) {
         if (mark[u] == 0 && find_cycle(ps, u, mark) != SF_OK) return SF_ERR;
     }
     mark[s] = 2;
+    return SF_OK;
+}
+
+/* The pipeline's size against SF_MAX_INSTANCES, and each tcp host's ports: instance k listens on
+ * the host's first port + k, which must stay a port. */
+static int check_counts(parser *ps) {
+    const sf_pipeline *p = ps->p;
+    int instances = 0;
+    for (int i = 0; i < p->n_stages; i++) instances += p->stages[i].replicas;
+    if (instances > SF_MAX_INSTANCES)
+        return perr(ps, p->stages[p->n_stages - 1].line,
+                    "%d stage instances (replicas included) in one pipeline; saeflow runs at most %d: split it into pipelines joined by zmq_out / zmq_in, or use fewer replicas",
+                    instances, SF_MAX_INSTANCES);
+    for (int h = 0; h < p->n_hosts; h++) {
+        if (strncmp(p->hosts[h].endpoint, "tcp://", 6) != 0) continue;
+        long first = strtol(strrchr(p->hosts[h].endpoint + 6, ':') + 1, NULL, 10);
+        if (first + instances - 1 > 65535)
+            return perr(ps, p->hosts[h].line, "host '%s': its stages listen on ports %ld to %ld (one per instance), beyond 65535: choose a first port up to %d",
+                        p->hosts[h].name, first, first + instances - 1, 65535 - instances + 1);
+    }
     return SF_OK;
 }
 
@@ -354,8 +380,15 @@ sf_pipeline *sf_pipeline_load(const char *path, char **overrides, int n_override
     const char *dir = dirname(dirbuf);
     char *line = NULL;
     size_t cap = 0;
-    while (getline(&line, &cap, f) >= 0) {
+    ssize_t len;
+    while ((len = getline(&line, &cap, f)) >= 0) {
         ps.line++;
+        const char *nul = memchr(line, 0, (size_t)len);
+        if (nul) {
+            perr(&ps, ps.line, "a NUL byte at column %d: a pipeline file is text (is this the right file?)", (int)(nul - line) + 1);
+            free(line);
+            goto fail;
+        }
         if (parse_line(&ps, line, dir) != SF_OK) {
             free(line);
             goto fail;
@@ -378,6 +411,7 @@ sf_pipeline *sf_pipeline_load(const char *path, char **overrides, int n_override
     }
     for (int i = 0; i < p->n_stages; i++)
         if (validate_stage(&ps, &p->stages[i]) != SF_OK) goto fail;
+    if (check_counts(&ps) != SF_OK) goto fail;
     int *mark = calloc((size_t)p->n_stages, sizeof *mark);
     for (int i = 0; i < p->n_stages; i++)
         if (mark[i] == 0 && find_cycle(&ps, i, mark) != SF_OK) {

@@ -11,6 +11,7 @@
  * while any socket still shows input). */
 #include <errno.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,7 +100,21 @@ const char *sf_param_str(sf_ctx *ctx, const char *name) {
     return v ? v : "";
 }
 
-int sf_stopping(sf_ctx *ctx) { return atomic_load(&ctx->rt->stopping); }
+int sf_param_fail(sf_ctx *ctx, const char *name, const char *fmt, ...) {
+    char msg[900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    const sf_stage_decl *st = ctx->decl;
+    int line = st->line;
+    for (int i = 0; i < st->n_params; i++)
+        if (strcmp(st->params[i].key, name) == 0) line = st->params[i].line;
+    ctx->located = 1;
+    return sf_fail("%s:%d: stage '%s' (%s) parameter '%s': %s", ctx->pipeline_path, line, st->name, st->type, name, msg);
+}
+
+int sf_stopping(sf_ctx *ctx) { return ctx->rt && atomic_load(&ctx->rt->stopping); }
 int sf_replica_index(sf_ctx *ctx) { return ctx->replica; }
 int sf_replica_count(sf_ctx *ctx) { return ctx->decl->replicas; }
 const char *sf_instance_name(sf_ctx *ctx) { return ctx->name; }
@@ -124,8 +139,13 @@ void sf_count(sf_ctx *ctx, const char *counter, int64_t delta) {
 }
 
 int sf_emit(sf_ctx *ctx, sf_msg *m) {
+    if (!ctx->rt) { /* from a check hook */
+        sf_msg_free(m);
+        return sf_fail("sf_emit called outside a run (from a check hook)");
+    }
     size_t len;
     void *buf = sf_msg_release(m, &len);
+    if (!buf) return SF_ERR; /* a put failed: sf_last_error() says which */
     pthread_mutex_lock(&ctx->lock);
     while (ctx->out_len == OUTBOX_CAP && !atomic_load(&ctx->rt->aborting)) pthread_cond_wait(&ctx->cond, &ctx->lock);
     if (atomic_load(&ctx->rt->aborting)) {
@@ -663,6 +683,36 @@ static void tell_peers_abort(sf_runtime *rt) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Checking                                                                                    */
+
+int sf_check_stages(sf_pipeline *p, const char *host) {
+    int findings = 0, host_idx = -1;
+    for (int h = 0; host && h < p->n_hosts; h++)
+        if (strcmp(p->hosts[h].name, host) == 0) host_idx = h;
+    for (int s = 0; s < p->n_stages; s++) {
+        sf_stage_decl *st = &p->stages[s];
+        int (*check)(sf_ctx *) = sf_stage_check_fn(st->entry);
+        if (!check) continue;
+        /* parameters are the same for every replica: the first one placed here checks them */
+        int r = 0;
+        while (host_idx >= 0 && r < st->replicas && sf_replica_host(st, r) != host_idx) r++;
+        if (r == st->replicas) continue;
+        sf_ctx ctx = {.decl = st, .def = st->entry->def, .pipeline_path = p->path, .replica = r};
+        instance_name(st, r, ctx.name, sizeof ctx.name);
+        pthread_mutex_init(&ctx.lock, NULL);
+        sf_fail("%s", ""); /* a hook that returns SF_ERR without saying why still gets a message */
+        if (check(&ctx) != SF_OK) {
+            findings++;
+            const char *e = sf_last_error()[0] ? sf_last_error() : "its check failed without saying why";
+            if (ctx.located) fprintf(stderr, "%s\n", e);
+            else fprintf(stderr, "%s:%d: stage '%s' (%s): %s\n", p->path, st->line, st->name, st->type, e);
+        }
+        pthread_mutex_destroy(&ctx.lock);
+    }
+    return findings;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Setting up                                                                                  */
 
 static void *open_socket(sf_runtime *rt, int type) {
@@ -784,6 +834,32 @@ static void free_runtime(sf_runtime *rt) {
     zmq_ctx_term(rt->zctx);
 }
 
+/* ZeroMQ allows 1023 sockets per context by default and each takes a file descriptor: room for
+ * every socket this process opens (a ROUTER per producer instance, a DEALER per input link, the
+ * ZAP handler's), so any pipeline within SF_MAX_INSTANCES starts. */
+static int reserve_sockets(sf_runtime *rt) {
+    const sf_pipeline *p = rt->p;
+    long sockets = 16;
+    for (int s = 0; s < p->n_stages; s++)
+        for (int r = 0; r < p->stages[s].replicas; r++) {
+            if (!is_local(rt, s, r)) continue;
+            sockets++; /* its router (a sink has none: counted anyway) */
+            for (int i = 0; i < p->stages[s].n_inputs; i++) sockets += p->stages[p->stages[s].input_idx[i]].replicas;
+        }
+    struct rlimit nofile;
+    rlim_t want = (rlim_t)sockets * 2 + 256; /* a descriptor per socket's mailbox, one per tcp peer, and the rest */
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < want) {
+        nofile.rlim_cur = nofile.rlim_max == RLIM_INFINITY || nofile.rlim_max > want ? want : nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+        if (nofile.rlim_cur < want)
+            return sf_fail("this pipeline opens %ld sockets here, and the open-file limit (ulimit -n %llu) allows about %llu: raise it or run fewer stage instances",
+                           sockets, (unsigned long long)nofile.rlim_cur, (unsigned long long)(nofile.rlim_cur - 256) / 2);
+    }
+    if (sockets > 1023 && zmq_ctx_set(rt->zctx, ZMQ_MAX_SOCKETS, (int)sockets) != 0)
+        return sf_fail("cannot allow %ld ZeroMQ sockets: %s", sockets, zmq_strerror(errno));
+    return SF_OK;
+}
+
 int sf_run(sf_pipeline *p, const sf_run_options *o) {
     sf_runtime *rt = calloc(1, sizeof *rt);
     rt->p = p;
@@ -805,6 +881,12 @@ int sf_run(sf_pipeline *p, const sf_run_options *o) {
         }
     }
     rt->zctx = zmq_ctx_new();
+    if (reserve_sockets(rt) != SF_OK) {
+        fprintf(stderr, "saeflow: %s\n", sf_last_error());
+        zmq_ctx_term(rt->zctx);
+        free(rt);
+        return 1;
+    }
     uv_loop_init(&rt->loop);
     rt->start = sf_now();
     int rc = SF_OK;
@@ -823,6 +905,7 @@ int sf_run(sf_pipeline *p, const sf_run_options *o) {
             c->def = c->decl->entry->def;
             c->replica = r;
             c->rt = rt;
+            c->pipeline_path = p->path;
             instance_name(c->decl, r, c->name, sizeof c->name);
             pthread_mutex_init(&c->lock, NULL);
             pthread_cond_init(&c->cond, NULL);

@@ -20,6 +20,10 @@ typedef struct sf_run_options {
     int stop_on_stdin_eof;  /* end-of-file on stdin stops the run like SIGTERM (saeflow launch) */
 } sf_run_options;
 
+/* Calls every stage's check hook (the stages placed on host, or all with host NULL) without
+ * starting anything; prints each finding as "file:line: ..." on stderr and returns how many. */
+int sf_check_stages(sf_pipeline *p, const char *host);
+
 /* Runs the part of p placed on o->host; returns the process exit code (0 ok, 1 failure,
  * 130 interrupted). */
 int sf_run(sf_pipeline *p, const sf_run_options *o);
@@ -59,6 +63,8 @@ typedef struct sf_counter {
 
 struct sf_ctx {
     sf_stage_decl *decl;
+    const char *pipeline_path; /* for sf_param_fail's file:line */
+    int located;               /* the last error came from sf_param_fail (it has its file:line) */
     const sf_stage_def *def;
     int replica, local;
     char name[64];
