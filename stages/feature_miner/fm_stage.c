@@ -66,26 +66,46 @@ static int load_known_max(const char *path, int n, float **out) {
     return SF_OK;
 }
 
-static int fm_init(sf_ctx *ctx, void **out) {
-    if (sf_replica_count(ctx) != 1) return sf_fail("feature_miner keeps global per-feature state: run it with replicas = 1");
-    fm_state *s = calloc(1, sizeof *s);
-    if (!s) abort();
-    *out = s;
+static void fm_destroy(void *state);
+
+/* The parameters and the files they name (the SAE, the tokenizer, max_from), for check and init
+ * alike; fm_destroy frees what they load. */
+static int fm_read_params(sf_ctx *ctx, fm_state *s) {
+    if (sf_replica_count(ctx) != 1) return sf_param_fail(ctx, "replicas", "feature_miner keeps global per-feature state: run it with replicas = 1");
     s->vocab.bos = -1;
     s->sae_dir = dup_or_null(sf_param_str(ctx, "sae"));
     s->out_dir = dup_or_null(sf_param_str(ctx, "out"));
     s->model_dir = dup_or_null(sf_param_str(ctx, "model"));
     s->want_hook = dup_or_null(sf_param_str(ctx, "hook"));
     if (!s->sae_dir || !s->out_dir) return sf_fail("feature_miner needs the parameters sae and out");
-    if (sae_load(&s->sae, s->sae_dir) != SF_OK) return SF_ERR;
+    if (sae_load(&s->sae, s->sae_dir) != SF_OK) return sf_param_fail(ctx, "sae", "%s", sf_last_error());
     s->sae_loaded = 1;
     const char *tok = sf_param_str(ctx, "tokenizer");
-    if (tok && *tok && fm_vocab_load(&s->vocab, tok) != SF_OK) return SF_ERR;
+    if (tok && *tok && fm_vocab_load(&s->vocab, tok) != SF_OK) return sf_param_fail(ctx, "tokenizer", "%s", sf_last_error());
     const char *max_from = sf_param_str(ctx, "max_from");
-    if (max_from && *max_from && load_known_max(max_from, s->sae.n, &s->known_max) != SF_OK) return SF_ERR;
+    if (max_from && *max_from && load_known_max(max_from, s->sae.n, &s->known_max) != SF_OK)
+        return sf_param_fail(ctx, "max_from", "%s", sf_last_error());
     int64_t top_n = sf_param_int(ctx, "top_n"), res = sf_param_int(ctx, "reservoir"), bins = sf_param_int(ctx, "hist_bins");
-    if (top_n < 1 || top_n > 100000 || res < 0 || res > 100000 || bins < 2 || bins > 4096)
-        return sf_fail("feature_miner: top_n must be in [1, 100000], reservoir in [0, 100000], hist_bins in [2, 4096]");
+    if (top_n < 1 || top_n > 100000) return sf_param_fail(ctx, "top_n", "must be in [1, 100000]");
+    if (res < 0 || res > 100000) return sf_param_fail(ctx, "reservoir", "must be in [0, 100000]");
+    if (bins < 2 || bins > 4096) return sf_param_fail(ctx, "hist_bins", "must be in [2, 4096]");
+    return SF_OK;
+}
+
+static int fm_check(sf_ctx *ctx) {
+    fm_state *s = sf_zalloc("feature_miner check", 1, sizeof *s);
+    if (!s) return SF_ERR;
+    int rc = fm_read_params(ctx, s);
+    fm_destroy(s);
+    return rc;
+}
+
+static int fm_init(sf_ctx *ctx, void **out) {
+    fm_state *s = sf_zalloc("feature_miner state", 1, sizeof *s);
+    if (!s) return SF_ERR;
+    *out = s;
+    if (fm_read_params(ctx, s) != SF_OK) return SF_ERR;
+    int64_t top_n = sf_param_int(ctx, "top_n"), res = sf_param_int(ctx, "reservoir"), bins = sf_param_int(ctx, "hist_bins");
     fm_miner_cfg cfg = {
         .n_features = s->sae.n,
         .top_n = (int)top_n,
@@ -300,6 +320,7 @@ static const sf_stage_def fm_stage_def = {
     .max_inputs = 1,
     .has_output = 0,
     .init = fm_init,
+    .check = fm_check,
     .on_message = fm_on_message,
     .on_eos = fm_on_eos,
     .destroy = fm_destroy,
