@@ -6,10 +6,13 @@ override. Run from the repository's root, as the files' relative paths expect. A
 what another one writes (demo-mine.flow: demo-train.flow's SAE; train-from-shards.flow:
 extract.flow's shards) is checked with `runs` pointing at an empty directory, and must then report
 exactly that missing input, each finding naming its file:line. Files that need a stage this build
-does not have are skipped, and if every one is, the test is.
+does not have are skipped, and if every one is, the test is. Every text_source of the shipped files
+splits by the corpus's own split field, as the suite's LM was trained (one split everywhere: a hash
+split would put the LM's training documents in the "test" split of one pipeline and not another).
 Usage: check_all.py SAEFLOW PIPELINES_DIR"""
 import glob
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,6 +30,11 @@ files = sorted(glob.glob(os.path.join(folder, "*.flow")))
 if not files:
     sys.exit(f"FAIL: no pipeline files in {folder}")
 checked = failed = 0
+for path in files:  # one split everywhere: text_source blocks name split_field
+    for block in re.findall(r"= text_source \{(.*?)\n\}", open(path).read(), re.S):
+        if not re.search(r"^\s*split_field\s*=\s*split\b", block, re.M):
+            print(f"FAIL: {path}: a text_source without 'split_field = split' splits by a hash of the id, unlike the demo")
+            failed += 1
 for path in files:
     name = os.path.basename(path)
     for extra in [[]] + OVERRIDES.get(name, []):
