@@ -289,12 +289,16 @@ static int validate_stage(parser *ps, sf_stage_decl *st) {
             }
             if (!check_type(pd, kv->value))
                 return perr(ps, kv->line, "parameter '%s' of stage '%s' must be %s, not '%s'", kv->key, st->name, type_name(pd->type), kv->value);
-            st->params[kept++] = *kv;
             continue;
         }
+        /* a reserved key, now read: out of the parameters (after the loop, so that an error
+         * above leaves every entry owned once) */
         free(kv->key);
         free(kv->value);
+        kv->key = kv->value = NULL;
     }
+    for (int i = 0; i < st->n_params; i++)
+        if (st->params[i].key) st->params[kept++] = st->params[i];
     st->n_params = kept;
     for (const sf_param_def *pd = d->params; pd && pd->name; pd++)
         if (!pd->default_value && !sf_pipeline_param(st, pd->name))
