@@ -346,12 +346,15 @@ static int find_cycle(parser *ps, int s, int *mark) {
  * the host's first port + k, which must stay a port. */
 static int check_counts(parser *ps) {
     const sf_pipeline *p = ps->p;
-    int instances = 0;
-    for (int i = 0; i < p->n_stages; i++) instances += p->stages[i].replicas;
-    if (instances > SF_MAX_INSTANCES)
-        return perr(ps, p->stages[p->n_stages - 1].line,
-                    "%d stage instances (replicas included) in one pipeline; saeflow runs at most %d: split it into pipelines joined by zmq_out / zmq_in, or use fewer replicas",
-                    instances, SF_MAX_INSTANCES);
+    int instances = 0, crossing = -1; /* the stage whose instances pass the limit */
+    for (int i = 0; i < p->n_stages; i++) {
+        instances += p->stages[i].replicas;
+        if (instances > SF_MAX_INSTANCES && crossing < 0) crossing = i;
+    }
+    if (crossing >= 0)
+        return perr(ps, p->stages[crossing].line,
+                    "%d stage instances (replicas included) in one pipeline; saeflow runs at most %d, and stage '%s' passes that: split it into pipelines joined by zmq_out / zmq_in, or use fewer replicas",
+                    instances, SF_MAX_INSTANCES, p->stages[crossing].name);
     for (int h = 0; h < p->n_hosts; h++) {
         if (strncmp(p->hosts[h].endpoint, "tcp://", 6) != 0) continue;
         long first = strtol(strrchr(p->hosts[h].endpoint + 6, ':') + 1, NULL, 10);
