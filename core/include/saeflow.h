@@ -250,7 +250,8 @@ SF_EXPORT const char *sf_param_str(sf_ctx *ctx, const char *name);
 SF_EXPORT int sf_param_fail(sf_ctx *ctx, const char *name, const char *fmt, ...) SF_PRINTF(3, 4);
 
 /* Sends m to every consumer of this stage's output and takes ownership of it (also on error).
- * Blocks while consumers are behind. SF_ERR when the pipeline is stopping. */
+ * Blocks while consumers are behind. SF_ERR when the pipeline is stopping, or when a put into m
+ * failed (sf_last_error() then says which: out of memory, a tensor over SF_MSG_MAX_BYTES). */
 SF_EXPORT int sf_emit(sf_ctx *ctx, sf_msg *m);
 /* True once the pipeline is being stopped (signal, or another stage failed). */
 SF_EXPORT int sf_stopping(sf_ctx *ctx);
