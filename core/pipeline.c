@@ -27,13 +27,17 @@ static int perr(const parser *ps, int line, const char *fmt, ...) {
     return sf_fail("%s:%d: %s", ps->path, line, msg);
 }
 
-static char *xstrdup(const char *s) {
-    char *d = strdup(s);
-    if (!d) abort();
-    return d;
-}
+/* A copy of a piece of the file; NULL with sf_last_error() when memory runs out. */
+static char *dup_text(const char *s) { return sf_strdup("a pipeline file's text", s); }
 
-#define GROW(arr, n) do { arr = realloc(arr, ((size_t)(n) + 1) * sizeof *(arr)); if (!(arr)) abort(); } while (0)
+/* Room for one more entry in arr (n entries now); SF_ERR when memory runs out. */
+static int grow_by_one(void **arr, size_t n, size_t size) {
+    void *a = sf_realloc(*arr, "a pipeline file's entries", n + 1, size);
+    if (!a) return SF_ERR;
+    *arr = a;
+    return SF_OK;
+}
+#define GROW(arr, n) do { if (grow_by_one((void **)&(arr), (size_t)(n), sizeof *(arr)) != SF_OK) return SF_ERR; } while (0)
 
 static char *trim(char *s) {
     while (isspace((unsigned char)*s)) s++;
@@ -100,8 +104,7 @@ static int read_value(parser *ps, char *s, char **out) {
         }
     }
     val[m] = 0;
-    *out = xstrdup(val);
-    return SF_OK;
+    return (*out = dup_text(val)) ? SF_OK : SF_ERR;
 }
 
 /* Splits "name = rest" at the first '='. */
@@ -117,7 +120,9 @@ static int split_assign(parser *ps, char *s, char **name, char **rest, const cha
 
 static int add_var(sf_pipeline *p, const char *key, const char *value, int line) {
     GROW(p->vars, p->n_vars);
-    p->vars[p->n_vars++] = (sf_kv){xstrdup(key), xstrdup(value), line};
+    char *k = dup_text(key), *v = k ? dup_text(value) : NULL;
+    if (!v) return free(k), SF_ERR;
+    p->vars[p->n_vars++] = (sf_kv){k, v, line};
     return SF_OK;
 }
 
@@ -134,15 +139,23 @@ static int stage_key(parser *ps, char *s) {
     if (strcmp(key, "input") == 0) {
         st->inputs_line = ps->line;
         char *save = NULL;
-        for (char *tok = strtok_r(value, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-            GROW(st->inputs, st->n_inputs);
-            st->inputs[st->n_inputs++] = xstrdup(trim(tok));
+        int rc = SF_OK;
+        for (char *tok = strtok_r(value, ",", &save); tok && rc == SF_OK; tok = strtok_r(NULL, ",", &save)) {
+            char *in = NULL;
+            if ((rc = grow_by_one((void **)&st->inputs, (size_t)st->n_inputs, sizeof *st->inputs)) == SF_OK &&
+                !(in = dup_text(trim(tok))))
+                rc = SF_ERR;
+            if (in) st->inputs[st->n_inputs++] = in;
         }
         free(value);
-        return SF_OK;
+        return rc;
     }
-    GROW(st->params, st->n_params);
-    st->params[st->n_params++] = (sf_kv){xstrdup(key), value, ps->line};
+    char *k = dup_text(key);
+    if (!k || grow_by_one((void **)&st->params, (size_t)st->n_params, sizeof *st->params) != SF_OK) {
+        free(k), free(value);
+        return SF_ERR;
+    }
+    st->params[st->n_params++] = (sf_kv){k, value, ps->line};
     return SF_OK;
 }
 
@@ -166,9 +179,9 @@ static int parse_line(parser *ps, char *line, const char *dir) {
         int overridden = 0;
         for (int i = 0; i < p->n_vars; i++)
             if (p->vars[i].line <= 0 && strcmp(p->vars[i].key, name) == 0) p->vars[i].line = -1, overridden = 1;
-        if (!overridden) add_var(p, name, value, ps->line);
+        int rc = overridden ? SF_OK : add_var(p, name, value, ps->line);
         free(value);
-        return SF_OK;
+        return rc;
     }
     if (strncmp(s, "plugin ", 7) == 0) {
         if (read_value(ps, s + 7, &value) != SF_OK) return SF_ERR;
@@ -199,8 +212,12 @@ static int parse_line(parser *ps, char *line, const char *dir) {
                 return perr(ps, ps->line, "host '%s' needs a first port from 1 to 65535: tcp://ADDRESS:PORT", name);
             }
         }
-        GROW(p->hosts, p->n_hosts);
-        p->hosts[p->n_hosts++] = (sf_host){xstrdup(name), value, ps->line};
+        char *n = dup_text(name);
+        if (!n || grow_by_one((void **)&p->hosts, (size_t)p->n_hosts, sizeof *p->hosts) != SF_OK) {
+            free(n), free(value);
+            return SF_ERR;
+        }
+        p->hosts[p->n_hosts++] = (sf_host){n, value, ps->line};
         return SF_OK;
     }
     if (strncmp(s, "stage ", 6) == 0) {
@@ -217,8 +234,7 @@ static int parse_line(parser *ps, char *line, const char *dir) {
         GROW(p->stages, p->n_stages);
         sf_stage_decl *st = &p->stages[p->n_stages++];
         memset(st, 0, sizeof *st);
-        st->name = xstrdup(name);
-        st->type = xstrdup(type);
+        if (!(st->name = dup_text(name)) || !(st->type = dup_text(type))) return SF_ERR;
         st->line = ps->line;
         st->replicas = 1;
         ps->open = st;
@@ -311,7 +327,7 @@ static int validate_stage(parser *ps, sf_stage_decl *st) {
     if (st->n_inputs < d->min_inputs || st->n_inputs > d->max_inputs)
         return perr(ps, line, "stage '%s' (%s) takes %d to %d inputs, not %d: set 'input = NAME[, NAME...]'", st->name, st->type,
                     d->min_inputs, d->max_inputs, st->n_inputs);
-    st->input_idx = calloc((size_t)st->n_inputs + 1, sizeof *st->input_idx);
+    if (!(st->input_idx = sf_zalloc("a stage's inputs", (size_t)st->n_inputs + 1, sizeof *st->input_idx))) return SF_ERR;
     for (int i = 0; i < st->n_inputs; i++) {
         int found = -1;
         for (int j = 0; j < p->n_stages; j++)
@@ -368,8 +384,12 @@ static int check_counts(parser *ps) {
 sf_pipeline *sf_pipeline_load(const char *path, char **overrides, int n_overrides) {
     FILE *f = fopen(path, "r");
     if (!f) return sf_fail("%s: %s", path, strerror(errno)), NULL;
-    sf_pipeline *p = calloc(1, sizeof *p);
-    p->path = xstrdup(path);
+    sf_pipeline *p = sf_zalloc("a pipeline", 1, sizeof *p);
+    if (!p || !(p->path = dup_text(path))) {
+        fclose(f);
+        sf_pipeline_free(p);
+        return NULL;
+    }
     parser ps = {.path = path, .p = p};
     for (int i = 0; i < n_overrides; i++) {
         char *eq = strchr(overrides[i], '=');
@@ -378,8 +398,9 @@ sf_pipeline *sf_pipeline_load(const char *path, char **overrides, int n_override
             goto fail;
         }
         *eq = 0;
-        add_var(p, overrides[i], eq + 1, 0);
+        int rc = add_var(p, overrides[i], eq + 1, 0);
         *eq = '=';
+        if (rc != SF_OK) goto fail;
     }
     int n_cli = p->n_vars;
     char dirbuf[PATH_MAX];
@@ -419,7 +440,8 @@ sf_pipeline *sf_pipeline_load(const char *path, char **overrides, int n_override
     for (int i = 0; i < p->n_stages; i++)
         if (validate_stage(&ps, &p->stages[i]) != SF_OK) goto fail;
     if (check_counts(&ps) != SF_OK) goto fail;
-    int *mark = calloc((size_t)p->n_stages, sizeof *mark);
+    int *mark = sf_zalloc("the cycle search's marks", (size_t)p->n_stages, sizeof *mark);
+    if (!mark) goto fail;
     for (int i = 0; i < p->n_stages; i++)
         if (mark[i] == 0 && find_cycle(&ps, i, mark) != SF_OK) {
             free(mark);

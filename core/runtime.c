@@ -732,12 +732,17 @@ static int setup_instance(sf_runtime *rt, sf_ctx *c, int stage_idx) {
         for (int i = 0; i < p->stages[s].n_inputs; i++)
             if (p->stages[s].input_idx[i] == stage_idx) {
                 int g = c->n_groups++;
-                c->group_broadcast = realloc(c->group_broadcast, (size_t)c->n_groups * sizeof(int));
-                c->group_rr = realloc(c->group_rr, (size_t)c->n_groups * sizeof(int));
+                int *gb = sf_realloc(c->group_broadcast, "an instance's consumer groups", (size_t)c->n_groups, sizeof(int));
+                if (gb) c->group_broadcast = gb;
+                int *rr = gb ? sf_realloc(c->group_rr, "an instance's consumer groups", (size_t)c->n_groups, sizeof(int)) : NULL;
+                if (!rr) return SF_ERR;
+                c->group_rr = rr;
                 c->group_broadcast[g] = p->stages[s].broadcast;
                 c->group_rr[g] = 0;
                 for (int r = 0; r < p->stages[s].replicas; r++) {
-                    c->out = realloc(c->out, (size_t)(c->n_out + 1) * sizeof *c->out);
+                    sf_out_link *out = sf_realloc(c->out, "an instance's output links", (size_t)c->n_out + 1, sizeof *c->out);
+                    if (!out) return SF_ERR;
+                    c->out = out;
                     sf_out_link *l = &c->out[c->n_out++];
                     memset(l, 0, sizeof *l);
                     instance_name(&p->stages[s], r, l->id, sizeof l->id);
@@ -765,7 +770,9 @@ static int setup_instance(sf_runtime *rt, sf_ctx *c, int stage_idx) {
     for (int i = 0; i < st->n_inputs; i++) {
         int u = st->input_idx[i];
         for (int r = 0; r < p->stages[u].replicas; r++) {
-            c->in = realloc(c->in, (size_t)(c->n_in + 1) * sizeof *c->in);
+            sf_in_link *in = sf_realloc(c->in, "an instance's input links", (size_t)c->n_in + 1, sizeof *c->in);
+            if (!in) return SF_ERR;
+            c->in = in;
             sf_in_link *l = &c->in[c->n_in++];
             memset(l, 0, sizeof *l);
             instance_name(&p->stages[u], r, l->peer, sizeof l->peer);
@@ -781,9 +788,9 @@ static int setup_instance(sf_runtime *rt, sf_ctx *c, int stage_idx) {
         }
     }
     c->inbox_cap = rt->o.credit * (c->n_in ? c->n_in : 1);
-    c->inbox = calloc((size_t)c->inbox_cap, sizeof *c->inbox);
-    c->outbox = calloc(OUTBOX_CAP, sizeof *c->outbox);
-    return SF_OK;
+    c->inbox = sf_zalloc("an instance's inbox", (size_t)c->inbox_cap, sizeof *c->inbox);
+    c->outbox = sf_zalloc("an instance's outbox", OUTBOX_CAP, sizeof *c->outbox);
+    return c->inbox && c->outbox ? SF_OK : SF_ERR;
 }
 
 static void start_polls(sf_runtime *rt) {
@@ -900,7 +907,11 @@ int sf_run(sf_pipeline *p, const sf_run_options *o) {
     for (int s = 0; s < p->n_stages && rc == SF_OK; s++) {
         for (int r = 0; r < p->stages[s].replicas && rc == SF_OK; r++) {
             if (!is_local(rt, s, r)) continue;
-            sf_ctx *c = calloc(1, sizeof *c);
+            sf_ctx *c = sf_zalloc("a stage instance", 1, sizeof *c);
+            if (!c) {
+                rc = SF_ERR;
+                break;
+            }
             c->decl = &p->stages[s];
             c->def = c->decl->entry->def;
             c->replica = r;
@@ -909,7 +920,13 @@ int sf_run(sf_pipeline *p, const sf_run_options *o) {
             instance_name(c->decl, r, c->name, sizeof c->name);
             pthread_mutex_init(&c->lock, NULL);
             pthread_cond_init(&c->cond, NULL);
-            rt->inst = realloc(rt->inst, (size_t)(rt->n_inst + 1) * sizeof *rt->inst);
+            sf_ctx **inst = sf_realloc(rt->inst, "the instances", (size_t)rt->n_inst + 1, sizeof *rt->inst);
+            if (!inst) {
+                pthread_mutex_destroy(&c->lock), pthread_cond_destroy(&c->cond), free(c);
+                rc = SF_ERR;
+                break;
+            }
+            rt->inst = inst;
             rt->inst[rt->n_inst++] = c;
             rc = setup_instance(rt, c, s);
         }
