@@ -47,8 +47,11 @@ static int load_known_max(const char *path, int n, float **out) {
         json_decref(root);
         return sf_fail("max_from %s: not a feature_miner summary for %d features", path, n);
     }
-    float *mx = calloc((size_t)n, sizeof *mx);
-    if (!mx) abort();
+    float *mx = sf_zalloc("max_from's maxima", (size_t)n, sizeof *mx);
+    if (!mx) {
+        json_decref(root);
+        return SF_ERR;
+    }
     size_t i;
     json_t *f;
     json_array_foreach(feats, i, f) {
@@ -207,8 +210,8 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
         s->cap_rows = r;
     }
     if (sf_tensor_to_f32(&acts, s->x, (size_t)rows * (size_t)s->sae.d) != SF_OK) return SF_ERR;
-    int64_t *tok64 = malloc((size_t)(rows + 2 * B) * sizeof *tok64);
-    if (!tok64) abort();
+    int64_t *tok64 = sf_alloc("the message's tokens, doc ids and positions", (size_t)(rows + 2 * B), sizeof *tok64);
+    if (!tok64) return SF_ERR;
     int64_t *doc = tok64 + rows, *pos = doc + B;
     int rc = int_field(msg, "tokens", rows, tok64, 1);
     if (rc == SF_OK) rc = int_field(msg, "doc_id", B, doc, 0);
@@ -245,8 +248,8 @@ static int fm_on_eos(sf_ctx *ctx, void *state) {
     fm_state *s = state;
     fm_logits lg = {0}, *lgp = NULL;
     if (s->model_dir && s->logit_top > 0) {
-        unsigned char *alive = calloc((size_t)s->sae.n, 1);
-        if (!alive) abort();
+        unsigned char *alive = sf_zalloc("per-feature flags", (size_t)s->sae.n, 1);
+        if (!alive) return SF_ERR;
         for (int i = 0; i < s->sae.n; i++) alive[i] = s->miner->f[i].fired > 0;
         int rc = fm_logits_compute(&lg, s->sae.W_dec, s->sae.n, s->sae.d, alive, s->model_dir, s->logit_top);
         free(alive);
