@@ -75,6 +75,8 @@ BAD = [
      6, "resid_post.9: " + model + " has 5 blocks (0..4)"),
     ("bad-enum", "stage gen = tensor_gen {\n}\nstage sae = sae_trainer {\n input = gen\n out_dir = /tmp/x\n normalize = unti\n}\n",
      6, "parameter 'normalize': sae: unknown normalisation 'unti'"),
+    ("bad-endpoint", "stage gen = tensor_gen {\n}\nstage o = zmq_out {\n input = gen\n endpoint = tcp://127.0.0.1:99999\n}\n", 5,
+     "parameter 'endpoint': 'tcp://127.0.0.1:99999' needs a port from 1 to 65535"),
     ("bad-split", "stage docs = text_source {\n corpora = x\n split = trian\n}\nstage s = verify_sink {\n input = docs\n}\n",
      3, "cannot be 'trian': one of train, validation, test, all"),
 ]
