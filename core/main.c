@@ -1,6 +1,7 @@
 /* saeflow: the command line. Built-in commands run pipelines and describe stages; plugins add
  * more (tokenize, forward, shards, report...). */
 #include <malloc.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,8 +136,15 @@ static int parse_run_args(int argc, char **argv, sf_run_options *o, char ***over
     return 0;
 }
 
+static void remember_signal(int signum) { sf_signal_before_run = signum; }
+
 /* Loads (with overrides) and checks or runs one pipeline. */
 static int run_once(const char *path, char **over, int n_over, const sf_run_options *o, int run) {
+    if (run) { /* until sf_run takes the signals over: a stop during the checks is acted on when it starts */
+        struct sigaction sa = {.sa_handler = remember_signal};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL), sigaction(SIGTERM, &sa, NULL), sigaction(SIGHUP, &sa, NULL);
+    }
     sf_pipeline *p = sf_pipeline_load(path, over, n_over);
     if (!p) {
         fprintf(stderr, "%s\n", sf_last_error());

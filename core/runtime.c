@@ -24,6 +24,8 @@
 #define OUTBOX_CAP 4
 #define PUMP_BATCH 256
 
+volatile sig_atomic_t sf_signal_before_run;
+
 double sf_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -953,6 +955,10 @@ int sf_run(sf_pipeline *p, const sf_run_options *o) {
     uv_signal_init(&rt->loop, &rt->sighup);
     rt->sighup.data = rt;
     uv_signal_start(&rt->sighup, on_signal, SIGHUP);
+    if (sf_signal_before_run) { /* arrived during the checks */
+        on_signal(&rt->sigint, sf_signal_before_run);
+        sf_signal_before_run = 0;
+    }
     signal(SIGPIPE, SIG_IGN); /* a closed log pipe (a lost ssh session) is EPIPE, not death */
     if (o->stop_on_stdin_eof) {
         rt->stdin_poll.data = rt;
