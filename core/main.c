@@ -1,6 +1,7 @@
 /* saeflow: the command line. Built-in commands run pipelines and describe stages; plugins add
  * more (tokenize, forward, shards, report...). */
 #include <malloc.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,9 @@ static void usage(FILE *out) {
             "saeflow %s — a streaming dataflow engine for studying how language models learn\n\n"
             "usage:\n"
             "  saeflow run FILE [options] [KEY=VALUE ...]   run a pipeline (KEY=VALUE overrides its 'set' variables)\n"
-            "  saeflow check FILE [KEY=VALUE ...]           validate a pipeline without running it\n"
+            "  saeflow check FILE [KEY=VALUE ...]           validate a pipeline without running it: its syntax, and each\n"
+            "                                               stage's parameters and the files they name (--host NAME:\n"
+            "                                               only that host's stages); run does the same first\n"
             "  saeflow launch FILE [options] [KEY=VALUE ...] run every host's part over ssh (SAEFLOW_SSH, SAEFLOW_BIN)\n"
             "  saeflow stages [NAME | --list]               every stage's parameters, types, defaults and docs;\n"
             "                                               NAME: one stage; --list (-s): one line per stage\n"
@@ -133,11 +136,25 @@ static int parse_run_args(int argc, char **argv, sf_run_options *o, char ***over
     return 0;
 }
 
+static void remember_signal(int signum) { sf_signal_before_run = signum; }
+
 /* Loads (with overrides) and checks or runs one pipeline. */
 static int run_once(const char *path, char **over, int n_over, const sf_run_options *o, int run) {
+    if (run) { /* until sf_run takes the signals over: a stop during the checks is acted on when it starts */
+        struct sigaction sa = {.sa_handler = remember_signal};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL), sigaction(SIGTERM, &sa, NULL), sigaction(SIGHUP, &sa, NULL);
+    }
     sf_pipeline *p = sf_pipeline_load(path, over, n_over);
     if (!p) {
         fprintf(stderr, "%s\n", sf_last_error());
+        return 2;
+    }
+    /* every stage's own check (its parameters, the files they name) before anything starts */
+    int findings = sf_check_stages(p, o->host);
+    if (findings) {
+        fprintf(stderr, "%s: %d problem%s found%s\n", path, findings, findings > 1 ? "s" : "", run ? ": nothing was started" : "");
+        sf_pipeline_free(p);
         return 2;
     }
     int rc = 0;

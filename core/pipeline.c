@@ -27,13 +27,17 @@ static int perr(const parser *ps, int line, const char *fmt, ...) {
     return sf_fail("%s:%d: %s", ps->path, line, msg);
 }
 
-static char *xstrdup(const char *s) {
-    char *d = strdup(s);
-    if (!d) abort();
-    return d;
-}
+/* A copy of a piece of the file; NULL with sf_last_error() when memory runs out. */
+static char *dup_text(const char *s) { return sf_strdup("a pipeline file's text", s); }
 
-#define GROW(arr, n) do { arr = realloc(arr, ((size_t)(n) + 1) * sizeof *(arr)); if (!(arr)) abort(); } while (0)
+/* Room for one more entry in arr (n entries now); SF_ERR when memory runs out. */
+static int grow_by_one(void **arr, size_t n, size_t size) {
+    void *a = sf_realloc(*arr, "a pipeline file's entries", n + 1, size);
+    if (!a) return SF_ERR;
+    *arr = a;
+    return SF_OK;
+}
+#define GROW(arr, n) do { if (grow_by_one((void **)&(arr), (size_t)(n), sizeof *(arr)) != SF_OK) return SF_ERR; } while (0)
 
 static char *trim(char *s) {
     while (isspace((unsigned char)*s)) s++;
@@ -100,8 +104,7 @@ static int read_value(parser *ps, char *s, char **out) {
         }
     }
     val[m] = 0;
-    *out = xstrdup(val);
-    return SF_OK;
+    return (*out = dup_text(val)) ? SF_OK : SF_ERR;
 }
 
 /* Splits "name = rest" at the first '='. */
@@ -117,7 +120,9 @@ static int split_assign(parser *ps, char *s, char **name, char **rest, const cha
 
 static int add_var(sf_pipeline *p, const char *key, const char *value, int line) {
     GROW(p->vars, p->n_vars);
-    p->vars[p->n_vars++] = (sf_kv){xstrdup(key), xstrdup(value), line};
+    char *k = dup_text(key), *v = k ? dup_text(value) : NULL;
+    if (!v) return free(k), SF_ERR;
+    p->vars[p->n_vars++] = (sf_kv){k, v, line};
     return SF_OK;
 }
 
@@ -134,15 +139,23 @@ static int stage_key(parser *ps, char *s) {
     if (strcmp(key, "input") == 0) {
         st->inputs_line = ps->line;
         char *save = NULL;
-        for (char *tok = strtok_r(value, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-            GROW(st->inputs, st->n_inputs);
-            st->inputs[st->n_inputs++] = xstrdup(trim(tok));
+        int rc = SF_OK;
+        for (char *tok = strtok_r(value, ",", &save); tok && rc == SF_OK; tok = strtok_r(NULL, ",", &save)) {
+            char *in = NULL;
+            if ((rc = grow_by_one((void **)&st->inputs, (size_t)st->n_inputs, sizeof *st->inputs)) == SF_OK &&
+                !(in = dup_text(trim(tok))))
+                rc = SF_ERR;
+            if (in) st->inputs[st->n_inputs++] = in;
         }
         free(value);
-        return SF_OK;
+        return rc;
     }
-    GROW(st->params, st->n_params);
-    st->params[st->n_params++] = (sf_kv){xstrdup(key), value, ps->line};
+    char *k = dup_text(key);
+    if (!k || grow_by_one((void **)&st->params, (size_t)st->n_params, sizeof *st->params) != SF_OK) {
+        free(k), free(value);
+        return SF_ERR;
+    }
+    st->params[st->n_params++] = (sf_kv){k, value, ps->line};
     return SF_OK;
 }
 
@@ -166,9 +179,9 @@ static int parse_line(parser *ps, char *line, const char *dir) {
         int overridden = 0;
         for (int i = 0; i < p->n_vars; i++)
             if (p->vars[i].line <= 0 && strcmp(p->vars[i].key, name) == 0) p->vars[i].line = -1, overridden = 1;
-        if (!overridden) add_var(p, name, value, ps->line);
+        int rc = overridden ? SF_OK : add_var(p, name, value, ps->line);
         free(value);
-        return SF_OK;
+        return rc;
     }
     if (strncmp(s, "plugin ", 7) == 0) {
         if (read_value(ps, s + 7, &value) != SF_OK) return SF_ERR;
@@ -190,12 +203,21 @@ static int parse_line(parser *ps, char *line, const char *dir) {
             free(value);
             return perr(ps, ps->line, "host '%s' must be tcp://ADDRESS:PORT or ipc://DIRECTORY", name);
         }
-        if (strncmp(value, "tcp://", 6) == 0 && !strrchr(value + 6, ':')) {
-            free(value);
-            return perr(ps, ps->line, "host '%s' needs a first port: tcp://ADDRESS:PORT", name);
+        if (strncmp(value, "tcp://", 6) == 0) {
+            const char *colon = strrchr(value + 6, ':');
+            char *end;
+            long port = colon ? strtol(colon + 1, &end, 10) : 0;
+            if (!colon || !colon[1] || *end || port < 1 || port > 65535) {
+                free(value);
+                return perr(ps, ps->line, "host '%s' needs a first port from 1 to 65535: tcp://ADDRESS:PORT", name);
+            }
         }
-        GROW(p->hosts, p->n_hosts);
-        p->hosts[p->n_hosts++] = (sf_host){xstrdup(name), value, ps->line};
+        char *n = dup_text(name);
+        if (!n || grow_by_one((void **)&p->hosts, (size_t)p->n_hosts, sizeof *p->hosts) != SF_OK) {
+            free(n), free(value);
+            return SF_ERR;
+        }
+        p->hosts[p->n_hosts++] = (sf_host){n, value, ps->line};
         return SF_OK;
     }
     if (strncmp(s, "stage ", 6) == 0) {
@@ -212,8 +234,7 @@ static int parse_line(parser *ps, char *line, const char *dir) {
         GROW(p->stages, p->n_stages);
         sf_stage_decl *st = &p->stages[p->n_stages++];
         memset(st, 0, sizeof *st);
-        st->name = xstrdup(name);
-        st->type = xstrdup(type);
+        if (!(st->name = dup_text(name)) || !(st->type = dup_text(type))) return SF_ERR;
         st->line = ps->line;
         st->replicas = 1;
         ps->open = st;
@@ -284,12 +305,16 @@ static int validate_stage(parser *ps, sf_stage_decl *st) {
             }
             if (!check_type(pd, kv->value))
                 return perr(ps, kv->line, "parameter '%s' of stage '%s' must be %s, not '%s'", kv->key, st->name, type_name(pd->type), kv->value);
-            st->params[kept++] = *kv;
             continue;
         }
+        /* a reserved key, now read: out of the parameters (after the loop, so that an error
+         * above leaves every entry owned once) */
         free(kv->key);
         free(kv->value);
+        kv->key = kv->value = NULL;
     }
+    for (int i = 0; i < st->n_params; i++)
+        if (st->params[i].key) st->params[kept++] = st->params[i];
     st->n_params = kept;
     for (const sf_param_def *pd = d->params; pd && pd->name; pd++)
         if (!pd->default_value && !sf_pipeline_param(st, pd->name))
@@ -302,12 +327,13 @@ static int validate_stage(parser *ps, sf_stage_decl *st) {
     if (st->n_inputs < d->min_inputs || st->n_inputs > d->max_inputs)
         return perr(ps, line, "stage '%s' (%s) takes %d to %d inputs, not %d: set 'input = NAME[, NAME...]'", st->name, st->type,
                     d->min_inputs, d->max_inputs, st->n_inputs);
-    st->input_idx = calloc((size_t)st->n_inputs + 1, sizeof *st->input_idx);
+    if (!(st->input_idx = sf_zalloc("a stage's inputs", (size_t)st->n_inputs + 1, sizeof *st->input_idx))) return SF_ERR;
     for (int i = 0; i < st->n_inputs; i++) {
         int found = -1;
         for (int j = 0; j < p->n_stages; j++)
             if (strcmp(p->stages[j].name, st->inputs[i]) == 0) found = j;
         if (found < 0) return perr(ps, line, "stage '%s' reads from '%s', which is not a stage in this file", st->name, st->inputs[i]);
+        if (&p->stages[found] == st) return perr(ps, line, "stage '%s' reads from itself: data must flow one way (name another stage)", st->name);
         if (!p->stages[found].entry) p->stages[found].entry = sf_plugins_find(p->stages[found].type);
         if (p->stages[found].entry && !p->stages[found].entry->def->has_output)
             return perr(ps, line, "stage '%s' reads from '%s', but %s is a sink with no output", st->name, st->inputs[i], p->stages[found].type);
@@ -332,11 +358,38 @@ static int find_cycle(parser *ps, int s, int *mark) {
     return SF_OK;
 }
 
+/* The pipeline's size against SF_MAX_INSTANCES, and each tcp host's ports: instance k listens on
+ * the host's first port + k, which must stay a port. */
+static int check_counts(parser *ps) {
+    const sf_pipeline *p = ps->p;
+    int instances = 0, crossing = -1; /* the stage whose instances pass the limit */
+    for (int i = 0; i < p->n_stages; i++) {
+        instances += p->stages[i].replicas;
+        if (instances > SF_MAX_INSTANCES && crossing < 0) crossing = i;
+    }
+    if (crossing >= 0)
+        return perr(ps, p->stages[crossing].line,
+                    "%d stage instances (replicas included) in one pipeline; saeflow runs at most %d, and stage '%s' passes that: split it into pipelines joined by zmq_out / zmq_in, or use fewer replicas",
+                    instances, SF_MAX_INSTANCES, p->stages[crossing].name);
+    for (int h = 0; h < p->n_hosts; h++) {
+        if (strncmp(p->hosts[h].endpoint, "tcp://", 6) != 0) continue;
+        long first = strtol(strrchr(p->hosts[h].endpoint + 6, ':') + 1, NULL, 10);
+        if (first + instances - 1 > 65535)
+            return perr(ps, p->hosts[h].line, "host '%s': its stages listen on ports %ld to %ld (one per instance), beyond 65535: choose a first port up to %d",
+                        p->hosts[h].name, first, first + instances - 1, 65535 - instances + 1);
+    }
+    return SF_OK;
+}
+
 sf_pipeline *sf_pipeline_load(const char *path, char **overrides, int n_overrides) {
     FILE *f = fopen(path, "r");
     if (!f) return sf_fail("%s: %s", path, strerror(errno)), NULL;
-    sf_pipeline *p = calloc(1, sizeof *p);
-    p->path = xstrdup(path);
+    sf_pipeline *p = sf_zalloc("a pipeline", 1, sizeof *p);
+    if (!p || !(p->path = dup_text(path))) {
+        fclose(f);
+        sf_pipeline_free(p);
+        return NULL;
+    }
     parser ps = {.path = path, .p = p};
     for (int i = 0; i < n_overrides; i++) {
         char *eq = strchr(overrides[i], '=');
@@ -345,8 +398,9 @@ sf_pipeline *sf_pipeline_load(const char *path, char **overrides, int n_override
             goto fail;
         }
         *eq = 0;
-        add_var(p, overrides[i], eq + 1, 0);
+        int rc = add_var(p, overrides[i], eq + 1, 0);
         *eq = '=';
+        if (rc != SF_OK) goto fail;
     }
     int n_cli = p->n_vars;
     char dirbuf[PATH_MAX];
@@ -354,8 +408,15 @@ sf_pipeline *sf_pipeline_load(const char *path, char **overrides, int n_override
     const char *dir = dirname(dirbuf);
     char *line = NULL;
     size_t cap = 0;
-    while (getline(&line, &cap, f) >= 0) {
+    ssize_t len;
+    while ((len = getline(&line, &cap, f)) >= 0) {
         ps.line++;
+        const char *nul = memchr(line, 0, (size_t)len);
+        if (nul) {
+            perr(&ps, ps.line, "a NUL byte at column %d: a pipeline file is text (is this the right file?)", (int)(nul - line) + 1);
+            free(line);
+            goto fail;
+        }
         if (parse_line(&ps, line, dir) != SF_OK) {
             free(line);
             goto fail;
@@ -378,7 +439,9 @@ sf_pipeline *sf_pipeline_load(const char *path, char **overrides, int n_override
     }
     for (int i = 0; i < p->n_stages; i++)
         if (validate_stage(&ps, &p->stages[i]) != SF_OK) goto fail;
-    int *mark = calloc((size_t)p->n_stages, sizeof *mark);
+    if (check_counts(&ps) != SF_OK) goto fail;
+    int *mark = sf_zalloc("the cycle search's marks", (size_t)p->n_stages, sizeof *mark);
+    if (!mark) goto fail;
     for (int i = 0; i < p->n_stages; i++)
         if (mark[i] == 0 && find_cycle(&ps, i, mark) != SF_OK) {
             free(mark);

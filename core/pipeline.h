@@ -17,6 +17,10 @@
 
 #include "plugins.h"
 
+/* The most stage instances (replicas included) one pipeline may have: each is a thread with
+ * its sockets, and `check` refuses more with the number. */
+#define SF_MAX_INSTANCES 1024
+
 typedef struct sf_kv {
     char *key, *value;
     int line;

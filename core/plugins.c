@@ -39,10 +39,10 @@ int sf_plugins_load_file(const char *path) {
                        path, !abi ? "saeflow_abi_version" : "saeflow_stages");
     }
     uint32_t version = *abi;
-    if (version != SF_ABI_VERSION) {
+    if (version < SF_ABI_OLDEST || version > SF_ABI_VERSION) {
         dlclose(h);
-        return sf_fail("%s was built for saeflow stage ABI %u, but this saeflow speaks ABI %u: rebuild the plugin against this saeflow.h",
-                       path, version, SF_ABI_VERSION);
+        return sf_fail("%s was built for saeflow stage ABI %u, but this saeflow speaks ABI %u (and loads %u to %u): rebuild the plugin against this saeflow.h",
+                       path, version, SF_ABI_VERSION, SF_ABI_OLDEST, SF_ABI_VERSION);
     }
     char *keep = strdup(path);
     for (const sf_stage_def *const *d = list(); d && *d; d++) {
@@ -54,7 +54,7 @@ int sf_plugins_load_file(const char *path) {
             continue;
         }
         if (n_stages == MAX_STAGES) return sf_fail("too many stages (more than %d)", MAX_STAGES);
-        stages[n_stages++] = (sf_stage_entry){*d, keep};
+        stages[n_stages++] = (sf_stage_entry){*d, keep, version};
     }
     return SF_OK; /* the handle stays open for the life of the process */
 }

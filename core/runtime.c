@@ -11,6 +11,7 @@
  * while any socket still shows input). */
 #include <errno.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,8 @@
 
 #define OUTBOX_CAP 4
 #define PUMP_BATCH 256
+
+volatile sig_atomic_t sf_signal_before_run;
 
 double sf_now(void) {
     struct timespec ts;
@@ -104,7 +107,21 @@ const char *sf_param_str(sf_ctx *ctx, const char *name) {
     return v ? v : "";
 }
 
-int sf_stopping(sf_ctx *ctx) { return atomic_load(&ctx->rt->stopping); }
+int sf_param_fail(sf_ctx *ctx, const char *name, const char *fmt, ...) {
+    char msg[900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    const sf_stage_decl *st = ctx->decl;
+    int line = st->line;
+    for (int i = 0; i < st->n_params; i++)
+        if (strcmp(st->params[i].key, name) == 0) line = st->params[i].line;
+    ctx->located = 1;
+    return sf_fail("%s:%d: stage '%s' (%s) parameter '%s': %s", ctx->pipeline_path, line, st->name, st->type, name, msg);
+}
+
+int sf_stopping(sf_ctx *ctx) { return ctx->rt && atomic_load(&ctx->rt->stopping); }
 int sf_replica_index(sf_ctx *ctx) { return ctx->replica; }
 int sf_replica_count(sf_ctx *ctx) { return ctx->decl->replicas; }
 const char *sf_instance_name(sf_ctx *ctx) { return ctx->name; }
@@ -129,8 +146,13 @@ void sf_count(sf_ctx *ctx, const char *counter, int64_t delta) {
 }
 
 int sf_emit(sf_ctx *ctx, sf_msg *m) {
+    if (!ctx->rt) { /* from a check hook */
+        sf_msg_free(m);
+        return sf_fail("sf_emit called outside a run (from a check hook)");
+    }
     size_t len;
     void *buf = sf_msg_release(m, &len);
+    if (!buf) return SF_ERR; /* a put failed: sf_last_error() says which */
     pthread_mutex_lock(&ctx->lock);
     while (ctx->out_len == OUTBOX_CAP && !atomic_load(&ctx->rt->aborting)) pthread_cond_wait(&ctx->cond, &ctx->lock);
     if (atomic_load(&ctx->rt->aborting)) {
@@ -668,6 +690,36 @@ static void tell_peers_abort(sf_runtime *rt) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Checking                                                                                    */
+
+int sf_check_stages(sf_pipeline *p, const char *host) {
+    int findings = 0, host_idx = -1;
+    for (int h = 0; host && h < p->n_hosts; h++)
+        if (strcmp(p->hosts[h].name, host) == 0) host_idx = h;
+    for (int s = 0; s < p->n_stages; s++) {
+        sf_stage_decl *st = &p->stages[s];
+        int (*check)(sf_ctx *) = sf_stage_check_fn(st->entry);
+        if (!check) continue;
+        /* parameters are the same for every replica: the first one placed here checks them */
+        int r = 0;
+        while (host_idx >= 0 && r < st->replicas && sf_replica_host(st, r) != host_idx) r++;
+        if (r == st->replicas) continue;
+        sf_ctx ctx = {.decl = st, .def = st->entry->def, .pipeline_path = p->path, .replica = r};
+        instance_name(st, r, ctx.name, sizeof ctx.name);
+        pthread_mutex_init(&ctx.lock, NULL);
+        sf_fail("%s", ""); /* a hook that returns SF_ERR without saying why still gets a message */
+        if (check(&ctx) != SF_OK) {
+            findings++;
+            const char *e = sf_last_error()[0] ? sf_last_error() : "its check failed without saying why";
+            if (ctx.located) fprintf(stderr, "%s\n", e);
+            else fprintf(stderr, "%s:%d: stage '%s' (%s): %s\n", p->path, st->line, st->name, st->type, e);
+        }
+        pthread_mutex_destroy(&ctx.lock);
+    }
+    return findings;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Setting up                                                                                  */
 
 static void *open_socket(sf_runtime *rt, int type) {
@@ -687,12 +739,17 @@ static int setup_instance(sf_runtime *rt, sf_ctx *c, int stage_idx) {
         for (int i = 0; i < p->stages[s].n_inputs; i++)
             if (p->stages[s].input_idx[i] == stage_idx) {
                 int g = c->n_groups++;
-                c->group_broadcast = realloc(c->group_broadcast, (size_t)c->n_groups * sizeof(int));
-                c->group_rr = realloc(c->group_rr, (size_t)c->n_groups * sizeof(int));
+                int *gb = sf_realloc(c->group_broadcast, "an instance's consumer groups", (size_t)c->n_groups, sizeof(int));
+                if (gb) c->group_broadcast = gb;
+                int *rr = gb ? sf_realloc(c->group_rr, "an instance's consumer groups", (size_t)c->n_groups, sizeof(int)) : NULL;
+                if (!rr) return SF_ERR;
+                c->group_rr = rr;
                 c->group_broadcast[g] = p->stages[s].broadcast;
                 c->group_rr[g] = 0;
                 for (int r = 0; r < p->stages[s].replicas; r++) {
-                    c->out = realloc(c->out, (size_t)(c->n_out + 1) * sizeof *c->out);
+                    sf_out_link *out = sf_realloc(c->out, "an instance's output links", (size_t)c->n_out + 1, sizeof *c->out);
+                    if (!out) return SF_ERR;
+                    c->out = out;
                     sf_out_link *l = &c->out[c->n_out++];
                     memset(l, 0, sizeof *l);
                     instance_name(&p->stages[s], r, l->id, sizeof l->id);
@@ -720,7 +777,9 @@ static int setup_instance(sf_runtime *rt, sf_ctx *c, int stage_idx) {
     for (int i = 0; i < st->n_inputs; i++) {
         int u = st->input_idx[i];
         for (int r = 0; r < p->stages[u].replicas; r++) {
-            c->in = realloc(c->in, (size_t)(c->n_in + 1) * sizeof *c->in);
+            sf_in_link *in = sf_realloc(c->in, "an instance's input links", (size_t)c->n_in + 1, sizeof *c->in);
+            if (!in) return SF_ERR;
+            c->in = in;
             sf_in_link *l = &c->in[c->n_in++];
             memset(l, 0, sizeof *l);
             instance_name(&p->stages[u], r, l->peer, sizeof l->peer);
@@ -736,9 +795,9 @@ static int setup_instance(sf_runtime *rt, sf_ctx *c, int stage_idx) {
         }
     }
     c->inbox_cap = rt->o.credit * (c->n_in ? c->n_in : 1);
-    c->inbox = calloc((size_t)c->inbox_cap, sizeof *c->inbox);
-    c->outbox = calloc(OUTBOX_CAP, sizeof *c->outbox);
-    return SF_OK;
+    c->inbox = sf_zalloc("an instance's inbox", (size_t)c->inbox_cap, sizeof *c->inbox);
+    c->outbox = sf_zalloc("an instance's outbox", OUTBOX_CAP, sizeof *c->outbox);
+    return c->inbox && c->outbox ? SF_OK : SF_ERR;
 }
 
 static void start_polls(sf_runtime *rt) {
@@ -789,6 +848,32 @@ static void free_runtime(sf_runtime *rt) {
     zmq_ctx_term(rt->zctx);
 }
 
+/* ZeroMQ allows 1023 sockets per context by default and each takes a file descriptor: room for
+ * every socket this process opens (a ROUTER per producer instance, a DEALER per input link, the
+ * ZAP handler's), so any pipeline within SF_MAX_INSTANCES starts. */
+static int reserve_sockets(sf_runtime *rt) {
+    const sf_pipeline *p = rt->p;
+    long sockets = 16;
+    for (int s = 0; s < p->n_stages; s++)
+        for (int r = 0; r < p->stages[s].replicas; r++) {
+            if (!is_local(rt, s, r)) continue;
+            sockets++; /* its router (a sink has none: counted anyway) */
+            for (int i = 0; i < p->stages[s].n_inputs; i++) sockets += p->stages[p->stages[s].input_idx[i]].replicas;
+        }
+    struct rlimit nofile;
+    rlim_t want = (rlim_t)sockets * 2 + 256; /* a descriptor per socket's mailbox, one per tcp peer, and the rest */
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < want) {
+        nofile.rlim_cur = nofile.rlim_max == RLIM_INFINITY || nofile.rlim_max > want ? want : nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+        if (nofile.rlim_cur < want)
+            return sf_fail("this pipeline opens %ld sockets here, and the open-file limit (ulimit -n %llu) allows about %llu: raise it or run fewer stage instances",
+                           sockets, (unsigned long long)nofile.rlim_cur, (unsigned long long)(nofile.rlim_cur - 256) / 2);
+    }
+    if (sockets > 1023 && zmq_ctx_set(rt->zctx, ZMQ_MAX_SOCKETS, (int)sockets) != 0)
+        return sf_fail("cannot allow %ld ZeroMQ sockets: %s", sockets, zmq_strerror(errno));
+    return SF_OK;
+}
+
 int sf_run(sf_pipeline *p, const sf_run_options *o) {
     sf_runtime *rt = calloc(1, sizeof *rt);
     rt->p = p;
@@ -810,6 +895,12 @@ int sf_run(sf_pipeline *p, const sf_run_options *o) {
         }
     }
     rt->zctx = zmq_ctx_new();
+    if (reserve_sockets(rt) != SF_OK) {
+        fprintf(stderr, "saeflow: %s\n", sf_last_error());
+        zmq_ctx_term(rt->zctx);
+        free(rt);
+        return 1;
+    }
     uv_loop_init(&rt->loop);
     rt->start = sf_now();
     int rc = SF_OK;
@@ -823,15 +914,26 @@ int sf_run(sf_pipeline *p, const sf_run_options *o) {
     for (int s = 0; s < p->n_stages && rc == SF_OK; s++) {
         for (int r = 0; r < p->stages[s].replicas && rc == SF_OK; r++) {
             if (!is_local(rt, s, r)) continue;
-            sf_ctx *c = calloc(1, sizeof *c);
+            sf_ctx *c = sf_zalloc("a stage instance", 1, sizeof *c);
+            if (!c) {
+                rc = SF_ERR;
+                break;
+            }
             c->decl = &p->stages[s];
             c->def = c->decl->entry->def;
             c->replica = r;
             c->rt = rt;
+            c->pipeline_path = p->path;
             instance_name(c->decl, r, c->name, sizeof c->name);
             pthread_mutex_init(&c->lock, NULL);
             pthread_cond_init(&c->cond, NULL);
-            rt->inst = realloc(rt->inst, (size_t)(rt->n_inst + 1) * sizeof *rt->inst);
+            sf_ctx **inst = sf_realloc(rt->inst, "the instances", (size_t)rt->n_inst + 1, sizeof *rt->inst);
+            if (!inst) {
+                pthread_mutex_destroy(&c->lock), pthread_cond_destroy(&c->cond), free(c);
+                rc = SF_ERR;
+                break;
+            }
+            rt->inst = inst;
             rt->inst[rt->n_inst++] = c;
             rc = setup_instance(rt, c, s);
         }
@@ -858,6 +960,10 @@ int sf_run(sf_pipeline *p, const sf_run_options *o) {
     uv_signal_init(&rt->loop, &rt->sighup);
     rt->sighup.data = rt;
     uv_signal_start(&rt->sighup, on_signal, SIGHUP);
+    if (sf_signal_before_run) { /* arrived during the checks */
+        on_signal(&rt->sigint, sf_signal_before_run);
+        sf_signal_before_run = 0;
+    }
     signal(SIGPIPE, SIG_IGN); /* a closed log pipe (a lost ssh session) is EPIPE, not death */
     if (o->stop_on_stdin_eof) {
         rt->stdin_poll.data = rt;

@@ -4,6 +4,7 @@
 #define SF_RUNTIME_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <uv.h>
 
@@ -19,6 +20,15 @@ typedef struct sf_run_options {
     int progress;           /* -1 auto (live on a terminal, log lines otherwise), 0 off, 1 on */
     int stop_on_stdin_eof;  /* end-of-file on stdin stops the run like SIGTERM (saeflow launch) */
 } sf_run_options;
+
+/* Calls every stage's check hook (the stages placed on host, or all with host NULL) without
+ * starting anything; prints each finding as "file:line: ..." on stderr and returns how many. */
+int sf_check_stages(sf_pipeline *p, const char *host);
+
+/* A SIGINT, SIGTERM or SIGHUP that arrived before sf_run took over the signals (while the stages
+ * were being checked): sf_run acts on it as soon as it starts, as if it had arrived then, so the
+ * other hosts still hear of the interrupt. 0: none. */
+extern volatile sig_atomic_t sf_signal_before_run;
 
 /* Runs the part of p placed on o->host; returns the process exit code (0 ok, 1 failure,
  * 130 interrupted). */
@@ -59,6 +69,8 @@ typedef struct sf_counter {
 
 struct sf_ctx {
     sf_stage_decl *decl;
+    const char *pipeline_path; /* for sf_param_fail's file:line */
+    int located;               /* the last error came from sf_param_fail (it has its file:line) */
     const sf_stage_def *def;
     int replica, local;
     char name[64];

@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
 """Pipeline files: valid ones pass `saeflow check`; each class of bad file gets a file:line message
-saying what is wrong. Usage: test_pipeline_errors.py SAEFLOW"""
+saying what is wrong, both the file's own mistakes and what each stage's check finds in its
+parameters and the files they name (a missing tokenizer, a wrong suite path, a layer beyond the
+model's depth, an invalid enum value, a tensor larger than a message), and `saeflow run` refuses the
+same before starting anything. A pipeline within the instance limit runs even under a low open-file
+limit. Usage: test_pipeline_errors.py SAEFLOW SOURCE_ROOT"""
 import os, subprocess, sys, tempfile
 
-saeflow = sys.argv[1]
+saeflow, root = os.path.abspath(sys.argv[1]), sys.argv[2]
+suite = os.path.join(root, "data", "suite")
+model = os.path.join(suite, "step-001000")
 tmp = tempfile.mkdtemp(prefix="sf-parse-")
 failures = 0
 
@@ -48,14 +54,39 @@ BAD = [
     ("unterminated-string", "stage gen = tensor_gen {\n count = \"12\n}\n", 2, "unterminated string"),
     ("missing-plugin", "plugin \"nowhere/libx.so\"\n", 1, "cannot load plugin"),
     ("empty", "# nothing\n", 1, "no stages"),
+    # the file itself
+    ("nul-byte", "stage gen = tensor_gen {\n count = 1\0 2\n}\n", 2, "a NUL byte at column 11"),
+    ("self-input", "stage a = relay {\n  input = a\n}\n", 2, "reads from itself"),
+    ("port-range", "host a = tcp://127.0.0.1:99999\nstage gen = tensor_gen {\n host = a\n}\n", 1, "first port from 1 to 65535"),
+    ("port-overflow", "host a = tcp://127.0.0.1:65535\nstage gen = tensor_gen {\n host = a\n replicas = 2\n}\n", 1,
+     "listen on ports 65535 to 65536"),
+    ("too-many-instances", "stage gen = tensor_gen {\n}\n" + "".join(
+        f"stage r{i} = relay {{\n input = {'gen' if i == 0 else f'r{i - 1}'}\n}}\n" for i in range(3001)), 3072,
+     "3002 stage instances (replicas included) in one pipeline; saeflow runs at most 1024, and stage 'r1023' passes that"),
+    ("reserved-then-unknown", "stage gen = tensor_gen {\n replicas = 2\n colour = red\n}\n", 3, "has no parameter 'colour'"),
+    # each stage's own check: parameters and the files they name
+    ("tensor-wraps", "stage gen = tensor_gen {\n rows = 4294967296\n cols = 1073741824\n}\n", 2, "more than a message holds"),
+    ("tensor-over-4gib", "stage gen = tensor_gen {\n rows = 2000000000\n cols = 2000000000\n}\n", 2, "more than a message holds"),
+    ("missing-tokenizer", "stage gen = tensor_gen {\n}\nstage tok = tokenizer {\n input = gen\n tokenizer = \"/nonexistent/tokenizer.model\"\n}\n",
+     5, "parameter 'tokenizer': cannot open /nonexistent/tokenizer.model"),
+    ("wrong-suite", "stage gen = tensor_gen {\n}\nstage fwd = forward {\n input = gen\n model = \"/nonexistent/step-001000\"\n hooks = resid_post.1\n}\n",
+     5, "parameter 'model': /nonexistent/step-001000/config.json"),
+    ("layer-beyond-depth", f"stage gen = tensor_gen {{\n}}\nstage fwd = forward {{\n input = gen\n model = \"{model}\"\n hooks = resid_post.9\n}}\n",
+     6, "resid_post.9: " + model + " has 5 blocks (0..4)"),
+    ("bad-enum", "stage gen = tensor_gen {\n}\nstage sae = sae_trainer {\n input = gen\n out_dir = /tmp/x\n normalize = unti\n}\n",
+     6, "parameter 'normalize': sae: unknown normalisation 'unti'"),
+    ("bad-endpoint", "stage gen = tensor_gen {\n}\nstage o = zmq_out {\n input = gen\n endpoint = tcp://127.0.0.1:99999\n}\n", 5,
+     "parameter 'endpoint': 'tcp://127.0.0.1:99999' needs a port from 1 to 65535"),
+    ("bad-split", "stage docs = text_source {\n corpora = x\n split = trian\n}\nstage s = verify_sink {\n input = docs\n}\n",
+     3, "cannot be 'trian': one of train, validation, test, all"),
 ]
 
 
-def check(name, text, args=()):
+def check(name, text, args=(), command="check"):
     path = os.path.join(tmp, name + ".flow")
     with open(path, "w") as f:
         f.write(text)
-    r = subprocess.run([saeflow, "check", path, *args], capture_output=True, text=True)
+    r = subprocess.run([saeflow, command, path, *args], capture_output=True, text=True)
     return path, r
 
 
@@ -85,5 +116,35 @@ for name, text, line, words in BAD:
     else:
         print(f"ok   {name}: {r.stderr.strip()}")
 
-print(f"{len(BAD) + 4 - failures} of {len(BAD) + 4} pipeline-file checks passed")
+# Several findings are all reported, each at its line; run refuses them before starting anything.
+TWO = "stage gen = tensor_gen {\n rows = 0\n}\nstage tok = tokenizer {\n input = gen\n tokenizer = /nonexistent.json\n}\n"
+for command in ("check", "run"):
+    path, r = check("two-findings-" + command, TWO, ["--no-progress"] if command == "run" else [], command)
+    ok = r.returncode == 2 and f"{path}:2:" in r.stderr and f"{path}:6:" in r.stderr and "2 problems found" in r.stderr
+    if command == "run":
+        ok = ok and "nothing was started" in r.stderr and "run summary" not in r.stderr
+    if not ok:
+        failures += 1
+        print(f"FAIL {command} with two findings: exit {r.returncode}:\n  {r.stderr.strip()}")
+    else:
+        print(f"ok   {command} reports both findings: {r.stderr.strip()}")
+
+# At the instance limit's order of size a pipeline runs even where ZeroMQ's default of 1023 sockets
+# and an open-file limit of 1024 would not let it start (520 relays: about 1040 sockets).
+many = "stage gen = tensor_gen {\n count = 3\n rows = 2\n cols = 2\n}\n" + "".join(
+    f"stage r{i} = relay {{\n input = {'gen' if i == 0 else f'r{i - 1}'}\n}}\n" for i in range(520)) + \
+    "stage s = verify_sink {\n input = r519\n expect = 3\n}\n"
+path = os.path.join(tmp, "many.flow")
+with open(path, "w") as f:
+    f.write(many)
+r = subprocess.run(["sh", "-c", 'ulimit -Sn 1024 && exec "$0" run "$1" --no-progress', saeflow, path],
+                   capture_output=True, text=True, timeout=300)
+if r.returncode != 0 or "s: received = 3" not in r.stderr:
+    failures += 1
+    print(f"FAIL 522 instances under ulimit -n 1024: exit {r.returncode}:\n  {r.stderr.strip()[-600:]}")
+else:
+    print("ok   522 stage instances run under ulimit -n 1024")
+
+total = len(BAD) + 4 + 2 + 1
+print(f"{total - failures} of {total} pipeline-file checks passed")
 sys.exit(1 if failures else 0)

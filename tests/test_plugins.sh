@@ -1,6 +1,6 @@
 #!/bin/sh
 # Plugin loading: a missing file, a missing entry symbol, an unresolved symbol and a wrong ABI
-# version each give a clear error; and an out-of-tree plugin (plugins/example), built against a
+# version each give a clear error; a plugin of the older ABI 1 still works; and an out-of-tree plugin (plugins/example), built against a
 # staged install of saeflow with its own meson project, loads by path and runs in a pipeline.
 # Usage: test_plugins.sh SAEFLOW BUILD_ROOT SOURCE_ROOT
 set -u
@@ -19,12 +19,20 @@ expect() { # name, plugin path, words expected in the error
 expect missing "$tmp/nothing-here.so" "cannot open shared object file"
 expect no-entry "$build/tests/no_entry.so" "does not export saeflow_abi_version"
 expect unresolved "$build/tests/unresolved.so" "undefined symbol: sf_function_that_does_not_exist"
-expect wrong-abi "$build/tests/wrong_abi.so" "built for saeflow stage ABI 42, but this saeflow speaks ABI 1: rebuild"
+expect wrong-abi "$build/tests/wrong_abi.so" "built for saeflow stage ABI 43, but this saeflow speaks ABI 2 (and loads 1 to 2): rebuild"
+
+# A plugin of the older ABI 1 still loads and runs; its struct has no check hook, so none is called.
+printf 'plugin "%s"\nstage old = old_abi_source {\n}\nstage sink = verify_sink {\n    input = old\n    expect = 0\n}\n' \
+    "$build/tests/old_abi.so" > "$tmp/old.flow"
+out=$("$saeflow" check "$tmp/old.flow" 2>&1) && out2=$("$saeflow" run "$tmp/old.flow" --no-progress 2>&1)
+if [ $? -eq 0 ] && echo "$out" | grep -q "ok (2 stages"; then
+    echo "ok   an ABI 1 plugin loads, checks and runs without its (absent) check hook being read"
+else echo "FAIL ABI 1 plugin: $out ${out2:-}"; fail=1; fi
 
 # A bad plugin on SAEFLOW_PLUGIN_PATH is reported and skipped; the good ones still load.
 mkdir -p "$tmp/path" && cp "$build/tests/wrong_abi.so" "$tmp/path/"
 out=$(SAEFLOW_PLUGIN_PATH="$tmp/path" "$saeflow" stages 2>&1)
-if echo "$out" | grep -q "wrong_abi.so was built for saeflow stage ABI 42" && echo "$out" | grep -q "tensor_gen"; then
+if echo "$out" | grep -q "wrong_abi.so was built for saeflow stage ABI 43" && echo "$out" | grep -q "tensor_gen"; then
     echo "ok   bad plugin on SAEFLOW_PLUGIN_PATH is reported, others still listed"
 else echo "FAIL plugin path: $out"; fail=1; fi
 

@@ -10,7 +10,12 @@
  * below directly (resolved when the plugin is loaded, not through a table), so adding a function
  * keeps the version: every plugin of this version still loads; one that uses a newer function
  * fails to load on an older saeflow with the loader's "undefined symbol" error. Changing a
- * struct, a signature or a meaning bumps SF_ABI_VERSION.
+ * struct, a signature or a meaning bumps SF_ABI_VERSION. A field added at the end of
+ * sf_stage_def bumps it too, and the loader keeps accepting plugins of the versions from
+ * SF_ABI_OLDEST on: it never reads a field newer than the plugin's version (the struct in an
+ * older plugin ends before it).
+ *
+ * Versions: 1 the first; 2 added sf_stage_def.check.
  *
  * Threading: each stage instance runs all its callbacks on one worker thread of its own, never on
  * the event loop, so callbacks may compute for as long as they need. sf_emit() blocks while the
@@ -30,7 +35,8 @@
 extern "C" {
 #endif
 
-#define SF_ABI_VERSION 1u
+#define SF_ABI_VERSION 2u
+#define SF_ABI_OLDEST 1u /* the oldest version this saeflow still loads */
 
 #if defined(__GNUC__)
 #define SF_EXPORT __attribute__((visibility("default")))
@@ -60,6 +66,24 @@ SF_EXPORT void sf_log(int level, const char *fmt, ...) SF_PRINTF(2, 3);
 SF_EXPORT void sf_log_set_level(int level);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Sizes and memory                                                                            */
+
+/* a * b in size_t; 0 when it overflows (*out is then unspecified). Every size product that feeds
+ * an allocation or an index goes through this (or sf_alloc below). */
+static inline int sf_mul_size(size_t a, size_t b, size_t *out) { return !__builtin_mul_overflow(a, b, out); }
+static inline int sf_add_size(size_t a, size_t b, size_t *out) { return !__builtin_add_overflow(a, b, out); }
+
+/* malloc / calloc / realloc of n elements of `size` bytes: NULL when n * size overflows or memory
+ * runs out, with sf_last_error() saying "out of memory allocating WHAT (N x SIZE bytes = 32.8 MB)"
+ * (what: e.g. "logits (16 x 64 x 8000 floats)"), so a callback can `return SF_ERR` or add a hint:
+ * `return sf_fail("%s; lower batch", sf_last_error())`. sf_realloc leaves p untouched on failure. */
+SF_EXPORT void *sf_alloc(const char *what, size_t n, size_t size);
+SF_EXPORT void *sf_zalloc(const char *what, size_t n, size_t size);
+SF_EXPORT void *sf_realloc(void *p, const char *what, size_t n, size_t size);
+/* strdup that fails the same way. */
+SF_EXPORT char *sf_strdup(const char *what, const char *s);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Tensors                                                                                     */
 
 typedef enum sf_dtype {
@@ -84,6 +108,9 @@ SF_EXPORT size_t sf_dtype_size(sf_dtype t);
 SF_EXPORT const char *sf_dtype_name(sf_dtype t); /* "F32", "BF16", ... as safetensors spells them */
 SF_EXPORT int sf_dtype_parse(const char *name, sf_dtype *out); /* inverse of sf_dtype_name */
 SF_EXPORT int64_t sf_tensor_numel(const sf_tensor *t);
+/* Bytes of a tensor of this dtype and shape; SF_ERR (sf_last_error naming `what`) when a size is
+ * negative or the product overflows. */
+SF_EXPORT int sf_tensor_size(const char *what, sf_dtype t, int ndim, const int64_t *shape, size_t *nbytes);
 /* Converts n elements of any numeric dtype to float32 (dst must not overlap src). */
 SF_EXPORT void sf_convert_to_f32(float *dst, const void *src, sf_dtype t, size_t n);
 /* Converts n float32 values to F32, F16 or BF16 (round to nearest even). */
@@ -100,6 +127,9 @@ SF_EXPORT uint16_t sf_f32_to_f16(float f);
  * the sf_msg_get_* calls). Keys are UTF-8 strings; put each key once. */
 typedef struct sf_msg sf_msg;
 
+/* The largest message: MessagePack's biggest binary (a tensor's bytes) has a 32-bit length. */
+#define SF_MSG_MAX_BYTES ((size_t)UINT32_MAX)
+
 SF_EXPORT sf_msg *sf_msg_new(void);
 SF_EXPORT void sf_msg_free(sf_msg *m);
 
@@ -114,9 +144,16 @@ SF_EXPORT void sf_msg_put_strs(sf_msg *m, const char *key, const char *const *s,
 SF_EXPORT void sf_msg_put_tensor(sf_msg *m, const char *key, sf_dtype t, int ndim,
                                  const int64_t *shape, const void *data);
 /* A tensor whose bytes the caller writes in place, without a copy: returns where to write
- * them, 16-byte aligned. The pointer is valid until the next sf_msg_put_* call or sf_emit. */
+ * them, 16-byte aligned. The pointer is valid until the next sf_msg_put_* call or sf_emit.
+ *
+ * A put that cannot be done (out of memory, a tensor's size overflowing or above the message
+ * limit SF_MSG_MAX_BYTES) records the error in the message: sf_msg_put_tensor_inplace returns
+ * NULL with sf_last_error() set, later puts do nothing, and sf_emit refuses the message with the
+ * first error (so callbacks need not check every put, only the in-place pointer). */
 SF_EXPORT void *sf_msg_put_tensor_inplace(sf_msg *m, const char *key, sf_dtype t, int ndim,
                                           const int64_t *shape);
+/* The first error of a message being built (a put that failed), or NULL. */
+SF_EXPORT const char *sf_msg_error(const sf_msg *m);
 /* A new message (being built) holding every field of src, to extend and emit. */
 SF_EXPORT sf_msg *sf_msg_clone(const sf_msg *src);
 /* Copies field `key` of a received message into m unchanged; SF_ERR if src has no such key. */
@@ -192,6 +229,14 @@ typedef struct sf_stage_def {
     void (*destroy)(void *state);
 
     const sf_command *commands; /* optional; terminated by an entry with name == NULL */
+
+    /* ---- ABI 2 ---- */
+    /* Optional: validates the parameters and opens (reads, never writes) the files they name,
+     * without starting anything: `saeflow check` calls it for every stage, `saeflow run` before
+     * any stage starts. Only sf_param_*, sf_replica_*, sf_instance_name and the sf_fail family
+     * may be called. Report each problem with sf_param_fail (or sf_fail for the stage as a
+     * whole) and return SF_ERR; init may still fail for what only a run can find. */
+    int (*check)(sf_ctx *ctx);
 } sf_stage_def;
 
 /* Parameter values, validated against the declared types before init. */
@@ -199,9 +244,14 @@ SF_EXPORT int64_t sf_param_int(sf_ctx *ctx, const char *name);
 SF_EXPORT double sf_param_float(sf_ctx *ctx, const char *name);
 SF_EXPORT int sf_param_bool(sf_ctx *ctx, const char *name);
 SF_EXPORT const char *sf_param_str(sf_ctx *ctx, const char *name);
+/* An error about parameter `name`: returns SF_ERR and records "FILE:LINE: stage 'S' parameter
+ * 'name': MESSAGE" with the line where the pipeline sets it (the stage's line for a default), so
+ * `saeflow check` points at it. Say what is wrong and how to fix it. Also usable in init. */
+SF_EXPORT int sf_param_fail(sf_ctx *ctx, const char *name, const char *fmt, ...) SF_PRINTF(3, 4);
 
 /* Sends m to every consumer of this stage's output and takes ownership of it (also on error).
- * Blocks while consumers are behind. SF_ERR when the pipeline is stopping. */
+ * Blocks while consumers are behind. SF_ERR when the pipeline is stopping, or when a put into m
+ * failed (sf_last_error() then says which: out of memory, a tensor over SF_MSG_MAX_BYTES). */
 SF_EXPORT int sf_emit(sf_ctx *ctx, sf_msg *m);
 /* True once the pipeline is being stopped (signal, or another stage failed). */
 SF_EXPORT int sf_stopping(sf_ctx *ctx);

@@ -5,6 +5,8 @@
  * Parsing treats the bytes as untrusted: a structural walk checks every length against the
  * buffer before msgpack-c builds objects, then tensors are checked for dtype, rank and size. */
 #include <msgpack.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +17,7 @@ struct sf_msg {
     msgpack_sbuffer sbuf;
     msgpack_packer pk;
     uint32_t count;
+    char error[300]; /* the first put that failed (out of memory, too large): sf_emit refuses it */
     /* parsed */
     const char *buf;
     size_t len;
@@ -46,15 +49,45 @@ static int np_type_parse(const char *s, size_t n, sf_dtype *out) {
 
 /* ---- building ---- */
 
+/* Records the first failed put; the message then takes no more fields. */
+static void put_failed(sf_msg *m, const char *fmt, ...) SF_PRINTF(2, 3);
+static void put_failed(sf_msg *m, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (!m->error[0]) vsnprintf(m->error, sizeof m->error, fmt, ap);
+    va_end(ap);
+    sf_fail("%s", m->error);
+}
+
+/* msgpack's writer, which fails on out of memory; the packer ignores the result, so it is kept. */
+static int write_checked(void *data, const char *buf, size_t len) {
+    sf_msg *m = data;
+    if (m->error[0]) return -1;
+    if (msgpack_sbuffer_write(&m->sbuf, buf, len) != 0) {
+        put_failed(m, "out of memory building a message (%zu + %zu bytes)", m->sbuf.size, len);
+        return -1;
+    }
+    return 0;
+}
+
+/* The message that sf_msg_new returns when even its header cannot be allocated: every put is
+ * ignored and sf_emit refuses it (never written to: its error is set). */
+static sf_msg oom_msg = {.error = "out of memory allocating a message"};
+
 sf_msg *sf_msg_new(void) {
     sf_msg *m = calloc(1, sizeof *m);
-    if (!m) abort();
+    if (!m) {
+        sf_fail("%s", oom_msg.error);
+        return &oom_msg;
+    }
     msgpack_sbuffer_init(&m->sbuf);
-    msgpack_packer_init(&m->pk, &m->sbuf, msgpack_sbuffer_write);
+    msgpack_packer_init(&m->pk, m, write_checked);
     static const char map32[5] = {(char)0xdf, 0, 0, 0, 0}; /* count patched in later */
-    msgpack_sbuffer_write(&m->sbuf, map32, 5);
+    write_checked(m, map32, 5);
     return m;
 }
+
+const char *sf_msg_error(const sf_msg *m) { return m->error[0] ? m->error : NULL; }
 
 static void finish(sf_msg *m) {
     unsigned char *p = (unsigned char *)m->sbuf.data;
@@ -65,7 +98,7 @@ static void finish(sf_msg *m) {
 }
 
 void sf_msg_free(sf_msg *m) {
-    if (!m) return;
+    if (!m || m == &oom_msg) return;
     if (m->parsed) {
         msgpack_zone_destroy(&m->zone);
     } else {
@@ -75,6 +108,11 @@ void sf_msg_free(sf_msg *m) {
 }
 
 void *sf_msg_release(sf_msg *m, size_t *len) {
+    if (m->error[0]) {
+        sf_fail("%s", m->error);
+        sf_msg_free(m);
+        return NULL;
+    }
     finish(m);
     *len = m->sbuf.size;
     void *data = msgpack_sbuffer_release(&m->sbuf);
@@ -83,6 +121,7 @@ void *sf_msg_release(sf_msg *m, size_t *len) {
 }
 
 static void put_key(sf_msg *m, const char *key) {
+    if (m->error[0]) return;
     size_t n = strlen(key);
     msgpack_pack_str(&m->pk, n);
     msgpack_pack_str_body(&m->pk, key, n);
@@ -130,11 +169,18 @@ static void pack_bin_key(sf_msg *m, const char *k) {
 }
 
 void *sf_msg_put_tensor_inplace(sf_msg *m, const char *key, sf_dtype t, int ndim, const int64_t *shape) {
-    size_t nbytes = sf_dtype_size(t);
-    for (int i = 0; i < ndim; i++) nbytes *= (size_t)shape[i];
-    if (nbytes > UINT32_MAX) { /* MessagePack's largest binary is 4 GiB */
-        sf_log(SF_LOG_ERROR, "tensor '%s' of %zu bytes exceeds MessagePack's 4 GiB limit: send it in parts", key, nbytes);
-        abort();
+    if (m->error[0]) return sf_fail("%s", m->error), NULL;
+    size_t nbytes;
+    char what[120];
+    snprintf(what, sizeof what, "tensor '%s'", key);
+    if (sf_tensor_size(what, t, ndim, shape, &nbytes) != SF_OK) {
+        put_failed(m, "%s", sf_last_error());
+        return NULL;
+    }
+    if (nbytes > SF_MSG_MAX_BYTES) { /* MessagePack's largest binary is 4 GiB */
+        put_failed(m, "tensor '%s' of %zu bytes exceeds a message's %zu-byte limit (MessagePack's 4 GiB): send it in parts",
+                   key, nbytes, SF_MSG_MAX_BYTES);
+        return NULL;
     }
     put_key(m, key);
     /* msgpack-numpy's five keys, plus "pad": a few bytes (ignored by readers) that put the data
@@ -158,17 +204,21 @@ void *sf_msg_put_tensor_inplace(sf_msg *m, const char *key, sf_dtype t, int ndim
     msgpack_pack_bin_body(&m->pk, zeros, p);
     pack_bin_key(m, "data");
     static const char bin32 = (char)0xc6; /* always the 5-byte header, so the padding above is exact */
-    msgpack_sbuffer_write(&m->sbuf, &bin32, 1);
+    write_checked(m, &bin32, 1);
     char len[4] = {(char)(nbytes >> 24), (char)(nbytes >> 16), (char)(nbytes >> 8), (char)nbytes};
-    msgpack_sbuffer_write(&m->sbuf, len, 4);
+    write_checked(m, len, 4);
+    if (m->error[0]) return sf_fail("%s", m->error), NULL;
     /* Reserve the payload in the buffer itself: the caller writes it there. */
     msgpack_sbuffer *sb = &m->sbuf;
     if (sb->alloc - sb->size < nbytes) {
-        size_t want = sb->size + nbytes;
+        size_t want = sb->size + nbytes; /* no overflow: both are below 2^33 */
         size_t cap = sb->alloc ? sb->alloc : 4096;
         while (cap < want) cap *= 2;
         char *d = realloc(sb->data, cap);
-        if (!d) abort();
+        if (!d) {
+            put_failed(m, "out of memory allocating tensor '%s' in a message (%zu bytes = %.1f MB)", key, nbytes, (double)nbytes / 1e6);
+            return NULL;
+        }
         sb->data = d;
         sb->alloc = cap;
     }
@@ -179,9 +229,8 @@ void *sf_msg_put_tensor_inplace(sf_msg *m, const char *key, sf_dtype t, int ndim
 
 void sf_msg_put_tensor(sf_msg *m, const char *key, sf_dtype t, int ndim, const int64_t *shape, const void *data) {
     void *p = sf_msg_put_tensor_inplace(m, key, t, ndim, shape);
-    size_t nbytes = sf_dtype_size(t);
-    for (int i = 0; i < ndim; i++) nbytes *= (size_t)shape[i];
-    if (nbytes) memcpy(p, data, nbytes);
+    size_t nbytes;
+    if (p && sf_tensor_size(key, t, ndim, shape, &nbytes) == SF_OK && nbytes) memcpy(p, data, nbytes);
 }
 
 /* ---- parsing ---- */
@@ -240,7 +289,7 @@ sf_msg *sf_msg_parse(const void *buf, size_t len) {
     if (walk(&p, end, 0) != SF_OK) return sf_fail("message is not valid MessagePack (truncated or corrupt, %zu bytes)", len), NULL;
     if (p != end) return sf_fail("message has %zu trailing bytes after its map", (size_t)(end - p)), NULL;
     sf_msg *m = calloc(1, sizeof *m);
-    if (!m) abort();
+    if (!m) return sf_fail("out of memory parsing a message of %zu bytes", len), NULL;
     m->parsed = 1;
     m->buf = buf;
     m->len = len;
@@ -402,6 +451,7 @@ int sf_msg_get_tensor(const sf_msg *m, const char *key, sf_tensor *out) {
 int sf_msg_copy_field(sf_msg *m, const sf_msg *src, const char *key) {
     const msgpack_object *o = field(src, key);
     if (!o) return SF_ERR;
+    if (m->error[0]) return sf_fail("%s", m->error);
     put_key(m, key);
     msgpack_pack_object(&m->pk, *o);
     return SF_OK;
@@ -409,10 +459,11 @@ int sf_msg_copy_field(sf_msg *m, const sf_msg *src, const char *key) {
 
 sf_msg *sf_msg_clone(const sf_msg *src) {
     sf_msg *m = sf_msg_new();
+    if (m->error[0]) return m;
     if (!src->parsed) {
         size_t len;
         const void *b = sf_msg_bytes(src, &len);
-        msgpack_sbuffer_write(&m->sbuf, (const char *)b + 5, len - 5);
+        write_checked(m, (const char *)b + 5, len - 5);
         m->count = src->count;
         return m;
     }

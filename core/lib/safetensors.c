@@ -95,7 +95,10 @@ sf_st_file *sf_st_open(const char *path) {
         return st_bad(path, "shorter than its 8-byte header length"), NULL;
     }
     sf_st_file *f = calloc(1, sizeof *f);
-    if (!f) abort();
+    if (!f) {
+        close(fd);
+        return sf_fail("%s: out of memory opening it", path), NULL;
+    }
     f->map_len = (size_t)st.st_size;
     f->map = mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
@@ -165,18 +168,24 @@ struct sf_st_writer {
     struct { sf_tensor t; } *items;
     size_t count, cap;
     uint64_t offset;
+    char error[300]; /* the first add that failed (out of memory, a size overflowing): save refuses */
 };
+
+/* What sf_st_writer_new returns when even the writer cannot be allocated: adds are ignored and
+ * save fails with its error (never written to). */
+static sf_st_writer oom_writer = {.error = "out of memory allocating a safetensors writer"};
 
 sf_st_writer *sf_st_writer_new(void) {
     sf_st_writer *w = calloc(1, sizeof *w);
-    if (!w) abort();
+    if (!w) return &oom_writer;
     w->header = json_object();
     w->meta = json_object();
+    if (!w->header || !w->meta) snprintf(w->error, sizeof w->error, "out of memory creating a safetensors header");
     return w;
 }
 
 void sf_st_writer_free(sf_st_writer *w) {
-    if (!w) return;
+    if (!w || w == &oom_writer) return;
     json_decref(w->header);
     json_decref(w->meta);
     free(w->items);
@@ -185,20 +194,29 @@ void sf_st_writer_free(sf_st_writer *w) {
 
 void sf_st_writer_add(sf_st_writer *w, const char *name, sf_dtype dtype, int ndim, const int64_t *shape,
                       const void *data) {
+    if (w->error[0]) return;
+    size_t nbytes;
+    if (sf_tensor_size(name, dtype, ndim, shape, &nbytes) != SF_OK) {
+        snprintf(w->error, sizeof w->error, "%s", sf_last_error());
+        return;
+    }
     if (w->count == w->cap) {
-        w->cap = w->cap ? 2 * w->cap : 16;
-        w->items = realloc(w->items, w->cap * sizeof *w->items);
-        if (!w->items) abort();
+        size_t cap = w->cap ? 2 * w->cap : 16;
+        void *items = sf_realloc(w->items, "safetensors writer entries", cap, sizeof *w->items);
+        if (!items) {
+            snprintf(w->error, sizeof w->error, "%s", sf_last_error());
+            return;
+        }
+        w->items = items;
+        w->cap = cap;
     }
     sf_tensor *t = &w->items[w->count++].t;
     t->dtype = dtype;
     t->ndim = ndim;
     t->data = data;
     json_t *js = json_array();
-    uint64_t nbytes = sf_dtype_size(dtype);
     for (int i = 0; i < ndim; i++) {
         t->shape[i] = shape[i];
-        nbytes *= (uint64_t)shape[i];
         json_array_append_new(js, json_integer(shape[i]));
     }
     t->nbytes = nbytes;
@@ -209,6 +227,7 @@ void sf_st_writer_add(sf_st_writer *w, const char *name, sf_dtype dtype, int ndi
 }
 
 void sf_st_writer_meta(sf_st_writer *w, const char *key, const char *value) {
+    if (w->error[0]) return;
     json_object_set_new(w->meta, key, json_string(value));
 }
 
@@ -234,9 +253,11 @@ static int write_all(int fd, const void *buf, size_t n, uint32_t *crc) {
 }
 
 int sf_st_writer_save(sf_st_writer *w, const char *path, uint32_t *crc_out) {
+    if (w->error[0]) return sf_fail("%s: %s", path, w->error);
     if (json_object_size(w->meta)) json_object_set(w->header, "__metadata__", w->meta);
     char *hjson = json_dumps(w->header, JSON_COMPACT);
     json_object_del(w->header, "__metadata__");
+    if (!hjson) return sf_fail("%s: out of memory writing the header", path);
     size_t hlen = strlen(hjson);
     size_t padded = (hlen + 7) & ~(size_t)7; /* keep the data 8-byte aligned, as the reference does */
     char tmp[4096];

@@ -27,8 +27,25 @@ static const sf_param_def in_params[] = {
     {NULL, 0, NULL, NULL},
 };
 
+/* The endpoint, for check and init alike: a ZeroMQ transport, and a tcp port that is a port. */
+static int bridge_check(sf_ctx *ctx) {
+    const char *ep = sf_param_str(ctx, "endpoint");
+    if (strncmp(ep, "tcp://", 6) != 0 && strncmp(ep, "ipc://", 6) != 0 && strncmp(ep, "inproc://", 9) != 0)
+        return sf_param_fail(ctx, "endpoint", "'%s' is not a ZeroMQ endpoint: tcp://ADDRESS:PORT, ipc://PATH or inproc://NAME", ep);
+    if (strncmp(ep, "tcp://", 6) == 0) {
+        const char *colon = strrchr(ep + 6, ':');
+        char *end;
+        long port = colon ? strtol(colon + 1, &end, 10) : 0;
+        if (!colon || (strcmp(colon + 1, "*") != 0 && (!colon[1] || *end || port < 1 || port > 65535)))
+            return sf_param_fail(ctx, "endpoint", "'%s' needs a port from 1 to 65535 (or * to bind any): tcp://ADDRESS:PORT", ep);
+    }
+    return SF_OK;
+}
+
 static int open_bridge(sf_ctx *ctx, void **state, int type) {
-    bridge *b = calloc(1, sizeof *b);
+    if (bridge_check(ctx) != SF_OK) return SF_ERR;
+    bridge *b = sf_zalloc("a ZeroMQ bridge", 1, sizeof *b);
+    if (!b) return SF_ERR;
     *state = b;
     b->zctx = zmq_ctx_new();
     b->sock = zmq_socket(b->zctx, type);
@@ -44,6 +61,7 @@ static int open_bridge(sf_ctx *ctx, void **state, int type) {
 
 static void close_bridge(void *state) {
     bridge *b = state;
+    if (!b) return;
     if (b->sock) zmq_close(b->sock);
     if (b->zctx) zmq_ctx_term(b->zctx);
     free(b);
@@ -71,7 +89,7 @@ static int out_eos(sf_ctx *ctx, void *state) { return send_frame(ctx, state, "",
 
 static int in_init(sf_ctx *ctx, void **state) {
     int rc = open_bridge(ctx, state, ZMQ_PULL);
-    ((bridge *)*state)->limit = sf_param_int(ctx, "max_messages");
+    if (*state) ((bridge *)*state)->limit = sf_param_int(ctx, "max_messages");
     return rc;
 }
 
@@ -109,6 +127,7 @@ static const sf_stage_def zmq_out = {
     .params = out_params,
     .min_inputs = 1, .max_inputs = 8, .has_output = 0,
     .init = out_init, .on_message = out_message, .on_eos = out_eos, .destroy = close_bridge,
+    .check = bridge_check,
 };
 
 static const sf_stage_def zmq_in = {
@@ -119,6 +138,7 @@ static const sf_stage_def zmq_in = {
     .params = in_params,
     .min_inputs = 0, .max_inputs = 0, .has_output = 1,
     .init = in_init, .produce = in_produce, .destroy = close_bridge,
+    .check = bridge_check,
 };
 
 SF_PLUGIN(&zmq_out, &zmq_in)

@@ -30,8 +30,8 @@ static void select_extremes(const float *row, int vocab, int n, float sign, int3
     for (int j = have; j < n; j++) ids[j] = -1, vals[j] = 0;
 }
 
-void fm_logits_from(fm_logits *out, const float *W_dec, int n, int d, const unsigned char *alive,
-                    const float *W_U, int vocab, const float *gain, int center, int n_top) {
+int fm_logits_from(fm_logits *out, const float *W_dec, int n, int d, const unsigned char *alive,
+                   const float *W_U, int vocab, const float *gain, int center, int n_top) {
     size_t cells = (size_t)n * (size_t)n_top;
     out->n_top = n_top;
     out->pos_id = malloc(cells * sizeof *out->pos_id);
@@ -41,7 +41,12 @@ void fm_logits_from(fm_logits *out, const float *W_dec, int n, int d, const unsi
     float *V = malloc((size_t)FM_LOGIT_CHUNK * (size_t)d * sizeof *V);
     float *C = malloc((size_t)FM_LOGIT_CHUNK * (size_t)vocab * sizeof *C);
     int *which = malloc(FM_LOGIT_CHUNK * sizeof *which);
-    if (!out->pos_id || !out->neg_id || !out->pos_val || !out->neg_val || !V || !C || !which) abort();
+    if (!out->pos_id || !out->neg_id || !out->pos_val || !out->neg_val || !V || !C || !which) {
+        free(V), free(C), free(which);
+        fm_logits_free(out);
+        return sf_fail("logit effects: out of memory (%zu features x %d entries, %d x %d floats of logits)", (size_t)n, n_top,
+                       FM_LOGIT_CHUNK, vocab);
+    }
     memset(out->pos_id, 0xff, cells * sizeof *out->pos_id); /* -1: no entry (dead features) */
     memset(out->neg_id, 0xff, cells * sizeof *out->neg_id);
     for (int i0 = 0; i0 < n;) {
@@ -66,6 +71,7 @@ void fm_logits_from(fm_logits *out, const float *W_dec, int n, int d, const unsi
     free(V);
     free(C);
     free(which);
+    return SF_OK;
 }
 
 int fm_logits_compute(fm_logits *out, const float *W_dec, int n, int d, const unsigned char *alive,
@@ -78,9 +84,9 @@ int fm_logits_compute(fm_logits *out, const float *W_dec, int n, int d, const un
         fw_model_free(m);
         return sf_fail("logit effects: model %s has width %d, the SAE %d (or no LM head)", model_dir, dm, d);
     }
-    fm_logits_from(out, W_dec, n, d, alive, m->lm_head, m->cfg.vocab, m->lnf_w, m->cfg.norm == FW_LAYERNORM, n_top);
+    int rc = fm_logits_from(out, W_dec, n, d, alive, m->lm_head, m->cfg.vocab, m->lnf_w, m->cfg.norm == FW_LAYERNORM, n_top);
     fw_model_free(m);
-    return SF_OK;
+    return rc;
 #else
     (void)out, (void)W_dec, (void)n, (void)d, (void)alive, (void)n_top;
     return sf_fail("logit effects: this build has no model loader (stages/forward); cannot read %s", model_dir);

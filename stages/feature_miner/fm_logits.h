@@ -10,8 +10,8 @@
 
 /* For each feature i with alive[i] (all if alive is NULL): the n_top largest and smallest entries
  * of W_U (g ⊙ W_dec[i]). W_U [vocab][d] and g [d] (NULL: ones) given directly. */
-void fm_logits_from(fm_logits *out, const float *W_dec, int n, int d, const unsigned char *alive,
-                    const float *W_U, int vocab, const float *gain, int center, int n_top);
+int fm_logits_from(fm_logits *out, const float *W_dec, int n, int d, const unsigned char *alive,
+                   const float *W_U, int vocab, const float *gain, int center, int n_top); /* SF_ERR: out of memory */
 
 /* The same with W_U and g read from a model directory (stages/forward's loader). SF_OK / SF_ERR. */
 int fm_logits_compute(fm_logits *out, const float *W_dec, int n, int d, const unsigned char *alive,

@@ -33,11 +33,15 @@ fm_miner *fm_miner_new(const fm_miner_cfg *cfg) {
                 cfg->n_features, cfg->top_n, cfg->reservoir, cfg->hist_bins, cfg->frac);
         return NULL;
     }
-    fm_miner *m = xcalloc(1, sizeof *m);
+    fm_miner *m = sf_zalloc("the feature miner", 1, sizeof *m);
+    if (!m) return NULL;
     m->cfg = *cfg;
-    m->f = xcalloc((size_t)cfg->n_features, sizeof *m->f);
     m->rng = cfg->seed ? cfg->seed : 0x9E3779B97F4A7C15ull;
-    m->merge_buf = xcalloc(2 * (size_t)cfg->reservoir, sizeof *m->merge_buf);
+    if (!(m->f = sf_zalloc("per-feature state", (size_t)cfg->n_features, sizeof *m->f)) ||
+        !(m->merge_buf = sf_zalloc("the reservoir merge buffer", 2 * (size_t)cfg->reservoir + 1, sizeof *m->merge_buf))) {
+        fm_miner_free(m);
+        return NULL;
+    }
     return m;
 }
 
@@ -62,7 +66,7 @@ static fm_example *interval_ex(const fm_miner *m, const fm_feature *f, int b) {
 
 void fm_miner_free(fm_miner *m) {
     if (!m) return;
-    for (int i = 0; i < m->cfg.n_features; i++) {
+    for (int i = 0; m->f && i < m->cfg.n_features; i++) {
         fm_feature *f = &m->f[i];
         for (int j = 0; j < f->n_top; j++) example_release(m, &f->top[j]);
         for (int b = 0; b < f->n_buckets; b++)

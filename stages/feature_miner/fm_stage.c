@@ -52,8 +52,11 @@ static int load_known_max(const char *path, int n, float **out) {
         json_decref(root);
         return sf_fail("max_from %s: not a feature_miner summary for %d features", path, n);
     }
-    float *mx = calloc((size_t)n, sizeof *mx);
-    if (!mx) abort();
+    float *mx = sf_zalloc("max_from's maxima", (size_t)n, sizeof *mx);
+    if (!mx) {
+        json_decref(root);
+        return SF_ERR;
+    }
     size_t i;
     json_t *f;
     json_array_foreach(feats, i, f) {
@@ -71,11 +74,12 @@ static int load_known_max(const char *path, int n, float **out) {
     return SF_OK;
 }
 
-static int fm_init(sf_ctx *ctx, void **out) {
-    if (sf_replica_count(ctx) != 1) return sf_fail("feature_miner keeps global per-feature state: run it with replicas = 1");
-    fm_state *s = calloc(1, sizeof *s);
-    if (!s) abort();
-    *out = s;
+static void fm_destroy(void *state);
+
+/* The parameters and the files they name (the SAE, the tokenizer, max_from), for check and init
+ * alike; fm_destroy frees what they load. */
+static int fm_read_params(sf_ctx *ctx, fm_state *s) {
+    if (sf_replica_count(ctx) != 1) return sf_param_fail(ctx, "replicas", "feature_miner keeps global per-feature state: run it with replicas = 1");
     s->vocab.bos = -1;
     s->sae_dir = dup_or_null(sf_param_str(ctx, "sae"));
     s->out_dir = dup_or_null(sf_param_str(ctx, "out"));
@@ -87,15 +91,34 @@ static int fm_init(sf_ctx *ctx, void **out) {
     if (s->want_hook) free(s->want_hook), s->want_hook = strdup(canonical);
 #endif
     if (!s->sae_dir || !s->out_dir) return sf_fail("feature_miner needs the parameters sae and out");
-    if (sae_load(&s->sae, s->sae_dir) != SF_OK) return SF_ERR;
+    if (sae_load(&s->sae, s->sae_dir) != SF_OK) return sf_param_fail(ctx, "sae", "%s", sf_last_error());
     s->sae_loaded = 1;
     const char *tok = sf_param_str(ctx, "tokenizer");
-    if (tok && *tok && fm_vocab_load(&s->vocab, tok) != SF_OK) return SF_ERR;
+    if (tok && *tok && fm_vocab_load(&s->vocab, tok) != SF_OK) return sf_param_fail(ctx, "tokenizer", "%s", sf_last_error());
     const char *max_from = sf_param_str(ctx, "max_from");
-    if (max_from && *max_from && load_known_max(max_from, s->sae.n, &s->known_max) != SF_OK) return SF_ERR;
+    if (max_from && *max_from && load_known_max(max_from, s->sae.n, &s->known_max) != SF_OK)
+        return sf_param_fail(ctx, "max_from", "%s", sf_last_error());
     int64_t top_n = sf_param_int(ctx, "top_n"), res = sf_param_int(ctx, "reservoir"), bins = sf_param_int(ctx, "hist_bins");
-    if (top_n < 1 || top_n > 100000 || res < 0 || res > 100000 || bins < 2 || bins > 4096)
-        return sf_fail("feature_miner: top_n must be in [1, 100000], reservoir in [0, 100000], hist_bins in [2, 4096]");
+    if (top_n < 1 || top_n > 100000) return sf_param_fail(ctx, "top_n", "must be in [1, 100000]");
+    if (res < 0 || res > 100000) return sf_param_fail(ctx, "reservoir", "must be in [0, 100000]");
+    if (bins < 2 || bins > 4096) return sf_param_fail(ctx, "hist_bins", "must be in [2, 4096]");
+    return SF_OK;
+}
+
+static int fm_check(sf_ctx *ctx) {
+    fm_state *s = sf_zalloc("feature_miner check", 1, sizeof *s);
+    if (!s) return SF_ERR;
+    int rc = fm_read_params(ctx, s);
+    fm_destroy(s);
+    return rc;
+}
+
+static int fm_init(sf_ctx *ctx, void **out) {
+    fm_state *s = sf_zalloc("feature_miner state", 1, sizeof *s);
+    if (!s) return SF_ERR;
+    *out = s;
+    if (fm_read_params(ctx, s) != SF_OK) return SF_ERR;
+    int64_t top_n = sf_param_int(ctx, "top_n"), res = sf_param_int(ctx, "reservoir"), bins = sf_param_int(ctx, "hist_bins");
     fm_miner_cfg cfg = {
         .n_features = s->sae.n,
         .top_n = (int)top_n,
@@ -203,8 +226,8 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
         s->cap_rows = r;
     }
     if (sf_tensor_to_f32(&acts, s->x, (size_t)rows * (size_t)s->sae.d) != SF_OK) return SF_ERR;
-    int64_t *tok64 = malloc((size_t)(rows + 2 * B) * sizeof *tok64);
-    if (!tok64) abort();
+    int64_t *tok64 = sf_alloc("the message's tokens, doc ids and positions", (size_t)(rows + 2 * B), sizeof *tok64);
+    if (!tok64) return SF_ERR;
     int64_t *doc = tok64 + rows, *pos = doc + B;
     int rc = int_field(msg, "tokens", rows, tok64, 1);
     if (rc == SF_OK) rc = int_field(msg, "doc_id", B, doc, 0);
@@ -241,8 +264,8 @@ static int fm_on_eos(sf_ctx *ctx, void *state) {
     fm_state *s = state;
     fm_logits lg = {0}, *lgp = NULL;
     if (s->model_dir && s->logit_top > 0) {
-        unsigned char *alive = calloc((size_t)s->sae.n, 1);
-        if (!alive) abort();
+        unsigned char *alive = sf_zalloc("per-feature flags", (size_t)s->sae.n, 1);
+        if (!alive) return SF_ERR;
         for (int i = 0; i < s->sae.n; i++) alive[i] = s->miner->f[i].fired > 0;
         int rc = fm_logits_compute(&lg, s->sae.W_dec, s->sae.n, s->sae.d, alive, s->model_dir, s->logit_top);
         free(alive);
@@ -323,6 +346,7 @@ static const sf_stage_def fm_stage_def = {
     .max_inputs = 1,
     .has_output = 0,
     .init = fm_init,
+    .check = fm_check,
     .on_message = fm_on_message,
     .on_eos = fm_on_eos,
     .destroy = fm_destroy,

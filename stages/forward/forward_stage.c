@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "model.h"
 #ifdef FW_HAVE_SAE
@@ -34,7 +35,10 @@ static int fwd_sae_fn(void *ctx, float *acts, int batch, int seq, int width) {
     size_t rows = (size_t)batch * seq;
     if (rows > a->cap) {
         free(a->xhat);
-        if (!(a->xhat = malloc(rows * width * sizeof *a->xhat))) abort();
+        a->cap = 0;
+        size_t n;
+        if (!sf_mul_size(rows, (size_t)width, &n) || !(a->xhat = sf_alloc("the SAE's reconstruction (rows x d floats)", n, sizeof *a->xhat)))
+            return SF_ERR;
         a->cap = rows;
     }
     if (sae_reconstruct(&a->m, acts, (int64_t)rows, a->xhat) != SF_OK) return SF_ERR;
@@ -45,8 +49,8 @@ static int fwd_sae_fn(void *ctx, float *acts, int batch, int seq, int width) {
 
 /* Loads the SAE in dir, to splice at hook_name ("": the hook its config records). NULL on error. */
 static fwd_sae *fwd_sae_open(const char *dir, const char *hook_name, const fw_config *cfg, int bos_id) {
-    fwd_sae *a = calloc(1, sizeof *a);
-    if (!a) abort();
+    fwd_sae *a = sf_zalloc("SAE splice", 1, sizeof *a);
+    if (!a) return NULL;
     a->bos_id = bos_id;
     if (sae_load(&a->m, dir) != SF_OK) {
         free(a);
@@ -113,8 +117,11 @@ static fw_model *model_acquire(const char *dir, int n_layers, int head) {
     while (e && (strcmp(e->dir, dir) || e->n_layers != n_layers || e->head != head)) e = e->next;
     if (!e) {
         fw_model *m = fw_model_load(dir, n_layers, head);
-        if (m) {
-            if (!(e = calloc(1, sizeof *e)) || !(e->dir = strdup(dir))) abort();
+        if (m && (!(e = sf_zalloc("shared model entry", 1, sizeof *e)) || !(e->dir = sf_strdup("model path", dir)))) {
+            free(e);
+            e = NULL;
+            fw_model_free(m);
+        } else if (m) {
             e->n_layers = n_layers;
             e->head = head;
             e->model = m;
@@ -211,10 +218,9 @@ static void fwd_destroy(void *state) {
     free(s);
 }
 
-static int fwd_init(sf_ctx *ctx, void **state) {
-    fwd_stage *s = calloc(1, sizeof *s);
-    if (!s) abort();
-    *state = s;
+/* The parameters, for check and init alike: out_dtype, hooks, the model's config.json (each hook
+ * within its depth), and the SAE to splice (loaded into s->sae, which the caller closes). */
+static int fwd_params_load(sf_ctx *ctx, fwd_stage *s, fw_config *cfg) {
     s->model_dir = sf_param_str(ctx, "model");
     s->drop_bos = sf_param_bool(ctx, "drop_bos");
     s->want_logits = sf_param_bool(ctx, "logits");
@@ -223,9 +229,39 @@ static int fwd_init(sf_ctx *ctx, void **state) {
     const char *dt = sf_param_str(ctx, "out_dtype");
     if (!strcmp(dt, "f32")) s->out_dtype = SF_F32;
     else if (!strcmp(dt, "bf16")) s->out_dtype = SF_BF16;
-    else return sf_fail("out_dtype must be f32 or bf16, not \"%s\"", dt);
-    if (parse_hooks(sf_param_str(ctx, "hooks"), s) != SF_OK) return SF_ERR;
-    if (!s->n_hooks && !s->want_logits && !s->want_loss) return sf_fail("nothing to emit: give hooks, logits or loss");
+    else return sf_param_fail(ctx, "out_dtype", "must be f32 or bf16, not \"%s\"", dt);
+    if (parse_hooks(sf_param_str(ctx, "hooks"), s) != SF_OK) return sf_param_fail(ctx, "hooks", "%s", sf_last_error());
+    if (!s->n_hooks && !s->want_logits && !s->want_loss) return sf_param_fail(ctx, "hooks", "nothing to emit: give hooks, logits or loss");
+    if (fw_config_load(s->model_dir, cfg) != SF_OK)
+        return sf_param_fail(ctx, "model", "%s (a Hugging Face checkpoint directory: config.json and safetensors)", sf_last_error());
+    for (int i = 0; i < s->n_hooks; i++)
+        if (fw_hook_check(cfg, s->hooks[i]) != SF_OK)
+            return sf_param_fail(ctx, "hooks", "%s (%s)", sf_last_error(), s->model_dir);
+    if (sf_param_int(ctx, "threads") < 0 || sf_param_int(ctx, "threads") > 4096)
+        return sf_param_fail(ctx, "threads", "must be from 0 (all cores) to 4096");
+    s->bos_id = (int)sf_param_int(ctx, "bos_id");
+    if (s->bos_id < 0) s->bos_id = cfg->bos_id;
+    if (*sae_dir && !(s->sae = fwd_sae_open(sae_dir, sf_param_str(ctx, "sae_hook"), cfg, s->bos_id)))
+        return sf_param_fail(ctx, "sae", "%s", sf_last_error());
+    return SF_OK;
+}
+
+static int fwd_check(sf_ctx *ctx) {
+    fwd_stage *s = sf_zalloc("forward check", 1, sizeof *s);
+    if (!s) return SF_ERR;
+    fw_config cfg;
+    int rc = fwd_params_load(ctx, s, &cfg);
+    fwd_sae_close(s->sae);
+    free(s);
+    return rc;
+}
+
+static int fwd_init(sf_ctx *ctx, void **state) {
+    fwd_stage *s = sf_zalloc("forward state", 1, sizeof *s);
+    if (!s) return SF_ERR;
+    *state = s;
+    fw_config cfg;
+    if (fwd_params_load(ctx, s, &cfg) != SF_OK) return SF_ERR;
 
     const char *name = sf_param_str(ctx, "checkpoint");
     if (!*name) { /* base name of the directory, ignoring trailing slashes */
@@ -238,40 +274,45 @@ static int fwd_init(sf_ctx *ctx, void **state) {
         snprintf(s->checkpoint, sizeof s->checkpoint, "%s", name);
 
     /* Load only the blocks the hooks need, unless logits or loss need them all. */
-    fw_config cfg;
-    if (fw_config_load(s->model_dir, &cfg) != SF_OK) return SF_ERR;
     int need = 0, head = s->want_logits || s->want_loss;
-    for (int i = 0; i < s->n_hooks; i++) {
-        if (fw_hook_check(&cfg, s->hooks[i]) != SF_OK) return SF_ERR;
+    for (int i = 0; i < s->n_hooks; i++)
         if (s->hooks[i].layer + 1 > need) need = s->hooks[i].layer + 1;
-    }
     fw_set_threads((int)sf_param_int(ctx, "threads"));
     if (!(s->model = model_acquire(s->model_dir, head ? -1 : need, head))) return SF_ERR;
-    s->state = fw_state_new((int)sf_param_int(ctx, "threads"));
-    s->bos_id = (int)sf_param_int(ctx, "bos_id");
-    if (s->bos_id < 0) s->bos_id = cfg.bos_id;
-    if (*sae_dir && !(s->sae = fwd_sae_open(sae_dir, sf_param_str(ctx, "sae_hook"), &cfg, s->bos_id))) return SF_ERR;
+    if (!(s->state = fw_state_new((int)sf_param_int(ctx, "threads")))) return SF_ERR;
     sf_log(SF_LOG_INFO, "%s (%s, %d of %d blocks), checkpoint %s", s->model_dir, cfg.architecture,
            s->model->n_loaded, cfg.n_layers, s->checkpoint);
     return SF_OK;
 }
 
-static void grow(fwd_stage *s, size_t tokens) {
-    if (tokens <= s->cap_tokens) return;
+/* An output buffer of B x T x width floats, named (with its size) when memory runs out. */
+static float *alloc_out(const char *what, int64_t B, int64_t T, size_t width) {
+    char name[160];
+    snprintf(name, sizeof name, "%s for %lld x %lld tokens", what, (long long)B, (long long)T);
+    float *p = sf_alloc(name, (size_t)(B * T), width * sizeof(float));
+    if (!p) sf_fail("%s; lower the batch (the tokenizer's batch) or the sequence length", sf_last_error());
+    return p;
+}
+
+/* Buffers for a batch of B x T tokens, kept for the largest batch so far. */
+static int grow(fwd_stage *s, int64_t B, int64_t T) {
+    size_t tokens = (size_t)(B * T);
+    if (tokens <= s->cap_tokens) return SF_OK;
     const fw_config *c = &s->model->cfg;
+    s->cap_tokens = 0; /* until every buffer has its new size */
     for (int i = 0; i < s->n_hooks; i++) {
         free(s->outs[i]);
-        s->outs[i] = malloc(tokens * (size_t)fw_hook_width(c, s->hooks[i]) * sizeof(float));
-        if (!s->outs[i]) abort();
+        if (!(s->outs[i] = alloc_out(s->hook_names[i], B, T, (size_t)fw_hook_width(c, s->hooks[i])))) return SF_ERR;
     }
     free(s->logits);
     free(s->loss);
     free(s->loss_sae);
-    s->logits = s->want_logits ? malloc(tokens * (size_t)c->vocab * sizeof(float)) : NULL;
-    s->loss = malloc(tokens * sizeof(float));
-    s->loss_sae = s->sae ? malloc(tokens * sizeof(float)) : NULL;
-    if ((s->want_logits && !s->logits) || !s->loss || (s->sae && !s->loss_sae)) abort();
+    s->logits = s->loss = s->loss_sae = NULL;
+    if (s->want_logits && !(s->logits = alloc_out("logits", B, T, (size_t)c->vocab))) return SF_ERR;
+    if (!(s->loss = alloc_out("loss", B, T, 1))) return SF_ERR;
+    if (s->sae && !(s->loss_sae = alloc_out("loss_sae", B, T, 1))) return SF_ERR;
     s->cap_tokens = tokens;
+    return SF_OK;
 }
 
 /* Puts [B, T, w] rows of src into m under key, keeping columns t >= skip of every sequence. */
@@ -279,6 +320,7 @@ static void put_rows(sf_msg *m, const char *key, sf_dtype dt, const float *src, 
     int64_t shape[3] = {B, T - skip, w};
     int ndim = w ? 3 : 2;
     char *dst = sf_msg_put_tensor_inplace(m, key, dt, ndim, shape);
+    if (!dst) return; /* the message keeps the error: sf_emit refuses it */
     size_t row = (size_t)(T - skip) * (w ? w : 1), esz = sf_dtype_size(dt);
     for (int b = 0; b < B; b++)
         sf_convert_from_f32(dst + (size_t)b * row * esz, dt, src + ((size_t)b * T + skip) * (w ? w : 1), row);
@@ -289,10 +331,12 @@ static int put_meta(sf_msg *m, const sf_msg *in, const fwd_stage *s, const int32
                     const sf_tensor *pos) {
     int64_t shape[2] = {B, T - skip};
     int32_t *t = sf_msg_put_tensor_inplace(m, "tokens", SF_I32, 2, shape);
+    if (!t) return SF_ERR;
     for (int b = 0; b < B; b++) memcpy(t + (size_t)b * (T - skip), tok + (size_t)b * T + skip, (size_t)(T - skip) * 4);
     if (pos) {
         int64_t n = B;
         int32_t *p = sf_msg_put_tensor_inplace(m, "pos", SF_I32, 1, &n);
+        if (!p) return SF_ERR;
         for (int b = 0; b < B; b++) {
             int32_t v;
             memcpy(&v, (const char *)pos->data + (size_t)b * 4, 4);
@@ -323,8 +367,8 @@ static int fwd_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg
         return sf_fail("pos: want an int32 [%lld] tensor", (long long)B);
 
     size_t N = (size_t)(B * T);
-    int32_t *tok = malloc(N * sizeof *tok);
-    if (!tok) abort();
+    int32_t *tok = sf_alloc("the batch's token ids", N, sizeof *tok);
+    if (!tok) return SF_ERR;
     for (size_t i = 0; i < N; i++) { /* the payload is unaligned: copy element by element */
         int64_t v = 0;
         if (tt.dtype == SF_I32) {
@@ -349,7 +393,10 @@ static int fwd_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg
         skip = n_bos ? 1 : 0;
     }
 
-    grow(s, N);
+    if (grow(s, B, T) != SF_OK) {
+        free(tok);
+        return SF_ERR;
+    }
     int want_head = s->want_logits || s->want_loss;
     /* with an SAE, a spliced pass from the SAE's block gives loss_sae */
     fw_request r = {tok,      (int)B, (int)T, s->n_hooks, s->hooks, s->outs, s->logits, want_head ? s->loss : NULL,
@@ -397,22 +444,30 @@ typedef struct seq_list {
     size_t n_seq, cap_seq;
 } seq_list;
 
-static void seq_push_tok(seq_list *l, int32_t v) {
+static int seq_push_tok(seq_list *l, int32_t v) {
     if (l->n_tok == l->cap_tok) {
-        l->cap_tok = l->cap_tok ? 2 * l->cap_tok : 1024;
-        if (!(l->tok = realloc(l->tok, l->cap_tok * sizeof *l->tok))) abort();
+        size_t cap = l->cap_tok ? 2 * l->cap_tok : 1024;
+        int32_t *t = sf_realloc(l->tok, "the token ids read from stdin", cap, sizeof *l->tok);
+        if (!t) return SF_ERR;
+        l->tok = t;
+        l->cap_tok = cap;
     }
     l->tok[l->n_tok++] = v;
+    return SF_OK;
 }
 
 /* Records that a sequence starts at token index start; keeps room for the end sentinel. */
-static void seq_push_start(seq_list *l, size_t start) {
+static int seq_push_start(seq_list *l, size_t start) {
     if (l->n_seq + 2 > l->cap_seq) {
-        l->cap_seq = l->cap_seq ? 2 * l->cap_seq : 64;
-        if (!(l->start = realloc(l->start, l->cap_seq * sizeof *l->start))) abort();
+        size_t cap = l->cap_seq ? 2 * l->cap_seq : 64;
+        size_t *t = sf_realloc(l->start, "the sequences read from stdin", cap, sizeof *l->start);
+        if (!t) return SF_ERR;
+        l->start = t;
+        l->cap_seq = cap;
     }
     l->start[l->n_seq++] = start;
     l->start[l->n_seq] = l->n_tok;
+    return SF_OK;
 }
 
 /* One sequence per line, token ids separated by spaces; blank lines are skipped. */
@@ -434,9 +489,15 @@ static int read_sequences(FILE *in, seq_list *l) {
                 free(line);
                 return SF_ERR;
             }
-            seq_push_tok(l, (int32_t)v);
+            if (seq_push_tok(l, (int32_t)v) != SF_OK) {
+                free(line);
+                return SF_ERR;
+            }
         }
-        if (l->n_tok > before) seq_push_start(l, before);
+        if (l->n_tok > before && seq_push_start(l, before) != SF_OK) {
+            free(line);
+            return SF_ERR;
+        }
     }
     free(line);
     return SF_OK;
@@ -474,9 +535,12 @@ static int cli_generate(const fw_model *m, fw_state *st, const seq_list *seqs, i
     int V = m->cfg.vocab, rc = SF_OK;
     for (size_t i = 0; i < seqs->n_seq && rc == SF_OK; i++) {
         int T0 = (int)(seqs->start[i + 1] - seqs->start[i]);
-        int32_t *ids = malloc((size_t)(T0 + n) * sizeof *ids);
-        float *logits = malloc((size_t)(T0 + n) * V * sizeof *logits);
-        if (!ids || !logits) abort();
+        int32_t *ids = sf_alloc("the generated sequence", (size_t)T0 + (size_t)n, sizeof *ids);
+        float *logits = ids ? sf_alloc("logits of the generated sequence", (size_t)T0 + (size_t)n, (size_t)V * sizeof *logits) : NULL;
+        if (!logits) {
+            free(ids);
+            return SF_ERR;
+        }
         memcpy(ids, seqs->tok + seqs->start[i], (size_t)T0 * sizeof *ids);
         for (int T = T0; T < T0 + n && rc == SF_OK; T++) {
             fw_request r = {ids, 1, T, 0, NULL, NULL, logits, NULL, NULL, NULL};
@@ -532,9 +596,10 @@ static int cli_main(int argc, char **argv) {
     fw_state *st = fw_state_new(threads);
     fwd_sae *sae = NULL;
     FILE *out = NULL;
+    char out_tmp[4096] = "", loss_tmp[4096] = ""; /* outputs are written here and renamed when complete */
     float *acts = NULL, *loss = NULL, *losses = NULL;
     int rc = 1;
-    if (read_sequences(stdin, &seqs) != SF_OK) goto done;
+    if (!st || read_sequences(stdin, &seqs) != SF_OK) goto done;
     if (sae_dir && !(sae = fwd_sae_open(sae_dir, sae_hook, &cfg, cfg.bos_id))) goto done;
     if (!(m = fw_model_load(dir, head ? -1 : hook.layer + 1, head))) goto done;
     if (generate > 0) {
@@ -543,7 +608,9 @@ static int cli_main(int argc, char **argv) {
     }
     size_t width = want_logits ? (size_t)cfg.vocab : (size_t)fw_hook_width(&cfg, hook);
     if (out_path) {
-        if (!(out = fopen(out_path, "wb"))) {
+        snprintf(out_tmp, sizeof out_tmp, "%s.partial", out_path);
+        if (!(out = fopen(out_tmp, "wb"))) {
+            out_tmp[0] = 0;
             sf_fail("%s: %s", out_path, strerror(errno));
             goto done;
         }
@@ -553,16 +620,23 @@ static int cli_main(int argc, char **argv) {
         }
     }
     int cols = sae ? 2 : 1; /* losses: clean, then spliced */
-    if (want_loss && !(losses = malloc(seqs.n_tok * cols * sizeof *losses))) abort();
+    if (want_loss && !(losses = sf_alloc("the per-token losses", seqs.n_tok, (size_t)cols * sizeof *losses))) goto done;
     double loss_sum[2] = {0, 0};
     size_t loss_n = 0;
     for (size_t i = 0; i < seqs.n_seq; i++) {
         int T = (int)(seqs.start[i + 1] - seqs.start[i]);
         const int32_t *tok = seqs.tok + seqs.start[i];
         float *o[1];
-        if (!(o[0] = acts = realloc(acts, (size_t)T * width * sizeof *acts)) ||
-            !(loss = realloc(loss, (size_t)T * 2 * sizeof *loss)))
-            abort();
+        free(acts);
+        free(loss);
+        loss = NULL;
+        char what[160];
+        snprintf(what, sizeof what, "%s of a %d-token sequence", want_logits ? "logits" : "activations", T);
+        if (!(o[0] = acts = sf_alloc(what, (size_t)T, width * sizeof *acts)) ||
+            !(loss = sf_alloc("the sequence's losses", (size_t)T, 2 * sizeof *loss))) {
+            sf_fail("%s; feed shorter sequences", sf_last_error());
+            goto done;
+        }
         fw_request r = {tok,  1, T, hook_name ? 1 : 0, &hook, o, want_logits ? acts : NULL, want_loss ? loss : NULL,
                         sae ? fwd_sae_splice(sae, tok) : NULL, sae ? loss + T : NULL};
         if (fw_forward(m, st, &r) != SF_OK) {
@@ -589,7 +663,8 @@ static int cli_main(int argc, char **argv) {
     }
     out = NULL;
     if (loss_path) {
-        if (!(out = fopen(loss_path, "wb")) || npy_header(out, seqs.n_tok, (size_t)cols) != SF_OK ||
+        snprintf(loss_tmp, sizeof loss_tmp, "%s.partial", loss_path);
+        if (!(out = fopen(loss_tmp, "wb")) || npy_header(out, seqs.n_tok, (size_t)cols) != SF_OK ||
             fwrite(losses, sizeof *losses * cols, seqs.n_tok, out) != seqs.n_tok || fclose(out) != 0) {
             out = NULL;
             sf_fail("%s: cannot write: %s", loss_path, strerror(errno));
@@ -597,6 +672,12 @@ static int cli_main(int argc, char **argv) {
         }
         out = NULL;
     }
+    /* every output complete: only now do they take their names */
+    if ((out_tmp[0] && rename(out_tmp, out_path) != 0) || (loss_tmp[0] && rename(loss_tmp, loss_path) != 0)) {
+        sf_fail("%s: cannot rename: %s", out_tmp[0] && access(out_tmp, F_OK) == 0 ? out_path : loss_path, strerror(errno));
+        goto done;
+    }
+    out_tmp[0] = loss_tmp[0] = 0;
     double mean = loss_n ? loss_sum[0] / loss_n : NAN, mean_sae = loss_n ? loss_sum[1] / loss_n : NAN;
     if (want_loss) printf("loss %.6f over %zu predicted tokens\n", mean, loss_n);
     if (sae) printf("loss_sae %.6f (increase %.6f)\n", mean_sae, mean_sae - mean);
@@ -604,6 +685,8 @@ static int cli_main(int argc, char **argv) {
 done:
     if (rc) fprintf(stderr, "saeflow forward: %s\n", sf_last_error());
     if (out) fclose(out);
+    if (out_tmp[0]) unlink(out_tmp); /* nothing half-written keeps an output's name */
+    if (loss_tmp[0]) unlink(loss_tmp);
     free(acts);
     free(loss);
     free(losses);
@@ -635,6 +718,7 @@ static const sf_stage_def forward_stage = {
     .max_inputs = 1,
     .has_output = 1,
     .init = fwd_init,
+    .check = fwd_check,
     .on_message = fwd_on_message,
     .destroy = fwd_destroy,
     .commands = fwd_commands,

@@ -73,16 +73,21 @@ struct fw_state {
     fw_buf next;     /* [chunk] int32: the token each row predicts, or -1 */
 };
 
-static float *buf_get(fw_buf *b, size_t n) {
-    if (n > b->cap) {
-        free(b->p);
-        if (posix_memalign((void **)&b->p, 64, n * sizeof(float)) != 0) {
-            fprintf(stderr, "forward: out of memory (%zu floats)\n", n);
-            abort();
-        }
-        b->cap = n;
+/* Grows b to n floats (64-byte aligned); SF_ERR naming what when memory runs out. Every buffer
+ * of a request is reserved before it starts (reserve()), so the passes never allocate. */
+static int buf_reserve(fw_buf *b, size_t n, const char *what) {
+    if (n <= b->cap) return SF_OK;
+    free(b->p);
+    b->p = NULL;
+    b->cap = 0;
+    size_t bytes;
+    if (!sf_mul_size(n, sizeof(float), &bytes) || posix_memalign((void **)&b->p, 64, bytes) != 0) {
+        b->p = NULL;
+        return sf_fail("forward: out of memory allocating %s (%zu floats = %.1f MB); lower the batch or the sequence length",
+                       what, n, (double)n * 4 / 1e6);
     }
-    return b->p;
+    b->cap = n;
+    return SF_OK;
 }
 
 static void pool_range(const fw_pool *p, int w, size_t *begin, size_t *end) {
@@ -134,7 +139,7 @@ static void pool_run(fw_pool *p, size_t items, fw_task fn, void *arg) {
 
 fw_state *fw_state_new(int threads) {
     fw_state *s = calloc(1, sizeof *s);
-    if (!s) abort();
+    if (!s) return sf_fail("out of memory allocating the forward's state (%zu bytes)", sizeof *s), NULL;
     s->attn_chunk = 64; /* measured: 64 beat 128, 256 and 512 at T = 1024 (less masked work) */
     if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     s->pool.n = threads < 1 ? 1 : threads > FW_MAX_THREADS ? FW_MAX_THREADS : threads;
@@ -527,8 +532,7 @@ static void blas_single_leave(void) {
 }
 
 static void attention(fw_state *s, const fw_config *c, const float *qkv, float *att, int B, int T, float scale) {
-    attn_job j = {c, s, qkv, att, T, s->attn_chunk < T ? s->attn_chunk : T, scale};
-    for (int w = 0; w < s->pool.n; w++) buf_get(&s->scores[w], (size_t)j.chunk * T);
+    attn_job j = {c, s, qkv, att, T, s->attn_chunk < T ? s->attn_chunk : T, scale}; /* scores: reserve() */
     pool_run(&s->pool, (size_t)B * c->n_heads, attn_task, &j); /* each thread its own small sgemms */
 }
 
@@ -562,15 +566,19 @@ FW_VECTOR static void loss_task(void *arg, int w, size_t begin, size_t end) {
 
 /* Final norm and LM head into logits and/or loss (either may be NULL), a chunk of rows at a time
  * so logits of a large vocabulary need not all exist at once. */
+/* Rows of the LM head computed at a time. */
+static int head_chunk(const fw_state *s, int V, int N) {
+    int chunk = s->head_rows ? s->head_rows : (int)(FW_HEAD_FLOATS / (unsigned)V);
+    if (!s->head_rows && chunk < FW_HEAD_MIN_ROWS) chunk = FW_HEAD_MIN_ROWS;
+    return chunk > N ? N : chunk;
+}
+
 static void lm_head(const fw_model *m, fw_state *s, const fw_request *r, const float *x, float *logits, float *loss) {
     const fw_config *c = &m->cfg;
     int V = c->vocab, d = c->d_model, N = r->batch * r->seq;
-    int chunk = s->head_rows ? s->head_rows : (int)(FW_HEAD_FLOATS / (unsigned)V);
-    if (!s->head_rows && chunk < FW_HEAD_MIN_ROWS) chunk = FW_HEAD_MIN_ROWS;
-    if (chunk > N) chunk = N;
-    float *buf = buf_get(&s->head, (size_t)chunk * (V + d)), *xn = buf + (size_t)chunk * V;
-    int32_t *next = (int32_t *)buf_get(&s->next, (size_t)chunk);
-    for (int w = 0; w < s->pool.n; w++) buf_get(&s->scores[w], (size_t)V);
+    int chunk = head_chunk(s, V, N);
+    float *buf = s->head.p, *xn = buf + (size_t)chunk * V; /* reserved by reserve() */
+    int32_t *next = (int32_t *)s->next.p;
     for (int i0 = 0; i0 < N; i0 += chunk) {
         int rows = N - i0 < chunk ? N - i0 : chunk;
         float *lg = logits ? logits + (size_t)i0 * V : buf;
@@ -648,10 +656,9 @@ static int blocks(const fw_model *m, fw_state *s, const fw_request *r, fw_pass p
     int qn = c->n_heads * c->head_dim, Wqkv = qn + 2 * c->n_kv_heads * c->head_dim;
     int ff_in = c->gated_mlp ? 2 * ff : ff, half = c->rotary_dim / 2;
     size_t nd = (size_t)N * d;
-    float *x = s->x.p, *xn = buf_get(&s->xn, nd), *qkv = buf_get(&s->qkv, (size_t)N * Wqkv);
-    float *att = buf_get(&s->att, (size_t)N * qn), *attn_out = buf_get(&s->attn_out, nd);
-    float *mlp_in = buf_get(&s->mlp_in, (size_t)N * ff_in), *mlp_act = buf_get(&s->mlp_act, (size_t)N * ff);
-    float *mlp_out = buf_get(&s->mlp_out, nd);
+    (void)nd, (void)Wqkv, (void)ff_in; /* the buffers' sizes: reserve() */
+    float *x = s->x.p, *xn = s->xn.p, *qkv = s->qkv.p, *att = s->att.p, *attn_out = s->attn_out.p;
+    float *mlp_in = s->mlp_in.p, *mlp_act = s->mlp_act.p, *mlp_out = s->mlp_out.p;
     const float *cos_t = s->rope.p, *sin_t = cos_t + (size_t)T * half;
 
     for (int l = from; l <= to; l++) {
@@ -682,14 +689,37 @@ static int blocks(const fw_model *m, fw_state *s, const fw_request *r, fw_pass p
     return SF_OK;
 }
 
+/* Every buffer request r needs, at once, so an out-of-memory is an error before any work (and
+ * names the buffer and its size). */
+static int reserve(const fw_model *m, fw_state *s, const fw_request *r) {
+    const fw_config *c = &m->cfg;
+    size_t B = (size_t)r->batch, T = (size_t)r->seq, N = B * T, d = (size_t)c->d_model, ff = (size_t)c->d_ff;
+    size_t qn = (size_t)c->n_heads * c->head_dim, Wqkv = qn + 2 * (size_t)c->n_kv_heads * c->head_dim;
+    size_t ff_in = c->gated_mlp ? 2 * ff : ff, half = (size_t)c->rotary_dim / 2, V = (size_t)c->vocab;
+    int head = r->logits || r->loss || r->loss_spliced;
+    size_t chunk = head ? (size_t)head_chunk(s, c->vocab, r->batch * r->seq) : 0;
+    size_t attn = (size_t)(s->attn_chunk < r->seq ? s->attn_chunk : r->seq) * T;
+    if (buf_reserve(&s->x, N * d, "the residual stream") || buf_reserve(&s->rope, 2 * T * (half ? half : 1), "rotary tables") ||
+        (r->splice && buf_reserve(&s->saved, N * d, "the saved residual stream")) ||
+        buf_reserve(&s->xn, N * d, "normed activations") || buf_reserve(&s->qkv, N * Wqkv, "queries, keys and values") ||
+        buf_reserve(&s->att, N * qn, "attention outputs") || buf_reserve(&s->attn_out, N * d, "attention projections") ||
+        buf_reserve(&s->mlp_in, N * ff_in, "MLP inputs") || buf_reserve(&s->mlp_act, N * ff, "MLP activations") ||
+        buf_reserve(&s->mlp_out, N * d, "MLP outputs") ||
+        (head && (buf_reserve(&s->head, chunk * (V + d), "LM-head rows") || buf_reserve(&s->next, chunk, "next tokens"))))
+        return SF_ERR;
+    for (int w = 0; w < s->pool.n; w++)
+        if (buf_reserve(&s->scores[w], head && V > attn ? V : attn, "attention scores")) return SF_ERR;
+    return SF_OK;
+}
+
 static int forward(const fw_model *m, fw_state *s, const fw_request *r) {
     const fw_config *c = &m->cfg;
     int last = -1;
-    if (check_request(m, r, &last) != SF_OK) return SF_ERR;
+    if (check_request(m, r, &last) != SF_OK || reserve(m, s, r) != SF_OK) return SF_ERR;
     int T = r->seq, N = r->batch * T, d = c->d_model, half = c->rotary_dim / 2;
     size_t nd = (size_t)N * d;
-    float *x = buf_get(&s->x, nd);
-    float *cos_t = buf_get(&s->rope, (size_t)2 * T * (half ? half : 1)), *sin_t = cos_t + (size_t)T * half;
+    float *x = s->x.p;
+    float *cos_t = s->rope.p, *sin_t = cos_t + (size_t)T * half;
 
     for (size_t i = 0; i < (size_t)N; i++) {
         memcpy(x + i * d, m->tok_emb + (size_t)r->tokens[i] * d, (size_t)d * sizeof *x);
@@ -700,7 +730,7 @@ static int forward(const fw_model *m, fw_state *s, const fw_request *r) {
     /* the clean pass, keeping the residual stream at the start of the splice's block (check_request
      * made last reach the block before it); then the spliced pass from there */
     int at = r->splice ? r->splice->hook.layer : last + 1;
-    float *saved = r->splice ? buf_get(&s->saved, nd) : NULL;
+    float *saved = r->splice ? s->saved.p : NULL;
     if (blocks(m, s, r, FW_CLEAN, 0, at - 1) != SF_OK) return SF_ERR;
     if (saved) memcpy(saved, x, nd * sizeof *x);
     if (blocks(m, s, r, FW_CLEAN, at, last) != SF_OK) return SF_ERR;

@@ -330,12 +330,12 @@ static int ckpt_has(const fw_ckpt *ck, const char *name) {
     return sf_st_find(ck->files[0], name) != NULL;
 }
 
-static float *fw_alloc(size_t n) {
+/* n floats, 64-byte aligned, for weight `what`; NULL with the error naming it and its size. */
+static float *fw_alloc(const char *what, size_t n) {
     void *p = NULL;
-    if (posix_memalign(&p, 64, (n ? n : 1) * sizeof(float)) != 0) {
-        fprintf(stderr, "forward: out of memory (%zu floats)\n", n);
-        abort();
-    }
+    size_t bytes;
+    if (!sf_mul_size(n ? n : 1, sizeof(float), &bytes) || posix_memalign(&p, 64, bytes) != 0)
+        return sf_fail("forward: out of memory allocating weight %s (%zu floats = %.1f MB)", what, n, (double)n * 4 / 1e6), NULL;
     return p;
 }
 
@@ -360,7 +360,11 @@ static int load_into(const fw_ckpt *ck, const char *name, int ndim, int64_t d0, 
 }
 
 static float *load_new(const fw_ckpt *ck, const char *name, int ndim, int64_t d0, int64_t d1) {
-    float *p = fw_alloc((size_t)d0 * (size_t)(ndim == 1 ? 1 : d1));
+    size_t n;
+    if (d0 < 0 || d1 < 0 || !sf_mul_size((size_t)d0, (size_t)(ndim == 1 ? 1 : d1), &n))
+        return sf_fail("%s: tensor \"%s\": the config's sizes %lld x %lld are out of range", ck->dir, name, (long long)d0, (long long)d1), NULL;
+    float *p = fw_alloc(name, n);
+    if (!p) return NULL;
     if (load_into(ck, name, ndim, d0, d1, p) != SF_OK) {
         free(p);
         return NULL;
@@ -372,7 +376,11 @@ static float *load_new(const fw_ckpt *ck, const char *name, int ndim, int64_t d0
 static float *load_conv1d(const fw_ckpt *ck, const char *name, int in, int out) {
     float *tmp = load_new(ck, name, 2, in, out);
     if (!tmp) return NULL;
-    float *w = fw_alloc((size_t)in * out);
+    float *w = fw_alloc(name, (size_t)in * out);
+    if (!w) {
+        free(tmp);
+        return NULL;
+    }
     for (int i = 0; i < in; i++)
         for (int o = 0; o < out; o++) w[(size_t)o * in + i] = tmp[(size_t)i * out + o];
     free(tmp);
@@ -381,14 +389,16 @@ static float *load_conv1d(const fw_ckpt *ck, const char *name, int in, int out) 
 
 /* GPT-NeoX's query_key_value rows are grouped per head as [q, k, v] (hd rows each); reorders a
  * [3 * H * hd, cols] tensor (cols = 1 for the bias) to all q rows, then all k, then all v. */
-static void neox_unfuse_qkv(float *w, int H, int hd, int cols) {
+static int neox_unfuse_qkv(float *w, int H, int hd, int cols) {
     size_t n = (size_t)3 * H * hd * cols, blk = (size_t)hd * cols;
-    float *tmp = fw_alloc(n);
+    float *tmp = fw_alloc("query_key_value (a copy to reorder)", n);
+    if (!tmp) return SF_ERR;
     memcpy(tmp, w, n * sizeof *w);
     for (int h = 0; h < H; h++)
         for (int s = 0; s < 3; s++)
             memcpy(w + ((size_t)s * H + h) * blk, tmp + ((size_t)h * 3 + s) * blk, blk * sizeof *w);
     free(tmp);
+    return SF_OK;
 }
 
 #define NAME(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
@@ -401,8 +411,9 @@ static int load_llama_layer(const fw_ckpt *ck, const fw_config *c, int l, fw_lay
     if (!(ly->ln1_w = load_new(ck, NAME(n, "model.layers.%d.input_layernorm.weight", l), 1, d, 0)) ||
         !(ly->ln2_w = load_new(ck, NAME(n, "model.layers.%d.post_attention_layernorm.weight", l), 1, d, 0)))
         return SF_ERR;
-    ly->wqkv = fw_alloc((size_t)(qn + 2 * kvn) * d);
-    if (c->qkv_bias) ly->bqkv = fw_alloc((size_t)(qn + 2 * kvn));
+    if (!(ly->wqkv = fw_alloc("q/k/v_proj", (size_t)(qn + 2 * kvn) * d)) ||
+        (c->qkv_bias && !(ly->bqkv = fw_alloc("q/k/v_proj bias", (size_t)(qn + 2 * kvn)))))
+        return SF_ERR;
     for (int i = 0; i < 3; off += rows[i], i++) {
         if (load_into(ck, NAME(n, "model.layers.%d.self_attn.%s.weight", l, qkv[i]), 2, rows[i], d,
                       ly->wqkv + (size_t)off * d) != SF_OK)
@@ -414,12 +425,12 @@ static int load_llama_layer(const fw_ckpt *ck, const fw_config *c, int l, fw_lay
     if (!(ly->wo = load_new(ck, NAME(n, "model.layers.%d.self_attn.o_proj.weight", l), 2, d, qn))) return SF_ERR;
     if (c->o_bias && !(ly->bo = load_new(ck, NAME(n, "model.layers.%d.self_attn.o_proj.bias", l), 1, d, 0)))
         return SF_ERR;
-    ly->w_in = fw_alloc((size_t)2 * ff * d);
+    if (!(ly->w_in = fw_alloc("gate_proj and up_proj", (size_t)2 * ff * d))) return SF_ERR;
     if (load_into(ck, NAME(n, "model.layers.%d.mlp.gate_proj.weight", l), 2, ff, d, ly->w_in) ||
         load_into(ck, NAME(n, "model.layers.%d.mlp.up_proj.weight", l), 2, ff, d, ly->w_in + (size_t)ff * d))
         return SF_ERR;
     if (c->mlp_bias) {
-        ly->b_in = fw_alloc((size_t)2 * ff);
+        if (!(ly->b_in = fw_alloc("gate_proj and up_proj bias", (size_t)2 * ff))) return SF_ERR;
         if (load_into(ck, NAME(n, "model.layers.%d.mlp.gate_proj.bias", l), 1, ff, 0, ly->b_in) ||
             load_into(ck, NAME(n, "model.layers.%d.mlp.up_proj.bias", l), 1, ff, 0, ly->b_in + ff) ||
             !(ly->b_out = load_new(ck, NAME(n, "model.layers.%d.mlp.down_proj.bias", l), 1, d, 0)))
@@ -462,12 +473,12 @@ static int load_neox_layer(const fw_ckpt *ck, const fw_config *c, int l, fw_laye
         !(ly->w_out = load_new(ck, NAME(n, "gpt_neox.layers.%d.mlp.dense_4h_to_h.weight", l), 2, d, ff)) ||
         !(ly->b_out = load_new(ck, NAME(n, "gpt_neox.layers.%d.mlp.dense_4h_to_h.bias", l), 1, d, 0)))
         return SF_ERR;
-    neox_unfuse_qkv(ly->wqkv, c->n_heads, c->head_dim, d);
+    if (neox_unfuse_qkv(ly->wqkv, c->n_heads, c->head_dim, d) != SF_OK) return SF_ERR;
     if (c->qkv_bias) {
         if (!(ly->bqkv = load_new(ck, NAME(n, "gpt_neox.layers.%d.attention.query_key_value.bias", l), 1, 3 * d, 0)) ||
             !(ly->bo = load_new(ck, NAME(n, "gpt_neox.layers.%d.attention.dense.bias", l), 1, d, 0)))
             return SF_ERR;
-        neox_unfuse_qkv(ly->bqkv, c->n_heads, c->head_dim, 1);
+        if (neox_unfuse_qkv(ly->bqkv, c->n_heads, c->head_dim, 1) != SF_OK) return SF_ERR;
     }
     return SF_OK;
 }
@@ -476,8 +487,8 @@ static int load_neox_layer(const fw_ckpt *ck, const fw_config *c, int l, fw_laye
  * (dynamic scaling depends on the sequence length and is applied in the forward). */
 static double *rope_inv_freq(const fw_config *c) {
     int half = c->rotary_dim / 2;
-    double *inv = calloc((size_t)(half ? half : 1), sizeof *inv);
-    if (!inv) abort();
+    double *inv = sf_zalloc("RoPE frequencies", (size_t)(half ? half : 1), sizeof *inv);
+    if (!inv) return NULL;
     for (int i = 0; i < half; i++) {
         double f = 1.0 / pow(c->rope_theta, (2.0 * i) / c->rotary_dim);
         if (c->rope_scaling == FW_ROPE_LINEAR) f /= c->rope_factor;
@@ -516,8 +527,8 @@ void fw_model_free(fw_model *m) {
 }
 
 fw_model *fw_model_load(const char *dir, int n_layers, int with_head) {
-    fw_model *m = calloc(1, sizeof *m);
-    if (!m) abort();
+    fw_model *m = sf_zalloc("model", 1, sizeof *m);
+    if (!m) return NULL;
     fw_ckpt ck;
     if (fw_config_load(dir, &m->cfg) != SF_OK) {
         free(m);
@@ -527,9 +538,9 @@ fw_model *fw_model_load(const char *dir, int n_layers, int with_head) {
     const fw_config *c = &m->cfg;
     int d = c->d_model, V = c->vocab;
     if (n_layers < 0 || n_layers > c->n_layers) n_layers = c->n_layers;
-    m->layers = calloc((size_t)(n_layers ? n_layers : 1), sizeof *m->layers);
-    if (!m->layers) abort();
-    m->inv_freq = rope_inv_freq(c);
+    if (!(m->layers = sf_zalloc("model blocks", (size_t)(n_layers ? n_layers : 1), sizeof *m->layers)) ||
+        !(m->inv_freq = rope_inv_freq(c)))
+        goto fail;
 
     /* GPT-2 checkpoints exist with and without the "transformer." prefix. */
     const char *pre = c->arch == FW_ARCH_GPT2 && !ckpt_has(&ck, "transformer.wte.weight") &&

@@ -187,17 +187,15 @@ static int trainer_norm_scale(trainer_state *s, int B) {
     return SF_OK;
 }
 
-static int trainer_init(sf_ctx *ctx, void **state) {
-    trainer_state *s = calloc(1, sizeof *s);
-    if (!s) return sf_fail("out of memory");
-    *state = s;
-    if (sf_replica_count(ctx) != 1) return sf_fail("sae_trainer cannot be replicated (one model, one optimizer)");
+/* The parameters, for check and init alike (everything but creating out_dir). */
+static int trainer_read_params(sf_ctx *ctx, trainer_state *s) {
+    if (sf_replica_count(ctx) != 1) return sf_param_fail(ctx, "replicas", "sae_trainer cannot be replicated (one model, one optimizer)");
     struct { const char *name; char *dst; size_t cap; } strs[] = {
         {"out_dir", s->out_dir, sizeof s->out_dir}, {"field", s->field, sizeof s->field},
         {"split", s->split, sizeof s->split}, {"export", s->export_list, sizeof s->export_list}};
     for (int i = 0; i < 4; i++) {
         const char *v = sf_param_str(ctx, strs[i].name);
-        if (strlen(v) >= strs[i].cap) return sf_fail("parameter %s is too long", strs[i].name);
+        if (strlen(v) >= strs[i].cap) return sf_param_fail(ctx, strs[i].name, "too long (at most %zu bytes)", strs[i].cap - 1);
         strcpy(strs[i].dst, v);
     }
     s->latents = sf_param_int(ctx, "latents");
@@ -220,16 +218,18 @@ static int trainer_init(sf_ctx *ctx, void **state) {
     s->opts.k_aux = (int)sf_param_int(ctx, "k_aux");
     s->opts.aux_coef = sf_param_float(ctx, "aux_coef");
     s->opts.dead_tokens = sf_param_int(ctx, "dead_tokens");
-    if (sae_norm_parse(sf_param_str(ctx, "normalize"), &s->norm) != SF_OK) return SF_ERR;
+    if (sae_norm_parse(sf_param_str(ctx, "normalize"), &s->norm) != SF_OK) return sf_param_fail(ctx, "normalize", "%s", sf_last_error());
     s->norm_mean = sf_param_float(ctx, "norm_mean");
     const char *manifest = sf_param_str(ctx, "norm_manifest");
-    if (!(s->norm_mean >= 0)) return sf_fail("norm_mean must be >= 0");
+    if (!(s->norm_mean >= 0)) return sf_param_fail(ctx, "norm_mean", "must be >= 0");
     if ((s->norm_mean > 0 || *manifest) && s->norm != SAE_NORM_SCALAR)
-        return sf_fail("norm_mean and norm_manifest are for normalize=scalar");
+        return sf_param_fail(ctx, s->norm_mean > 0 ? "norm_mean" : "norm_manifest", "is for normalize=scalar");
     if (s->norm_mean > 0) snprintf(s->norm_source, sizeof s->norm_source, "norm_mean parameter");
-    else if (*manifest && trainer_read_manifest(s, manifest) != SF_OK) return SF_ERR;
-    if (s->batch < 1 || s->batch > (1 << 20)) return sf_fail("batch must be in [1, 1048576]");
-    if (s->latents < 0 || s->expansion < 1 || s->k < 1) return sf_fail("latents, expansion, k must be positive");
+    else if (*manifest && trainer_read_manifest(s, manifest) != SF_OK) return sf_param_fail(ctx, "norm_manifest", "%s", sf_last_error());
+    if (s->batch < 1 || s->batch > (1 << 20)) return sf_param_fail(ctx, "batch", "must be in [1, 1048576]");
+    if (s->latents < 0) return sf_param_fail(ctx, "latents", "must be 0 (expansion x d) or more");
+    if (s->expansion < 1) return sf_param_fail(ctx, "expansion", "must be 1 or more");
+    if (s->k < 1) return sf_param_fail(ctx, "k", "must be 1 or more");
     if (s->metrics_every < 1 || s->checkpoint_every < 0 || s->max_tokens < 0 || s->opts.warmup_steps < 0 ||
         s->opts.decay_steps < 0 || s->opts.decay_start < 0 || s->opts.dead_tokens < 0 || !(s->opts.lr >= 0))
         return sf_fail("metrics_every >= 1; checkpoint_every, max_tokens, warmup/decay steps, dead_tokens, lr >= 0");
@@ -237,8 +237,24 @@ static int trainer_init(sf_ctx *ctx, void **state) {
     strcpy(exp, s->export_list);
     for (char *tok = strtok(exp, ","); tok; tok = strtok(NULL, ",")) {
         sae_layout l;
-        if (sae_layout_parse(tok, &l) != SF_OK) return SF_ERR;
+        if (sae_layout_parse(tok, &l) != SF_OK) return sf_param_fail(ctx, "export", "%s", sf_last_error());
     }
+    return SF_OK;
+}
+
+static int trainer_check(sf_ctx *ctx) {
+    trainer_state *s = sf_zalloc("sae_trainer check", 1, sizeof *s);
+    if (!s) return SF_ERR;
+    int rc = trainer_read_params(ctx, s);
+    free(s);
+    return rc;
+}
+
+static int trainer_init(sf_ctx *ctx, void **state) {
+    trainer_state *s = sf_zalloc("sae_trainer state", 1, sizeof *s);
+    if (!s) return SF_ERR;
+    *state = s;
+    if (trainer_read_params(ctx, s) != SF_OK) return SF_ERR;
     /* with its parents: in a fresh live pipeline nothing else may have made them yet */
     return sae_mkdirs(s->out_dir);
 }
@@ -397,7 +413,10 @@ static int trainer_checkpoint(trainer_state *s) {
     trainer_take *all = malloc((size_t)(K ? K : 1) * sizeof *all);
     int64_t *doc = malloc((size_t)(K ? K : 1) * 8);
     int32_t *pos = malloc((size_t)(K ? K : 1) * 4), *cnt = malloc((size_t)(K ? K : 1) * 4);
-    if (!all || !doc || !pos || !cnt) abort();
+    if (!all || !doc || !pos || !cnt) {
+        free(meta), free(all), free(doc), free(pos), free(cnt);
+        return sf_fail("out of memory listing the %lld trained sequences for the checkpoint", (long long)K);
+    }
     for (size_t i = 0; i < s->trained.cap; i++)
         if (s->trained.k[i].val)
             all[j++] = (trainer_take){s->trained.k[i].doc, s->trained.k[i].pos,
@@ -672,25 +691,40 @@ typedef struct eval_state {
     int64_t cap;      /* rows the buffers hold */
 } eval_state;
 
-static int eval_init(sf_ctx *ctx, void **state) {
-    eval_state *s = calloc(1, sizeof *s);
-    if (!s) return sf_fail("out of memory");
-    *state = s;
+/* The parameters and the SAE they name (loaded into s->m), for check and init alike. */
+static int eval_read_params(sf_ctx *ctx, eval_state *s) {
     const char *dir = sf_param_str(ctx, "sae_dir"), *out = sf_param_str(ctx, "out");
     if (strlen(dir) >= sizeof s->sae_dir || strlen(sf_param_str(ctx, "field")) >= sizeof s->field ||
         strlen(sf_param_str(ctx, "split")) >= sizeof s->split || strlen(out) >= sizeof s->out)
-        return sf_fail("parameter too long");
+        return sf_fail("a parameter is too long (sae_dir and out: %zu bytes, field and split: %zu)", sizeof s->sae_dir - 1, sizeof s->field - 1);
     strcpy(s->sae_dir, dir);
     strcpy(s->field, sf_param_str(ctx, "field"));
     strcpy(s->split, sf_param_str(ctx, "split"));
     if (*out) strcpy(s->out, out);
     else snprintf(s->out, sizeof s->out, "%s/eval.json", dir);
     s->max_tokens = sf_param_int(ctx, "max_tokens");
-    if (sae_load(&s->m, dir) != SF_OK) return SF_ERR;
+    if (sae_load(&s->m, dir) != SF_OK) return sf_param_fail(ctx, "sae_dir", "%s", sf_last_error());
     s->have_model = 1;
-    s->sum = calloc((size_t)s->m.d, sizeof(double));
-    s->fired = calloc((size_t)s->m.n, 1);
-    return s->sum && s->fired ? SF_OK : sf_fail("out of memory");
+    return SF_OK;
+}
+
+static int eval_check(sf_ctx *ctx) {
+    eval_state *s = sf_zalloc("sae_eval check", 1, sizeof *s);
+    if (!s) return SF_ERR;
+    int rc = eval_read_params(ctx, s);
+    if (s->have_model) sae_model_free(&s->m);
+    free(s);
+    return rc;
+}
+
+static int eval_init(sf_ctx *ctx, void **state) {
+    eval_state *s = sf_zalloc("sae_eval state", 1, sizeof *s);
+    if (!s) return SF_ERR;
+    *state = s;
+    if (eval_read_params(ctx, s) != SF_OK) return SF_ERR;
+    s->sum = sf_zalloc("per-dimension sums", (size_t)s->m.d, sizeof(double));
+    s->fired = s->sum ? sf_zalloc("per-latent flags", (size_t)s->m.n, 1) : NULL;
+    return s->fired ? SF_OK : SF_ERR;
 }
 
 /* The forward stage's per-token losses without and with the SAE spliced in (fields loss and
@@ -860,6 +894,7 @@ static const sf_stage_def trainer_def = {
     .max_inputs = 8,
     .has_output = 0,
     .init = trainer_init,
+    .check = trainer_check,
     .on_message = trainer_on_message,
     .finish = trainer_finish,
     .destroy = trainer_destroy,
@@ -875,6 +910,7 @@ static const sf_stage_def eval_def = {
     .max_inputs = 8,
     .has_output = 0,
     .init = eval_init,
+    .check = eval_check,
     .on_message = eval_on_message,
     .finish = eval_finish,
     .destroy = eval_destroy,

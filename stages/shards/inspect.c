@@ -16,11 +16,11 @@ static int usage(void) {
 }
 
 /* L2 norms of rows sampled every `stride` rows (global row index) into norms[*n]. */
-static void sample_norms(const char *dir, const sh_manifest *m, int verify, int64_t stride, float *norms, int64_t cap,
-                         int64_t *n, int *bad) {
+static int sample_norms(const char *dir, const sh_manifest *m, int verify, int64_t stride, float *norms, int64_t cap,
+                        int64_t *n, int *bad) {
     int64_t base = 0;
-    float *row = malloc((size_t)m->run.d * sizeof *row);
-    if (!row) abort();
+    float *row = sf_alloc("a row", (size_t)m->run.d, sizeof *row);
+    if (!row) return SF_ERR;
     size_t row_bytes = (size_t)m->run.d * sf_dtype_size(m->run.dtype);
     for (size_t k = 0; k < m->nshards; k++) {
         const sh_shard_info *si = &m->shards[k];
@@ -41,6 +41,7 @@ static void sample_norms(const char *dir, const sh_manifest *m, int verify, int6
         base += si->count;
     }
     free(row);
+    return SF_OK;
 }
 
 static void histogram(const float *v, int64_t n) {
@@ -110,10 +111,14 @@ static int inspect(const char *dir, int verify, int64_t hist_rows) {
     if (verify || hist_rows > 0) {
         int64_t cap = hist_rows > 0 ? hist_rows : 0, n = 0;
         int64_t stride = cap ? (rows + cap - 1) / cap : 0;
-        float *norms = malloc((size_t)(cap ? cap : 1) * sizeof *norms);
-        if (!norms) abort();
+        float *norms = sf_alloc("the sampled row norms (--hist)", (size_t)(cap ? cap : 1), sizeof *norms);
         if (verify) printf("verifying %zu shards:\n", m.nshards);
-        sample_norms(dir, &m, verify, stride, norms, cap, &n, &bad);
+        if (!norms || sample_norms(dir, &m, verify, stride, norms, cap, &n, &bad) != SF_OK) {
+            fprintf(stderr, "saeflow shards: %s\n", sf_last_error());
+            free(norms);
+            sh_manifest_free(&m);
+            return 1;
+        }
         if (cap) histogram(norms, n);
         free(norms);
     }

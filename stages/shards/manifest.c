@@ -63,9 +63,8 @@ static int mf_bad(const char *path, const char *what, const char *field) {
 static int mf_str(const char *path, json_t *o, const char *key, char **out) {
     json_t *v = json_object_get(o, key);
     if (!json_is_string(v)) return mf_bad(path, "missing or non-string field", key);
-    *out = strdup(json_string_value(v));
-    if (!*out) abort();
-    return SF_OK;
+    *out = sf_strdup(key, json_string_value(v));
+    return *out ? SF_OK : SF_ERR;
 }
 
 static int mf_int(const char *path, json_t *o, const char *key, int64_t lo, int64_t hi, int64_t *out) {
@@ -193,8 +192,7 @@ static int mf_from_json(const char *path, json_t *root, sh_manifest *m) {
         goto out;
     }
     m->cap = json_array_size(shards) + 1;
-    m->shards = calloc(m->cap, sizeof *m->shards);
-    if (!m->shards) abort();
+    if (!(m->shards = sf_zalloc("the manifest's shard list", m->cap, sizeof *m->shards))) goto out;
     for (size_t i = 0; i < json_array_size(shards); i++) {
         sh_shard_info *s = &m->shards[i];
         if (mf_shard(path, json_array_get(shards, i), m, s) != SF_OK) goto out;
@@ -317,16 +315,20 @@ char *sh_manifest_dumps(const sh_manifest *m) {
         m->complete, "count", (json_int_t)total, "sequences", (json_int_t)seqs, "norm_mean",
         mf_real_or_null(total ? nsum / (double)total : 0), "norm_sq_mean",
         mf_real_or_null(total ? nsq / (double)total : 0), "labels", labels, "splits", splits, "shards", shards);
-    if (!root) abort();
+    if (!root) {
+        sf_fail("out of memory writing a shard manifest");
+        return NULL;
+    }
     if (m->run.corpus) json_object_set_new(root, "corpus", json_string(m->run.corpus));
     char *text = json_dumps(root, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
     json_decref(root);
-    if (!text) abort();
+    if (!text) sf_fail("out of memory writing a shard manifest");
     return text;
 }
 
 int sh_manifest_save(const char *dir, const sh_manifest *m) {
     char *text = sh_manifest_dumps(m);
+    if (!text) return sf_fail("%s: %s", dir, sf_last_error());
     size_t len = strlen(text);
     text[len] = '\n'; /* over the NUL: the file ends with a newline */
     int rc = write_atomic(dir, "manifest.json", text, len + 1);

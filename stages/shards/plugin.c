@@ -34,15 +34,24 @@ static const sf_param_def writer_params[] = {
     {NULL, 0, NULL, NULL},
 };
 
-static int writer_init(sf_ctx *ctx, void **state) {
+/* The parameters, for check and init alike (the directory is the writer's to create). */
+static int writer_check(sf_ctx *ctx) {
     sf_dtype dt;
     int64_t mb = sf_param_int(ctx, "shard_mb");
-    if (sh_dtype_parse(sf_param_str(ctx, "dtype"), &dt) != SF_OK) return SF_ERR;
-    if (mb < 1 || mb > (1 << 20)) return sf_fail("shard_mb must be in [1, 1048576]");
+    if (sh_dtype_parse(sf_param_str(ctx, "dtype"), &dt) != SF_OK) return sf_param_fail(ctx, "dtype", "%s", sf_last_error());
+    if (mb < 1 || mb > (1 << 20)) return sf_param_fail(ctx, "shard_mb", "must be in [1, 1048576]");
     if (sf_replica_count(ctx) > 1)
-        return sf_fail("shard_writer cannot have replicas: they would share one directory (use one writer per dir)");
-    writer_state *s = calloc(1, sizeof *s);
-    if (!s) abort();
+        return sf_param_fail(ctx, "replicas", "shard_writer cannot have replicas: they would share one directory (use one writer per dir)");
+    return SF_OK;
+}
+
+static int writer_init(sf_ctx *ctx, void **state) {
+    if (writer_check(ctx) != SF_OK) return SF_ERR;
+    sf_dtype dt;
+    sh_dtype_parse(sf_param_str(ctx, "dtype"), &dt);
+    int64_t mb = sf_param_int(ctx, "shard_mb");
+    writer_state *s = sf_zalloc("shard_writer state", 1, sizeof *s);
+    if (!s) return SF_ERR;
     *state = s;
     const char *hook = sf_param_str(ctx, "hook");
     if (*hook && fw_hook_canonical(hook, s->hook, sizeof s->hook) != SF_OK) return SF_ERR;
@@ -170,6 +179,7 @@ static const sf_stage_def shard_writer_def = {
     .max_inputs = 1,
     .has_output = 0,
     .init = writer_init,
+    .check = writer_check,
     .on_message = writer_on_message,
     .on_eos = writer_on_eos,
     .finish = writer_finish,
@@ -204,16 +214,32 @@ static const sf_param_def source_params[] = {
     {NULL, 0, NULL, NULL},
 };
 
-static int source_init(sf_ctx *ctx, void **state) {
-    source_state *s = calloc(1, sizeof *s);
-    if (!s) abort();
-    *state = s;
+/* The parameters and the directory's manifest, for check and init alike (init then opens the
+ * shards themselves). */
+static int source_check(sf_ctx *ctx) {
     const char *ad = sf_param_str(ctx, "acts_dtype");
     if (strcmp(ad, "stored") != 0 && strcmp(ad, "F32") != 0)
-        return sf_fail("acts_dtype must be 'stored' or 'F32', not '%s'", ad);
+        return sf_param_fail(ctx, "acts_dtype", "must be 'stored' or 'F32', not '%s'", ad);
+    int64_t part = sf_param_int(ctx, "part"), parts = sf_param_int(ctx, "parts");
+    if (parts < 1 || parts > 65536) return sf_param_fail(ctx, "parts", "must be in [1, 65536]");
+    if (part < 0 || part >= parts) return sf_param_fail(ctx, "part", "must be in [0, parts = %lld)", (long long)parts);
+    const char *dir = sf_param_str(ctx, "dir");
+    sh_manifest m;
+    int rc = sh_manifest_load(dir, &m);
+    if (rc == SF_DONE) return sf_param_fail(ctx, "dir", "%s holds no shards (no manifest.json): write them first (pipelines/extract.flow)", dir);
+    if (rc != SF_OK) return sf_param_fail(ctx, "dir", "%s", sf_last_error());
+    sh_manifest_free(&m);
+    return SF_OK;
+}
+
+static int source_init(sf_ctx *ctx, void **state) {
+    source_state *s = sf_zalloc("shard_source state", 1, sizeof *s);
+    if (!s) return SF_ERR;
+    *state = s;
+    if (source_check(ctx) != SF_OK) return SF_ERR;
+    const char *ad = sf_param_str(ctx, "acts_dtype");
     int64_t part = sf_param_int(ctx, "part"), parts = sf_param_int(ctx, "parts");
     int rc = sf_replica_count(ctx), ri = sf_replica_index(ctx);
-    if (parts < 1 || part < 0 || part >= parts || parts > 65536) return sf_fail("need 0 <= part < parts <= 65536");
     sh_reader_opts o = {
         .split = sf_param_str(ctx, "split"),
         .shuffle = sf_param_bool(ctx, "shuffle"),
@@ -301,6 +327,7 @@ static const sf_stage_def shard_source_def = {
     .max_inputs = 0,
     .has_output = 1,
     .init = source_init,
+    .check = source_check,
     .produce = source_produce,
     .destroy = source_destroy,
     .commands = shard_commands,

@@ -25,8 +25,11 @@ int sh_file_crc(const char *path, uint32_t *crc, int64_t *bytes) {
     if (fd < 0) return sf_fail("%s: %s", path, strerror(errno));
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     enum { CHUNK = 1 << 20 };
-    unsigned char *buf = malloc(CHUNK);
-    if (!buf) abort();
+    unsigned char *buf = sf_alloc("a CRC read buffer", CHUNK, 1);
+    if (!buf) {
+        close(fd);
+        return SF_ERR;
+    }
     uint32_t c = 0;
     int64_t total = 0;
     int rc = SF_OK;
@@ -263,8 +266,8 @@ sh_reader *sh_reader_open(const char *dir, const sh_reader_opts *o) {
         o->batch_rows < 1 || o->batch_seqs < 1)
         return sf_fail("reader options out of range (epochs, parts, buffer_rows, batch_rows, batch_seqs >= 1)"), NULL;
     if (sh_name_ok(o->split, strlen(o->split)) != SF_OK) return sf_fail("bad split name '%s'", o->split), NULL;
-    sh_reader *r = calloc(1, sizeof *r);
-    if (!r) abort();
+    sh_reader *r = sf_zalloc("a shard reader", 1, sizeof *r);
+    if (!r) return NULL;
     r->dir = strdup(dir);
     r->o = *o;
     r->o.split = NULL; /* not kept: the caller's string */

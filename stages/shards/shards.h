@@ -60,7 +60,7 @@ int sh_manifest_load(const char *dir, sh_manifest *m);
 int sh_manifest_parse(const char *path, const char *buf, size_t len, sh_manifest *m);
 /* Writes DIR/manifest.json atomically and durably. */
 int sh_manifest_save(const char *dir, const sh_manifest *m);
-/* The JSON text sh_manifest_save writes, without its final newline (malloc'd). */
+/* The JSON text sh_manifest_save writes, without its final newline (malloc'd); NULL (sf_fail) out of memory. */
 char *sh_manifest_dumps(const sh_manifest *m);
 void sh_manifest_free(sh_manifest *m);
 int sh_manifest_label_index(const sh_manifest *m, const char *label, size_t len);

@@ -154,8 +154,8 @@ sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, i
     if (dtype != SF_F32 && dtype != SF_BF16 && dtype != SF_F16)
         return sf_fail("shards store F32, BF16 or F16, not %s", sf_dtype_name(dtype)), NULL;
     if (mkdir_p(dir) != SF_OK) return NULL;
-    sh_writer *w = calloc(1, sizeof *w);
-    if (!w) abort();
+    sh_writer *w = sf_zalloc("a shard writer", 1, sizeof *w);
+    if (!w) return NULL;
     w->dir = strdup(dir);
     pthread_mutex_init(&w->m_lock, NULL);
     w->lock_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

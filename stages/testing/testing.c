@@ -54,8 +54,23 @@ static const sf_param_def gen_params[] = {
     {NULL, 0, NULL, NULL},
 };
 
+/* The parameters, for check and init alike: a tensor must fit a message. */
+static int gen_check(sf_ctx *ctx) {
+    if (sf_param_int(ctx, "count") < 0) return sf_param_fail(ctx, "count", "must be 0 or more");
+    int64_t shape[2] = {sf_param_int(ctx, "rows"), sf_param_int(ctx, "cols")};
+    if (shape[0] < 1) return sf_param_fail(ctx, "rows", "must be 1 or more");
+    if (shape[1] < 1) return sf_param_fail(ctx, "cols", "must be 1 or more");
+    size_t nbytes;
+    if (sf_tensor_size("tensor", SF_F32, 2, shape, &nbytes) != SF_OK || nbytes > SF_MSG_MAX_BYTES)
+        return sf_param_fail(ctx, "rows", "%lld x %lld float32 is more than a message holds (%zu bytes): lower rows or cols",
+                             (long long)shape[0], (long long)shape[1], SF_MSG_MAX_BYTES);
+    return SF_OK;
+}
+
 static int gen_init(sf_ctx *ctx, void **state) {
-    gen *g = calloc(1, sizeof *g);
+    if (gen_check(ctx) != SF_OK) return SF_ERR;
+    gen *g = sf_zalloc("tensor_gen state", 1, sizeof *g);
+    if (!g) return SF_ERR;
     g->count = sf_param_int(ctx, "count");
     g->rows = sf_param_int(ctx, "rows");
     g->cols = sf_param_int(ctx, "cols");
@@ -64,7 +79,6 @@ static int gen_init(sf_ctx *ctx, void **state) {
     g->fill = sf_param_bool(ctx, "fill");
     g->next = sf_replica_index(ctx);
     *state = g;
-    if (g->count < 0 || g->rows < 1 || g->cols < 1) return sf_fail("count must be >= 0, rows and cols >= 1");
     return SF_OK;
 }
 
@@ -74,6 +88,10 @@ static int gen_produce(sf_ctx *ctx, void *state) {
     sf_msg *m = sf_msg_new();
     int64_t shape[2] = {g->rows, g->cols};
     float *x = sf_msg_put_tensor_inplace(m, "tensor", SF_F32, 2, shape);
+    if (!x) { /* out of memory: sf_last_error() says how much */
+        sf_msg_free(m);
+        return SF_ERR;
+    }
     uint64_t s = g->seed * 1000003u + (uint64_t)g->next, sum = 0;
     if (g->fill) {
         for (int64_t i = 0; i < g->rows * g->cols; i++) x[i] = (float)(splitmix(&s) >> 40) / (float)(1 << 24) - 0.5f;
@@ -98,6 +116,7 @@ static const sf_stage_def tensor_gen = {
     .min_inputs = 0, .max_inputs = 0, .has_output = 1,
     .init = gen_init, .produce = gen_produce,
     .destroy = free,
+    .check = gen_check,
 };
 
 /* ---- verify_sink ---- */
@@ -120,14 +139,15 @@ static const sf_param_def sink_params[] = {
 };
 
 static int sink_init(sf_ctx *ctx, void **state) {
-    sink *s = calloc(1, sizeof *s);
+    sink *s = sf_zalloc("verify_sink state", 1, sizeof *s);
+    if (!s) return SF_ERR;
     *state = s;
     s->expect = sf_param_int(ctx, "expect");
     s->delay_us = sf_param_int(ctx, "delay_us");
     s->report = sf_param_str(ctx, "report");
     s->seen_len = s->expect > 0 ? s->expect : 1 << 20;
-    s->seen = calloc((size_t)s->seen_len, 1);
-    return SF_OK;
+    s->seen = sf_zalloc("verify_sink's table of sequence numbers (a byte per expected message)", (size_t)s->seen_len, 1);
+    return s->seen ? SF_OK : SF_ERR;
 }
 
 static int sink_message(sf_ctx *ctx, void *state, int input, const sf_msg *m) {

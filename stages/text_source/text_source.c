@@ -47,28 +47,32 @@ typedef struct ts_stage {
     int64_t reported_emitted;
 } ts_stage;
 
-/* Index of value in names, or -1 after sf_fail. */
-static int ts_pick(const char *value, const char *const *names, int n, const char *param) {
+/* Index of parameter param's value in names, or -1 after sf_param_fail. */
+static int ts_pick(sf_ctx *ctx, const char *const *names, int n, const char *param) {
+    const char *value = sf_param_str(ctx, param);
     for (int i = 0; i < n; i++)
         if (strcmp(value, names[i]) == 0) return i;
-    return sf_fail("%s cannot be '%s' (see `saeflow stages text_source`)", param, value);
+    char list[200] = "";
+    for (int i = 0; i < n; i++) snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", names[i]);
+    return sf_param_fail(ctx, param, "cannot be '%s': one of %s", value, list);
 }
 
-static int ts_init(sf_ctx *ctx, void **state) {
-    ts_stage *st = calloc(1, sizeof *st);
-    if (!st) return sf_fail("out of memory");
-    *state = st;
+/* The parameters into cfg, for check and init alike. */
+static int ts_read_params(sf_ctx *ctx, ts_config *cfg_out) {
     ts_config cfg = {0};
     cfg.corpora = sf_param_str(ctx, "corpora");
     cfg.weights = sf_param_str(ctx, "weights");
     static const char *const formats[] = {"auto", "text", "jsonl"}, *const units[] = {"line", "paragraph", "file"},
                              *const splits[] = {"train", "validation", "test", "all"}, *const errs[] = {"skip", "fail"};
-    int format = ts_pick(sf_param_str(ctx, "format"), formats, 3, "format");
-    int unit = ts_pick(sf_param_str(ctx, "unit"), units, 3, "unit");
+    int format = ts_pick(ctx, formats, 3, "format");
+    if (format < 0) return SF_ERR;
+    int unit = ts_pick(ctx, units, 3, "unit");
+    if (unit < 0) return SF_ERR;
     const char *split = sf_param_str(ctx, "split");
-    int sp = strcmp(split, "all") == 0 ? TS_ALL : ts_pick(split, splits, 3, "split");
-    int on_error = ts_pick(sf_param_str(ctx, "on_error"), errs, 2, "on_error");
-    if (format < 0 || unit < 0 || sp < 0 || on_error < 0) return SF_ERR;
+    int sp = strcmp(split, "all") == 0 ? TS_ALL : ts_pick(ctx, splits, 4, "split");
+    if (sp < 0) return SF_ERR;
+    int on_error = ts_pick(ctx, errs, 2, "on_error");
+    if (on_error < 0) return SF_ERR;
     cfg.format = (enum ts_format)format;
     cfg.unit = (enum ts_unit)unit;
     cfg.split = (enum ts_split)sp;
@@ -80,18 +84,40 @@ static int ts_init(sf_ctx *ctx, void **state) {
     const char *ratios = sf_param_str(ctx, "split_ratios");
     char tail;
     if (sscanf(ratios, "%lf,%lf,%lf%c", &cfg.ratio[0], &cfg.ratio[1], &cfg.ratio[2], &tail) != 3)
-        return sf_fail("split_ratios must be three numbers 'TRAIN,VALIDATION,TEST', not '%s'", ratios);
+        return sf_param_fail(ctx, "split_ratios", "must be three numbers 'TRAIN,VALIDATION,TEST', not '%s'", ratios);
     cfg.split_seed = (uint64_t)sf_param_int(ctx, "split_seed");
     cfg.seed = (uint64_t)sf_param_int(ctx, "seed");
     int64_t buf = sf_param_int(ctx, "shuffle_buffer"), maxb = sf_param_int(ctx, "max_doc_bytes"),
             minb = sf_param_int(ctx, "min_bytes");
-    if (buf < 0 || buf > 10000000) return sf_fail("shuffle_buffer must be in [0, 10000000]");
-    if (maxb < 1 || minb < 0) return sf_fail("max_doc_bytes must be >= 1 and min_bytes >= 0");
+    if (buf < 0 || buf > 10000000) return sf_param_fail(ctx, "shuffle_buffer", "must be in [0, 10000000]");
+    if (maxb < 1) return sf_param_fail(ctx, "max_doc_bytes", "must be 1 or more");
+    if (minb < 0) return sf_param_fail(ctx, "min_bytes", "must be 0 or more");
     cfg.shuffle_buffer = (size_t)buf;
     cfg.max_doc_bytes = (size_t)maxb;
     cfg.min_chars = (size_t)minb;
     cfg.replica = sf_replica_index(ctx);
     cfg.replicas = sf_replica_count(ctx);
+    *cfg_out = cfg;
+    return SF_OK;
+}
+
+/* The parameters, and the corpora: every file the globs name opens. */
+static int ts_check(sf_ctx *ctx) {
+    ts_config cfg;
+    if (ts_read_params(ctx, &cfg) != SF_OK) return SF_ERR;
+    char err[1024];
+    ts_reader *r = ts_open(&cfg, err, sizeof err);
+    if (!r) return sf_param_fail(ctx, "corpora", "%s", err);
+    ts_close(r);
+    return SF_OK;
+}
+
+static int ts_init(sf_ctx *ctx, void **state) {
+    ts_stage *st = sf_zalloc("text_source state", 1, sizeof *st);
+    if (!st) return SF_ERR;
+    *state = st;
+    ts_config cfg;
+    if (ts_read_params(ctx, &cfg) != SF_OK) return SF_ERR;
     st->max_docs = sf_param_int(ctx, "max_docs");
     char err[1024];
     if (!(st->r = ts_open(&cfg, err, sizeof err))) return sf_fail("%s", err);
@@ -175,6 +201,7 @@ static const sf_stage_def text_source_def = {
     .max_inputs = 0,
     .has_output = 1,
     .init = ts_init,
+    .check = ts_check,
     .produce = ts_produce,
     .destroy = ts_destroy,
 };

@@ -100,6 +100,7 @@ static void tk_release(tok_tokenizer *t) {
 
 typedef struct tk_stage {
     tok_tokenizer *tok;
+    char tok_path[4096]; /* the tokenizer file the parameter resolved to (tok_find) */
     tok_ids ids;
     int64_t seq_len, batch, max_seqs, pad_id;
     int32_t bos_id;        /* -1: no BOS */
@@ -182,10 +183,9 @@ static int tk_check_corpus(const tk_stage *st, const char *corpus, size_t len) {
 
 static int tk_mix_init(sf_ctx *ctx, tk_stage *st);
 
-static int tk_init(sf_ctx *ctx, void **state) {
-    tk_stage *st = calloc(1, sizeof *st);
-    if (!st) return sf_fail("out of memory");
-    *state = st;
+/* The parameters, for check and init alike: mode and sizes, the tokenizer file (loaded into
+ * st->tok, which the caller releases), its BOS and padding ids, skip_stored's replica count. */
+static int tk_params_load(sf_ctx *ctx, tk_stage *st) {
     st->seq_len = sf_param_int(ctx, "seq_len");
     st->batch = sf_param_int(ctx, "batch");
     st->max_seqs = sf_param_int(ctx, "max_seqs_per_doc");
@@ -193,37 +193,55 @@ static int tk_init(sf_ctx *ctx, void **state) {
     st->drop_remainder = sf_param_bool(ctx, "drop_remainder");
     const char *mode = sf_param_str(ctx, "mode");
     if (strcmp(mode, "chunk") != 0 && strcmp(mode, "truncate") != 0)
-        return sf_fail("mode must be chunk or truncate, not '%s'", mode);
+        return sf_param_fail(ctx, "mode", "must be chunk or truncate, not '%s'", mode);
     st->truncate = strcmp(mode, "truncate") == 0;
-    if (st->seq_len < 1 || st->seq_len > (1 << 20)) return sf_fail("seq_len must be in [1, 1048576]");
-    if (st->batch < 1 || st->batch > (1 << 20)) return sf_fail("batch must be in [1, 1048576]");
+    if (st->seq_len < 1 || st->seq_len > (1 << 20)) return sf_param_fail(ctx, "seq_len", "must be in [1, 1048576]");
+    if (st->batch < 1 || st->batch > (1 << 20)) return sf_param_fail(ctx, "batch", "must be in [1, 1048576]");
     char err[1024];
-    char path[4096];
-    if (tok_find(sf_param_str(ctx, "tokenizer"), path, sizeof path, err, sizeof err) != 0) return sf_fail("%s", err);
-    if (!(st->tok = tk_acquire(path, err, sizeof err))) return sf_fail("%s", err);
+    char *path = st->tok_path;
+    if (tok_find(sf_param_str(ctx, "tokenizer"), path, sizeof st->tok_path, err, sizeof err) != 0)
+        return sf_param_fail(ctx, "tokenizer", "%s", err);
+    if (!(st->tok = tk_acquire(path, err, sizeof err)))
+        return sf_param_fail(ctx, "tokenizer", "%s (a tokenizer.json or SentencePiece .model file)", err);
     int32_t vocab = tok_vocab_size(st->tok);
     if (!st->drop_remainder && (st->pad_id < 0 || st->pad_id >= vocab))
-        return sf_fail("drop_remainder = false needs pad_id in [0, %d)", vocab);
+        return sf_param_fail(ctx, "pad_id", "drop_remainder = false needs pad_id in [0, %d)", vocab);
     st->bos_id = -1;
     if (sf_param_bool(ctx, "bos")) {
         int64_t b = sf_param_int(ctx, "bos_id");
-        st->bos_id = b >= 0 ? (int32_t)b : tok_bos_id(st->tok);
-        if (st->bos_id < 0) return sf_fail("%s defines no BOS token: set bos_id, or bos = false", path);
-        if (st->bos_id >= vocab) return sf_fail("bos_id %d is not below the vocabulary size %d", st->bos_id, vocab);
+        st->bos_id = b >= 0 && b <= INT32_MAX ? (int32_t)b : b < 0 ? tok_bos_id(st->tok) : INT32_MAX;
+        if (st->bos_id < 0) return sf_param_fail(ctx, "bos_id", "%s defines no BOS token: set bos_id, or bos = false", path);
+        if (st->bos_id >= vocab) return sf_param_fail(ctx, "bos_id", "%lld is not below the vocabulary size %d", (long long)b, vocab);
     }
+    if (*sf_param_str(ctx, "skip_stored") && sf_replica_count(ctx) > 1)
+        return sf_param_fail(ctx, "skip_stored", "needs a single tokenizer replica (it checks that the input holds every stored "
+                             "sequence)");
+    return SF_OK;
+}
+
+static int tk_check(sf_ctx *ctx) {
+    tk_stage st = {0};
+    int rc = tk_params_load(ctx, &st);
+    if (st.tok) tk_release(st.tok);
+    return rc;
+}
+
+static int tk_init(sf_ctx *ctx, void **state) {
+    tk_stage *st = sf_zalloc("tokenizer state", 1, sizeof *st);
+    if (!st) return SF_ERR;
+    *state = st;
+    if (tk_params_load(ctx, st) != SF_OK) return SF_ERR;
     st->T = st->seq_len + (st->bos_id >= 0 ? 1 : 0);
-    st->tokens = malloc((size_t)(st->batch * st->T) * sizeof *st->tokens);
-    st->doc_ids = malloc((size_t)st->batch * sizeof *st->doc_ids);
-    st->pos = malloc((size_t)st->batch * sizeof *st->pos);
-    st->labels = calloc((size_t)st->batch, sizeof *st->labels);
-    st->row = malloc((size_t)st->T * sizeof *st->row);
-    if (!st->tokens || !st->doc_ids || !st->pos || !st->labels || !st->row) return sf_fail("out of memory");
-    sf_log(SF_LOG_INFO, "%s: %s, %d tokens, sequences of %lld", path, tok_kind(st->tok), vocab, (long long)st->T);
+    /* batch and T are at most 2^20 + 1 each: the products fit */
+    if (!(st->tokens = sf_alloc("tokenizer batch (batch x sequence tokens)", (size_t)(st->batch * st->T), sizeof *st->tokens)) ||
+        !(st->doc_ids = sf_alloc("tokenizer batch doc ids", (size_t)st->batch, sizeof *st->doc_ids)) ||
+        !(st->pos = sf_alloc("tokenizer batch positions", (size_t)st->batch, sizeof *st->pos)) ||
+        !(st->labels = sf_zalloc("tokenizer batch labels", (size_t)st->batch, sizeof *st->labels)) ||
+        !(st->row = sf_alloc("tokenizer sequence", (size_t)st->T, sizeof *st->row)))
+        return sf_fail("%s; lower batch", sf_last_error());
+    sf_log(SF_LOG_INFO, "%s: %s, %d tokens, sequences of %lld", st->tok_path, tok_kind(st->tok), tok_vocab_size(st->tok), (long long)st->T);
     if (tk_mix_init(ctx, st) != SF_OK) return SF_ERR;
     const char *stored = sf_param_str(ctx, "skip_stored");
-    if (*stored && sf_replica_count(ctx) > 1)
-        return sf_fail("skip_stored needs a single tokenizer replica (it checks that the input holds every stored "
-                       "sequence)");
     return *stored ? tk_load_stored(st, stored) : SF_OK;
 }
 
@@ -496,6 +514,7 @@ static const sf_stage_def tokenizer_def = {
     .max_inputs = 1,
     .has_output = 1,
     .init = tk_init,
+    .check = tk_check,
     .on_message = tk_on_message,
     .on_eos = tk_on_eos,
     .destroy = tk_destroy,

@@ -7,6 +7,7 @@
  * It stands in for the runtime's side of saeflow.h (parameters with their declared defaults,
  * progress and counters as no-ops) so the stage is tested exactly as the plugin runs it.
  * FM_DRIVE_TIMES=1 prints the time spent streaming (init + messages) and at end of stream. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,15 @@ double sf_param_float(sf_ctx *ctx, const char *name) { const char *v = param(ctx
 int sf_param_bool(sf_ctx *ctx, const char *name) {
     const char *v = param(ctx, name);
     return v && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0);
+}
+int sf_param_fail(sf_ctx *ctx, const char *name, const char *fmt, ...) {
+    char msg[900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    (void)ctx;
+    return sf_fail("parameter '%s': %s", name, msg);
 }
 int sf_emit(sf_ctx *ctx, sf_msg *m) { (void)ctx, sf_msg_free(m); return sf_fail("fm_drive: a sink emitted"); }
 int sf_stopping(sf_ctx *ctx) { (void)ctx; return 0; }

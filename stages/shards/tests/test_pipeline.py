@@ -165,15 +165,17 @@ _, b = load_dir(os.path.join(tmp, "f16-copy"))
 check(b["train"]["acts"].dtype == np.float32 and
       np.array_equal(b["train"]["acts"], a["train"]["acts"].astype(np.float32)), "F16 replay is not the widening")
 
-# Bad parameters and directories fail cleanly, named, before any data moves.
-for name, edit, words in (("dtype", ("dtype = BF16", "dtype = F64"), "F64"),
-                          ("nodir", (f'dir = "{src}"', f'dir = "{tmp}/none"'), "manifest.json"),
-                          ("split", ("split = train", "split = test"), "no shards of split 'test'")):
+# Bad parameters and directories fail cleanly, named, before any data moves: the first two already
+# in the stages' checks, before anything starts (exit 2, as `saeflow check`), the split when the
+# reader looks for its shards (exit 1).
+for name, edit, words, code in (("dtype", ("dtype = BF16", "dtype = F64"), "F64", 2),
+                                ("nodir", (f'dir = "{src}"', f'dir = "{tmp}/none"'), "manifest.json", 2),
+                                ("split", ("split = train", "split = test"), "no shards of split 'test'", 1)):
     text = open(cmd(os.path.join(tmp, "bad-" + name))[2]).read().replace(*edit)
     path = os.path.join(tmp, f"bad-{name}.sf")
     open(path, "w").write(text)
     p = subprocess.run([SAEFLOW, "run", path, "--no-progress"], capture_output=True, text=True, timeout=60)
-    check(p.returncode == 1 and words in p.stderr and "Sanitizer" not in p.stderr,
+    check(p.returncode == code and words in p.stderr and "Sanitizer" not in p.stderr,
           f"bad {name}: exit {p.returncode}: {p.stderr[-2000:]}")
 
 # The inspect command through saeflow.

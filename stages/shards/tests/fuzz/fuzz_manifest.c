@@ -26,6 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t i = 0; i < m.nlabels; i++)
         same_or_abort(sh_manifest_label_index(&m, m.labels[i], strlen(m.labels[i])) == (int)i, "label index");
     char *text = sh_manifest_dumps(&m);
+    same_or_abort(text != NULL, "written back");
     if (sh_manifest_parse("fuzz (written back)", text, strlen(text), &again) != SF_OK) {
         fprintf(stderr, "an accepted manifest is refused once written back: %s\n", sf_last_error());
         abort();
@@ -49,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                       "a shard's norm sums");
     }
     char *text2 = sh_manifest_dumps(&again);
-    same_or_abort(strcmp(text, text2) == 0, "the written text");
+    same_or_abort(text2 && strcmp(text, text2) == 0, "the written text");
     free(text);
     free(text2);
     sh_manifest_free(&m);
