@@ -23,9 +23,15 @@ empty_runs = tempfile.mkdtemp(prefix="sf-check-runs-")
 OVERRIDES = {"three-hosts.flow": [["resume=true", "skip=runs/three-hosts/shards,runs/three-hosts/sae"],
                                   ["on_b=A", "on_c=A"]],
              "train-from-shards.flow": [["resume=true", "epochs=2"]]}
-# pipeline -> the (line, parameter) findings expected when its `runs` directory is empty
-NEEDS_RUN = {"demo-mine.flow": [(33, "parameter 'sae'"), (37, "parameter 'sae_dir'"), (42, "parameter 'sae'")],
-             "train-from-shards.flow": [(22, "parameter 'dir'")]}
+# pipeline -> the parameters (in file order) whose findings are expected when its `runs` directory
+# is empty, each reported at the line that sets it
+NEEDS_RUN = {"demo-mine.flow": ["sae", "sae_dir", "sae"], "train-from-shards.flow": ["dir"]}
+
+
+def run_lines(path, params):
+    """(line, "parameter 'P'") for each line of path that sets a parameter named in params."""
+    return [(n, f"parameter '{m.group(1)}'") for n, line in enumerate(open(path), 1)
+            for m in [re.match(r"\s*(\w+)\s*=", line)] if m and m.group(1) in params]
 files = sorted(glob.glob(os.path.join(folder, "*.flow")))
 if not files:
     sys.exit(f"FAIL: no pipeline files in {folder}")
@@ -45,7 +51,11 @@ for path in files:
             print(f"skip: {path}: {out}")
             continue
         if name in NEEDS_RUN:
-            want = NEEDS_RUN[name]
+            want = run_lines(path, NEEDS_RUN[name])
+            if [p for _, p in want] != [f"parameter '{p}'" for p in NEEDS_RUN[name]]:
+                print(f"FAIL: {path}: the lines setting {NEEDS_RUN[name]} are {want}")
+                failed += 1
+                continue
             lines = [l for l in r.stderr.splitlines() if l.startswith(path + ":") and "problem" not in l]
             ok = r.returncode == 2 and len(lines) == len(want) and all(
                 l.startswith(f"{path}:{n}:") and p in l and empty_runs in l for l, (n, p) in zip(lines, want))
