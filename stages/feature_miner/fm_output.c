@@ -219,6 +219,14 @@ static json_t *jcache_tok(fm_jcache *c, int32_t id) {
 /* The paper's quantisation: ceil(10 * act / max) for act > 0, else 0. */
 static int quantise(float act, float max) { return act > 0 && max > 0 ? (int)ceil(act * 10.0 / max) : 0; }
 
+/* The largest value n examples store (0 if none). */
+static float stored_max(const fm_example *ex, int n) {
+    float mx = 0;
+    for (int e = 0; e < n; e++)
+        for (int j = 0; j < ex[e].nnz; j++) mx = ex[e].val[j] > mx ? ex[e].val[j] : mx;
+    return mx;
+}
+
 /* Dense values of an example over its T tokens. */
 static void dense(const fm_example *e, float *out) {
     memset(out, 0, (size_t)e->seq->T * sizeof *out);
@@ -252,8 +260,8 @@ static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres
     json_t *o = json_object();
     char buf[24];
     /* The paper's schema: examples above the threshold, tokens with acts quantised 0..10 against
-     * the largest value among them. */
-    float qmax = r->n_thr ? f->top[0].peak : 0;
+     * the largest value they store (the paper's save_token_act: the max over its examples). */
+    float qmax = stored_max(f->top, r->n_thr);
     json_t *ta = json_array();
     for (int e = 0; e < r->n_thr; e++) {
         const fm_example *ex = &f->top[e];
@@ -271,6 +279,7 @@ static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres
     json_object_set_new(o, "token_act", ta);
     json_object_set_new(o, "feature", json_integer(i));
     json_object_set_new(o, "max_act", jreal(f->max));
+    if (m->cfg.known_max) json_object_set_new(o, "max_preact", jreal(m->cfg.known_max[i]));
     json_object_set_new(o, "threshold", jreal(fm_miner_threshold(m, i)));
     json_object_set_new(o, "density", jreal(m->tokens ? (double)f->fired / (double)m->tokens : 0));
     json_object_set_new(o, "mean_act", jreal(f->fired ? f->sum / (double)f->fired : 0));
@@ -527,7 +536,7 @@ static int html_feature(const char *path, fm_miner *m, int i, const fm_vocab *v,
         }
         fputs("</table>\n", fp);
     }
-    float vmax = f->n_top ? f->top[0].peak : 0;
+    float vmax = stored_max(f->top, f->n_top);
     fprintf(fp, "<h2>Top examples</h2>\n");
     for (int e = 0; e < f->n_top; e++) html_example(fp, m, &f->top[e], v, vmax, acts);
     if (f->n_res)
@@ -693,7 +702,8 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
     json_t *params = json_object();
     json_object_set_new(params, "top_n", json_integer(m->cfg.top_n));
     json_object_set_new(params, "threshold_frac", jreal(m->cfg.frac));
-    json_object_set_new(params, "two_pass", json_boolean(m->cfg.known_max != NULL));
+    json_object_set_new(params, "sampling", json_string(m->cfg.sampling == FM_SAMPLING_PAPER ? "paper" : "strongest"));
+    json_object_set_new(params, "seed", json_integer((json_int_t)m->cfg.seed));
     json_object_set_new(params, "reservoir", json_integer(m->cfg.reservoir));
     json_object_set_new(params, "lang_share", jreal(info->lang_share));
     json_object_set_new(params, "min_examples", json_integer(info->min_examples));
