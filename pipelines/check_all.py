@@ -11,7 +11,8 @@ import sys
 saeflow, folder = sys.argv[1], sys.argv[2]
 OVERRIDES = {"three-hosts.flow": [["resume=true", "skip=runs/three-hosts/shards,runs/three-hosts/sae"],
                                   ["on_b=A", "on_c=A"]],
-             "train-from-shards.flow": [["resume=true", "epochs=2"]]}
+             "train-from-shards.flow": [["resume=true", "epochs=2"]],
+             "demo-mine.flow": [["sampling=paper-max"], ["sampling=strongest"]]}
 files = sorted(glob.glob(os.path.join(folder, "*.flow")))
 if not files:
     sys.exit(f"FAIL: no pipeline files in {folder}")

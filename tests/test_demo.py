@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The demo, reduced: two checkpoints of data/suite with tiny budgets through tools/demo.sh (train
-an SAE live from the forward stage, evaluate and mine on the test split, report), then check that
+an SAE live from the forward stage, evaluate and mine on the test split with the paper's two-pass
+sampling, report), then check that
 every artefact exists and agrees with the others. Runs in BUILD_ROOT (demo.sh's BUILD); the run
 directory is removed when everything passes. Usage: test_demo.py SOURCE_ROOT BUILD_ROOT"""
 import glob, json, os, shutil, subprocess, sys, tempfile
@@ -59,6 +60,10 @@ for step, row in zip(steps, report):
     ex = f["token_act"]
     check(isinstance(ex, list) and ex and all(isinstance(t, str) and 0 <= q <= 10 for e in ex for t, q in e),
           f"{step}: a feature file has the paper's token_act schema ({len(ex)} examples)")
+    check(summary["params"]["sampling"] == "paper" and os.path.exists(os.path.join(runs, step, "features", "maxima.json"))
+          and f["max_preact"] >= f["max_act"] and len(ex) == len(f["examples"]) <= 50
+          and all(e["peak"] > f["threshold"] for e in f["examples"]),
+          f"{step}: examples by the paper's sampling (pass 1's maxima.json, then at most 50 above 0.7 of the maximum pre-activation)")
     ev = json.load(open(os.path.join(runs, step, "features", "eval.json")))
     check(row["fvu"] == ev["fvu"] and 0 <= ev["fvu"] < 1.5 and 0 <= row["dead_fraction"] <= 1,
           f"{step}: held-out FVU {ev['fvu']:.3f} in the report matches sae_eval's")

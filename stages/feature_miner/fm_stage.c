@@ -95,9 +95,10 @@ static int load_maxima(fm_state *s) {
         json_decref(root);
         return sf_fail("max_from %s: not a maxima file of sampling = paper-max (%s)", path, FM_MAXIMA_SCHEMA);
     }
-    if (json_integer_value(nf) != n || json_array_size(mx) != (size_t)n) {
+    long long n_file = (long long)json_integer_value(nf);
+    if (n_file != n || json_array_size(mx) != (size_t)n) {
         json_decref(root);
-        return sf_fail("max_from %s: maxima of %lld features, this SAE has %d", path, (long long)json_integer_value(nf), n);
+        return sf_fail("max_from %s: maxima of %lld features, this SAE has %d", path, n_file, n);
     }
     s->known_max = calloc((size_t)n, sizeof *s->known_max);
     if (!s->known_max) abort();
@@ -297,8 +298,12 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
         size_t per_seq = (size_t)T * (size_t)n;
         group = per_seq >= FM_PRE_FLOATS ? 1 : (int64_t)(FM_PRE_FLOATS / per_seq);
         if (group > B) group = B;
-        if ((size_t)group * per_seq > s->cap_pre) rc = grow((void **)&s->pre, (size_t)group * per_seq * sizeof *s->pre);
-        if (rc == SF_OK) s->cap_pre = (size_t)group * per_seq;
+        if ((size_t)group * per_seq > s->cap_pre) { /* aligned as sae_encode's own buffer: the sgemm writes it */
+            free(s->pre);
+            s->pre = aligned_alloc(64, ((size_t)group * per_seq * sizeof *s->pre + 63) & ~(size_t)63);
+            s->cap_pre = s->pre ? (size_t)group * per_seq : 0;
+            if (!s->pre) rc = sf_fail("feature_miner: out of memory (pre-activations of %lld sequences)", (long long)group);
+        }
     }
     for (int64_t b0 = 0; rc == SF_OK && b0 < B; b0 += group) {
         int64_t g = B - b0 < group ? B - b0 : group, r0 = b0 * T;
