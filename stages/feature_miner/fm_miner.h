@@ -1,13 +1,14 @@
 /* fm_miner.h — streaming statistics and example selection for every SAE feature, in bounded
  * memory.
  *
- * Input: one sequence at a time, its T tokens and each token's top-k SAE latents (index, value).
+ * Input: one sequence at a time, its T tokens and each token's top-k SAE latents (index, value),
+ * and for the paper's sampling every latent's pre-activation at each token.
  * Per feature it keeps:
  *  - max, firing count (tokens with value > 0), sum of values, sequences fired in;
  *  - a histogram of the positive values whose bin width doubles when a value falls past the last
  *    bin (pairs of bins merge), so its range follows the max without a first pass;
  *  - a heap of at most top_n examples (one example = one sequence, with that feature's value at
- *    each of its tokens, kept sparse), ordered by the sequence's peak value;
+ *    each of its tokens, kept sparse), ordered as the sampling below says;
  *  - examples stratified by activation interval (as sae_vis / Neuronpedia dashboards show them):
  *    per interval of the peak's range, a uniform sample without replacement of `reservoir` of the
  *    sequences whose peak falls in it, by bottom-k sampling (each firing sequence draws a uniform

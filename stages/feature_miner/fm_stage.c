@@ -150,7 +150,7 @@ static int fm_init(sf_ctx *ctx, void **out) {
     if (tok && *tok && fm_vocab_load(&s->vocab, tok) != SF_OK) return SF_ERR;
     const char *sampling = sf_param_str(ctx, "sampling"), *max_from = sf_param_str(ctx, "max_from");
     int found = 0;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < (int)(sizeof sampling_names / sizeof *sampling_names); i++)
         if (sampling && strcmp(sampling, sampling_names[i]) == 0) s->sampling = (fm_stage_sampling)i, found = 1;
     if (!found) return sf_fail("feature_miner: sampling = %s: want strongest, paper-max or paper", sampling ? sampling : "");
     if (max_from && *max_from && s->sampling != SAMPLING_PAPER)
