@@ -537,7 +537,10 @@ static int html_feature(const char *path, fm_miner *m, int i, const fm_vocab *v,
         fputs("</table>\n", fp);
     }
     float vmax = stored_max(f->top, f->n_top);
-    fprintf(fp, "<h2>Top examples</h2>\n");
+    fputs(m->cfg.sampling == FM_SAMPLING_PAPER ? "<h2>Examples (the paper's sampling: the first in shuffled order "
+                                                 "above the threshold)</h2>\n"
+                                               : "<h2>Top examples</h2>\n",
+          fp);
     for (int e = 0; e < f->n_top; e++) html_example(fp, m, &f->top[e], v, vmax, acts);
     if (f->n_res)
         fprintf(fp, "<h2>Examples across the activation range</h2>\n<p>Up to %d sequences sampled uniformly per "
