@@ -3,7 +3,7 @@
 data/suite as folders of other names (found because they hold a config.json; a folder without one
 is not a checkpoint), each with its own tokenizer and none at the suite's top (the flows fall back
 to the checkpoint's), LAYER=1 instead of the middle block. tools/demo.sh trains an SAE live from
-the forward stage, evaluates and mines on the test split, reports; every artefact must exist and
+the forward stage, evaluates and mines on the test split with the paper's two-pass sampling, reports; every artefact must exist and
 agree with the others. First the mistakes a new user makes get a message saying what to set. Runs
 in BUILD_ROOT (demo.sh's BUILD); the run directory is removed when everything passes.
 Usage: test_demo.py SOURCE_ROOT BUILD_ROOT"""
@@ -97,6 +97,10 @@ for step, row in zip(steps, report):
     ex = f["token_act"]
     check(isinstance(ex, list) and ex and all(isinstance(t, str) and 0 <= q <= 10 for e in ex for t, q in e),
           f"{step}: a feature file has the paper's token_act schema ({len(ex)} examples)")
+    check(summary["params"]["sampling"] == "paper" and os.path.exists(os.path.join(runs, step, "features", "maxima.json"))
+          and f["max_preact"] >= f["max_act"] and len(ex) == len(f["examples"]) <= 50
+          and all(e["peak"] > f["threshold"] for e in f["examples"]),
+          f"{step}: examples by the paper's sampling (pass 1's maxima.json, then at most 50 above 0.7 of the maximum pre-activation)")
     ev = json.load(open(os.path.join(runs, step, "features", "eval.json")))
     check(row["fvu"] == ev["fvu"] and 0 <= ev["fvu"] < 1.5 and 0 <= row["dead_fraction"] <= 1,
           f"{step}: held-out FVU {ev['fvu']:.3f} in the report matches sae_eval's")

@@ -28,7 +28,8 @@ static void *xrealloc(void *p, size_t size) {
 
 fm_miner *fm_miner_new(const fm_miner_cfg *cfg) {
     if (cfg->n_features <= 0 || cfg->top_n <= 0 || cfg->reservoir < 0 || cfg->hist_bins < 2 ||
-        cfg->hist_bins % 2 || !(cfg->frac >= 0 && cfg->frac <= 1)) {
+        cfg->hist_bins % 2 || !(cfg->frac >= 0 && cfg->frac <= 1) ||
+        (cfg->sampling == FM_SAMPLING_PAPER) != (cfg->known_max != NULL)) {
         sf_fail("feature miner: bad configuration (features %d, top_n %d, reservoir %d, bins %d, frac %g)",
                 cfg->n_features, cfg->top_n, cfg->reservoir, cfg->hist_bins, cfg->frac);
         return NULL;
@@ -83,14 +84,29 @@ void fm_miner_free(fm_miner *m) {
     free(m->hits);
     free(m->pos_buf);
     free(m->val_buf);
+    free(m->pre_pos);
+    free(m->pre_val);
     free(m);
 }
 
-static uint64_t rng_next(fm_miner *m) { /* splitmix64 */
-    uint64_t z = (m->rng += 0x9E3779B97F4A7C15ull);
+/* splitmix64: the state's next value, mixed. */
+static uint64_t mix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
+}
+
+static uint64_t rng_next(fm_miner *m) {
+    uint64_t z = mix64(m->rng);
+    m->rng += 0x9E3779B97F4A7C15ull;
+    return z;
+}
+
+uint64_t fm_order_key(uint64_t seed, int64_t doc_id, int32_t pos, uint64_t seq_no) {
+    uint64_t doc = doc_id >= 0 ? (uint64_t)doc_id : seq_no;
+    uint32_t at = doc_id >= 0 ? (uint32_t)pos : 0;
+    return mix64(mix64(mix64(seed) ^ doc) ^ at);
 }
 
 static void hist_add(fm_miner *m, fm_hist *h, float v) {
@@ -163,6 +179,8 @@ typedef struct fm_cur {
     int32_t pos;
     int label;
     uint64_t seq_no;
+    uint64_t order; /* fm_order_key */
+    const float *pre; /* [T][n_features] or NULL */
     fm_seq *seq;
 } fm_cur;
 
@@ -263,7 +281,18 @@ static void interval_add(fm_miner *m, int fi, fm_cur *c, float peak, int peak_po
     example_fill(m, &ex[slot], c, cand.key, peak, peak_pos, pos, val, nnz);
 }
 
-/* Feature `fi` fired at nnz tokens of the current sequence. */
+/* The values an example of feature fi stores under FM_SAMPLING_PAPER: ReLU of its pre-activation
+ * at every token (pre [T][n], stride n), kept sparse where positive (and finite). */
+static int preact_values(const fm_miner *m, int fi, const float *pre, int T, int32_t *pos, float *val) {
+    int nnz = 0;
+    for (int t = 0; t < T; t++) {
+        float a = pre[(size_t)t * (size_t)m->cfg.n_features + (size_t)fi];
+        if (a > 0 && isfinite(a)) pos[nnz] = t, val[nnz++] = a;
+    }
+    return nnz;
+}
+
+/* Feature `fi` fired (top-k output > 0) at nnz tokens of the current sequence. */
 static void feature_add(fm_miner *m, int fi, fm_cur *c, const int32_t *pos, const float *val, int nnz) {
     fm_feature *f = &m->f[fi];
     float peak = val[0];
@@ -279,9 +308,11 @@ static void feature_add(fm_miner *m, int fi, fm_cur *c, const int32_t *pos, cons
 
     int candidate = 1;
     double key = peak;
-    if (m->cfg.known_max) {
-        candidate = peak > m->cfg.frac * m->cfg.known_max[fi];
-        key = -(double)c->seq_no; /* keep the earliest */
+    if (m->cfg.sampling == FM_SAMPLING_PAPER) {
+        candidate = peak > fm_miner_threshold(m, fi);
+        key = -(double)(c->order >> 11); /* the heap keeps the largest keys: the earliest in shuffled order */
+        nnz = preact_values(m, fi, c->pre, c->T, m->pre_pos, m->pre_val);
+        pos = m->pre_pos, val = m->pre_val;
     }
     if (candidate) {
         int cap = m->cfg.top_n;
@@ -300,8 +331,10 @@ static void feature_add(fm_miner *m, int fi, fm_cur *c, const int32_t *pos, cons
 }
 
 int fm_miner_add(fm_miner *m, const int32_t *tokens, int T, const int32_t *idx, const float *val, int k,
-                 int64_t doc_id, int32_t pos, const char *label, int label_len) {
+                 const float *pre, int64_t doc_id, int32_t pos, const char *label, int label_len) {
     if (T <= 0 || k <= 0) return sf_fail("feature miner: empty sequence (T %d, k %d)", T, k);
+    if (m->cfg.sampling == FM_SAMPLING_PAPER && !pre)
+        return sf_fail("feature miner: the paper's sampling needs the pre-activations of every sequence");
     size_t need = (size_t)T * (size_t)k;
     if (need > m->hits_cap) {
         m->hits = xrealloc(m->hits, need * sizeof *m->hits);
@@ -322,11 +355,14 @@ int fm_miner_add(fm_miner *m, const int32_t *tokens, int T, const int32_t *idx, 
     if (T > m->buf_cap) {
         m->pos_buf = xrealloc(m->pos_buf, (size_t)T * sizeof *m->pos_buf);
         m->val_buf = xrealloc(m->val_buf, (size_t)T * sizeof *m->val_buf);
+        m->pre_pos = xrealloc(m->pre_pos, (size_t)T * sizeof *m->pre_pos);
+        m->pre_val = xrealloc(m->pre_val, (size_t)T * sizeof *m->pre_val);
         m->buf_cap = T;
     }
     int li = intern_label(m, label ? label : "", label ? label_len : 0);
     if (li < 0) return SF_ERR;
-    fm_cur c = {tokens, T, doc_id, pos, li, m->sequences, NULL};
+    fm_cur c = {tokens, T, doc_id, pos, li, m->sequences,
+                fm_order_key(m->cfg.seed, doc_id, pos, m->sequences), pre, NULL};
     for (size_t i = 0; i < n;) {
         int nnz = 0;
         size_t j = i;
@@ -356,6 +392,11 @@ static int cmp_example(const void *a, const void *b) {
     return (x->seq_no > y->seq_no) - (x->seq_no < y->seq_no);
 }
 
+static int cmp_heap_key(const void *a, const void *b) { /* best first: the heap's own order, reversed */
+    const fm_example *x = a, *y = b;
+    return worse(y, x->key, x->seq_no) ? -1 : worse(x, y->key, y->seq_no) ? 1 : 0;
+}
+
 fm_example *fm_miner_interval(const fm_miner *m, int i, int b, double *lo, double *hi) {
     const fm_feature *f = &m->f[i];
     *lo = f->scale * b / f->n_buckets;
@@ -365,7 +406,8 @@ fm_example *fm_miner_interval(const fm_miner *m, int i, int b, double *lo, doubl
 
 void fm_miner_sort(fm_miner *m, int i) {
     fm_feature *f = &m->f[i];
-    if (f->n_top) qsort(f->top, (size_t)f->n_top, sizeof *f->top, cmp_example);
+    if (f->n_top)
+        qsort(f->top, (size_t)f->n_top, sizeof *f->top, m->cfg.sampling == FM_SAMPLING_PAPER ? cmp_heap_key : cmp_example);
     for (int b = 0; b < f->n_buckets; b++)
         qsort(interval_ex(m, f, b), (size_t)f->bk[b].n, sizeof *f->res, cmp_example);
 }

@@ -1,25 +1,30 @@
 /* fm_miner.h — streaming statistics and example selection for every SAE feature, in bounded
  * memory.
  *
- * Input: one sequence at a time, its T tokens and each token's top-k SAE latents (index, value).
+ * Input: one sequence at a time, its T tokens and each token's top-k SAE latents (index, value),
+ * and for the paper's sampling every latent's pre-activation at each token.
  * Per feature it keeps:
  *  - max, firing count (tokens with value > 0), sum of values, sequences fired in;
  *  - a histogram of the positive values whose bin width doubles when a value falls past the last
  *    bin (pairs of bins merge), so its range follows the max without a first pass;
  *  - a heap of at most top_n examples (one example = one sequence, with that feature's value at
- *    each of its tokens, kept sparse), ordered by the sequence's peak value;
+ *    each of its tokens, kept sparse), ordered as the sampling below says;
  *  - examples stratified by activation interval (as sae_vis / Neuronpedia dashboards show them):
  *    per interval of the peak's range, a uniform sample without replacement of `reservoir` of the
  *    sequences whose peak falls in it, by bottom-k sampling (each firing sequence draws a uniform
  *    random key; an interval keeps the examples of smallest key).
  *
- * The paper collects examples in two passes: pass 1 finds each feature's max, pass 2 keeps the
- * first N sequences (stream order) whose value exceeds frac * max. One pass cannot know the max
- * ahead, so by default the heap keeps the N sequences of highest peak; those with peak > frac*max
- * at the end are exactly the paper's set whenever at most N sequences qualify, and the N strongest
- * of them otherwise (the paper then takes the N earliest). Given the maxima of an earlier pass
- * (known_max), the heap keeps the earliest N sequences with peak > frac * known_max instead:
- * exactly the paper's pass 2.
+ * Which sequences become a feature's examples (the heap of at most top_n), by cfg.sampling:
+ *  - FM_SAMPLING_STRONGEST (one pass): the top_n sequences of highest peak. Examples store the
+ *    feature's top-k output (0 at tokens where it is not among the k).
+ *  - FM_SAMPLING_PAPER (the paper's pass 2; needs known_max, each feature's maximum encoder
+ *    pre-activation from a first pass): the first top_n sequences in the shuffled order whose
+ *    peak exceeds frac * known_max. The shuffled order is a seeded random permutation of the
+ *    sequences, by a hash of (seed, doc_id, pos) (fm_order_key), the same whatever order the
+ *    stream brings them in; the heap keeps the smallest keys. Examples store the ReLU of the
+ *    feature's pre-activation at every token (fm_miner_add's pre), as the paper does.
+ * A sequence's peak is always the feature's largest top-k output in it (the paper compares its
+ * top-k activations with the threshold).
  *
  * The intervals: with a known max, the FM_INTERVALS intervals [q*max/Q, (q+1)*max/Q) (peaks above
  * the known max go to the last). Without one, 2*Q buckets of [0, S) where S is the smallest power
@@ -46,14 +51,14 @@ typedef struct fm_seq {
 } fm_seq;
 
 typedef struct fm_example {
-    double key;      /* heap: peak, or -stream index in known-max mode; interval sample: random */
+    double key;      /* heap: peak (strongest) or -order key (paper); interval sample: random */
     float peak;      /* the feature's largest value in the sequence */
     int peak_pos;    /* its token position */
     uint64_t seq_no; /* the sequence's index in the stream */
     fm_seq *seq;
-    int nnz;         /* tokens where the feature fired */
+    int nnz;         /* tokens where the stored value is positive */
     int32_t *pos;    /* [nnz] their positions, ascending */
-    float *val;      /* [nnz] its values there */
+    float *val;      /* [nnz] the values: top-k output (strongest) or ReLU(pre-activation) (paper) */
 } fm_example;
 
 typedef struct fm_hist {
@@ -81,14 +86,17 @@ typedef struct fm_feature {
     int n_res;        /* examples kept over all intervals */
 } fm_feature;
 
+typedef enum fm_sampling { FM_SAMPLING_STRONGEST = 0, FM_SAMPLING_PAPER = 1 } fm_sampling;
+
 typedef struct fm_miner_cfg {
     int n_features;
     int top_n;           /* paper: 50 */
     int reservoir;       /* examples kept per activation interval; 0 for none */
     int hist_bins;       /* even */
     double frac;         /* paper: 0.7 */
-    const float *known_max; /* [n_features] from an earlier pass, or NULL */
-    uint64_t seed;       /* of the interval samples' keys */
+    fm_sampling sampling;
+    const float *known_max; /* [n_features] maximum pre-activations from pass 1: FM_SAMPLING_PAPER only */
+    uint64_t seed;       /* of the interval samples' keys and the shuffled order */
 } fm_miner_cfg;
 
 typedef struct fm_miner {
@@ -104,8 +112,8 @@ typedef struct fm_miner {
     fm_example *merge_buf; /* [2 * reservoir] */
     struct fm_hit *hits;
     size_t hits_cap;
-    int32_t *pos_buf;
-    float *val_buf;
+    int32_t *pos_buf, *pre_pos;
+    float *val_buf, *pre_val;
     int buf_cap;
 } fm_miner;
 
@@ -114,18 +122,26 @@ void fm_miner_free(fm_miner *m);
 
 /* One sequence: tokens [T], and per token k latents idx [T*k] with values val [T*k] (values
  * <= 0 are ignored, NaN and Inf skipped and counted in nonfinite, indices must be < n_features).
- * SF_ERR on a bad index. */
+ * pre [T][n_features]: every latent's encoder pre-activation at each token (sae_encode_preacts);
+ * required by FM_SAMPLING_PAPER, unused (may be NULL) otherwise. SF_ERR on a bad index. */
 int fm_miner_add(fm_miner *m, const int32_t *tokens, int T, const int32_t *idx, const float *val, int k,
-                 int64_t doc_id, int32_t pos, const char *label, int label_len);
+                 const float *pre, int64_t doc_id, int32_t pos, const char *label, int label_len);
 
-/* Threshold for the paper's example set of feature i: frac * (known max, or the max seen). */
+/* The sequence's place in the shuffled order of FM_SAMPLING_PAPER (smaller comes first): a 64-bit
+ * hash of (seed, doc_id, pos), or of (seed, seq_no, 0) when the stream has no document ids
+ * (doc_id < 0). See fm_miner.c for the function. */
+uint64_t fm_order_key(uint64_t seed, int64_t doc_id, int32_t pos, uint64_t seq_no);
+
+/* Threshold of feature i's examples (a peak must exceed it): frac * (the known maximum
+ * pre-activation under FM_SAMPLING_PAPER, else the largest top-k output seen). */
 float fm_miner_threshold(const fm_miner *m, int i);
 
 /* Feature i's interval b: its examples (m->f[i].bk[b].n of them), and its bounds [lo, hi). */
 fm_example *fm_miner_interval(const fm_miner *m, int i, int b, double *lo, double *hi);
 
-/* Sorts feature i's kept examples (the heap, and each interval's) by descending peak, ties by
- * stream order. They are no longer a heap or a bottom-k after this: call once at the end. */
+/* Sorts feature i's kept examples: the heap's in the order the paper lists them (shuffled order
+ * under FM_SAMPLING_PAPER, descending peak under STRONGEST), each interval's by descending peak;
+ * ties by stream order. They are no longer a heap or a bottom-k after this: call once at the end. */
 void fm_miner_sort(fm_miner *m, int i);
 
 /* Bytes held now (heaps, interval samples, sequences, histograms), for the memory test. */

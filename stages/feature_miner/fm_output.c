@@ -174,6 +174,15 @@ typedef struct fm_ta {
     float *dense;     /* [max_T] */
 } fm_ta;
 
+/* The largest value n examples store (0 if none): the paper quantises against it (save_token_act:
+ * the max over a feature's examples). */
+static float stored_max(const fm_example *ex, int n) {
+    float mx = 0;
+    for (int e = 0; e < n; e++)
+        for (int j = 0; j < ex[e].nnz; j++) mx = ex[e].val[j] > mx ? ex[e].val[j] : mx;
+    return mx;
+}
+
 /* The paper's quantisation: ceil(10 * act / max) for act > 0, else 0; at most 10. */
 static int quantise(float act, float max) {
     int q = act > 0 && max > 0 ? (int)ceil(act * 10.0 / max) : 0;
@@ -187,7 +196,7 @@ static void dense(const fm_example *e, float *out) {
 }
 
 static void token_act_build(const fm_feature *f, int n_thr, const fm_vocab *v, int max_T, fm_ta *ta) {
-    float qmax = n_thr ? f->top[0].peak : 0;
+    float qmax = stored_max(f->top, n_thr);
     for (int e = 0; e < n_thr; e++) {
         const fm_example *ex = &f->top[e];
         size_t at = (size_t)e * max_T;
@@ -298,6 +307,7 @@ static json_t *feature_json(fm_miner *m, int i, const fm_vocab *v, const fm_fres
     json_object_set_new(o, "token_act", taj);
     json_object_set_new(o, "feature", json_integer(i));
     json_object_set_new(o, "max_act", jreal(f->max));
+    if (m->cfg.known_max) json_object_set_new(o, "max_preact", jreal(m->cfg.known_max[i]));
     json_object_set_new(o, "threshold", jreal(fm_miner_threshold(m, i)));
     json_object_set_new(o, "density", jreal(m->tokens ? (double)f->fired / (double)m->tokens : 0));
     json_object_set_new(o, "mean_act", jreal(f->fired ? f->sum / (double)f->fired : 0));
@@ -556,8 +566,11 @@ static int html_feature(const char *path, fm_miner *m, int i, const fm_vocab *v,
         }
         fputs("</table>\n", fp);
     }
-    float vmax = f->n_top ? f->top[0].peak : 0;
-    fprintf(fp, "<h2>Top examples</h2>\n");
+    float vmax = stored_max(f->top, f->n_top);
+    fputs(m->cfg.sampling == FM_SAMPLING_PAPER ? "<h2>Examples (the paper's sampling: the first in shuffled order "
+                                                 "above the threshold)</h2>\n"
+                                               : "<h2>Top examples</h2>\n",
+          fp);
     for (int e = 0; e < f->n_top; e++) html_example(fp, m, &f->top[e], v, vmax, acts);
     if (f->n_res)
         fprintf(fp, "<h2>Examples across the activation range</h2>\n<p>Up to %d sequences sampled uniformly per "
@@ -728,7 +741,8 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
     json_t *params = json_object();
     json_object_set_new(params, "top_n", json_integer(m->cfg.top_n));
     json_object_set_new(params, "threshold_frac", jreal(m->cfg.frac));
-    json_object_set_new(params, "two_pass", json_boolean(m->cfg.known_max != NULL));
+    json_object_set_new(params, "sampling", json_string(m->cfg.sampling == FM_SAMPLING_PAPER ? "paper" : "strongest"));
+    json_object_set_new(params, "seed", json_integer((json_int_t)m->cfg.seed));
     json_object_set_new(params, "reservoir", json_integer(m->cfg.reservoir));
     json_object_set_new(params, "lang_share", jreal(info->lang_share));
     json_object_set_new(params, "min_examples", json_integer(info->gran.min_examples));

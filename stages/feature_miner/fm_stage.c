@@ -2,10 +2,16 @@
  *
  * Reads "activations" messages, encodes every token with the SAE (sae_lib), feeds the top-k
  * latents of each sequence to the streaming miner (fm_miner.h), and at end of stream writes the
- * run directory (fm_output.h): features/<id>.json, summary.json, index.html, features/<id>.html. */
+ * run directory (fm_output.h): features/<id>.json, summary.json, index.html, features/<id>.html.
+ *
+ * The paper's sampling takes two runs over the same stream: `sampling = paper-max` only finds
+ * every feature's maximum encoder pre-activation and writes OUT/maxima.json; `sampling = paper`
+ * reads it (max_from) and mines, checking that it sees the same stream (counts and maxima). */
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,12 +27,26 @@
 #include "hook.h"
 #endif
 
+typedef enum fm_stage_sampling { SAMPLING_STRONGEST, SAMPLING_PAPER_MAX, SAMPLING_PAPER } fm_stage_sampling;
+static const char *const sampling_names[] = {"strongest", "paper-max", "paper"};
+
+/* Pre-activations held at once in the paper's modes: groups of whole sequences up to this many
+ * floats (64 MiB), at least one sequence. */
+#define FM_PRE_FLOATS ((size_t)1 << 24)
+
 typedef struct fm_state {
     sae_model sae;
     int sae_loaded;
-    fm_miner *miner;
+    fm_miner *miner; /* NULL in paper-max mode (pass 1 only takes maxima) */
     fm_vocab vocab;
-    float *known_max;
+    fm_stage_sampling sampling;
+    char *maxima_path;           /* paper-max: written; paper: read */
+    float *known_max;            /* paper: pass 1's maxima */
+    uint64_t known_tokens, known_seqs; /* paper: pass 1's counts */
+    float *pre_max;              /* paper modes: this stream's maximum pre-activation per feature */
+    uint64_t tokens, sequences;  /* paper modes: this stream's counts (as the miner counts them) */
+    float *pre;                  /* paper modes: pre-activations of a group of sequences */
+    size_t cap_pre;
     int drop_bos;
     char *sae_dir, *out_dir, *model_dir, *want_hook;
     char *checkpoint, *hook, *model_name; /* from the first message */
@@ -41,36 +61,82 @@ typedef struct fm_state {
 
 static char *dup_or_null(const char *s) { return s && *s ? strdup(s) : NULL; }
 
-/* Per-feature maxima from an earlier run's summary.json (two-pass mode). */
-static int load_known_max(const char *path, int n, float **out) {
+#define FM_MAXIMA_SCHEMA "saeflow.feature_miner.maxima/1"
+
+/* Pass 1's file (sampling = paper-max): each feature's maximum pre-activation over the stream,
+ * and the stream's counts, which pass 2 checks. */
+static int write_maxima(const fm_state *s) {
+    json_t *o = json_object(), *mx = json_array();
+    json_object_set_new(o, "schema", json_string(FM_MAXIMA_SCHEMA));
+    json_object_set_new(o, "sae", json_string(s->sae_dir));
+    json_object_set_new(o, "checkpoint", json_string(s->checkpoint ? s->checkpoint : ""));
+    json_object_set_new(o, "hook", json_string(s->hook ? s->hook : ""));
+    json_object_set_new(o, "n_features", json_integer(s->sae.n));
+    json_object_set_new(o, "tokens", json_integer((json_int_t)s->tokens));
+    json_object_set_new(o, "sequences", json_integer((json_int_t)s->sequences));
+    for (int i = 0; i < s->sae.n; i++) json_array_append_new(mx, json_real(s->pre_max[i]));
+    json_object_set_new(o, "max_preact", mx);
+    int rc = json_dump_file(o, s->maxima_path, JSON_COMPACT | JSON_REAL_PRECISION(9)) == 0
+                 ? SF_OK
+                 : sf_fail("cannot write %s: %s", s->maxima_path, strerror(errno));
+    json_decref(o);
+    return rc;
+}
+
+static int load_maxima(fm_state *s) {
+    const char *path = s->maxima_path;
+    int n = s->sae.n;
     json_error_t err;
     json_t *root = json_load_file(path, 0, &err);
-    if (!root) return sf_fail("max_from %s: %s (line %d)", path, err.text, err.line);
-    json_t *feats = json_object_get(root, "features");
-    json_t *nf = json_object_get(root, "n_features");
-    if (!json_is_array(feats) || !json_is_integer(nf) || json_integer_value(nf) != n) {
+    if (!root)
+        return sf_fail("max_from %s: %s (line %d); run this stream with sampling = paper-max first", path, err.text,
+                       err.line);
+    json_t *mx = json_object_get(root, "max_preact");
+    json_t *nf = json_object_get(root, "n_features"), *nt = json_object_get(root, "tokens"),
+           *ns = json_object_get(root, "sequences");
+    const char *schema = json_string_value(json_object_get(root, "schema"));
+    if (!schema || strcmp(schema, FM_MAXIMA_SCHEMA) != 0 || !json_is_array(mx) || !json_is_integer(nf) ||
+        !json_is_integer(nt) || !json_is_integer(ns)) {
         json_decref(root);
-        return sf_fail("max_from %s: not a feature_miner summary for %d features", path, n);
+        return sf_fail("max_from %s: not a maxima file of sampling = paper-max (%s)", path, FM_MAXIMA_SCHEMA);
     }
-    float *mx = sf_zalloc("max_from's maxima", (size_t)n, sizeof *mx);
-    if (!mx) {
+    long long n_file = (long long)json_integer_value(nf);
+    if (n_file != n || json_array_size(mx) != (size_t)n) {
+        json_decref(root);
+        return sf_fail("max_from %s: maxima of %lld features, this SAE has %d", path, n_file, n);
+    }
+    if (!(s->known_max = sf_zalloc("max_from's maxima", (size_t)n, sizeof *s->known_max))) {
         json_decref(root);
         return SF_ERR;
     }
-    size_t i;
-    json_t *f;
-    json_array_foreach(feats, i, f) {
-        json_int_t id = json_integer_value(json_object_get(f, "id"));
-        json_t *v = json_object_get(f, "max_act");
-        if (id < 0 || id >= n || !json_is_number(v)) {
-            free(mx);
+    for (int i = 0; i < n; i++) {
+        json_t *v = json_array_get(mx, (size_t)i);
+        if (!json_is_number(v) || !(json_number_value(v) >= 0)) {
             json_decref(root);
-            return sf_fail("max_from %s: bad entry %zu in features", path, i);
+            return sf_fail("max_from %s: max_preact[%d] is not a number >= 0", path, i);
         }
-        mx[id] = (float)json_number_value(v);
+        s->known_max[i] = (float)json_number_value(v);
     }
+    s->known_tokens = (uint64_t)json_integer_value(nt);
+    s->known_seqs = (uint64_t)json_integer_value(ns);
     json_decref(root);
-    *out = mx;
+    return SF_OK;
+}
+
+/* Pass 2 must see pass 1's stream: the same counts and, per feature, the same maximum (up to
+ * float rounding, should the batches be grouped differently). */
+static int check_same_stream(const fm_state *s) {
+    const char *fix = "run sampling = paper-max on this same stream first";
+    if (s->tokens != s->known_tokens || s->sequences != s->known_seqs)
+        return sf_fail("max_from %s: made from %llu sequences (%llu tokens), this stream has %llu (%llu): %s",
+                       s->maxima_path, (unsigned long long)s->known_seqs, (unsigned long long)s->known_tokens,
+                       (unsigned long long)s->sequences, (unsigned long long)s->tokens, fix);
+    for (int i = 0; i < s->sae.n; i++) {
+        double a = s->known_max[i], b = s->pre_max[i];
+        if (fabs(a - b) > 1e-5 * fmax(fabs(a), fabs(b)) + 1e-7)
+            return sf_fail("max_from %s: feature %d's maximum pre-activation is %.9g there, %.9g in this stream: %s",
+                           s->maxima_path, i, a, b, fix);
+    }
     return SF_OK;
 }
 
@@ -95,9 +161,21 @@ static int fm_read_params(sf_ctx *ctx, fm_state *s) {
     s->sae_loaded = 1;
     const char *tok = sf_param_str(ctx, "tokenizer");
     if (tok && *tok && fm_vocab_load(&s->vocab, tok) != SF_OK) return sf_param_fail(ctx, "tokenizer", "%s", sf_last_error());
-    const char *max_from = sf_param_str(ctx, "max_from");
-    if (max_from && *max_from && load_known_max(max_from, s->sae.n, &s->known_max) != SF_OK)
-        return sf_param_fail(ctx, "max_from", "%s", sf_last_error());
+    const char *sampling = sf_param_str(ctx, "sampling"), *max_from = sf_param_str(ctx, "max_from");
+    int found = 0;
+    for (int i = 0; i < (int)(sizeof sampling_names / sizeof *sampling_names); i++)
+        if (sampling && strcmp(sampling, sampling_names[i]) == 0) s->sampling = (fm_stage_sampling)i, found = 1;
+    if (!found) return sf_param_fail(ctx, "sampling", "'%s': want strongest, paper-max or paper", sampling ? sampling : "");
+    if (max_from && *max_from && s->sampling != SAMPLING_PAPER)
+        return sf_param_fail(ctx, "max_from", "is read by sampling = paper (the paper's second pass); remove it or set sampling = paper");
+    if (s->sampling != SAMPLING_STRONGEST) {
+        if (max_from && *max_from) s->maxima_path = sf_strdup("max_from", max_from);
+        else if (asprintf(&s->maxima_path, "%s/maxima.json", s->out_dir) < 0) s->maxima_path = NULL;
+        if (!s->maxima_path) return sf_fail("feature_miner: out of memory");
+        /* from 0, as the paper's maxima */
+        if (!(s->pre_max = sf_zalloc("maximum pre-activations", (size_t)s->sae.n, sizeof *s->pre_max))) return SF_ERR;
+    }
+    if (s->sampling == SAMPLING_PAPER && load_maxima(s) != SF_OK) return sf_param_fail(ctx, "max_from", "%s", sf_last_error());
     int64_t top_n = sf_param_int(ctx, "top_n"), res = sf_param_int(ctx, "reservoir"), bins = sf_param_int(ctx, "hist_bins");
     if (top_n < 1 || top_n > 100000) return sf_param_fail(ctx, "top_n", "must be in [1, 100000]");
     if (res < 0 || res > 100000) return sf_param_fail(ctx, "reservoir", "must be in [0, 100000]");
@@ -125,11 +203,11 @@ static int fm_init(sf_ctx *ctx, void **out) {
         .reservoir = (int)res,
         .hist_bins = (int)(bins + bins % 2),
         .frac = sf_param_float(ctx, "threshold"),
+        .sampling = s->sampling == SAMPLING_PAPER ? FM_SAMPLING_PAPER : FM_SAMPLING_STRONGEST,
         .known_max = s->known_max,
         .seed = (uint64_t)sf_param_int(ctx, "seed"),
     };
-    s->miner = fm_miner_new(&cfg);
-    if (!s->miner) return SF_ERR;
+    if (s->sampling != SAMPLING_PAPER_MAX && !(s->miner = fm_miner_new(&cfg))) return SF_ERR;
     s->drop_bos = sf_param_bool(ctx, "drop_bos");
     s->logit_top = (int)sf_param_int(ctx, "logit_top");
     s->info = (fm_info){
@@ -192,6 +270,15 @@ static int int_field(const sf_msg *msg, const char *key, int64_t n, int64_t *out
     return SF_OK;
 }
 
+/* mx[i] = max(mx[i], pre[t][i]) over T rows of n (NaN and Inf left out, as in the statistics). */
+static void preact_max_update(float *mx, const float *pre, int T, int n) {
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < n; i++) {
+            float a = pre[(size_t)t * (size_t)n + (size_t)i];
+            if (a > mx[i] && isfinite(a)) mx[i] = a;
+        }
+}
+
 static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;
     fm_state *s = state;
@@ -241,27 +328,62 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
         if (tok64[i] < INT32_MIN || tok64[i] > INT32_MAX) rc = sf_fail("activations 'tokens': id %lld out of range", (long long)tok64[i]);
         s->tok[i] = (int32_t)tok64[i];
     }
-    if (rc == SF_OK) rc = sae_encode(&s->sae, s->x, rows, s->idx, s->val);
-    int k = s->sae.k;
-    for (int64_t b = 0; rc == SF_OK && b < B; b++) {
-        const char *label = "";
-        size_t label_len = 0;
-        if (n_labels) rc = sf_msg_get_strs_at(msg, "label", (size_t)b, &label, &label_len);
-        if (rc != SF_OK) break;
-        int skip = s->drop_bos && s->vocab.bos >= 0 && s->tok[b * T] == s->vocab.bos && T > 1;
-        int64_t r0 = b * T + skip;
-        rc = fm_miner_add(s->miner, s->tok + r0, (int)(T - skip), s->idx + r0 * k, s->val + r0 * k, k, doc[b],
-                          (int32_t)pos[b], label, (int)label_len);
+    /* Encoded in groups of whole sequences: all at once for the top-k alone; in the paper's modes
+     * as many as FM_PRE_FLOATS pre-activations allow. */
+    int k = s->sae.k, n = s->sae.n;
+    int64_t group = B;
+    if (rc == SF_OK && s->sampling != SAMPLING_STRONGEST) {
+        size_t per_seq = (size_t)T * (size_t)n;
+        group = per_seq >= FM_PRE_FLOATS ? 1 : (int64_t)(FM_PRE_FLOATS / per_seq);
+        if (group > B) group = B;
+        if ((size_t)group * per_seq > s->cap_pre) { /* aligned as sae_encode's own buffer: the sgemm writes it */
+            free(s->pre);
+            s->pre = aligned_alloc(64, ((size_t)group * per_seq * sizeof *s->pre + 63) & ~(size_t)63);
+            s->cap_pre = s->pre ? (size_t)group * per_seq : 0;
+            if (!s->pre) rc = sf_fail("feature_miner: out of memory (pre-activations of %lld sequences)", (long long)group);
+        }
+    }
+    for (int64_t b0 = 0; rc == SF_OK && b0 < B; b0 += group) {
+        int64_t g = B - b0 < group ? B - b0 : group, r0 = b0 * T;
+        rc = s->sampling == SAMPLING_STRONGEST
+                 ? sae_encode(&s->sae, s->x + r0 * s->sae.d, g * T, s->idx + r0 * k, s->val + r0 * k)
+                 : sae_encode_preacts(&s->sae, s->x + r0 * s->sae.d, g * T, s->idx + r0 * k, s->val + r0 * k, s->pre);
+        for (int64_t b = b0; rc == SF_OK && b < b0 + g; b++) {
+            const char *label = "";
+            size_t label_len = 0;
+            if (n_labels) rc = sf_msg_get_strs_at(msg, "label", (size_t)b, &label, &label_len);
+            if (rc != SF_OK) break;
+            int skip = s->drop_bos && s->vocab.bos >= 0 && s->tok[b * T] == s->vocab.bos && T > 1;
+            int64_t r = b * T + skip;
+            const float *pre = NULL;
+            if (s->pre_max) {
+                pre = s->pre + ((size_t)(b - b0) * (size_t)T + (size_t)skip) * (size_t)n;
+                preact_max_update(s->pre_max, pre, (int)(T - skip), n);
+                s->tokens += (uint64_t)(T - skip);
+                s->sequences++;
+            }
+            if (s->miner)
+                rc = fm_miner_add(s->miner, s->tok + r, (int)(T - skip), s->idx + r * k, s->val + r * k, k, pre, doc[b],
+                                  (int32_t)pos[b], label, (int)label_len);
+        }
     }
     free(tok64);
     if (rc != SF_OK) return SF_ERR;
-    sf_progress(ctx, s->miner->tokens, 0, "tokens");
+    sf_progress(ctx, s->miner ? s->miner->tokens : s->tokens, 0, "tokens");
     return SF_OK;
 }
 
 static int fm_on_eos(sf_ctx *ctx, void *state) {
     (void)ctx;
     fm_state *s = state;
+    if (s->sampling == SAMPLING_PAPER_MAX) {
+        int rc = fm_mkdirs(s->out_dir) == SF_OK ? write_maxima(s) : SF_ERR;
+        if (rc == SF_OK)
+            sf_log(SF_LOG_INFO, "pass 1 of the paper's sampling: maxima of %llu tokens in %s; mine with sampling = paper",
+                   (unsigned long long)s->tokens, s->maxima_path);
+        return rc;
+    }
+    if (s->sampling == SAMPLING_PAPER && check_same_stream(s) != SF_OK) return SF_ERR;
     fm_logits lg = {0}, *lgp = NULL;
     if (s->model_dir && s->logit_top > 0) {
         unsigned char *alive = sf_zalloc("per-feature flags", (size_t)s->sae.n, 1);
@@ -291,7 +413,7 @@ static void fm_destroy(void *state) {
     fm_miner_free(s->miner);
     fm_vocab_free(&s->vocab);
     if (s->sae_loaded) sae_model_free(&s->sae);
-    free(s->known_max);
+    free(s->known_max), free(s->pre_max), free(s->pre), free(s->maxima_path);
     free(s->sae_dir), free(s->out_dir), free(s->model_dir), free(s->want_hook);
     free(s->checkpoint), free(s->hook), free(s->model_name);
     free(s->x), free(s->tok), free(s->idx), free(s->val);
@@ -308,7 +430,11 @@ static const sf_param_def fm_params[] = {
     {"hook", SF_PARAM_STRING, "", "mine only activations of this hook point (needed when the stream carries several)"},
     {"top_n", SF_PARAM_INT, "50", "examples kept per feature (paper: 50)"},
     {"threshold", SF_PARAM_FLOAT, "0.7", "example threshold as a fraction of the feature's max (paper: 0.7)"},
-    {"max_from", SF_PARAM_STRING, "", "summary.json of an earlier pass: keep the earliest top_n sequences above threshold*max (the paper's second pass)"},
+    {"sampling", SF_PARAM_STRING, "strongest",
+     "which sequences become examples: strongest (one pass: the top_n of highest peak, top-k values), paper-max (the "
+     "paper's pass 1: only OUT/maxima.json, each feature's maximum pre-activation), paper (its pass 2: the first top_n in "
+     "shuffled order whose peak exceeds threshold*max, ReLU(pre-activation) values)"},
+    {"max_from", SF_PARAM_STRING, "", "sampling = paper: the maxima file of pass 1 (default OUT/maxima.json)"},
     {"reservoir", SF_PARAM_INT, "2", "examples sampled uniformly per activation interval of each feature (10 intervals of the max, 20 power-of-two buckets in one pass)"},
     {"hist_bins", SF_PARAM_INT, "64", "histogram bins (width doubles as the max grows)"},
     {"lang_share", SF_PARAM_FLOAT, FM_STR(FM_DEFAULT_LANG_SHARE), "a feature is English/Japanese if more than this share of its examples is (paper rule: of all examples)"},
@@ -321,7 +447,7 @@ static const sf_param_def fm_params[] = {
     {"drop_bos", SF_PARAM_BOOL, "true", "leave out a leading BOS token, as the paper does"},
     {"html", SF_PARAM_BOOL, "true", "write the HTML dashboard"},
     {"neuronpedia", SF_PARAM_BOOL, "false", "also write neuronpedia/<id>.json (Neuronpedia-style feature JSON)"},
-    {"seed", SF_PARAM_INT, "0", "seed of the per-interval example sampling"},
+    {"seed", SF_PARAM_INT, "0", "seed of the shuffled order (sampling = paper) and of the per-interval example sampling"},
     {"threads", SF_PARAM_INT, "0", "threads writing the output files at the end (0: one per CPU)"},
     {NULL, 0, NULL, NULL},
 };

@@ -67,6 +67,12 @@ void sae_normalize(const sae_model *m, float *x, int64_t rows, float *norms);
  * (callers in several threads take turns). SF_OK or SF_ERR. */
 int sae_encode(const sae_model *m, const float *x, int64_t rows, int32_t *idx, float *val);
 
+/* sae_encode, and also every latent's pre-activation W_enc (x - b_dec) + b_enc (x normalised),
+ * before ReLU and top-k, into pre[rows][n]: the values the paper's feature collection hooks
+ * (llm-jp-sae hooks sae.encoder, the linear layer). The top-k values in val are exactly these
+ * floats. The caller bounds rows (pre holds rows * n floats). SF_OK or SF_ERR. */
+int sae_encode_preacts(const sae_model *m, const float *x, int64_t rows, int32_t *idx, float *val, float *pre);
+
 /* Reconstructs activations xhat[rows][d] from idx/val as sae_encode returns them: in the input's
  * raw space when norms holds the factors sae_normalize returned for these rows, in the SAE's
  * normalised space when norms is NULL. */

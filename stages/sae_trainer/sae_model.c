@@ -5,6 +5,7 @@
 #include <immintrin.h>
 #include <float.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -343,15 +344,19 @@ static void sae_topk_rows(void *ctx, int tid, int64_t b, int64_t e) {
         sae_topk_row(j->pre + r * n, j->m->b_enc, n, k, NULL, j->idx + r * k, j->val + r * k);
 }
 
-int sae_encode(const sae_model *m, const float *x, int64_t rows, int32_t *idx, float *val) {
+/* The encoding of sae_encode; with pre_out, pre_out[rows][n] is the pre-activation buffer itself
+ * (one sgemm over all rows) and receives b_enc added after the top-k (which adds it the same way,
+ * so its values are exactly those floats); without, a chunk-sized buffer is reused. */
+static int sae_encode_rows(const sae_model *m, const float *x, int64_t rows, int32_t *idx, float *val,
+                           float *pre_out) {
     int d = m->d, n = m->n, k = m->k;
-    int chunk = rows < sae_chunk_rows(n) ? (int)rows : sae_chunk_rows(n);
+    int chunk = pre_out || rows < sae_chunk_rows(n) ? (int)rows : sae_chunk_rows(n);
     float *xc = sae_alloc_floats((size_t)chunk * d);
     /* Not zeroed: sgemm overwrites it, and this runs once per message in the miner. */
-    float *pre = aligned_alloc(64, ((size_t)chunk * n * sizeof(float) + 63) & ~(size_t)63);
+    float *pre = pre_out ? pre_out : aligned_alloc(64, ((size_t)chunk * n * sizeof(float) + 63) & ~(size_t)63);
     if (!xc || !pre) {
         free(xc);
-        free(pre);
+        if (!pre_out) free(pre);
         return sf_fail("sae_encode: out of memory");
     }
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
@@ -365,8 +370,23 @@ int sae_encode(const sae_model *m, const float *x, int64_t rows, int32_t *idx, f
         sae_parallel_for(c, 32, sae_topk_rows, &job);
     }
     free(xc);
-    free(pre);
+    if (!pre_out) {
+        free(pre);
+        return SF_OK;
+    }
+    for (int64_t r = 0; r < rows; r++)
+        for (int i = 0; i < n; i++) pre_out[r * n + i] += m->b_enc[i];
     return SF_OK;
+}
+
+int sae_encode(const sae_model *m, const float *x, int64_t rows, int32_t *idx, float *val) {
+    return sae_encode_rows(m, x, rows, idx, val, NULL);
+}
+
+int sae_encode_preacts(const sae_model *m, const float *x, int64_t rows, int32_t *idx, float *val, float *pre) {
+    if (rows > INT_MAX || (rows > 0 && (uint64_t)rows > SIZE_MAX / sizeof(float) / (uint64_t)m->n))
+        return sf_fail("sae_encode_preacts: %lld rows x %d latents do not fit in memory", (long long)rows, m->n);
+    return sae_encode_rows(m, x, rows, idx, val, pre);
 }
 
 typedef struct sae_decode_job {

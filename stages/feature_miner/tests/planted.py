@@ -12,7 +12,8 @@ therefore fire known latents:
 BOS carries a large latent-0 activation that must be dropped, as the paper drops position 0.
 
 The reference: PyTorch encodes the same activations the way llm-jp-sae's TopKSAE does
-(x / ||x||, relu(encoder(x - b_dec)), topk): dense [S, T-1, N], per-sequence peaks, maxima.
+(x / ||x||, relu(encoder(x - b_dec)), topk): dense [S, T-1, N], per-sequence peaks, maxima, and
+the encoder's pre-activation before ReLU and top-k, pre [S, T-1, N].
 """
 import json
 import os
@@ -94,10 +95,11 @@ def make(tmp):
     # Reference: llm-jp-sae's TopKSAE.encode on x / ||x||, BOS (position 0) dropped.
     x = torch.from_numpy(acts[:, 1:, :].reshape(-1, D))
     x = x / x.norm(dim=-1, keepdim=True)
-    pre = torch.relu((x - torch.from_numpy(b_dec)) @ torch.from_numpy(W_enc).T + torch.from_numpy(b_enc))
-    top = pre.topk(K, dim=-1)
+    pre = (x - torch.from_numpy(b_dec)) @ torch.from_numpy(W_enc).T + torch.from_numpy(b_enc)
+    top = torch.relu(pre).topk(K, dim=-1)
     dense = torch.zeros_like(pre).scatter_(-1, top.indices, top.values).reshape(len(seqs), T - 1, N).numpy()
     peak = dense.max(axis=1)  # [S, N]
     ref_max = peak.max(axis=0)
     return {"sae_dir": sae_dir, "vocab_path": vocab_path, "msgs_path": msgs_path, "seqs": seqs, "T": T,
-            "dense": dense, "peak": peak, "ref_max": ref_max}
+            "dense": dense, "peak": peak, "ref_max": ref_max, "pre": pre.reshape(len(seqs), T - 1, N).numpy(),
+            "batch": B}

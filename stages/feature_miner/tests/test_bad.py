@@ -84,7 +84,19 @@ def main():
     run(msgpack.packb([1, 2]), "not a MessagePack map")
     run(b"\x93\x01\x02", "not valid MessagePack")
     run(good(), "top_n", top_n=0)
-    run(good(), "max_from", max_from="/nonexistent/summary.json")
+    run(good(), "sampling = bogus", sampling="bogus")
+    run(good(), "max_from is read by sampling = paper", max_from="/nonexistent/maxima.json")
+    run(good(), "/nonexistent/maxima.json", sampling="paper", max_from="/nonexistent/maxima.json")
+    run(good(), "sampling = paper-max first", sampling="paper")  # no pass 1 in out
+    bad_maxima = os.path.join(tmp, "maxima.json")
+    for content, error in (({"schema": "saeflow.feature_miner.summary/1", "n_features": planted.N}, "not a maxima file"),
+                           ({"schema": "saeflow.feature_miner.maxima/1", "n_features": 3, "tokens": 1, "sequences": 1,
+                             "max_preact": [1, 1, 1]}, "maxima of 3 features"),
+                           ({"schema": "saeflow.feature_miner.maxima/1", "n_features": planted.N, "tokens": 1,
+                             "sequences": 1, "max_preact": [1] * (planted.N - 1) + [-1]}, "not a number >= 0")):
+        with open(bad_maxima, "w") as f:
+            json.dump(content, f)
+        run(good(), error, sampling="paper", max_from=bad_maxima)
     run(good(), "/nonexistent", sae="/nonexistent")
     run(good(), "/nonexistent.vocab", tokenizer="/nonexistent.vocab")
     a, b = good(), good()

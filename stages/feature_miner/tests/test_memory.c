@@ -49,7 +49,7 @@ int main(void) {
                 val[t * K + j] = (float)((rng >> 8) % 1000) / 100.f * (1.f + (float)s / S);
             }
         }
-        if (fm_miner_add(m, tok, T, idx, val, K, s, 0, s % 3 ? "en" : "ja", 2) != 0) return 1;
+        if (fm_miner_add(m, tok, T, idx, val, K, NULL, s, 0, s % 3 ? "en" : "ja", 2) != 0) return 1;
         uint64_t b = fm_miner_bytes(m);
         if (b > peak_bytes) peak_bytes = b;
         if (s == S / 5) rss_early = rss_kib();

@@ -1,8 +1,10 @@
 /* The streaming miner against a naive in-memory reference: a random sparse stream is kept whole
- * (dense values per sequence, token and feature), and every statistic and example set the miner
- * reports is recomputed from it the slow, obvious way. Then the interval samples on a stream whose
- * peaks are spread (99% low, 1% high and growing): every interval's count, its examples, and that
- * each interval's sample is uniform over its sequences (chi-square over many features). */
+ * (dense values per sequence, token and feature, and pre-activations), and every statistic and
+ * example set the miner reports is recomputed from it the slow, obvious way, under both samplings
+ * (strongest; the paper's, with known maxima, shuffled order and ReLU(pre-activation) values).
+ * Then the interval samples on a stream whose peaks are spread (99% low, 1% high and growing):
+ * every interval's count, its examples, and that each interval's sample is uniform over its
+ * sequences (chi-square over many features). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +15,8 @@
 
 enum { S = 600, T = 12, N = 40, K = 3, TOP = 6, RES = 5 };
 
-static float dense[S][T][N]; /* the whole stream, for the reference */
+static float dense[S][T][N]; /* the whole stream's top-k output, for the reference */
+static float pre[S][T][N];   /* its pre-activations: dense where that is positive, else random in [-1, 0.5) */
 static int32_t toks[S][T];
 static uint64_t rng = 12345;
 static uint32_t rnd(void) {
@@ -27,9 +30,19 @@ static float peak_of(int s, int f) {
     return p;
 }
 
-/* The reference top list: sequences with peak > 0 ranked by (peak desc, index asc), or in
- * known-max mode the earliest with peak > frac*max. */
-static int reference_top(int f, int known, float thr, int *out) {
+/* The shuffled order's key of sequence s (doc 1000 + s, pos s), as the reference computes it:
+ * splitmix64 written out again. */
+static uint64_t ref_mix(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static uint64_t ref_order(uint64_t seed, int s) { return ref_mix(ref_mix(ref_mix(seed) ^ (uint64_t)(1000 + s)) ^ (uint32_t)s) >> 11; }
+
+/* The reference top list: sequences with peak > 0 ranked by (peak desc, index asc), or under the
+ * paper's sampling (known) the first in shuffled order with peak > thr. */
+static int reference_top(int f, int known, float thr, uint64_t seed, int *out) {
     int n = 0;
     int used[S] = {0};
     for (int r = 0; r < TOP; r++) {
@@ -38,7 +51,7 @@ static int reference_top(int f, int known, float thr, int *out) {
             float p = peak_of(s, f);
             if (used[s] || !(p > 0)) continue;
             if (known) {
-                if (p > thr) { best = s; break; }
+                if (p > thr && (best < 0 || ref_order(seed, s) < ref_order(seed, best))) best = s;
             } else if (best < 0 || p > peak_of(best, f)) {
                 best = s;
             }
@@ -91,16 +104,23 @@ static void check_intervals(const fm_miner *m, int f, int known, float mx, const
     CHECK(F->n_res == total, "f%d: n_res %d, buckets hold %d", f, F->n_res, total);
 }
 
-static void check_example(const fm_example *e, int f, const char *what) {
+/* An example's peak (of the top-k output) and stored values: the top-k output, or under the
+ * paper's sampling ReLU(pre-activation) at every token. */
+static void check_example(const fm_example *e, int f, int paper, const char *what) {
     int s = (int)e->seq_no;
     CHECK(e->peak == peak_of(s, f), "%s f%d seq %d: peak %g, want %g", what, f, s, e->peak, peak_of(s, f));
     CHECK(dense[s][e->peak_pos][f] == e->peak, "%s f%d: peak_pos", what, f);
     CHECK(memcmp(e->seq->tokens, toks[s], sizeof toks[s]) == 0 && e->seq->doc_id == 1000 + s && e->seq->pos == s,
           "%s f%d: tokens/doc/pos of seq %d", what, f, s);
     int nnz = 0;
-    for (int t = 0; t < T; t++) nnz += dense[s][t][f] > 0;
+    for (int t = 0; t < T; t++) {
+        float v = paper ? pre[s][t][f] : dense[s][t][f];
+        if (v > 0) {
+            CHECK(nnz < e->nnz && e->pos[nnz] == t && e->val[nnz] == v, "%s f%d seq %d: value at %d", what, f, s, t);
+            nnz++;
+        }
+    }
     CHECK(e->nnz == nnz, "%s f%d: nnz %d want %d", what, f, e->nnz, nnz);
-    for (int j = 0; j < e->nnz && j < nnz; j++) CHECK(e->val[j] == dense[s][e->pos[j]][f], "%s f%d: value", what, f);
 }
 
 /* The spread stream: SP sequences of one token at which all SF features fire with the same value:
@@ -126,12 +146,13 @@ static void spread_stream(void) {
     for (int f = 0; f < SF; f++) known_max[f] = mx;
     for (int known = 0; known < 2; known++) {
         fm_miner_cfg cfg = {.n_features = SF, .top_n = 1, .reservoir = SR, .hist_bins = 8, .frac = 0.7,
+                            .sampling = known ? FM_SAMPLING_PAPER : FM_SAMPLING_STRONGEST,
                             .known_max = known ? known_max : NULL, .seed = 3};
         fm_miner *m = fm_miner_new(&cfg);
         for (int s = 0; s < SP; s++) {
             int32_t tok = s % 1000;
             for (int f = 0; f < SF; f++) idx[f] = f, val[f] = spread_peak(s);
-            if (fm_miner_add(m, &tok, 1, idx, val, SF, s, 0, "en", 2) != 0) exit(1);
+            if (fm_miner_add(m, &tok, 1, idx, val, SF, val, s, 0, "en", 2) != 0) exit(1); /* pre = val */
         }
         double scale;
         int nb = ref_buckets(known, mx, &scale);
@@ -187,18 +208,29 @@ int main(void) {
                 if (v > dense[s][t][f]) dense[s][t][f] = v; /* a latent twice at a token: the larger */
             }
         }
-    float known_max[N];
+    for (int s = 0; s < S; s++)
+        for (int t = 0; t < T; t++)
+            for (int f = 0; f < N; f++)
+                pre[s][t][f] = dense[s][t][f] > 0 ? dense[s][t][f] : (float)(rnd() % 1500) / 1000.f - 1.f;
+    /* Maxima: of the top-k output (what the miner sees), and of the pre-activation (pass 1's). */
+    float topk_max[N], known_max[N];
     for (int f = 0; f < N; f++) {
-        known_max[f] = 0;
-        for (int s = 0; s < S; s++) known_max[f] = fmaxf(known_max[f], peak_of(s, f));
+        topk_max[f] = known_max[f] = 0;
+        for (int s = 0; s < S; s++) {
+            topk_max[f] = fmaxf(topk_max[f], peak_of(s, f));
+            for (int t = 0; t < T; t++) known_max[f] = fmaxf(known_max[f], pre[s][t][f]);
+        }
     }
 
     for (int known = 0; known < 2; known++) {
         fm_miner_cfg cfg = {.n_features = N, .top_n = TOP, .reservoir = RES, .hist_bins = 16, .frac = 0.7,
+                            .sampling = known ? FM_SAMPLING_PAPER : FM_SAMPLING_STRONGEST,
                             .known_max = known ? known_max : NULL, .seed = 7};
         fm_miner *m = fm_miner_new(&cfg);
         for (int s = 0; s < S; s++)
-            if (fm_miner_add(m, toks[s], T, idx[s], val[s], K, 1000 + s, s, s % 2 ? "ja" : "en", 2) != 0) return 1;
+            if (fm_miner_add(m, toks[s], T, idx[s], val[s], K, known ? &pre[s][0][0] : NULL, 1000 + s, s,
+                             s % 2 ? "ja" : "en", 2) != 0)
+                return 1;
         CHECK(m->tokens == (uint64_t)S * T && m->sequences == S, "counts");
         CHECK(m->n_labels == 2, "labels interned: %d", m->n_labels);
         for (int f = 0; f < N; f++) {
@@ -211,7 +243,7 @@ int main(void) {
                     if (dense[s][t][f] > 0) fired++, sum += dense[s][t][f], any = 1;
                 seqs += any;
             }
-            CHECK(F->max == known_max[f], "f%d max %g want %g", f, F->max, known_max[f]);
+            CHECK(F->max == topk_max[f], "f%d max %g want %g", f, F->max, topk_max[f]);
             CHECK(F->fired == fired && F->seqs == seqs, "f%d fired %llu/%llu seqs %llu/%llu", f,
                   (unsigned long long)F->fired, (unsigned long long)fired, (unsigned long long)F->seqs,
                   (unsigned long long)seqs);
@@ -230,31 +262,25 @@ int main(void) {
             fm_miner_sort(m, f);
             int ref[TOP];
             float thr = fm_miner_threshold(m, f);
-            int nref = reference_top(f, known, thr, ref);
-            if (known) { /* the paper's pass 2 keeps stream order; sort the reference like the miner */
-                for (int a = 0; a < nref; a++)
-                    for (int b = a + 1; b < nref; b++)
-                        if (peak_of(ref[b], f) > peak_of(ref[a], f) ||
-                            (peak_of(ref[b], f) == peak_of(ref[a], f) && ref[b] < ref[a])) {
-                            int tmp = ref[a]; ref[a] = ref[b]; ref[b] = tmp;
-                        }
-            }
+            CHECK(thr == (float)(0.7 * (known ? known_max[f] : topk_max[f])), "f%d (known %d) threshold", f, known);
+            int nref = reference_top(f, known, thr, cfg.seed, ref);
             CHECK(F->n_top == nref, "f%d (known %d): %d examples, want %d", f, known, F->n_top, nref);
             for (int e = 0; e < F->n_top && e < nref; e++) {
                 CHECK((int)F->top[e].seq_no == ref[e], "f%d (known %d) example %d: seq %llu want %d", f, known, e,
                       (unsigned long long)F->top[e].seq_no, ref[e]);
-                check_example(&F->top[e], f, "top");
+                check_example(&F->top[e], f, known, "top");
             }
             uint64_t counts[2 * FM_INTERVALS] = {0};
             double scale;
-            int nb = ref_buckets(known, known_max[f], &scale);
+            float mx = known ? known_max[f] : topk_max[f];
+            int nb = ref_buckets(known, mx, &scale);
             for (int sq = 0; sq < S; sq++)
                 if (peak_of(sq, f) > 0) counts[ref_bucket(peak_of(sq, f), scale, nb)]++;
-            if (seqs) check_intervals(m, f, known, known_max[f], counts, RES);
+            if (seqs) check_intervals(m, f, known, mx, counts, RES);
             for (int b = 0; b < F->n_buckets; b++) {
                 double lo, hi;
                 const fm_example *ivx = fm_miner_interval(m, f, b, &lo, &hi);
-                for (int e = 0; e < F->bk[b].n; e++) check_example(&ivx[e], f, "interval");
+                for (int e = 0; e < F->bk[b].n; e++) check_example(&ivx[e], f, known, "interval");
             }
         }
         fm_miner_free(m);
@@ -268,10 +294,19 @@ int main(void) {
     int32_t bad_idx[2] = {1, 9};
     float bad_val[2] = {1, 1};
     int32_t tk[1] = {0};
-    CHECK(fm_miner_add(m, tk, 1, bad_idx, bad_val, 2, 0, 0, "x", 1) != 0, "index out of range accepted");
+    CHECK(fm_miner_add(m, tk, 1, bad_idx, bad_val, 2, NULL, 0, 0, "x", 1) != 0, "index out of range accepted");
     fm_miner_free(m);
     cfg.hist_bins = 7;
     CHECK(fm_miner_new(&cfg) == NULL, "odd bin count accepted");
+    cfg.hist_bins = 8;
+    cfg.sampling = FM_SAMPLING_PAPER;
+    CHECK(fm_miner_new(&cfg) == NULL, "the paper's sampling accepted without known maxima");
+    float mx4[4] = {1, 1, 1, 1};
+    cfg.known_max = mx4;
+    m = fm_miner_new(&cfg);
+    int32_t ok_idx[2] = {1, 2};
+    CHECK(m && fm_miner_add(m, tk, 1, ok_idx, bad_val, 2, NULL, 0, 0, "x", 1) != 0, "the paper's sampling without pre-activations accepted");
+    fm_miner_free(m);
 
     printf("%s\n", failures ? "FAIL" : "ok");
     return failures ? 1 : 0;

@@ -1,13 +1,16 @@
 #!/usr/bin/python3
 """The feature_miner stage on planted features (see planted.py) against the PyTorch reference:
 statistics, top examples, the paper's token_act quantisation, languages, granularity, the
-examples per activation interval (counts and membership recomputed with numpy, one pass and with
-max_from), and the paper's exact two-pass selection (max_from).
+examples per activation interval (counts and membership recomputed with numpy, under both
+samplings), and the paper's whole sampling (sampling = paper-max, then paper) against a
+re-implementation of llm-jp-sae's collect_feature_pattern.py: pre-activation maxima, shuffled
+order, first TOP_N above 0.7 x max, ReLU(pre-activation) quantised against the examples' max.
 usage: test_planted.py FM_DRIVE
 """
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -53,6 +56,55 @@ def check_intervals(check, fj, peak_i, mx, known):
         seen.add((e["interval_lo"], e["doc_id"]))
 
 
+def order_keys(seed, doc_ids, pos):
+    """The shuffled order (sampling = paper): splitmix64 of (seed, doc_id, pos), top 53 bits;
+    written from the README's description."""
+    M = (1 << 64) - 1
+
+    def mix(z):
+        z = (z + 0x9E3779B97F4A7C15) & M
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+        return z ^ (z >> 31)
+
+    return [mix(mix(mix(seed) ^ d) ^ (p & 0xFFFFFFFF)) >> 11 for d, p in zip(doc_ids, pos)]
+
+
+def paper_reference(fx, seed):
+    """llm-jp-sae's collect_feature_pattern.py re-implemented on the planted stream (with the
+    documented differences: float32, a seeded shuffled order of the test sequences, threshold
+    rounded to float32 rather than bf16). Pass 1: each feature's max of the encoder's output (the
+    pre-activation) over all tokens but BOS, from 0. Pass 2: in shuffled order, a sequence is an
+    example of every feature whose top-k activation exceeds 0.7 * max at some token, until the
+    feature has TOP_N. token_act: each token's pre-activation, < 0 -> 0, else ceil(10 a / m), m
+    the largest value over the feature's examples."""
+    pre, dense = fx["pre"], fx["dense"]
+    S = pre.shape[0]
+    mx = np.maximum(pre.max(axis=(0, 1)), 0).astype(np.float32)
+    thr = (0.7 * mx.astype(np.float64)).astype(np.float32)
+    keys = order_keys(seed, range(S), [0] * S)  # the fixture's doc_id s, pos 0
+    order = sorted(range(S), key=lambda s: (keys[s], s))
+    peak = dense.max(axis=1)
+    examples, token_act, ambiguous, qualifying = {}, {}, {}, {}
+    for i in range(N):
+        q = [s for s in order if peak[s, i] > thr[i]]
+        near = [s for s in range(S) if abs(peak[s, i] - thr[i]) <= 1e-5 * thr[i] and thr[i] > 0]
+        assert not near, f"feature {i}: a peak within 1e-5 of the threshold; change the fixture"
+        qualifying[i], examples[i] = len(q), q[:TOP_N]
+        m = max((float(pre[s, :, i].max()) for s in examples[i]), default=0.0)
+        token_act[i], ambiguous[i] = [], []
+        for s in examples[i]:
+            toks = [VOCAB[t].replace("▁", " ") for t in fx["seqs"][s][1][1:]]
+            acts = [float(a) for a in pre[s, :, i]]
+            token_act[i].append([[tok, 0 if a < 0 else math.ceil(a * 10 / m)] for tok, a in zip(toks, acts)])
+            # float32 from two implementations: a value within 1e-5 of a step may round either way
+            # (the max itself gives exactly 10 in both)
+            ambiguous[i].append([abs(a) < 1e-5 or (a != m and abs(a * 10 / m - round(a * 10 / m)) < 1e-5)
+                                 for a in acts])
+    return {"max": mx, "examples": examples, "token_act": token_act, "ambiguous": ambiguous,
+            "qualifying": qualifying, "pre": pre}
+
+
 def main():
     drive = sys.argv[1]
     tmp = tempfile.mkdtemp(prefix="fm_planted_")
@@ -72,7 +124,10 @@ def main():
         if r.returncode != 0:
             print(r.stdout, r.stderr)
             sys.exit(f"fm_drive failed with {r.returncode}")
-        with open(os.path.join(out, "summary.json")) as f:
+        path = os.path.join(out, "summary.json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
             return json.load(f)
 
     out1 = os.path.join(tmp, "run1")
@@ -181,16 +236,58 @@ def main():
         cls = fj["granularity"]["class"]
         check(j["granularity"] == cls, f"f{i} granularity: classify {j['granularity']} != the miner's {cls}")
 
-    # Two passes: the paper's exact selection, the earliest TOP_N sequences above FRAC * max.
+    # The paper's sampling, two runs: pass 1 (paper-max) writes the maxima, pass 2 (paper) mines.
     out2 = os.path.join(tmp, "run2")
-    run(out2, f"max_from={os.path.join(out1, 'summary.json')}")
+    run(out2, "sampling=paper-max", "seed=11")
+    check(not os.path.exists(os.path.join(out2, "summary.json")), "pass 1 wrote more than its maxima")
+    with open(os.path.join(out2, "maxima.json")) as f:
+        maxima = json.load(f)
+    ref = paper_reference(fx, seed=11)
+    check(maxima["tokens"] == n_tok and maxima["sequences"] == len(seqs), "pass 1 counts")
+    check(np.allclose(maxima["max_preact"], ref["max"], rtol=1e-5, atol=1e-7),
+          f"pass 1 maxima {maxima['max_preact']} != reference {ref['max'].tolist()}")
+    summ2 = run(out2, "sampling=paper", "seed=11")
+    check(summ2["params"]["sampling"] == "paper", "summary names the sampling")
+    n_outside_topk = n_ambiguous = 0
     for i in sorted(alive_ref):
         with open(os.path.join(out2, "features", f"{i}.json")) as f:
             fj = json.load(f)
-        want = [s for s in range(len(seqs)) if peak[s, i] > FRAC * ref_max[i]][:TOP_N]
-        got = sorted(e["doc_id"] for e in fj["examples"])
-        check(got == want, f"two-pass f{i}: {got} != paper's {want}")
-        check_intervals(check, fj, peak[:, i], float(ref_max[i]), True)
+        want = ref["examples"][i]
+        got = [e["doc_id"] for e in fj["examples"]]
+        check(got == want, f"paper f{i}: examples {got} != reference {want} (first {TOP_N} in shuffled order)")
+        check(math.isclose(fj["max_preact"], ref["max"][i], rel_tol=1e-5), f"paper f{i} max_preact")
+        check(len(fj["token_act"]) == len(want), f"paper f{i}: {len(fj['token_act'])} token_act examples, want {len(want)}")
+        for e, (pairs, s_) in enumerate(zip(fj["token_act"], want)):
+            wq, amb = ref["token_act"][i][e], ref["ambiguous"][i][e]
+            check([p[0] for p in pairs] == [p[0] for p in wq], f"paper f{i} example {e}: tokens")
+            for t, (p, w, a) in enumerate(zip(pairs, wq, amb)):
+                n_ambiguous += a
+                check(p[1] == w[1] or (a and abs(p[1] - w[1]) == 1),
+                      f"paper f{i} example {e} token {t}: {p[1]} != reference {w[1]}")
+            n_outside_topk += int(((ref["pre"][s_, :, i] > 0) & (dense[s_, :, i] == 0)).sum())
+        check_intervals(check, fj, peak[:, i], float(ref["max"][i]), True)
+    # The case is not vacuous: more sequences qualify than are kept (so the order decides), and
+    # stored values come from tokens outside the top-k (so the pre-activation decides).
+    n_more = sum(1 for i in alive_ref if ref["qualifying"][i] > TOP_N)
+    print(f"paper sampling: {n_more} features with more than {TOP_N} qualifying sequences, {n_outside_topk} stored "
+          f"values outside the top-k, {n_ambiguous} quantised values within 1e-5 of a step")
+    check(n_more >= 6 and n_outside_topk > 0, "the planted stream does not exercise the paper's sampling")
+    check(n_ambiguous <= 2, f"{n_ambiguous} quantised values at a step: change the fixture")
+
+    # Pass 2 on another stream than pass 1's is an error, not silently wrong examples.
+    half = os.path.join(tmp, "half.bin")
+    with open(msgs_path, "rb") as src, open(half, "wb") as dst:
+        for _ in range(3):
+            (n,) = struct.unpack("<I", src.read(4))
+            dst.write(struct.pack("<I", n) + src.read(n))
+    out3 = os.path.join(tmp, "run3")
+    r = subprocess.run([drive, "stage", half, f"sae={sae_dir}", f"out={out3}", "sampling=paper-max"],
+                       capture_output=True, text=True)
+    check(r.returncode == 0, f"pass 1 on half the stream: {r.stderr}")
+    r = subprocess.run([drive, "stage", msgs_path, f"sae={sae_dir}", f"out={out3}", "sampling=paper",
+                        f"max_from={os.path.join(out3, 'maxima.json')}"], capture_output=True, text=True)
+    check(r.returncode == 1 and "this stream has" in r.stderr and "paper-max" in r.stderr,
+          f"pass 2 on another stream: exit {r.returncode}, {r.stderr.strip()!r}")
 
     # The dashboard lists every alive feature and has a page for each.
     with open(os.path.join(out1, "index.html"), encoding="utf-8") as f:

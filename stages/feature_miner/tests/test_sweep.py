@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """A sweep over two checkpoints, through real pipelines: the planted activations are written to
 activation shards (zmq_in -> shard_writer), then `saeflow run --sweep ckpt=...` runs
-stages/feature_miner/mine_shards.saeflow (shard_source -> feature_miner) per checkpoint and
-`saeflow report` goes over both. Mining from shards must give what the stage gives on the messages
-directly (fm_drive): the same features, maxima, densities and top examples.
+stages/feature_miner/mine_shards.saeflow (shard_source -> feature_miner) per checkpoint, twice for
+the paper's two passes, and `saeflow report` goes over both. Mining from shards must give what the
+stage gives on the messages directly (fm_drive): the same features, maxima, densities and examples
+(the shuffled order hashes doc_id and pos, which the shards keep).
 usage: test_sweep.py SAEFLOW_EXE FM_DRIVE   (77 without the shards/bridge stages or pyzmq)
 """
 import json
@@ -15,6 +16,9 @@ import sys
 import tempfile
 
 try:
+    import msgpack
+    import msgpack_numpy
+    import numpy as np
     import zmq
 except ImportError as e:
     print(f"skip: {e}")
@@ -66,21 +70,40 @@ def main():
         os.makedirs(os.path.join(runs, ck))
         shutil.copytree(shards, os.path.join(runs, ck, "acts"))
         shutil.copytree(fx["sae_dir"], os.path.join(runs, ck, "sae"))
-    r = subprocess.run([SAEFLOW, "run", os.path.join(ROOT, "stages", "feature_miner", "mine_shards.saeflow"),
-                        "--no-progress", "--sweep", "ckpt=ckpt_a,ckpt_b", f"runs={runs}", f"tokenizer={fx['vocab_path']}"],
-                       capture_output=True, text=True, timeout=300)
-    check(r.returncode == 0, f"saeflow run --sweep exit {r.returncode}: {r.stdout}\n{r.stderr}")
+    for sampling in ("paper-max", "paper"):  # the paper's two passes, each a sweep
+        r = subprocess.run([SAEFLOW, "run", os.path.join(ROOT, "stages", "feature_miner", "mine_shards.saeflow"),
+                            "--no-progress", "--sweep", "ckpt=ckpt_a,ckpt_b", f"runs={runs}",
+                            f"tokenizer={fx['vocab_path']}", f"sampling={sampling}"],
+                           capture_output=True, text=True, timeout=300)
+        check(r.returncode == 0, f"saeflow run --sweep sampling={sampling} exit {r.returncode}: {r.stdout}\n{r.stderr}")
+        if r.returncode:
+            break
     if r.returncode == 0:
         r = subprocess.run([SAEFLOW, "report", os.path.join(runs, "ckpt_a"), os.path.join(runs, "ckpt_b"),
                             "--out", os.path.join(runs, "report")], capture_output=True, text=True, timeout=120)
         check(r.returncode == 0, f"saeflow report exit {r.returncode}: {r.stdout}\n{r.stderr}")
     check(os.path.exists(os.path.join(runs, "report", "report.html")), "no report.html")
 
-    # The same messages through fm_drive, for comparison.
+    # The same sequences through fm_drive, for comparison, in the batches shard_source replays
+    # (batch_seqs = 32): floats are bit-identical only for the same grouping of rows into sgemms.
+    regrouped = os.path.join(tmp, "acts32.bin")
+    with open(fx["msgs_path"], "rb") as f:
+        msgs = []
+        while hdr := f.read(4):
+            msgs.append(msgpack.unpackb(f.read(struct.unpack("<I", hdr)[0]), object_hook=msgpack_numpy.decode))
+    with open(regrouped, "wb") as f:
+        whole = {k: np.concatenate([m[k] for m in msgs]) for k in ("acts", "tokens", "doc_id", "pos")}
+        labels = [lab for m in msgs for lab in m["label"]]
+        for b0 in range(0, len(labels), 32):
+            m = dict(msgs[0], **{k: v[b0:b0 + 32] for k, v in whole.items()}, label=labels[b0:b0 + 32])
+            blob = msgpack.packb(m, default=msgpack_numpy.encode, use_bin_type=True)
+            f.write(struct.pack("<I", len(blob)) + blob)
     direct = os.path.join(tmp, "direct")
-    d = subprocess.run([DRIVE, "stage", fx["msgs_path"], f"sae={fx['sae_dir']}", f"out={direct}",
-                        f"tokenizer={fx['vocab_path']}", "html=false"], capture_output=True, text=True)
-    check(d.returncode == 0, f"fm_drive: {d.stderr}")
+    for sampling in ("paper-max", "paper"):
+        d = subprocess.run([DRIVE, "stage", regrouped, f"sae={fx['sae_dir']}", f"out={direct}",
+                            f"tokenizer={fx['vocab_path']}", "html=false", f"sampling={sampling}"],
+                           capture_output=True, text=True)
+        check(d.returncode == 0, f"fm_drive sampling={sampling}: {d.stderr}")
     if r.returncode == 0 and d.returncode == 0:
         with open(os.path.join(direct, "summary.json")) as f:
             want = json.load(f)

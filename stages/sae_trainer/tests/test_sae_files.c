@@ -28,8 +28,9 @@ static void write_file(const char *path, const char *text) {
 }
 
 /* Top-k of a dense double reference for one row: the k largest positive pre-activations. */
-static void reference_encode(const sae_model *m, const float *x, int32_t *idx, double *val) {
-    double *pre = malloc((size_t)m->n * sizeof(double)), xn[256], nrm = 0;
+/* Every latent's pre-activation W_enc (norm(x) - b_dec) + b_enc, in double. */
+static void reference_preacts(const sae_model *m, const float *x, double *pre) {
+    double xn[256], nrm = 0;
     for (int c = 0; c < m->d; c++) nrm += (double)x[c] * x[c];
     for (int c = 0; c < m->d; c++) {
         double f = m->norm == SAE_NORM_UNIT ? 1 / sqrt(nrm) : m->norm == SAE_NORM_SCALAR ? m->norm_scale : 1;
@@ -40,6 +41,11 @@ static void reference_encode(const sae_model *m, const float *x, int32_t *idx, d
         for (int c = 0; c < m->d; c++) s += (double)m->W_enc[(size_t)i * m->d + c] * xn[c];
         pre[i] = s;
     }
+}
+
+static void reference_encode(const sae_model *m, const float *x, int32_t *idx, double *val) {
+    double *pre = malloc((size_t)m->n * sizeof(double));
+    reference_preacts(m, x, pre);
     for (int j = 0; j < m->k; j++) {
         int best = -1;
         for (int i = 0; i < m->n; i++)
@@ -131,6 +137,28 @@ int main(void) {
         }
         CHECK(wbad == 0 && wworst < 1e-5, "n=2048 k=32 normalize=%s: encode matches the reference (%d index "
               "mismatches, max value diff %g)", sae_norm_name(wide.norm), wbad, wworst);
+        /* sae_encode_preacts: the same top-k bit for bit, every pre-activation against the
+         * reference, and the top-k values are exactly the pre-activations of their latents. */
+        int32_t *pidx = malloc((size_t)rows * 32 * sizeof(int32_t));
+        float *pval = malloc((size_t)rows * 32 * sizeof(float)), *pre = malloc((size_t)rows * 2048 * sizeof(float));
+        double *rpre = malloc(2048 * sizeof(double));
+        CHECK(sae_encode_preacts(&wide, x, rows, pidx, pval, pre) == SF_OK, "encode_preacts");
+        CHECK(memcmp(pidx, widx, (size_t)rows * 32 * sizeof(int32_t)) == 0 &&
+              memcmp(pval, wval, (size_t)rows * 32 * sizeof(float)) == 0,
+              "normalize=%s: sae_encode_preacts gives sae_encode's top-k", sae_norm_name(wide.norm));
+        double pworst = 0;
+        int pbad = 0;
+        for (int r = 0; r < rows; r++) {
+            reference_preacts(&wide, x + r * d, rpre);
+            for (int i = 0; i < 2048; i++) pworst = fmax(pworst, fabs(rpre[i] - pre[(size_t)r * 2048 + i]));
+            for (int j = 0; j < 32; j++) pbad += pidx[r * 32 + j] >= 0 && pre[(size_t)r * 2048 + pidx[r * 32 + j]] != pval[r * 32 + j];
+        }
+        CHECK(pworst < 1e-5 && pbad == 0, "normalize=%s: pre-activations match the reference (max diff %g), top-k "
+              "values are theirs (%d differ)", sae_norm_name(wide.norm), pworst, pbad);
+        free(pidx);
+        free(pval);
+        free(pre);
+        free(rpre);
         free(widx);
         free(wval);
 
