@@ -84,8 +84,8 @@ def main():
     run(msgpack.packb([1, 2]), "not a MessagePack map")
     run(b"\x93\x01\x02", "not valid MessagePack")
     run(good(), "top_n", top_n=0)
-    run(good(), "sampling = bogus", sampling="bogus")
-    run(good(), "max_from is read by sampling = paper", max_from="/nonexistent/maxima.json")
+    run(good(), "parameter 'sampling': 'bogus'", sampling="bogus")
+    run(good(), "parameter 'max_from': is read by sampling = paper", max_from="/nonexistent/maxima.json")
     run(good(), "/nonexistent/maxima.json", sampling="paper", max_from="/nonexistent/maxima.json")
     run(good(), "sampling = paper-max first", sampling="paper")  # no pass 1 in out
     bad_maxima = os.path.join(tmp, "maxima.json")
