@@ -202,7 +202,8 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
         if (tok64[i] < INT32_MIN || tok64[i] > INT32_MAX) rc = sf_fail("activations 'tokens': id %lld out of range", (long long)tok64[i]);
         s->tok[i] = (int32_t)tok64[i];
     }
-    if (rc == SF_OK) rc = sae_encode(&s->sae, s->x, rows, s->idx, s->val);
+    /* sequence by sequence: the same bits however the sequences are grouped into messages */
+    if (rc == SF_OK) rc = sae_encode(&s->sae, s->x, rows, T, s->idx, s->val);
     int k = s->sae.k;
     for (int64_t b = 0; rc == SF_OK && b < B; b++) {
         const char *label = "";
