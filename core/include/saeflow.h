@@ -83,6 +83,18 @@ SF_EXPORT void *sf_realloc(void *p, const char *what, size_t n, size_t size);
 /* strdup that fails the same way. */
 SF_EXPORT char *sf_strdup(const char *what, const char *s);
 
+/* ---------------------------------------------------------------------------------------------- */
+/* OpenBLAS on one thread                                                                      */
+
+/* Stages that split their sgemms over their own threads in fixed tiles (so that results do not
+ * depend on the thread count: under some kernels, e.g. Haswell, an element's rounding depends on
+ * where it falls inside a call, and so on OpenBLAS's own split over its threads) run them between
+ * enter and leave. OpenBLAS's thread count is global to the process: these count the users across
+ * all stages, set 1 for the first and restore the saved count after the last. The caller passes
+ * OpenBLAS's openblas_get_num_threads / openblas_set_num_threads (saeflow itself does not link it). */
+SF_EXPORT void sf_blas_single_enter(int (*get_threads)(void), void (*set_threads)(int));
+SF_EXPORT void sf_blas_single_leave(void (*set_threads)(int));
+
 /* ------------------------------------------------------------------------------------------ */
 /* Tensors                                                                                     */
 

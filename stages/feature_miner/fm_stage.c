@@ -328,8 +328,9 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
         if (tok64[i] < INT32_MIN || tok64[i] > INT32_MAX) rc = sf_fail("activations 'tokens': id %lld out of range", (long long)tok64[i]);
         s->tok[i] = (int32_t)tok64[i];
     }
-    /* Encoded in groups of whole sequences: all at once for the top-k alone; in the paper's modes
-     * as many as FM_PRE_FLOATS pre-activations allow. */
+    /* Encoded in groups of whole sequences (all at once for the top-k alone; in the paper's modes as
+     * many as FM_PRE_FLOATS pre-activations allow), each sequence its own block: the same bits
+     * however the sequences are grouped into messages. */
     int k = s->sae.k, n = s->sae.n;
     int64_t group = B;
     if (rc == SF_OK && s->sampling != SAMPLING_STRONGEST) {
@@ -346,8 +347,8 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
     for (int64_t b0 = 0; rc == SF_OK && b0 < B; b0 += group) {
         int64_t g = B - b0 < group ? B - b0 : group, r0 = b0 * T;
         rc = s->sampling == SAMPLING_STRONGEST
-                 ? sae_encode(&s->sae, s->x + r0 * s->sae.d, g * T, s->idx + r0 * k, s->val + r0 * k)
-                 : sae_encode_preacts(&s->sae, s->x + r0 * s->sae.d, g * T, s->idx + r0 * k, s->val + r0 * k, s->pre);
+                 ? sae_encode(&s->sae, s->x + r0 * s->sae.d, g * T, T, s->idx + r0 * k, s->val + r0 * k)
+                 : sae_encode_preacts(&s->sae, s->x + r0 * s->sae.d, g * T, T, s->idx + r0 * k, s->val + r0 * k, s->pre);
         for (int64_t b = b0; rc == SF_OK && b < b0 + g; b++) {
             const char *label = "";
             size_t label_len = 0;

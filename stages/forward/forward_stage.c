@@ -41,7 +41,7 @@ static int fwd_sae_fn(void *ctx, float *acts, int batch, int seq, int width) {
             return SF_ERR;
         a->cap = rows;
     }
-    if (sae_reconstruct(&a->m, acts, (int64_t)rows, a->xhat) != SF_OK) return SF_ERR;
+    if (sae_reconstruct(&a->m, acts, (int64_t)rows, seq, a->xhat) != SF_OK) return SF_ERR;
     for (size_t i = 0; i < rows; i++)
         if (i % seq || a->tok[i] != a->bos_id) memcpy(acts + i * width, a->xhat + i * width, width * sizeof *acts);
     return SF_OK;

@@ -63,15 +63,20 @@ void sae_normalize(const sae_model *m, float *x, int64_t rows, float *norms);
 
 /* Encodes raw activations x[rows][d] (normalisation applied inside, x unchanged): for each row
  * the k largest positive pre-activations, idx[r*k + j] / val[r*k + j], sorted by value, highest
- * first; unused slots (fewer than k positive) have idx -1 and val 0. Runs on sae_lib's thread pool
- * (callers in several threads take turns). SF_OK or SF_ERR. */
-int sae_encode(const sae_model *m, const float *x, int64_t rows, int32_t *idx, float *val);
+ * first; unused slots (fewer than k positive) have idx -1 and val 0. The rows are blocks of `block`
+ * rows (sequences; block = rows: one block), and a row's result depends only on its own block, not on
+ * which other blocks share the call nor on the thread count: encoding sequences one message at a
+ * time or all at once gives the same bits. Runs on sae_lib's thread pool (callers in several
+ * threads take turns). SF_OK or SF_ERR (rows not a multiple of block). */
+int sae_encode(const sae_model *m, const float *x, int64_t rows, int64_t block, int32_t *idx, float *val);
 
 /* sae_encode, and also every latent's pre-activation W_enc (x - b_dec) + b_enc (x normalised),
  * before ReLU and top-k, into pre[rows][n]: the values the paper's feature collection hooks
  * (llm-jp-sae hooks sae.encoder, the linear layer). The top-k values in val are exactly these
- * floats. The caller bounds rows (pre holds rows * n floats). SF_OK or SF_ERR. */
-int sae_encode_preacts(const sae_model *m, const float *x, int64_t rows, int32_t *idx, float *val, float *pre);
+ * floats, in the same blocks as sae_encode's. The caller bounds rows (pre holds rows * n floats).
+ * SF_OK or SF_ERR. */
+int sae_encode_preacts(const sae_model *m, const float *x, int64_t rows, int64_t block, int32_t *idx, float *val,
+                       float *pre);
 
 /* Reconstructs activations xhat[rows][d] from idx/val as sae_encode returns them: in the input's
  * raw space when norms holds the factors sae_normalize returned for these rows, in the SAE's
@@ -80,8 +85,8 @@ void sae_decode(const sae_model *m, const int32_t *idx, const float *val, int64_
                 const float *norms, float *xhat);
 
 /* Raw activations x[rows][d] -> their reconstruction xhat[rows][d] in the same raw space
- * (encode, decode, input normalisation undone). SF_OK or SF_ERR. */
-int sae_reconstruct(const sae_model *m, const float *x, int64_t rows, float *xhat);
+ * (encode, decode, input normalisation undone), in blocks of `block` rows as sae_encode. SF_OK or SF_ERR. */
+int sae_reconstruct(const sae_model *m, const float *x, int64_t rows, int64_t block, float *xhat);
 
 /* Loads a model directory in any of the three layouts (detected). Our own config adds the
  * normalisation ("saeflow_normalize": "unit"|"scalar"|"none", "saeflow_norm_scale"); without it

@@ -26,8 +26,10 @@ static inline int sae_chunk_rows(int n) {
 float *sae_alloc_floats(size_t count);
 
 /* Pre-activations without the encoder bias of rows xc[rows][d] (already normalised, b_dec
- * subtracted) into pre[rows][n]: pre = xc W_enc^T (one sgemm); sae_topk_row adds b_enc. */
-void sae_preacts(const sae_model *m, const float *xc, int rows, float *pre);
+ * subtracted) into pre[rows][n]: pre = xc W_enc^T; sae_topk_row adds b_enc. The rows come in
+ * blocks of `block` rows (the last may be shorter), computed apart: a row's result depends only on
+ * its block, never on the other blocks of the call or on the thread count (see sae_model.c). */
+void sae_preacts(const sae_model *m, const float *xc, int rows, int block, float *pre);
 
 /* The k largest values of pre[i] + bias[i], i < n, that are > 0 and whose latent is allowed (mask NULL: all;
  * else mask[i] != 0), sorted by value descending, unused slots idx -1 / val 0. Returns how many. */

@@ -117,9 +117,40 @@ void sae_normalize(const sae_model *m, float *x, int64_t rows, float *norms) {
     }
 }
 
-void sae_preacts(const sae_model *m, const float *xc, int rows, float *pre) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, m->n, m->d, 1.0f, xc, m->d,
-                m->W_enc, m->d, 0.0f, pre, m->n);
+/* The encoder's sgemm in fixed tiles: a block of rows (the caller's) by SAE_PREACT_COLS latents,
+ * each tile one single-threaded sgemm, the tiles spread over sae_lib's pool. Fixed tiles because
+ * under some OpenBLAS kernels an element's rounding depends on its place inside the call (Haswell's
+ * sgemm kernel sums even and odd k apart for rows past the last multiple of 12 and for the edge
+ * columns of a block) and so also on OpenBLAS's own split over its threads: with tiles that depend
+ * on neither the grouping of the blocks nor the thread count, a row's pre-activations are the same
+ * bits whichever other rows share the call, on any number of threads. */
+enum { SAE_PREACT_COLS = 1024 };
+
+typedef struct sae_preact_job {
+    const sae_model *m;
+    const float *xc;
+    float *pre;
+    int rows, block, col_tiles;
+} sae_preact_job;
+
+static void sae_preact_tiles(void *ctx, int tid, int64_t b, int64_t e) {
+    (void)tid;
+    const sae_preact_job *j = ctx;
+    int n = j->m->n, d = j->m->d;
+    for (int64_t t = b; t < e; t++) {
+        int c0 = (int)(t % j->col_tiles) * SAE_PREACT_COLS, r0 = (int)(t / j->col_tiles) * j->block;
+        int cols = n - c0 < SAE_PREACT_COLS ? n - c0 : SAE_PREACT_COLS, rows = j->rows - r0 < j->block ? j->rows - r0 : j->block;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, d, 1.0f, j->xc + (size_t)r0 * d, d,
+                    j->m->W_enc + (size_t)c0 * d, d, 0.0f, j->pre + (size_t)r0 * n + c0, n);
+    }
+}
+
+void sae_preacts(const sae_model *m, const float *xc, int rows, int block, float *pre) {
+    sae_preact_job j = {m, xc, pre, rows, block, (m->n + SAE_PREACT_COLS - 1) / SAE_PREACT_COLS};
+    int64_t tiles = (int64_t)j.col_tiles * ((rows + block - 1) / block);
+    sf_blas_single_enter(openblas_get_num_threads, openblas_set_num_threads);
+    sae_parallel_for(tiles, 1, sae_preact_tiles, &j);
+    sf_blas_single_leave(openblas_set_num_threads);
 }
 
 /* Min-heap of (value, index) on the value: the root is the smallest kept value. */
@@ -345,12 +376,17 @@ static void sae_topk_rows(void *ctx, int tid, int64_t b, int64_t e) {
 }
 
 /* The encoding of sae_encode; with pre_out, pre_out[rows][n] is the pre-activation buffer itself
- * (one sgemm over all rows) and receives b_enc added after the top-k (which adds it the same way,
+ * (one pass over all rows) and receives b_enc added after the top-k (which adds it the same way,
  * so its values are exactly those floats); without, a chunk-sized buffer is reused. */
-static int sae_encode_rows(const sae_model *m, const float *x, int64_t rows, int32_t *idx, float *val,
+static int sae_encode_rows(const sae_model *m, const float *x, int64_t rows, int64_t block, int32_t *idx, float *val,
                            float *pre_out) {
     int d = m->d, n = m->n, k = m->k;
-    int chunk = pre_out || rows < sae_chunk_rows(n) ? (int)rows : sae_chunk_rows(n);
+    if (rows == 0) return SF_OK;
+    if (block < 1 || block > rows || rows % block || block > INT_MAX || (pre_out && rows > INT_MAX))
+        return sf_fail("sae_encode: %lld rows are not blocks of %lld", (long long)rows, (long long)block);
+    /* chunks of whole blocks (one block when a block is longer than a chunk) */
+    int64_t whole = sae_chunk_rows(n) / block * block;
+    int chunk = (int)(pre_out || rows < whole ? rows : whole > 0 ? whole : block);
     float *xc = sae_alloc_floats((size_t)chunk * d);
     /* Not zeroed: sgemm overwrites it, and this runs once per message in the miner. */
     float *pre = pre_out ? pre_out : aligned_alloc(64, ((size_t)chunk * n * sizeof(float) + 63) & ~(size_t)63);
@@ -365,7 +401,7 @@ static int sae_encode_rows(const sae_model *m, const float *x, int64_t rows, int
         sae_normalize(m, xc, c, NULL);
         for (int r = 0; r < c; r++)
             for (int j = 0; j < d; j++) xc[(size_t)r * d + j] -= m->b_dec[j];
-        sae_preacts(m, xc, c, pre);
+        sae_preacts(m, xc, c, (int)block, pre);
         sae_topk_job job = {m, pre, idx + r0 * k, val + r0 * k};
         sae_parallel_for(c, 32, sae_topk_rows, &job);
     }
@@ -379,14 +415,15 @@ static int sae_encode_rows(const sae_model *m, const float *x, int64_t rows, int
     return SF_OK;
 }
 
-int sae_encode(const sae_model *m, const float *x, int64_t rows, int32_t *idx, float *val) {
-    return sae_encode_rows(m, x, rows, idx, val, NULL);
+int sae_encode(const sae_model *m, const float *x, int64_t rows, int64_t block, int32_t *idx, float *val) {
+    return sae_encode_rows(m, x, rows, block, idx, val, NULL);
 }
 
-int sae_encode_preacts(const sae_model *m, const float *x, int64_t rows, int32_t *idx, float *val, float *pre) {
+int sae_encode_preacts(const sae_model *m, const float *x, int64_t rows, int64_t block, int32_t *idx, float *val,
+                       float *pre) {
     if (rows > INT_MAX || (rows > 0 && (uint64_t)rows > SIZE_MAX / sizeof(float) / (uint64_t)m->n))
         return sf_fail("sae_encode_preacts: %lld rows x %d latents do not fit in memory", (long long)rows, m->n);
-    return sae_encode_rows(m, x, rows, idx, val, pre);
+    return sae_encode_rows(m, x, rows, block, idx, val, pre);
 }
 
 typedef struct sae_decode_job {
@@ -427,10 +464,10 @@ void sae_decode(const sae_model *m, const int32_t *idx, const float *val, int64_
     sae_parallel_for(rows, 64, sae_decode_rows, &job);
 }
 
-int sae_reconstruct(const sae_model *m, const float *x, int64_t rows, float *xhat) {
+int sae_reconstruct(const sae_model *m, const float *x, int64_t rows, int64_t block, float *xhat) {
     int32_t *idx = malloc((size_t)rows * m->k * sizeof *idx);
     float *val = malloc((size_t)rows * m->k * sizeof *val), *norms = malloc((size_t)rows * sizeof *norms);
-    int rc = idx && val && norms ? sae_encode(m, x, rows, idx, val) : sf_fail("sae_reconstruct: out of memory");
+    int rc = idx && val && norms ? sae_encode(m, x, rows, block, idx, val) : sf_fail("sae_reconstruct: out of memory");
     if (rc == SF_OK) {
         memcpy(xhat, x, (size_t)rows * m->d * sizeof *xhat);
         sae_normalize(m, xhat, rows, norms); /* only for the factors: decode overwrites xhat */

@@ -774,7 +774,7 @@ static int eval_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *ms
     }
     if (eval_add_losses(s, msg, rows) != SF_OK) return SF_ERR;
     rows_to_f32(&a, 0, rows, s->xn);
-    if (sae_encode(m, s->xn, rows, s->idx, s->val) != SF_OK) return SF_ERR;
+    if (sae_encode(m, s->xn, rows, rows, s->idx, s->val) != SF_OK) return SF_ERR;
     sae_normalize(m, s->xn, rows, NULL);
     sae_decode(m, s->idx, s->val, rows, NULL, s->xhat);
     for (int64_t r = 0; r < rows; r++) {

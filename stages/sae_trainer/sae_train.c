@@ -309,7 +309,7 @@ static void sae_forward_encode(sae_trainer *t) {
     sae_parallel_for(B, 64, sae_job_center, t);
     for (int r0 = 0; r0 < B; r0 += t->chunk) {
         int c = B - r0 < t->chunk ? B - r0 : t->chunk;
-        sae_preacts(t->m, t->xc + (size_t)r0 * d, c, t->pre);
+        sae_preacts(t->m, t->xc + (size_t)r0 * d, c, c, t->pre); /* the chunk as one block: batches are fixed */
         t->cur.r0 = r0;
         sae_parallel_for(c, 32, sae_job_topk, t);
     }

@@ -16,9 +16,6 @@ import sys
 import tempfile
 
 try:
-    import msgpack
-    import msgpack_numpy
-    import numpy as np
     import zmq
 except ImportError as e:
     print(f"skip: {e}")
@@ -84,23 +81,11 @@ def main():
         check(r.returncode == 0, f"saeflow report exit {r.returncode}: {r.stdout}\n{r.stderr}")
     check(os.path.exists(os.path.join(runs, "report", "report.html")), "no report.html")
 
-    # The same sequences through fm_drive, for comparison, in the batches shard_source replays
-    # (batch_seqs = 32): floats are bit-identical only for the same grouping of rows into sgemms.
-    regrouped = os.path.join(tmp, "acts32.bin")
-    with open(fx["msgs_path"], "rb") as f:
-        msgs = []
-        while hdr := f.read(4):
-            msgs.append(msgpack.unpackb(f.read(struct.unpack("<I", hdr)[0]), object_hook=msgpack_numpy.decode))
-    with open(regrouped, "wb") as f:
-        whole = {k: np.concatenate([m[k] for m in msgs]) for k in ("acts", "tokens", "doc_id", "pos")}
-        labels = [lab for m in msgs for lab in m["label"]]
-        for b0 in range(0, len(labels), 32):
-            m = dict(msgs[0], **{k: v[b0:b0 + 32] for k, v in whole.items()}, label=labels[b0:b0 + 32])
-            blob = msgpack.packb(m, default=msgpack_numpy.encode, use_bin_type=True)
-            f.write(struct.pack("<I", len(blob)) + blob)
+    # The same sequences through fm_drive, for comparison, in the messages as written (other sizes than
+    # shard_source's batches of 32: the SAE encodes sequence by sequence, so the grouping must not matter).
     direct = os.path.join(tmp, "direct")
     for sampling in ("paper-max", "paper"):
-        d = subprocess.run([DRIVE, "stage", regrouped, f"sae={fx['sae_dir']}", f"out={direct}",
+        d = subprocess.run([DRIVE, "stage", fx["msgs_path"], f"sae={fx['sae_dir']}", f"out={direct}",
                             f"tokenizer={fx['vocab_path']}", "html=false", f"sampling={sampling}"],
                            capture_output=True, text=True)
         check(d.returncode == 0, f"fm_drive sampling={sampling}: {d.stderr}")

@@ -90,8 +90,8 @@ int main(void) {
             float xr[4 * 24], v1[4 * 5], v2[4 * 5], h1[4 * 24], h2[4 * 24], nr[4];
             int32_t i1[4 * 5], i2[4 * 5];
             for (int i = 0; i < 4 * d; i++) xr[i] = 2 * frand();
-            sae_encode(&m, xr, 4, i1, v1);
-            sae_encode(&r, xr, 4, i2, v2);
+            sae_encode(&m, xr, 4, 4, i1, v1);
+            sae_encode(&r, xr, 4, 4, i2, v2);
             memcpy(h1, xr, sizeof h1);
             sae_normalize(&m, h1, 4, nr);
             sae_decode(&m, i1, v1, 4, nr, h1);
@@ -123,7 +123,7 @@ int main(void) {
         wide.norm = (sae_norm_mode)mode;
         int32_t *widx = malloc((size_t)rows * 32 * sizeof(int32_t));
         float *wval = malloc((size_t)rows * 32 * sizeof(float));
-        CHECK(sae_encode(&wide, x, rows, widx, wval) == SF_OK, "encode");
+        CHECK(sae_encode(&wide, x, rows, rows, widx, wval) == SF_OK, "encode");
         double wworst = 0;
         int wbad = 0;
         for (int r = 0; r < rows; r++) {
@@ -142,7 +142,7 @@ int main(void) {
         int32_t *pidx = malloc((size_t)rows * 32 * sizeof(int32_t));
         float *pval = malloc((size_t)rows * 32 * sizeof(float)), *pre = malloc((size_t)rows * 2048 * sizeof(float));
         double *rpre = malloc(2048 * sizeof(double));
-        CHECK(sae_encode_preacts(&wide, x, rows, pidx, pval, pre) == SF_OK, "encode_preacts");
+        CHECK(sae_encode_preacts(&wide, x, rows, rows, pidx, pval, pre) == SF_OK, "encode_preacts");
         CHECK(memcmp(pidx, widx, (size_t)rows * 32 * sizeof(int32_t)) == 0 &&
               memcmp(pval, wval, (size_t)rows * 32 * sizeof(float)) == 0,
               "normalize=%s: sae_encode_preacts gives sae_encode's top-k", sae_norm_name(wide.norm));
@@ -162,7 +162,7 @@ int main(void) {
         free(widx);
         free(wval);
 
-        CHECK(sae_encode(&m, x, rows, idx, val) == SF_OK, "encode");
+        CHECK(sae_encode(&m, x, rows, rows, idx, val) == SF_OK, "encode");
         double worst = 0;
         int idx_bad = 0;
         for (int r = 0; r < rows; r++) {
