@@ -61,6 +61,7 @@ static int st_entry(const char *path, const char *name, json_t *v, const uint8_t
     t->name = name;
     t->t.ndim = (int)json_array_size(shape);
     uint64_t nbytes = sf_dtype_size(t->t.dtype);
+    char shape_text[200] = "[";
     for (int i = 0; i < t->t.ndim; i++) {
         json_t *d = json_array_get(shape, (size_t)i);
         if (!json_is_integer(d) || json_integer_value(d) < 0 || json_integer_value(d) > (1ll << 40)) {
@@ -68,22 +69,76 @@ static int st_entry(const char *path, const char *name, json_t *v, const uint8_t
             return st_bad(path, what);
         }
         t->t.shape[i] = json_integer_value(d);
-        nbytes *= (uint64_t)t->t.shape[i]; /* each factor < 2^40 and at most 8 of them, but check */
-        if (nbytes > data_len) {
-            snprintf(what, sizeof what, "tensor '%s' is larger than the file's data", name);
+        size_t used = strlen(shape_text);
+        snprintf(shape_text + used, sizeof shape_text - used, "%s%lld", i ? ", " : "", (long long)t->t.shape[i]);
+        if (__builtin_mul_overflow(nbytes, (uint64_t)t->t.shape[i], &nbytes) || nbytes > data_len) {
+            snprintf(what, sizeof what, "tensor '%s' (%s, shape [...%lld at dimension %d]) is larger than the file's data "
+                     "(%llu bytes)", name, sf_dtype_name(t->t.dtype), (long long)t->t.shape[i], i,
+                     (unsigned long long)data_len);
             return st_bad(path, what);
         }
     }
+    strncat(shape_text, "]", sizeof shape_text - strlen(shape_text) - 1);
     json_t *b = json_array_get(offs, 0), *e = json_array_get(offs, 1);
     if (!json_is_integer(b) || !json_is_integer(e) || json_integer_value(b) < 0 ||
-        json_integer_value(e) < json_integer_value(b) || (uint64_t)json_integer_value(e) > data_len ||
-        (uint64_t)(json_integer_value(e) - json_integer_value(b)) != nbytes) {
-        snprintf(what, sizeof what, "tensor '%s' has data_offsets outside the file or not matching its shape (file truncated?)", name);
+        json_integer_value(e) < json_integer_value(b)) {
+        snprintf(what, sizeof what, "tensor '%s' has data_offsets that are not [begin, end] with 0 <= begin <= end", name);
+        return st_bad(path, what);
+    }
+    uint64_t begin = (uint64_t)json_integer_value(b), end = (uint64_t)json_integer_value(e);
+    if (end > data_len) {
+        snprintf(what, sizeof what, "tensor '%s' has data_offsets [%llu, %llu] past the end of the data (%llu bytes): "
+                 "file truncated?", name, (unsigned long long)begin, (unsigned long long)end, (unsigned long long)data_len);
+        return st_bad(path, what);
+    }
+    if (end - begin != nbytes) {
+        snprintf(what, sizeof what, "tensor '%s' is %s of shape %s, %llu bytes, but its data_offsets [%llu, %llu] hold %llu",
+                 name, sf_dtype_name(t->t.dtype), shape_text, (unsigned long long)nbytes, (unsigned long long)begin,
+                 (unsigned long long)end, (unsigned long long)(end - begin));
         return st_bad(path, what);
     }
     t->t.data = data + json_integer_value(b);
     t->t.nbytes = nbytes;
     return SF_OK;
+}
+
+static int st_by_offset(const void *a, const void *b) {
+    const sf_st_tensor *x = *(const sf_st_tensor *const *)a, *y = *(const sf_st_tensor *const *)b;
+    const uint8_t *xb = x->t.data, *yb = y->t.data;
+    if (xb != yb) return xb < yb ? -1 : 1;
+    return (x->t.nbytes > y->t.nbytes) - (x->t.nbytes < y->t.nbytes);
+}
+
+/* As the reference implementation (Metadata::validate): the tensors, in offset order, tile the data
+ * section exactly, from 0 to its end. An overlap would make two tensors share bytes, a gap or a
+ * tail would hide bytes no tensor owns (a polyglot file); either way the header lies. */
+static int st_check_tiling(const char *path, const sf_st_file *f, const uint8_t *data, uint64_t data_len) {
+    const sf_st_tensor **order = malloc((f->count ? f->count : 1) * sizeof *order);
+    if (!order) return sf_fail("%s: out of memory sorting %zu tensors", path, f->count);
+    for (size_t i = 0; i < f->count; i++) order[i] = &f->tensors[i];
+    qsort(order, f->count, sizeof *order, st_by_offset);
+    uint64_t at = 0;
+    char what[600];
+    int rc = SF_OK;
+    for (size_t i = 0; i < f->count && rc == SF_OK; i++) {
+        uint64_t begin = (uint64_t)((const uint8_t *)order[i]->t.data - data);
+        if (begin != at) {
+            snprintf(what, sizeof what,
+                     "tensor '%s' starts at data offset %llu, but the tensors before it end at %llu (%s): "
+                     "data_offsets must tile the data without overlaps or gaps",
+                     order[i]->name, (unsigned long long)begin, (unsigned long long)at,
+                     begin < at ? "an overlap" : "a gap");
+            rc = st_bad(path, what);
+        }
+        at = begin + order[i]->t.nbytes;
+    }
+    if (rc == SF_OK && at != data_len) {
+        snprintf(what, sizeof what, "the tensors end at data offset %llu but the data is %llu bytes (%s)",
+                 (unsigned long long)at, (unsigned long long)data_len, "bytes no tensor owns after the last one");
+        rc = st_bad(path, what);
+    }
+    free(order);
+    return rc;
 }
 
 sf_st_file *sf_st_open(const char *path) {
@@ -122,6 +177,10 @@ sf_st_file *sf_st_open(const char *path) {
     const uint8_t *data = p + 8 + hlen;
     uint64_t data_len = f->map_len - 8 - hlen;
     f->tensors = calloc(json_object_size(f->header) + 1, sizeof *f->tensors);
+    if (!f->tensors) {
+        sf_fail("%s: out of memory for %zu tensor entries", path, json_object_size(f->header));
+        goto fail;
+    }
     const char *name;
     json_t *v;
     json_object_foreach(f->header, name, v) {
@@ -139,6 +198,7 @@ sf_st_file *sf_st_open(const char *path) {
         if (st_entry(path, name, v, data, data_len, &f->tensors[f->count]) != SF_OK) goto fail;
         f->count++;
     }
+    if (st_check_tiling(path, f, data, data_len) != SF_OK) goto fail;
     return f;
 fail:
     sf_st_close(f);
