@@ -22,7 +22,7 @@ typedef struct fm_state {
     fm_miner *miner;
     fm_vocab vocab;
     float *known_max;
-    int drop_bos;
+    int drop_bos, accept_mismatch;
     char *sae_dir, *out_dir, *model_dir, *want_hook;
     char *checkpoint, *hook, *model_name; /* from the first message */
     int logit_top;
@@ -98,6 +98,7 @@ static int fm_init(sf_ctx *ctx, void **out) {
     s->miner = fm_miner_new(&cfg);
     if (!s->miner) return SF_ERR;
     s->drop_bos = sf_param_bool(ctx, "drop_bos");
+    s->accept_mismatch = sf_param_bool(ctx, "accept_sae_mismatch");
     s->logit_top = (int)sf_param_int(ctx, "logit_top");
     s->info = (fm_info){
         .sae_dir = s->sae_dir,
@@ -175,9 +176,13 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
     int64_t B = acts.shape[0], T = acts.shape[1], rows = B * T;
     if (B == 0 || T == 0) return SF_OK; /* an empty batch: nothing to mine */
     if (B < 0 || T < 0 || T > INT_MAX / 2) return sf_fail("activations: bad shape [%lld, %lld, d]", (long long)B, (long long)T);
-    note_meta(msg, "checkpoint", &s->checkpoint);
-    if (!s->hook) s->hook = strndup(hook, hook_len);
-    note_meta(msg, "model", &s->model_name);
+    if (!s->hook) { /* the first message: is it what the SAE was trained on? */
+        s->hook = strndup(hook, hook_len);
+        note_meta(msg, "checkpoint", &s->checkpoint);
+        note_meta(msg, "model", &s->model_name);
+        if (sae_check_source(&s->sae, s->sae_dir, s->hook, s->checkpoint, s->model_name, s->accept_mismatch) != SF_OK)
+            return SF_ERR;
+    }
 
     if ((size_t)rows > s->cap_rows) {
         size_t r = (size_t)rows, k = (size_t)s->sae.k;
@@ -279,6 +284,9 @@ static const sf_param_def fm_params[] = {
     {"neuronpedia", SF_PARAM_BOOL, "false", "also write neuronpedia/<id>.json (Neuronpedia-style feature JSON)"},
     {"seed", SF_PARAM_INT, "0", "seed of the per-interval example sampling"},
     {"threads", SF_PARAM_INT, "0", "threads writing the output files at the end (0: one per CPU)"},
+    {"accept_sae_mismatch", SF_PARAM_BOOL, "false",
+     "mine activations of another hook, checkpoint or model than the SAE's config records (logged); otherwise "
+     "that is an error"},
     {NULL, 0, NULL, NULL},
 };
 

@@ -43,8 +43,11 @@ static int fwd_sae_fn(void *ctx, float *acts, int batch, int seq, int width) {
     return SF_OK;
 }
 
-/* Loads the SAE in dir, to splice at hook_name ("": the hook its config records). NULL on error. */
-static fwd_sae *fwd_sae_open(const char *dir, const char *hook_name, const fw_config *cfg, int bos_id) {
+/* Loads the SAE in dir, to splice at hook_name ("": the hook its config records) of the model in
+ * model_dir named checkpoint; the SAE must have been trained there unless accept_mismatch. NULL on
+ * error. */
+static fwd_sae *fwd_sae_open(const char *dir, const char *hook_name, const fw_config *cfg, int bos_id,
+                             const char *model_dir, const char *checkpoint, int accept_mismatch) {
     fwd_sae *a = calloc(1, sizeof *a);
     if (!a) abort();
     a->bos_id = bos_id;
@@ -60,6 +63,7 @@ static fwd_sae *fwd_sae_open(const char *dir, const char *hook_name, const fw_co
         rc = sf_fail("sae_hook %s: the model has %d blocks", name, cfg->n_layers);
     else if (fw_hook_width(cfg, a->splice.hook) != a->m.d)
         rc = sf_fail("sae %s has d = %d, hook %s is %d wide", dir, a->m.d, name, fw_hook_width(cfg, a->splice.hook));
+    else rc = sae_check_source(&a->m, dir, name, checkpoint, model_dir, accept_mismatch);
     if (rc != SF_OK) {
         sae_model_free(&a->m);
         free(a);
@@ -78,8 +82,9 @@ static void fwd_sae_close(fwd_sae *a) {
     free(a);
 }
 #else
-static fwd_sae *fwd_sae_open(const char *dir, const char *hook_name, const fw_config *cfg, int bos_id) {
-    (void)hook_name, (void)cfg, (void)bos_id;
+static fwd_sae *fwd_sae_open(const char *dir, const char *hook_name, const fw_config *cfg, int bos_id,
+                             const char *model_dir, const char *checkpoint, int accept_mismatch) {
+    (void)hook_name, (void)cfg, (void)bos_id, (void)model_dir, (void)checkpoint, (void)accept_mismatch;
     sf_fail("sae %s: this build has no SAE library (stages/sae_trainer was not built)", dir);
     return NULL;
 }
@@ -178,9 +183,21 @@ static const sf_param_def fwd_params[] = {
     {"sae", SF_PARAM_STRING, "", "trained SAE directory (any layout): also emit loss_sae, the loss with sae_hook's "
      "activations replaced by the SAE's reconstruction (BOS kept); implies loss"},
     {"sae_hook", SF_PARAM_STRING, "", "hook point the SAE replaces (default: the hook its config records)"},
+    {"accept_sae_mismatch", SF_PARAM_BOOL, "false",
+     "splice the SAE into another hook (sae_hook), checkpoint or model than its config records (logged); "
+     "otherwise that is an error"},
     {"threads", SF_PARAM_INT, "0", "threads of the forward: each sgemm is split over them, with OpenBLAS on one thread meanwhile (0: all cores)"},
     {NULL, 0, NULL, NULL},
 };
+
+/* A checkpoint's default name: the base name of its directory, ignoring trailing slashes. */
+static void default_checkpoint_name(const char *model_dir, char *out, size_t cap) {
+    size_t len = strlen(model_dir);
+    while (len > 1 && model_dir[len - 1] == '/') len--;
+    const char *b = model_dir + len;
+    while (b > model_dir && b[-1] != '/') b--;
+    snprintf(out, cap, "%.*s", (int)(model_dir + len - b), b);
+}
 
 /* Splits "a,b,c" into hooks; SF_ERR on a bad name or too many. */
 static int parse_hooks(const char *list, fwd_stage *s) {
@@ -226,14 +243,8 @@ static int fwd_init(sf_ctx *ctx, void **state) {
     if (!s->n_hooks && !s->want_logits && !s->want_loss) return sf_fail("nothing to emit: give hooks, logits or loss");
 
     const char *name = sf_param_str(ctx, "checkpoint");
-    if (!*name) { /* base name of the directory, ignoring trailing slashes */
-        size_t len = strlen(s->model_dir);
-        while (len > 1 && s->model_dir[len - 1] == '/') len--;
-        const char *b = s->model_dir + len;
-        while (b > s->model_dir && b[-1] != '/') b--;
-        snprintf(s->checkpoint, sizeof s->checkpoint, "%.*s", (int)(s->model_dir + len - b), b);
-    } else
-        snprintf(s->checkpoint, sizeof s->checkpoint, "%s", name);
+    if (!*name) default_checkpoint_name(s->model_dir, s->checkpoint, sizeof s->checkpoint);
+    else snprintf(s->checkpoint, sizeof s->checkpoint, "%s", name);
 
     /* Load only the blocks the hooks need, unless logits or loss need them all. */
     fw_config cfg;
@@ -250,7 +261,9 @@ static int fwd_init(sf_ctx *ctx, void **state) {
     s->state = fw_state_new((int)sf_param_int(ctx, "threads"));
     s->bos_id = (int)sf_param_int(ctx, "bos_id");
     if (s->bos_id < 0) s->bos_id = cfg.bos_id;
-    if (*sae_dir && !(s->sae = fwd_sae_open(sae_dir, sf_param_str(ctx, "sae_hook"), &cfg, s->bos_id))) return SF_ERR;
+    if (*sae_dir && !(s->sae = fwd_sae_open(sae_dir, sf_param_str(ctx, "sae_hook"), &cfg, s->bos_id, s->model_dir,
+                                            s->checkpoint, sf_param_bool(ctx, "accept_sae_mismatch"))))
+        return SF_ERR;
     sf_log(SF_LOG_INFO, "%s (%s, %d of %d blocks), checkpoint %s", s->model_dir, cfg.architecture,
            s->model->n_loaded, cfg.n_layers, s->checkpoint);
     return SF_OK;
@@ -456,13 +469,15 @@ static int npy_header(FILE *f, size_t rows, size_t cols) {
 
 static int cli_usage(void) {
     fprintf(stderr, "usage: saeflow forward MODEL_DIR [--hook HOOK] [--out FILE.npy] [--logits] [--loss]\n"
-                    "                       [--sae SAE_DIR [--sae-hook HOOK]] [--loss-out FILE.npy] [--threads N]\n"
+                    "                       [--sae SAE_DIR [--sae-hook HOOK] [--accept-sae-mismatch]]\n"
+                    "                       [--loss-out FILE.npy] [--threads N]\n"
                     "       saeflow forward MODEL_DIR --generate N\n"
                     "  reads token ids on stdin, one sequence per line; writes the hook's activations\n"
                     "  [tokens, d] (or with --logits the logits [tokens, vocab]) of every token in order as\n"
                     "  float32 .npy; --loss prints the mean next-token cross-entropy; with --sae also the mean\n"
                     "  loss with the SAE's reconstruction spliced in at its hook (or --sae-hook), BOS kept, and\n"
-                    "  the increase; --loss-out writes the per-token losses [tokens, 1] ([tokens, 2]: clean,\n"
+                    "  the increase (an SAE trained on another hook, checkpoint or model is refused unless\n"
+                    "  --accept-sae-mismatch); --loss-out writes the per-token losses [tokens, 1] ([tokens, 2]: clean,\n"
                     "  spliced with --sae; NaN at each sequence's last token); --generate prints each sequence\n"
                     "  followed by its greedy continuation of N tokens.\n");
     return 2;
@@ -495,7 +510,7 @@ static int cli_generate(const fw_model *m, fw_state *st, const seq_list *seqs, i
 
 static int cli_main(int argc, char **argv) {
     const char *dir = NULL, *hook_name = NULL, *out_path = NULL, *sae_dir = NULL, *sae_hook = "", *loss_path = NULL;
-    int want_logits = 0, want_loss = 0, threads = 0, generate = 0;
+    int want_logits = 0, want_loss = 0, threads = 0, generate = 0, accept_mismatch = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--hook") && i + 1 < argc) hook_name = argv[++i];
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_path = argv[++i];
@@ -506,6 +521,7 @@ static int cli_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--generate") && i + 1 < argc) generate = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--logits")) want_logits = 1;
         else if (!strcmp(argv[i], "--loss")) want_loss = 1;
+        else if (!strcmp(argv[i], "--accept-sae-mismatch")) accept_mismatch = 1;
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
         else return cli_usage();
     }
@@ -535,7 +551,10 @@ static int cli_main(int argc, char **argv) {
     float *acts = NULL, *loss = NULL, *losses = NULL;
     int rc = 1;
     if (read_sequences(stdin, &seqs) != SF_OK) goto done;
-    if (sae_dir && !(sae = fwd_sae_open(sae_dir, sae_hook, &cfg, cfg.bos_id))) goto done;
+    char checkpoint[256];
+    default_checkpoint_name(dir, checkpoint, sizeof checkpoint);
+    if (sae_dir && !(sae = fwd_sae_open(sae_dir, sae_hook, &cfg, cfg.bos_id, dir, checkpoint, accept_mismatch)))
+        goto done;
     if (!(m = fw_model_load(dir, head ? -1 : hook.layer + 1, head))) goto done;
     if (generate > 0) {
         rc = cli_generate(m, st, &seqs, generate) == SF_OK ? 0 : 1;

@@ -735,8 +735,12 @@ int sae_load(sae_model *m, const char *dir) {
     json_t *hk = json_object_get(json_object_get(cfg, "saeflow_training"), "hook");
     if (!json_is_string(hk)) hk = json_object_get(cfg, "hook_name");
     if (!json_is_string(hk)) hk = json_object_get(json_object_get(cfg, "metadata"), "hook_name");
-    char hook[sizeof m->hook] = "";
+    char hook[sizeof m->hook] = "", checkpoint[sizeof m->checkpoint] = "", model[sizeof m->model] = "";
     if (json_is_string(hk)) snprintf(hook, sizeof hook, "%s", json_string_value(hk));
+    json_t *ck = json_object_get(json_object_get(cfg, "saeflow_training"), "checkpoint"),
+           *md = json_object_get(json_object_get(cfg, "saeflow_training"), "model");
+    if (json_is_string(ck)) snprintf(checkpoint, sizeof checkpoint, "%s", json_string_value(ck));
+    if (json_is_string(md)) snprintf(model, sizeof model, "%s", json_string_value(md));
     json_decref(cfg);
 
     snprintf(path, sizeof path, "%s/%s", dir, L->weights);
@@ -761,6 +765,8 @@ int sae_load(sae_model *m, const char *dir) {
     m->norm = norm;
     m->norm_scale = norm == SAE_NORM_SCALAR ? norm_scale : 1.0f;
     memcpy(m->hook, hook, sizeof hook);
+    memcpy(m->checkpoint, checkpoint, sizeof checkpoint);
+    memcpy(m->model, model, sizeof model);
     int rc = SF_OK;
     if (sae_read_tensor(f, path, L->w_enc, n, d, L->enc_transposed, m->W_enc) != SF_OK ||
         sae_read_tensor(f, path, L->b_enc, n, 0, 0, m->b_enc) != SF_OK ||
@@ -771,4 +777,38 @@ int sae_load(sae_model *m, const char *dir) {
     }
     sf_st_close(f);
     return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* What the SAE reads                                                                              */
+
+int sae_same_hook(const char *a, const char *b) { return strcmp(a, b) == 0; }
+
+/* Two model directory names: the same string, or the same directory here. Names that do not both
+ * exist here (a model recorded on another host) are compared as strings. */
+static int same_model(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (strcmp(a, b) == 0) return 1;
+    if (stat(a, &sa) != 0 || stat(b, &sb) != 0) return 0;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+int sae_check_source(const sae_model *m, const char *sae_dir, const char *hook, const char *checkpoint,
+                     const char *model, int accept) {
+    const char *what = NULL, *mine = NULL, *theirs = NULL;
+    if (m->hook[0] && hook && *hook && !sae_same_hook(m->hook, hook)) what = "hook", mine = m->hook, theirs = hook;
+    else if (m->checkpoint[0] && checkpoint && *checkpoint && strcmp(m->checkpoint, checkpoint) != 0)
+        what = "checkpoint", mine = m->checkpoint, theirs = checkpoint;
+    else if (m->model[0] && model && *model && !same_model(m->model, model))
+        what = "model", mine = m->model, theirs = model;
+    if (!what) return SF_OK;
+    if (accept) {
+        sf_log(SF_LOG_WARN, "the SAE %s was trained on %s %s, these activations are of %s %s: used anyway "
+               "(accept_sae_mismatch = true)", sae_dir, what, mine, what, theirs);
+        return SF_OK;
+    }
+    return sf_fail("the SAE %s was trained on %s %s, but these activations are of %s %s: its features mean "
+                   "nothing there. Use the SAE of %s %s (or activations of %s %s); to use it anyway, set "
+                   "accept_sae_mismatch = true",
+                   sae_dir, what, mine, what, theirs, what, theirs, what, mine);
 }

@@ -655,12 +655,16 @@ static const sf_param_def eval_params[] = {
     {"field", SF_PARAM_STRING, "acts", "message field holding the activations"},
     {"split", SF_PARAM_STRING, "", "evaluate only messages of this split (\"\": all)"},
     {"max_tokens", SF_PARAM_INT, "0", "stop after this many tokens (0: the whole stream)"},
+    {"accept_sae_mismatch", SF_PARAM_BOOL, "false",
+     "evaluate activations of another hook, checkpoint or model than the SAE's config records (logged); "
+     "otherwise that is an error"},
     {NULL, 0, NULL, NULL},
 };
 
 typedef struct eval_state {
     sae_model m;
     int have_model;
+    int accept_mismatch, source_checked;
     char out[4096], field[64], split[64], sae_dir[3800];
     int64_t max_tokens, tokens;
     double err, sumsq, cos, l0;
@@ -687,6 +691,7 @@ static int eval_init(sf_ctx *ctx, void **state) {
     if (*out) strcpy(s->out, out);
     else snprintf(s->out, sizeof s->out, "%s/eval.json", dir);
     s->max_tokens = sf_param_int(ctx, "max_tokens");
+    s->accept_mismatch = sf_param_bool(ctx, "accept_sae_mismatch");
     if (sae_load(&s->m, dir) != SF_OK) return SF_ERR;
     s->have_model = 1;
     s->sum = calloc((size_t)s->m.d, sizeof(double));
@@ -724,6 +729,14 @@ static int eval_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *ms
     if (get_rows(msg, s->field, &a) != SF_OK) return SF_ERR;
     const sae_model *m = &s->m;
     if (a.d != m->d) return sf_fail("activations of width %lld, the SAE has d = %d", (long long)a.d, m->d);
+    if (!s->source_checked || !s->accept_mismatch) { /* accepted: warned once */
+        char hook[sizeof m->hook] = "", checkpoint[sizeof m->checkpoint] = "", model[sizeof m->model] = "";
+        copy_msg_str(msg, "hook", hook, sizeof hook);
+        copy_msg_str(msg, "checkpoint", checkpoint, sizeof checkpoint);
+        copy_msg_str(msg, "model", model, sizeof model);
+        if (sae_check_source(m, s->sae_dir, hook, checkpoint, model, s->accept_mismatch) != SF_OK) return SF_ERR;
+        s->source_checked = 1;
+    }
     int64_t rows = a.rows;
     if (s->max_tokens && rows > s->max_tokens - s->tokens) rows = s->max_tokens - s->tokens;
     if (rows <= 0) return SF_OK;

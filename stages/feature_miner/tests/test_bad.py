@@ -119,6 +119,24 @@ def main():
         if not summ["nonfinite_values"] > 0 or not all(np.isfinite(x["max_act"]) for x in summ["features"]):
             failures.append(f"acts with {bad}: nonfinite_values {summ['nonfinite_values']}, maxima "
                             f"{[x['max_act'] for x in summ['features']][:5]}: want > 0 skipped and finite maxima")
+    # An SAE whose config records another hook or checkpoint than the activations': an error naming
+    # both sides and the override; the override mines them with a warning. Unrecorded: not compared.
+    trained = os.path.join(tmp, "sae-trained")
+    shutil.copytree(fx["sae_dir"], trained)
+    with open(os.path.join(trained, "config.json")) as f:
+        cfg = json.load(f)
+    with open(os.path.join(trained, "config.json"), "w") as f:
+        json.dump({**cfg, "saeflow_training": {"hook": "resid_post.1", "checkpoint": "step100", "model": "planted"}}, f)
+    m = good()
+    m.update(hook="resid_post.2", checkpoint="step100", model="planted")
+    run(m, "trained on hook resid_post.1, but these activations are of hook resid_post.2", sae=trained)
+    run(m, None, sae=trained, accept_sae_mismatch="true")
+    m.update(hook="resid_post.1", checkpoint="step200")
+    run(m, "trained on checkpoint step100, but these activations are of checkpoint step200", sae=trained)
+    m.update(checkpoint="step100", model="other-model")
+    run(m, "trained on model planted, but these activations are of model other-model", sae=trained)
+    m.update(model="planted")
+    run(m, None, sae=trained)
     m = good()
     m["label"] = ["", "ja"]
     run(m, None)
