@@ -293,6 +293,46 @@ static int write_all(int fd, const void *buf, size_t n, uint32_t *crc) {
     return SF_OK;
 }
 
+/* The end of an atomic write of path through tmp (open as fd; rc: how the writes went): fsync, close,
+ * rename into place, fsync of the directory. A failure removes tmp and leaves path as it was. */
+static int finish_atomic(int fd, int rc, const char *tmp, const char *path) {
+    int err = errno;
+    if (rc == SF_OK && fsync(fd) != 0) rc = SF_ERR, err = errno;
+    if (close(fd) != 0 && rc == SF_OK) rc = SF_ERR, err = errno;
+    if (rc != SF_OK) {
+        unlink(tmp);
+        return sf_fail("writing %s: %s", path, strerror(err));
+    }
+    if (rename(tmp, path) != 0) {
+        err = errno;
+        unlink(tmp);
+        return sf_fail("renaming %s to %s: %s", tmp, path, strerror(err));
+    }
+    return sf_sync_parent(path);
+}
+
+int sf_sync_parent(const char *path) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) != 0) {
+        int err = errno;
+        if (dfd >= 0) close(dfd);
+        return sf_fail("%s was renamed into place, but its directory could not be synced (%s): after a crash it may "
+                       "be missing", path, strerror(err));
+    }
+    close(dfd);
+    return SF_OK;
+}
+
+int sf_write_file_atomic(const char *path, const void *buf, size_t len) {
+    char tmp[4200];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) return sf_fail("path too long: %s", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return sf_fail("%s: %s", tmp, strerror(errno));
+    return finish_atomic(fd, write_all(fd, buf, len, NULL), tmp, path);
+}
+
 int sf_st_writer_save(sf_st_writer *w, const char *path, uint32_t *crc_out) {
     if (json_object_size(w->meta)) json_object_set(w->header, "__metadata__", w->meta);
     char *hjson = json_dumps(w->header, JSON_COMPACT);
@@ -315,33 +355,7 @@ int sf_st_writer_save(sf_st_writer *w, const char *path, uint32_t *crc_out) {
     for (size_t i = 0; rc == SF_OK && i < w->count; i++)
         rc = write_all(fd, w->items[i].t.data, w->items[i].t.nbytes, &crc);
     free(hjson);
-    if (rc == SF_OK && fsync(fd) != 0) rc = SF_ERR;
-    int err = errno;
-    if (close(fd) != 0 && rc == SF_OK) {
-        rc = SF_ERR;
-        err = errno;
-    }
-    if (rc != SF_OK) {
-        unlink(tmp);
-        return sf_fail("writing %s: %s", path, strerror(err));
-    }
-    if (rename(tmp, path) != 0) {
-        err = errno;
-        unlink(tmp);
-        return sf_fail("renaming %s to %s: %s", tmp, path, strerror(err));
-    }
-    /* The rename is durable only once the directory entry is on disk. */
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || fsync(dfd) != 0) {
-        err = errno;
-        if (dfd >= 0) close(dfd);
-        return sf_fail("%s was renamed into place, but its directory could not be synced (%s): after a crash it may "
-                       "be missing",
-                       path, strerror(err));
-    }
-    close(dfd);
+    if (finish_atomic(fd, rc, tmp, path) != SF_OK) return SF_ERR;
     if (crc_out) *crc_out = crc;
     return SF_OK;
 }

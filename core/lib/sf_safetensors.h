@@ -34,6 +34,12 @@ SF_EXPORT void sf_st_writer_meta(sf_st_writer *w, const char *key, const char *v
 SF_EXPORT int sf_st_writer_save(sf_st_writer *w, const char *path, uint32_t *crc32);
 SF_EXPORT void sf_st_writer_free(sf_st_writer *w);
 
+/* Writes len bytes of buf to path as sf_st_writer_save writes a file: through path.tmp, fsync,
+ * rename, fsync of the directory; on failure path is unchanged. SF_OK or SF_ERR (sf_fail). */
+SF_EXPORT int sf_write_file_atomic(const char *path, const void *buf, size_t len);
+/* fsyncs the directory holding path (after a rename or unlink there). SF_OK or SF_ERR. */
+SF_EXPORT int sf_sync_parent(const char *path);
+
 /* zlib's CRC-32 (crc32_z) of n more bytes, starting from crc (0 for a new one); computed with
  * ISA-L's folding (PCLMULQDQ) when built with libisal-dev. */
 SF_EXPORT uint32_t sf_crc32(uint32_t crc, const void *p, size_t n);

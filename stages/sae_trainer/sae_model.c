@@ -551,12 +551,11 @@ static void sae_transpose(const float *src, int rows, int cols, float *dst) {
 
 /* Writes JSON atomically: temp file, then rename. */
 static int sae_write_json(const char *path, json_t *j) {
-    char tmp[4300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    if (json_dump_file(j, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) != 0)
-        return sf_fail("sae: cannot write %s", tmp);
-    if (rename(tmp, path) != 0) return sf_fail("sae: cannot rename %s: %s", tmp, strerror(errno));
-    return SF_OK;
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (!text) return sf_fail("sae: out of memory writing %s", path);
+    int rc = sf_write_file_atomic(path, text, strlen(text));
+    free(text);
+    return rc;
 }
 
 static int sae_save_layout(const sae_model *m, const char *dir, sae_layout layout, const char *extra_json);
@@ -627,11 +626,17 @@ static int sae_save_layout(const sae_model *m, const char *dir, sae_layout layou
         if (json_is_object(md)) json_object_set_new(md, "sae_lens_version", json_string("6.0.0"));
     }
 
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, L->config);
-    int rc = sae_write_json(path, cfg);
-    json_decref(cfg);
-    if (rc != SF_OK) return rc;
+    /* The config marks a directory as holding a model: it goes last, after the weights are on disk,
+     * and an older one goes first (a full disk must not leave a config describing weights that are
+     * not there, or not these). */
+    char path[4200], config_path[4200];
+    snprintf(config_path, sizeof config_path, "%s/%s", dir, L->config);
+    if (unlink(config_path) == 0 ? sf_sync_parent(config_path) != SF_OK
+                                 : errno != ENOENT && sf_fail("cannot remove %s: %s", config_path, strerror(errno))) {
+        json_decref(cfg);
+        return SF_ERR;
+    }
+    int rc;
 
     size_t nd = (size_t)m->n * m->d;
     /* At most one matrix is stored transposed in each layout. */
@@ -656,6 +661,8 @@ static int sae_save_layout(const sae_model *m, const char *dir, sae_layout layou
     rc = sf_st_writer_save(w, path, NULL);
     sf_st_writer_free(w);
     free(tmat);
+    if (rc == SF_OK) rc = sae_write_json(config_path, cfg);
+    json_decref(cfg);
     return rc;
 }
 
