@@ -190,15 +190,6 @@ static const sf_param_def fwd_params[] = {
     {NULL, 0, NULL, NULL},
 };
 
-/* A checkpoint's default name: the base name of its directory, ignoring trailing slashes. */
-static void default_checkpoint_name(const char *model_dir, char *out, size_t cap) {
-    size_t len = strlen(model_dir);
-    while (len > 1 && model_dir[len - 1] == '/') len--;
-    const char *b = model_dir + len;
-    while (b > model_dir && b[-1] != '/') b--;
-    snprintf(out, cap, "%.*s", (int)(model_dir + len - b), b);
-}
-
 /* Splits "a,b,c" into hooks; SF_ERR on a bad name or too many. */
 static int parse_hooks(const char *list, fwd_stage *s) {
     char buf[4096];
@@ -243,7 +234,7 @@ static int fwd_init(sf_ctx *ctx, void **state) {
     if (!s->n_hooks && !s->want_logits && !s->want_loss) return sf_fail("nothing to emit: give hooks, logits or loss");
 
     const char *name = sf_param_str(ctx, "checkpoint");
-    if (!*name) default_checkpoint_name(s->model_dir, s->checkpoint, sizeof s->checkpoint);
+    if (!*name) sf_default_checkpoint(s->model_dir, s->checkpoint, sizeof s->checkpoint);
     else snprintf(s->checkpoint, sizeof s->checkpoint, "%s", name);
 
     /* Load only the blocks the hooks need, unless logits or loss need them all. */
@@ -552,7 +543,7 @@ static int cli_main(int argc, char **argv) {
     int rc = 1;
     if (read_sequences(stdin, &seqs) != SF_OK) goto done;
     char checkpoint[256];
-    default_checkpoint_name(dir, checkpoint, sizeof checkpoint);
+    sf_default_checkpoint(dir, checkpoint, sizeof checkpoint);
     if (sae_dir && !(sae = fwd_sae_open(sae_dir, sae_hook, &cfg, cfg.bos_id, dir, checkpoint, accept_mismatch)))
         goto done;
     if (!(m = fw_model_load(dir, head ? -1 : hook.layer + 1, head))) goto done;

@@ -86,13 +86,10 @@ int sae_reconstruct(const sae_model *m, const float *x, int64_t rows, float *xha
  * (top level or under metadata). SF_OK or SF_ERR with sf_last_error() set. */
 int sae_load(sae_model *m, const char *dir);
 
-/* Whether two hook names name the same hook point (the one place hook names are compared). */
-int sae_same_hook(const char *a, const char *b);
-
 /* Checks that activations of (hook, checkpoint, model) are what the SAE in sae_dir was trained on,
  * as its config records them: another hook (so another layer), another checkpoint name or another
  * model directory (compared as files when both exist here) is an error naming both sides, unless
- * accept (the stages' accept_sae_mismatch), then a logged warning. What either side does not
+ * accept (the stages' accept_sae_mismatch), then a logged warning. Hooks compare by sf_same_hook. What either side does not
  * record ("" or NULL) is not compared. SF_OK or SF_ERR (sf_fail). */
 int sae_check_source(const sae_model *m, const char *sae_dir, const char *hook, const char *checkpoint,
                      const char *model, int accept);

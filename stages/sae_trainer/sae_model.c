@@ -789,8 +789,6 @@ int sae_load(sae_model *m, const char *dir) {
 /* ---------------------------------------------------------------------------------------------- */
 /* What the SAE reads                                                                              */
 
-int sae_same_hook(const char *a, const char *b) { return strcmp(a, b) == 0; }
-
 /* Two model directory names: the same string, or the same directory here. Names that do not both
  * exist here (a model recorded on another host) are compared as strings. */
 static int same_model(const char *a, const char *b) {
@@ -803,7 +801,7 @@ static int same_model(const char *a, const char *b) {
 int sae_check_source(const sae_model *m, const char *sae_dir, const char *hook, const char *checkpoint,
                      const char *model, int accept) {
     const char *what = NULL, *mine = NULL, *theirs = NULL;
-    if (m->hook[0] && hook && *hook && !sae_same_hook(m->hook, hook)) what = "hook", mine = m->hook, theirs = hook;
+    if (m->hook[0] && hook && *hook && !sf_same_hook(m->hook, hook)) what = "hook", mine = m->hook, theirs = hook;
     else if (m->checkpoint[0] && checkpoint && *checkpoint && strcmp(m->checkpoint, checkpoint) != 0)
         what = "checkpoint", mine = m->checkpoint, theirs = checkpoint;
     else if (m->model[0] && model && *model && !same_model(m->model, model))

@@ -224,7 +224,7 @@ static int check_run(sh_writer *w, const sh_batch *b, int64_t d) {
         w->have_run = 1;
         return SF_OK;
     }
-    if (strcmp(r->model, b->model) || strcmp(r->checkpoint, b->checkpoint) || strcmp(r->hook, b->hook) ||
+    if (strcmp(r->model, b->model) || strcmp(r->checkpoint, b->checkpoint) || !sf_same_hook(r->hook, b->hook) ||
         r->layer != b->layer || r->d != d)
         return sf_fail("%s holds model '%s' checkpoint '%s' hook '%s' layer %lld d %lld, but this input is "
                        "model '%s' checkpoint '%s' hook '%s' layer %lld d %lld: refusing to mix runs (use another "
