@@ -226,8 +226,11 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
 }
 
 static int fm_on_eos(sf_ctx *ctx, void *state) {
-    (void)ctx;
     fm_state *s = state;
+    if (s->miner->tokens == 0 && !sf_stopping(ctx)) /* an empty summary would look like a result */
+        return sf_fail("feature_miner: no activations to mine arrived (0 tokens%s): nothing written to %s. Check the "
+                       "upstream stages' errors and counters (documents of the split, the hook)",
+                       s->want_hook ? ", or none of the hook parameter's" : "", s->out_dir);
     fm_logits lg = {0}, *lgp = NULL;
     if (s->model_dir && s->logit_top > 0) {
         unsigned char *alive = calloc((size_t)s->sae.n, 1);

@@ -783,7 +783,11 @@ static int eval_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *ms
 static int eval_finish(sf_ctx *ctx, void *state) {
     (void)ctx;
     eval_state *s = state;
-    if (!s->have_model || s->tokens == 0) return SF_OK;
+    if (!s->have_model) return SF_OK;
+    if (s->tokens == 0 && !sf_stopping(ctx))
+        return sf_fail("sae_eval: no activations arrived (0 tokens%s): nothing evaluated, no %s. Check the upstream "
+                       "stages' errors and counters", s->split[0] ? " of the split" : "", s->out);
+    if (s->tokens == 0) return SF_OK;
     double N = (double)s->tokens, mean2 = 0;
     for (int c = 0; c < s->m.d; c++) mean2 += (s->sum[c] / N) * (s->sum[c] / N);
     double var = s->sumsq - N * mean2;

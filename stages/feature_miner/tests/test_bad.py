@@ -143,6 +143,10 @@ def main():
     empty = {"acts": np.zeros((0, 5, D), np.float32), "tokens": np.zeros((0, 5), np.int32),
              "doc_id": np.zeros(0, np.int64), "pos": np.zeros(0, np.int32), "label": []}
     run([empty, good()], None)
+    run([empty], "no activations to mine arrived")  # it used to write an empty summary, exit 0
+    m = good()
+    m["hook"] = "resid_post.1"
+    run(m, "none of the hook parameter's", hook="resid_post.2")
 
     for msg in failures:
         print("FAIL:", msg)
