@@ -59,7 +59,7 @@ for step, row in zip(steps, report):
     ex = f["token_act"]
     check(isinstance(ex, list) and ex and all(isinstance(t, str) and 0 <= q <= 10 for e in ex for t, q in e),
           f"{step}: a feature file has the paper's token_act schema ({len(ex)} examples)")
-    ev = json.load(open(os.path.join(runs, step, "features", "eval.json")))
+    ev = json.load(open(os.path.join(runs, step, "eval.json")))
     check(row["fvu"] == ev["fvu"] and 0 <= ev["fvu"] < 1.5 and 0 <= row["dead_fraction"] <= 1,
           f"{step}: held-out FVU {ev['fvu']:.3f} in the report matches sae_eval's")
     check(ev["loss_tokens"] > 0 and abs(ev["loss_sae"] - ev["loss"] - ev["loss_increase"]) < 1e-9 and 0 < ev["loss"] < 10,

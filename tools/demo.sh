@@ -7,6 +7,7 @@
 #
 #   tools/demo.sh                      everything, into runs/demo (about 2.1 GB), building into build/
 #   RUNS=/tmp/d BUILD=build-ci STEPS="step-000000 step-001000" TRAIN_ARGS="docs=200" MINE_ARGS="docs=50" tools/demo.sh
+#   OVERWRITE=true tools/demo.sh       again into the same RUNS: replace the earlier results (else refused)
 set -eu
 cd "$(dirname "$0")/.."
 runs=${RUNS:-runs/demo}
@@ -27,12 +28,14 @@ for step in $steps; do
     mkdir -p "$runs/$step/features"
     echo "== training an SAE for $step ($i/$n) on the train split (pipelines/demo-train.flow, seed $seed)"
     # shellcheck disable=SC2086
-    "$sf" run pipelines/demo-train.flow step="$step" seed="$seed" suite="$suite" runs="$runs" ${TRAIN_ARGS:-}
+    "$sf" run pipelines/demo-train.flow step="$step" seed="$seed" suite="$suite" runs="$runs" \
+        overwrite="${OVERWRITE:-false}" ${TRAIN_ARGS:-}
 done
 list=$(echo $steps | tr ' ' ',')
 echo "== evaluating and mining features on the test split (pipelines/demo-mine.flow): $list"
 # shellcheck disable=SC2086
-"$sf" run pipelines/demo-mine.flow --sweep step="$list" suite="$suite" runs="$runs" ${MINE_ARGS:-}
+"$sf" run pipelines/demo-mine.flow --sweep step="$list" suite="$suite" runs="$runs" overwrite="${OVERWRITE:-false}" \
+    ${MINE_ARGS:-}
 dirs=""
 for step in $steps; do dirs="$dirs $runs/$step/features"; done
 echo "== report over $n checkpoints"

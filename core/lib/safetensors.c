@@ -2,6 +2,7 @@
  * shape and [begin, end) byte range in the data that follows, then the data. */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <jansson.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -331,6 +332,30 @@ int sf_write_file_atomic(const char *path, const void *buf, size_t len) {
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return sf_fail("%s: %s", tmp, strerror(errno));
     return finish_atomic(fd, write_all(fd, buf, len, NULL), tmp, path);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+    (void)st, (void)ftw;
+    return (type == FTW_DP ? rmdir(path) : unlink(path)) == 0 ? 0 : -1;
+}
+
+int sf_remove_tree(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return errno == ENOENT ? SF_OK : sf_fail("%s: %s", path, strerror(errno));
+    if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        return sf_fail("cannot remove %s: %s", path, strerror(errno));
+    return SF_OK;
+}
+
+int sf_replace_dir(const char *tmp_dir, const char *dir) {
+    if (renameat2(AT_FDCWD, tmp_dir, AT_FDCWD, dir, RENAME_EXCHANGE) == 0) {
+        /* tmp_dir now holds the old output */
+        if (sf_sync_parent(dir) != SF_OK) return SF_ERR;
+        return sf_remove_tree(tmp_dir);
+    }
+    if (errno != ENOENT) return sf_fail("cannot put %s in place of %s: %s", tmp_dir, dir, strerror(errno));
+    if (rename(tmp_dir, dir) != 0) return sf_fail("cannot rename %s to %s: %s", tmp_dir, dir, strerror(errno));
+    return sf_sync_parent(dir);
 }
 
 int sf_st_writer_save(sf_st_writer *w, const char *path, uint32_t *crc_out) {

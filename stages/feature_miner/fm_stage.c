@@ -3,6 +3,7 @@
  * Reads "activations" messages, encodes every token with the SAE (sae_lib), feeds the top-k
  * latents of each sequence to the streaming miner (fm_miner.h), and at end of stream writes the
  * run directory (fm_output.h): features/<id>.json, summary.json, index.html, features/<id>.html. */
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -15,6 +16,7 @@
 #include "fm_report.h"
 #include "sae.h"
 #include "saeflow.h"
+#include "sf_safetensors.h"
 
 typedef struct fm_state {
     sae_model sae;
@@ -24,6 +26,7 @@ typedef struct fm_state {
     float *known_max;
     int drop_bos, accept_mismatch;
     char *sae_dir, *out_dir, *model_dir, *want_hook;
+    char work_dir[4200]; /* out_dir + ".partial": the outputs are written here, then replace out_dir whole */
     char *checkpoint, *hook, *model_name; /* from the first message */
     int logit_top;
     fm_info info;
@@ -66,6 +69,28 @@ static int load_known_max(const char *path, int n, float **out) {
     return SF_OK;
 }
 
+/* A finished run's directory (or any files) at out is refused unless overwrite: re-mining into it
+ * used to keep the previous run's per-feature files beside the new ones. */
+static int check_out_dir(const char *out, int overwrite) {
+    DIR *d = opendir(out);
+    if (!d) return errno == ENOENT ? SF_OK : sf_fail("out %s: %s", out, strerror(errno));
+    const char *seen = NULL;
+    struct dirent *e;
+    char first[256] = "";
+    int finished = 0;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (!first[0]) snprintf(first, sizeof first, "%s", e->d_name);
+        finished |= !strcmp(e->d_name, "summary.json");
+        seen = first;
+    }
+    closedir(d);
+    if (!seen || overwrite) return SF_OK;
+    return sf_fail("out %s already holds %s: set overwrite = true to replace it whole (when this run has "
+                   "finished), or mine into another directory", out,
+                   finished ? "a finished mining run (summary.json)" : "files (e.g. the ones above)");
+}
+
 static int fm_init(sf_ctx *ctx, void **out) {
     if (sf_replica_count(ctx) != 1) return sf_fail("feature_miner keeps global per-feature state: run it with replicas = 1");
     fm_state *s = calloc(1, sizeof *s);
@@ -77,6 +102,10 @@ static int fm_init(sf_ctx *ctx, void **out) {
     s->model_dir = dup_or_null(sf_param_str(ctx, "model"));
     s->want_hook = dup_or_null(sf_param_str(ctx, "hook"));
     if (!s->sae_dir || !s->out_dir) return sf_fail("feature_miner needs the parameters sae and out");
+    if (check_out_dir(s->out_dir, sf_param_bool(ctx, "overwrite")) != SF_OK) return SF_ERR;
+    if ((size_t)snprintf(s->work_dir, sizeof s->work_dir, "%s.partial", s->out_dir) >= sizeof s->work_dir)
+        return sf_fail("out: path too long");
+    if (sf_remove_tree(s->work_dir) != SF_OK) return SF_ERR; /* left by a run that failed */
     if (sae_load(&s->sae, s->sae_dir) != SF_OK) return SF_ERR;
     s->sae_loaded = 1;
     const char *tok = sf_param_str(ctx, "tokenizer");
@@ -111,7 +140,7 @@ static int fm_init(sf_ctx *ctx, void **out) {
         .neuronpedia = sf_param_bool(ctx, "neuronpedia"),
         .threads = (int)sf_param_int(ctx, "threads"),
     };
-    return fm_mkdirs(s->out_dir);
+    return fm_mkdirs(s->work_dir);
 }
 
 static void note_meta(const sf_msg *msg, const char *key, char **slot) {
@@ -244,8 +273,9 @@ static int fm_on_eos(sf_ctx *ctx, void *state) {
     s->info.checkpoint = s->checkpoint;
     s->info.hook = s->hook;
     s->info.model = s->model_name;
-    int rc = fm_write_outputs(s->out_dir, s->miner, &s->vocab, &s->info, lgp);
+    int rc = fm_write_outputs(s->work_dir, s->miner, &s->vocab, &s->info, lgp);
     fm_logits_free(&lg);
+    if (rc == SF_OK) rc = sf_replace_dir(s->work_dir, s->out_dir);
     if (rc == SF_OK && s->miner->nonfinite)
         sf_log(SF_LOG_WARN, "skipped %llu NaN/Inf latent values (non-finite activations in the stream)",
                (unsigned long long)s->miner->nonfinite);
@@ -287,6 +317,9 @@ static const sf_param_def fm_params[] = {
     {"neuronpedia", SF_PARAM_BOOL, "false", "also write neuronpedia/<id>.json (Neuronpedia-style feature JSON)"},
     {"seed", SF_PARAM_INT, "0", "seed of the per-interval example sampling"},
     {"threads", SF_PARAM_INT, "0", "threads writing the output files at the end (0: one per CPU)"},
+    {"overwrite", SF_PARAM_BOOL, "false",
+     "replace a finished run (or any files) in out; the new outputs are written beside it (OUT.partial) and "
+     "replace it whole only when complete, so a failed run leaves it intact"},
     {"accept_sae_mismatch", SF_PARAM_BOOL, "false",
      "mine activations of another hook, checkpoint or model than the SAE's config records (logged); otherwise "
      "that is an error"},

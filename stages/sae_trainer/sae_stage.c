@@ -94,6 +94,10 @@ static const sf_param_def trainer_params[] = {
     {"resume", SF_PARAM_BOOL, "false",
      "continue from out_dir/checkpoint.safetensors, skipping the sequences (doc_id, pos) it trained on, or the "
      "first rows it read when messages carry no doc_id/pos"},
+    {"overwrite", SF_PARAM_BOOL, "false",
+     "replace the SAE (or interrupted run) out_dir holds: this run works in OUT_DIR.partial and replaces out_dir "
+     "whole when it completes, so a failed or interrupted run leaves it intact (without it, or resume, such a "
+     "directory is refused)"},
     {"export", SF_PARAM_STRING, "", "extra layouts to write at the end: comma list of sparsify, saelens"},
     {"field", SF_PARAM_STRING, "acts", "message field holding the activations"},
     {"split", SF_PARAM_STRING, "", "train only on messages of this split (\"\": all)"},
@@ -108,6 +112,7 @@ typedef struct trainer_take {
 
 typedef struct trainer_state {
     char out_dir[3800], field[64], split[64], export_list[128];
+    char final_dir[3800]; /* overwrite: the directory out_dir (OUT.partial) replaces when complete; else "" */
     int64_t latents, expansion, k, batch, seed, max_tokens, metrics_every, checkpoint_every;
     int resume;
     sae_train_opts opts;
@@ -187,6 +192,35 @@ static int trainer_norm_scale(trainer_state *s, int B) {
     return SF_OK;
 }
 
+/* A new run (not resume) into a directory that holds an SAE or an interrupted run is refused
+ * unless overwrite: it used to replace a finished SAE silently, e.g. with a shorter run's. With
+ * overwrite the run works in a sibling, OUT.partial, which replaces out_dir when complete. */
+static int trainer_claim_out_dir(trainer_state *s, int overwrite) {
+    if (s->resume && overwrite)
+        return sf_fail("resume = true continues the run in %s and overwrite = true replaces it: set one", s->out_dir);
+    const char *const marks[] = {"config.json", "model.safetensors", "checkpoint.safetensors"};
+    const char *held = NULL;
+    char path[4096];
+    for (size_t i = 0; i < sizeof marks / sizeof *marks && !held && !s->resume; i++) {
+        snprintf(path, sizeof path, "%s/%s", s->out_dir, marks[i]);
+        if (access(path, F_OK) == 0) held = marks[i];
+    }
+    if (held && !overwrite)
+        return sf_fail("%s already holds %s (%s): set overwrite = true to replace it whole when this run completes, "
+                       "resume = true to continue it, or use another out_dir",
+                       s->out_dir, strcmp(held, "checkpoint.safetensors") ? "an SAE" : "an interrupted run", path);
+    if (held) {
+        memcpy(s->final_dir, s->out_dir, sizeof s->final_dir);
+        if ((size_t)snprintf(s->out_dir, sizeof s->out_dir, "%s.partial", s->final_dir) >= sizeof s->out_dir)
+            return sf_fail("out_dir: path too long");
+        if (sf_remove_tree(s->out_dir) != SF_OK) return SF_ERR; /* left by a run that did not complete */
+        sf_log(SF_LOG_INFO, "overwrite: training in %s; it replaces %s when complete", s->out_dir, s->final_dir);
+    }
+    if (mkdir(s->out_dir, 0777) != 0 && errno != EEXIST)
+        return sf_fail("cannot create %s: %s", s->out_dir, strerror(errno));
+    return SF_OK;
+}
+
 static int trainer_init(sf_ctx *ctx, void **state) {
     trainer_state *s = calloc(1, sizeof *s);
     if (!s) return sf_fail("out of memory");
@@ -239,9 +273,7 @@ static int trainer_init(sf_ctx *ctx, void **state) {
         sae_layout l;
         if (sae_layout_parse(tok, &l) != SF_OK) return SF_ERR;
     }
-    if (mkdir(s->out_dir, 0777) != 0 && errno != EEXIST)
-        return sf_fail("cannot create %s: %s", s->out_dir, strerror(errno));
-    return SF_OK;
+    return trainer_claim_out_dir(s, sf_param_bool(ctx, "overwrite"));
 }
 
 static int trainer_path(const trainer_state *s, const char *name, char *buf, size_t cap) {
@@ -626,9 +658,13 @@ static int trainer_finish(sf_ctx *ctx, void *state) {
         rc = sae_save(&s->m, dir, l, meta);
         free(meta);
     }
+    if (rc == SF_OK && s->final_dir[0] && complete) rc = sf_replace_dir(s->out_dir, s->final_dir);
+    if (rc != SF_OK) return rc;
+    if (s->final_dir[0] && !complete)
+        sf_log(SF_LOG_WARN, "interrupted: %s is kept as it was; this run's checkpoint is in %s", s->final_dir, s->out_dir);
     sf_log(SF_LOG_INFO, "saved the SAE (%d latents, k %d) after %lld steps, %lld tokens to %s%s", s->m.n, s->m.k,
-           (long long)sae_trainer_step(s->t), (long long)sae_trainer_tokens(s->t), s->out_dir,
-           complete ? "" : " (interrupted: resume=true continues)");
+           (long long)sae_trainer_step(s->t), (long long)sae_trainer_tokens(s->t),
+           s->final_dir[0] && complete ? s->final_dir : s->out_dir, complete ? "" : " (interrupted: resume=true continues)");
     return rc;
 }
 

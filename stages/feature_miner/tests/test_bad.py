@@ -42,7 +42,7 @@ def main():
                 blob = one if isinstance(one, bytes) else msgpack.packb(one, default=msgpack_numpy.encode)
                 f.write(struct.pack("<I", len(blob)) + blob)
         out = os.path.join(tmp, "out")
-        params = {"sae": fx["sae_dir"], "out": out, "tokenizer": fx["vocab_path"], **overrides}
+        params = {"sae": fx["sae_dir"], "out": out, "tokenizer": fx["vocab_path"], "overwrite": "true", **overrides}
         try:
             r = subprocess.run([drive, "stage", path, *[f"{k}={v}" for k, v in params.items()]],
                                capture_output=True, text=True, timeout=60)
@@ -147,6 +147,23 @@ def main():
     m = good()
     m["hook"] = "resid_post.1"
     run(m, "none of the hook parameter's", hook="resid_post.2")
+
+    # A finished run is refused unless overwrite = true; then it is replaced whole (a stale
+    # per-feature file of the previous run is gone), and a run that fails leaves it intact.
+    out = os.path.join(tmp, "out")
+    stale = os.path.join(out, "features", "stale-from-an-earlier-run.json")
+    open(stale, "w").write("{}")
+    with open(os.path.join(out, "summary.json"), "rb") as f:
+        finished = f.read()
+    run(good(), "already holds a finished mining run (summary.json): set overwrite = true", overwrite="false")
+    run([empty], "no activations to mine arrived")  # a failed overwrite ...
+    with open(os.path.join(out, "summary.json"), "rb") as f:
+        if f.read() != finished or not os.path.exists(stale):
+            failures.append("a refused or failed run changed the finished output")
+    run(good(B=3), None)
+    with open(os.path.join(out, "summary.json")) as f:
+        if json.load(f)["tokens"] != 15 or os.path.exists(stale) or os.path.exists(out + ".partial"):
+            failures.append("overwrite = true did not replace the output whole (stale file kept, or old summary)")
 
     for msg in failures:
         print("FAIL:", msg)
