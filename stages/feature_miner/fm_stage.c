@@ -74,21 +74,19 @@ static int load_known_max(const char *path, int n, float **out) {
 static int check_out_dir(const char *out, int overwrite) {
     DIR *d = opendir(out);
     if (!d) return errno == ENOENT ? SF_OK : sf_fail("out %s: %s", out, strerror(errno));
-    const char *seen = NULL;
     struct dirent *e;
-    char first[256] = "";
+    char what[300] = "";
     int finished = 0;
     while ((e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        if (!first[0]) snprintf(first, sizeof first, "%s", e->d_name);
+        if (!what[0]) snprintf(what, sizeof what, "files (%s ...)", e->d_name);
         finished |= !strcmp(e->d_name, "summary.json");
-        seen = first;
     }
     closedir(d);
-    if (!seen || overwrite) return SF_OK;
+    if (!what[0] || overwrite) return SF_OK;
     return sf_fail("out %s already holds %s: set overwrite = true to replace it whole (when this run has "
                    "finished), or mine into another directory", out,
-                   finished ? "a finished mining run (summary.json)" : "files (e.g. the ones above)");
+                   finished ? "a finished mining run (summary.json)" : what);
 }
 
 static int fm_init(sf_ctx *ctx, void **out) {
