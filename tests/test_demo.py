@@ -101,7 +101,7 @@ for step, row in zip(steps, report):
           and f["max_preact"] >= f["max_act"] and len(ex) == len(f["examples"]) <= 50
           and all(e["peak"] > f["threshold"] for e in f["examples"]),
           f"{step}: examples by the paper's sampling (pass 1's maxima.json, then at most 50 above 0.7 of the maximum pre-activation)")
-    ev = json.load(open(os.path.join(runs, step, "features", "eval.json")))
+    ev = json.load(open(os.path.join(runs, step, "eval.json")))
     check(row["fvu"] == ev["fvu"] and 0 <= ev["fvu"] < 1.5 and 0 <= row["dead_fraction"] <= 1,
           f"{step}: held-out FVU {ev['fvu']:.3f} in the report matches sae_eval's")
     check(ev["loss_tokens"] > 0 and abs(ev["loss_sae"] - ev["loss"] - ev["loss_increase"]) < 1e-9 and 0 < ev["loss"] < 10,

@@ -9,6 +9,7 @@
 #   tools/demo.sh                      everything, into runs/demo (about 2.1 GB), building into build/
 #   RUNS=/tmp/d BUILD=build-ci STEPS="step-000000 step-001000" TRAIN_ARGS="docs=200" MINE_ARGS="docs=50" tools/demo.sh
 #   SAMPLING=strongest tools/demo.sh   the one-pass selection (the 50 strongest) instead of the paper's
+#   OVERWRITE=true tools/demo.sh       again into the same RUNS: replace the earlier results (else refused)
 #   SUITE=/data/llm-jp-3-1.8b LAYER=11 tools/demo.sh      another suite (the paper's "layer 12" = hidden_states[12] = resid_post.11)
 #
 # Variables: SUITE (a folder of checkpoint folders), STEPS (which of them, in training order; default
@@ -67,7 +68,8 @@ for step in $steps; do
     mkdir -p "$runs/$step/features"
     echo "== training an SAE for $step ($i/$n) on the train split (pipelines/demo-train.flow, seed $seed)"
     # shellcheck disable=SC2086
-    "$sf" run pipelines/demo-train.flow step="$step" seed="$seed" suite="$suite" layer="$LAYER" runs="$runs" $tok_args ${TRAIN_ARGS:-}
+    "$sf" run pipelines/demo-train.flow step="$step" seed="$seed" suite="$suite" layer="$LAYER" runs="$runs" \
+        overwrite="${OVERWRITE:-false}" $tok_args ${TRAIN_ARGS:-}
 done
 list=$(echo $steps | tr ' ' ',')
 # The paper's sampling reads the test split twice: pass 1 finds each feature's maximum encoder
@@ -78,11 +80,13 @@ sampling=${SAMPLING:-paper}
 if [ "$sampling" = paper ]; then
     echo "== pass 1 of the paper's sampling: each feature's maximum pre-activation on the test split (pipelines/demo-mine.flow): $list"
     # shellcheck disable=SC2086
-    "$sf" run pipelines/demo-mine.flow --sweep step="$list" suite="$suite" layer="$LAYER" runs="$runs" sampling=paper-max $tok_args ${MINE_ARGS:-}
+    "$sf" run pipelines/demo-mine.flow --sweep step="$list" suite="$suite" layer="$LAYER" runs="$runs" sampling=paper-max \
+        overwrite="${OVERWRITE:-false}" $tok_args ${MINE_ARGS:-}
 fi
 echo "== evaluating and mining features on the test split (pipelines/demo-mine.flow, sampling $sampling): $list"
 # shellcheck disable=SC2086
-"$sf" run pipelines/demo-mine.flow --sweep step="$list" suite="$suite" layer="$LAYER" runs="$runs" sampling="$sampling" $tok_args ${MINE_ARGS:-}
+"$sf" run pipelines/demo-mine.flow --sweep step="$list" suite="$suite" layer="$LAYER" runs="$runs" sampling="$sampling" \
+    overwrite="${OVERWRITE:-false}" $tok_args ${MINE_ARGS:-}
 dirs=""
 for step in $steps; do dirs="$dirs $runs/$step/features"; done
 echo "== report over $n checkpoints"

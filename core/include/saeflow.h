@@ -185,6 +185,12 @@ SF_EXPORT int sf_msg_get_float(const sf_msg *m, const char *key, double *out); /
 SF_EXPORT int sf_msg_get_bool(const sf_msg *m, const char *key, int *out);
 /* Not NUL-terminated: use *len. */
 SF_EXPORT int sf_msg_get_str(const sf_msg *m, const char *key, const char **s, size_t *len);
+/* Whether two hook names (the "hook" field, e.g. resid_post.2) name the same hook point: the one
+ * place hook names are compared (SAE provenance, shard directories, skip_stored). */
+SF_EXPORT int sf_same_hook(const char *a, const char *b);
+/* The "checkpoint" name a forward stage gives a model directory by default (its base name,
+ * trailing slashes ignored), into out[cap]. */
+SF_EXPORT void sf_default_checkpoint(const char *model_dir, char *out, size_t cap);
 SF_EXPORT int sf_msg_get_strs_count(const sf_msg *m, const char *key, size_t *n);
 SF_EXPORT int sf_msg_get_strs_at(const sf_msg *m, const char *key, size_t i, const char **s,
                                  size_t *len);

@@ -474,3 +474,13 @@ sf_msg *sf_msg_clone(const sf_msg *src) {
     }
     return m;
 }
+
+int sf_same_hook(const char *a, const char *b) { return strcmp(a, b) == 0; }
+
+void sf_default_checkpoint(const char *model_dir, char *out, size_t cap) {
+    size_t len = strlen(model_dir);
+    while (len > 1 && model_dir[len - 1] == '/') len--;
+    const char *b = model_dir + len;
+    while (b > model_dir && b[-1] != '/') b--;
+    snprintf(out, cap, "%.*s", (int)(model_dir + len - b), b);
+}

@@ -2,6 +2,7 @@
  * shape and [begin, end) byte range in the data that follows, then the data. */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <jansson.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -61,6 +62,7 @@ static int st_entry(const char *path, const char *name, json_t *v, const uint8_t
     t->name = name;
     t->t.ndim = (int)json_array_size(shape);
     uint64_t nbytes = sf_dtype_size(t->t.dtype);
+    char shape_text[200] = "[";
     for (int i = 0; i < t->t.ndim; i++) {
         json_t *d = json_array_get(shape, (size_t)i);
         if (!json_is_integer(d) || json_integer_value(d) < 0 || json_integer_value(d) > (1ll << 40)) {
@@ -68,22 +70,76 @@ static int st_entry(const char *path, const char *name, json_t *v, const uint8_t
             return st_bad(path, what);
         }
         t->t.shape[i] = json_integer_value(d);
-        nbytes *= (uint64_t)t->t.shape[i]; /* each factor < 2^40 and at most 8 of them, but check */
-        if (nbytes > data_len) {
-            snprintf(what, sizeof what, "tensor '%s' is larger than the file's data", name);
+        size_t used = strlen(shape_text);
+        snprintf(shape_text + used, sizeof shape_text - used, "%s%lld", i ? ", " : "", (long long)t->t.shape[i]);
+        if (__builtin_mul_overflow(nbytes, (uint64_t)t->t.shape[i], &nbytes) || nbytes > data_len) {
+            snprintf(what, sizeof what, "tensor '%s' (%s, shape [...%lld at dimension %d]) is larger than the file's data "
+                     "(%llu bytes)", name, sf_dtype_name(t->t.dtype), (long long)t->t.shape[i], i,
+                     (unsigned long long)data_len);
             return st_bad(path, what);
         }
     }
+    strncat(shape_text, "]", sizeof shape_text - strlen(shape_text) - 1);
     json_t *b = json_array_get(offs, 0), *e = json_array_get(offs, 1);
     if (!json_is_integer(b) || !json_is_integer(e) || json_integer_value(b) < 0 ||
-        json_integer_value(e) < json_integer_value(b) || (uint64_t)json_integer_value(e) > data_len ||
-        (uint64_t)(json_integer_value(e) - json_integer_value(b)) != nbytes) {
-        snprintf(what, sizeof what, "tensor '%s' has data_offsets outside the file or not matching its shape (file truncated?)", name);
+        json_integer_value(e) < json_integer_value(b)) {
+        snprintf(what, sizeof what, "tensor '%s' has data_offsets that are not [begin, end] with 0 <= begin <= end", name);
+        return st_bad(path, what);
+    }
+    uint64_t begin = (uint64_t)json_integer_value(b), end = (uint64_t)json_integer_value(e);
+    if (end > data_len) {
+        snprintf(what, sizeof what, "tensor '%s' has data_offsets [%llu, %llu] past the end of the data (%llu bytes): "
+                 "file truncated?", name, (unsigned long long)begin, (unsigned long long)end, (unsigned long long)data_len);
+        return st_bad(path, what);
+    }
+    if (end - begin != nbytes) {
+        snprintf(what, sizeof what, "tensor '%s' is %s of shape %s, %llu bytes, but its data_offsets [%llu, %llu] hold %llu",
+                 name, sf_dtype_name(t->t.dtype), shape_text, (unsigned long long)nbytes, (unsigned long long)begin,
+                 (unsigned long long)end, (unsigned long long)(end - begin));
         return st_bad(path, what);
     }
     t->t.data = data + json_integer_value(b);
     t->t.nbytes = nbytes;
     return SF_OK;
+}
+
+static int st_by_offset(const void *a, const void *b) {
+    const sf_st_tensor *x = *(const sf_st_tensor *const *)a, *y = *(const sf_st_tensor *const *)b;
+    const uint8_t *xb = x->t.data, *yb = y->t.data;
+    if (xb != yb) return xb < yb ? -1 : 1;
+    return (x->t.nbytes > y->t.nbytes) - (x->t.nbytes < y->t.nbytes);
+}
+
+/* As the reference implementation (Metadata::validate): the tensors, in offset order, tile the data
+ * section exactly, from 0 to its end. An overlap would make two tensors share bytes, a gap or a
+ * tail would hide bytes no tensor owns (a polyglot file); either way the header lies. */
+static int st_check_tiling(const char *path, const sf_st_file *f, const uint8_t *data, uint64_t data_len) {
+    const sf_st_tensor **order = malloc((f->count ? f->count : 1) * sizeof *order);
+    if (!order) return sf_fail("%s: out of memory sorting %zu tensors", path, f->count);
+    for (size_t i = 0; i < f->count; i++) order[i] = &f->tensors[i];
+    qsort(order, f->count, sizeof *order, st_by_offset);
+    uint64_t at = 0;
+    char what[600];
+    int rc = SF_OK;
+    for (size_t i = 0; i < f->count && rc == SF_OK; i++) {
+        uint64_t begin = (uint64_t)((const uint8_t *)order[i]->t.data - data);
+        if (begin != at) {
+            snprintf(what, sizeof what,
+                     "tensor '%s' starts at data offset %llu, but the tensors before it end at %llu (%s): "
+                     "data_offsets must tile the data without overlaps or gaps",
+                     order[i]->name, (unsigned long long)begin, (unsigned long long)at,
+                     begin < at ? "an overlap" : "a gap");
+            rc = st_bad(path, what);
+        }
+        at = begin + order[i]->t.nbytes;
+    }
+    if (rc == SF_OK && at != data_len) {
+        snprintf(what, sizeof what, "the tensors end at data offset %llu but the data is %llu bytes (%s)",
+                 (unsigned long long)at, (unsigned long long)data_len, "bytes no tensor owns after the last one");
+        rc = st_bad(path, what);
+    }
+    free(order);
+    return rc;
 }
 
 sf_st_file *sf_st_open(const char *path) {
@@ -125,6 +181,10 @@ sf_st_file *sf_st_open(const char *path) {
     const uint8_t *data = p + 8 + hlen;
     uint64_t data_len = f->map_len - 8 - hlen;
     f->tensors = calloc(json_object_size(f->header) + 1, sizeof *f->tensors);
+    if (!f->tensors) {
+        sf_fail("%s: out of memory for %zu tensor entries", path, json_object_size(f->header));
+        goto fail;
+    }
     const char *name;
     json_t *v;
     json_object_foreach(f->header, name, v) {
@@ -142,6 +202,7 @@ sf_st_file *sf_st_open(const char *path) {
         if (st_entry(path, name, v, data, data_len, &f->tensors[f->count]) != SF_OK) goto fail;
         f->count++;
     }
+    if (st_check_tiling(path, f, data, data_len) != SF_OK) goto fail;
     return f;
 fail:
     sf_st_close(f);
@@ -252,6 +313,70 @@ static int write_all(int fd, const void *buf, size_t n, uint32_t *crc) {
     return SF_OK;
 }
 
+/* The end of an atomic write of path through tmp (open as fd; rc: how the writes went): fsync, close,
+ * rename into place, fsync of the directory. A failure removes tmp and leaves path as it was. */
+static int finish_atomic(int fd, int rc, const char *tmp, const char *path) {
+    int err = errno;
+    if (rc == SF_OK && fsync(fd) != 0) rc = SF_ERR, err = errno;
+    if (close(fd) != 0 && rc == SF_OK) rc = SF_ERR, err = errno;
+    if (rc != SF_OK) {
+        unlink(tmp);
+        return sf_fail("writing %s: %s", path, strerror(err));
+    }
+    if (rename(tmp, path) != 0) {
+        err = errno;
+        unlink(tmp);
+        return sf_fail("renaming %s to %s: %s", tmp, path, strerror(err));
+    }
+    return sf_sync_parent(path);
+}
+
+int sf_sync_parent(const char *path) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) != 0) {
+        int err = errno;
+        if (dfd >= 0) close(dfd);
+        return sf_fail("%s was renamed into place, but its directory could not be synced (%s): after a crash it may "
+                       "be missing", path, strerror(err));
+    }
+    close(dfd);
+    return SF_OK;
+}
+
+int sf_write_file_atomic(const char *path, const void *buf, size_t len) {
+    char tmp[4200];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) return sf_fail("path too long: %s", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return sf_fail("%s: %s", tmp, strerror(errno));
+    return finish_atomic(fd, write_all(fd, buf, len, NULL), tmp, path);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+    (void)st, (void)ftw;
+    return (type == FTW_DP ? rmdir(path) : unlink(path)) == 0 ? 0 : -1;
+}
+
+int sf_remove_tree(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return errno == ENOENT ? SF_OK : sf_fail("%s: %s", path, strerror(errno));
+    if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        return sf_fail("cannot remove %s: %s", path, strerror(errno));
+    return SF_OK;
+}
+
+int sf_replace_dir(const char *tmp_dir, const char *dir) {
+    if (renameat2(AT_FDCWD, tmp_dir, AT_FDCWD, dir, RENAME_EXCHANGE) == 0) {
+        /* tmp_dir now holds the old output */
+        if (sf_sync_parent(dir) != SF_OK) return SF_ERR;
+        return sf_remove_tree(tmp_dir);
+    }
+    if (errno != ENOENT) return sf_fail("cannot put %s in place of %s: %s", tmp_dir, dir, strerror(errno));
+    if (rename(tmp_dir, dir) != 0) return sf_fail("cannot rename %s to %s: %s", tmp_dir, dir, strerror(errno));
+    return sf_sync_parent(dir);
+}
+
 int sf_st_writer_save(sf_st_writer *w, const char *path, uint32_t *crc_out) {
     if (w->error[0]) return sf_fail("%s: %s", path, w->error);
     if (json_object_size(w->meta)) json_object_set(w->header, "__metadata__", w->meta);
@@ -276,33 +401,7 @@ int sf_st_writer_save(sf_st_writer *w, const char *path, uint32_t *crc_out) {
     for (size_t i = 0; rc == SF_OK && i < w->count; i++)
         rc = write_all(fd, w->items[i].t.data, w->items[i].t.nbytes, &crc);
     free(hjson);
-    if (rc == SF_OK && fsync(fd) != 0) rc = SF_ERR;
-    int err = errno;
-    if (close(fd) != 0 && rc == SF_OK) {
-        rc = SF_ERR;
-        err = errno;
-    }
-    if (rc != SF_OK) {
-        unlink(tmp);
-        return sf_fail("writing %s: %s", path, strerror(err));
-    }
-    if (rename(tmp, path) != 0) {
-        err = errno;
-        unlink(tmp);
-        return sf_fail("renaming %s to %s: %s", tmp, path, strerror(err));
-    }
-    /* The rename is durable only once the directory entry is on disk. */
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || fsync(dfd) != 0) {
-        err = errno;
-        if (dfd >= 0) close(dfd);
-        return sf_fail("%s was renamed into place, but its directory could not be synced (%s): after a crash it may "
-                       "be missing",
-                       path, strerror(err));
-    }
-    close(dfd);
+    if (finish_atomic(fd, rc, tmp, path) != SF_OK) return SF_ERR;
     if (crc_out) *crc_out = crc;
     return SF_OK;
 }

@@ -34,6 +34,18 @@ SF_EXPORT void sf_st_writer_meta(sf_st_writer *w, const char *key, const char *v
 SF_EXPORT int sf_st_writer_save(sf_st_writer *w, const char *path, uint32_t *crc32);
 SF_EXPORT void sf_st_writer_free(sf_st_writer *w);
 
+/* Writes len bytes of buf to path as sf_st_writer_save writes a file: through path.tmp, fsync,
+ * rename, fsync of the directory; on failure path is unchanged. SF_OK or SF_ERR (sf_fail). */
+SF_EXPORT int sf_write_file_atomic(const char *path, const void *buf, size_t len);
+/* fsyncs the directory holding path (after a rename or unlink there). SF_OK or SF_ERR. */
+SF_EXPORT int sf_sync_parent(const char *path);
+/* Finished outputs replaced whole: tmp_dir (complete) takes dir's place in one atomic exchange
+ * (renameat2 RENAME_EXCHANGE; a plain rename when dir does not exist), then the old output is
+ * removed. Until then dir is untouched, so a failed run leaves it as it was. SF_OK or SF_ERR. */
+SF_EXPORT int sf_replace_dir(const char *tmp_dir, const char *dir);
+/* rm -rf path (nothing there is fine). SF_OK or SF_ERR. */
+SF_EXPORT int sf_remove_tree(const char *path);
+
 /* zlib's CRC-32 (crc32_z) of n more bytes, starting from crc (0 for a new one); computed with
  * ISA-L's folding (PCLMULQDQ) when built with libisal-dev. */
 SF_EXPORT uint32_t sf_crc32(uint32_t crc, const void *p, size_t n);

@@ -1,7 +1,7 @@
 /* fm_report.c — see fm_report.h.
  *
  * Per run directory it reads summary.json (feature_miner) and the SAE's metrics: the first of
- * RUN_DIR/metrics.json, RUN_DIR/eval.json, <sae>/eval.json (sae_eval), the last line of
+ * RUN_DIR/metrics.json, RUN_DIR/eval.json, RUN_DIR/../eval.json, <sae>/eval.json (sae_eval), the last line of
  * <sae>/metrics.jsonl (sae_trainer), <sae>/metrics.json, <sae>/config.json, <sae>/cfg.json that has
  * the numbers "fvu" and "dead_fraction" (at the top level, or in an object "final" or
  * "metrics"); and the LM loss with and without the SAE spliced in ("loss", "loss_sae": the forward
@@ -216,7 +216,8 @@ static int load_run(fm_run *r, const char *dir) {
 
     /* The first that has both numbers: an explicit file, sae_eval's held-out results, the trainer's
      * last metrics line, the model config. */
-    const char *const cands[][2] = {{"run", "metrics.json"}, {"run", "eval.json"}, {"sae", "eval.json"},
+    const char *const cands[][2] = {{"run", "metrics.json"}, {"run", "eval.json"}, {"run", "../eval.json"},
+                                    {"sae", "eval.json"},
                                     {"sae", "metrics.jsonl"}, {"sae", "metrics.json"}, {"sae", "config.json"},
                                     {"sae", "cfg.json"}};
     for (size_t c = 0; c < sizeof cands / sizeof cands[0]; c++) {

@@ -7,6 +7,7 @@
  * The paper's sampling takes two runs over the same stream: `sampling = paper-max` only finds
  * every feature's maximum encoder pre-activation and writes OUT/maxima.json; `sampling = paper`
  * reads it (max_from) and mines, checking that it sees the same stream (counts and maxima). */
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -23,6 +24,7 @@
 #include "fm_report.h"
 #include "sae.h"
 #include "saeflow.h"
+#include "sf_safetensors.h"
 #ifdef FM_HAVE_FORWARD
 #include "hook.h"
 #endif
@@ -47,8 +49,9 @@ typedef struct fm_state {
     uint64_t tokens, sequences;  /* paper modes: this stream's counts (as the miner counts them) */
     float *pre;                  /* paper modes: pre-activations of a group of sequences */
     size_t cap_pre;
-    int drop_bos;
+    int drop_bos, accept_mismatch;
     char *sae_dir, *out_dir, *model_dir, *want_hook;
+    char work_dir[4200]; /* out_dir + ".partial": the outputs are written here, then replace out_dir whole */
     char *checkpoint, *hook, *model_name; /* from the first message */
     int logit_top;
     fm_info info;
@@ -65,7 +68,7 @@ static char *dup_or_null(const char *s) { return s && *s ? strdup(s) : NULL; }
 
 /* Pass 1's file (sampling = paper-max): each feature's maximum pre-activation over the stream,
  * and the stream's counts, which pass 2 checks. */
-static int write_maxima(const fm_state *s) {
+static int write_maxima(const fm_state *s, const char *path) {
     json_t *o = json_object(), *mx = json_array();
     json_object_set_new(o, "schema", json_string(FM_MAXIMA_SCHEMA));
     json_object_set_new(o, "sae", json_string(s->sae_dir));
@@ -76,9 +79,9 @@ static int write_maxima(const fm_state *s) {
     json_object_set_new(o, "sequences", json_integer((json_int_t)s->sequences));
     for (int i = 0; i < s->sae.n; i++) json_array_append_new(mx, json_real(s->pre_max[i]));
     json_object_set_new(o, "max_preact", mx);
-    int rc = json_dump_file(o, s->maxima_path, JSON_COMPACT | JSON_REAL_PRECISION(9)) == 0
+    int rc = json_dump_file(o, path, JSON_COMPACT | JSON_REAL_PRECISION(9)) == 0
                  ? SF_OK
-                 : sf_fail("cannot write %s: %s", s->maxima_path, strerror(errno));
+                 : sf_fail("cannot write %s: %s", path, strerror(errno));
     json_decref(o);
     return rc;
 }
@@ -138,6 +141,27 @@ static int check_same_stream(const fm_state *s) {
                            s->maxima_path, i, a, b, fix);
     }
     return SF_OK;
+}
+
+/* A finished run's directory (or any files) at out is refused unless overwrite: re-mining into it
+ * used to keep the previous run's per-feature files beside the new ones. keep: a file name that may
+ * be there (pass 2 of the paper's sampling reads pass 1's maxima.json from out), or NULL. */
+static int check_out_dir(const char *out, int overwrite, const char *keep) {
+    DIR *d = opendir(out);
+    if (!d) return errno == ENOENT ? SF_OK : sf_fail("out %s: %s", out, strerror(errno));
+    struct dirent *e;
+    char what[300] = "";
+    int finished = 0;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || (keep && !strcmp(e->d_name, keep))) continue;
+        if (!what[0]) snprintf(what, sizeof what, "files (%s ...)", e->d_name);
+        finished |= !strcmp(e->d_name, "summary.json");
+    }
+    closedir(d);
+    if (!what[0] || overwrite) return SF_OK;
+    return sf_fail("out %s already holds %s: set overwrite = true to replace it whole (when this run has "
+                   "finished), or mine into another directory", out,
+                   finished ? "a finished mining run (summary.json)" : what);
 }
 
 static void fm_destroy(void *state);
@@ -209,6 +233,7 @@ static int fm_init(sf_ctx *ctx, void **out) {
     };
     if (s->sampling != SAMPLING_PAPER_MAX && !(s->miner = fm_miner_new(&cfg))) return SF_ERR;
     s->drop_bos = sf_param_bool(ctx, "drop_bos");
+    s->accept_mismatch = sf_param_bool(ctx, "accept_sae_mismatch");
     s->logit_top = (int)sf_param_int(ctx, "logit_top");
     s->info = (fm_info){
         .sae_dir = s->sae_dir,
@@ -227,7 +252,15 @@ static int fm_init(sf_ctx *ctx, void **out) {
         .threads = (int)sf_param_int(ctx, "threads"),
     };
     if (fm_gran_check_params(&s->info.gran) != SF_OK) return SF_ERR;
-    return fm_mkdirs(s->out_dir);
+    char default_maxima[4200];
+    snprintf(default_maxima, sizeof default_maxima, "%s/maxima.json", s->out_dir);
+    const char *keep = s->sampling == SAMPLING_PAPER && !strcmp(s->maxima_path, default_maxima) ? "maxima.json" : NULL;
+    if (check_out_dir(s->out_dir, sf_param_bool(ctx, "overwrite"), keep) != SF_OK) return SF_ERR;
+    if (s->sampling == SAMPLING_PAPER_MAX) return fm_mkdirs(s->out_dir); /* pass 1 writes maxima.json alone */
+    if ((size_t)snprintf(s->work_dir, sizeof s->work_dir, "%s.partial", s->out_dir) >= sizeof s->work_dir)
+        return sf_fail("out: path too long");
+    if (sf_remove_tree(s->work_dir) != SF_OK) return SF_ERR; /* left by a run that failed */
+    return fm_mkdirs(s->work_dir);
 }
 
 static void note_meta(const sf_msg *msg, const char *key, char **slot) {
@@ -301,9 +334,13 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
     int64_t B = acts.shape[0], T = acts.shape[1], rows = B * T;
     if (B == 0 || T == 0) return SF_OK; /* an empty batch: nothing to mine */
     if (B < 0 || T < 0 || T > INT_MAX / 2) return sf_fail("activations: bad shape [%lld, %lld, d]", (long long)B, (long long)T);
-    note_meta(msg, "checkpoint", &s->checkpoint);
-    if (!s->hook) s->hook = strndup(hook, hook_len);
-    note_meta(msg, "model", &s->model_name);
+    if (!s->hook) { /* the first message: is it what the SAE was trained on? */
+        s->hook = strndup(hook, hook_len);
+        note_meta(msg, "checkpoint", &s->checkpoint);
+        note_meta(msg, "model", &s->model_name);
+        if (sae_check_source(&s->sae, s->sae_dir, s->hook, s->checkpoint, s->model_name, s->accept_mismatch) != SF_OK)
+            return SF_ERR;
+    }
 
     if ((size_t)rows > s->cap_rows) {
         size_t r = (size_t)rows, k = (size_t)s->sae.k;
@@ -375,10 +412,14 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
 }
 
 static int fm_on_eos(sf_ctx *ctx, void *state) {
-    (void)ctx;
     fm_state *s = state;
+    uint64_t mined = s->miner ? s->miner->tokens : s->tokens;
+    if (mined == 0 && !sf_stopping(ctx)) /* an empty summary would look like a result */
+        return sf_fail("feature_miner: no activations to mine arrived (0 tokens%s): nothing written to %s. Check the "
+                       "upstream stages' errors and counters (documents of the split, the hook)",
+                       s->want_hook ? ", or none of the hook parameter's" : "", s->out_dir);
     if (s->sampling == SAMPLING_PAPER_MAX) {
-        int rc = fm_mkdirs(s->out_dir) == SF_OK ? write_maxima(s) : SF_ERR;
+        int rc = fm_mkdirs(s->out_dir) == SF_OK ? write_maxima(s, s->maxima_path) : SF_ERR;
         if (rc == SF_OK)
             sf_log(SF_LOG_INFO, "pass 1 of the paper's sampling: maxima of %llu tokens in %s; mine with sampling = paper",
                    (unsigned long long)s->tokens, s->maxima_path);
@@ -398,8 +439,14 @@ static int fm_on_eos(sf_ctx *ctx, void *state) {
     s->info.checkpoint = s->checkpoint;
     s->info.hook = s->hook;
     s->info.model = s->model_name;
-    int rc = fm_write_outputs(s->out_dir, s->miner, &s->vocab, &s->info, lgp);
+    int rc = fm_write_outputs(s->work_dir, s->miner, &s->vocab, &s->info, lgp);
     fm_logits_free(&lg);
+    if (rc == SF_OK && s->sampling == SAMPLING_PAPER) { /* the run directory keeps the maxima it was mined with */
+        char path[4300];
+        snprintf(path, sizeof path, "%s/maxima.json", s->work_dir);
+        rc = write_maxima(s, path);
+    }
+    if (rc == SF_OK) rc = sf_replace_dir(s->work_dir, s->out_dir);
     if (rc == SF_OK && s->miner->nonfinite)
         sf_log(SF_LOG_WARN, "skipped %llu NaN/Inf latent values (non-finite activations in the stream)",
                (unsigned long long)s->miner->nonfinite);
@@ -450,6 +497,12 @@ static const sf_param_def fm_params[] = {
     {"neuronpedia", SF_PARAM_BOOL, "false", "also write neuronpedia/<id>.json (Neuronpedia-style feature JSON)"},
     {"seed", SF_PARAM_INT, "0", "seed of the shuffled order (sampling = paper) and of the per-interval example sampling"},
     {"threads", SF_PARAM_INT, "0", "threads writing the output files at the end (0: one per CPU)"},
+    {"overwrite", SF_PARAM_BOOL, "false",
+     "replace a finished run (or any files) in out; the new outputs are written beside it (OUT.partial) and "
+     "replace it whole only when complete, so a failed run leaves it intact"},
+    {"accept_sae_mismatch", SF_PARAM_BOOL, "false",
+     "mine activations of another hook, checkpoint or model than the SAE's config records (logged); otherwise "
+     "that is an error"},
     {NULL, 0, NULL, NULL},
 };
 

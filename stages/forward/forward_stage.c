@@ -47,8 +47,11 @@ static int fwd_sae_fn(void *ctx, float *acts, int batch, int seq, int width) {
     return SF_OK;
 }
 
-/* Loads the SAE in dir, to splice at hook_name ("": the hook its config records). NULL on error. */
-static fwd_sae *fwd_sae_open(const char *dir, const char *hook_name, const fw_config *cfg, int bos_id) {
+/* Loads the SAE in dir, to splice at hook_name ("": the hook its config records) of the model in
+ * model_dir named checkpoint; the SAE must have been trained there unless accept_mismatch. NULL on
+ * error. */
+static fwd_sae *fwd_sae_open(const char *dir, const char *hook_name, const fw_config *cfg, int bos_id,
+                             const char *model_dir, const char *checkpoint, int accept_mismatch) {
     fwd_sae *a = sf_zalloc("SAE splice", 1, sizeof *a);
     if (!a) return NULL;
     a->bos_id = bos_id;
@@ -63,6 +66,7 @@ static fwd_sae *fwd_sae_open(const char *dir, const char *hook_name, const fw_co
     else if (fw_hook_check(cfg, a->splice.hook) != SF_OK) rc = SF_ERR;
     else if (fw_hook_width(cfg, a->splice.hook) != a->m.d)
         rc = sf_fail("sae %s has d = %d, hook %s is %d wide", dir, a->m.d, name, fw_hook_width(cfg, a->splice.hook));
+    else rc = sae_check_source(&a->m, dir, name, checkpoint, model_dir, accept_mismatch);
     if (rc != SF_OK) {
         sae_model_free(&a->m);
         free(a);
@@ -81,8 +85,9 @@ static void fwd_sae_close(fwd_sae *a) {
     free(a);
 }
 #else
-static fwd_sae *fwd_sae_open(const char *dir, const char *hook_name, const fw_config *cfg, int bos_id) {
-    (void)hook_name, (void)cfg, (void)bos_id;
+static fwd_sae *fwd_sae_open(const char *dir, const char *hook_name, const fw_config *cfg, int bos_id,
+                             const char *model_dir, const char *checkpoint, int accept_mismatch) {
+    (void)hook_name, (void)cfg, (void)bos_id, (void)model_dir, (void)checkpoint, (void)accept_mismatch;
     sf_fail("sae %s: this build has no SAE library (stages/sae_trainer was not built)", dir);
     return NULL;
 }
@@ -184,6 +189,9 @@ static const sf_param_def fwd_params[] = {
     {"sae", SF_PARAM_STRING, "", "trained SAE directory (any layout): also emit loss_sae, the loss with sae_hook's "
      "activations replaced by the SAE's reconstruction (BOS kept); implies loss"},
     {"sae_hook", SF_PARAM_STRING, "", "hook point the SAE replaces (default: the hook its config records)"},
+    {"accept_sae_mismatch", SF_PARAM_BOOL, "false",
+     "splice the SAE into another hook (sae_hook), checkpoint or model than its config records (logged); "
+     "otherwise that is an error"},
     {"threads", SF_PARAM_INT, "0", "threads of the forward: each sgemm is split over them, with OpenBLAS on one thread meanwhile (0: all cores)"},
     {NULL, 0, NULL, NULL},
 };
@@ -239,9 +247,13 @@ static int fwd_params_load(sf_ctx *ctx, fwd_stage *s, fw_config *cfg) {
             return sf_param_fail(ctx, "hooks", "%s (%s)", sf_last_error(), s->model_dir);
     if (sf_param_int(ctx, "threads") < 0 || sf_param_int(ctx, "threads") > 4096)
         return sf_param_fail(ctx, "threads", "must be from 0 (all cores) to 4096");
+    const char *name = sf_param_str(ctx, "checkpoint");
+    if (!*name) sf_default_checkpoint(s->model_dir, s->checkpoint, sizeof s->checkpoint);
+    else snprintf(s->checkpoint, sizeof s->checkpoint, "%s", name);
     s->bos_id = (int)sf_param_int(ctx, "bos_id");
     if (s->bos_id < 0) s->bos_id = cfg->bos_id;
-    if (*sae_dir && !(s->sae = fwd_sae_open(sae_dir, sf_param_str(ctx, "sae_hook"), cfg, s->bos_id)))
+    if (*sae_dir && !(s->sae = fwd_sae_open(sae_dir, sf_param_str(ctx, "sae_hook"), cfg, s->bos_id, s->model_dir,
+                                            s->checkpoint, sf_param_bool(ctx, "accept_sae_mismatch"))))
         return sf_param_fail(ctx, "sae", "%s", sf_last_error());
     return SF_OK;
 }
@@ -262,16 +274,6 @@ static int fwd_init(sf_ctx *ctx, void **state) {
     *state = s;
     fw_config cfg;
     if (fwd_params_load(ctx, s, &cfg) != SF_OK) return SF_ERR;
-
-    const char *name = sf_param_str(ctx, "checkpoint");
-    if (!*name) { /* base name of the directory, ignoring trailing slashes */
-        size_t len = strlen(s->model_dir);
-        while (len > 1 && s->model_dir[len - 1] == '/') len--;
-        const char *b = s->model_dir + len;
-        while (b > s->model_dir && b[-1] != '/') b--;
-        snprintf(s->checkpoint, sizeof s->checkpoint, "%.*s", (int)(s->model_dir + len - b), b);
-    } else
-        snprintf(s->checkpoint, sizeof s->checkpoint, "%s", name);
 
     /* Load only the blocks the hooks need, unless logits or loss need them all. */
     int need = 0, head = s->want_logits || s->want_loss;
@@ -517,13 +519,15 @@ static int npy_header(FILE *f, size_t rows, size_t cols) {
 
 static int cli_usage(void) {
     fprintf(stderr, "usage: saeflow forward MODEL_DIR [--hook HOOK] [--out FILE.npy] [--logits] [--loss]\n"
-                    "                       [--sae SAE_DIR [--sae-hook HOOK]] [--loss-out FILE.npy] [--threads N]\n"
+                    "                       [--sae SAE_DIR [--sae-hook HOOK] [--accept-sae-mismatch]]\n"
+                    "                       [--loss-out FILE.npy] [--threads N]\n"
                     "       saeflow forward MODEL_DIR --generate N\n"
                     "  reads token ids on stdin, one sequence per line; writes the hook's activations\n"
                     "  [tokens, d] (or with --logits the logits [tokens, vocab]) of every token in order as\n"
                     "  float32 .npy; --loss prints the mean next-token cross-entropy; with --sae also the mean\n"
                     "  loss with the SAE's reconstruction spliced in at its hook (or --sae-hook), BOS kept, and\n"
-                    "  the increase; --loss-out writes the per-token losses [tokens, 1] ([tokens, 2]: clean,\n"
+                    "  the increase (an SAE trained on another hook, checkpoint or model is refused unless\n"
+                    "  --accept-sae-mismatch); --loss-out writes the per-token losses [tokens, 1] ([tokens, 2]: clean,\n"
                     "  spliced with --sae; NaN at each sequence's last token); --generate prints each sequence\n"
                     "  followed by its greedy continuation of N tokens.\n");
     return 2;
@@ -559,7 +563,7 @@ static int cli_generate(const fw_model *m, fw_state *st, const seq_list *seqs, i
 
 static int cli_main(int argc, char **argv) {
     const char *dir = NULL, *hook_name = NULL, *out_path = NULL, *sae_dir = NULL, *sae_hook = "", *loss_path = NULL;
-    int want_logits = 0, want_loss = 0, threads = 0, generate = 0;
+    int want_logits = 0, want_loss = 0, threads = 0, generate = 0, accept_mismatch = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--hook") && i + 1 < argc) hook_name = argv[++i];
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_path = argv[++i];
@@ -570,6 +574,7 @@ static int cli_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--generate") && i + 1 < argc) generate = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--logits")) want_logits = 1;
         else if (!strcmp(argv[i], "--loss")) want_loss = 1;
+        else if (!strcmp(argv[i], "--accept-sae-mismatch")) accept_mismatch = 1;
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
         else return cli_usage();
     }
@@ -600,7 +605,10 @@ static int cli_main(int argc, char **argv) {
     float *acts = NULL, *loss = NULL, *losses = NULL;
     int rc = 1;
     if (!st || read_sequences(stdin, &seqs) != SF_OK) goto done;
-    if (sae_dir && !(sae = fwd_sae_open(sae_dir, sae_hook, &cfg, cfg.bos_id))) goto done;
+    char checkpoint[256];
+    sf_default_checkpoint(dir, checkpoint, sizeof checkpoint);
+    if (sae_dir && !(sae = fwd_sae_open(sae_dir, sae_hook, &cfg, cfg.bos_id, dir, checkpoint, accept_mismatch)))
+        goto done;
     if (!(m = fw_model_load(dir, head ? -1 : hook.layer + 1, head))) goto done;
     if (generate > 0) {
         rc = cli_generate(m, st, &seqs, generate) == SF_OK ? 0 : 1;

@@ -344,7 +344,8 @@ static int load_into(const fw_ckpt *ck, const char *name, int ndim, int64_t d0, 
     const sf_st_tensor *t = ckpt_find(ck, name);
     if (!t) return SF_ERR;
     if (t->t.dtype != SF_F32 && t->t.dtype != SF_F16 && t->t.dtype != SF_BF16 && t->t.dtype != SF_F64)
-        return sf_fail("%s: tensor \"%s\" has dtype %s, expected F32, F16, BF16 or F64", ck->dir, name,
+        return sf_fail("%s: tensor \"%s\" has unsupported dtype %s (F32, F16, BF16 or F64: convert the checkpoint)",
+                       ck->dir, name,
                        sf_dtype_name(t->t.dtype));
     int ok = t->t.ndim == ndim && t->t.shape[0] == d0 && (ndim == 1 || t->t.shape[1] == d1);
     if (!ok) {

@@ -41,6 +41,8 @@ typedef struct sae_model {
     sae_norm_mode norm;
     float norm_scale; /* SAE_NORM_SCALAR only; 1 otherwise */
     char hook[64];    /* hook point it was trained on, as its config records it ("" if none) */
+    char checkpoint[128]; /* the checkpoint name and model directory of its training activations, */
+    char model[1024];     /* as saeflow_training records them ("" if not recorded) */
 } sae_model;
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -94,6 +96,14 @@ int sae_reconstruct(const sae_model *m, const float *x, int64_t rows, int64_t bl
  * "none". m->hook comes from our training metadata (saeflow_training.hook) or SAELens' hook_name
  * (top level or under metadata). SF_OK or SF_ERR with sf_last_error() set. */
 int sae_load(sae_model *m, const char *dir);
+
+/* Checks that activations of (hook, checkpoint, model) are what the SAE in sae_dir was trained on,
+ * as its config records them: another hook (so another layer), another checkpoint name or another
+ * model directory (compared as files when both exist here) is an error naming both sides, unless
+ * accept (the stages' accept_sae_mismatch), then a logged warning. Hooks compare by sf_same_hook. What either side does not
+ * record ("" or NULL) is not compared. SF_OK or SF_ERR (sf_fail). */
+int sae_check_source(const sae_model *m, const char *sae_dir, const char *hook, const char *checkpoint,
+                     const char *model, int accept);
 
 /* Saves into dir (created if missing) in a layout. extra_json (may be NULL) is a JSON object
  * text whose members are added to the config (training metadata). In the sparsify and SAELens

@@ -608,12 +608,11 @@ static void sae_transpose(const float *src, int rows, int cols, float *dst) {
 
 /* Writes JSON atomically: temp file, then rename. */
 static int sae_write_json(const char *path, json_t *j) {
-    char tmp[4300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    if (json_dump_file(j, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) != 0)
-        return sf_fail("sae: cannot write %s", tmp);
-    if (rename(tmp, path) != 0) return sf_fail("sae: cannot rename %s: %s", tmp, strerror(errno));
-    return SF_OK;
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (!text) return sf_fail("sae: out of memory writing %s", path);
+    int rc = sf_write_file_atomic(path, text, strlen(text));
+    free(text);
+    return rc;
 }
 
 static int sae_save_layout(const sae_model *m, const char *dir, sae_layout layout, const char *extra_json);
@@ -684,11 +683,17 @@ static int sae_save_layout(const sae_model *m, const char *dir, sae_layout layou
         if (json_is_object(md)) json_object_set_new(md, "sae_lens_version", json_string("6.0.0"));
     }
 
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, L->config);
-    int rc = sae_write_json(path, cfg);
-    json_decref(cfg);
-    if (rc != SF_OK) return rc;
+    /* The config marks a directory as holding a model: it goes last, after the weights are on disk,
+     * and an older one goes first (a full disk must not leave a config describing weights that are
+     * not there, or not these). */
+    char path[4200], config_path[4200];
+    snprintf(config_path, sizeof config_path, "%s/%s", dir, L->config);
+    if (unlink(config_path) == 0 ? sf_sync_parent(config_path) != SF_OK
+                                 : errno != ENOENT && sf_fail("cannot remove %s: %s", config_path, strerror(errno))) {
+        json_decref(cfg);
+        return SF_ERR;
+    }
+    int rc;
 
     size_t nd = (size_t)m->n * m->d;
     /* At most one matrix is stored transposed in each layout. */
@@ -713,6 +718,8 @@ static int sae_save_layout(const sae_model *m, const char *dir, sae_layout layou
     rc = sf_st_writer_save(w, path, NULL);
     sf_st_writer_free(w);
     free(tmat);
+    if (rc == SF_OK) rc = sae_write_json(config_path, cfg);
+    json_decref(cfg);
     return rc;
 }
 
@@ -792,8 +799,12 @@ int sae_load(sae_model *m, const char *dir) {
     json_t *hk = json_object_get(json_object_get(cfg, "saeflow_training"), "hook");
     if (!json_is_string(hk)) hk = json_object_get(cfg, "hook_name");
     if (!json_is_string(hk)) hk = json_object_get(json_object_get(cfg, "metadata"), "hook_name");
-    char hook[sizeof m->hook] = "";
+    char hook[sizeof m->hook] = "", checkpoint[sizeof m->checkpoint] = "", model[sizeof m->model] = "";
     if (json_is_string(hk)) snprintf(hook, sizeof hook, "%s", json_string_value(hk));
+    json_t *ck = json_object_get(json_object_get(cfg, "saeflow_training"), "checkpoint"),
+           *md = json_object_get(json_object_get(cfg, "saeflow_training"), "model");
+    if (json_is_string(ck)) snprintf(checkpoint, sizeof checkpoint, "%s", json_string_value(ck));
+    if (json_is_string(md)) snprintf(model, sizeof model, "%s", json_string_value(md));
     json_decref(cfg);
 
     snprintf(path, sizeof path, "%s/%s", dir, L->weights);
@@ -818,6 +829,8 @@ int sae_load(sae_model *m, const char *dir) {
     m->norm = norm;
     m->norm_scale = norm == SAE_NORM_SCALAR ? norm_scale : 1.0f;
     memcpy(m->hook, hook, sizeof hook);
+    memcpy(m->checkpoint, checkpoint, sizeof checkpoint);
+    memcpy(m->model, model, sizeof model);
     int rc = SF_OK;
     if (sae_read_tensor(f, path, L->w_enc, n, d, L->enc_transposed, m->W_enc) != SF_OK ||
         sae_read_tensor(f, path, L->b_enc, n, 0, 0, m->b_enc) != SF_OK ||
@@ -828,4 +841,36 @@ int sae_load(sae_model *m, const char *dir) {
     }
     sf_st_close(f);
     return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* What the SAE reads                                                                              */
+
+/* Two model directory names: the same string, or the same directory here. Names that do not both
+ * exist here (a model recorded on another host) are compared as strings. */
+static int same_model(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (strcmp(a, b) == 0) return 1;
+    if (stat(a, &sa) != 0 || stat(b, &sb) != 0) return 0;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+int sae_check_source(const sae_model *m, const char *sae_dir, const char *hook, const char *checkpoint,
+                     const char *model, int accept) {
+    const char *what = NULL, *mine = NULL, *theirs = NULL;
+    if (m->hook[0] && hook && *hook && !sf_same_hook(m->hook, hook)) what = "hook", mine = m->hook, theirs = hook;
+    else if (m->checkpoint[0] && checkpoint && *checkpoint && strcmp(m->checkpoint, checkpoint) != 0)
+        what = "checkpoint", mine = m->checkpoint, theirs = checkpoint;
+    else if (m->model[0] && model && *model && !same_model(m->model, model))
+        what = "model", mine = m->model, theirs = model;
+    if (!what) return SF_OK;
+    if (accept) {
+        sf_log(SF_LOG_WARN, "the SAE %s was trained on %s %s, these activations are of %s %s: used anyway "
+               "(accept_sae_mismatch = true)", sae_dir, what, mine, what, theirs);
+        return SF_OK;
+    }
+    return sf_fail("the SAE %s was trained on %s %s, but these activations are of %s %s: its features mean "
+                   "nothing there. Use the SAE of %s %s (or activations of %s %s); to use it anyway, set "
+                   "accept_sae_mismatch = true",
+                   sae_dir, what, mine, what, theirs, what, theirs, what, mine);
 }

@@ -94,6 +94,10 @@ static const sf_param_def trainer_params[] = {
     {"resume", SF_PARAM_BOOL, "false",
      "continue from out_dir/checkpoint.safetensors, skipping the sequences (doc_id, pos) it trained on, or the "
      "first rows it read when messages carry no doc_id/pos"},
+    {"overwrite", SF_PARAM_BOOL, "false",
+     "replace the SAE (or interrupted run) out_dir holds: this run works in OUT_DIR.partial and replaces out_dir "
+     "whole when it completes, so a failed or interrupted run leaves it intact (without it, or resume, such a "
+     "directory is refused)"},
     {"export", SF_PARAM_STRING, "", "extra layouts to write at the end: comma list of sparsify, saelens"},
     {"field", SF_PARAM_STRING, "acts", "message field holding the activations"},
     {"split", SF_PARAM_STRING, "", "train only on messages of this split (\"\": all)"},
@@ -108,6 +112,7 @@ typedef struct trainer_take {
 
 typedef struct trainer_state {
     char out_dir[3800], field[64], split[64], export_list[128];
+    char final_dir[3800]; /* overwrite: the directory out_dir (OUT.partial) replaces when complete; else "" */
     int64_t latents, expansion, k, batch, seed, max_tokens, metrics_every, checkpoint_every;
     int resume;
     sae_train_opts opts;
@@ -187,6 +192,34 @@ static int trainer_norm_scale(trainer_state *s, int B) {
     return SF_OK;
 }
 
+/* A new run (not resume) into a directory that holds an SAE or an interrupted run is refused
+ * unless overwrite: it used to replace a finished SAE silently, e.g. with a shorter run's. With
+ * overwrite the run works in a sibling, OUT.partial, which replaces out_dir when complete. */
+static int trainer_claim_out_dir(trainer_state *s, int overwrite) {
+    if (s->resume && overwrite)
+        return sf_fail("resume = true continues the run in %s and overwrite = true replaces it: set one", s->out_dir);
+    const char *const marks[] = {"config.json", "model.safetensors", "checkpoint.safetensors"};
+    const char *held = NULL;
+    char path[4096];
+    for (size_t i = 0; i < sizeof marks / sizeof *marks && !held && !s->resume; i++) {
+        snprintf(path, sizeof path, "%s/%s", s->out_dir, marks[i]);
+        if (access(path, F_OK) == 0) held = marks[i];
+    }
+    if (held && !overwrite)
+        return sf_fail("%s already holds %s (%s): set overwrite = true to replace it whole when this run completes, "
+                       "resume = true to continue it, or use another out_dir",
+                       s->out_dir, strcmp(held, "checkpoint.safetensors") ? "an SAE" : "an interrupted run", path);
+    if (held) {
+        memcpy(s->final_dir, s->out_dir, sizeof s->final_dir);
+        if ((size_t)snprintf(s->out_dir, sizeof s->out_dir, "%s.partial", s->final_dir) >= sizeof s->out_dir)
+            return sf_fail("out_dir: path too long");
+        if (sf_remove_tree(s->out_dir) != SF_OK) return SF_ERR; /* left by a run that did not complete */
+        sf_log(SF_LOG_INFO, "overwrite: training in %s; it replaces %s when complete", s->out_dir, s->final_dir);
+    }
+    /* with its parents: in a fresh live pipeline nothing else may have made them yet */
+    return sae_mkdirs(s->out_dir);
+}
+
 /* The parameters, for check and init alike (everything but creating out_dir). */
 static int trainer_read_params(sf_ctx *ctx, trainer_state *s) {
     if (sf_replica_count(ctx) != 1) return sf_param_fail(ctx, "replicas", "sae_trainer cannot be replicated (one model, one optimizer)");
@@ -255,8 +288,7 @@ static int trainer_init(sf_ctx *ctx, void **state) {
     if (!s) return SF_ERR;
     *state = s;
     if (trainer_read_params(ctx, s) != SF_OK) return SF_ERR;
-    /* with its parents: in a fresh live pipeline nothing else may have made them yet */
-    return sae_mkdirs(s->out_dir);
+    return trainer_claim_out_dir(s, sf_param_bool(ctx, "overwrite"));
 }
 
 static int trainer_path(const trainer_state *s, const char *name, char *buf, size_t cap) {
@@ -644,9 +676,13 @@ static int trainer_finish(sf_ctx *ctx, void *state) {
         rc = sae_save(&s->m, dir, l, meta);
         free(meta);
     }
+    if (rc == SF_OK && s->final_dir[0] && complete) rc = sf_replace_dir(s->out_dir, s->final_dir);
+    if (rc != SF_OK) return rc;
+    if (s->final_dir[0] && !complete)
+        sf_log(SF_LOG_WARN, "interrupted: %s is kept as it was; this run's checkpoint is in %s", s->final_dir, s->out_dir);
     sf_log(SF_LOG_INFO, "saved the SAE (%d latents, k %d) after %lld steps, %lld tokens to %s%s", s->m.n, s->m.k,
-           (long long)sae_trainer_step(s->t), (long long)sae_trainer_tokens(s->t), s->out_dir,
-           complete ? "" : " (interrupted: resume=true continues)");
+           (long long)sae_trainer_step(s->t), (long long)sae_trainer_tokens(s->t),
+           s->final_dir[0] && complete ? s->final_dir : s->out_dir, complete ? "" : " (interrupted: resume=true continues)");
     return rc;
 }
 
@@ -673,12 +709,16 @@ static const sf_param_def eval_params[] = {
     {"field", SF_PARAM_STRING, "acts", "message field holding the activations"},
     {"split", SF_PARAM_STRING, "", "evaluate only messages of this split (\"\": all)"},
     {"max_tokens", SF_PARAM_INT, "0", "stop after this many tokens (0: the whole stream)"},
+    {"accept_sae_mismatch", SF_PARAM_BOOL, "false",
+     "evaluate activations of another hook, checkpoint or model than the SAE's config records (logged); "
+     "otherwise that is an error"},
     {NULL, 0, NULL, NULL},
 };
 
 typedef struct eval_state {
     sae_model m;
     int have_model;
+    int accept_mismatch, source_checked;
     char out[4096], field[64], split[64], sae_dir[3800];
     int64_t max_tokens, tokens;
     double err, sumsq, cos, l0;
@@ -703,6 +743,7 @@ static int eval_read_params(sf_ctx *ctx, eval_state *s) {
     if (*out) strcpy(s->out, out);
     else snprintf(s->out, sizeof s->out, "%s/eval.json", dir);
     s->max_tokens = sf_param_int(ctx, "max_tokens");
+    s->accept_mismatch = sf_param_bool(ctx, "accept_sae_mismatch");
     if (sae_load(&s->m, dir) != SF_OK) return sf_param_fail(ctx, "sae_dir", "%s", sf_last_error());
     s->have_model = 1;
     return SF_OK;
@@ -757,6 +798,14 @@ static int eval_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *ms
     if (get_rows(msg, s->field, &a) != SF_OK) return SF_ERR;
     const sae_model *m = &s->m;
     if (a.d != m->d) return sf_fail("activations of width %lld, the SAE has d = %d", (long long)a.d, m->d);
+    if (!s->source_checked || !s->accept_mismatch) { /* accepted: warned once */
+        char hook[sizeof m->hook] = "", checkpoint[sizeof m->checkpoint] = "", model[sizeof m->model] = "";
+        copy_msg_str(msg, "hook", hook, sizeof hook);
+        copy_msg_str(msg, "checkpoint", checkpoint, sizeof checkpoint);
+        copy_msg_str(msg, "model", model, sizeof model);
+        if (sae_check_source(m, s->sae_dir, hook, checkpoint, model, s->accept_mismatch) != SF_OK) return SF_ERR;
+        s->source_checked = 1;
+    }
     int64_t rows = a.rows;
     if (s->max_tokens && rows > s->max_tokens - s->tokens) rows = s->max_tokens - s->tokens;
     if (rows <= 0) return SF_OK;
@@ -803,7 +852,11 @@ static int eval_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *ms
 static int eval_finish(sf_ctx *ctx, void *state) {
     (void)ctx;
     eval_state *s = state;
-    if (!s->have_model || s->tokens == 0) return SF_OK;
+    if (!s->have_model) return SF_OK;
+    if (s->tokens == 0 && !sf_stopping(ctx))
+        return sf_fail("sae_eval: no activations arrived (0 tokens%s): nothing evaluated, no %s. Check the upstream "
+                       "stages' errors and counters", s->split[0] ? " of the split" : "", s->out);
+    if (s->tokens == 0) return SF_OK;
     double N = (double)s->tokens, mean2 = 0;
     for (int c = 0; c < s->m.d; c++) mean2 += (s->sum[c] / N) * (s->sum[c] / N);
     double var = s->sumsq - N * mean2;

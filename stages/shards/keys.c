@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "sf_safetensors.h"
 #include "shards.h"
 
@@ -105,13 +107,28 @@ int64_t sh_meta_int(const sf_st_file *f, const char *key) {
     return v && *v && !*end ? x : -1;
 }
 
-int sh_trained_keys(const char *dir, sh_keys *keys) {
+/* The run the checkpoint's activations came from, as sae_trainer records it in the metadata entry
+ * "training" ({"saeflow_training": {"model", "checkpoint", "hook", ...}}). */
+static void trained_run(const sf_st_file *f, sh_run *run) {
+    const char *meta = sf_st_metadata(f, "training");
+    json_t *root = meta ? json_loads(meta, 0, NULL) : NULL, *tr = json_object_get(root, "saeflow_training");
+    const char *model = json_string_value(json_object_get(tr, "model")),
+               *checkpoint = json_string_value(json_object_get(tr, "checkpoint")),
+               *hook = json_string_value(json_object_get(tr, "hook"));
+    run->model = model && *model ? strdup(model) : NULL;
+    run->checkpoint = checkpoint && *checkpoint ? strdup(checkpoint) : NULL;
+    run->hook = hook && *hook ? strdup(hook) : NULL;
+    json_decref(root);
+}
+
+int sh_trained_keys(const char *dir, sh_keys *keys, sh_run *run) {
     char path[4096];
     snprintf(path, sizeof path, "%s/checkpoint.safetensors", dir);
     if (access(path, F_OK) != 0) return SF_DONE;
     sf_st_file *f = sf_st_open(path);
     if (!f) return SF_ERR;
     int64_t seq_rows = sh_meta_int(f, "seq_rows");
+    trained_run(f, run);
     sh_trained t;
     int rc = sh_trained_lists(f, path, &t);
     if (rc == SF_DONE) rc = sf_fail("%s lists no trained sequences (trained_doc, trained_pos, trained_rows)", path);

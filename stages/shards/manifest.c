@@ -235,36 +235,11 @@ out:
 
 static json_t *mf_real_or_null(double x) { return isfinite(x) ? json_real(x) : json_null(); }
 
-/* Writes name in dir through a temp file, fsync, rename and fsync of the directory. */
+/* Writes name in dir durably (sf_write_file_atomic: temp file, fsync, rename, fsync of the directory). */
 static int write_atomic(const char *dir, const char *name, const char *buf, size_t len) {
-    char path[4096], tmp[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return sf_fail("%s: %s", tmp, strerror(errno));
-    size_t off = 0;
-    int err = 0;
-    while (off < len) {
-        ssize_t k = write(fd, buf + off, len - off);
-        if (k < 0 && errno == EINTR) continue;
-        if (k < 0) {
-            err = errno;
-            break;
-        }
-        off += (size_t)k;
-    }
-    if (!err && fsync(fd) != 0) err = errno;
-    if (close(fd) != 0 && !err) err = errno;
-    if (!err && rename(tmp, path) != 0) err = errno;
-    if (err) {
-        unlink(tmp);
-        return sf_fail("writing %s: %s", path, strerror(err));
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || fsync(dfd) != 0) err = errno;
-    if (dfd >= 0) close(dfd);
-    if (err) return sf_fail("syncing directory %s: %s", dir, strerror(err));
-    return SF_OK;
+    char path[4200];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path) return sf_fail("path too long: %s", dir);
+    return sf_write_file_atomic(path, buf, len);
 }
 
 /* Totals of the shards of one split (split == NULL: of all shards). */

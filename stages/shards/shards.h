@@ -131,8 +131,9 @@ void sh_trained_at(const sh_trained *t, int64_t i, int64_t *doc, int32_t *pos, i
 /* A checkpoint's integer metadata entry (stream_rows, seq_rows); -1 if absent or not a whole integer. */
 int64_t sh_meta_int(const sf_st_file *f, const char *key);
 /* Adds the key of every sequence that sae_trainer's DIR/checkpoint.safetensors lists as trained
- * whole (trained_rows >= its seq_rows). SF_DONE if DIR has no checkpoint. */
-int sh_trained_keys(const char *dir, sh_keys *keys);
+ * whole (trained_rows >= its seq_rows), and sets run's model, checkpoint and hook (malloc'd, NULL
+ * where its training metadata has none; the caller frees them). SF_DONE if DIR has no checkpoint. */
+int sh_trained_keys(const char *dir, sh_keys *keys, sh_run *run);
 
 /* ---- writer ------------------------------------------------------------------------------ */
 

@@ -181,16 +181,18 @@ sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, i
         w->have_run = 1;
     }
     w->m.run.dtype = dtype;
-    /* A listed shard that is missing or of another size means the directory was damaged. */
+    /* The shards a resumed run keeps were written by another run: each must still be what the
+     * manifest recorded (size and CRC-32), or the directory would be completed around a damaged
+     * shard. This reads them once; their keys are read next, from the page cache. */
     for (size_t i = 0; i < w->m.nshards; i++) {
         const sh_shard_info *si = &w->m.shards[i];
         char path[4400];
-        struct stat st;
+        uint32_t crc;
+        int64_t bytes;
         snprintf(path, sizeof path, "%s/%s", dir, si->file);
-        int missing = stat(path, &st) != 0;
-        if (missing || st.st_size != si->bytes) {
-            sf_fail("%s: listed in the manifest with %lld bytes but %s", path, (long long)si->bytes,
-                    missing ? strerror(errno) : "of another size");
+        if (sh_file_crc(path, &crc, &bytes) != SF_OK || sh_shard_check_crc(path, si, crc, bytes) != SF_OK) {
+            sf_fail("resuming %s: %s. The stored activations are damaged: extract into another directory (or "
+                    "delete this one and start again)", dir, sf_last_error());
             goto fail;
         }
     }
@@ -222,7 +224,7 @@ static int check_run(sh_writer *w, const sh_batch *b, int64_t d) {
         w->have_run = 1;
         return SF_OK;
     }
-    if (strcmp(r->model, b->model) || strcmp(r->checkpoint, b->checkpoint) || strcmp(r->hook, b->hook) ||
+    if (strcmp(r->model, b->model) || strcmp(r->checkpoint, b->checkpoint) || !sf_same_hook(r->hook, b->hook) ||
         r->layer != b->layer || r->d != d)
         return sf_fail("%s holds model '%s' checkpoint '%s' hook '%s' layer %lld d %lld, but this input is "
                        "model '%s' checkpoint '%s' hook '%s' layer %lld d %lld: refusing to mix runs (use another "

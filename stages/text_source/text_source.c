@@ -38,13 +38,26 @@ static const sf_param_def ts_params[] = {
     {NULL, 0, NULL, NULL},
 };
 
+/* Skipped input is logged once per kind of message (the message without its line number: same file,
+ * same problem), then counted; the end of the input reports each repeated kind once, with its first
+ * example and how many more there were. A corpus without a field gave one warning per line. */
+enum { TS_SKIP_KINDS = 64 };
+typedef struct ts_skip_kind {
+    char key[1024];   /* the message with its ":LINE:" removed */
+    char first[1024]; /* the first message of the kind */
+    int64_t count;
+} ts_skip_kind;
+
 typedef struct ts_stage {
     ts_reader *r;
     char corpus[64]; /* ts_fingerprint of the corpora, sent with every document */
     int64_t max_docs, emitted;
-    bool done;
+    bool done, single; /* single: the only replica, so it sees the whole corpus */
+    char split[16];
     ts_counts reported;
     int64_t reported_emitted;
+    ts_skip_kind skips[TS_SKIP_KINDS];
+    int nskips;
 } ts_stage;
 
 /* Index of parameter param's value in names, or -1 after sf_param_fail. */
@@ -119,6 +132,8 @@ static int ts_init(sf_ctx *ctx, void **state) {
     ts_config cfg;
     if (ts_read_params(ctx, &cfg) != SF_OK) return SF_ERR;
     st->max_docs = sf_param_int(ctx, "max_docs");
+    st->single = cfg.replicas == 1;
+    snprintf(st->split, sizeof st->split, "%s", sf_param_str(ctx, "split"));
     char err[1024];
     if (!(st->r = ts_open(&cfg, err, sizeof err))) return sf_fail("%s", err);
     if (ts_fingerprint(st->r, st->corpus, sizeof st->corpus, err, sizeof err) != 0) return sf_fail("%s", err);
@@ -142,6 +157,53 @@ static void ts_report(sf_ctx *ctx, ts_stage *st) {
     st->reported = *c;
 }
 
+/* msg ("path:LINE: what") without its line number, into key. */
+static void skip_key(const char *msg, char *key, size_t cap) {
+    for (const char *p = msg; (p = strchr(p, ':')); p++) {
+        const char *q = p + 1;
+        while (*q >= '0' && *q <= '9') q++;
+        if (q > p + 1 && *q == ':') {
+            snprintf(key, cap, "%.*s%s", (int)(p - msg), msg, q);
+            return;
+        }
+    }
+    snprintf(key, cap, "%s", msg);
+}
+
+/* Logs a skipped input the first time its kind is seen; counts it always. */
+static void note_skip(ts_stage *st, const char *msg) {
+    char key[sizeof st->skips[0].key];
+    skip_key(msg, key, sizeof key);
+    for (int i = 0; i < st->nskips; i++)
+        if (strcmp(st->skips[i].key, key) == 0) {
+            st->skips[i].count++;
+            return;
+        }
+    if (st->nskips < TS_SKIP_KINDS) {
+        ts_skip_kind *k = &st->skips[st->nskips++];
+        snprintf(k->key, sizeof k->key, "%s", key);
+        snprintf(k->first, sizeof k->first, "%s", msg);
+        k->count = 1;
+    }
+    sf_log(SF_LOG_WARN, "skipped: %s", msg); /* a new kind (or too many kinds to tell apart) */
+}
+
+/* The end of the input: each repeated kind of skipped input once more, with its count; a run that
+ * emitted nothing is an error, not an empty success. */
+static int ts_finish(sf_ctx *ctx, ts_stage *st) {
+    const ts_counts *c = ts_counts_get(st->r);
+    for (int i = 0; i < st->nskips; i++)
+        if (st->skips[i].count > 1)
+            sf_log(SF_LOG_WARN, "skipped: %s, and %lld more like it", st->skips[i].first,
+                   (long long)(st->skips[i].count - 1));
+    int64_t skipped = c->bad_json + c->bad_utf8 + c->missing_field + c->too_long + c->too_short;
+    if (st->emitted > 0 || sf_stopping(ctx) || st->max_docs == 0 || (!st->single && skipped == 0)) return SF_DONE;
+    return sf_fail("text_source emitted no document: %lld of another split than '%s', %lld skipped as bad or too "
+                   "short%s%s. Check corpora, split and split_field (on_error = fail stops at the first bad line)",
+                   (long long)c->other_split, st->split, (long long)skipped, st->nskips ? "; the first: " : "",
+                   st->nskips ? st->skips[0].first : "");
+}
+
 static int ts_produce(sf_ctx *ctx, void *state) {
     ts_stage *st = state;
     char err[1024];
@@ -157,7 +219,7 @@ static int ts_produce(sf_ctx *ctx, void *state) {
             return sf_fail("%s", err);
         }
         if (rc == TS_SKIPPED) {
-            sf_log(SF_LOG_WARN, "skipped: %s", err);
+            note_skip(st, err);
             continue;
         }
         if (rc == 0) {
@@ -176,7 +238,8 @@ static int ts_produce(sf_ctx *ctx, void *state) {
         sf_progress(ctx, (uint64_t)st->emitted, 0, "docs");
     }
     ts_report(ctx, st);
-    return st->done ? SF_DONE : SF_OK;
+    if (!st->done) return SF_OK;
+    return ts_finish(ctx, st);
 }
 
 static void ts_destroy(void *state) {

@@ -43,6 +43,13 @@ static const sf_param_def tk_params[] = {
      "comma list of shard directories and sae_trainer out_dirs: drop the sequences every one of them already "
      "holds (stored, or trained whole), so a resumed run computes only the missing ones; the input must "
      "produce every one of them, with the tokens stored"},
+    {"skip_stored_model", SF_PARAM_STRING, "",
+     "with skip_stored (required): the model directory the forward stage downstream reads (its `model`); a "
+     "skip_stored directory of another model is refused before anything is skipped"},
+    {"skip_stored_checkpoint", SF_PARAM_STRING, "",
+     "with skip_stored: the forward stage's checkpoint name (default: skip_stored_model's base name, as forward's)"},
+    {"skip_stored_hooks", SF_PARAM_STRING, "",
+     "with skip_stored (required): the forward stage's hooks (comma list); each directory's hook must be one"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -132,9 +139,42 @@ typedef struct tk_stage {
     sf_ctx *ctx;           /* the callback's, for tk_mix_take */
 } tk_stage;
 
+/* The run whose activations skip_stored directories must hold: what the forward downstream computes. */
+typedef struct tk_run {
+    const char *model, *hooks;
+    char checkpoint[256];
+} tk_run;
+
+static int tk_hook_listed(const char *hooks, const char *hook) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", hooks);
+    for (char *save = NULL, *h = strtok_r(buf, ", ", &save); h; h = strtok_r(NULL, ", ", &save))
+        if (sf_same_hook(h, hook)) return 1;
+    return 0;
+}
+
+/* A skip_stored directory of another model, checkpoint or hook than this run's: refused before
+ * anything is skipped (its sequences would all be dropped and nothing written: "dropped 3188
+ * sequences already stored", 0 rows, exit 0). What the directory does not record is not compared. */
+static int tk_check_run(const char *dir, const sh_run *stored, const tk_run *want) {
+    const char *what = NULL, *theirs = NULL, *ours = NULL;
+    if (stored->model && strcmp(stored->model, want->model) != 0)
+        what = "model", theirs = stored->model, ours = want->model;
+    else if (stored->checkpoint && strcmp(stored->checkpoint, want->checkpoint) != 0)
+        what = "checkpoint", theirs = stored->checkpoint, ours = want->checkpoint;
+    else if (stored->hook && !tk_hook_listed(want->hooks, stored->hook))
+        what = "hook", theirs = stored->hook, ours = want->hooks;
+    if (!what) return SF_OK;
+    return sf_fail("skip_stored: %s holds activations of %s %s, but this run computes %s %s "
+                   "(skip_stored_model, skip_stored_checkpoint, skip_stored_hooks: the forward stage's): resuming "
+                   "it would skip sequences it never computed. Name this run's directory in skip_stored (and the "
+                   "writer's dir), or run the stored run's %s",
+                   dir, what, theirs, what, ours, what);
+}
+
 /* Reads the sequence keys of each directory of the comma list (a shard directory, or a trainer's
- * out_dir) into st->stored. */
-static int tk_load_stored(tk_stage *st, const char *list) {
+ * out_dir) into st->stored, after checking that the directory holds want's run. */
+static int tk_load_stored(tk_stage *st, const char *list, const tk_run *want) {
     char *copy = st->stored_list = strdup(list), *save = NULL;
     if (!copy) return sf_fail("out of memory");
     int n = 0, rc = SF_OK;
@@ -143,13 +183,18 @@ static int tk_load_stored(tk_stage *st, const char *list) {
         sh_keys k = {0};
         if (n == TK_MAX_DIRS) rc = sf_fail("skip_stored: more than %d directories", TK_MAX_DIRS);
         else if ((rc = sh_manifest_load(dir, &m)) == SF_OK) { /* shards */
-            rc = sh_stored_keys(dir, &m, &k);
+            rc = tk_check_run(dir, &m.run, want);
+            if (rc == SF_OK) rc = sh_stored_keys(dir, &m, &k);
             st->stored_dir[n] = dir;
             st->stored_corpus[n] = m.run.corpus; /* kept: compared with every document's */
             m.run.corpus = NULL;
             sh_manifest_free(&m);
-        } else if (rc == SF_DONE && (rc = sh_trained_keys(dir, &k)) == SF_DONE) { /* or an SAE */
-            rc = SF_OK;                                                            /* or nothing yet */
+        } else if (rc == SF_DONE) { /* or an SAE, or nothing yet */
+            sh_run trained = {0};
+            rc = sh_trained_keys(dir, &k, &trained);
+            if (rc == SF_OK) rc = tk_check_run(dir, &trained, want);
+            else if (rc == SF_DONE) rc = SF_OK;
+            free(trained.model), free(trained.checkpoint), free(trained.hook);
         }
         for (size_t i = 0; i < k.cap; i++) {
             if (!k.k[i].val) continue;
@@ -216,6 +261,10 @@ static int tk_params_load(sf_ctx *ctx, tk_stage *st) {
     if (*sf_param_str(ctx, "skip_stored") && sf_replica_count(ctx) > 1)
         return sf_param_fail(ctx, "skip_stored", "needs a single tokenizer replica (it checks that the input holds every stored "
                              "sequence)");
+    if (*sf_param_str(ctx, "skip_stored") && (!*sf_param_str(ctx, "skip_stored_model") || !*sf_param_str(ctx, "skip_stored_hooks")))
+        return sf_param_fail(ctx, "skip_stored", "needs skip_stored_model and skip_stored_hooks, the forward stage's model and "
+                             "hooks: a directory of another run is refused before anything is skipped");
+    if (strlen(sf_param_str(ctx, "skip_stored_hooks")) >= 4096) return sf_param_fail(ctx, "skip_stored_hooks", "list too long");
     return SF_OK;
 }
 
@@ -242,7 +291,12 @@ static int tk_init(sf_ctx *ctx, void **state) {
     sf_log(SF_LOG_INFO, "%s: %s, %d tokens, sequences of %lld", st->tok_path, tok_kind(st->tok), tok_vocab_size(st->tok), (long long)st->T);
     if (tk_mix_init(ctx, st) != SF_OK) return SF_ERR;
     const char *stored = sf_param_str(ctx, "skip_stored");
-    return *stored ? tk_load_stored(st, stored) : SF_OK;
+    if (!*stored) return SF_OK;
+    tk_run want = {sf_param_str(ctx, "skip_stored_model"), sf_param_str(ctx, "skip_stored_hooks"), ""};
+    const char *ckpt = sf_param_str(ctx, "skip_stored_checkpoint");
+    if (*ckpt) snprintf(want.checkpoint, sizeof want.checkpoint, "%s", ckpt);
+    else sf_default_checkpoint(want.model, want.checkpoint, sizeof want.checkpoint);
+    return tk_load_stored(st, stored, &want);
 }
 
 static int tk_flush(sf_ctx *ctx, tk_stage *st) {

@@ -42,7 +42,7 @@ def main():
                 blob = one if isinstance(one, bytes) else msgpack.packb(one, default=msgpack_numpy.encode)
                 f.write(struct.pack("<I", len(blob)) + blob)
         out = os.path.join(tmp, "out")
-        params = {"sae": fx["sae_dir"], "out": out, "tokenizer": fx["vocab_path"], **overrides}
+        params = {"sae": fx["sae_dir"], "out": out, "tokenizer": fx["vocab_path"], "overwrite": "true", **overrides}
         try:
             r = subprocess.run([drive, "stage", path, *[f"{k}={v}" for k, v in params.items()]],
                                capture_output=True, text=True, timeout=60)
@@ -136,12 +136,51 @@ def main():
         if not summ["nonfinite_values"] > 0 or not all(np.isfinite(x["max_act"]) for x in summ["features"]):
             failures.append(f"acts with {bad}: nonfinite_values {summ['nonfinite_values']}, maxima "
                             f"{[x['max_act'] for x in summ['features']][:5]}: want > 0 skipped and finite maxima")
+    # An SAE whose config records another hook or checkpoint than the activations': an error naming
+    # both sides and the override; the override mines them with a warning. Unrecorded: not compared.
+    trained = os.path.join(tmp, "sae-trained")
+    shutil.copytree(fx["sae_dir"], trained)
+    with open(os.path.join(trained, "config.json")) as f:
+        cfg = json.load(f)
+    with open(os.path.join(trained, "config.json"), "w") as f:
+        json.dump({**cfg, "saeflow_training": {"hook": "resid_post.1", "checkpoint": "step100", "model": "planted"}}, f)
+    m = good()
+    m.update(hook="resid_post.2", checkpoint="step100", model="planted")
+    run(m, "trained on hook resid_post.1, but these activations are of hook resid_post.2", sae=trained)
+    run(m, None, sae=trained, accept_sae_mismatch="true")
+    m.update(hook="resid_post.1", checkpoint="step200")
+    run(m, "trained on checkpoint step100, but these activations are of checkpoint step200", sae=trained)
+    m.update(checkpoint="step100", model="other-model")
+    run(m, "trained on model planted, but these activations are of model other-model", sae=trained)
+    m.update(model="planted")
+    run(m, None, sae=trained)
     m = good()
     m["label"] = ["", "ja"]
     run(m, None)
     empty = {"acts": np.zeros((0, 5, D), np.float32), "tokens": np.zeros((0, 5), np.int32),
              "doc_id": np.zeros(0, np.int64), "pos": np.zeros(0, np.int32), "label": []}
     run([empty, good()], None)
+    run([empty], "no activations to mine arrived")  # it used to write an empty summary, exit 0
+    m = good()
+    m["hook"] = "resid_post.1"
+    run(m, "none of the hook parameter's", hook="resid_post.2")
+
+    # A finished run is refused unless overwrite = true; then it is replaced whole (a stale
+    # per-feature file of the previous run is gone), and a run that fails leaves it intact.
+    out = os.path.join(tmp, "out")
+    stale = os.path.join(out, "features", "stale-from-an-earlier-run.json")
+    open(stale, "w").write("{}")
+    with open(os.path.join(out, "summary.json"), "rb") as f:
+        finished = f.read()
+    run(good(), "already holds a finished mining run (summary.json): set overwrite = true", overwrite="false")
+    run([empty], "no activations to mine arrived")  # a failed overwrite ...
+    with open(os.path.join(out, "summary.json"), "rb") as f:
+        if f.read() != finished or not os.path.exists(stale):
+            failures.append("a refused or failed run changed the finished output")
+    run(good(B=3), None)
+    with open(os.path.join(out, "summary.json")) as f:
+        if json.load(f)["tokens"] != 15 or os.path.exists(stale) or os.path.exists(out + ".partial"):
+            failures.append("overwrite = true did not replace the output whole (stale file kept, or old summary)")
 
     for msg in failures:
         print("FAIL:", msg)

@@ -2,7 +2,10 @@
  * truncated and corrupt safetensors, a missing tensor, a wrong shape or dtype, an unsupported
  * architecture or rope scaling, bad shard indexes, and bad token ids. Each case is a copy of the
  * llama_gqa_bf16 fixture with one thing broken. Also: GPT-2 tensors named without the
- * "transformer." prefix (OpenAI's original upload) load and compute the same logits.
+ * "transformer." prefix (OpenAI's original upload) load and compute the same logits. And the
+ * safetensors reader itself (core/lib/safetensors.c, every loader's): data_offsets must tile the
+ * data as the reference implementation requires (no overlap, gap or trailing bytes; any order in
+ * the header, zero-size tensors anywhere), and a dtype/shape/offsets mismatch names all three.
  * Usage: forward_test_loader LLAMA_FIXTURE_DIR GPT2_FIXTURE_DIR */
 #include <jansson.h>
 #include <stdio.h>
@@ -40,8 +43,9 @@ static void write_config(const char *key, json_t *value) {
 }
 
 /* A copy of the fixture's weights, without tensor `skip`, and with tensor `reshape` given a
- * transposed shape or `retype` stored as I32 (each NULL for none). */
-static void write_weights(const char *file, const char *skip, const char *reshape, const char *retype) {
+ * transposed shape or `retype` labelled as dtype `as` (each NULL for none). */
+static void write_weights_as(const char *file, const char *skip, const char *reshape, const char *retype,
+                             sf_dtype as) {
     char src[4096], dst[4096];
     snprintf(src, sizeof src, "%s/model.safetensors", fixture);
     snprintf(dst, sizeof dst, "%s/%s", tmp, file);
@@ -54,7 +58,7 @@ static void write_weights(const char *file, const char *skip, const char *reshap
         sf_dtype dt = t->t.dtype;
         if (skip && !strcmp(t->name, skip)) continue;
         if (reshape && !strcmp(t->name, reshape)) shape[0] = t->t.shape[1], shape[1] = t->t.shape[0];
-        if (retype && !strcmp(t->name, retype)) dt = SF_I16; /* same size as bf16 */
+        if (retype && !strcmp(t->name, retype)) dt = as;
         sf_st_writer_add(w, t->name, dt, t->t.ndim, shape, t->t.data);
     }
     if (sf_st_writer_save(w, dst, NULL) != SF_OK) {
@@ -63,6 +67,55 @@ static void write_weights(const char *file, const char *skip, const char *reshap
     }
     sf_st_writer_free(w);
     sf_st_close(f);
+}
+
+static void write_weights(const char *file, const char *skip, const char *reshape, const char *retype) {
+    write_weights_as(file, skip, reshape, retype, SF_I16); /* I16: the same size as bf16 */
+}
+
+/* sf_st_open on a file of `header` (JSON) and `data_len` zero bytes of data: NULL error or "ok". */
+static void expect_st(const char *what, const char *header, size_t data_len, const char *needle) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/raw.safetensors", tmp);
+    FILE *f = fopen(path, "wb");
+    uint64_t n = strlen(header);
+    uint8_t len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)(n >> (8 * i));
+    fwrite(len8, 1, 8, f);
+    fwrite(header, 1, n, f);
+    for (size_t i = 0; i < data_len; i++) fputc(0, f);
+    fclose(f);
+    sf_st_file *st = sf_st_open(path);
+    int ok = needle ? !st && strstr(sf_last_error(), needle) : st != NULL;
+    printf("%-26s %s: %s\n", what, ok ? "ok" : "FAIL", st ? "(opened)" : sf_last_error());
+    failures += !ok;
+    sf_st_close(st);
+    unlink(path);
+}
+
+static void safetensors_offsets(void) {
+    expect_st("tiled, header out of order", "{\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]},"
+              "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 16, NULL);
+    expect_st("zero-size tensors", "{\"e\":{\"dtype\":\"F32\",\"shape\":[0,3],\"data_offsets\":[8,8]},"
+              "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+              "\"z\":{\"dtype\":\"I8\",\"shape\":[0],\"data_offsets\":[0,0]}}", 8, NULL);
+    expect_st("overlapping tensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+              "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, "an overlap");
+    expect_st("same bytes twice", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+              "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "an overlap");
+    expect_st("gap between tensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+              "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[10,18]}}", 18, "a gap");
+    expect_st("gap at the start", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[2,10]}}", 10, "a gap");
+    expect_st("bytes after the last", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 12,
+              "no tensor owns");
+    expect_st("I8 of a float's size", "{\"a\":{\"dtype\":\"I8\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+              "'a' is I8 of shape [2], 2 bytes, but its data_offsets [0, 8] hold 8");
+    expect_st("offsets past the data", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,8]}}", 4,
+              "past the end of the data");
+    expect_st("unknown dtype", "{\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2,
+              "unsupported dtype F8_E4M3");
+    expect_st("shape size overflows", "{\"a\":{\"dtype\":\"F64\",\"shape\":[1099511627776,1099511627776],"
+              "\"data_offsets\":[0,8]}}", 8, "larger than the file's data");
 }
 
 /* The GPT-2 fixture rewritten without the "transformer." prefix must give the same logits. */
@@ -145,6 +198,8 @@ int main(int argc, char **argv) {
     fw_state_free(s);
     fw_model_free(ok);
 
+    safetensors_offsets();
+
     /* corrupt and truncated files */
     char path[4096];
     snprintf(path, sizeof path, "%s/model.safetensors", tmp);
@@ -176,7 +231,9 @@ int main(int argc, char **argv) {
     write_weights("model.safetensors", NULL, "model.layers.2.self_attn.k_proj.weight", NULL);
     expect_error("wrong shape", "\"model.layers.2.self_attn.k_proj.weight\" has shape [32, 16], expected [16, 32]");
     write_weights("model.safetensors", NULL, NULL, "model.norm.weight");
-    expect_error("integer dtype", "\"model.norm.weight\" has dtype I16");
+    expect_error("integer dtype", "\"model.norm.weight\" has unsupported dtype I16");
+    write_weights_as("model.safetensors", NULL, NULL, "model.norm.weight", SF_I8);
+    expect_error("I8 tensor", "\"model.norm.weight\" has unsupported dtype I8");
     write_weights("model.safetensors", NULL, NULL, NULL);
     write_config("tie_word_embeddings", json_false());
     expect_error("untied, no lm_head", "lm_head.weight");

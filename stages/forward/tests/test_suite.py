@@ -76,6 +76,20 @@ def test_sae_pipeline(tmp, ckpt, sae, ids, want_loss, want_sae):
         abs(ev["loss_sae"] - ms) <= 1e-4 and abs(ev["loss_increase"] - (ms - m)) <= 1e-4
     check("sae_eval: loss, loss_sae, increase", ok,
           f"{ev.get('loss')} {ev.get('loss_sae')} {ev.get('loss_increase')} vs {m:.6f} {ms:.6f}")
+    # sae_eval of the resid_post.2 SAE on resid_post.1 activations: an error, no eval.json
+    os.unlink(os.path.join(tmp, "eval.json"))
+    pipe, ep_in, ep_out = zmq_pipeline.write_flow(
+        tmp, [f'model = "{ckpt}"', "hooks = resid_post.1", "threads = 1"],
+        f"""stage ev = sae_eval {{
+    input = fwd
+    sae_dir = "{sae}"
+    out = "{tmp}/eval.json"
+}}
+""")
+    rc, out, got = zmq_pipeline.run(SAEFLOW, pipe, ep_in, ep_out, halves)
+    check("sae_eval on another hook's activations: refused", rc == 1 and "trained on hook resid_post.2, but these "
+          "activations are of hook resid_post.1" in out and not os.path.exists(os.path.join(tmp, "eval.json")),
+          f"exit {rc}: {out.strip()[-400:]}")
 
 
 def test_sae(ckpt, ids, want_loss):
@@ -120,6 +134,24 @@ def test_sae(ckpt, ids, want_loss):
               f"{want_loss.mean():.3f} -> {want_sae.mean():.3f}")
         p = run([ckpt, "--sae", sae, "--sae-hook", "mlp_hidden.2", "--loss"], stdin)
         check("cli --sae at a hook of another width", p.returncode != 0 and "512 wide" in p.stderr,
+              p.stderr.strip())
+        # An SAE is refused where it was not trained (another hook; another checkpoint as its config
+        # records), naming both sides and the override, which splices it anyway with a warning.
+        p = run([ckpt, "--sae", sae, "--sae-hook", "resid_post.1", "--loss"], stdin)
+        check("cli --sae at another hook: refused", p.returncode == 1 and "trained on hook resid_post.2, but these "
+              "activations are of hook resid_post.1" in p.stderr and "accept_sae_mismatch" in p.stderr, p.stderr.strip())
+        p = run([ckpt, "--sae", sae, "--sae-hook", "resid_post.1", "--loss", "--accept-sae-mismatch"], stdin)
+        check("cli --sae at another hook: accepted, logged", p.returncode == 0 and "used anyway" in p.stderr,
+              p.stderr.strip())
+        other = os.path.join(tmp, "other-checkpoint")
+        os.makedirs(other)
+        os.symlink(os.path.abspath(os.path.join(sae, "model.safetensors")), os.path.join(other, "model.safetensors"))
+        with open(os.path.join(other, "config.json"), "w") as f:
+            json.dump({**cfg, "saeflow_normalize": "unit",
+                       "saeflow_training": {"hook": "resid_post.2", "checkpoint": "step-999999"}}, f)
+        p = run([ckpt, "--sae", other, "--loss"], stdin)
+        check("cli --sae of another checkpoint: refused", p.returncode == 1 and "trained on checkpoint step-999999, "
+              f"but these activations are of checkpoint {os.path.basename(ckpt.rstrip('/'))}" in p.stderr,
               p.stderr.strip())
         test_sae_pipeline(tmp, ckpt, sae, ids, want_loss, want_sae)
 

@@ -39,20 +39,27 @@ def run(saeflow, pipe, ep_in, ep_out, msgs, timeout_ms=60000):
     push, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
     push.connect(ep_in)
     pull.connect(ep_out)
-    pull.setsockopt(zmq.RCVTIMEO, timeout_ms)
+    pull.setsockopt(zmq.RCVTIMEO, 200)
     for msg in msgs:
         push.send(msgpack.packb(msg, default=msgpack_numpy.encode))
     push.send(b"")
     got = []
-    try:
-        while True:
+    waited = 0
+    while True:  # until the end frame, or the pipeline exits without one (a failed stage)
+        try:
             frame = pull.recv()
-            if not frame:
+        except zmq.Again:
+            waited += 200
+            if proc.poll() is not None:
                 break
-            got.append(msgpack.unpackb(frame, object_hook=msgpack_numpy.decode, raw=False))
-    except zmq.Again:
-        print("timed out waiting for the pipeline")
-        proc.kill()
+            if waited >= timeout_ms:
+                print("timed out waiting for the pipeline")
+                proc.kill()
+                break
+            continue
+        if not frame:
+            break
+        got.append(msgpack.unpackb(frame, object_hook=msgpack_numpy.decode, raw=False))
     out, _ = proc.communicate(timeout=60)
     push.close(0)
     pull.close(0)

@@ -1,10 +1,14 @@
 /* test_sae_files — sae_lib's files and encoder: save/load round trips in the three layouts,
  * encode/decode against a dense double-precision reference, the paper's own config (no saeflow
- * keys, BF16 weights), and malformed directories rejected with an error. */
+ * keys, BF16 weights), and malformed directories rejected with an error. A save whose weights
+ * cannot be written (an injected failure; as root also a full tmpfs) leaves no config.json, the
+ * file that marks a directory as holding a model. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -55,6 +59,38 @@ static void reference_encode(const sae_model *m, const float *x, int32_t *idx, d
         if (best >= 0) pre[best] = -INFINITY;
     }
     free(pre);
+}
+
+/* sae_save into dir must fail and leave no config.json there (nor an older one). */
+static void expect_failed_save_without_config(const sae_model *m, const char *dir, const char *what) {
+    char config[600];
+    snprintf(config, sizeof config, "%s/config.json", dir);
+    CHECK(sae_save(m, dir, SAE_LAYOUT_PAPER, "{\"saeflow_training\": {\"complete\": true}}") == SF_ERR,
+          "%s: the save fails", what);
+    CHECK(access(config, F_OK) != 0, "%s: %s claims a model whose weights were not written", what, config);
+}
+
+/* The weights cannot be written: model.safetensors.tmp is a directory (open fails), then, as root,
+ * a 64 KiB tmpfs that the weights do not fit. */
+static void check_failed_saves(const sae_model *m, const char *root) {
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/unwritable", root);
+    CHECK(sae_save(m, dir, SAE_LAYOUT_PAPER, NULL) == SF_OK, "a first save: %s", sf_last_error());
+    snprintf(path, sizeof path, "%s/model.safetensors.tmp", dir);
+    CHECK(mkdir(path, 0755) == 0, "mkdir %s", path);
+    expect_failed_save_without_config(m, dir, "injected write failure over an earlier save");
+    if (geteuid() != 0) {
+        printf("skip the full-disk save: not root (mount -t tmpfs needs it)\n");
+        return;
+    }
+    snprintf(dir, sizeof dir, "%s/full", root);
+    CHECK(mkdir(dir, 0755) == 0, "mkdir %s", dir);
+    if (mount("tmpfs", dir, "tmpfs", 0, "size=64k") != 0) {
+        printf("skip the full-disk save: mount tmpfs: %s\n", strerror(errno));
+        return;
+    }
+    expect_failed_save_without_config(m, dir, "full disk");
+    CHECK(umount(dir) == 0, "umount %s: %s", dir, strerror(errno));
 }
 
 int main(void) {
@@ -252,6 +288,12 @@ int main(void) {
     CHECK(sae_load(&r, dir) == SF_ERR, "bad JSON rejected: %s", sf_last_error());
     snprintf(dir, sizeof dir, "%s/nothing", root);
     CHECK(sae_load(&r, dir) == SF_ERR, "empty directory rejected: %s", sf_last_error());
+
+    sae_model big; /* 4 * 2 * 128 * 96 bytes of weights: more than the 64 KiB tmpfs holds */
+    CHECK(sae_model_alloc(&big, 128, 96, 5) == SF_OK, "alloc");
+    sae_model_init(&big, 3);
+    check_failed_saves(&big, root);
+    sae_model_free(&big);
 
     free(x), free(val), free(xh), free(xn), free(norms), free(idx), free(enc), free(dec);
     sae_model_free(&m);

@@ -29,6 +29,7 @@ PIPELINE = """
 set out = out
 set max = 0
 set resume = false
+set overwrite = false
 set delay = 0
 set ckpt_every = 7
 stage gen = tensor_gen {
@@ -50,6 +51,7 @@ stage sae = sae_trainer {
     checkpoint_every = ${ckpt_every}
     max_tokens = ${max}
     resume = ${resume}
+    overwrite = ${overwrite}
     k_aux = 8
     dead_tokens = 256
     export = "sparsify,saelens"
@@ -205,6 +207,20 @@ def main():
     check(r["tokens"] == 40 * 64 and 0 < r["fvu"] < 1 and 0 < r["cosine"] <= 1 and r["l0"] <= K
           and 0 <= r["dead_fraction"] <= 1, f"eval.json: {r}")
     check(abs(r["fvu"] - jl[-1]["fvu"]) < 0.25, "held-out FVU near the last training FVU")
+
+    # 5. A new, shorter run into the finished SAE's directory is refused (it used to replace it
+    # silently); with overwrite = true it trains beside it (full.partial) and replaces it whole.
+    model = open(os.path.join(full, "model.safetensors"), "rb").read()
+    err = run(tmp, "out=full", "max=2048", expect=1)
+    check("already holds an SAE" in err and "overwrite = true" in err and
+          open(os.path.join(full, "model.safetensors"), "rb").read() == model, f"a second run was not refused: {err}")
+    open(os.path.join(full, "stale-file"), "w").write("from the first run")
+    run(tmp, "out=full", "max=2048", "overwrite=true")
+    cfg = json.load(open(os.path.join(full, "config.json")))["saeflow_training"]
+    steps = [l.split(",")[0] for l in open(os.path.join(full, "metrics.csv")).read().split("\n")[1:] if l]
+    check(cfg["steps"] == 8 and cfg["complete"] and steps[-1] == "8" and
+          not os.path.exists(os.path.join(full, "stale-file")) and not os.path.exists(full + ".partial"),
+          f"overwrite = true replaced the SAE whole ({cfg['steps']} steps, metrics to step {steps[-1]})")
     shutil.rmtree(tmp)
     print("all stage checks passed")
 

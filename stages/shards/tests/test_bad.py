@@ -1,7 +1,8 @@
 """Damaged directories and refused runs: truncated and corrupted shards are reported by name, bad
 manifests are refused, a run of another model/hook/dtype/width is refused without touching the
 directory, write failures stop cleanly leaving valid shards, and resuming afterwards completes
-the run exactly. Usage: test_bad.py SHARDS_DRIVER"""
+the run exactly; a resumed writer verifies the stored shards' CRC-32s and refuses a damaged one.
+Usage: test_bad.py SHARDS_DRIVER"""
 import json
 import os
 import shutil
@@ -46,7 +47,7 @@ expect_error(["read", d, "--no-verify"], victim, "truncated")
 p = expect_error(["cmd", "inspect", d, "--verify"], victim, "FAILED: 1 bad shard")
 check(p.stdout.count("BAD") == 1, "inspect must flag exactly one shard")
 # A resumed writer refuses a damaged directory instead of appending to it.
-expect_error(["write", d, "--seqs", NSEQ, "--d", D, "--shard-kb", 4], victim, "of another size")
+expect_error(["write", d, "--seqs", NSEQ, "--d", D, "--shard-kb", 4], victim, "truncated", "extract into another")
 
 # One flipped byte in the activations: CRC catches it, by name.
 d = copy("flip")
@@ -57,6 +58,12 @@ open(path, "wb").write(raw)
 expect_error(["read", d], victim, "corrupt", "CRC-32")
 expect_error(["cmd", "inspect", d, "--verify"], victim, "BAD")
 run("read", d, "--no-verify")  # documented: without verify the layout checks pass, the data is not checked
+# A resumed writer verifies the shards it keeps: the flipped one is refused by name, and the
+# manifest (the complete directory the first run left) is not touched.
+before = open(os.path.join(d, "manifest.json"), "rb").read()
+expect_error(["write", d, "--seqs", NSEQ, "--d", D, "--shard-kb", 4], victim, "corrupt", "CRC-32",
+             "extract into another")
+check(open(os.path.join(d, "manifest.json"), "rb").read() == before, "a refused resume changed the manifest")
 
 # Random damage to a shard's header and to its tensor table, read without the CRC check (which
 # would catch it first): every variant is refused or read, never a crash.

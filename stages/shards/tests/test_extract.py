@@ -53,6 +53,8 @@ stage tok = tokenizer {{
     seq_len = 64
     max_seqs_per_doc = 3
     skip_stored = "DIR/l1,DIR/l2"
+    skip_stored_model = "{suite}/step-000000"
+    skip_stored_hooks = "resid_post.1,resid_post.2"
 }}
 stage fwd = forward {{
     input = tok
@@ -220,6 +222,23 @@ p = subprocess.run(short, capture_output=True, text=True, timeout=600)
 after = {h: json.load(open(os.path.join(dst, h, "manifest.json"))) for h in ("l1", "l2")}
 check(p.returncode == 0 and all(after[h]["count"] == json.loads(before[h])["count"] for h in before),
       f"the same corpus at another path was not taken as the stored run's: {p.stderr[-2000:]}")
+
+# The stored directories resumed with another checkpoint's settings (the forward and skip_stored_model
+# on step-000010), or without one of their hooks: the tokenizer refuses before skipping anything
+# (it used to drop every stored sequence, write 0 rows and exit 0). Nothing changes.
+ckpt_b = os.path.join(suite, "step-000010")
+for what, text, want in (("checkpoint", PIPE.replace("DIR", dst).replace(f"{suite}/step-000000", ckpt_b),
+                          f"skip_stored: {dst}/l1 holds activations of model {suite}/step-000000, but this run "
+                          f"computes model {ckpt_b}"),
+                         ("hook", PIPE.replace("DIR", dst).replace('"resid_post.1,resid_post.2"', '"resid_post.1"'),
+                          f"skip_stored: {dst}/l2 holds activations of hook resid_post.2, but this run computes "
+                          "hook resid_post.1")):
+    open(short[2], "w").write(text)
+    p = subprocess.run(short, capture_output=True, text=True, timeout=600)
+    check(p.returncode != 0 and want in p.stderr and "dropped" not in p.stderr,
+          f"another {what} on the stored run was not refused before skipping: {p.stderr[-2000:]}")
+    check(all(open(os.path.join(dst, h, "manifest.json"), "rb").read() == before[h] for h in before),
+          f"another {what}: a refused run changed a manifest")
 
 # Extract once, train apart: an SAE trained live on forward's output and one trained on the shards
 # written in the same run (replayed in order) must be bit-identical.

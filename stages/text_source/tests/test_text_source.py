@@ -191,6 +191,20 @@ check(rc == 0 and sorted(x["text"] for x in m) == ["document 3", "document 5"] a
       f"{sf_path}:5: field \"split\" is \"bogus\"" in err and f"{sf_path}:7: field \"split\" missing" in err,
       "split_field: test rows only; a bad value and a non-string are skipped with file:line")
 
+# ---- a corpus without the split field: an error, and one warning line for all its lines ----
+nosplit = os.path.join(tmp, "no-split.jsonl")
+with open(nosplit, "w") as g:
+    for i in range(300):
+        g.write(json.dumps({"id": f"n{i}", "text": f"document {i}"}) + "\n")
+m, rc, err = docs(corpora=f"x={nosplit}", split_field="split", split="train")
+warned = [line for line in err.splitlines() if 'skipped: ' in line and 'field "split" missing' in line]
+check(rc == 1 and not m and "text_source emitted no document" in err and "300 skipped" in err,
+      f"a corpus without split_field: the run fails naming why (rc {rc}: {err.strip()[-300:]!r})")
+check(len(warned) == 2 and f"{nosplit}:1: field" in warned[0] and warned[1].endswith("and 299 more like it"),
+      f"300 identical warnings collapse into the first and its count ({len(warned)} lines: {warned[-1:]!r})")
+m, rc, err = docs(corpora=f"x={nosplit}", split="test", max_docs=0)
+check(rc == 0 and not m, "max_docs = 0 asks for nothing: no error")
+
 # ---- the team's bilingual corpus (fields id, lang, source, text, pair) ----
 corpus = os.path.join(root, "data", "corpus", "debian-docs.jsonl.gz")
 if os.path.exists(corpus):
