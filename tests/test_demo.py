@@ -73,7 +73,7 @@ m = report[1].get("match_previous", {})
 check({"same_index", "chance_persist"} <= m.keys() and m["same_index"] <= max(2, 0.1 * m["persist"]),
       f"matching is not the shared initialisation: {m.get('same_index')} of {m.get('persist')} persisting features keep their index")
 def ev_loss(step):
-    return json.load(open(os.path.join(runs, step, "features", "eval.json")))["loss"]
+    return json.load(open(os.path.join(runs, step, "eval.json")))["loss"]
 
 
 for step, row in zip(steps, report):

@@ -40,13 +40,17 @@ stage sae = sae_trainer {
 }
 """ % (tmp, EVERY)
 
-# 1. Failed start: the cause first. (No terminal needed.)
+# 1. Failed start: the cause first. (No terminal needed.) A failure `saeflow check` cannot see
+# before the run (that would stop it with exit 2 before anything starts): the trainer's out_dir
+# below a regular file, which only its start finds.
 bad = os.path.join(tmp, "bad.flow")
+blocker = os.path.join(tmp, "a-file")
+open(blocker, "w").close()
 with open(bad, "w") as f:
-    f.write(FLOW.replace("delay_us = 30000", "rows = 0").replace("    rows = 64\n", ""))
+    f.write(FLOW.replace('out_dir = "%s/sae"' % tmp, 'out_dir = "%s/sae"' % blocker))
 r = subprocess.run([saeflow, "run", bad, "--no-progress"], capture_output=True, text=True, timeout=60)
 lines = r.stderr.splitlines()
-cause = next((i for i, l in enumerate(lines) if "error: gen:" in l), None)
+cause = next((i for i, l in enumerate(lines) if "error: sae:" in l), None)
 after = next((i for i, l in enumerate(lines) if "no activations arrived" in l), None)
 check(r.returncode == 1 and cause is not None and (after is None or cause < after),
       f"failed start: the cause is logged first (line {cause}, 'no activations arrived' at {after})\n{r.stderr}")

@@ -5,7 +5,7 @@
  * <sae>/metrics.jsonl (sae_trainer), <sae>/metrics.json, <sae>/config.json, <sae>/cfg.json that has
  * the numbers "fvu" and "dead_fraction" (at the top level, or in an object "final" or
  * "metrics"); and the LM loss with and without the SAE spliced in ("loss", "loss_sae": the forward
- * stage's `sae` passes them to sae_eval) from the first of RUN_DIR/eval.json, RUN_DIR/metrics.json,
+ * stage's `sae` passes them to sae_eval) from the first of RUN_DIR/eval.json, RUN_DIR/../eval.json, RUN_DIR/metrics.json,
  * <sae>/eval.json that has both. It writes OUT/report.md, OUT/report.html (tables and SVG bar charts) and
  * OUT/report.json, and prints the Markdown table and the HTML path. */
 #include "fm_report.h"
@@ -232,7 +232,8 @@ static int load_run(fm_run *r, const char *dir) {
             break;
         }
     }
-    const char *const loss_cands[][2] = {{"run", "eval.json"}, {"run", "metrics.json"}, {"sae", "eval.json"}};
+    const char *const loss_cands[][2] = {{"run", "eval.json"}, {"run", "../eval.json"}, {"run", "metrics.json"},
+                                         {"sae", "eval.json"}};
     for (size_t c = 0; c < sizeof loss_cands / sizeof loss_cands[0]; c++) {
         const char *base = loss_cands[c][0][0] == 'r' ? dir : r->sae;
         if (!base) continue;
