@@ -180,6 +180,11 @@ static int cmd_run(int argc, char **argv, int run) {
     const char *sweep = NULL;
     int rc = parse_run_args(argc, argv, &o, &over, &n_over, &sweep);
     if (rc) return free(over), rc;
+    /* From the first log line on (sf_run keeps it so): a session lost while the run starts up (ssh
+     * killed during the checks or the BLAS check) closes our stderr, and a write must then be EPIPE,
+     * not death by SIGPIPE, so stdin's end-of-file still stops the run cleanly and the other hosts
+     * hear of it instead of waiting out --connect-timeout for a producer that died. */
+    if (run) signal(SIGPIPE, SIG_IGN);
     if (run && sf_blas_verify(1) != SF_OK) {
         fprintf(stderr, "saeflow: %s\n", sf_last_error());
         free(over);

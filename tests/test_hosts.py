@@ -408,7 +408,9 @@ print(got)
         p = launch(ssh_run)
         time.sleep(6)
         kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
-        c_ssh = [k for k in kids if HOSTS["C"] in open(f"/proc/{k}/cmdline").read()]
+        # C's ssh client: its destination argument is C's address (every part's command line names
+        # addr_c=..., so a substring match would pick host A's client)
+        c_ssh = [k for k in kids if HOSTS["C"] in open(f"/proc/{k}/cmdline").read().split("\0")]
         if c_ssh:
             os.kill(int(c_ssh[0]), signal.SIGKILL)
         rc, err = finish(p, 120)

@@ -243,6 +243,22 @@ for how in ("SIGHUP with stderr closed", "stdin closed", "stdin closed and SIGHU
     got = report_totals(rep)[0] if os.path.exists(rep) else -1
     check(rc == 130 and got > 0, f"{how}: exit {rc} (130 = stopped cleanly), sink finished after receiving {got}")
 
+# The session lost before the run starts (ssh killed while it loads and checks): stderr's reader
+# and stdin's writer are gone from the start, so the first log line (the BLAS check's, at info)
+# must be EPIPE rather than death by SIGPIPE, and stdin's end-of-file then stops the run cleanly.
+err_r, err_w = os.pipe()
+in_r, in_w = os.pipe()
+os.close(err_r), os.close(in_w)
+p = subprocess.Popen([saeflow, "run", flow, "--no-progress", "--stop-on-stdin-eof"], stdin=in_r, stderr=err_w,
+                     env=dict(os.environ, SAEFLOW_LOG="info"))
+os.close(err_w), os.close(in_r)
+try:
+    rc = p.wait(timeout=30)
+except subprocess.TimeoutExpired:
+    p.kill()
+    rc = p.wait()
+check(rc == 130, f"session lost before the run starts: exit {rc} (130 = stopped cleanly; -13 = killed by SIGPIPE)")
+
 # A second signal aborts at once, while a slow sink is still draining its queue (~4 s of work).
 flow2, _ = gen_sink_flow("abort.flow", dict(count=1000000000), dict(delay_us=300000), sink_host=None)
 p = subprocess.Popen([saeflow, "run", flow2, "--no-progress"], stderr=subprocess.PIPE, text=True)
