@@ -65,12 +65,19 @@ static char **list_features(const char *dir, int *n_out) {
         if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path || stat(path, &st) != 0 ||
             !S_ISREG(st.st_mode))
             continue;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 256;
-            names = realloc(names, (size_t)cap * sizeof *names);
-            if (!names) abort();
+        char **grown = n == cap ? sf_realloc(names, "feature file names", (size_t)(cap ? 2 * cap : 256), sizeof *names)
+                                : names;
+        char *name = grown ? sf_strdup("a feature file name", e->d_name) : NULL;
+        if (!name) {
+            fprintf(stderr, "saeflow classify: %s: %s\n", dir, sf_last_error());
+            for (int i = 0; i < n; i++) free((grown ? grown : names)[i]);
+            free(grown ? grown : names);
+            closedir(d);
+            return NULL;
         }
-        names[n++] = strdup(e->d_name);
+        if (n == cap) cap = cap ? 2 * cap : 256;
+        names = grown;
+        names[n++] = name;
     }
     closedir(d);
     if (n == 0) {
@@ -132,10 +139,13 @@ static int file_load(const char *path, fm_file *f) {
         cells += len;
     }
     f->n = (int)n;
-    f->ex = malloc((n ? n : 1) * sizeof *f->ex);
-    f->tok = malloc((cells ? cells : 1) * sizeof *f->tok);
-    f->act = malloc((cells ? cells : 1) * sizeof *f->act);
-    if (!f->ex || !f->tok || !f->act) abort();
+    f->ex = sf_alloc("examples", n ? n : 1, sizeof *f->ex);
+    f->tok = f->ex ? sf_alloc("example tokens", cells ? cells : 1, sizeof *f->tok) : NULL;
+    f->act = f->tok ? sf_alloc("example activations", cells ? cells : 1, sizeof *f->act) : NULL;
+    if (!f->act) {
+        fprintf(stderr, "saeflow classify: %s: %s\n", path, sf_last_error());
+        return -1;
+    }
     size_t at = 0;
     for (size_t e = 0; e < n; e++) {
         json_t *ex = json_array_get(ta, e);
@@ -280,9 +290,13 @@ static int classify_dir(const char *dir, int as_json) {
             json_object_set_new(o, "granularity", json_string(fm_gran_names[gc]));
             if (label) json_object_set(o, "label", label);
             char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-            if (!line) abort(); /* out of memory */
-            puts(line);
-            free(line);
+            if (!line) {
+                fprintf(stderr, "saeflow classify: %s: out of memory writing its JSON line\n", path);
+                rc = 1;
+            } else {
+                puts(line);
+                free(line);
+            }
             json_decref(o);
         }
         json_decref(jdir);

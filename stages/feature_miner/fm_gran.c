@@ -29,15 +29,14 @@ int fm_gran_check_params(const fm_gran_params *p) {
 
 static int is_space(int c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
-/* Whitespace stripped, NFKC case-folded (the raw token if it is not UTF-8); malloc'd. */
+/* Whitespace stripped, NFKC case-folded (the raw token if it is not UTF-8); malloc'd, NULL out of memory. */
 static char *normalise(const char *tok) {
     utf8proc_uint8_t *folded = utf8proc_NFKC_Casefold((const utf8proc_uint8_t *)tok);
     const char *s = folded ? (const char *)folded : tok;
     while (is_space((unsigned char)*s)) s++;
     size_t len = strlen(s);
     while (len > 0 && is_space((unsigned char)s[len - 1])) len--;
-    char *out = strndup(s, len);
-    if (!out) abort();
+    char *out = strndup(s, len); /* NULL out of memory: the caller fails */
     free(folded);
     return out;
 }
@@ -89,19 +88,24 @@ int fm_gran_judge(const fm_token_act *ex, int n, const fm_gran_params *p, fm_gra
         }
     }
     /* peak[e], and its neighbours where they exist (prev[0..n_prev), next[0..n_next)) */
-    char **peak = malloc((size_t)n * 3 * sizeof *peak);
-    if (!peak) abort();
+    char **peak = sf_zalloc("granularity: peak tokens", (size_t)n * 3, sizeof *peak); /* zeroed: freeable */
+    if (!peak) return SF_ERR;
     char **prev = peak + n, **next = peak + 2 * (size_t)n;
-    int n_prev = 0, n_next = 0;
+    int n_prev = 0, n_next = 0, oom = 0;
     double active = 0;
-    for (int e = 0; e < n; e++) {
+    for (int e = 0; e < n && !oom; e++) {
         const fm_token_act *x = &ex[e];
         int at = fm_token_act_peak(x), on = 0;
         for (int t = 0; t < x->n; t++) on += x->act[t] > 0;
         active += (double)on / x->n;
-        peak[e] = normalise(x->tok[at]);
-        if (at > 0) prev[n_prev++] = normalise(x->tok[at - 1]);
-        if (at + 1 < x->n) next[n_next++] = normalise(x->tok[at + 1]);
+        oom |= !(peak[e] = normalise(x->tok[at]));
+        if (at > 0) oom |= !(prev[n_prev++] = normalise(x->tok[at - 1]));
+        if (at + 1 < x->n) oom |= !(next[n_next++] = normalise(x->tok[at + 1]));
+    }
+    if (oom) {
+        for (size_t i = 0; i < (size_t)n * 3; i++) free(peak[i]);
+        free(peak);
+        return sf_fail("granularity: out of memory normalising %d examples' peak tokens", n);
     }
     const char *top = "";
     int top_n = longest_run(peak, n, &out->distinct, &top);
