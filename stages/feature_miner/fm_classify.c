@@ -91,16 +91,7 @@ static char **list_features(const char *dir, int *n_out) {
     return names;
 }
 
-/* One feature file's examples, pointing into its JSON (valid while root lives). */
-typedef struct fm_file {
-    json_t *root;
-    int n;
-    fm_token_act *ex;
-    const char **tok;
-    int *act;
-} fm_file;
-
-static void file_free(fm_file *f) {
+void fm_feature_file_free(fm_feature_file *f) {
     json_decref(f->root);
     free(f->ex);
     free(f->tok);
@@ -108,33 +99,28 @@ static void file_free(fm_file *f) {
     memset(f, 0, sizeof *f);
 }
 
-/* Reads and checks path; on error prints "path: problem" and returns -1. */
-static int file_load(const char *path, fm_file *f) {
+int fm_feature_file_load(const char *path, fm_feature_file *f) {
     memset(f, 0, sizeof *f);
     json_error_t err;
     f->root = json_load_file(path, JSON_ALLOW_NUL, &err); /* a NUL in a token gets its own message below */
     if (!f->root) {
-        fprintf(stderr, "saeflow classify: %s:%d:%d: not readable JSON: %s\n", path, err.line, err.column, err.text);
-        return -1;
+        return sf_fail("%s:%d:%d: not readable JSON: %s", path, err.line, err.column, err.text);
     }
     json_t *ta = json_object_get(f->root, "token_act");
     if (!json_is_array(ta)) {
-        fprintf(stderr, "saeflow classify: %s: no \"token_act\" list (a feature file holds {\"token_act\": "
-                        "[[[token, act], ...], ...]})\n", path);
-        return -1;
+        return sf_fail("%s: no \"token_act\" list (a feature file holds {\"token_act\": [[[token, act], ...], ...]})",
+                       path);
     }
     size_t n = json_array_size(ta), cells = 0;
     if (n > INT_MAX) {
-        fprintf(stderr, "saeflow classify: %s: too many examples (%zu)\n", path, n);
-        return -1;
+        return sf_fail("%s: too many examples (%zu)", path, n);
     }
     for (size_t e = 0; e < n; e++) {
         json_t *ex = json_array_get(ta, e);
         size_t len = json_is_array(ex) ? json_array_size(ex) : 0;
         if (len == 0 || len > INT_MAX || cells > SIZE_MAX / sizeof(const char *) - len) {
-            fprintf(stderr, "saeflow classify: %s: token_act[%zu] is %s; every example is a non-empty list of "
-                            "[token, act] pairs\n", path, e, !json_is_array(ex) ? "not a list" : len ? "too long" : "empty");
-            return -1;
+            return sf_fail("%s: token_act[%zu] is %s; every example is a non-empty list of [token, act] pairs", path, e,
+                           !json_is_array(ex) ? "not a list" : len ? "too long" : "empty");
         }
         cells += len;
     }
@@ -142,10 +128,7 @@ static int file_load(const char *path, fm_file *f) {
     f->ex = sf_alloc("examples", n ? n : 1, sizeof *f->ex);
     f->tok = f->ex ? sf_alloc("example tokens", cells ? cells : 1, sizeof *f->tok) : NULL;
     f->act = f->tok ? sf_alloc("example activations", cells ? cells : 1, sizeof *f->act) : NULL;
-    if (!f->act) {
-        fprintf(stderr, "saeflow classify: %s: %s\n", path, sf_last_error());
-        return -1;
-    }
+    if (!f->act) return sf_fail("%s: %s", path, sf_last_error());
     size_t at = 0;
     for (size_t e = 0; e < n; e++) {
         json_t *ex = json_array_get(ta, e);
@@ -159,15 +142,12 @@ static int file_load(const char *path, fm_file *f) {
             else if (!json_is_integer(a)) what = "has an activation that is not an integer (token_act holds quantised integers)";
             else if (json_integer_value(a) < INT_MIN || json_integer_value(a) > INT_MAX) what = "has an activation out of range";
             else if (strlen(json_string_value(s)) != json_string_length(s)) what = "has a token with U+0000 (not supported)";
-            if (what) {
-                fprintf(stderr, "saeflow classify: %s: token_act[%zu][%zu] %s\n", path, e, t, what);
-                return -1;
-            }
+            if (what) return sf_fail("%s: token_act[%zu][%zu] %s", path, e, t, what);
             f->tok[at] = json_string_value(s);
             f->act[at] = (int)json_integer_value(a);
         }
     }
-    return 0;
+    return SF_OK;
 }
 
 /* The paper's hand labels of a file, if it has them: {"language": {"en", "ja"}, "granularity"}. */
@@ -238,16 +218,17 @@ static int classify_dir(const char *dir, int as_json) {
             rc = 1;
             break;
         }
-        fm_file f;
-        if (file_load(path, &f) != 0) {
-            file_free(&f);
+        fm_feature_file f;
+        if (fm_feature_file_load(path, &f) != SF_OK) {
+            fprintf(stderr, "saeflow classify: %s\n", sf_last_error());
+            fm_feature_file_free(&f);
             rc = 1;
             break;
         }
         fm_judgement j;
         if (fm_judge(f.ex, f.n, &jp, &j) != SF_OK) {
             fprintf(stderr, "saeflow classify: %s: %s\n", path, sf_last_error());
-            file_free(&f);
+            fm_feature_file_free(&f);
             rc = 1;
             break;
         }
@@ -302,7 +283,7 @@ static int classify_dir(const char *dir, int as_json) {
         json_decref(jdir);
         json_decref(jfile);
         json_decref(label);
-        file_free(&f);
+        fm_feature_file_free(&f);
     }
     if (rc == 0 && !as_json) print_summary(dir, fd, &t);
     for (int i = 0; i < n; i++) free(names[i]);
