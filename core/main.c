@@ -227,6 +227,14 @@ static void tune_malloc(void) {
     if (!getenv("MALLOC_TRIM_THRESHOLD_")) mallopt(M_TRIM_THRESHOLD, 128 << 20);
 }
 
+/* `saeflow CMD ... --help` (or -h) anywhere after the command asks for help, never for a file or a
+ * directory of that name. */
+static int asks_help(int argc, char **argv) {
+    for (int i = 2; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return 1;
+    return 0;
+}
+
 int main(int argc, char **argv) {
     tune_malloc();
     sf_log_init_from_env();
@@ -243,14 +251,20 @@ int main(int argc, char **argv) {
         printf("saeflow %s (stage ABI %u)\n", SF_VERSION, SF_ABI_VERSION);
         return 0;
     }
+    int builtin = !strcmp(cmd, "stages") || !strcmp(cmd, "keygen") || !strcmp(cmd, "launch") ||
+                  !strcmp(cmd, "run") || !strcmp(cmd, "check");
+    if (builtin && asks_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
     if (!strcmp(cmd, "stages")) return cmd_stages(argc, argv);
     if (!strcmp(cmd, "keygen")) return sf_curve_keygen_main(argc, argv);
     if (!strcmp(cmd, "launch")) return sf_launch_main(argc, argv);
     if (!strcmp(cmd, "run")) return cmd_run(argc, argv, 1);
     if (!strcmp(cmd, "check")) return cmd_run(argc, argv, 0);
     const sf_command *c = sf_plugins_command(cmd);
-    if (c) {
-        if (sf_blas_verify(1) != SF_OK) {
+    if (c) { /* the command prints its own help */
+        if (!asks_help(argc, argv) && sf_blas_verify(1) != SF_OK) {
             fprintf(stderr, "saeflow: %s\n", sf_last_error());
             return 1;
         }

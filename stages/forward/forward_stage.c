@@ -517,8 +517,8 @@ static int npy_header(FILE *f, size_t rows, size_t cols) {
     return ferror(f) ? SF_ERR : SF_OK;
 }
 
-static int cli_usage(void) {
-    fprintf(stderr, "usage: saeflow forward MODEL_DIR [--hook HOOK] [--out FILE.npy] [--logits] [--loss]\n"
+static int cli_usage_to(FILE *out, int rc) {
+    fprintf(out, "usage: saeflow forward MODEL_DIR [--hook HOOK] [--out FILE.npy] [--logits] [--loss]\n"
                     "                       [--sae SAE_DIR [--sae-hook HOOK] [--accept-sae-mismatch]]\n"
                     "                       [--loss-out FILE.npy] [--threads N]\n"
                     "       saeflow forward MODEL_DIR --generate N\n"
@@ -530,8 +530,10 @@ static int cli_usage(void) {
                     "  --accept-sae-mismatch); --loss-out writes the per-token losses [tokens, 1] ([tokens, 2]: clean,\n"
                     "  spliced with --sae; NaN at each sequence's last token); --generate prints each sequence\n"
                     "  followed by its greedy continuation of N tokens.\n");
-    return 2;
+    return rc;
 }
+
+static int cli_usage(void) { return cli_usage_to(stderr, 2); }
 
 /* Greedy decoding without a cache (for checking a model, not for speed): prints each sequence
  * followed by n argmax tokens, one line per sequence. */
@@ -565,6 +567,7 @@ static int cli_main(int argc, char **argv) {
     const char *dir = NULL, *hook_name = NULL, *out_path = NULL, *sae_dir = NULL, *sae_hook = "", *loss_path = NULL;
     int want_logits = 0, want_loss = 0, threads = 0, generate = 0, accept_mismatch = 0;
     for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return cli_usage_to(stdout, 0);
         if (!strcmp(argv[i], "--hook") && i + 1 < argc) hook_name = argv[++i];
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_path = argv[++i];
         else if (!strcmp(argv[i], "--sae") && i + 1 < argc) sae_dir = argv[++i];

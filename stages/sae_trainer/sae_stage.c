@@ -899,7 +899,16 @@ static void eval_destroy(void *state) {
 /* ---------------------------------------------------------------------------------------------- */
 /* saeflow sae convert / info                                                                      */
 
+static int sae_cmd_usage(FILE *out, int rc) {
+    fprintf(out, "usage: saeflow sae info DIR | convert IN_DIR OUT_DIR [--layout paper|sparsify|saelens]\n"
+                 "  info     the SAE's size, k and input normalisation (any of the three layouts)\n"
+                 "  convert  rewrite IN_DIR in LAYOUT (default paper) into OUT_DIR\n");
+    return rc;
+}
+
 static int sae_cmd_main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return sae_cmd_usage(stdout, 0);
     if (argc >= 3 && !strcmp(argv[1], "info")) {
         sae_model m;
         if (sae_load(&m, argv[2]) != SF_OK) {
@@ -925,8 +934,7 @@ static int sae_cmd_main(int argc, char **argv) {
         sae_model_free(&m);
         return 0;
     }
-    fprintf(stderr, "usage: saeflow sae info DIR | convert IN_DIR OUT_DIR [--layout paper|sparsify|saelens]\n");
-    return 2;
+    return sae_cmd_usage(stderr, 2);
 }
 
 static const sf_command sae_commands[] = {

@@ -8,12 +8,14 @@
 
 #define HIST_BINS 20
 
-static int usage(void) {
-    fprintf(stderr, "usage: saeflow shards inspect DIR [--verify] [--hist-rows N]\n"
+static int usage_to(FILE *out, int rc) {
+    fprintf(out, "usage: saeflow shards inspect DIR [--verify] [--hist-rows N]\n"
                     "  --verify       re-check every shard's CRC-32 and layout against the manifest\n"
                     "  --hist-rows N  rows sampled (evenly) for the norms histogram, 0 for none (default 100000)\n");
-    return 2;
+    return rc;
 }
+
+static int usage(void) { return usage_to(stderr, 2); }
 
 /* L2 norms of rows sampled every `stride` rows (global row index) into norms[*n]. */
 static int sample_norms(const char *dir, const sh_manifest *m, int verify, int64_t stride, float *norms, int64_t cap,
@@ -128,11 +130,13 @@ static int inspect(const char *dir, int verify, int64_t hist_rows) {
 }
 
 int sh_command_main(int argc, char **argv) {
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) return usage_to(stdout, 0);
     if (argc < 3 || strcmp(argv[1], "inspect") != 0) return usage();
     const char *dir = NULL;
     int verify = 0;
     int64_t hist_rows = 100000;
     for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return usage_to(stdout, 0);
         if (strcmp(argv[i], "--verify") == 0) verify = 1;
         else if (strcmp(argv[i], "--hist-rows") == 0 && i + 1 < argc) {
             char *end;

@@ -13,11 +13,13 @@
 
 #include "tok.h"
 
-static int tok_cli_usage(void) {
-    fprintf(stderr, "usage: saeflow tokenize TOKENIZER_FILE [--tokens] [--special] [--decode]\n"
+static int tok_cli_usage_to(FILE *out, int rc) {
+    fprintf(out, "usage: saeflow tokenize TOKENIZER_FILE [--tokens] [--special] [--decode]\n"
                     "  reads lines on stdin, prints token ids (or pieces) per line\n");
-    return 2;
+    return rc;
 }
+
+static int tok_cli_usage(void) { return tok_cli_usage_to(stderr, 2); }
 
 /* printf("%d") without the format parsing: ids are most of the output. */
 static void tok_cli_put_id(int32_t id) {
@@ -68,6 +70,7 @@ int tok_cli_main(int argc, char **argv) {
     const char *path = NULL;
     int tokens = 0, special = 0, decode = 0;
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return tok_cli_usage_to(stdout, 0);
         if (strcmp(argv[i], "--tokens") == 0) tokens = 1;
         else if (strcmp(argv[i], "--special") == 0) special = 1;
         else if (strcmp(argv[i], "--decode") == 0) decode = 1;
