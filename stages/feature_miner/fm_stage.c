@@ -458,6 +458,14 @@ static int fm_on_eos(sf_ctx *ctx, void *state) {
 static void fm_destroy(void *state) {
     fm_state *s = state;
     if (!s) return;
+    /* a run that failed (out of memory, a bad message) leaves no half-written OUT.partial; after a
+     * completed one there is nothing left there */
+    if (s->work_dir[0]) {
+        char err[1024];
+        snprintf(err, sizeof err, "%s", sf_last_error());
+        sf_remove_tree(s->work_dir);
+        if (err[0]) sf_fail("%s", err); /* the run's error, not the removal's */
+    }
     fm_miner_free(s->miner);
     fm_vocab_free(&s->vocab);
     if (s->sae_loaded) sae_model_free(&s->sae);

@@ -321,11 +321,14 @@ static int trainer_resume_point(trainer_state *s, const sf_st_file *f, const cha
         int32_t p, r;
         sh_trained_at(&t, i, &d, &p, &r);
         sh_key *k = sh_keys_add(&s->trained, d, p);
+        if (!k) return SF_ERR;
         if (r < 1 || r > (1 << 30) || k->val != SH_KEY_USED)
             return sf_fail("%s: trained sequence %lld (doc %lld pos %d) is listed twice or with %d rows", path,
                            (long long)i, (long long)d, p, r);
         k->val += (uint32_t)r;
-        sh_keys_add(&s->to_skip, d, p)->val += (uint32_t)r;
+        sh_key *skip = sh_keys_add(&s->to_skip, d, p);
+        if (!skip) return SF_ERR;
+        skip->val += (uint32_t)r;
         total += r;
     }
     if (total != rows)
@@ -472,6 +475,7 @@ static int trainer_commit_taken(trainer_state *s) {
     for (int64_t i = 0; i < s->ntaken; i++) {
         const trainer_take *t = &s->taken[i];
         sh_key *k = sh_keys_add(&s->trained, t->doc, t->pos);
+        if (!k) return SF_ERR;
         if ((k->val & ~SH_KEY_USED) + (uint32_t)t->rows > (1u << 30))
             return sf_fail("sequence doc %lld pos %d arrived more than 2^30 rows' worth", (long long)t->doc, t->pos);
         k->val += (uint32_t)t->rows;
