@@ -274,6 +274,7 @@ static int interval_add(fm_miner *m, int fi, fm_cur *c, float peak, int peak_pos
         if (!f->bk) {
             free(f->res);
             f->res = NULL;
+            f->n_buckets = 0; /* none to free or write */
             return sf_fail("feature %d: %s (reservoir = %d examples per interval: lower it)", fi, sf_last_error(), R);
         }
         m->bytes += (uint64_t)f->n_buckets * (sizeof *f->bk + (uint64_t)R * sizeof *f->res);
