@@ -146,6 +146,7 @@ typedef struct trainer_state {
     char hook[256], model_name[1024], checkpoint[256];
     int64_t layer, seq_len;
     int failed; /* a step failed: keep the last good checkpoint, save nothing */
+    int64_t other_split; /* messages of another split than `split`, skipped */
 } trainer_state;
 
 /* norm_mean of a shard directory's manifest.json (stages/shards): the split's, or the whole set's. */
@@ -350,9 +351,10 @@ static int trainer_setup(sf_ctx *ctx, trainer_state *s, int64_t d) {
     sae_model_init(&s->m, (uint64_t)s->seed);
     s->m.norm = s->norm;
     s->t = sae_trainer_new(&s->m, &s->opts, (int)s->batch);
-    s->x = malloc((size_t)s->batch * d * sizeof(float));
-    if (!s->t || !s->x) return sf_fail("out of memory for the SAE (d=%lld n=%lld batch=%lld)", (long long)d,
-                                       (long long)n, (long long)s->batch);
+    if (!s->t) return sf_fail("out of memory for the SAE's trainer (d=%lld n=%lld batch=%lld)", (long long)d,
+                              (long long)n, (long long)s->batch);
+    if (!(s->x = sf_alloc("the batch being collected (batch x d floats)", (size_t)s->batch * (size_t)d, sizeof(float))))
+        return sf_fail("%s; lower batch", sf_last_error());
     char path[4096];
     if (trainer_path(s, "checkpoint.safetensors", path, sizeof path) != SF_OK) return SF_ERR;
     if (s->resume && access(path, F_OK) == 0) {
@@ -581,6 +583,7 @@ static int trainer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg 
 static int trainer_consume(sf_ctx *ctx, trainer_state *s, const sf_msg *msg) {
     if (!split_matches(msg, s->split)) {
         sf_count(ctx, "other_split_messages", 1);
+        s->other_split++;
         return SF_OK;
     }
     act_rows a;
@@ -633,12 +636,24 @@ static int trainer_consume(sf_ctx *ctx, trainer_state *s, const sf_msg *msg) {
     return SF_OK;
 }
 
+/* A run that trained nothing leaves nothing: its metrics files (a header) and the directory it
+ * made, if empty (OUT.partial whole). */
+static void trainer_discard(trainer_state *s) {
+    const char *names[2] = {"metrics.csv", "metrics.jsonl"};
+    FILE **files[2] = {&s->csv, &s->jsonl};
+    char path[4096];
+    for (int i = 0; i < 2; i++) {
+        if (!*files[i]) continue;
+        fclose(*files[i]);
+        *files[i] = NULL;
+        if (trainer_path(s, names[i], path, sizeof path) == SF_OK) unlink(path);
+    }
+    if (s->final_dir[0]) sf_remove_tree(s->out_dir);
+    else rmdir(s->out_dir); /* only if empty: a directory holding anything else stays as it was */
+}
+
 static int trainer_finish(sf_ctx *ctx, void *state) {
     trainer_state *s = state;
-    if (!s->have_model) {
-        sf_log(SF_LOG_WARN, "no activations arrived: nothing trained");
-        return SF_OK;
-    }
     if (s->failed) {
         sf_log(SF_LOG_WARN, "training failed: the last checkpoint in %s is kept, no model saved", s->out_dir);
         return SF_OK;
@@ -648,11 +663,28 @@ static int trainer_finish(sf_ctx *ctx, void *state) {
          * re-reads it. */
         sf_count(ctx, "untrained_tail_tokens", s->fill);
     }
-    if (s->wsteps) trainer_write_metrics(ctx, s);
-    if (sae_trainer_step(s->t) == 0) {
-        sf_log(SF_LOG_WARN, "fewer tokens than one batch (%lld): nothing trained", (long long)s->batch);
-        return SF_OK;
+    if (!s->have_model || sae_trainer_step(s->t) == 0) { /* an SAE of its initialisation would look trained */
+        if (sf_stopping(ctx)) {
+            sf_log(SF_LOG_WARN, "%s: nothing trained", s->have_model ? "stopped before the first batch" : "no activations arrived");
+            return SF_OK;
+        }
+        char ck[4096];
+        if (!s->have_model && s->resume && trainer_path(s, "checkpoint.safetensors", ck, sizeof ck) == SF_OK &&
+            access(ck, F_OK) == 0) { /* e.g. skip_stored upstream dropped every sequence it trained on */
+            sf_log(SF_LOG_INFO, "resume: no new activations arrived; %s is kept as it was", ck);
+            return SF_OK;
+        }
+        trainer_discard(s);
+        if (!s->have_model)
+            return sf_fail("no activations arrived (0 rows%s): nothing trained, no SAE written to %s. Check the "
+                           "upstream stages' errors and counters (documents of the split, the field)",
+                           s->other_split ? ": every message was of another split than `split`" : "",
+                           s->final_dir[0] ? s->final_dir : s->out_dir);
+        return sf_fail("%lld activation rows arrived, fewer than one batch (%lld): nothing trained, no SAE written to "
+                       "%s. Lower batch or feed more activations",
+                       (long long)s->fill, (long long)s->batch, s->final_dir[0] ? s->final_dir : s->out_dir);
     }
+    if (s->wsteps) trainer_write_metrics(ctx, s);
     int complete = !sf_stopping(ctx);
     if (sae_trainer_step(s->t) > s->start_step && trainer_checkpoint(s) != SF_OK) return SF_ERR;
     char *meta = trainer_meta_json(s, complete, 0);
