@@ -12,6 +12,7 @@
 
 #include "sae.h"
 #include "saeflow.h"
+#include "sf_output.h"
 #include "sf_safetensors.h"
 #include "shards.h"
 
@@ -92,7 +93,8 @@ static const sf_param_def trainer_params[] = {
     {"metrics_every", SF_PARAM_INT, "50", "steps per metrics line (metrics.csv, metrics.jsonl)"},
     {"checkpoint_every", SF_PARAM_INT, "1000", "steps between checkpoints (0: only at the end)"},
     {"resume", SF_PARAM_BOOL, "false",
-     "continue from out_dir/checkpoint.safetensors, skipping the sequences (doc_id, pos) it trained on, or the "
+     "continue from out_dir/checkpoint.safetensors (or from OUT_DIR.partial's, an interrupted overwrite run, "
+     "which then replaces out_dir when complete), skipping the sequences (doc_id, pos) it trained on, or the "
      "first rows it read when messages carry no doc_id/pos"},
     {"overwrite", SF_PARAM_BOOL, "false",
      "replace the SAE (or interrupted run) out_dir holds: this run works in OUT_DIR.partial and replaces out_dir "
@@ -112,7 +114,7 @@ typedef struct trainer_take {
 
 typedef struct trainer_state {
     char out_dir[3800], field[64], split[64], export_list[128];
-    char final_dir[3800]; /* overwrite: the directory out_dir (OUT.partial) replaces when complete; else "" */
+    sf_output out; /* out_dir as given (out.dir) and where this run trains (out.work, also in out_dir) */
     int64_t latents, expansion, k, batch, seed, max_tokens, metrics_every, checkpoint_every;
     int resume;
     sae_train_opts opts;
@@ -193,33 +195,39 @@ static int trainer_norm_scale(trainer_state *s, int B) {
     return SF_OK;
 }
 
-/* A new run (not resume) into a directory that holds an SAE or an interrupted run is refused
- * unless overwrite: it used to replace a finished SAE silently, e.g. with a shorter run's. With
- * overwrite the run works in a sibling, OUT.partial, which replaces out_dir when complete. */
+/* out_dir as sf_output_claim decides (core/lib/sf_output.h): a new run into a directory that holds
+ * an SAE or an interrupted run is refused unless overwrite (it used to replace a finished SAE
+ * silently, e.g. with a shorter run's); with overwrite it trains in OUT.partial, which replaces
+ * out_dir whole when complete. resume = true continues in place, or continues an interrupted
+ * overwrite run in OUT.partial when there is one. s->out_dir becomes the directory trained in. */
 static int trainer_claim_out_dir(trainer_state *s, int overwrite) {
+    static const sf_output_mark marks[] = {
+        {"config.json", "an SAE"}, {"model.safetensors", "an SAE"}, {"checkpoint.safetensors", "an interrupted run"},
+        {NULL, NULL}};
     if (s->resume && overwrite)
         return sf_fail("resume = true continues the run in %s and overwrite = true replaces it: set one", s->out_dir);
-    const char *const marks[] = {"config.json", "model.safetensors", "checkpoint.safetensors"};
-    const char *held = NULL;
-    char path[4096];
-    for (size_t i = 0; i < sizeof marks / sizeof *marks && !held && !s->resume; i++) {
-        snprintf(path, sizeof path, "%s/%s", s->out_dir, marks[i]);
-        if (access(path, F_OK) == 0) held = marks[i];
+    if (s->resume) {
+        char ck[4300];
+        snprintf(s->out.dir, sizeof s->out.dir, "%s", s->out_dir);
+        snprintf(s->out.work, sizeof s->out.work, "%s.partial", s->out_dir);
+        snprintf(ck, sizeof ck, "%s/checkpoint.safetensors", s->out.work);
+        if (access(ck, F_OK) == 0)
+            sf_log(SF_LOG_INFO, "resume: continuing the interrupted overwrite run in %s; it replaces %s when complete",
+                   s->out.work, s->out.dir);
+        else
+            memcpy(s->out.work, s->out.dir, sizeof s->out.dir); /* in place */
+    } else {
+        sf_output_opts opts = {.marks = marks, .also = ", resume = true to continue it", .overwrite = overwrite};
+        if (sf_output_claim(&s->out, s->out_dir, &opts) != SF_OK) return SF_ERR;
     }
-    if (held && !overwrite)
-        return sf_fail("%s already holds %s (%s): set overwrite = true to replace it whole when this run completes, "
-                       "resume = true to continue it, or use another out_dir",
-                       s->out_dir, strcmp(held, "checkpoint.safetensors") ? "an SAE" : "an interrupted run", path);
-    if (held) {
-        memcpy(s->final_dir, s->out_dir, sizeof s->final_dir);
-        if ((size_t)snprintf(s->out_dir, sizeof s->out_dir, "%s.partial", s->final_dir) >= sizeof s->out_dir)
-            return sf_fail("out_dir: path too long");
-        if (sf_remove_tree(s->out_dir) != SF_OK) return SF_ERR; /* left by a run that did not complete */
-        sf_log(SF_LOG_INFO, "overwrite: training in %s; it replaces %s when complete", s->out_dir, s->final_dir);
-    }
+    if ((size_t)snprintf(s->out_dir, sizeof s->out_dir, "%s", s->out.work) >= sizeof s->out_dir)
+        return sf_fail("out_dir: path too long");
     /* with its parents: in a fresh live pipeline nothing else may have made them yet */
-    return sae_mkdirs(s->out_dir);
+    return sf_mkdirs(s->out_dir);
 }
+
+/* Whether this run trains in OUT.partial, which replaces out_dir (s->out.dir) when complete. */
+static int trainer_replacing(const trainer_state *s) { return strcmp(s->out.work, s->out.dir) != 0; }
 
 /* The parameters, for check and init alike (everything but creating out_dir). */
 static int trainer_read_params(sf_ctx *ctx, trainer_state *s) {
@@ -648,7 +656,7 @@ static void trainer_discard(trainer_state *s) {
         *files[i] = NULL;
         if (trainer_path(s, names[i], path, sizeof path) == SF_OK) unlink(path);
     }
-    if (s->final_dir[0]) sf_remove_tree(s->out_dir);
+    if (trainer_replacing(s)) sf_output_abandon(&s->out);
     else rmdir(s->out_dir); /* only if empty: a directory holding anything else stays as it was */
 }
 
@@ -679,10 +687,10 @@ static int trainer_finish(sf_ctx *ctx, void *state) {
             return sf_fail("no activations arrived (0 rows%s): nothing trained, no SAE written to %s. Check the "
                            "upstream stages' errors and counters (documents of the split, the field)",
                            s->other_split ? ": every message was of another split than `split`" : "",
-                           s->final_dir[0] ? s->final_dir : s->out_dir);
+                           s->out.dir);
         return sf_fail("%lld activation rows arrived, fewer than one batch (%lld): nothing trained, no SAE written to "
                        "%s. Lower batch or feed more activations",
-                       (long long)s->fill, (long long)s->batch, s->final_dir[0] ? s->final_dir : s->out_dir);
+                       (long long)s->fill, (long long)s->batch, s->out.dir);
     }
     if (s->wsteps) trainer_write_metrics(ctx, s);
     int complete = !sf_stopping(ctx);
@@ -712,13 +720,14 @@ static int trainer_finish(sf_ctx *ctx, void *state) {
         rc = sae_save(&s->m, dir, l, meta);
         free(meta);
     }
-    if (rc == SF_OK && s->final_dir[0] && complete) rc = sf_replace_dir(s->out_dir, s->final_dir);
+    if (rc == SF_OK && complete) rc = sf_output_commit(&s->out);
     if (rc != SF_OK) return rc;
-    if (s->final_dir[0] && !complete)
-        sf_log(SF_LOG_WARN, "interrupted: %s is kept as it was; this run's checkpoint is in %s", s->final_dir, s->out_dir);
+    if (trainer_replacing(s) && !complete)
+        sf_log(SF_LOG_WARN, "interrupted: %s is kept as it was; this run's checkpoint is in %s (resume = true "
+               "continues it there)", s->out.dir, s->out_dir);
     sf_log(SF_LOG_INFO, "saved the SAE (%d latents, k %d) after %lld steps, %lld tokens to %s%s", s->m.n, s->m.k,
            (long long)sae_trainer_step(s->t), (long long)sae_trainer_tokens(s->t),
-           s->final_dir[0] && complete ? s->final_dir : s->out_dir, complete ? "" : " (interrupted: resume=true continues)");
+           complete ? s->out.dir : s->out_dir, complete ? "" : " (interrupted: resume=true continues)");
     return rc;
 }
 

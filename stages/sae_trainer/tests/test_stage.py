@@ -9,7 +9,8 @@
 - `saeflow sae info` loads all three layouts; sae_eval writes sane statistics;
 - a finished SAE is refused without overwrite, replaced whole with it;
 - a run that receives no activations, or fewer rows than one batch, fails naming it and writes no
-  SAE (no out_dir, no OUT.partial; a finished SAE it was to replace stays as it was).
+  SAE (no out_dir, no OUT.partial; a finished SAE it was to replace stays as it was);
+- an interrupted overwrite run is resumed in OUT.partial and then replaces the SAE.
 
   test_stage.py SAEFLOW_EXE
 """
@@ -214,7 +215,7 @@ def main():
 
     # 5. A new, shorter run into the finished SAE's directory is refused (it used to replace it
     # silently); with overwrite = true it trains beside it (full.partial) and replaces it whole.
-    model = open(os.path.join(full, "model.safetensors"), "rb").read()
+    model = model30 = open(os.path.join(full, "model.safetensors"), "rb").read()
     err = run(tmp, "out=full", "max=2048", expect=1)
     check("already holds an SAE" in err and "overwrite = true" in err and
           open(os.path.join(full, "model.safetensors"), "rb").read() == model, f"a second run was not refused: {err}")
@@ -241,6 +242,24 @@ def main():
     check("no activations arrived" in err and not os.path.exists(full + ".partial") and
           open(os.path.join(full, "model.safetensors"), "rb").read() == model,
           "an overwrite that received nothing leaves the finished SAE as it was, and no full.partial")
+
+    # 7. An overwrite run interrupted (SIGINT) keeps its checkpoint in full.partial, the finished SAE
+    # untouched; resume = true continues it there and swaps it in: the 30-step model of run 1.
+    p = subprocess.Popen([SAEFLOW, "run", "p.sf", "--no-progress", "out=full", "overwrite=true", "delay=40000",
+                          "ckpt_every=0"], cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = os.path.join(full + ".partial", "metrics.jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (os.path.exists(metrics) and open(metrics).read().count("\n") >= 1):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    p.communicate(timeout=120)
+    check(os.path.exists(os.path.join(full + ".partial", "checkpoint.safetensors")) and
+          open(os.path.join(full, "model.safetensors"), "rb").read() == model,
+          "an interrupted overwrite run keeps its checkpoint in full.partial and the finished SAE as it was")
+    log = run(tmp, "out=full", "resume=true")
+    check("continuing the interrupted overwrite run" in log and not os.path.exists(full + ".partial") and
+          open(os.path.join(full, "model.safetensors"), "rb").read() == model30,
+          "resume = true completes it in full.partial and swaps it in, byte-identical to the uninterrupted run")
     shutil.rmtree(tmp)
     print("all stage checks passed")
 
