@@ -265,7 +265,7 @@ static const char *type_name(sf_param_type t) {
     return names[t];
 }
 
-/* Takes reserved keys (replicas, host, distribute) out of the params and checks the rest. */
+/* Takes reserved keys (replicas, host, distribute, enabled) out of the params and checks the rest. */
 static int validate_stage(parser *ps, sf_stage_decl *st) {
     sf_pipeline *p = ps->p;
     st->entry = sf_plugins_find(st->type);
@@ -284,6 +284,8 @@ static int validate_stage(parser *ps, sf_stage_decl *st) {
             if (strcmp(kv->value, "share") && strcmp(kv->value, "broadcast"))
                 return perr(ps, kv->line, "distribute must be 'share' (each message to one replica) or 'broadcast' (to every replica)");
             st->broadcast = !strcmp(kv->value, "broadcast");
+        } else if (strcmp(kv->key, "enabled") == 0) {
+            /* read by drop_disabled: this stage is enabled */
         } else if (strcmp(kv->key, "host") == 0) {
             char *save = NULL;
             for (char *tok = strtok_r(kv->value, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
@@ -342,6 +344,46 @@ static int validate_stage(parser *ps, sf_stage_decl *st) {
         st->input_idx[i] = found;
     }
     return SF_OK;
+}
+
+static void stage_decl_free(sf_stage_decl *st) {
+    for (int j = 0; j < st->n_params; j++) free(st->params[j].key), free(st->params[j].value);
+    for (int j = 0; j < st->n_inputs; j++) free(st->inputs[j]);
+    free(st->params), free(st->inputs), free(st->input_idx), free(st->hosts), free(st->name), free(st->type);
+}
+
+/* Stages with `enabled = false` are taken out before anything is checked (a flow run in several
+ * modes, e.g. the demo's evaluation only in the pass that needs it); a stage reading one is an error. */
+static int drop_disabled(parser *ps) {
+    sf_pipeline *p = ps->p;
+    unsigned char *off = sf_zalloc("the disabled stages", (size_t)p->n_stages, 1);
+    if (!off) return SF_ERR;
+    int rc = SF_OK;
+    for (int i = 0; i < p->n_stages && rc == SF_OK; i++)
+        for (int j = 0; j < p->stages[i].n_params; j++) {
+            const sf_kv *kv = &p->stages[i].params[j];
+            if (strcmp(kv->key, "enabled")) continue;
+            if (strcmp(kv->value, "true") && strcmp(kv->value, "false") && strcmp(kv->value, "1") && strcmp(kv->value, "0"))
+                rc = perr(ps, kv->line, "enabled must be true or false, not '%s'", kv->value);
+            off[i] = !strcmp(kv->value, "false") || !strcmp(kv->value, "0");
+        }
+    for (int i = 0; i < p->n_stages && rc == SF_OK; i++)
+        for (int k = 0; k < p->stages[i].n_inputs && !off[i] && rc == SF_OK; k++)
+            for (int j = 0; j < p->n_stages; j++)
+                if (off[j] && !strcmp(p->stages[j].name, p->stages[i].inputs[k]))
+                    rc = perr(ps, p->stages[i].inputs_line ? p->stages[i].inputs_line : p->stages[i].line,
+                              "stage '%s' reads from '%s', which is disabled (enabled = false): disable it too, or "
+                              "enable '%s'", p->stages[i].name, p->stages[j].name, p->stages[j].name);
+    int kept = 0;
+    for (int i = 0; i < p->n_stages; i++) {
+        sf_stage_decl *st = &p->stages[i];
+        if (rc != SF_OK || !off[i]) p->stages[kept++] = *st;
+        else stage_decl_free(st);
+    }
+    p->n_stages = kept;
+    free(off);
+    if (rc == SF_OK && p->n_stages == 0) rc = perr(ps, ps->line, "every stage is disabled (enabled = false)");
+    return rc;
 }
 
 /* Depth-first search for a cycle through inputs; 0 unvisited, 1 on the path, 2 done. */
@@ -437,6 +479,7 @@ sf_pipeline *sf_pipeline_load(const char *path, char **overrides, int n_override
         perr(&ps, ps.line, "no stages: add a block 'stage NAME = TYPE { ... }'");
         goto fail;
     }
+    if (drop_disabled(&ps) != SF_OK) goto fail;
     for (int i = 0; i < p->n_stages; i++)
         if (validate_stage(&ps, &p->stages[i]) != SF_OK) goto fail;
     if (check_counts(&ps) != SF_OK) goto fail;
@@ -458,12 +501,7 @@ fail:
 
 void sf_pipeline_free(sf_pipeline *p) {
     if (!p) return;
-    for (int i = 0; i < p->n_stages; i++) {
-        sf_stage_decl *st = &p->stages[i];
-        for (int j = 0; j < st->n_params; j++) free(st->params[j].key), free(st->params[j].value);
-        for (int j = 0; j < st->n_inputs; j++) free(st->inputs[j]);
-        free(st->params), free(st->inputs), free(st->input_idx), free(st->hosts), free(st->name), free(st->type);
-    }
+    for (int i = 0; i < p->n_stages; i++) stage_decl_free(&p->stages[i]);
     for (int i = 0; i < p->n_hosts; i++) free(p->hosts[i].name), free(p->hosts[i].endpoint);
     for (int i = 0; i < p->n_vars; i++) free(p->vars[i].key), free(p->vars[i].value);
     free(p->stages), free(p->hosts), free(p->vars), free(p->path), free(p->curve_dir);

@@ -59,6 +59,10 @@ check(f"== building in {env['BUILD']}" in r.stdout and not os.path.exists(os.pat
 check(os.path.join(runs_out, "report", "report.html") in r.stdout, "the demo prints the HTML report's path")
 check(r.stderr.count("ckpt-a/tokenizer.json: ") + r.stderr.count("ckpt-b/tokenizer.json: ") >= 2,
       "the tokenizer stages use each checkpoint's own tokenizer.json")
+# the held-out evaluation once per checkpoint: pass 1 of the paper's sampling runs without it
+evals = [l for l in r.stderr.splitlines() if "[eval] info: eval over" in l]
+check(len(evals) == len(steps) and all(sum(f"/{s}/eval.json" in l for l in evals) == 1 for s in steps),
+      f"sae_eval runs once per checkpoint ({len(evals)} evaluations for {len(steps)} checkpoints)")
 table = [l for l in r.stdout.splitlines() if l.startswith("| ckpt-")]
 check([l.split("|")[1].strip() for l in table] == steps, f"the printed table has one row per checkpoint: {steps}")
 runs = runs_out

@@ -64,6 +64,11 @@ BAD = [
         f"stage r{i} = relay {{\n input = {'gen' if i == 0 else f'r{i - 1}'}\n}}\n" for i in range(3001)), 3072,
      "3002 stage instances (replicas included) in one pipeline; saeflow runs at most 1024, and stage 'r1023' passes that"),
     ("reserved-then-unknown", "stage gen = tensor_gen {\n replicas = 2\n colour = red\n}\n", 3, "has no parameter 'colour'"),
+    # enabled = false takes a stage out; what reads it must go too
+    ("bad-enabled", "stage gen = tensor_gen {\n enabled = maybe\n}\n", 2, "enabled must be true or false, not 'maybe'"),
+    ("reads-disabled", "stage gen = tensor_gen {\n enabled = false\n}\nstage s = verify_sink {\n input = gen\n}\n", 5,
+     "stage 's' reads from 'gen', which is disabled (enabled = false)"),
+    ("all-disabled", "stage gen = tensor_gen {\n enabled = false\n}\n", 3, "every stage is disabled"),
     # each stage's own check: parameters and the files they name
     ("tensor-wraps", "stage gen = tensor_gen {\n rows = 4294967296\n cols = 1073741824\n}\n", 2, "more than a message holds"),
     ("tensor-over-4gib", "stage gen = tensor_gen {\n rows = 2000000000\n cols = 2000000000\n}\n", 2, "more than a message holds"),
@@ -102,6 +107,18 @@ path, r = check("sweep", GOOD, ["--sweep", "n=3,4,5"])
 if r.returncode != 0 or r.stdout.count("ok (2 stages") != 3 or "sweep 3/3: n=5" not in r.stderr:
     failures += 1
     print("FAIL sweep over three values:", r.returncode, r.stdout, r.stderr)
+# a disabled stage is not there at all: not checked (its required parameter is missing), not run
+OPTIONAL = GOOD + "set extra = false\nstage other = zmq_out {\n    enabled = ${extra}\n    input = gen\n}\n"
+path, r = check("disabled", OPTIONAL, ["--no-progress"], "run")
+if r.returncode != 0 or "other" in r.stderr.replace(path, ""):
+    failures += 1
+    print("FAIL a disabled stage (enabled = false) is left out:", r.returncode, r.stderr)
+else:
+    print("ok   a disabled stage is left out of the check and the run")
+path, r = check("enabled", OPTIONAL, ["extra=true"])
+if r.returncode != 2 or "needs parameter 'endpoint'" not in r.stderr:
+    failures += 1
+    print("FAIL the same stage enabled is checked:", r.returncode, r.stderr)
 path, r = check("bad-override", GOOD, ["m=20"])
 if r.returncode != 2 or "'m' is not a variable" not in r.stderr:
     failures += 1
