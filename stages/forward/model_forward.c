@@ -9,13 +9,13 @@
  * norms, RoPE, activation and loss by rows. OpenBLAS's own workers would spin in sched_yield
  * between calls, on the cores our threads need (measured: 6-8% slower at 16 x 64 tokens).
  *
- * Every sgemm over tokens covers one sequence (linear: one call per sequence and thread's columns;
- * attention: per sequence and head already), so a token's activations do not depend on which
- * other sequences share its batch: under some OpenBLAS kernels (Haswell's sgemm kernel sums the
- * even and odd k in separate registers for rows past the last multiple of 12 in a call, and for
- * the first and last 8 columns of a 12-row block) a row's rounding depends on its place in the
- * call. A resumed extraction (skip_stored regroups the batches) then writes the uninterrupted
- * run's bits. The column split depends on the thread count: compare runs at the same threads. */
+ * Every linear layer is one sgemm over the whole batch per thread's share of the output columns,
+ * and the share depends only on the thread count; attention is one sgemm per sequence, head and
+ * query chunk. Under some OpenBLAS kernels (Haswell's sums the even and odd k in separate
+ * registers for rows past the last multiple of 12 in a call) a row's rounding depends on its place
+ * in the call, so a sequence's bits depend on its batch: the same batch at the same thread count
+ * gives the same bits, another grouping agrees to rounding (README, "Which bits"). A resumed
+ * extraction gets the uninterrupted run's bits because the tokenizer keeps its batches. */
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
@@ -313,39 +313,35 @@ static inline float max_f32(const float *x, int n) {
 typedef struct linear_job {
     const float *x, *w, *b;
     float *y;
-    int rows, in, out, seq;
+    int rows, in, out;
     float beta;
 } linear_job;
 
-/* Output columns [begin, end) in blocks of 16 (whole SIMD vectors for every thread's part), one
- * sgemm per sequence (see the top of the file). */
+/* Output columns [begin, end) in blocks of 16 (whole SIMD vectors for every thread's part). */
 static void linear_task(void *arg, int w, size_t begin, size_t end) {
     (void)w;
     const linear_job *j = arg;
     int c0 = (int)begin * 16, c1 = (int)end * 16 < j->out ? (int)end * 16 : j->out;
-    for (size_t r0 = 0; r0 < (size_t)j->rows; r0 += (size_t)j->seq)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->seq, c1 - c0, j->in, 1.0f, j->x + r0 * j->in, j->in,
-                    j->w + (size_t)c0 * j->in, j->in, j->beta, j->y + r0 * j->out + c0, j->out);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, c1 - c0, j->in, 1.0f, j->x, j->in,
+                j->w + (size_t)c0 * j->in, j->in, j->beta, j->y + c0, j->out);
     if (j->b)
         for (size_t i = 0; i < (size_t)j->rows; i++)
             for (int c = c0; c < c1; c++) j->y[i * j->out + c] += j->b[c];
 }
 
-/* y[rows, out] = x[rows, in] W^T (+ b) + beta y, with W [out, in] as nn.Linear stores it, for rows
- * that are whole sequences of `seq` tokens (each its own sgemm). Our
+/* y[rows, out] = x[rows, in] W^T (+ b) + beta y, with W [out, in] as nn.Linear stores it. Our
  * threads each take a share of the output columns with OpenBLAS on one thread (fw_forward sets
  * it): OpenBLAS's own workers would spin in sched_yield between calls, on the cores our threads
  * need. beta 1 adds to the residual stream in the product itself, without OpenBLAS's pass that
  * zeroes C for beta 0 and without a separate pass to add. */
-static void linear_beta(fw_state *s, const float *x, const float *w, const float *b, float *y, int rows, int seq,
-                        int in, int out, float beta) {
-    linear_job j = {x, w, b, y, rows, in, out, seq, beta};
+static void linear_beta(fw_state *s, const float *x, const float *w, const float *b, float *y, int rows, int in,
+                        int out, float beta) {
+    linear_job j = {x, w, b, y, rows, in, out, beta};
     pool_run(&s->pool, (size_t)(out + 15) / 16, linear_task, &j);
 }
 
-static void linear(fw_state *s, const float *x, const float *w, const float *b, float *y, int rows, int seq, int in,
-                   int out) {
-    linear_beta(s, x, w, b, y, rows, seq, in, out, 0.0f);
+static void linear(fw_state *s, const float *x, const float *w, const float *b, float *y, int rows, int in, int out) {
+    linear_beta(s, x, w, b, y, rows, in, out, 0.0f);
 }
 
 /* RMSNorm (b == NULL) or LayerNorm of rows [begin, end). Statistics in float, in 16 partial sums
@@ -556,29 +552,25 @@ FW_VECTOR static void loss_task(void *arg, int w, size_t begin, size_t end) {
     }
 }
 
-/* Final norm and LM head into logits and/or loss (either may be NULL), a chunk of rows at a time
+/* Rows of the LM head computed at a time: the final norm and LM head go a chunk of rows at a time
  * so logits of a large vocabulary need not all exist at once. */
-/* Rows of the LM head computed at a time. */
-/* Rows per LM-head chunk: whole sequences (the head's sgemms are per sequence, so a row's logits do
- * not depend on the batch around it). */
-static int head_chunk(const fw_state *s, int V, int N, int T) {
+static int head_chunk(const fw_state *s, int V, int N) {
     int chunk = s->head_rows ? s->head_rows : (int)(FW_HEAD_FLOATS / (unsigned)V);
     if (!s->head_rows && chunk < FW_HEAD_MIN_ROWS) chunk = FW_HEAD_MIN_ROWS;
-    if (chunk > N) chunk = N;
-    return chunk < T ? T : chunk / T * T;
+    return chunk < N ? chunk : N;
 }
 
 static void lm_head(const fw_model *m, fw_state *s, const fw_request *r, const float *x, float *logits, float *loss) {
     const fw_config *c = &m->cfg;
     int V = c->vocab, d = c->d_model, N = r->batch * r->seq;
-    int chunk = head_chunk(s, V, N, r->seq);
+    int chunk = head_chunk(s, V, N);
     float *buf = s->head.p, *xn = buf + (size_t)chunk * V; /* reserved by reserve() */
     int32_t *next = (int32_t *)s->next.p;
     for (int i0 = 0; i0 < N; i0 += chunk) {
         int rows = N - i0 < chunk ? N - i0 : chunk;
         float *lg = logits ? logits + (size_t)i0 * V : buf;
         norm(s, c, m->lnf_w, m->lnf_b, x + (size_t)i0 * d, xn, rows);
-        linear(s, xn, m->lm_head, NULL, lg, rows, r->seq, d, V);
+        linear(s, xn, m->lm_head, NULL, lg, rows, d, V);
         if (!loss) continue;
         for (int k = 0; k < rows; k++) {
             int i = i0 + k;
@@ -634,10 +626,10 @@ static int project_into_residual(fw_state *s, const fw_request *r, fw_pass pass,
                                  const float *in, const float *w, const float *b, float *out, int in_dim, int d) {
     int N = r->batch * r->seq;
     if (!hooked(r, pass, kind, l)) {
-        linear_beta(s, in, w, b, s->x.p, N, r->seq, in_dim, d, 1.0f);
+        linear_beta(s, in, w, b, s->x.p, N, in_dim, d, 1.0f);
         return SF_OK;
     }
-    linear(s, in, w, b, out, N, r->seq, in_dim, d);
+    linear(s, in, w, b, out, N, in_dim, d);
     if (hook_point(r, pass, kind, l, out, d) != SF_OK) return SF_ERR;
     add_inplace(s->x.p, out, (size_t)N * d);
     return SF_OK;
@@ -662,7 +654,7 @@ static int blocks(const fw_model *m, fw_state *s, const fw_request *r, fw_pass p
 
         /* attention */
         norm(s, c, ly->ln1_w, ly->ln1_b, x, xn, N);
-        linear(s, xn, ly->wqkv, ly->bqkv, qkv, N, T, d, Wqkv);
+        linear(s, xn, ly->wqkv, ly->bqkv, qkv, N, d, Wqkv);
         rope_job rj = {c, qkv, T, cos_t, sin_t};
         if (half) pool_run(&s->pool, (size_t)N, rope_task, &rj);
         attention(s, c, qkv, att, B, T, c->attn_scale / (c->attn_scale_by_layer ? (float)(l + 1) : 1.0f));
@@ -673,7 +665,7 @@ static int blocks(const fw_model *m, fw_state *s, const fw_request *r, fw_pass p
         if (!c->parallel_residual) norm(s, c, ly->ln2_w, ly->ln2_b, x, xn, N);
 
         /* MLP */
-        linear(s, xn, ly->w_in, ly->b_in, mlp_in, N, T, d, ff_in);
+        linear(s, xn, ly->w_in, ly->b_in, mlp_in, N, d, ff_in);
         act_job aj = {c, mlp_in, mlp_act};
         pool_run(&s->pool, (size_t)N, act_task, &aj);
         if (hook_point(r, pass, FW_MLP_HIDDEN, l, mlp_act, ff) != SF_OK) return SF_ERR;
@@ -692,7 +684,7 @@ static int reserve(const fw_model *m, fw_state *s, const fw_request *r) {
     size_t qn = (size_t)c->n_heads * c->head_dim, Wqkv = qn + 2 * (size_t)c->n_kv_heads * c->head_dim;
     size_t ff_in = c->gated_mlp ? 2 * ff : ff, half = (size_t)c->rotary_dim / 2, V = (size_t)c->vocab;
     int head = r->logits || r->loss || r->loss_spliced;
-    size_t chunk = head ? (size_t)head_chunk(s, c->vocab, r->batch * r->seq, r->seq) : 0;
+    size_t chunk = head ? (size_t)head_chunk(s, c->vocab, r->batch * r->seq) : 0;
     size_t attn = (size_t)(s->attn_chunk < r->seq ? s->attn_chunk : r->seq) * T;
     if (buf_reserve(&s->x, N * d, "the residual stream") || buf_reserve(&s->rope, 2 * T * (half ? half : 1), "rotary tables") ||
         (r->splice && buf_reserve(&s->saved, N * d, "the saved residual stream")) ||
@@ -739,7 +731,7 @@ static int forward(const fw_model *m, fw_state *s, const fw_request *r) {
 
 int fw_forward(const fw_model *m, fw_state *s, const fw_request *r) {
     /* every sgemm is split over our own threads (linear, attention): OpenBLAS on one thread, also
-     * with a pool of one, so that OpenBLAS's own split never changes a result */
+     * with a pool of one, so that the results depend on `threads` only, not on OpenBLAS's split */
     sf_blas_single_enter(openblas_get_num_threads, openblas_set_num_threads);
     int rc = forward(m, s, r);
     sf_blas_single_leave(openblas_set_num_threads);
