@@ -20,8 +20,8 @@
  *                 last block is before the final norm, as in TransformerLens; Hugging Face applies
  *                 the final norm to its last hidden_states entry)
  *
- * Supported: LlamaForCausalLM (also Qwen2ForCausalLM, MistralForCausalLM), GPT2LMHeadModel,
- * GPTNeoXForCausalLM. Errors go through sf_fail() and name exactly what is wrong.
+ * Supported: LlamaForCausalLM (also Qwen2ForCausalLM, MistralForCausalLM with sliding-window
+ * attention), GPT2LMHeadModel, GPTNeoXForCausalLM. Errors go through sf_fail() and name exactly what is wrong.
  */
 #ifndef FW_MODEL_H
 #define FW_MODEL_H
@@ -33,6 +33,7 @@
 #include "saeflow.h"
 
 typedef enum fw_arch { FW_ARCH_LLAMA, FW_ARCH_GPT2, FW_ARCH_NEOX } fw_arch;
+#define FW_MAX_LAYERS 1024
 typedef enum fw_norm { FW_RMSNORM, FW_LAYERNORM } fw_norm;
 typedef enum fw_act { FW_ACT_SILU, FW_ACT_GELU, FW_ACT_GELU_TANH, FW_ACT_RELU } fw_act;
 typedef enum fw_rope_scaling {
@@ -51,7 +52,10 @@ typedef struct fw_config {
     int learned_pos;        /* GPT-2: learned absolute position embeddings, no RoPE */
     int parallel_residual;  /* GPT-NeoX: x + attn(ln1(x)) + mlp(ln2(x)) */
     int tied_embeddings;    /* the LM head is the token embedding */
-    int sliding_window;     /* 0 when attention is not windowed */
+    /* Sliding-window ("local") attention: a query at position i sees keys i - sliding_window + 1 .. i
+     * in the blocks with layer_local[l] set (Hugging Face's layer_types "sliding_attention"). */
+    int sliding_window;     /* 0 when no block is windowed */
+    unsigned char layer_local[FW_MAX_LAYERS];
     float attn_scale;       /* score multiplier, usually 1/sqrt(head_dim) */
     int attn_scale_by_layer; /* GPT-2 scale_attn_by_inverse_layer_idx: also divide by L+1 */
     /* RoPE: the first rotary_dim dims of each head rotate (rotate_half pairing); 0 = no RoPE. */

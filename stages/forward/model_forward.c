@@ -474,15 +474,18 @@ FW_VECTOR static void rope_task(void *arg, int w, size_t begin, size_t end) {
     }
 }
 
-/* Row r of S [rows, keys] holds the scores of query i0 + r: softmax over keys 0..i0+r, zero after. */
-FW_VECTOR static void softmax_causal(float *S, int rows, int keys, int i0) {
+/* Row r of S [rows, keys] holds the scores of query i = i0 + r: softmax over the keys it sees, zero
+ * elsewhere. It sees keys 0..i, or with a sliding window (window > 0) the last `window` of them,
+ * i - window + 1 .. i (Hugging Face's sliding_window_overlay: kv > q - window). */
+FW_VECTOR static void softmax_causal(float *S, int rows, int keys, int i0, int window) {
     for (int r = 0; r < rows; r++) {
         float *sr = S + (size_t)r * keys;
-        int n = i0 + r + 1;
-        float mx = max_f32(sr, n);
-        for (int m = 0; m < n; m++) sr[m] = fw_exp(sr[m] - mx);
-        float inv = 1.0f / sum_f32(sr, n);
-        for (int m = 0; m < n; m++) sr[m] *= inv;
+        int n = i0 + r + 1, lo = window > 0 && n > window ? n - window : 0;
+        float mx = max_f32(sr + lo, n - lo);
+        for (int m = 0; m < lo; m++) sr[m] = 0;
+        for (int m = lo; m < n; m++) sr[m] = fw_exp(sr[m] - mx);
+        float inv = 1.0f / sum_f32(sr + lo, n - lo);
+        for (int m = lo; m < n; m++) sr[m] *= inv;
         for (int m = n; m < keys; m++) sr[m] = 0;
     }
 }
@@ -494,6 +497,7 @@ typedef struct attn_job {
     float *att;
     int T, chunk;
     float scale;
+    int window; /* sliding window of this block, 0 for none */
 } attn_job;
 
 /* Causal softmax attention of (sequence, head) pairs [begin, end), written head by head into
@@ -516,15 +520,16 @@ static void attn_task(void *arg, int w, size_t begin, size_t end) {
             int rows = T - i0 < j->chunk ? T - i0 : j->chunk, keys = i0 + rows;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, j->scale, q + (size_t)i0 * W, W, k, W,
                         0.0f, S, keys);
-            softmax_causal(S, rows, keys, i0);
+            softmax_causal(S, rows, keys, i0, j->window);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, S, keys, v, W, 0.0f,
                         j->att + ((size_t)b * T + i0) * H * hd + (size_t)h * hd, H * hd);
         }
     }
 }
 
-static void attention(fw_state *s, const fw_config *c, const float *qkv, float *att, int B, int T, float scale) {
-    attn_job j = {c, s, qkv, att, T, s->attn_chunk < T ? s->attn_chunk : T, scale}; /* scores: reserve() */
+static void attention(fw_state *s, const fw_config *c, const float *qkv, float *att, int B, int T, float scale,
+                      int window) {
+    attn_job j = {c, s, qkv, att, T, s->attn_chunk < T ? s->attn_chunk : T, scale, window}; /* scores: reserve() */
     pool_run(&s->pool, (size_t)B * c->n_heads, attn_task, &j); /* each thread its own small sgemms */
 }
 
@@ -599,9 +604,6 @@ static int check_request(const fw_model *m, const fw_request *r, int *last) {
         return sf_fail("batch %d x %d tokens: must be non-empty and at most %d tokens", r->batch, r->seq, FW_MAX_TOKENS);
     if (c->learned_pos && r->seq > c->max_pos)
         return sf_fail("sequence of %d tokens is longer than the model's %d positions", r->seq, c->max_pos);
-    if (c->sliding_window > 0 && r->seq > c->sliding_window)
-        return sf_fail("sequence of %d tokens is longer than the sliding window (%d), which is not implemented",
-                       r->seq, c->sliding_window);
     for (size_t i = 0; i < (size_t)r->batch * r->seq; i++)
         if (r->tokens[i] < 0 || r->tokens[i] >= c->vocab)
             return sf_fail("token id %d at index %zu is outside the vocabulary [0, %d)", (int)r->tokens[i], i, c->vocab);
@@ -665,7 +667,8 @@ static int blocks(const fw_model *m, fw_state *s, const fw_request *r, fw_pass p
         linear(s, xn, ly->wqkv, ly->bqkv, qkv, N, T, d, Wqkv);
         rope_job rj = {c, qkv, T, cos_t, sin_t};
         if (half) pool_run(&s->pool, (size_t)N, rope_task, &rj);
-        attention(s, c, qkv, att, B, T, c->attn_scale / (c->attn_scale_by_layer ? (float)(l + 1) : 1.0f));
+        attention(s, c, qkv, att, B, T, c->attn_scale / (c->attn_scale_by_layer ? (float)(l + 1) : 1.0f),
+                  c->layer_local[l] ? c->sliding_window : 0);
         /* the MLP's input: x + attn_out, or x itself with GPT-NeoX's parallel residual */
         if (c->parallel_residual) norm(s, c, ly->ln2_w, ly->ln2_b, x, xn, N);
         if (project_into_residual(s, r, pass, FW_ATTN_OUT, l, att, ly->wo, ly->bo, attn_out, qn, d) != SF_OK)

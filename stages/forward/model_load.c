@@ -95,6 +95,30 @@ static int cfg_rope_scaling(const char *path, json_t *j, fw_config *c) {
     return SF_OK;
 }
 
+/* Which blocks attend within sliding_window (c->layer_local): by default blocks from..n_layers-1
+ * except every period-th (Qwen2 and Mistral: period 1, all from `from` on; Gemma-2: 2, Gemma-3:
+ * sliding_window_pattern), as Hugging Face's config classes derive "layer_types"; a "layer_types"
+ * list in config.json overrides that. No block is windowed when sliding_window is 0 (null). */
+static int cfg_layer_types(const char *path, json_t *j, fw_config *c, int from, int period) {
+    json_t *lt = json_object_get(j, "layer_types");
+    if (c->n_layers > FW_MAX_LAYERS) return sf_fail("%s: more than %d layers", path, FW_MAX_LAYERS);
+    memset(c->layer_local, 0, sizeof c->layer_local);
+    if (lt && !json_is_null(lt)) {
+        if (!json_is_array(lt) || json_array_size(lt) != (size_t)c->n_layers)
+            return sf_fail("%s: \"layer_types\" must be a list of %d strings (one per layer)", path, c->n_layers);
+        for (int l = 0; l < c->n_layers; l++) {
+            const char *t = json_string_value(json_array_get(lt, (size_t)l));
+            if (t && !strcmp(t, "sliding_attention")) c->layer_local[l] = c->sliding_window > 0;
+            else if (!t || strcmp(t, "full_attention"))
+                return sf_fail("%s: layer_types[%d] is \"%s\" (supported: full_attention, sliding_attention)", path, l,
+                               t ? t : "not a string");
+        }
+        return SF_OK;
+    }
+    for (int l = from; l < c->n_layers && c->sliding_window > 0; l++) c->layer_local[l] = period == 1 || (l + 1) % period;
+    return SF_OK;
+}
+
 static int cfg_llama(const char *path, json_t *j, const char *arch, fw_config *c) {
     int is_qwen2 = !strcmp(arch, "Qwen2ForCausalLM"), is_mistral = !strcmp(arch, "MistralForCausalLM");
     double eps = 0, partial = 1;
@@ -120,10 +144,13 @@ static int cfg_llama(const char *path, json_t *j, const char *arch, fw_config *c
     /* Qwen2 always has q/k/v biases and no output bias; Llama's attention_bias covers all four. */
     c->qkv_bias = is_qwen2 || attention_bias;
     c->o_bias = !is_qwen2 && attention_bias;
-    int use_window = is_mistral;
-    if (is_qwen2 && cfg_bool(path, j, "use_sliding_window", 0, &use_window)) return SF_ERR;
+    /* Mistral windows every block; Qwen2 only with use_sliding_window, from max_window_layers on */
+    int use_window = is_mistral, from = 0;
+    if (is_qwen2 && (cfg_bool(path, j, "use_sliding_window", 0, &use_window) ||
+                     cfg_int(path, j, "max_window_layers", 28, &from)))
+        return SF_ERR;
     if (use_window && cfg_int(path, j, "sliding_window", 0, &c->sliding_window)) return SF_ERR;
-    return SF_OK;
+    return cfg_layer_types(path, j, c, from, 1);
 }
 
 static int cfg_gpt2(const char *path, json_t *j, fw_config *c) {
