@@ -20,8 +20,11 @@
  *                 last block is before the final norm, as in TransformerLens; Hugging Face applies
  *                 the final norm to its last hidden_states entry)
  *
+ * With post-norms (OLMo-2: instead of pre-norms) attn_out and mlp_out are after them, what is added
+ * to the residual stream (TransformerLens's hook_attn_out / hook_mlp_out); QK-norms are behind no hook.
+ *
  * Supported: LlamaForCausalLM (also Qwen2ForCausalLM, MistralForCausalLM with sliding-window
- * attention), GPT2LMHeadModel, GPTNeoXForCausalLM. Errors go through sf_fail() and name exactly what is wrong.
+ * attention, Olmo2ForCausalLM), GPT2LMHeadModel, GPTNeoXForCausalLM. Errors go through sf_fail() and name exactly what is wrong.
  */
 #ifndef FW_MODEL_H
 #define FW_MODEL_H
@@ -35,6 +38,12 @@
 typedef enum fw_arch { FW_ARCH_LLAMA, FW_ARCH_GPT2, FW_ARCH_NEOX } fw_arch;
 #define FW_MAX_LAYERS 1024
 typedef enum fw_norm { FW_RMSNORM, FW_LAYERNORM } fw_norm;
+/* Where a block's norms sit: before attention and MLP (Llama, GPT-2, NeoX), on their outputs before
+ * they are added to the residual stream (OLMo-2), or both (Gemma's "sandwich"). */
+typedef enum fw_norm_place { FW_NORM_PRE, FW_NORM_POST, FW_NORM_SANDWICH } fw_norm_place;
+/* RMSNorm of queries and keys before RoPE: none, over all heads' q (and all k) at once (OLMo-2),
+ * or over each head (Qwen3, Gemma-3). */
+typedef enum fw_qk_norm { FW_QK_NONE, FW_QK_FULL, FW_QK_HEAD } fw_qk_norm;
 typedef enum fw_act { FW_ACT_SILU, FW_ACT_GELU, FW_ACT_GELU_TANH, FW_ACT_RELU } fw_act;
 typedef enum fw_rope_scaling {
     FW_ROPE_PLAIN, FW_ROPE_LINEAR, FW_ROPE_DYNAMIC, FW_ROPE_LLAMA3
@@ -46,6 +55,8 @@ typedef struct fw_config {
     int n_layers, d_model, n_heads, n_kv_heads, head_dim, d_ff, vocab, max_pos;
     fw_norm norm;
     float norm_eps;
+    fw_norm_place norm_place;
+    fw_qk_norm qk_norm;
     fw_act act;
     int gated_mlp;          /* Llama family: act(gate) * up */
     int qkv_bias, o_bias, mlp_bias;
@@ -68,8 +79,10 @@ typedef struct fw_config {
 } fw_config;
 
 typedef struct fw_layer {
-    float *ln1_w, *ln1_b;   /* ln*_b are NULL for RMSNorm */
+    float *ln1_w, *ln1_b;   /* pre-norms of attention and MLP, NULL without (OLMo-2); ln*_b are NULL for RMSNorm */
     float *ln2_w, *ln2_b;
+    float *post1_w, *post2_w; /* post-norms (RMSNorm) of the attention and MLP outputs [d], or NULL */
+    float *q_norm, *k_norm; /* QK-norm weights: [H * hd], [KV * hd] (FW_QK_FULL), [hd], [hd] (FW_QK_HEAD), or NULL */
     float *wqkv, *bqkv;     /* [(H + 2*KV) * hd, d], [(H + 2*KV) * hd] or NULL */
     float *wo, *bo;         /* [d, H * hd], [d] or NULL */
     float *w_in, *b_in;     /* [ff, d] or, gated, [2*ff, d] (gate rows, then up rows) */

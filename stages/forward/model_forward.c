@@ -348,28 +348,29 @@ static void linear(fw_state *s, const float *x, const float *w, const float *b, 
     linear_beta(s, x, w, b, y, rows, seq, in, out, 0.0f);
 }
 
-/* RMSNorm (b == NULL) or LayerNorm of rows [begin, end). Statistics in float, in 16 partial sums
- * (as PyTorch's vectorized float32 reductions, which Hugging Face's norms use): a double
- * accumulator does not vectorize as well and cost 2-3% of a forward at d 768. */
+/* RMSNorm (b == NULL) or LayerNorm of one vector xi [d] into yi (which may be xi). Statistics in
+ * float, in 16 partial sums (as PyTorch's vectorized float32 reductions, which Hugging Face's
+ * norms use): a double accumulator does not vectorize as well and cost 2-3% of a forward at d 768. */
+static inline void norm_vec(fw_norm kind, float eps, const float *w, const float *b, const float *xi, float *yi, int d) {
+    float m = kind == FW_LAYERNORM ? sum_f32(xi, d) / (float)d : 0.0f;
+    float part[16] = {0}, var = 0;
+    int j = 0;
+    for (; j + 16 <= d; j += 16)
+        for (int k = 0; k < 16; k++) part[k] += (xi[j + k] - m) * (xi[j + k] - m);
+    for (int k = 0; k < 16; k++) var += part[k];
+    for (; j < d; j++) var += (xi[j] - m) * (xi[j] - m);
+    float inv = 1.0f / sqrtf(var / (float)d + eps);
+    if (b)
+        for (j = 0; j < d; j++) yi[j] = (xi[j] - m) * inv * w[j] + b[j];
+    else
+        for (j = 0; j < d; j++) yi[j] = xi[j] * inv * w[j];
+}
+
+/* The model's norm of rows [begin, end) of x [.., d] into y (which may be x). */
 FW_VECTOR static void norm_rows(const fw_config *c, const float *w, const float *b, const float *x, float *y, size_t begin,
                                 size_t end) {
     int d = c->d_model;
-    for (size_t i = begin; i < end; i++) {
-        const float *xi = x + i * d;
-        float *yi = y + i * d;
-        float m = c->norm == FW_LAYERNORM ? sum_f32(xi, d) / (float)d : 0.0f;
-        float part[16] = {0}, var = 0;
-        int j = 0;
-        for (; j + 16 <= d; j += 16)
-            for (int k = 0; k < 16; k++) part[k] += (xi[j + k] - m) * (xi[j + k] - m);
-        for (int k = 0; k < 16; k++) var += part[k];
-        for (; j < d; j++) var += (xi[j] - m) * (xi[j] - m);
-        float inv = 1.0f / sqrtf(var / (float)d + c->norm_eps);
-        if (b)
-            for (j = 0; j < d; j++) yi[j] = (xi[j] - m) * inv * w[j] + b[j];
-        else
-            for (j = 0; j < d; j++) yi[j] = xi[j] * inv * w[j];
-    }
+    for (size_t i = begin; i < end; i++) norm_vec(c->norm, c->norm_eps, w, b, x + i * d, y + i * d, d);
 }
 
 typedef struct norm_job {
@@ -401,6 +402,32 @@ static inline float activation(fw_act a, float x) {
     case FW_ACT_RELU: return x > 0 ? x : 0;
     }
     return x;
+}
+
+typedef struct qk_norm_job {
+    const fw_config *c;
+    const fw_layer *ly;
+    float *qkv; /* [rows, (H + 2*KV) * hd] */
+} qk_norm_job;
+
+/* QK-norm of rows [begin, end) in place, before RoPE: RMSNorm over all heads' queries and over
+ * all keys (OLMo-2), or over each head's (Qwen3, Gemma-3). */
+FW_VECTOR static void qk_norm_task(void *arg, int w, size_t begin, size_t end) {
+    (void)w;
+    qk_norm_job *j = arg;
+    const fw_config *c = j->c;
+    int H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
+    size_t W = (size_t)(H + 2 * KV) * hd;
+    for (size_t i = begin; i < end; i++) {
+        float *q = j->qkv + i * W, *k = q + (size_t)H * hd;
+        if (c->qk_norm == FW_QK_FULL) {
+            norm_vec(FW_RMSNORM, c->norm_eps, j->ly->q_norm, NULL, q, q, H * hd);
+            norm_vec(FW_RMSNORM, c->norm_eps, j->ly->k_norm, NULL, k, k, KV * hd);
+            continue;
+        }
+        for (int h = 0; h < H; h++) norm_vec(FW_RMSNORM, c->norm_eps, j->ly->q_norm, NULL, q + h * hd, q + h * hd, hd);
+        for (int h = 0; h < KV; h++) norm_vec(FW_RMSNORM, c->norm_eps, j->ly->k_norm, NULL, k + h * hd, k + h * hd, hd);
+    }
 }
 
 typedef struct act_job {
@@ -629,17 +656,21 @@ static int check_request(const fw_model *m, const fw_request *r, int *last) {
     return SF_OK;
 }
 
-/* A sublayer's output projection in [N, in_dim] W^T + b, added to the residual stream s->x
- * [N, d]: through out (hook point `kind` of block l) when this pass hooks that point, else inside
- * the sgemm itself (beta 1: no pass that zeroes C, no separate add). */
-static int project_into_residual(fw_state *s, const fw_request *r, fw_pass pass, fw_hook_kind kind, int l,
-                                 const float *in, const float *w, const float *b, float *out, int in_dim, int d) {
+/* A sublayer's output projection in [N, in_dim] W^T + b, with its post-norm post_w if not NULL
+ * (OLMo-2, Gemma), added to the residual stream s->x [N, d]: through out (hook point `kind` of
+ * block l, after the post-norm: what is added to the stream, as TransformerLens hooks it) when this
+ * pass hooks that point or there is a post-norm, else inside the sgemm itself (beta 1: no pass that
+ * zeroes C, no separate add). */
+static int project_into_residual(fw_state *s, const fw_config *c, const fw_request *r, fw_pass pass, fw_hook_kind kind,
+                                 int l, const float *in, const float *w, const float *b, const float *post_w, float *out,
+                                 int in_dim, int d) {
     int N = r->batch * r->seq;
-    if (!hooked(r, pass, kind, l)) {
+    if (!hooked(r, pass, kind, l) && !post_w) {
         linear_beta(s, in, w, b, s->x.p, N, r->seq, in_dim, d, 1.0f);
         return SF_OK;
     }
     linear(s, in, w, b, out, N, r->seq, in_dim, d);
+    if (post_w) norm(s, c, post_w, NULL, out, out, N);
     if (hook_point(r, pass, kind, l, out, d) != SF_OK) return SF_ERR;
     add_inplace(s->x.p, out, (size_t)N * d);
     return SF_OK;
@@ -662,25 +693,29 @@ static int blocks(const fw_model *m, fw_state *s, const fw_request *r, fw_pass p
         const fw_layer *ly = &m->layers[l];
         if (hook_point(r, pass, FW_RESID_PRE, l, x, d) != SF_OK) return SF_ERR;
 
-        /* attention */
-        norm(s, c, ly->ln1_w, ly->ln1_b, x, xn, N);
-        linear(s, xn, ly->wqkv, ly->bqkv, qkv, N, T, d, Wqkv);
+        /* attention (OLMo-2 has no norm before it: its input is x itself) */
+        if (ly->ln1_w) norm(s, c, ly->ln1_w, ly->ln1_b, x, xn, N);
+        linear(s, ly->ln1_w ? xn : x, ly->wqkv, ly->bqkv, qkv, N, T, d, Wqkv);
+        qk_norm_job qj = {c, ly, qkv};
+        if (ly->q_norm) pool_run(&s->pool, (size_t)N, qk_norm_task, &qj);
         rope_job rj = {c, qkv, T, cos_t, sin_t};
         if (half) pool_run(&s->pool, (size_t)N, rope_task, &rj);
         attention(s, c, qkv, att, B, T, c->attn_scale / (c->attn_scale_by_layer ? (float)(l + 1) : 1.0f),
                   c->layer_local[l] ? c->sliding_window : 0);
         /* the MLP's input: x + attn_out, or x itself with GPT-NeoX's parallel residual */
         if (c->parallel_residual) norm(s, c, ly->ln2_w, ly->ln2_b, x, xn, N);
-        if (project_into_residual(s, r, pass, FW_ATTN_OUT, l, att, ly->wo, ly->bo, attn_out, qn, d) != SF_OK)
+        if (project_into_residual(s, c, r, pass, FW_ATTN_OUT, l, att, ly->wo, ly->bo, ly->post1_w, attn_out, qn, d) !=
+            SF_OK)
             return SF_ERR;
-        if (!c->parallel_residual) norm(s, c, ly->ln2_w, ly->ln2_b, x, xn, N);
+        if (!c->parallel_residual && ly->ln2_w) norm(s, c, ly->ln2_w, ly->ln2_b, x, xn, N);
 
         /* MLP */
-        linear(s, xn, ly->w_in, ly->b_in, mlp_in, N, T, d, ff_in);
+        linear(s, ly->ln2_w ? xn : x, ly->w_in, ly->b_in, mlp_in, N, T, d, ff_in);
         act_job aj = {c, mlp_in, mlp_act};
         pool_run(&s->pool, (size_t)N, act_task, &aj);
         if (hook_point(r, pass, FW_MLP_HIDDEN, l, mlp_act, ff) != SF_OK) return SF_ERR;
-        if (project_into_residual(s, r, pass, FW_MLP_OUT, l, mlp_act, ly->w_out, ly->b_out, mlp_out, ff, d) != SF_OK)
+        if (project_into_residual(s, c, r, pass, FW_MLP_OUT, l, mlp_act, ly->w_out, ly->b_out, ly->post2_w, mlp_out, ff,
+                                  d) != SF_OK)
             return SF_ERR;
         if (hook_point(r, pass, FW_RESID_POST, l, x, d) != SF_OK) return SF_ERR;
     }

@@ -68,18 +68,17 @@ static int cfg_act(const char *path, json_t *j, const char *key, const char *def
 }
 
 /* rope_scaling: null, or {"type" or "rope_type": "linear" | "dynamic" | "llama3" | "default", ...} */
-static int cfg_rope_scaling(const char *path, json_t *j, fw_config *c) {
-    json_t *rs = json_object_get(j, "rope_scaling");
+static int cfg_rope_scaling(const char *path, json_t *rs, const char *key, fw_config *c) {
     c->rope_scaling = FW_ROPE_PLAIN;
     if (!rs || json_is_null(rs)) return SF_OK;
-    if (!json_is_object(rs)) return sf_fail("%s: \"rope_scaling\" must be an object or null", path);
+    if (!json_is_object(rs)) return sf_fail("%s: \"%s\" must be an object or null", path, key);
     json_t *t = json_object_get(rs, "rope_type");
     if (!t) t = json_object_get(rs, "type");
-    if (!json_is_string(t)) return sf_fail("%s: rope_scaling has no \"rope_type\" or \"type\"", path);
+    if (!json_is_string(t)) return sf_fail("%s: %s has no \"rope_type\" or \"type\"", path, key);
     const char *type = json_string_value(t);
     if (!strcmp(type, "default")) return SF_OK;
     if (cfg_num(path, rs, "factor", NAN, &c->rope_factor) != SF_OK) return SF_ERR;
-    if (!(c->rope_factor >= 1.0)) return sf_fail("%s: rope_scaling.factor must be a number >= 1", path);
+    if (!(c->rope_factor >= 1.0)) return sf_fail("%s: %s.factor must be a number >= 1", path, key);
     if (!strcmp(type, "linear")) c->rope_scaling = FW_ROPE_LINEAR;
     else if (!strcmp(type, "dynamic")) c->rope_scaling = FW_ROPE_DYNAMIC;
     else if (!strcmp(type, "llama3")) {
@@ -89,9 +88,9 @@ static int cfg_rope_scaling(const char *path, json_t *j, fw_config *c) {
             cfg_int(path, rs, "original_max_position_embeddings", -1, &c->rope_orig_max_pos) != SF_OK)
             return SF_ERR;
         if (!(c->rope_low_freq > 0 && c->rope_high_freq > c->rope_low_freq))
-            return sf_fail("%s: llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor", path);
+            return sf_fail("%s: llama3 %s needs 0 < low_freq_factor < high_freq_factor", path, key);
     } else
-        return sf_fail("%s: unsupported rope_scaling type \"%s\" (supported: linear, dynamic, llama3)", path, type);
+        return sf_fail("%s: unsupported %s type \"%s\" (supported: linear, dynamic, llama3)", path, key, type);
     return SF_OK;
 }
 
@@ -119,8 +118,21 @@ static int cfg_layer_types(const char *path, json_t *j, fw_config *c, int from, 
     return SF_OK;
 }
 
+/* RoPE base and scaling: transformers 4 writes rope_theta and rope_scaling, transformers 5 one
+ * rope_parameters object {rope_type, rope_theta, factor, ...}. */
+static int cfg_rope(const char *path, json_t *j, fw_config *c, double def_theta) {
+    json_t *rp = json_object_get(j, "rope_parameters");
+    if (!rp || json_is_null(rp))
+        return cfg_num(path, j, "rope_theta", def_theta, &c->rope_theta) ||
+               cfg_rope_scaling(path, json_object_get(j, "rope_scaling"), "rope_scaling", c);
+    if (!json_is_object(rp)) return sf_fail("%s: \"rope_parameters\" must be an object", path);
+    return cfg_num(path, rp, "rope_theta", def_theta, &c->rope_theta) || cfg_rope_scaling(path, rp, "rope_parameters", c);
+}
+
+/* The Llama family: Llama, Qwen2, Mistral, OLMo-2 (post-norms, QK-norm). */
 static int cfg_llama(const char *path, json_t *j, const char *arch, fw_config *c) {
     int is_qwen2 = !strcmp(arch, "Qwen2ForCausalLM"), is_mistral = !strcmp(arch, "MistralForCausalLM");
+    int is_olmo2 = !strcmp(arch, "Olmo2ForCausalLM");
     double eps = 0, partial = 1;
     int attention_bias = 0;
     c->arch = FW_ARCH_LLAMA;
@@ -130,13 +142,18 @@ static int cfg_llama(const char *path, json_t *j, const char *arch, fw_config *c
         cfg_int(path, j, "max_position_embeddings", 2048, &c->max_pos) ||
         cfg_int(path, j, "num_key_value_heads", c->n_heads, &c->n_kv_heads) ||
         cfg_int(path, j, "head_dim", c->n_heads ? c->d_model / c->n_heads : 0, &c->head_dim) ||
-        cfg_num(path, j, "rms_norm_eps", 1e-6, &eps) || cfg_num(path, j, "rope_theta", 10000.0, &c->rope_theta) ||
+        cfg_num(path, j, "rms_norm_eps", is_olmo2 ? 1e-5 : 1e-6, &eps) || cfg_rope(path, j, c, 10000.0) ||
         cfg_num(path, j, "partial_rotary_factor", 1.0, &partial) ||
         cfg_bool(path, j, "tie_word_embeddings", 0, &c->tied_embeddings) ||
         cfg_bool(path, j, "attention_bias", 0, &attention_bias) || cfg_bool(path, j, "mlp_bias", 0, &c->mlp_bias) ||
-        cfg_act(path, j, "hidden_act", "silu", &c->act) || cfg_rope_scaling(path, j, c))
+        cfg_act(path, j, "hidden_act", "silu", &c->act))
         return SF_ERR;
     c->norm = FW_RMSNORM;
+    if (is_olmo2) {
+        c->norm_place = FW_NORM_POST;
+        c->qk_norm = FW_QK_FULL;
+        c->mlp_bias = 0; /* Olmo2MLP has no biases whatever mlp_bias says */
+    }
     c->norm_eps = (float)eps;
     c->gated_mlp = 1;
     c->rotary_dim = (int)(c->head_dim * partial);
@@ -191,7 +208,7 @@ static int cfg_neox(const char *path, json_t *j, fw_config *c) {
         cfg_bool(path, j, "use_parallel_residual", 1, &c->parallel_residual) ||
         cfg_bool(path, j, "attention_bias", 1, &bias) ||
         cfg_bool(path, j, "tie_word_embeddings", 0, &c->tied_embeddings) ||
-        cfg_act(path, j, "hidden_act", "gelu", &c->act) || cfg_rope_scaling(path, j, c))
+        cfg_act(path, j, "hidden_act", "gelu", &c->act) || cfg_rope_scaling(path, json_object_get(j, "rope_scaling"), "rope_scaling", c))
         return SF_ERR;
     c->n_kv_heads = c->n_heads;
     c->head_dim = c->n_heads ? c->d_model / c->n_heads : 0;
@@ -237,7 +254,8 @@ int fw_config_load(const char *dir, fw_config *c) {
     else if (json_is_string(mt)) { /* configs without "architectures": map model_type */
         const char *t = json_string_value(mt);
         arch = !strcmp(t, "llama") ? "LlamaForCausalLM" : !strcmp(t, "qwen2") ? "Qwen2ForCausalLM"
-             : !strcmp(t, "mistral") ? "MistralForCausalLM" : !strcmp(t, "gpt2") ? "GPT2LMHeadModel"
+             : !strcmp(t, "mistral") ? "MistralForCausalLM" : !strcmp(t, "olmo2") ? "Olmo2ForCausalLM"
+             : !strcmp(t, "gpt2") ? "GPT2LMHeadModel"
              : !strcmp(t, "gpt_neox") ? "GPTNeoXForCausalLM" : t;
     }
     if (!json_is_object(j)) {
@@ -249,7 +267,8 @@ int fw_config_load(const char *dir, fw_config *c) {
         goto out;
     }
     snprintf(c->architecture, sizeof c->architecture, "%s", arch);
-    if (!strcmp(arch, "LlamaForCausalLM") || !strcmp(arch, "Qwen2ForCausalLM") || !strcmp(arch, "MistralForCausalLM"))
+    if (!strcmp(arch, "LlamaForCausalLM") || !strcmp(arch, "Qwen2ForCausalLM") || !strcmp(arch, "MistralForCausalLM") ||
+        !strcmp(arch, "Olmo2ForCausalLM"))
         rc = cfg_llama(path, j, arch, c);
     else if (!strcmp(arch, "GPT2LMHeadModel"))
         rc = cfg_gpt2(path, j, c);
@@ -257,7 +276,7 @@ int fw_config_load(const char *dir, fw_config *c) {
         rc = cfg_neox(path, j, c);
     else
         rc = sf_fail("%s: unsupported architecture \"%s\" (supported: LlamaForCausalLM, Qwen2ForCausalLM, "
-                     "MistralForCausalLM, GPT2LMHeadModel, GPTNeoXForCausalLM)", path, arch);
+                     "MistralForCausalLM, Olmo2ForCausalLM, GPT2LMHeadModel, GPTNeoXForCausalLM)", path, arch);
     if (rc == SF_OK) rc = cfg_finish(path, c);
     json_t *bos = json_object_get(j, "bos_token_id");
     c->bos_id = json_is_integer(bos) ? (int)json_integer_value(bos) : -1;
@@ -431,14 +450,39 @@ static int neox_unfuse_qkv(float *w, int H, int hd, int cols) {
 
 #define NAME(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
 
+/* A block's norms by where they sit (fw_norm_place): Llama's post_attention_layernorm is the norm
+ * before the MLP, OLMo-2's and Gemma's is on the attention output. */
+static int load_llama_norms(const fw_ckpt *ck, const fw_config *c, int l, fw_layer *ly) {
+    char n[256];
+    int d = c->d_model;
+    const char *pre1 = "input_layernorm", *pre2 = "post_attention_layernorm";
+    const char *post1 = "post_attention_layernorm", *post2 = "post_feedforward_layernorm";
+    if (c->norm_place == FW_NORM_SANDWICH) pre2 = "pre_feedforward_layernorm";
+    if (c->norm_place != FW_NORM_POST &&
+        (!(ly->ln1_w = load_new(ck, NAME(n, "model.layers.%d.%s.weight", l, pre1), 1, d, 0)) ||
+         !(ly->ln2_w = load_new(ck, NAME(n, "model.layers.%d.%s.weight", l, pre2), 1, d, 0))))
+        return SF_ERR;
+    if (c->norm_place != FW_NORM_PRE &&
+        (!(ly->post1_w = load_new(ck, NAME(n, "model.layers.%d.%s.weight", l, post1), 1, d, 0)) ||
+         !(ly->post2_w = load_new(ck, NAME(n, "model.layers.%d.%s.weight", l, post2), 1, d, 0))))
+        return SF_ERR;
+    if (c->qk_norm != FW_QK_NONE) {
+        int full = c->qk_norm == FW_QK_FULL, hd = c->head_dim;
+        if (!(ly->q_norm = load_new(ck, NAME(n, "model.layers.%d.self_attn.q_norm.weight", l), 1,
+                                    full ? c->n_heads * hd : hd, 0)) ||
+            !(ly->k_norm = load_new(ck, NAME(n, "model.layers.%d.self_attn.k_norm.weight", l), 1,
+                                    full ? c->n_kv_heads * hd : hd, 0)))
+            return SF_ERR;
+    }
+    return SF_OK;
+}
+
 static int load_llama_layer(const fw_ckpt *ck, const fw_config *c, int l, fw_layer *ly) {
     char n[256];
     int d = c->d_model, hd = c->head_dim, qn = c->n_heads * hd, kvn = c->n_kv_heads * hd, ff = c->d_ff;
     const char *qkv[3] = {"q_proj", "k_proj", "v_proj"};
     int rows[3] = {qn, kvn, kvn}, off = 0;
-    if (!(ly->ln1_w = load_new(ck, NAME(n, "model.layers.%d.input_layernorm.weight", l), 1, d, 0)) ||
-        !(ly->ln2_w = load_new(ck, NAME(n, "model.layers.%d.post_attention_layernorm.weight", l), 1, d, 0)))
-        return SF_ERR;
+    if (load_llama_norms(ck, c, l, ly) != SF_OK) return SF_ERR;
     if (!(ly->wqkv = fw_alloc("q/k/v_proj", (size_t)(qn + 2 * kvn) * d)) ||
         (c->qkv_bias && !(ly->bqkv = fw_alloc("q/k/v_proj bias", (size_t)(qn + 2 * kvn)))))
         return SF_ERR;
@@ -540,8 +584,8 @@ void fw_model_free(fw_model *m) {
     if (!m) return;
     for (int l = 0; l < m->n_loaded; l++) {
         fw_layer *ly = &m->layers[l];
-        float *p[] = {ly->ln1_w, ly->ln1_b, ly->ln2_w, ly->ln2_b, ly->wqkv, ly->bqkv, ly->wo,
-                      ly->bo, ly->w_in, ly->b_in, ly->w_out, ly->b_out};
+        float *p[] = {ly->ln1_w, ly->ln1_b, ly->ln2_w, ly->ln2_b, ly->post1_w, ly->post2_w, ly->q_norm, ly->k_norm,
+                      ly->wqkv, ly->bqkv, ly->wo, ly->bo, ly->w_in, ly->b_in, ly->w_out, ly->b_out};
         for (size_t i = 0; i < sizeof p / sizeof *p; i++) free(p[i]);
     }
     if (m->lm_head != m->tok_emb) free(m->lm_head);

@@ -216,17 +216,30 @@ MISTRAL = dict(SMALL, architectures=["MistralForCausalLM"], model_type="mistral"
                rope_theta=1000000.0, sliding_window=4, tie_word_embeddings=False,
                transformers_version="4.42.0.dev0")
 
+OLMO2 = dict(SMALL, architectures=["Olmo2ForCausalLM"], model_type="olmo2", attention_bias=False,
+             eos_token_id=100257, hidden_act="silu", max_position_embeddings=4096, pad_token_id=100277,
+             rms_norm_eps=1e-06, rope_scaling=None, rope_theta=500000, tie_word_embeddings=False,
+             transformers_version="4.47.0.dev0")
+# as transformers 5 writes it: rope_parameters instead of rope_theta / rope_scaling, dtype
+OLMO2_V5 = {k: v for k, v in OLMO2.items() if k not in ("rope_theta", "rope_scaling")}
+OLMO2_V5.update(rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, attention_bias=True,
+                tie_word_embeddings=True, dtype="float32", transformers_version="5.0.0")
+
 # name, config, storage dtype
 CASES = [
     ("mistral_window_bf16", dict(MISTRAL, torch_dtype="bfloat16"), torch.bfloat16),
     ("mistral_window_f32", dict(MISTRAL, torch_dtype="float32", sliding_window=5, head_dim=16,
                                 num_key_value_heads=1), torch.float32),
+    ("olmo2_bf16", dict(OLMO2, torch_dtype="bfloat16"), torch.bfloat16),
+    ("olmo2_v5_f32", OLMO2_V5, torch.float32),
 ]
 
 # config.json fields that change the math and are not implemented: (case, field, value); the error
 # must name the field.
 REFUSED = [
     ("mistral_window_f32", "rope_scaling", {"rope_type": "yarn", "factor": 4.0}),
+    ("olmo2_v5_f32", "rope_parameters", {"rope_type": "longrope", "rope_theta": 10000.0, "factor": 4.0}),
+    ("olmo2_bf16", "layer_types", ["full_attention", "chunked_attention", "full_attention", "full_attention"]),
 ]
 
 
