@@ -24,7 +24,7 @@
  * to the residual stream (TransformerLens's hook_attn_out / hook_mlp_out); QK-norms are behind no hook.
  *
  * Supported: LlamaForCausalLM (also Qwen2ForCausalLM, MistralForCausalLM with sliding-window
- * attention, Olmo2ForCausalLM), GPT2LMHeadModel, GPTNeoXForCausalLM. Errors go through sf_fail() and name exactly what is wrong.
+ * attention, Olmo2ForCausalLM, Qwen3ForCausalLM), GPT2LMHeadModel, GPTNeoXForCausalLM. Errors go through sf_fail() and name exactly what is wrong.
  */
 #ifndef FW_MODEL_H
 #define FW_MODEL_H

@@ -129,10 +129,10 @@ static int cfg_rope(const char *path, json_t *j, fw_config *c, double def_theta)
     return cfg_num(path, rp, "rope_theta", def_theta, &c->rope_theta) || cfg_rope_scaling(path, rp, "rope_parameters", c);
 }
 
-/* The Llama family: Llama, Qwen2, Mistral, OLMo-2 (post-norms, QK-norm). */
+/* The Llama family: Llama, Qwen2, Mistral, OLMo-2 (post-norms, QK-norm), Qwen3 (per-head QK-norm). */
 static int cfg_llama(const char *path, json_t *j, const char *arch, fw_config *c) {
     int is_qwen2 = !strcmp(arch, "Qwen2ForCausalLM"), is_mistral = !strcmp(arch, "MistralForCausalLM");
-    int is_olmo2 = !strcmp(arch, "Olmo2ForCausalLM");
+    int is_olmo2 = !strcmp(arch, "Olmo2ForCausalLM"), is_qwen3 = !strcmp(arch, "Qwen3ForCausalLM");
     double eps = 0, partial = 1;
     int attention_bias = 0;
     c->arch = FW_ARCH_LLAMA;
@@ -141,7 +141,8 @@ static int cfg_llama(const char *path, json_t *j, const char *arch, fw_config *c
         cfg_int(path, j, "intermediate_size", -1, &c->d_ff) || cfg_int(path, j, "vocab_size", -1, &c->vocab) ||
         cfg_int(path, j, "max_position_embeddings", 2048, &c->max_pos) ||
         cfg_int(path, j, "num_key_value_heads", c->n_heads, &c->n_kv_heads) ||
-        cfg_int(path, j, "head_dim", c->n_heads ? c->d_model / c->n_heads : 0, &c->head_dim) ||
+        /* Qwen3Config's head_dim defaults to 128 whatever the width */
+        cfg_int(path, j, "head_dim", is_qwen3 ? 128 : c->n_heads ? c->d_model / c->n_heads : 0, &c->head_dim) ||
         cfg_num(path, j, "rms_norm_eps", is_olmo2 ? 1e-5 : 1e-6, &eps) || cfg_rope(path, j, c, 10000.0) ||
         cfg_num(path, j, "partial_rotary_factor", 1.0, &partial) ||
         cfg_bool(path, j, "tie_word_embeddings", 0, &c->tied_embeddings) ||
@@ -154,6 +155,10 @@ static int cfg_llama(const char *path, json_t *j, const char *arch, fw_config *c
         c->qk_norm = FW_QK_FULL;
         c->mlp_bias = 0; /* Olmo2MLP has no biases whatever mlp_bias says */
     }
+    if (is_qwen3) {
+        c->qk_norm = FW_QK_HEAD;
+        c->mlp_bias = 0; /* as Olmo2MLP */
+    }
     c->norm_eps = (float)eps;
     c->gated_mlp = 1;
     c->rotary_dim = (int)(c->head_dim * partial);
@@ -161,9 +166,10 @@ static int cfg_llama(const char *path, json_t *j, const char *arch, fw_config *c
     /* Qwen2 always has q/k/v biases and no output bias; Llama's attention_bias covers all four. */
     c->qkv_bias = is_qwen2 || attention_bias;
     c->o_bias = !is_qwen2 && attention_bias;
-    /* Mistral windows every block; Qwen2 only with use_sliding_window, from max_window_layers on */
+    /* Mistral windows every block; Qwen2 and Qwen3 only with use_sliding_window, from
+     * max_window_layers on */
     int use_window = is_mistral, from = 0;
-    if (is_qwen2 && (cfg_bool(path, j, "use_sliding_window", 0, &use_window) ||
+    if ((is_qwen2 || is_qwen3) && (cfg_bool(path, j, "use_sliding_window", 0, &use_window) ||
                      cfg_int(path, j, "max_window_layers", 28, &from)))
         return SF_ERR;
     if (use_window && cfg_int(path, j, "sliding_window", 0, &c->sliding_window)) return SF_ERR;
@@ -255,6 +261,7 @@ int fw_config_load(const char *dir, fw_config *c) {
         const char *t = json_string_value(mt);
         arch = !strcmp(t, "llama") ? "LlamaForCausalLM" : !strcmp(t, "qwen2") ? "Qwen2ForCausalLM"
              : !strcmp(t, "mistral") ? "MistralForCausalLM" : !strcmp(t, "olmo2") ? "Olmo2ForCausalLM"
+             : !strcmp(t, "qwen3") ? "Qwen3ForCausalLM"
              : !strcmp(t, "gpt2") ? "GPT2LMHeadModel"
              : !strcmp(t, "gpt_neox") ? "GPTNeoXForCausalLM" : t;
     }
@@ -268,7 +275,7 @@ int fw_config_load(const char *dir, fw_config *c) {
     }
     snprintf(c->architecture, sizeof c->architecture, "%s", arch);
     if (!strcmp(arch, "LlamaForCausalLM") || !strcmp(arch, "Qwen2ForCausalLM") || !strcmp(arch, "MistralForCausalLM") ||
-        !strcmp(arch, "Olmo2ForCausalLM"))
+        !strcmp(arch, "Olmo2ForCausalLM") || !strcmp(arch, "Qwen3ForCausalLM"))
         rc = cfg_llama(path, j, arch, c);
     else if (!strcmp(arch, "GPT2LMHeadModel"))
         rc = cfg_gpt2(path, j, c);
@@ -276,7 +283,8 @@ int fw_config_load(const char *dir, fw_config *c) {
         rc = cfg_neox(path, j, c);
     else
         rc = sf_fail("%s: unsupported architecture \"%s\" (supported: LlamaForCausalLM, Qwen2ForCausalLM, "
-                     "MistralForCausalLM, Olmo2ForCausalLM, GPT2LMHeadModel, GPTNeoXForCausalLM)", path, arch);
+                     "MistralForCausalLM, Olmo2ForCausalLM, Qwen3ForCausalLM, GPT2LMHeadModel, GPTNeoXForCausalLM)",
+                     path, arch);
     if (rc == SF_OK) rc = cfg_finish(path, c);
     json_t *bos = json_object_get(j, "bos_token_id");
     c->bos_id = json_is_integer(bos) ? (int)json_integer_value(bos) : -1;

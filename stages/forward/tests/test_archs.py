@@ -225,6 +225,12 @@ OLMO2_V5 = {k: v for k, v in OLMO2.items() if k not in ("rope_theta", "rope_scal
 OLMO2_V5.update(rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, attention_bias=True,
                 tie_word_embeddings=True, dtype="float32", transformers_version="5.0.0")
 
+QWEN3 = dict(SMALL, architectures=["Qwen3ForCausalLM"], model_type="qwen3", attention_bias=False,
+             bos_token_id=151643, eos_token_id=151645, head_dim=16, hidden_act="silu",
+             max_position_embeddings=40960, max_window_layers=28, rms_norm_eps=1e-06, rope_scaling=None,
+             rope_theta=1000000, sliding_window=None, tie_word_embeddings=True, use_sliding_window=False,
+             transformers_version="4.51.0")
+
 # name, config, storage dtype
 CASES = [
     ("mistral_window_bf16", dict(MISTRAL, torch_dtype="bfloat16"), torch.bfloat16),
@@ -232,6 +238,12 @@ CASES = [
                                 num_key_value_heads=1), torch.float32),
     ("olmo2_bf16", dict(OLMO2, torch_dtype="bfloat16"), torch.bfloat16),
     ("olmo2_v5_f32", OLMO2_V5, torch.float32),
+    # head_dim 16 while hidden_size / heads is 8
+    ("qwen3_bf16", dict(QWEN3, torch_dtype="bfloat16"), torch.bfloat16),
+    # windowed from block 2 on, q/k/v/o biases, untied
+    ("qwen3_window_f32", dict(QWEN3, torch_dtype="float32", use_sliding_window=True, sliding_window=4,
+                              max_window_layers=2, attention_bias=True, tie_word_embeddings=False,
+                              head_dim=8), torch.float32),
 ]
 
 # config.json fields that change the math and are not implemented: (case, field, value); the error
@@ -239,6 +251,7 @@ CASES = [
 REFUSED = [
     ("mistral_window_f32", "rope_scaling", {"rope_type": "yarn", "factor": 4.0}),
     ("olmo2_v5_f32", "rope_parameters", {"rope_type": "longrope", "rope_theta": 10000.0, "factor": 4.0}),
+    ("qwen3_window_f32", "layer_types", ["sliding_attention", "full_attention"]),
     ("olmo2_bf16", "layer_types", ["full_attention", "chunked_attention", "full_attention", "full_attention"]),
 ]
 
@@ -255,7 +268,8 @@ def write_case(out, name, cfg, dtype, seed):
     safetensors_np.write(os.path.join(d, "model.safetensors"),
                          {k: safetensors_np.from_torch(v) for k, v in stored.items()}, {"format": "pt"})
     tokens = torch.randint(0, cfg["vocab_size"], (B, T), generator=g)
-    tokens[:, 0] = cfg.get("bos_token_id") or 0
+    bos = cfg.get("bos_token_id") or 0
+    tokens[:, 0] = bos if bos < cfg["vocab_size"] else 0  # the real ids are beyond these small vocabularies
     hooks, logits, loss = forward_ref(cfg, W64, tokens)
     ref = {"tokens": tokens.to(torch.int32), "logits": logits.float(), "loss": loss.float()}
     ref.update({k: v.float() for k, v in hooks.items()})
