@@ -23,8 +23,14 @@
  * With post-norms (OLMo-2: instead of pre-norms) attn_out and mlp_out are after them, what is added
  * to the residual stream (TransformerLens's hook_attn_out / hook_mlp_out); QK-norms are behind no hook.
  *
+ * Gemma (sandwich norms): resid_pre.0 is the embedding after its sqrt(d) scaling (Hugging Face's
+ * hidden_states[0]); the norms before attention and MLP sit after resid_pre / the attention's
+ * addition, the post-norms before attn_out / mlp_out as above. Logits are after the final
+ * soft-capping; fw_final_norm() and lm_head leave that to the caller.
+ *
  * Supported: LlamaForCausalLM (also Qwen2ForCausalLM, MistralForCausalLM with sliding-window
- * attention, Olmo2ForCausalLM, Qwen3ForCausalLM), GPT2LMHeadModel, GPTNeoXForCausalLM. Errors go through sf_fail() and name exactly what is wrong.
+ * attention, Olmo2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM), GPT2LMHeadModel,
+ * GPTNeoXForCausalLM. Errors go through sf_fail() and name exactly what is wrong.
  */
 #ifndef FW_MODEL_H
 #define FW_MODEL_H
@@ -57,6 +63,10 @@ typedef struct fw_config {
     float norm_eps;
     fw_norm_place norm_place;
     fw_qk_norm qk_norm;
+    int norm_plus_one;      /* Gemma: RMSNorm scales by (1 + weight); folded into the weights at load */
+    float embed_scale;      /* Gemma: embeddings times sqrt(d_model); 0 = none */
+    float attn_softcap;     /* Gemma-2: scores -> cap * tanh(scores / cap) before the mask; 0 = none */
+    float final_softcap;    /* Gemma-2: the same on the logits; 0 = none */
     fw_act act;
     int gated_mlp;          /* Llama family: act(gate) * up */
     int qkv_bias, o_bias, mlp_bias;

@@ -501,13 +501,21 @@ FW_VECTOR static void rope_task(void *arg, int w, size_t begin, size_t end) {
     }
 }
 
+/* x -> cap * tanh(x / cap) (Gemma-2's soft-capping) over n values. */
+static void softcap(float *x, size_t n, float cap) {
+    float inv = 1.0f / cap;
+    for (size_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] * inv);
+}
+
 /* Row r of S [rows, keys] holds the scores of query i = i0 + r: softmax over the keys it sees, zero
  * elsewhere. It sees keys 0..i, or with a sliding window (window > 0) the last `window` of them,
- * i - window + 1 .. i (Hugging Face's sliding_window_overlay: kv > q - window). */
-FW_VECTOR static void softmax_causal(float *S, int rows, int keys, int i0, int window) {
+ * i - window + 1 .. i (Hugging Face's sliding_window_overlay: kv > q - window). Scores are
+ * soft-capped first when cap > 0. */
+FW_VECTOR static void softmax_causal(float *S, int rows, int keys, int i0, int window, float cap) {
     for (int r = 0; r < rows; r++) {
         float *sr = S + (size_t)r * keys;
         int n = i0 + r + 1, lo = window > 0 && n > window ? n - window : 0;
+        if (cap > 0) softcap(sr + lo, (size_t)(n - lo), cap);
         float mx = max_f32(sr + lo, n - lo);
         for (int m = 0; m < lo; m++) sr[m] = 0;
         for (int m = lo; m < n; m++) sr[m] = fw_exp(sr[m] - mx);
@@ -547,7 +555,7 @@ static void attn_task(void *arg, int w, size_t begin, size_t end) {
             int rows = T - i0 < j->chunk ? T - i0 : j->chunk, keys = i0 + rows;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, j->scale, q + (size_t)i0 * W, W, k, W,
                         0.0f, S, keys);
-            softmax_causal(S, rows, keys, i0, j->window);
+            softmax_causal(S, rows, keys, i0, j->window, c->attn_softcap);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, S, keys, v, W, 0.0f,
                         j->att + ((size_t)b * T + i0) * H * hd + (size_t)h * hd, H * hd);
         }
@@ -588,6 +596,18 @@ FW_VECTOR static void loss_task(void *arg, int w, size_t begin, size_t end) {
     }
 }
 
+typedef struct softcap_job {
+    float *x; /* [rows, n] */
+    int n;
+    float cap;
+} softcap_job;
+
+static void softcap_task(void *arg, int w, size_t begin, size_t end) {
+    (void)w;
+    softcap_job *j = arg;
+    softcap(j->x + begin * j->n, (end - begin) * (size_t)j->n, j->cap);
+}
+
 /* Final norm and LM head into logits and/or loss (either may be NULL), a chunk of rows at a time
  * so logits of a large vocabulary need not all exist at once. */
 /* Rows of the LM head computed at a time. */
@@ -611,6 +631,10 @@ static void lm_head(const fw_model *m, fw_state *s, const fw_request *r, const f
         float *lg = logits ? logits + (size_t)i0 * V : buf;
         norm(s, c, m->lnf_w, m->lnf_b, x + (size_t)i0 * d, xn, rows);
         linear(s, xn, m->lm_head, NULL, lg, rows, r->seq, d, V);
+        if (c->final_softcap > 0) {
+            softcap_job sj = {lg, V, c->final_softcap};
+            pool_run(&s->pool, (size_t)rows, softcap_task, &sj);
+        }
         if (!loss) continue;
         for (int k = 0; k < rows; k++) {
             int i = i0 + k;
@@ -757,6 +781,7 @@ static int forward(const fw_model *m, fw_state *s, const fw_request *r) {
     for (size_t i = 0; i < (size_t)N; i++) {
         memcpy(x + i * d, m->tok_emb + (size_t)r->tokens[i] * d, (size_t)d * sizeof *x);
         if (m->pos_emb) add_inplace(x + i * d, m->pos_emb + (i % T) * d, (size_t)d);
+        for (int k = 0; k < d && c->embed_scale != 0; k++) x[i * d + k] *= c->embed_scale;
     }
     if (half) rope_tables(m, T, cos_t, sin_t);
 

@@ -53,6 +53,16 @@ static int cfg_bool(const char *path, json_t *j, const char *key, int def, int *
     return SF_OK;
 }
 
+/* An optional positive number: a missing key takes def, null means none (0). */
+static int cfg_opt_num(const char *path, json_t *j, const char *key, double def, float *out) {
+    json_t *v = json_object_get(j, key);
+    double x = !v ? def : json_is_null(v) ? 0 : json_is_number(v) ? json_number_value(v) : -1;
+    if (!(x >= 0) || (x == 0 && v && !json_is_null(v)))
+        return sf_fail("%s: \"%s\" must be a positive number or null", path, key);
+    *out = (float)x;
+    return SF_OK;
+}
+
 static int cfg_act(const char *path, json_t *j, const char *key, const char *def, fw_act *out) {
     json_t *v = json_object_get(j, key);
     const char *s = v && json_is_string(v) ? json_string_value(v) : def;
@@ -176,6 +186,42 @@ static int cfg_llama(const char *path, json_t *j, const char *arch, fw_config *c
     return cfg_layer_types(path, j, c, from, 1);
 }
 
+/* Gemma-2: Llama's layout with embeddings scaled by sqrt(d), (1 + w) RMSNorms before and after
+ * attention and MLP, GELU-tanh gated MLP, scores scaled by query_pre_attn_scalar^-1/2 and
+ * soft-capped, soft-capped logits, sliding-window attention in every other block (0, 2, ...).
+ * Defaults are Gemma2Config's. */
+static int cfg_gemma(const char *path, json_t *j, const char *arch, fw_config *c) {
+    double eps = 0, qpas = 0;
+    int attention_bias = 0;
+    c->arch = FW_ARCH_LLAMA;
+    if (cfg_int(path, j, "hidden_size", -1, &c->d_model) || cfg_int(path, j, "num_attention_heads", -1, &c->n_heads) ||
+        cfg_int(path, j, "num_hidden_layers", -1, &c->n_layers) ||
+        cfg_int(path, j, "intermediate_size", -1, &c->d_ff) || cfg_int(path, j, "vocab_size", -1, &c->vocab) ||
+        cfg_int(path, j, "max_position_embeddings", 8192, &c->max_pos) ||
+        cfg_int(path, j, "num_key_value_heads", 4, &c->n_kv_heads) || cfg_int(path, j, "head_dim", 256, &c->head_dim) ||
+        cfg_num(path, j, "rms_norm_eps", 1e-6, &eps) || cfg_rope(path, j, c, 10000.0) ||
+        cfg_bool(path, j, "tie_word_embeddings", 1, &c->tied_embeddings) ||
+        cfg_bool(path, j, "attention_bias", 0, &attention_bias) ||
+        cfg_act(path, j, "hidden_activation", "gelu_pytorch_tanh", &c->act) ||
+        cfg_num(path, j, "query_pre_attn_scalar", 256, &qpas) ||
+        cfg_opt_num(path, j, "attn_logit_softcapping", 50.0, &c->attn_softcap) ||
+        cfg_opt_num(path, j, "final_logit_softcapping", 30.0, &c->final_softcap) ||
+        cfg_int(path, j, "sliding_window", 4096, &c->sliding_window))
+        return SF_ERR;
+    (void)arch;
+    if (!(qpas > 0)) return sf_fail("%s: \"query_pre_attn_scalar\" must be positive", path);
+    c->norm = FW_RMSNORM;
+    c->norm_eps = (float)eps;
+    c->norm_place = FW_NORM_SANDWICH;
+    c->norm_plus_one = 1;
+    c->embed_scale = (float)sqrt((double)c->d_model);
+    c->gated_mlp = 1;
+    c->rotary_dim = c->head_dim;
+    c->attn_scale = (float)(1.0 / sqrt(qpas));
+    c->qkv_bias = c->o_bias = attention_bias;
+    return cfg_layer_types(path, j, c, 0, 2);
+}
+
 static int cfg_gpt2(const char *path, json_t *j, fw_config *c) {
     double eps = 0;
     int scale = 1;
@@ -261,7 +307,7 @@ int fw_config_load(const char *dir, fw_config *c) {
         const char *t = json_string_value(mt);
         arch = !strcmp(t, "llama") ? "LlamaForCausalLM" : !strcmp(t, "qwen2") ? "Qwen2ForCausalLM"
              : !strcmp(t, "mistral") ? "MistralForCausalLM" : !strcmp(t, "olmo2") ? "Olmo2ForCausalLM"
-             : !strcmp(t, "qwen3") ? "Qwen3ForCausalLM"
+             : !strcmp(t, "qwen3") ? "Qwen3ForCausalLM" : !strcmp(t, "gemma2") ? "Gemma2ForCausalLM"
              : !strcmp(t, "gpt2") ? "GPT2LMHeadModel"
              : !strcmp(t, "gpt_neox") ? "GPTNeoXForCausalLM" : t;
     }
@@ -277,13 +323,16 @@ int fw_config_load(const char *dir, fw_config *c) {
     if (!strcmp(arch, "LlamaForCausalLM") || !strcmp(arch, "Qwen2ForCausalLM") || !strcmp(arch, "MistralForCausalLM") ||
         !strcmp(arch, "Olmo2ForCausalLM") || !strcmp(arch, "Qwen3ForCausalLM"))
         rc = cfg_llama(path, j, arch, c);
+    else if (!strcmp(arch, "Gemma2ForCausalLM"))
+        rc = cfg_gemma(path, j, arch, c);
     else if (!strcmp(arch, "GPT2LMHeadModel"))
         rc = cfg_gpt2(path, j, c);
     else if (!strcmp(arch, "GPTNeoXForCausalLM"))
         rc = cfg_neox(path, j, c);
     else
         rc = sf_fail("%s: unsupported architecture \"%s\" (supported: LlamaForCausalLM, Qwen2ForCausalLM, "
-                     "MistralForCausalLM, Olmo2ForCausalLM, Qwen3ForCausalLM, GPT2LMHeadModel, GPTNeoXForCausalLM)",
+                     "MistralForCausalLM, Olmo2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, GPT2LMHeadModel, "
+                     "GPTNeoXForCausalLM)",
                      path, arch);
     if (rc == SF_OK) rc = cfg_finish(path, c);
     json_t *bos = json_object_get(j, "bos_token_id");
@@ -458,6 +507,15 @@ static int neox_unfuse_qkv(float *w, int H, int hd, int cols) {
 
 #define NAME(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
 
+/* An RMSNorm weight [n]: Gemma's scale by 1 + w, so 1 is added here (in float32, as Hugging Face
+ * computes 1.0 + weight.float()). */
+static float *load_norm(const fw_ckpt *ck, const fw_config *c, const char *name, int n) {
+    float *w = load_new(ck, name, 1, n, 0);
+    if (w && c->norm_plus_one)
+        for (int i = 0; i < n; i++) w[i] += 1.0f;
+    return w;
+}
+
 /* A block's norms by where they sit (fw_norm_place): Llama's post_attention_layernorm is the norm
  * before the MLP, OLMo-2's and Gemma's is on the attention output. */
 static int load_llama_norms(const fw_ckpt *ck, const fw_config *c, int l, fw_layer *ly) {
@@ -467,19 +525,19 @@ static int load_llama_norms(const fw_ckpt *ck, const fw_config *c, int l, fw_lay
     const char *post1 = "post_attention_layernorm", *post2 = "post_feedforward_layernorm";
     if (c->norm_place == FW_NORM_SANDWICH) pre2 = "pre_feedforward_layernorm";
     if (c->norm_place != FW_NORM_POST &&
-        (!(ly->ln1_w = load_new(ck, NAME(n, "model.layers.%d.%s.weight", l, pre1), 1, d, 0)) ||
-         !(ly->ln2_w = load_new(ck, NAME(n, "model.layers.%d.%s.weight", l, pre2), 1, d, 0))))
+        (!(ly->ln1_w = load_norm(ck, c, NAME(n, "model.layers.%d.%s.weight", l, pre1), d)) ||
+         !(ly->ln2_w = load_norm(ck, c, NAME(n, "model.layers.%d.%s.weight", l, pre2), d))))
         return SF_ERR;
     if (c->norm_place != FW_NORM_PRE &&
-        (!(ly->post1_w = load_new(ck, NAME(n, "model.layers.%d.%s.weight", l, post1), 1, d, 0)) ||
-         !(ly->post2_w = load_new(ck, NAME(n, "model.layers.%d.%s.weight", l, post2), 1, d, 0))))
+        (!(ly->post1_w = load_norm(ck, c, NAME(n, "model.layers.%d.%s.weight", l, post1), d)) ||
+         !(ly->post2_w = load_norm(ck, c, NAME(n, "model.layers.%d.%s.weight", l, post2), d))))
         return SF_ERR;
     if (c->qk_norm != FW_QK_NONE) {
         int full = c->qk_norm == FW_QK_FULL, hd = c->head_dim;
-        if (!(ly->q_norm = load_new(ck, NAME(n, "model.layers.%d.self_attn.q_norm.weight", l), 1,
-                                    full ? c->n_heads * hd : hd, 0)) ||
-            !(ly->k_norm = load_new(ck, NAME(n, "model.layers.%d.self_attn.k_norm.weight", l), 1,
-                                    full ? c->n_kv_heads * hd : hd, 0)))
+        if (!(ly->q_norm = load_norm(ck, c, NAME(n, "model.layers.%d.self_attn.q_norm.weight", l),
+                                     full ? c->n_heads * hd : hd)) ||
+            !(ly->k_norm = load_norm(ck, c, NAME(n, "model.layers.%d.self_attn.k_norm.weight", l),
+                                     full ? c->n_kv_heads * hd : hd)))
             return SF_ERR;
     }
     return SF_OK;
@@ -649,7 +707,7 @@ fw_model *fw_model_load(const char *dir, int n_layers, int with_head) {
             snprintf(w, sizeof w, "%s.weight", lnf);
             snprintf(b, sizeof b, "%s.bias", lnf);
         }
-        if (!(m->lnf_w = load_new(&ck, w, 1, d, 0))) goto fail;
+        if (!(m->lnf_w = load_norm(&ck, c, w, d))) goto fail;
         if (c->norm == FW_LAYERNORM && !(m->lnf_b = load_new(&ck, b, 1, d, 0))) goto fail;
         if (c->tied_embeddings) m->lm_head = m->tok_emb;
         else if (!(m->lm_head = load_new(&ck, c->arch == FW_ARCH_NEOX ? "embed_out.weight" : "lm_head.weight", 2, V, d)))

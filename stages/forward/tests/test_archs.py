@@ -98,6 +98,11 @@ def attention(q, k, v, scale, window, softcap):
     return torch.softmax(s, dim=-1) @ v
 
 
+def tied(cfg):
+    """tie_word_embeddings, with the config class's default (Gemma's True, the others' False)."""
+    return cfg.get("tie_word_embeddings", cfg["model_type"] in ("gemma2", "gemma3_text"))
+
+
 def forward_ref(cfg, W, tokens):
     mt = cfg["model_type"]
     gemma, olmo = mt in ("gemma2", "gemma3_text"), mt == "olmo2"
@@ -157,7 +162,7 @@ def forward_ref(cfg, W, tokens):
         hooks[f"mlp_out.{l}"] = o
         x = x + o
         hooks[f"resid_post.{l}"] = x
-    head = W["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else W["lm_head.weight"]
+    head = W["model.embed_tokens.weight"] if tied(cfg) else W["lm_head.weight"]
     logits = norm(x, W["model.norm.weight"]) @ head.T
     if final_cap:
         logits = torch.tanh(logits / final_cap) * final_cap
@@ -202,7 +207,7 @@ def weights(cfg, g):
         W[p + "mlp.gate_proj.weight"] = r(ff, d)
         W[p + "mlp.up_proj.weight"] = r(ff, d)
         W[p + "mlp.down_proj.weight"] = r(d, ff)
-    if not cfg.get("tie_word_embeddings"):
+    if not tied(cfg):
         W["lm_head.weight"] = r(V, d)
     return W
 
@@ -231,6 +236,13 @@ QWEN3 = dict(SMALL, architectures=["Qwen3ForCausalLM"], model_type="qwen3", atte
              rope_theta=1000000, sliding_window=None, tie_word_embeddings=True, use_sliding_window=False,
              transformers_version="4.51.0")
 
+GEMMA2 = dict(SMALL, architectures=["Gemma2ForCausalLM"], model_type="gemma2", attention_bias=False,
+              attn_logit_softcapping=2.0, bos_token_id=2, cache_implementation="hybrid", eos_token_id=1,
+              final_logit_softcapping=3.0, head_dim=16, hidden_act="gelu_pytorch_tanh",
+              hidden_activation="gelu_pytorch_tanh", max_position_embeddings=8192, pad_token_id=0,
+              query_pre_attn_scalar=24, rms_norm_eps=1e-06, rope_theta=10000.0, sliding_window=4,
+              transformers_version="4.42.4")
+
 # name, config, storage dtype
 CASES = [
     ("mistral_window_bf16", dict(MISTRAL, torch_dtype="bfloat16"), torch.bfloat16),
@@ -244,6 +256,11 @@ CASES = [
     ("qwen3_window_f32", dict(QWEN3, torch_dtype="float32", use_sliding_window=True, sliding_window=4,
                               max_window_layers=2, attention_bias=True, tie_word_embeddings=False,
                               head_dim=8), torch.float32),
+    # soft-capping at 2 (scores) and 3 (logits), so that tanh bends; query_pre_attn_scalar 24 with head_dim 16
+    ("gemma2_bf16", dict(GEMMA2, torch_dtype="bfloat16"), torch.bfloat16),
+    ("gemma2_f32", dict(GEMMA2, torch_dtype="float32", head_dim=8, query_pre_attn_scalar=8, sliding_window=5,
+                        attn_logit_softcapping=None, final_logit_softcapping=None, tie_word_embeddings=False,
+                        attention_bias=True), torch.float32),
 ]
 
 # config.json fields that change the math and are not implemented: (case, field, value); the error
@@ -252,6 +269,9 @@ REFUSED = [
     ("mistral_window_f32", "rope_scaling", {"rope_type": "yarn", "factor": 4.0}),
     ("olmo2_v5_f32", "rope_parameters", {"rope_type": "longrope", "rope_theta": 10000.0, "factor": 4.0}),
     ("qwen3_window_f32", "layer_types", ["sliding_attention", "full_attention"]),
+    ("gemma2_bf16", "query_pre_attn_scalar", 0),
+    ("gemma2_bf16", "attn_logit_softcapping", -50.0),
+    ("gemma2_f32", "hidden_activation", "gelu_fancy"),
     ("olmo2_bf16", "layer_types", ["full_attention", "chunked_attention", "full_attention", "full_attention"]),
 ]
 
