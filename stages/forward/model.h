@@ -29,8 +29,8 @@
  * soft-capping; fw_final_norm() and lm_head leave that to the caller.
  *
  * Supported: LlamaForCausalLM (also Qwen2ForCausalLM, MistralForCausalLM with sliding-window
- * attention, Olmo2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM), GPT2LMHeadModel,
- * GPTNeoXForCausalLM. Errors go through sf_fail() and name exactly what is wrong.
+ * attention, Olmo2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM),
+ * GPT2LMHeadModel, GPTNeoXForCausalLM. Errors go through sf_fail() and name exactly what is wrong.
  */
 #ifndef FW_MODEL_H
 #define FW_MODEL_H
@@ -65,8 +65,8 @@ typedef struct fw_config {
     fw_qk_norm qk_norm;
     int norm_plus_one;      /* Gemma: RMSNorm scales by (1 + weight); folded into the weights at load */
     float embed_scale;      /* Gemma: embeddings times sqrt(d_model); 0 = none */
-    float attn_softcap;     /* Gemma-2: scores -> cap * tanh(scores / cap) before the mask; 0 = none */
-    float final_softcap;    /* Gemma-2: the same on the logits; 0 = none */
+    float attn_softcap;     /* Gemma: scores -> cap * tanh(scores / cap) before the mask; 0 = none */
+    float final_softcap;    /* Gemma: the same on the logits; 0 = none */
     fw_act act;
     int gated_mlp;          /* Llama family: act(gate) * up */
     int qkv_bias, o_bias, mlp_bias;
@@ -85,6 +85,7 @@ typedef struct fw_config {
     fw_rope_scaling rope_scaling;
     double rope_factor, rope_low_freq, rope_high_freq;
     int rope_orig_max_pos;
+    double rope_local_theta; /* Gemma-3: the windowed blocks' own plain RoPE base; 0 = they use the above */
     int bos_id; /* -1 when config.json has none */
 } fw_config;
 
@@ -108,6 +109,7 @@ typedef struct fw_model {
     float *lnf_w, *lnf_b; /* final norm, NULL if the head was not loaded */
     float *lm_head;       /* [vocab, d]; == tok_emb when tied; NULL if the head was not loaded */
     double *inv_freq;     /* [rotary_dim / 2], scaling applied (except dynamic, done per call) */
+    double *inv_freq_local; /* [rotary_dim / 2] of the windowed blocks (rope_local_theta), or NULL */
 } fw_model;
 
 /* Loads blocks 0..n_layers-1 (n_layers < 0: all), and the final norm and LM head if with_head.

@@ -454,17 +454,19 @@ FW_VECTOR static void act_task(void *arg, int w, size_t begin, size_t end) {
     }
 }
 
-/* cos and sin of position t times each inverse frequency, for t in [0, T). Dynamic NTK scaling
- * raises the base once the sequence is longer than max_position_embeddings, as Hugging Face does. */
-static void rope_tables(const fw_model *m, int T, float *cos_t, float *sin_t) {
+/* cos and sin of position t times each inverse frequency, for t in [0, T): of the model's RoPE, or
+ * with `local` of Gemma-3's windowed blocks (plain, inv_freq_local). Dynamic NTK scaling raises the
+ * base once the sequence is longer than max_position_embeddings, as Hugging Face does. */
+static void rope_tables(const fw_model *m, int local, int T, float *cos_t, float *sin_t) {
     const fw_config *c = &m->cfg;
     int half = c->rotary_dim / 2;
     double base = c->rope_theta;
-    int dynamic = c->rope_scaling == FW_ROPE_DYNAMIC && T > c->max_pos;
+    const double *inv = local ? m->inv_freq_local : m->inv_freq;
+    int dynamic = !local && c->rope_scaling == FW_ROPE_DYNAMIC && T > c->max_pos;
     if (dynamic)
         base *= pow(c->rope_factor * T / c->max_pos - (c->rope_factor - 1), (double)c->rotary_dim / (c->rotary_dim - 2));
     for (int i = 0; i < half; i++) {
-        double f = dynamic ? 1.0 / pow(base, (2.0 * i) / c->rotary_dim) : m->inv_freq[i];
+        double f = dynamic ? 1.0 / pow(base, (2.0 * i) / c->rotary_dim) : inv[i];
         for (int t = 0; t < T; t++) {
             cos_t[(size_t)t * half + i] = (float)cos(t * f);
             sin_t[(size_t)t * half + i] = (float)sin(t * f);
@@ -712,6 +714,7 @@ static int blocks(const fw_model *m, fw_state *s, const fw_request *r, fw_pass p
     float *x = s->x.p, *xn = s->xn.p, *qkv = s->qkv.p, *att = s->att.p, *attn_out = s->attn_out.p;
     float *mlp_in = s->mlp_in.p, *mlp_act = s->mlp_act.p, *mlp_out = s->mlp_out.p;
     const float *cos_t = s->rope.p, *sin_t = cos_t + (size_t)T * half;
+    const float *cos_local = sin_t + (size_t)T * half, *sin_local = cos_local + (size_t)T * half; /* Gemma-3 */
 
     for (int l = from; l <= to; l++) {
         const fw_layer *ly = &m->layers[l];
@@ -722,7 +725,8 @@ static int blocks(const fw_model *m, fw_state *s, const fw_request *r, fw_pass p
         linear(s, ly->ln1_w ? xn : x, ly->wqkv, ly->bqkv, qkv, N, T, d, Wqkv);
         qk_norm_job qj = {c, ly, qkv};
         if (ly->q_norm) pool_run(&s->pool, (size_t)N, qk_norm_task, &qj);
-        rope_job rj = {c, qkv, T, cos_t, sin_t};
+        int local_rope = m->inv_freq_local && c->layer_local[l];
+        rope_job rj = {c, qkv, T, local_rope ? cos_local : cos_t, local_rope ? sin_local : sin_t};
         if (half) pool_run(&s->pool, (size_t)N, rope_task, &rj);
         attention(s, c, qkv, att, B, T, c->attn_scale / (c->attn_scale_by_layer ? (float)(l + 1) : 1.0f),
                   c->layer_local[l] ? c->sliding_window : 0);
@@ -756,7 +760,7 @@ static int reserve(const fw_model *m, fw_state *s, const fw_request *r) {
     int head = r->logits || r->loss || r->loss_spliced;
     size_t chunk = head ? (size_t)head_chunk(s, c->vocab, r->batch * r->seq, r->seq) : 0;
     size_t attn = (size_t)(s->attn_chunk < r->seq ? s->attn_chunk : r->seq) * T;
-    if (buf_reserve(&s->x, N * d, "the residual stream") || buf_reserve(&s->rope, 2 * T * (half ? half : 1), "rotary tables") ||
+    if (buf_reserve(&s->x, N * d, "the residual stream") || buf_reserve(&s->rope, (m->inv_freq_local ? 4 : 2) * T * (half ? half : 1), "rotary tables") ||
         (r->splice && buf_reserve(&s->saved, N * d, "the saved residual stream")) ||
         buf_reserve(&s->xn, N * d, "normed activations") || buf_reserve(&s->qkv, N * Wqkv, "queries, keys and values") ||
         buf_reserve(&s->att, N * qn, "attention outputs") || buf_reserve(&s->attn_out, N * d, "attention projections") ||
@@ -783,7 +787,8 @@ static int forward(const fw_model *m, fw_state *s, const fw_request *r) {
         if (m->pos_emb) add_inplace(x + i * d, m->pos_emb + (i % T) * d, (size_t)d);
         for (int k = 0; k < d && c->embed_scale != 0; k++) x[i * d + k] *= c->embed_scale;
     }
-    if (half) rope_tables(m, T, cos_t, sin_t);
+    if (half) rope_tables(m, 0, T, cos_t, sin_t);
+    if (half && m->inv_freq_local) rope_tables(m, 1, T, sin_t + (size_t)T * half, sin_t + (size_t)2 * T * half);
 
     /* the clean pass, keeping the residual stream at the start of the splice's block (check_request
      * made last reach the block before it); then the spliced pass from there */

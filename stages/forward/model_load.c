@@ -129,13 +129,30 @@ static int cfg_layer_types(const char *path, json_t *j, fw_config *c, int from, 
 }
 
 /* RoPE base and scaling: transformers 4 writes rope_theta and rope_scaling, transformers 5 one
- * rope_parameters object {rope_type, rope_theta, factor, ...}. */
-static int cfg_rope(const char *path, json_t *j, fw_config *c, double def_theta) {
+ * rope_parameters object {rope_type, rope_theta, factor, ...}, for Gemma-3 one per layer type
+ * ({full_attention: {..}, sliding_attention: {..}}). local_theta: Gemma-3's base of the windowed
+ * blocks (plain RoPE), NULL for models with one RoPE. */
+static int cfg_rope(const char *path, json_t *j, fw_config *c, double def_theta, double *local_theta) {
     json_t *rp = json_object_get(j, "rope_parameters");
     if (!rp || json_is_null(rp))
         return cfg_num(path, j, "rope_theta", def_theta, &c->rope_theta) ||
-               cfg_rope_scaling(path, json_object_get(j, "rope_scaling"), "rope_scaling", c);
+               cfg_rope_scaling(path, json_object_get(j, "rope_scaling"), "rope_scaling", c) ||
+               (local_theta && cfg_num(path, j, "rope_local_base_freq", 10000.0, local_theta));
     if (!json_is_object(rp)) return sf_fail("%s: \"rope_parameters\" must be an object", path);
+    json_t *full = json_object_get(rp, "full_attention"), *local = json_object_get(rp, "sliding_attention");
+    if (full || local) {
+        fw_config lc = {0};
+        if (!local_theta || !json_is_object(full) || !json_is_object(local))
+            return sf_fail("%s: \"rope_parameters\" per layer type (full_attention, sliding_attention) is only "
+                           "supported for Gemma-3, and needs both", path);
+        if (cfg_num(path, local, "rope_theta", 10000.0, local_theta) ||
+            cfg_rope_scaling(path, local, "rope_parameters.sliding_attention", &lc))
+            return SF_ERR;
+        if (lc.rope_scaling != FW_ROPE_PLAIN)
+            return sf_fail("%s: rope_parameters.sliding_attention must be of rope_type default", path);
+        rp = full;
+    } else if (local_theta && cfg_num(path, j, "rope_local_base_freq", 10000.0, local_theta))
+        return SF_ERR;
     return cfg_num(path, rp, "rope_theta", def_theta, &c->rope_theta) || cfg_rope_scaling(path, rp, "rope_parameters", c);
 }
 
@@ -153,7 +170,7 @@ static int cfg_llama(const char *path, json_t *j, const char *arch, fw_config *c
         cfg_int(path, j, "num_key_value_heads", c->n_heads, &c->n_kv_heads) ||
         /* Qwen3Config's head_dim defaults to 128 whatever the width */
         cfg_int(path, j, "head_dim", is_qwen3 ? 128 : c->n_heads ? c->d_model / c->n_heads : 0, &c->head_dim) ||
-        cfg_num(path, j, "rms_norm_eps", is_olmo2 ? 1e-5 : 1e-6, &eps) || cfg_rope(path, j, c, 10000.0) ||
+        cfg_num(path, j, "rms_norm_eps", is_olmo2 ? 1e-5 : 1e-6, &eps) || cfg_rope(path, j, c, 10000.0, NULL) ||
         cfg_num(path, j, "partial_rotary_factor", 1.0, &partial) ||
         cfg_bool(path, j, "tie_word_embeddings", 0, &c->tied_embeddings) ||
         cfg_bool(path, j, "attention_bias", 0, &attention_bias) || cfg_bool(path, j, "mlp_bias", 0, &c->mlp_bias) ||
@@ -189,27 +206,39 @@ static int cfg_llama(const char *path, json_t *j, const char *arch, fw_config *c
 /* Gemma-2: Llama's layout with embeddings scaled by sqrt(d), (1 + w) RMSNorms before and after
  * attention and MLP, GELU-tanh gated MLP, scores scaled by query_pre_attn_scalar^-1/2 and
  * soft-capped, soft-capped logits, sliding-window attention in every other block (0, 2, ...).
- * Defaults are Gemma2Config's. */
+ * Gemma-3: the same with per-head QK-norm, no soft-capping by default, every
+ * sliding_window_pattern-th block global and the others windowed with their own plain RoPE
+ * (rope_local_base_freq), rope_scaling only on the global ones. Defaults are the config classes'. */
 static int cfg_gemma(const char *path, json_t *j, const char *arch, fw_config *c) {
+    int g3 = !strcmp(arch, "Gemma3ForCausalLM");
     double eps = 0, qpas = 0;
-    int attention_bias = 0;
+    int attention_bias = 0, period = 2, bidirectional = 0;
     c->arch = FW_ARCH_LLAMA;
     if (cfg_int(path, j, "hidden_size", -1, &c->d_model) || cfg_int(path, j, "num_attention_heads", -1, &c->n_heads) ||
         cfg_int(path, j, "num_hidden_layers", -1, &c->n_layers) ||
         cfg_int(path, j, "intermediate_size", -1, &c->d_ff) || cfg_int(path, j, "vocab_size", -1, &c->vocab) ||
-        cfg_int(path, j, "max_position_embeddings", 8192, &c->max_pos) ||
+        cfg_int(path, j, "max_position_embeddings", g3 ? 131072 : 8192, &c->max_pos) ||
         cfg_int(path, j, "num_key_value_heads", 4, &c->n_kv_heads) || cfg_int(path, j, "head_dim", 256, &c->head_dim) ||
-        cfg_num(path, j, "rms_norm_eps", 1e-6, &eps) || cfg_rope(path, j, c, 10000.0) ||
+        cfg_num(path, j, "rms_norm_eps", 1e-6, &eps) ||
+        cfg_rope(path, j, c, g3 ? 1e6 : 10000.0, g3 ? &c->rope_local_theta : NULL) ||
         cfg_bool(path, j, "tie_word_embeddings", 1, &c->tied_embeddings) ||
         cfg_bool(path, j, "attention_bias", 0, &attention_bias) ||
         cfg_act(path, j, "hidden_activation", "gelu_pytorch_tanh", &c->act) ||
         cfg_num(path, j, "query_pre_attn_scalar", 256, &qpas) ||
-        cfg_opt_num(path, j, "attn_logit_softcapping", 50.0, &c->attn_softcap) ||
-        cfg_opt_num(path, j, "final_logit_softcapping", 30.0, &c->final_softcap) ||
-        cfg_int(path, j, "sliding_window", 4096, &c->sliding_window))
+        cfg_opt_num(path, j, "attn_logit_softcapping", g3 ? 0 : 50.0, &c->attn_softcap) ||
+        cfg_opt_num(path, j, "final_logit_softcapping", g3 ? 0 : 30.0, &c->final_softcap) ||
+        cfg_int(path, j, "sliding_window", 4096, &c->sliding_window) ||
+        (g3 && (cfg_int(path, j, "sliding_window_pattern", 6, &period) ||
+                cfg_bool(path, j, "use_bidirectional_attention", 0, &bidirectional))))
         return SF_ERR;
-    (void)arch;
     if (!(qpas > 0)) return sf_fail("%s: \"query_pre_attn_scalar\" must be positive", path);
+    if (period < 1) return sf_fail("%s: \"sliding_window_pattern\" must be at least 1", path);
+    if (bidirectional)
+        return sf_fail("%s: \"use_bidirectional_attention\" is not supported (the forward is causal)", path);
+    if (g3) {
+        c->qk_norm = FW_QK_HEAD;
+        if (!(c->rope_local_theta > 0)) return sf_fail("%s: the local RoPE base must be positive", path);
+    }
     c->norm = FW_RMSNORM;
     c->norm_eps = (float)eps;
     c->norm_place = FW_NORM_SANDWICH;
@@ -219,7 +248,7 @@ static int cfg_gemma(const char *path, json_t *j, const char *arch, fw_config *c
     c->rotary_dim = c->head_dim;
     c->attn_scale = (float)(1.0 / sqrt(qpas));
     c->qkv_bias = c->o_bias = attention_bias;
-    return cfg_layer_types(path, j, c, 0, 2);
+    return cfg_layer_types(path, j, c, 0, period);
 }
 
 static int cfg_gpt2(const char *path, json_t *j, fw_config *c) {
@@ -308,6 +337,7 @@ int fw_config_load(const char *dir, fw_config *c) {
         arch = !strcmp(t, "llama") ? "LlamaForCausalLM" : !strcmp(t, "qwen2") ? "Qwen2ForCausalLM"
              : !strcmp(t, "mistral") ? "MistralForCausalLM" : !strcmp(t, "olmo2") ? "Olmo2ForCausalLM"
              : !strcmp(t, "qwen3") ? "Qwen3ForCausalLM" : !strcmp(t, "gemma2") ? "Gemma2ForCausalLM"
+             : !strcmp(t, "gemma3_text") ? "Gemma3ForCausalLM"
              : !strcmp(t, "gpt2") ? "GPT2LMHeadModel"
              : !strcmp(t, "gpt_neox") ? "GPTNeoXForCausalLM" : t;
     }
@@ -323,7 +353,7 @@ int fw_config_load(const char *dir, fw_config *c) {
     if (!strcmp(arch, "LlamaForCausalLM") || !strcmp(arch, "Qwen2ForCausalLM") || !strcmp(arch, "MistralForCausalLM") ||
         !strcmp(arch, "Olmo2ForCausalLM") || !strcmp(arch, "Qwen3ForCausalLM"))
         rc = cfg_llama(path, j, arch, c);
-    else if (!strcmp(arch, "Gemma2ForCausalLM"))
+    else if (!strcmp(arch, "Gemma2ForCausalLM") || !strcmp(arch, "Gemma3ForCausalLM"))
         rc = cfg_gemma(path, j, arch, c);
     else if (!strcmp(arch, "GPT2LMHeadModel"))
         rc = cfg_gpt2(path, j, c);
@@ -331,8 +361,8 @@ int fw_config_load(const char *dir, fw_config *c) {
         rc = cfg_neox(path, j, c);
     else
         rc = sf_fail("%s: unsupported architecture \"%s\" (supported: LlamaForCausalLM, Qwen2ForCausalLM, "
-                     "MistralForCausalLM, Olmo2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, GPT2LMHeadModel, "
-                     "GPTNeoXForCausalLM)",
+                     "MistralForCausalLM, Olmo2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, "
+                     "GPT2LMHeadModel, GPTNeoXForCausalLM)",
                      path, arch);
     if (rc == SF_OK) rc = cfg_finish(path, c);
     json_t *bos = json_object_get(j, "bos_token_id");
@@ -621,16 +651,17 @@ static int load_neox_layer(const fw_ckpt *ck, const fw_config *c, int l, fw_laye
     return SF_OK;
 }
 
-/* Hugging Face's RoPE inverse frequencies for rotary_dim, with linear or llama3 scaling applied
- * (dynamic scaling depends on the sequence length and is applied in the forward). */
-static double *rope_inv_freq(const fw_config *c) {
+/* Hugging Face's RoPE inverse frequencies for rotary_dim and base theta, with linear or llama3
+ * scaling applied if `scaled` (dynamic scaling depends on the sequence length and is applied in
+ * the forward). */
+static double *rope_inv_freq(const fw_config *c, double theta, int scaled) {
     int half = c->rotary_dim / 2;
     double *inv = sf_zalloc("RoPE frequencies", (size_t)(half ? half : 1), sizeof *inv);
     if (!inv) return NULL;
     for (int i = 0; i < half; i++) {
-        double f = 1.0 / pow(c->rope_theta, (2.0 * i) / c->rotary_dim);
-        if (c->rope_scaling == FW_ROPE_LINEAR) f /= c->rope_factor;
-        if (c->rope_scaling == FW_ROPE_LLAMA3) {
+        double f = 1.0 / pow(theta, (2.0 * i) / c->rotary_dim);
+        if (scaled && c->rope_scaling == FW_ROPE_LINEAR) f /= c->rope_factor;
+        if (scaled && c->rope_scaling == FW_ROPE_LLAMA3) {
             /* Low frequencies (long wavelengths) are divided by factor, high ones kept, and the
              * band between them interpolated smoothly. */
             double old = c->rope_orig_max_pos, wavelen = 2 * M_PI / f;
@@ -661,6 +692,7 @@ void fw_model_free(fw_model *m) {
     free(m->lnf_w);
     free(m->lnf_b);
     free(m->inv_freq);
+    free(m->inv_freq_local);
     free(m);
 }
 
@@ -677,7 +709,8 @@ fw_model *fw_model_load(const char *dir, int n_layers, int with_head) {
     int d = c->d_model, V = c->vocab;
     if (n_layers < 0 || n_layers > c->n_layers) n_layers = c->n_layers;
     if (!(m->layers = sf_zalloc("model blocks", (size_t)(n_layers ? n_layers : 1), sizeof *m->layers)) ||
-        !(m->inv_freq = rope_inv_freq(c)))
+        !(m->inv_freq = rope_inv_freq(c, c->rope_theta, 1)) ||
+        (c->rope_local_theta > 0 && !(m->inv_freq_local = rope_inv_freq(c, c->rope_local_theta, 0))))
         goto fail;
 
     /* GPT-2 checkpoints exist with and without the "transformer." prefix. */

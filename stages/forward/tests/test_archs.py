@@ -243,6 +243,21 @@ GEMMA2 = dict(SMALL, architectures=["Gemma2ForCausalLM"], model_type="gemma2", a
               query_pre_attn_scalar=24, rms_norm_eps=1e-06, rope_theta=10000.0, sliding_window=4,
               transformers_version="4.42.4")
 
+GEMMA3 = dict(SMALL, architectures=["Gemma3ForCausalLM"], model_type="gemma3_text", attention_bias=False,
+              attn_logit_softcapping=None, bos_token_id=2, cache_implementation="hybrid", eos_token_id=1,
+              final_logit_softcapping=None, head_dim=16, hidden_activation="gelu_pytorch_tanh",
+              max_position_embeddings=32768, pad_token_id=0, query_pre_attn_scalar=16, rms_norm_eps=1e-06,
+              rope_local_base_freq=10000, rope_scaling={"factor": 8.0, "rope_type": "linear"},
+              rope_theta=1000000, sliding_window=4, sliding_window_pattern=3, transformers_version="4.50.0.dev0")
+# transformers 5: layer_types and per-type rope_parameters instead of the pattern and the rope keys
+GEMMA3_V5 = {k: v for k, v in GEMMA3.items()
+             if k not in ("rope_local_base_freq", "rope_scaling", "rope_theta", "sliding_window_pattern")}
+GEMMA3_V5.update(layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+                 rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 50000.0},
+                                  "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}},
+                 sliding_window=5, attn_logit_softcapping=2.0, final_logit_softcapping=3.0,
+                 tie_word_embeddings=False, dtype="float32", transformers_version="5.0.0")
+
 # name, config, storage dtype
 CASES = [
     ("mistral_window_bf16", dict(MISTRAL, torch_dtype="bfloat16"), torch.bfloat16),
@@ -261,11 +276,20 @@ CASES = [
     ("gemma2_f32", dict(GEMMA2, torch_dtype="float32", head_dim=8, query_pre_attn_scalar=8, sliding_window=5,
                         attn_logit_softcapping=None, final_logit_softcapping=None, tie_word_embeddings=False,
                         attention_bias=True), torch.float32),
+    # blocks 0, 1, 3 windowed with RoPE base 10^4, block 2 global with base 10^6 and linear scaling 8
+    ("gemma3_bf16", dict(GEMMA3, torch_dtype="bfloat16"), torch.bfloat16),
+    # alternating, local base 100, global 5e4 scaled by 2, soft-capped, untied
+    ("gemma3_v5_f32", GEMMA3_V5, torch.float32),
 ]
 
-# config.json fields that change the math and are not implemented: (case, field, value); the error
-# must name the field.
+# config.json fields that change the math and are not implemented: (case, field, value[, what the
+# error names, by default the field]).
 REFUSED = [
+    ("gemma3_bf16", "use_bidirectional_attention", True),
+    ("gemma3_v5_f32", "rope_parameters", {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                                          "sliding_attention": {"rope_type": "linear", "factor": 2.0,
+                                                                "rope_theta": 1e4}}),
+    ("gemma3_bf16", "architectures", ["Gemma3ForConditionalGeneration"], "Gemma3ForConditionalGeneration"),
     ("mistral_window_f32", "rope_scaling", {"rope_type": "yarn", "factor": 4.0}),
     ("olmo2_v5_f32", "rope_parameters", {"rope_type": "longrope", "rope_theta": 10000.0, "factor": 4.0}),
     ("qwen3_window_f32", "layer_types", ["sliding_attention", "full_attention"]),
@@ -298,8 +322,8 @@ def write_case(out, name, cfg, dtype, seed):
     return d
 
 
-def check_refused(saeflow, tmp, src, field, value):
-    d = os.path.join(tmp, f"refused_{os.path.basename(src)}_{field}")
+def check_refused(saeflow, tmp, src, field, value, expect):
+    d = os.path.join(tmp, f"refused_{os.path.basename(src)}_{field}_{len(os.listdir(tmp))}")
     os.makedirs(d)
     with open(os.path.join(src, "config.json")) as f:
         cfg = json.load(f)
@@ -309,7 +333,7 @@ def check_refused(saeflow, tmp, src, field, value):
     os.symlink(os.path.join(src, "model.safetensors"), os.path.join(d, "model.safetensors"))
     p = subprocess.run([saeflow, "forward", d, "--hook", "resid_post.0", "--out", os.path.join(d, "a.npy")],
                        input="1 2 3\n", capture_output=True, text=True)
-    ok = p.returncode != 0 and field in p.stderr and not os.path.exists(os.path.join(d, "a.npy"))
+    ok = p.returncode != 0 and expect in p.stderr and not os.path.exists(os.path.join(d, "a.npy"))
     print(f"{'ok' if ok else 'FAIL'}: {field} = {json.dumps(value)} refused: {p.stderr.strip()[:300]}")
     return ok
 
@@ -319,7 +343,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         dirs = {name: write_case(tmp, name, cfg, dtype, 4321 + i) for i, (name, cfg, dtype) in enumerate(CASES)}
         rc = subprocess.run([checker] + list(dirs.values())).returncode
-        bad = [f for case, f, v in REFUSED if not check_refused(saeflow, tmp, dirs[case], f, copy.deepcopy(v))]
+        bad = [r[1] for r in REFUSED
+               if not check_refused(saeflow, tmp, dirs[r[0]], r[1], copy.deepcopy(r[2]), r[3] if len(r) > 3 else r[1])]
     if rc or bad:
         print(f"FAILED: checker exit {rc}, not refused: {bad}")
         return 1
