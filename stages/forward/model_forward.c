@@ -503,7 +503,7 @@ FW_VECTOR static void rope_task(void *arg, int w, size_t begin, size_t end) {
     }
 }
 
-/* x -> cap * tanh(x / cap) (Gemma-2's soft-capping) over n values. */
+/* x -> cap * tanh(x / cap) (Gemma's soft-capping) over n values. */
 static void softcap(float *x, size_t n, float cap) {
     float inv = 1.0f / cap;
     for (size_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] * inv);
@@ -760,7 +760,8 @@ static int reserve(const fw_model *m, fw_state *s, const fw_request *r) {
     int head = r->logits || r->loss || r->loss_spliced;
     size_t chunk = head ? (size_t)head_chunk(s, c->vocab, r->batch * r->seq, r->seq) : 0;
     size_t attn = (size_t)(s->attn_chunk < r->seq ? s->attn_chunk : r->seq) * T;
-    if (buf_reserve(&s->x, N * d, "the residual stream") || buf_reserve(&s->rope, (m->inv_freq_local ? 4 : 2) * T * (half ? half : 1), "rotary tables") ||
+    size_t rope = (m->inv_freq_local ? 4 : 2) * T * (half ? half : 1); /* cos, sin (and Gemma-3's local ones) */
+    if (buf_reserve(&s->x, N * d, "the residual stream") || buf_reserve(&s->rope, rope, "rotary tables") ||
         (r->splice && buf_reserve(&s->saved, N * d, "the saved residual stream")) ||
         buf_reserve(&s->xn, N * d, "normed activations") || buf_reserve(&s->qkv, N * Wqkv, "queries, keys and values") ||
         buf_reserve(&s->att, N * qn, "attention outputs") || buf_reserve(&s->attn_out, N * d, "attention projections") ||

@@ -110,7 +110,8 @@ static int cfg_rope_scaling(const char *path, json_t *rs, const char *key, fw_co
  * list in config.json overrides that. No block is windowed when sliding_window is 0 (null). */
 static int cfg_layer_types(const char *path, json_t *j, fw_config *c, int from, int period) {
     json_t *lt = json_object_get(j, "layer_types");
-    if (c->n_layers > FW_MAX_LAYERS) return sf_fail("%s: more than %d layers", path, FW_MAX_LAYERS);
+    if (c->n_layers > FW_MAX_LAYERS) /* before layer_local is written; cfg_finish checks every architecture */
+        return sf_fail("%s: %d layers, more than the %d supported", path, c->n_layers, FW_MAX_LAYERS);
     memset(c->layer_local, 0, sizeof c->layer_local);
     if (lt && !json_is_null(lt)) {
         if (!json_is_array(lt) || json_array_size(lt) != (size_t)c->n_layers)
@@ -307,6 +308,8 @@ static int cfg_finish(const char *path, fw_config *c) {
     if (c->n_layers < 1 || c->d_model < 1 || c->n_heads < 1 || c->n_kv_heads < 1 || c->head_dim < 1 ||
         c->d_ff < 1 || c->vocab < 1 || c->max_pos < 1)
         return sf_fail("%s: layer count, widths, heads, vocab_size and max positions must be positive", path);
+    if (c->n_layers > FW_MAX_LAYERS)
+        return sf_fail("%s: %d layers, more than the %d supported", path, c->n_layers, FW_MAX_LAYERS);
     if (c->n_heads % c->n_kv_heads)
         return sf_fail("%s: %d attention heads are not a multiple of %d key/value heads", path, c->n_heads,
                        c->n_kv_heads);
