@@ -43,6 +43,8 @@ typedef struct sae_model {
     char hook[64];    /* hook point it was trained on, as its config records it ("" if none) */
     char checkpoint[128]; /* the checkpoint name and model directory of its training activations, */
     char model[1024];     /* as saeflow_training records them ("" if not recorded) */
+    char layout[112];     /* the file layout sae_load found, named with the code (and date) that writes it */
+    char norm_from[160];  /* where sae_load took the normalisation from */
 } sae_model;
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -96,6 +98,11 @@ int sae_reconstruct(const sae_model *m, const float *x, int64_t rows, int64_t bl
  * "none". m->hook comes from our training metadata (saeflow_training.hook) or SAELens' hook_name
  * (top level or under metadata). SF_OK or SF_ERR with sf_last_error() set. */
 int sae_load(sae_model *m, const char *dir);
+/* sae_load with k and the normalisation stated by the caller (k <= 0, norm < 0: as recorded), for
+ * files that do not record them: llm-jp-sae's 2025-03 sae.pth (dir may name the file) and its state
+ * dict converted to safetensors (sae_load refuses those rather than guess). m->layout names what was
+ * found, m->norm_from where the normalisation came from. */
+int sae_load_as(sae_model *m, const char *dir, int k, int norm);
 
 /* Checks that activations of (hook, checkpoint, model) are what the SAE in sae_dir was trained on,
  * as its config records them: another hook (so another layer), another checkpoint name or another
