@@ -10,8 +10,11 @@
  *   sparsify (EleutherAI):      cfg.json + sae.safetensors: encoder.weight [n,d], encoder.bias [n],
  *       W_dec [n,d], b_dec [d]
  *   saelens (SAELens v6):       cfg.json + sae_weights.safetensors: W_enc [d,n], W_dec [n,d],
- *       b_enc [n], b_dec [d]
- * sae_load detects the layout from the files present. Other programs (the feature miner) link
+ *       b_enc [n], b_dec [d]; a unit normalisation as its normalize_activations "constant_norm_rescale"
+ *       (x sqrt(d) / ||x||, weights scaled to match)
+ * and, read only: llm-jp-sae's 2025-03 release, sae.pth (a torch.save state dict, bf16:
+ * encoder.weight [n,d], encoder.bias [n], W_dec [n,d], b_dec [d]; sae_pth.h), or that state dict
+ * converted to safetensors. sae_load detects the layout from the files present. Other programs (the feature miner) link
  * sae_lib (meson: sae_lib_dep) and use the "model" part only.
  */
 #ifndef SAE_H

@@ -132,7 +132,7 @@ with tempfile.TemporaryDirectory() as tmp:
     p = run(SAEFLOW, "sae", "convert", pth, conv)
     z3, xhat3, err = saeflow_codes(conv, x, tmp)
     check(p.returncode == 0 and z3 is not None and np.abs(z3 - zr).max() < 1e-5,
-          "saeflow sae convert sae.pth -> our layout: the same codes " + p.stderr.strip()[-200:])
+          "saeflow sae convert sae.pth -> our layout: the same codes " + (p.stderr.strip()[-200:] if p.returncode else ""))
 
     # nl_None: no normalisation
     none_dir = os.path.join(tmp, "b", f"k_{K}", "nl_None")
@@ -175,7 +175,7 @@ with tempfile.TemporaryDirectory() as tmp:
     conv2 = os.path.join(tmp, "st-converted")
     p = run(SAEFLOW, "sae", "convert", st_dir, conv2, "--normalize", "unit")
     z, xhat, err = saeflow_codes(conv2, x, tmp)
-    check(p.returncode == 0 and z is not None, "stated with convert --normalize unit: loads " + p.stderr[-200:])
+    check(p.returncode == 0 and z is not None, "stated with convert --normalize unit: loads " + (p.stderr[-200:] if p.returncode else ""))
     if z is not None:
         compare(z, xhat, zr, xr, "converted safetensors, stated unit")
     sp_dir = os.path.join(tmp, "sp")
