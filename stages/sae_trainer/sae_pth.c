@@ -57,6 +57,7 @@ struct pv {
 
 #define PTH_MAX_NODES (1 << 20)
 #define PTH_MAX_STACK (1 << 16)
+#define PTH_MAX_ITEMS (1 << 22)
 #define PTH_MAX_MEMO (1 << 20)
 #define PTH_MAX_PICKLE ((size_t)64 << 20)
 
@@ -64,7 +65,7 @@ typedef struct unpickler {
     const uint8_t *p;
     size_t size, pos;
     pv **nodes; /* the arena: every value made, freed together */
-    size_t n_nodes, cap_nodes;
+    size_t n_nodes, cap_nodes, n_items;
     pv **stack;
     size_t sp, cap_stack;
     pv **memo;
@@ -143,7 +144,9 @@ static uint64_t up_le(const uint8_t *b, int n) {
     return v;
 }
 
-static int up_add_item(pv *c, pv *item) {
+static int up_add_item(unpickler *u, pv *c, pv *item) {
+    /* BINGET pushes without making a value: bound the container items too */
+    if (++u->n_items > PTH_MAX_ITEMS) return up_err(u, "more than 4M items in tuples and dicts: not a state dict");
     if (c->count == c->cap) {
         size_t cap = c->cap ? 2 * c->cap : 4;
         pv **n = sf_realloc(c->items, "pickle container items", cap, sizeof *n);
@@ -159,7 +162,7 @@ static int up_tuple_of(unpickler *u, size_t from, size_t drop) {
     pv *t = up_new(u, PV_TUPLE);
     if (!t) return SF_ERR;
     for (size_t i = from; i < u->sp; i++)
-        if (up_add_item(t, u->stack[i]) != SF_OK) return SF_ERR;
+        if (up_add_item(u, t, u->stack[i]) != SF_OK) return SF_ERR;
     u->sp = drop;
     return up_push(u, t);
 }
@@ -167,7 +170,7 @@ static int up_tuple_of(unpickler *u, size_t from, size_t drop) {
 static int up_setitem(unpickler *u, pv *dict, pv *key, pv *value) {
     if (dict->kind != PV_DICT) return up_err(u, "SETITEM(S) on something that is not a dict");
     if (key->kind != PV_STR && key->kind != PV_INT) return up_err(u, "a dict key that is not a string");
-    return up_add_item(dict, key) != SF_OK || up_add_item(dict, value) != SF_OK ? SF_ERR : SF_OK;
+    return up_add_item(u, dict, key) != SF_OK || up_add_item(u, dict, value) != SF_OK ? SF_ERR : SF_OK;
 }
 
 static int up_str_is(const pv *v, const char *s) {

@@ -704,7 +704,7 @@ static void trainer_destroy(void *state) {
 /* sae_eval                                                                                        */
 
 static const sf_param_def eval_params[] = {
-    {"sae_dir", SF_PARAM_STRING, NULL, "trained SAE directory (paper, sparsify or SAELens layout)"},
+    {"sae_dir", SF_PARAM_STRING, NULL, "trained SAE directory (any layout saeflow sae info reads, or the directory of llm-jp-sae's sae.pth)"},
     {"out", SF_PARAM_STRING, "", "results JSON (default: SAE_DIR/eval.json)"},
     {"field", SF_PARAM_STRING, "acts", "message field holding the activations"},
     {"split", SF_PARAM_STRING, "", "evaluate only messages of this split (\"\": all)"},

@@ -134,6 +134,17 @@ with tempfile.TemporaryDirectory() as tmp:
     check(p.returncode == 0 and z3 is not None and np.abs(z3 - zr).max() < 1e-5,
           "saeflow sae convert sae.pth -> our layout: the same codes " + (p.stderr.strip()[-200:] if p.returncode else ""))
 
+    # the stages load it too: sae_eval over tensor_gen rows, checked then run
+    flow = os.path.join(tmp, "eval.flow")
+    with open(flow, "w") as f:
+        f.write('set sae = x\nstage gen = tensor_gen {\n count = 4\n rows = 32\n cols = %d\n seed = 1\n}\n'
+                'stage ev = sae_eval {\n input = gen\n field = tensor\n sae_dir = "${sae}"\n out = "%s"\n}\n'
+                % (D, os.path.join(tmp, "eval.json")))
+    p = run(SAEFLOW, "run", flow, "--no-progress", "sae=" + release)
+    ev = json.load(open(os.path.join(tmp, "eval.json"))) if p.returncode == 0 else {}
+    check(p.returncode == 0 and ev.get("tokens") == 128 and ev.get("normalize") == "unit" and 0 < ev.get("l0", 0) <= K,
+          "sae_eval runs on the directory holding sae.pth " + (p.stderr[-300:] if p.returncode else ""))
+
     # nl_None: no normalisation
     none_dir = os.path.join(tmp, "b", f"k_{K}", "nl_None")
     os.makedirs(none_dir)
@@ -153,6 +164,8 @@ with tempfile.TemporaryDirectory() as tmp:
     p = run(SAEFLOW, "sae", "info", bare, "--k", str(K))
     check(p.returncode == 1 and "no input normalisation" in p.stderr and "--normalize unit" in p.stderr,
           "no nl_ directory: asks for --normalize")
+    p = run(SAEFLOW, "check", flow, "sae=" + bare)
+    check(p.returncode == 2 and "records no k" in p.stderr, "saeflow check of sae_eval on it: the same error, exit 2")
     p = run(SAEFLOW, "sae", "info", bare, "--k", str(K), "--normalize", "unit")
     check(p.returncode == 0 and "normalize_from stated by the user" in p.stdout, "stated: loads, and says so")
     std_dir = os.path.join(tmp, "c", f"k_{K}", "nl_Standardization")
