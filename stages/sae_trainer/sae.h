@@ -116,9 +116,12 @@ int sae_check_source(const sae_model *m, const char *sae_dir, const char *hook, 
                      const char *model, int accept);
 
 /* Saves into dir (created if missing) in a layout. extra_json (may be NULL) is a JSON object
- * text whose members are added to the config (training metadata). In the sparsify and SAELens
- * layouts a scalar normalisation is folded into the weights (they have none of their own); a
- * per-token unit normalisation cannot be, and stays a config key. SF_OK or SF_ERR. */
+ * text whose members are added to the config (training metadata). Exports are made so that each
+ * library's own forward gives our codes: a scalar normalisation is folded into the weights of both;
+ * a unit one becomes SAELens' normalize_activations "constant_norm_rescale" (weights scaled by
+ * sqrt(d)); sparsify has no normalisation and a per-token one cannot be folded, so its export keeps
+ * our weights for inputs x / ||x|| (cfg.json's saeflow_input says so; a warning is logged).
+ * SF_OK or SF_ERR. */
 int sae_save(const sae_model *m, const char *dir, sae_layout layout, const char *extra_json);
 /* Creates dir and its missing parents (mkdir -p). */
 int sae_mkdirs(const char *dir);

@@ -26,7 +26,7 @@ static int sae_cli_usage(FILE *out, int rc) {
             "           codes: a unit (x/||x||) SAE gets SAELens' normalize_activations constant_norm_rescale\n"
             "           (weights scaled by sqrt(d_in)); a scalar one is folded into the weights; sparsify has no\n"
             "           input normalisation, so a unit SAE's sparsify export must be fed x/||x|| (its cfg.json\n"
-            "           says so, and convert warns)\n"
+            "           says so, and a warning is logged)\n"
             "  --k, --normalize  state what the files do not record: sae.pth keeps k and llm-jp-sae's --nl only in\n"
             "           its directory names (.../k_32/nl_Scalar/...; Scalar means x/||x||, i.e. unit); a 2025-03\n"
             "           state dict converted to safetensors records neither and is refused until stated\n");
@@ -77,10 +77,6 @@ int sae_cli_main(int argc, char **argv) {
     } else if (sae_save(&m, argv[3], layout, NULL) != SF_OK) {
         fprintf(stderr, "saeflow sae: %s\n", sf_last_error());
         rc = 1;
-    } else if (layout == SAE_LAYOUT_SPARSIFY && m.norm == SAE_NORM_UNIT) {
-        fprintf(stderr, "saeflow sae: warning: sparsify applies no input normalisation and this SAE's (x/||x|| per "
-                        "token) cannot be folded into weights: feed the sparsify export normalised activations "
-                        "(its cfg.json's saeflow_input says so), or export to SAELens, which has its own\n");
     }
     sae_model_free(&m);
     return rc;

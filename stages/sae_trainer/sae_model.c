@@ -637,6 +637,10 @@ static void sae_fold_unit(sae_model *m, int to_saelens) {
  * like it and no weights can fold a per-token division: its export keeps our weights, for inputs
  * x / ||x|| (cfg.json says so; saeflow sae convert warns). */
 int sae_save(const sae_model *m, const char *dir, sae_layout layout, const char *extra_json) {
+    if (layout == SAE_LAYOUT_SPARSIFY && m->norm == SAE_NORM_UNIT)
+        sf_log(SF_LOG_WARN, "%s: sparsify applies no input normalisation and this SAE's (x/||x|| per token) cannot "
+               "be folded into weights: feed this export normalised activations (its cfg.json's saeflow_input says "
+               "so), or use the SAELens export, which normalises itself", dir);
     int scalar = layout != SAE_LAYOUT_PAPER && m->norm == SAE_NORM_SCALAR;
     int unit = layout == SAE_LAYOUT_SAELENS && m->norm == SAE_NORM_UNIT;
     if (!scalar && !unit) return sae_save_layout(m, dir, layout, extra_json);

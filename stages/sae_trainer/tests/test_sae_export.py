@@ -171,7 +171,7 @@ with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, f"{norm}-{layout}")
             p = subprocess.run([SAEFLOW, "sae", "convert", ours, out, "--layout", layout], capture_output=True, text=True)
             check(p.returncode == 0, f"{norm} -> {layout}: convert " + (p.stderr[-200:] if p.returncode else ""))
-            warned = "warning: sparsify applies no input normalisation" in p.stderr
+            warned = "sparsify applies no input normalisation" in p.stderr
             check(warned == (norm == "unit" and layout == "sparsify"),
                   f"{norm} -> {layout}: convert warns {'(sparsify cannot normalise per token)' if warned else 'nothing'}")
         zs, outs, cfg = saelens_forward(os.path.join(tmp, f"{norm}-saelens"), x)
