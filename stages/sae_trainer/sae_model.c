@@ -793,20 +793,13 @@ static int sae_legacy_norm(const char *dir, sae_norm_mode *norm, char *from, siz
     char full[4200];
     if (!realpath(dir, full)) snprintf(full, sizeof full, "%s", dir);
     strncat(full, "/", sizeof full - strlen(full) - 1);
-    const char *nl = NULL;
-    for (const char *c = full; *c; c++)
-        if ((c == full || c[-1] == '/') && !strncmp(c, "nl_", 3)) nl = c + 3;
-    if (nl && !strncmp(nl, "Scalar/", 7)) *norm = SAE_NORM_UNIT;
-    else if (nl && !strncmp(nl, "None/", 5)) *norm = SAE_NORM_NONE;
-    else
-        return sf_fail("%s: a state dict of llm-jp-sae's 2025-03 SparseAutoEncoder (encoder.weight, W_dec [n,d]) "
-                       "converted to safetensors: nothing records its input normalisation (that code's --nl: Scalar, "
-                       "its default, is x/||x||; None; Standardization) and loading it with the wrong one gives wrong "
-                       "codes silently. State it: saeflow sae convert %s OUT --normalize unit|none",
-                       dir, dir);
-    snprintf(from, cap, "from the directory nl_%.*s (llm-jp-sae 2025-03: Scalar is x/||x||)",
-             (int)(strchr(nl, '/') - nl), nl);
-    return SF_OK;
+    int rc = sae_pth_dir_norm(full, norm, from, cap);
+    if (rc != SF_DONE) return rc;
+    return sf_fail("%s: a state dict of llm-jp-sae's 2025-03 SparseAutoEncoder (encoder.weight, W_dec [n,d]) "
+                   "converted to safetensors: nothing records its input normalisation (that code's --nl: Scalar, "
+                   "its default, is x/||x||; None; Standardization) and loading it with the wrong one gives wrong "
+                   "codes silently. State it: saeflow sae convert %s OUT --normalize unit|none",
+                   dir, dir);
 }
 
 int sae_load(sae_model *m, const char *dir) {

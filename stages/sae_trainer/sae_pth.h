@@ -45,6 +45,11 @@ int sae_pth_read(sae_pth *p, const sae_pth_tensor *t, float *dst);
 /* The restricted unpickler alone (the fuzzer's entry): parses a state dict pickle; SF_OK or SF_ERR. */
 int sae_pth_check_pickle(const void *data, size_t size);
 
+/* llm-jp-sae 2025-03's --nl from the directories path lies under (a directory needs a trailing '/'):
+ * nl_Scalar (x/||x||: unit) or nl_None; *from says so. SF_OK, SF_DONE when no nl_ directory, SF_ERR
+ * (sf_fail) for another value (Standardization: unsupported). */
+int sae_pth_dir_norm(const char *path, sae_norm_mode *norm, char *from, size_t cap);
+
 /* Loads llm-jp-sae's 2025-03 sae.pth. k <= 0: from a `k_N` directory in path; norm < 0: from an
  * `nl_Scalar` (x/||x||: unit) or `nl_None` directory; either missing is an error naming the option. */
 int sae_pth_load(sae_model *m, const char *path, int k, int norm);

@@ -33,6 +33,18 @@ static int pth_tensor(sae_pth *p, const char *path, const char *name, int64_t ro
     return sae_pth_read(p, t, dst);
 }
 
+int sae_pth_dir_norm(const char *path, sae_norm_mode *norm, char *from, size_t cap) {
+    char val[32];
+    if (!path_value(path, "nl_", val, sizeof val)) return SF_DONE;
+    if (!strcmp(val, "Scalar")) *norm = SAE_NORM_UNIT;
+    else if (!strcmp(val, "None")) *norm = SAE_NORM_NONE;
+    else
+        return sf_fail("%s: normalisation nl_%s is not supported (llm-jp-sae's Standardization is (x - mean) / "
+                       "std per token; saeflow has unit, scalar and none)", path, val);
+    snprintf(from, cap, "from the directory nl_%s (llm-jp-sae 2025-03: Scalar is x/||x||)", val);
+    return SF_OK;
+}
+
 int sae_pth_load(sae_model *m, const char *path, int k, int norm) {
     memset(m, 0, sizeof *m);
     char val[32], from_k[40] = "", from_norm[112];
@@ -44,16 +56,14 @@ int sae_pth_load(sae_model *m, const char *path, int k, int norm) {
         snprintf(from_k, sizeof from_k, "k from the directory k_%d", k);
     }
     if (norm < 0) {
-        if (!path_value(path, "nl_", val, sizeof val))
+        sae_norm_mode nm = SAE_NORM_NONE;
+        int rc = sae_pth_dir_norm(path, &nm, from_norm, sizeof from_norm);
+        if (rc == SF_DONE)
             return sf_fail("%s: sae.pth records no input normalisation (llm-jp-sae's 2025-03 code saves it only in "
                            "the directory name nl_Scalar, nl_None or nl_Standardization; its default Scalar is "
                            "x/||x||): state it, e.g. saeflow sae convert %s OUT --normalize unit", path, path);
-        if (!strcmp(val, "Scalar")) norm = SAE_NORM_UNIT;
-        else if (!strcmp(val, "None")) norm = SAE_NORM_NONE;
-        else
-            return sf_fail("%s: normalisation nl_%s is not supported (llm-jp-sae's Standardization is (x - mean) / "
-                           "std per token; saeflow has unit, scalar and none)", path, val);
-        snprintf(from_norm, sizeof from_norm, "from the directory nl_%s (llm-jp-sae 2025-03: Scalar is x/||x||)", val);
+        if (rc != SF_OK) return SF_ERR;
+        norm = (int)nm;
     } else if (norm == SAE_NORM_SCALAR) {
         return sf_fail("%s: normalize scalar needs its dataset statistic, which llm-jp-sae's 2025-03 code never "
                        "had (its options: Scalar = x/||x|| = unit, None = none)", path);
