@@ -874,6 +874,8 @@ int sae_load_as(sae_model *m, const char *dir, int k_given, int norm_given) {
         }
     }
     int native_sparsify = json_object_get(cfg, "normalize_decoder") != NULL; /* sparsify's own cfg.json */
+    /* SAELens' TopK option: pre-activations times ||W_dec row||, codes divided by it before decoding */
+    int saelens_dec_norm = layout == SAE_LAYOUT_SAELENS && json_is_true(json_object_get(cfg, "rescale_acts_by_decoder_norm"));
     json_t *hk = json_object_get(json_object_get(cfg, "saeflow_training"), "hook");
     if (!json_is_string(hk)) hk = json_object_get(cfg, "hook_name");
     if (!json_is_string(hk)) hk = json_object_get(json_object_get(cfg, "metadata"), "hook_name");
@@ -944,6 +946,14 @@ int sae_load_as(sae_model *m, const char *dir, int k_given, int norm_given) {
     }
     sf_st_close(f);
     if (rc == SF_OK && saelens_rescale) sae_fold_unit(m, 0);
+    if (rc == SF_OK && saelens_dec_norm) /* folded as SAELens' own fold_W_dec_norm does: the same codes */
+        for (int i = 0; i < m->n; i++) {
+            float *wd = m->W_dec + (size_t)i * m->d, *we = m->W_enc + (size_t)i * m->d, s2 = 0;
+            for (int j = 0; j < m->d; j++) s2 += wd[j] * wd[j];
+            float s = sqrtf(s2);
+            for (int j = 0; j < m->d; j++) we[j] *= s, wd[j] = s > 0 ? wd[j] / s : 0;
+            m->b_enc[i] *= s; /* a zero row: pre-activation 0, as in SAELens */
+        }
     return rc;
 fail:
     sf_st_close(f);

@@ -205,5 +205,24 @@ with tempfile.TemporaryDirectory() as tmp:
             zb, _, _ = saeflow_codes(os.path.join(tmp, f"{norm}-{layout}"), x, tmp)
             same_codes(zb, z, f"{norm} -> {layout} -> saeflow")
 
+    # A SAELens TopK SAE saved with rescale_acts_by_decoder_norm (its training default): decoder rows
+    # of any norm, pre-activations scaled by them. saeflow folds that in on load: the same codes.
+    sl = os.path.join(tmp, "saelens-rescale")
+    os.makedirs(sl)
+    row_norms = rng.uniform(0.3, 3.0, N)
+    W_enc = rng.standard_normal((D, N)) * 0.2
+    write_safetensors(os.path.join(sl, "sae_weights.safetensors"),
+                      {"W_enc": W_enc, "W_dec": atoms * row_norms[:, None], "b_enc": rng.standard_normal(N) * 0.05,
+                       "b_dec": rng.standard_normal(D) * 0.1})
+    json.dump({"d_in": D, "d_sae": N, "k": K, "architecture": "topk", "dtype": "float32", "device": "cpu",
+               "apply_b_dec_to_input": True, "normalize_activations": "none", "rescale_acts_by_decoder_norm": True,
+               "metadata": {"sae_lens_version": "6.5.0", "hook_name": "blocks.3.hook_resid_post"}},
+              open(os.path.join(sl, "cfg.json"), "w"))
+    zs, outs, _ = saelens_forward(sl, x)
+    z, xhat, _ = saeflow_codes(sl, x, tmp)
+    same_codes(z, zs, "SAELens rescale_acts_by_decoder_norm -> saeflow")
+    check(abs(fvu(x, xhat) - fvu(x, outs)) < 1e-5 * fvu(x, outs),
+          f"... and the same FVU {fvu(x, xhat):.6f} = {fvu(x, outs):.6f}")
+
 print("failures:", failures)
 sys.exit(1 if failures else 0)
