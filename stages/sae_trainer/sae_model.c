@@ -876,6 +876,8 @@ int sae_load_as(sae_model *m, const char *dir, int k_given, int norm_given) {
     int native_sparsify = json_object_get(cfg, "normalize_decoder") != NULL; /* sparsify's own cfg.json */
     /* SAELens' TopK option: pre-activations times ||W_dec row||, codes divided by it before decoding */
     int saelens_dec_norm = layout == SAE_LAYOUT_SAELENS && json_is_true(json_object_get(cfg, "rescale_acts_by_decoder_norm"));
+    /* SAELens without apply_b_dec_to_input encodes x, not x - b_dec */
+    int saelens_raw_in = layout == SAE_LAYOUT_SAELENS && json_is_false(json_object_get(cfg, "apply_b_dec_to_input"));
     json_t *hk = json_object_get(json_object_get(cfg, "saeflow_training"), "hook");
     if (!json_is_string(hk)) hk = json_object_get(cfg, "hook_name");
     if (!json_is_string(hk)) hk = json_object_get(json_object_get(cfg, "metadata"), "hook_name");
@@ -945,6 +947,12 @@ int sae_load_as(sae_model *m, const char *dir, int k_given, int norm_given) {
         sae_model_free(m);
     }
     sf_st_close(f);
+    if (rc == SF_OK && saelens_raw_in) /* W_enc x + b_enc = W_enc (x - b_dec) + (b_enc + W_enc b_dec) */
+        for (int i = 0; i < m->n; i++) {
+            double dot = 0;
+            for (int j = 0; j < m->d; j++) dot += (double)m->W_enc[(size_t)i * m->d + j] * m->b_dec[j];
+            m->b_enc[i] += (float)dot;
+        }
     if (rc == SF_OK && saelens_rescale) sae_fold_unit(m, 0);
     if (rc == SF_OK && saelens_dec_norm) /* folded as SAELens' own fold_W_dec_norm does: the same codes */
         for (int i = 0; i < m->n; i++) {

@@ -218,11 +218,15 @@ with tempfile.TemporaryDirectory() as tmp:
                "apply_b_dec_to_input": True, "normalize_activations": "none", "rescale_acts_by_decoder_norm": True,
                "metadata": {"sae_lens_version": "6.5.0", "hook_name": "blocks.3.hook_resid_post"}},
               open(os.path.join(sl, "cfg.json"), "w"))
-    zs, outs, _ = saelens_forward(sl, x)
-    z, xhat, _ = saeflow_codes(sl, x, tmp)
-    same_codes(z, zs, "SAELens rescale_acts_by_decoder_norm -> saeflow")
-    check(abs(fvu(x, xhat) - fvu(x, outs)) < 1e-5 * fvu(x, outs),
-          f"... and the same FVU {fvu(x, xhat):.6f} = {fvu(x, outs):.6f}")
+    for apply_b_dec in (True, False):
+        cfg = json.load(open(os.path.join(sl, "cfg.json")))
+        json.dump(dict(cfg, apply_b_dec_to_input=apply_b_dec), open(os.path.join(sl, "cfg.json"), "w"))
+        zs, outs, _ = saelens_forward(sl, x)
+        z, xhat, _ = saeflow_codes(sl, x, tmp)
+        what = f"SAELens rescale_acts_by_decoder_norm, apply_b_dec_to_input {apply_b_dec} -> saeflow"
+        same_codes(z, zs, what)
+        check(abs(fvu(x, xhat) - fvu(x, outs)) < 1e-5 * fvu(x, outs),
+              f"{what}: the same FVU {fvu(x, xhat):.6f} = {fvu(x, outs):.6f}")
 
 print("failures:", failures)
 sys.exit(1 if failures else 0)
