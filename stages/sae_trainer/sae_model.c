@@ -874,6 +874,19 @@ int sae_load_as(sae_model *m, const char *dir, int k_given, int norm_given) {
         }
     }
     int native_sparsify = json_object_get(cfg, "normalize_decoder") != NULL; /* sparsify's own cfg.json */
+    /* What the other libraries can save that is not this TopK SAE's forward: refused, not misread. */
+    json_t *arch = json_object_get(cfg, layout == SAE_LAYOUT_SAELENS ? "architecture" : "activation");
+    const char *other = json_is_string(arch) && strcmp(json_string_value(arch), "topk") != 0 ? json_string_value(arch)
+                        : layout == SAE_LAYOUT_SPARSIFY && json_is_true(json_object_get(cfg, "transcode")) ? "transcode"
+                        : layout == SAE_LAYOUT_SPARSIFY && json_is_true(json_object_get(cfg, "skip_connection"))
+                            ? "skip_connection"
+                            : NULL;
+    if (other) {
+        int rc = sf_fail("%s: a '%s' sparse coder, not a TopK SAE (z = TopK(ReLU(W_enc (x - b_dec) + b_enc))): "
+                         "saeflow cannot encode with it", path, other);
+        json_decref(cfg);
+        return rc;
+    }
     /* SAELens' TopK option: pre-activations times ||W_dec row||, codes divided by it before decoding */
     int saelens_dec_norm = layout == SAE_LAYOUT_SAELENS && json_is_true(json_object_get(cfg, "rescale_acts_by_decoder_norm"));
     /* SAELens without apply_b_dec_to_input encodes x, not x - b_dec */

@@ -228,5 +228,18 @@ with tempfile.TemporaryDirectory() as tmp:
         check(abs(fvu(x, xhat) - fvu(x, outs)) < 1e-5 * fvu(x, outs),
               f"{what}: the same FVU {fvu(x, xhat):.6f} = {fvu(x, outs):.6f}")
 
+    # what the libraries save that is not this forward: refused by name, not misread
+    for layout, extra, name in (("saelens", {"architecture": "jumprelu"}, "jumprelu"),
+                                ("sparsify", {"activation": "groupmax"}, "groupmax"),
+                                ("sparsify", {"transcode": True}, "transcode"),
+                                ("sparsify", {"skip_connection": True}, "skip_connection")):
+        d = os.path.join(tmp, f"unit-{layout}")
+        cfg = json.load(open(os.path.join(d, "cfg.json")))
+        json.dump(dict(cfg, **extra), open(os.path.join(d, "cfg.json"), "w"))
+        p = subprocess.run([SAEFLOW, "sae", "info", d], capture_output=True, text=True)
+        check(p.returncode == 1 and f"a '{name}' sparse coder, not a TopK SAE" in p.stderr,
+              f"{layout} {extra}: refused by name")
+        json.dump(cfg, open(os.path.join(d, "cfg.json"), "w"))
+
 print("failures:", failures)
 sys.exit(1 if failures else 0)
