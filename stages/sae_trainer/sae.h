@@ -123,8 +123,6 @@ int sae_check_source(const sae_model *m, const char *sae_dir, const char *hook, 
  * our weights for inputs x / ||x|| (cfg.json's saeflow_input says so; a warning is logged).
  * SF_OK or SF_ERR. */
 int sae_save(const sae_model *m, const char *dir, sae_layout layout, const char *extra_json);
-/* Creates dir and its missing parents (mkdir -p). */
-int sae_mkdirs(const char *dir);
 
 const char *sae_norm_name(sae_norm_mode mode);
 int sae_norm_parse(const char *name, sae_norm_mode *out); /* SF_OK / SF_ERR */
