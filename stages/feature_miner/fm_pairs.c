@@ -3,10 +3,10 @@
  *
  * Reading the corpus keeps only the paired rows' id, lang and pair strings, never their text. A
  * paired section's doc_id is text_source's (ts_doc_hash of lang and id, as `label_field = lang`,
- * `id_field = id` give it), so the stream's sequences find their section by id alone. Memory: one
- * float per feature for every paired section that arrives (4 F bytes each), and at the end two
- * fire bits per feature and pair plus the permuted counts of the tested features (4 P F_tested
- * bytes). */
+ * `id_field = id` give it), so the stream's sequences find their section by id alone. Memory: a
+ * paired section keeps its mined tokens and positive top-k outputs until the end of the stream
+ * (4 + 12 k bytes per token at most), as its other side may come last; at the end four fire bits
+ * per feature and pair and the permuted counts of the tested features (4 P F_tested bytes). */
 #include "fm_pairs.h"
 
 #include <math.h>
@@ -203,8 +203,8 @@ static int build_pairs(fm_pairs *p, prow *rows, int n) {
     p->doc[1] = sf_alloc("pair doc ids", (size_t)n_pairs, sizeof *p->doc[1]);
     p->keys = sf_zalloc("pair id table", cap, sizeof *p->keys);
     p->slot_of = sf_alloc("pair id table", cap, sizeof *p->slot_of);
-    p->max = sf_zalloc("paired sections", 2 * (size_t)n_pairs, sizeof *p->max);
-    if (!p->doc[0] || !p->doc[1] || !p->keys || !p->slot_of || !p->max) return SF_ERR;
+    p->sec = sf_zalloc("paired sections", 2 * (size_t)n_pairs, sizeof *p->sec);
+    if (!p->doc[0] || !p->doc[1] || !p->keys || !p->slot_of || !p->sec) return SF_ERR;
     int k = 0;
     for (int i = 0; i < n; i++) {
         prow *r = &rows[i];
@@ -249,30 +249,50 @@ fm_pairs *fm_pairs_load(const char *path, const fm_pairs_cfg *cfg) {
 
 void fm_pairs_free(fm_pairs *p) {
     if (!p) return;
-    if (p->max)
-        for (int i = 0; i < 2 * p->n_pairs; i++) free(p->max[i]);
-    free(p->max), free(p->doc[0]), free(p->doc[1]), free(p->keys), free(p->slot_of);
+    if (p->sec)
+        for (int i = 0; i < 2 * p->n_pairs; i++) free(p->sec[i].tok), free(p->sec[i].ent);
+    free(p->sec), free(p->doc[0]), free(p->doc[1]), free(p->keys), free(p->slot_of);
     free(p->labels[0]), free(p->labels[1]), free(p->path), free(p->stat);
     free(p);
 }
 
-int fm_pairs_add(fm_pairs *p, int64_t doc_id, const int32_t *idx, const float *val, int T, int k) {
+/* Appends n items of size sz to *arr (length *len, capacity *cap). */
+static int push(void **arr, size_t *len, size_t *cap, const void *items, size_t n, size_t sz, const char *what) {
+    if (*len + n > *cap) {
+        size_t c = *cap ? *cap : 256;
+        while (c < *len + n) c *= 2;
+        void *a = sf_realloc(*arr, what, c, sz);
+        if (!a) return SF_ERR;
+        *arr = a, *cap = c;
+    }
+    memcpy((char *)*arr + *len * sz, items, n * sz);
+    *len += n;
+    return SF_OK;
+}
+
+int fm_pairs_add(fm_pairs *p, int64_t doc_id, const int32_t *tokens, const int32_t *idx, const float *val, int T, int k) {
     if (doc_id < 0) return sf_fail("pairs: a sequence without doc_id: the pairs test needs text_source's document ids");
     size_t at = slot_find(p, (uint64_t)doc_id);
     if (!p->keys[at]) {
         p->seqs_other++;
         return SF_OK;
     }
-    int slot = p->slot_of[at], F = p->cfg.n_features;
-    float *mx = p->max[slot];
-    if (!mx && !(mx = p->max[slot] = sf_zalloc("a paired section's feature maxima", (size_t)F, sizeof *mx))) return SF_ERR;
+    int F = p->cfg.n_features;
+    fm_pairs_sec *sec = &p->sec[p->slot_of[at]];
+    sec->seen = 1;
     p->seqs_paired++;
-    for (size_t j = 0; j < (size_t)T * (size_t)k; j++) {
-        float v = val[j];
-        if (!(v > 0) || !isfinite(v)) continue;
-        if (idx[j] < 0 || idx[j] >= F) return sf_fail("pairs: latent index %d outside [0, %d)", idx[j], F);
-        if (v > mx[idx[j]]) mx[idx[j]] = v;
-    }
+    if (push((void **)&sec->tok, &sec->n_tok, &sec->cap_tok, tokens, (size_t)T, sizeof *tokens, "a paired section's tokens") != SF_OK)
+        return SF_ERR;
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < k; j++) {
+            float v = val[(size_t)t * k + j];
+            int32_t f = idx[(size_t)t * k + j];
+            if (!(v > 0) || !isfinite(v)) continue;
+            if (f < 0 || f >= F) return sf_fail("pairs: latent index %d outside [0, %d)", f, F);
+            fm_pairs_ent e = {.tok = tokens[t], .feat = f, .val = v};
+            if (push((void **)&sec->ent, &sec->n_ent, &sec->cap_ent, &e, 1, sizeof e, "a paired section's activations") != SF_OK)
+                return SF_ERR;
+        }
     return SF_OK;
 }
 
@@ -281,11 +301,54 @@ static int cmp_u32(const void *x, const void *y) {
     return (a > b) - (a < b);
 }
 
+static int cmp_i32(const void *x, const void *y) {
+    int32_t a = *(const int32_t *)x, b = *(const int32_t *)y;
+    return (a > b) - (a < b);
+}
+
+/* Sorts a section's tokens and drops repeats: the set the other side's tokens are looked up in. */
+static void token_set(fm_pairs_sec *s) {
+    qsort(s->tok, s->n_tok, sizeof *s->tok, cmp_i32);
+    size_t u = 0;
+    for (size_t i = 0; i < s->n_tok; i++)
+        if (!u || s->tok[i] != s->tok[u - 1]) s->tok[u++] = s->tok[i];
+    s->n_tok = u;
+}
+
+/* Fire bits [n][F] per side, over the pair's tokens not in the other side (strict) and over all
+ * (all_bits), and the strict maxima summed for mean_max. */
+static int fire_bits(fm_pairs *p, const int32_t *mined, int n, unsigned char *strict[2], unsigned char *all_bits[2]) {
+    int F = p->cfg.n_features;
+    float *mx = sf_alloc("a section's feature maxima", 2 * (size_t)F, sizeof *mx);
+    if (!mx) return SF_ERR;
+    for (int i = 0; i < 2 * p->n_pairs; i++)
+        if (p->sec[i].seen) token_set(&p->sec[i]);
+    for (int m = 0; m < n; m++)
+        for (int s = 0; s < 2; s++) {
+            const fm_pairs_sec *me = &p->sec[2 * mined[m] + s], *other = &p->sec[2 * mined[m] + 1 - s];
+            float *ms = mx, *ma = mx + F;
+            memset(mx, 0, 2 * (size_t)F * sizeof *mx);
+            for (size_t e = 0; e < me->n_ent; e++) {
+                const fm_pairs_ent *x = &me->ent[e];
+                if (x->val > ma[x->feat]) ma[x->feat] = x->val;
+                if (x->val > ms[x->feat] && !bsearch(&x->tok, other->tok, other->n_tok, sizeof *other->tok, cmp_i32))
+                    ms[x->feat] = x->val;
+            }
+            for (int f = 0; f < F; f++) {
+                strict[s][(size_t)m * F + f] = ms[f] > 0;
+                all_bits[s][(size_t)m * F + f] = ma[f] > 0;
+                p->stat[f].mean_max[s] += ms[f];
+            }
+        }
+    free(mx);
+    return SF_OK;
+}
+
 int fm_pairs_finish(fm_pairs *p) {
     int F = p->cfg.n_features, P = p->cfg.permutations, n = 0;
-    p->sides_alone = p->n_tested = p->n_cross = 0;
+    p->sides_alone = p->n_tested = p->n_cross = p->n_tested_all = p->n_cross_all = 0;
     for (int k = 0; k < p->n_pairs; k++) {
-        int have = !!p->max[2 * k] + !!p->max[2 * k + 1];
+        int have = p->sec[2 * k].seen + p->sec[2 * k + 1].seen;
         n += have == 2, p->sides_alone += have == 1;
     }
     p->n_mined = n;
@@ -298,15 +361,25 @@ int fm_pairs_finish(fm_pairs *p) {
     free(p->stat);
     if (!(p->stat = sf_zalloc("pairs statistics", (size_t)F, sizeof *p->stat))) return SF_ERR;
     int32_t *mined = sf_alloc("mined pairs", (size_t)n, sizeof *mined);
-    if (!mined) return SF_ERR;
+    unsigned char *bits = sf_alloc("fire bits of every feature and pair", 4 * (size_t)n, (size_t)F);
+    if (!mined || !bits) {
+        free(mined), free(bits);
+        return SF_ERR;
+    }
     for (int k = 0, m = 0; k < p->n_pairs; k++)
-        if (p->max[2 * k] && p->max[2 * k + 1]) mined[m++] = k;
+        if (p->sec[2 * k].seen && p->sec[2 * k + 1].seen) mined[m++] = k;
+    size_t nF = (size_t)n * (size_t)F;
+    unsigned char *S[2] = {bits, bits + nF}, *L[2] = {bits + 2 * nF, bits + 3 * nF};
+    if (fire_bits(p, mined, n, S, L) != SF_OK) {
+        free(mined), free(bits);
+        return SF_ERR;
+    }
     for (int f = 0; f < F; f++) {
         fm_pairs_stat *st = &p->stat[f];
         for (int m = 0; m < n; m++) {
-            const float *a = p->max[2 * mined[m]], *b = p->max[2 * mined[m] + 1];
-            st->fires[0] += a[f] > 0, st->fires[1] += b[f] > 0, st->both += a[f] > 0 && b[f] > 0;
-            st->mean_max[0] += a[f], st->mean_max[1] += b[f];
+            size_t at = (size_t)m * F + (size_t)f;
+            st->fires[0] += S[0][at], st->fires[1] += S[1][at], st->both += S[0][at] & S[1][at];
+            st->all_fires[0] += L[0][at], st->all_fires[1] += L[1][at], st->all_both += L[0][at] & L[1][at];
         }
         st->mean_max[0] /= n, st->mean_max[1] /= n;
         st->expected = (double)st->fires[0] * st->fires[1] / n;
@@ -314,12 +387,20 @@ int fm_pairs_finish(fm_pairs *p) {
         st->p_exact = fm_pairs_hyper_tail(n, st->fires[0], st->fires[1], st->both);
         st->p_perm = 1, st->z = NAN; /* untested: every shuffled count is 0 as well */
         p->n_tested += st->tested;
+        st->all_p_exact = fm_pairs_hyper_tail(n, st->all_fires[0], st->all_fires[1], st->all_both);
+        p->n_tested_all += st->all_fires[0] > 0 && st->all_fires[1] > 0;
     }
     p->threshold = p->cfg.alpha / (p->n_tested ? p->n_tested : 1);
+    p->threshold_all = p->cfg.alpha / (p->n_tested_all ? p->n_tested_all : 1);
+    for (int f = 0; f < F; f++) {
+        fm_pairs_stat *st = &p->stat[f];
+        st->all_cross = st->all_fires[0] > 0 && st->all_fires[1] > 0 && st->all_p_exact <= p->threshold_all;
+        p->n_cross_all += st->all_cross;
+    }
     /* Can n pairs reach the threshold at all? The smallest tail is 1 / C(n, n/2) (half fire on
      * both sides, always together). */
     if (-lchoose(n, n / 2) > log(p->threshold)) {
-        free(mined);
+        free(mined), free(bits);
         return sf_fail("pairs: the stream held both sides of only %d of the %d pairs of %s: too few for any feature to "
                        "pass p <= %.3g / %d tested features (the smallest p %d pairs allow is %.3g): mine more of the "
                        "paired sections (text_source split = all)", n, p->n_pairs, p->path, p->cfg.alpha, p->n_tested, n,
@@ -328,12 +409,12 @@ int fm_pairs_finish(fm_pairs *p) {
     /* The null: fire bits of the tested features, [n][Ft] per side, and P shuffled pairings. */
     int Ft = p->n_tested;
     int *col = sf_alloc("tested features", (size_t)(Ft ? Ft : 1), sizeof *col);
-    unsigned char *A = sf_alloc("fire bits", (size_t)n * (size_t)(Ft ? Ft : 1), 2);
+    unsigned char *A = sf_alloc("fire bits of the tested features", (size_t)n * (size_t)(Ft ? Ft : 1), 2);
     uint32_t *cnt = sf_alloc("permuted counts", (size_t)(Ft ? Ft : 1), sizeof *cnt);
     uint32_t *null = sf_alloc("permuted counts of every tested feature", (size_t)P * (size_t)(Ft ? Ft : 1), sizeof *null);
     int32_t *pi = sf_alloc("a permutation", (size_t)n, sizeof *pi);
     if (!col || !A || !cnt || !null || !pi) {
-        free(col), free(A), free(cnt), free(null), free(pi), free(mined);
+        free(col), free(A), free(cnt), free(null), free(pi), free(mined), free(bits);
         return SF_ERR;
     }
     unsigned char *B = A + (size_t)n * (size_t)Ft;
@@ -341,9 +422,10 @@ int fm_pairs_finish(fm_pairs *p) {
         if (p->stat[f].tested) col[j++] = f;
     for (int m = 0; m < n; m++)
         for (int j = 0; j < Ft; j++) {
-            A[(size_t)m * Ft + j] = p->max[2 * mined[m]][col[j]] > 0;
-            B[(size_t)m * Ft + j] = p->max[2 * mined[m] + 1][col[j]] > 0;
+            A[(size_t)m * Ft + j] = S[0][(size_t)m * F + col[j]];
+            B[(size_t)m * Ft + j] = S[1][(size_t)m * F + col[j]];
         }
+    free(bits);
     for (int r = 0; r < P; r++) {
         fm_pairs_permutation(p->cfg.seed, r, n, pi);
         memset(cnt, 0, (size_t)Ft * sizeof *cnt);
@@ -406,11 +488,13 @@ json_t *fm_pairs_summary_json(const fm_pairs *p, int alive) {
     json_object_set_new(o, "features_tested", json_integer(p->n_tested));
     json_object_set_new(o, "threshold", jnum(p->threshold));
     json_object_set_new(o, "cross_lingual", json_integer(p->n_cross));
+    json_object_set_new(o, "features_tested_all_tokens", json_integer(p->n_tested_all));
+    json_object_set_new(o, "cross_lingual_all_tokens", json_integer(p->n_cross_all));
     json_object_set_new(o, "alive", json_integer(alive));
     json_object_set_new(o, "share", jnum(alive ? (double)p->n_cross / alive : 0));
     json_object_set_new(o, "statistic",
-                        json_string("pairs where the feature fires (top-k output > 0 at some mined token of the "
-                                    "section) on both sides"));
+                        json_string("pairs where the feature fires (top-k output > 0) on both sides at mined tokens "
+                                    "the other side does not contain (all_tokens: at any mined token)"));
     json_object_set_new(o, "rule",
                         json_string("cross-lingual (pairs) when p_exact <= alpha / features_tested: p_exact the upper "
                                     "tail of the shuffled-pairs null, hypergeometric given each side's firing count"));
@@ -433,5 +517,11 @@ json_t *fm_pairs_feature_json(const fm_pairs *p, int i) {
     json_object_set_new(o, "mean_max", side_obj(p, st->mean_max[0], st->mean_max[1], 0));
     json_object_set_new(o, "tested", json_boolean(st->tested));
     json_object_set_new(o, "cross_lingual", json_boolean(st->cross));
+    json_t *all = json_object();
+    json_object_set_new(all, "fires", side_obj(p, st->all_fires[0], st->all_fires[1], 1));
+    json_object_set_new(all, "both", json_integer(st->all_both));
+    json_object_set_new(all, "p_exact", jnum(st->all_p_exact));
+    json_object_set_new(all, "cross_lingual", json_boolean(st->all_cross));
+    json_object_set_new(o, "all_tokens", all);
     return o;
 }

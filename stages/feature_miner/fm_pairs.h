@@ -4,7 +4,9 @@
  * test (it has none from pairs); the paper's language classes come from fm_lang.
  *
  * Per paired section mined, each feature's summary is its maximum top-k output over the section's
- * mined tokens; the feature "fires on a side" when that maximum is > 0. The statistic of a
+ * mined tokens that the other side of the pair does not contain (so that a command, number or
+ * path copied verbatim into the translation cannot make a feature "cross-lingual"); the feature
+ * "fires on a side" when that maximum is > 0. The statistic of a
  * feature is C, the number of pairs where it fires on both sides. The null shuffles the pairing:
  * side B of pair pi(i) is matched with side A of pair i, for a seeded number of random
  * permutations pi; given how many sections fire on each side (a and b of n pairs), the null
@@ -12,6 +14,8 @@
  * and the permutations estimate the same null (mean, sd, 99.9th percentile, empirical p) as a
  * check and for display. A feature is cross-lingual (pairs) when p_exact <= alpha / F_tested,
  * F_tested the features that fire on at least one section of each side (Bonferroni over them).
+ * The same count and exact tail over all mined tokens (shared ones included) are reported beside
+ * it (all_tokens), to show how much verbatim shared tokens alone would add.
  *
  * Runtime-independent: the stage feeds it sequences (fm_pairs_add) and writes its JSON. */
 #ifndef FM_PAIRS_H
@@ -39,7 +43,25 @@ typedef struct fm_pairs_stat {
     double mean_max[2];/* mean over pairs of the side's section maximum */
     int tested;        /* fires on both sides somewhere (a > 0 and b > 0) */
     int cross;         /* cross-lingual (pairs) */
+    /* the same over all mined tokens, shared ones included (no permutations) */
+    int all_fires[2], all_both, all_cross;
+    double all_p_exact;
 } fm_pairs_stat;
+
+/* What a paired section keeps until the end of the stream: its tokens, and its positive top-k
+ * outputs with the token they are at. */
+typedef struct fm_pairs_ent {
+    int32_t tok, feat;
+    float val;
+} fm_pairs_ent;
+
+typedef struct fm_pairs_sec {
+    int seen;
+    int32_t *tok; /* [n_tok]; sorted and unique at the end */
+    size_t n_tok, cap_tok;
+    fm_pairs_ent *ent; /* [n_ent] */
+    size_t n_ent, cap_ent;
+} fm_pairs_sec;
 
 typedef struct fm_pairs {
     fm_pairs_cfg cfg;
@@ -50,13 +72,15 @@ typedef struct fm_pairs {
     uint64_t *keys;      /* open addressing doc_id -> slot, [cap] (0 = empty; ids are < 2^63, +1 stored) */
     int32_t *slot_of;    /* [cap]: pair * 2 + side */
     size_t cap;
-    float **max;         /* [2 * n_pairs] -> [n_features] section maxima, NULL until the section arrives */
+    fm_pairs_sec *sec;   /* [2 * n_pairs]: pair k's side s at 2 k + s; pairs in the byte order of side 0's id */
     uint64_t seqs_paired, seqs_other; /* sequences of paired sections / of other documents */
     /* after fm_pairs_finish */
     int n_mined;         /* pairs with both sides mined */
     int sides_alone;     /* paired sections mined without their other side */
     int n_tested, n_cross;
     double threshold;    /* alpha / n_tested: p_exact must not exceed it */
+    int n_tested_all, n_cross_all; /* over all tokens */
+    double threshold_all;
     fm_pairs_stat *stat; /* [n_features] */
 } fm_pairs;
 
@@ -67,9 +91,9 @@ typedef struct fm_pairs {
 fm_pairs *fm_pairs_load(const char *path, const fm_pairs_cfg *cfg);
 void fm_pairs_free(fm_pairs *p);
 
-/* One sequence of document doc_id: T tokens' k latents (idx, val) as fm_miner_add takes them.
- * Sequences of documents that are no side of a pair are counted and ignored. SF_OK / SF_ERR. */
-int fm_pairs_add(fm_pairs *p, int64_t doc_id, const int32_t *idx, const float *val, int T, int k);
+/* One sequence of document doc_id: T tokens and their k latents (idx, val) as fm_miner_add takes
+ * them. Sequences of documents that are no side of a pair are counted and ignored. SF_OK / SF_ERR. */
+int fm_pairs_add(fm_pairs *p, int64_t doc_id, const int32_t *tokens, const int32_t *idx, const float *val, int T, int k);
 
 /* The statistics and the null. Fails with a message when the stream held both sides of no pair,
  * or of too few for the rule to call any feature at all (the smallest p_exact n pairs allow,

@@ -416,7 +416,7 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
                 rc = fm_miner_add(s->miner, s->tok + r, (int)(T - skip), s->idx + r * k, s->val + r * k, k, pre, doc[b],
                                   (int32_t)pos[b], label, (int)label_len);
             if (rc == SF_OK && s->miner && s->pairs)
-                rc = fm_pairs_add(s->pairs, doc[b], s->idx + r * k, s->val + r * k, (int)(T - skip), k);
+                rc = fm_pairs_add(s->pairs, doc[b], s->tok + r, s->idx + r * k, s->val + r * k, (int)(T - skip), k);
         }
     }
     free(tok64);

@@ -12,10 +12,15 @@ decoder directions are orthonormal, so the activations choose exactly which late
   6  on both sides of 10 pairs, nowhere else                           -> cross-lingual
   7  on unpaired documents only                                        -> alive, untested
   8  never                                                             -> dead
-One pair has only its English side in the stream (sides_mined_alone).
+  9  at a token both sides of 30 pairs contain (a command copied into  -> cross-lingual over all
+     the translation), nowhere else                                        tokens only
+One pair has only its English side in the stream (sides_mined_alone). English sections take their
+tokens from one range, Japanese from another; the shared token (id 7) is in both sides of those
+30 pairs, and no other latent is planted on it.
 
 The reference (numpy and Python's exact integers): the SAE's encoding (x / ||x||, ReLU, top-k) of
-the same activations, each section's maximum, fire counts, the co-firing count C, the permuted
+the same activations, each section's maximum over its tokens the other side does not contain (and
+over all its tokens), fire counts, the co-firing count C, the permuted
 counts under the same seeded permutations (the generator re-written here from fm_pairs.c's
 comment), their mean, sd, 99.9th percentile and empirical p, the exact hypergeometric tail from
 math.comb, and the Bonferroni rule. The C output must match it (counts exactly, reals to the files' 9 digits
@@ -118,39 +123,47 @@ def make(tmp, rng):
         plan[(p, 1)].add(5)
     for p in rng.permutation(N_PAIRS)[:10]:
         plan[(p, 0)].add(6), plan[(p, 1)].add(6)
+    code = set(int(p) for p in rng.permutation(N_PAIRS)[:30])
+    for p in code:
+        plan[(p, 0)].add(9), plan[(p, 1)].add(9)
     rows, docs = [], []  # docs: (doc_id, label, latents, pair index or -1, side)
     for p in range(N_PAIRS):
         en, ja = f"man/en/page{p}.1", f"man/ja/page{p}.1"
         rows.append({"id": en, "lang": "en", "text": "x", "pair": ja, "split": "train"})
         rows.append({"id": ja, "lang": "ja", "text": "x", "pair": en, "split": "train"})
-        docs.append((doc_hash("en", en), "en", plan[(p, 0)], p, 0))
+        docs.append((doc_hash("en", en), "en", plan[(p, 0)], p, 0, p in code))
         if p != N_PAIRS - 1:  # the last pair's Japanese side is not mined
-            docs.append((doc_hash("ja", ja), "ja", plan[(p, 1)], p, 1))
+            docs.append((doc_hash("ja", ja), "ja", plan[(p, 1)], p, 1, p in code))
     for u in range(8):
         lang = "en" if u % 2 else "ja"
         rows.append({"id": f"solo/{u}", "lang": lang, "text": "x", "pair": None, "split": "test"})
-        docs.append((doc_hash(lang, f"solo/{u}"), lang, {7, 4}, -1, 0))
+        docs.append((doc_hash(lang, f"solo/{u}"), lang, {7, 4}, -1, 0, False))
     corpus = os.path.join(tmp, "corpus.jsonl.gz")
     with gzip.open(corpus, "wt") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    # Sequences: 1-3 per document; a latent of the plan is planted on one random token of one
-    # random sequence of the section (latent 0 also in the last), with noise elsewhere.
-    seqs = []  # (doc_id, label, pos, acts [T, D])
-    for doc, label, lats, p, side in docs:
+    # Sequences: 1-3 per document, tokens of the language's range (en 100-149, ja 200-249), the
+    # shared token 7 at the first position of every sequence of a "code" pair's sides. A latent of
+    # the plan is planted on one random language token of one random sequence of the section
+    # (latent 0 also in the last), latent 9 on the shared token; noise elsewhere.
+    seqs = []  # (doc_id, label, pos, acts [T, D], tokens [T])
+    for doc, label, lats, p, side, shared in docs:
         n_seq = int(rng.integers(1, 4))
         acts = rng.standard_normal((n_seq, T, D)).astype(np.float32) * 0.002 + q.T[N] * 0.5  # a direction no latent reads
+        toks = rng.integers(100, 150, (n_seq, T)) + (100 if label == "ja" else 0)
+        if shared:
+            toks[:, 0] = 7
         for lat in lats:
             for s in {int(rng.integers(0, n_seq))} | ({n_seq - 1} if lat == 0 else set()):
-                acts[s, int(rng.integers(0, T))] += W_dec[lat] * (1.0 + rng.random())
+                acts[s, 0 if lat == 9 else int(rng.integers(1 if shared else 0, T))] += W_dec[lat] * (1.0 + rng.random())
         for s in range(n_seq):
-            seqs.append((doc, label, s * T, acts[s]))
+            seqs.append((doc, label, s * T, acts[s], toks[s].astype(np.int32)))
     order = rng.permutation(len(seqs))  # the stream interleaves documents
     msgs = os.path.join(tmp, "acts.bin")
     with open(msgs, "wb") as f:
         for b0 in range(0, len(order), 5):
             idx = order[b0:b0 + 5]
-            msg = {"acts": np.stack([seqs[i][3] for i in idx]), "tokens": np.full((len(idx), T), 5, np.int32),
+            msg = {"acts": np.stack([seqs[i][3] for i in idx]), "tokens": np.stack([seqs[i][4] for i in idx]),
                    "doc_id": np.array([seqs[i][0] for i in idx], np.int64),
                    "pos": np.array([seqs[i][2] for i in idx], np.int32), "label": [seqs[i][1] for i in idx],
                    "split": "train", "hook": "resid_post.1", "layer": 1, "model": "fixture", "checkpoint": "step1"}
@@ -161,24 +174,38 @@ def make(tmp, rng):
 
 def reference(seqs, docs, W_dec):
     """numpy: encode, section maxima, the statistic, the permutation null, the exact tail, the rule."""
-    enc = {}
-    for doc, label, pos, acts in seqs:
+    dense_of, toks_of = {}, {}  # per document: [tokens, N] top-k outputs and [tokens] ids
+    for doc, label, pos, acts, toks in seqs:
         x = acts / np.linalg.norm(acts, axis=1, keepdims=True)
         pre = np.maximum(x @ W_dec.T - 0.05, 0)
         top = np.argsort(-pre, axis=1, kind="stable")[:, :K]
         dense = np.zeros_like(pre)
         np.put_along_axis(dense, top, np.take_along_axis(pre, top, 1), 1)
-        enc[doc] = np.maximum(enc.get(doc, np.zeros(N, np.float32)), dense.max(axis=0))
+        dense_of.setdefault(doc, []).append(dense)
+        toks_of.setdefault(doc, []).append(toks)
+    dense_of = {d: np.concatenate(v) for d, v in dense_of.items()}
+    toks_of = {d: np.concatenate(v) for d, v in toks_of.items()}
     side_doc = {}
-    for doc, label, lats, p, side in docs:
+    for doc, label, lats, p, side, shared in docs:
         if p >= 0:
             side_doc[(p, side)] = doc
+    enc, enc_all = {}, {}  # section maxima over the tokens the other side lacks, and over all
+    for (p, side), doc in side_doc.items():
+        enc_all[(p, side)] = dense_of[doc].max(axis=0)
+        other = side_doc.get((p, 1 - side))
+        if other is not None:
+            keep = ~np.isin(toks_of[doc], toks_of[other])
+            enc[(p, side)] = dense_of[doc][keep].max(axis=0) if keep.any() else np.zeros(N, np.float32)
     # in fm_pairs' order: by the English side's id, byte order (page10 before page2)
     mined = sorted((p for p in range(N_PAIRS) if (p, 0) in side_doc and (p, 1) in side_doc), key=lambda p: f"man/en/page{p}.1")
-    A = np.array([enc[side_doc[(p, 0)]] > 0 for p in mined])
-    B = np.array([enc[side_doc[(p, 1)]] > 0 for p in mined])
+    A = np.array([enc[(p, 0)] > 0 for p in mined])
+    B = np.array([enc[(p, 1)] > 0 for p in mined])
     n = len(mined)
     a, b, C = A.sum(0), B.sum(0), (A & B).sum(0)
+    LA = np.array([enc_all[(p, 0)] > 0 for p in mined])
+    LB = np.array([enc_all[(p, 1)] > 0 for p in mined])
+    la, lb, lC = LA.sum(0), LB.sum(0), (LA & LB).sum(0)
+    thr_all = ALPHA / ((la > 0) & (lb > 0)).sum()
     null = np.array([(A & B[permutation(SEED, r, n)]).sum(0) for r in range(PERMS)])  # [PERMS, N]
     tested = (a > 0) & (b > 0)
     thr = ALPHA / tested.sum()
@@ -190,8 +217,12 @@ def reference(seqs, docs, W_dec):
                     "null_mean": col.mean(), "null_sd": col.std(), "null_q999": col[math.ceil(0.999 * PERMS) - 1],
                     "p_perm": (1 + (col >= C[f]).sum()) / (PERMS + 1), "p_exact": p_exact,
                     "cross": bool(tested[f]) and p_exact <= thr, "expected": a[f] * b[f] / n,
-                    "mean_max": [float(np.mean([enc[side_doc[(p, s)]][f] for p in mined])) for s in (0, 1)]})
-    return n, ref, int(tested.sum()), thr, {f for f in range(N) if any(enc[d][f] > 0 for d in enc)}
+                    "mean_max": [float(np.mean([enc[(p, s)][f] for p in mined])) for s in (0, 1)]})
+        pa = hyper_tail(n, int(la[f]), int(lb[f]), int(lC[f]))
+        ref[-1]["all"] = {"fires": {"en": int(la[f]), "ja": int(lb[f])}, "both": int(lC[f]), "p_exact": pa,
+                          "cross_lingual": bool(la[f] > 0 and lb[f] > 0 and pa <= thr_all)}
+    alive = {f for f in range(N) if any(d[:, f].max() > 0 for d in dense_of.values())}
+    return n, ref, int(tested.sum()), thr, alive
 
 
 def close(x, y, rel=2e-8, abs_=1e-12):  # the files hold 9 significant digits
@@ -208,10 +239,13 @@ def main():
     n, ref, n_tested, thr, alive_ref = reference(seqs, docs, W_dec)
     # The fixture is what it claims (checked on the reference, before the C output).
     check(n == N_PAIRS - 1, f"{n} pairs have both sides in the stream")
-    check([ref[f]["cross"] for f in range(9)] == [True, False, False, False, False, False, True, False, False],
-          "reference: latents 0 and 6 are cross-lingual, none of 1-5, 7, 8 "
-          f"(p_exact {['%.2g' % ref[f]['p_exact'] for f in range(9)]}, tested {[ref[f]['tested'] for f in range(9)]})")
-    check(not ref[1]["tested"] and not ref[2]["tested"] and not ref[7]["tested"] and ref[4]["tested"] and ref[3]["tested"],
+    check([ref[f]["cross"] for f in range(10)] == [True, False, False, False, False, False, True, False, False, False],
+          "reference: latents 0 and 6 are cross-lingual, none of 1-5, 7-9 "
+          f"(p_exact {['%.2g' % ref[f]['p_exact'] for f in range(10)]}, tested {[ref[f]['tested'] for f in range(10)]})")
+    check([ref[f]["all"]["cross_lingual"] for f in range(10)] == [True] + [False] * 5 + [True, False, False, True],
+          "reference: over all tokens latent 9 (on the shared token) is cross-lingual too")
+    check(not ref[1]["tested"] and not ref[2]["tested"] and not ref[7]["tested"] and not ref[9]["tested"]
+          and ref[4]["tested"] and ref[3]["tested"],
           "reference: the language-specific and unpaired-only latents are untested, the random and always-on are tested")
     check(ref[5]["both"] > ref[5]["null_q999"] * 0 and ref[5]["p_exact"] > thr and ref[5]["p_exact"] < 0.5,
           f"reference: latent 5 co-fires above chance (p {ref[5]['p_exact']:.3g}) but not past the Bonferroni threshold {thr:.3g}")
@@ -227,10 +261,12 @@ def main():
     ps = summ.get("pairs", {})
     alive = summ["alive"]
     n_cross = sum(x["cross"] for x in ref)
+    n_cross_all = sum(x["all"]["cross_lingual"] for x in ref)
     check(alive == len(alive_ref), f"alive features {alive} = the reference's {len(alive_ref)}")
     check(ps.get("labels") == ["en", "ja"] and ps.get("pairs_in_corpus") == N_PAIRS and ps.get("pairs_mined") == n
           and ps.get("sides_mined_alone") == 1 and ps.get("permutations") == PERMS and ps.get("features_tested") == n_tested
           and ps.get("cross_lingual") == n_cross and close(ps.get("share"), n_cross / alive)
+          and ps.get("cross_lingual_all_tokens") == n_cross_all
           and close(ps.get("threshold"), thr) and ps.get("sequences_other") == sum(1 for s in seqs if s[0] in
                                                                                  {d[0] for d in docs if d[3] < 0}),
           f"summary.json's pairs block: {json.dumps({k: v for k, v in ps.items() if k not in ('statistic', 'rule')})}")
@@ -248,7 +284,9 @@ def main():
             bad.append(f"{f}: the summary row's pairs block differs from the feature file's")
         ok = (got["fires"] == {"en": e["a"], "ja": e["b"]} and got["both"] == e["both"] and got["pairs"] == n
               and got["tested"] == e["tested"] and got["cross_lingual"] == e["cross"]
-              and close(got["p_exact"], e["p_exact"]) and close(got["expected"], e["expected"]))
+              and close(got["p_exact"], e["p_exact"]) and close(got["expected"], e["expected"])
+              and {k: v for k, v in got["all_tokens"].items() if k != "p_exact"} == {k: v for k, v in e["all"].items() if k != "p_exact"}
+              and close(got["all_tokens"]["p_exact"], e["all"]["p_exact"]))
         if e["tested"]:
             ok = ok and close(got["null_mean"], e["null_mean"]) and close(got["null_sd"], e["null_sd"]) \
                 and got["null_q999"] == e["null_q999"] and close(got["p_perm"], e["p_perm"])
