@@ -5,7 +5,7 @@
  * paired section's doc_id is text_source's (ts_doc_hash of lang and id, as `label_field = lang`,
  * `id_field = id` give it), so the stream's sequences find their section by id alone. Memory: a
  * paired section keeps its mined tokens and positive top-k outputs until the end of the stream
- * (4 + 12 k bytes per token at most), as its other side may come last; at the end four fire bits
+ * (4 + 12 k bytes per token at most), as which tokens the other language has is known only then; at the end four fire bits
  * per feature and pair and the permuted counts of the tested features (4 P F_tested bytes). */
 #include "fm_pairs.h"
 
@@ -306,32 +306,44 @@ static int cmp_i32(const void *x, const void *y) {
     return (a > b) - (a < b);
 }
 
-/* Sorts a section's tokens and drops repeats: the set the other side's tokens are looked up in. */
-static void token_set(fm_pairs_sec *s) {
-    qsort(s->tok, s->n_tok, sizeof *s->tok, cmp_i32);
+/* The distinct tokens of every paired section of one side that arrived, sorted. */
+static int32_t *side_tokens(const fm_pairs *p, int side, size_t *n_out) {
+    size_t n = 0;
+    for (int k = 0; k < p->n_pairs; k++) n += p->sec[2 * k + side].n_tok;
+    int32_t *t = sf_alloc("the tokens of one language's paired sections", n ? n : 1, sizeof *t);
+    if (!t) return NULL;
+    n = 0;
+    for (int k = 0; k < p->n_pairs; k++) {
+        const fm_pairs_sec *s = &p->sec[2 * k + side];
+        memcpy(t + n, s->tok, s->n_tok * sizeof *t);
+        n += s->n_tok;
+    }
+    qsort(t, n, sizeof *t, cmp_i32);
     size_t u = 0;
-    for (size_t i = 0; i < s->n_tok; i++)
-        if (!u || s->tok[i] != s->tok[u - 1]) s->tok[u++] = s->tok[i];
-    s->n_tok = u;
+    for (size_t i = 0; i < n; i++)
+        if (!u || t[i] != t[u - 1]) t[u++] = t[i];
+    *n_out = u;
+    return t;
 }
 
-/* Fire bits [n][F] per side, over the pair's tokens not in the other side (strict) and over all
- * (all_bits), and the strict maxima summed for mean_max. */
+/* Fire bits [n][F] per side: at the side's own tokens, those no paired section of the other
+ * language contains (strict; a set that does not depend on the pairing, so the shuffled pairings
+ * are a valid null), and at all its tokens (all_bits); the strict maxima summed for mean_max. */
 static int fire_bits(fm_pairs *p, const int32_t *mined, int n, unsigned char *strict[2], unsigned char *all_bits[2]) {
-    int F = p->cfg.n_features;
+    int F = p->cfg.n_features, rc = SF_OK;
+    size_t n_tok[2] = {0, 0};
+    int32_t *tok[2] = {side_tokens(p, 0, &n_tok[0]), side_tokens(p, 1, &n_tok[1])};
     float *mx = sf_alloc("a section's feature maxima", 2 * (size_t)F, sizeof *mx);
-    if (!mx) return SF_ERR;
-    for (int i = 0; i < 2 * p->n_pairs; i++)
-        if (p->sec[i].seen) token_set(&p->sec[i]);
-    for (int m = 0; m < n; m++)
+    if (!tok[0] || !tok[1] || !mx) rc = SF_ERR;
+    for (int m = 0; rc == SF_OK && m < n; m++)
         for (int s = 0; s < 2; s++) {
-            const fm_pairs_sec *me = &p->sec[2 * mined[m] + s], *other = &p->sec[2 * mined[m] + 1 - s];
+            const fm_pairs_sec *me = &p->sec[2 * mined[m] + s];
             float *ms = mx, *ma = mx + F;
             memset(mx, 0, 2 * (size_t)F * sizeof *mx);
             for (size_t e = 0; e < me->n_ent; e++) {
                 const fm_pairs_ent *x = &me->ent[e];
                 if (x->val > ma[x->feat]) ma[x->feat] = x->val;
-                if (x->val > ms[x->feat] && !bsearch(&x->tok, other->tok, other->n_tok, sizeof *other->tok, cmp_i32))
+                if (x->val > ms[x->feat] && !bsearch(&x->tok, tok[1 - s], n_tok[1 - s], sizeof *tok[0], cmp_i32))
                     ms[x->feat] = x->val;
             }
             for (int f = 0; f < F; f++) {
@@ -340,8 +352,13 @@ static int fire_bits(fm_pairs *p, const int32_t *mined, int n, unsigned char *st
                 p->stat[f].mean_max[s] += ms[f];
             }
         }
-    free(mx);
-    return SF_OK;
+    for (int s = 0; s < 2; s++) p->tokens_exclusive[s] = 0;
+    for (int s = 0; rc == SF_OK && s < 2; s++)
+        for (size_t i = 0; i < n_tok[s]; i++)
+            p->tokens_exclusive[s] += !bsearch(&tok[s][i], tok[1 - s], n_tok[1 - s], sizeof *tok[0], cmp_i32);
+    p->tokens_distinct[0] = (int)n_tok[0], p->tokens_distinct[1] = (int)n_tok[1];
+    free(tok[0]), free(tok[1]), free(mx);
+    return rc;
 }
 
 int fm_pairs_finish(fm_pairs *p) {
@@ -488,13 +505,15 @@ json_t *fm_pairs_summary_json(const fm_pairs *p, int alive) {
     json_object_set_new(o, "features_tested", json_integer(p->n_tested));
     json_object_set_new(o, "threshold", jnum(p->threshold));
     json_object_set_new(o, "cross_lingual", json_integer(p->n_cross));
+    json_object_set_new(o, "tokens_distinct", side_obj(p, p->tokens_distinct[0], p->tokens_distinct[1], 1));
+    json_object_set_new(o, "tokens_exclusive", side_obj(p, p->tokens_exclusive[0], p->tokens_exclusive[1], 1));
     json_object_set_new(o, "features_tested_all_tokens", json_integer(p->n_tested_all));
     json_object_set_new(o, "cross_lingual_all_tokens", json_integer(p->n_cross_all));
     json_object_set_new(o, "alive", json_integer(alive));
     json_object_set_new(o, "share", jnum(alive ? (double)p->n_cross / alive : 0));
     json_object_set_new(o, "statistic",
-                        json_string("pairs where the feature fires (top-k output > 0) on both sides at mined tokens "
-                                    "the other side does not contain (all_tokens: at any mined token)"));
+                        json_string("pairs where the feature fires (top-k output > 0) on both sides, each at tokens "
+                                    "no mined paired section of the other language contains (all_tokens: at any token)"));
     json_object_set_new(o, "rule",
                         json_string("cross-lingual (pairs) when p_exact <= alpha / features_tested: p_exact the upper "
                                     "tail of the shuffled-pairs null, hypergeometric given each side's firing count"));

@@ -4,9 +4,10 @@
  * test (it has none from pairs); the paper's language classes come from fm_lang.
  *
  * Per paired section mined, each feature's summary is its maximum top-k output over the section's
- * mined tokens that the other side of the pair does not contain (so that a command, number or
- * path copied verbatim into the translation cannot make a feature "cross-lingual"); the feature
- * "fires on a side" when that maximum is > 0. The statistic of a
+ * tokens that are exclusive to its language: that no mined paired section of the other language
+ * contains (so a command, number or path copied verbatim into the translation cannot make a
+ * feature "cross-lingual"; the set depends on the stream, not on the pairing, so shuffling the
+ * pairs stays a valid null); the feature "fires on a side" when that maximum is > 0. The statistic of a
  * feature is C, the number of pairs where it fires on both sides. The null shuffles the pairing:
  * side B of pair pi(i) is matched with side A of pair i, for a seeded number of random
  * permutations pi; given how many sections fire on each side (a and b of n pairs), the null
@@ -57,7 +58,7 @@ typedef struct fm_pairs_ent {
 
 typedef struct fm_pairs_sec {
     int seen;
-    int32_t *tok; /* [n_tok]; sorted and unique at the end */
+    int32_t *tok; /* [n_tok] */
     size_t n_tok, cap_tok;
     fm_pairs_ent *ent; /* [n_ent] */
     size_t n_ent, cap_ent;
@@ -80,6 +81,7 @@ typedef struct fm_pairs {
     int n_tested, n_cross;
     double threshold;    /* alpha / n_tested: p_exact must not exceed it */
     int n_tested_all, n_cross_all; /* over all tokens */
+    int tokens_distinct[2], tokens_exclusive[2]; /* distinct tokens per side, and those the other lacks */
     double threshold_all;
     fm_pairs_stat *stat; /* [n_features] */
 } fm_pairs;

@@ -270,9 +270,10 @@ static int pairs_from(fm_run *r, const char *dir) {
         if (!(other = load_json(path))) return SF_OK;
         const char *sae = json_string_value(json_object_get(other, "sae"));
         if (!sae || !r->sae || strcmp(sae, r->sae)) {
-            json_decref(other);
-            return sf_fail("%s mined the SAE %s, %s/summary.json the SAE %s: its cross-lingual (pairs) share is not this "
-                           "run's; mine the pairs with the same SAE", path, sae ? sae : "(none)", dir, r->sae ? r->sae : "(none)");
+            sf_fail("%s mined the SAE %s, %s/summary.json the SAE %s: its cross-lingual (pairs) share is not this "
+                    "run's; mine the pairs with the same SAE", path, sae ? sae : "(none)", dir, r->sae ? r->sae : "(none)");
+            json_decref(other); /* after the message: sae points into it */
+            return SF_ERR;
         }
         block = json_object_get(other, "pairs");
     }

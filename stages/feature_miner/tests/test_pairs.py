@@ -19,8 +19,8 @@ tokens from one range, Japanese from another; the shared token (id 7) is in both
 30 pairs, and no other latent is planted on it.
 
 The reference (numpy and Python's exact integers): the SAE's encoding (x / ||x||, ReLU, top-k) of
-the same activations, each section's maximum over its tokens the other side does not contain (and
-over all its tokens), fire counts, the co-firing count C, the permuted
+the same activations, each section's maximum over its tokens that no paired section of the other
+language contains (and over all its tokens), fire counts, the co-firing count C, the permuted
 counts under the same seeded permutations (the generator re-written here from fm_pairs.c's
 comment), their mean, sd, 99.9th percentile and empirical p, the exact hypergeometric tail from
 math.comb, and the Bonferroni rule. The C output must match it (counts exactly, reals to the files' 9 digits
@@ -189,13 +189,13 @@ def reference(seqs, docs, W_dec):
     for doc, label, lats, p, side, shared in docs:
         if p >= 0:
             side_doc[(p, side)] = doc
-    enc, enc_all = {}, {}  # section maxima over the tokens the other side lacks, and over all
+    # section maxima over the tokens no paired section of the other language has, and over all
+    lang_toks = [np.concatenate([toks_of[d] for (p, s), d in side_doc.items() if s == side]) for side in (0, 1)]
+    enc, enc_all = {}, {}
     for (p, side), doc in side_doc.items():
         enc_all[(p, side)] = dense_of[doc].max(axis=0)
-        other = side_doc.get((p, 1 - side))
-        if other is not None:
-            keep = ~np.isin(toks_of[doc], toks_of[other])
-            enc[(p, side)] = dense_of[doc][keep].max(axis=0) if keep.any() else np.zeros(N, np.float32)
+        keep = ~np.isin(toks_of[doc], lang_toks[1 - side])
+        enc[(p, side)] = dense_of[doc][keep].max(axis=0) if keep.any() else np.zeros(N, np.float32)
     # in fm_pairs' order: by the English side's id, byte order (page10 before page2)
     mined = sorted((p for p in range(N_PAIRS) if (p, 0) in side_doc and (p, 1) in side_doc), key=lambda p: f"man/en/page{p}.1")
     A = np.array([enc[(p, 0)] > 0 for p in mined])
