@@ -621,7 +621,9 @@ static int write_feature(fm_writer *w, int i, fm_jcache *jc, fm_ta *ta) {
     token_act_build(f, r->n_thr, w->v, w->max_T, ta);
     if (analyse(w->m, i, w->info, ta, r) != SF_OK) return SF_ERR;
     snprintf(path, sizeof path, "%s/features/%d.json", w->out_dir, i);
-    if (dump_json(feature_json(w->m, i, w->v, r, w->lg, ta, jc), path) != SF_OK) return SF_ERR;
+    json_t *fj = feature_json(w->m, i, w->v, r, w->lg, ta, jc);
+    if (w->info->pairs) json_object_set_new(fj, "pairs", fm_pairs_feature_json(w->info->pairs, i));
+    if (dump_json(fj, path) != SF_OK) return SF_ERR;
     snprintf(path, sizeof path, "%s/neuronpedia/%d.json", w->out_dir, i);
     if (w->info->neuronpedia && dump_json(neuronpedia_json(w->m, i, w->info, w->lg, ta->dense, jc), path) != SF_OK)
         return SF_ERR;
@@ -728,6 +730,7 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
         json_object_set_new(fj, "granularity", json_string(fm_gran_names[res[i].j.gran.gran]));
         json_object_set_new(fj, "top_token", jstr(res[i].j.gran.top_token));
         json_object_set_new(fj, "top_share", jreal(res[i].j.gran.top_share));
+        if (info->pairs) json_object_set_new(fj, "pairs", fm_pairs_feature_json(info->pairs, i));
         json_array_append_new(feats, fj);
     }
 
@@ -767,6 +770,7 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
     json_t *gran = json_object();
     for (int g = 0; g < FM_GRAN_COUNT; g++) json_object_set_new(gran, fm_gran_names[g], json_integer(gran_n[g]));
     json_object_set_new(sum, "granularity", gran);
+    if (info->pairs) json_object_set_new(sum, "pairs", fm_pairs_summary_json(info->pairs, alive));
     json_object_set_new(sum, "features", feats);
     snprintf(path, sizeof path, "%s/summary.json", out_dir);
     if (rc == SF_OK) rc = dump_json(sum, path);
@@ -788,6 +792,9 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
             for (int l = 0; l < FM_FLANG_COUNT; l++) fprintf(fp, "%s %d &nbsp; ", fm_flang_names[l], lang_n[FM_RULE_PAPER][l]);
             fputs("<br>Granularity: ", fp);
             for (int g = 0; g < FM_GRAN_COUNT; g++) fprintf(fp, "%s %d &nbsp; ", fm_gran_names[g], gran_n[g]);
+            if (info->pairs)
+                fprintf(fp, "<br>Cross-lingual (pairs, our test): %d of %d alive (%d tested on %d translation pairs)",
+                        info->pairs->n_cross, alive, info->pairs->n_tested, info->pairs->n_mined);
             fputs("</p>\n<table id=\"features\"><thead><tr><th data-num=\"1\">feature</th><th data-num=\"1\">max</th>"
                   "<th data-num=\"1\">density</th><th data-num=\"1\">mean</th><th data-num=\"1\">examples</th>"
                   "<th>lang (paper)</th><th>lang (ascii)</th><th>lang (script)</th><th>lang (label)</th><th>granularity</th>"

@@ -9,6 +9,7 @@
 #include "fm_gran.h"
 #include "fm_lang.h"
 #include "fm_miner.h"
+#include "fm_pairs.h"
 
 /* Display strings of token ids ("▁" already a space). */
 typedef struct fm_vocab {
@@ -41,6 +42,7 @@ typedef struct fm_info {
     int html;          /* write the dashboard too */
     int neuronpedia;   /* and neuronpedia/<id>.json */
     int threads;       /* writing the files; 0: one per CPU */
+    const fm_pairs *pairs; /* finished cross-lingual (pairs) test, or NULL: a `pairs` block per feature and in the summary */
 } fm_info;
 
 /* Computes languages and granularity, writes every file into out_dir (created). Sorts the

@@ -144,6 +144,8 @@ typedef struct fm_run {
     char *metrics_src; /* the file they came from */
     double loss, loss_sae; /* the LM's loss on the mined tokens, and with the SAE spliced in; NAN if none */
     char *loss_src;
+    double pairs;     /* share of alive features cross-lingual (pairs); NAN if the run has no pairs test */
+    char *pairs_src;
     fm_match match;   /* with the previous run (not for the first) */
     int matched;
 } fm_run;
@@ -189,6 +191,8 @@ static int metrics_from(json_t *j, double *fvu, double *dead) {
     }
     return 0;
 }
+
+static int pairs_from(fm_run *r, const char *dir);
 
 static int load_run(fm_run *r, const char *dir) {
     char path[4096];
@@ -259,6 +263,36 @@ static int load_run(fm_run *r, const char *dir) {
         json_decref(j);
         if (found) break;
     }
+    return pairs_from(r, dir);
+}
+
+/* The cross-lingual (pairs) share: the run's own summary's `pairs` block, else that of a pairs run
+ * beside it (RUN_DIR/../pairs/summary.json, as tools/demo.sh writes it), which must have mined the
+ * same SAE. */
+static int pairs_from(fm_run *r, const char *dir) {
+    char path[4096];
+    r->pairs = NAN;
+    json_t *own = json_object_get(r->summary, "pairs"), *other = NULL, *block = own;
+    if (block) {
+        snprintf(path, sizeof path, "%s/summary.json", dir);
+    } else {
+        snprintf(path, sizeof path, "%s/../pairs/summary.json", dir);
+        if (!(other = load_json(path))) return SF_OK;
+        const char *sae = json_string_value(json_object_get(other, "sae"));
+        if (!sae || !r->sae || strcmp(sae, r->sae)) {
+            sf_fail("%s mined the SAE %s, %s/summary.json the SAE %s: its cross-lingual (pairs) share is not this "
+                    "run's; mine the pairs with the same SAE", path, sae ? sae : "(none)", dir, r->sae ? r->sae : "(none)");
+            json_decref(other); /* after the message: sae points into it */
+            return SF_ERR;
+        }
+        block = json_object_get(other, "pairs");
+    }
+    json_t *share = json_object_get(block, "share");
+    if (block && json_is_number(share)) {
+        r->pairs = json_number_value(share);
+        r->pairs_src = strdup(path);
+    }
+    json_decref(other);
     return SF_OK;
 }
 
@@ -324,6 +358,7 @@ static void svg_chart(FILE *fp, const char *title, const fm_run *runs, int n, in
 static double v_lang(const fm_run *r, int s) { return r->lang[FM_RULE_PAPER][s]; }
 static double v_lang_script(const fm_run *r, int s) { return r->lang[FM_RULE_SCRIPT][s]; }
 static double v_gran(const fm_run *r, int s) { return r->gran[s]; }
+static double v_pairs(const fm_run *r, int s) { return (void)s, r->pairs; }
 static double v_fvu(const fm_run *r, int s) { return (void)s, r->fvu; }
 static double v_dead(const fm_run *r, int s) { return (void)s, r->dead; }
 static double v_match(const fm_run *r, int s) {
@@ -346,19 +381,20 @@ static void fmt_loss(char *buf, size_t cap, const fm_run *x) {
 
 /* The Markdown table, to fp. */
 static void markdown(FILE *fp, const fm_run *runs, int n, double thr) {
-    fprintf(fp, "| checkpoint | alive | en | ja | mixed | en (script) | ja (script) | mixed (script) | token | concept "
+    fprintf(fp, "| checkpoint | alive | en | ja | mixed | en (script) | ja (script) | mixed (script) | x-ling (pairs) | token | concept "
                 "| uninterpretable | few ex. | FVU | dead | LM loss (+ with SAE) | persist | appear | vanish | same index | chance |\n");
-    fprintf(fp, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    fprintf(fp, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int r = 0; r < n; r++) {
         const fm_run *x = &runs[r];
-        char fvu[32], dead[32], loss[64];
+        char fvu[32], dead[32], loss[64], pairs[32];
         fmt_num(fvu, sizeof fvu, x->fvu, "%.4f");
         fmt_num(dead, sizeof dead, x->dead, "%.4f");
+        fmt_num(pairs, sizeof pairs, 100 * x->pairs, "%.1f%%");
         fmt_loss(loss, sizeof loss, x);
-        fprintf(fp, "| %s | %d | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %s | %s | %s |",
+        fprintf(fp, "| %s | %d | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %s | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %s | %s | %s |",
                 x->name, x->alive, 100 * x->lang[FM_RULE_PAPER][FM_FLANG_EN], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_JA],
                 100 * x->lang[FM_RULE_PAPER][FM_FLANG_MIXED], 100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_EN], 100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_JA],
-                100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_MIXED], 100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
+                100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_MIXED], pairs, 100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
                 100 * x->gran[FM_GRAN_UNINTERPRETABLE], 100 * x->gran[FM_GRAN_FEW], fvu, dead, loss);
         if (x->matched)
             fprintf(fp, " %d | %d | %d | %.1f%% | %.2g |\n", x->match.persist, x->match.appear, x->match.vanish,
@@ -366,7 +402,8 @@ static void markdown(FILE *fp, const fm_run *runs, int n, double thr) {
         else fprintf(fp, " | | | | |\n");
     }
     fprintf(fp, "\nLanguage shares are of alive features (fired in the mined stream); the paper's rule, then the "
-                "script-aware one. LM loss: the model's mean next-token loss on the mined tokens, in brackets its "
+                "script-aware one. x-ling (pairs): our test, not the paper's: the share of alive features that fire on both sides of the same "
+                "English/Japanese translation pairs far above shuffled pairings (stages/feature_miner/README.md; of the pairs run's alive features; n/a without one). LM loss: the model's mean next-token loss on the mined tokens, in brackets its "
                 "change when the SAE's reconstruction replaces the layer (the forward stage's `sae`). persist/vanish: features of the previous checkpoint whose decoder direction has "
                 "(has no) match with cosine >= %.2f here; appear: features here with no such match there. same index: "
                 "share of the persisting features whose match has the same index (high when two SAEs share their "
@@ -493,20 +530,21 @@ int fm_report_main(int argc, char **argv) {
                   "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
                   "padding:2px 6px;text-align:right}th{background:#f3f3f3}figure{display:inline-block;margin:0.5em}</style>"
                   "</head><body><h1>SAE features across checkpoints</h1>\n<table id=\"report\"><thead><tr><th>checkpoint</th>"
-                  "<th>alive</th><th>en</th><th>ja</th><th>mixed</th><th>token</th><th>concept</th><th>uninterpretable</th><th>FVU</th><th>dead</th>"
+                  "<th>alive</th><th>en</th><th>ja</th><th>mixed</th><th>x-ling (pairs)</th><th>token</th><th>concept</th><th>uninterpretable</th><th>FVU</th><th>dead</th>"
                   "<th>LM loss (+ with SAE)</th><th>persist</th><th>appear</th><th>vanish</th><th>same index</th><th>chance</th></tr></thead><tbody>\n", html);
             for (int r = 0; r < n; r++) {
                 const fm_run *x = &runs[r];
-                char fvu[32], dead[32], loss[64];
+                char fvu[32], dead[32], loss[64], pairs[32];
                 fmt_num(fvu, sizeof fvu, x->fvu, "%.4f");
                 fmt_num(dead, sizeof dead, x->dead, "%.4f");
+                fmt_num(pairs, sizeof pairs, 100 * x->pairs, "%.1f%%");
                 fmt_loss(loss, sizeof loss, x);
                 fputs("<tr><td style=\"text-align:left\">", html);
                 fm_html_text(html, x->name);
-                fprintf(html, "</td><td>%d</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td>"
+                fprintf(html, "</td><td>%d</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%s</td><td>%.1f%%</td><td>%.1f%%</td>"
                               "<td>%.1f%%</td><td>%s</td><td>%s</td><td>%s</td>",
                         x->alive, 100 * x->lang[FM_RULE_PAPER][FM_FLANG_EN], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_JA], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_MIXED],
-                        100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
+                        pairs, 100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
                         100 * x->gran[FM_GRAN_UNINTERPRETABLE], fvu, dead, loss);
                 if (x->matched)
                     fprintf(html, "<td>%d</td><td>%d</td><td>%d</td><td>%.1f%%</td><td>%.2g</td></tr>\n", x->match.persist,
@@ -522,6 +560,11 @@ int fm_report_main(int argc, char **argv) {
             const char *match_s[] = {"persist", "appear", "vanish"}, *match_c[] = {"#2ca02c", "#1f77b4", "#d62728"};
             svg_chart(html, "Language of features (paper rule)", runs, n, 3, lang_s, lang_c, v_lang, 1);
             svg_chart(html, "Language of features (script rule)", runs, n, 3, lang_s, lang_c, v_lang_script, 1);
+            const char *pairs_s[] = {"cross-lingual (pairs)"}, *pairs_c[] = {"#17becf"};
+            int any_pairs = 0;
+            for (int r = 0; r < n; r++) any_pairs |= isfinite(runs[r].pairs);
+            if (any_pairs)
+                svg_chart(html, "Cross-lingual (pairs, our test): share of alive features", runs, n, 1, pairs_s, pairs_c, v_pairs, 0);
             svg_chart(html, "Granularity", runs, n, FM_GRAN_COUNT, gran_s, gran_c, v_gran, 1);
             svg_chart(html, "FVU", runs, n, 1, fvu_s, one_c, v_fvu, 0);
             svg_chart(html, "Dead fraction", runs, n, 1, dead_s, one_c, v_dead, 0);
@@ -561,6 +604,8 @@ int fm_report_main(int argc, char **argv) {
             json_object_set_new(o, "lm_loss_sae", has_loss ? json_real(x->loss_sae) : json_null());
             json_object_set_new(o, "lm_loss_increase", has_loss ? json_real(x->loss_sae - x->loss) : json_null());
             json_object_set_new(o, "lm_loss_source", x->loss_src ? json_string(x->loss_src) : json_null());
+            json_object_set_new(o, "cross_lingual_pairs", isfinite(x->pairs) ? json_real(x->pairs) : json_null());
+            json_object_set_new(o, "pairs_source", x->pairs_src ? json_string(x->pairs_src) : json_null());
             if (x->matched) {
                 json_t *m = json_object();
                 json_object_set_new(m, "persist", json_integer(x->match.persist));
@@ -589,6 +634,7 @@ int fm_report_main(int argc, char **argv) {
         free(runs[r].sae);
         free(runs[r].metrics_src);
         free(runs[r].loss_src);
+        free(runs[r].pairs_src);
         json_decref(runs[r].summary);
     }
     free(runs);

@@ -19,6 +19,7 @@
 #include "fm_logits.h"
 #include "fm_miner.h"
 #include "fm_output.h"
+#include "fm_pairs.h"
 #include "fm_classify.h"
 #include "fm_judge.h"
 #include "fm_report.h"
@@ -42,6 +43,7 @@ typedef struct fm_state {
     int sae_loaded;
     fm_miner *miner; /* NULL in paper-max mode (pass 1 only takes maxima) */
     fm_vocab vocab;
+    fm_pairs *pairs;             /* the cross-lingual (pairs) test, when the parameter pairs names a corpus */
     fm_stage_sampling sampling;
     char *maxima_path;           /* paper-max: written; paper: read */
     float *known_max;            /* paper: pass 1's maxima */
@@ -184,6 +186,16 @@ static int fm_read_params(sf_ctx *ctx, fm_state *s) {
     if (top_n < 1 || top_n > 100000) return sf_param_fail(ctx, "top_n", "must be in [1, 100000]");
     if (res < 0 || res > 100000) return sf_param_fail(ctx, "reservoir", "must be in [0, 100000]");
     if (bins < 2 || bins > 4096) return sf_param_fail(ctx, "hist_bins", "must be in [2, 4096]");
+    const char *pairs = sf_param_str(ctx, "pairs");
+    int64_t perms = sf_param_int(ctx, "pairs_permutations");
+    double alpha = sf_param_float(ctx, "pairs_alpha");
+    if (perms < 1 || perms > 1000000) return sf_param_fail(ctx, "pairs_permutations", "must be in [1, 1000000]");
+    if (!(alpha > 0 && alpha < 1)) return sf_param_fail(ctx, "pairs_alpha", "must be in (0, 1)");
+    if (pairs && *pairs) {
+        fm_pairs_cfg pc = {.n_features = s->sae.n, .permutations = (int)perms, .alpha = alpha,
+                           .seed = (uint64_t)sf_param_int(ctx, "seed")};
+        if (!(s->pairs = fm_pairs_load(pairs, &pc))) return sf_param_fail(ctx, "pairs", "%s", sf_last_error());
+    }
     return SF_OK;
 }
 
@@ -385,6 +397,8 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
             if (s->miner)
                 rc = fm_miner_add(s->miner, s->tok + r, (int)(T - skip), s->idx + r * k, s->val + r * k, k, pre, doc[b],
                                   (int32_t)pos[b], label, (int)label_len);
+            if (rc == SF_OK && s->miner && s->pairs)
+                rc = fm_pairs_add(s->pairs, doc[b], s->tok + r, s->idx + r * k, s->val + r * k, (int)(T - skip), k);
         }
     }
     free(tok64);
@@ -424,6 +438,15 @@ static int fm_on_eos(sf_ctx *ctx, void *state) {
     s->info.checkpoint = s->checkpoint;
     s->info.hook = s->hook;
     s->info.model = s->model_name;
+    if (s->pairs) {
+        if (fm_pairs_finish(s->pairs) != SF_OK) {
+            fm_logits_free(&lg);
+            return SF_ERR;
+        }
+        s->info.pairs = s->pairs;
+        sf_log(SF_LOG_INFO, "cross-lingual (pairs): %d of %d tested features on %d translation pairs", s->pairs->n_cross,
+               s->pairs->n_tested, s->pairs->n_mined);
+    }
     int rc = fm_write_outputs(s->out.work, s->miner, &s->vocab, &s->info, lgp);
     fm_logits_free(&lg);
     if (rc == SF_OK && s->sampling == SAMPLING_PAPER) { /* the run directory keeps the maxima it was mined with */
@@ -448,6 +471,7 @@ static void fm_destroy(void *state) {
     sf_output_abandon(&s->out);
     fm_miner_free(s->miner);
     fm_vocab_free(&s->vocab);
+    fm_pairs_free(s->pairs);
     if (s->sae_loaded) sae_model_free(&s->sae);
     free(s->known_max), free(s->pre_max), free(s->pre), free(s->maxima_path);
     free(s->sae_dir), free(s->out_dir), free(s->model_dir), free(s->want_hook);
@@ -483,7 +507,13 @@ static const sf_param_def fm_params[] = {
     {"drop_bos", SF_PARAM_BOOL, "true", "leave out a leading BOS token, as the paper does"},
     {"html", SF_PARAM_BOOL, "true", "write the HTML dashboard"},
     {"neuronpedia", SF_PARAM_BOOL, "false", "also write neuronpedia/<id>.json (Neuronpedia-style feature JSON)"},
-    {"seed", SF_PARAM_INT, "0", "seed of the shuffled order (sampling = paper) and of the per-interval example sampling"},
+    {"pairs", SF_PARAM_STRING, "",
+     "JSON Lines corpus whose rows name their translation (id, lang, pair; e.g. data/corpus/debian-docs.jsonl.gz): "
+     "test every feature for firing on both sides of the same pairs against shuffled pairs (cross-lingual (pairs), "
+     "our test; needs both sides mined: text_source split = all, label_field = lang, id_field = id)"},
+    {"pairs_permutations", SF_PARAM_INT, "1000", "pairs: shuffled pairings of the null (seeded by seed)"},
+    {"pairs_alpha", SF_PARAM_FLOAT, "0.01", "pairs: family-wise error; a feature is cross-lingual when its p <= pairs_alpha / features tested"},
+    {"seed", SF_PARAM_INT, "0", "seed of the shuffled order (sampling = paper), of the per-interval example sampling and of the pairs test's permutations"},
     {"threads", SF_PARAM_INT, "0", "threads writing the output files at the end (0: one per CPU)"},
     {"overwrite", SF_PARAM_BOOL, "false",
      "replace a finished run (or any files) in out; the new outputs are written beside it (OUT.partial) and "

@@ -749,7 +749,7 @@ static void trainer_destroy(void *state) {
 /* sae_eval                                                                                        */
 
 static const sf_param_def eval_params[] = {
-    {"sae_dir", SF_PARAM_STRING, NULL, "trained SAE directory (paper, sparsify or SAELens layout)"},
+    {"sae_dir", SF_PARAM_STRING, NULL, "trained SAE directory (any layout saeflow sae info reads, or the directory of llm-jp-sae's sae.pth)"},
     {"out", SF_PARAM_STRING, "", "results JSON (default: SAE_DIR/eval.json)"},
     {"field", SF_PARAM_STRING, "acts", "message field holding the activations"},
     {"split", SF_PARAM_STRING, "", "evaluate only messages of this split (\"\": all)"},
@@ -941,50 +941,14 @@ static void eval_destroy(void *state) {
     free(s);
 }
 
-/* ---------------------------------------------------------------------------------------------- */
-/* saeflow sae convert / info                                                                      */
-
-static int sae_cmd_usage(FILE *out, int rc) {
-    fprintf(out, "usage: saeflow sae info DIR | convert IN_DIR OUT_DIR [--layout paper|sparsify|saelens]\n"
-                 "  info     the SAE's size, k and input normalisation (any of the three layouts)\n"
-                 "  convert  rewrite IN_DIR in LAYOUT (default paper) into OUT_DIR\n");
-    return rc;
-}
-
-static int sae_cmd_main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return sae_cmd_usage(stdout, 0);
-    if (argc >= 3 && !strcmp(argv[1], "info")) {
-        sae_model m;
-        if (sae_load(&m, argv[2]) != SF_OK) {
-            fprintf(stderr, "saeflow sae: %s\n", sf_last_error());
-            return 1;
-        }
-        printf("d_in %d\nnum_latents %d\nk %d\nnormalize %s\nnorm_scale %g\n", m.d, m.n, m.k,
-               sae_norm_name(m.norm), m.norm_scale);
-        sae_model_free(&m);
-        return 0;
-    }
-    if ((argc == 4 || argc == 6) && !strcmp(argv[1], "convert")) {
-        sae_layout layout = SAE_LAYOUT_PAPER;
-        if (argc == 6 && (strcmp(argv[4], "--layout") || sae_layout_parse(argv[5], &layout) != SF_OK)) {
-            fprintf(stderr, "saeflow sae: %s\n", sf_last_error()[0] ? sf_last_error() : "bad option");
-            return 2;
-        }
-        sae_model m;
-        if (sae_load(&m, argv[2]) != SF_OK || sae_save(&m, argv[3], layout, NULL) != SF_OK) {
-            fprintf(stderr, "saeflow sae: %s\n", sf_last_error());
-            return 1;
-        }
-        sae_model_free(&m);
-        return 0;
-    }
-    return sae_cmd_usage(stderr, 2);
-}
+/* saeflow sae info / convert: sae_cli.c */
+int sae_cli_main(int argc, char **argv);
 
 static const sf_command sae_commands[] = {
-    {"sae", "info DIR | convert IN_DIR OUT_DIR [--layout paper|sparsify|saelens]",
-     "show a trained SAE, or rewrite it in another layout (the loader reads all three)", sae_cmd_main},
+    {"sae", "info PATH | convert IN OUT_DIR [--layout paper|sparsify|saelens] [--k K] [--normalize unit|none]",
+     "show an SAE (ours, llm-jp-sae's 2025-09 TopKSAE or 2025-03 sae.pth, sparsify, SAELens), or rewrite or export it in "
+     "another layout",
+     sae_cli_main},
     {NULL, NULL, NULL, NULL},
 };
 

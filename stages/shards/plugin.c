@@ -29,8 +29,8 @@ static const sf_param_def writer_params[] = {
     {"hook", SF_PARAM_STRING, "",
      "store only messages of this hook point (forward emits one message per hook); empty: all must be of one"},
     {"skipped_upstream", SF_PARAM_BOOL, "false",
-     "the source drops the sequences already stored (tokenizer skip_stored = this dir), so they need not "
-     "arrive again; the source checks that its input holds them"},
+     "the source drops sequences already stored (tokenizer skip_stored = this dir: the batches stored whole), so "
+     "they need not arrive again (those that do are skipped); the source checks that its input holds them"},
     {NULL, 0, NULL, NULL},
 };
 

@@ -159,8 +159,12 @@ def main():
     check(set(sl) == {"W_enc", "W_dec", "b_enc", "b_dec"} and slcfg["d_sae"] == N and
           slcfg["architecture"] == "topk" and slcfg["metadata"]["sae_lens_version"] >= "6",
           "SAELens cfg.json + sae_weights.safetensors")
-    check(np.array_equal(sl["W_enc"], paper["encoder.weight"].T) and np.array_equal(sl["W_dec"], sp["W_dec"])
-          and np.array_equal(sl["b_enc"], paper["encoder.bias"]), "SAELens W_enc = encoder.weight^T")
+    # a unit-normalised SAE goes to SAELens' constant_norm_rescale (x sqrt(d) / ||x||): weights scaled by sqrt(d)
+    s = np.float32(np.sqrt(D))
+    check(slcfg["normalize_activations"] == "constant_norm_rescale" and
+          np.allclose(sl["W_enc"] * s, paper["encoder.weight"].T, rtol=1e-6, atol=1e-7) and
+          np.allclose(sl["W_dec"] / s, sp["W_dec"], rtol=1e-6, atol=1e-7)
+          and np.array_equal(sl["b_enc"], paper["encoder.bias"]), "SAELens W_enc = encoder.weight^T / sqrt(d)")
     for sub in ["", "sparsify/sae", "saelens"]:
         p = subprocess.run([SAEFLOW, "sae", "info", os.path.join(full, sub)], capture_output=True, text=True)
         check(p.returncode == 0 and f"d_in {D}\nnum_latents {N}\nk {K}\nnormalize unit" in p.stdout,
