@@ -1,0 +1,80 @@
+/* lm_internal.h — the structs behind lm_model.h's opaque types, shared by lm_model.c (building),
+ * lm_forward.c and lm_backward.c (the passes). Not for callers outside this folder. */
+#ifndef LM_INTERNAL_H
+#define LM_INTERNAL_H
+
+#include "lm_model.h"
+
+#define LM_MAX_TOKENS (1 << 22)       /* B * T per call; keeps every size_t product far from overflow */
+#define LM_HEAD_FLOATS ((size_t)8 << 20) /* logits held at once: rows of the head chunk x vocab */
+
+/* One block's tensors (weights or gradients: the same views into either arena). */
+typedef struct lm_block {
+    float *ln1;   /* [d] input_layernorm */
+    float *wqkv;  /* [(H + 2 KV) hd, d]: q_proj rows, then k_proj, then v_proj */
+    float *wo;    /* [d, H hd] o_proj */
+    float *ln2;   /* [d] post_attention_layernorm */
+    float *w_in;  /* [2 ff, d]: gate_proj rows, then up_proj */
+    float *w_out; /* [d, ff] down_proj */
+} lm_block;
+
+typedef struct lm_params {
+    float *emb;       /* [V, d] embed_tokens */
+    lm_block *blocks; /* [n_layers] */
+    float *lnf;       /* [d] model.norm */
+    float *head;      /* [V, d] lm_head, or emb when tied */
+} lm_params;
+
+struct lm_model {
+    fw_config cfg;
+    float *params, *grads; /* the arenas, n_arena floats each (zero padding between tensors) */
+    size_t n_arena;
+    lm_tensor *tensors;
+    size_t n_tensors;
+    lm_params w, g;   /* views of the weights and of their gradients */
+    double *inv_freq; /* [rotary_dim / 2] */
+};
+
+/* Everything one [B, T] batch's backward needs, N = B * T rows, row b * T + t. Per-layer
+ * buffers are L consecutive slices. */
+struct lm_work {
+    int B, T;         /* capacity */
+    int head_rows;    /* rows of logits per head chunk */
+    float *x;         /* [L + 1][N, d] residual stream: x[l] enters block l, x[L] enters the final norm */
+    float *xmid;      /* [L][N, d] residual after block l's attention */
+    float *xn1;       /* [L][N, d] input_layernorm output */
+    float *rstd1;     /* [L][N] its 1 / rms */
+    float *qkv;       /* [L][N, (H + 2 KV) hd] q, k after RoPE; v */
+    float *probs;     /* [L][B, H, T, T] attention probabilities (row i: keys 0..i, zero after) */
+    float *atty;      /* [L][N, H hd] attention output before o_proj */
+    float *xn2;       /* [L][N, d] post_attention_layernorm output */
+    float *rstd2;     /* [L][N] */
+    float *gu;        /* [L][N, 2 ff] gate, then up (before the activation) */
+    float *act;       /* [L][N, ff] silu(gate) * up */
+    float *xnf;       /* [N, d] final norm output */
+    float *rstdf;     /* [N] */
+    float *logits;    /* [head_rows, V] one chunk of logits, then of their gradient */
+    /* backward scratch */
+    float *dx;        /* [N, d] gradient of the residual stream */
+    float *dxn;       /* [N, d] gradient of a norm's output */
+    float *dqkv;      /* [N, (H + 2 KV) hd] */
+    float *datty;     /* [N, H hd] */
+    float *dgu;       /* [N, 2 ff] */
+    float *dact;      /* [N, ff] */
+    float *dprobs;    /* [T, T] */
+    float *rope_cos, *rope_sin; /* [T, rotary_dim / 2] */
+};
+
+/* The forward over tokens [B, T+1] (inputs :T, targets 1:): saves every activation in w and
+ * returns the mean cross-entropy. With grad_scale != 0 the head chunk also leaves the gradient of
+ * (grad_scale * mean loss) with respect to the final norm's output in w->dxn and adds the head's
+ * weight gradient to m->g.head. SF_ERR on a token outside [0, vocab) or a batch larger than w. */
+int lm_forward(lm_model *m, lm_work *w, const int32_t *tokens, int B, int T, float grad_scale, double *loss);
+/* The backward from w->dxn (left by lm_forward) down to the embeddings, adding into m->g. */
+void lm_backward(lm_model *m, lm_work *w, const int32_t *tokens, int B, int T);
+
+/* Shared elementwise steps. */
+void lm_rmsnorm(const float *x, const float *wt, float *y, float *rstd, size_t rows, int d, float eps);
+void lm_rope(float *qkv, const lm_work *w, const fw_config *c, int B, int T, int inverse);
+
+#endif
