@@ -47,17 +47,17 @@ static int by_length(const void *a, const void *b, void *ctx) {
 
 /* Every sequence is 2..max_pos + 1 tokens of ids within the vocabulary. */
 static int check_seqs(const fw_seq_list *s, const fw_config *c, const char *dir) {
-    if (s->n_seq == 0) return sf_fail("lm grad: no token ids on stdin; give one sequence per line");
+    if (s->n_seq == 0) return sf_fail("no token ids on stdin; give one sequence per line");
     for (size_t i = 0; i < s->n_seq; i++) {
         size_t n = s->start[i + 1] - s->start[i];
         if (n < 2)
-            return sf_fail("lm grad: stdin sequence %zu has 1 token; a next-token loss needs at least 2", i + 1);
+            return sf_fail("stdin sequence %zu has 1 token; a next-token loss needs at least 2", i + 1);
         if (n - 1 > (size_t)c->max_pos)
-            return sf_fail("lm grad: stdin sequence %zu has %zu tokens; %s allows at most %d "
+            return sf_fail("stdin sequence %zu has %zu tokens; %s allows at most %d "
                            "(max_position_embeddings + 1)", i + 1, n, dir, c->max_pos + 1);
         for (size_t t = 0; t < n; t++)
             if (s->tok[s->start[i] + t] >= c->vocab)
-                return sf_fail("lm grad: stdin sequence %zu, token %zu: id %d is outside the vocabulary of %s "
+                return sf_fail("stdin sequence %zu, token %zu: id %d is outside the vocabulary of %s "
                                "(vocab_size %d)", i + 1, t + 1, s->tok[s->start[i] + t], dir, c->vocab);
     }
     return SF_OK;
