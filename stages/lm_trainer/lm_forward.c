@@ -87,20 +87,24 @@ static void swiglu(const float *gu, float *act, size_t N, int ff) {
 }
 
 /* Logits and cross-entropy of rows [r0, r0 + rows); with gs != 0 the logits become their gradient,
- * gs * (softmax - onehot(target)), in place. Returns the summed loss of the rows. */
+ * gs * (softmax - onehot(target)), in place (without, they become exp(logit - max)). Returns the
+ * summed loss of the rows. */
 static double head_ce(float *logits, const int32_t *tokens, int T, size_t r0, int rows, int V, float gs) {
     double loss = 0;
     for (int i = 0; i < rows; i++) {
         size_t r = r0 + (size_t)i;
         int32_t tgt = tokens[(r / T) * (size_t)(T + 1) + r % T + 1];
-        float *l = logits + (size_t)i * V, mx = l[0];
+        float *l = logits + (size_t)i * V, mx = l[0], lt = l[tgt];
         for (int j = 1; j < V; j++) mx = l[j] > mx ? l[j] : mx;
         double sum = 0;
-        for (int j = 0; j < V; j++) sum += exp((double)(l[j] - mx));
-        double lse = mx + log(sum);
-        loss += lse - l[tgt];
+        for (int j = 0; j < V; j++) {
+            l[j] = expf(l[j] - mx);
+            sum += l[j];
+        }
+        loss += mx + log(sum) - lt;
         if (gs != 0.0f) {
-            for (int j = 0; j < V; j++) l[j] = (float)exp(l[j] - lse) * gs;
+            float k = (float)(gs / sum);
+            for (int j = 0; j < V; j++) l[j] *= k;
             l[tgt] -= gs;
         }
     }
