@@ -2,8 +2,8 @@
  * reverse: final RMSNorm -> per block (last first) [down_proj -> SwiGLU -> gate/up -> RMSNorm ->
  * o_proj -> attention (softmax, scores, values) -> RoPE -> q/k/v -> RMSNorm], the residual
  * gradient dx passing straight through each block's two additions -> embedding rows. Weight
- * gradients are added (beta 1) into m->g; sums over rows run in a fixed order, so a run is
- * deterministic for a given batch shape and OpenBLAS thread count. */
+ * gradients are added (beta 1) into the slice's gradients; sums over rows run in a fixed order,
+ * so a run is deterministic for a given batch shape and thread count. */
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -76,48 +76,48 @@ static void attention_backward(const fw_config *c, const float *qkv, const float
         }
 }
 
-void lm_backward(lm_model *m, lm_work *w, const int32_t *tokens, int B, int T) {
+void lm_backward(const lm_model *m, const lm_work *w, lm_slice *s, const int32_t *tokens, int B, int T) {
     const fw_config *c = &m->cfg;
     int d = c->d_model, ff = c->d_ff, L = c->n_layers;
     int QKV = (c->n_heads + 2 * c->n_kv_heads) * c->head_dim, A = c->n_heads * c->head_dim;
     size_t N = (size_t)B * T;
 
-    /* final norm: w->dxn holds d loss / d xnf (from the head, in lm_forward) */
-    rmsnorm_backward(w->x + (size_t)L * N * d, m->w.lnf, w->rstdf, w->dxn, m->g.lnf, w->dx, N, d, 0);
+    /* final norm: s->dxn holds d loss / d xnf (from the head, in lm_forward) */
+    rmsnorm_backward(s->x + (size_t)L * N * d, m->w.lnf, s->rstdf, s->dxn, s->g.lnf, s->dx, N, d, 0);
 
     for (int l = L - 1; l >= 0; l--) {
         const lm_block *p = &m->w.blocks[l];
-        lm_block *g = &m->g.blocks[l];
-        const float *x = w->x + l * N * d, *xmid = w->xmid + l * N * d;
-        const float *xn1 = w->xn1 + l * N * d, *xn2 = w->xn2 + l * N * d, *qkv = w->qkv + l * N * QKV;
-        const float *atty = w->atty + l * N * A, *gu = w->gu + l * N * 2 * ff, *act = w->act + l * N * ff;
+        lm_block *g = &s->g.blocks[l];
+        const float *x = s->x + l * N * d, *xmid = s->xmid + l * N * d;
+        const float *xn1 = s->xn1 + l * N * d, *xn2 = s->xn2 + l * N * d, *qkv = s->qkv + l * N * QKV;
+        const float *atty = s->atty + l * N * A, *gu = s->gu + l * N * 2 * ff, *act = s->act + l * N * ff;
 
         /* MLP: x_next = xmid + act down^T; dx is d loss / d x_next and becomes d loss / d xmid */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, ff, (int)N, 1.0f, w->dx, d, act, ff, 1.0f, g->w_out, ff);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, ff, d, 1.0f, w->dx, d, p->w_out, ff, 0.0f,
-                    w->dact, ff);
-        swiglu_backward(gu, w->dact, w->dgu, N, ff);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 2 * ff, d, (int)N, 1.0f, w->dgu, 2 * ff, xn2, d, 1.0f,
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, ff, (int)N, 1.0f, s->dx, d, act, ff, 1.0f, g->w_out, ff);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, ff, d, 1.0f, s->dx, d, p->w_out, ff, 0.0f,
+                    s->dact, ff);
+        swiglu_backward(gu, s->dact, s->dgu, N, ff);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 2 * ff, d, (int)N, 1.0f, s->dgu, 2 * ff, xn2, d, 1.0f,
                     g->w_in, d);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, d, 2 * ff, 1.0f, w->dgu, 2 * ff, p->w_in, d, 0.0f,
-                    w->dxn, d);
-        rmsnorm_backward(xmid, p->ln2, w->rstd2 + l * N, w->dxn, g->ln2, w->dx, N, d, 1);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, d, 2 * ff, 1.0f, s->dgu, 2 * ff, p->w_in, d, 0.0f,
+                    s->dxn, d);
+        rmsnorm_backward(xmid, p->ln2, s->rstd2 + l * N, s->dxn, g->ln2, s->dx, N, d, 1);
 
         /* attention: xmid = x + atty o^T; dx becomes d loss / d x */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, A, (int)N, 1.0f, w->dx, d, atty, A, 1.0f, g->wo, A);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, A, d, 1.0f, w->dx, d, p->wo, A, 0.0f, w->datty, A);
-        attention_backward(c, qkv, w->probs + (size_t)l * B * c->n_heads * T * T, w->datty, w->dqkv, w->dprobs, B, T);
-        lm_rope(w->dqkv, w, c, B, T, 1);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, QKV, d, (int)N, 1.0f, w->dqkv, QKV, xn1, d, 1.0f, g->wqkv, d);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, d, QKV, 1.0f, w->dqkv, QKV, p->wqkv, d, 0.0f,
-                    w->dxn, d);
-        rmsnorm_backward(x, p->ln1, w->rstd1 + l * N, w->dxn, g->ln1, w->dx, N, d, 1);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, A, (int)N, 1.0f, s->dx, d, atty, A, 1.0f, g->wo, A);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, A, d, 1.0f, s->dx, d, p->wo, A, 0.0f, s->datty, A);
+        attention_backward(c, qkv, s->probs + (size_t)l * B * c->n_heads * T * T, s->datty, s->dqkv, s->dprobs, B, T);
+        lm_rope(s->dqkv, w, c, B, T, 1);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, QKV, d, (int)N, 1.0f, s->dqkv, QKV, xn1, d, 1.0f, g->wqkv, d);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, d, QKV, 1.0f, s->dqkv, QKV, p->wqkv, d, 0.0f,
+                    s->dxn, d);
+        rmsnorm_backward(x, p->ln1, s->rstd1 + l * N, s->dxn, g->ln1, s->dx, N, d, 1);
     }
 
     /* embedding rows, in token order */
     for (size_t r = 0; r < N; r++) {
-        float *ge = m->g.emb + (size_t)tokens[(r / T) * (T + 1) + r % T] * d;
-        const float *dr = w->dx + r * d;
+        float *ge = s->g.emb + (size_t)tokens[(r / T) * (T + 1) + r % T] * d;
+        const float *dr = s->dx + r * d;
         for (int j = 0; j < d; j++) ge[j] += dr[j];
     }
 }

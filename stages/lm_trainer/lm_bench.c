@@ -1,10 +1,10 @@
 /* lm_bench — times lm_loss_grad (forward + backward) on a randomly initialised model of a
  * config.json; bench/lm_train_bench.sh runs it beside the same step in PyTorch.
  *
- *   lm_bench CONFIG_DIR BATCH SEQ ITERS   -> "tokens/s GFLOP/s params"
+ *   lm_bench CONFIG_DIR BATCH SEQ ITERS THREADS   -> "tokens/s GFLOP/s params"
  *
- * SEQ is the number of predicted positions (each sequence is SEQ + 1 tokens). Threads: OpenBLAS's
- * default (OPENBLAS_NUM_THREADS). Reports the best of ITERS steps after one warm-up. FLOPs count
+ * SEQ is the number of predicted positions (each sequence is SEQ + 1 tokens). THREADS as
+ * lm_work_new_threads (the batch's sequences split over them). Reports the best of ITERS steps after one warm-up. FLOPs count
  * the matrix products only, forward and backward (3 x the forward's: every linear layer, the
  * causal attention products of each query against the keys up to it, the LM head). */
 #include <stdio.h>
@@ -26,15 +26,15 @@ static float uniform(uint64_t *s, float std) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5) {
-        fprintf(stderr, "usage: lm_bench CONFIG_DIR BATCH SEQ ITERS\n");
+    if (argc != 6) {
+        fprintf(stderr, "usage: lm_bench CONFIG_DIR BATCH SEQ ITERS THREADS\n");
         return 2;
     }
-    int B = atoi(argv[2]), T = atoi(argv[3]), iters = atoi(argv[4]);
+    int B = atoi(argv[2]), T = atoi(argv[3]), iters = atoi(argv[4]), threads = atoi(argv[5]);
     fw_config cfg;
     lm_model *m;
     lm_work *w;
-    if (fw_config_load(argv[1], &cfg) != SF_OK || lm_model_new(&cfg, &m) != SF_OK || lm_work_new(m, B, T, &w) != SF_OK) {
+    if (fw_config_load(argv[1], &cfg) != SF_OK || lm_model_new(&cfg, &m) != SF_OK || lm_work_new_threads(m, B, T, threads, &w) != SF_OK) {
         fprintf(stderr, "lm_bench: %s\n", sf_last_error());
         return 1;
     }

@@ -3,7 +3,8 @@
  * per sequence and head) -> o_proj sgemm added to the residual -> RMSNorm -> fused gate/up sgemm ->
  * SwiGLU -> down_proj sgemm added to the residual] -> final RMSNorm -> LM head and cross-entropy
  * in chunks of rows, where the training pass also starts the backward (the logits' gradient
- * never needs all rows at once). Every sgemm over tokens covers all B * T rows. */
+ * never needs all rows at once). Each call covers one slice (a thread's share of the batch's
+ * sequences, lm_model.c); every sgemm over tokens covers all of its rows. */
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -111,40 +112,30 @@ static double head_ce(float *logits, const int32_t *tokens, int T, size_t r0, in
     return loss;
 }
 
-int lm_forward(lm_model *m, lm_work *w, const int32_t *tokens, int B, int T, float grad_scale, double *loss) {
+double lm_forward(const lm_model *m, const lm_work *w, lm_slice *s, const int32_t *tokens, int B, int T, float gs) {
     const fw_config *c = &m->cfg;
-    if (B < 1 || T < 1 || B > w->B || T > w->T)
-        return sf_fail("lm: a batch of %d x %d tokens does not fit the work buffers (%d x %d); make them with "
-                       "lm_work_new for the largest batch", B, T, w->B, w->T);
     int d = c->d_model, V = c->vocab, ff = c->d_ff;
     int QKV = (c->n_heads + 2 * c->n_kv_heads) * c->head_dim, A = c->n_heads * c->head_dim;
     size_t N = (size_t)B * T;
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t <= T; t++) {
-            int32_t id = tokens[(size_t)b * (T + 1) + t];
-            if (id < 0 || id >= V)
-                return sf_fail("lm: token id %d (sequence %d, position %d) is outside the vocabulary [0, %d)", id, b,
-                               t, V);
-        }
 
     /* embed */
     for (size_t r = 0; r < N; r++)
-        memcpy(w->x + r * d, m->w.emb + (size_t)tokens[(r / T) * (T + 1) + r % T] * d, (size_t)d * sizeof(float));
+        memcpy(s->x + r * d, m->w.emb + (size_t)tokens[(r / T) * (T + 1) + r % T] * d, (size_t)d * sizeof(float));
 
     for (int l = 0; l < c->n_layers; l++) {
         const lm_block *p = &m->w.blocks[l];
-        float *x = w->x + l * N * d, *xnext = w->x + (l + 1) * N * d, *xmid = w->xmid + l * N * d;
-        float *xn1 = w->xn1 + l * N * d, *xn2 = w->xn2 + l * N * d, *qkv = w->qkv + l * N * QKV;
-        float *atty = w->atty + l * N * A, *gu = w->gu + l * N * 2 * ff, *act = w->act + l * N * ff;
+        float *x = s->x + l * N * d, *xnext = s->x + (l + 1) * N * d, *xmid = s->xmid + l * N * d;
+        float *xn1 = s->xn1 + l * N * d, *xn2 = s->xn2 + l * N * d, *qkv = s->qkv + l * N * QKV;
+        float *atty = s->atty + l * N * A, *gu = s->gu + l * N * 2 * ff, *act = s->act + l * N * ff;
         /* attention */
-        lm_rmsnorm(x, p->ln1, xn1, w->rstd1 + l * N, N, d, c->norm_eps);
+        lm_rmsnorm(x, p->ln1, xn1, s->rstd1 + l * N, N, d, c->norm_eps);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, QKV, d, 1.0f, xn1, d, p->wqkv, d, 0.0f, qkv, QKV);
         lm_rope(qkv, w, c, B, T, 0);
-        attention(c, qkv, w->probs + (size_t)l * B * c->n_heads * T * T, atty, B, T);
+        attention(c, qkv, s->probs + (size_t)l * B * c->n_heads * T * T, atty, B, T);
         memcpy(xmid, x, N * d * sizeof(float));
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, d, A, 1.0f, atty, A, p->wo, A, 1.0f, xmid, d);
         /* MLP */
-        lm_rmsnorm(xmid, p->ln2, xn2, w->rstd2 + l * N, N, d, c->norm_eps);
+        lm_rmsnorm(xmid, p->ln2, xn2, s->rstd2 + l * N, N, d, c->norm_eps);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, 2 * ff, d, 1.0f, xn2, d, p->w_in, d, 0.0f, gu,
                     2 * ff);
         swiglu(gu, act, N, ff);
@@ -153,32 +144,20 @@ int lm_forward(lm_model *m, lm_work *w, const int32_t *tokens, int B, int T, flo
     }
 
     /* final norm, head and loss, in chunks of rows */
-    lm_rmsnorm(w->x + (size_t)c->n_layers * N * d, m->w.lnf, w->xnf, w->rstdf, N, d, c->norm_eps);
-    float gs = grad_scale / (float)N;
+    lm_rmsnorm(s->x + (size_t)c->n_layers * N * d, m->w.lnf, s->xnf, s->rstdf, N, d, c->norm_eps);
     double sum = 0;
-    for (size_t r0 = 0; r0 < N; r0 += (size_t)w->head_rows) {
-        int rows = (int)(N - r0 < (size_t)w->head_rows ? N - r0 : (size_t)w->head_rows);
-        const float *xr = w->xnf + r0 * d;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, V, d, 1.0f, xr, d, m->w.head, d, 0.0f, w->logits, V);
-        sum += head_ce(w->logits, tokens, T, r0, rows, V, gs);
-        if (grad_scale != 0.0f) {
+    for (size_t r0 = 0; r0 < N; r0 += (size_t)s->head_rows) {
+        int rows = (int)(N - r0 < (size_t)s->head_rows ? N - r0 : (size_t)s->head_rows);
+        const float *xr = s->xnf + r0 * d;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, V, d, 1.0f, xr, d, m->w.head, d, 0.0f, s->logits, V);
+        sum += head_ce(s->logits, tokens, T, r0, rows, V, gs);
+        if (gs != 0.0f) {
             /* head weight += dlogits^T xnf; d xnf = dlogits head */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, d, rows, 1.0f, w->logits, V, xr, d, 1.0f,
-                        m->g.head, d);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, V, 1.0f, w->logits, V, m->w.head, d, 0.0f,
-                        w->dxn + r0 * d, d);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, d, rows, 1.0f, s->logits, V, xr, d, 1.0f,
+                        s->g.head, d);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, V, 1.0f, s->logits, V, m->w.head, d, 0.0f,
+                        s->dxn + r0 * d, d);
         }
     }
-    *loss = sum / (double)N;
-    return SF_OK;
-}
-
-int lm_loss(lm_model *m, lm_work *w, const int32_t *tokens, int B, int T, double *loss) {
-    return lm_forward(m, w, tokens, B, T, 0.0f, loss);
-}
-
-int lm_loss_grad(lm_model *m, lm_work *w, const int32_t *tokens, int B, int T, float scale, double *loss) {
-    if (lm_forward(m, w, tokens, B, T, scale, loss) != SF_OK) return SF_ERR;
-    if (scale != 0.0f) lm_backward(m, w, tokens, B, T); /* scale 0 adds nothing, and left no dxn */
-    return SF_OK;
+    return sum;
 }

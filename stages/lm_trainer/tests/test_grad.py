@@ -4,9 +4,10 @@
 For small random Llama checkpoints (grouped-query and multi-head attention, tied and untied
 embeddings, head_dim other than hidden_size / heads, partial rotary dims), written here in Hugging
 Face's layout (config.json + model.safetensors, F32), the command's mean next-token cross-entropy
-over sequences of different lengths must be within 1e-5 relative of this file's own float64 Llama
+over sequences of different lengths (on 1 and 2 threads) must be within 1e-5 relative of this file's own float64 Llama
 (written from Hugging Face's LlamaForCausalLM semantics, independent of the C code), and every
-parameter's gradient within 1e-4 of that tensor's largest reference magnitude. Bad input (a
+parameter's gradient within 1e-4 of that tensor's largest reference magnitude; a second run on
+2 threads writes the same bytes. Bad input (a
 malformed id, an id outside the vocabulary, empty stdin, a 1-token sequence, a sequence longer
 than the model allows, an existing --out, an untrainable config) fails with a clear message and
 writes nothing.
@@ -167,15 +168,25 @@ def grad_case(tmp, name, c, seed):
     write_checkpoint(model, c, p)
     seqs = random_seqs(c["vocab_size"], [7, 12, 3, 12, 25, 7, 2], seed)  # 25 = max_position_embeddings + 1
     want_loss, want = reference(c, p, seqs)
-    out = os.path.join(tmp, name + ".grad.safetensors")
-    r = lm_grad(model, "".join(" ".join(map(str, s)) + "\n" for s in seqs), out)
-    if r.returncode != 0:
-        check(f"{name}: lm grad runs", False, r.stderr.strip())
-        return
-    got_loss = float(r.stdout.strip())
+    stdin = "".join(" ".join(map(str, s)) + "\n" for s in seqs)
+    outs = {}
+    for threads in ("1", "2"):
+        out = outs[threads] = os.path.join(tmp, f"{name}.t{threads}.grad.safetensors")
+        r = lm_grad(model, stdin, out, "--threads", threads)
+        if r.returncode != 0:
+            check(f"{name} --threads {threads}: lm grad runs", False, r.stderr.strip())
+            return
+        compare(f"{name} --threads {threads}", float(r.stdout.strip()), safetensors_np.read_f32(out), want_loss, want)
+    # The same thread count gives the same bits.
+    again = os.path.join(tmp, name + ".again.grad.safetensors")
+    r = lm_grad(model, stdin, again, "--threads", "2")
+    check(f"{name}: --threads 2 twice, identical files",
+          r.returncode == 0 and open(again, "rb").read() == open(outs["2"], "rb").read())
+
+
+def compare(name, got_loss, got, want_loss, want):
     check(f"{name}: loss {got_loss:.6f} vs {want_loss:.6f}", abs(got_loss - want_loss) <= 1e-5 * abs(want_loss),
           f"rel {abs(got_loss - want_loss) / abs(want_loss):.1e}")
-    got = safetensors_np.read_f32(out)
     check(f"{name}: one gradient per parameter, HF names", sorted(got) == sorted(want),
           f"extra {sorted(set(got) - set(want))} missing {sorted(set(want) - set(got))}")
     worst, worst_name = 0.0, ""
