@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "fw_vecmath.h"
 #include "lm_internal.h"
 
 /* y = x * r * wt with r = 1 / sqrt(mean(x^2) + eps) per row. Given dy, adds the weight's gradient
@@ -31,12 +32,12 @@ static void rmsnorm_backward(const float *x, const float *wt, const float *rstd,
 }
 
 /* a = silu(g) * u: dg = da * u * s * (1 + g * (1 - s)) with s = sigmoid(g), du = da * silu(g). */
-static void swiglu_backward(const float *gu, const float *dact, float *dgu, size_t N, int ff) {
+FW_VECTOR static void swiglu_backward(const float *gu, const float *dact, float *dgu, size_t N, int ff) {
     for (size_t i = 0; i < N; i++) {
         const float *g = gu + i * 2 * ff, *u = g + ff, *da = dact + i * ff;
         float *dg = dgu + i * 2 * ff, *du = dg + ff;
         for (int k = 0; k < ff; k++) {
-            float s = 1.0f / (1.0f + expf(-g[k]));
+            float s = fw_sigmoid(g[k]);
             dg[k] = da[k] * u[k] * s * (1.0f + g[k] * (1.0f - s));
             du[k] = da[k] * g[k] * s;
         }

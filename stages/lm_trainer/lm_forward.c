@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "fw_vecmath.h"
 #include "lm_internal.h"
 
 void lm_rmsnorm(const float *x, const float *wt, float *y, float *rstd, size_t rows, int d, float eps) {
@@ -45,16 +46,11 @@ void lm_rope(float *qkv, const lm_work *w, const fw_config *c, int B, int T, int
 }
 
 /* Row i of P [T, T] holds query i's scores over keys 0..i: softmax over them, zero after. */
-static void softmax_causal(float *P, int T) {
+FW_VECTOR static void softmax_causal(float *P, int T) {
     for (int i = 0; i < T; i++) {
-        float *p = P + (size_t)i * T, mx = p[0];
-        for (int j = 1; j <= i; j++) mx = p[j] > mx ? p[j] : mx;
-        double sum = 0;
-        for (int j = 0; j <= i; j++) {
-            p[j] = expf(p[j] - mx);
-            sum += p[j];
-        }
-        float inv = (float)(1.0 / sum);
+        float *p = P + (size_t)i * T, mx = max_f32(p, i + 1);
+        for (int j = 0; j <= i; j++) p[j] = fw_exp(p[j] - mx);
+        float inv = 1.0f / sum_f32(p, i + 1);
         for (int j = 0; j <= i; j++) p[j] *= inv;
         for (int j = i + 1; j < T; j++) p[j] = 0.0f;
     }
@@ -79,32 +75,28 @@ static void attention(const fw_config *c, const float *qkv, float *probs, float 
 }
 
 /* SiLU(gate) * up of each row; gu [N, 2 ff] (gate, then up) -> act [N, ff]. */
-static void swiglu(const float *gu, float *act, size_t N, int ff) {
+FW_VECTOR static void swiglu(const float *gu, float *act, size_t N, int ff) {
     for (size_t i = 0; i < N; i++) {
         const float *g = gu + i * 2 * ff, *u = g + ff;
         float *a = act + i * ff;
-        for (int k = 0; k < ff; k++) a[k] = g[k] / (1.0f + expf(-g[k])) * u[k];
+        for (int k = 0; k < ff; k++) a[k] = fw_silu(g[k]) * u[k];
     }
 }
 
 /* Logits and cross-entropy of rows [r0, r0 + rows); with gs != 0 the logits become their gradient,
  * gs * (softmax - onehot(target)), in place (without, they become exp(logit - max)). Returns the
  * summed loss of the rows. */
-static double head_ce(float *logits, const int32_t *tokens, int T, size_t r0, int rows, int V, float gs) {
+FW_VECTOR static double head_ce(float *logits, const int32_t *tokens, int T, size_t r0, int rows, int V, float gs) {
     double loss = 0;
     for (int i = 0; i < rows; i++) {
         size_t r = r0 + (size_t)i;
         int32_t tgt = tokens[(r / T) * (size_t)(T + 1) + r % T + 1];
-        float *l = logits + (size_t)i * V, mx = l[0], lt = l[tgt];
-        for (int j = 1; j < V; j++) mx = l[j] > mx ? l[j] : mx;
-        double sum = 0;
-        for (int j = 0; j < V; j++) {
-            l[j] = expf(l[j] - mx);
-            sum += l[j];
-        }
-        loss += mx + log(sum) - lt;
+        float *l = logits + (size_t)i * V, mx = max_f32(l, V), lt = l[tgt];
+        for (int j = 0; j < V; j++) l[j] = fw_exp(l[j] - mx);
+        float sum = sum_f32(l, V);
+        loss += mx + log((double)sum) - lt;
         if (gs != 0.0f) {
-            float k = (float)(gs / sum);
+            float k = gs / sum;
             for (int j = 0; j < V; j++) l[j] *= k;
             l[tgt] -= gs;
         }
