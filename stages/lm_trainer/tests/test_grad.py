@@ -247,10 +247,30 @@ def bad_input(tmp):
     check("lm grad without --out: usage, exit 2", r.returncode == 2 and "usage" in r.stderr)
 
 
+def suite_loss(tmp):
+    """The trained suite checkpoint (bf16 on disk, tied head): the same mean loss as the forward
+    stage's `saeflow forward --loss`, itself checked against PyTorch in stages/forward/tests."""
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
+    model = os.path.join(root, "data", "suite", "step-001000")
+    if not os.path.exists(os.path.join(model, "config.json")):
+        print("suite checkpoint missing: skipped the suite comparison")
+        return
+    seqs = random_seqs(8000, [65, 65, 65, 30, 129], 5)
+    stdin = "".join(" ".join(map(str, s)) + "\n" for s in seqs)
+    r = lm_grad(model, stdin, os.path.join(tmp, "suite.grad.safetensors"))
+    f = subprocess.run([SAEFLOW, "forward", model, "--loss"], input=stdin, capture_output=True, text=True)
+    want = [float(x.split()[1]) for x in f.stdout.splitlines() if x.startswith("loss ")]
+    ok = r.returncode == 0 and f.returncode == 0 and len(want) == 1
+    got = float(r.stdout.strip()) if ok else float("nan")
+    check(f"suite step-001000: loss {got:.6f} = forward's {want[0] if want else None}",
+          ok and abs(got - want[0]) <= 1e-5 * want[0], r.stderr.strip() if r.returncode else "")
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, c) in enumerate(CASES):
             grad_case(tmp, name, c, 100 + i)
+        suite_loss(tmp)
         bad_input(tmp)
     print("FAILED" if failures else "all ok")
     sys.exit(1 if failures else 0)
