@@ -1,6 +1,6 @@
 /* lm_backward.c — the backward of lm_forward.c, bottom to top, one step per forward step in
  * reverse: final RMSNorm -> per block (last first) [down_proj -> SwiGLU -> gate/up -> RMSNorm ->
- * o_proj -> attention (softmax, scores, values) -> RoPE -> q/k/v -> RMSNorm], the residual
+ * o_proj -> attention (probabilities recomputed; softmax, scores, values) -> RoPE -> q/k/v -> RMSNorm], the residual
  * gradient dx passing straight through each block's two additions -> embedding rows. Weight
  * gradients are added (beta 1) into the slice's gradients; sums over rows run in a fixed order,
  * so a run is deterministic for a given batch shape and thread count. */
@@ -45,12 +45,13 @@ FW_VECTOR static void swiglu_backward(const float *gu, const float *dact, float 
 }
 
 /* The backward of one block's attention, per sequence and query head, from datty [N, H hd] into
- * dqkv [N, (H + 2 KV) hd] (zeroed first: the heads of a group add into their shared k and v):
+ * dqkv [N, (H + 2 KV) hd] (zeroed first: the heads of a group add into their shared k and v). The
+ * probabilities are recomputed into P [T, T] from q, k and the forward's softmax statistics smax:
  *   O = P V            dV += P^T dO,  dP = dO V^T
  *   P = softmax(S)     dS = P * (dP - rowsum(dP * P))
  *   S = scale Q K^T    dQ = scale dS K,  dK += scale dS^T Q */
-static void attention_backward(const fw_config *c, const float *qkv, const float *probs, const float *datty,
-                               float *dqkv, float *dP, int B, int T) {
+static void attention_backward(const fw_config *c, const float *qkv, float *smax, const float *datty, float *dqkv,
+                               float *P, float *dP, int B, int T) {
     int H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim, rep = H / KV;
     int W = (H + 2 * KV) * hd, A = H * hd;
     float scale = c->attn_scale;
@@ -61,7 +62,8 @@ static void attention_backward(const fw_config *c, const float *qkv, const float
             size_t qo = (size_t)h * hd, ko = (size_t)(H + h / rep) * hd, vo = (size_t)(H + KV + h / rep) * hd;
             const float *q = qkv + row0 * W + qo, *k = qkv + row0 * W + ko, *v = qkv + row0 * W + vo;
             float *dq = dqkv + row0 * W + qo, *dk = dqkv + row0 * W + ko, *dv = dqkv + row0 * W + vo;
-            const float *P = probs + ((size_t)b * H + h) * T * T, *dO = datty + row0 * A + qo;
+            const float *dO = datty + row0 * A + qo;
+            lm_attention_probs(c, qkv + row0 * W, h, T, P, smax + ((size_t)b * H + h) * T * 2, 1);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dO, A, 1.0f, dv, W);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, A, v, W, 0.0f, dP, T);
             for (int i = 0; i < T; i++) {
@@ -107,7 +109,8 @@ void lm_backward(const lm_model *m, const lm_work *w, lm_slice *s, const int32_t
         /* attention: xmid = x + atty o^T; dx becomes d loss / d x */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, A, (int)N, 1.0f, s->dx, d, atty, A, 1.0f, g->wo, A);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, A, d, 1.0f, s->dx, d, p->wo, A, 0.0f, s->datty, A);
-        attention_backward(c, qkv, s->probs + (size_t)l * B * c->n_heads * T * T, s->datty, s->dqkv, s->dprobs, B, T);
+        attention_backward(c, qkv, s->smax + (size_t)l * B * c->n_heads * T * 2, s->datty, s->dqkv, s->probs,
+                           s->dprobs, B, T);
         lm_rope(s->dqkv, w, c, B, T, 1);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, QKV, d, (int)N, 1.0f, s->dqkv, QKV, xn1, d, 1.0f, g->wqkv, d);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, d, QKV, 1.0f, s->dqkv, QKV, p->wqkv, d, 0.0f,

@@ -45,30 +45,44 @@ void lm_rope(float *qkv, const lm_work *w, const fw_config *c, int B, int T, int
     }
 }
 
-/* Row i of P [T, T] holds query i's scores over keys 0..i: softmax over them, zero after. */
-FW_VECTOR static void softmax_causal(float *P, int T) {
+/* Row i of P [T, T] holds query i's scores over keys 0..i: softmax over them, zero after, as
+ * exp(s - max) * (1 / sum). With stats, the rows' max and 1 / sum are taken from stats [T, 2]
+ * (the backward's recomputation: the same bits as the forward's for the same scores); else
+ * computed and stored there. */
+FW_VECTOR static void softmax_causal(float *P, int T, float *stats, int given) {
     for (int i = 0; i < T; i++) {
-        float *p = P + (size_t)i * T, mx = max_f32(p, i + 1);
+        float *p = P + (size_t)i * T;
+        float mx = given ? stats[2 * i] : max_f32(p, i + 1);
         for (int j = 0; j <= i; j++) p[j] = fw_exp(p[j] - mx);
-        float inv = 1.0f / sum_f32(p, i + 1);
+        float inv = given ? stats[2 * i + 1] : 1.0f / sum_f32(p, i + 1);
         for (int j = 0; j <= i; j++) p[j] *= inv;
         for (int j = i + 1; j < T; j++) p[j] = 0.0f;
+        if (!given) {
+            stats[2 * i] = mx;
+            stats[2 * i + 1] = inv;
+        }
     }
 }
 
+/* The probabilities P [T, T] of query head h of the sequence whose q/k/v rows start at qkv: scores
+ * scale q k^T, then softmax_causal (stats [T, 2] as there). */
+void lm_attention_probs(const fw_config *c, const float *qkv, int h, int T, float *P, float *stats, int given) {
+    int H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim, W = (H + 2 * KV) * hd;
+    const float *q = qkv + (size_t)h * hd, *k = qkv + (size_t)(H + h / (H / KV)) * hd;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, c->attn_scale, q, W, k, W, 0.0f, P, T);
+    softmax_causal(P, T, stats, given);
+}
+
 /* Causal grouped-query attention of one block: query head h reads key/value head h / (H / KV).
- * qkv [N, (H + 2 KV) hd] -> probs [B, H, T, T], atty [N, H hd]. */
-static void attention(const fw_config *c, const float *qkv, float *probs, float *atty, int B, int T) {
+ * qkv [N, (H + 2 KV) hd] -> atty [N, H hd], the softmax statistics smax [B, H, T, 2]; P [T, T]
+ * scratch. */
+static void attention(const fw_config *c, const float *qkv, float *smax, float *atty, float *P, int B, int T) {
     int H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim, rep = H / KV;
     int W = (H + 2 * KV) * hd, A = H * hd;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
-            const float *q = qkv + (size_t)b * T * W + (size_t)h * hd;
-            const float *k = qkv + (size_t)b * T * W + (size_t)(H + h / rep) * hd;
-            const float *v = qkv + (size_t)b * T * W + (size_t)(H + KV + h / rep) * hd;
-            float *P = probs + ((size_t)b * H + h) * T * T;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, c->attn_scale, q, W, k, W, 0.0f, P, T);
-            softmax_causal(P, T);
+            const float *seq = qkv + (size_t)b * T * W, *v = seq + (size_t)(H + KV + h / rep) * hd;
+            lm_attention_probs(c, seq, h, T, P, smax + ((size_t)b * H + h) * T * 2, 0);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, v, W, 0.0f,
                         atty + (size_t)b * T * A + (size_t)h * hd, A);
         }
@@ -123,7 +137,7 @@ double lm_forward(const lm_model *m, const lm_work *w, lm_slice *s, const int32_
         lm_rmsnorm(x, p->ln1, xn1, s->rstd1 + l * N, N, d, c->norm_eps);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, QKV, d, 1.0f, xn1, d, p->wqkv, d, 0.0f, qkv, QKV);
         lm_rope(qkv, w, c, B, T, 0);
-        attention(c, qkv, s->probs + (size_t)l * B * c->n_heads * T * T, atty, B, T);
+        attention(c, qkv, s->smax + (size_t)l * B * c->n_heads * T * 2, atty, s->probs, B, T);
         memcpy(xmid, x, N * d * sizeof(float));
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, d, A, 1.0f, atty, A, p->wo, A, 1.0f, xmid, d);
         /* MLP */

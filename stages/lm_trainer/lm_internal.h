@@ -46,7 +46,10 @@ typedef struct lm_slice {
     float *xn1;       /* [L][N, d] input_layernorm output */
     float *rstd1;     /* [L][N] its 1 / rms */
     float *qkv;       /* [L][N, (H + 2 KV) hd] q, k after RoPE; v */
-    float *probs;     /* [L][B, H, T, T] attention probabilities (row i: keys 0..i, zero after) */
+    float *smax;      /* [L][B, H, T, 2] each score row's max and 1 / sum of exp(score - max): the
+                       * backward recomputes the probabilities from q and k with them, so no
+                       * [T, T] matrix per head is kept (memory linear in T) */
+    float *probs;     /* [T, T] one head's attention probabilities (row i: keys 0..i, zero after) */
     float *atty;      /* [L][N, H hd] attention output before o_proj */
     float *xn2;       /* [L][N, d] post_attention_layernorm output */
     float *rstd2;     /* [L][N] */
@@ -83,6 +86,11 @@ struct lm_work {
 double lm_forward(const lm_model *m, const lm_work *w, lm_slice *s, const int32_t *tokens, int B, int T, float gs);
 /* The backward from s->dxn (left by lm_forward) down to the embeddings, adding into s->g. */
 void lm_backward(const lm_model *m, const lm_work *w, lm_slice *s, const int32_t *tokens, int B, int T);
+
+/* One query head's causal attention probabilities P [T, T] for the sequence whose q/k/v rows start
+ * at qkv; stats [T, 2]: each row's softmax max and 1 / sum, written (given 0) or used (given 1,
+ * the backward: the forward's bits again). */
+void lm_attention_probs(const fw_config *c, const float *qkv, int h, int T, float *P, float *stats, int given);
 
 /* Shared elementwise steps. */
 void lm_rmsnorm(const float *x, const float *wt, float *y, float *rstd, size_t rows, int d, float eps);

@@ -227,7 +227,8 @@ static int slice_new(const lm_model *m, lm_slice *s, int B, int T, int own_grads
         {&s->xn1, "attention norm outputs (layers x tokens x d)", L, N, d},
         {&s->rstd1, "attention norm statistics", L, N, 1},
         {&s->qkv, "q/k/v after RoPE (layers x tokens x (H + 2 KV) hd)", L, N, qkv},
-        {&s->probs, "attention probabilities (layers x B x H x T x T)", L * B * (size_t)c->n_heads, TT, 1},
+        {&s->smax, "attention softmax statistics (layers x B x H x T x 2)", L * B * (size_t)c->n_heads, (size_t)T, 2},
+        {&s->probs, "attention probabilities (T x T)", 1, TT, 1},
         {&s->atty, "attention outputs (layers x tokens x H hd)", L, N, att},
         {&s->xn2, "MLP norm outputs (layers x tokens x d)", L, N, d},
         {&s->rstd2, "MLP norm statistics", L, N, 1},
@@ -260,7 +261,7 @@ static int slice_new(const lm_model *m, lm_slice *s, int B, int T, int own_grads
 }
 
 static void slice_free(lm_slice *s) {
-    float *all[] = {s->x,     s->xmid,  s->xn1,  s->rstd1, s->qkv,   s->probs, s->atty,   s->xn2,
+    float *all[] = {s->x,     s->xmid,  s->xn1,  s->rstd1, s->qkv,   s->smax, s->probs, s->atty,   s->xn2,
                     s->rstd2, s->gu,    s->act,  s->xnf,   s->rstdf, s->logits, s->dx,    s->dxn,
                     s->dqkv,  s->datty, s->dgu,  s->dact,  s->dprobs, s->garena};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
