@@ -47,10 +47,13 @@ int lm_config_check(const fw_config *c) {
     return SF_OK;
 }
 
-/* Adds tensor `name` of shape [d0] or [d0, d1] to the table at arena offset *off (floats). With
- * pad, the next offset is rounded up to 16 floats (64-byte aligned starts); without, the next
- * tensor follows directly (the fused q/k/v and gate/up matrices). Padding stays zero. */
-static void add_tensor(lm_model *m, const char *name, int ndim, int64_t d0, int64_t d1, size_t *off, int pad) {
+/* Adds tensor `name` of shape [d0] or [d0, d1] to the table at arena offset *off (floats), which
+ * it records in offs. With pad, the next offset is rounded up to a multiple of 16 floats (whole
+ * SIMD vectors); without, the next tensor follows directly (the fused q/k/v and gate/up matrices).
+ * Padding stays zero. */
+static void add_tensor(lm_model *m, size_t *offs, const char *name, int ndim, int64_t d0, int64_t d1, size_t *off,
+                       int pad) {
+    offs[m->n_tensors] = *off;
     lm_tensor *t = &m->tensors[m->n_tensors++];
     snprintf(t->name, sizeof t->name, "%s", name);
     t->ndim = ndim;
@@ -58,33 +61,32 @@ static void add_tensor(lm_model *m, const char *name, int ndim, int64_t d0, int6
     t->shape[1] = ndim == 2 ? d1 : 1;
     t->n = (size_t)d0 * (size_t)(ndim == 2 ? d1 : 1);
     t->decay = ndim == 2;
-    t->w = (float *)(uintptr_t)*off; /* an offset until the arena exists */
     *off += pad ? (t->n + 15) / 16 * 16 : t->n;
 }
 
 /* Lays out every tensor (names, shapes, offsets); q/k/v_proj adjacent, gate/up_proj adjacent. */
-static void layout(lm_model *m, size_t *total) {
+static void layout(lm_model *m, size_t *offs, size_t *total) {
     const fw_config *c = &m->cfg;
     int d = c->d_model, hd = c->head_dim, H = c->n_heads, KV = c->n_kv_heads, ff = c->d_ff;
     char n[96];
     size_t off = 0;
     m->n_tensors = 0;
-    add_tensor(m, "model.embed_tokens.weight", 2, c->vocab, d, &off, 1);
+    add_tensor(m, offs, "model.embed_tokens.weight", 2, c->vocab, d, &off, 1);
     for (int l = 0; l < c->n_layers; l++) {
 #define LM_NAME(s) (snprintf(n, sizeof n, "model.layers.%d.%s", l, s), n)
-        add_tensor(m, LM_NAME("input_layernorm.weight"), 1, d, 0, &off, 1);
-        add_tensor(m, LM_NAME("self_attn.q_proj.weight"), 2, (int64_t)H * hd, d, &off, 0);
-        add_tensor(m, LM_NAME("self_attn.k_proj.weight"), 2, (int64_t)KV * hd, d, &off, 0);
-        add_tensor(m, LM_NAME("self_attn.v_proj.weight"), 2, (int64_t)KV * hd, d, &off, 1);
-        add_tensor(m, LM_NAME("self_attn.o_proj.weight"), 2, d, (int64_t)H * hd, &off, 1);
-        add_tensor(m, LM_NAME("post_attention_layernorm.weight"), 1, d, 0, &off, 1);
-        add_tensor(m, LM_NAME("mlp.gate_proj.weight"), 2, ff, d, &off, 0);
-        add_tensor(m, LM_NAME("mlp.up_proj.weight"), 2, ff, d, &off, 1);
-        add_tensor(m, LM_NAME("mlp.down_proj.weight"), 2, d, ff, &off, 1);
+        add_tensor(m, offs, LM_NAME("input_layernorm.weight"), 1, d, 0, &off, 1);
+        add_tensor(m, offs, LM_NAME("self_attn.q_proj.weight"), 2, (int64_t)H * hd, d, &off, 0);
+        add_tensor(m, offs, LM_NAME("self_attn.k_proj.weight"), 2, (int64_t)KV * hd, d, &off, 0);
+        add_tensor(m, offs, LM_NAME("self_attn.v_proj.weight"), 2, (int64_t)KV * hd, d, &off, 1);
+        add_tensor(m, offs, LM_NAME("self_attn.o_proj.weight"), 2, d, (int64_t)H * hd, &off, 1);
+        add_tensor(m, offs, LM_NAME("post_attention_layernorm.weight"), 1, d, 0, &off, 1);
+        add_tensor(m, offs, LM_NAME("mlp.gate_proj.weight"), 2, ff, d, &off, 0);
+        add_tensor(m, offs, LM_NAME("mlp.up_proj.weight"), 2, ff, d, &off, 1);
+        add_tensor(m, offs, LM_NAME("mlp.down_proj.weight"), 2, d, ff, &off, 1);
 #undef LM_NAME
     }
-    add_tensor(m, "model.norm.weight", 1, d, 0, &off, 1);
-    if (!c->tied_embeddings) add_tensor(m, "lm_head.weight", 2, c->vocab, d, &off, 1);
+    add_tensor(m, offs, "model.norm.weight", 1, d, 0, &off, 1);
+    if (!c->tied_embeddings) add_tensor(m, offs, "lm_head.weight", 2, c->vocab, d, &off, 1);
     *total = off;
 }
 
@@ -118,22 +120,24 @@ int lm_model_new(const fw_config *cfg, lm_model **out) {
     m->cfg = *cfg;
     const fw_config *c = &m->cfg;
     size_t max_tensors = 4 + (size_t)c->n_layers * 9;
-    size_t total;
+    size_t total, *offs = NULL;
     if (!(m->tensors = sf_zalloc("the parameter table", max_tensors, sizeof *m->tensors)) ||
+        !(offs = sf_alloc("the parameter offsets", max_tensors, sizeof *offs)) ||
         !(m->w.blocks = sf_zalloc("block weight views", (size_t)c->n_layers, sizeof *m->w.blocks)) ||
         !(m->g.blocks = sf_zalloc("block gradient views", (size_t)c->n_layers, sizeof *m->g.blocks)) ||
         !(m->inv_freq = sf_zalloc("RoPE frequencies", (size_t)c->rotary_dim / 2, sizeof *m->inv_freq)))
         goto fail;
-    layout(m, &total);
+    layout(m, offs, &total);
     m->n_arena = total;
     if (!(m->params = sf_zalloc("the model's weights", total, sizeof(float))) ||
         !(m->grads = sf_zalloc("the model's gradients", total, sizeof(float))))
         goto fail;
     for (size_t i = 0; i < m->n_tensors; i++) {
-        size_t off = (size_t)(uintptr_t)m->tensors[i].w;
-        m->tensors[i].w = m->params + off;
-        m->tensors[i].g = m->grads + off;
+        m->tensors[i].w = m->params + offs[i];
+        m->tensors[i].g = m->grads + offs[i];
     }
+    free(offs);
+    offs = NULL;
     bind(m, &m->w, m->params);
     bind(m, &m->g, m->grads);
     /* Hugging Face's default RoPE: inv_freq[i] = theta^(-2i / rotary_dim). */
@@ -141,6 +145,7 @@ int lm_model_new(const fw_config *cfg, lm_model **out) {
     *out = m;
     return SF_OK;
 fail:
+    free(offs);
     lm_model_free(m);
     return SF_ERR;
 }
