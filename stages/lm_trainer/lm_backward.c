@@ -15,15 +15,19 @@
  * sum_rows dy * x * r into gw and writes (add 0) or adds (add 1) the input's gradient
  *   dx = r * (dy * wt) - x * r^3 / d * sum_j(dy_j * wt_j * x_j)
  * into dx. */
-static void rmsnorm_backward(const float *x, const float *wt, const float *rstd, const float *dy, float *gw,
-                             float *dx, size_t rows, int d, int add) {
+FW_VECTOR static void rmsnorm_backward(const float *x, const float *wt, const float *rstd, const float *dy, float *gw,
+                                       float *dx, size_t rows, int d, int add) {
     for (size_t i = 0; i < rows; i++) {
         const float *xi = x + i * d, *dyi = dy + i * d;
         float *dxi = dx + i * d, r = rstd[i];
-        double dot = 0;
-        for (int j = 0; j < d; j++) dot += (double)dyi[j] * wt[j] * xi[j];
-        float k = (float)(dot * r * r * r / d);
-        for (int j = 0; j < d; j++) {
+        float part[16] = {0}, dot = 0;
+        int j = 0;
+        for (; j + 16 <= d; j += 16)
+            for (int k = 0; k < 16; k++) part[k] += dyi[j + k] * wt[j + k] * xi[j + k];
+        for (int k = 0; k < 16; k++) dot += part[k];
+        for (; j < d; j++) dot += dyi[j] * wt[j] * xi[j];
+        float k = dot * r * r * r / (float)d;
+        for (j = 0; j < d; j++) {
             float v = r * dyi[j] * wt[j] - xi[j] * k;
             dxi[j] = add ? dxi[j] + v : v;
             gw[j] += dyi[j] * xi[j] * r;

@@ -12,14 +12,19 @@
 #include "fw_vecmath.h"
 #include "lm_internal.h"
 
-void lm_rmsnorm(const float *x, const float *wt, float *y, float *rstd, size_t rows, int d, float eps) {
+/* Sums of squares in 16 float partial sums (as PyTorch's vectorized float32 reductions). */
+FW_VECTOR void lm_rmsnorm(const float *x, const float *wt, float *y, float *rstd, size_t rows, int d, float eps) {
     for (size_t i = 0; i < rows; i++) {
         const float *xi = x + i * d;
         float *yi = y + i * d;
-        double ss = 0;
-        for (int j = 0; j < d; j++) ss += (double)xi[j] * xi[j];
-        float r = (float)(1.0 / sqrt(ss / d + eps));
-        for (int j = 0; j < d; j++) yi[j] = xi[j] * r * wt[j];
+        float part[16] = {0}, ss = 0;
+        int j = 0;
+        for (; j + 16 <= d; j += 16)
+            for (int k = 0; k < 16; k++) part[k] += xi[j + k] * xi[j + k];
+        for (int k = 0; k < 16; k++) ss += part[k];
+        for (; j < d; j++) ss += xi[j] * xi[j];
+        float r = 1.0f / sqrtf(ss / (float)d + eps);
+        for (j = 0; j < d; j++) yi[j] = xi[j] * r * wt[j];
         rstd[i] = r;
     }
 }
