@@ -348,7 +348,8 @@ static void *job_run(void *arg) {
 /* Slice k takes sequences [B k / n, B (k + 1) / n) on its own thread (slice 0 on the caller's),
  * with OpenBLAS on one thread meanwhile; then the other slices' gradients are added into the
  * model's in slice order, so the result depends on the thread count but not on timing. With one
- * slice OpenBLAS keeps its own threads. */
+ * slice OpenBLAS stays on one thread as well: its own split of an sgemm would change where an
+ * element falls inside a call and so, under some kernels (Haswell), its rounding. */
 static int run(lm_model *m, lm_work *w, const int32_t *tokens, int B, int T, float scale, double *loss) {
     const fw_config *c = &m->cfg;
     if (B < 1 || T < 1 || B > w->B || T > w->T)
@@ -370,14 +371,14 @@ static int run(lm_model *m, lm_work *w, const int32_t *tokens, int B, int T, flo
         int b0 = (int)((int64_t)B * k / n), b1 = (int)((int64_t)B * (k + 1) / n);
         jobs[k] = (lm_job){m, w, &w->slices[k], tokens + (size_t)b0 * (T + 1), b1 - b0, T, gs, 0};
     }
-    if (n > 1) sf_blas_single_enter(openblas_get_num_threads, openblas_set_num_threads);
+    sf_blas_single_enter(openblas_get_num_threads, openblas_set_num_threads);
     for (int k = 1; k < n; k++) started[k] = pthread_create(&tid[k], NULL, job_run, &jobs[k]) == 0;
     job_run(&jobs[0]);
     for (int k = 1; k < n; k++) {
         if (started[k]) pthread_join(tid[k], NULL);
         else job_run(&jobs[k]); /* no thread: run it here */
     }
-    if (n > 1) sf_blas_single_leave(openblas_set_num_threads);
+    sf_blas_single_leave(openblas_set_num_threads);
     double sum = 0;
     for (int k = 0; k < n; k++) sum += jobs[k].loss;
     if (gs != 0.0f)

@@ -74,7 +74,7 @@ int lm_work_new(const lm_model *m, int B, int T, lm_work **out);
  * each thread runs the forward and backward of its share of the batch with OpenBLAS on one thread
  * (sf_blas_single_enter), into its own gradient arena, and the arenas are then added into the
  * model's gradients in thread order. Results are deterministic for a given thread count (and batch
- * shape); a batch of one sequence runs on one thread with OpenBLAS's own threads. Memory: the
+ * shape); a batch of one sequence runs on one thread. Memory: the
  * activations once in all, plus one gradient arena per thread after the first. */
 int lm_work_new_threads(const lm_model *m, int B, int T, int threads, lm_work **out);
 void lm_work_free(lm_work *w);

@@ -7,7 +7,7 @@ Face's layout (config.json + model.safetensors, F32), the command's mean next-to
 over sequences of different lengths (on 1 and 2 threads) must be within 1e-5 relative of this file's own float64 Llama
 (written from Hugging Face's LlamaForCausalLM semantics, independent of the C code), and every
 parameter's gradient within 1e-4 of that tensor's largest reference magnitude; a second run on
-2 threads writes the same bytes. Bad input (a
+2 threads writes the same bytes, and so does OpenBLAS's own thread count. Bad input (a
 malformed id, an id outside the vocabulary, empty stdin, a 1-token sequence, a sequence longer
 than the model allows, an existing --out, an untrainable config) fails with a clear message and
 writes nothing.
@@ -139,9 +139,9 @@ def write_checkpoint(dirname, c, p):
                          {k: v.detach().numpy().astype(np.float32) for k, v in sorted(p.items())}, {"format": "pt"})
 
 
-def lm_grad(model, stdin, out, *extra):
+def lm_grad(model, stdin, out, *extra, env=None):
     return subprocess.run([SAEFLOW, "lm", "grad", model, "--out", out, *extra], input=stdin,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
 
 
 def random_seqs(V, lengths, seed):
@@ -172,7 +172,7 @@ def grad_case(tmp, name, c, seed):
     outs = {}
     for threads in ("1", "2"):
         out = outs[threads] = os.path.join(tmp, f"{name}.t{threads}.grad.safetensors")
-        r = lm_grad(model, stdin, out, "--threads", threads)
+        r = lm_grad(model, stdin, out, "--threads", threads, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
         if r.returncode != 0:
             check(f"{name} --threads {threads}: lm grad runs", False, r.stderr.strip())
             return
@@ -182,6 +182,13 @@ def grad_case(tmp, name, c, seed):
     r = lm_grad(model, stdin, again, "--threads", "2")
     check(f"{name}: --threads 2 twice, identical files",
           r.returncode == 0 and open(again, "rb").read() == open(outs["2"], "rb").read())
+    # OpenBLAS's own thread setting does not change them (it runs on one thread inside lm's threads).
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2")
+    for threads in ("1", "2"):
+        other = os.path.join(tmp, f"{name}.blas2.t{threads}.grad.safetensors")
+        r = lm_grad(model, stdin, other, "--threads", threads, env=dict(env))
+        check(f"{name}: --threads {threads}, OPENBLAS_NUM_THREADS=2: identical file",
+              r.returncode == 0 and open(other, "rb").read() == open(outs[threads], "rb").read())
 
 
 def compare(name, got_loss, got, want_loss, want):
