@@ -254,30 +254,40 @@ def bad_input(tmp):
     check("lm grad without --out: usage, exit 2", r.returncode == 2 and "usage" in r.stderr)
 
 
-def suite_loss(tmp):
-    """The trained suite checkpoint (bf16 on disk, tied head): the same mean loss as the forward
-    stage's `saeflow forward --loss`, itself checked against PyTorch in stages/forward/tests."""
+def suite_case(tmp):
+    """The trained suite checkpoint (bf16 on disk, tied head): loss and gradients against the
+    float64 reference loaded with its weights, and the loss equal to the forward stage's
+    `saeflow forward --loss` (itself checked against PyTorch in stages/forward/tests)."""
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
     model = os.path.join(root, "data", "suite", "step-001000")
     if not os.path.exists(os.path.join(model, "config.json")):
         print("suite checkpoint missing: skipped the suite comparison")
         return
-    seqs = random_seqs(8000, [65, 65, 65, 30, 129], 5)
+    with open(os.path.join(model, "config.json")) as f:
+        c = json.load(f)
+    p = {k: torch.from_numpy(v.astype(np.float64)).requires_grad_()
+         for k, v in safetensors_np.read_f32(os.path.join(model, "model.safetensors")).items()}
+    seqs = random_seqs(c["vocab_size"], [65, 65, 30, 129], 5)
+    want_loss, want = reference(c, p, seqs)
     stdin = "".join(" ".join(map(str, s)) + "\n" for s in seqs)
-    r = lm_grad(model, stdin, os.path.join(tmp, "suite.grad.safetensors"))
+    out = os.path.join(tmp, "suite.grad.safetensors")
+    r = lm_grad(model, stdin, out)
+    if r.returncode != 0:
+        check("suite step-001000: lm grad runs", False, r.stderr.strip())
+        return
+    compare("suite step-001000", float(r.stdout.strip()), safetensors_np.read_f32(out), want_loss, want)
     f = subprocess.run([SAEFLOW, "forward", model, "--loss"], input=stdin, capture_output=True, text=True)
-    want = [float(x.split()[1]) for x in f.stdout.splitlines() if x.startswith("loss ")]
-    ok = r.returncode == 0 and f.returncode == 0 and len(want) == 1
-    got = float(r.stdout.strip()) if ok else float("nan")
-    check(f"suite step-001000: loss {got:.6f} = forward's {want[0] if want else None}",
-          ok and abs(got - want[0]) <= 1e-5 * want[0], r.stderr.strip() if r.returncode else "")
+    fw = [float(x.split()[1]) for x in f.stdout.splitlines() if x.startswith("loss ")]
+    got = float(r.stdout.strip())
+    check(f"suite step-001000: loss {got:.6f} = saeflow forward's {fw[0] if fw else None}",
+          len(fw) == 1 and abs(got - fw[0]) <= 1e-5 * fw[0])
 
 
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, c) in enumerate(CASES):
             grad_case(tmp, name, c, 100 + i)
-        suite_loss(tmp)
+        suite_case(tmp)
         bad_input(tmp)
     print("FAILED" if failures else "all ok")
     sys.exit(1 if failures else 0)
