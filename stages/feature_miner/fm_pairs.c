@@ -74,16 +74,15 @@ static void prows_free(prow *r, int n) {
     free(r);
 }
 
-/* The paired rows of the file (id, lang, pair strings), sorted by id. */
-static int read_rows(const char *path, prow **out, int *n_out, long *rows_total) {
+/* Appends the paired rows of one file (id, lang, pair strings) to rows[n], counting its rows. */
+static int read_rows(const char *path, prow **rows_io, int *n_io, int *cap_io, long *rows_total) {
     gzFile gz = gzopen(path, "rb");
     if (!gz) return sf_fail("pairs %s: cannot open it", path);
     size_t cap = 1 << 16, len;
     char *buf = sf_alloc("a line of the pairs corpus", cap, 1);
-    prow *rows = NULL;
-    int n = 0, n_cap = 0, rc = SF_OK;
+    prow *rows = *rows_io;
+    int n = *n_io, n_cap = *cap_io, rc = SF_OK;
     long line = 0;
-    *rows_total = 0;
     while (rc == SF_OK && buf) {
         len = 0; /* one whole line, growing the buffer */
         for (;;) {
@@ -145,13 +144,8 @@ static int read_rows(const char *path, prow **out, int *n_out, long *rows_total)
     if (!buf) rc = SF_ERR;
     gzclose(gz);
     free(buf);
-    if (rc != SF_OK) {
-        prows_free(rows, n);
-        return SF_ERR;
-    }
-    qsort(rows, (size_t)n, sizeof *rows, prow_cmp);
-    *out = rows, *n_out = n;
-    return SF_OK;
+    *rows_io = rows, *n_io = n, *cap_io = n_cap; /* the caller frees them, also after an error */
+    return rc;
 }
 
 static size_t slot_find(const fm_pairs *p, uint64_t doc) {
@@ -225,7 +219,7 @@ static int build_pairs(fm_pairs *p, prow *rows, int n) {
     return SF_OK;
 }
 
-fm_pairs *fm_pairs_load(const char *path, const fm_pairs_cfg *cfg) {
+fm_pairs *fm_pairs_load(const char *path, const fm_pairs_cfg *cfg) { /* path: one file or a comma-separated list */
     if (cfg->n_features < 1 || cfg->permutations < 1 || !(cfg->alpha > 0 && cfg->alpha < 1)) {
         sf_fail("pairs: want n_features >= 1, permutations >= 1 and 0 < alpha < 1");
         return NULL;
@@ -235,10 +229,19 @@ fm_pairs *fm_pairs_load(const char *path, const fm_pairs_cfg *cfg) {
     p->cfg = *cfg;
     if (!(p->path = sf_strdup("pairs path", path))) return fm_pairs_free(p), NULL;
     prow *rows = NULL;
-    int n = 0;
+    int n = 0, cap = 0, rc = SF_OK;
     long total = 0;
-    if (read_rows(path, &rows, &n, &total) != SF_OK) return fm_pairs_free(p), NULL;
-    int rc = n ? build_pairs(p, rows, n)
+    char *list = sf_strdup("pairs path", path), *save = NULL;
+    if (!list) return fm_pairs_free(p), NULL;
+    for (char *f = strtok_r(list, ",", &save); f && rc == SF_OK; f = strtok_r(NULL, ",", &save))
+        rc = read_rows(f, &rows, &n, &cap, &total);
+    free(list);
+    if (rc != SF_OK) {
+        prows_free(rows, n);
+        return fm_pairs_free(p), NULL;
+    }
+    qsort(rows, (size_t)n, sizeof *rows, prow_cmp);
+    rc = n ? build_pairs(p, rows, n)
                : sf_fail("pairs %s: none of its %ld rows has a `pair` (the id of the same section in the other "
                          "language), so there is nothing to test: name a corpus with translation pairs, e.g. "
                          "data/corpus/debian-docs.jsonl.gz, or leave the parameter pairs empty", path, total);

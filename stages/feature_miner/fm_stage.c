@@ -520,7 +520,7 @@ static const sf_param_def fm_params[] = {
     {"html", SF_PARAM_BOOL, "true", "write the HTML dashboard"},
     {"neuronpedia", SF_PARAM_BOOL, "false", "also write neuronpedia/<id>.json (Neuronpedia-style feature JSON)"},
     {"pairs", SF_PARAM_STRING, "",
-     "JSON Lines corpus whose rows name their translation (id, lang, pair; e.g. data/corpus/debian-docs.jsonl.gz): "
+     "JSON Lines corpus (or comma-separated files) whose rows name their translation (id, lang, pair; e.g. data/corpus/debian-docs.jsonl.gz): "
      "test every feature for firing on both sides of the same pairs against shuffled pairs (cross-lingual (pairs), "
      "our test; needs both sides mined: text_source split = all, label_field = lang, id_field = id)"},
     {"pairs_permutations", SF_PARAM_INT, "1000", "pairs: shuffled pairings of the null (seeded by seed)"},
