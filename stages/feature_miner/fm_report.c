@@ -24,14 +24,19 @@
 #include "fm_output.h"
 #include "sae.h"
 #include "saeflow.h"
+#include "sf_output.h"
 
 enum { FM_MATCH_CHUNK = 256 };
 
-/* Unit-norm copies of the alive rows of W [n][d] and their row numbers; returns how many. */
+/* Unit-norm copies of the alive rows of W [n][d] and their row numbers; returns how many, or
+ * SF_ERR when they do not fit in memory. */
 static int alive_unit_rows(const float *W, int n, const unsigned char *alive, int d, float **out, int **ids) {
-    float *R = malloc((size_t)(n ? n : 1) * (size_t)d * sizeof *R);
-    int *id = malloc((size_t)(n ? n : 1) * sizeof *id);
-    if (!R || !id) abort();
+    float *R = sf_alloc("unit decoder rows", (size_t)n * (size_t)d, sizeof *R);
+    int *id = R ? sf_alloc("decoder row numbers", (size_t)n, sizeof *id) : NULL;
+    if (!id) {
+        free(R);
+        return SF_ERR;
+    }
     int m = 0;
     for (int i = 0; i < n; i++) {
         if (alive && !alive[i]) continue;
@@ -80,16 +85,20 @@ double fm_random_cos_tail(int d, double t) {
     return t >= 0 ? upper : 1 - upper;
 }
 
-void fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, const float *W_b, int n_b,
-                       const unsigned char *alive_b, int d, double threshold, fm_match *out, int *partner,
-                       float *partner_cos) {
-    float *A, *B;
-    int *ida, *idb;
-    int na = alive_unit_rows(W_a, n_a, alive_a, d, &A, &ida), nb = alive_unit_rows(W_b, n_b, alive_b, d, &B, &idb);
+int fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, const float *W_b, int n_b,
+                      const unsigned char *alive_b, int d, double threshold, fm_match *out, int *partner,
+                      float *partner_cos) {
+    float *A = NULL, *B = NULL, *C = NULL, *best_b = NULL;
+    int *ida = NULL, *idb = NULL;
+    int na = alive_unit_rows(W_a, n_a, alive_a, d, &A, &ida);
+    int nb = na < 0 ? SF_ERR : alive_unit_rows(W_b, n_b, alive_b, d, &B, &idb);
+    if (nb >= 0 && (C = sf_alloc("a block of decoder cosines", (size_t)FM_MATCH_CHUNK * (size_t)nb, sizeof *C)))
+        best_b = sf_alloc("the best cosines", (size_t)nb, sizeof *best_b);
+    if (!best_b) {
+        free(A), free(B), free(ida), free(idb), free(C);
+        return sf_fail("matching decoders (%d x %d features of width %d): %s", n_a, n_b, d, sf_last_error());
+    }
     for (int i = 0; i < n_a; i++) partner[i] = -1, partner_cos[i] = NAN;
-    float *C = malloc((size_t)FM_MATCH_CHUNK * (size_t)(nb ? nb : 1) * sizeof *C);
-    float *best_b = malloc((size_t)(nb ? nb : 1) * sizeof *best_b);
-    if (!C || !best_b) abort();
     for (int j = 0; j < nb; j++) best_b[j] = -2;
     memset(out, 0, sizeof *out);
     double sum_best = 0;
@@ -120,6 +129,7 @@ void fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, 
     free(idb);
     free(C);
     free(best_b);
+    return SF_OK;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -286,10 +296,10 @@ static int pairs_from(fm_run *r, const char *dir) {
     return SF_OK;
 }
 
-/* Alive mask of a run's features from its summary. */
+/* Alive mask of a run's features from its summary; NULL (sf_last_error) when out of memory. */
 static unsigned char *alive_mask(const fm_run *r, int n) {
-    unsigned char *a = calloc((size_t)(n ? n : 1), 1);
-    if (!a) abort();
+    unsigned char *a = sf_zalloc("a feature mask", (size_t)n, 1);
+    if (!a) return NULL;
     size_t i;
     json_t *f;
     json_array_foreach(json_object_get(r->summary, "features"), i, f) {
@@ -442,8 +452,11 @@ int fm_report_main(int argc, char **argv) {
     int do_match = 1, n = 0;
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return usage(stdout, 0);
-    fm_run *runs = calloc((size_t)argc, sizeof *runs);
-    if (!runs) abort();
+    fm_run *runs = sf_zalloc("the run list", (size_t)argc, sizeof *runs);
+    if (!runs) {
+        fprintf(stderr, "saeflow report: %s\n", sf_last_error());
+        return 1;
+    }
     int rc = 0;
     for (int i = 1; i < argc && rc == 0; i++) {
         if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) out = argv[++i];
@@ -461,7 +474,7 @@ int fm_report_main(int argc, char **argv) {
     if (rc == 0 && n == 0) rc = usage(stderr, 2);
 
     char path[4096];
-    if (rc == 0 && fm_mkdirs(out) != SF_OK) {
+    if (rc == 0 && sf_mkdirs(out) != SF_OK) {
         fprintf(stderr, "saeflow report: %s\n", sf_last_error());
         rc = 1;
     }
@@ -478,13 +491,17 @@ int fm_report_main(int argc, char **argv) {
             continue;
         }
         if (have_prev && prev.d == cur.d) {
-            unsigned char *a = alive_mask(&runs[r - 1], prev.n), *b = alive_mask(&runs[r], cur.n);
-            int *partner = malloc((size_t)prev.n * sizeof *partner);
-            float *cos = malloc((size_t)prev.n * sizeof *cos);
-            if (!partner || !cos) abort();
-            fm_match_decoders(prev.W_dec, prev.n, a, cur.W_dec, cur.n, b, cur.d, thr, &runs[r].match, partner, cos);
-            runs[r].matched = 1;
-            if (write_pairs(out, r, &runs[r - 1], &runs[r], thr, prev.n, partner, cos) != 0) rc = 1;
+            unsigned char *a = alive_mask(&runs[r - 1], prev.n), *b = a ? alive_mask(&runs[r], cur.n) : NULL;
+            int *partner = b ? sf_alloc("the matched partners", (size_t)prev.n, sizeof *partner) : NULL;
+            float *cos = partner ? sf_alloc("the matched cosines", (size_t)prev.n, sizeof *cos) : NULL;
+            if (!cos || fm_match_decoders(prev.W_dec, prev.n, a, cur.W_dec, cur.n, b, cur.d, thr, &runs[r].match,
+                                          partner, cos) != SF_OK) {
+                fprintf(stderr, "saeflow report: %s\n", sf_last_error());
+                rc = 1;
+            } else {
+                runs[r].matched = 1;
+                if (write_pairs(out, r, &runs[r - 1], &runs[r], thr, prev.n, partner, cos) != 0) rc = 1;
+            }
             free(partner);
             free(cos);
             free(a);

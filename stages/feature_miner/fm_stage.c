@@ -25,6 +25,7 @@
 #include "fm_report.h"
 #include "sae.h"
 #include "saeflow.h"
+#include "sf_output.h"
 #include "sf_safetensors.h"
 #ifdef FM_HAVE_FORWARD
 #include "hook.h"
@@ -53,7 +54,7 @@ typedef struct fm_state {
     size_t cap_pre;
     int drop_bos, accept_mismatch;
     char *sae_dir, *out_dir, *model_dir, *want_hook;
-    char work_dir[4200]; /* out_dir + ".partial": the outputs are written here, then replace out_dir whole */
+    sf_output out; /* out_dir claimed: the outputs are written in out.work (OUT.partial), then replace it whole */
     char *checkpoint, *hook, *model_name; /* from the first message */
     int logit_top;
     fm_info info;
@@ -143,27 +144,6 @@ static int check_same_stream(const fm_state *s) {
                            s->maxima_path, i, a, b, fix);
     }
     return SF_OK;
-}
-
-/* A finished run's directory (or any files) at out is refused unless overwrite: re-mining into it
- * used to keep the previous run's per-feature files beside the new ones. keep: a file name that may
- * be there (pass 2 of the paper's sampling reads pass 1's maxima.json from out), or NULL. */
-static int check_out_dir(const char *out, int overwrite, const char *keep) {
-    DIR *d = opendir(out);
-    if (!d) return errno == ENOENT ? SF_OK : sf_fail("out %s: %s", out, strerror(errno));
-    struct dirent *e;
-    char what[300] = "";
-    int finished = 0;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || (keep && !strcmp(e->d_name, keep))) continue;
-        if (!what[0]) snprintf(what, sizeof what, "files (%s ...)", e->d_name);
-        finished |= !strcmp(e->d_name, "summary.json");
-    }
-    closedir(d);
-    if (!what[0] || overwrite) return SF_OK;
-    return sf_fail("out %s already holds %s: set overwrite = true to replace it whole (when this run has "
-                   "finished), or mine into another directory", out,
-                   finished ? "a finished mining run (summary.json)" : what);
 }
 
 static void fm_destroy(void *state);
@@ -267,12 +247,14 @@ static int fm_init(sf_ctx *ctx, void **out) {
     char default_maxima[4200];
     snprintf(default_maxima, sizeof default_maxima, "%s/maxima.json", s->out_dir);
     const char *keep = s->sampling == SAMPLING_PAPER && !strcmp(s->maxima_path, default_maxima) ? "maxima.json" : NULL;
-    if (check_out_dir(s->out_dir, sf_param_bool(ctx, "overwrite"), keep) != SF_OK) return SF_ERR;
-    if (s->sampling == SAMPLING_PAPER_MAX) return fm_mkdirs(s->out_dir); /* pass 1 writes maxima.json alone */
-    if ((size_t)snprintf(s->work_dir, sizeof s->work_dir, "%s.partial", s->out_dir) >= sizeof s->work_dir)
-        return sf_fail("out: path too long");
-    if (sf_remove_tree(s->work_dir) != SF_OK) return SF_ERR; /* left by a run that failed */
-    return fm_mkdirs(s->work_dir);
+    /* A finished run's directory (or any files) at out is refused unless overwrite: re-mining into it
+     * used to keep the previous run's per-feature files beside the new ones. keep: pass 2 of the
+     * paper's sampling reads pass 1's maxima.json from out. Every run (pass 1 too, whose output is
+     * maxima.json alone) writes in OUT.partial and replaces out whole. */
+    static const sf_output_mark marks[] = {
+        {"summary.json", "a finished mining run"}, {"maxima.json", "a first pass's maxima"}, {NULL, NULL}};
+    sf_output_opts opts = {.marks = marks, .keep = keep, .aside = 1, .overwrite = sf_param_bool(ctx, "overwrite")};
+    return sf_output_claim(&s->out, s->out_dir, &opts);
 }
 
 static void note_meta(const sf_msg *msg, const char *key, char **slot) {
@@ -432,8 +414,11 @@ static int fm_on_eos(sf_ctx *ctx, void *state) {
         return sf_fail("feature_miner: no activations to mine arrived (0 tokens%s): nothing written to %s. Check the "
                        "upstream stages' errors and counters (documents of the split, the hook)",
                        s->want_hook ? ", or none of the hook parameter's" : "", s->out_dir);
-    if (s->sampling == SAMPLING_PAPER_MAX) {
-        int rc = fm_mkdirs(s->out_dir) == SF_OK ? write_maxima(s, s->maxima_path) : SF_ERR;
+    if (s->sampling == SAMPLING_PAPER_MAX) { /* maxima_path is OUT/maxima.json: written aside, then put in place */
+        char path[4300];
+        snprintf(path, sizeof path, "%s/maxima.json", s->out.work);
+        int rc = write_maxima(s, path);
+        if (rc == SF_OK) rc = sf_output_commit(&s->out);
         if (rc == SF_OK)
             sf_log(SF_LOG_INFO, "pass 1 of the paper's sampling: maxima of %llu tokens in %s; mine with sampling = paper",
                    (unsigned long long)s->tokens, s->maxima_path);
@@ -462,14 +447,14 @@ static int fm_on_eos(sf_ctx *ctx, void *state) {
         sf_log(SF_LOG_INFO, "cross-lingual (pairs): %d of %d tested features on %d translation pairs", s->pairs->n_cross,
                s->pairs->n_tested, s->pairs->n_mined);
     }
-    int rc = fm_write_outputs(s->work_dir, s->miner, &s->vocab, &s->info, lgp);
+    int rc = fm_write_outputs(s->out.work, s->miner, &s->vocab, &s->info, lgp);
     fm_logits_free(&lg);
     if (rc == SF_OK && s->sampling == SAMPLING_PAPER) { /* the run directory keeps the maxima it was mined with */
         char path[4300];
-        snprintf(path, sizeof path, "%s/maxima.json", s->work_dir);
+        snprintf(path, sizeof path, "%s/maxima.json", s->out.work);
         rc = write_maxima(s, path);
     }
-    if (rc == SF_OK) rc = sf_replace_dir(s->work_dir, s->out_dir);
+    if (rc == SF_OK) rc = sf_output_commit(&s->out);
     if (rc == SF_OK && s->miner->nonfinite)
         sf_log(SF_LOG_WARN, "skipped %llu NaN/Inf latent values (non-finite activations in the stream)",
                (unsigned long long)s->miner->nonfinite);
@@ -481,6 +466,9 @@ static int fm_on_eos(sf_ctx *ctx, void *state) {
 static void fm_destroy(void *state) {
     fm_state *s = state;
     if (!s) return;
+    /* a run that failed (out of memory, a bad message) leaves no half-written OUT.partial; after a
+     * completed one there is nothing left there */
+    sf_output_abandon(&s->out);
     fm_miner_free(s->miner);
     fm_vocab_free(&s->vocab);
     fm_pairs_free(s->pairs);
