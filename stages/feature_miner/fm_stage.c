@@ -538,7 +538,9 @@ static const sf_stage_def fm_stage_def = {
     .doc = "Reads activations messages (acts [B,T,d], tokens [B,T], doc_id, pos, label), encodes them with "
            "the SAE and, at end of stream, writes OUT/summary.json, OUT/features/<id>.json (the paper's "
            "token_act schema plus statistics, examples, histogram, language, granularity, logit effects) "
-           "and an offline HTML dashboard OUT/index.html. Emits nothing.",
+           "and an offline HTML dashboard OUT/index.html. With pairs (a corpus whose rows name their translation) "
+           "also the cross-lingual (pairs) test: per feature, the translation pairs it fires on both sides of against "
+           "shuffled pairings (a pairs block in summary.json and every feature file). Emits nothing.",
     .params = fm_params,
     .min_inputs = 1,
     .max_inputs = 1,
