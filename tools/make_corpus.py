@@ -435,6 +435,16 @@ PO_PACKAGES = [
     "rhythmbox-data", "sed", "shared-mime-info", "shotwell-common", "software-properties-common",
     "sudo", "synaptic", "systemd", "tar", "thunar-data", "totem-common", "util-linux-locales", "wget",
     "xdg-user-dirs", "xfce4-panel", "xkb-data",
+    # applications and games with large Japanese catalogues (the games' are narrative prose)
+    "brasero-common", "claws-mail-i18n", "darktable", "deja-dup", "digikam-data", "dolphin", "eog",
+    "epiphany-browser-data", "freeciv-data", "geary", "gnome-disk-utility", "gnome-software-common",
+    "gnome-system-monitor", "gnome-terminal-data", "gnumeric-common", "gramps", "kdenlive-data", "konsole",
+    "libgimp2.0", "lyx-common", "meld", "pidgin-data", "pitivi", "poedit-common", "seahorse",
+    "sylpheed-i18n", "vlc-l10n", "wesnoth-1.16-data", "widelands-data",
+    "atril-common", "blueman", "bleachbit", "caja-common", "cinnamon-l10n", "dia-common", "gnote", "gnubg-data",
+    "gthumb-data", "gvfs-common", "homebank-data", "kstars-data", "mate-control-center-common",
+    "mate-panel-common", "mousepad", "network-manager-gnome", "pluma-common", "remmina-common",
+    "system-config-printer-common", "wxmaxima", "xfce4-settings", "xfce4-terminal", "zim",
 ]
 PO_CHUNK = 3000  # English characters per document: consecutive messages of one catalogue
 
@@ -521,6 +531,29 @@ def deb_licences(root, pkg):
     return "free-form copyright file: " + (", ".join(free) if free else "see it")
 
 
+def unpack_po(deb, pkg, dest):
+    """From a .deb, only what --po reads: the Japanese catalogues and the package's doc entry
+    (copyright file, or the symlink a doc directory may be), through dpkg-deb --fsys-tarfile."""
+    import tarfile
+    want = re.compile(r"(^|/)ja/LC_MESSAGES/[^/]+\.mo$|^\.?/?usr/share/doc/%s(/copyright)?$" % re.escape(pkg))
+    os.makedirs(dest, exist_ok=True)
+    proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", deb], stdout=subprocess.PIPE)
+    with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+        for m in tar:
+            name = os.path.normpath(m.name.lstrip("./"))
+            if not want.search(m.name) or name.startswith("..") or not (m.isfile() or m.issym()):
+                continue
+            path = os.path.join(dest, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if m.issym():  # kept as a link: deb_licences names its target
+                os.symlink(m.linkname, path)
+            else:
+                with open(path, "wb") as f:
+                    f.write(tar.extractfile(m).read())
+    if proc.wait() != 0:
+        sys.exit("make_corpus: dpkg-deb --fsys-tarfile %s failed" % deb)
+
+
 def collect_po(build, min_chars):
     """Documents of the catalogues: per catalogue, runs of consecutive messages (in the catalogue's
     msgid order) of about PO_CHUNK English characters, the English side the msgids, the Japanese
@@ -533,8 +566,7 @@ def collect_po(build, min_chars):
         version, deb = debs[pkg]
         root = os.path.join(build, "po-root", pkg)
         if not os.path.isdir(root):  # unpacked beside, then renamed: a failed unpack leaves no half tree
-            os.makedirs(root + ".part", exist_ok=True)
-            subprocess.run(["dpkg-deb", "-x", deb, root + ".part"], check=True)
+            unpack_po(deb, pkg, root + ".part")
             os.rename(root + ".part", root)
         cats = po_catalogues(pkg, root)
         if not cats:
