@@ -84,6 +84,10 @@ for step, row in zip(steps, report):
     sae = os.path.join(runs, step, "sae")
     cfg = json.load(open(os.path.join(sae, "config.json")))
     check(cfg["saeflow_training"]["hook"] == "resid_post.1", f"{step}: trained on LAYER=1's resid_post.1")
+    pairs = json.load(open(os.path.join(runs, step, "pairs", "summary.json")))["pairs"]
+    check(pairs["pairs_mined"] == 877 and row["cross_lingual_pairs"] == pairs["share"]
+          and row["pairs_source"].endswith(os.path.join(step, "features", "..", "pairs", "summary.json")),
+          f"{step}: cross-lingual (pairs) on all 877 pairs, its share {pairs['share']:.4f} in the report")
     check(row["lm_loss"] == ev_loss(step) and row["lm_loss_increase"] is not None, f"{step}: the report has the LM loss")
     check(os.path.getsize(os.path.join(sae, "model.safetensors")) > 0 and cfg["k"] == 32 and cfg["num_latents"] == 16 * cfg["d_in"],
           f"{step}: SAE saved in the paper's layout (d_in {cfg['d_in']}, {cfg['num_latents']} latents, k 32)")

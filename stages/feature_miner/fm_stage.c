@@ -508,7 +508,7 @@ static const sf_param_def fm_params[] = {
     {"html", SF_PARAM_BOOL, "true", "write the HTML dashboard"},
     {"neuronpedia", SF_PARAM_BOOL, "false", "also write neuronpedia/<id>.json (Neuronpedia-style feature JSON)"},
     {"pairs", SF_PARAM_STRING, "",
-     "JSON Lines corpus whose rows name their translation (id, lang, pair; e.g. data/corpus/debian-docs.jsonl.gz): "
+     "JSON Lines corpus (or comma-separated files) whose rows name their translation (id, lang, pair; e.g. data/corpus/debian-docs.jsonl.gz): "
      "test every feature for firing on both sides of the same pairs against shuffled pairs (cross-lingual (pairs), "
      "our test; needs both sides mined: text_source split = all, label_field = lang, id_field = id)"},
     {"pairs_permutations", SF_PARAM_INT, "1000", "pairs: shuffled pairings of the null (seeded by seed)"},
@@ -538,7 +538,9 @@ static const sf_stage_def fm_stage_def = {
     .doc = "Reads activations messages (acts [B,T,d], tokens [B,T], doc_id, pos, label), encodes them with "
            "the SAE and, at end of stream, writes OUT/summary.json, OUT/features/<id>.json (the paper's "
            "token_act schema plus statistics, examples, histogram, language, granularity, logit effects) "
-           "and an offline HTML dashboard OUT/index.html. Emits nothing.",
+           "and an offline HTML dashboard OUT/index.html. With pairs (a corpus whose rows name their translation) "
+           "also the cross-lingual (pairs) test: per feature, the translation pairs it fires on both sides of against "
+           "shuffled pairings (a pairs block in summary.json and every feature file). Emits nothing.",
     .params = fm_params,
     .min_inputs = 1,
     .max_inputs = 1,
