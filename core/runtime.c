@@ -458,7 +458,7 @@ static int all_hello(sf_ctx *ctx) {
 static int flush_outbox(sf_ctx *ctx) {
     sf_runtime *rt = ctx->rt;
     int sent = 0;
-    int targets[256], n_targets;
+    int *targets = ctx->targets, n_targets; /* at most one per link: n_out entries */
     for (;;) {
         pthread_mutex_lock(&ctx->lock);
         int have = ctx->out_len;
@@ -794,6 +794,10 @@ static int setup_instance(sf_runtime *rt, sf_ctx *c, int stage_idx) {
             if (zmq_connect(l->sock, ep) != 0) return sf_fail("%s: cannot connect to %s: %s", c->name, ep, zmq_strerror(errno));
         }
     }
+    if (c->n_out) { /* a message goes to at most every link: flush_outbox's target list */
+        c->targets = sf_alloc("an instance's per-message target list", (size_t)c->n_out, sizeof *c->targets);
+        if (!c->targets) return SF_ERR;
+    }
     c->inbox_cap = rt->o.credit * (c->n_in ? c->n_in : 1);
     c->inbox = sf_zalloc("an instance's inbox", (size_t)c->inbox_cap, sizeof *c->inbox);
     c->outbox = sf_zalloc("an instance's outbox", OUTBOX_CAP, sizeof *c->outbox);
@@ -840,7 +844,7 @@ static void free_runtime(sf_runtime *rt) {
         for (int j = 0; j < c->out_len; j++) free(c->outbox[(c->out_head + j) % OUTBOX_CAP].buf);
         pthread_mutex_destroy(&c->lock);
         pthread_cond_destroy(&c->cond);
-        free(c->inbox), free(c->outbox), free(c->out), free(c->in), free(c->group_broadcast), free(c->group_rr);
+        free(c->inbox), free(c->outbox), free(c->out), free(c->targets), free(c->in), free(c->group_broadcast), free(c->group_rr);
         free(c);
     }
     free(rt->inst);

@@ -91,6 +91,7 @@ struct sf_ctx {
     uv_poll_t router_poll;
     sf_out_link *out;
     int n_out;
+    int *targets; /* [n_out]: the links the message being sent goes to */
     int *group_broadcast, *group_rr, n_groups;
 
     sf_in_link *in;
