@@ -26,12 +26,6 @@
 
 volatile sig_atomic_t sf_signal_before_run;
 
-double sf_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void fail_run(sf_runtime *rt, const char *fmt, ...) SF_PRINTF(2, 3);
 
 static void wake_workers(sf_runtime *rt) {

@@ -11,6 +11,7 @@
 #include "curve.h"
 #include "edge.h"
 #include "pipeline.h"
+#include "sf_util.h"
 
 typedef struct sf_run_options {
     const char *host;       /* run this host's stages (NULL: the pipeline has no hosts) */
@@ -142,7 +143,6 @@ typedef struct sf_runtime {
     double last_report;
 } sf_runtime;
 
-double sf_now(void);
 void sf_progress_tick(sf_runtime *rt, int final);
 void sf_progress_summary(sf_runtime *rt);
 

@@ -13,6 +13,7 @@
 
 #include "fm_judge.h"
 #include "saeflow.h"
+#include "sf_util.h"
 #include <utf8proc.h>
 #ifdef FM_HAVE_TOK
 #include "tok.h"
@@ -130,26 +131,6 @@ const char *fm_vocab_str(const fm_vocab *v, int32_t id, char *buf, size_t cap) {
     if (id >= 0 && id < v->n) return v->s[id];
     snprintf(buf, cap, "<id %d>", (int)id);
     return buf;
-}
-
-int fm_mkdirs(const char *path) {
-    char *p = strdup(path);
-    for (char *s = p + 1;; s++) {
-        if (*s == '/' || *s == 0) {
-            char c = *s;
-            *s = 0;
-            if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-                int e = errno;
-                sf_fail("cannot create directory %s: %s", p, strerror(e));
-                free(p);
-                return SF_ERR;
-            }
-            *s = c;
-            if (!c) break;
-        }
-    }
-    free(p);
-    return SF_OK;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -667,9 +648,9 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
                      const fm_logits *lg) {
     char path[4096];
     snprintf(path, sizeof path, "%s/features", out_dir);
-    if (fm_mkdirs(path) != SF_OK) return SF_ERR;
+    if (sf_mkdirs(path) != SF_OK) return SF_ERR;
     snprintf(path, sizeof path, "%s/neuronpedia", out_dir);
-    if (info->neuronpedia && fm_mkdirs(path) != SF_OK) return SF_ERR;
+    if (info->neuronpedia && sf_mkdirs(path) != SF_OK) return SF_ERR;
     int n = m->cfg.n_features, max_T = 1, rc = SF_OK;
     for (int i = 0; i < n; i++) {
         for (int e = 0; e < m->f[i].n_top; e++)

@@ -48,8 +48,6 @@ typedef struct fm_info {
 int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const fm_info *info,
                      const fm_logits *logits);
 
-/* mkdir -p. SF_OK / SF_ERR. */
-int fm_mkdirs(const char *path);
 
 /* The language verdicts of a feature, by these names in the JSON files: one per rule (fm_rule,
  * same index), then the corpus label's. */

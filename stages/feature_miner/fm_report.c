@@ -24,6 +24,7 @@
 #include "fm_output.h"
 #include "sae.h"
 #include "saeflow.h"
+#include "sf_util.h"
 
 enum { FM_MATCH_CHUNK = 256 };
 
@@ -424,7 +425,7 @@ int fm_report_main(int argc, char **argv) {
     if (rc == 0 && n == 0) rc = usage(stderr, 2);
 
     char path[4096];
-    if (rc == 0 && fm_mkdirs(out) != SF_OK) {
+    if (rc == 0 && sf_mkdirs(out) != SF_OK) {
         fprintf(stderr, "saeflow report: %s\n", sf_last_error());
         rc = 1;
     }

@@ -24,6 +24,7 @@
 #include "fm_report.h"
 #include "sae.h"
 #include "saeflow.h"
+#include "sf_util.h"
 #include "sf_safetensors.h"
 #ifdef FM_HAVE_FORWARD
 #include "hook.h"
@@ -256,11 +257,11 @@ static int fm_init(sf_ctx *ctx, void **out) {
     snprintf(default_maxima, sizeof default_maxima, "%s/maxima.json", s->out_dir);
     const char *keep = s->sampling == SAMPLING_PAPER && !strcmp(s->maxima_path, default_maxima) ? "maxima.json" : NULL;
     if (check_out_dir(s->out_dir, sf_param_bool(ctx, "overwrite"), keep) != SF_OK) return SF_ERR;
-    if (s->sampling == SAMPLING_PAPER_MAX) return fm_mkdirs(s->out_dir); /* pass 1 writes maxima.json alone */
+    if (s->sampling == SAMPLING_PAPER_MAX) return sf_mkdirs(s->out_dir); /* pass 1 writes maxima.json alone */
     if ((size_t)snprintf(s->work_dir, sizeof s->work_dir, "%s.partial", s->out_dir) >= sizeof s->work_dir)
         return sf_fail("out: path too long");
     if (sf_remove_tree(s->work_dir) != SF_OK) return SF_ERR; /* left by a run that failed */
-    return fm_mkdirs(s->work_dir);
+    return sf_mkdirs(s->work_dir);
 }
 
 static void note_meta(const sf_msg *msg, const char *key, char **slot) {
@@ -419,7 +420,7 @@ static int fm_on_eos(sf_ctx *ctx, void *state) {
                        "upstream stages' errors and counters (documents of the split, the hook)",
                        s->want_hook ? ", or none of the hook parameter's" : "", s->out_dir);
     if (s->sampling == SAMPLING_PAPER_MAX) {
-        int rc = fm_mkdirs(s->out_dir) == SF_OK ? write_maxima(s, s->maxima_path) : SF_ERR;
+        int rc = sf_mkdirs(s->out_dir) == SF_OK ? write_maxima(s, s->maxima_path) : SF_ERR;
         if (rc == SF_OK)
             sf_log(SF_LOG_INFO, "pass 1 of the paper's sampling: maxima of %llu tokens in %s; mine with sampling = paper",
                    (unsigned long long)s->tokens, s->maxima_path);

@@ -1,7 +1,6 @@
 /* forward_stage.c — the `forward` stage (tokens -> activations) and `saeflow forward`. */
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #ifdef FW_HAVE_SAE
 #include "sae.h"
 #endif
+#include "sf_util.h"
 
 #define FW_MAX_HOOKS 64
 
@@ -104,56 +104,29 @@ static const fw_splice *fwd_sae_splice(fwd_sae *a, const int32_t *tok) {
 /* ------------------------------------------------------------------------------------------ */
 /* Replicas of the stage in one process share one read-only copy of the weights                */
 
-typedef struct shared_model {
-    char *dir;
+static void model_free_shared(void *m) { fw_model_free(m); }
+static sf_shared_cache shared_models = SF_SHARED_CACHE_INIT(model_free_shared);
+
+typedef struct model_spec {
+    const char *dir;
     int n_layers, head;
-    fw_model *model;
-    int refs;
-    struct shared_model *next;
-} shared_model;
+} model_spec;
 
-static pthread_mutex_t shared_mu = PTHREAD_MUTEX_INITIALIZER;
-static shared_model *shared_models;
-
-/* Loads under the lock, so a second replica waits for the first's copy instead of loading its own. */
-static fw_model *model_acquire(const char *dir, int n_layers, int head) {
-    pthread_mutex_lock(&shared_mu);
-    shared_model *e = shared_models;
-    while (e && (strcmp(e->dir, dir) || e->n_layers != n_layers || e->head != head)) e = e->next;
-    if (!e) {
-        fw_model *m = fw_model_load(dir, n_layers, head);
-        if (m && (!(e = sf_zalloc("shared model entry", 1, sizeof *e)) || !(e->dir = sf_strdup("model path", dir)))) {
-            free(e);
-            e = NULL;
-            fw_model_free(m);
-        } else if (m) {
-            e->n_layers = n_layers;
-            e->head = head;
-            e->model = m;
-            e->next = shared_models;
-            shared_models = e;
-        }
-    }
-    if (e) e->refs++;
-    pthread_mutex_unlock(&shared_mu);
-    return e ? e->model : NULL;
+static void *model_load_shared(const char *key, void *arg) {
+    (void)key;
+    const model_spec *ms = arg;
+    return fw_model_load(ms->dir, ms->n_layers, ms->head);
 }
 
-static void model_release(fw_model *m) {
-    if (!m) return;
-    pthread_mutex_lock(&shared_mu);
-    for (shared_model **pe = &shared_models; *pe; pe = &(*pe)->next) {
-        shared_model *e = *pe;
-        if (e->model != m) continue;
-        if (--e->refs == 0) {
-            *pe = e->next;
-            fw_model_free(e->model);
-            free(e->dir);
-            free(e);
-        }
-        break;
+/* One copy per (directory, layers loaded, head) in the process. */
+static fw_model *model_acquire(const char *dir, int n_layers, int head) {
+    char key[4200];
+    if ((size_t)snprintf(key, sizeof key, "%d %d %s", n_layers, head, dir) >= sizeof key) {
+        sf_fail("model directory name too long: %s", dir);
+        return NULL;
     }
-    pthread_mutex_unlock(&shared_mu);
+    model_spec ms = {dir, n_layers, head};
+    return sf_shared_acquire(&shared_models, key, model_load_shared, &ms);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -216,7 +189,7 @@ static int parse_hooks(const char *list, fwd_stage *s) {
 static void fwd_destroy(void *state) {
     fwd_stage *s = state;
     if (!s) return;
-    model_release(s->model);
+    sf_shared_release(&shared_models, s->model);
     fw_state_free(s->state);
     fwd_sae_close(s->sae);
     for (int i = 0; i < s->n_hooks; i++) free(s->outs[i]);
@@ -684,11 +657,10 @@ static int cli_main(int argc, char **argv) {
         out = NULL;
     }
     /* every output complete: only now do they take their names */
-    if ((out_tmp[0] && rename(out_tmp, out_path) != 0) || (loss_tmp[0] && rename(loss_tmp, loss_path) != 0)) {
-        sf_fail("%s: cannot rename: %s", out_tmp[0] && access(out_tmp, F_OK) == 0 ? out_path : loss_path, strerror(errno));
-        goto done;
-    }
-    out_tmp[0] = loss_tmp[0] = 0;
+    if (out_tmp[0] && sf_rename_durable(out_tmp, out_path) != SF_OK) goto done;
+    out_tmp[0] = 0;
+    if (loss_tmp[0] && sf_rename_durable(loss_tmp, loss_path) != SF_OK) goto done;
+    loss_tmp[0] = 0;
     double mean = loss_n ? loss_sum[0] / loss_n : NAN, mean_sae = loss_n ? loss_sum[1] / loss_n : NAN;
     if (want_loss) printf("loss %.6f over %zu predicted tokens\n", mean, loss_n);
     if (sae) printf("loss_sae %.6f (increase %.6f)\n", mean_sae, mean_sae - mean);

@@ -110,8 +110,6 @@ int sae_check_source(const sae_model *m, const char *sae_dir, const char *hook, 
  * layouts a scalar normalisation is folded into the weights (they have none of their own); a
  * per-token unit normalisation cannot be, and stays a config key. SF_OK or SF_ERR. */
 int sae_save(const sae_model *m, const char *dir, sae_layout layout, const char *extra_json);
-/* Creates dir and its missing parents (mkdir -p). */
-int sae_mkdirs(const char *dir);
 
 const char *sae_norm_name(sae_norm_mode mode);
 int sae_norm_parse(const char *name, sae_norm_mode *out); /* SF_OK / SF_ERR */

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "saeflow.h"
+#include "sf_util.h"
 #include "sf_safetensors.h"
 #include "sae_internal.h"
 
@@ -584,29 +585,12 @@ static const sae_layout_desc sae_layouts[3] = {
     {"cfg.json", "sae_weights.safetensors", "W_enc", "b_enc", "W_dec", "b_dec", 1, 0},
 };
 
-int sae_mkdirs(const char *dir) {
-    char buf[4096];
-    size_t len = strlen(dir);
-    if (len == 0 || len >= sizeof buf) return sf_fail("sae: bad directory name '%s'", dir);
-    memcpy(buf, dir, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (buf[i] == '/' || buf[i] == '\0') {
-            char c = buf[i];
-            buf[i] = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return sf_fail("sae: cannot create %s: %s", buf, strerror(errno));
-            buf[i] = c;
-        }
-    }
-    return SF_OK;
-}
-
 static void sae_transpose(const float *src, int rows, int cols, float *dst) {
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < cols; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
 }
 
-/* Writes JSON atomically: temp file, then rename. */
+/* Writes JSON atomically and durably (sf_write_file_atomic). */
 static int sae_write_json(const char *path, json_t *j) {
     char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
     if (!text) return sf_fail("sae: out of memory writing %s", path);
@@ -639,7 +623,7 @@ int sae_save(const sae_model *m, const char *dir, sae_layout layout, const char 
 static int sae_save_layout(const sae_model *m, const char *dir, sae_layout layout, const char *extra_json) {
     if ((unsigned)layout > 2) return sf_fail("sae_save: bad layout");
     const sae_layout_desc *L = &sae_layouts[layout];
-    if (sae_mkdirs(dir) != SF_OK) return SF_ERR;
+    if (sf_mkdirs(dir) != SF_OK) return SF_ERR;
 
     json_t *cfg = json_object();
     if (extra_json && *extra_json) {

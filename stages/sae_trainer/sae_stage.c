@@ -12,14 +12,9 @@
 
 #include "sae.h"
 #include "saeflow.h"
+#include "sf_util.h"
 #include "sf_safetensors.h"
 #include "shards.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* The rows of a message's activation tensor: [B, T, d] or [N, d], float dtypes only. */
 typedef struct act_rows {
@@ -217,7 +212,7 @@ static int trainer_claim_out_dir(trainer_state *s, int overwrite) {
         sf_log(SF_LOG_INFO, "overwrite: training in %s; it replaces %s when complete", s->out_dir, s->final_dir);
     }
     /* with its parents: in a fresh live pipeline nothing else may have made them yet */
-    return sae_mkdirs(s->out_dir);
+    return sf_mkdirs(s->out_dir);
 }
 
 /* The parameters, for check and init alike (everything but creating out_dir). */
@@ -371,14 +366,14 @@ static int trainer_setup(sf_ctx *ctx, trainer_state *s, int64_t d) {
     }
     if (ftell(s->csv) == 0)
         fprintf(s->csv, "step,tokens,loss,mse,aux,fvu,cosine,l0,dead_fraction,lr,tokens_per_s\n");
-    s->wstart = now_s();
+    s->wstart = sf_now();
     sf_progress(ctx, (uint64_t)sae_trainer_tokens(s->t), (uint64_t)s->max_tokens, "tokens");
     return SF_OK;
 }
 
 static void trainer_write_metrics(sf_ctx *ctx, trainer_state *s) {
     if (s->wsteps == 0) return;
-    double w = 1.0 / s->wsteps, dt = now_s() - s->wstart;
+    double w = 1.0 / s->wsteps, dt = sf_now() - s->wstart;
     const sae_stats *a = &s->wsum;
     double tps = dt > 0 ? s->wtokens / dt : 0;
     long long step = (long long)sae_trainer_step(s->t), tok = (long long)sae_trainer_tokens(s->t);
@@ -397,7 +392,7 @@ static void trainer_write_metrics(sf_ctx *ctx, trainer_state *s) {
                      100 * a->dead_fraction);
     memset(&s->wsum, 0, sizeof s->wsum);
     s->wsteps = s->wtokens = 0;
-    s->wstart = now_s();
+    s->wstart = sf_now();
 }
 
 /* The training metadata kept in the model's config and the checkpoint. */

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "sf_safetensors.h"
+#include "sf_util.h"
 #include "shards.h"
 
 #define SH_MAX_SPLITS 16
@@ -89,24 +90,6 @@ static sh_split *split_get(sh_writer *w, const char *name) {
     return s;
 }
 
-static int mkdir_p(const char *dir) {
-    char p[4096];
-    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) return sf_fail("path too long: %s", dir);
-    for (char *c = p + 1;; c++) {
-        if (*c == '/' || *c == 0) {
-            char saved = *c;
-            *c = 0;
-            if (mkdir(p, 0755) != 0 && errno != EEXIST) return sf_fail("cannot create %s: %s", p, strerror(errno));
-            *c = saved;
-            if (!saved) break;
-        }
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return sf_fail("%s is not a directory", dir);
-    if (access(dir, W_OK) != 0) return sf_fail("cannot write to %s: %s", dir, strerror(errno));
-    return SF_OK;
-}
-
 /* True for names the writer creates: "<split>-<digits>.safetensors" and their ".tmp" files. */
 static int is_shard_name(const char *name, int *is_tmp) {
     size_t n = strlen(name);
@@ -153,7 +136,7 @@ static int load_keys(sh_writer *w) {
 sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, int resume, int skipped_upstream) {
     if (dtype != SF_F32 && dtype != SF_BF16 && dtype != SF_F16)
         return sf_fail("shards store F32, BF16 or F16, not %s", sf_dtype_name(dtype)), NULL;
-    if (mkdir_p(dir) != SF_OK) return NULL;
+    if (sf_mkdirs(dir) != SF_OK) return NULL;
     sh_writer *w = sf_zalloc("a shard writer", 1, sizeof *w);
     if (!w) return NULL;
     w->dir = strdup(dir);

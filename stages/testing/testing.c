@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "saeflow.h"
+#include "sf_util.h"
 
 /* FNV-1a over the tensor bytes: cheap, and any corruption in transit changes it. */
 static uint64_t fnv1a(const void *p, size_t n) {
@@ -22,12 +23,6 @@ static uint64_t splitmix(uint64_t *s) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static void sleep_us(int64_t us) {
@@ -164,7 +159,7 @@ static int sink_message(sf_ctx *ctx, void *state, int input, const sf_msg *m) {
         if (s->seen[seq]) return sf_fail("message %lld arrived twice", (long long)seq);
         s->seen[seq] = 1;
     }
-    s->t_last = now_s();
+    s->t_last = sf_now();
     if (s->received++ == 0) s->t_first = s->t_last;
     s->seq_sum += seq;
     s->bytes += (int64_t)t.nbytes;

@@ -3,13 +3,13 @@
  * paper's 64 + BOS); optionally balanced by label and shuffled across documents (tk_mix.h, the
  * paper's SAE data); batches of `batch` sequences go out per message. Also adds the
  * `saeflow tokenize` subcommand. */
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "saeflow.h"
+#include "sf_util.h"
 #include "shards.h"
 #include "tk_mix.h"
 #include "tok.h"
@@ -54,51 +54,15 @@ static const sf_param_def tk_params[] = {
 };
 
 /* ---- tokenizers shared by the replicas of one process (read-only once loaded) ---- */
-typedef struct tk_shared {
-    char *path;
-    tok_tokenizer *tok;
-    int refs;
-    struct tk_shared *next;
-} tk_shared;
-static tk_shared *tk_cache;
-static pthread_mutex_t tk_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static void tk_free_shared(void *t) { tok_free(t); }
+static sf_shared_cache tk_cache = SF_SHARED_CACHE_INIT(tk_free_shared);
 
-static tok_tokenizer *tk_acquire(const char *path, char *err, size_t errlen) {
-    pthread_mutex_lock(&tk_cache_lock);
-    tk_shared *s = tk_cache;
-    while (s && strcmp(s->path, path) != 0) s = s->next;
-    if (!s) {
-        tok_tokenizer *t = tok_load(path, err, errlen);
-        if (t && (s = calloc(1, sizeof *s)) && (s->path = strdup(path))) {
-            s->tok = t;
-            s->next = tk_cache;
-            tk_cache = s;
-        } else if (t) {
-            free(s);
-            s = NULL;
-            tok_free(t);
-            snprintf(err, errlen, "out of memory");
-        }
-    }
-    if (s) s->refs++;
-    pthread_mutex_unlock(&tk_cache_lock);
-    return s ? s->tok : NULL;
-}
-
-static void tk_release(tok_tokenizer *t) {
-    pthread_mutex_lock(&tk_cache_lock);
-    for (tk_shared **p = &tk_cache; *p; p = &(*p)->next) {
-        tk_shared *s = *p;
-        if (s->tok != t) continue;
-        if (--s->refs == 0) {
-            *p = s->next;
-            tok_free(s->tok);
-            free(s->path);
-            free(s);
-        }
-        break;
-    }
-    pthread_mutex_unlock(&tk_cache_lock);
+static void *tk_load_shared(const char *path, void *arg) {
+    (void)arg;
+    char err[1024];
+    tok_tokenizer *t = tok_load(path, err, sizeof err);
+    if (!t) sf_fail("%s", err);
+    return t;
 }
 
 /* ---- the stage ---- */
@@ -246,8 +210,10 @@ static int tk_params_load(sf_ctx *ctx, tk_stage *st) {
     char *path = st->tok_path;
     if (tok_find(sf_param_str(ctx, "tokenizer"), path, sizeof st->tok_path, err, sizeof err) != 0)
         return sf_param_fail(ctx, "tokenizer", "%s", err);
-    if (!(st->tok = tk_acquire(path, err, sizeof err)))
+    if (!(st->tok = sf_shared_acquire(&tk_cache, path, tk_load_shared, NULL))) {
+        snprintf(err, sizeof err, "%s", sf_last_error());
         return sf_param_fail(ctx, "tokenizer", "%s (a tokenizer.json or SentencePiece .model file)", err);
+    }
     int32_t vocab = tok_vocab_size(st->tok);
     if (!st->drop_remainder && (st->pad_id < 0 || st->pad_id >= vocab))
         return sf_param_fail(ctx, "pad_id", "drop_remainder = false needs pad_id in [0, %d)", vocab);
@@ -271,7 +237,7 @@ static int tk_params_load(sf_ctx *ctx, tk_stage *st) {
 static int tk_check(sf_ctx *ctx) {
     tk_stage st = {0};
     int rc = tk_params_load(ctx, &st);
-    if (st.tok) tk_release(st.tok);
+    if (st.tok) sf_shared_release(&tk_cache, st.tok);
     return rc;
 }
 
@@ -527,7 +493,7 @@ static int tk_on_eos(sf_ctx *ctx, void *state) {
 static void tk_destroy(void *state) {
     tk_stage *st = state;
     if (!st) return;
-    if (st->tok) tk_release(st->tok);
+    if (st->tok) sf_shared_release(&tk_cache, st->tok);
     tok_ids_free(&st->ids);
     sh_keys_free(&st->stored);
     tk_mix_free(st->mix);
