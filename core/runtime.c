@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "progress.h"
 #include "runtime.h"
 #include "sf_internal.h"
 
