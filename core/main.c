@@ -13,6 +13,7 @@
 #include "plugins.h"
 #include "runtime.h"
 #include "sf_internal.h"
+#include "sf_kinds.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -23,8 +24,9 @@ static void usage(FILE *out) {
             "                                               stage's parameters and the files they name (--host NAME:\n"
             "                                               only that host's stages); run does the same first\n"
             "  saeflow launch FILE [options] [KEY=VALUE ...] run every host's part over ssh (SAEFLOW_SSH, SAEFLOW_BIN)\n"
-            "  saeflow stages [NAME | --list]               every stage's parameters, types, defaults and docs;\n"
-            "                                               NAME: one stage; --list (-s): one line per stage\n"
+            "  saeflow stages [NAME | --list | --kinds]     every stage's parameters, types, defaults and docs;\n"
+            "                                               NAME: one stage; --list (-s): one line per stage;\n"
+            "                                               --kinds: the message kinds and their fields\n"
             "  saeflow keygen DIR                           write a CurveZMQ keypair for a pipeline's 'curve \"DIR\"' line\n"
             "  saeflow version                              print the version and stage ABI\n"
             "  saeflow help                                 this text\n",
@@ -88,9 +90,23 @@ static void print_stage(const sf_stage_entry *e, int full) {
     }
 }
 
-/* saeflow stages: every stage's full reference; --list: one line each; NAME: that stage only. */
+/* saeflow stages --kinds: the message kinds (core/MESSAGES.md) with their fields, from the code. */
+static void print_kinds(void) {
+    for (const sf_kind_def *k = sf_kinds(); k->name; k++) {
+        printf("%s%s:\n", k == sf_kinds() ? "" : "\n", k->name);
+        for (const sf_kind_field *f = k->fields; f->key; f++)
+            printf("  %-12s %s%s\n", f->key, f->type, f->optional ? ", optional" : "");
+    }
+}
+
+/* saeflow stages: every stage's full reference; --list: one line each; NAME: that stage only;
+ * --kinds: the message kinds. */
 static int cmd_stages(int argc, char **argv) {
     int list = argc > 2 && (!strcmp(argv[2], "--list") || !strcmp(argv[2], "-s"));
+    if (argc > 2 && !strcmp(argv[2], "--kinds")) {
+        print_kinds();
+        return 0;
+    }
     if (argc > 2 && !list) {
         const sf_stage_entry *e = sf_plugins_find(argv[2]);
         if (!e) {

@@ -25,6 +25,7 @@
 #include "sae.h"
 #include "saeflow.h"
 #include "sf_util.h"
+#include "sf_kinds.h"
 #include "sf_safetensors.h"
 #ifdef FM_HAVE_FORWARD
 #include "hook.h"
@@ -264,43 +265,11 @@ static int fm_init(sf_ctx *ctx, void **out) {
     return sf_mkdirs(s->work_dir);
 }
 
-static void note_meta(const sf_msg *msg, const char *key, char **slot) {
-    const char *v;
-    size_t len;
-    if (*slot || !sf_msg_has(msg, key) || sf_msg_get_str(msg, key, &v, &len) != SF_OK) return;
-    *slot = strndup(v, len);
-}
-
 /* realloc that keeps the block on failure. */
 static int grow(void **p, size_t bytes) {
     void *q = realloc(*p, bytes ? bytes : 1);
     if (!q) return sf_fail("feature_miner: out of memory (%zu bytes)", bytes);
     *p = q;
-    return SF_OK;
-}
-
-/* An integer tensor of exactly n elements as int64 (I32 or I64 on the wire). */
-static int int_field(const sf_msg *msg, const char *key, int64_t n, int64_t *out, int required) {
-    sf_tensor t;
-    if (!sf_msg_has(msg, key)) {
-        if (required) return sf_fail("activations message has no '%s'", key);
-        for (int64_t i = 0; i < n; i++) out[i] = -1;
-        return SF_OK;
-    }
-    if (sf_msg_get_tensor(msg, key, &t) != SF_OK) return SF_ERR;
-    if (sf_tensor_numel(&t) != n || (t.dtype != SF_I32 && t.dtype != SF_I64))
-        return sf_fail("activations '%s': want %lld int32/int64 values, got %lld of %s", key, (long long)n,
-                       (long long)sf_tensor_numel(&t), sf_dtype_name(t.dtype));
-    const unsigned char *p = t.data; /* unaligned: copy element by element */
-    for (int64_t i = 0; i < n; i++) {
-        if (t.dtype == SF_I32) {
-            int32_t v;
-            memcpy(&v, p + 4 * i, 4);
-            out[i] = v;
-        } else {
-            memcpy(&out[i], p + 8 * i, 8);
-        }
-    }
     return SF_OK;
 }
 
@@ -316,29 +285,29 @@ static void preact_max_update(float *mx, const float *pre, int T, int n) {
 static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;
     fm_state *s = state;
-    sf_tensor acts;
-    if (sf_msg_get_tensor(msg, "acts", &acts) != SF_OK) return SF_ERR;
+    sf_acts_msg am;
+    if (sf_read_activations(msg, NULL, SF_NEED_TOKENS | SF_NEED_SEQS, &am) != SF_OK) return SF_ERR;
+    const sf_tensor acts = am.acts;
     if (acts.ndim != 3 || acts.shape[2] != s->sae.d)
         return sf_fail("activations 'acts': want [B, T, %d], got %d dims (last %lld)", s->sae.d, acts.ndim,
                        (long long)(acts.ndim ? acts.shape[acts.ndim - 1] : 0));
     /* One SAE reads one hook point: a forward stage with several hooks emits a message per hook. */
-    const char *hook = "";
-    size_t hook_len = 0;
-    if (sf_msg_has(msg, "hook") && sf_msg_get_str(msg, "hook", &hook, &hook_len) != SF_OK) return SF_ERR;
-    if (s->want_hook && (strlen(s->want_hook) != hook_len || memcmp(s->want_hook, hook, hook_len) != 0)) {
+    const char *hook = am.hook.present ? am.hook.s : "";
+    size_t hook_len = am.hook.len;
+    if (s->want_hook && !sf_strv_eq(am.hook, s->want_hook)) {
         sf_count(ctx, "other_hook_messages", 1);
         return SF_OK;
     }
-    if (s->hook && (strlen(s->hook) != hook_len || memcmp(s->hook, hook, hook_len) != 0))
+    if (s->hook && !sf_strv_eq(am.hook, s->hook))
         return sf_fail("activations of two hooks (%s, %.*s) in one stream: set the parameter hook to the one the SAE reads",
                        s->hook, (int)hook_len, hook);
-    int64_t B = acts.shape[0], T = acts.shape[1], rows = B * T;
+    int64_t B = am.seq.B, T = am.seq.T, rows = B * T;
     if (B == 0 || T == 0) return SF_OK; /* an empty batch: nothing to mine */
     if (B < 0 || T < 0 || T > INT_MAX / 2) return sf_fail("activations: bad shape [%lld, %lld, d]", (long long)B, (long long)T);
     if (!s->hook) { /* the first message: is it what the SAE was trained on? */
         s->hook = strndup(hook, hook_len);
-        note_meta(msg, "checkpoint", &s->checkpoint);
-        note_meta(msg, "model", &s->model_name);
+        if (!s->checkpoint && am.checkpoint.present) s->checkpoint = strndup(am.checkpoint.s, am.checkpoint.len);
+        if (!s->model_name && am.model.present) s->model_name = strndup(am.model.s, am.model.len);
         if (sae_check_source(&s->sae, s->sae_dir, s->hook, s->checkpoint, s->model_name, s->accept_mismatch) != SF_OK)
             return SF_ERR;
     }
@@ -351,21 +320,9 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
         s->cap_rows = r;
     }
     if (sf_tensor_to_f32(&acts, s->x, (size_t)rows * (size_t)s->sae.d) != SF_OK) return SF_ERR;
-    int64_t *tok64 = sf_alloc("the message's tokens, doc ids and positions", (size_t)(rows + 2 * B), sizeof *tok64);
-    if (!tok64) return SF_ERR;
-    int64_t *doc = tok64 + rows, *pos = doc + B;
-    int rc = int_field(msg, "tokens", rows, tok64, 1);
-    if (rc == SF_OK) rc = int_field(msg, "doc_id", B, doc, 0);
-    if (rc == SF_OK) rc = int_field(msg, "pos", B, pos, 0);
-    size_t n_labels = 0;
-    if (rc == SF_OK && sf_msg_has(msg, "label")) {
-        rc = sf_msg_get_strs_count(msg, "label", &n_labels);
-        if (rc == SF_OK && n_labels != (size_t)B) rc = sf_fail("activations 'label': %zu strings for %lld sequences", n_labels, (long long)B);
-    }
-    for (int64_t i = 0; rc == SF_OK && i < rows; i++) {
-        if (tok64[i] < INT32_MIN || tok64[i] > INT32_MAX) rc = sf_fail("activations 'tokens': id %lld out of range", (long long)tok64[i]);
-        s->tok[i] = (int32_t)tok64[i];
-    }
+    size_t n_labels = am.seq.n_labels;
+    for (int64_t i = 0; i < rows; i++) s->tok[i] = (int32_t)sf_int_at(&am.seq.tokens, (size_t)i);
+    int rc = SF_OK;
     /* Encoded in groups of whole sequences (all at once for the top-k alone; in the paper's modes as
      * many as FM_PRE_FLOATS pre-activations allow), each sequence its own block: the same bits
      * however the sequences are grouped into messages. */
@@ -402,11 +359,11 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
                 s->sequences++;
             }
             if (s->miner)
-                rc = fm_miner_add(s->miner, s->tok + r, (int)(T - skip), s->idx + r * k, s->val + r * k, k, pre, doc[b],
-                                  (int32_t)pos[b], label, (int)label_len);
+                rc = fm_miner_add(s->miner, s->tok + r, (int)(T - skip), s->idx + r * k, s->val + r * k, k, pre,
+                                  am.seq.has_keys ? sf_int_at(&am.seq.doc_id, (size_t)b) : -1,
+                                  am.seq.has_keys ? (int32_t)sf_int_at(&am.seq.pos, (size_t)b) : -1, label, (int)label_len);
         }
     }
-    free(tok64);
     if (rc != SF_OK) return SF_ERR;
     sf_progress(ctx, s->miner ? s->miner->tokens : s->tokens, 0, "tokens");
     return SF_OK;

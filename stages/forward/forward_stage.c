@@ -10,6 +10,7 @@
 #ifdef FW_HAVE_SAE
 #include "sae.h"
 #endif
+#include "sf_kinds.h"
 #include "sf_util.h"
 
 #define FW_MAX_HOOKS 64
@@ -330,29 +331,19 @@ static int fwd_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg
     (void)input;
     fwd_stage *s = state;
     const fw_config *c = &s->model->cfg;
-    sf_tensor tt, pos;
-    if (sf_msg_get_tensor(msg, "tokens", &tt) != SF_OK) return SF_ERR;
-    if (tt.ndim != 2 || (tt.dtype != SF_I32 && tt.dtype != SF_I64))
-        return sf_fail("tokens: want an int32 [B, T] tensor, got %d dims of %s", tt.ndim, sf_dtype_name(tt.dtype));
-    int64_t B = tt.shape[0], T = tt.shape[1];
+    sf_tokens_msg tm;
+    if (sf_read_tokens(msg, 0, &tm) != SF_OK) return SF_ERR;
+    int64_t B = tm.seq.B, T = tm.seq.T;
     if (B < 1 || T < 1 || B * T > (1 << 22)) return sf_fail("tokens: bad shape [%lld, %lld]", (long long)B, (long long)T);
-    int has_pos = sf_msg_has(msg, "pos");
-    if (has_pos && (sf_msg_get_tensor(msg, "pos", &pos) != SF_OK || pos.dtype != SF_I32 || pos.ndim != 1 ||
-                    pos.shape[0] != B))
-        return sf_fail("pos: want an int32 [%lld] tensor", (long long)B);
+    int has_pos = tm.seq.has_keys;
+    const sf_tensor pos = tm.seq.pos;
 
     size_t N = (size_t)(B * T);
     int32_t *tok = sf_alloc("the batch's token ids", N, sizeof *tok);
     if (!tok) return SF_ERR;
     for (size_t i = 0; i < N; i++) { /* the payload is unaligned: copy element by element */
-        int64_t v = 0;
-        if (tt.dtype == SF_I32) {
-            int32_t v32;
-            memcpy(&v32, (const char *)tt.data + i * 4, 4);
-            v = v32;
-        } else
-            memcpy(&v, (const char *)tt.data + i * 8, 8);
-        tok[i] = v < 0 || v > INT32_MAX ? -1 : (int32_t)v; /* fw_forward names a bad id */
+        int64_t v = sf_int_at(&tm.seq.tokens, i);
+        tok[i] = v < 0 ? -1 : (int32_t)v; /* fw_forward names a bad id */
     }
 
     /* Drop column 0 only when every sequence starts with BOS; a mix would give ragged rows. */

@@ -13,25 +13,24 @@
 #include "sae.h"
 #include "saeflow.h"
 #include "sf_util.h"
+#include "sf_kinds.h"
 #include "sf_safetensors.h"
 #include "shards.h"
 
-/* The rows of a message's activation tensor: [B, T, d] or [N, d], float dtypes only. */
+/* The rows of a message's activation tensor: [B, T, d] or [N, d], float dtypes only, and the
+ * message's other fields (sf_read_activations). */
 typedef struct act_rows {
-    sf_tensor t;
+    sf_acts_msg m;
+    sf_tensor t; /* m.acts */
     int64_t rows, d, seq_len;
 } act_rows;
 
 static int get_rows(const sf_msg *msg, const char *field, act_rows *a) {
-    if (sf_msg_get_tensor(msg, field, &a->t) != SF_OK) return SF_ERR;
-    const sf_tensor *t = &a->t;
-    if (t->dtype != SF_F32 && t->dtype != SF_BF16 && t->dtype != SF_F16)
-        return sf_fail("'%s' must be F32, BF16 or F16, not %s", field, sf_dtype_name(t->dtype));
-    if (t->ndim != 2 && t->ndim != 3) return sf_fail("'%s' must be [B, T, d] or [N, d]", field);
-    a->d = t->shape[t->ndim - 1];
-    a->seq_len = t->ndim == 3 ? t->shape[1] : 0;
-    a->rows = sf_tensor_numel(t) / (a->d ? a->d : 1);
-    if (a->d < 1) return sf_fail("'%s' has width 0", field);
+    if (sf_read_activations(msg, field, 0, &a->m) != SF_OK) return SF_ERR;
+    a->t = a->m.acts;
+    a->d = a->m.d;
+    a->seq_len = a->t.ndim == 3 ? a->m.seq.T : 0;
+    a->rows = a->m.seq.B * a->m.seq.T;
     return SF_OK;
 }
 
@@ -42,22 +41,7 @@ static void rows_to_f32(const act_rows *a, int64_t first, int64_t count, float *
 }
 
 /* True if the message belongs to the wanted split ("" wants every message). */
-static int split_matches(const sf_msg *msg, const char *want) {
-    if (!*want) return 1;
-    const char *s;
-    size_t len;
-    if (sf_msg_get_str(msg, "split", &s, &len) != SF_OK) return 0;
-    return len == strlen(want) && !memcmp(s, want, len);
-}
-
-static void copy_msg_str(const sf_msg *msg, const char *key, char *dst, size_t cap) {
-    const char *s;
-    size_t len;
-    if (dst[0] || sf_msg_get_str(msg, key, &s, &len) != SF_OK) return;
-    if (len >= cap) len = cap - 1;
-    memcpy(dst, s, len);
-    dst[len] = 0;
-}
+static int split_matches(const act_rows *a, const char *want) { return !*want || sf_strv_eq(a->m.seq.split, want); }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* sae_trainer                                                                                     */
@@ -570,28 +554,22 @@ static int trainer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg 
 }
 
 static int trainer_consume(sf_ctx *ctx, trainer_state *s, const sf_msg *msg) {
-    if (!split_matches(msg, s->split)) {
+    act_rows a;
+    if (get_rows(msg, s->field, &a) != SF_OK) return SF_ERR;
+    if (!split_matches(&a, s->split)) {
         sf_count(ctx, "other_split_messages", 1);
         return SF_OK;
     }
-    act_rows a;
-    if (get_rows(msg, s->field, &a) != SF_OK) return SF_ERR;
     if (!s->have_model && trainer_setup(ctx, s, a.d) != SF_OK) return SF_ERR;
     if (a.d != s->m.d) return sf_fail("activations of width %lld, the SAE has d = %d", (long long)a.d, s->m.d);
-    copy_msg_str(msg, "hook", s->hook, sizeof s->hook);
-    copy_msg_str(msg, "model", s->model_name, sizeof s->model_name);
-    copy_msg_str(msg, "checkpoint", s->checkpoint, sizeof s->checkpoint);
-    if (!s->layer) sf_msg_get_int(msg, "layer", &s->layer);
+    if (!s->hook[0]) sf_strv_copy(a.m.hook, s->hook, sizeof s->hook);
+    if (!s->model_name[0]) sf_strv_copy(a.m.model, s->model_name, sizeof s->model_name);
+    if (!s->checkpoint[0]) sf_strv_copy(a.m.checkpoint, s->checkpoint, sizeof s->checkpoint);
+    if (!s->layer && a.m.has_layer) s->layer = a.m.layer;
     if (!s->seq_len) s->seq_len = a.seq_len;
 
-    sf_tensor doc, pos;
-    int has_doc = sf_msg_has(msg, "doc_id"), has_pos = sf_msg_has(msg, "pos");
-    int64_t T = a.seq_len ? a.seq_len : 1, B = a.rows / T;
-    if (has_doc != has_pos) return sf_fail("a message with doc_id needs pos too, and the other way round");
-    if (has_doc && (sf_msg_get_tensor(msg, "doc_id", &doc) != SF_OK || sf_msg_get_tensor(msg, "pos", &pos) != SF_OK ||
-                    doc.dtype != SF_I64 || doc.ndim != 1 || doc.shape[0] != B || pos.dtype != SF_I32 ||
-                    pos.ndim != 1 || pos.shape[0] != B))
-        return sf_fail("doc_id and pos must be I64 and I32 [%lld], one per sequence of '%s'", (long long)B, s->field);
+    int has_doc = a.m.seq.has_keys;
+    int64_t T = a.m.seq.T, B = a.m.seq.B;
     if (s->keyed < 0) { /* per-row keys of a shuffled replay would cost memory per row: count those */
         s->keyed = has_doc && T > 1;
         if (has_doc && T == 1)
@@ -609,8 +587,8 @@ static int trainer_consume(sf_ctx *ctx, trainer_state *s, const sf_msg *msg) {
     s->key_rows = !s->key_rows || s->key_rows == T ? T : -1;
     for (int64_t b = 0; b < B; b++) {
         trainer_take key = {0, 0, 0};
-        memcpy(&key.doc, (const char *)doc.data + 8 * b, 8);
-        memcpy(&key.pos, (const char *)pos.data + 4 * b, 4);
+        key.doc = sf_int_at(&a.m.seq.doc_id, (size_t)b);
+        key.pos = (int32_t)sf_int_at(&a.m.seq.pos, (size_t)b);
         int64_t first = b * T;
         sh_key *k = sh_keys_find(&s->to_skip, key.doc, key.pos);
         if (k && k->val != SH_KEY_USED) { /* trained before the resume */
@@ -788,16 +766,16 @@ static int eval_add_losses(eval_state *s, const sf_msg *msg, int64_t rows) {
 static int eval_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;
     eval_state *s = state;
-    if (!split_matches(msg, s->split)) return SF_OK;
     act_rows a;
     if (get_rows(msg, s->field, &a) != SF_OK) return SF_ERR;
+    if (!split_matches(&a, s->split)) return SF_OK;
     const sae_model *m = &s->m;
     if (a.d != m->d) return sf_fail("activations of width %lld, the SAE has d = %d", (long long)a.d, m->d);
     if (!s->source_checked || !s->accept_mismatch) { /* accepted: warned once */
         char hook[sizeof m->hook] = "", checkpoint[sizeof m->checkpoint] = "", model[sizeof m->model] = "";
-        copy_msg_str(msg, "hook", hook, sizeof hook);
-        copy_msg_str(msg, "checkpoint", checkpoint, sizeof checkpoint);
-        copy_msg_str(msg, "model", model, sizeof model);
+        sf_strv_copy(a.m.hook, hook, sizeof hook);
+        sf_strv_copy(a.m.checkpoint, checkpoint, sizeof checkpoint);
+        sf_strv_copy(a.m.model, model, sizeof model);
         if (sae_check_source(m, s->sae_dir, hook, checkpoint, model, s->accept_mismatch) != SF_OK) return SF_ERR;
         s->source_checked = 1;
     }

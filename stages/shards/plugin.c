@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "hook.h"
+#include "sf_kinds.h"
 #include "shards.h"
 
 /* ---- shard_writer ---- */
@@ -66,54 +67,29 @@ static void append_str(writer_state *s, const char *p, size_t n, size_t *off) {
         s->str_cap = 2 * (*off + n + 1);
         s->str_buf = sh_grow(s->str_buf, s->str_cap);
     }
-    memcpy(s->str_buf + *off, p, n);
+    if (n) memcpy(s->str_buf + *off, p, n);
     s->str_buf[*off + n] = 0;
     *off += n + 1;
-}
-
-/* Appends string field `key` likewise. */
-static int copy_str(writer_state *s, const sf_msg *msg, const char *key, size_t *off) {
-    const char *p;
-    size_t n;
-    if (sf_msg_get_str(msg, key, &p, &n) != SF_OK) return SF_ERR;
-    append_str(s, p, n, off);
-    return SF_OK;
 }
 
 static int writer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;
     writer_state *s = state;
-    if (s->hook[0]) {
-        const char *h;
-        size_t hl;
-        if (sf_msg_get_str(msg, "hook", &h, &hl) != SF_OK) return SF_ERR;
-        if (hl != strlen(s->hook) || memcmp(h, s->hook, hl) != 0) return SF_OK;
-    }
-    sh_batch b = {0};
-    sf_tensor tok, doc, pos;
-    size_t nl, off = 0, o_model, o_ckpt, o_hook, o_split;
-    if (sf_msg_get_tensor(msg, "acts", &b.acts) || sf_msg_get_tensor(msg, "tokens", &tok) ||
-        sf_msg_get_tensor(msg, "doc_id", &doc) || sf_msg_get_tensor(msg, "pos", &pos) ||
-        sf_msg_get_int(msg, "layer", &b.layer) || sf_msg_get_strs_count(msg, "label", &nl))
-        return SF_ERR;
-    if (b.acts.ndim != 3) return sf_fail("acts must be [B, T, d]");
-    int64_t B = b.acts.shape[0], T = b.acts.shape[1];
-    if (tok.dtype != SF_I32 || tok.ndim != 2 || tok.shape[0] != B || tok.shape[1] != T)
-        return sf_fail("tokens must be int32 [B, T] matching acts");
-    if (doc.dtype != SF_I64 || doc.ndim != 1 || doc.shape[0] != B) return sf_fail("doc_id must be int64 [B]");
-    if (pos.dtype != SF_I32 || pos.ndim != 1 || pos.shape[0] != B) return sf_fail("pos must be int32 [B]");
-    if ((int64_t)nl != B) return sf_fail("label must hold B = %lld strings, not %zu", (long long)B, nl);
-    o_model = off;
-    if (copy_str(s, msg, "model", &off)) return SF_ERR;
-    o_ckpt = off;
-    if (copy_str(s, msg, "checkpoint", &off)) return SF_ERR;
-    o_hook = off;
-    if (copy_str(s, msg, "hook", &off)) return SF_ERR;
-    o_split = off;
-    if (copy_str(s, msg, "split", &off)) return SF_ERR;
-    size_t o_corpus = off;
-    if (!sf_msg_has(msg, "corpus")) append_str(s, "", 0, &off); /* optional: inputs not from text_source */
-    else if (copy_str(s, msg, "corpus", &off)) return SF_ERR;
+    sf_acts_msg a;
+    if (sf_read_activations(msg, NULL, SF_NEED_TOKENS | SF_NEED_KEYS | SF_NEED_LABEL | SF_NEED_META | SF_NEED_SEQS, &a) != SF_OK) return SF_ERR;
+    if (s->hook[0] && !sf_strv_eq(a.hook, s->hook)) return SF_OK;
+    sh_batch b = {.acts = a.acts, .layer = a.layer};
+    int64_t B = a.seq.B, T = a.seq.T;
+    size_t nl = a.seq.n_labels, off = 0, o_model = off;
+    append_str(s, a.model.s, a.model.len, &off);
+    size_t o_ckpt = off;
+    append_str(s, a.checkpoint.s, a.checkpoint.len, &off);
+    size_t o_hook = off;
+    append_str(s, a.hook.s, a.hook.len, &off);
+    size_t o_split = off;
+    append_str(s, a.seq.split.s, a.seq.split.len, &off);
+    size_t o_corpus = off; /* optional: "" for inputs not from text_source */
+    append_str(s, a.seq.corpus.s, a.seq.corpus.len, &off);
     b.model = s->str_buf + o_model; /* str_buf no longer moves */
     b.checkpoint = s->str_buf + o_ckpt;
     b.hook = s->str_buf + o_hook;
@@ -128,9 +104,9 @@ static int writer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *
         if (sf_msg_get_strs_at(msg, "label", i, &s->labels[i], &s->label_len[i]) != SF_OK) return SF_ERR;
     b.label = s->labels;
     b.label_len = s->label_len;
-    b.tokens = tok.data;
-    b.doc_id = doc.data;
-    b.pos = pos.data;
+    b.tokens = a.seq.tokens.data;
+    b.doc_id = a.seq.doc_id.data;
+    b.pos = a.seq.pos.data;
     if (sh_writer_add(s->w, &b) != SF_OK) return SF_ERR;
     s->rows_seen += B * T;
     sf_progress(ctx, (uint64_t)s->rows_seen, 0, "tokens");
