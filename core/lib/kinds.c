@@ -44,11 +44,13 @@ static const sf_kind_def kinds[] = {
 
 const sf_kind_def *sf_kinds(void) { return kinds; }
 
-const sf_kind_def *sf_kind_find(const char *name) {
+const sf_kind_def *sf_kind_findn(const char *name, size_t n) {
     for (const sf_kind_def *k = kinds; k->name; k++)
-        if (strcmp(k->name, name) == 0) return k;
+        if (strlen(k->name) == n && memcmp(k->name, name, n) == 0) return k;
     return NULL;
 }
+
+const sf_kind_def *sf_kind_find(const char *name) { return sf_kind_findn(name, strlen(name)); }
 
 int64_t sf_int_at(const sf_tensor *t, size_t i) {
     if (t->dtype == SF_I32) {

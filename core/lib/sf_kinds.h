@@ -23,6 +23,8 @@ typedef struct sf_kind_def {
 /* Every kind, terminated by name == NULL; and one by name (NULL if none). */
 SF_EXPORT const sf_kind_def *sf_kinds(void);
 SF_EXPORT const sf_kind_def *sf_kind_find(const char *name);
+/* The same for the first n bytes of name. */
+SF_EXPORT const sf_kind_def *sf_kind_findn(const char *name, size_t n);
 
 /* A string field: points into the message, not NUL-terminated; len 0 and present 0 when absent. */
 typedef struct sf_strv {

@@ -202,10 +202,6 @@ static int fm_read_params(sf_ctx *ctx, fm_state *s) {
         if (!(s->pre_max = sf_zalloc("maximum pre-activations", (size_t)s->sae.n, sizeof *s->pre_max))) return SF_ERR;
     }
     if (s->sampling == SAMPLING_PAPER && load_maxima(s) != SF_OK) return sf_param_fail(ctx, "max_from", "%s", sf_last_error());
-    int64_t top_n = sf_param_int(ctx, "top_n"), res = sf_param_int(ctx, "reservoir"), bins = sf_param_int(ctx, "hist_bins");
-    if (top_n < 1 || top_n > 100000) return sf_param_fail(ctx, "top_n", "must be in [1, 100000]");
-    if (res < 0 || res > 100000) return sf_param_fail(ctx, "reservoir", "must be in [0, 100000]");
-    if (bins < 2 || bins > 4096) return sf_param_fail(ctx, "hist_bins", "must be in [2, 4096]");
     return SF_OK;
 }
 
@@ -434,15 +430,15 @@ static const sf_param_def fm_params[] = {
      "comma-separated list of candidates"},
     {"model", SF_PARAM_STRING, "", "model directory, for logit effects (W_U . W_dec); empty: none"},
     {"hook", SF_PARAM_STRING, "", "mine only activations of this hook point (needed when the stream carries several)"},
-    {"top_n", SF_PARAM_INT, "50", "examples kept per feature (paper: 50)"},
+    {"top_n", SF_PARAM_INT, "50", "examples kept per feature (paper: 50)", "[1, 100000]"},
     {"threshold", SF_PARAM_FLOAT, "0.7", "example threshold as a fraction of the feature's max (paper: 0.7)"},
     {"sampling", SF_PARAM_STRING, "strongest",
      "which sequences become examples: strongest (one pass: the top_n of highest peak, top-k values), paper-max (the "
      "paper's pass 1: only OUT/maxima.json, each feature's maximum pre-activation), paper (its pass 2: the first top_n in "
      "shuffled order whose peak exceeds threshold*max, ReLU(pre-activation) values)"},
     {"max_from", SF_PARAM_STRING, "", "sampling = paper: the maxima file of pass 1 (default OUT/maxima.json)"},
-    {"reservoir", SF_PARAM_INT, "2", "examples sampled uniformly per activation interval of each feature (10 intervals of the max, 20 power-of-two buckets in one pass)"},
-    {"hist_bins", SF_PARAM_INT, "64", "histogram bins (width doubles as the max grows)"},
+    {"reservoir", SF_PARAM_INT, "2", "examples sampled uniformly per activation interval of each feature (10 intervals of the max, 20 power-of-two buckets in one pass)", "[0, 100000]"},
+    {"hist_bins", SF_PARAM_INT, "64", "histogram bins (width doubles as the max grows)", "[2, 4096]"},
     {"lang_share", SF_PARAM_FLOAT, FM_STR(FM_DEFAULT_LANG_SHARE), "a feature is English/Japanese if more than this share of its examples is (paper rule: of all examples)"},
     {"min_examples", SF_PARAM_INT, FM_STR(FM_GRAN_MIN_EXAMPLES), "granularity: fewer examples than this are 'few'"},
     {"token_share", SF_PARAM_FLOAT, FM_STR(FM_GRAN_TOKEN_SHARE), "granularity: token-level if one peak token takes at least this share of examples"},
@@ -489,6 +485,8 @@ static const sf_stage_def fm_stage_def = {
     .on_eos = fm_on_eos,
     .destroy = fm_destroy,
     .commands = fm_commands,
+    SF_STAGE_DEF_SIZES,
+    .takes = "activations",
 };
 
 SF_PLUGIN(&fm_stage_def)

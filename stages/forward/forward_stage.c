@@ -156,7 +156,7 @@ static const sf_param_def fwd_params[] = {
     {"hooks", SF_PARAM_STRING, "", "comma-separated hook points, e.g. resid_post.11,mlp_out.3 (Hugging Face's hidden_states.12 = resid_post.11)"},
     {"drop_bos", SF_PARAM_BOOL, "true", "drop position 0 when every sequence starts with BOS"},
     {"bos_id", SF_PARAM_INT, "-1", "BOS token id; -1 takes bos_token_id from config.json"},
-    {"out_dtype", SF_PARAM_STRING, "f32", "dtype of emitted activations: f32 or bf16"},
+    {"out_dtype", SF_PARAM_STRING, "f32", "dtype of emitted activations: f32 or bf16", "f32|bf16"},
     {"checkpoint", SF_PARAM_STRING, "", "checkpoint name in emitted messages (default: model dir base name)"},
     {"logits", SF_PARAM_BOOL, "false", "add logits [B, T, vocab] (f32)"},
     {"loss", SF_PARAM_BOOL, "false", "add per-token cross-entropy of the next token [B, T] (NaN at the end)"},
@@ -166,7 +166,7 @@ static const sf_param_def fwd_params[] = {
     {"accept_sae_mismatch", SF_PARAM_BOOL, "false",
      "splice the SAE into another hook (sae_hook), checkpoint or model than its config records (logged); "
      "otherwise that is an error"},
-    {"threads", SF_PARAM_INT, "0", "threads of the forward: each sgemm is split over them, with OpenBLAS on one thread meanwhile (0: all cores)"},
+    {"threads", SF_PARAM_INT, "0", "threads of the forward: each sgemm is split over them, with OpenBLAS on one thread meanwhile (0: all cores)", "[0, 4096]"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -219,8 +219,6 @@ static int fwd_params_load(sf_ctx *ctx, fwd_stage *s, fw_config *cfg) {
     for (int i = 0; i < s->n_hooks; i++)
         if (fw_hook_check(cfg, s->hooks[i]) != SF_OK)
             return sf_param_fail(ctx, "hooks", "%s (%s)", sf_last_error(), s->model_dir);
-    if (sf_param_int(ctx, "threads") < 0 || sf_param_int(ctx, "threads") > 4096)
-        return sf_param_fail(ctx, "threads", "must be from 0 (all cores) to 4096");
     const char *name = sf_param_str(ctx, "checkpoint");
     if (!*name) sf_default_checkpoint(s->model_dir, s->checkpoint, sizeof s->checkpoint);
     else snprintf(s->checkpoint, sizeof s->checkpoint, "%s", name);
@@ -696,6 +694,8 @@ static const sf_stage_def forward_stage = {
     .on_message = fwd_on_message,
     .destroy = fwd_destroy,
     .commands = fwd_commands,
+    SF_STAGE_DEF_SIZES,
+    .takes = "tokens", .emits = "activations",
 };
 
 SF_PLUGIN(&forward_stage)

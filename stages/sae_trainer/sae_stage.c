@@ -48,18 +48,18 @@ static int split_matches(const act_rows *a, const char *want) { return !*want ||
 
 static const sf_param_def trainer_params[] = {
     {"out_dir", SF_PARAM_STRING, NULL, "output directory: model, checkpoint, metrics"},
-    {"latents", SF_PARAM_INT, "0", "number of latents (0: expansion x d)"},
-    {"expansion", SF_PARAM_INT, "16", "latents per input dimension when latents = 0"},
-    {"k", SF_PARAM_INT, "32", "active latents per token"},
-    {"batch", SF_PARAM_INT, "32768", "tokens per optimisation step (the paper: 32768)"},
+    {"latents", SF_PARAM_INT, "0", "number of latents (0: expansion x d)", "[0, inf)"},
+    {"expansion", SF_PARAM_INT, "16", "latents per input dimension when latents = 0", "[1, inf)"},
+    {"k", SF_PARAM_INT, "32", "active latents per token", "[1, inf)"},
+    {"batch", SF_PARAM_INT, "32768", "tokens per optimisation step (the paper: 32768)", "[1, 1048576]"},
     {"lr", SF_PARAM_FLOAT, "0.001", "Adam learning rate"},
     {"warmup_steps", SF_PARAM_INT, "1000", "linear warmup steps (step s uses lr * s / warmup)"},
     {"decay_start", SF_PARAM_INT, "0", "step where a linear decay to 0 starts (with decay_steps)"},
     {"decay_steps", SF_PARAM_INT, "0", "length of the linear lr decay (0: constant lr)"},
     {"adam_eps", SF_PARAM_FLOAT, "6.25e-10", "Adam epsilon"},
-    {"normalize", SF_PARAM_STRING, "unit", "input normalisation: unit (per token), scalar (mean norm sqrt(d)), none"},
+    {"normalize", SF_PARAM_STRING, "unit", "input normalisation: unit (per token), scalar (mean norm sqrt(d)), none", "unit|scalar|none"},
     {"norm_mean", SF_PARAM_FLOAT, "0", "normalize=scalar: the dataset's mean L2 norm (0: from norm_manifest, else "
-     "estimated from the first batch)"},
+     "estimated from the first batch)", "[0, inf)"},
     {"norm_manifest", SF_PARAM_STRING, "", "normalize=scalar: a shard directory (or its manifest.json) whose "
      "norm_mean (of `split`, else of all rows) is the dataset-wide mean norm"},
     {"remove_parallel_grad", SF_PARAM_BOOL, "false", "remove the gradient component parallel to decoder directions"},
@@ -233,15 +233,10 @@ static int trainer_read_params(sf_ctx *ctx, trainer_state *s) {
     if (sae_norm_parse(sf_param_str(ctx, "normalize"), &s->norm) != SF_OK) return sf_param_fail(ctx, "normalize", "%s", sf_last_error());
     s->norm_mean = sf_param_float(ctx, "norm_mean");
     const char *manifest = sf_param_str(ctx, "norm_manifest");
-    if (!(s->norm_mean >= 0)) return sf_param_fail(ctx, "norm_mean", "must be >= 0");
     if ((s->norm_mean > 0 || *manifest) && s->norm != SAE_NORM_SCALAR)
         return sf_param_fail(ctx, s->norm_mean > 0 ? "norm_mean" : "norm_manifest", "is for normalize=scalar");
     if (s->norm_mean > 0) snprintf(s->norm_source, sizeof s->norm_source, "norm_mean parameter");
     else if (*manifest && trainer_read_manifest(s, manifest) != SF_OK) return sf_param_fail(ctx, "norm_manifest", "%s", sf_last_error());
-    if (s->batch < 1 || s->batch > (1 << 20)) return sf_param_fail(ctx, "batch", "must be in [1, 1048576]");
-    if (s->latents < 0) return sf_param_fail(ctx, "latents", "must be 0 (expansion x d) or more");
-    if (s->expansion < 1) return sf_param_fail(ctx, "expansion", "must be 1 or more");
-    if (s->k < 1) return sf_param_fail(ctx, "k", "must be 1 or more");
     if (s->metrics_every < 1 || s->checkpoint_every < 0 || s->max_tokens < 0 || s->opts.warmup_steps < 0 ||
         s->opts.decay_steps < 0 || s->opts.decay_start < 0 || s->opts.dead_tokens < 0 || !(s->opts.lr >= 0))
         return sf_fail("metrics_every >= 1; checkpoint_every, max_tokens, warmup/decay steps, dead_tokens, lr >= 0");
@@ -933,6 +928,8 @@ static const sf_stage_def trainer_def = {
     .finish = trainer_finish,
     .destroy = trainer_destroy,
     .commands = sae_commands,
+    SF_STAGE_DEF_SIZES,
+    .takes = "activations",
 };
 
 static const sf_stage_def eval_def = {
@@ -948,6 +945,8 @@ static const sf_stage_def eval_def = {
     .on_message = eval_on_message,
     .finish = eval_finish,
     .destroy = eval_destroy,
+    SF_STAGE_DEF_SIZES,
+    .takes = "activations",
 };
 
 SF_PLUGIN(&trainer_def, &eval_def)

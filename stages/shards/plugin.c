@@ -25,7 +25,7 @@ typedef struct writer_state {
 static const sf_param_def writer_params[] = {
     {"dir", SF_PARAM_STRING, NULL, "shard directory (created if missing; an existing run is resumed)"},
     {"dtype", SF_PARAM_STRING, "F32", "stored activation dtype: F32, BF16 or F16 (round to nearest even)"},
-    {"shard_mb", SF_PARAM_INT, "128", "shard size in MiB of row data; memory holds one pending shard per split"},
+    {"shard_mb", SF_PARAM_INT, "128", "shard size in MiB of row data; memory holds one pending shard per split", "[1, 1048576]"},
     {"resume", SF_PARAM_BOOL, "true", "continue a directory that already holds shards of the same run"},
     {"hook", SF_PARAM_STRING, "",
      "store only messages of this hook point (forward emits one message per hook); empty: all must be of one"},
@@ -38,9 +38,7 @@ static const sf_param_def writer_params[] = {
 /* The parameters, for check and init alike (the directory is the writer's to create). */
 static int writer_check(sf_ctx *ctx) {
     sf_dtype dt;
-    int64_t mb = sf_param_int(ctx, "shard_mb");
     if (sh_dtype_parse(sf_param_str(ctx, "dtype"), &dt) != SF_OK) return sf_param_fail(ctx, "dtype", "%s", sf_last_error());
-    if (mb < 1 || mb > (1 << 20)) return sf_param_fail(ctx, "shard_mb", "must be in [1, 1048576]");
     if (sf_replica_count(ctx) > 1)
         return sf_param_fail(ctx, "replicas", "shard_writer cannot have replicas: they would share one directory (use one writer per dir)");
     return SF_OK;
@@ -160,6 +158,8 @@ static const sf_stage_def shard_writer_def = {
     .on_eos = writer_on_eos,
     .finish = writer_finish,
     .destroy = writer_destroy,
+    SF_STAGE_DEF_SIZES,
+    .takes = "activations",
 };
 
 /* ---- shard_source ---- */
@@ -184,9 +184,9 @@ static const sf_param_def source_params[] = {
     {"epochs", SF_PARAM_INT, "1", "passes over the data"},
     {"seed", SF_PARAM_INT, "0", "seed of the shard order and the shuffle buffer"},
     {"verify", SF_PARAM_BOOL, "true", "check every shard's CRC-32 before using it"},
-    {"acts_dtype", SF_PARAM_STRING, "stored", "stored: F32/BF16 as stored (F16 is widened to F32); F32: always F32"},
+    {"acts_dtype", SF_PARAM_STRING, "stored", "stored: F32/BF16 as stored (F16 is widened to F32); F32: always F32", "stored|F32"},
     {"part", SF_PARAM_INT, "0", "with parts: this host's part (replicas split each part further)"},
-    {"parts", SF_PARAM_INT, "1", "hosts reading disjoint parts of the split"},
+    {"parts", SF_PARAM_INT, "1", "hosts reading disjoint parts of the split", "[1, 65536]"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -197,7 +197,6 @@ static int source_check(sf_ctx *ctx) {
     if (strcmp(ad, "stored") != 0 && strcmp(ad, "F32") != 0)
         return sf_param_fail(ctx, "acts_dtype", "must be 'stored' or 'F32', not '%s'", ad);
     int64_t part = sf_param_int(ctx, "part"), parts = sf_param_int(ctx, "parts");
-    if (parts < 1 || parts > 65536) return sf_param_fail(ctx, "parts", "must be in [1, 65536]");
     if (part < 0 || part >= parts) return sf_param_fail(ctx, "part", "must be in [0, parts = %lld)", (long long)parts);
     const char *dir = sf_param_str(ctx, "dir");
     sh_manifest m;
@@ -307,6 +306,8 @@ static const sf_stage_def shard_source_def = {
     .produce = source_produce,
     .destroy = source_destroy,
     .commands = shard_commands,
+    SF_STAGE_DEF_SIZES,
+    .emits = "activations",
 };
 
 SF_PLUGIN(&shard_writer_def, &shard_source_def)

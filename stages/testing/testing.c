@@ -40,9 +40,9 @@ typedef struct gen {
 } gen;
 
 static const sf_param_def gen_params[] = {
-    {"count", SF_PARAM_INT, "1000", "messages to generate (split across replicas)"},
-    {"rows", SF_PARAM_INT, "16", "tensor rows"},
-    {"cols", SF_PARAM_INT, "64", "tensor columns (float32)"},
+    {"count", SF_PARAM_INT, "1000", "messages to generate (split across replicas)", "[0, inf)"},
+    {"rows", SF_PARAM_INT, "16", "tensor rows", "[1, inf)"},
+    {"cols", SF_PARAM_INT, "64", "tensor columns (float32)", "[1, inf)"},
     {"seed", SF_PARAM_INT, "1", "random seed"},
     {"delay_us", SF_PARAM_INT, "0", "pause after each message (a slow producer)"},
     {"fill", SF_PARAM_BOOL, "true", "fill tensors with random numbers and a checksum (false: with one byte value per message, no checksum, for throughput benchmarks)"},
@@ -51,10 +51,7 @@ static const sf_param_def gen_params[] = {
 
 /* The parameters, for check and init alike: a tensor must fit a message. */
 static int gen_check(sf_ctx *ctx) {
-    if (sf_param_int(ctx, "count") < 0) return sf_param_fail(ctx, "count", "must be 0 or more");
     int64_t shape[2] = {sf_param_int(ctx, "rows"), sf_param_int(ctx, "cols")};
-    if (shape[0] < 1) return sf_param_fail(ctx, "rows", "must be 1 or more");
-    if (shape[1] < 1) return sf_param_fail(ctx, "cols", "must be 1 or more");
     size_t nbytes;
     if (sf_tensor_size("tensor", SF_F32, 2, shape, &nbytes) != SF_OK || nbytes > SF_MSG_MAX_BYTES)
         return sf_param_fail(ctx, "rows", "%lld x %lld float32 is more than a message holds (%zu bytes): lower rows or cols",
@@ -112,6 +109,7 @@ static const sf_stage_def tensor_gen = {
     .init = gen_init, .produce = gen_produce,
     .destroy = free,
     .check = gen_check,
+    SF_STAGE_DEF_SIZES,
 };
 
 /* ---- verify_sink ---- */
@@ -209,6 +207,7 @@ static const sf_stage_def verify_sink = {
     .min_inputs = 1, .max_inputs = 8, .has_output = 0,
     .init = sink_init, .on_message = sink_message, .on_eos = sink_eos, .finish = sink_finish,
     .destroy = sink_destroy,
+    SF_STAGE_DEF_SIZES,
 };
 
 /* ---- relay ---- */
@@ -231,6 +230,7 @@ static const sf_stage_def relay = {
     .params = relay_params,
     .min_inputs = 1, .max_inputs = 8, .has_output = 1,
     .on_message = relay_message,
+    SF_STAGE_DEF_SIZES,
 };
 
 SF_PLUGIN(&tensor_gen, &verify_sink, &relay)

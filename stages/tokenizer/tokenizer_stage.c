@@ -18,16 +18,16 @@ static const sf_param_def tk_params[] = {
     {"tokenizer", SF_PARAM_STRING, NULL,
      "tokenizer.json or SentencePiece .model file, or a folder holding one (tokenizer.json first); a comma-separated "
      "list is tried in order (\"suite,suite/step-1\": the suite's, else the checkpoint's own)"},
-    {"seq_len", SF_PARAM_INT, "64", "tokens per sequence, BOS not counted"},
+    {"seq_len", SF_PARAM_INT, "64", "tokens per sequence, BOS not counted", "[1, 1048576]"},
     {"bos", SF_PARAM_BOOL, "true", "start every sequence with BOS"},
     {"bos_id", SF_PARAM_INT, "-1", "BOS id (-1: the tokenizer's)"},
     {"mode", SF_PARAM_STRING, "chunk",
-     "chunk: cut each document into consecutive seq_len pieces; truncate: its first seq_len tokens only"},
+     "chunk: cut each document into consecutive seq_len pieces; truncate: its first seq_len tokens only", "chunk|truncate"},
     {"drop_remainder", SF_PARAM_BOOL, "true",
      "drop a sequence that would need padding (the paper); false pads it with pad_id"},
     {"pad_id", SF_PARAM_INT, "-1", "padding id when drop_remainder = false (must be set then)"},
     {"max_seqs_per_doc", SF_PARAM_INT, "-1", "at most this many sequences from one document (-1: all)"},
-    {"batch", SF_PARAM_INT, "32", "sequences per emitted message"},
+    {"batch", SF_PARAM_INT, "32", "sequences per emitted message", "[1, 1048576]"},
     {"shuffle_buffer", SF_PARAM_INT, "0",
      "sequences held to shuffle across documents (the paper permutes all its sequences at random): each "
      "goes out at a random time within about this many; 0: in document order. Memory: this x (T x 4 + 16) "
@@ -201,11 +201,7 @@ static int tk_params_load(sf_ctx *ctx, tk_stage *st) {
     st->pad_id = sf_param_int(ctx, "pad_id");
     st->drop_remainder = sf_param_bool(ctx, "drop_remainder");
     const char *mode = sf_param_str(ctx, "mode");
-    if (strcmp(mode, "chunk") != 0 && strcmp(mode, "truncate") != 0)
-        return sf_param_fail(ctx, "mode", "must be chunk or truncate, not '%s'", mode);
     st->truncate = strcmp(mode, "truncate") == 0;
-    if (st->seq_len < 1 || st->seq_len > (1 << 20)) return sf_param_fail(ctx, "seq_len", "must be in [1, 1048576]");
-    if (st->batch < 1 || st->batch > (1 << 20)) return sf_param_fail(ctx, "batch", "must be in [1, 1048576]");
     char err[1024];
     char *path = st->tok_path;
     if (tok_find(sf_param_str(ctx, "tokenizer"), path, sizeof st->tok_path, err, sizeof err) != 0)
@@ -539,6 +535,8 @@ static const sf_stage_def tokenizer_def = {
     .on_eos = tk_on_eos,
     .destroy = tk_destroy,
     .commands = tk_commands,
+    SF_STAGE_DEF_SIZES,
+    .takes = "document", .emits = "tokens",
 };
 
 SF_PLUGIN(&tokenizer_def)

@@ -16,6 +16,7 @@
 #include "fm_classify.h"
 #include "fm_report.h"
 #include "saeflow.h"
+#include "sf_params.h"
 #include "sf_util.h"
 
 const sf_stage_def *const *saeflow_stages(void);
@@ -81,7 +82,11 @@ int main(int argc, char **argv) {
     }
     void *state = NULL;
     double t0 = sf_now();
-    int rc = def->init(&ctx, &state) == SF_OK ? 0 : fail("init");
+    int rc = 0;
+    for (const sf_param_def *p = def->params; rc == 0 && p->name; p++) /* the ranges, as saeflow check */
+        if (sf_range_check(p, param(&ctx, p->name) ? param(&ctx, p->name) : "") != SF_OK)
+            rc = fail(p->name);
+    if (rc == 0 && def->init(&ctx, &state) != SF_OK) rc = fail("init");
     unsigned char hdr[4];
     while (rc == 0 && fread(hdr, 1, 4, fp) == 4) {
         size_t len = (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 24;
