@@ -1,5 +1,5 @@
-/* test_util.c — the core library's small utilities (sf_util.h): mkdir -p, the durable rename of a
- * finished temp file, the monotonic clock, and the shared-object cache's load-once, share,
+/* test_util.c — the core library's small utilities (sf_util.h; and sf_output.h's mkdir -p): the
+ * durable rename of a finished temp file, the monotonic clock, and the shared-object cache's load-once, share,
  * free-with-the-last-release and failure paths. */
 #include <errno.h>
 #include <stdlib.h>
@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "sf_check.h"
+#include "sf_output.h"
 #include "sf_util.h"
 
 static int loads, frees;

@@ -1,17 +1,14 @@
 /* sf_util.h — small utilities the built-in stages and the runtime share, each written once here:
- * creating a directory path, giving a finished temp file its name durably, the monotonic clock, and
+ * giving a finished temp file its name durably, the monotonic clock, and
  * the per-process cache that lets the replicas of a stage share one read-only model or tokenizer.
- * (Atomic whole-file writes are sf_write_file_atomic in sf_safetensors.h.) */
+ * (Atomic whole-file writes are sf_write_file_atomic in sf_safetensors.h, mkdir -p sf_mkdirs in
+ * sf_output.h.) */
 #ifndef SF_UTIL_H
 #define SF_UTIL_H
 
 #include <pthread.h>
 
 #include "saeflow.h"
-
-/* mkdir -p: creates dir and its missing parents (mode 0777 less the umask), then checks that dir
- * is a directory this process can write to. SF_OK, or SF_ERR (sf_fail naming the path). */
-SF_EXPORT int sf_mkdirs(const char *dir);
 
 /* The end of writing a file through a temporary name: fsyncs tmp, renames it to path, fsyncs the
  * directory, so after a crash path is either absent (or its older self) or complete. On failure tmp

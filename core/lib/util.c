@@ -1,4 +1,4 @@
-/* util.c — the small utilities of sf_util.h: mkdir -p, a durable rename of a finished temp file,
+/* util.c — the small utilities of sf_util.h: a durable rename of a finished temp file,
  * the monotonic clock, and the per-process cache of shared read-only objects. */
 #include "sf_util.h"
 
@@ -12,25 +12,6 @@
 #include <unistd.h>
 
 #include "sf_safetensors.h"
-
-int sf_mkdirs(const char *dir) {
-    char p[4096];
-    if (!*dir) return sf_fail("cannot create a directory with an empty name");
-    if ((size_t)snprintf(p, sizeof p, "%s", dir) >= sizeof p) return sf_fail("directory name too long: %s", dir);
-    for (char *c = p + 1;; c++) {
-        if (*c == '/' || *c == 0) {
-            char saved = *c;
-            *c = 0;
-            if (mkdir(p, 0777) != 0 && errno != EEXIST) return sf_fail("cannot create directory %s: %s", p, strerror(errno));
-            *c = saved;
-            if (!saved) break;
-        }
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return sf_fail("%s is not a directory", dir);
-    if (access(dir, W_OK) != 0) return sf_fail("cannot write to %s: %s", dir, strerror(errno));
-    return SF_OK;
-}
 
 int sf_rename_durable(const char *tmp, const char *path) {
     int fd = open(tmp, O_RDONLY | O_CLOEXEC);

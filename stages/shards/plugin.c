@@ -30,8 +30,8 @@ static const sf_param_def writer_params[] = {
     {"hook", SF_PARAM_STRING, "",
      "store only messages of this hook point (forward emits one message per hook); empty: all must be of one"},
     {"skipped_upstream", SF_PARAM_BOOL, "false",
-     "the source drops the sequences already stored (tokenizer skip_stored = this dir), so they need not "
-     "arrive again; the source checks that its input holds them"},
+     "the source drops sequences already stored (tokenizer skip_stored = this dir: the batches stored whole), so "
+     "they need not arrive again (those that do are skipped); the source checks that its input holds them"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -60,14 +60,17 @@ static int writer_init(sf_ctx *ctx, void **state) {
 }
 
 /* Appends n bytes of p and a NUL to s->str_buf at *off, and advances *off. */
-static void append_str(writer_state *s, const char *p, size_t n, size_t *off) {
+static int append_str(writer_state *s, const char *p, size_t n, size_t *off) {
     if (*off + n + 1 > s->str_cap) {
+        char *grown = sf_realloc(s->str_buf, "a message's strings", 2 * (*off + n + 1), 1);
+        if (!grown) return SF_ERR;
+        s->str_buf = grown;
         s->str_cap = 2 * (*off + n + 1);
-        s->str_buf = sh_grow(s->str_buf, s->str_cap);
     }
     if (n) memcpy(s->str_buf + *off, p, n);
     s->str_buf[*off + n] = 0;
     *off += n + 1;
+    return SF_OK;
 }
 
 static int writer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
@@ -78,25 +81,27 @@ static int writer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *
     if (s->hook[0] && !sf_strv_eq(a.hook, s->hook)) return SF_OK;
     sh_batch b = {.acts = a.acts, .layer = a.layer};
     int64_t B = a.seq.B, T = a.seq.T;
-    size_t nl = a.seq.n_labels, off = 0, o_model = off;
-    append_str(s, a.model.s, a.model.len, &off);
-    size_t o_ckpt = off;
-    append_str(s, a.checkpoint.s, a.checkpoint.len, &off);
-    size_t o_hook = off;
-    append_str(s, a.hook.s, a.hook.len, &off);
-    size_t o_split = off;
-    append_str(s, a.seq.split.s, a.seq.split.len, &off);
-    size_t o_corpus = off; /* optional: "" for inputs not from text_source */
-    append_str(s, a.seq.corpus.s, a.seq.corpus.len, &off);
+    size_t nl = a.seq.n_labels, off = 0;
+    /* model, checkpoint, hook, split, corpus ("" for inputs not from text_source), each NUL-ended */
+    const sf_strv strs[5] = {a.model, a.checkpoint, a.hook, a.seq.split, a.seq.corpus};
+    size_t o[5];
+    for (int i = 0; i < 5; i++) {
+        o[i] = off;
+        if (append_str(s, strs[i].s, strs[i].len, &off) != SF_OK) return SF_ERR;
+    }
+    size_t o_model = o[0], o_ckpt = o[1], o_hook = o[2], o_split = o[3], o_corpus = o[4];
     b.model = s->str_buf + o_model; /* str_buf no longer moves */
     b.checkpoint = s->str_buf + o_ckpt;
     b.hook = s->str_buf + o_hook;
     b.split = s->str_buf + o_split;
     b.corpus = s->str_buf + o_corpus;
-    if (nl > s->nlabels_cap) {
+    if (nl > s->nlabels_cap) { /* scratch: refilled below */
+        free(s->labels), free(s->label_len);
+        s->nlabels_cap = 0;
+        s->labels = sf_alloc("a message's labels", nl, sizeof *s->labels);
+        s->label_len = sf_alloc("a message's label lengths", nl, sizeof *s->label_len);
+        if (!s->labels || !s->label_len) return SF_ERR;
         s->nlabels_cap = nl;
-        s->labels = sh_grow(s->labels, nl * sizeof *s->labels);
-        s->label_len = sh_grow(s->label_len, nl * sizeof *s->label_len);
     }
     for (size_t i = 0; i < nl; i++)
         if (sf_msg_get_strs_at(msg, "label", i, &s->labels[i], &s->label_len[i]) != SF_OK) return SF_ERR;
@@ -248,6 +253,10 @@ static int source_produce(sf_ctx *ctx, void *state) {
     sf_msg *msg = sf_msg_new();
     if (s->to_f32) {
         float *dst = sf_msg_put_tensor_inplace(msg, "acts", SF_F32, 3, shape);
+        if (!dst) {
+            sf_msg_free(msg);
+            return SF_ERR;
+        }
         sf_convert_to_f32(dst, out.acts, m->run.dtype, n);
     } else {
         sf_msg_put_tensor(msg, "acts", m->run.dtype, 3, shape, out.acts);
@@ -256,9 +265,14 @@ static int source_produce(sf_ctx *ctx, void *state) {
     sf_msg_put_tensor(msg, "doc_id", SF_I64, 1, shape, out.doc_id);
     sf_msg_put_tensor(msg, "pos", SF_I32, 1, shape, out.pos);
     sf_msg_put_tensor(msg, "seq", SF_I64, 1, shape, out.seq);
-    if ((size_t)B > s->labels_cap) {
+    if ((size_t)B > s->labels_cap) { /* scratch */
+        free(s->labels);
+        s->labels_cap = 0;
+        if (!(s->labels = sf_alloc("a batch's labels", (size_t)B, sizeof *s->labels))) {
+            sf_msg_free(msg);
+            return SF_ERR;
+        }
         s->labels_cap = (size_t)B;
-        s->labels = sh_grow(s->labels, s->labels_cap * sizeof *s->labels);
     }
     for (int64_t i = 0; i < B; i++) s->labels[i] = m->labels[out.label[i]];
     sf_msg_put_strs(msg, "label", s->labels, (size_t)B);
