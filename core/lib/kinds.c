@@ -122,6 +122,17 @@ static int read_seq(const sf_msg *m, const char *kind, int need, sf_seq_fields *
     return get_strv(m, kind, "corpus", 0, &q->corpus);
 }
 
+int sf_read_document(const sf_msg *m, sf_document_msg *out) {
+    memset(out, 0, sizeof *out);
+    if (get_strv(m, "document", "text", 1, &out->text) != SF_OK) return SF_ERR;
+    if (!sf_msg_has(m, "doc_id")) return sf_fail("document message has no 'doc_id'");
+    if (sf_msg_get_int(m, "doc_id", &out->doc_id) != SF_OK) return sf_fail("document 'doc_id': %s", sf_last_error());
+    if (get_strv(m, "document", "label", 0, &out->label) != SF_OK || get_strv(m, "document", "split", 0, &out->split) != SF_OK ||
+        get_strv(m, "document", "source", 0, &out->source) != SF_OK)
+        return SF_ERR;
+    return get_strv(m, "document", "corpus", 0, &out->corpus);
+}
+
 int sf_read_tokens(const sf_msg *m, int need, sf_tokens_msg *out) {
     memset(out, 0, sizeof *out);
     sf_seq_fields *q = &out->seq;

@@ -72,6 +72,13 @@ typedef struct sf_acts_msg {
     int64_t layer;
 } sf_acts_msg;
 
+/* document: text and doc_id (always required), label, split, source, corpus. */
+typedef struct sf_document_msg {
+    sf_strv text;
+    int64_t doc_id;
+    sf_strv label, split, source, corpus;
+} sf_document_msg;
+
 /* checkpoint (a language model's checkpoint saved while it trains): path, step, tokens_seen,
  * train_loss, val_loss (NaN when absent). */
 typedef struct sf_checkpoint_msg {
@@ -82,6 +89,7 @@ typedef struct sf_checkpoint_msg {
 
 /* Each SF_OK, or SF_ERR with sf_last_error() naming the kind, the field, what it must be and what
  * it is: "activations 'doc_id': want int64 [B = 4], got I32 [4]". need: SF_NEED_* flags. */
+SF_EXPORT int sf_read_document(const sf_msg *m, sf_document_msg *out);
 SF_EXPORT int sf_read_tokens(const sf_msg *m, int need, sf_tokens_msg *out);
 /* acts_key: the field holding the activations (NULL: "acts"; a stage's `field` parameter may name another). */
 SF_EXPORT int sf_read_activations(const sf_msg *m, const char *acts_key, int need, sf_acts_msg *out);

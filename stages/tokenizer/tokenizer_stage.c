@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "saeflow.h"
+#include "sf_kinds.h"
 #include "sf_util.h"
 #include "shards.h"
 #include "tk_mix.h"
@@ -338,11 +339,9 @@ static int tk_add(sf_ctx *ctx, tk_stage *st, const int32_t *row, int64_t doc_id,
 }
 
 /* The document's corpus fingerprint (optional) becomes the batch's: a batch holds one corpus. */
-static int tk_set_corpus(sf_ctx *ctx, tk_stage *st, const sf_msg *msg) {
-    const char *c = "";
-    size_t n = 0;
-    if (sf_msg_has(msg, "corpus") && sf_msg_get_str(msg, "corpus", &c, &n) != SF_OK)
-        return sf_fail("document message: %s", sf_last_error());
+static int tk_set_corpus(sf_ctx *ctx, tk_stage *st, sf_strv corpus) {
+    const char *c = corpus.present ? corpus.s : "";
+    size_t n = corpus.len;
     bool same = st->corpus ? strlen(st->corpus) == n && memcmp(st->corpus, c, n) == 0 : n == 0;
     if (same) return SF_OK; /* checked when it first came */
     if (st->mix && st->mix_split)
@@ -433,16 +432,12 @@ static int tk_mix_check_split(tk_stage *st, const char *split, size_t len) {
 static int tk_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;
     tk_stage *st = state;
-    const char *text, *label = "", *split = "";
-    size_t text_len, label_len = 0, split_len = 0;
-    int64_t doc_id;
-    if (sf_msg_get_str(msg, "text", &text, &text_len) != SF_OK || sf_msg_get_int(msg, "doc_id", &doc_id) != SF_OK)
-        return sf_fail("document message: %s", sf_last_error());
-    if (sf_msg_has(msg, "label") && sf_msg_get_str(msg, "label", &label, &label_len) != SF_OK)
-        return sf_fail("document message: %s", sf_last_error());
-    if (sf_msg_has(msg, "split") && sf_msg_get_str(msg, "split", &split, &split_len) != SF_OK)
-        return sf_fail("document message: %s", sf_last_error());
-    if (tk_set_corpus(ctx, st, msg) != SF_OK) return SF_ERR;
+    sf_document_msg d;
+    if (sf_read_document(msg, &d) != SF_OK) return SF_ERR;
+    const char *text = d.text.s, *label = d.label.present ? d.label.s : "", *split = d.split.present ? d.split.s : "";
+    size_t text_len = d.text.len, label_len = d.label.len, split_len = d.split.len;
+    int64_t doc_id = d.doc_id;
+    if (tk_set_corpus(ctx, st, d.corpus) != SF_OK) return SF_ERR;
     int label_index = 0;
     if (st->mix && (tk_mix_check_split(st, split, split_len) != SF_OK ||
                     (label_index = tk_label_index(st, label, label_len)) < 0))
