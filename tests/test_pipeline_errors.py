@@ -79,7 +79,20 @@ BAD = [
     ("layer-beyond-depth", f"stage gen = tensor_gen {{\n}}\nstage fwd = forward {{\n input = gen\n model = \"{model}\"\n hooks = resid_post.9\n}}\n",
      6, "hook resid_post.9: the model has 5 blocks (0..4) (" + model + ")"),
     ("bad-enum", "stage gen = tensor_gen {\n}\nstage sae = sae_trainer {\n input = gen\n out_dir = /tmp/x\n normalize = unti\n}\n",
-     6, "parameter 'normalize': sae: unknown normalisation 'unti'"),
+     6, "parameter 'normalize' of stage 'sae' (sae_trainer) must be one of unit|scalar|none, not 'unti' (did you mean 'unit'?)"),
+    # the declarations: message kinds, ranges, and the closest name to a typo
+    ("wrong-kind", "stage docs = text_source {\n corpora = x\n}\nstage tok = tokenizer {\n input = docs\n tokenizer = x\n}\n"
+                   "stage sae = sae_trainer {\n input = tok\n out_dir = /tmp/x\n}\n", 9,
+     "stage 'sae' (sae_trainer) takes activations messages, but its input 'tok' (tokenizer) emits tokens; stages that emit "
+     "activations: forward, shard_source"),
+    ("out-of-range", "stage gen = tensor_gen {\n rows = 0\n}\n", 2, "parameter 'rows' of stage 'gen' (tensor_gen) must be in [1, inf), not 0"),
+    ("out-of-range-float", "stage gen = tensor_gen {\n}\nstage sae = sae_trainer {\n input = gen\n out_dir = /tmp/x\n norm_mean = -1\n}\n",
+     6, "must be in [0, inf), not -1"),
+    ("typo-param", "stage gen = tensor_gen {\n  cout = 1\n}\n", 2, "has no parameter 'cout' (did you mean 'count'?)"),
+    ("typo-stage", "stage gen = tensor_gn {\n}\n", 1, "unknown stage type 'tensor_gn' (did you mean 'tensor_gen'?)"),
+    ("typo-value", "stage gen = tensor_gen {\n}\nstage tok = tokenizer {\n input = gen\n tokenizer = x\n mode = chunck\n}\n", 6,
+     "must be one of chunk|truncate, not 'chunck' (did you mean 'chunk'?)"),
+    ("no-near-name", "stage gen = tensor_gen {\n  colour = 1\n}\n", 2, "has no parameter 'colour'; its parameters are"),
     ("bad-endpoint", "stage gen = tensor_gen {\n}\nstage o = zmq_out {\n input = gen\n endpoint = tcp://127.0.0.1:99999\n}\n", 5,
      "parameter 'endpoint': 'tcp://127.0.0.1:99999' needs a port from 1 to 65535"),
     ("bad-split", "stage docs = text_source {\n corpora = x\n split = trian\n}\nstage s = verify_sink {\n input = docs\n}\n",
@@ -120,7 +133,7 @@ if r.returncode != 2 or "needs parameter 'endpoint'" not in r.stderr:
     failures += 1
     print("FAIL the same stage enabled is checked:", r.returncode, r.stderr)
 path, r = check("bad-override", GOOD, ["m=20"])
-if r.returncode != 2 or "'m' is not a variable" not in r.stderr:
+if r.returncode != 2 or "'m' is not a variable" not in r.stderr or "(did you mean 'n'?)" not in r.stderr:
     failures += 1
     print("FAIL unknown override:", r.returncode, r.stderr)
 
@@ -134,10 +147,10 @@ for name, text, line, words in BAD:
         print(f"ok   {name}: {r.stderr.strip()}")
 
 # Several findings are all reported, each at its line; run refuses them before starting anything.
-TWO = "stage gen = tensor_gen {\n rows = 0\n}\nstage tok = tokenizer {\n input = gen\n tokenizer = /nonexistent.json\n}\n"
+TWO = "stage gen = tensor_gen {\n rows = 4294967296\n cols = 1073741824\n}\nstage tok = tokenizer {\n input = gen\n tokenizer = /nonexistent.json\n}\n"
 for command in ("check", "run"):
     path, r = check("two-findings-" + command, TWO, ["--no-progress"] if command == "run" else [], command)
-    ok = r.returncode == 2 and f"{path}:2:" in r.stderr and f"{path}:6:" in r.stderr and "2 problems found" in r.stderr
+    ok = r.returncode == 2 and f"{path}:2:" in r.stderr and f"{path}:7:" in r.stderr and "2 problems found" in r.stderr
     if command == "run":
         ok = ok and "nothing was started" in r.stderr and "run summary" not in r.stderr
     if not ok:

@@ -163,7 +163,8 @@ def make(tmp, rng):
     with open(msgs, "wb") as f:
         for b0 in range(0, len(order), 5):
             idx = order[b0:b0 + 5]
-            msg = {"acts": np.stack([seqs[i][3] for i in idx]), "tokens": np.stack([seqs[i][4] for i in idx]),
+            msg = {"acts": np.stack([seqs[i][3] for i in idx]).astype(np.float32),  # MESSAGES.md: f32 or bf16
+                   "tokens": np.stack([seqs[i][4] for i in idx]),
                    "doc_id": np.array([seqs[i][0] for i in idx], np.int64),
                    "pos": np.array([seqs[i][2] for i in idx], np.int32), "label": [seqs[i][1] for i in idx],
                    "split": "train", "hook": "resid_post.1", "layer": 1, "model": "fixture", "checkpoint": "step1"}
