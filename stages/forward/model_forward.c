@@ -463,7 +463,8 @@ typedef struct attn_job {
 
 /* Causal softmax attention of (sequence, head) pairs [begin, end), written head by head into
  * att [B*T, H*hd]. Queries go in chunks so that a chunk only scores the keys up to its last
- * position (about half the work of a full T x T product) and the score buffer stays chunk x T.
+ * position (about half the work of a full T x T product) and the score buffer stays chunk x T;
+ * in a windowed block only from the first key its first query sees (chunk + window keys at most).
  * With GQA, query head h reads key/value head h / (H / KV). */
 static void attn_task(void *arg, int w, size_t begin, size_t end) {
     attn_job *j = arg;
@@ -478,12 +479,14 @@ static void attn_task(void *arg, int w, size_t begin, size_t end) {
         const float *k = base + (size_t)(H + h / group) * hd;
         const float *v = base + (size_t)(H + KV + h / group) * hd;
         for (int i0 = 0; i0 < T; i0 += j->chunk) {
-            int rows = T - i0 < j->chunk ? T - i0 : j->chunk, keys = i0 + rows;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, j->scale, q + (size_t)i0 * W, W, k, W,
-                        0.0f, S, keys);
-            softmax_causal(S, rows, keys, i0, j->window, c->attn_softcap);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, S, keys, v, W, 0.0f,
-                        j->att + ((size_t)b * T + i0) * H * hd + (size_t)h * hd, H * hd);
+            /* keys k0..i0+rows-1: with a sliding window, from the first one the chunk's first query sees */
+            int rows = T - i0 < j->chunk ? T - i0 : j->chunk, k0 = j->window > 0 && i0 >= j->window ? i0 + 1 - j->window : 0;
+            int keys = i0 + rows - k0;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, j->scale, q + (size_t)i0 * W, W,
+                        k + (size_t)k0 * W, W, 0.0f, S, keys);
+            softmax_causal(S, rows, keys, i0 - k0, j->window, c->attn_softcap);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, S, keys, v + (size_t)k0 * W, W,
+                        0.0f, j->att + ((size_t)b * T + i0) * H * hd + (size_t)h * hd, H * hd);
         }
     }
 }
