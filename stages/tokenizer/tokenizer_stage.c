@@ -201,6 +201,10 @@ static int tk_load_stored(tk_stage *st, const char *list, const tk_run *want) {
         for (size_t i = 0; i < k.cap; i++) {
             if (!k.k[i].val) continue;
             sh_key *to = sh_keys_add(&st->stored, k.k[i].doc, k.k[i].pos);
+            if (!to) {
+                rc = SF_ERR;
+                break;
+            }
             to->val |= 1u << n;
             if (!to->rows) { /* the first directory that knows the tokens is the one compared with */
                 to->rows = k.k[i].rows;
