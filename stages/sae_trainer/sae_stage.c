@@ -413,44 +413,20 @@ static char *trainer_meta_json(const trainer_state *s, int complete, int saelens
     return text;
 }
 
-static int take_cmp(const void *a, const void *b) {
-    const trainer_take *x = a, *y = b;
-    if (x->doc != y->doc) return x->doc < y->doc ? -1 : 1;
-    return (x->pos > y->pos) - (x->pos < y->pos);
-}
-
-/* The checkpoint; keyed, it lists every sequence trained so far (sorted by doc_id, pos) with the
- * number of its rows trained: trained_doc I64 [K], trained_pos I32 [K], trained_rows I32 [K]. */
+/* The checkpoint; keyed, it lists every sequence trained so far with the number of its rows
+ * trained (the lists' format is the shards library's: sh_trained_build / sh_trained_lists). */
 static int trainer_checkpoint(trainer_state *s) {
     char path[4096];
     if (trainer_path(s, "checkpoint.safetensors", path, sizeof path) != SF_OK) return SF_ERR;
+    sh_trained_out lists;
+    if (sh_trained_build(&s->trained, &lists) != SF_OK) return SF_ERR;
     char *meta = trainer_meta_json(s, 0, 0), rows[32], seq_rows[32];
     snprintf(rows, sizeof rows, "%lld", (long long)s->stream_at_step);
     snprintf(seq_rows, sizeof seq_rows, "%lld", (long long)(s->key_rows > 0 ? s->key_rows : 0));
     const char *kv[] = {"training", meta ? meta : "{}", "stream_rows", rows, "seq_rows", seq_rows, NULL};
-    int64_t K = (int64_t)s->trained.n, j = 0;
-    trainer_take *all = malloc((size_t)(K ? K : 1) * sizeof *all);
-    int64_t *doc = malloc((size_t)(K ? K : 1) * 8);
-    int32_t *pos = malloc((size_t)(K ? K : 1) * 4), *cnt = malloc((size_t)(K ? K : 1) * 4);
-    if (!all || !doc || !pos || !cnt) {
-        free(meta), free(all), free(doc), free(pos), free(cnt);
-        return sf_fail("out of memory listing the %lld trained sequences for the checkpoint", (long long)K);
-    }
-    for (size_t i = 0; i < s->trained.cap; i++)
-        if (s->trained.k[i].val)
-            all[j++] = (trainer_take){s->trained.k[i].doc, s->trained.k[i].pos,
-                                      (int32_t)(s->trained.k[i].val & ~SH_KEY_USED)};
-    qsort(all, (size_t)K, sizeof *all, take_cmp);
-    for (j = 0; j < K; j++) doc[j] = all[j].doc, pos[j] = all[j].pos, cnt[j] = all[j].rows;
-    sf_st_tensor extra[3] = {{"trained_doc", {SF_I64, 1, {K}, doc, (size_t)K * 8}},
-                             {"trained_pos", {SF_I32, 1, {K}, pos, (size_t)K * 4}},
-                             {"trained_rows", {SF_I32, 1, {K}, cnt, (size_t)K * 4}}};
-    int rc = sae_checkpoint_save(s->t, path, kv, extra, s->keyed == 1 ? 3 : 0);
+    int rc = sae_checkpoint_save(s->t, path, kv, lists.t, s->keyed == 1 ? 3 : 0);
     free(meta);
-    free(all);
-    free(doc);
-    free(pos);
-    free(cnt);
+    sh_trained_out_free(&lists);
     return rc;
 }
 

@@ -109,6 +109,45 @@ void sh_trained_at(const sh_trained *t, int64_t i, int64_t *doc, int32_t *pos, i
     memcpy(rows, (const char *)t->rows + 4 * i, 4);
 }
 
+static int key_cmp(const void *a, const void *b) {
+    const sh_key *x = *(const sh_key *const *)a, *y = *(const sh_key *const *)b;
+    if (x->doc != y->doc) return x->doc < y->doc ? -1 : 1;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+int sh_trained_build(const sh_keys *set, sh_trained_out *o) {
+    int64_t K = (int64_t)set->n, j = 0;
+    size_t nk = (size_t)(K ? K : 1);
+    memset(o, 0, sizeof *o);
+    const sh_key **all = sf_alloc("the trained sequences being sorted", nk, sizeof *all);
+    o->doc = sf_alloc("the trained_doc list", nk, 8);
+    o->pos = sf_alloc("the trained_pos list", nk, 4);
+    o->rows = sf_alloc("the trained_rows list", nk, 4);
+    if (!all || !o->doc || !o->pos || !o->rows) {
+        free(all);
+        sh_trained_out_free(o);
+        return sf_fail("%s, listing the %lld trained sequences for the checkpoint", sf_last_error(), (long long)K);
+    }
+    for (size_t i = 0; i < set->cap; i++)
+        if (set->k[i].val) all[j++] = &set->k[i];
+    qsort(all, (size_t)K, sizeof *all, key_cmp);
+    for (j = 0; j < K; j++)
+        o->doc[j] = all[j]->doc, o->pos[j] = all[j]->pos, o->rows[j] = (int32_t)(all[j]->val & ~SH_KEY_USED);
+    free(all);
+    o->n = K;
+    o->t[0] = (sf_st_tensor){"trained_doc", {SF_I64, 1, {K}, o->doc, (size_t)K * 8}};
+    o->t[1] = (sf_st_tensor){"trained_pos", {SF_I32, 1, {K}, o->pos, (size_t)K * 4}};
+    o->t[2] = (sf_st_tensor){"trained_rows", {SF_I32, 1, {K}, o->rows, (size_t)K * 4}};
+    return SF_OK;
+}
+
+void sh_trained_out_free(sh_trained_out *o) {
+    free(o->doc);
+    free(o->pos);
+    free(o->rows);
+    memset(o, 0, sizeof *o);
+}
+
 int64_t sh_meta_int(const sf_st_file *f, const char *key) {
     const char *v = sf_st_metadata(f, key);
     char *end = NULL;
