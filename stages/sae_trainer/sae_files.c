@@ -15,6 +15,7 @@
 #include "saeflow.h"
 #include "sf_output.h"
 #include "sf_safetensors.h"
+#include "sf_trained_on.h"
 #include "sae_internal.h"
 #include "sae_pth.h"
 
@@ -352,16 +353,15 @@ int sae_load_as(sae_model *m, const char *dir, int k_given, int norm_given) {
     int saelens_dec_norm = layout == SAE_LAYOUT_SAELENS && json_is_true(json_object_get(cfg, "rescale_acts_by_decoder_norm"));
     /* SAELens without apply_b_dec_to_input encodes x, not x - b_dec */
     int saelens_raw_in = layout == SAE_LAYOUT_SAELENS && json_is_false(json_object_get(cfg, "apply_b_dec_to_input"));
-    json_t *hk = json_object_get(json_object_get(cfg, "saeflow_training"), "hook");
-    if (!json_is_string(hk)) hk = json_object_get(cfg, "hook_name");
-    if (!json_is_string(hk)) hk = json_object_get(json_object_get(cfg, "metadata"), "hook_name");
+    const char *hk, *ck, *md;
+    sf_trained_on_get(cfg, &md, &ck, &hk, NULL);
+    if (!hk) hk = json_string_value(json_object_get(cfg, "hook_name"));
+    if (!hk) hk = json_string_value(json_object_get(json_object_get(cfg, "metadata"), "hook_name"));
     char hook[sizeof m->hook] = "", checkpoint[sizeof m->checkpoint] = "", model[sizeof m->model] = "";
-    if (json_is_string(hk)) snprintf(hook, sizeof hook, "%s", json_string_value(hk));
-    json_t *ck = json_object_get(json_object_get(cfg, "saeflow_training"), "checkpoint"),
-           *md = json_object_get(json_object_get(cfg, "saeflow_training"), "model");
-    int ours = json_is_string(jn) || json_object_get(cfg, "saeflow_training") != NULL;
-    if (json_is_string(ck)) snprintf(checkpoint, sizeof checkpoint, "%s", json_string_value(ck));
-    if (json_is_string(md)) snprintf(model, sizeof model, "%s", json_string_value(md));
+    if (hk) snprintf(hook, sizeof hook, "%s", hk);
+    int ours = json_is_string(jn) || json_object_get(cfg, SF_TRAINED_ON_KEY) != NULL;
+    if (ck) snprintf(checkpoint, sizeof checkpoint, "%s", ck);
+    if (md) snprintf(model, sizeof model, "%s", md);
     json_t *js = json_object_get(cfg, "saeflow_norm_scale");
     if (json_is_number(js)) norm_scale = (float)json_number_value(js);
     json_decref(cfg);

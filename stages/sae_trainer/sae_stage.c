@@ -14,6 +14,7 @@
 #include "saeflow.h"
 #include "sf_kinds.h"
 #include "sf_output.h"
+#include "sf_trained_on.h"
 #include "sf_util.h"
 #include "sf_safetensors.h"
 #include "shards.h"
@@ -397,13 +398,10 @@ static char *trainer_meta_json(const trainer_state *s, int complete, int saelens
                            "decay_steps", (json_int_t)o->decay_steps, "adam_eps", o->eps, "remove_parallel_grad",
                            o->remove_parallel_grad, "k_aux", (json_int_t)o->k_aux, "aux_coef", o->aux_coef,
                            "dead_tokens", (json_int_t)o->dead_tokens, "seed", (json_int_t)s->seed, "complete", complete);
-    json_object_set_new(tr, "hook", json_string(s->hook));
-    json_object_set_new(tr, "layer", json_integer(s->layer));
-    json_object_set_new(tr, "model", json_string(s->model_name));
-    json_object_set_new(tr, "checkpoint", json_string(s->checkpoint));
+    sf_trained_on_put(tr, s->model_name, s->checkpoint, s->hook, (int)s->layer);
     if (s->norm_source[0]) /* empty after a resume: the scale came with the checkpoint */
         json_object_set_new(tr, "norm_scale_from", json_string(s->norm_source));
-    json_t *root = json_pack("{s:o}", "saeflow_training", tr);
+    json_t *root = json_pack("{s:o}", SF_TRAINED_ON_KEY, tr);
     if (saelens)
         json_object_set_new(root, "metadata",
                             json_pack("{s:s, s:s, s:I}", "model_name", s->model_name, "hook_name", s->hook,

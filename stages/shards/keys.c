@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "sf_safetensors.h"
+#include "sf_trained_on.h"
 #include "shards.h"
 
 static size_t key_hash(int64_t doc, int32_t pos) {
@@ -156,16 +157,15 @@ int64_t sh_meta_int(const sf_st_file *f, const char *key) {
 }
 
 /* The run the checkpoint's activations came from, as sae_trainer records it in the metadata entry
- * "training" ({"saeflow_training": {"model", "checkpoint", "hook", ...}}). */
+ * "training" (sf_trained_on.h). */
 static void trained_run(const sf_st_file *f, sh_run *run) {
     const char *meta = sf_st_metadata(f, "training");
-    json_t *root = meta ? json_loads(meta, 0, NULL) : NULL, *tr = json_object_get(root, "saeflow_training");
-    const char *model = json_string_value(json_object_get(tr, "model")),
-               *checkpoint = json_string_value(json_object_get(tr, "checkpoint")),
-               *hook = json_string_value(json_object_get(tr, "hook"));
-    run->model = model && *model ? strdup(model) : NULL;
-    run->checkpoint = checkpoint && *checkpoint ? strdup(checkpoint) : NULL;
-    run->hook = hook && *hook ? strdup(hook) : NULL;
+    json_t *root = meta ? json_loads(meta, 0, NULL) : NULL;
+    const char *model, *checkpoint, *hook;
+    sf_trained_on_get(root, &model, &checkpoint, &hook, NULL);
+    run->model = model ? strdup(model) : NULL;
+    run->checkpoint = checkpoint ? strdup(checkpoint) : NULL;
+    run->hook = hook ? strdup(hook) : NULL;
     json_decref(root);
 }
 
