@@ -1,16 +1,18 @@
 /* forward_stage.c — the `forward` stage (tokens -> activations) and `saeflow forward`. */
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "model.h"
+#include "token_lines.h"
 #ifdef FW_HAVE_SAE
 #include "sae.h"
 #endif
+#include "sf_kinds.h"
+#include "sf_util.h"
 
 #define FW_MAX_HOOKS 64
 
@@ -104,56 +106,29 @@ static const fw_splice *fwd_sae_splice(fwd_sae *a, const int32_t *tok) {
 /* ------------------------------------------------------------------------------------------ */
 /* Replicas of the stage in one process share one read-only copy of the weights                */
 
-typedef struct shared_model {
-    char *dir;
+static void model_free_shared(void *m) { fw_model_free(m); }
+static sf_shared_cache shared_models = SF_SHARED_CACHE_INIT(model_free_shared);
+
+typedef struct model_spec {
+    const char *dir;
     int n_layers, head;
-    fw_model *model;
-    int refs;
-    struct shared_model *next;
-} shared_model;
+} model_spec;
 
-static pthread_mutex_t shared_mu = PTHREAD_MUTEX_INITIALIZER;
-static shared_model *shared_models;
-
-/* Loads under the lock, so a second replica waits for the first's copy instead of loading its own. */
-static fw_model *model_acquire(const char *dir, int n_layers, int head) {
-    pthread_mutex_lock(&shared_mu);
-    shared_model *e = shared_models;
-    while (e && (strcmp(e->dir, dir) || e->n_layers != n_layers || e->head != head)) e = e->next;
-    if (!e) {
-        fw_model *m = fw_model_load(dir, n_layers, head);
-        if (m && (!(e = sf_zalloc("shared model entry", 1, sizeof *e)) || !(e->dir = sf_strdup("model path", dir)))) {
-            free(e);
-            e = NULL;
-            fw_model_free(m);
-        } else if (m) {
-            e->n_layers = n_layers;
-            e->head = head;
-            e->model = m;
-            e->next = shared_models;
-            shared_models = e;
-        }
-    }
-    if (e) e->refs++;
-    pthread_mutex_unlock(&shared_mu);
-    return e ? e->model : NULL;
+static void *model_load_shared(const char *key, void *arg) {
+    (void)key;
+    const model_spec *ms = arg;
+    return fw_model_load(ms->dir, ms->n_layers, ms->head);
 }
 
-static void model_release(fw_model *m) {
-    if (!m) return;
-    pthread_mutex_lock(&shared_mu);
-    for (shared_model **pe = &shared_models; *pe; pe = &(*pe)->next) {
-        shared_model *e = *pe;
-        if (e->model != m) continue;
-        if (--e->refs == 0) {
-            *pe = e->next;
-            fw_model_free(e->model);
-            free(e->dir);
-            free(e);
-        }
-        break;
+/* One copy per (directory, layers loaded, head) in the process. */
+static fw_model *model_acquire(const char *dir, int n_layers, int head) {
+    char key[4200];
+    if ((size_t)snprintf(key, sizeof key, "%d %d %s", n_layers, head, dir) >= sizeof key) {
+        sf_fail("model directory name too long: %s", dir);
+        return NULL;
     }
-    pthread_mutex_unlock(&shared_mu);
+    model_spec ms = {dir, n_layers, head};
+    return sf_shared_acquire(&shared_models, key, model_load_shared, &ms);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -182,7 +157,7 @@ static const sf_param_def fwd_params[] = {
     {"hooks", SF_PARAM_STRING, "", "comma-separated hook points, e.g. resid_post.11,mlp_out.3 (Hugging Face's hidden_states.12 = resid_post.11)"},
     {"drop_bos", SF_PARAM_BOOL, "true", "drop position 0 when every sequence starts with BOS"},
     {"bos_id", SF_PARAM_INT, "-1", "BOS token id; -1 takes bos_token_id from config.json"},
-    {"out_dtype", SF_PARAM_STRING, "f32", "dtype of emitted activations: f32 or bf16"},
+    {"out_dtype", SF_PARAM_STRING, "f32", "dtype of emitted activations: f32 or bf16", "f32|bf16"},
     {"checkpoint", SF_PARAM_STRING, "", "checkpoint name in emitted messages (default: model dir base name)"},
     {"logits", SF_PARAM_BOOL, "false", "add logits [B, T, vocab] (f32)"},
     {"loss", SF_PARAM_BOOL, "false", "add per-token cross-entropy of the next token [B, T] (NaN at the end)"},
@@ -192,7 +167,7 @@ static const sf_param_def fwd_params[] = {
     {"accept_sae_mismatch", SF_PARAM_BOOL, "false",
      "splice the SAE into another hook (sae_hook), checkpoint or model than its config records (logged); "
      "otherwise that is an error"},
-    {"threads", SF_PARAM_INT, "0", "threads of the forward: each sgemm is split over them, with OpenBLAS on one thread meanwhile (0: all cores)"},
+    {"threads", SF_PARAM_INT, "0", "threads of the forward: each sgemm is split over them, with OpenBLAS on one thread meanwhile (0: all cores)", "[0, 4096]"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -216,7 +191,7 @@ static int parse_hooks(const char *list, fwd_stage *s) {
 static void fwd_destroy(void *state) {
     fwd_stage *s = state;
     if (!s) return;
-    model_release(s->model);
+    sf_shared_release(&shared_models, s->model);
     fw_state_free(s->state);
     fwd_sae_close(s->sae);
     for (int i = 0; i < s->n_hooks; i++) free(s->outs[i]);
@@ -245,8 +220,6 @@ static int fwd_params_load(sf_ctx *ctx, fwd_stage *s, fw_config *cfg) {
     for (int i = 0; i < s->n_hooks; i++)
         if (fw_hook_check(cfg, s->hooks[i]) != SF_OK)
             return sf_param_fail(ctx, "hooks", "%s (%s)", sf_last_error(), s->model_dir);
-    if (sf_param_int(ctx, "threads") < 0 || sf_param_int(ctx, "threads") > 4096)
-        return sf_param_fail(ctx, "threads", "must be from 0 (all cores) to 4096");
     const char *name = sf_param_str(ctx, "checkpoint");
     if (!*name) sf_default_checkpoint(s->model_dir, s->checkpoint, sizeof s->checkpoint);
     else snprintf(s->checkpoint, sizeof s->checkpoint, "%s", name);
@@ -357,29 +330,19 @@ static int fwd_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg
     (void)input;
     fwd_stage *s = state;
     const fw_config *c = &s->model->cfg;
-    sf_tensor tt, pos;
-    if (sf_msg_get_tensor(msg, "tokens", &tt) != SF_OK) return SF_ERR;
-    if (tt.ndim != 2 || (tt.dtype != SF_I32 && tt.dtype != SF_I64))
-        return sf_fail("tokens: want an int32 [B, T] tensor, got %d dims of %s", tt.ndim, sf_dtype_name(tt.dtype));
-    int64_t B = tt.shape[0], T = tt.shape[1];
+    sf_tokens_msg tm;
+    if (sf_read_tokens(msg, 0, &tm) != SF_OK) return SF_ERR;
+    int64_t B = tm.seq.B, T = tm.seq.T;
     if (B < 1 || T < 1 || B * T > (1 << 22)) return sf_fail("tokens: bad shape [%lld, %lld]", (long long)B, (long long)T);
-    int has_pos = sf_msg_has(msg, "pos");
-    if (has_pos && (sf_msg_get_tensor(msg, "pos", &pos) != SF_OK || pos.dtype != SF_I32 || pos.ndim != 1 ||
-                    pos.shape[0] != B))
-        return sf_fail("pos: want an int32 [%lld] tensor", (long long)B);
+    int has_pos = tm.seq.has_keys;
+    const sf_tensor pos = tm.seq.pos;
 
     size_t N = (size_t)(B * T);
     int32_t *tok = sf_alloc("the batch's token ids", N, sizeof *tok);
     if (!tok) return SF_ERR;
     for (size_t i = 0; i < N; i++) { /* the payload is unaligned: copy element by element */
-        int64_t v = 0;
-        if (tt.dtype == SF_I32) {
-            int32_t v32;
-            memcpy(&v32, (const char *)tt.data + i * 4, 4);
-            v = v32;
-        } else
-            memcpy(&v, (const char *)tt.data + i * 8, 8);
-        tok[i] = v < 0 || v > INT32_MAX ? -1 : (int32_t)v; /* fw_forward names a bad id */
+        int64_t v = sf_int_at(&tm.seq.tokens, i);
+        tok[i] = v < 0 ? -1 : (int32_t)v; /* fw_forward names a bad id */
     }
 
     /* Drop column 0 only when every sequence starts with BOS; a mix would give ragged rows. */
@@ -439,72 +402,6 @@ static int fwd_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg
 /* ------------------------------------------------------------------------------------------ */
 /* saeflow forward MODEL_DIR --hook HOOK --out FILE.npy [--logits] [--loss] [--threads N]      */
 
-typedef struct seq_list {
-    int32_t *tok;   /* all sequences, concatenated */
-    size_t n_tok, cap_tok;
-    size_t *start;  /* start[i] .. start[i+1] */
-    size_t n_seq, cap_seq;
-} seq_list;
-
-static int seq_push_tok(seq_list *l, int32_t v) {
-    if (l->n_tok == l->cap_tok) {
-        size_t cap = l->cap_tok ? 2 * l->cap_tok : 1024;
-        int32_t *t = sf_realloc(l->tok, "the token ids read from stdin", cap, sizeof *l->tok);
-        if (!t) return SF_ERR;
-        l->tok = t;
-        l->cap_tok = cap;
-    }
-    l->tok[l->n_tok++] = v;
-    return SF_OK;
-}
-
-/* Records that a sequence starts at token index start; keeps room for the end sentinel. */
-static int seq_push_start(seq_list *l, size_t start) {
-    if (l->n_seq + 2 > l->cap_seq) {
-        size_t cap = l->cap_seq ? 2 * l->cap_seq : 64;
-        size_t *t = sf_realloc(l->start, "the sequences read from stdin", cap, sizeof *l->start);
-        if (!t) return SF_ERR;
-        l->start = t;
-        l->cap_seq = cap;
-    }
-    l->start[l->n_seq++] = start;
-    l->start[l->n_seq] = l->n_tok;
-    return SF_OK;
-}
-
-/* One sequence per line, token ids separated by spaces; blank lines are skipped. */
-static int read_sequences(FILE *in, seq_list *l) {
-    char *line = NULL;
-    size_t cap = 0;
-    long lineno = 0;
-    while (getline(&line, &cap, in) >= 0) {
-        lineno++;
-        size_t before = l->n_tok;
-        for (char *p = line, *end;; p = end) {
-            while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
-            if (!*p) break;
-            errno = 0;
-            long long v = strtoll(p, &end, 10);
-            if (end == p || errno || v < 0 || v > INT32_MAX || (*end && !strchr(" \t\r\n", *end))) {
-                size_t n = strcspn(p, " \t\r\n");
-                sf_fail("stdin line %ld: not a token id: \"%.*s\"", lineno, (int)(n < 20 ? n : 20), p);
-                free(line);
-                return SF_ERR;
-            }
-            if (seq_push_tok(l, (int32_t)v) != SF_OK) {
-                free(line);
-                return SF_ERR;
-            }
-        }
-        if (l->n_tok > before && seq_push_start(l, before) != SF_OK) {
-            free(line);
-            return SF_ERR;
-        }
-    }
-    free(line);
-    return SF_OK;
-}
-
 /* A version 1.0 .npy header for a C-order float32 array [rows, cols]. */
 static int npy_header(FILE *f, size_t rows, size_t cols) {
     char dict[128];
@@ -537,7 +434,7 @@ static int cli_usage(void) { return cli_usage_to(stderr, 2); }
 
 /* Greedy decoding without a cache (for checking a model, not for speed): prints each sequence
  * followed by n argmax tokens, one line per sequence. */
-static int cli_generate(const fw_model *m, fw_state *st, const seq_list *seqs, int n) {
+static int cli_generate(const fw_model *m, fw_state *st, const fw_seq_list *seqs, int n) {
     int V = m->cfg.vocab, rc = SF_OK;
     for (size_t i = 0; i < seqs->n_seq && rc == SF_OK; i++) {
         int T0 = (int)(seqs->start[i + 1] - seqs->start[i]);
@@ -599,7 +496,7 @@ static int cli_main(int argc, char **argv) {
     }
     int head = want_logits || want_loss || generate > 0;
     fw_set_threads(threads);
-    seq_list seqs = {0};
+    fw_seq_list seqs = {0};
     fw_model *m = NULL;
     fw_state *st = fw_state_new(threads);
     fwd_sae *sae = NULL;
@@ -607,7 +504,7 @@ static int cli_main(int argc, char **argv) {
     char out_tmp[4096] = "", loss_tmp[4096] = ""; /* outputs are written here and renamed when complete */
     float *acts = NULL, *loss = NULL, *losses = NULL;
     int rc = 1;
-    if (!st || read_sequences(stdin, &seqs) != SF_OK) goto done;
+    if (!st || fw_read_sequences(stdin, &seqs) != SF_OK) goto done;
     char checkpoint[256];
     sf_default_checkpoint(dir, checkpoint, sizeof checkpoint);
     if (sae_dir && !(sae = fwd_sae_open(sae_dir, sae_hook, &cfg, cfg.bos_id, dir, checkpoint, accept_mismatch)))
@@ -684,11 +581,10 @@ static int cli_main(int argc, char **argv) {
         out = NULL;
     }
     /* every output complete: only now do they take their names */
-    if ((out_tmp[0] && rename(out_tmp, out_path) != 0) || (loss_tmp[0] && rename(loss_tmp, loss_path) != 0)) {
-        sf_fail("%s: cannot rename: %s", out_tmp[0] && access(out_tmp, F_OK) == 0 ? out_path : loss_path, strerror(errno));
-        goto done;
-    }
-    out_tmp[0] = loss_tmp[0] = 0;
+    if (out_tmp[0] && sf_rename_durable(out_tmp, out_path) != SF_OK) goto done;
+    out_tmp[0] = 0;
+    if (loss_tmp[0] && sf_rename_durable(loss_tmp, loss_path) != SF_OK) goto done;
+    loss_tmp[0] = 0;
     double mean = loss_n ? loss_sum[0] / loss_n : NAN, mean_sae = loss_n ? loss_sum[1] / loss_n : NAN;
     if (want_loss) printf("loss %.6f over %zu predicted tokens\n", mean, loss_n);
     if (sae) printf("loss_sae %.6f (increase %.6f)\n", mean_sae, mean_sae - mean);
@@ -702,8 +598,7 @@ done:
     free(loss);
     free(losses);
     fwd_sae_close(sae);
-    free(seqs.tok);
-    free(seqs.start);
+    fw_seq_list_free(&seqs);
     fw_state_free(st);
     fw_model_free(m);
     return rc;
@@ -733,6 +628,8 @@ static const sf_stage_def forward_stage = {
     .on_message = fwd_on_message,
     .destroy = fwd_destroy,
     .commands = fwd_commands,
+    SF_STAGE_DEF_SIZES,
+    .takes = "tokens", .emits = "activations",
 };
 
 SF_PLUGIN(&forward_stage)

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fw_vecmath.h"
 #include "model.h"
 
 #define FW_MAX_TOKENS (1 << 22) /* per call; keeps every size_t product far from overflow */
@@ -232,79 +233,6 @@ static int hook_point(const fw_request *r, fw_pass pass, fw_hook_kind kind, int 
     for (int i = 0; i < r->n_hooks; i++)
         if (r->hooks[i].kind == kind && r->hooks[i].layer == layer) memcpy(r->hook_out[i], buf, n * sizeof *buf);
     return SF_OK;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Vectorizable elementwise math                                                               */
-
-/* The row-wise loops below are compiled for AVX-512, AVX2 and baseline x86-64, picked at run time. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define FW_VECTOR __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FW_VECTOR
-#endif
-
-/* exp(x) to ~2e-7 relative error, branch-free and call-free so loops over it vectorize (libm's
- * expf is one call per element). 2^(x log2 e) = 2^n 2^f with n the nearest integer and
- * |f| <= 1/2: 2^f by its Taylor series to degree 6 (error < 2e-7), 2^n built in the exponent bits.
- * x is clamped to [-87, 88], so exp of very negative x is ~1e-38 instead of 0. */
-static inline float fw_exp(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float t = x * 1.44269504088896341f;
-    float r = t + 12582912.0f; /* 1.5 * 2^23: the low mantissa bits of r hold round(t) */
-    float f = t - (r - 12582912.0f);
-    int32_t ri;
-    memcpy(&ri, &r, sizeof ri);
-    float p = 1.54035304e-4f;
-    p = p * f + 1.33335581e-3f;
-    p = p * f + 9.61812911e-3f;
-    p = p * f + 5.55041087e-2f;
-    p = p * f + 2.40226507e-1f;
-    p = p * f + 6.93147181e-1f;
-    p = p * f + 1.0f;
-    int32_t bits = (ri - 0x4B400000 + 127) * (1 << 23);
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
-/* 1 / y for y in [1, 2^126], without a divide (vdivps is the bottleneck of SiLU): a first guess
- * from the exponent bits (relative error < 1/8), then three Newton steps r(2 - y r), each of which
- * squares the error, to < 1e-7. */
-static inline float fw_recip(float y) {
-    int32_t bits;
-    memcpy(&bits, &y, sizeof bits);
-    bits = 0x7EF311C7 - bits;
-    float r;
-    memcpy(&r, &bits, sizeof r);
-    r = r * (2.0f - y * r);
-    r = r * (2.0f - y * r);
-    return r * (2.0f - y * r);
-}
-
-/* x sigmoid(x). Below -80 the result is below 1e-33 and exp(-x) would push 1 / (1 + exp(-x))
- * out of the normal floats, so x is clamped there for the sigmoid. */
-static inline float fw_silu(float x) {
-    float t = x < -80.0f ? 80.0f : -x;
-    return x * fw_recip(1.0f + fw_exp(t));
-}
-
-/* A float sum in 16 partial sums, which the compiler vectorizes without -ffast-math. */
-static inline float sum_f32(const float *x, int n) {
-    float part[16] = {0}, s = 0;
-    int i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int k = 0; k < 16; k++) part[k] += x[i + k];
-    for (int k = 0; k < 16; k++) s += part[k];
-    for (; i < n; i++) s += x[i];
-    return s;
-}
-
-static inline float max_f32(const float *x, int n) {
-    float m = x[0];
-    for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
-    return m;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -535,7 +463,8 @@ typedef struct attn_job {
 
 /* Causal softmax attention of (sequence, head) pairs [begin, end), written head by head into
  * att [B*T, H*hd]. Queries go in chunks so that a chunk only scores the keys up to its last
- * position (about half the work of a full T x T product) and the score buffer stays chunk x T.
+ * position (about half the work of a full T x T product) and the score buffer stays chunk x T;
+ * in a windowed block only from the first key its first query sees (chunk + window keys at most).
  * With GQA, query head h reads key/value head h / (H / KV). */
 static void attn_task(void *arg, int w, size_t begin, size_t end) {
     attn_job *j = arg;
@@ -550,12 +479,14 @@ static void attn_task(void *arg, int w, size_t begin, size_t end) {
         const float *k = base + (size_t)(H + h / group) * hd;
         const float *v = base + (size_t)(H + KV + h / group) * hd;
         for (int i0 = 0; i0 < T; i0 += j->chunk) {
-            int rows = T - i0 < j->chunk ? T - i0 : j->chunk, keys = i0 + rows;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, j->scale, q + (size_t)i0 * W, W, k, W,
-                        0.0f, S, keys);
-            softmax_causal(S, rows, keys, i0, j->window, c->attn_softcap);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, S, keys, v, W, 0.0f,
-                        j->att + ((size_t)b * T + i0) * H * hd + (size_t)h * hd, H * hd);
+            /* keys k0..i0+rows-1: with a sliding window, from the first one the chunk's first query sees */
+            int rows = T - i0 < j->chunk ? T - i0 : j->chunk, k0 = j->window > 0 && i0 >= j->window ? i0 + 1 - j->window : 0;
+            int keys = i0 + rows - k0;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, j->scale, q + (size_t)i0 * W, W,
+                        k + (size_t)k0 * W, W, 0.0f, S, keys);
+            softmax_causal(S, rows, keys, i0 - k0, j->window, c->attn_softcap);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, S, keys, v + (size_t)k0 * W, W,
+                        0.0f, j->att + ((size_t)b * T + i0) * H * hd + (size_t)h * hd, H * hd);
         }
     }
 }
