@@ -186,6 +186,8 @@ void sh_shard_close(sh_shard *s) {
 
 /* ---- the reader ---- */
 
+#define SH_AHEAD 8 /* draws made ahead of the copy that needs them */
+
 struct sh_reader {
     char *dir;
     sh_reader_opts o;
@@ -206,6 +208,9 @@ struct sh_reader {
     int32_t *buf_slot;   /* shuffle buffer [buffer_rows]: row buf_row[i] of pool[buf_slot[i]] */
     int64_t *buf_row;
     int64_t buf_n;
+    int64_t input_left;  /* rows of this epoch not yet put into the buffer */
+    int64_t ahead[SH_AHEAD]; /* the next draws, made early so their rows are prefetched (ring) */
+    int ahead_head, ahead_n;
     sh_cols out;
     int started;
 };
@@ -261,6 +266,8 @@ static void start_epoch(sh_reader *r) {
             r->order[j] = t;
         }
     r->next_shard = 0;
+    r->input_left = 0;
+    for (size_t i = 0; i < r->nshards; i++) r->input_left += r->m.shards[r->order[i]].count;
 }
 
 sh_reader *sh_reader_open(const char *dir, const sh_reader_opts *o) {
@@ -425,6 +432,30 @@ static void buffer_put(sh_reader *r, int64_t i) {
     r->buf_slot[i] = r->cur_slot;
     r->buf_row[i] = r->row++;
     r->pool[r->cur_slot].refs++;
+    r->input_left--;
+}
+
+/* The buffer index of the next draw. Draws are made up to SH_AHEAD steps early, and the row each
+ * names is prefetched, so the copy does not wait for memory. A draw depends only on the buffer's
+ * size, which stays the same while input rows remain to refill it: a draw is made early only for a
+ * step that many input rows still cover, so the draws, and the stream, are those made on time. */
+static int64_t next_draw(sh_reader *r) {
+    int64_t i;
+    if (r->ahead_n) {
+        i = r->ahead[r->ahead_head];
+        r->ahead_head = (r->ahead_head + 1) % SH_AHEAD;
+        r->ahead_n--;
+    } else {
+        i = (int64_t)rng_below(r->rng, (uint64_t)r->buf_n);
+    }
+    /* after this step takes an input row (if any), ahead_n steps are queued before the new one */
+    while (r->ahead_n < SH_AHEAD && r->input_left > r->ahead_n + 1) {
+        int64_t j = (int64_t)rng_below(r->rng, (uint64_t)r->buf_n);
+        r->ahead[(r->ahead_head + r->ahead_n++) % SH_AHEAD] = j;
+        const uint8_t *row = r->pool[r->buf_slot[j]].s.acts + (size_t)r->buf_row[j] * r->acts_row;
+        for (size_t b = 0; b < r->acts_row; b += 64) __builtin_prefetch(row + b);
+    }
+    return i;
 }
 
 static int next_shuffled(sh_reader *r, sh_out *out) {
@@ -435,7 +466,7 @@ static int next_shuffled(sh_reader *r, sh_out *out) {
     if (sh_cols_reserve(&r->out, r->o.batch_rows, r->acts_row) != SF_OK) return SF_ERR;
     int64_t k = 0;
     while (k < r->o.batch_rows && r->buf_n > 0) {
-        int64_t i = (int64_t)rng_below(r->rng, (uint64_t)r->buf_n);
+        int64_t i = next_draw(r);
         int slot = r->buf_slot[i];
         row_from_shard(&r->out, k++, &r->pool[slot].s, r->buf_row[i], r->acts_row);
         rc = input_ready(r);
