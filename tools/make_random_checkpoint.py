@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """make_random_checkpoint.py — random-weight checkpoints with LLM-jp-3's published shapes, written as
 Hugging Face writes large models: bf16 tensors in ~5 GB safetensors shards plus
-model.safetensors.index.json, and a config.json the forward stage loads.
+model.safetensors.index.json (one model.safetensors when it fits in one shard, as 1.8B does), and a
+config.json the forward stage loads.
 
 It streams: each tensor is generated in row chunks and written straight to its shard, so memory
 stays at one chunk (~64 MiB) whatever the model's size (13B is ~27 GB on disk). Only numpy.
@@ -49,23 +50,23 @@ def config(shape):
 
 
 def tensors(c):
-    """(name, shape, init) in Hugging Face's order; init is 'normal' (std 0.02) or 'ones'."""
+    """(name, shape, init) in Hugging Face's order; init is 'random' (write_tensor) or 'ones'."""
     d, ff, V = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
     hd = d // c["num_attention_heads"]
     kv = c["num_key_value_heads"] * hd
-    out = [("model.embed_tokens.weight", (V, d), "normal")]
+    out = [("model.embed_tokens.weight", (V, d), "random")]
     for l in range(c["num_hidden_layers"]):
         p = f"model.layers.{l}."
         out += [(p + "input_layernorm.weight", (d,), "ones"),
-                (p + "self_attn.q_proj.weight", (d, d), "normal"),
-                (p + "self_attn.k_proj.weight", (kv, d), "normal"),
-                (p + "self_attn.v_proj.weight", (kv, d), "normal"),
-                (p + "self_attn.o_proj.weight", (d, d), "normal"),
+                (p + "self_attn.q_proj.weight", (d, d), "random"),
+                (p + "self_attn.k_proj.weight", (kv, d), "random"),
+                (p + "self_attn.v_proj.weight", (kv, d), "random"),
+                (p + "self_attn.o_proj.weight", (d, d), "random"),
                 (p + "post_attention_layernorm.weight", (d,), "ones"),
-                (p + "mlp.gate_proj.weight", (ff, d), "normal"),
-                (p + "mlp.up_proj.weight", (ff, d), "normal"),
-                (p + "mlp.down_proj.weight", (d, ff), "normal")]
-    out += [("model.norm.weight", (d,), "ones"), ("lm_head.weight", (V, d), "normal")]
+                (p + "mlp.gate_proj.weight", (ff, d), "random"),
+                (p + "mlp.up_proj.weight", (ff, d), "random"),
+                (p + "mlp.down_proj.weight", (d, ff), "random")]
+    out += [("model.norm.weight", (d,), "ones"), ("lm_head.weight", (V, d), "random")]
     return out
 
 
@@ -76,11 +77,17 @@ def to_bf16(x):
 
 
 def write_tensor(f, shape, init, rng):
+    """Random weights straight as bf16 bits (a normal draw plus rounding was ~10 MB/s here, too
+    slow for 27 GB): random sign and mantissa, exponent fixed, so |w| is uniform-ish in
+    [2^-7, 2^-6) = [0.0078, 0.0156), the scale of a trained model's weights."""
     n = int(np.prod(shape))
     for at in range(0, n, CHUNK_ELEMS):
         k = min(CHUNK_ELEMS, n - at)
-        x = np.ones(k, np.float32) if init == "ones" else rng.standard_normal(k, np.float32) * np.float32(0.02)
-        f.write(to_bf16(x).tobytes())
+        if init == "ones":
+            f.write(to_bf16(np.ones(k, np.float32)).tobytes())
+        else:
+            bits = rng.integers(0, 1 << 16, k, dtype=np.uint16)
+            f.write(((bits & 0x807F) | 0x3C00).astype(np.uint16).tobytes())
 
 
 def main():
@@ -109,7 +116,8 @@ def main():
     rng = np.random.default_rng(a.seed)
     weight_map, total = {}, 0
     for i, sh in enumerate(shards):
-        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        # one shard is a plain model.safetensors without an index, as Hugging Face saves it
+        fname = "model.safetensors" if len(shards) == 1 else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
         header, off = {"__metadata__": {"format": "pt"}}, 0
         for name, shape, _ in sh:
             nb = int(np.prod(shape)) * 2
@@ -124,8 +132,9 @@ def main():
                 write_tensor(f, shape, init, rng)
         total += off
         print(f"{fname}: {len(sh)} tensors, {off / 1e9:.2f} GB", flush=True)
-    with open(os.path.join(tmp, "model.safetensors.index.json"), "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    if len(shards) > 1:
+        with open(os.path.join(tmp, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
     with open(os.path.join(tmp, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     os.rename(tmp, a.out)

@@ -108,6 +108,7 @@ static const fw_splice *fwd_sae_splice(fwd_sae *a, const int32_t *tok) {
 typedef struct shared_model {
     char *dir;
     int n_layers, head;
+    fw_weights how;
     fw_model *model;
     int refs;
     struct shared_model *next;
@@ -117,12 +118,12 @@ static pthread_mutex_t shared_mu = PTHREAD_MUTEX_INITIALIZER;
 static shared_model *shared_models;
 
 /* Loads under the lock, so a second replica waits for the first's copy instead of loading its own. */
-static fw_model *model_acquire(const char *dir, int n_layers, int head) {
+static fw_model *model_acquire(const char *dir, int n_layers, int head, fw_weights how) {
     pthread_mutex_lock(&shared_mu);
     shared_model *e = shared_models;
-    while (e && (strcmp(e->dir, dir) || e->n_layers != n_layers || e->head != head)) e = e->next;
+    while (e && (strcmp(e->dir, dir) || e->n_layers != n_layers || e->head != head || e->how != how)) e = e->next;
     if (!e) {
-        fw_model *m = fw_model_load(dir, n_layers, head);
+        fw_model *m = fw_model_load_mode(dir, n_layers, head, how);
         if (m && (!(e = sf_zalloc("shared model entry", 1, sizeof *e)) || !(e->dir = sf_strdup("model path", dir)))) {
             free(e);
             e = NULL;
@@ -130,6 +131,7 @@ static fw_model *model_acquire(const char *dir, int n_layers, int head) {
         } else if (m) {
             e->n_layers = n_layers;
             e->head = head;
+            e->how = how;
             e->model = m;
             e->next = shared_models;
             shared_models = e;
@@ -170,6 +172,7 @@ typedef struct fwd_stage {
     char hook_names[FW_MAX_HOOKS][48];
     int drop_bos, want_logits, want_loss, bos_id;
     sf_dtype out_dtype;
+    fw_weights weights;    /* param weights */
     fwd_sae *sae;          /* param sae: loss_sae is the loss with its reconstruction spliced in */
     /* per-message buffers, grown to the largest batch */
     float *outs[FW_MAX_HOOKS];
@@ -193,6 +196,9 @@ static const sf_param_def fwd_params[] = {
     {"accept_sae_mismatch", SF_PARAM_BOOL, "false",
      "splice the SAE into another hook (sae_hook), checkpoint or model than its config records (logged); "
      "otherwise that is an error"},
+    {"weights", SF_PARAM_STRING, "auto", "how the blocks' weights are held: resident (float32, converted at load: "
+     "2x a bf16 checkpoint's bytes), stream (Llama family: mapped, each block converted when it runs; RSS about "
+     "one block) or auto (stream when the float32 weights would take 1 GiB or more)"},
     {"threads", SF_PARAM_INT, "0", "threads of the forward: each sgemm is split over them, with OpenBLAS on one thread meanwhile (0: all cores)"},
     {NULL, 0, NULL, NULL},
 };
@@ -246,6 +252,13 @@ static int fwd_params_load(sf_ctx *ctx, fwd_stage *s, fw_config *cfg) {
     for (int i = 0; i < s->n_hooks; i++)
         if (fw_hook_check(cfg, s->hooks[i]) != SF_OK)
             return sf_param_fail(ctx, "hooks", "%s (%s)", sf_last_error(), s->model_dir);
+    const char *w = sf_param_str(ctx, "weights");
+    if (!strcmp(w, "auto")) s->weights = FW_WEIGHTS_AUTO;
+    else if (!strcmp(w, "resident")) s->weights = FW_WEIGHTS_RESIDENT;
+    else if (!strcmp(w, "stream")) s->weights = FW_WEIGHTS_STREAM;
+    else return sf_param_fail(ctx, "weights", "must be auto, resident or stream, not \"%s\"", w);
+    if (s->weights == FW_WEIGHTS_STREAM && cfg->arch != FW_ARCH_LLAMA)
+        return sf_param_fail(ctx, "weights", "stream needs a Llama-family model, not %s", cfg->architecture);
     if (sf_param_int(ctx, "threads") < 0 || sf_param_int(ctx, "threads") > 4096)
         return sf_param_fail(ctx, "threads", "must be from 0 (all cores) to 4096");
     const char *name = sf_param_str(ctx, "checkpoint");
@@ -281,10 +294,10 @@ static int fwd_init(sf_ctx *ctx, void **state) {
     for (int i = 0; i < s->n_hooks; i++)
         if (s->hooks[i].layer + 1 > need) need = s->hooks[i].layer + 1;
     fw_set_threads((int)sf_param_int(ctx, "threads"));
-    if (!(s->model = model_acquire(s->model_dir, head ? -1 : need, head))) return SF_ERR;
+    if (!(s->model = model_acquire(s->model_dir, head ? -1 : need, head, s->weights))) return SF_ERR;
     if (!(s->state = fw_state_new((int)sf_param_int(ctx, "threads")))) return SF_ERR;
-    sf_log(SF_LOG_INFO, "%s (%s, %d of %d blocks), checkpoint %s", s->model_dir, cfg.architecture,
-           s->model->n_loaded, cfg.n_layers, s->checkpoint);
+    sf_log(SF_LOG_INFO, "%s (%s, %d of %d blocks, %s weights), checkpoint %s", s->model_dir, cfg.architecture,
+           s->model->n_loaded, cfg.n_layers, s->model->ck ? "streamed" : "resident", s->checkpoint);
     return SF_OK;
 }
 
