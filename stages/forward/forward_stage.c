@@ -468,7 +468,7 @@ static int npy_header(FILE *f, size_t rows, size_t cols) {
 static int cli_usage_to(FILE *out, int rc) {
     fprintf(out, "usage: saeflow forward MODEL_DIR [--hook HOOK] [--out FILE.npy] [--logits] [--loss]\n"
                     "                       [--sae SAE_DIR [--sae-hook HOOK] [--accept-sae-mismatch]]\n"
-                    "                       [--loss-out FILE.npy] [--threads N]\n"
+                    "                       [--loss-out FILE.npy] [--threads N] [--weights auto|resident|stream]\n"
                     "       saeflow forward MODEL_DIR --generate N\n"
                     "  reads token ids on stdin, one sequence per line; writes the hook's activations\n"
                     "  [tokens, d] (or with --logits the logits [tokens, vocab]) of every token in order as\n"
@@ -477,7 +477,8 @@ static int cli_usage_to(FILE *out, int rc) {
                     "  the increase (an SAE trained on another hook, checkpoint or model is refused unless\n"
                     "  --accept-sae-mismatch); --loss-out writes the per-token losses [tokens, 1] ([tokens, 2]: clean,\n"
                     "  spliced with --sae; NaN at each sequence's last token); --generate prints each sequence\n"
-                    "  followed by its greedy continuation of N tokens.\n");
+                    "  followed by its greedy continuation of N tokens. --weights: as the stage's param weights\n"
+                    "  (auto streams a Llama-family model's blocks from the mapped checkpoint from 1 GiB of float32).\n");
     return rc;
 }
 
@@ -513,6 +514,7 @@ static int cli_generate(const fw_model *m, fw_state *st, const fw_seq_list *seqs
 
 static int cli_main(int argc, char **argv) {
     const char *dir = NULL, *hook_name = NULL, *out_path = NULL, *sae_dir = NULL, *sae_hook = "", *loss_path = NULL;
+    const char *weights = "auto";
     int want_logits = 0, want_loss = 0, threads = 0, generate = 0, accept_mismatch = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return cli_usage_to(stdout, 0);
@@ -522,6 +524,7 @@ static int cli_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--sae-hook") && i + 1 < argc) sae_hook = argv[++i];
         else if (!strcmp(argv[i], "--loss-out") && i + 1 < argc) loss_path = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--weights") && i + 1 < argc) weights = argv[++i];
         else if (!strcmp(argv[i], "--generate") && i + 1 < argc) generate = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--logits")) want_logits = 1;
         else if (!strcmp(argv[i], "--loss")) want_loss = 1;
@@ -530,6 +533,9 @@ static int cli_main(int argc, char **argv) {
         else return cli_usage();
     }
     want_loss |= sae_dir || loss_path;
+    fw_weights how = !strcmp(weights, "auto") ? FW_WEIGHTS_AUTO : !strcmp(weights, "resident") ? FW_WEIGHTS_RESIDENT
+                   : !strcmp(weights, "stream") ? FW_WEIGHTS_STREAM : (fw_weights)-1;
+    if ((int)how < 0) return cli_usage();
     int want_out = hook_name || want_logits;
     if (!dir || (hook_name && want_logits) || (want_out && !out_path) || (!want_out && !want_loss && generate <= 0) ||
         (generate > 0 && (want_out || want_loss)))
@@ -560,7 +566,7 @@ static int cli_main(int argc, char **argv) {
     sf_default_checkpoint(dir, checkpoint, sizeof checkpoint);
     if (sae_dir && !(sae = fwd_sae_open(sae_dir, sae_hook, &cfg, cfg.bos_id, dir, checkpoint, accept_mismatch)))
         goto done;
-    if (!(m = fw_model_load(dir, head ? -1 : hook.layer + 1, head))) goto done;
+    if (!(m = fw_model_load_mode(dir, head ? -1 : hook.layer + 1, head, how))) goto done;
     if (generate > 0) {
         rc = cli_generate(m, st, &seqs, generate) == SF_OK ? 0 : 1;
         goto done;
@@ -658,7 +664,7 @@ done:
 
 static const sf_command fwd_commands[] = {
     {"forward", "MODEL_DIR [--hook HOOK] [--out FILE.npy] [--logits] [--loss] [--sae DIR [--sae-hook HOOK]] "
-     "[--loss-out FILE.npy] [--generate N] [--threads N]",
+     "[--loss-out FILE.npy] [--generate N] [--threads N] [--weights auto|resident|stream]",
      "run a checkpoint on token ids from stdin; write activations or logits as .npy", cli_main},
     {NULL, NULL, NULL, NULL},
 };
