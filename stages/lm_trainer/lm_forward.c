@@ -12,7 +12,8 @@
 #include "fw_vecmath.h"
 #include "lm_internal.h"
 
-/* Sums of squares in 16 float partial sums (as PyTorch's vectorized float32 reductions). */
+/* RMSNorm of each row: y = x * r * wt with r = 1 / sqrt(mean(x^2) + eps), kept in rstd for the
+ * backward. Sums of squares in 16 float partial sums (as PyTorch's vectorized float32 reductions). */
 FW_VECTOR void lm_rmsnorm(const float *x, const float *wt, float *y, float *rstd, size_t rows, int d, float eps) {
     for (size_t i = 0; i < rows; i++) {
         const float *xi = x + i * d;
@@ -51,9 +52,9 @@ void lm_rope(float *qkv, const lm_work *w, const fw_config *c, int B, int T, int
 }
 
 /* Row i of P [T, T] holds query i's scores over keys 0..i: softmax over them, zero after, as
- * exp(s - max) * (1 / sum). With stats, the rows' max and 1 / sum are taken from stats [T, 2]
- * (the backward's recomputation: the same bits as the forward's for the same scores); else
- * computed and stored there. */
+ * exp(s - max) * (1 / sum). With given, each row's max and 1 / sum are read from stats [T, 2]
+ * (the backward's recomputation: the same bits as the forward's for the same scores); else they
+ * are computed and stored there. */
 FW_VECTOR static void softmax_causal(float *P, int T, float *stats, int given) {
     for (int i = 0; i < T; i++) {
         float *p = P + (size_t)i * T;
