@@ -2,7 +2,8 @@
  *
  * fw_model_load() reads config.json and the safetensors weights (one file or a sharded index),
  * validates every tensor's name and shape against the config, and converts everything to float32
- * in one uniform layout, whatever the architecture stored:
+ * (at load, or block by block as the forward runs them: fw_weights) in one uniform layout, whatever
+ * the architecture stored:
  *
  *   every linear layer is [out, in] row-major (nn.Linear), y = x W^T + b;
  *   attention projections are fused: wqkv holds the q rows of all heads, then k, then v;
