@@ -116,6 +116,28 @@ void lm_adamw_step(lm_adamw *a, lm_tensor *t, size_t nt, double lr) {
     }
 }
 
+/* ---- one training step ---- */
+
+int lm_train_step(lm_model *m, lm_work *w, lm_adamw *a, const int32_t *tokens, int B, int T, int accum,
+                  double lr, double clip, double *loss, double *grad_norm) {
+    lm_tensor *t;
+    size_t nt = lm_model_tensors(m, &t);
+    double sum = 0;
+    lm_zero_grad(m);
+    for (int i = 0; i < accum; i++) {
+        double l;
+        const int32_t *mb = tokens + (size_t)i * B * (T + 1);
+        if (lm_loss_grad(m, w, mb, B, T, 1.0f / (float)accum, &l) != SF_OK) return SF_ERR;
+        sum += l;
+    }
+    *loss = sum / accum;
+    if (!isfinite(*loss)) return sf_fail("the training loss is %g at this step: lower lr (or check the data)", *loss);
+    *grad_norm = lm_clip_grads(t, nt, clip);
+    if (!isfinite(*grad_norm)) return sf_fail("the gradient norm is %g at this step: lower lr", *grad_norm);
+    lm_adamw_step(a, t, nt, lr);
+    return SF_OK;
+}
+
 /* ---- initialisation ---- */
 
 static uint64_t splitmix64(uint64_t x) {

@@ -73,6 +73,16 @@ void lm_adamw_free(lm_adamw *a);
  * those (and in the order) the moments were made for: nt tensors of a->n elements together. */
 void lm_adamw_step(lm_adamw *a, lm_tensor *t, size_t nt, double lr);
 
+/* ---- one training step ---- */
+
+/* Zeroes the gradients, runs accum micro-batches of B sequences (tokens: accum consecutive
+ * [B, T+1] blocks) each with gradient scale 1 / accum, clips to clip (<= 0: no clipping) and takes
+ * one AdamW step at lr. *loss: the mean loss over every micro-batch; *grad_norm: the norm before
+ * clipping. SF_ERR (lm_loss_grad's error, e.g. a token outside the vocabulary, or a non-finite
+ * loss) leaves the weights as they were. */
+int lm_train_step(lm_model *m, lm_work *w, lm_adamw *a, const int32_t *tokens, int B, int T, int accum,
+                  double lr, double clip, double *loss, double *grad_norm);
+
 /* ---- initialisation ---- */
 
 /* tools/llama_suite.py's init_weights scheme: one-dimensional tensors (the RMSNorm weights) 1,
