@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "model.h"
+#include "token_lines.h"
 #ifdef FW_HAVE_SAE
 #include "sae.h"
 #endif
@@ -439,72 +440,6 @@ static int fwd_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg
 /* ------------------------------------------------------------------------------------------ */
 /* saeflow forward MODEL_DIR --hook HOOK --out FILE.npy [--logits] [--loss] [--threads N]      */
 
-typedef struct seq_list {
-    int32_t *tok;   /* all sequences, concatenated */
-    size_t n_tok, cap_tok;
-    size_t *start;  /* start[i] .. start[i+1] */
-    size_t n_seq, cap_seq;
-} seq_list;
-
-static int seq_push_tok(seq_list *l, int32_t v) {
-    if (l->n_tok == l->cap_tok) {
-        size_t cap = l->cap_tok ? 2 * l->cap_tok : 1024;
-        int32_t *t = sf_realloc(l->tok, "the token ids read from stdin", cap, sizeof *l->tok);
-        if (!t) return SF_ERR;
-        l->tok = t;
-        l->cap_tok = cap;
-    }
-    l->tok[l->n_tok++] = v;
-    return SF_OK;
-}
-
-/* Records that a sequence starts at token index start; keeps room for the end sentinel. */
-static int seq_push_start(seq_list *l, size_t start) {
-    if (l->n_seq + 2 > l->cap_seq) {
-        size_t cap = l->cap_seq ? 2 * l->cap_seq : 64;
-        size_t *t = sf_realloc(l->start, "the sequences read from stdin", cap, sizeof *l->start);
-        if (!t) return SF_ERR;
-        l->start = t;
-        l->cap_seq = cap;
-    }
-    l->start[l->n_seq++] = start;
-    l->start[l->n_seq] = l->n_tok;
-    return SF_OK;
-}
-
-/* One sequence per line, token ids separated by spaces; blank lines are skipped. */
-static int read_sequences(FILE *in, seq_list *l) {
-    char *line = NULL;
-    size_t cap = 0;
-    long lineno = 0;
-    while (getline(&line, &cap, in) >= 0) {
-        lineno++;
-        size_t before = l->n_tok;
-        for (char *p = line, *end;; p = end) {
-            while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
-            if (!*p) break;
-            errno = 0;
-            long long v = strtoll(p, &end, 10);
-            if (end == p || errno || v < 0 || v > INT32_MAX || (*end && !strchr(" \t\r\n", *end))) {
-                size_t n = strcspn(p, " \t\r\n");
-                sf_fail("stdin line %ld: not a token id: \"%.*s\"", lineno, (int)(n < 20 ? n : 20), p);
-                free(line);
-                return SF_ERR;
-            }
-            if (seq_push_tok(l, (int32_t)v) != SF_OK) {
-                free(line);
-                return SF_ERR;
-            }
-        }
-        if (l->n_tok > before && seq_push_start(l, before) != SF_OK) {
-            free(line);
-            return SF_ERR;
-        }
-    }
-    free(line);
-    return SF_OK;
-}
-
 /* A version 1.0 .npy header for a C-order float32 array [rows, cols]. */
 static int npy_header(FILE *f, size_t rows, size_t cols) {
     char dict[128];
@@ -537,7 +472,7 @@ static int cli_usage(void) { return cli_usage_to(stderr, 2); }
 
 /* Greedy decoding without a cache (for checking a model, not for speed): prints each sequence
  * followed by n argmax tokens, one line per sequence. */
-static int cli_generate(const fw_model *m, fw_state *st, const seq_list *seqs, int n) {
+static int cli_generate(const fw_model *m, fw_state *st, const fw_seq_list *seqs, int n) {
     int V = m->cfg.vocab, rc = SF_OK;
     for (size_t i = 0; i < seqs->n_seq && rc == SF_OK; i++) {
         int T0 = (int)(seqs->start[i + 1] - seqs->start[i]);
@@ -599,7 +534,7 @@ static int cli_main(int argc, char **argv) {
     }
     int head = want_logits || want_loss || generate > 0;
     fw_set_threads(threads);
-    seq_list seqs = {0};
+    fw_seq_list seqs = {0};
     fw_model *m = NULL;
     fw_state *st = fw_state_new(threads);
     fwd_sae *sae = NULL;
@@ -607,7 +542,7 @@ static int cli_main(int argc, char **argv) {
     char out_tmp[4096] = "", loss_tmp[4096] = ""; /* outputs are written here and renamed when complete */
     float *acts = NULL, *loss = NULL, *losses = NULL;
     int rc = 1;
-    if (!st || read_sequences(stdin, &seqs) != SF_OK) goto done;
+    if (!st || fw_read_sequences(stdin, &seqs) != SF_OK) goto done;
     char checkpoint[256];
     sf_default_checkpoint(dir, checkpoint, sizeof checkpoint);
     if (sae_dir && !(sae = fwd_sae_open(sae_dir, sae_hook, &cfg, cfg.bos_id, dir, checkpoint, accept_mismatch)))
@@ -702,8 +637,7 @@ done:
     free(loss);
     free(losses);
     fwd_sae_close(sae);
-    free(seqs.tok);
-    free(seqs.start);
+    fw_seq_list_free(&seqs);
     fw_state_free(st);
     fw_model_free(m);
     return rc;

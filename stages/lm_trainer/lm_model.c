@@ -10,8 +10,12 @@
 #include "lm_internal.h"
 
 int lm_config_check(const fw_config *c) {
-    if (c->arch != FW_ARCH_LLAMA)
-        return sf_fail("lm: cannot train a %s: only the Llama architecture (LlamaForCausalLM) trains", c->architecture);
+    /* By name: the forward loads more Llama-like architectures than these, with parts (biases,
+     * other norms) the backward does not have. */
+    if (c->arch != FW_ARCH_LLAMA ||
+        (strcmp(c->architecture, "LlamaForCausalLM") && strcmp(c->architecture, "MistralForCausalLM")))
+        return sf_fail("lm: cannot train a %s: only LlamaForCausalLM (and MistralForCausalLM without a sliding "
+                       "window) train", c->architecture);
     if (c->norm != FW_RMSNORM || c->act != FW_ACT_SILU || !c->gated_mlp)
         return sf_fail("lm: cannot train %s: training needs RMSNorm and a SwiGLU MLP (hidden_act \"silu\")",
                        c->architecture);
