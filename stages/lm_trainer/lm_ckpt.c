@@ -35,33 +35,32 @@ char *lm_hf_config_text(const fw_config *c, const char *base_config, sf_dtype dt
         sf_fail("out of memory building config.json");
         return NULL;
     }
-    /* What our forward and HF's LlamaConfig read; values from c so that both agree with what
+    /* What our forward and HF's LlamaConfig read. A field the base config has keeps its value (c
+     * was parsed from it); a missing one is written from c, so that both readers agree with what
      * was trained whatever defaults either applies. */
+    char eps[32];
+    snprintf(eps, sizeof eps, "%.7g", c->norm_eps); /* the float's shortest decimal, not its double widening */
+    json_t *fields = json_pack("{s:[s], s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:b, s:s, s:b, s:b, "
+                               "s:f, s:f, s:i, s:b}",
+                               "architectures", "LlamaForCausalLM", "model_type", "llama", "hidden_size", c->d_model,
+                               "intermediate_size", c->d_ff, "num_hidden_layers", c->n_layers, "num_attention_heads",
+                               c->n_heads, "num_key_value_heads", c->n_kv_heads, "head_dim", c->head_dim, "vocab_size",
+                               c->vocab, "max_position_embeddings", c->max_pos, "rms_norm_eps", strtod(eps, NULL),
+                               "rope_theta", c->rope_theta, "tie_word_embeddings", c->tied_embeddings, "hidden_act",
+                               "silu", "attention_bias", 0, "mlp_bias", 0, "attention_dropout", 0.0,
+                               "initializer_range", 0.02, "pretraining_tp", 1, "use_cache", 1);
+    if (!fields) {
+        json_decref(j);
+        sf_fail("out of memory building config.json");
+        return NULL;
+    }
+    json_object_update_missing(j, fields);
+    json_decref(fields);
     json_object_set_new(j, "architectures", json_pack("[s]", "LlamaForCausalLM"));
     json_object_set_new(j, "model_type", json_string("llama"));
-    json_object_set_new(j, "hidden_size", json_integer(c->d_model));
-    json_object_set_new(j, "intermediate_size", json_integer(c->d_ff));
-    json_object_set_new(j, "num_hidden_layers", json_integer(c->n_layers));
-    json_object_set_new(j, "num_attention_heads", json_integer(c->n_heads));
-    json_object_set_new(j, "num_key_value_heads", json_integer(c->n_kv_heads));
-    json_object_set_new(j, "head_dim", json_integer(c->head_dim));
-    json_object_set_new(j, "vocab_size", json_integer(c->vocab));
-    json_object_set_new(j, "max_position_embeddings", json_integer(c->max_pos));
-    json_object_set_new(j, "rms_norm_eps", json_real(c->norm_eps));
-    json_object_set_new(j, "rope_theta", json_real(c->rope_theta));
     json_object_set_new(j, "rope_scaling", json_null());
-    if (c->rotary_dim != c->head_dim)
+    if (c->rotary_dim != c->head_dim && !json_object_get(j, "partial_rotary_factor"))
         json_object_set_new(j, "partial_rotary_factor", json_real((double)c->rotary_dim / c->head_dim));
-    else
-        json_object_del(j, "partial_rotary_factor");
-    json_object_set_new(j, "tie_word_embeddings", json_boolean(c->tied_embeddings));
-    json_object_set_new(j, "hidden_act", json_string("silu"));
-    json_object_set_new(j, "attention_bias", json_false());
-    json_object_set_new(j, "mlp_bias", json_false());
-    if (!json_object_get(j, "attention_dropout")) json_object_set_new(j, "attention_dropout", json_real(0));
-    if (!json_object_get(j, "initializer_range")) json_object_set_new(j, "initializer_range", json_real(0.02));
-    if (!json_object_get(j, "pretraining_tp")) json_object_set_new(j, "pretraining_tp", json_integer(1));
-    if (!json_object_get(j, "use_cache")) json_object_set_new(j, "use_cache", json_true());
     if (c->bos_id >= 0) json_object_set_new(j, "bos_token_id", json_integer(c->bos_id));
     json_object_set_new(j, "torch_dtype", json_string(dtype == SF_BF16 ? "bfloat16" : "float32"));
     json_object_del(j, "sliding_window");
