@@ -564,7 +564,7 @@ static int lm_init(sf_ctx *ctx, void **state) {
     if (read_params(ctx, s) != SF_OK) return SF_ERR;
     s->pos.seed = s->seed;
     if (!(s->index = json_array())) return sf_fail("out of memory");
-    if (mkdir(s->out_dir, 0755) != 0 && errno != EEXIST) return sf_fail("cannot create %s: %s", s->out_dir, strerror(errno));
+    if (sf_mkdirs(s->out_dir) != SF_OK) return SF_ERR;
     char state_path[4096], log_path[4096], idx_path[4096];
     path_in_out(s, state_path, sizeof state_path, "train_state.safetensors");
     path_in_out(s, log_path, sizeof log_path, "loss.csv");
@@ -615,4 +615,6 @@ static const sf_stage_def lm_trainer_def = {
     .check = lm_check,
 };
 
-SF_PLUGIN(&lm_trainer_def)
+extern const sf_stage_def checkpoint_run_def; /* ckpt_run_stage.c */
+
+SF_PLUGIN(&lm_trainer_def, &checkpoint_run_def)
