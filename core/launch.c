@@ -246,8 +246,15 @@ int sf_launch_main(int argc, char **argv) {
             }
         }
         if (launch_signal && !stop_stage) {
-            fprintf(stderr, "saeflow launch: %s: stopping every host (again to end the local ssh clients)\n",
-                    launch_signal == SIGINT ? "interrupted" : launch_signal == SIGHUP ? "hung up" : "terminated");
+            /* the hosts it waits for (each reports "host H exited with N" as it ends) */
+            char names[1024] = "";
+            for (int i = 0; i < n; i++)
+                if (parts[i].status < 0 && parts[i].pid > 0 && strlen(names) + strlen(parts[i].host) + 3 < sizeof names)
+                    strcat(strcat(names, names[0] ? ", " : ""), parts[i].host);
+            fprintf(stderr, "saeflow launch: %s: stopping every host, waiting for %s to exit (again to end the "
+                    "local ssh clients)\n",
+                    launch_signal == SIGINT ? "interrupted" : launch_signal == SIGHUP ? "hung up" : "terminated",
+                    names[0] ? names : "none");
             stop_parts(parts, n);
             stop_at = sf_now(), stop_stage = 1;
             if (!code) code = 130;

@@ -27,7 +27,7 @@ OVERRIDES = {"three-hosts.flow": [["resume=true", "skip=runs/three-hosts/shards,
              "lm-train.flow": [["resume=true"], ["steps=100", "save_steps=0,10,final"]]}
 # pipeline -> the parameters (in file order) whose findings are expected when its `runs` directory
 # is empty, each reported at the line that sets it
-NEEDS_RUN = {"demo-mine.flow": ["sae", "sae_dir", "sae"], "train-from-shards.flow": ["dir"]}
+NEEDS_RUN = {"demo-mine.flow": ["sae", "sae_dir", "sae"], "demo-pairs.flow": ["sae"], "train-from-shards.flow": ["dir"]}
 
 
 def run_lines(path, params):

@@ -15,8 +15,11 @@ pipelines/three-hosts.flow across them.
      counts, the trainer's token count (which rows the trainer skips is its own business: with two
      replicas their order differs between runs);
   5. saeflow launch (with SAEFLOW_SSH pointing at a stand-in for ssh that enters the namespace);
+     Ctrl-C (SIGINT) to the launcher: it names the hosts it waits for, returns only after every
+     part has exited (no saeflow left in any namespace), reports each one's exit (130) and exits
+     130; the parts stopped cleanly (checkpoint saved, shards not marked complete);
   6. saeflow launch over real OpenSSH (an sshd per namespace; skipped without openssh-server):
-     Ctrl-C to the launcher, and a lost ssh session, both stop the parts cleanly.
+     Ctrl-C to the launcher (the same checks), and a lost ssh session, both stop the parts cleanly.
 Usage: test_hosts.py SAEFLOW SOURCE_ROOT. Skips (77) without root or iproute2, or when any step of
 the network setup fails (after removing what it made)."""
 import glob, hashlib, json, os, shutil, signal, struct, subprocess, sys, tempfile, time
@@ -351,6 +354,50 @@ print(got)
                        cwd=root, capture_output=True, text=True, env=lenv, timeout=120)
     check(r.returncode != 0 and "failed" in r.stderr, f"launch fails when a host's part fails (exit {r.returncode})")
 
+    def saeflow_in(host):
+        """The saeflow processes running in host's namespace."""
+        found = []
+        for q in sh("ip", "netns", "pids", NS[host]).stdout.split():
+            try:
+                found += [q] if "saeflow" in open(f"/proc/{q}/cmdline").read() else []
+            except OSError:
+                pass  # exited meanwhile
+        return found
+
+    def stopped_cleanly(run_dir):
+        m = os.path.join(run_dir, "shards", "manifest.json")
+        return (os.path.exists(os.path.join(run_dir, "sae", "checkpoint.safetensors")) and os.path.exists(m)
+                and not json.load(open(m)).get("complete"))
+
+    def check_ctrl_c(p, run_dir, how):
+        """SIGINT to a running launcher: it waits for every part and reports each, then exits 130."""
+        running = p.poll() is None
+        p.send_signal(signal.SIGINT)
+        rc, err = finish(p, 120)
+        left = {h: saeflow_in(h) for h in HOSTS}  # at once: the launcher returned, so every part has exited
+        lines = err.splitlines()
+        waiting = next((l for l in lines if "interrupted: stopping every host, waiting for" in l), "")
+        exited = {h: next((i for i, l in enumerate(lines) if l.startswith(f"saeflow launch: host {h} exited with 130")), None)
+                  for h in HOSTS}
+        last = next((i for i, l in enumerate(lines) if l.startswith("saeflow launch: failed")), None)
+        check(running and rc == 130 and all(h in waiting for h in HOSTS),
+              f"launch {how}, Ctrl-C: the launcher exits 130 naming the hosts it waits for (exit {rc}: {waiting!r})")
+        check(all(i is not None for i in exited.values()) and last is not None and all(i < last for i in exited.values()),
+              f"launch {how}, Ctrl-C: each host's exit (130) is reported before the launcher ends ({exited}, end at {last})")
+        check(not any(left.values()), f"launch {how}, Ctrl-C: no part is left running in any namespace ({left})")
+        check(stopped_cleanly(run_dir), f"launch {how}, Ctrl-C: host C's checkpoint is saved, its shards not marked complete")
+        if rc != 130 or any(left.values()):
+            print(err[-3000:])
+        return err
+
+    # Ctrl-C to the launcher (the fake ssh execs saeflow in the namespace: the part is the child)
+    int_run = os.path.join(tmp, "launch-int")
+    p = subprocess.Popen([saeflow, "launch", FLOW, *vars_for(int_run, KILL_DOCS)], cwd=root, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=lenv)
+    procs.append(p)
+    time.sleep(6)
+    check_ctrl_c(p, int_run, "through the stand-in ssh")
+
     # --- 6. saeflow launch over real OpenSSH (an sshd in every namespace) ------------------------
     # The launcher runs in host A's namespace, as on a login node that is also host A.
     if not os.path.exists("/usr/sbin/sshd") or not shutil.which("ssh"):
@@ -381,26 +428,14 @@ print(got)
             procs.append(p)
             return p
 
-        def stopped_cleanly(run_dir):
-            m = os.path.join(run_dir, "shards", "manifest.json")
-            return (os.path.exists(os.path.join(run_dir, "sae", "checkpoint.safetensors")) and os.path.exists(m)
-                    and not json.load(open(m)).get("complete"))
-
         # Ctrl-C to the launcher: it closes every part's stdin, ssh forwards the end-of-file, each
         # part drains and finishes, and their logs still arrive.
         ssh_run = os.path.join(tmp, "ssh-int")
         p = launch(ssh_run)
         time.sleep(6)
-        running = p.poll() is None
-        p.send_signal(signal.SIGINT)
-        rc, err = finish(p, 120)
-        exits = {h: f"host {h} exited with 130" in err for h in HOSTS}
-        check(running and rc == 130 and all(exits.values()), f"launch over OpenSSH, Ctrl-C: every host exits 130 (launcher {rc}, {exits})")
+        err = check_ctrl_c(p, ssh_run, "over OpenSSH")
         check("[C] " in err and "standard input closed" in err and "(interrupted: resume=true continues)" in err,
               "the parts log through ssh that they stop, and the trainer's interrupted save arrives")
-        check(stopped_cleanly(ssh_run), "host C's checkpoint is saved and its shard manifest is not marked complete")
-        if rc != 130:
-            print(err[-3000:])
 
         # a lost session: SIGKILL to host C's ssh client; sshd closes the part's stdin (and its log
         # pipe), and the part stops cleanly instead of dying of SIGPIPE or running on
@@ -414,19 +449,10 @@ print(got)
         if c_ssh:
             os.kill(int(c_ssh[0]), signal.SIGKILL)
         rc, err = finish(p, 120)
-
-        def saeflow_on_c():
-            found = []
-            for q in sh("ip", "netns", "pids", NS["C"]).stdout.split():
-                try:
-                    found += [q] if "saeflow" in open(f"/proc/{q}/cmdline").read() else []
-                except OSError:
-                    pass  # exited meanwhile
-            return found
-        left, t0 = saeflow_on_c(), time.time()
+        left, t0 = saeflow_in("C"), time.time()
         while left and time.time() - t0 < 30:  # the orphaned part may still be draining
             time.sleep(0.5)
-            left = saeflow_on_c()
+            left = saeflow_in("C")
         check(bool(c_ssh) and rc != 0 and not left, f"lost ssh session of host C: the launcher fails (exit {rc}), the part on C ends by itself ({left})")
         check(stopped_cleanly(ssh_run), "the part on C stopped cleanly: checkpoint saved, shard manifest not marked complete")
 finally:

@@ -10,13 +10,14 @@
 #   RUNS=/tmp/d BUILD=build-ci STEPS="step-000000 step-001000" TRAIN_ARGS="docs=200" MINE_ARGS="docs=50" tools/demo.sh
 #   SAMPLING=strongest tools/demo.sh   the one-pass selection (the 50 strongest) instead of the paper's
 #   OVERWRITE=true tools/demo.sh       again into the same RUNS: replace the earlier results (else refused)
+#   PAIRS=false tools/demo.sh          without the cross-lingual (pairs) test (pipelines/demo-pairs.flow)
 #   SUITE=/data/llm-jp-3-1.8b LAYER=11 tools/demo.sh      another suite (the paper's "layer 12" = hidden_states[12] = resid_post.11)
 #
 # Variables: SUITE (a folder of checkpoint folders), STEPS (which of them, in training order; default
 # all, sorted by name), LAYER (the block whose output, resid_post.LAYER, the SAEs read; default the middle one of the first checkpoint's
 # num_hidden_layers / n_layer), TOKENIZER (default: SUITE's tokenizer.json or .model, else each
-# checkpoint's own), TRAIN_ARGS and MINE_ARGS (KEY=VALUE overrides of pipelines/demo-train.flow and
-# demo-mine.flow), RUNS (output folder), BUILD (meson build folder).
+# checkpoint's own), TRAIN_ARGS, MINE_ARGS and PAIRS_ARGS (KEY=VALUE overrides of pipelines/demo-train.flow,
+# demo-mine.flow and demo-pairs.flow), RUNS (output folder), BUILD (meson build folder).
 set -eu
 cd "$(dirname "$0")/.."
 runs=${RUNS:-runs/demo}
@@ -87,6 +88,14 @@ echo "== evaluating and mining features on the test split (pipelines/demo-mine.f
 # shellcheck disable=SC2086
 "$sf" run pipelines/demo-mine.flow --sweep step="$list" suite="$suite" layer="$LAYER" runs="$runs" sampling="$sampling" \
     overwrite="${OVERWRITE:-false}" $tok_args ${MINE_ARGS:-}
+if [ "${PAIRS:-true}" = true ]; then
+    # Our test, not the paper's: the corpus's 877 en/ja translation pairs, every split, through each
+    # SAE; the report takes each checkpoint's share from RUNS/<step>/pairs (stages/feature_miner/README.md).
+    echo "== cross-lingual (pairs): every paired section through each SAE (pipelines/demo-pairs.flow): $list"
+    # shellcheck disable=SC2086
+    "$sf" run pipelines/demo-pairs.flow --sweep step="$list" suite="$suite" layer="$LAYER" runs="$runs" \
+        overwrite="${OVERWRITE:-false}" $tok_args ${PAIRS_ARGS:-}
+fi
 dirs=""
 for step in $steps; do dirs="$dirs $runs/$step/features"; done
 echo "== report over $n checkpoints"

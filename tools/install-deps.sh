@@ -5,7 +5,7 @@
 set -eu
 PACKAGES="build-essential meson ninja-build pkg-config
   libzmq3-dev libmsgpack-dev libuv1-dev libopenblas-dev libjansson-dev zlib1g-dev
-  libpcre2-dev libutf8proc-dev libprotobuf-c-dev protobuf-c-compiler
+  libpcre2-dev libutf8proc-dev libzip-dev libprotobuf-c-dev protobuf-c-compiler
   python3 python3-numpy python3-zmq python3-msgpack-numpy python3-torch
   python3-sentencepiece sentencepiece chromium iproute2 libisal-dev tmux"
 # --fuzz: also clang with libFuzzer, for the fuzz targets (.ci/run runs them briefly)

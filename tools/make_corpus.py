@@ -16,6 +16,12 @@ Usage:
   sudo /usr/bin/python3 tools/make_corpus.py            # full corpus -> data/build/
   /usr/bin/python3 tools/make_corpus.py --subset-only   # re-cut the committed subset
   /usr/bin/python3 tools/make_corpus.py --resplit       # only (re)write its split fields
+  /usr/bin/python3 tools/make_corpus.py --po            # message catalogues -> data/corpus/debian-po.jsonl.gz
+
+--po: the English messages and their Japanese translations of the programs in PO_PACKAGES (their
+compiled catalogues, usr/share/locale/ja/LC_MESSAGES/*.mo and LibreOffice's), fetched with
+`apt-get download` into data/build/debs/ and unpacked with dpkg-deb (no install, no root): a
+parallel corpus whose every document has its translation as `pair`.
 
 Standard library only (plus man/groff from Debian for man pages).
 """
@@ -414,6 +420,150 @@ def collect_man(jobs):
 # ------------------------------------------------------------------- main
 
 
+# Debian 12 packages whose Japanese message catalogues --po reads (all of them DFSG-free, main).
+PO_PACKAGES = [
+    "adduser", "appstream", "apt", "aptitude-common", "at-spi2-common", "bash", "binutils-common", "bison",
+    "coreutils", "cpio", "diffutils", "dpkg", "evince-common", "evolution-common",
+    "evolution-data-server-common", "findutils", "gawk", "gcc-12-locales", "gedit-common", "gettext",
+    "gettext-base", "gimp-data", "gnome-control-center-data", "gnome-shell-common", "gnucash-common",
+    "gnupg-l10n", "grep", "gsettings-desktop-schemas", "ibus-data", "inkscape", "iso-codes",
+    "libapt-pkg6.0", "libc-l10n", "libexif12", "libgdk-pixbuf2.0-common", "libglib2.0-data",
+    "libgnomekbd-common", "libgphoto2-port12", "libgstreamer-plugins-base1.0-0", "libgstreamer1.0-0",
+    "libgtk-3-common", "libgtk2.0-common", "libgweather-4-common", "libidn2-0", "libpam-runtime",
+    "libreoffice-l10n-ja", "login", "make", "man-db", "mc-data", "mutter-common", "nano",
+    "nautilus-data", "net-tools", "network-manager", "packagekit", "psmisc", "python-apt-common",
+    "rhythmbox-data", "sed", "shared-mime-info", "shotwell-common", "software-properties-common",
+    "sudo", "synaptic", "systemd", "tar", "thunar-data", "totem-common", "util-linux-locales", "wget",
+    "xdg-user-dirs", "xfce4-panel", "xkb-data",
+]
+PO_CHUNK = 3000  # English characters per document: consecutive messages of one catalogue
+
+
+def read_mo(path):
+    """(msgid, msgstr) of a compiled gettext catalogue (the GNU .mo format: magic, count, offsets
+    of the original and translation string tables), header entry left out; for plural entries the
+    first form of each."""
+    import struct
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 28:
+        raise ValueError("%s: not a .mo file (too short)" % path)
+    magic = struct.unpack("<I", data[:4])[0]
+    end = "<" if magic == 0x950412de else ">" if magic == 0xde120495 else None
+    if end is None:
+        raise ValueError("%s: not a .mo file (magic %#x)" % (path, magic))
+    n, o_off, t_off = struct.unpack(end + "3I", data[8:20])
+
+    def string(table, i):
+        length, off = struct.unpack(end + "2I", data[table + 8 * i:table + 8 * i + 8])
+        if off + length > len(data):
+            raise ValueError("%s: string %d runs past the end" % (path, i))
+        return data[off:off + length]
+
+    pairs = [(string(o_off, i), string(t_off, i)) for i in range(n)]
+    header = dict(pairs).get(b"", b"").decode("ascii", "replace")
+    m = re.search(r"charset=([A-Za-z0-9_-]+)", header)
+    cs = m.group(1) if m else "utf-8"
+    out = []
+    for k, v in pairs:
+        if k:  # the header's msgid is empty
+            out.append((k.split(b"\0")[0].decode(cs), v.split(b"\0")[0].decode(cs)))
+    return out
+
+
+def po_catalogues(pkg, root):
+    """The Japanese catalogues an unpacked package holds: (domain, path) sorted."""
+    found = []
+    for dirpath, _, files in os.walk(root):
+        if dirpath.replace(os.sep, "/").endswith("/ja/LC_MESSAGES"):
+            found += [(f[:-3], os.path.join(dirpath, f)) for f in files if f.endswith(".mo")]
+    return sorted(found)
+
+
+def fetch_debs(packages, debs):
+    """apt-get download of the packages not yet in debs/; returns {package: (version, .deb path)}."""
+    os.makedirs(debs, exist_ok=True)
+    have = {f.split("_")[0]: f for f in os.listdir(debs) if f.endswith(".deb")}
+    missing = [p for p in packages if p not in have]
+    if missing:
+        print("apt-get download:", " ".join(missing), file=sys.stderr)
+        subprocess.run(["apt-get", "download"] + missing, cwd=debs, check=True)
+        have = {f.split("_")[0]: f for f in os.listdir(debs) if f.endswith(".deb")}
+    out = {}
+    for p in packages:
+        if p not in have:
+            sys.exit("make_corpus: apt-get download left no .deb of %s in %s" % (p, debs))
+        out[p] = (have[p].split("_")[1].replace("%3a", ":"), os.path.join(debs, have[p]))
+    return out
+
+
+def deb_licences(root, pkg):
+    """The licences a package's copyright file names: the DEP-5 short names, else (a free-form
+    file) which of GPL, LGPL, MIT/X11 it mentions; a doc directory that is a symlink names the
+    package it links to."""
+    doc = os.path.join(root, "usr/share/doc", pkg)
+    if os.path.islink(doc):
+        return "as package %s (its doc directory links there)" % os.path.basename(os.readlink(doc))
+    try:
+        text = open(os.path.join(doc, "copyright"), encoding="utf-8", errors="replace").read()
+    except OSError:
+        return "no copyright file"
+    names = []
+    for m in re.finditer(r"^License:[ \t]*(\S.*)$", text, re.M):
+        if m.group(1).strip() not in names:
+            names.append(m.group(1).strip())
+    if names:
+        return ", ".join(names)
+    free = [name for name, pat in (("LGPL", r"\bLGPL|GNU (Lesser|Library) General Public License"),
+                                   ("GPL", r"\bGPL|GNU General Public License"),
+                                   ("MIT/X11-style", r"\bMIT\b|\bX11\b|Permission is hereby granted"))
+            if re.search(pat, text)]
+    return "free-form copyright file: " + (", ".join(free) if free else "see it")
+
+
+def collect_po(build, min_chars):
+    """Documents of the catalogues: per catalogue, runs of consecutive messages (in the catalogue's
+    msgid order) of about PO_CHUNK English characters, the English side the msgids, the Japanese
+    the msgstrs, one message per paragraph. A message is left out when it has no letter, when its
+    translation is empty or the same text, or when an earlier catalogue (packages in PO_PACKAGES'
+    sorted order) had the same msgid, so no message text repeats. Returns (docs, sources)."""
+    debs = fetch_debs(sorted(PO_PACKAGES), os.path.join(build, "debs"))
+    seen, docs, sources = set(), [], []
+    for pkg in sorted(PO_PACKAGES):
+        version, deb = debs[pkg]
+        root = os.path.join(build, "po-root", pkg)
+        if not os.path.isdir(root):  # unpacked beside, then renamed: a failed unpack leaves no half tree
+            os.makedirs(root + ".part", exist_ok=True)
+            subprocess.run(["dpkg-deb", "-x", deb, root + ".part"], check=True)
+            os.rename(root + ".part", root)
+        cats = po_catalogues(pkg, root)
+        if not cats:
+            sys.exit("make_corpus: %s %s has no Japanese .mo catalogue: remove it from PO_PACKAGES" % (pkg, version))
+        n_msgs = 0
+        for domain, path in cats:
+            msgs = []
+            for en, ja in read_mo(path):
+                if not re.search(r"[A-Za-z]", en) or not ja.strip() or ja.strip() == en.strip() or en in seen:
+                    continue
+                seen.add(en)
+                msgs.append((en.strip(), ja.strip()))
+            n_msgs += len(msgs)
+            rel = "/" + os.path.relpath(path, root)
+            chunk, size, part = [], 0, 0
+            for i, m in enumerate(msgs):
+                chunk.append(m)
+                size += len(m[0])
+                if size >= PO_CHUNK or i == len(msgs) - 1:
+                    ids = {l: "po/%s/%s/%s/%d" % (l, pkg, domain, part) for l in ("en", "ja")}
+                    for l, k in (("en", 0), ("ja", 1)):
+                        docs.append({"id": ids[l], "lang": l, "source": "%s:%s#%d" % (pkg, rel, part),
+                                     "text": "\n\n".join(x[k] for x in chunk),
+                                     "pair_id": ids["ja" if l == "en" else "en"]})
+                    chunk, size, part = [], 0, part + 1
+        sources.append((pkg, version, len(cats), n_msgs, deb_licences(root, pkg)))
+    return finalize(docs, min_chars), sources
+
+
 def split_of(doc_id):
     """The deterministic document split (every tool uses this one, and each row carries it as
     "split"): b = first byte of SHA-256(UTF-8 id); b < 205 -> train (80.1 %),
@@ -533,7 +683,21 @@ def main():
                     help="read --out and only re-cut the subset")
     ap.add_argument("--resplit", action="store_true",
                     help="only rewrite --subset with every row's split field (split_of)")
+    ap.add_argument("--po", action="store_true",
+                    help="build the message-catalogue corpus (PO_PACKAGES) into --po-out instead")
+    ap.add_argument("--po-out", default="data/corpus/debian-po.jsonl.gz")
+    ap.add_argument("--build", default="data/build", help="--po: where the .deb files are kept and unpacked")
     args = ap.parse_args()
+
+    if args.po:
+        docs, sources = collect_po(args.build, args.min_chars)
+        write_jsonl(docs, args.po_out)
+        stats(docs, "message catalogues " + args.po_out)
+        print("  file: %.2f MB gzip" % (os.path.getsize(args.po_out) / 1e6))
+        print("\n| package | version | catalogues | messages | licence (DEP-5 short names) |\n|---|---|---:|---:|---|")
+        for pkg, version, n_cat, n_msg, lic in sources:
+            print("| %s | %s | %d | %d | %s |" % (pkg, version, n_cat, n_msg, lic))
+        return
 
     if args.resplit:
         write_jsonl(read_jsonl(args.subset), args.subset)

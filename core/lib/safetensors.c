@@ -358,21 +358,6 @@ static int remove_entry(const char *path, const struct stat *st, int type, struc
     return (type == FTW_DP ? rmdir(path) : unlink(path)) == 0 ? 0 : -1;
 }
 
-int sf_mkdirs(const char *path) {
-    char buf[4096];
-    size_t len = strlen(path);
-    if (len == 0 || len >= sizeof buf) return sf_fail("bad directory name '%s'", path);
-    memcpy(buf, path, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (buf[i] != '/' && buf[i] != '\0') continue;
-        char c = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST) return sf_fail("cannot create %s: %s", buf, strerror(errno));
-        buf[i] = c;
-    }
-    return SF_OK;
-}
-
 int sf_remove_tree(const char *path) {
     struct stat st;
     if (lstat(path, &st) != 0) return errno == ENOENT ? SF_OK : sf_fail("%s: %s", path, strerror(errno));

@@ -43,8 +43,6 @@ SF_EXPORT int sf_sync_parent(const char *path);
  * (renameat2 RENAME_EXCHANGE; a plain rename when dir does not exist), then the old output is
  * removed. Until then dir is untouched, so a failed run leaves it as it was. SF_OK or SF_ERR. */
 SF_EXPORT int sf_replace_dir(const char *tmp_dir, const char *dir);
-/* mkdir -p path (existing directories are fine). SF_OK or SF_ERR naming the one that failed. */
-SF_EXPORT int sf_mkdirs(const char *path);
 /* rm -rf path (nothing there is fine). SF_OK or SF_ERR. */
 SF_EXPORT int sf_remove_tree(const char *path);
 

@@ -47,30 +47,26 @@ static int py_isspace(int32_t c) {
  * re.match(r"^[0-9]+$", ...) -> defer (NONE), else ja. strip() leaves no trailing newline, so
  * `$` matching before one never matters. Invalid UTF-8 (never in a JSON string) is ja. */
 static fm_lang paper_lang(const char *tok) {
-    enum { MAXCP = 256 };
-    int32_t buf[MAXCP], *cp = buf;
-    size_t len = strlen(tok), n = 0;
-    if (len > MAXCP && !(cp = malloc(len * sizeof *cp))) abort(); /* at most one code point per byte */
+    /* One pass, no copy: strip() only drops edge spaces, so en holds when every non-space is of
+     * its class (inner spaces are in it), digits when every non-space is a digit and no space
+     * lies between two of them. */
+    int any = 0, gap = 0, en = 1, digits = 1;
     const utf8proc_uint8_t *p = (const utf8proc_uint8_t *)tok;
-    for (utf8proc_ssize_t left = (utf8proc_ssize_t)len; left > 0;) {
+    for (utf8proc_ssize_t left = (utf8proc_ssize_t)strlen(tok); left > 0;) {
         utf8proc_int32_t c;
         utf8proc_ssize_t k = utf8proc_iterate(p, left, &c);
         if (k <= 0) { k = 1; c = -1; } /* matches neither class */
-        cp[n++] = c;
         p += k;
         left -= k;
+        if (py_isspace(c)) {
+            gap |= any;
+            continue;
+        }
+        digits &= !gap && c >= '0' && c <= '9';
+        en &= (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c > 0 && c < 0x80 && strchr("\"'(),.-", c));
+        any = 1;
     }
-    size_t a = 0, b = n;
-    while (a < b && py_isspace(cp[a])) a++;
-    while (b > a && py_isspace(cp[b - 1])) b--;
-    int en = a < b, digits = a < b;
-    for (size_t i = a; i < b; i++) {
-        int32_t c = cp[i];
-        en &= (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || py_isspace(c) || (c != 0 && c < 0x80 && strchr("\"'(),.-", c));
-        digits &= c >= '0' && c <= '9';
-    }
-    if (cp != buf) free(cp);
-    return en ? FM_LANG_EN : digits ? FM_LANG_NONE : FM_LANG_JA;
+    return any && en ? FM_LANG_EN : any && digits ? FM_LANG_NONE : FM_LANG_JA;
 }
 
 static int in(utf8proc_int32_t c, utf8proc_int32_t lo, utf8proc_int32_t hi) { return c >= lo && c <= hi; }

@@ -14,18 +14,6 @@ typedef struct fm_hit {
     float val;
 } fm_hit;
 
-static void *xcalloc(size_t n, size_t size) {
-    void *p = calloc(n ? n : 1, size);
-    if (!p) abort(); /* out of memory: nothing sensible to do mid-stream */
-    return p;
-}
-
-static void *xrealloc(void *p, size_t size) {
-    p = realloc(p, size ? size : 1);
-    if (!p) abort();
-    return p;
-}
-
 fm_miner *fm_miner_new(const fm_miner_cfg *cfg) {
     if (cfg->n_features <= 0 || cfg->top_n <= 0 || cfg->reservoir < 0 || cfg->hist_bins < 2 ||
         cfg->hist_bins % 2 || !(cfg->frac >= 0 && cfg->frac <= 1) ||
@@ -109,10 +97,10 @@ uint64_t fm_order_key(uint64_t seed, int64_t doc_id, int32_t pos, uint64_t seq_n
     return mix64(mix64(mix64(seed) ^ doc) ^ at);
 }
 
-static void hist_add(fm_miner *m, fm_hist *h, float v) {
+static int hist_add(fm_miner *m, fm_hist *h, float v) {
     int nb = m->cfg.hist_bins;
     if (!h->counts) {
-        h->counts = xcalloc((size_t)nb, sizeof *h->counts);
+        if (!(h->counts = sf_zalloc("a histogram", (size_t)nb, sizeof *h->counts))) return SF_ERR;
         h->width = 2.0 * v / nb; /* the first value lands mid-range */
         m->bytes += (uint64_t)nb * sizeof *h->counts;
     }
@@ -123,6 +111,7 @@ static void hist_add(fm_miner *m, fm_hist *h, float v) {
     }
     int b = (int)(v / h->width);
     h->counts[b < nb ? b : nb - 1]++;
+    return SF_OK;
 }
 
 /* a ranks below b: the heap's root is the worst example kept. */
@@ -160,8 +149,16 @@ static int intern_label(fm_miner *m, const char *s, int len) {
     for (int i = 0; i < m->n_labels; i++)
         if ((int)strlen(m->labels[i]) == len && memcmp(m->labels[i], s, (size_t)len) == 0) return i;
     if (m->n_labels >= FM_MAX_LABELS) return sf_fail("feature miner: more than %d distinct corpus labels", FM_MAX_LABELS);
-    m->labels = xrealloc(m->labels, (size_t)(m->n_labels + 1) * sizeof *m->labels);
-    m->labels[m->n_labels] = strndup(s, (size_t)len);
+    char *copy = sf_alloc("a corpus label", (size_t)len + 1, 1);
+    char **labels = copy ? sf_realloc(m->labels, "the corpus label table", (size_t)m->n_labels + 1, sizeof *m->labels) : NULL;
+    if (!labels) {
+        free(copy);
+        return SF_ERR;
+    }
+    m->labels = labels;
+    memcpy(copy, s, (size_t)len);
+    copy[len] = 0;
+    m->labels[m->n_labels] = copy;
     return m->n_labels++;
 }
 
@@ -184,11 +181,24 @@ typedef struct fm_cur {
     fm_seq *seq;
 } fm_cur;
 
-static void example_fill(fm_miner *m, fm_example *e, fm_cur *c, double key, float peak, int peak_pos,
-                         const int32_t *pos, const float *val, int nnz) {
+/* A new example in *e (the caller releases the one it replaces only after this succeeded, so a
+ * failed allocation leaves every kept example intact): SF_ERR with nothing allocated. */
+static int example_new(fm_miner *m, fm_example *e, fm_cur *c, double key, float peak, int peak_pos,
+                       const int32_t *pos, const float *val, int nnz) {
+    size_t bytes = (size_t)nnz * (sizeof *e->pos + sizeof *e->val);
+    int32_t *block = sf_alloc("an example's values", bytes, 1); /* pos, then val */
+    if (!block) return SF_ERR;
     if (!c->seq) {
-        c->seq = xcalloc(1, sizeof *c->seq);
-        c->seq->tokens = xcalloc((size_t)c->T, sizeof *c->seq->tokens);
+        fm_seq *seq = sf_zalloc("a stored sequence", 1, sizeof *seq);
+        if (seq && !(seq->tokens = sf_alloc("a stored sequence's tokens", (size_t)c->T, sizeof *seq->tokens))) {
+            free(seq);
+            seq = NULL;
+        }
+        if (!seq) {
+            free(block);
+            return SF_ERR;
+        }
+        c->seq = seq;
         memcpy(c->seq->tokens, c->tokens, (size_t)c->T * sizeof *c->tokens);
         c->seq->T = c->T;
         c->seq->doc_id = c->doc_id;
@@ -203,12 +213,12 @@ static void example_fill(fm_miner *m, fm_example *e, fm_cur *c, double key, floa
     e->seq_no = c->seq_no;
     e->seq = c->seq;
     e->nnz = nnz;
-    size_t bytes = (size_t)nnz * (sizeof *e->pos + sizeof *e->val);
-    e->pos = xcalloc(1, bytes);
+    e->pos = block;
     e->val = (float *)(e->pos + nnz);
     memcpy(e->pos, pos, (size_t)nnz * sizeof *pos);
     memcpy(e->val, val, (size_t)nnz * sizeof *val);
     m->bytes += bytes;
+    return SF_OK;
 }
 
 /* Interval samples: bottom-k per interval on (key, seq_no). */
@@ -243,8 +253,8 @@ static void interval_double(fm_miner *m, fm_feature *f) {
     f->scale *= 2;
 }
 
-static void interval_add(fm_miner *m, int fi, fm_cur *c, float peak, int peak_pos, const int32_t *pos,
-                         const float *val, int nnz) {
+static int interval_add(fm_miner *m, int fi, fm_cur *c, float peak, int peak_pos, const int32_t *pos,
+                        const float *val, int nnz) {
     fm_feature *f = &m->f[fi];
     int R = m->cfg.reservoir;
     if (!f->bk) {
@@ -258,8 +268,15 @@ static void interval_add(fm_miner *m, int fi, fm_cur *c, float peak, int peak_po
             f->n_buckets = 2 * FM_INTERVALS;
             f->scale = ldexp(1, e);
         }
-        f->bk = xcalloc((size_t)f->n_buckets, sizeof *f->bk);
-        f->res = xcalloc((size_t)f->n_buckets * R, sizeof *f->res);
+        /* f->bk stays NULL (not yet allocated) unless both succeed */
+        f->res = sf_zalloc("the interval samples", (size_t)f->n_buckets * (size_t)R, sizeof *f->res);
+        f->bk = f->res ? sf_zalloc("the activation intervals", (size_t)f->n_buckets, sizeof *f->bk) : NULL;
+        if (!f->bk) {
+            free(f->res);
+            f->res = NULL;
+            f->n_buckets = 0; /* none to free or write */
+            return sf_fail("feature %d: %s (reservoir = %d examples per interval: lower it)", fi, sf_last_error(), R);
+        }
         m->bytes += (uint64_t)f->n_buckets * (sizeof *f->bk + (uint64_t)R * sizeof *f->res);
     }
     while (f->n_buckets == 2 * FM_INTERVALS && peak >= f->scale) interval_double(m, f);
@@ -273,12 +290,15 @@ static void interval_add(fm_miner *m, int fi, fm_cur *c, float peak, int peak_po
         slot = 0;
         for (int j = 1; j < R; j++)
             if (key_less(&ex[slot], &ex[j])) slot = j;
-        if (!key_less(&cand, &ex[slot])) return;
-        example_release(m, &ex[slot]);
-    } else {
-        bk->n++, f->n_res++;
+        if (!key_less(&cand, &ex[slot])) return SF_OK;
     }
-    example_fill(m, &ex[slot], c, cand.key, peak, peak_pos, pos, val, nnz);
+    fm_example e;
+    if (example_new(m, &e, c, cand.key, peak, peak_pos, pos, val, nnz) != SF_OK)
+        return sf_fail("feature %d: %s", fi, sf_last_error());
+    if (slot < bk->n) example_release(m, &ex[slot]);
+    else bk->n++, f->n_res++;
+    ex[slot] = e;
+    return SF_OK;
 }
 
 /* The values an example of feature fi stores under FM_SAMPLING_PAPER: ReLU of its pre-activation
@@ -293,14 +313,14 @@ static int preact_values(const fm_miner *m, int fi, const float *pre, int T, int
 }
 
 /* Feature `fi` fired (top-k output > 0) at nnz tokens of the current sequence. */
-static void feature_add(fm_miner *m, int fi, fm_cur *c, const int32_t *pos, const float *val, int nnz) {
+static int feature_add(fm_miner *m, int fi, fm_cur *c, const int32_t *pos, const float *val, int nnz) {
     fm_feature *f = &m->f[fi];
     float peak = val[0];
     int peak_pos = pos[0];
     for (int j = 0; j < nnz; j++) {
         if (val[j] > peak) peak = val[j], peak_pos = pos[j];
         f->sum += val[j];
-        hist_add(m, &f->hist, val[j]);
+        if (hist_add(m, &f->hist, val[j]) != SF_OK) return sf_fail("feature %d: %s", fi, sf_last_error());
     }
     if (peak > f->max) f->max = peak;
     f->fired += (uint64_t)nnz;
@@ -316,18 +336,29 @@ static void feature_add(fm_miner *m, int fi, fm_cur *c, const int32_t *pos, cons
     }
     if (candidate) {
         int cap = m->cfg.top_n;
-        if (!f->top) f->top = xcalloc((size_t)cap, sizeof *f->top), m->bytes += (uint64_t)cap * sizeof *f->top;
-        if (f->n_top < cap) {
-            example_fill(m, &f->top[f->n_top], c, key, peak, peak_pos, pos, val, nnz);
-            heap_up(f->top, f->n_top++);
-        } else if (worse(&f->top[0], key, c->seq_no)) {
-            example_release(m, &f->top[0]);
-            example_fill(m, &f->top[0], c, key, peak, peak_pos, pos, val, nnz);
-            heap_down(f->top, f->n_top, 0);
+        if (!f->top) {
+            if (!(f->top = sf_zalloc("the top examples", (size_t)cap, sizeof *f->top)))
+                return sf_fail("feature %d: %s (top_n = %d: lower it)", fi, sf_last_error(), cap);
+            m->bytes += (uint64_t)cap * sizeof *f->top;
+        }
+        int full = f->n_top == cap;
+        fm_example e;
+        if (!full || worse(&f->top[0], key, c->seq_no)) {
+            if (example_new(m, &e, c, key, peak, peak_pos, pos, val, nnz) != SF_OK)
+                return sf_fail("feature %d: %s", fi, sf_last_error());
+            if (full) {
+                example_release(m, &f->top[0]);
+                f->top[0] = e;
+                heap_down(f->top, f->n_top, 0);
+            } else {
+                f->top[f->n_top] = e;
+                heap_up(f->top, f->n_top++);
+            }
         }
     }
 
-    if (m->cfg.reservoir > 0) interval_add(m, fi, c, peak, peak_pos, pos, val, nnz);
+    if (m->cfg.reservoir > 0) return interval_add(m, fi, c, peak, peak_pos, pos, val, nnz);
+    return SF_OK;
 }
 
 int fm_miner_add(fm_miner *m, const int32_t *tokens, int T, const int32_t *idx, const float *val, int k,
@@ -336,8 +367,10 @@ int fm_miner_add(fm_miner *m, const int32_t *tokens, int T, const int32_t *idx, 
     if (m->cfg.sampling == FM_SAMPLING_PAPER && !pre)
         return sf_fail("feature miner: the paper's sampling needs the pre-activations of every sequence");
     size_t need = (size_t)T * (size_t)k;
-    if (need > m->hits_cap) {
-        m->hits = xrealloc(m->hits, need * sizeof *m->hits);
+    if (need > m->hits_cap) { /* scratch: nothing to keep */
+        free(m->hits);
+        m->hits_cap = 0;
+        if (!(m->hits = sf_alloc("a sequence's latents", need, sizeof *m->hits))) return SF_ERR;
         m->hits_cap = need;
     }
     size_t n = 0;
@@ -353,10 +386,13 @@ int fm_miner_add(fm_miner *m, const int32_t *tokens, int T, const int32_t *idx, 
     }
     qsort(m->hits, n, sizeof *m->hits, cmp_hit);
     if (T > m->buf_cap) {
-        m->pos_buf = xrealloc(m->pos_buf, (size_t)T * sizeof *m->pos_buf);
-        m->val_buf = xrealloc(m->val_buf, (size_t)T * sizeof *m->val_buf);
-        m->pre_pos = xrealloc(m->pre_pos, (size_t)T * sizeof *m->pre_pos);
-        m->pre_val = xrealloc(m->pre_val, (size_t)T * sizeof *m->pre_val);
+        free(m->pos_buf), free(m->val_buf), free(m->pre_pos), free(m->pre_val);
+        m->buf_cap = 0;
+        m->pos_buf = sf_alloc("per-token scratch", (size_t)T, sizeof *m->pos_buf);
+        m->val_buf = sf_alloc("per-token scratch", (size_t)T, sizeof *m->val_buf);
+        m->pre_pos = sf_alloc("per-token scratch", (size_t)T, sizeof *m->pre_pos);
+        m->pre_val = sf_alloc("per-token scratch", (size_t)T, sizeof *m->pre_val);
+        if (!m->pos_buf || !m->val_buf || !m->pre_pos || !m->pre_val) return SF_ERR;
         m->buf_cap = T;
     }
     int li = intern_label(m, label ? label : "", label ? label_len : 0);
@@ -374,7 +410,7 @@ int fm_miner_add(fm_miner *m, const int32_t *tokens, int T, const int32_t *idx, 
             m->pos_buf[nnz] = m->hits[j].pos;
             m->val_buf[nnz++] = m->hits[j].val;
         }
-        feature_add(m, m->hits[i].feat, &c, m->pos_buf, m->val_buf, nnz);
+        if (feature_add(m, m->hits[i].feat, &c, m->pos_buf, m->val_buf, nnz) != SF_OK) return SF_ERR;
         i = j;
     }
     m->tokens += (uint64_t)T;

@@ -8,11 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fm_judge.h"
 #include "saeflow.h"
+#include "sf_output.h"
 #include <utf8proc.h>
 #ifdef FM_HAVE_TOK
 #include "tok.h"
@@ -42,7 +42,7 @@ static void unmark_spaces(char *s) {
 
 /* Display strings that are not UTF-8 become "<invalid UTF-8>": JSON cannot hold them, and the
  * language judges must see the string the feature files hold. */
-static void vocab_utf8_only(fm_vocab *v) {
+static int vocab_utf8_only(fm_vocab *v) {
     for (int i = 0; i < v->n; i++) {
         const utf8proc_uint8_t *p = (const utf8proc_uint8_t *)v->s[i];
         utf8proc_ssize_t left = (utf8proc_ssize_t)strlen(v->s[i]);
@@ -54,10 +54,13 @@ static void vocab_utf8_only(fm_vocab *v) {
             left -= k;
         }
         if (left > 0) {
+            char *shown = sf_strdup("a vocabulary entry", "<invalid UTF-8>");
+            if (!shown) return SF_ERR;
             free(v->s[i]);
-            v->s[i] = strdup("<invalid UTF-8>");
+            v->s[i] = shown;
         }
     }
+    return SF_OK;
 }
 
 static int vocab_load_listing(fm_vocab *v, const char *path) {
@@ -72,19 +75,25 @@ static int vocab_load_listing(fm_vocab *v, const char *path) {
         if (tab) *tab = 0;
         else if (len > 0 && line[len - 1] == '\n') line[len - 1] = 0;
         if (n == alloc) {
-            alloc = alloc ? 2 * alloc : 1024;
-            v->s = realloc(v->s, (size_t)alloc * sizeof *v->s);
-            if (!v->s) abort();
+            char **grown = sf_realloc(v->s, "the vocabulary", alloc ? 2 * (size_t)alloc : 1024, sizeof *v->s);
+            if (grown) v->s = grown, alloc = alloc ? 2 * alloc : 1024;
+        }
+        char *entry = n < alloc ? sf_strdup("a vocabulary entry", line) : NULL;
+        if (!entry) {
+            v->n = n; /* fm_vocab_free frees the entries so far */
+            free(line);
+            fclose(fp);
+            return sf_fail("vocabulary %s: %s", path, sf_last_error());
         }
         if (strcmp(line, "<s>") == 0) v->bos = n;
-        v->s[n] = strdup(line);
+        v->s[n] = entry;
         unmark_spaces(v->s[n]);
         n++;
     }
     free(line);
     fclose(fp);
     v->n = n;
-    vocab_utf8_only(v);
+    if (vocab_utf8_only(v) != SF_OK) return SF_ERR;
     return n > 0 ? SF_OK : sf_fail("vocabulary %s is empty", path);
 }
 
@@ -96,24 +105,28 @@ int fm_vocab_load(fm_vocab *v, const char *path) {
     char err[512];
     tok_tokenizer *t = tok_load(path, err, sizeof err);
     if (!t) return sf_fail("cannot load tokenizer %s: %s", path, err);
-    v->n = tok_vocab_size(t);
+    int n = tok_vocab_size(t);
     v->bos = tok_bos_id(t);
-    v->s = calloc((size_t)(v->n > 0 ? v->n : 1), sizeof *v->s);
-    if (!v->s) abort();
-    for (int32_t id = 0; id < v->n; id++) {
+    if (!(v->s = sf_zalloc("the vocabulary", (size_t)(n > 0 ? n : 1), sizeof *v->s))) {
+        tok_free(t);
+        return SF_ERR;
+    }
+    v->n = n; /* entries not yet made are NULL: fm_vocab_free frees what there is */
+    for (int32_t id = 0; id < n; id++) {
         char buf[256];
         size_t len = tok_token_display(t, id, buf, sizeof buf);
         if (len >= sizeof buf) { /* a long piece: ask again with room for it */
-            v->s[id] = malloc(len + 1);
-            if (!v->s[id]) abort();
-            tok_token_display(t, id, v->s[id], len + 1);
+            if ((v->s[id] = sf_alloc("a vocabulary entry", len + 1, 1))) tok_token_display(t, id, v->s[id], len + 1);
         } else {
-            v->s[id] = strdup(buf);
+            v->s[id] = sf_strdup("a vocabulary entry", buf);
+        }
+        if (!v->s[id]) {
+            tok_free(t);
+            return sf_fail("tokenizer %s: %s", path, sf_last_error());
         }
     }
     tok_free(t);
-    vocab_utf8_only(v);
-    return SF_OK;
+    return vocab_utf8_only(v);
 #else
     return sf_fail("tokenizer %s: this build reads only spm_export_vocab listings (.vocab, .txt)", path);
 #endif
@@ -130,26 +143,6 @@ const char *fm_vocab_str(const fm_vocab *v, int32_t id, char *buf, size_t cap) {
     if (id >= 0 && id < v->n) return v->s[id];
     snprintf(buf, cap, "<id %d>", (int)id);
     return buf;
-}
-
-int fm_mkdirs(const char *path) {
-    char *p = strdup(path);
-    for (char *s = p + 1;; s++) {
-        if (*s == '/' || *s == 0) {
-            char c = *s;
-            *s = 0;
-            if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-                int e = errno;
-                sf_fail("cannot create directory %s: %s", p, strerror(e));
-                free(p);
-                return SF_ERR;
-            }
-            *s = c;
-            if (!c) break;
-        }
-    }
-    free(p);
-    return SF_OK;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -214,8 +207,8 @@ static int analyse(fm_miner *m, int i, const fm_info *info, const fm_ta *ta, fm_
     fm_judge_params jp = {.lang_share = info->lang_share, .gran = info->gran};
     if (fm_judge(ta->ex, r->n_thr, &jp, &r->j) != SF_OK) return SF_ERR;
     for (int rule = 0; rule < FM_RULE_COUNT; rule++) r->verdict[rule] = fm_flang_names[r->j.lang[rule].verdict];
-    int *label_n = calloc((size_t)(m->n_labels ? m->n_labels : 1), sizeof *label_n);
-    if (!label_n) abort();
+    int *label_n = sf_zalloc("per-label counts", (size_t)m->n_labels, sizeof *label_n);
+    if (!label_n) return SF_ERR;
     for (int e = 0; e < r->n_thr; e++) label_n[f->top[e].seq->label]++;
     r->verdict[FM_VOTE_LABEL] = fm_flang_names[r->n_thr ? FM_FLANG_MIXED : FM_FLANG_UNKNOWN];
     for (int l = 0; l < m->n_labels; l++)
@@ -244,11 +237,11 @@ typedef struct fm_jcache {
     json_t *q[11];
 } fm_jcache;
 
-static void jcache_init(fm_jcache *c, const fm_vocab *v) {
+static int jcache_init(fm_jcache *c, const fm_vocab *v) {
     c->v = v;
-    c->tok = calloc((size_t)(v->n > 0 ? v->n : 1), sizeof *c->tok);
-    if (!c->tok) abort();
+    if (!(c->tok = sf_zalloc("the JSON token strings", (size_t)v->n, sizeof *c->tok))) return SF_ERR;
     for (int i = 0; i <= 10; i++) c->q[i] = json_integer(i);
+    return SF_OK;
 }
 
 static void jcache_free(fm_jcache *c) {
@@ -445,7 +438,11 @@ static json_t *neuronpedia_json(const fm_miner *m, int i, const fm_info *info, c
 /* Serialises in memory and writes once: jansson's file output makes one fwrite per token. */
 static int dump_json(json_t *j, const char *path) {
     size_t len = json_dumpb(j, NULL, 0, JSON_COMPACT | JSON_REAL_PRECISION(9));
-    char *text = len ? malloc(len) : NULL;
+    char *text = len ? sf_alloc("the JSON text", len, 1) : NULL;
+    if (len && !text) {
+        json_decref(j);
+        return sf_fail("cannot write %s: %s", path, sf_last_error());
+    }
     int rc = SF_ERR;
     if (text && json_dumpb(j, text, len, JSON_COMPACT | JSON_REAL_PRECISION(9)) == len) {
         FILE *fp = fopen(path, "w");
@@ -624,7 +621,9 @@ static int write_feature(fm_writer *w, int i, fm_jcache *jc, fm_ta *ta) {
     token_act_build(f, r->n_thr, w->v, w->max_T, ta);
     if (analyse(w->m, i, w->info, ta, r) != SF_OK) return SF_ERR;
     snprintf(path, sizeof path, "%s/features/%d.json", w->out_dir, i);
-    if (dump_json(feature_json(w->m, i, w->v, r, w->lg, ta, jc), path) != SF_OK) return SF_ERR;
+    json_t *fj = feature_json(w->m, i, w->v, r, w->lg, ta, jc);
+    if (w->info->pairs) json_object_set_new(fj, "pairs", fm_pairs_feature_json(w->info->pairs, i));
+    if (dump_json(fj, path) != SF_OK) return SF_ERR;
     snprintf(path, sizeof path, "%s/neuronpedia/%d.json", w->out_dir, i);
     if (w->info->neuronpedia && dump_json(neuronpedia_json(w->m, i, w->info, w->lg, ta->dense, jc), path) != SF_OK)
         return SF_ERR;
@@ -633,28 +632,37 @@ static int write_feature(fm_writer *w, int i, fm_jcache *jc, fm_ta *ta) {
     return SF_OK;
 }
 
+/* Records this thread's error (sf_last_error) as the writers' first, and stops them all. */
+static void writer_fail(fm_writer *w) {
+    pthread_mutex_lock(&w->lock);
+    if (!w->failed) snprintf(w->err, sizeof w->err, "%s", sf_last_error());
+    __atomic_store_n(&w->failed, 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&w->lock);
+}
+
 static void *writer_thread(void *arg) {
     fm_writer *w = arg;
     size_t top = (size_t)(w->m->cfg.top_n > 0 ? w->m->cfg.top_n : 1), cells = top * (size_t)w->max_T;
-    fm_ta ta = {.ex = malloc(top * sizeof *ta.ex), .tok = malloc(cells * sizeof *ta.tok),
-                .act = malloc(cells * sizeof *ta.act), .oov = malloc(cells * sizeof *ta.oov),
-                .dense = malloc((size_t)w->max_T * sizeof *ta.dense)};
-    if (!ta.ex || !ta.tok || !ta.act || !ta.oov || !ta.dense) abort();
-    fm_jcache jc;
-    jcache_init(&jc, w->v);
-    for (;;) {
-        int i = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED);
-        if (i >= w->m->cfg.n_features || __atomic_load_n(&w->failed, __ATOMIC_RELAXED)) break;
-        if (!w->m->f[i].fired) continue;
-        if (write_feature(w, i, &jc, &ta) != SF_OK) {
-            pthread_mutex_lock(&w->lock);
-            if (!w->failed) snprintf(w->err, sizeof w->err, "%s", sf_last_error());
-            __atomic_store_n(&w->failed, 1, __ATOMIC_RELAXED);
-            pthread_mutex_unlock(&w->lock);
-            break;
+    fm_ta ta = {.ex = sf_alloc("a writer's examples", top, sizeof *ta.ex)};
+    if (ta.ex) ta.tok = sf_alloc("a writer's token strings", cells, sizeof *ta.tok);
+    if (ta.tok) ta.act = sf_alloc("a writer's quantised values", cells, sizeof *ta.act);
+    if (ta.act) ta.oov = sf_alloc("a writer's unknown-token names", cells, sizeof *ta.oov);
+    if (ta.oov) ta.dense = sf_alloc("a writer's dense values", (size_t)w->max_T, sizeof *ta.dense);
+    fm_jcache jc = {0};
+    if (!ta.dense || jcache_init(&jc, w->v) != SF_OK) {
+        writer_fail(w);
+    } else {
+        for (;;) {
+            int i = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED);
+            if (i >= w->m->cfg.n_features || __atomic_load_n(&w->failed, __ATOMIC_RELAXED)) break;
+            if (!w->m->f[i].fired) continue;
+            if (write_feature(w, i, &jc, &ta) != SF_OK) {
+                writer_fail(w);
+                break;
+            }
         }
     }
-    jcache_free(&jc);
+    if (jc.tok) jcache_free(&jc);
     free(ta.ex);
     free(ta.tok);
     free(ta.act);
@@ -667,9 +675,9 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
                      const fm_logits *lg) {
     char path[4096];
     snprintf(path, sizeof path, "%s/features", out_dir);
-    if (fm_mkdirs(path) != SF_OK) return SF_ERR;
+    if (sf_mkdirs(path) != SF_OK) return SF_ERR;
     snprintf(path, sizeof path, "%s/neuronpedia", out_dir);
-    if (info->neuronpedia && fm_mkdirs(path) != SF_OK) return SF_ERR;
+    if (info->neuronpedia && sf_mkdirs(path) != SF_OK) return SF_ERR;
     int n = m->cfg.n_features, max_T = 1, rc = SF_OK;
     for (int i = 0; i < n; i++) {
         for (int e = 0; e < m->f[i].n_top; e++)
@@ -681,8 +689,8 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
                 if (ivx[e].seq->T > max_T) max_T = ivx[e].seq->T;
         }
     }
-    fm_fres *res = calloc((size_t)n, sizeof *res);
-    if (!res) abort();
+    fm_fres *res = sf_zalloc("per-feature results", (size_t)n, sizeof *res);
+    if (!res) return SF_ERR;
     fm_writer w = {.m = m, .v = v, .info = info, .lg = lg, .out_dir = out_dir, .res = res, .max_T = max_T};
     pthread_mutex_init(&w.lock, NULL);
     int n_threads = info->threads > 0 ? info->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -722,6 +730,7 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
         json_object_set_new(fj, "granularity", json_string(fm_gran_names[res[i].j.gran.gran]));
         json_object_set_new(fj, "top_token", jstr(res[i].j.gran.top_token));
         json_object_set_new(fj, "top_share", jreal(res[i].j.gran.top_share));
+        if (info->pairs) json_object_set_new(fj, "pairs", fm_pairs_feature_json(info->pairs, i));
         json_array_append_new(feats, fj);
     }
 
@@ -761,6 +770,7 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
     json_t *gran = json_object();
     for (int g = 0; g < FM_GRAN_COUNT; g++) json_object_set_new(gran, fm_gran_names[g], json_integer(gran_n[g]));
     json_object_set_new(sum, "granularity", gran);
+    if (info->pairs) json_object_set_new(sum, "pairs", fm_pairs_summary_json(info->pairs, alive));
     json_object_set_new(sum, "features", feats);
     snprintf(path, sizeof path, "%s/summary.json", out_dir);
     if (rc == SF_OK) rc = dump_json(sum, path);
@@ -782,6 +792,9 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
             for (int l = 0; l < FM_FLANG_COUNT; l++) fprintf(fp, "%s %d &nbsp; ", fm_flang_names[l], lang_n[FM_RULE_PAPER][l]);
             fputs("<br>Granularity: ", fp);
             for (int g = 0; g < FM_GRAN_COUNT; g++) fprintf(fp, "%s %d &nbsp; ", fm_gran_names[g], gran_n[g]);
+            if (info->pairs)
+                fprintf(fp, "<br>Cross-lingual (pairs, our test): %d of %d alive (%d tested on %d translation pairs)",
+                        info->pairs->n_cross, alive, info->pairs->n_tested, info->pairs->n_mined);
             fputs("</p>\n<table id=\"features\"><thead><tr><th data-num=\"1\">feature</th><th data-num=\"1\">max</th>"
                   "<th data-num=\"1\">density</th><th data-num=\"1\">mean</th><th data-num=\"1\">examples</th>"
                   "<th>lang (paper)</th><th>lang (ascii)</th><th>lang (script)</th><th>lang (label)</th><th>granularity</th>"

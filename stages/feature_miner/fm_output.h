@@ -9,6 +9,7 @@
 #include "fm_gran.h"
 #include "fm_lang.h"
 #include "fm_miner.h"
+#include "fm_pairs.h"
 
 /* Display strings of token ids ("▁" already a space). */
 typedef struct fm_vocab {
@@ -41,15 +42,13 @@ typedef struct fm_info {
     int html;          /* write the dashboard too */
     int neuronpedia;   /* and neuronpedia/<id>.json */
     int threads;       /* writing the files; 0: one per CPU */
+    const fm_pairs *pairs; /* finished cross-lingual (pairs) test, or NULL: a `pairs` block per feature and in the summary */
 } fm_info;
 
 /* Computes languages and granularity, writes every file into out_dir (created). Sorts the
  * miner's examples (fm_miner_sort). logits may be NULL. SF_OK / SF_ERR. */
 int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const fm_info *info,
                      const fm_logits *logits);
-
-/* mkdir -p. SF_OK / SF_ERR. */
-int fm_mkdirs(const char *path);
 
 /* The language verdicts of a feature, by these names in the JSON files: one per rule (fm_rule,
  * same index), then the corpus label's. */

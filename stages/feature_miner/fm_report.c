@@ -24,14 +24,19 @@
 #include "fm_output.h"
 #include "sae.h"
 #include "saeflow.h"
+#include "sf_output.h"
 
 enum { FM_MATCH_CHUNK = 256 };
 
-/* Unit-norm copies of the alive rows of W [n][d] and their row numbers; returns how many. */
+/* Unit-norm copies of the alive rows of W [n][d] and their row numbers; returns how many, or
+ * SF_ERR when they do not fit in memory. */
 static int alive_unit_rows(const float *W, int n, const unsigned char *alive, int d, float **out, int **ids) {
-    float *R = malloc((size_t)(n ? n : 1) * (size_t)d * sizeof *R);
-    int *id = malloc((size_t)(n ? n : 1) * sizeof *id);
-    if (!R || !id) abort();
+    float *R = sf_alloc("unit decoder rows", (size_t)n * (size_t)d, sizeof *R);
+    int *id = R ? sf_alloc("decoder row numbers", (size_t)n, sizeof *id) : NULL;
+    if (!id) {
+        free(R);
+        return SF_ERR;
+    }
     int m = 0;
     for (int i = 0; i < n; i++) {
         if (alive && !alive[i]) continue;
@@ -80,16 +85,20 @@ double fm_random_cos_tail(int d, double t) {
     return t >= 0 ? upper : 1 - upper;
 }
 
-void fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, const float *W_b, int n_b,
-                       const unsigned char *alive_b, int d, double threshold, fm_match *out, int *partner,
-                       float *partner_cos) {
-    float *A, *B;
-    int *ida, *idb;
-    int na = alive_unit_rows(W_a, n_a, alive_a, d, &A, &ida), nb = alive_unit_rows(W_b, n_b, alive_b, d, &B, &idb);
+int fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, const float *W_b, int n_b,
+                      const unsigned char *alive_b, int d, double threshold, fm_match *out, int *partner,
+                      float *partner_cos) {
+    float *A = NULL, *B = NULL, *C = NULL, *best_b = NULL;
+    int *ida = NULL, *idb = NULL;
+    int na = alive_unit_rows(W_a, n_a, alive_a, d, &A, &ida);
+    int nb = na < 0 ? SF_ERR : alive_unit_rows(W_b, n_b, alive_b, d, &B, &idb);
+    if (nb >= 0 && (C = sf_alloc("a block of decoder cosines", (size_t)FM_MATCH_CHUNK * (size_t)nb, sizeof *C)))
+        best_b = sf_alloc("the best cosines", (size_t)nb, sizeof *best_b);
+    if (!best_b) {
+        free(A), free(B), free(ida), free(idb), free(C);
+        return sf_fail("matching decoders (%d x %d features of width %d): %s", n_a, n_b, d, sf_last_error());
+    }
     for (int i = 0; i < n_a; i++) partner[i] = -1, partner_cos[i] = NAN;
-    float *C = malloc((size_t)FM_MATCH_CHUNK * (size_t)(nb ? nb : 1) * sizeof *C);
-    float *best_b = malloc((size_t)(nb ? nb : 1) * sizeof *best_b);
-    if (!C || !best_b) abort();
     for (int j = 0; j < nb; j++) best_b[j] = -2;
     memset(out, 0, sizeof *out);
     double sum_best = 0;
@@ -120,6 +129,7 @@ void fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, 
     free(idb);
     free(C);
     free(best_b);
+    return SF_OK;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -134,6 +144,8 @@ typedef struct fm_run {
     char *metrics_src; /* the file they came from */
     double loss, loss_sae; /* the LM's loss on the mined tokens, and with the SAE spliced in; NAN if none */
     char *loss_src;
+    double pairs;     /* share of alive features cross-lingual (pairs); NAN if the run has no pairs test */
+    char *pairs_src;
     fm_match match;   /* with the previous run (not for the first) */
     int matched;
 } fm_run;
@@ -179,6 +191,8 @@ static int metrics_from(json_t *j, double *fvu, double *dead) {
     }
     return 0;
 }
+
+static int pairs_from(fm_run *r, const char *dir);
 
 static int load_run(fm_run *r, const char *dir) {
     char path[4096];
@@ -249,13 +263,43 @@ static int load_run(fm_run *r, const char *dir) {
         json_decref(j);
         if (found) break;
     }
+    return pairs_from(r, dir);
+}
+
+/* The cross-lingual (pairs) share: the run's own summary's `pairs` block, else that of a pairs run
+ * beside it (RUN_DIR/../pairs/summary.json, as tools/demo.sh writes it), which must have mined the
+ * same SAE. */
+static int pairs_from(fm_run *r, const char *dir) {
+    char path[4096];
+    r->pairs = NAN;
+    json_t *own = json_object_get(r->summary, "pairs"), *other = NULL, *block = own;
+    if (block) {
+        snprintf(path, sizeof path, "%s/summary.json", dir);
+    } else {
+        snprintf(path, sizeof path, "%s/../pairs/summary.json", dir);
+        if (!(other = load_json(path))) return SF_OK;
+        const char *sae = json_string_value(json_object_get(other, "sae"));
+        if (!sae || !r->sae || strcmp(sae, r->sae)) {
+            sf_fail("%s mined the SAE %s, %s/summary.json the SAE %s: its cross-lingual (pairs) share is not this "
+                    "run's; mine the pairs with the same SAE", path, sae ? sae : "(none)", dir, r->sae ? r->sae : "(none)");
+            json_decref(other); /* after the message: sae points into it */
+            return SF_ERR;
+        }
+        block = json_object_get(other, "pairs");
+    }
+    json_t *share = json_object_get(block, "share");
+    if (block && json_is_number(share)) {
+        r->pairs = json_number_value(share);
+        r->pairs_src = strdup(path);
+    }
+    json_decref(other);
     return SF_OK;
 }
 
-/* Alive mask of a run's features from its summary. */
+/* Alive mask of a run's features from its summary; NULL (sf_last_error) when out of memory. */
 static unsigned char *alive_mask(const fm_run *r, int n) {
-    unsigned char *a = calloc((size_t)(n ? n : 1), 1);
-    if (!a) abort();
+    unsigned char *a = sf_zalloc("a feature mask", (size_t)n, 1);
+    if (!a) return NULL;
     size_t i;
     json_t *f;
     json_array_foreach(json_object_get(r->summary, "features"), i, f) {
@@ -314,6 +358,7 @@ static void svg_chart(FILE *fp, const char *title, const fm_run *runs, int n, in
 static double v_lang(const fm_run *r, int s) { return r->lang[FM_RULE_PAPER][s]; }
 static double v_lang_script(const fm_run *r, int s) { return r->lang[FM_RULE_SCRIPT][s]; }
 static double v_gran(const fm_run *r, int s) { return r->gran[s]; }
+static double v_pairs(const fm_run *r, int s) { return (void)s, r->pairs; }
 static double v_fvu(const fm_run *r, int s) { return (void)s, r->fvu; }
 static double v_dead(const fm_run *r, int s) { return (void)s, r->dead; }
 static double v_match(const fm_run *r, int s) {
@@ -336,19 +381,20 @@ static void fmt_loss(char *buf, size_t cap, const fm_run *x) {
 
 /* The Markdown table, to fp. */
 static void markdown(FILE *fp, const fm_run *runs, int n, double thr) {
-    fprintf(fp, "| checkpoint | alive | en | ja | mixed | en (script) | ja (script) | mixed (script) | token | concept "
+    fprintf(fp, "| checkpoint | alive | en | ja | mixed | en (script) | ja (script) | mixed (script) | x-ling (pairs) | token | concept "
                 "| uninterpretable | few ex. | FVU | dead | LM loss (+ with SAE) | persist | appear | vanish | same index | chance |\n");
-    fprintf(fp, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    fprintf(fp, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int r = 0; r < n; r++) {
         const fm_run *x = &runs[r];
-        char fvu[32], dead[32], loss[64];
+        char fvu[32], dead[32], loss[64], pairs[32];
         fmt_num(fvu, sizeof fvu, x->fvu, "%.4f");
         fmt_num(dead, sizeof dead, x->dead, "%.4f");
+        fmt_num(pairs, sizeof pairs, 100 * x->pairs, "%.1f%%");
         fmt_loss(loss, sizeof loss, x);
-        fprintf(fp, "| %s | %d | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %s | %s | %s |",
+        fprintf(fp, "| %s | %d | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %s | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %s | %s | %s |",
                 x->name, x->alive, 100 * x->lang[FM_RULE_PAPER][FM_FLANG_EN], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_JA],
                 100 * x->lang[FM_RULE_PAPER][FM_FLANG_MIXED], 100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_EN], 100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_JA],
-                100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_MIXED], 100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
+                100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_MIXED], pairs, 100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
                 100 * x->gran[FM_GRAN_UNINTERPRETABLE], 100 * x->gran[FM_GRAN_FEW], fvu, dead, loss);
         if (x->matched)
             fprintf(fp, " %d | %d | %d | %.1f%% | %.2g |\n", x->match.persist, x->match.appear, x->match.vanish,
@@ -356,7 +402,8 @@ static void markdown(FILE *fp, const fm_run *runs, int n, double thr) {
         else fprintf(fp, " | | | | |\n");
     }
     fprintf(fp, "\nLanguage shares are of alive features (fired in the mined stream); the paper's rule, then the "
-                "script-aware one. LM loss: the model's mean next-token loss on the mined tokens, in brackets its "
+                "script-aware one. x-ling (pairs): our test, not the paper's: the share of alive features that fire on both sides of the same "
+                "English/Japanese translation pairs far above shuffled pairings (stages/feature_miner/README.md; of the pairs run's alive features; n/a without one). LM loss: the model's mean next-token loss on the mined tokens, in brackets its "
                 "change when the SAE's reconstruction replaces the layer (the forward stage's `sae`). persist/vanish: features of the previous checkpoint whose decoder direction has "
                 "(has no) match with cosine >= %.2f here; appear: features here with no such match there. same index: "
                 "share of the persisting features whose match has the same index (high when two SAEs share their "
@@ -405,8 +452,11 @@ int fm_report_main(int argc, char **argv) {
     int do_match = 1, n = 0;
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return usage(stdout, 0);
-    fm_run *runs = calloc((size_t)argc, sizeof *runs);
-    if (!runs) abort();
+    fm_run *runs = sf_zalloc("the run list", (size_t)argc, sizeof *runs);
+    if (!runs) {
+        fprintf(stderr, "saeflow report: %s\n", sf_last_error());
+        return 1;
+    }
     int rc = 0;
     for (int i = 1; i < argc && rc == 0; i++) {
         if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) out = argv[++i];
@@ -424,7 +474,7 @@ int fm_report_main(int argc, char **argv) {
     if (rc == 0 && n == 0) rc = usage(stderr, 2);
 
     char path[4096];
-    if (rc == 0 && fm_mkdirs(out) != SF_OK) {
+    if (rc == 0 && sf_mkdirs(out) != SF_OK) {
         fprintf(stderr, "saeflow report: %s\n", sf_last_error());
         rc = 1;
     }
@@ -441,13 +491,17 @@ int fm_report_main(int argc, char **argv) {
             continue;
         }
         if (have_prev && prev.d == cur.d) {
-            unsigned char *a = alive_mask(&runs[r - 1], prev.n), *b = alive_mask(&runs[r], cur.n);
-            int *partner = malloc((size_t)prev.n * sizeof *partner);
-            float *cos = malloc((size_t)prev.n * sizeof *cos);
-            if (!partner || !cos) abort();
-            fm_match_decoders(prev.W_dec, prev.n, a, cur.W_dec, cur.n, b, cur.d, thr, &runs[r].match, partner, cos);
-            runs[r].matched = 1;
-            if (write_pairs(out, r, &runs[r - 1], &runs[r], thr, prev.n, partner, cos) != 0) rc = 1;
+            unsigned char *a = alive_mask(&runs[r - 1], prev.n), *b = a ? alive_mask(&runs[r], cur.n) : NULL;
+            int *partner = b ? sf_alloc("the matched partners", (size_t)prev.n, sizeof *partner) : NULL;
+            float *cos = partner ? sf_alloc("the matched cosines", (size_t)prev.n, sizeof *cos) : NULL;
+            if (!cos || fm_match_decoders(prev.W_dec, prev.n, a, cur.W_dec, cur.n, b, cur.d, thr, &runs[r].match,
+                                          partner, cos) != SF_OK) {
+                fprintf(stderr, "saeflow report: %s\n", sf_last_error());
+                rc = 1;
+            } else {
+                runs[r].matched = 1;
+                if (write_pairs(out, r, &runs[r - 1], &runs[r], thr, prev.n, partner, cos) != 0) rc = 1;
+            }
             free(partner);
             free(cos);
             free(a);
@@ -476,20 +530,21 @@ int fm_report_main(int argc, char **argv) {
                   "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
                   "padding:2px 6px;text-align:right}th{background:#f3f3f3}figure{display:inline-block;margin:0.5em}</style>"
                   "</head><body><h1>SAE features across checkpoints</h1>\n<table id=\"report\"><thead><tr><th>checkpoint</th>"
-                  "<th>alive</th><th>en</th><th>ja</th><th>mixed</th><th>token</th><th>concept</th><th>uninterpretable</th><th>FVU</th><th>dead</th>"
+                  "<th>alive</th><th>en</th><th>ja</th><th>mixed</th><th>x-ling (pairs)</th><th>token</th><th>concept</th><th>uninterpretable</th><th>FVU</th><th>dead</th>"
                   "<th>LM loss (+ with SAE)</th><th>persist</th><th>appear</th><th>vanish</th><th>same index</th><th>chance</th></tr></thead><tbody>\n", html);
             for (int r = 0; r < n; r++) {
                 const fm_run *x = &runs[r];
-                char fvu[32], dead[32], loss[64];
+                char fvu[32], dead[32], loss[64], pairs[32];
                 fmt_num(fvu, sizeof fvu, x->fvu, "%.4f");
                 fmt_num(dead, sizeof dead, x->dead, "%.4f");
+                fmt_num(pairs, sizeof pairs, 100 * x->pairs, "%.1f%%");
                 fmt_loss(loss, sizeof loss, x);
                 fputs("<tr><td style=\"text-align:left\">", html);
                 fm_html_text(html, x->name);
-                fprintf(html, "</td><td>%d</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td>"
+                fprintf(html, "</td><td>%d</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%s</td><td>%.1f%%</td><td>%.1f%%</td>"
                               "<td>%.1f%%</td><td>%s</td><td>%s</td><td>%s</td>",
                         x->alive, 100 * x->lang[FM_RULE_PAPER][FM_FLANG_EN], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_JA], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_MIXED],
-                        100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
+                        pairs, 100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
                         100 * x->gran[FM_GRAN_UNINTERPRETABLE], fvu, dead, loss);
                 if (x->matched)
                     fprintf(html, "<td>%d</td><td>%d</td><td>%d</td><td>%.1f%%</td><td>%.2g</td></tr>\n", x->match.persist,
@@ -505,6 +560,11 @@ int fm_report_main(int argc, char **argv) {
             const char *match_s[] = {"persist", "appear", "vanish"}, *match_c[] = {"#2ca02c", "#1f77b4", "#d62728"};
             svg_chart(html, "Language of features (paper rule)", runs, n, 3, lang_s, lang_c, v_lang, 1);
             svg_chart(html, "Language of features (script rule)", runs, n, 3, lang_s, lang_c, v_lang_script, 1);
+            const char *pairs_s[] = {"cross-lingual (pairs)"}, *pairs_c[] = {"#17becf"};
+            int any_pairs = 0;
+            for (int r = 0; r < n; r++) any_pairs |= isfinite(runs[r].pairs);
+            if (any_pairs)
+                svg_chart(html, "Cross-lingual (pairs, our test): share of alive features", runs, n, 1, pairs_s, pairs_c, v_pairs, 0);
             svg_chart(html, "Granularity", runs, n, FM_GRAN_COUNT, gran_s, gran_c, v_gran, 1);
             svg_chart(html, "FVU", runs, n, 1, fvu_s, one_c, v_fvu, 0);
             svg_chart(html, "Dead fraction", runs, n, 1, dead_s, one_c, v_dead, 0);
@@ -544,6 +604,8 @@ int fm_report_main(int argc, char **argv) {
             json_object_set_new(o, "lm_loss_sae", has_loss ? json_real(x->loss_sae) : json_null());
             json_object_set_new(o, "lm_loss_increase", has_loss ? json_real(x->loss_sae - x->loss) : json_null());
             json_object_set_new(o, "lm_loss_source", x->loss_src ? json_string(x->loss_src) : json_null());
+            json_object_set_new(o, "cross_lingual_pairs", isfinite(x->pairs) ? json_real(x->pairs) : json_null());
+            json_object_set_new(o, "pairs_source", x->pairs_src ? json_string(x->pairs_src) : json_null());
             if (x->matched) {
                 json_t *m = json_object();
                 json_object_set_new(m, "persist", json_integer(x->match.persist));
@@ -572,6 +634,7 @@ int fm_report_main(int argc, char **argv) {
         free(runs[r].sae);
         free(runs[r].metrics_src);
         free(runs[r].loss_src);
+        free(runs[r].pairs_src);
         json_decref(runs[r].summary);
     }
     free(runs);

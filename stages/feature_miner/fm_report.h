@@ -11,7 +11,8 @@ int fm_report_main(int argc, char **argv);
  * some feature of B has cosine >= threshold with its decoder direction, else it vanishes; a
  * feature of B appears if no feature of A reaches the threshold. Only rows with alive == NULL or
  * alive[i] take part. W_* are [n][d]. partner[n_a] / partner_cos[n_a] receive each A feature's
- * closest B feature and its cosine (-1 / NAN for rows that do not take part). */
+ * closest B feature and its cosine (-1 / NAN for rows that do not take part). SF_OK, or SF_ERR
+ * (sf_fail naming what did not fit) when out of memory. */
 typedef struct fm_match {
     int persist, vanish, appear;
     int same_index;        /* persisting features whose closest B feature has the same index */
@@ -23,8 +24,8 @@ typedef struct fm_match {
 /* P(cos >= t) for two independent uniformly random directions in R^d. */
 double fm_random_cos_tail(int d, double t);
 
-void fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, const float *W_b, int n_b,
-                       const unsigned char *alive_b, int d, double threshold, fm_match *out, int *partner,
-                       float *partner_cos);
+int fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, const float *W_b, int n_b,
+                      const unsigned char *alive_b, int d, double threshold, fm_match *out, int *partner,
+                      float *partner_cos);
 
 #endif

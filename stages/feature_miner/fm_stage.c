@@ -19,11 +19,13 @@
 #include "fm_logits.h"
 #include "fm_miner.h"
 #include "fm_output.h"
+#include "fm_pairs.h"
 #include "fm_classify.h"
 #include "fm_judge.h"
 #include "fm_report.h"
 #include "sae.h"
 #include "saeflow.h"
+#include "sf_output.h"
 #include "sf_safetensors.h"
 #ifdef FM_HAVE_FORWARD
 #include "hook.h"
@@ -41,6 +43,7 @@ typedef struct fm_state {
     int sae_loaded;
     fm_miner *miner; /* NULL in paper-max mode (pass 1 only takes maxima) */
     fm_vocab vocab;
+    fm_pairs *pairs;             /* the cross-lingual (pairs) test, when the parameter pairs names a corpus */
     fm_stage_sampling sampling;
     char *maxima_path;           /* paper-max: written; paper: read */
     float *known_max;            /* paper: pass 1's maxima */
@@ -51,7 +54,7 @@ typedef struct fm_state {
     size_t cap_pre;
     int drop_bos, accept_mismatch;
     char *sae_dir, *out_dir, *model_dir, *want_hook;
-    char work_dir[4200]; /* out_dir + ".partial": the outputs are written here, then replace out_dir whole */
+    sf_output out; /* out_dir claimed: the outputs are written in out.work (OUT.partial), then replace it whole */
     char *checkpoint, *hook, *model_name; /* from the first message */
     int logit_top;
     fm_info info;
@@ -143,27 +146,6 @@ static int check_same_stream(const fm_state *s) {
     return SF_OK;
 }
 
-/* A finished run's directory (or any files) at out is refused unless overwrite: re-mining into it
- * used to keep the previous run's per-feature files beside the new ones. keep: a file name that may
- * be there (pass 2 of the paper's sampling reads pass 1's maxima.json from out), or NULL. */
-static int check_out_dir(const char *out, int overwrite, const char *keep) {
-    DIR *d = opendir(out);
-    if (!d) return errno == ENOENT ? SF_OK : sf_fail("out %s: %s", out, strerror(errno));
-    struct dirent *e;
-    char what[300] = "";
-    int finished = 0;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || (keep && !strcmp(e->d_name, keep))) continue;
-        if (!what[0]) snprintf(what, sizeof what, "files (%s ...)", e->d_name);
-        finished |= !strcmp(e->d_name, "summary.json");
-    }
-    closedir(d);
-    if (!what[0] || overwrite) return SF_OK;
-    return sf_fail("out %s already holds %s: set overwrite = true to replace it whole (when this run has "
-                   "finished), or mine into another directory", out,
-                   finished ? "a finished mining run (summary.json)" : what);
-}
-
 static void fm_destroy(void *state);
 
 /* The parameters and the files they name (the SAE, the tokenizer, max_from), for check and init
@@ -204,6 +186,16 @@ static int fm_read_params(sf_ctx *ctx, fm_state *s) {
     if (top_n < 1 || top_n > 100000) return sf_param_fail(ctx, "top_n", "must be in [1, 100000]");
     if (res < 0 || res > 100000) return sf_param_fail(ctx, "reservoir", "must be in [0, 100000]");
     if (bins < 2 || bins > 4096) return sf_param_fail(ctx, "hist_bins", "must be in [2, 4096]");
+    const char *pairs = sf_param_str(ctx, "pairs");
+    int64_t perms = sf_param_int(ctx, "pairs_permutations");
+    double alpha = sf_param_float(ctx, "pairs_alpha");
+    if (perms < 1 || perms > 1000000) return sf_param_fail(ctx, "pairs_permutations", "must be in [1, 1000000]");
+    if (!(alpha > 0 && alpha < 1)) return sf_param_fail(ctx, "pairs_alpha", "must be in (0, 1)");
+    if (pairs && *pairs) {
+        fm_pairs_cfg pc = {.n_features = s->sae.n, .permutations = (int)perms, .alpha = alpha,
+                           .seed = (uint64_t)sf_param_int(ctx, "seed")};
+        if (!(s->pairs = fm_pairs_load(pairs, &pc))) return sf_param_fail(ctx, "pairs", "%s", sf_last_error());
+    }
     return SF_OK;
 }
 
@@ -255,12 +247,14 @@ static int fm_init(sf_ctx *ctx, void **out) {
     char default_maxima[4200];
     snprintf(default_maxima, sizeof default_maxima, "%s/maxima.json", s->out_dir);
     const char *keep = s->sampling == SAMPLING_PAPER && !strcmp(s->maxima_path, default_maxima) ? "maxima.json" : NULL;
-    if (check_out_dir(s->out_dir, sf_param_bool(ctx, "overwrite"), keep) != SF_OK) return SF_ERR;
-    if (s->sampling == SAMPLING_PAPER_MAX) return fm_mkdirs(s->out_dir); /* pass 1 writes maxima.json alone */
-    if ((size_t)snprintf(s->work_dir, sizeof s->work_dir, "%s.partial", s->out_dir) >= sizeof s->work_dir)
-        return sf_fail("out: path too long");
-    if (sf_remove_tree(s->work_dir) != SF_OK) return SF_ERR; /* left by a run that failed */
-    return fm_mkdirs(s->work_dir);
+    /* A finished run's directory (or any files) at out is refused unless overwrite: re-mining into it
+     * used to keep the previous run's per-feature files beside the new ones. keep: pass 2 of the
+     * paper's sampling reads pass 1's maxima.json from out. Every run (pass 1 too, whose output is
+     * maxima.json alone) writes in OUT.partial and replaces out whole. */
+    static const sf_output_mark marks[] = {
+        {"summary.json", "a finished mining run"}, {"maxima.json", "a first pass's maxima"}, {NULL, NULL}};
+    sf_output_opts opts = {.marks = marks, .keep = keep, .aside = 1, .overwrite = sf_param_bool(ctx, "overwrite")};
+    return sf_output_claim(&s->out, s->out_dir, &opts);
 }
 
 static void note_meta(const sf_msg *msg, const char *key, char **slot) {
@@ -403,6 +397,8 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
             if (s->miner)
                 rc = fm_miner_add(s->miner, s->tok + r, (int)(T - skip), s->idx + r * k, s->val + r * k, k, pre, doc[b],
                                   (int32_t)pos[b], label, (int)label_len);
+            if (rc == SF_OK && s->miner && s->pairs)
+                rc = fm_pairs_add(s->pairs, doc[b], s->tok + r, s->idx + r * k, s->val + r * k, (int)(T - skip), k);
         }
     }
     free(tok64);
@@ -418,8 +414,11 @@ static int fm_on_eos(sf_ctx *ctx, void *state) {
         return sf_fail("feature_miner: no activations to mine arrived (0 tokens%s): nothing written to %s. Check the "
                        "upstream stages' errors and counters (documents of the split, the hook)",
                        s->want_hook ? ", or none of the hook parameter's" : "", s->out_dir);
-    if (s->sampling == SAMPLING_PAPER_MAX) {
-        int rc = fm_mkdirs(s->out_dir) == SF_OK ? write_maxima(s, s->maxima_path) : SF_ERR;
+    if (s->sampling == SAMPLING_PAPER_MAX) { /* maxima_path is OUT/maxima.json: written aside, then put in place */
+        char path[4300];
+        snprintf(path, sizeof path, "%s/maxima.json", s->out.work);
+        int rc = write_maxima(s, path);
+        if (rc == SF_OK) rc = sf_output_commit(&s->out);
         if (rc == SF_OK)
             sf_log(SF_LOG_INFO, "pass 1 of the paper's sampling: maxima of %llu tokens in %s; mine with sampling = paper",
                    (unsigned long long)s->tokens, s->maxima_path);
@@ -439,14 +438,23 @@ static int fm_on_eos(sf_ctx *ctx, void *state) {
     s->info.checkpoint = s->checkpoint;
     s->info.hook = s->hook;
     s->info.model = s->model_name;
-    int rc = fm_write_outputs(s->work_dir, s->miner, &s->vocab, &s->info, lgp);
+    if (s->pairs) {
+        if (fm_pairs_finish(s->pairs) != SF_OK) {
+            fm_logits_free(&lg);
+            return SF_ERR;
+        }
+        s->info.pairs = s->pairs;
+        sf_log(SF_LOG_INFO, "cross-lingual (pairs): %d of %d tested features on %d translation pairs", s->pairs->n_cross,
+               s->pairs->n_tested, s->pairs->n_mined);
+    }
+    int rc = fm_write_outputs(s->out.work, s->miner, &s->vocab, &s->info, lgp);
     fm_logits_free(&lg);
     if (rc == SF_OK && s->sampling == SAMPLING_PAPER) { /* the run directory keeps the maxima it was mined with */
         char path[4300];
-        snprintf(path, sizeof path, "%s/maxima.json", s->work_dir);
+        snprintf(path, sizeof path, "%s/maxima.json", s->out.work);
         rc = write_maxima(s, path);
     }
-    if (rc == SF_OK) rc = sf_replace_dir(s->work_dir, s->out_dir);
+    if (rc == SF_OK) rc = sf_output_commit(&s->out);
     if (rc == SF_OK && s->miner->nonfinite)
         sf_log(SF_LOG_WARN, "skipped %llu NaN/Inf latent values (non-finite activations in the stream)",
                (unsigned long long)s->miner->nonfinite);
@@ -458,8 +466,12 @@ static int fm_on_eos(sf_ctx *ctx, void *state) {
 static void fm_destroy(void *state) {
     fm_state *s = state;
     if (!s) return;
+    /* a run that failed (out of memory, a bad message) leaves no half-written OUT.partial; after a
+     * completed one there is nothing left there */
+    sf_output_abandon(&s->out);
     fm_miner_free(s->miner);
     fm_vocab_free(&s->vocab);
+    fm_pairs_free(s->pairs);
     if (s->sae_loaded) sae_model_free(&s->sae);
     free(s->known_max), free(s->pre_max), free(s->pre), free(s->maxima_path);
     free(s->sae_dir), free(s->out_dir), free(s->model_dir), free(s->want_hook);
@@ -495,7 +507,13 @@ static const sf_param_def fm_params[] = {
     {"drop_bos", SF_PARAM_BOOL, "true", "leave out a leading BOS token, as the paper does"},
     {"html", SF_PARAM_BOOL, "true", "write the HTML dashboard"},
     {"neuronpedia", SF_PARAM_BOOL, "false", "also write neuronpedia/<id>.json (Neuronpedia-style feature JSON)"},
-    {"seed", SF_PARAM_INT, "0", "seed of the shuffled order (sampling = paper) and of the per-interval example sampling"},
+    {"pairs", SF_PARAM_STRING, "",
+     "JSON Lines corpus whose rows name their translation (id, lang, pair; e.g. data/corpus/debian-docs.jsonl.gz): "
+     "test every feature for firing on both sides of the same pairs against shuffled pairs (cross-lingual (pairs), "
+     "our test; needs both sides mined: text_source split = all, label_field = lang, id_field = id)"},
+    {"pairs_permutations", SF_PARAM_INT, "1000", "pairs: shuffled pairings of the null (seeded by seed)"},
+    {"pairs_alpha", SF_PARAM_FLOAT, "0.01", "pairs: family-wise error; a feature is cross-lingual when its p <= pairs_alpha / features tested"},
+    {"seed", SF_PARAM_INT, "0", "seed of the shuffled order (sampling = paper), of the per-interval example sampling and of the pairs test's permutations"},
     {"threads", SF_PARAM_INT, "0", "threads writing the output files at the end (0: one per CPU)"},
     {"overwrite", SF_PARAM_BOOL, "false",
      "replace a finished run (or any files) in out; the new outputs are written beside it (OUT.partial) and "

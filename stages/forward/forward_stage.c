@@ -652,7 +652,7 @@ static const sf_command fwd_commands[] = {
 
 static const sf_stage_def forward_stage = {
     .name = "forward",
-    .summary = "transformer forward (Llama/Qwen2/Mistral, GPT-2, GPT-NeoX): tokens -> activations",
+    .summary = "transformer forward (Llama/Qwen2/Qwen3/Mistral, OLMo-2, Gemma-2/3, GPT-2, GPT-NeoX): tokens -> activations",
     .doc = "Reads tokens messages (tokens int32 [B, T], doc_id, pos, label, split) and emits one activations "
            "message per hook: acts [B, T, d] (f32 or bf16; [B, T, d_ff] for mlp_hidden), tokens, doc_id, pos, "
            "label, split, hook, layer, model, checkpoint. With drop_bos the BOS column is removed (pos, the first non-BOS token's position, is unchanged). "

@@ -20,8 +20,17 @@
  *                 last block is before the final norm, as in TransformerLens; Hugging Face applies
  *                 the final norm to its last hidden_states entry)
  *
- * Supported: LlamaForCausalLM (also Qwen2ForCausalLM, MistralForCausalLM), GPT2LMHeadModel,
- * GPTNeoXForCausalLM. Errors go through sf_fail() and name exactly what is wrong.
+ * With post-norms (OLMo-2: instead of pre-norms) attn_out and mlp_out are after them, what is added
+ * to the residual stream (TransformerLens's hook_attn_out / hook_mlp_out); QK-norms are behind no hook.
+ *
+ * Gemma (sandwich norms): resid_pre.0 is the embedding after its sqrt(d) scaling (Hugging Face's
+ * hidden_states[0]); the norms before attention and MLP sit after resid_pre / the attention's
+ * addition, the post-norms before attn_out / mlp_out as above. Logits are after the final
+ * soft-capping; fw_final_norm() and lm_head leave that to the caller.
+ *
+ * Supported: LlamaForCausalLM (also Qwen2ForCausalLM, MistralForCausalLM with sliding-window
+ * attention, Olmo2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM),
+ * GPT2LMHeadModel, GPTNeoXForCausalLM. Errors go through sf_fail() and name exactly what is wrong.
  */
 #ifndef FW_MODEL_H
 #define FW_MODEL_H
@@ -33,7 +42,14 @@
 #include "saeflow.h"
 
 typedef enum fw_arch { FW_ARCH_LLAMA, FW_ARCH_GPT2, FW_ARCH_NEOX } fw_arch;
+#define FW_MAX_LAYERS 1024
 typedef enum fw_norm { FW_RMSNORM, FW_LAYERNORM } fw_norm;
+/* Where a block's norms sit: before attention and MLP (Llama, GPT-2, NeoX), on their outputs before
+ * they are added to the residual stream (OLMo-2), or both (Gemma's "sandwich"). */
+typedef enum fw_norm_place { FW_NORM_PRE, FW_NORM_POST, FW_NORM_SANDWICH } fw_norm_place;
+/* RMSNorm of queries and keys before RoPE: none, over all heads' q (and all k) at once (OLMo-2),
+ * or over each head (Qwen3, Gemma-3). */
+typedef enum fw_qk_norm { FW_QK_NONE, FW_QK_FULL, FW_QK_HEAD } fw_qk_norm;
 typedef enum fw_act { FW_ACT_SILU, FW_ACT_GELU, FW_ACT_GELU_TANH, FW_ACT_RELU } fw_act;
 typedef enum fw_rope_scaling {
     FW_ROPE_PLAIN, FW_ROPE_LINEAR, FW_ROPE_DYNAMIC, FW_ROPE_LLAMA3
@@ -45,13 +61,22 @@ typedef struct fw_config {
     int n_layers, d_model, n_heads, n_kv_heads, head_dim, d_ff, vocab, max_pos;
     fw_norm norm;
     float norm_eps;
+    fw_norm_place norm_place;
+    fw_qk_norm qk_norm;
+    int norm_plus_one;      /* Gemma: RMSNorm scales by (1 + weight); folded into the weights at load */
+    float embed_scale;      /* Gemma: embeddings times sqrt(d_model); 0 = none */
+    float attn_softcap;     /* Gemma: scores -> cap * tanh(scores / cap) before the mask; 0 = none */
+    float final_softcap;    /* Gemma: the same on the logits; 0 = none */
     fw_act act;
     int gated_mlp;          /* Llama family: act(gate) * up */
     int qkv_bias, o_bias, mlp_bias;
     int learned_pos;        /* GPT-2: learned absolute position embeddings, no RoPE */
     int parallel_residual;  /* GPT-NeoX: x + attn(ln1(x)) + mlp(ln2(x)) */
     int tied_embeddings;    /* the LM head is the token embedding */
-    int sliding_window;     /* 0 when attention is not windowed */
+    /* Sliding-window ("local") attention: a query at position i sees keys i - sliding_window + 1 .. i
+     * in the blocks with layer_local[l] set (Hugging Face's layer_types "sliding_attention"). */
+    int sliding_window;     /* 0 when no block is windowed */
+    unsigned char layer_local[FW_MAX_LAYERS];
     float attn_scale;       /* score multiplier, usually 1/sqrt(head_dim) */
     int attn_scale_by_layer; /* GPT-2 scale_attn_by_inverse_layer_idx: also divide by L+1 */
     /* RoPE: the first rotary_dim dims of each head rotate (rotate_half pairing); 0 = no RoPE. */
@@ -60,12 +85,15 @@ typedef struct fw_config {
     fw_rope_scaling rope_scaling;
     double rope_factor, rope_low_freq, rope_high_freq;
     int rope_orig_max_pos;
+    double rope_local_theta; /* Gemma-3: the windowed blocks' own plain RoPE base; 0 = they use the above */
     int bos_id; /* -1 when config.json has none */
 } fw_config;
 
 typedef struct fw_layer {
-    float *ln1_w, *ln1_b;   /* ln*_b are NULL for RMSNorm */
+    float *ln1_w, *ln1_b;   /* pre-norms of attention and MLP, NULL without (OLMo-2); ln*_b are NULL for RMSNorm */
     float *ln2_w, *ln2_b;
+    float *post1_w, *post2_w; /* post-norms (RMSNorm) of the attention and MLP outputs [d], or NULL */
+    float *q_norm, *k_norm; /* QK-norm weights: [H * hd], [KV * hd] (FW_QK_FULL), [hd], [hd] (FW_QK_HEAD), or NULL */
     float *wqkv, *bqkv;     /* [(H + 2*KV) * hd, d], [(H + 2*KV) * hd] or NULL */
     float *wo, *bo;         /* [d, H * hd], [d] or NULL */
     float *w_in, *b_in;     /* [ff, d] or, gated, [2*ff, d] (gate rows, then up rows) */
@@ -81,6 +109,7 @@ typedef struct fw_model {
     float *lnf_w, *lnf_b; /* final norm, NULL if the head was not loaded */
     float *lm_head;       /* [vocab, d]; == tok_emb when tied; NULL if the head was not loaded */
     double *inv_freq;     /* [rotary_dim / 2], scaling applied (except dynamic, done per call) */
+    double *inv_freq_local; /* [rotary_dim / 2] of the windowed blocks (rope_local_theta), or NULL */
 } fw_model;
 
 /* Loads blocks 0..n_layers-1 (n_layers < 0: all), and the final norm and LM head if with_head.

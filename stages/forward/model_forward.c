@@ -9,13 +9,13 @@
  * norms, RoPE, activation and loss by rows. OpenBLAS's own workers would spin in sched_yield
  * between calls, on the cores our threads need (measured: 6-8% slower at 16 x 64 tokens).
  *
- * Every sgemm over tokens covers one sequence (linear: one call per sequence and thread's columns;
- * attention: per sequence and head already), so a token's activations do not depend on which
- * other sequences share its batch: under some OpenBLAS kernels (Haswell's sgemm kernel sums the
- * even and odd k in separate registers for rows past the last multiple of 12 in a call, and for
- * the first and last 8 columns of a 12-row block) a row's rounding depends on its place in the
- * call. A resumed extraction (skip_stored regroups the batches) then writes the uninterrupted
- * run's bits. The column split depends on the thread count: compare runs at the same threads. */
+ * Every linear layer is one sgemm over the whole batch per thread's share of the output columns,
+ * and the share depends only on the thread count; attention is one sgemm per sequence, head and
+ * query chunk. Under some OpenBLAS kernels (Haswell's sums the even and odd k in separate
+ * registers for rows past the last multiple of 12 in a call) a row's rounding depends on its place
+ * in the call, so a sequence's bits depend on its batch: the same batch at the same thread count
+ * gives the same bits, another grouping agrees to rounding (README, "Which bits"). A resumed
+ * extraction gets the uninterrupted run's bits because the tokenizer keeps its batches. */
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
@@ -24,6 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fw_vecmath.h"
 #include "model.h"
 
 #define FW_MAX_TOKENS (1 << 22) /* per call; keeps every size_t product far from overflow */
@@ -235,141 +236,65 @@ static int hook_point(const fw_request *r, fw_pass pass, fw_hook_kind kind, int 
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Vectorizable elementwise math                                                               */
-
-/* The row-wise loops below are compiled for AVX-512, AVX2 and baseline x86-64, picked at run time. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define FW_VECTOR __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FW_VECTOR
-#endif
-
-/* exp(x) to ~2e-7 relative error, branch-free and call-free so loops over it vectorize (libm's
- * expf is one call per element). 2^(x log2 e) = 2^n 2^f with n the nearest integer and
- * |f| <= 1/2: 2^f by its Taylor series to degree 6 (error < 2e-7), 2^n built in the exponent bits.
- * x is clamped to [-87, 88], so exp of very negative x is ~1e-38 instead of 0. */
-static inline float fw_exp(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float t = x * 1.44269504088896341f;
-    float r = t + 12582912.0f; /* 1.5 * 2^23: the low mantissa bits of r hold round(t) */
-    float f = t - (r - 12582912.0f);
-    int32_t ri;
-    memcpy(&ri, &r, sizeof ri);
-    float p = 1.54035304e-4f;
-    p = p * f + 1.33335581e-3f;
-    p = p * f + 9.61812911e-3f;
-    p = p * f + 5.55041087e-2f;
-    p = p * f + 2.40226507e-1f;
-    p = p * f + 6.93147181e-1f;
-    p = p * f + 1.0f;
-    int32_t bits = (ri - 0x4B400000 + 127) * (1 << 23);
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
-/* 1 / y for y in [1, 2^126], without a divide (vdivps is the bottleneck of SiLU): a first guess
- * from the exponent bits (relative error < 1/8), then three Newton steps r(2 - y r), each of which
- * squares the error, to < 1e-7. */
-static inline float fw_recip(float y) {
-    int32_t bits;
-    memcpy(&bits, &y, sizeof bits);
-    bits = 0x7EF311C7 - bits;
-    float r;
-    memcpy(&r, &bits, sizeof r);
-    r = r * (2.0f - y * r);
-    r = r * (2.0f - y * r);
-    return r * (2.0f - y * r);
-}
-
-/* x sigmoid(x). Below -80 the result is below 1e-33 and exp(-x) would push 1 / (1 + exp(-x))
- * out of the normal floats, so x is clamped there for the sigmoid. */
-static inline float fw_silu(float x) {
-    float t = x < -80.0f ? 80.0f : -x;
-    return x * fw_recip(1.0f + fw_exp(t));
-}
-
-/* A float sum in 16 partial sums, which the compiler vectorizes without -ffast-math. */
-static inline float sum_f32(const float *x, int n) {
-    float part[16] = {0}, s = 0;
-    int i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int k = 0; k < 16; k++) part[k] += x[i + k];
-    for (int k = 0; k < 16; k++) s += part[k];
-    for (; i < n; i++) s += x[i];
-    return s;
-}
-
-static inline float max_f32(const float *x, int n) {
-    float m = x[0];
-    for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
-    return m;
-}
-
-/* ------------------------------------------------------------------------------------------ */
 /* Building blocks; each row-wise step is a task over rows, so that pool_run can split it      */
 
 typedef struct linear_job {
     const float *x, *w, *b;
     float *y;
-    int rows, in, out, seq;
+    int rows, in, out;
     float beta;
 } linear_job;
 
-/* Output columns [begin, end) in blocks of 16 (whole SIMD vectors for every thread's part), one
- * sgemm per sequence (see the top of the file). */
+/* Output columns [begin, end) in blocks of 16 (whole SIMD vectors for every thread's part). */
 static void linear_task(void *arg, int w, size_t begin, size_t end) {
     (void)w;
     const linear_job *j = arg;
     int c0 = (int)begin * 16, c1 = (int)end * 16 < j->out ? (int)end * 16 : j->out;
-    for (size_t r0 = 0; r0 < (size_t)j->rows; r0 += (size_t)j->seq)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->seq, c1 - c0, j->in, 1.0f, j->x + r0 * j->in, j->in,
-                    j->w + (size_t)c0 * j->in, j->in, j->beta, j->y + r0 * j->out + c0, j->out);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, c1 - c0, j->in, 1.0f, j->x, j->in,
+                j->w + (size_t)c0 * j->in, j->in, j->beta, j->y + c0, j->out);
     if (j->b)
         for (size_t i = 0; i < (size_t)j->rows; i++)
             for (int c = c0; c < c1; c++) j->y[i * j->out + c] += j->b[c];
 }
 
-/* y[rows, out] = x[rows, in] W^T (+ b) + beta y, with W [out, in] as nn.Linear stores it, for rows
- * that are whole sequences of `seq` tokens (each its own sgemm). Our
+/* y[rows, out] = x[rows, in] W^T (+ b) + beta y, with W [out, in] as nn.Linear stores it. Our
  * threads each take a share of the output columns with OpenBLAS on one thread (fw_forward sets
  * it): OpenBLAS's own workers would spin in sched_yield between calls, on the cores our threads
  * need. beta 1 adds to the residual stream in the product itself, without OpenBLAS's pass that
  * zeroes C for beta 0 and without a separate pass to add. */
-static void linear_beta(fw_state *s, const float *x, const float *w, const float *b, float *y, int rows, int seq,
-                        int in, int out, float beta) {
-    linear_job j = {x, w, b, y, rows, in, out, seq, beta};
+static void linear_beta(fw_state *s, const float *x, const float *w, const float *b, float *y, int rows, int in,
+                        int out, float beta) {
+    linear_job j = {x, w, b, y, rows, in, out, beta};
     pool_run(&s->pool, (size_t)(out + 15) / 16, linear_task, &j);
 }
 
-static void linear(fw_state *s, const float *x, const float *w, const float *b, float *y, int rows, int seq, int in,
-                   int out) {
-    linear_beta(s, x, w, b, y, rows, seq, in, out, 0.0f);
+static void linear(fw_state *s, const float *x, const float *w, const float *b, float *y, int rows, int in, int out) {
+    linear_beta(s, x, w, b, y, rows, in, out, 0.0f);
 }
 
-/* RMSNorm (b == NULL) or LayerNorm of rows [begin, end). Statistics in float, in 16 partial sums
- * (as PyTorch's vectorized float32 reductions, which Hugging Face's norms use): a double
- * accumulator does not vectorize as well and cost 2-3% of a forward at d 768. */
+/* RMSNorm (b == NULL) or LayerNorm of one vector xi [d] into yi (which may be xi). Statistics in
+ * float, in 16 partial sums (as PyTorch's vectorized float32 reductions, which Hugging Face's
+ * norms use): a double accumulator does not vectorize as well and cost 2-3% of a forward at d 768. */
+static inline void norm_vec(fw_norm kind, float eps, const float *w, const float *b, const float *xi, float *yi, int d) {
+    float m = kind == FW_LAYERNORM ? sum_f32(xi, d) / (float)d : 0.0f;
+    float part[16] = {0}, var = 0;
+    int j = 0;
+    for (; j + 16 <= d; j += 16)
+        for (int k = 0; k < 16; k++) part[k] += (xi[j + k] - m) * (xi[j + k] - m);
+    for (int k = 0; k < 16; k++) var += part[k];
+    for (; j < d; j++) var += (xi[j] - m) * (xi[j] - m);
+    float inv = 1.0f / sqrtf(var / (float)d + eps);
+    if (b)
+        for (j = 0; j < d; j++) yi[j] = (xi[j] - m) * inv * w[j] + b[j];
+    else
+        for (j = 0; j < d; j++) yi[j] = xi[j] * inv * w[j];
+}
+
+/* The model's norm of rows [begin, end) of x [.., d] into y (which may be x). */
 FW_VECTOR static void norm_rows(const fw_config *c, const float *w, const float *b, const float *x, float *y, size_t begin,
                                 size_t end) {
     int d = c->d_model;
-    for (size_t i = begin; i < end; i++) {
-        const float *xi = x + i * d;
-        float *yi = y + i * d;
-        float m = c->norm == FW_LAYERNORM ? sum_f32(xi, d) / (float)d : 0.0f;
-        float part[16] = {0}, var = 0;
-        int j = 0;
-        for (; j + 16 <= d; j += 16)
-            for (int k = 0; k < 16; k++) part[k] += (xi[j + k] - m) * (xi[j + k] - m);
-        for (int k = 0; k < 16; k++) var += part[k];
-        for (; j < d; j++) var += (xi[j] - m) * (xi[j] - m);
-        float inv = 1.0f / sqrtf(var / (float)d + c->norm_eps);
-        if (b)
-            for (j = 0; j < d; j++) yi[j] = (xi[j] - m) * inv * w[j] + b[j];
-        else
-            for (j = 0; j < d; j++) yi[j] = xi[j] * inv * w[j];
-    }
+    for (size_t i = begin; i < end; i++) norm_vec(c->norm, c->norm_eps, w, b, x + i * d, y + i * d, d);
 }
 
 typedef struct norm_job {
@@ -403,6 +328,32 @@ static inline float activation(fw_act a, float x) {
     return x;
 }
 
+typedef struct qk_norm_job {
+    const fw_config *c;
+    const fw_layer *ly;
+    float *qkv; /* [rows, (H + 2*KV) * hd] */
+} qk_norm_job;
+
+/* QK-norm of rows [begin, end) in place, before RoPE: RMSNorm over all heads' queries and over
+ * all keys (OLMo-2), or over each head's (Qwen3, Gemma-3). */
+FW_VECTOR static void qk_norm_task(void *arg, int w, size_t begin, size_t end) {
+    (void)w;
+    qk_norm_job *j = arg;
+    const fw_config *c = j->c;
+    int H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
+    size_t W = (size_t)(H + 2 * KV) * hd;
+    for (size_t i = begin; i < end; i++) {
+        float *q = j->qkv + i * W, *k = q + (size_t)H * hd;
+        if (c->qk_norm == FW_QK_FULL) {
+            norm_vec(FW_RMSNORM, c->norm_eps, j->ly->q_norm, NULL, q, q, H * hd);
+            norm_vec(FW_RMSNORM, c->norm_eps, j->ly->k_norm, NULL, k, k, KV * hd);
+            continue;
+        }
+        for (int h = 0; h < H; h++) norm_vec(FW_RMSNORM, c->norm_eps, j->ly->q_norm, NULL, q + h * hd, q + h * hd, hd);
+        for (int h = 0; h < KV; h++) norm_vec(FW_RMSNORM, c->norm_eps, j->ly->k_norm, NULL, k + h * hd, k + h * hd, hd);
+    }
+}
+
 typedef struct act_job {
     const fw_config *c;
     const float *in; /* [rows, ff] or gated [rows, 2*ff]: gate, then up */
@@ -427,17 +378,19 @@ FW_VECTOR static void act_task(void *arg, int w, size_t begin, size_t end) {
     }
 }
 
-/* cos and sin of position t times each inverse frequency, for t in [0, T). Dynamic NTK scaling
- * raises the base once the sequence is longer than max_position_embeddings, as Hugging Face does. */
-static void rope_tables(const fw_model *m, int T, float *cos_t, float *sin_t) {
+/* cos and sin of position t times each inverse frequency, for t in [0, T): of the model's RoPE, or
+ * with `local` of Gemma-3's windowed blocks (plain, inv_freq_local). Dynamic NTK scaling raises the
+ * base once the sequence is longer than max_position_embeddings, as Hugging Face does. */
+static void rope_tables(const fw_model *m, int local, int T, float *cos_t, float *sin_t) {
     const fw_config *c = &m->cfg;
     int half = c->rotary_dim / 2;
     double base = c->rope_theta;
-    int dynamic = c->rope_scaling == FW_ROPE_DYNAMIC && T > c->max_pos;
+    const double *inv = local ? m->inv_freq_local : m->inv_freq;
+    int dynamic = !local && c->rope_scaling == FW_ROPE_DYNAMIC && T > c->max_pos;
     if (dynamic)
         base *= pow(c->rope_factor * T / c->max_pos - (c->rope_factor - 1), (double)c->rotary_dim / (c->rotary_dim - 2));
     for (int i = 0; i < half; i++) {
-        double f = dynamic ? 1.0 / pow(base, (2.0 * i) / c->rotary_dim) : m->inv_freq[i];
+        double f = dynamic ? 1.0 / pow(base, (2.0 * i) / c->rotary_dim) : inv[i];
         for (int t = 0; t < T; t++) {
             cos_t[(size_t)t * half + i] = (float)cos(t * f);
             sin_t[(size_t)t * half + i] = (float)sin(t * f);
@@ -474,15 +427,26 @@ FW_VECTOR static void rope_task(void *arg, int w, size_t begin, size_t end) {
     }
 }
 
-/* Row r of S [rows, keys] holds the scores of query i0 + r: softmax over keys 0..i0+r, zero after. */
-FW_VECTOR static void softmax_causal(float *S, int rows, int keys, int i0) {
+/* x -> cap * tanh(x / cap) (Gemma's soft-capping) over n values. */
+static void softcap(float *x, size_t n, float cap) {
+    float inv = 1.0f / cap;
+    for (size_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] * inv);
+}
+
+/* Row r of S [rows, keys] holds the scores of query i = i0 + r: softmax over the keys it sees, zero
+ * elsewhere. It sees keys 0..i, or with a sliding window (window > 0) the last `window` of them,
+ * i - window + 1 .. i (Hugging Face's sliding_window_overlay: kv > q - window). Scores are
+ * soft-capped first when cap > 0. */
+FW_VECTOR static void softmax_causal(float *S, int rows, int keys, int i0, int window, float cap) {
     for (int r = 0; r < rows; r++) {
         float *sr = S + (size_t)r * keys;
-        int n = i0 + r + 1;
-        float mx = max_f32(sr, n);
-        for (int m = 0; m < n; m++) sr[m] = fw_exp(sr[m] - mx);
-        float inv = 1.0f / sum_f32(sr, n);
-        for (int m = 0; m < n; m++) sr[m] *= inv;
+        int n = i0 + r + 1, lo = window > 0 && n > window ? n - window : 0;
+        if (cap > 0) softcap(sr + lo, (size_t)(n - lo), cap);
+        float mx = max_f32(sr + lo, n - lo);
+        for (int m = 0; m < lo; m++) sr[m] = 0;
+        for (int m = lo; m < n; m++) sr[m] = fw_exp(sr[m] - mx);
+        float inv = 1.0f / sum_f32(sr + lo, n - lo);
+        for (int m = lo; m < n; m++) sr[m] *= inv;
         for (int m = n; m < keys; m++) sr[m] = 0;
     }
 }
@@ -494,11 +458,13 @@ typedef struct attn_job {
     float *att;
     int T, chunk;
     float scale;
+    int window; /* sliding window of this block, 0 for none */
 } attn_job;
 
 /* Causal softmax attention of (sequence, head) pairs [begin, end), written head by head into
  * att [B*T, H*hd]. Queries go in chunks so that a chunk only scores the keys up to its last
- * position (about half the work of a full T x T product) and the score buffer stays chunk x T.
+ * position (about half the work of a full T x T product) and the score buffer stays chunk x T;
+ * in a windowed block only from the first key its first query sees (chunk + window keys at most).
  * With GQA, query head h reads key/value head h / (H / KV). */
 static void attn_task(void *arg, int w, size_t begin, size_t end) {
     attn_job *j = arg;
@@ -513,18 +479,21 @@ static void attn_task(void *arg, int w, size_t begin, size_t end) {
         const float *k = base + (size_t)(H + h / group) * hd;
         const float *v = base + (size_t)(H + KV + h / group) * hd;
         for (int i0 = 0; i0 < T; i0 += j->chunk) {
-            int rows = T - i0 < j->chunk ? T - i0 : j->chunk, keys = i0 + rows;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, j->scale, q + (size_t)i0 * W, W, k, W,
-                        0.0f, S, keys);
-            softmax_causal(S, rows, keys, i0);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, S, keys, v, W, 0.0f,
-                        j->att + ((size_t)b * T + i0) * H * hd + (size_t)h * hd, H * hd);
+            /* keys k0..i0+rows-1: with a sliding window, from the first one the chunk's first query sees */
+            int rows = T - i0 < j->chunk ? T - i0 : j->chunk, k0 = j->window > 0 && i0 >= j->window ? i0 + 1 - j->window : 0;
+            int keys = i0 + rows - k0;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, j->scale, q + (size_t)i0 * W, W,
+                        k + (size_t)k0 * W, W, 0.0f, S, keys);
+            softmax_causal(S, rows, keys, i0 - k0, j->window, c->attn_softcap);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, S, keys, v + (size_t)k0 * W, W,
+                        0.0f, j->att + ((size_t)b * T + i0) * H * hd + (size_t)h * hd, H * hd);
         }
     }
 }
 
-static void attention(fw_state *s, const fw_config *c, const float *qkv, float *att, int B, int T, float scale) {
-    attn_job j = {c, s, qkv, att, T, s->attn_chunk < T ? s->attn_chunk : T, scale}; /* scores: reserve() */
+static void attention(fw_state *s, const fw_config *c, const float *qkv, float *att, int B, int T, float scale,
+                      int window) {
+    attn_job j = {c, s, qkv, att, T, s->attn_chunk < T ? s->attn_chunk : T, scale, window}; /* scores: reserve() */
     pool_run(&s->pool, (size_t)B * c->n_heads, attn_task, &j); /* each thread its own small sgemms */
 }
 
@@ -556,29 +525,41 @@ FW_VECTOR static void loss_task(void *arg, int w, size_t begin, size_t end) {
     }
 }
 
-/* Final norm and LM head into logits and/or loss (either may be NULL), a chunk of rows at a time
+typedef struct softcap_job {
+    float *x; /* [rows, n] */
+    int n;
+    float cap;
+} softcap_job;
+
+static void softcap_task(void *arg, int w, size_t begin, size_t end) {
+    (void)w;
+    softcap_job *j = arg;
+    softcap(j->x + begin * j->n, (end - begin) * (size_t)j->n, j->cap);
+}
+
+/* Rows of the LM head computed at a time: the final norm and LM head go a chunk of rows at a time
  * so logits of a large vocabulary need not all exist at once. */
-/* Rows of the LM head computed at a time. */
-/* Rows per LM-head chunk: whole sequences (the head's sgemms are per sequence, so a row's logits do
- * not depend on the batch around it). */
-static int head_chunk(const fw_state *s, int V, int N, int T) {
+static int head_chunk(const fw_state *s, int V, int N) {
     int chunk = s->head_rows ? s->head_rows : (int)(FW_HEAD_FLOATS / (unsigned)V);
     if (!s->head_rows && chunk < FW_HEAD_MIN_ROWS) chunk = FW_HEAD_MIN_ROWS;
-    if (chunk > N) chunk = N;
-    return chunk < T ? T : chunk / T * T;
+    return chunk < N ? chunk : N;
 }
 
 static void lm_head(const fw_model *m, fw_state *s, const fw_request *r, const float *x, float *logits, float *loss) {
     const fw_config *c = &m->cfg;
     int V = c->vocab, d = c->d_model, N = r->batch * r->seq;
-    int chunk = head_chunk(s, V, N, r->seq);
+    int chunk = head_chunk(s, V, N);
     float *buf = s->head.p, *xn = buf + (size_t)chunk * V; /* reserved by reserve() */
     int32_t *next = (int32_t *)s->next.p;
     for (int i0 = 0; i0 < N; i0 += chunk) {
         int rows = N - i0 < chunk ? N - i0 : chunk;
         float *lg = logits ? logits + (size_t)i0 * V : buf;
         norm(s, c, m->lnf_w, m->lnf_b, x + (size_t)i0 * d, xn, rows);
-        linear(s, xn, m->lm_head, NULL, lg, rows, r->seq, d, V);
+        linear(s, xn, m->lm_head, NULL, lg, rows, d, V);
+        if (c->final_softcap > 0) {
+            softcap_job sj = {lg, V, c->final_softcap};
+            pool_run(&s->pool, (size_t)rows, softcap_task, &sj);
+        }
         if (!loss) continue;
         for (int k = 0; k < rows; k++) {
             int i = i0 + k;
@@ -599,9 +580,6 @@ static int check_request(const fw_model *m, const fw_request *r, int *last) {
         return sf_fail("batch %d x %d tokens: must be non-empty and at most %d tokens", r->batch, r->seq, FW_MAX_TOKENS);
     if (c->learned_pos && r->seq > c->max_pos)
         return sf_fail("sequence of %d tokens is longer than the model's %d positions", r->seq, c->max_pos);
-    if (c->sliding_window > 0 && r->seq > c->sliding_window)
-        return sf_fail("sequence of %d tokens is longer than the sliding window (%d), which is not implemented",
-                       r->seq, c->sliding_window);
     for (size_t i = 0; i < (size_t)r->batch * r->seq; i++)
         if (r->tokens[i] < 0 || r->tokens[i] >= c->vocab)
             return sf_fail("token id %d at index %zu is outside the vocabulary [0, %d)", (int)r->tokens[i], i, c->vocab);
@@ -627,17 +605,21 @@ static int check_request(const fw_model *m, const fw_request *r, int *last) {
     return SF_OK;
 }
 
-/* A sublayer's output projection in [N, in_dim] W^T + b, added to the residual stream s->x
- * [N, d]: through out (hook point `kind` of block l) when this pass hooks that point, else inside
- * the sgemm itself (beta 1: no pass that zeroes C, no separate add). */
-static int project_into_residual(fw_state *s, const fw_request *r, fw_pass pass, fw_hook_kind kind, int l,
-                                 const float *in, const float *w, const float *b, float *out, int in_dim, int d) {
+/* A sublayer's output projection in [N, in_dim] W^T + b, with its post-norm post_w if not NULL
+ * (OLMo-2, Gemma), added to the residual stream s->x [N, d]: through out (hook point `kind` of
+ * block l, after the post-norm: what is added to the stream, as TransformerLens hooks it) when this
+ * pass hooks that point or there is a post-norm, else inside the sgemm itself (beta 1: no pass that
+ * zeroes C, no separate add). */
+static int project_into_residual(fw_state *s, const fw_config *c, const fw_request *r, fw_pass pass, fw_hook_kind kind,
+                                 int l, const float *in, const float *w, const float *b, const float *post_w, float *out,
+                                 int in_dim, int d) {
     int N = r->batch * r->seq;
-    if (!hooked(r, pass, kind, l)) {
-        linear_beta(s, in, w, b, s->x.p, N, r->seq, in_dim, d, 1.0f);
+    if (!hooked(r, pass, kind, l) && !post_w) {
+        linear_beta(s, in, w, b, s->x.p, N, in_dim, d, 1.0f);
         return SF_OK;
     }
-    linear(s, in, w, b, out, N, r->seq, in_dim, d);
+    linear(s, in, w, b, out, N, in_dim, d);
+    if (post_w) norm(s, c, post_w, NULL, out, out, N);
     if (hook_point(r, pass, kind, l, out, d) != SF_OK) return SF_ERR;
     add_inplace(s->x.p, out, (size_t)N * d);
     return SF_OK;
@@ -655,29 +637,36 @@ static int blocks(const fw_model *m, fw_state *s, const fw_request *r, fw_pass p
     float *x = s->x.p, *xn = s->xn.p, *qkv = s->qkv.p, *att = s->att.p, *attn_out = s->attn_out.p;
     float *mlp_in = s->mlp_in.p, *mlp_act = s->mlp_act.p, *mlp_out = s->mlp_out.p;
     const float *cos_t = s->rope.p, *sin_t = cos_t + (size_t)T * half;
+    const float *cos_local = sin_t + (size_t)T * half, *sin_local = cos_local + (size_t)T * half; /* Gemma-3 */
 
     for (int l = from; l <= to; l++) {
         const fw_layer *ly = &m->layers[l];
         if (hook_point(r, pass, FW_RESID_PRE, l, x, d) != SF_OK) return SF_ERR;
 
-        /* attention */
-        norm(s, c, ly->ln1_w, ly->ln1_b, x, xn, N);
-        linear(s, xn, ly->wqkv, ly->bqkv, qkv, N, T, d, Wqkv);
-        rope_job rj = {c, qkv, T, cos_t, sin_t};
+        /* attention (OLMo-2 has no norm before it: its input is x itself) */
+        if (ly->ln1_w) norm(s, c, ly->ln1_w, ly->ln1_b, x, xn, N);
+        linear(s, ly->ln1_w ? xn : x, ly->wqkv, ly->bqkv, qkv, N, d, Wqkv);
+        qk_norm_job qj = {c, ly, qkv};
+        if (ly->q_norm) pool_run(&s->pool, (size_t)N, qk_norm_task, &qj);
+        int local_rope = m->inv_freq_local && c->layer_local[l];
+        rope_job rj = {c, qkv, T, local_rope ? cos_local : cos_t, local_rope ? sin_local : sin_t};
         if (half) pool_run(&s->pool, (size_t)N, rope_task, &rj);
-        attention(s, c, qkv, att, B, T, c->attn_scale / (c->attn_scale_by_layer ? (float)(l + 1) : 1.0f));
+        attention(s, c, qkv, att, B, T, c->attn_scale / (c->attn_scale_by_layer ? (float)(l + 1) : 1.0f),
+                  c->layer_local[l] ? c->sliding_window : 0);
         /* the MLP's input: x + attn_out, or x itself with GPT-NeoX's parallel residual */
         if (c->parallel_residual) norm(s, c, ly->ln2_w, ly->ln2_b, x, xn, N);
-        if (project_into_residual(s, r, pass, FW_ATTN_OUT, l, att, ly->wo, ly->bo, attn_out, qn, d) != SF_OK)
+        if (project_into_residual(s, c, r, pass, FW_ATTN_OUT, l, att, ly->wo, ly->bo, ly->post1_w, attn_out, qn, d) !=
+            SF_OK)
             return SF_ERR;
-        if (!c->parallel_residual) norm(s, c, ly->ln2_w, ly->ln2_b, x, xn, N);
+        if (!c->parallel_residual && ly->ln2_w) norm(s, c, ly->ln2_w, ly->ln2_b, x, xn, N);
 
         /* MLP */
-        linear(s, xn, ly->w_in, ly->b_in, mlp_in, N, T, d, ff_in);
+        linear(s, ly->ln2_w ? xn : x, ly->w_in, ly->b_in, mlp_in, N, d, ff_in);
         act_job aj = {c, mlp_in, mlp_act};
         pool_run(&s->pool, (size_t)N, act_task, &aj);
         if (hook_point(r, pass, FW_MLP_HIDDEN, l, mlp_act, ff) != SF_OK) return SF_ERR;
-        if (project_into_residual(s, r, pass, FW_MLP_OUT, l, mlp_act, ly->w_out, ly->b_out, mlp_out, ff, d) != SF_OK)
+        if (project_into_residual(s, c, r, pass, FW_MLP_OUT, l, mlp_act, ly->w_out, ly->b_out, ly->post2_w, mlp_out, ff,
+                                  d) != SF_OK)
             return SF_ERR;
         if (hook_point(r, pass, FW_RESID_POST, l, x, d) != SF_OK) return SF_ERR;
     }
@@ -692,9 +681,10 @@ static int reserve(const fw_model *m, fw_state *s, const fw_request *r) {
     size_t qn = (size_t)c->n_heads * c->head_dim, Wqkv = qn + 2 * (size_t)c->n_kv_heads * c->head_dim;
     size_t ff_in = c->gated_mlp ? 2 * ff : ff, half = (size_t)c->rotary_dim / 2, V = (size_t)c->vocab;
     int head = r->logits || r->loss || r->loss_spliced;
-    size_t chunk = head ? (size_t)head_chunk(s, c->vocab, r->batch * r->seq, r->seq) : 0;
+    size_t chunk = head ? (size_t)head_chunk(s, c->vocab, r->batch * r->seq) : 0;
     size_t attn = (size_t)(s->attn_chunk < r->seq ? s->attn_chunk : r->seq) * T;
-    if (buf_reserve(&s->x, N * d, "the residual stream") || buf_reserve(&s->rope, 2 * T * (half ? half : 1), "rotary tables") ||
+    size_t rope = (m->inv_freq_local ? 4 : 2) * T * (half ? half : 1); /* cos, sin (and Gemma-3's local ones) */
+    if (buf_reserve(&s->x, N * d, "the residual stream") || buf_reserve(&s->rope, rope, "rotary tables") ||
         (r->splice && buf_reserve(&s->saved, N * d, "the saved residual stream")) ||
         buf_reserve(&s->xn, N * d, "normed activations") || buf_reserve(&s->qkv, N * Wqkv, "queries, keys and values") ||
         buf_reserve(&s->att, N * qn, "attention outputs") || buf_reserve(&s->attn_out, N * d, "attention projections") ||
@@ -719,8 +709,10 @@ static int forward(const fw_model *m, fw_state *s, const fw_request *r) {
     for (size_t i = 0; i < (size_t)N; i++) {
         memcpy(x + i * d, m->tok_emb + (size_t)r->tokens[i] * d, (size_t)d * sizeof *x);
         if (m->pos_emb) add_inplace(x + i * d, m->pos_emb + (i % T) * d, (size_t)d);
+        for (int k = 0; k < d && c->embed_scale != 0; k++) x[i * d + k] *= c->embed_scale;
     }
-    if (half) rope_tables(m, T, cos_t, sin_t);
+    if (half) rope_tables(m, 0, T, cos_t, sin_t);
+    if (half && m->inv_freq_local) rope_tables(m, 1, T, sin_t + (size_t)T * half, sin_t + (size_t)2 * T * half);
 
     /* the clean pass, keeping the residual stream at the start of the splice's block (check_request
      * made last reach the block before it); then the spliced pass from there */
@@ -739,7 +731,7 @@ static int forward(const fw_model *m, fw_state *s, const fw_request *r) {
 
 int fw_forward(const fw_model *m, fw_state *s, const fw_request *r) {
     /* every sgemm is split over our own threads (linear, attention): OpenBLAS on one thread, also
-     * with a pool of one, so that OpenBLAS's own split never changes a result */
+     * with a pool of one, so that the results depend on `threads` only, not on OpenBLAS's split */
     sf_blas_single_enter(openblas_get_num_threads, openblas_set_num_threads);
     int rc = forward(m, s, r);
     sf_blas_single_leave(openblas_set_num_threads);

@@ -53,6 +53,16 @@ static int cfg_bool(const char *path, json_t *j, const char *key, int def, int *
     return SF_OK;
 }
 
+/* An optional positive number: a missing key takes def, null means none (0). */
+static int cfg_opt_num(const char *path, json_t *j, const char *key, double def, float *out) {
+    json_t *v = json_object_get(j, key);
+    double x = !v ? def : json_is_null(v) ? 0 : json_is_number(v) ? json_number_value(v) : -1;
+    if (!(x >= 0) || (x == 0 && v && !json_is_null(v)))
+        return sf_fail("%s: \"%s\" must be a positive number or null", path, key);
+    *out = (float)x;
+    return SF_OK;
+}
+
 static int cfg_act(const char *path, json_t *j, const char *key, const char *def, fw_act *out) {
     json_t *v = json_object_get(j, key);
     const char *s = v && json_is_string(v) ? json_string_value(v) : def;
@@ -68,18 +78,17 @@ static int cfg_act(const char *path, json_t *j, const char *key, const char *def
 }
 
 /* rope_scaling: null, or {"type" or "rope_type": "linear" | "dynamic" | "llama3" | "default", ...} */
-static int cfg_rope_scaling(const char *path, json_t *j, fw_config *c) {
-    json_t *rs = json_object_get(j, "rope_scaling");
+static int cfg_rope_scaling(const char *path, json_t *rs, const char *key, fw_config *c) {
     c->rope_scaling = FW_ROPE_PLAIN;
     if (!rs || json_is_null(rs)) return SF_OK;
-    if (!json_is_object(rs)) return sf_fail("%s: \"rope_scaling\" must be an object or null", path);
+    if (!json_is_object(rs)) return sf_fail("%s: \"%s\" must be an object or null", path, key);
     json_t *t = json_object_get(rs, "rope_type");
     if (!t) t = json_object_get(rs, "type");
-    if (!json_is_string(t)) return sf_fail("%s: rope_scaling has no \"rope_type\" or \"type\"", path);
+    if (!json_is_string(t)) return sf_fail("%s: %s has no \"rope_type\" or \"type\"", path, key);
     const char *type = json_string_value(t);
     if (!strcmp(type, "default")) return SF_OK;
     if (cfg_num(path, rs, "factor", NAN, &c->rope_factor) != SF_OK) return SF_ERR;
-    if (!(c->rope_factor >= 1.0)) return sf_fail("%s: rope_scaling.factor must be a number >= 1", path);
+    if (!(c->rope_factor >= 1.0)) return sf_fail("%s: %s.factor must be a number >= 1", path, key);
     if (!strcmp(type, "linear")) c->rope_scaling = FW_ROPE_LINEAR;
     else if (!strcmp(type, "dynamic")) c->rope_scaling = FW_ROPE_DYNAMIC;
     else if (!strcmp(type, "llama3")) {
@@ -89,14 +98,69 @@ static int cfg_rope_scaling(const char *path, json_t *j, fw_config *c) {
             cfg_int(path, rs, "original_max_position_embeddings", -1, &c->rope_orig_max_pos) != SF_OK)
             return SF_ERR;
         if (!(c->rope_low_freq > 0 && c->rope_high_freq > c->rope_low_freq))
-            return sf_fail("%s: llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor", path);
+            return sf_fail("%s: llama3 %s needs 0 < low_freq_factor < high_freq_factor", path, key);
     } else
-        return sf_fail("%s: unsupported rope_scaling type \"%s\" (supported: linear, dynamic, llama3)", path, type);
+        return sf_fail("%s: unsupported %s type \"%s\" (supported: linear, dynamic, llama3)", path, key, type);
     return SF_OK;
 }
 
+/* Which blocks attend within sliding_window (c->layer_local): by default blocks from..n_layers-1
+ * except every period-th (Qwen2 and Mistral: period 1, all from `from` on; Gemma-2: 2, Gemma-3:
+ * sliding_window_pattern), as Hugging Face's config classes derive "layer_types"; a "layer_types"
+ * list in config.json overrides that. No block is windowed when sliding_window is 0 (null). */
+static int cfg_layer_types(const char *path, json_t *j, fw_config *c, int from, int period) {
+    json_t *lt = json_object_get(j, "layer_types");
+    if (c->n_layers > FW_MAX_LAYERS) /* before layer_local is written; cfg_finish checks every architecture */
+        return sf_fail("%s: %d layers, more than the %d supported", path, c->n_layers, FW_MAX_LAYERS);
+    memset(c->layer_local, 0, sizeof c->layer_local);
+    if (lt && !json_is_null(lt)) {
+        if (!json_is_array(lt) || json_array_size(lt) != (size_t)c->n_layers)
+            return sf_fail("%s: \"layer_types\" must be a list of %d strings (one per layer)", path, c->n_layers);
+        for (int l = 0; l < c->n_layers; l++) {
+            const char *t = json_string_value(json_array_get(lt, (size_t)l));
+            if (t && !strcmp(t, "sliding_attention")) c->layer_local[l] = c->sliding_window > 0;
+            else if (!t || strcmp(t, "full_attention"))
+                return sf_fail("%s: layer_types[%d] is \"%s\" (supported: full_attention, sliding_attention)", path, l,
+                               t ? t : "not a string");
+        }
+        return SF_OK;
+    }
+    for (int l = from; l < c->n_layers && c->sliding_window > 0; l++) c->layer_local[l] = period == 1 || (l + 1) % period;
+    return SF_OK;
+}
+
+/* RoPE base and scaling: transformers 4 writes rope_theta and rope_scaling, transformers 5 one
+ * rope_parameters object {rope_type, rope_theta, factor, ...}, for Gemma-3 one per layer type
+ * ({full_attention: {..}, sliding_attention: {..}}). local_theta: Gemma-3's base of the windowed
+ * blocks (plain RoPE), NULL for models with one RoPE. */
+static int cfg_rope(const char *path, json_t *j, fw_config *c, double def_theta, double *local_theta) {
+    json_t *rp = json_object_get(j, "rope_parameters");
+    if (!rp || json_is_null(rp))
+        return cfg_num(path, j, "rope_theta", def_theta, &c->rope_theta) ||
+               cfg_rope_scaling(path, json_object_get(j, "rope_scaling"), "rope_scaling", c) ||
+               (local_theta && cfg_num(path, j, "rope_local_base_freq", 10000.0, local_theta));
+    if (!json_is_object(rp)) return sf_fail("%s: \"rope_parameters\" must be an object", path);
+    json_t *full = json_object_get(rp, "full_attention"), *local = json_object_get(rp, "sliding_attention");
+    if (full || local) {
+        fw_config lc = {0};
+        if (!local_theta || !json_is_object(full) || !json_is_object(local))
+            return sf_fail("%s: \"rope_parameters\" per layer type (full_attention, sliding_attention) is only "
+                           "supported for Gemma-3, and needs both", path);
+        if (cfg_num(path, local, "rope_theta", 10000.0, local_theta) ||
+            cfg_rope_scaling(path, local, "rope_parameters.sliding_attention", &lc))
+            return SF_ERR;
+        if (lc.rope_scaling != FW_ROPE_PLAIN)
+            return sf_fail("%s: rope_parameters.sliding_attention must be of rope_type default", path);
+        rp = full;
+    } else if (local_theta && cfg_num(path, j, "rope_local_base_freq", 10000.0, local_theta))
+        return SF_ERR;
+    return cfg_num(path, rp, "rope_theta", def_theta, &c->rope_theta) || cfg_rope_scaling(path, rp, "rope_parameters", c);
+}
+
+/* The Llama family: Llama, Qwen2, Mistral, OLMo-2 (post-norms, QK-norm), Qwen3 (per-head QK-norm). */
 static int cfg_llama(const char *path, json_t *j, const char *arch, fw_config *c) {
     int is_qwen2 = !strcmp(arch, "Qwen2ForCausalLM"), is_mistral = !strcmp(arch, "MistralForCausalLM");
+    int is_olmo2 = !strcmp(arch, "Olmo2ForCausalLM"), is_qwen3 = !strcmp(arch, "Qwen3ForCausalLM");
     double eps = 0, partial = 1;
     int attention_bias = 0;
     c->arch = FW_ARCH_LLAMA;
@@ -105,14 +169,24 @@ static int cfg_llama(const char *path, json_t *j, const char *arch, fw_config *c
         cfg_int(path, j, "intermediate_size", -1, &c->d_ff) || cfg_int(path, j, "vocab_size", -1, &c->vocab) ||
         cfg_int(path, j, "max_position_embeddings", 2048, &c->max_pos) ||
         cfg_int(path, j, "num_key_value_heads", c->n_heads, &c->n_kv_heads) ||
-        cfg_int(path, j, "head_dim", c->n_heads ? c->d_model / c->n_heads : 0, &c->head_dim) ||
-        cfg_num(path, j, "rms_norm_eps", 1e-6, &eps) || cfg_num(path, j, "rope_theta", 10000.0, &c->rope_theta) ||
+        /* Qwen3Config's head_dim defaults to 128 whatever the width */
+        cfg_int(path, j, "head_dim", is_qwen3 ? 128 : c->n_heads ? c->d_model / c->n_heads : 0, &c->head_dim) ||
+        cfg_num(path, j, "rms_norm_eps", is_olmo2 ? 1e-5 : 1e-6, &eps) || cfg_rope(path, j, c, 10000.0, NULL) ||
         cfg_num(path, j, "partial_rotary_factor", 1.0, &partial) ||
         cfg_bool(path, j, "tie_word_embeddings", 0, &c->tied_embeddings) ||
         cfg_bool(path, j, "attention_bias", 0, &attention_bias) || cfg_bool(path, j, "mlp_bias", 0, &c->mlp_bias) ||
-        cfg_act(path, j, "hidden_act", "silu", &c->act) || cfg_rope_scaling(path, j, c))
+        cfg_act(path, j, "hidden_act", "silu", &c->act))
         return SF_ERR;
     c->norm = FW_RMSNORM;
+    if (is_olmo2) {
+        c->norm_place = FW_NORM_POST;
+        c->qk_norm = FW_QK_FULL;
+        c->mlp_bias = 0; /* Olmo2MLP has no biases whatever mlp_bias says */
+    }
+    if (is_qwen3) {
+        c->qk_norm = FW_QK_HEAD;
+        c->mlp_bias = 0; /* as Olmo2MLP */
+    }
     c->norm_eps = (float)eps;
     c->gated_mlp = 1;
     c->rotary_dim = (int)(c->head_dim * partial);
@@ -120,10 +194,62 @@ static int cfg_llama(const char *path, json_t *j, const char *arch, fw_config *c
     /* Qwen2 always has q/k/v biases and no output bias; Llama's attention_bias covers all four. */
     c->qkv_bias = is_qwen2 || attention_bias;
     c->o_bias = !is_qwen2 && attention_bias;
-    int use_window = is_mistral;
-    if (is_qwen2 && cfg_bool(path, j, "use_sliding_window", 0, &use_window)) return SF_ERR;
+    /* Mistral windows every block; Qwen2 and Qwen3 only with use_sliding_window, from
+     * max_window_layers on */
+    int use_window = is_mistral, from = 0;
+    if ((is_qwen2 || is_qwen3) && (cfg_bool(path, j, "use_sliding_window", 0, &use_window) ||
+                     cfg_int(path, j, "max_window_layers", 28, &from)))
+        return SF_ERR;
     if (use_window && cfg_int(path, j, "sliding_window", 0, &c->sliding_window)) return SF_ERR;
-    return SF_OK;
+    return cfg_layer_types(path, j, c, from, 1);
+}
+
+/* Gemma-2: Llama's layout with embeddings scaled by sqrt(d), (1 + w) RMSNorms before and after
+ * attention and MLP, GELU-tanh gated MLP, scores scaled by query_pre_attn_scalar^-1/2 and
+ * soft-capped, soft-capped logits, sliding-window attention in every other block (0, 2, ...).
+ * Gemma-3: the same with per-head QK-norm, no soft-capping by default, every
+ * sliding_window_pattern-th block global and the others windowed with their own plain RoPE
+ * (rope_local_base_freq), rope_scaling only on the global ones. Defaults are the config classes'. */
+static int cfg_gemma(const char *path, json_t *j, const char *arch, fw_config *c) {
+    int g3 = !strcmp(arch, "Gemma3ForCausalLM");
+    double eps = 0, qpas = 0;
+    int attention_bias = 0, period = 2, bidirectional = 0;
+    c->arch = FW_ARCH_LLAMA;
+    if (cfg_int(path, j, "hidden_size", -1, &c->d_model) || cfg_int(path, j, "num_attention_heads", -1, &c->n_heads) ||
+        cfg_int(path, j, "num_hidden_layers", -1, &c->n_layers) ||
+        cfg_int(path, j, "intermediate_size", -1, &c->d_ff) || cfg_int(path, j, "vocab_size", -1, &c->vocab) ||
+        cfg_int(path, j, "max_position_embeddings", g3 ? 131072 : 8192, &c->max_pos) ||
+        cfg_int(path, j, "num_key_value_heads", 4, &c->n_kv_heads) || cfg_int(path, j, "head_dim", 256, &c->head_dim) ||
+        cfg_num(path, j, "rms_norm_eps", 1e-6, &eps) ||
+        cfg_rope(path, j, c, g3 ? 1e6 : 10000.0, g3 ? &c->rope_local_theta : NULL) ||
+        cfg_bool(path, j, "tie_word_embeddings", 1, &c->tied_embeddings) ||
+        cfg_bool(path, j, "attention_bias", 0, &attention_bias) ||
+        cfg_act(path, j, "hidden_activation", "gelu_pytorch_tanh", &c->act) ||
+        cfg_num(path, j, "query_pre_attn_scalar", 256, &qpas) ||
+        cfg_opt_num(path, j, "attn_logit_softcapping", g3 ? 0 : 50.0, &c->attn_softcap) ||
+        cfg_opt_num(path, j, "final_logit_softcapping", g3 ? 0 : 30.0, &c->final_softcap) ||
+        cfg_int(path, j, "sliding_window", 4096, &c->sliding_window) ||
+        (g3 && (cfg_int(path, j, "sliding_window_pattern", 6, &period) ||
+                cfg_bool(path, j, "use_bidirectional_attention", 0, &bidirectional))))
+        return SF_ERR;
+    if (!(qpas > 0)) return sf_fail("%s: \"query_pre_attn_scalar\" must be positive", path);
+    if (period < 1) return sf_fail("%s: \"sliding_window_pattern\" must be at least 1", path);
+    if (bidirectional)
+        return sf_fail("%s: \"use_bidirectional_attention\" is not supported (the forward is causal)", path);
+    if (g3) {
+        c->qk_norm = FW_QK_HEAD;
+        if (!(c->rope_local_theta > 0)) return sf_fail("%s: the local RoPE base must be positive", path);
+    }
+    c->norm = FW_RMSNORM;
+    c->norm_eps = (float)eps;
+    c->norm_place = FW_NORM_SANDWICH;
+    c->norm_plus_one = 1;
+    c->embed_scale = (float)sqrt((double)c->d_model);
+    c->gated_mlp = 1;
+    c->rotary_dim = c->head_dim;
+    c->attn_scale = (float)(1.0 / sqrt(qpas));
+    c->qkv_bias = c->o_bias = attention_bias;
+    return cfg_layer_types(path, j, c, 0, period);
 }
 
 static int cfg_gpt2(const char *path, json_t *j, fw_config *c) {
@@ -164,7 +290,7 @@ static int cfg_neox(const char *path, json_t *j, fw_config *c) {
         cfg_bool(path, j, "use_parallel_residual", 1, &c->parallel_residual) ||
         cfg_bool(path, j, "attention_bias", 1, &bias) ||
         cfg_bool(path, j, "tie_word_embeddings", 0, &c->tied_embeddings) ||
-        cfg_act(path, j, "hidden_act", "gelu", &c->act) || cfg_rope_scaling(path, j, c))
+        cfg_act(path, j, "hidden_act", "gelu", &c->act) || cfg_rope_scaling(path, json_object_get(j, "rope_scaling"), "rope_scaling", c))
         return SF_ERR;
     c->n_kv_heads = c->n_heads;
     c->head_dim = c->n_heads ? c->d_model / c->n_heads : 0;
@@ -182,6 +308,8 @@ static int cfg_finish(const char *path, fw_config *c) {
     if (c->n_layers < 1 || c->d_model < 1 || c->n_heads < 1 || c->n_kv_heads < 1 || c->head_dim < 1 ||
         c->d_ff < 1 || c->vocab < 1 || c->max_pos < 1)
         return sf_fail("%s: layer count, widths, heads, vocab_size and max positions must be positive", path);
+    if (c->n_layers > FW_MAX_LAYERS)
+        return sf_fail("%s: %d layers, more than the %d supported", path, c->n_layers, FW_MAX_LAYERS);
     if (c->n_heads % c->n_kv_heads)
         return sf_fail("%s: %d attention heads are not a multiple of %d key/value heads", path, c->n_heads,
                        c->n_kv_heads);
@@ -210,7 +338,10 @@ int fw_config_load(const char *dir, fw_config *c) {
     else if (json_is_string(mt)) { /* configs without "architectures": map model_type */
         const char *t = json_string_value(mt);
         arch = !strcmp(t, "llama") ? "LlamaForCausalLM" : !strcmp(t, "qwen2") ? "Qwen2ForCausalLM"
-             : !strcmp(t, "mistral") ? "MistralForCausalLM" : !strcmp(t, "gpt2") ? "GPT2LMHeadModel"
+             : !strcmp(t, "mistral") ? "MistralForCausalLM" : !strcmp(t, "olmo2") ? "Olmo2ForCausalLM"
+             : !strcmp(t, "qwen3") ? "Qwen3ForCausalLM" : !strcmp(t, "gemma2") ? "Gemma2ForCausalLM"
+             : !strcmp(t, "gemma3_text") ? "Gemma3ForCausalLM"
+             : !strcmp(t, "gpt2") ? "GPT2LMHeadModel"
              : !strcmp(t, "gpt_neox") ? "GPTNeoXForCausalLM" : t;
     }
     if (!json_is_object(j)) {
@@ -222,15 +353,20 @@ int fw_config_load(const char *dir, fw_config *c) {
         goto out;
     }
     snprintf(c->architecture, sizeof c->architecture, "%s", arch);
-    if (!strcmp(arch, "LlamaForCausalLM") || !strcmp(arch, "Qwen2ForCausalLM") || !strcmp(arch, "MistralForCausalLM"))
+    if (!strcmp(arch, "LlamaForCausalLM") || !strcmp(arch, "Qwen2ForCausalLM") || !strcmp(arch, "MistralForCausalLM") ||
+        !strcmp(arch, "Olmo2ForCausalLM") || !strcmp(arch, "Qwen3ForCausalLM"))
         rc = cfg_llama(path, j, arch, c);
+    else if (!strcmp(arch, "Gemma2ForCausalLM") || !strcmp(arch, "Gemma3ForCausalLM"))
+        rc = cfg_gemma(path, j, arch, c);
     else if (!strcmp(arch, "GPT2LMHeadModel"))
         rc = cfg_gpt2(path, j, c);
     else if (!strcmp(arch, "GPTNeoXForCausalLM"))
         rc = cfg_neox(path, j, c);
     else
         rc = sf_fail("%s: unsupported architecture \"%s\" (supported: LlamaForCausalLM, Qwen2ForCausalLM, "
-                     "MistralForCausalLM, GPT2LMHeadModel, GPTNeoXForCausalLM)", path, arch);
+                     "MistralForCausalLM, Olmo2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, "
+                     "GPT2LMHeadModel, GPTNeoXForCausalLM)",
+                     path, arch);
     if (rc == SF_OK) rc = cfg_finish(path, c);
     json_t *bos = json_object_get(j, "bos_token_id");
     c->bos_id = json_is_integer(bos) ? (int)json_integer_value(bos) : -1;
@@ -404,14 +540,48 @@ static int neox_unfuse_qkv(float *w, int H, int hd, int cols) {
 
 #define NAME(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
 
+/* An RMSNorm weight [n]: Gemma's scale by 1 + w, so 1 is added here (in float32, as Hugging Face
+ * computes 1.0 + weight.float()). */
+static float *load_norm(const fw_ckpt *ck, const fw_config *c, const char *name, int n) {
+    float *w = load_new(ck, name, 1, n, 0);
+    if (w && c->norm_plus_one)
+        for (int i = 0; i < n; i++) w[i] += 1.0f;
+    return w;
+}
+
+/* A block's norms by where they sit (fw_norm_place): Llama's post_attention_layernorm is the norm
+ * before the MLP, OLMo-2's and Gemma's is on the attention output. */
+static int load_llama_norms(const fw_ckpt *ck, const fw_config *c, int l, fw_layer *ly) {
+    char n[256];
+    int d = c->d_model;
+    const char *pre1 = "input_layernorm", *pre2 = "post_attention_layernorm";
+    const char *post1 = "post_attention_layernorm", *post2 = "post_feedforward_layernorm";
+    if (c->norm_place == FW_NORM_SANDWICH) pre2 = "pre_feedforward_layernorm";
+    if (c->norm_place != FW_NORM_POST &&
+        (!(ly->ln1_w = load_norm(ck, c, NAME(n, "model.layers.%d.%s.weight", l, pre1), d)) ||
+         !(ly->ln2_w = load_norm(ck, c, NAME(n, "model.layers.%d.%s.weight", l, pre2), d))))
+        return SF_ERR;
+    if (c->norm_place != FW_NORM_PRE &&
+        (!(ly->post1_w = load_norm(ck, c, NAME(n, "model.layers.%d.%s.weight", l, post1), d)) ||
+         !(ly->post2_w = load_norm(ck, c, NAME(n, "model.layers.%d.%s.weight", l, post2), d))))
+        return SF_ERR;
+    if (c->qk_norm != FW_QK_NONE) {
+        int full = c->qk_norm == FW_QK_FULL, hd = c->head_dim;
+        if (!(ly->q_norm = load_norm(ck, c, NAME(n, "model.layers.%d.self_attn.q_norm.weight", l),
+                                     full ? c->n_heads * hd : hd)) ||
+            !(ly->k_norm = load_norm(ck, c, NAME(n, "model.layers.%d.self_attn.k_norm.weight", l),
+                                     full ? c->n_kv_heads * hd : hd)))
+            return SF_ERR;
+    }
+    return SF_OK;
+}
+
 static int load_llama_layer(const fw_ckpt *ck, const fw_config *c, int l, fw_layer *ly) {
     char n[256];
     int d = c->d_model, hd = c->head_dim, qn = c->n_heads * hd, kvn = c->n_kv_heads * hd, ff = c->d_ff;
     const char *qkv[3] = {"q_proj", "k_proj", "v_proj"};
     int rows[3] = {qn, kvn, kvn}, off = 0;
-    if (!(ly->ln1_w = load_new(ck, NAME(n, "model.layers.%d.input_layernorm.weight", l), 1, d, 0)) ||
-        !(ly->ln2_w = load_new(ck, NAME(n, "model.layers.%d.post_attention_layernorm.weight", l), 1, d, 0)))
-        return SF_ERR;
+    if (load_llama_norms(ck, c, l, ly) != SF_OK) return SF_ERR;
     if (!(ly->wqkv = fw_alloc("q/k/v_proj", (size_t)(qn + 2 * kvn) * d)) ||
         (c->qkv_bias && !(ly->bqkv = fw_alloc("q/k/v_proj bias", (size_t)(qn + 2 * kvn)))))
         return SF_ERR;
@@ -484,16 +654,17 @@ static int load_neox_layer(const fw_ckpt *ck, const fw_config *c, int l, fw_laye
     return SF_OK;
 }
 
-/* Hugging Face's RoPE inverse frequencies for rotary_dim, with linear or llama3 scaling applied
- * (dynamic scaling depends on the sequence length and is applied in the forward). */
-static double *rope_inv_freq(const fw_config *c) {
+/* Hugging Face's RoPE inverse frequencies for rotary_dim and base theta, with linear or llama3
+ * scaling applied if `scaled` (dynamic scaling depends on the sequence length and is applied in
+ * the forward). */
+static double *rope_inv_freq(const fw_config *c, double theta, int scaled) {
     int half = c->rotary_dim / 2;
     double *inv = sf_zalloc("RoPE frequencies", (size_t)(half ? half : 1), sizeof *inv);
     if (!inv) return NULL;
     for (int i = 0; i < half; i++) {
-        double f = 1.0 / pow(c->rope_theta, (2.0 * i) / c->rotary_dim);
-        if (c->rope_scaling == FW_ROPE_LINEAR) f /= c->rope_factor;
-        if (c->rope_scaling == FW_ROPE_LLAMA3) {
+        double f = 1.0 / pow(theta, (2.0 * i) / c->rotary_dim);
+        if (scaled && c->rope_scaling == FW_ROPE_LINEAR) f /= c->rope_factor;
+        if (scaled && c->rope_scaling == FW_ROPE_LLAMA3) {
             /* Low frequencies (long wavelengths) are divided by factor, high ones kept, and the
              * band between them interpolated smoothly. */
             double old = c->rope_orig_max_pos, wavelen = 2 * M_PI / f;
@@ -513,8 +684,8 @@ void fw_model_free(fw_model *m) {
     if (!m) return;
     for (int l = 0; l < m->n_loaded; l++) {
         fw_layer *ly = &m->layers[l];
-        float *p[] = {ly->ln1_w, ly->ln1_b, ly->ln2_w, ly->ln2_b, ly->wqkv, ly->bqkv, ly->wo,
-                      ly->bo, ly->w_in, ly->b_in, ly->w_out, ly->b_out};
+        float *p[] = {ly->ln1_w, ly->ln1_b, ly->ln2_w, ly->ln2_b, ly->post1_w, ly->post2_w, ly->q_norm, ly->k_norm,
+                      ly->wqkv, ly->bqkv, ly->wo, ly->bo, ly->w_in, ly->b_in, ly->w_out, ly->b_out};
         for (size_t i = 0; i < sizeof p / sizeof *p; i++) free(p[i]);
     }
     if (m->lm_head != m->tok_emb) free(m->lm_head);
@@ -524,6 +695,7 @@ void fw_model_free(fw_model *m) {
     free(m->lnf_w);
     free(m->lnf_b);
     free(m->inv_freq);
+    free(m->inv_freq_local);
     free(m);
 }
 
@@ -540,7 +712,8 @@ fw_model *fw_model_load(const char *dir, int n_layers, int with_head) {
     int d = c->d_model, V = c->vocab;
     if (n_layers < 0 || n_layers > c->n_layers) n_layers = c->n_layers;
     if (!(m->layers = sf_zalloc("model blocks", (size_t)(n_layers ? n_layers : 1), sizeof *m->layers)) ||
-        !(m->inv_freq = rope_inv_freq(c)))
+        !(m->inv_freq = rope_inv_freq(c, c->rope_theta, 1)) ||
+        (c->rope_local_theta > 0 && !(m->inv_freq_local = rope_inv_freq(c, c->rope_local_theta, 0))))
         goto fail;
 
     /* GPT-2 checkpoints exist with and without the "transformer." prefix. */
@@ -570,7 +743,7 @@ fw_model *fw_model_load(const char *dir, int n_layers, int with_head) {
             snprintf(w, sizeof w, "%s.weight", lnf);
             snprintf(b, sizeof b, "%s.bias", lnf);
         }
-        if (!(m->lnf_w = load_new(&ck, w, 1, d, 0))) goto fail;
+        if (!(m->lnf_w = load_norm(&ck, c, w, d))) goto fail;
         if (c->norm == FW_LAYERNORM && !(m->lnf_b = load_new(&ck, b, 1, d, 0))) goto fail;
         if (c->tied_embeddings) m->lm_head = m->tok_emb;
         else if (!(m->lm_head = load_new(&ck, c->arch == FW_ARCH_NEOX ? "embed_out.weight" : "lm_head.weight", 2, V, d)))

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "saeflow.h"
-#include "sf_safetensors.h"
+#include "sf_output.h"
 
 extern char **environ;
 

@@ -8,7 +8,6 @@
  * Sequences may differ in length: they are grouped by length (stable order) and each group runs
  * in batches of at most LM_CLI_BATCH_TOKENS tokens; batch k's gradient enters with weight
  * (its positions / all positions), so the sum is the gradient of the overall mean. */
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +25,9 @@ static int grad_usage(FILE *out, int rc) {
                  "  reads token ids on stdin, one sequence per line (at least 2 tokens each, at most\n"
                  "  max_position_embeddings + 1); prints the mean next-token cross-entropy over every position\n"
                  "  of every sequence and writes its gradient for every parameter (Hugging Face names, F32).\n"
-                 "  --threads: OpenBLAS threads (default: its own, one per core). An existing --out is kept\n"
-                 "  unless --force. Trains: LlamaForCausalLM without biases or rope_scaling.\n");
+                 "  --threads: the sequences of a batch split over N threads (default: one per core); the result\n"
+                 "  is the same for the same N. An existing --out is kept unless --force. Trains:\n"
+                 "  LlamaForCausalLM without biases or rope_scaling.\n");
     return rc;
 }
 
@@ -72,8 +72,8 @@ static int grad_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             char *end;
             long v = strtol(argv[++i], &end, 10);
-            if (*end || v < 1 || v > 4096) {
-                fprintf(stderr, "saeflow lm grad: --threads must be 1..4096, got \"%s\"\n", argv[i]);
+            if (*end || v < 1 || v > 64) {
+                fprintf(stderr, "saeflow lm grad: --threads must be 1..64, got \"%s\"\n", argv[i]);
                 return 2;
             }
             threads = (int)v;
@@ -89,7 +89,6 @@ static int grad_main(int argc, char **argv) {
         fprintf(stderr, "saeflow lm grad: %s exists; remove it or pass --force to replace it\n", out);
         return 1;
     }
-    if (threads) openblas_set_num_threads(threads);
 
     int rc = 1;
     lm_model *m = NULL;
@@ -113,7 +112,7 @@ static int grad_main(int argc, char **argv) {
     /* One set of work buffers, for Bmax sequences of the longest length: every batch fits. */
     int Tmax = (int)longest - 1, Bmax = LM_CLI_BATCH_TOKENS / Tmax < 1 ? 1 : LM_CLI_BATCH_TOKENS / Tmax;
     if ((size_t)Bmax > s.n_seq) Bmax = (int)s.n_seq;
-    if (lm_work_new(m, Bmax, Tmax, &w) != SF_OK ||
+    if (lm_work_new_threads(m, Bmax, Tmax, threads, &w) != SF_OK ||
         !(batch = sf_alloc("a batch of token ids", (size_t)Bmax * longest, sizeof *batch)))
         goto done;
 

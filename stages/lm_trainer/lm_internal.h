@@ -6,6 +6,7 @@
 #include "lm_model.h"
 
 #define LM_MAX_TOKENS (1 << 22)       /* B * T per call; keeps every size_t product far from overflow */
+#define LM_MAX_THREADS 64            /* slices of a call, each on its own thread */
 #define LM_HEAD_FLOATS ((size_t)8 << 20) /* logits held at once: rows of the head chunk x vocab */
 
 /* One block's tensors (weights or gradients: the same views into either arena). */
@@ -35,17 +36,20 @@ struct lm_model {
     double *inv_freq; /* [rotary_dim / 2] */
 };
 
-/* Everything one [B, T] batch's backward needs, N = B * T rows, row b * T + t. Per-layer
- * buffers are L consecutive slices. */
-struct lm_work {
-    int B, T;         /* capacity */
+/* Everything one thread's share of a [B, T] batch needs for the backward, N = B * T rows (B its
+ * sequences), row b * T + t. Per-layer buffers are L consecutive slices. */
+typedef struct lm_slice {
+    int B;            /* capacity in sequences (of up to lm_work.T tokens) */
     int head_rows;    /* rows of logits per head chunk */
     float *x;         /* [L + 1][N, d] residual stream: x[l] enters block l, x[L] enters the final norm */
     float *xmid;      /* [L][N, d] residual after block l's attention */
     float *xn1;       /* [L][N, d] input_layernorm output */
     float *rstd1;     /* [L][N] its 1 / rms */
     float *qkv;       /* [L][N, (H + 2 KV) hd] q, k after RoPE; v */
-    float *probs;     /* [L][B, H, T, T] attention probabilities (row i: keys 0..i, zero after) */
+    float *smax;      /* [L][B, H, T, 2] each score row's max and 1 / sum of exp(score - max): the
+                       * backward recomputes the probabilities from q and k with them, so no
+                       * [T, T] matrix per head is kept (memory linear in T) */
+    float *probs;     /* [T, T] one head's attention probabilities (row i: keys 0..i, zero after) */
     float *atty;      /* [L][N, H hd] attention output before o_proj */
     float *xn2;       /* [L][N, d] post_attention_layernorm output */
     float *rstd2;     /* [L][N] */
@@ -62,16 +66,31 @@ struct lm_work {
     float *dgu;       /* [N, 2 ff] */
     float *dact;      /* [N, ff] */
     float *dprobs;    /* [T, T] */
+    /* Where this slice's weight gradients go: slice 0 adds into the model's, the others into
+     * their own arena (garena, n_arena floats), summed into the model's after every call. */
+    float *garena;
+    lm_params g;
+} lm_slice;
+
+struct lm_work {
+    int B, T;         /* capacity */
+    int n_slices;     /* threads: slice k takes sequences [B k / n, B (k + 1) / n) of a call */
+    lm_slice *slices;
     float *rope_cos, *rope_sin; /* [T, rotary_dim / 2] */
 };
 
-/* The forward over tokens [B, T+1] (inputs :T, targets 1:): saves every activation in w and
- * returns the mean cross-entropy. With grad_scale != 0 the head chunk also leaves the gradient of
- * (grad_scale * mean loss) with respect to the final norm's output in w->dxn and adds the head's
- * weight gradient to m->g.head. SF_ERR on a token outside [0, vocab) or a batch larger than w. */
-int lm_forward(lm_model *m, lm_work *w, const int32_t *tokens, int B, int T, float grad_scale, double *loss);
-/* The backward from w->dxn (left by lm_forward) down to the embeddings, adding into m->g. */
-void lm_backward(lm_model *m, lm_work *w, const int32_t *tokens, int B, int T);
+/* The forward of one slice over tokens [B, T+1] (inputs :T, targets 1:): saves every activation
+ * in s and returns the summed cross-entropy of its B * T positions. With gs != 0 (the gradient's
+ * scale per position: the caller's scale / all positions of the call) the head chunk also leaves
+ * d loss / d (final norm output) in s->dxn and adds the head's weight gradient into s->g. */
+double lm_forward(const lm_model *m, const lm_work *w, lm_slice *s, const int32_t *tokens, int B, int T, float gs);
+/* The backward from s->dxn (left by lm_forward) down to the embeddings, adding into s->g. */
+void lm_backward(const lm_model *m, const lm_work *w, lm_slice *s, const int32_t *tokens, int B, int T);
+
+/* One query head's causal attention probabilities P [T, T] for the sequence whose q/k/v rows start
+ * at qkv; stats [T, 2]: each row's softmax max and 1 / sum, written (given 0) or used (given 1,
+ * the backward: the forward's bits again). */
+void lm_attention_probs(const fw_config *c, const float *qkv, int h, int T, float *P, float *stats, int given);
 
 /* Shared elementwise steps. */
 void lm_rmsnorm(const float *x, const float *wt, float *y, float *rstd, size_t rows, int d, float eps);

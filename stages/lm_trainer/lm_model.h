@@ -21,9 +21,9 @@
  * hidden_act silu, no attention or MLP biases, rope_scaling null. lm_config_check says why another
  * config cannot train.
  *
- * Threads: OpenBLAS's own (openblas_set_num_threads; its default is one per core) for every
- * sgemm, which are over all B*T rows at once; results are deterministic for a given thread count
- * and batch shape [B, T] (not across different groupings of the same sequences).
+ * Threads: a call's sequences are split over the work's threads (lm_work_new_threads), each
+ * running whole passes on its share; results are deterministic for a given thread count and batch
+ * shape [B, T] (not across different groupings of the same sequences).
  *
  * The `saeflow lm` command (lm grad): lm_cli.h's lm_commands, which the lm_trainer stage definition
  * lists as its .commands. */
@@ -67,8 +67,16 @@ size_t lm_model_tensors(lm_model *m, lm_tensor **out);
 /* Total parameter count (each tensor once). */
 size_t lm_model_numel(const lm_model *m);
 
-/* Buffers for batches of up to B sequences of up to T tokens (T <= max_position_embeddings). */
+/* Buffers for batches of up to B sequences of up to T tokens (T <= max_position_embeddings), for
+ * one thread per online CPU (as lm_work_new_threads with threads 0). */
 int lm_work_new(const lm_model *m, int B, int T, lm_work **out);
+/* The same with every call split over `threads` threads (0: one per online CPU) by sequences:
+ * each thread runs the forward and backward of its share of the batch with OpenBLAS on one thread
+ * (sf_blas_single_enter), into its own gradient arena, and the arenas are then added into the
+ * model's gradients in thread order. Results are deterministic for a given thread count (and batch
+ * shape); a batch of one sequence runs on one thread. Memory: the
+ * activations once in all, plus one gradient arena per thread after the first. */
+int lm_work_new_threads(const lm_model *m, int B, int T, int threads, lm_work **out);
 void lm_work_free(lm_work *w);
 
 void lm_zero_grad(lm_model *m);

@@ -22,9 +22,8 @@
 #include "lm_ckpt.h"
 #include "lm_cli.h"
 #include "saeflow.h"
+#include "sf_output.h"
 #include "sf_safetensors.h"
-
-void openblas_set_num_threads(int n);
 
 #define MAX_SAVES 4096
 
@@ -61,7 +60,8 @@ static const sf_param_def lm_params[] = {
     {"valid_wait", SF_PARAM_INT, "65536", "training sequences buffered at most while the held-out set fills up"},
     {"resume", SF_PARAM_BOOL, "false", "continue the run in out_dir from its training state (a new run if it has none)"},
     {"emit_saved", SF_PARAM_BOOL, "false", "on resume, first emit a checkpoint message for every checkpoint saved before"},
-    {"threads", SF_PARAM_INT, "0", "OpenBLAS threads (0: its default); results are bit-identical for one thread count"},
+    {"threads", SF_PARAM_INT, "0", "threads the batch is split over (0: one per CPU); results are bit-identical for "
+     "one thread count"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -72,7 +72,7 @@ typedef struct lm_stage {
     uint64_t seed;
     double init_std, clip;
     int64_t steps, state_every, valid_seqs, valid_wait;
-    int batch, accum, resume, emit_saved;
+    int batch, accum, resume, emit_saved, threads;
     lm_schedule sched;
     lm_adamw_opts aopts;
     sf_dtype dtype;
@@ -229,7 +229,7 @@ static int read_params(sf_ctx *ctx, lm_stage *s) {
     s->emit_saved = sf_param_bool(ctx, "emit_saved");
     int64_t threads = sf_param_int(ctx, "threads");
     if (threads < 0 || threads > 1024) rc = sf_param_fail(ctx, "threads", "must be within [0, 1024]");
-    else if (threads > 0) openblas_set_num_threads((int)threads);
+    s->threads = (int)threads;
     /* everything the loss curve depends on (not save_steps, state_every, threads) */
     snprintf(s->settings, sizeof s->settings,
              "%s=%s seed=%" PRIu64 " init_std=%.17g steps=%" PRId64 " batch=%d accum=%d lr=%.17g schedule=%s "
@@ -422,7 +422,7 @@ static int first_message(lm_stage *s, int W) {
                        "lower the tokenizer's seq_len", W, W - 1, c->max_pos);
     s->W = W;
     size_t n = (size_t)s->batch * s->accum;
-    if (lm_work_new(s->m, s->batch, W - 1, &s->w) != SF_OK) return SF_ERR;
+    if (lm_work_new_threads(s->m, s->batch, W - 1, s->threads, &s->w) != SF_OK) return SF_ERR;
     if (!(s->step_buf = sf_alloc("a step's token windows", n * (size_t)W, sizeof(int32_t))) ||
         !(s->valid = sf_alloc("the held-out token windows", (size_t)(s->valid_seqs ? s->valid_seqs : 1) * W, sizeof(int32_t))))
         return SF_ERR;

@@ -10,8 +10,11 @@
  *   sparsify (EleutherAI):      cfg.json + sae.safetensors: encoder.weight [n,d], encoder.bias [n],
  *       W_dec [n,d], b_dec [d]
  *   saelens (SAELens v6):       cfg.json + sae_weights.safetensors: W_enc [d,n], W_dec [n,d],
- *       b_enc [n], b_dec [d]
- * sae_load detects the layout from the files present. Other programs (the feature miner) link
+ *       b_enc [n], b_dec [d]; a unit normalisation as its normalize_activations "constant_norm_rescale"
+ *       (x sqrt(d) / ||x||, weights scaled to match)
+ * and, read only: llm-jp-sae's 2025-03 release, sae.pth (a torch.save state dict, bf16:
+ * encoder.weight [n,d], encoder.bias [n], W_dec [n,d], b_dec [d]; sae_pth.h), or that state dict
+ * converted to safetensors. sae_load detects the layout from the files present. Other programs (the feature miner) link
  * sae_lib (meson: sae_lib_dep) and use the "model" part only.
  */
 #ifndef SAE_H
@@ -43,6 +46,8 @@ typedef struct sae_model {
     char hook[64];    /* hook point it was trained on, as its config records it ("" if none) */
     char checkpoint[128]; /* the checkpoint name and model directory of its training activations, */
     char model[1024];     /* as saeflow_training records them ("" if not recorded) */
+    char layout[112];     /* the file layout sae_load found, named with the code (and date) that writes it */
+    char norm_from[160];  /* where sae_load took the normalisation from */
 } sae_model;
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -96,6 +101,11 @@ int sae_reconstruct(const sae_model *m, const float *x, int64_t rows, int64_t bl
  * "none". m->hook comes from our training metadata (saeflow_training.hook) or SAELens' hook_name
  * (top level or under metadata). SF_OK or SF_ERR with sf_last_error() set. */
 int sae_load(sae_model *m, const char *dir);
+/* sae_load with k and the normalisation stated by the caller (k <= 0, norm < 0: as recorded), for
+ * files that do not record them: llm-jp-sae's 2025-03 sae.pth (dir may name the file) and its state
+ * dict converted to safetensors (sae_load refuses those rather than guess). m->layout names what was
+ * found, m->norm_from where the normalisation came from. */
+int sae_load_as(sae_model *m, const char *dir, int k, int norm);
 
 /* Checks that activations of (hook, checkpoint, model) are what the SAE in sae_dir was trained on,
  * as its config records them: another hook (so another layer), another checkpoint name or another
@@ -106,12 +116,13 @@ int sae_check_source(const sae_model *m, const char *sae_dir, const char *hook, 
                      const char *model, int accept);
 
 /* Saves into dir (created if missing) in a layout. extra_json (may be NULL) is a JSON object
- * text whose members are added to the config (training metadata). In the sparsify and SAELens
- * layouts a scalar normalisation is folded into the weights (they have none of their own); a
- * per-token unit normalisation cannot be, and stays a config key. SF_OK or SF_ERR. */
+ * text whose members are added to the config (training metadata). Exports are made so that each
+ * library's own forward gives our codes: a scalar normalisation is folded into the weights of both;
+ * a unit one becomes SAELens' normalize_activations "constant_norm_rescale" (weights scaled by
+ * sqrt(d)); sparsify has no normalisation and a per-token one cannot be folded, so its export keeps
+ * our weights for inputs x / ||x|| (cfg.json's saeflow_input says so; a warning is logged).
+ * SF_OK or SF_ERR. */
 int sae_save(const sae_model *m, const char *dir, sae_layout layout, const char *extra_json);
-/* Creates dir and its missing parents (mkdir -p). */
-int sae_mkdirs(const char *dir);
 
 const char *sae_norm_name(sae_norm_mode mode);
 int sae_norm_parse(const char *name, sae_norm_mode *out); /* SF_OK / SF_ERR */

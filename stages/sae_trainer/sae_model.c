@@ -14,8 +14,10 @@
 #include <unistd.h>
 
 #include "saeflow.h"
+#include "sf_output.h"
 #include "sf_safetensors.h"
 #include "sae_internal.h"
+#include "sae_pth.h"
 
 /* Generous bounds so a corrupt config cannot make us allocate absurd amounts. */
 #define SAE_MAX_D (1 << 16)
@@ -584,23 +586,6 @@ static const sae_layout_desc sae_layouts[3] = {
     {"cfg.json", "sae_weights.safetensors", "W_enc", "b_enc", "W_dec", "b_dec", 1, 0},
 };
 
-int sae_mkdirs(const char *dir) {
-    char buf[4096];
-    size_t len = strlen(dir);
-    if (len == 0 || len >= sizeof buf) return sf_fail("sae: bad directory name '%s'", dir);
-    memcpy(buf, dir, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (buf[i] == '/' || buf[i] == '\0') {
-            char c = buf[i];
-            buf[i] = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return sf_fail("sae: cannot create %s: %s", buf, strerror(errno));
-            buf[i] = c;
-        }
-    }
-    return SF_OK;
-}
-
 static void sae_transpose(const float *src, int rows, int cols, float *dst) {
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < cols; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
@@ -617,20 +602,44 @@ static int sae_write_json(const char *path, json_t *j) {
 
 static int sae_save_layout(const sae_model *m, const char *dir, sae_layout layout, const char *extra_json);
 
+/* SAELens' normalize_activations "constant_norm_rescale" feeds the SAE x sqrt(d) / ||x|| and scales
+ * the output back by ||x|| / sqrt(d); ours feeds x / ||x||. With W_enc / sqrt(d), W_dec sqrt(d) and
+ * b_dec sqrt(d) the pre-activations, so the codes, are the same and so is x_hat in the raw space.
+ * to_saelens 1 converts ours to SAELens', 0 back. */
+static void sae_fold_unit(sae_model *m, int to_saelens) {
+    float s = sqrtf((float)m->d), in = to_saelens ? 1.0f / s : s, out = to_saelens ? s : 1.0f / s;
+    for (size_t i = 0; i < (size_t)m->n * m->d; i++) {
+        m->W_enc[i] *= in;
+        m->W_dec[i] *= out;
+    }
+    for (int j = 0; j < m->d; j++) m->b_dec[j] *= out;
+}
+
 /* sparsify and SAELens apply no scalar normalisation of their own: fold it into the weights,
- * W_enc s, W_dec / s, b_dec / s (the same encodings of raw inputs, outputs in the raw space). */
+ * W_enc s, W_dec / s, b_dec / s (the same encodings of raw inputs, outputs in the raw space). A unit
+ * normalisation goes to SAELens as its constant_norm_rescale (sae_fold_unit); sparsify has nothing
+ * like it and no weights can fold a per-token division: its export keeps our weights, for inputs
+ * x / ||x|| (cfg.json says so; saeflow sae convert warns). */
 int sae_save(const sae_model *m, const char *dir, sae_layout layout, const char *extra_json) {
-    if (layout == SAE_LAYOUT_PAPER || m->norm != SAE_NORM_SCALAR)
-        return sae_save_layout(m, dir, layout, extra_json);
+    if (layout == SAE_LAYOUT_SPARSIFY && m->norm == SAE_NORM_UNIT)
+        sf_log(SF_LOG_WARN, "%s: sparsify applies no input normalisation and this SAE's (x/||x|| per token) cannot "
+               "be folded into weights: feed this export normalised activations (its cfg.json's saeflow_input says "
+               "so), or use the SAELens export, which normalises itself", dir);
+    int scalar = layout != SAE_LAYOUT_PAPER && m->norm == SAE_NORM_SCALAR;
+    int unit = layout == SAE_LAYOUT_SAELENS && m->norm == SAE_NORM_UNIT;
+    if (!scalar && !unit) return sae_save_layout(m, dir, layout, extra_json);
     sae_model f;
     if (sae_model_alloc(&f, m->d, m->n, m->k) != SF_OK) return SF_ERR;
-    float s = m->norm_scale;
+    f.norm = unit ? SAE_NORM_UNIT : SAE_NORM_NONE; /* a scalar one is in the weights now */
+    f.norm_scale = 1.0f;
+    float s = scalar ? m->norm_scale : 1.0f;
     for (size_t i = 0; i < (size_t)m->n * m->d; i++) {
         f.W_enc[i] = m->W_enc[i] * s;
         f.W_dec[i] = m->W_dec[i] / s;
     }
     memcpy(f.b_enc, m->b_enc, (size_t)m->n * sizeof(float));
     for (int j = 0; j < m->d; j++) f.b_dec[j] = m->b_dec[j] / s;
+    if (unit) sae_fold_unit(&f, 1);
     int rc = sae_save_layout(&f, dir, layout, extra_json);
     sae_model_free(&f);
     return rc;
@@ -639,7 +648,7 @@ int sae_save(const sae_model *m, const char *dir, sae_layout layout, const char 
 static int sae_save_layout(const sae_model *m, const char *dir, sae_layout layout, const char *extra_json) {
     if ((unsigned)layout > 2) return sf_fail("sae_save: bad layout");
     const sae_layout_desc *L = &sae_layouts[layout];
-    if (sae_mkdirs(dir) != SF_OK) return SF_ERR;
+    if (sf_mkdirs(dir) != SF_OK) return SF_ERR;
 
     json_t *cfg = json_object();
     if (extra_json && *extra_json) {
@@ -669,14 +678,21 @@ static int sae_save_layout(const sae_model *m, const char *dir, sae_layout layou
         json_object_set_new(cfg, "signed", json_false());
         json_object_set_new(cfg, "multi_topk", json_false());
         json_object_set_new(cfg, "skip_connection", json_false());
+        if (m->norm == SAE_NORM_UNIT)
+            json_object_set_new(cfg, "saeflow_input",
+                                json_string("x / ||x|| per token: sparsify applies no input normalisation and a "
+                                            "per-token one cannot be folded into weights; normalise the "
+                                            "activations before encode()"));
     } else {
         json_object_set_new(cfg, "d_sae", json_integer(m->n));
         json_object_set_new(cfg, "architecture", json_string("topk"));
         json_object_set_new(cfg, "dtype", json_string("float32"));
         json_object_set_new(cfg, "device", json_string("cpu"));
         json_object_set_new(cfg, "apply_b_dec_to_input", json_true());
-        /* SAELens has no per-token unit norm: a reader must apply it itself (saeflow_normalize). */
-        json_object_set_new(cfg, "normalize_activations", json_string("none"));
+        json_object_set_new(cfg, "rescale_acts_by_decoder_norm", json_false());
+        /* unit: weights folded for SAELens' own per-token rescale (sae_save); scalar: folded whole */
+        json_object_set_new(cfg, "normalize_activations",
+                            json_string(m->norm == SAE_NORM_UNIT ? "constant_norm_rescale" : "none"));
         if (!json_object_get(cfg, "metadata"))
             json_object_set_new(cfg, "metadata", json_object());
         json_t *md = json_object_get(cfg, "metadata");
@@ -755,17 +771,44 @@ static int sae_json_int(json_t *cfg, const char *key, int64_t *out) {
     return SF_OK;
 }
 
+/* The normalisation of a state dict of llm-jp-sae's 2025-03 code converted to safetensors: its files
+ * record none, the directory names that code saved under do (nl_Scalar = x/||x||, nl_None). */
+static int sae_legacy_norm(const char *dir, sae_norm_mode *norm, char *from, size_t cap) {
+    char full[4200];
+    if (!realpath(dir, full)) snprintf(full, sizeof full, "%s", dir);
+    strncat(full, "/", sizeof full - strlen(full) - 1);
+    int rc = sae_pth_dir_norm(full, norm, from, cap);
+    if (rc != SF_DONE) return rc;
+    return sf_fail("%s: a state dict of llm-jp-sae's 2025-03 SparseAutoEncoder (encoder.weight, W_dec [n,d]) "
+                   "converted to safetensors: nothing records its input normalisation (that code's --nl: Scalar, "
+                   "its default, is x/||x||; None; Standardization) and loading it with the wrong one gives wrong "
+                   "codes silently. State it: saeflow sae convert %s OUT --normalize unit|none",
+                   dir, dir);
+}
+
 int sae_load(sae_model *m, const char *dir) {
+    return sae_load_as(m, dir, 0, -1);
+}
+
+int sae_load_as(sae_model *m, const char *dir, int k_given, int norm_given) {
     memset(m, 0, sizeof *m);
-    if (strlen(dir) >= 4096) return sf_fail("sae: directory name too long");
+    size_t dl = strlen(dir);
+    if (dl >= 4096) return sf_fail("sae: directory name too long");
     char path[4200];
+    /* llm-jp-sae's 2025-03 release: sae.pth, named or in the directory */
+    struct stat sb;
+    if (dl > 4 && !strcmp(dir + dl - 4, ".pth") && stat(dir, &sb) == 0 && S_ISREG(sb.st_mode))
+        return sae_pth_load(m, dir, k_given, norm_given);
     int layout = -1;
     for (int l = 0; l < 3 && layout < 0; l++) {
         snprintf(path, sizeof path, "%s/%s", dir, sae_layouts[l].weights);
         if (access(path, R_OK) == 0) layout = l;
     }
-    if (layout < 0)
-        return sf_fail("%s: no model.safetensors, sae.safetensors or sae_weights.safetensors", dir);
+    if (layout < 0) {
+        snprintf(path, sizeof path, "%s/sae.pth", dir);
+        if (access(path, R_OK) == 0) return sae_pth_load(m, path, k_given, norm_given);
+        return sf_fail("%s: no model.safetensors, sae.safetensors, sae_weights.safetensors or sae.pth", dir);
+    }
     const sae_layout_desc *L = &sae_layouts[layout];
 
     snprintf(path, sizeof path, "%s/%s", dir, L->config);
@@ -773,29 +816,65 @@ int sae_load(sae_model *m, const char *dir) {
     json_t *cfg = json_load_file(path, 0, &jerr);
     if (!json_is_object(cfg)) {
         json_decref(cfg);
+        if (layout == SAE_LAYOUT_SPARSIFY && access(path, F_OK) != 0)
+            return sf_fail("%s: sae.safetensors without cfg.json: k and the input normalisation are recorded nowhere "
+                           "(a state dict converted to safetensors?). State them: saeflow sae convert %s OUT --k K "
+                           "--normalize unit|none", dir, dir);
         return sf_fail("%s: %s (line %d)", path, jerr.text, jerr.line);
     }
     int64_t k = 0;
-    if (sae_json_int(cfg, "k", &k) != SF_OK) {
+    if (k_given > 0) k = k_given;
+    else if (sae_json_int(cfg, "k", &k) != SF_OK) {
         json_decref(cfg);
-        return sf_fail("%s: no integer 'k' (not a TopK SAE?)", path);
+        return sf_fail("%s: no integer 'k' (not a TopK SAE? state it: saeflow sae convert %s OUT --k K)", path, dir);
     }
-    sae_norm_mode norm = layout == SAE_LAYOUT_PAPER ? SAE_NORM_UNIT : SAE_NORM_NONE;
+    sae_norm_mode norm = SAE_NORM_NONE;
     float norm_scale = 1.0f;
+    char layout_name[sizeof m->layout], norm_from[sizeof m->norm_from] = "";
+    int saelens_rescale = 0; /* SAELens' constant_norm_rescale: x sqrt(d) / ||x||, our unit with scaled weights */
     json_t *jn = json_object_get(cfg, "saeflow_normalize");
-    if (json_is_string(jn) && sae_norm_parse(json_string_value(jn), &norm) != SF_OK) {
-        json_decref(cfg);
-        return SF_ERR;
-    }
-    json_t *js = json_object_get(cfg, "saeflow_norm_scale");
-    if (json_is_number(js)) norm_scale = (float)json_number_value(js);
     json_t *na = json_object_get(cfg, "normalize_activations");
-    if (!json_is_string(jn) && json_is_string(na) && strcmp(json_string_value(na), "none") != 0) {
-        int rc = sf_fail("%s: normalize_activations '%s' is not supported (only 'none')", path,
-                         json_string_value(na));
+    if (norm_given >= 0) {
+        norm = (sae_norm_mode)norm_given;
+        snprintf(norm_from, sizeof norm_from, "stated by the user");
+    } else if (json_is_string(jn)) {
+        if (sae_norm_parse(json_string_value(jn), &norm) != SF_OK) {
+            json_decref(cfg);
+            return SF_ERR;
+        }
+        snprintf(norm_from, sizeof norm_from, "%s saeflow_normalize", L->config);
+    }
+    if (layout == SAE_LAYOUT_SAELENS && json_is_string(na) && strcmp(json_string_value(na), "none") != 0) {
+        if (strcmp(json_string_value(na), "constant_norm_rescale") != 0) {
+            int rc = sf_fail("%s: normalize_activations '%s' is not supported (only 'none' and "
+                             "'constant_norm_rescale')", path, json_string_value(na));
+            json_decref(cfg);
+            return rc;
+        }
+        saelens_rescale = 1;
+        if (norm_given < 0) {
+            norm = SAE_NORM_UNIT;
+            snprintf(norm_from, sizeof norm_from, "cfg.json normalize_activations constant_norm_rescale");
+        }
+    }
+    int native_sparsify = json_object_get(cfg, "normalize_decoder") != NULL; /* sparsify's own cfg.json */
+    /* What the other libraries can save that is not this TopK SAE's forward: refused, not misread. */
+    json_t *arch = json_object_get(cfg, layout == SAE_LAYOUT_SAELENS ? "architecture" : "activation");
+    const char *other = json_is_string(arch) && strcmp(json_string_value(arch), "topk") != 0 ? json_string_value(arch)
+                        : layout == SAE_LAYOUT_SPARSIFY && json_is_true(json_object_get(cfg, "transcode")) ? "transcode"
+                        : layout == SAE_LAYOUT_SPARSIFY && json_is_true(json_object_get(cfg, "skip_connection"))
+                            ? "skip_connection"
+                            : NULL;
+    if (other) {
+        int rc = sf_fail("%s: a '%s' sparse coder, not a TopK SAE (z = TopK(ReLU(W_enc (x - b_dec) + b_enc))): "
+                         "saeflow cannot encode with it", path, other);
         json_decref(cfg);
         return rc;
     }
+    /* SAELens' TopK option: pre-activations times ||W_dec row||, codes divided by it before decoding */
+    int saelens_dec_norm = layout == SAE_LAYOUT_SAELENS && json_is_true(json_object_get(cfg, "rescale_acts_by_decoder_norm"));
+    /* SAELens without apply_b_dec_to_input encodes x, not x - b_dec */
+    int saelens_raw_in = layout == SAE_LAYOUT_SAELENS && json_is_false(json_object_get(cfg, "apply_b_dec_to_input"));
     json_t *hk = json_object_get(json_object_get(cfg, "saeflow_training"), "hook");
     if (!json_is_string(hk)) hk = json_object_get(cfg, "hook_name");
     if (!json_is_string(hk)) hk = json_object_get(json_object_get(cfg, "metadata"), "hook_name");
@@ -803,34 +882,59 @@ int sae_load(sae_model *m, const char *dir) {
     if (json_is_string(hk)) snprintf(hook, sizeof hook, "%s", json_string_value(hk));
     json_t *ck = json_object_get(json_object_get(cfg, "saeflow_training"), "checkpoint"),
            *md = json_object_get(json_object_get(cfg, "saeflow_training"), "model");
+    int ours = json_is_string(jn) || json_object_get(cfg, "saeflow_training") != NULL;
     if (json_is_string(ck)) snprintf(checkpoint, sizeof checkpoint, "%s", json_string_value(ck));
     if (json_is_string(md)) snprintf(model, sizeof model, "%s", json_string_value(md));
+    json_t *js = json_object_get(cfg, "saeflow_norm_scale");
+    if (json_is_number(js)) norm_scale = (float)json_number_value(js);
     json_decref(cfg);
 
     snprintf(path, sizeof path, "%s/%s", dir, L->weights);
     sf_st_file *f = sf_st_open(path);
     if (!f) return SF_ERR;
+    /* Which code wrote it, and so the normalisation when the config does not state it. */
+    if (layout == SAE_LAYOUT_PAPER && sf_st_find(f, "W_dec") && !sf_st_find(f, "decoder.weight")) {
+        L = &sae_layouts[SAE_LAYOUT_SPARSIFY]; /* the 2025-03 tensor names, in a save_pretrained folder */
+        snprintf(layout_name, sizeof layout_name, "llm-jp-sae 2025-03 SparseAutoEncoder state dict in model.safetensors");
+        if (!norm_from[0] && sae_legacy_norm(dir, &norm, norm_from, sizeof norm_from) != SF_OK) goto fail;
+    } else if (layout == SAE_LAYOUT_PAPER) {
+        snprintf(layout_name, sizeof layout_name, "%s", ours ? "saeflow, in llm-jp-sae's TopKSAE layout (config.json + "
+                 "model.safetensors)" : "llm-jp-sae 2025-09 TopKSAE (save_pretrained: config.json + model.safetensors)");
+        if (!norm_from[0]) {
+            norm = SAE_NORM_UNIT;
+            snprintf(norm_from, sizeof norm_from, "llm-jp-sae's 2025-09 code always normalises x/||x||");
+        }
+    } else if (layout == SAE_LAYOUT_SPARSIFY && !native_sparsify && !norm_from[0]) {
+        snprintf(layout_name, sizeof layout_name, "llm-jp-sae 2025-03 SparseAutoEncoder state dict in sae.safetensors");
+        if (sae_legacy_norm(dir, &norm, norm_from, sizeof norm_from) != SF_OK) goto fail;
+    } else if (layout == SAE_LAYOUT_SPARSIFY) {
+        snprintf(layout_name, sizeof layout_name, "%s", ours ? "saeflow export, EleutherAI sparsify layout (cfg.json + "
+                 "sae.safetensors)" : "EleutherAI sparsify (cfg.json + sae.safetensors)");
+        if (!norm_from[0]) snprintf(norm_from, sizeof norm_from, "sparsify has none");
+    } else {
+        snprintf(layout_name, sizeof layout_name, "%s", ours ? "saeflow export, SAELens v6 layout (cfg.json + "
+                 "sae_weights.safetensors)" : "SAELens v6 (cfg.json + sae_weights.safetensors)");
+        if (!norm_from[0]) snprintf(norm_from, sizeof norm_from, "cfg.json normalize_activations none");
+    }
     /* Shapes come from the weights; b_dec gives d, the encoder bias n. */
     const sf_st_tensor *tb = sf_st_find(f, L->b_dec), *te = sf_st_find(f, L->b_enc);
     if (!tb || !te || tb->t.ndim != 1 || te->t.ndim != 1) {
-        sf_st_close(f);
-        return sf_fail("%s: missing or malformed '%s' / '%s'", path, L->b_dec, L->b_enc);
+        sf_fail("%s: missing or malformed '%s' / '%s'", path, L->b_dec, L->b_enc);
+        goto fail;
     }
     int64_t d = tb->t.shape[0], n = te->t.shape[0];
     if (d > SAE_MAX_D || n > SAE_MAX_N || k > n) {
-        sf_st_close(f);
-        return sf_fail("%s: unsupported shape d=%lld n=%lld k=%lld", path, (long long)d,
-                       (long long)n, (long long)k);
+        sf_fail("%s: unsupported shape d=%lld n=%lld k=%lld", path, (long long)d, (long long)n, (long long)k);
+        goto fail;
     }
-    if (sae_model_alloc(m, (int)d, (int)n, (int)k) != SF_OK) {
-        sf_st_close(f);
-        return SF_ERR;
-    }
+    if (sae_model_alloc(m, (int)d, (int)n, (int)k) != SF_OK) goto fail;
     m->norm = norm;
     m->norm_scale = norm == SAE_NORM_SCALAR ? norm_scale : 1.0f;
     memcpy(m->hook, hook, sizeof hook);
     memcpy(m->checkpoint, checkpoint, sizeof checkpoint);
     memcpy(m->model, model, sizeof model);
+    memcpy(m->layout, layout_name, sizeof layout_name);
+    memcpy(m->norm_from, norm_from, sizeof norm_from);
     int rc = SF_OK;
     if (sae_read_tensor(f, path, L->w_enc, n, d, L->enc_transposed, m->W_enc) != SF_OK ||
         sae_read_tensor(f, path, L->b_enc, n, 0, 0, m->b_enc) != SF_OK ||
@@ -840,7 +944,25 @@ int sae_load(sae_model *m, const char *dir) {
         sae_model_free(m);
     }
     sf_st_close(f);
+    if (rc == SF_OK && saelens_raw_in) /* W_enc x + b_enc = W_enc (x - b_dec) + (b_enc + W_enc b_dec) */
+        for (int i = 0; i < m->n; i++) {
+            double dot = 0;
+            for (int j = 0; j < m->d; j++) dot += (double)m->W_enc[(size_t)i * m->d + j] * m->b_dec[j];
+            m->b_enc[i] += (float)dot;
+        }
+    if (rc == SF_OK && saelens_rescale) sae_fold_unit(m, 0);
+    if (rc == SF_OK && saelens_dec_norm) /* folded as SAELens' own fold_W_dec_norm does: the same codes */
+        for (int i = 0; i < m->n; i++) {
+            float *wd = m->W_dec + (size_t)i * m->d, *we = m->W_enc + (size_t)i * m->d, s2 = 0;
+            for (int j = 0; j < m->d; j++) s2 += wd[j] * wd[j];
+            float s = sqrtf(s2);
+            for (int j = 0; j < m->d; j++) we[j] *= s, wd[j] = s > 0 ? wd[j] / s : 0;
+            m->b_enc[i] *= s; /* a zero row: pre-activation 0, as in SAELens */
+        }
     return rc;
+fail:
+    sf_st_close(f);
+    return SF_ERR;
 }
 
 /* ---------------------------------------------------------------------------------------------- */

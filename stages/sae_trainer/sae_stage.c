@@ -12,6 +12,7 @@
 
 #include "sae.h"
 #include "saeflow.h"
+#include "sf_output.h"
 #include "sf_safetensors.h"
 #include "shards.h"
 
@@ -92,7 +93,8 @@ static const sf_param_def trainer_params[] = {
     {"metrics_every", SF_PARAM_INT, "50", "steps per metrics line (metrics.csv, metrics.jsonl)"},
     {"checkpoint_every", SF_PARAM_INT, "1000", "steps between checkpoints (0: only at the end)"},
     {"resume", SF_PARAM_BOOL, "false",
-     "continue from out_dir/checkpoint.safetensors, skipping the sequences (doc_id, pos) it trained on, or the "
+     "continue from out_dir/checkpoint.safetensors (or from OUT_DIR.partial's, an interrupted overwrite run, "
+     "which then replaces out_dir when complete), skipping the sequences (doc_id, pos) it trained on, or the "
      "first rows it read when messages carry no doc_id/pos"},
     {"overwrite", SF_PARAM_BOOL, "false",
      "replace the SAE (or interrupted run) out_dir holds: this run works in OUT_DIR.partial and replaces out_dir "
@@ -112,7 +114,7 @@ typedef struct trainer_take {
 
 typedef struct trainer_state {
     char out_dir[3800], field[64], split[64], export_list[128];
-    char final_dir[3800]; /* overwrite: the directory out_dir (OUT.partial) replaces when complete; else "" */
+    sf_output out; /* out_dir as given (out.dir) and where this run trains (out.work, also in out_dir) */
     int64_t latents, expansion, k, batch, seed, max_tokens, metrics_every, checkpoint_every;
     int resume;
     sae_train_opts opts;
@@ -146,6 +148,7 @@ typedef struct trainer_state {
     char hook[256], model_name[1024], checkpoint[256];
     int64_t layer, seq_len;
     int failed; /* a step failed: keep the last good checkpoint, save nothing */
+    int64_t other_split; /* messages of another split than `split`, skipped */
 } trainer_state;
 
 /* norm_mean of a shard directory's manifest.json (stages/shards): the split's, or the whole set's. */
@@ -192,33 +195,39 @@ static int trainer_norm_scale(trainer_state *s, int B) {
     return SF_OK;
 }
 
-/* A new run (not resume) into a directory that holds an SAE or an interrupted run is refused
- * unless overwrite: it used to replace a finished SAE silently, e.g. with a shorter run's. With
- * overwrite the run works in a sibling, OUT.partial, which replaces out_dir when complete. */
+/* out_dir as sf_output_claim decides (core/lib/sf_output.h): a new run into a directory that holds
+ * an SAE or an interrupted run is refused unless overwrite (it used to replace a finished SAE
+ * silently, e.g. with a shorter run's); with overwrite it trains in OUT.partial, which replaces
+ * out_dir whole when complete. resume = true continues in place, or continues an interrupted
+ * overwrite run in OUT.partial when there is one. s->out_dir becomes the directory trained in. */
 static int trainer_claim_out_dir(trainer_state *s, int overwrite) {
+    static const sf_output_mark marks[] = {
+        {"config.json", "an SAE"}, {"model.safetensors", "an SAE"}, {"checkpoint.safetensors", "an interrupted run"},
+        {NULL, NULL}};
     if (s->resume && overwrite)
         return sf_fail("resume = true continues the run in %s and overwrite = true replaces it: set one", s->out_dir);
-    const char *const marks[] = {"config.json", "model.safetensors", "checkpoint.safetensors"};
-    const char *held = NULL;
-    char path[4096];
-    for (size_t i = 0; i < sizeof marks / sizeof *marks && !held && !s->resume; i++) {
-        snprintf(path, sizeof path, "%s/%s", s->out_dir, marks[i]);
-        if (access(path, F_OK) == 0) held = marks[i];
+    if (s->resume) {
+        char ck[4300];
+        snprintf(s->out.dir, sizeof s->out.dir, "%s", s->out_dir);
+        snprintf(s->out.work, sizeof s->out.work, "%s.partial", s->out_dir);
+        snprintf(ck, sizeof ck, "%s/checkpoint.safetensors", s->out.work);
+        if (access(ck, F_OK) == 0)
+            sf_log(SF_LOG_INFO, "resume: continuing the interrupted overwrite run in %s; it replaces %s when complete",
+                   s->out.work, s->out.dir);
+        else
+            memcpy(s->out.work, s->out.dir, sizeof s->out.dir); /* in place */
+    } else {
+        sf_output_opts opts = {.marks = marks, .also = ", resume = true to continue it", .overwrite = overwrite};
+        if (sf_output_claim(&s->out, s->out_dir, &opts) != SF_OK) return SF_ERR;
     }
-    if (held && !overwrite)
-        return sf_fail("%s already holds %s (%s): set overwrite = true to replace it whole when this run completes, "
-                       "resume = true to continue it, or use another out_dir",
-                       s->out_dir, strcmp(held, "checkpoint.safetensors") ? "an SAE" : "an interrupted run", path);
-    if (held) {
-        memcpy(s->final_dir, s->out_dir, sizeof s->final_dir);
-        if ((size_t)snprintf(s->out_dir, sizeof s->out_dir, "%s.partial", s->final_dir) >= sizeof s->out_dir)
-            return sf_fail("out_dir: path too long");
-        if (sf_remove_tree(s->out_dir) != SF_OK) return SF_ERR; /* left by a run that did not complete */
-        sf_log(SF_LOG_INFO, "overwrite: training in %s; it replaces %s when complete", s->out_dir, s->final_dir);
-    }
+    if ((size_t)snprintf(s->out_dir, sizeof s->out_dir, "%s", s->out.work) >= sizeof s->out_dir)
+        return sf_fail("out_dir: path too long");
     /* with its parents: in a fresh live pipeline nothing else may have made them yet */
-    return sae_mkdirs(s->out_dir);
+    return sf_mkdirs(s->out_dir);
 }
+
+/* Whether this run trains in OUT.partial, which replaces out_dir (s->out.dir) when complete. */
+static int trainer_replacing(const trainer_state *s) { return strcmp(s->out.work, s->out.dir) != 0; }
 
 /* The parameters, for check and init alike (everything but creating out_dir). */
 static int trainer_read_params(sf_ctx *ctx, trainer_state *s) {
@@ -321,11 +330,14 @@ static int trainer_resume_point(trainer_state *s, const sf_st_file *f, const cha
         int32_t p, r;
         sh_trained_at(&t, i, &d, &p, &r);
         sh_key *k = sh_keys_add(&s->trained, d, p);
+        if (!k) return SF_ERR;
         if (r < 1 || r > (1 << 30) || k->val != SH_KEY_USED)
             return sf_fail("%s: trained sequence %lld (doc %lld pos %d) is listed twice or with %d rows", path,
                            (long long)i, (long long)d, p, r);
         k->val += (uint32_t)r;
-        sh_keys_add(&s->to_skip, d, p)->val += (uint32_t)r;
+        sh_key *skip = sh_keys_add(&s->to_skip, d, p);
+        if (!skip) return SF_ERR;
+        skip->val += (uint32_t)r;
         total += r;
     }
     if (total != rows)
@@ -347,9 +359,10 @@ static int trainer_setup(sf_ctx *ctx, trainer_state *s, int64_t d) {
     sae_model_init(&s->m, (uint64_t)s->seed);
     s->m.norm = s->norm;
     s->t = sae_trainer_new(&s->m, &s->opts, (int)s->batch);
-    s->x = malloc((size_t)s->batch * d * sizeof(float));
-    if (!s->t || !s->x) return sf_fail("out of memory for the SAE (d=%lld n=%lld batch=%lld)", (long long)d,
-                                       (long long)n, (long long)s->batch);
+    if (!s->t) return sf_fail("out of memory for the SAE's trainer (d=%lld n=%lld batch=%lld)", (long long)d,
+                              (long long)n, (long long)s->batch);
+    if (!(s->x = sf_alloc("the batch being collected (batch x d floats)", (size_t)s->batch * (size_t)d, sizeof(float))))
+        return sf_fail("%s; lower batch", sf_last_error());
     char path[4096];
     if (trainer_path(s, "checkpoint.safetensors", path, sizeof path) != SF_OK) return SF_ERR;
     if (s->resume && access(path, F_OK) == 0) {
@@ -472,6 +485,7 @@ static int trainer_commit_taken(trainer_state *s) {
     for (int64_t i = 0; i < s->ntaken; i++) {
         const trainer_take *t = &s->taken[i];
         sh_key *k = sh_keys_add(&s->trained, t->doc, t->pos);
+        if (!k) return SF_ERR;
         if ((k->val & ~SH_KEY_USED) + (uint32_t)t->rows > (1u << 30))
             return sf_fail("sequence doc %lld pos %d arrived more than 2^30 rows' worth", (long long)t->doc, t->pos);
         k->val += (uint32_t)t->rows;
@@ -577,6 +591,7 @@ static int trainer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg 
 static int trainer_consume(sf_ctx *ctx, trainer_state *s, const sf_msg *msg) {
     if (!split_matches(msg, s->split)) {
         sf_count(ctx, "other_split_messages", 1);
+        s->other_split++;
         return SF_OK;
     }
     act_rows a;
@@ -629,12 +644,24 @@ static int trainer_consume(sf_ctx *ctx, trainer_state *s, const sf_msg *msg) {
     return SF_OK;
 }
 
+/* A run that trained nothing leaves nothing: its metrics files (a header) and the directory it
+ * made, if empty (OUT.partial whole). */
+static void trainer_discard(trainer_state *s) {
+    const char *names[2] = {"metrics.csv", "metrics.jsonl"};
+    FILE **files[2] = {&s->csv, &s->jsonl};
+    char path[4096];
+    for (int i = 0; i < 2; i++) {
+        if (!*files[i]) continue;
+        fclose(*files[i]);
+        *files[i] = NULL;
+        if (trainer_path(s, names[i], path, sizeof path) == SF_OK) unlink(path);
+    }
+    if (trainer_replacing(s)) sf_output_abandon(&s->out);
+    else rmdir(s->out_dir); /* only if empty: a directory holding anything else stays as it was */
+}
+
 static int trainer_finish(sf_ctx *ctx, void *state) {
     trainer_state *s = state;
-    if (!s->have_model) {
-        sf_log(SF_LOG_WARN, "no activations arrived: nothing trained");
-        return SF_OK;
-    }
     if (s->failed) {
         sf_log(SF_LOG_WARN, "training failed: the last checkpoint in %s is kept, no model saved", s->out_dir);
         return SF_OK;
@@ -644,11 +671,28 @@ static int trainer_finish(sf_ctx *ctx, void *state) {
          * re-reads it. */
         sf_count(ctx, "untrained_tail_tokens", s->fill);
     }
-    if (s->wsteps) trainer_write_metrics(ctx, s);
-    if (sae_trainer_step(s->t) == 0) {
-        sf_log(SF_LOG_WARN, "fewer tokens than one batch (%lld): nothing trained", (long long)s->batch);
-        return SF_OK;
+    if (!s->have_model || sae_trainer_step(s->t) == 0) { /* an SAE of its initialisation would look trained */
+        if (sf_stopping(ctx)) {
+            sf_log(SF_LOG_WARN, "%s: nothing trained", s->have_model ? "stopped before the first batch" : "no activations arrived");
+            return SF_OK;
+        }
+        char ck[4096];
+        if (!s->have_model && s->resume && trainer_path(s, "checkpoint.safetensors", ck, sizeof ck) == SF_OK &&
+            access(ck, F_OK) == 0) { /* e.g. skip_stored upstream dropped every sequence it trained on */
+            sf_log(SF_LOG_INFO, "resume: no new activations arrived; %s is kept as it was", ck);
+            return SF_OK;
+        }
+        trainer_discard(s);
+        if (!s->have_model)
+            return sf_fail("no activations arrived (0 rows%s): nothing trained, no SAE written to %s. Check the "
+                           "upstream stages' errors and counters (documents of the split, the field)",
+                           s->other_split ? ": every message was of another split than `split`" : "",
+                           s->out.dir);
+        return sf_fail("%lld activation rows arrived, fewer than one batch (%lld): nothing trained, no SAE written to "
+                       "%s. Lower batch or feed more activations",
+                       (long long)s->fill, (long long)s->batch, s->out.dir);
     }
+    if (s->wsteps) trainer_write_metrics(ctx, s);
     int complete = !sf_stopping(ctx);
     if (sae_trainer_step(s->t) > s->start_step && trainer_checkpoint(s) != SF_OK) return SF_ERR;
     char *meta = trainer_meta_json(s, complete, 0);
@@ -676,13 +720,14 @@ static int trainer_finish(sf_ctx *ctx, void *state) {
         rc = sae_save(&s->m, dir, l, meta);
         free(meta);
     }
-    if (rc == SF_OK && s->final_dir[0] && complete) rc = sf_replace_dir(s->out_dir, s->final_dir);
+    if (rc == SF_OK && complete) rc = sf_output_commit(&s->out);
     if (rc != SF_OK) return rc;
-    if (s->final_dir[0] && !complete)
-        sf_log(SF_LOG_WARN, "interrupted: %s is kept as it was; this run's checkpoint is in %s", s->final_dir, s->out_dir);
+    if (trainer_replacing(s) && !complete)
+        sf_log(SF_LOG_WARN, "interrupted: %s is kept as it was; this run's checkpoint is in %s (resume = true "
+               "continues it there)", s->out.dir, s->out_dir);
     sf_log(SF_LOG_INFO, "saved the SAE (%d latents, k %d) after %lld steps, %lld tokens to %s%s", s->m.n, s->m.k,
            (long long)sae_trainer_step(s->t), (long long)sae_trainer_tokens(s->t),
-           s->final_dir[0] && complete ? s->final_dir : s->out_dir, complete ? "" : " (interrupted: resume=true continues)");
+           complete ? s->out.dir : s->out_dir, complete ? "" : " (interrupted: resume=true continues)");
     return rc;
 }
 
@@ -704,7 +749,7 @@ static void trainer_destroy(void *state) {
 /* sae_eval                                                                                        */
 
 static const sf_param_def eval_params[] = {
-    {"sae_dir", SF_PARAM_STRING, NULL, "trained SAE directory (paper, sparsify or SAELens layout)"},
+    {"sae_dir", SF_PARAM_STRING, NULL, "trained SAE directory (any layout saeflow sae info reads, or the directory of llm-jp-sae's sae.pth)"},
     {"out", SF_PARAM_STRING, "", "results JSON (default: SAE_DIR/eval.json)"},
     {"field", SF_PARAM_STRING, "acts", "message field holding the activations"},
     {"split", SF_PARAM_STRING, "", "evaluate only messages of this split (\"\": all)"},
@@ -896,50 +941,14 @@ static void eval_destroy(void *state) {
     free(s);
 }
 
-/* ---------------------------------------------------------------------------------------------- */
-/* saeflow sae convert / info                                                                      */
-
-static int sae_cmd_usage(FILE *out, int rc) {
-    fprintf(out, "usage: saeflow sae info DIR | convert IN_DIR OUT_DIR [--layout paper|sparsify|saelens]\n"
-                 "  info     the SAE's size, k and input normalisation (any of the three layouts)\n"
-                 "  convert  rewrite IN_DIR in LAYOUT (default paper) into OUT_DIR\n");
-    return rc;
-}
-
-static int sae_cmd_main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return sae_cmd_usage(stdout, 0);
-    if (argc >= 3 && !strcmp(argv[1], "info")) {
-        sae_model m;
-        if (sae_load(&m, argv[2]) != SF_OK) {
-            fprintf(stderr, "saeflow sae: %s\n", sf_last_error());
-            return 1;
-        }
-        printf("d_in %d\nnum_latents %d\nk %d\nnormalize %s\nnorm_scale %g\n", m.d, m.n, m.k,
-               sae_norm_name(m.norm), m.norm_scale);
-        sae_model_free(&m);
-        return 0;
-    }
-    if ((argc == 4 || argc == 6) && !strcmp(argv[1], "convert")) {
-        sae_layout layout = SAE_LAYOUT_PAPER;
-        if (argc == 6 && (strcmp(argv[4], "--layout") || sae_layout_parse(argv[5], &layout) != SF_OK)) {
-            fprintf(stderr, "saeflow sae: %s\n", sf_last_error()[0] ? sf_last_error() : "bad option");
-            return 2;
-        }
-        sae_model m;
-        if (sae_load(&m, argv[2]) != SF_OK || sae_save(&m, argv[3], layout, NULL) != SF_OK) {
-            fprintf(stderr, "saeflow sae: %s\n", sf_last_error());
-            return 1;
-        }
-        sae_model_free(&m);
-        return 0;
-    }
-    return sae_cmd_usage(stderr, 2);
-}
+/* saeflow sae info / convert: sae_cli.c */
+int sae_cli_main(int argc, char **argv);
 
 static const sf_command sae_commands[] = {
-    {"sae", "info DIR | convert IN_DIR OUT_DIR [--layout paper|sparsify|saelens]",
-     "show a trained SAE, or rewrite it in another layout (the loader reads all three)", sae_cmd_main},
+    {"sae", "info PATH | convert IN OUT_DIR [--layout paper|sparsify|saelens] [--k K] [--normalize unit|none]",
+     "show an SAE (ours, llm-jp-sae's 2025-09 TopKSAE or 2025-03 sae.pth, sparsify, SAELens), or rewrite or export it in "
+     "another layout",
+     sae_cli_main},
     {NULL, NULL, NULL, NULL},
 };
 

@@ -4,21 +4,24 @@
 
 #include "shards.h"
 
-void *sh_grow(void *p, size_t n) {
-    p = realloc(p, n ? n : 1);
-    if (!p) abort();
-    return p;
-}
-
-void sh_cols_reserve(sh_cols *c, int64_t rows, size_t acts_row) {
-    if (rows <= c->cap) return;
-    c->acts = sh_grow(c->acts, (size_t)rows * acts_row);
-    c->tokens = sh_grow(c->tokens, (size_t)rows * 4);
-    c->pos = sh_grow(c->pos, (size_t)rows * 4);
-    c->doc_id = sh_grow(c->doc_id, (size_t)rows * 8);
-    c->seq = sh_grow(c->seq, (size_t)rows * 8);
-    c->label = sh_grow(c->label, (size_t)rows);
+int sh_cols_reserve(sh_cols *c, int64_t rows, size_t acts_row) {
+    if (rows <= c->cap) return SF_OK;
+    size_t n = (size_t)rows;
+    void *p; /* each column grows in turn; one that fails keeps its block and c->cap its old value */
+    if (!(p = sf_realloc(c->acts, "the activation rows of a shard", n, acts_row))) return SF_ERR;
+    c->acts = p;
+    if (!(p = sf_realloc(c->tokens, "a shard's token column", n, sizeof *c->tokens))) return SF_ERR;
+    c->tokens = p;
+    if (!(p = sf_realloc(c->pos, "a shard's pos column", n, sizeof *c->pos))) return SF_ERR;
+    c->pos = p;
+    if (!(p = sf_realloc(c->doc_id, "a shard's doc_id column", n, sizeof *c->doc_id))) return SF_ERR;
+    c->doc_id = p;
+    if (!(p = sf_realloc(c->seq, "a shard's seq column", n, sizeof *c->seq))) return SF_ERR;
+    c->seq = p;
+    if (!(p = sf_realloc(c->label, "a shard's label column", n, sizeof *c->label))) return SF_ERR;
+    c->label = p;
     c->cap = rows;
+    return SF_OK;
 }
 
 void sh_cols_free(sh_cols *c) {

@@ -30,8 +30,13 @@ sh_key *sh_keys_find(const sh_keys *s, int64_t doc, int32_t pos) {
 
 sh_key *sh_keys_add(sh_keys *s, int64_t doc, int32_t pos) {
     if (2 * (s->n + 1) > s->cap) {
-        sh_keys big = {calloc(s->cap ? 2 * s->cap : 64, sizeof(sh_key)), s->cap ? 2 * s->cap : 64, s->n};
-        if (!big.k) abort();
+        size_t cap = s->cap ? 2 * s->cap : 64;
+        sh_key *k = sf_zalloc("the sequence key table", cap, sizeof *k);
+        if (!k) {
+            sf_fail("%s, for %zu sequence keys", sf_last_error(), s->n + 1);
+            return NULL;
+        }
+        sh_keys big = {k, cap, s->n};
         for (size_t i = 0; i < s->cap; i++)
             if (s->k[i].val) *slot(&big, s->k[i].doc, s->k[i].pos) = s->k[i];
         free(s->k);
@@ -67,6 +72,10 @@ int sh_stored_keys(const char *dir, const sh_manifest *m, sh_keys *keys) {
                                (long long)(end - r));
             }
             sh_key *k = sh_keys_add(keys, doc, pos);
+            if (!k) {
+                sh_shard_close(&s);
+                return SF_ERR;
+            }
             k->rows = (int32_t)(end - r);
             k->tokens_crc = sf_crc32(0, s.tokens + 4 * r, (size_t)(end - r) * 4);
         }
@@ -139,7 +148,7 @@ int sh_trained_keys(const char *dir, sh_keys *keys, sh_run *run) {
         int64_t d;
         int32_t p, r;
         sh_trained_at(&t, i, &d, &p, &r);
-        if (r >= seq_rows) sh_keys_add(keys, d, p);
+        if (r >= seq_rows && !sh_keys_add(keys, d, p)) rc = SF_ERR;
     }
     sf_st_close(f);
     return rc;

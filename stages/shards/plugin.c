@@ -29,8 +29,8 @@ static const sf_param_def writer_params[] = {
     {"hook", SF_PARAM_STRING, "",
      "store only messages of this hook point (forward emits one message per hook); empty: all must be of one"},
     {"skipped_upstream", SF_PARAM_BOOL, "false",
-     "the source drops the sequences already stored (tokenizer skip_stored = this dir), so they need not "
-     "arrive again; the source checks that its input holds them"},
+     "the source drops sequences already stored (tokenizer skip_stored = this dir: the batches stored whole), so "
+     "they need not arrive again (those that do are skipped); the source checks that its input holds them"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -61,14 +61,17 @@ static int writer_init(sf_ctx *ctx, void **state) {
 }
 
 /* Appends n bytes of p and a NUL to s->str_buf at *off, and advances *off. */
-static void append_str(writer_state *s, const char *p, size_t n, size_t *off) {
+static int append_str(writer_state *s, const char *p, size_t n, size_t *off) {
     if (*off + n + 1 > s->str_cap) {
+        char *grown = sf_realloc(s->str_buf, "a message's strings", 2 * (*off + n + 1), 1);
+        if (!grown) return SF_ERR;
+        s->str_buf = grown;
         s->str_cap = 2 * (*off + n + 1);
-        s->str_buf = sh_grow(s->str_buf, s->str_cap);
     }
     memcpy(s->str_buf + *off, p, n);
     s->str_buf[*off + n] = 0;
     *off += n + 1;
+    return SF_OK;
 }
 
 /* Appends string field `key` likewise. */
@@ -76,8 +79,7 @@ static int copy_str(writer_state *s, const sf_msg *msg, const char *key, size_t 
     const char *p;
     size_t n;
     if (sf_msg_get_str(msg, key, &p, &n) != SF_OK) return SF_ERR;
-    append_str(s, p, n, off);
-    return SF_OK;
+    return append_str(s, p, n, off);
 }
 
 static int writer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
@@ -112,17 +114,21 @@ static int writer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *
     o_split = off;
     if (copy_str(s, msg, "split", &off)) return SF_ERR;
     size_t o_corpus = off;
-    if (!sf_msg_has(msg, "corpus")) append_str(s, "", 0, &off); /* optional: inputs not from text_source */
-    else if (copy_str(s, msg, "corpus", &off)) return SF_ERR;
+    if (!sf_msg_has(msg, "corpus")) { /* optional: inputs not from text_source */
+        if (append_str(s, "", 0, &off) != SF_OK) return SF_ERR;
+    } else if (copy_str(s, msg, "corpus", &off)) return SF_ERR;
     b.model = s->str_buf + o_model; /* str_buf no longer moves */
     b.checkpoint = s->str_buf + o_ckpt;
     b.hook = s->str_buf + o_hook;
     b.split = s->str_buf + o_split;
     b.corpus = s->str_buf + o_corpus;
-    if (nl > s->nlabels_cap) {
+    if (nl > s->nlabels_cap) { /* scratch: refilled below */
+        free(s->labels), free(s->label_len);
+        s->nlabels_cap = 0;
+        s->labels = sf_alloc("a message's labels", nl, sizeof *s->labels);
+        s->label_len = sf_alloc("a message's label lengths", nl, sizeof *s->label_len);
+        if (!s->labels || !s->label_len) return SF_ERR;
         s->nlabels_cap = nl;
-        s->labels = sh_grow(s->labels, nl * sizeof *s->labels);
-        s->label_len = sh_grow(s->label_len, nl * sizeof *s->label_len);
     }
     for (size_t i = 0; i < nl; i++)
         if (sf_msg_get_strs_at(msg, "label", i, &s->labels[i], &s->label_len[i]) != SF_OK) return SF_ERR;
@@ -273,6 +279,10 @@ static int source_produce(sf_ctx *ctx, void *state) {
     sf_msg *msg = sf_msg_new();
     if (s->to_f32) {
         float *dst = sf_msg_put_tensor_inplace(msg, "acts", SF_F32, 3, shape);
+        if (!dst) {
+            sf_msg_free(msg);
+            return SF_ERR;
+        }
         sf_convert_to_f32(dst, out.acts, m->run.dtype, n);
     } else {
         sf_msg_put_tensor(msg, "acts", m->run.dtype, 3, shape, out.acts);
@@ -281,9 +291,14 @@ static int source_produce(sf_ctx *ctx, void *state) {
     sf_msg_put_tensor(msg, "doc_id", SF_I64, 1, shape, out.doc_id);
     sf_msg_put_tensor(msg, "pos", SF_I32, 1, shape, out.pos);
     sf_msg_put_tensor(msg, "seq", SF_I64, 1, shape, out.seq);
-    if ((size_t)B > s->labels_cap) {
+    if ((size_t)B > s->labels_cap) { /* scratch */
+        free(s->labels);
+        s->labels_cap = 0;
+        if (!(s->labels = sf_alloc("a batch's labels", (size_t)B, sizeof *s->labels))) {
+            sf_msg_free(msg);
+            return SF_ERR;
+        }
         s->labels_cap = (size_t)B;
-        s->labels = sh_grow(s->labels, s->labels_cap * sizeof *s->labels);
     }
     for (int64_t i = 0; i < B; i++) s->labels[i] = m->labels[out.label[i]];
     sf_msg_put_strs(msg, "label", s->labels, (size_t)B);

@@ -268,15 +268,16 @@ sh_reader *sh_reader_open(const char *dir, const sh_reader_opts *o) {
     if (sh_name_ok(o->split, strlen(o->split)) != SF_OK) return sf_fail("bad split name '%s'", o->split), NULL;
     sh_reader *r = sf_zalloc("a shard reader", 1, sizeof *r);
     if (!r) return NULL;
-    r->dir = strdup(dir);
     r->o = *o;
+    if (!(r->dir = sf_strdup("a directory path", dir))) goto fail;
     r->o.split = NULL; /* not kept: the caller's string */
     int rc = sh_manifest_load(dir, &r->m);
     if (rc == SF_DONE) sf_fail("%s/manifest.json: no such file: not a shard directory, or no shard was completed", dir);
     if (rc != SF_OK) goto fail;
     r->acts_row = (size_t)r->m.run.d * sf_dtype_size(r->m.run.dtype);
-    r->shards = sh_grow(NULL, (r->m.nshards + 1) * sizeof *r->shards);
-    r->order = sh_grow(NULL, (r->m.nshards + 1) * sizeof *r->order);
+    r->shards = sf_alloc("the shard list", r->m.nshards + 1, sizeof *r->shards);
+    r->order = sf_alloc("the shard order", r->m.nshards + 1, sizeof *r->order);
+    if (!r->shards || !r->order) goto fail;
     size_t in_split = 0;
     for (size_t i = 0; i < r->m.nshards; i++) {
         if (strcmp(r->m.shards[i].split, o->split) != 0) continue;
@@ -299,7 +300,10 @@ sh_reader *sh_reader_open(const char *dir, const sh_reader_opts *o) {
     /* Each part gets its own stream: mix the part into the seed. */
     uint64_t x = o->seed ^ (0x632be59bd9b4e019ull * (uint64_t)(o->part + 1));
     for (int i = 0; i < 4; i++) r->rng[i] = splitmix(&x);
-    if (o->shuffle) sh_cols_reserve(&r->buf, o->buffer_rows, r->acts_row);
+    if (o->shuffle && sh_cols_reserve(&r->buf, o->buffer_rows, r->acts_row) != SF_OK) {
+        sf_fail("%s (buffer_rows = %lld: lower it)", sf_last_error(), (long long)o->buffer_rows);
+        goto fail;
+    }
     start_epoch(r);
     return r;
 fail:
@@ -355,7 +359,7 @@ static int next_in_order(sh_reader *r, sh_out *out) {
         B++;
         end += T;
     }
-    sh_cols_reserve(&r->out, B * T, r->acts_row);
+    if (sh_cols_reserve(&r->out, B * T, r->acts_row) != SF_OK) return SF_ERR;
     memcpy(r->out.acts, s->acts + (size_t)start * r->acts_row, (size_t)(B * T) * r->acts_row);
     memcpy(r->out.tokens, s->tokens + 4 * start, (size_t)(B * T) * 4);
     for (int64_t b = 0; b < B; b++) {
@@ -378,7 +382,7 @@ static int next_shuffled(sh_reader *r, sh_out *out) {
         row_from_shard(&r->buf, r->buf_n++, &r->cur, r->row++, r->acts_row);
     if (rc == SF_ERR) return SF_ERR;
     if (r->buf_n == 0) return SF_DONE;
-    sh_cols_reserve(&r->out, r->o.batch_rows, r->acts_row);
+    if (sh_cols_reserve(&r->out, r->o.batch_rows, r->acts_row) != SF_OK) return SF_ERR;
     int64_t k = 0;
     while (k < r->o.batch_rows && r->buf_n > 0) {
         int64_t i = (int64_t)rng_below(r->rng, (uint64_t)r->buf_n);

@@ -80,10 +80,9 @@ typedef struct sh_cols {
     uint8_t *label;
 } sh_cols;
 
-/* realloc, aborting when memory is exhausted (as the library does). */
-void *sh_grow(void *p, size_t n);
-/* Grows c to hold at least `rows` rows, keeping its contents. */
-void sh_cols_reserve(sh_cols *c, int64_t rows, size_t acts_row);
+/* Grows c to hold at least `rows` rows, keeping its contents. SF_ERR (sf_fail naming the
+ * column and its size) when memory runs out; c is then unchanged and still freed by sh_cols_free. */
+int sh_cols_reserve(sh_cols *c, int64_t rows, size_t acts_row);
 void sh_cols_free(sh_cols *c);
 
 /* ---- sequence keys ----------------------------------------------------------------------- */
@@ -108,7 +107,8 @@ typedef struct sh_keys {
 
 /* The key, or NULL if absent. */
 sh_key *sh_keys_find(const sh_keys *s, int64_t doc, int32_t pos);
-/* The key, added with user bits 0 if absent. Pointers into the set are valid until the next add. */
+/* The key, added with user bits 0 if absent. Pointers into the set are valid until the next add.
+ * NULL (sf_fail: the key table and its size) when memory runs out; the set is then unchanged. */
 sh_key *sh_keys_add(sh_keys *s, int64_t doc, int32_t pos);
 void sh_keys_free(sh_keys *s);
 /* Adds the key of every sequence stored in the shards m (of DIR) lists, with its rows and token

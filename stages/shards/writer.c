@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sf_output.h"
 #include "sf_safetensors.h"
 #include "shards.h"
 
@@ -89,24 +90,6 @@ static sh_split *split_get(sh_writer *w, const char *name) {
     return s;
 }
 
-static int mkdir_p(const char *dir) {
-    char p[4096];
-    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) return sf_fail("path too long: %s", dir);
-    for (char *c = p + 1;; c++) {
-        if (*c == '/' || *c == 0) {
-            char saved = *c;
-            *c = 0;
-            if (mkdir(p, 0755) != 0 && errno != EEXIST) return sf_fail("cannot create %s: %s", p, strerror(errno));
-            *c = saved;
-            if (!saved) break;
-        }
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return sf_fail("%s is not a directory", dir);
-    if (access(dir, W_OK) != 0) return sf_fail("cannot write to %s: %s", dir, strerror(errno));
-    return SF_OK;
-}
-
 /* True for names the writer creates: "<split>-<digits>.safetensors" and their ".tmp" files. */
 static int is_shard_name(const char *name, int *is_tmp) {
     size_t n = strlen(name);
@@ -153,7 +136,8 @@ static int load_keys(sh_writer *w) {
 sh_writer *sh_writer_open(const char *dir, sf_dtype dtype, size_t shard_bytes, int resume, int skipped_upstream) {
     if (dtype != SF_F32 && dtype != SF_BF16 && dtype != SF_F16)
         return sf_fail("shards store F32, BF16 or F16, not %s", sf_dtype_name(dtype)), NULL;
-    if (mkdir_p(dir) != SF_OK) return NULL;
+    if (sf_mkdirs(dir) != SF_OK) return NULL;
+    if (access(dir, W_OK) != 0) return sf_fail("cannot write to %s: %s", dir, strerror(errno)), NULL;
     sh_writer *w = sf_zalloc("a shard writer", 1, sizeof *w);
     if (!w) return NULL;
     w->dir = strdup(dir);
@@ -245,9 +229,10 @@ static int check_run(sh_writer *w, const sh_batch *b, int64_t d) {
 
 /* Room for `rows` more rows; hint: the rows of a full shard, so one allocation usually lasts
  * (a shard overshoots it by less than one sequence). */
-static void rows_reserve(sh_rows *r, int64_t rows, size_t acts_row, int64_t hint) {
+static int rows_reserve(sh_rows *r, int64_t rows, size_t acts_row, int64_t hint) {
     int64_t need = r->n + rows;
-    if (need > r->c.cap) sh_cols_reserve(&r->c, need < hint ? hint : need + need / 8, acts_row);
+    if (need <= r->c.cap) return SF_OK;
+    return sh_cols_reserve(&r->c, need < hint ? hint : need + need / 8, acts_row);
 }
 
 /* The shard is on disk (fsync'd): its pages leave the page cache, so a long extraction does not
@@ -305,8 +290,14 @@ static int flush_write(sh_writer *w) {
     sh_manifest *m = &w->m;
     pthread_mutex_lock(&w->m_lock);
     if (m->nshards == m->cap) {
-        m->cap = m->cap ? 2 * m->cap : 64;
-        m->shards = sh_grow(m->shards, m->cap * sizeof *m->shards);
+        size_t cap = m->cap ? 2 * m->cap : 64;
+        sh_shard_info *grown = sf_realloc(m->shards, "the manifest's shard list", cap, sizeof *m->shards);
+        if (!grown) {
+            pthread_mutex_unlock(&w->m_lock);
+            return SF_ERR; /* the shard file stays an orphan; the next run removes it */
+        }
+        m->shards = grown;
+        m->cap = cap;
     }
     m->shards[m->nshards++] = si;
     m->complete = 0;
@@ -356,6 +347,10 @@ static int flush_split(sh_writer *w, sh_split *s) {
     for (size_t i = 0; i < w->m.nlabels; i++) json_array_append_new(labels, json_string(w->m.labels[i]));
     f->labels_json = json_dumps(labels, JSON_COMPACT);
     json_decref(labels);
+    if (!f->labels_json) {
+        w->failed = 1;
+        return sf_fail("out of memory writing the label list of a shard");
+    }
     if (pthread_create(&f->thread, NULL, flusher_main, w) != 0) {
         w->failed = 1;
         return sf_fail("cannot start the shard flusher thread");
@@ -390,8 +385,10 @@ int sh_writer_add(sh_writer *w, const sh_batch *b) {
     if (!s) return SF_ERR;
 
     size_t td = (size_t)T * (size_t)d, in_size = sf_dtype_size(a->dtype), out_size = sf_dtype_size(w->dtype);
-    if (w->f32_cap < td) {
-        w->f32 = sh_grow(w->f32, td * sizeof(float));
+    if (w->f32_cap < td) { /* scratch: nothing to keep */
+        free(w->f32);
+        w->f32_cap = 0;
+        if (!(w->f32 = sf_alloc("a sequence's float32 activations", td, sizeof(float)))) return SF_ERR;
         w->f32_cap = td;
     }
     for (int64_t i = 0; i < B; i++) {
@@ -404,11 +401,21 @@ int sh_writer_add(sh_writer *w, const sh_batch *b) {
             if (sh_name_ok(b->label[i], b->label_len[i]) != SF_OK)
                 return sf_fail("label '%.*s' is not a usable name", (int)b->label_len[i], b->label[i]);
             if (w->m.nlabels == SH_MAX_LABELS) return sf_fail("more than %d distinct labels", SH_MAX_LABELS);
+            char *name = sf_alloc("a label", b->label_len[i] + 1, 1);
             pthread_mutex_lock(&w->m_lock);
-            w->m.labels = sh_grow(w->m.labels, (w->m.nlabels + 1) * sizeof *w->m.labels);
-            w->m.labels[w->m.nlabels] = strndup(b->label[i], b->label_len[i]);
-            label = (int)w->m.nlabels++;
+            char **labels = name ? sf_realloc(w->m.labels, "the label list", w->m.nlabels + 1, sizeof *w->m.labels) : NULL;
+            if (labels) {
+                w->m.labels = labels;
+                memcpy(name, b->label[i], b->label_len[i]);
+                name[b->label_len[i]] = 0;
+                w->m.labels[w->m.nlabels] = name;
+                label = (int)w->m.nlabels++;
+            }
             pthread_mutex_unlock(&w->m_lock);
+            if (!labels) {
+                free(name);
+                return SF_ERR;
+            }
         }
         sh_key *k = sh_keys_find(&w->keys, doc, pos);
         if (k && !sh_key_same_tokens(k, (const char *)b->tokens + (size_t)i * T * 4, T))
@@ -423,7 +430,8 @@ int sh_writer_add(sh_writer *w, const sh_batch *b) {
         }
         int64_t seq = w->next_seq++;
         sh_rows *r = &s->rows;
-        rows_reserve(r, T, (size_t)d * out_size, (int64_t)(w->shard_bytes / sh_row_bytes(&w->m.run)) + 1);
+        if (rows_reserve(r, T, (size_t)d * out_size, (int64_t)(w->shard_bytes / sh_row_bytes(&w->m.run)) + 1) != SF_OK)
+            return SF_ERR;
         /* F32 is converted straight into the shard buffer (aligned: malloc'd, rows of 4d bytes);
          * the other dtypes round from a float32 copy, which the norms are computed from. */
         uint8_t *dst = r->c.acts + (size_t)r->n * d * out_size;
@@ -458,9 +466,10 @@ int sh_writer_close(sh_writer *w, int at_end) {
         return sf_fail("the input ended, but %lld of the %zu sequences %s already holds never arrived: it is not the "
                        "input of the stored run (a source that skips them needs skipped_upstream = true)",
                        (long long)((int64_t)w->keys.n - w->keys_seen), w->keys.n, w->dir);
-    if (!w->have_run) {
-        sf_log(SF_LOG_WARN, "no activations arrived: %s has no manifest", w->dir);
-        return SF_OK;
+    if (!w->have_run) { /* a fresh directory and nothing to store: an empty result would look like one */
+        rmdir(w->dir); /* only if empty, as it was made */
+        return sf_fail("no activations arrived: nothing written to %s. Check the upstream stages' errors and "
+                       "counters (documents of the split, the hook)", w->dir);
     }
     w->m.complete = 1;
     return sh_manifest_save(w->dir, &w->m);

@@ -40,9 +40,10 @@ static const sf_param_def tk_params[] = {
      "dropped (counted balance_dropped_full): an input long sorted by label needs it large"},
     {"seed", SF_PARAM_INT, "0", "the shuffle's seed: same input and seed, same order"},
     {"skip_stored", SF_PARAM_STRING, "",
-     "comma list of shard directories and sae_trainer out_dirs: drop the sequences every one of them already "
-     "holds (stored, or trained whole), so a resumed run computes only the missing ones; the input must "
-     "produce every one of them, with the tokens stored"},
+     "comma list of shard directories and sae_trainer out_dirs: drop the batches whose every sequence every one "
+     "of them already holds (stored, or trained whole), so a resumed run computes only the batches with missing "
+     "ones, the same batches as the uninterrupted run; the input must produce every stored sequence, with the "
+     "tokens stored"},
     {"skip_stored_model", SF_PARAM_STRING, "",
      "with skip_stored (required): the model directory the forward stage downstream reads (its `model`); a "
      "skip_stored directory of another model is refused before anything is skipped"},
@@ -121,6 +122,7 @@ typedef struct tk_stage {
     char *split;
     char *corpus;          /* the batch's documents' corpus fingerprint (text_source), or NULL */
     int64_t n;
+    int64_t fresh;         /* sequences of the batch that some skip_stored directory lacks */
     uint64_t total_tokens;
     /* skip_stored: the stored sequences; val bit i: held by directory i, TK_MET: produced again */
     sh_keys stored;
@@ -129,7 +131,7 @@ typedef struct tk_stage {
     char *stored_list;     /* the skip_stored list, split in place: stored_dir points into it */
     int32_t *row;          /* [T]: a sequence's row, to compare with what a directory stored */
     uint32_t all_dirs;     /* the bits of every directory */
-    int64_t met, skipped;
+    int64_t met, skipped, resent; /* stored sequences: produced again, dropped, forwarded in a batch */
     /* shuffle_buffer / balance: sequences pass through mix; labels are interned (the balance list
      * first, in its order) since mix carries an index */
     tk_mix *mix;
@@ -199,6 +201,10 @@ static int tk_load_stored(tk_stage *st, const char *list, const tk_run *want) {
         for (size_t i = 0; i < k.cap; i++) {
             if (!k.k[i].val) continue;
             sh_key *to = sh_keys_add(&st->stored, k.k[i].doc, k.k[i].pos);
+            if (!to) {
+                rc = SF_ERR;
+                break;
+            }
             to->val |= 1u << n;
             if (!to->rows) { /* the first directory that knows the tokens is the one compared with */
                 to->rows = k.k[i].rows;
@@ -299,8 +305,28 @@ static int tk_init(sf_ctx *ctx, void **state) {
     return tk_load_stored(st, stored, &want);
 }
 
+/* Empties the batch being filled. */
+static void tk_clear(tk_stage *st) {
+    for (int64_t i = 0; i < st->n; i++) {
+        free(st->labels[i]);
+        st->labels[i] = NULL;
+    }
+    st->n = st->fresh = 0;
+}
+
+/* Emits the batch, or drops it when every skip_stored directory holds every sequence of it. A
+ * batch with one sequence missing somewhere goes out whole, its stored sequences too (the writers
+ * skip those): the forward computes the uninterrupted run's batches, so a resumed extraction
+ * stores its bits (a row's rounding depends on its batch under some OpenBLAS kernels). */
 static int tk_flush(sf_ctx *ctx, tk_stage *st) {
     if (st->n == 0) return SF_OK;
+    if (st->fresh == 0) { /* only with skip_stored: without it every sequence is fresh */
+        st->skipped += st->n;
+        sf_count(ctx, "stored_sequences_skipped", st->n);
+        tk_clear(st);
+        return SF_OK;
+    }
+    st->resent += st->n - st->fresh;
     sf_msg *m = sf_msg_new();
     int64_t shape[2] = {st->n, st->T};
     sf_msg_put_tensor(m, "tokens", SF_I32, 2, shape, st->tokens);
@@ -309,12 +335,8 @@ static int tk_flush(sf_ctx *ctx, tk_stage *st) {
     sf_msg_put_strs(m, "label", (const char *const *)st->labels, (size_t)st->n);
     sf_msg_put_str(m, "split", st->split ? st->split : "");
     if (st->corpus) sf_msg_put_str(m, "corpus", st->corpus);
-    for (int64_t i = 0; i < st->n; i++) {
-        free(st->labels[i]);
-        st->labels[i] = NULL;
-    }
     sf_count(ctx, "sequences", st->n);
-    st->n = 0;
+    tk_clear(st);
     return sf_emit(ctx, m);
 }
 
@@ -334,8 +356,8 @@ static int tk_same_as_stored(const tk_stage *st, const sh_key *k, const int32_t 
     return 0;
 }
 
-/* Adds one sequence's row [T] to the batch. */
-static int tk_add(sf_ctx *ctx, tk_stage *st, const int32_t *row, int64_t doc_id, int64_t pos,
+/* Adds one sequence's row [T] to the batch; stored: every skip_stored directory holds it. */
+static int tk_add(sf_ctx *ctx, tk_stage *st, const int32_t *row, int64_t doc_id, int64_t pos, bool stored,
                   const char *label, size_t label_len, const char *split, size_t split_len) {
     if (st->n > 0 && (strlen(st->split) != split_len || memcmp(st->split, split, split_len) != 0) &&
         tk_flush(ctx, st) != SF_OK)
@@ -348,6 +370,7 @@ static int tk_add(sf_ctx *ctx, tk_stage *st, const int32_t *row, int64_t doc_id,
     st->doc_ids[st->n] = doc_id;
     st->pos[st->n] = (int32_t)pos;
     if (!(st->labels[st->n] = strndup(label, label_len))) return sf_fail("out of memory");
+    st->fresh += !stored;
     if (++st->n == st->batch) return tk_flush(ctx, st);
     return SF_OK;
 }
@@ -370,9 +393,9 @@ static int tk_set_corpus(sf_ctx *ctx, tk_stage *st, const sf_msg *msg) {
     return SF_OK;
 }
 
-/* A sequence that goes out: dropped if every skip_stored directory holds it (checked to be the
- * same tokens), else into the batch. After tk_mix, so a resumed run drops exactly the stored
- * sequences of the same balanced, shuffled stream. */
+/* A sequence that goes out, into the batch; one at a stored key is checked to have the stored
+ * tokens. After tk_mix, so a resumed run has the batches of the same balanced, shuffled stream
+ * (tk_flush drops those that every skip_stored directory holds whole). */
 static int tk_take(sf_ctx *ctx, tk_stage *st, const int32_t *row, int64_t doc_id, int32_t pos, const char *label,
                    size_t label_len, const char *split, size_t split_len) {
     sh_key *k = sh_keys_find(&st->stored, doc_id, pos);
@@ -385,12 +408,8 @@ static int tk_take(sf_ctx *ctx, tk_stage *st, const int32_t *row, int64_t doc_id
         k->val |= TK_MET;
         st->met++;
     }
-    if (k && (k->val & st->all_dirs) == st->all_dirs) { /* every directory holds it already */
-        st->skipped++;
-        sf_count(ctx, "stored_sequences_skipped", 1);
-        return SF_OK;
-    }
-    return tk_add(ctx, st, row, doc_id, pos, label, label_len, split, split_len);
+    bool stored = k && (k->val & st->all_dirs) == st->all_dirs; /* every directory holds it already */
+    return tk_add(ctx, st, row, doc_id, pos, stored, label, label_len, split, split_len);
 }
 
 static int tk_mix_take(void *p, const int32_t *row, int64_t doc_id, int32_t pos, int label) {
@@ -512,16 +531,23 @@ static int tk_mix_end(sf_ctx *ctx, tk_stage *st) {
 
 static int tk_on_eos(sf_ctx *ctx, void *state) {
     tk_stage *st = state;
-    if (st->mix && tk_mix_end(ctx, st) != SF_OK) return SF_ERR;
-    if (st->stored.n && !sf_stopping(ctx)) {
-        if (st->met < (int64_t)st->stored.n)
-            return sf_fail("skip_stored: the input ended, but %lld of the %zu stored sequences never came out of it: "
-                           "it is not the input of the stored run",
-                           (long long)((int64_t)st->stored.n - st->met), st->stored.n);
-        sf_log(SF_LOG_INFO, "skip_stored: dropped %lld sequences already stored, before computing them",
-               (long long)st->skipped);
+    if (sf_stopping(ctx)) { /* only whole batches of the uninterrupted run go out: a resumed run computes the rest */
+        if (st->n || st->mix)
+            sf_log(SF_LOG_INFO, "stopped: the unfinished batch (%lld sequences)%s not emitted", (long long)st->n,
+                   st->mix ? " and the sequences held to balance and shuffle" : "");
+        return SF_OK;
     }
-    return tk_flush(ctx, st);
+    if (st->mix && tk_mix_end(ctx, st) != SF_OK) return SF_ERR;
+    if (st->met < (int64_t)st->stored.n)
+        return sf_fail("skip_stored: the input ended, but %lld of the %zu stored sequences never came out of it: "
+                       "it is not the input of the stored run",
+                       (long long)((int64_t)st->stored.n - st->met), st->stored.n);
+    if (tk_flush(ctx, st) != SF_OK) return SF_ERR;
+    if (st->stored.n)
+        sf_log(SF_LOG_INFO, "skip_stored: dropped %lld sequences already stored, in batches stored whole, before "
+               "computing them; %lld stored sequences went out again in batches with missing ones (the writers skip "
+               "them)", (long long)st->skipped, (long long)st->resent);
+    return SF_OK;
 }
 
 static void tk_destroy(void *state) {

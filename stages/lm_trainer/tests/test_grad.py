@@ -4,9 +4,10 @@
 For small random Llama checkpoints (grouped-query and multi-head attention, tied and untied
 embeddings, head_dim other than hidden_size / heads, partial rotary dims), written here in Hugging
 Face's layout (config.json + model.safetensors, F32), the command's mean next-token cross-entropy
-over sequences of different lengths must be within 1e-5 relative of this file's own float64 Llama
+over sequences of different lengths (on 1 and 2 threads) must be within 1e-5 relative of this file's own float64 Llama
 (written from Hugging Face's LlamaForCausalLM semantics, independent of the C code), and every
-parameter's gradient within 1e-4 of that tensor's largest reference magnitude. Bad input (a
+parameter's gradient within 1e-4 of that tensor's largest reference magnitude; a second run on
+2 threads writes the same bytes, and so does OpenBLAS's own thread count. Bad input (a
 malformed id, an id outside the vocabulary, empty stdin, a 1-token sequence, a sequence longer
 than the model allows, an existing --out, an untrainable config) fails with a clear message and
 writes nothing.
@@ -138,9 +139,9 @@ def write_checkpoint(dirname, c, p):
                          {k: v.detach().numpy().astype(np.float32) for k, v in sorted(p.items())}, {"format": "pt"})
 
 
-def lm_grad(model, stdin, out, *extra):
+def lm_grad(model, stdin, out, *extra, env=None):
     return subprocess.run([SAEFLOW, "lm", "grad", model, "--out", out, *extra], input=stdin,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
 
 
 def random_seqs(V, lengths, seed):
@@ -167,15 +168,32 @@ def grad_case(tmp, name, c, seed):
     write_checkpoint(model, c, p)
     seqs = random_seqs(c["vocab_size"], [7, 12, 3, 12, 25, 7, 2], seed)  # 25 = max_position_embeddings + 1
     want_loss, want = reference(c, p, seqs)
-    out = os.path.join(tmp, name + ".grad.safetensors")
-    r = lm_grad(model, "".join(" ".join(map(str, s)) + "\n" for s in seqs), out)
-    if r.returncode != 0:
-        check(f"{name}: lm grad runs", False, r.stderr.strip())
-        return
-    got_loss = float(r.stdout.strip())
+    stdin = "".join(" ".join(map(str, s)) + "\n" for s in seqs)
+    outs = {}
+    for threads in ("1", "2"):
+        out = outs[threads] = os.path.join(tmp, f"{name}.t{threads}.grad.safetensors")
+        r = lm_grad(model, stdin, out, "--threads", threads, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+        if r.returncode != 0:
+            check(f"{name} --threads {threads}: lm grad runs", False, r.stderr.strip())
+            return
+        compare(f"{name} --threads {threads}", float(r.stdout.strip()), safetensors_np.read_f32(out), want_loss, want)
+    # The same thread count gives the same bits.
+    again = os.path.join(tmp, name + ".again.grad.safetensors")
+    r = lm_grad(model, stdin, again, "--threads", "2")
+    check(f"{name}: --threads 2 twice, identical files",
+          r.returncode == 0 and open(again, "rb").read() == open(outs["2"], "rb").read())
+    # OpenBLAS's own thread setting does not change them (it runs on one thread inside lm's threads).
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2")
+    for threads in ("1", "2"):
+        other = os.path.join(tmp, f"{name}.blas2.t{threads}.grad.safetensors")
+        r = lm_grad(model, stdin, other, "--threads", threads, env=dict(env))
+        check(f"{name}: --threads {threads}, OPENBLAS_NUM_THREADS=2: identical file",
+              r.returncode == 0 and open(other, "rb").read() == open(outs[threads], "rb").read())
+
+
+def compare(name, got_loss, got, want_loss, want):
     check(f"{name}: loss {got_loss:.6f} vs {want_loss:.6f}", abs(got_loss - want_loss) <= 1e-5 * abs(want_loss),
           f"rel {abs(got_loss - want_loss) / abs(want_loss):.1e}")
-    got = safetensors_np.read_f32(out)
     check(f"{name}: one gradient per parameter, HF names", sorted(got) == sorted(want),
           f"extra {sorted(set(got) - set(want))} missing {sorted(set(want) - set(got))}")
     worst, worst_name = 0.0, ""
@@ -236,10 +254,40 @@ def bad_input(tmp):
     check("lm grad without --out: usage, exit 2", r.returncode == 2 and "usage" in r.stderr)
 
 
+def suite_case(tmp):
+    """The trained suite checkpoint (bf16 on disk, tied head): loss and gradients against the
+    float64 reference loaded with its weights, and the loss equal to the forward stage's
+    `saeflow forward --loss` (itself checked against PyTorch in stages/forward/tests)."""
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
+    model = os.path.join(root, "data", "suite", "step-001000")
+    if not os.path.exists(os.path.join(model, "config.json")):
+        print("suite checkpoint missing: skipped the suite comparison")
+        return
+    with open(os.path.join(model, "config.json")) as f:
+        c = json.load(f)
+    p = {k: torch.from_numpy(v.astype(np.float64)).requires_grad_()
+         for k, v in safetensors_np.read_f32(os.path.join(model, "model.safetensors")).items()}
+    seqs = random_seqs(c["vocab_size"], [65, 65, 30, 129], 5)
+    want_loss, want = reference(c, p, seqs)
+    stdin = "".join(" ".join(map(str, s)) + "\n" for s in seqs)
+    out = os.path.join(tmp, "suite.grad.safetensors")
+    r = lm_grad(model, stdin, out)
+    if r.returncode != 0:
+        check("suite step-001000: lm grad runs", False, r.stderr.strip())
+        return
+    compare("suite step-001000", float(r.stdout.strip()), safetensors_np.read_f32(out), want_loss, want)
+    f = subprocess.run([SAEFLOW, "forward", model, "--loss"], input=stdin, capture_output=True, text=True)
+    fw = [float(x.split()[1]) for x in f.stdout.splitlines() if x.startswith("loss ")]
+    got = float(r.stdout.strip())
+    check(f"suite step-001000: loss {got:.6f} = saeflow forward's {fw[0] if fw else None}",
+          len(fw) == 1 and abs(got - fw[0]) <= 1e-5 * fw[0])
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, c) in enumerate(CASES):
             grad_case(tmp, name, c, 100 + i)
+        suite_case(tmp)
         bad_input(tmp)
     print("FAILED" if failures else "all ok")
     sys.exit(1 if failures else 0)

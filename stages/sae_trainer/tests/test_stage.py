@@ -6,7 +6,11 @@
   tensors agree with each other (names, shapes, transposes) and with the layouts other tools read;
 - stopping early (max_tokens) then resuming gives a model bit-identical to an uninterrupted run;
   so does an interrupt (SIGINT) in the middle of a run, then a resume;
-- `saeflow sae info` loads all three layouts; sae_eval writes sane statistics.
+- `saeflow sae info` loads all three layouts; sae_eval writes sane statistics;
+- a finished SAE is refused without overwrite, replaced whole with it;
+- a run that receives no activations, or fewer rows than one batch, fails naming it and writes no
+  SAE (no out_dir, no OUT.partial; a finished SAE it was to replace stays as it was);
+- an interrupted overwrite run is resumed in OUT.partial and then replaces the SAE.
 
   test_stage.py SAEFLOW_EXE
 """
@@ -32,8 +36,9 @@ set resume = false
 set overwrite = false
 set delay = 0
 set ckpt_every = 7
+set count = %d
 stage gen = tensor_gen {
-    count = %d
+    count = ${count}
     rows = %d
     cols = %d
     seed = 5
@@ -153,8 +158,12 @@ def main():
     check(set(sl) == {"W_enc", "W_dec", "b_enc", "b_dec"} and slcfg["d_sae"] == N and
           slcfg["architecture"] == "topk" and slcfg["metadata"]["sae_lens_version"] >= "6",
           "SAELens cfg.json + sae_weights.safetensors")
-    check(np.array_equal(sl["W_enc"], paper["encoder.weight"].T) and np.array_equal(sl["W_dec"], sp["W_dec"])
-          and np.array_equal(sl["b_enc"], paper["encoder.bias"]), "SAELens W_enc = encoder.weight^T")
+    # a unit-normalised SAE goes to SAELens' constant_norm_rescale (x sqrt(d) / ||x||): weights scaled by sqrt(d)
+    s = np.float32(np.sqrt(D))
+    check(slcfg["normalize_activations"] == "constant_norm_rescale" and
+          np.allclose(sl["W_enc"] * s, paper["encoder.weight"].T, rtol=1e-6, atol=1e-7) and
+          np.allclose(sl["W_dec"] / s, sp["W_dec"], rtol=1e-6, atol=1e-7)
+          and np.array_equal(sl["b_enc"], paper["encoder.bias"]), "SAELens W_enc = encoder.weight^T / sqrt(d)")
     for sub in ["", "sparsify/sae", "saelens"]:
         p = subprocess.run([SAEFLOW, "sae", "info", os.path.join(full, sub)], capture_output=True, text=True)
         check(p.returncode == 0 and f"d_in {D}\nnum_latents {N}\nk {K}\nnormalize unit" in p.stdout,
@@ -210,7 +219,7 @@ def main():
 
     # 5. A new, shorter run into the finished SAE's directory is refused (it used to replace it
     # silently); with overwrite = true it trains beside it (full.partial) and replaces it whole.
-    model = open(os.path.join(full, "model.safetensors"), "rb").read()
+    model = model30 = open(os.path.join(full, "model.safetensors"), "rb").read()
     err = run(tmp, "out=full", "max=2048", expect=1)
     check("already holds an SAE" in err and "overwrite = true" in err and
           open(os.path.join(full, "model.safetensors"), "rb").read() == model, f"a second run was not refused: {err}")
@@ -221,6 +230,40 @@ def main():
     check(cfg["steps"] == 8 and cfg["complete"] and steps[-1] == "8" and
           not os.path.exists(os.path.join(full, "stale-file")) and not os.path.exists(full + ".partial"),
           f"overwrite = true replaced the SAE whole ({cfg['steps']} steps, metrics to step {steps[-1]})")
+
+    # 6. Nothing to train on is an error, and no SAE: it used to warn, exit 0 and leave out_dir
+    # (with an empty metrics.csv) behind.
+    err = run(tmp, "out=none/sae", "count=0", expect=1)
+    ok = "no activations arrived (0 rows): nothing trained, no SAE written to none/sae" in err and \
+        not os.path.exists(os.path.join(tmp, "none", "sae"))
+    check(ok, "zero activations: an error, no out_dir left" + ("" if ok else ":\n" + err))
+    err = run(tmp, "out=few", "count=2", expect=1)
+    ok = f"128 activation rows arrived, fewer than one batch ({BATCH}): nothing trained" in err and \
+        not os.path.exists(os.path.join(tmp, "few"))
+    check(ok, "fewer rows than a batch: an error, no out_dir left" + ("" if ok else ":\n" + err))
+    model = open(os.path.join(full, "model.safetensors"), "rb").read()
+    err = run(tmp, "out=full", "count=0", "overwrite=true", expect=1)
+    check("no activations arrived" in err and not os.path.exists(full + ".partial") and
+          open(os.path.join(full, "model.safetensors"), "rb").read() == model,
+          "an overwrite that received nothing leaves the finished SAE as it was, and no full.partial")
+
+    # 7. An overwrite run interrupted (SIGINT) keeps its checkpoint in full.partial, the finished SAE
+    # untouched; resume = true continues it there and swaps it in: the 30-step model of run 1.
+    p = subprocess.Popen([SAEFLOW, "run", "p.sf", "--no-progress", "out=full", "overwrite=true", "delay=40000",
+                          "ckpt_every=0"], cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = os.path.join(full + ".partial", "metrics.jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (os.path.exists(metrics) and open(metrics).read().count("\n") >= 1):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    p.communicate(timeout=120)
+    check(os.path.exists(os.path.join(full + ".partial", "checkpoint.safetensors")) and
+          open(os.path.join(full, "model.safetensors"), "rb").read() == model,
+          "an interrupted overwrite run keeps its checkpoint in full.partial and the finished SAE as it was")
+    log = run(tmp, "out=full", "resume=true")
+    check("continuing the interrupted overwrite run" in log and not os.path.exists(full + ".partial") and
+          open(os.path.join(full, "model.safetensors"), "rb").read() == model30,
+          "resume = true completes it in full.partial and swaps it in, byte-identical to the uninterrupted run")
     shutil.rmtree(tmp)
     print("all stage checks passed")
 

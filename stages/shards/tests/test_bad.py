@@ -1,7 +1,8 @@
 """Damaged directories and refused runs: truncated and corrupted shards are reported by name, bad
 manifests are refused, a run of another model/hook/dtype/width is refused without touching the
 directory, write failures stop cleanly leaving valid shards, and resuming afterwards completes
-the run exactly; a resumed writer verifies the stored shards' CRC-32s and refuses a damaged one.
+the run exactly; a resumed writer verifies the stored shards' CRC-32s and refuses a damaged one;
+a run that stores nothing into a fresh directory fails and leaves none.
 Usage: test_bad.py SHARDS_DRIVER"""
 import json
 import os
@@ -210,4 +211,9 @@ if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", mnt], capt
         subprocess.run(["umount", mnt])
 else:
     print("note: cannot mount a small tmpfs here; ENOSPC checked only through RLIMIT_FSIZE above")
+# Nothing to store into a fresh directory is an error, and leaves no directory (it used to warn,
+# exit 0 and leave an empty one, which a reader then called "not a shard directory").
+d = os.path.join(tmp, "nothing")
+expect_error(["write", d, "--seqs", 0, "--d", D], "no activations arrived: nothing written to")
+check(not os.path.exists(d), "a run that stored nothing left its directory behind")
 print("ok")

@@ -1,10 +1,11 @@
 """Extraction with the real upstream stages: text_source -> tokenizer -> forward (two hooks, one
 message per hook on one edge) -> two shard_writers, each keeping one hook (the second named as Hugging
-Face's hidden_states.3, stored as resid_post.2). Each directory must hold
+Face's hidden_states.3, stored as resid_post.2; one F32, where any rounding difference shows, one BF16).
+Each directory must hold
 its own hook only, both the same tokens, documents and positions (64-token sequences, BOS dropped),
 different activations; a run killed with SIGKILL at random moments and resumed must store the same
-rows as an uninterrupted run, each once, bit for bit, the resumed runs forwarding only the sequences
-not yet stored (tokenizer skip_stored); another input (fewer documents, the same
+rows as an uninterrupted run, each once, bit for bit, the resumed runs forwarding only the uninterrupted
+run's batches not yet stored whole (tokenizer skip_stored); another input (fewer documents, the same
 documents cut into other sequences, or another corpus file) on the stored run must be refused
 without changing anything, the same file at another path accepted; and (with sae_trainer built) an SAE trained on
 shards replayed in order must be bit-identical to one trained live in the extraction run; and
@@ -60,14 +61,14 @@ stage fwd = forward {{
     input = tok
     model = "{suite}/step-000000"
     hooks = "resid_post.1,resid_post.2"
-    out_dtype = bf16
+    out_dtype = f32
     drop_bos = true
 }}
 stage l1 = shard_writer {{
     input = fwd
     dir = "DIR/l1"
     hook = resid_post.1
-    dtype = BF16
+    dtype = F32
     shard_mb = 1
     skipped_upstream = true
 }}
@@ -97,7 +98,7 @@ m1, c1 = load_dir(os.path.join(ref, "l1"))
 m2, c2 = load_dir(os.path.join(ref, "l2"))
 check(m1["hook"] == "resid_post.1" and m1["layer"] == 1 and m2["hook"] == "resid_post.2" and m2["layer"] == 2,
       "hook filter: wrong hooks stored")
-check(m1["d"] == 192 and m1["dtype"] == "BF16" and m1["complete"] and m1["checkpoint"] == "step-000000", f"{m1}")
+check(m1["d"] == 192 and m1["dtype"] == "F32" and m2["dtype"] == "BF16" and m1["complete"] and m1["checkpoint"] == "step-000000", f"{m1}")
 check(m1.get("corpus", "").startswith("v1:") and m1["corpus"] == m2.get("corpus"),
       f"the manifests do not record text_source's corpus fingerprint: {m1.get('corpus')} {m2.get('corpus')}")
 check(set(m1["labels"]) <= {"en", "ja"} and len(m1["labels"]) == 2, f"labels {m1['labels']}")
@@ -112,6 +113,25 @@ for sp in c1:
     check(np.all(counts == 64), f"{sp}: sequences of {set(counts.tolist())} tokens, expected 64 (BOS dropped)")
 rows = sum(len(c["seq"]) for c in c1.values())
 print(f"extracted {rows} rows per hook in {full:.1f} s")
+
+
+def batches_of(c, size=32):
+    """The uninterrupted run's batches as its tokenizer cut them (batch = 32), rebuilt from its
+    shards: the sequences in write order (seq), a new batch when one is full or the split changes."""
+    seqs = []
+    for sp, col in c.items():
+        first = np.r_[True, col["seq"][1:] != col["seq"][:-1]]
+        seqs += [(q, sp, (d, p)) for q, d, p in
+                 zip(col["seq"][first].tolist(), col["doc_id"][first].tolist(), col["pos"][first].tolist())]
+    out = []
+    for _, sp, key in sorted(seqs):
+        if not out or len(out[-1][1]) == size or out[-1][0] != sp:
+            out.append((sp, []))
+        out[-1][1].append(key)
+    return [set(b) for _, b in out]
+
+
+batches = batches_of(c1)
 
 # Killed and resumed (SIGKILL at random moments, then to completion): the same rows as the
 # uninterrupted run, each once, with bit-identical activations.
@@ -132,19 +152,33 @@ def stored_in_both():
     return both
 
 
-# SIGKILL 6 times at random moments (more, up to 12, until both directories hold something, so the
-# last run has something to skip even on a loaded machine).
+def stored_whole():
+    """The sequences of the uninterrupted run's batches that both directories hold whole."""
+    both = stored_in_both()
+    return sum(len(b) for b in batches if b <= both)
+
+
+# SIGKILL 6 times at random moments; then (up to 6 more times, until both directories hold a whole
+# batch, so the last run has something to skip even on a loaded machine, where a short run may store
+# nothing before a kill) as soon as both have stored another whole batch.
 killed = 0
 for i in range(12):
     proc = subprocess.Popen(pipeline(dst), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(rng.uniform(0.3, 0.8) * full if i < 6 else rng.uniform(0.7, 0.95) * full)
+    if i < 6:
+        time.sleep(rng.uniform(0.3, 0.8) * full)
+    else:
+        had, t0 = stored_whole(), time.time()
+        while proc.poll() is None and stored_whole() <= had and time.time() - t0 < 60:
+            time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     killed += proc.wait() != 0
-    if i >= 5 and stored_in_both():
+    if i >= 5 and stored_whole():
         break
-# The tokenizer (skip_stored) drops the sequences both directories hold before they are computed:
-# the last run forwards exactly the others (counted independently from the shards on disk).
-both = stored_in_both()
+# The tokenizer (skip_stored) keeps the uninterrupted run's batches: it drops those both directories
+# hold whole before they are computed and forwards the others whole, stored sequences included (the
+# writers skip those), so the forward computes the uninterrupted run's batches and rows round as
+# there. The last run forwards exactly those batches (counted independently from the shards on disk).
+both, dropped = stored_in_both(), stored_whole()
 p = subprocess.run(pipeline(dst), capture_output=True, text=True, timeout=600)
 check(p.returncode == 0, f"resumed extraction failed: {p.stderr[-3000:]}")
 check(killed >= 3, f"only {killed} runs were interrupted")
@@ -157,10 +191,12 @@ def counter(text, name):
 
 total = rows // 64
 sent, skipped = counter(p.stderr, "tok: sequences"), counter(p.stderr, "tok: stored_sequences_skipped")
-check(len(both) > 0, "no sequence was stored in both directories before the last run: the test proves nothing")
-check(skipped == len(both) and sent == total - len(both),
-      f"the last run forwarded {sent} and skipped {skipped} of {total} sequences; {len(both)} were stored in both")
-print(f"last run: {skipped} stored sequences skipped before the forward pass, {sent} forwarded")
+check(dropped > 0, "no batch was stored whole in both directories before the last run: the test proves nothing")
+check(skipped == dropped and sent == total - dropped,
+      f"the last run forwarded {sent} and skipped {skipped} of {total} sequences; {len(both)} were stored in both, "
+      f"{dropped} of them in batches stored whole")
+print(f"last run: {skipped} stored sequences skipped before the forward pass (whole batches), {sent} forwarded, "
+      f"{len(both) - dropped} of them stored already")
 for hook in ("l1", "l2"):
     _, a = load_dir(os.path.join(ref, hook))
     _, b = load_dir(os.path.join(dst, hook))
@@ -259,6 +295,7 @@ stage sae = sae_trainer {{
 }}
 """
 upstream = PIPE.split("stage l1 = shard_writer")[0].replace('"resid_post.1,resid_post.2"', "resid_post.2")
+upstream = upstream.replace("out_dtype = f32", "out_dtype = bf16")  # the live SAE sees what the BF16 shards hold
 KEEP = 'stage keep = shard_writer {{\n    input = fwd\n    dir = "{dir}"\n    dtype = BF16\n{extra}}}\n'
 live = upstream.replace('    skip_stored = "DIR/l1,DIR/l2"\n', "") + SAE.format(src="fwd", out=os.path.join(tmp, "sae-live"))
 live += KEEP.format(dir=f"{tmp}/sae-shards", extra="")
