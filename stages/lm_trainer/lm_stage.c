@@ -432,6 +432,7 @@ static int first_message(lm_stage *s, int W) {
 static int lm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;
     lm_stage *s = state;
+    if (sf_stopping(ctx)) return SF_OK; /* interrupted: stop at this step; finish saves the state */
     sf_tensor t;
     const char *split;
     size_t split_len;
@@ -475,6 +476,7 @@ static int lm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
 
 static int lm_on_eos(sf_ctx *ctx, void *state) {
     lm_stage *s = state;
+    if (sf_stopping(ctx)) return SF_OK; /* an interrupt, not the stream's end: no final checkpoint */
     if (!s->W) return sf_fail("the input ended before any tokens message: nothing to train on");
     if (!s->started && start_training(ctx, s) != SF_OK) return SF_ERR;
     if (s->skip_left > 0)

@@ -4,7 +4,7 @@ lm_trainer on the bundled corpus, a small Llama initialised from a seed) is kill
 seeded random moments and resumed with resume = true each time until it completes. The resumed
 run's loss.csv (every step's loss, lr and gradient norm, printed exactly) and its final checkpoint
 must be byte-identical to an uninterrupted run's, and checkpoints.json must list the same saves
-with the same losses. After every kill the out directory holds no partial checkpoint under a final
+with the same losses. The same after a Ctrl-C (SIGINT), which saves the state where it stopped. After every kill the out directory holds no partial checkpoint under a final
 name: each step-N directory it has loads (complete config.json + model.safetensors).
 
   test_kill.py SAEFLOW ROOT [KILLS]
@@ -121,6 +121,23 @@ def main():
               + ("" if proc.returncode == 0 else ":\n" + err[-2000:]))
         break
     check(n_kills >= 2, f"{n_kills} kills landed during training")
+    # Ctrl-C (SIGINT): the pipeline drains, the trainer saves its state at the step it reached
+    # (exit 130), and the resumed run again ends with the uninterrupted run's loss curve.
+    inter = os.path.join(tmp, "interrupted")
+    proc = subprocess.Popen(args(tmp, inter, "resume=true"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(full_time * 0.6)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=600)[1]
+    state = os.path.join(inter, "train_state.safetensors")
+    step = int(st.read(state)[1]["step"]) if os.path.exists(state) else -1
+    logged = open(os.path.join(inter, "loss.csv")).read().count("\n") - 1 if os.path.exists(state) else -2
+    check(proc.returncode == 130 and step == logged and step > 0,
+          f"SIGINT: exit {proc.returncode}, the state saved at the step reached ({step}, loss.csv has {logged})"
+          + ("" if proc.returncode == 130 else ":\n" + err[-1500:]))
+    p = subprocess.run(args(tmp, inter, "resume=true"), capture_output=True, text=True, timeout=600)
+    check(p.returncode == 0 and open(os.path.join(inter, "loss.csv")).read() ==
+          open(os.path.join(full, "loss.csv")).read(), "resumed after SIGINT: loss.csv identical")
+
     a = open(os.path.join(full, "loss.csv")).read()
     b = open(os.path.join(killed, "loss.csv")).read()
     check(a == b and a.count("\n") == 61, f"loss.csv identical ({a.count(chr(10)) - 1} steps)")
