@@ -87,6 +87,7 @@ typedef struct lm_stage {
     lm_train_pos pos;
     int W;                  /* tokens per sequence (T + 1), from the first message */
     int32_t *step_buf;      /* [batch * accum][W] the step being filled */
+    int32_t *seq;           /* [W] one sequence copied out of a message (aligned) */
     int fill;
     int32_t *valid;         /* [valid_seqs][W] */
     int32_t *pending;       /* [valid_wait][W] training sequences waiting for the held-out set */
@@ -424,6 +425,7 @@ static int first_message(lm_stage *s, int W) {
     size_t n = (size_t)s->batch * s->accum;
     if (lm_work_new_threads(s->m, s->batch, W - 1, s->threads, &s->w) != SF_OK) return SF_ERR;
     if (!(s->step_buf = sf_alloc("a step's token windows", n * (size_t)W, sizeof(int32_t))) ||
+        !(s->seq = sf_alloc("a token window", (size_t)W, sizeof(int32_t))) ||
         !(s->valid = sf_alloc("the held-out token windows", (size_t)(s->valid_seqs ? s->valid_seqs : 1) * W, sizeof(int32_t))))
         return SF_ERR;
     return SF_OK;
@@ -447,7 +449,7 @@ static int lm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
                                   "the same length", W, s->W);
     int is_train = split_len == strlen(s->split) && !memcmp(split, s->split, split_len);
     int is_valid = *s->valid_split && split_len == strlen(s->valid_split) && !memcmp(split, s->valid_split, split_len);
-    int32_t seq[W];
+    int32_t *seq = s->seq;
     for (int64_t b = 0; b < t.shape[0]; b++) {
         memcpy(seq, (const char *)t.data + (size_t)b * W * 4, (size_t)W * 4); /* message data is unaligned */
         if (is_valid) {
@@ -515,6 +517,7 @@ static void lm_destroy(void *state) {
     lm_model_free(s->m);
     lm_adamw_free(&s->a);
     free(s->step_buf);
+    free(s->seq);
     free(s->valid);
     free(s->pending);
     json_decref(s->index);
