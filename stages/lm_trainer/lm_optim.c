@@ -140,7 +140,7 @@ int lm_train_step(lm_model *m, lm_work *w, lm_adamw *a, const int32_t *tokens, i
 
 /* ---- initialisation ---- */
 
-static uint64_t splitmix64(uint64_t x) {
+uint64_t lm_splitmix64(uint64_t x) {
     x += 0x9e3779b97f4a7c15ull;
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
     x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
@@ -156,7 +156,7 @@ static uint64_t name_key(const char *s) {
 
 /* A standard normal from two uniforms in (0, 1] of 53 bits (Box-Muller, the cosine half). */
 static double normal_at(uint64_t key, uint64_t j) {
-    uint64_t r1 = splitmix64(key ^ splitmix64(2 * j)), r2 = splitmix64(key ^ splitmix64(2 * j + 1));
+    uint64_t r1 = lm_splitmix64(key ^ lm_splitmix64(2 * j)), r2 = lm_splitmix64(key ^ lm_splitmix64(2 * j + 1));
     double u1 = ((r1 >> 11) + 1) * 0x1.0p-53, u2 = (r2 >> 11) * 0x1.0p-53;
     return sqrt(-2 * log(u1)) * cos(2 * M_PI * u2);
 }
@@ -167,7 +167,7 @@ void lm_init_weights(lm_tensor *t, size_t nt, uint64_t seed, double std) {
             for (size_t j = 0; j < t[i].n; j++) t[i].w[j] = 1.0f;
             continue;
         }
-        uint64_t key = splitmix64(seed) ^ name_key(t[i].name);
+        uint64_t key = lm_splitmix64(seed) ^ name_key(t[i].name);
         for (size_t j = 0; j < t[i].n; j++) t[i].w[j] = (float)(std * normal_at(key, j));
     }
 }

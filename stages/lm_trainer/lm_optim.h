@@ -85,6 +85,9 @@ int lm_train_step(lm_model *m, lm_work *w, lm_adamw *a, const int32_t *tokens, i
 
 /* ---- initialisation ---- */
 
+/* splitmix64's step: a well-mixed 64-bit value of x (the initialisation's and the epochs' generator). */
+uint64_t lm_splitmix64(uint64_t x);
+
 /* tools/llama_suite.py's init_weights scheme: one-dimensional tensors (the RMSNorm weights) 1,
  * every matrix normal(0, std). The normals come from a counter-based generator keyed by seed, the
  * tensor's name and the element's index, so they depend on nothing else (not the thread count nor

@@ -54,6 +54,8 @@ static const sf_param_def lm_params[] = {
      "(final: the last step)"},
     {"dtype", SF_PARAM_STRING, "bf16", "checkpoint weights: bf16 or f32 (the training state is always f32)"},
     {"state_every", SF_PARAM_INT, "100", "also save the training state every this many steps (0: only at checkpoints)"},
+    {"epochs", SF_PARAM_INT, "1", "passes over the training sequences: the first as they stream, the later ones from "
+     "memory (every training sequence is then kept, 4 (T + 1) bytes each), each in a new order drawn from seed"},
     {"split", SF_PARAM_STRING, "train", "train on sequences of this split"},
     {"valid_split", SF_PARAM_STRING, "validation", "hold out sequences of this split for the validation loss (\"\": none)"},
     {"valid_seqs", SF_PARAM_INT, "256", "held-out sequences (the first ones of valid_split)"},
@@ -71,7 +73,7 @@ typedef struct lm_stage {
     int init_new;                      /* 1: config + seed, 0: init_from */
     uint64_t seed;
     double init_std, clip;
-    int64_t steps, state_every, valid_seqs, valid_wait;
+    int64_t steps, state_every, valid_seqs, valid_wait, epochs;
     int batch, accum, resume, emit_saved, threads;
     lm_schedule sched;
     lm_adamw_opts aopts;
@@ -100,6 +102,8 @@ typedef struct lm_stage {
     int64_t state_step;     /* step of the state on disk (-1: none) */
     int have_state;         /* a state was loaded */
     int64_t ignored;        /* training sequences after the last step */
+    int32_t *kept;          /* epochs > 1: [n_kept][W] every training sequence of the stream, in order */
+    int64_t n_kept, kept_cap;
     json_t *index;          /* checkpoints.json: the saves so far */
     FILE *log;
     double t_start;
@@ -216,6 +220,8 @@ static int read_params(sf_ctx *ctx, lm_stage *s) {
     if (!strcmp(dt, "bf16")) s->dtype = SF_BF16;
     else if (!strcmp(dt, "f32")) s->dtype = SF_F32;
     else rc = sf_param_fail(ctx, "dtype", "must be bf16 or f32, not '%s'", dt);
+    s->epochs = sf_param_int(ctx, "epochs");
+    if (s->epochs < 1 || s->epochs > 1000000) rc = sf_param_fail(ctx, "epochs", "must be within [1, 1000000]");
     s->state_every = sf_param_int(ctx, "state_every");
     if (s->state_every < 0) rc = sf_param_fail(ctx, "state_every", "must be >= 0");
     snprintf(s->split, sizeof s->split, "%s", sf_param_str(ctx, "split"));
@@ -235,11 +241,11 @@ static int read_params(sf_ctx *ctx, lm_stage *s) {
     snprintf(s->settings, sizeof s->settings,
              "%s=%s seed=%" PRIu64 " init_std=%.17g steps=%" PRId64 " batch=%d accum=%d lr=%.17g schedule=%s "
              "warmup=%" PRId64 " decay_steps=%" PRId64 " min_lr_ratio=%.17g betas=%.17g,%.17g eps=%.17g "
-             "weight_decay=%.17g clip=%.17g split=%s valid_split=%s valid_seqs=%" PRId64,
+             "weight_decay=%.17g clip=%.17g split=%s valid_split=%s valid_seqs=%" PRId64 " epochs=%" PRId64,
              s->init_new ? "config" : "init_from", s->src_dir, s->seed, s->init_std, s->steps, s->batch, s->accum,
              s->sched.lr, sf_param_str(ctx, "schedule"), s->sched.warmup, s->sched.decay, s->sched.min_ratio,
              s->aopts.beta1, s->aopts.beta2, s->aopts.eps, s->aopts.weight_decay, s->clip, s->split, s->valid_split,
-             s->valid_seqs);
+             s->valid_seqs, s->epochs);
     return rc;
 }
 
@@ -415,6 +421,44 @@ static int start_training(sf_ctx *ctx, lm_stage *s) {
     return SF_OK;
 }
 
+/* epochs > 1: the stream's training sequences, for the later passes. */
+static int keep_seq(lm_stage *s, const int32_t *seq) {
+    if (s->n_kept == s->kept_cap) {
+        int64_t cap = s->kept_cap ? 2 * s->kept_cap : 4096;
+        int32_t *k = sf_realloc(s->kept, "the training sequences kept for later epochs", (size_t)cap * s->W, sizeof *k);
+        if (!k) return sf_fail("%s; lower epochs to 1 (and feed the corpus again upstream)", sf_last_error());
+        s->kept = k, s->kept_cap = cap;
+    }
+    memcpy(s->kept + (size_t)s->n_kept++ * s->W, seq, (size_t)s->W * sizeof *seq);
+    return SF_OK;
+}
+
+/* Epochs 2..epochs over the kept sequences, each in a Fisher-Yates order from (seed, epoch). */
+static int replay_epochs(sf_ctx *ctx, lm_stage *s) {
+    if (s->epochs < 2 || !s->n_kept) return SF_OK;
+    int64_t *order = sf_alloc("an epoch's order", (size_t)s->n_kept, sizeof *order);
+    if (!order) return SF_ERR;
+    int rc = SF_OK;
+    /* a resume may also have to skip through epochs (its state can be at the last step) */
+    for (int64_t e = 1; e < s->epochs && (s->pos.step < s->steps || s->skip_left > 0) && rc == SF_OK; e++) {
+        uint64_t r = s->seed * 0x9e3779b97f4a7c15ull ^ (uint64_t)e;
+        for (int64_t i = 0; i < s->n_kept; i++) order[i] = i;
+        for (int64_t i = s->n_kept - 1; i > 0; i--) {
+            r = lm_splitmix64(r);
+            int64_t j = (int64_t)(r % (uint64_t)(i + 1));
+            int64_t t = order[i];
+            order[i] = order[j], order[j] = t;
+        }
+        sf_log(SF_LOG_INFO, "epoch %" PRId64 " of %" PRId64 ": %" PRId64 " sequences from memory", e + 1, s->epochs, s->n_kept);
+        for (int64_t i = 0; i < s->n_kept && rc == SF_OK && (s->pos.step < s->steps || s->skip_left > 0); i++) {
+            if (sf_stopping(ctx)) break;
+            rc = train_seq(ctx, s, s->kept + (size_t)order[i] * s->W);
+        }
+    }
+    free(order);
+    return rc;
+}
+
 static int first_message(lm_stage *s, int W) {
     const fw_config *c = lm_model_config(s->m);
     if (W < 2) return sf_fail("tokens messages hold sequences of %d tokens: a sequence needs at least 2", W);
@@ -462,6 +506,7 @@ static int lm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
             continue;
         }
         if (!is_train) continue;
+        if (s->epochs > 1 && keep_seq(s, seq) != SF_OK) return SF_ERR;
         if (!s->started && s->valid_have < s->valid_seqs && s->n_pending < s->valid_wait) {
             if (!s->pending && !(s->pending = sf_alloc("training sequences waiting for the held-out set",
                                                        (size_t)s->valid_wait * W, sizeof(int32_t))))
@@ -481,6 +526,8 @@ static int lm_on_eos(sf_ctx *ctx, void *state) {
     if (sf_stopping(ctx)) return SF_OK; /* an interrupt, not the stream's end: no final checkpoint */
     if (!s->W) return sf_fail("the input ended before any tokens message: nothing to train on");
     if (!s->started && start_training(ctx, s) != SF_OK) return SF_ERR;
+    if (replay_epochs(ctx, s) != SF_OK) return SF_ERR;
+    if (sf_stopping(ctx)) return SF_OK;
     if (s->skip_left > 0)
         return sf_fail("resume: the stream ended after %" PRId64 " training sequences, but the saved state had consumed %"
                        PRId64 ": resume with the same inputs", s->pos.seqs - s->skip_left, s->pos.seqs);
@@ -518,6 +565,7 @@ static void lm_destroy(void *state) {
     lm_adamw_free(&s->a);
     free(s->step_buf);
     free(s->seq);
+    free(s->kept);
     free(s->valid);
     free(s->pending);
     json_decref(s->index);

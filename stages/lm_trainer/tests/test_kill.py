@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """kill -9 and resume: the lm_trainer's process (the whole pipeline: text_source -> tokenizer ->
 lm_trainer on the bundled corpus, a small Llama initialised from a seed) is killed with SIGKILL at
-seeded random moments and resumed with resume = true each time until it completes. The resumed
+seeded random moments and resumed with resume = true each time until it completes. The stream (16
+documents) is shorter than the run: later epochs replay it from memory in seeded orders, so kills
+also land there. The resumed
 run's loss.csv (every step's loss, lr and gradient norm, printed exactly) and its final checkpoint
 must be byte-identical to an uninterrupted run's, and checkpoints.json must list the same saves
 with the same losses. The same after a Ctrl-C (SIGINT), which saves the state where it stopped. After every kill the out directory holds no partial checkpoint under a final
@@ -37,7 +39,7 @@ PIPELINE = """stage docs = text_source {
     id_field = id
     split_field = split
     split = all
-    max_docs = 400
+    max_docs = 16
     seed = 3
 }
 stage tok = tokenizer {
@@ -59,6 +61,7 @@ stage lm = lm_trainer {
     save_steps = "0,10,30,final"
     state_every = 4
     valid_seqs = 8
+    epochs = 4
     threads = 1
     resume = ${resume}
 }
@@ -137,6 +140,12 @@ def main():
     p = subprocess.run(args(tmp, inter, "resume=true"), capture_output=True, text=True, timeout=600)
     check(p.returncode == 0 and open(os.path.join(inter, "loss.csv")).read() ==
           open(os.path.join(full, "loss.csv")).read(), "resumed after SIGINT: loss.csv identical")
+
+    # resuming a finished run (its state at the last step, past the stream into the replayed epochs)
+    before = open(os.path.join(full, "loss.csv")).read(), saves(full)
+    p = subprocess.run(args(tmp, full, "resume=true"), capture_output=True, text=True, timeout=600)
+    check(p.returncode == 0 and (open(os.path.join(full, "loss.csv")).read(), saves(full)) == before,
+          "resume = true of a finished run: nothing to do, nothing changed" + ("" if p.returncode == 0 else ":\n" + p.stderr[-1500:]))
 
     a = open(os.path.join(full, "loss.csv")).read()
     b = open(os.path.join(killed, "loss.csv")).read()
