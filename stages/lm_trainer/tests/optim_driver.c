@@ -57,13 +57,19 @@ static size_t load_weights(const sf_st_file *f, lm_tensor **out) {
     return nt;
 }
 
-/* Adds PREFIX.K for every tensor: its weights, or its slice of flat. The names live until exit. */
-static void add_tensors(sf_st_writer *w, lm_tensor *t, size_t nt, const char *prefix, const float *flat) {
+static void free_weights(lm_tensor *t, size_t nt) {
+    for (size_t k = 0; k < nt; k++) free(t[k].w), free(t[k].g);
+    free(t);
+}
+
+/* Adds PREFIX.K for every tensor: its weights, or its slice of flat; names[K] holds the name until
+ * the writer has saved. */
+static void add_tensors(sf_st_writer *w, lm_tensor *t, size_t nt, const char *prefix, const float *flat,
+                        char (*names)[32]) {
     size_t off = 0;
     for (size_t k = 0; k < nt; k++) {
-        char *nm = malloc(32);
-        snprintf(nm, 32, "%s.%zu", prefix, k);
-        sf_st_writer_add(w, nm, SF_F32, t[k].ndim, t[k].shape, flat ? flat + off : t[k].w);
+        snprintf(names[k], 32, "%s.%zu", prefix, k);
+        sf_st_writer_add(w, names[k], SF_F32, t[k].ndim, t[k].shape, flat ? flat + off : t[k].w);
         off += t[k].n;
     }
 }
@@ -105,15 +111,19 @@ static int cmd_adamw(const char *in, const char *out) {
         lm_adamw_step(&a, t, nt, lrs[st]);
     }
     sf_st_writer *w = sf_st_writer_new();
-    add_tensors(w, t, nt, "w", NULL);
-    add_tensors(w, t, nt, "m", a.m);
-    add_tensors(w, t, nt, "v", a.v);
+    char (*names)[32] = calloc(3 * nt + 1, 32);
+    add_tensors(w, t, nt, "w", NULL, names);
+    add_tensors(w, t, nt, "m", a.m, names + nt);
+    add_tensors(w, t, nt, "v", a.v, names + 2 * nt);
     int64_t shape[1] = {steps};
     sf_st_writer_add(w, "norm", SF_F64, 1, shape, norms);
     sf_st_writer_add(w, "lr", SF_F64, 1, shape, lrs);
     if (sf_st_writer_save(w, out, NULL) != SF_OK) return die();
     sf_st_writer_free(w);
     sf_st_close(f);
+    lm_adamw_free(&a);
+    free_weights(t, nt);
+    free(names), free(norms), free(lrs);
     return 0;
 }
 
@@ -124,10 +134,13 @@ static int cmd_init(const char *in, const char *out, uint64_t seed, double std) 
     size_t nt = load_weights(f, &t);
     lm_init_weights(t, nt, seed, std);
     sf_st_writer *w = sf_st_writer_new();
-    add_tensors(w, t, nt, "w", NULL);
+    char (*names)[32] = calloc(nt + 1, 32);
+    add_tensors(w, t, nt, "w", NULL, names);
     if (sf_st_writer_save(w, out, NULL) != SF_OK) return die();
     sf_st_writer_free(w);
     sf_st_close(f);
+    free_weights(t, nt);
+    free(names);
     return 0;
 }
 
