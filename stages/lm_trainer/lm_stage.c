@@ -497,7 +497,7 @@ static int lm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
     for (int64_t b = 0; b < t.shape[0]; b++) {
         memcpy(seq, (const char *)t.data + (size_t)b * W * 4, (size_t)W * 4); /* message data is unaligned */
         if (is_valid) {
-            if (s->valid_have < s->valid_seqs) {
+            if (!s->started && s->valid_have < s->valid_seqs) { /* fixed once training starts */
                 memcpy(s->valid + (size_t)s->valid_have * W, seq, (size_t)W * 4);
                 s->valid_hash = lm_hash_tokens(s->valid_hash, seq, (size_t)W);
                 s->valid_have++;
