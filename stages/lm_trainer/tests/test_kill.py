@@ -126,11 +126,17 @@ def main():
     check(n_kills >= 2, f"{n_kills} kills landed during training")
     # Ctrl-C (SIGINT): the pipeline drains, the trainer saves its state at the step it reached
     # (exit 130), and the resumed run again ends with the uninterrupted run's loss curve.
-    inter = os.path.join(tmp, "interrupted")
-    proc = subprocess.Popen(args(tmp, inter, "resume=true"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(full_time * 0.6)
-    proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=600)[1]
+    for attempt in range(3):  # signalled once a step is logged; a run that finished first is tried again
+        inter = os.path.join(tmp, f"interrupted{attempt}")
+        proc = subprocess.Popen(args(tmp, inter, "resume=true"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        log = os.path.join(inter, "loss.csv")
+        while proc.poll() is None and not (os.path.exists(log) and open(log).read().count("\n") > 1):
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=600)[1]
+        if proc.returncode != 0:
+            break
     state = os.path.join(inter, "train_state.safetensors")
     step = int(st.read(state)[1]["step"]) if os.path.exists(state) else -1
     logged = open(os.path.join(inter, "loss.csv")).read().count("\n") - 1 if os.path.exists(state) else -2
