@@ -118,6 +118,10 @@ fw_model *fw_model_load(const char *dir, int n_layers, int with_head);
 void fw_model_free(fw_model *m);
 /* Only config.json: for callers that want to check a hook before loading weights. */
 int fw_config_load(const char *dir, fw_config *cfg);
+/* Hugging Face's RoPE inverse frequencies [rotary_dim / 2] for base theta, with linear or llama3
+ * scaling applied if `scaled` (dynamic scaling depends on the sequence length; the forward applies
+ * it per call). free() the result; NULL with sf_last_error() set. */
+double *fw_rope_inv_freq(const fw_config *c, double theta, int scaled);
 
 /* Hook points and their names: hook.h. */
 /* Whether h exists in a model of this config: SF_ERR (sf_fail) if its block is beyond the model's,

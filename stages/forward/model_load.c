@@ -654,10 +654,7 @@ static int load_neox_layer(const fw_ckpt *ck, const fw_config *c, int l, fw_laye
     return SF_OK;
 }
 
-/* Hugging Face's RoPE inverse frequencies for rotary_dim and base theta, with linear or llama3
- * scaling applied if `scaled` (dynamic scaling depends on the sequence length and is applied in
- * the forward). */
-static double *rope_inv_freq(const fw_config *c, double theta, int scaled) {
+double *fw_rope_inv_freq(const fw_config *c, double theta, int scaled) {
     int half = c->rotary_dim / 2;
     double *inv = sf_zalloc("RoPE frequencies", (size_t)(half ? half : 1), sizeof *inv);
     if (!inv) return NULL;
@@ -712,8 +709,8 @@ fw_model *fw_model_load(const char *dir, int n_layers, int with_head) {
     int d = c->d_model, V = c->vocab;
     if (n_layers < 0 || n_layers > c->n_layers) n_layers = c->n_layers;
     if (!(m->layers = sf_zalloc("model blocks", (size_t)(n_layers ? n_layers : 1), sizeof *m->layers)) ||
-        !(m->inv_freq = rope_inv_freq(c, c->rope_theta, 1)) ||
-        (c->rope_local_theta > 0 && !(m->inv_freq_local = rope_inv_freq(c, c->rope_local_theta, 0))))
+        !(m->inv_freq = fw_rope_inv_freq(c, c->rope_theta, 1)) ||
+        (c->rope_local_theta > 0 && !(m->inv_freq_local = fw_rope_inv_freq(c, c->rope_local_theta, 0))))
         goto fail;
 
     /* GPT-2 checkpoints exist with and without the "transformer." prefix. */

@@ -58,7 +58,8 @@ char *lm_hf_config_text(const fw_config *c, const char *base_config, sf_dtype dt
     json_decref(fields);
     json_object_set_new(j, "architectures", json_pack("[s]", "LlamaForCausalLM"));
     json_object_set_new(j, "model_type", json_string("llama"));
-    json_object_set_new(j, "rope_scaling", json_null());
+    if (!json_object_get(j, "rope_scaling")) /* the base's (linear, llama3 train too) stays as it was */
+        json_object_set_new(j, "rope_scaling", json_null());
     if (c->rotary_dim != c->head_dim && !json_object_get(j, "partial_rotary_factor"))
         json_object_set_new(j, "partial_rotary_factor", json_real((double)c->rotary_dim / c->head_dim));
     if (c->bos_id >= 0) json_object_set_new(j, "bos_token_id", json_integer(c->bos_id));

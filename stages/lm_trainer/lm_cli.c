@@ -27,7 +27,7 @@ static int grad_usage(FILE *out, int rc) {
                  "  of every sequence and writes its gradient for every parameter (Hugging Face names, F32).\n"
                  "  --threads: the sequences of a batch split over N threads (default: one per core); the result\n"
                  "  is the same for the same N. An existing --out is kept unless --force. Trains:\n"
-                 "  LlamaForCausalLM without biases or rope_scaling.\n");
+                 "  LlamaForCausalLM without biases or dynamic rope_scaling.\n");
     return rc;
 }
 

@@ -28,8 +28,9 @@ int lm_config_check(const fw_config *c) {
     if (c->sliding_window)
         return sf_fail("lm: cannot train with sliding-window attention (sliding_window %d); remove it from the config",
                        c->sliding_window);
-    if (c->rope_scaling != FW_ROPE_PLAIN)
-        return sf_fail("lm: cannot train with rope_scaling; set \"rope_scaling\": null");
+    if (c->rope_scaling == FW_ROPE_DYNAMIC)
+        return sf_fail("lm: cannot train with dynamic rope_scaling (it changes with the sequence length); use "
+                       "linear, llama3 or none");
     if (c->n_layers < 1 || c->d_model < 1 || c->n_heads < 1 || c->n_kv_heads < 1 || c->head_dim < 1 ||
         c->d_ff < 1 || c->vocab < 1 || c->max_pos < 1 || c->n_heads % c->n_kv_heads)
         return sf_fail("lm: layers, widths, heads (a multiple of the key/value heads), vocab_size and "
@@ -125,7 +126,7 @@ int lm_model_new(const fw_config *cfg, lm_model **out) {
         !(offs = sf_alloc("the parameter offsets", max_tensors, sizeof *offs)) ||
         !(m->w.blocks = sf_zalloc("block weight views", (size_t)c->n_layers, sizeof *m->w.blocks)) ||
         !(m->g.blocks = sf_zalloc("block gradient views", (size_t)c->n_layers, sizeof *m->g.blocks)) ||
-        !(m->inv_freq = sf_zalloc("RoPE frequencies", (size_t)c->rotary_dim / 2, sizeof *m->inv_freq)))
+        !(m->inv_freq = fw_rope_inv_freq(c, c->rope_theta, 1)))
         goto fail;
     layout(m, offs, &total);
     m->n_arena = total;
@@ -140,8 +141,6 @@ int lm_model_new(const fw_config *cfg, lm_model **out) {
     offs = NULL;
     bind(m, &m->w, m->params);
     bind(m, &m->g, m->grads);
-    /* Hugging Face's default RoPE: inv_freq[i] = theta^(-2i / rotary_dim). */
-    for (int i = 0; i < c->rotary_dim / 2; i++) m->inv_freq[i] = 1.0 / pow(c->rope_theta, (2.0 * i) / c->rotary_dim);
     *out = m;
     return SF_OK;
 fail:

@@ -17,9 +17,9 @@
  * With tied embeddings the head is model.embed_tokens.weight and is listed once; its gradient
  * collects both uses.
  *
- * What trains: LlamaForCausalLM (also Mistral/Qwen2 configs without biases and sliding windows),
- * hidden_act silu, no attention or MLP biases, rope_scaling null. lm_config_check says why another
- * config cannot train.
+ * What trains: LlamaForCausalLM (and MistralForCausalLM without a sliding window), hidden_act
+ * silu, no attention or MLP biases, rope_scaling none, linear or llama3 (fw_rope_inv_freq's
+ * frequencies). lm_config_check says why another config cannot train.
  *
  * Threads: a call's sequences are split over the work's threads (lm_work_new_threads), each
  * running whole passes on its share; results are deterministic for a given thread count and batch

@@ -1,15 +1,17 @@
 #!/usr/bin/python3
 """`saeflow lm grad` against PyTorch autograd in float64.
 
-For small random Llama checkpoints (grouped-query and multi-head attention, tied and untied
-embeddings, head_dim other than hidden_size / heads, partial rotary dims), written here in Hugging
+For small random Llama checkpoints (grouped-query, multi-head and multi-query attention,
+tied and untied embeddings, head_dim other than hidden_size / heads, partial rotary dims, llama3
+and linear RoPE scaling), written here in Hugging
 Face's layout (config.json + model.safetensors, F32), the command's mean next-token cross-entropy
 over sequences of different lengths (on 1 and 2 threads) must be within 1e-5 relative of this file's own float64 Llama
 (written from Hugging Face's LlamaForCausalLM semantics, independent of the C code), and every
 parameter's gradient within 1e-4 of that tensor's largest reference magnitude; a second run on
 2 threads writes the same bytes, and so does OpenBLAS's own thread count. Bad input (a
 malformed id, an id outside the vocabulary, empty stdin, a 1-token sequence, a sequence longer
-than the model allows, an existing --out, an untrainable config) fails with a clear message and
+than the model allows, an existing --out, an untrainable config: biases, GPT-2, Qwen2, rope_scaling)
+fails with a clear message and
 writes nothing.
 
 usage: test_grad.py SAEFLOW_EXE
@@ -71,9 +73,24 @@ def rmsnorm(x, w, eps):
     return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
 
 
-def rope(x, t, rd, theta):
+def inv_freq(c, rd):
+    """HF's RoPE inverse frequencies, with linear or llama3 rope_scaling (_compute_llama3_parameters)."""
+    inv = c["rope_theta"] ** (-torch.arange(0, rd, 2, dtype=torch.float64) / rd)
+    rs = c.get("rope_scaling") or {}
+    kind = rs.get("rope_type", rs.get("type"))
+    if kind == "linear":
+        inv = inv / rs["factor"]
+    elif kind == "llama3":
+        old, lo, hi, f = rs["original_max_position_embeddings"], rs["low_freq_factor"], rs["high_freq_factor"], rs["factor"]
+        wavelen = 2 * math.pi / inv
+        smooth = (old / wavelen - lo) / (hi - lo)
+        mid = (1 - smooth) * inv / f + smooth * inv
+        inv = torch.where(wavelen > old / lo, inv / f, torch.where(wavelen < old / hi, inv, mid))
+    return inv
+
+
+def rope(x, t, rd, inv):
     """HF rotate_half RoPE on the first rd dims of x [heads, T, hd]."""
-    inv = theta ** (-torch.arange(0, rd, 2, dtype=torch.float64) / rd)
     ang = torch.outer(t, inv)
     cos, sin = torch.cat([ang.cos()] * 2, -1), torch.cat([ang.sin()] * 2, -1)
     xr, xp = x[..., :rd], x[..., rd:]
@@ -84,8 +101,9 @@ def rope(x, t, rd, theta):
 def seq_loss_sum(c, p, ids):
     """Summed next-token cross-entropy of one sequence (list of ids)."""
     d, hd, H, KV = c["hidden_size"], c["head_dim"], c["num_attention_heads"], c["num_key_value_heads"]
-    eps, theta = c["rms_norm_eps"], c["rope_theta"]
+    eps = c["rms_norm_eps"]
     rd = int(hd * c.get("partial_rotary_factor", 1.0))
+    inv = inv_freq(c, rd)
     x_ids = torch.tensor(ids[:-1])
     T = len(ids) - 1
     t = torch.arange(T, dtype=torch.float64)
@@ -97,7 +115,7 @@ def seq_loss_sum(c, p, ids):
         q = (n @ p[pre + "self_attn.q_proj.weight"].T).view(T, H, hd).transpose(0, 1)
         k = (n @ p[pre + "self_attn.k_proj.weight"].T).view(T, KV, hd).transpose(0, 1)
         v = (n @ p[pre + "self_attn.v_proj.weight"].T).view(T, KV, hd).transpose(0, 1)
-        q, k = rope(q, t, rd, theta), rope(k, t, rd, theta)
+        q, k = rope(q, t, rd, inv), rope(k, t, rd, inv)
         k, v = k.repeat_interleave(H // KV, 0), v.repeat_interleave(H // KV, 0)
         att = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(hd) + mask, -1)
         o = (att @ v).transpose(0, 1).reshape(T, H * hd)
@@ -155,6 +173,10 @@ CASES = [
     ("mqa-untied-partial-rope", config(num_attention_heads=4, num_key_value_heads=1, head_dim=16,
                                        partial_rotary_factor=0.5, tie_word_embeddings=False, num_hidden_layers=3,
                                        hidden_size=40, intermediate_size=72)),
+    ("gqa-tied-llama3-rope", config(rope_scaling={"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
+                                                  "high_freq_factor": 2.0, "original_max_position_embeddings": 16})),
+    ("mha-untied-linear-rope", config(num_key_value_heads=4, tie_word_embeddings=False,
+                                      rope_scaling={"type": "linear", "factor": 2.0})),
 ]
 
 
@@ -248,6 +270,18 @@ def bad_input(tmp):
     r = lm_grad(bias_model, "3 4 5\n", out2)
     check("untrainable config (attention_bias)", r.returncode == 1 and "cannot train" in r.stderr
           and not os.path.exists(out2), r.stderr.strip())
+    # Another architecture (the forward's GPT-2 and Qwen2 fixtures), and rope_scaling.
+    fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "forward", "tests", "fixtures")
+    for fx, want in (("gpt2", "cannot train a GPT2LMHeadModel"), ("qwen2_bias", "cannot train a Qwen2ForCausalLM")):
+        r = lm_grad(os.path.join(fixtures, fx), "3 4 5\n", out2)
+        check(f"untrainable config ({fx})", r.returncode == 1 and want in r.stderr and not os.path.exists(out2),
+              r.stderr.strip())
+    c3 = config(rope_scaling={"rope_type": "dynamic", "factor": 2.0})
+    rs_model = os.path.join(tmp, "rope-scaling-model")
+    write_checkpoint(rs_model, c3, make_params(c3, 9))
+    r = lm_grad(rs_model, "3 4 5\n", out2)
+    check("untrainable config (rope_scaling dynamic)", r.returncode == 1 and "rope_scaling" in r.stderr
+          and not os.path.exists(out2), r.stderr.strip())
     r = subprocess.run([SAEFLOW, "lm", "grad", "--help"], capture_output=True, text=True)
     check("lm grad --help", r.returncode == 0 and "usage: saeflow lm grad" in r.stdout)
     r = subprocess.run([SAEFLOW, "lm", "grad", model], capture_output=True, text=True, input="3 4\n")
@@ -283,11 +317,30 @@ def suite_case(tmp):
           len(fw) == 1 and abs(got - fw[0]) <= 1e-5 * fw[0])
 
 
+def fixture_loss():
+    """The forward stage's llama_gqa_bf16 fixture (bf16 on disk, GQA, tied, llama3 RoPE scaling):
+    the same mean loss as `saeflow forward --loss`."""
+    model = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "forward", "tests", "fixtures",
+                         "llama_gqa_bf16")
+    with open(os.path.join(model, "config.json")) as f:
+        V = json.load(f)["vocab_size"]
+    stdin = "".join(" ".join(map(str, s)) + "\n" for s in random_seqs(V, [9, 17, 17, 5], 3))
+    with tempfile.TemporaryDirectory() as tmp:
+        r = lm_grad(model, stdin, os.path.join(tmp, "g.safetensors"))
+    f = subprocess.run([SAEFLOW, "forward", model, "--loss"], input=stdin, capture_output=True, text=True)
+    fw = [float(x.split()[1]) for x in f.stdout.splitlines() if x.startswith("loss ")]
+    ok = r.returncode == 0 and len(fw) == 1
+    got = float(r.stdout.strip()) if ok else float("nan")
+    check(f"fixture llama_gqa_bf16: loss {got:.6f} = saeflow forward's {fw[0] if fw else None}",
+          ok and abs(got - fw[0]) <= 1e-5 * fw[0], r.stderr.strip() if r.returncode else "")
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, c) in enumerate(CASES):
             grad_case(tmp, name, c, 100 + i)
         suite_case(tmp)
+        fixture_loss()
         bad_input(tmp)
     print("FAILED" if failures else "all ok")
     sys.exit(1 if failures else 0)
