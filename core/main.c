@@ -13,6 +13,8 @@
 #include "plugins.h"
 #include "runtime.h"
 #include "sf_internal.h"
+#include "sf_kinds.h"
+#include "sf_params.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -23,8 +25,9 @@ static void usage(FILE *out) {
             "                                               stage's parameters and the files they name (--host NAME:\n"
             "                                               only that host's stages); run does the same first\n"
             "  saeflow launch FILE [options] [KEY=VALUE ...] run every host's part over ssh (SAEFLOW_SSH, SAEFLOW_BIN)\n"
-            "  saeflow stages [NAME | --list]               every stage's parameters, types, defaults and docs;\n"
-            "                                               NAME: one stage; --list (-s): one line per stage\n"
+            "  saeflow stages [NAME | --list | --kinds]     every stage's parameters, types, defaults and docs;\n"
+            "                                               NAME: one stage; --list (-s): one line per stage;\n"
+            "                                               --kinds: the message kinds and their fields\n"
             "  saeflow keygen DIR                           write a CurveZMQ keypair for a pipeline's 'curve \"DIR\"' line\n"
             "  saeflow version                              print the version and stage ABI\n"
             "  saeflow help                                 this text\n",
@@ -67,7 +70,10 @@ static void print_stage(const sf_stage_entry *e, int full) {
     const sf_stage_def *d = e->def;
     if (!full) {
         const char *kind = d->max_inputs == 0 ? "source" : !d->has_output ? "sink" : "filter";
-        printf("  %-16s %-7s %s\n", d->name, kind, d->summary ? d->summary : "");
+        char flow[64];
+        snprintf(flow, sizeof flow, "%s -> %s", d->max_inputs ? d->takes ? d->takes : "any" : "",
+                 d->has_output ? d->emits ? d->emits : "any" : "");
+        printf("  %-16s %-7s %-26s %s\n", d->name, kind, flow, d->summary ? d->summary : "");
         return;
     }
     printf("%s — %s\n\n", d->name, d->summary ? d->summary : "");
@@ -75,9 +81,16 @@ static void print_stage(const sf_stage_entry *e, int full) {
     printf("plugin:  %s\n", e->path);
     if (d->max_inputs == 0) printf("inputs:  none (source)\n");
     else printf("inputs:  %d to %d\n", d->min_inputs, d->max_inputs);
-    printf("output:  %s\n\nparameters:\n", d->has_output ? "yes" : "none (sink)");
-    for (const sf_param_def *p = d->params; p && p->name; p++)
-        printf("  %-18s %-7s %-22s %s\n", p->name, type_name(p->type), p->default_value ? p->default_value : "(required)", p->doc ? p->doc : "");
+    printf("output:  %s\n", d->has_output ? "yes" : "none (sink)");
+    if (d->max_inputs) printf("takes:   %s\n", d->takes ? d->takes : "any message (no kind declared)");
+    if (d->has_output) printf("emits:   %s\n", d->emits ? d->emits : "any message (no kind declared)");
+    printf("\nparameters:\n");
+    for (const sf_param_def *p = d->params; p && p->name; p++) {
+        char range[200] = "";
+        if (p->range) snprintf(range, sizeof range, " (%s)", sf_range_text(p, range + 100, 100));
+        printf("  %-18s %-7s %-22s %s%s\n", p->name, type_name(p->type), p->default_value ? p->default_value : "(required)",
+               p->doc ? p->doc : "", range);
+    }
     if (d->max_inputs) printf("  %-18s %-7s %-22s %s\n", "input", "list", "", "stages to read from, comma-separated");
     printf("  %-18s %-7s %-22s %s\n", "replicas", "int", "1", "parallel instances of this stage");
     printf("  %-18s %-7s %-22s %s\n", "distribute", "string", "share", "share: each message to one replica; broadcast: to all");
@@ -88,9 +101,23 @@ static void print_stage(const sf_stage_entry *e, int full) {
     }
 }
 
-/* saeflow stages: every stage's full reference; --list: one line each; NAME: that stage only. */
+/* saeflow stages --kinds: the message kinds (core/MESSAGES.md) with their fields, from the code. */
+static void print_kinds(void) {
+    for (const sf_kind_def *k = sf_kinds(); k->name; k++) {
+        printf("%s%s:\n", k == sf_kinds() ? "" : "\n", k->name);
+        for (const sf_kind_field *f = k->fields; f->key; f++)
+            printf("  %-12s %s%s\n", f->key, f->type, f->optional ? ", optional" : "");
+    }
+}
+
+/* saeflow stages: every stage's full reference; --list: one line each; NAME: that stage only;
+ * --kinds: the message kinds. */
 static int cmd_stages(int argc, char **argv) {
     int list = argc > 2 && (!strcmp(argv[2], "--list") || !strcmp(argv[2], "-s"));
+    if (argc > 2 && !strcmp(argv[2], "--kinds")) {
+        print_kinds();
+        return 0;
+    }
     if (argc > 2 && !list) {
         const sf_stage_entry *e = sf_plugins_find(argv[2]);
         if (!e) {

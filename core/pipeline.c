@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sf_params.h"
 #include "pipeline.h"
 
 typedef struct parser {
@@ -243,6 +244,54 @@ static int parse_line(parser *ps, char *line, const char *dir) {
     return perr(ps, ps->line, "expected 'stage', 'set', 'host', 'curve' or 'plugin', found '%.40s'", s);
 }
 
+/* Candidates for sf_closest: a stage's parameter names, the known stage types, a file's variables. */
+static const char *next_param(void *arg, size_t i) {
+    const sf_param_def *pd = ((const sf_stage_def *)arg)->params;
+    for (size_t k = 0; pd && pd[k].name; k++)
+        if (k == i) return pd[k].name;
+    return NULL;
+}
+static const char *next_stage_type(void *arg, size_t i) {
+    (void)arg;
+    const sf_stage_entry *e = sf_plugins_at(i);
+    return e ? e->def->name : NULL;
+}
+static const char *next_var(void *arg, size_t i) {
+    const sf_pipeline *p = arg;
+    for (int k = 0, n = 0; k < p->n_vars; k++) /* the file's own: line > 0 */
+        if (p->vars[k].line > 0 && (size_t)n++ == i) return p->vars[k].key;
+    return NULL;
+}
+
+/* " (did you mean 'x'?)" for the closest candidate, or "". */
+static const char *did_you_mean(const char *word, const char *(*next)(void *, size_t), void *arg, char *buf, size_t cap) {
+    const char *near = sf_closest(word, next, arg);
+    if (near) snprintf(buf, cap, " (did you mean '%s'?)", near);
+    else buf[0] = 0;
+    return buf;
+}
+
+/* Whether kind (one word) is among the comma-separated kinds of list. */
+static int kind_in(const char *kind, const char *list) {
+    size_t n = strlen(kind);
+    for (const char *k = list; *k;) {
+        size_t m = strcspn(k, ", ");
+        if (m == n && !memcmp(k, kind, n)) return 1;
+        k += m + strspn(k + m, ", ");
+    }
+    return 0;
+}
+
+/* The stage types that emit one of the kinds of takes, as "forward, shard_source", into buf. */
+static const char *emitters_of(const char *takes, char *buf, size_t cap) {
+    buf[0] = 0;
+    const sf_stage_entry *e;
+    for (size_t i = 0; (e = sf_plugins_at(i)); i++)
+        if (e->def->emits && kind_in(e->def->emits, takes))
+            snprintf(buf + strlen(buf), cap - strlen(buf), "%s%s", buf[0] ? ", " : "", e->def->name);
+    return buf[0] ? buf : "none loaded";
+}
+
 static const sf_param_def *param_def(const sf_stage_def *d, const char *name) {
     for (const sf_param_def *pd = d->params; pd && pd->name; pd++)
         if (strcmp(pd->name, name) == 0) return pd;
@@ -265,12 +314,14 @@ static const char *type_name(sf_param_type t) {
     return names[t];
 }
 
-/* Takes reserved keys (replicas, host, distribute) out of the params and checks the rest. */
+/* Takes reserved keys (replicas, host, distribute, enabled) out of the params and checks the rest. */
 static int validate_stage(parser *ps, sf_stage_decl *st) {
     sf_pipeline *p = ps->p;
     st->entry = sf_plugins_find(st->type);
+    char hint[200];
     if (!st->entry)
-        return perr(ps, st->line, "unknown stage type '%s': 'saeflow stages' lists the available ones (add a 'plugin \"path.so\"' line for your own)", st->type);
+        return perr(ps, st->line, "unknown stage type '%s'%s: 'saeflow stages' lists the available ones (add a 'plugin \"path.so\"' line for your own)",
+                    st->type, did_you_mean(st->type, next_stage_type, NULL, hint, sizeof hint));
     const sf_stage_def *d = st->entry->def;
     int kept = 0;
     for (int i = 0; i < st->n_params; i++) {
@@ -284,6 +335,8 @@ static int validate_stage(parser *ps, sf_stage_decl *st) {
             if (strcmp(kv->value, "share") && strcmp(kv->value, "broadcast"))
                 return perr(ps, kv->line, "distribute must be 'share' (each message to one replica) or 'broadcast' (to every replica)");
             st->broadcast = !strcmp(kv->value, "broadcast");
+        } else if (strcmp(kv->key, "enabled") == 0) {
+            /* read by drop_disabled: this stage is enabled */
         } else if (strcmp(kv->key, "host") == 0) {
             char *save = NULL;
             for (char *tok = strtok_r(kv->value, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
@@ -301,10 +354,13 @@ static int validate_stage(parser *ps, sf_stage_decl *st) {
                 char list[600] = "";
                 for (const sf_param_def *q = d->params; q && q->name; q++)
                     snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", list[0] ? ", " : "", q->name);
-                return perr(ps, kv->line, "stage '%s' (%s) has no parameter '%s'; its parameters are: %s", st->name, st->type, kv->key, list[0] ? list : "(none)");
+                return perr(ps, kv->line, "stage '%s' (%s) has no parameter '%s'%s; its parameters are: %s", st->name, st->type, kv->key,
+                            did_you_mean(kv->key, next_param, (void *)d, hint, sizeof hint), list[0] ? list : "(none)");
             }
             if (!check_type(pd, kv->value))
                 return perr(ps, kv->line, "parameter '%s' of stage '%s' must be %s, not '%s'", kv->key, st->name, type_name(pd->type), kv->value);
+            if (sf_range_check(pd, kv->value) != SF_OK)
+                return perr(ps, kv->line, "parameter '%s' of stage '%s' (%s) %s", kv->key, st->name, st->type, sf_last_error());
             continue;
         }
         /* a reserved key, now read: out of the parameters (after the loop, so that an error
@@ -339,9 +395,56 @@ static int validate_stage(parser *ps, sf_stage_decl *st) {
             return perr(ps, line, "stage '%s' reads from '%s', but %s is a sink with no output", st->name, st->inputs[i], p->stages[found].type);
         for (int k = 0; k < i; k++)
             if (st->input_idx[k] == found) return perr(ps, line, "stage '%s' lists input '%s' twice", st->name, st->inputs[i]);
+        const sf_stage_def *u = p->stages[found].entry ? p->stages[found].entry->def : NULL;
+        if (d->takes && u && u->emits && !kind_in(u->emits, d->takes)) {
+            char fit[400];
+            return perr(ps, line, "stage '%s' (%s) takes %s messages, but its input '%s' (%s) emits %s; stages that emit %s: %s "
+                        "(core/MESSAGES.md)", st->name, st->type, d->takes, st->inputs[i], u->name, u->emits, d->takes,
+                        emitters_of(d->takes, fit, sizeof fit));
+        }
         st->input_idx[i] = found;
     }
     return SF_OK;
+}
+
+static void stage_decl_free(sf_stage_decl *st) {
+    for (int j = 0; j < st->n_params; j++) free(st->params[j].key), free(st->params[j].value);
+    for (int j = 0; j < st->n_inputs; j++) free(st->inputs[j]);
+    free(st->params), free(st->inputs), free(st->input_idx), free(st->hosts), free(st->name), free(st->type);
+}
+
+/* Stages with `enabled = false` are taken out before anything is checked (a flow run in several
+ * modes, e.g. the demo's evaluation only in the pass that needs it); a stage reading one is an error. */
+static int drop_disabled(parser *ps) {
+    sf_pipeline *p = ps->p;
+    unsigned char *off = sf_zalloc("the disabled stages", (size_t)p->n_stages, 1);
+    if (!off) return SF_ERR;
+    int rc = SF_OK;
+    for (int i = 0; i < p->n_stages && rc == SF_OK; i++)
+        for (int j = 0; j < p->stages[i].n_params; j++) {
+            const sf_kv *kv = &p->stages[i].params[j];
+            if (strcmp(kv->key, "enabled")) continue;
+            if (strcmp(kv->value, "true") && strcmp(kv->value, "false") && strcmp(kv->value, "1") && strcmp(kv->value, "0"))
+                rc = perr(ps, kv->line, "enabled must be true or false, not '%s'", kv->value);
+            off[i] = !strcmp(kv->value, "false") || !strcmp(kv->value, "0");
+        }
+    for (int i = 0; i < p->n_stages && rc == SF_OK; i++)
+        for (int k = 0; k < p->stages[i].n_inputs && !off[i] && rc == SF_OK; k++)
+            for (int j = 0; j < p->n_stages; j++)
+                if (off[j] && !strcmp(p->stages[j].name, p->stages[i].inputs[k]))
+                    rc = perr(ps, p->stages[i].inputs_line ? p->stages[i].inputs_line : p->stages[i].line,
+                              "stage '%s' reads from '%s', which is disabled (enabled = false): disable it too, or "
+                              "enable '%s'", p->stages[i].name, p->stages[j].name, p->stages[j].name);
+    int kept = 0;
+    for (int i = 0; i < p->n_stages; i++) {
+        sf_stage_decl *st = &p->stages[i];
+        if (rc != SF_OK || !off[i]) p->stages[kept++] = *st;
+        else stage_decl_free(st);
+    }
+    p->n_stages = kept;
+    free(off);
+    if (rc == SF_OK && p->n_stages == 0) rc = perr(ps, ps->line, "every stage is disabled (enabled = false)");
+    return rc;
 }
 
 /* Depth-first search for a cycle through inputs; 0 unvisited, 1 on the path, 2 done. */
@@ -429,7 +532,9 @@ sf_pipeline *sf_pipeline_load(const char *path, char **overrides, int n_override
     }
     for (int i = 0; i < n_cli; i++) {
         if (p->vars[i].line == 0) {
-            sf_fail("command line: '%s' is not a variable of %s (declare it there with 'set %s = ...')", p->vars[i].key, path, p->vars[i].key);
+            char hint[200];
+            sf_fail("command line: '%s' is not a variable of %s%s (declare it there with 'set %s = ...')", p->vars[i].key, path,
+                    did_you_mean(p->vars[i].key, next_var, p, hint, sizeof hint), p->vars[i].key);
             goto fail;
         }
     }
@@ -437,6 +542,7 @@ sf_pipeline *sf_pipeline_load(const char *path, char **overrides, int n_override
         perr(&ps, ps.line, "no stages: add a block 'stage NAME = TYPE { ... }'");
         goto fail;
     }
+    if (drop_disabled(&ps) != SF_OK) goto fail;
     for (int i = 0; i < p->n_stages; i++)
         if (validate_stage(&ps, &p->stages[i]) != SF_OK) goto fail;
     if (check_counts(&ps) != SF_OK) goto fail;
@@ -458,12 +564,7 @@ fail:
 
 void sf_pipeline_free(sf_pipeline *p) {
     if (!p) return;
-    for (int i = 0; i < p->n_stages; i++) {
-        sf_stage_decl *st = &p->stages[i];
-        for (int j = 0; j < st->n_params; j++) free(st->params[j].key), free(st->params[j].value);
-        for (int j = 0; j < st->n_inputs; j++) free(st->inputs[j]);
-        free(st->params), free(st->inputs), free(st->input_idx), free(st->hosts), free(st->name), free(st->type);
-    }
+    for (int i = 0; i < p->n_stages; i++) stage_decl_free(&p->stages[i]);
     for (int i = 0; i < p->n_hosts; i++) free(p->hosts[i].name), free(p->hosts[i].endpoint);
     for (int i = 0; i < p->n_vars; i++) free(p->vars[i].key), free(p->vars[i].value);
     free(p->stages), free(p->hosts), free(p->vars), free(p->path), free(p->curve_dir);

@@ -1,14 +1,19 @@
 /* Plugin discovery and loading. A plugin is refused, with a message saying why, when it cannot
- * be opened, lacks the two entry symbols, or was built for another ABI version. */
+ * be opened, lacks the two entry symbols, or was built for another ABI version. Each stage
+ * definition is copied into structs of this saeflow's layout (what the plugin's version and sizes
+ * cover, the rest zero), so the rest of saeflow reads every field of every plugin directly. */
 #include <dirent.h>
 #include <dlfcn.h>
+#include <stddef.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "sf_params.h"
 #include "plugins.h"
+#include "sf_kinds.h"
 
 #define MAX_STAGES 256
 
@@ -26,6 +31,59 @@ static int valid_def(const sf_stage_def *d, const char *path) {
     if (d->min_inputs < 0 || d->max_inputs < d->min_inputs)
         return sf_fail("%s: stage '%s' declares min_inputs %d > max_inputs %d", path, d->name, d->min_inputs, d->max_inputs);
     return SF_OK;
+}
+
+/* Every parameter's range well formed and its default within it; every declared kind known. */
+static int valid_ranges(const sf_stage_def *d, const char *path) {
+    for (const sf_param_def *pd = d->params; pd && pd->name; pd++)
+        if (sf_range_valid(pd) != SF_OK) return sf_fail("%s: stage '%s': %s", path, d->name, sf_last_error());
+    const char *kinds[2] = {d->takes, d->emits};
+    for (int i = 0; i < 2; i++) {
+        for (const char *k = kinds[i]; k && *k;) {
+            size_t n = strcspn(k, ", ");
+            if (n && !sf_kind_findn(k, n))
+                return sf_fail("%s: stage '%s' %s '%.*s', which is not a message kind of core/MESSAGES.md "
+                               "('saeflow stages --kinds' lists them)", path, d->name, i ? "emits" : "takes", (int)n, k);
+            k += n + strspn(k + n, ", ");
+        }
+    }
+    return SF_OK;
+}
+
+/* The sizes of the structs a plugin of ABI version v was compiled with (ABI 3 on: its own record). */
+#define PARAM_SIZE_V1 offsetof(sf_param_def, range)
+#define PARAM_SIZE_V3 (offsetof(sf_param_def, range) + sizeof(const char *))
+#define DEF_SIZE_V1 offsetof(sf_stage_def, check)
+#define DEF_SIZE_V2 offsetof(sf_stage_def, def_size)
+#define DEF_SIZE_V3 (offsetof(sf_stage_def, emits) + sizeof(const char *))
+
+/* A copy of the plugin's definition d in this saeflow's layout: NULL (sf_fail) when its recorded
+ * sizes are impossible or memory runs out. */
+static sf_stage_def *normalize_def(const sf_stage_def *d, uint32_t version, const char *path) {
+    size_t def_size = version == 1 ? DEF_SIZE_V1 : version == 2 ? DEF_SIZE_V2 : d->def_size ? d->def_size : DEF_SIZE_V3;
+    size_t param_size = version < 3 ? PARAM_SIZE_V1 : d->param_size ? d->param_size : PARAM_SIZE_V3;
+    if ((version >= 3 && def_size < DEF_SIZE_V3) || param_size < PARAM_SIZE_V1 || param_size % sizeof(void *)) {
+        sf_fail("%s: stage '%s' records struct sizes %zu and %zu, too small for its ABI %u: build it with SF_STAGE_DEF_SIZES",
+                path, d->name ? d->name : "?", def_size, param_size, version);
+        return NULL;
+    }
+    sf_stage_def *out = sf_zalloc("a stage definition", 1, sizeof *out);
+    if (!out) return NULL;
+    memcpy(out, d, def_size < sizeof *out ? def_size : sizeof *out);
+    out->def_size = sizeof *out, out->param_size = sizeof(sf_param_def);
+    if (!d->params) return out;
+    size_t n = 0;
+    const char *raw = (const char *)d->params;
+    while (((const sf_param_def *)(raw + n * param_size))->name) n++;
+    sf_param_def *params = sf_zalloc("a stage's parameter definitions", n + 1, sizeof *params);
+    if (!params) {
+        free(out);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        memcpy(&params[i], raw + i * param_size, param_size < sizeof *params ? param_size : sizeof *params);
+    out->params = params;
+    return out;
 }
 
 int sf_plugins_load_file(const char *path) {
@@ -54,7 +112,9 @@ int sf_plugins_load_file(const char *path) {
             continue;
         }
         if (n_stages == MAX_STAGES) return sf_fail("too many stages (more than %d)", MAX_STAGES);
-        stages[n_stages++] = (sf_stage_entry){*d, keep, version};
+        const sf_stage_def *def = normalize_def(*d, version, path); /* kept for the life of the process */
+        if (!def || valid_ranges(def, path) != SF_OK) return SF_ERR;
+        stages[n_stages++] = (sf_stage_entry){def, keep, version};
     }
     return SF_OK; /* the handle stays open for the life of the process */
 }

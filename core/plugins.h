@@ -5,13 +5,13 @@
 #include "saeflow.h"
 
 typedef struct sf_stage_entry {
-    const sf_stage_def *def;
-    const char *path; /* the .so it came from */
-    uint32_t abi;     /* the ABI version it was built for: fields newer than it are absent */
+    const sf_stage_def *def; /* in this saeflow's layout: fields newer than the plugin are 0 */
+    const char *path;        /* the .so it came from */
+    uint32_t abi;            /* the ABI version it was built for */
 } sf_stage_entry;
 
 /* The stage's check hook, or NULL (also for a plugin built before the hook existed). */
-static inline int (*sf_stage_check_fn(const sf_stage_entry *e))(sf_ctx *) { return e->abi >= 2 ? e->def->check : NULL; }
+static inline int (*sf_stage_check_fn(const sf_stage_entry *e))(sf_ctx *) { return e->def->check; }
 
 /* Loads every plugin found in the build tree (when saeflow runs from it), the install prefix,
  * and each directory of SAEFLOW_PLUGIN_PATH. Plugins that fail to load are reported as warnings

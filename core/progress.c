@@ -8,7 +8,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "runtime.h"
+#include "progress.h"
 #include "sf_internal.h"
 
 void sf_progress_note(sf_ctx *ctx, const char *fmt, ...) {

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "progress.h"
 #include "runtime.h"
 #include "sf_internal.h"
 
@@ -25,12 +26,6 @@
 #define PUMP_BATCH 256
 
 volatile sig_atomic_t sf_signal_before_run;
-
-double sf_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void fail_run(sf_runtime *rt, const char *fmt, ...) SF_PRINTF(2, 3);
 
@@ -458,7 +453,7 @@ static int all_hello(sf_ctx *ctx) {
 static int flush_outbox(sf_ctx *ctx) {
     sf_runtime *rt = ctx->rt;
     int sent = 0;
-    int targets[256], n_targets;
+    int *targets = ctx->targets, n_targets; /* at most one per link: n_out entries */
     for (;;) {
         pthread_mutex_lock(&ctx->lock);
         int have = ctx->out_len;
@@ -794,6 +789,10 @@ static int setup_instance(sf_runtime *rt, sf_ctx *c, int stage_idx) {
             if (zmq_connect(l->sock, ep) != 0) return sf_fail("%s: cannot connect to %s: %s", c->name, ep, zmq_strerror(errno));
         }
     }
+    if (c->n_out) { /* a message goes to at most every link: flush_outbox's target list */
+        c->targets = sf_alloc("an instance's per-message target list", (size_t)c->n_out, sizeof *c->targets);
+        if (!c->targets) return SF_ERR;
+    }
     c->inbox_cap = rt->o.credit * (c->n_in ? c->n_in : 1);
     c->inbox = sf_zalloc("an instance's inbox", (size_t)c->inbox_cap, sizeof *c->inbox);
     c->outbox = sf_zalloc("an instance's outbox", OUTBOX_CAP, sizeof *c->outbox);
@@ -840,7 +839,7 @@ static void free_runtime(sf_runtime *rt) {
         for (int j = 0; j < c->out_len; j++) free(c->outbox[(c->out_head + j) % OUTBOX_CAP].buf);
         pthread_mutex_destroy(&c->lock);
         pthread_cond_destroy(&c->cond);
-        free(c->inbox), free(c->outbox), free(c->out), free(c->in), free(c->group_broadcast), free(c->group_rr);
+        free(c->inbox), free(c->outbox), free(c->out), free(c->targets), free(c->in), free(c->group_broadcast), free(c->group_rr);
         free(c);
     }
     free(rt->inst);

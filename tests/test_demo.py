@@ -59,6 +59,10 @@ check(f"== building in {env['BUILD']}" in r.stdout and not os.path.exists(os.pat
 check(os.path.join(runs_out, "report", "report.html") in r.stdout, "the demo prints the HTML report's path")
 check(r.stderr.count("ckpt-a/tokenizer.json: ") + r.stderr.count("ckpt-b/tokenizer.json: ") >= 2,
       "the tokenizer stages use each checkpoint's own tokenizer.json")
+# the held-out evaluation once per checkpoint: pass 1 of the paper's sampling runs without it
+evals = [l for l in r.stderr.splitlines() if "[eval] info: eval over" in l]
+check(len(evals) == len(steps) and all(sum(f"/{s}/eval.json" in l for l in evals) == 1 for s in steps),
+      f"sae_eval runs once per checkpoint ({len(evals)} evaluations for {len(steps)} checkpoints)")
 table = [l for l in r.stdout.splitlines() if l.startswith("| ckpt-")]
 check([l.split("|")[1].strip() for l in table] == steps, f"the printed table has one row per checkpoint: {steps}")
 runs = runs_out
@@ -80,6 +84,10 @@ for step, row in zip(steps, report):
     sae = os.path.join(runs, step, "sae")
     cfg = json.load(open(os.path.join(sae, "config.json")))
     check(cfg["saeflow_training"]["hook"] == "resid_post.1", f"{step}: trained on LAYER=1's resid_post.1")
+    pairs = json.load(open(os.path.join(runs, step, "pairs", "summary.json")))["pairs"]
+    check(pairs["pairs_mined"] == 877 and row["cross_lingual_pairs"] == pairs["share"]
+          and row["pairs_source"].endswith(os.path.join(step, "features", "..", "pairs", "summary.json")),
+          f"{step}: cross-lingual (pairs) on all 877 pairs, its share {pairs['share']:.4f} in the report")
     check(row["lm_loss"] == ev_loss(step) and row["lm_loss_increase"] is not None, f"{step}: the report has the LM loss")
     check(os.path.getsize(os.path.join(sae, "model.safetensors")) > 0 and cfg["k"] == 32 and cfg["num_latents"] == 16 * cfg["d_in"],
           f"{step}: SAE saved in the paper's layout (d_in {cfg['d_in']}, {cfg['num_latents']} latents, k 32)")

@@ -64,6 +64,11 @@ BAD = [
         f"stage r{i} = relay {{\n input = {'gen' if i == 0 else f'r{i - 1}'}\n}}\n" for i in range(3001)), 3072,
      "3002 stage instances (replicas included) in one pipeline; saeflow runs at most 1024, and stage 'r1023' passes that"),
     ("reserved-then-unknown", "stage gen = tensor_gen {\n replicas = 2\n colour = red\n}\n", 3, "has no parameter 'colour'"),
+    # enabled = false takes a stage out; what reads it must go too
+    ("bad-enabled", "stage gen = tensor_gen {\n enabled = maybe\n}\n", 2, "enabled must be true or false, not 'maybe'"),
+    ("reads-disabled", "stage gen = tensor_gen {\n enabled = false\n}\nstage s = verify_sink {\n input = gen\n}\n", 5,
+     "stage 's' reads from 'gen', which is disabled (enabled = false)"),
+    ("all-disabled", "stage gen = tensor_gen {\n enabled = false\n}\n", 3, "every stage is disabled"),
     # each stage's own check: parameters and the files they name
     ("tensor-wraps", "stage gen = tensor_gen {\n rows = 4294967296\n cols = 1073741824\n}\n", 2, "more than a message holds"),
     ("tensor-over-4gib", "stage gen = tensor_gen {\n rows = 2000000000\n cols = 2000000000\n}\n", 2, "more than a message holds"),
@@ -74,7 +79,20 @@ BAD = [
     ("layer-beyond-depth", f"stage gen = tensor_gen {{\n}}\nstage fwd = forward {{\n input = gen\n model = \"{model}\"\n hooks = resid_post.9\n}}\n",
      6, "hook resid_post.9: the model has 5 blocks (0..4) (" + model + ")"),
     ("bad-enum", "stage gen = tensor_gen {\n}\nstage sae = sae_trainer {\n input = gen\n out_dir = /tmp/x\n normalize = unti\n}\n",
-     6, "parameter 'normalize': sae: unknown normalisation 'unti'"),
+     6, "parameter 'normalize' of stage 'sae' (sae_trainer) must be one of unit|scalar|none, not 'unti' (did you mean 'unit'?)"),
+    # the declarations: message kinds, ranges, and the closest name to a typo
+    ("wrong-kind", "stage docs = text_source {\n corpora = x\n}\nstage tok = tokenizer {\n input = docs\n tokenizer = x\n}\n"
+                   "stage sae = sae_trainer {\n input = tok\n out_dir = /tmp/x\n}\n", 9,
+     "stage 'sae' (sae_trainer) takes activations messages, but its input 'tok' (tokenizer) emits tokens; stages that emit "
+     "activations: forward, shard_source"),
+    ("out-of-range", "stage gen = tensor_gen {\n rows = 0\n}\n", 2, "parameter 'rows' of stage 'gen' (tensor_gen) must be in [1, inf), not 0"),
+    ("out-of-range-float", "stage gen = tensor_gen {\n}\nstage sae = sae_trainer {\n input = gen\n out_dir = /tmp/x\n norm_mean = -1\n}\n",
+     6, "must be in [0, inf), not -1"),
+    ("typo-param", "stage gen = tensor_gen {\n  cout = 1\n}\n", 2, "has no parameter 'cout' (did you mean 'count'?)"),
+    ("typo-stage", "stage gen = tensor_gn {\n}\n", 1, "unknown stage type 'tensor_gn' (did you mean 'tensor_gen'?)"),
+    ("typo-value", "stage gen = tensor_gen {\n}\nstage tok = tokenizer {\n input = gen\n tokenizer = x\n mode = chunck\n}\n", 6,
+     "must be one of chunk|truncate, not 'chunck' (did you mean 'chunk'?)"),
+    ("no-near-name", "stage gen = tensor_gen {\n  colour = 1\n}\n", 2, "has no parameter 'colour'; its parameters are"),
     ("bad-endpoint", "stage gen = tensor_gen {\n}\nstage o = zmq_out {\n input = gen\n endpoint = tcp://127.0.0.1:99999\n}\n", 5,
      "parameter 'endpoint': 'tcp://127.0.0.1:99999' needs a port from 1 to 65535"),
     ("bad-split", "stage docs = text_source {\n corpora = x\n split = trian\n}\nstage s = verify_sink {\n input = docs\n}\n",
@@ -102,8 +120,20 @@ path, r = check("sweep", GOOD, ["--sweep", "n=3,4,5"])
 if r.returncode != 0 or r.stdout.count("ok (2 stages") != 3 or "sweep 3/3: n=5" not in r.stderr:
     failures += 1
     print("FAIL sweep over three values:", r.returncode, r.stdout, r.stderr)
+# a disabled stage is not there at all: not checked (its required parameter is missing), not run
+OPTIONAL = GOOD + "set extra = false\nstage other = zmq_out {\n    enabled = ${extra}\n    input = gen\n}\n"
+path, r = check("disabled", OPTIONAL, ["--no-progress"], "run")
+if r.returncode != 0 or "other" in r.stderr.replace(path, ""):
+    failures += 1
+    print("FAIL a disabled stage (enabled = false) is left out:", r.returncode, r.stderr)
+else:
+    print("ok   a disabled stage is left out of the check and the run")
+path, r = check("enabled", OPTIONAL, ["extra=true"])
+if r.returncode != 2 or "needs parameter 'endpoint'" not in r.stderr:
+    failures += 1
+    print("FAIL the same stage enabled is checked:", r.returncode, r.stderr)
 path, r = check("bad-override", GOOD, ["m=20"])
-if r.returncode != 2 or "'m' is not a variable" not in r.stderr:
+if r.returncode != 2 or "'m' is not a variable" not in r.stderr or "(did you mean 'n'?)" not in r.stderr:
     failures += 1
     print("FAIL unknown override:", r.returncode, r.stderr)
 
@@ -117,10 +147,10 @@ for name, text, line, words in BAD:
         print(f"ok   {name}: {r.stderr.strip()}")
 
 # Several findings are all reported, each at its line; run refuses them before starting anything.
-TWO = "stage gen = tensor_gen {\n rows = 0\n}\nstage tok = tokenizer {\n input = gen\n tokenizer = /nonexistent.json\n}\n"
+TWO = "stage gen = tensor_gen {\n rows = 4294967296\n cols = 1073741824\n}\nstage tok = tokenizer {\n input = gen\n tokenizer = /nonexistent.json\n}\n"
 for command in ("check", "run"):
     path, r = check("two-findings-" + command, TWO, ["--no-progress"] if command == "run" else [], command)
-    ok = r.returncode == 2 and f"{path}:2:" in r.stderr and f"{path}:6:" in r.stderr and "2 problems found" in r.stderr
+    ok = r.returncode == 2 and f"{path}:2:" in r.stderr and f"{path}:7:" in r.stderr and "2 problems found" in r.stderr
     if command == "run":
         ok = ok and "nothing was started" in r.stderr and "run summary" not in r.stderr
     if not ok:

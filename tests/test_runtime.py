@@ -395,5 +395,18 @@ ea = pa.communicate(timeout=60)[1]
 check(pa.returncode == 1 and "gen: bad frame from sink: frame header of 3 bytes" in ea,
       f"a malformed frame from a known consumer fails the run clearly (exit {pa.returncode}): {ea.strip().splitlines()[-1] if ea.strip() else ''}")
 
+# 11. More targets per message than any fixed list: five consumer stages of 64 broadcast replicas
+# each, so every message goes to 320 links (the list was once 256 entries on the stack). Last, so
+# its 321 threads do not count in the slow consumer's peak RSS (RUSAGE_CHILDREN is a maximum).
+M = 50
+rep = os.path.join(tmp, "wide.txt")
+flow = write("wide.flow", "stage gen = tensor_gen {\n    count = %d\n    rows = 1\n    cols = 4\n}\n" % M + "".join(
+    f"stage s{k} = verify_sink {{\n    input = gen\n    replicas = 64\n    distribute = broadcast\n    expect = {M}\n    report = {rep}\n}}\n"
+    for k in range(5)))
+r = run([flow, "--no-progress"])
+lines = open(rep).read().splitlines() if os.path.exists(rep) else []
+check(r.returncode == 0 and len(lines) == 320 and report_totals(rep) == (320 * M, 320 * (M * (M - 1) // 2)),
+      f"one message to 5 x 64 broadcast replicas: all 320 got all {M} (exit {r.returncode}, {len(lines)} reports) {r.stderr[-300:] if r.returncode else ''}")
+
 print(f"{failures} failures")
 sys.exit(1 if failures else 0)

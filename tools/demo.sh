@@ -74,15 +74,15 @@ for step in $steps; do
 done
 list=$(echo $steps | tr ' ' ',')
 # The paper's sampling reads the test split twice: pass 1 finds each feature's maximum encoder
-# pre-activation, pass 2 takes the first 50 sequences in shuffled order above 0.7 of it. Each pass
-# runs the whole flow (the held-out evaluation too, with the same result). SAMPLING=strongest:
-# one pass, the 50 sequences of highest peak.
+# pre-activation, pass 2 takes the first 50 sequences in shuffled order above 0.7 of it. The
+# held-out evaluation (and the forward's spliced pass it reads) runs once, in pass 2: pass 1 sets
+# evaluate=false splice=. SAMPLING=strongest: one pass, the 50 sequences of highest peak.
 sampling=${SAMPLING:-paper}
 if [ "$sampling" = paper ]; then
     echo "== pass 1 of the paper's sampling: each feature's maximum pre-activation on the test split (pipelines/demo-mine.flow): $list"
     # shellcheck disable=SC2086
     "$sf" run pipelines/demo-mine.flow --sweep step="$list" suite="$suite" layer="$LAYER" runs="$runs" sampling=paper-max \
-        overwrite="${OVERWRITE:-false}" $tok_args ${MINE_ARGS:-}
+        evaluate=false splice= overwrite="${OVERWRITE:-false}" $tok_args ${MINE_ARGS:-}
 fi
 echo "== evaluating and mining features on the test split (pipelines/demo-mine.flow, sampling $sampling): $list"
 # shellcheck disable=SC2086

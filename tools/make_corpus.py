@@ -245,12 +245,14 @@ def drop_untranslated(text):
     return "\n\n".join(keep)
 
 
-def collect_html():
+def collect_html(sets=None, roots=None):
+    """Sections of the HTML manuals of sets (default HTML_SETS, installed); roots maps a package
+    to the folder it was unpacked into (--help-docs), else its files are where it installs them."""
     docs = []
-    for coll, pkgs, dirs, pats in HTML_SETS:
+    for coll, pkgs, dirs, pats in sets or HTML_SETS:
         per_lang = {}
         for lang in ("en", "ja"):
-            d = dirs[lang]
+            d = (roots or {}).get(pkgs[lang], "") + dirs[lang]
             if not os.path.isdir(d):
                 print("warning: missing", d, file=sys.stderr)
                 continue
@@ -435,6 +437,16 @@ PO_PACKAGES = [
     "rhythmbox-data", "sed", "shared-mime-info", "shotwell-common", "software-properties-common",
     "sudo", "synaptic", "systemd", "tar", "thunar-data", "totem-common", "util-linux-locales", "wget",
     "xdg-user-dirs", "xfce4-panel", "xkb-data",
+    # applications and games with large Japanese catalogues (the games' are narrative prose)
+    "brasero-common", "claws-mail-i18n", "darktable", "deja-dup", "digikam-data", "dolphin", "eog",
+    "epiphany-browser-data", "freeciv-data", "geary", "gnome-disk-utility", "gnome-software-common",
+    "gnome-system-monitor", "gnome-terminal-data", "gnumeric-common", "gramps", "kdenlive-data", "konsole",
+    "libgimp2.0", "lyx-common", "meld", "pidgin-data", "pitivi", "poedit-common", "seahorse",
+    "sylpheed-i18n", "vlc-l10n", "wesnoth-1.16-data", "widelands-data",
+    "atril-common", "blueman", "bleachbit", "caja-common", "cinnamon-l10n", "dia-common", "gnote", "gnubg-data",
+    "gthumb-data", "gvfs-common", "homebank-data", "kstars-data", "mate-control-center-common",
+    "mate-panel-common", "mousepad", "network-manager-gnome", "pluma-common", "remmina-common",
+    "system-config-printer-common", "wxmaxima", "xfce4-settings", "xfce4-terminal", "zim",
 ]
 PO_CHUNK = 3000  # English characters per document: consecutive messages of one catalogue
 
@@ -521,6 +533,55 @@ def deb_licences(root, pkg):
     return "free-form copyright file: " + (", ".join(free) if free else "see it")
 
 
+def unpack_po(deb, pkg, dest, files=r"(^|/)ja/LC_MESSAGES/[^/]+\.mo$"):
+    """From a .deb, only the files matching `files` (default: the Japanese catalogues --po reads)
+    and the package's doc entry (copyright file, or the symlink a doc directory may be), through
+    dpkg-deb --fsys-tarfile."""
+    import tarfile
+    want = re.compile(r"%s|^\.?/?usr/share/doc/%s(/copyright)?$" % (files, re.escape(pkg)))
+    os.makedirs(dest, exist_ok=True)
+    proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", deb], stdout=subprocess.PIPE)
+    with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+        for m in tar:
+            name = os.path.normpath(m.name.lstrip("./"))
+            if not want.search(m.name) or name.startswith("..") or not (m.isfile() or m.issym()):
+                continue
+            path = os.path.join(dest, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if m.issym():  # kept as a link: deb_licences names its target
+                os.symlink(m.linkname, path)
+            else:
+                with open(path, "wb") as f:
+                    f.write(tar.extractfile(m).read())
+    if proc.wait() != 0:
+        sys.exit("make_corpus: dpkg-deb --fsys-tarfile %s failed" % deb)
+
+
+# --help-docs: manuals shipped in both languages as separate packages, read from the .deb files
+HELP_SETS = [
+    ("gimp-help",
+     {"en": "gimp-help-en", "ja": "gimp-help-ja"},
+     {"en": "/usr/share/gimp/2.0/help/en", "ja": "/usr/share/gimp/2.0/help/ja"},
+     {"en": r"^(?!index)(?P<key>[a-z0-9][a-z0-9._-]*)\.html$",
+      "ja": r"^(?!index)(?P<key>[a-z0-9][a-z0-9._-]*)\.html$"}),
+]
+
+
+def collect_help(build, min_chars):
+    """The HELP_SETS manuals (apt-get download, their HTML and copyright files unpacked under
+    build/help-root/), sectioned and paired as collect_html does. Returns (docs, sources)."""
+    pkgs = sorted({p for _, ps, _, _ in HELP_SETS for p in ps.values()})
+    debs = fetch_debs(pkgs, os.path.join(build, "debs"))
+    roots, sources = {}, []
+    for pkg in pkgs:
+        root = roots[pkg] = os.path.join(build, "help-root", pkg)
+        if not os.path.isdir(root):
+            unpack_po(debs[pkg][1], pkg, root + ".part", files=r"\.html$")
+            os.rename(root + ".part", root)
+        sources.append((pkg, debs[pkg][0], deb_licences(root, pkg)))
+    return finalize(collect_html(HELP_SETS, roots), min_chars), sources
+
+
 def collect_po(build, min_chars):
     """Documents of the catalogues: per catalogue, runs of consecutive messages (in the catalogue's
     msgid order) of about PO_CHUNK English characters, the English side the msgids, the Japanese
@@ -533,8 +594,7 @@ def collect_po(build, min_chars):
         version, deb = debs[pkg]
         root = os.path.join(build, "po-root", pkg)
         if not os.path.isdir(root):  # unpacked beside, then renamed: a failed unpack leaves no half tree
-            os.makedirs(root + ".part", exist_ok=True)
-            subprocess.run(["dpkg-deb", "-x", deb, root + ".part"], check=True)
+            unpack_po(deb, pkg, root + ".part")
             os.rename(root + ".part", root)
         cats = po_catalogues(pkg, root)
         if not cats:
@@ -686,9 +746,21 @@ def main():
     ap.add_argument("--po", action="store_true",
                     help="build the message-catalogue corpus (PO_PACKAGES) into --po-out instead")
     ap.add_argument("--po-out", default="data/corpus/debian-po.jsonl.gz")
+    ap.add_argument("--help-docs", action="store_true",
+                    help="build the manuals of HELP_SETS (read from their .deb files) into --help-out instead")
+    ap.add_argument("--help-out", default="data/corpus/debian-help.jsonl.gz")
     ap.add_argument("--build", default="data/build", help="--po: where the .deb files are kept and unpacked")
     args = ap.parse_args()
 
+    if args.help_docs:
+        docs, sources = collect_help(args.build, args.min_chars)
+        write_jsonl(docs, args.help_out)
+        stats(docs, "manuals " + args.help_out)
+        print("  file: %.2f MB gzip" % (os.path.getsize(args.help_out) / 1e6))
+        print("\n| package | version | licence (DEP-5 short names) |\n|---|---|---|")
+        for pkg, version, lic in sources:
+            print("| %s | %s | %s |" % (pkg, version, lic))
+        return
     if args.po:
         docs, sources = collect_po(args.build, args.min_chars)
         write_jsonl(docs, args.po_out)

@@ -10,12 +10,19 @@
  * below directly (resolved when the plugin is loaded, not through a table), so adding a function
  * keeps the version: every plugin of this version still loads; one that uses a newer function
  * fails to load on an older saeflow with the loader's "undefined symbol" error. Changing a
- * struct, a signature or a meaning bumps SF_ABI_VERSION. A field added at the end of
- * sf_stage_def bumps it too, and the loader keeps accepting plugins of the versions from
- * SF_ABI_OLDEST on: it never reads a field newer than the plugin's version (the struct in an
- * older plugin ends before it).
+ * struct, a signature or a meaning bumps SF_ABI_VERSION, and the loader keeps accepting plugins of
+ * the versions from SF_ABI_OLDEST on: it never reads a field newer than the plugin's version (the
+ * struct in an older plugin ends before it).
  *
- * Versions: 1 the first; 2 added sf_stage_def.check.
+ * From ABI 3 on the definition structs carry their own size, as Redis modules' sub-structs carry a
+ * version: a stage definition starts its ABI 3 part with SF_STAGE_DEF_SIZES, which records
+ * sizeof(sf_stage_def) and sizeof(sf_param_def) as the plugin was compiled. A field added at the
+ * end of either struct then needs no new version: the loader copies what the plugin's sizes cover
+ * into structs of its own and zero-fills the rest, so a compiled plugin keeps loading, and reads
+ * its params array with the plugin's own stride.
+ *
+ * Versions: 1 the first; 2 added sf_stage_def.check; 3 added the sizes, the message kinds a stage
+ * takes and emits (sf_stage_def.takes / .emits) and parameter ranges (sf_param_def.range).
  *
  * Threading: each stage instance runs all its callbacks on one worker thread of its own, never on
  * the event loop, so callbacks may compute for as long as they need. sf_emit() blocks while the
@@ -35,7 +42,7 @@
 extern "C" {
 #endif
 
-#define SF_ABI_VERSION 2u
+#define SF_ABI_VERSION 3u
 #define SF_ABI_OLDEST 1u /* the oldest version this saeflow still loads */
 
 #if defined(__GNUC__)
@@ -208,6 +215,12 @@ typedef struct sf_param_def {
     sf_param_type type;
     const char *default_value; /* as written in a pipeline file; NULL means required */
     const char *doc;
+    /* ---- ABI 3 ---- (tables may leave it out: {name, type, default, doc} is a parameter without
+     * a range; pkg-config's flags silence -Wextra's missing-field-initializers about that) */
+    /* Optional: the values allowed, which `saeflow check` enforces before anything runs and
+     * `saeflow stages` prints. Numbers: an interval, "[1, 1048576]", "(0, 1]", "[0, inf)";
+     * strings: the allowed words, "chunk|truncate" ("" among them as "|a|b" or "a||b"). */
+    const char *range;
 } sf_param_def;
 
 /* A command-line subcommand a plugin adds to `saeflow` (e.g. `saeflow tokenize`). argv[0] is the
@@ -255,7 +268,19 @@ typedef struct sf_stage_def {
      * may be called. Report each problem with sf_param_fail (or sf_fail for the stage as a
      * whole) and return SF_ERR; init may still fail for what only a run can find. */
     int (*check)(sf_ctx *ctx);
+
+    /* ---- ABI 3 ---- */
+    /* SF_STAGE_DEF_SIZES: this struct's and sf_param_def's sizes as compiled (see the top). */
+    uint32_t def_size, param_size;
+    /* The message kinds of core/MESSAGES.md ("document", "tokens", "activations", "checkpoint")
+     * this stage reads, comma-separated, and the one it emits; NULL: any (not declared). `saeflow
+     * check` refuses an input whose declared kind is not among what the reader takes. */
+    const char *takes;
+    const char *emits;
 } sf_stage_def;
+
+/* The first entry of a stage definition's ABI 3 part: .def_size and .param_size. */
+#define SF_STAGE_DEF_SIZES .def_size = sizeof(sf_stage_def), .param_size = sizeof(sf_param_def)
 
 /* Parameter values, validated against the declared types before init. */
 SF_EXPORT int64_t sf_param_int(sf_ctx *ctx, const char *name);

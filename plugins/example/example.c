@@ -60,6 +60,8 @@ static const sf_stage_def row_norms = {
     .params = params,
     .min_inputs = 1, .max_inputs = 1, .has_output = 1,
     .init = init, .on_message = on_message, .on_eos = on_eos, .destroy = free,
+    SF_STAGE_DEF_SIZES, /* ABI 3: the structs' sizes, so later headers can add fields */
+    /* reads and emits any message with a [rows, cols] tensor: no message kind is declared */
 };
 
 SF_PLUGIN(&row_norms)

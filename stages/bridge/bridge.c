@@ -128,6 +128,7 @@ static const sf_stage_def zmq_out = {
     .min_inputs = 1, .max_inputs = 8, .has_output = 0,
     .init = out_init, .on_message = out_message, .on_eos = out_eos, .destroy = close_bridge,
     .check = bridge_check,
+    SF_STAGE_DEF_SIZES,
 };
 
 static const sf_stage_def zmq_in = {
@@ -139,6 +140,7 @@ static const sf_stage_def zmq_in = {
     .min_inputs = 0, .max_inputs = 0, .has_output = 1,
     .init = in_init, .produce = in_produce, .destroy = close_bridge,
     .check = bridge_check,
+    SF_STAGE_DEF_SIZES,
 };
 
 SF_PLUGIN(&zmq_out, &zmq_in)

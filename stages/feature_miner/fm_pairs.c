@@ -63,6 +63,7 @@ double fm_pairs_hyper_tail(int n, int a, int b, int c) {
 
 typedef struct prow {
     char *id, *lang, *pair;
+    const char *file; /* and line, for messages */
     long line;
     int used;
 } prow;
@@ -74,16 +75,15 @@ static void prows_free(prow *r, int n) {
     free(r);
 }
 
-/* The paired rows of the file (id, lang, pair strings), sorted by id. */
-static int read_rows(const char *path, prow **out, int *n_out, long *rows_total) {
+/* Appends the paired rows of one file (id, lang, pair strings) to rows[n], counting its rows. */
+static int read_rows(const char *path, prow **rows_io, int *n_io, int *cap_io, long *rows_total) {
     gzFile gz = gzopen(path, "rb");
     if (!gz) return sf_fail("pairs %s: cannot open it", path);
     size_t cap = 1 << 16, len;
     char *buf = sf_alloc("a line of the pairs corpus", cap, 1);
-    prow *rows = NULL;
-    int n = 0, n_cap = 0, rc = SF_OK;
+    prow *rows = *rows_io;
+    int n = *n_io, n_cap = *cap_io, rc = SF_OK;
     long line = 0;
-    *rows_total = 0;
     while (rc == SF_OK && buf) {
         len = 0; /* one whole line, growing the buffer */
         for (;;) {
@@ -134,7 +134,7 @@ static int read_rows(const char *path, prow **out, int *n_out, long *rows_total)
             }
             prow *r = &rows[n++];
             *r = (prow){.id = strdup(json_string_value(id)), .lang = strdup(json_string_value(lang)),
-                        .pair = strdup(json_string_value(pair)), .line = line};
+                        .pair = strdup(json_string_value(pair)), .file = path, .line = line};
             if (!r->id || !r->lang || !r->pair) rc = sf_fail("pairs %s: out of memory reading line %ld", path, line);
         }
         json_decref(o);
@@ -145,13 +145,8 @@ static int read_rows(const char *path, prow **out, int *n_out, long *rows_total)
     if (!buf) rc = SF_ERR;
     gzclose(gz);
     free(buf);
-    if (rc != SF_OK) {
-        prows_free(rows, n);
-        return SF_ERR;
-    }
-    qsort(rows, (size_t)n, sizeof *rows, prow_cmp);
-    *out = rows, *n_out = n;
-    return SF_OK;
+    *rows_io = rows, *n_io = n, *cap_io = n_cap; /* the caller frees them, also after an error */
+    return rc;
 }
 
 static size_t slot_find(const fm_pairs *p, uint64_t doc) {
@@ -165,7 +160,8 @@ static int build_pairs(fm_pairs *p, prow *rows, int n) {
     const char *path = p->path;
     for (int i = 1; i < n; i++)
         if (!strcmp(rows[i].id, rows[i - 1].id))
-            return sf_fail("pairs %s:%ld: id '%s' also on line %ld: ids must be unique", path, rows[i].line, rows[i].id, rows[i - 1].line);
+            return sf_fail("pairs %s:%ld: id '%s' also at %s:%ld: ids must be unique", rows[i].file, rows[i].line, rows[i].id,
+                           rows[i - 1].file, rows[i - 1].line);
     const char *l0 = rows[0].lang, *l1 = NULL;
     for (int i = 0; i < n && !l1; i++)
         if (strcmp(rows[i].lang, l0)) l1 = rows[i].lang;
@@ -181,20 +177,22 @@ static int build_pairs(fm_pairs *p, prow *rows, int n) {
         int side = !strcmp(r->lang, l0) ? 0 : !strcmp(r->lang, l1) ? 1 : -1;
         if (side < 0)
             return sf_fail("pairs %s:%ld: lang '%s', but the pairs join '%s' and '%s': one pair of languages per corpus",
-                           path, r->line, r->lang, l0, l1);
+                           r->file, r->line, r->lang, l0, l1);
         if (side) continue;
         prow key = {.id = r->pair};
         prow *o = bsearch(&key, rows, (size_t)n, sizeof *rows, prow_cmp);
-        if (!o) return sf_fail("pairs %s:%ld: pair '%s' is no paired row of the corpus", path, r->line, r->pair);
+        if (!o) return sf_fail("pairs %s:%ld: pair '%s' is no paired row of the corpus", r->file, r->line, r->pair);
         if (strcmp(o->pair, r->id) || strcmp(o->lang, l1))
-            return sf_fail("pairs %s:%ld: '%s' pairs with '%s' (line %ld), which pairs with '%s' in lang '%s': the two sides "
-                           "must name each other and have the two languages", path, r->line, r->id, o->id, o->line, o->pair, o->lang);
+            return sf_fail("pairs %s:%ld: '%s' pairs with '%s' (%s:%ld), which pairs with '%s' in lang '%s': the two sides "
+                           "must name each other and have the two languages", r->file, r->line, r->id, o->id, o->file, o->line,
+                           o->pair, o->lang);
         r->used = o->used = 1;
         n_pairs++;
     }
     for (int i = 0; i < n; i++)
         if (!rows[i].used)
-            return sf_fail("pairs %s:%ld: '%s' names pair '%s', which does not name it back", path, rows[i].line, rows[i].id, rows[i].pair);
+            return sf_fail("pairs %s:%ld: '%s' names pair '%s', which does not name it back", rows[i].file, rows[i].line, rows[i].id,
+                           rows[i].pair);
     p->n_pairs = n_pairs;
     size_t cap = 16;
     while (cap < 4 * (size_t)n_pairs) cap *= 2;
@@ -215,7 +213,8 @@ static int build_pairs(fm_pairs *p, prow *rows, int n) {
             uint64_t doc = ts_doc_hash(side[s]->lang, side[s]->id, strlen(side[s]->id), -1);
             size_t at = slot_find(p, doc);
             if (p->keys[at])
-                return sf_fail("pairs %s:%ld: '%s' has the same document id as another row", path, side[s]->line, side[s]->id);
+                return sf_fail("pairs %s:%ld: '%s' has the same document id as another row", side[s]->file, side[s]->line,
+                               side[s]->id);
             p->keys[at] = doc + 1;
             p->slot_of[at] = 2 * k + s;
             p->doc[s][k] = doc;
@@ -225,7 +224,7 @@ static int build_pairs(fm_pairs *p, prow *rows, int n) {
     return SF_OK;
 }
 
-fm_pairs *fm_pairs_load(const char *path, const fm_pairs_cfg *cfg) {
+fm_pairs *fm_pairs_load(const char *path, const fm_pairs_cfg *cfg) { /* path: one file or a comma-separated list */
     if (cfg->n_features < 1 || cfg->permutations < 1 || !(cfg->alpha > 0 && cfg->alpha < 1)) {
         sf_fail("pairs: want n_features >= 1, permutations >= 1 and 0 < alpha < 1");
         return NULL;
@@ -235,14 +234,20 @@ fm_pairs *fm_pairs_load(const char *path, const fm_pairs_cfg *cfg) {
     p->cfg = *cfg;
     if (!(p->path = sf_strdup("pairs path", path))) return fm_pairs_free(p), NULL;
     prow *rows = NULL;
-    int n = 0;
+    int n = 0, cap = 0, rc = SF_OK;
     long total = 0;
-    if (read_rows(path, &rows, &n, &total) != SF_OK) return fm_pairs_free(p), NULL;
-    int rc = n ? build_pairs(p, rows, n)
+    char *list = sf_strdup("pairs path", path), *save = NULL;
+    if (!list) return fm_pairs_free(p), NULL;
+    for (char *f = strtok_r(list, ",", &save); f && rc == SF_OK; f = strtok_r(NULL, ",", &save))
+        rc = read_rows(f, &rows, &n, &cap, &total); /* rows point into list for their file names */
+    if (rc == SF_OK) qsort(rows, (size_t)n, sizeof *rows, prow_cmp);
+    if (rc == SF_OK)
+        rc = n ? build_pairs(p, rows, n)
                : sf_fail("pairs %s: none of its %ld rows has a `pair` (the id of the same section in the other "
                          "language), so there is nothing to test: name a corpus with translation pairs, e.g. "
                          "data/corpus/debian-docs.jsonl.gz, or leave the parameter pairs empty", path, total);
     prows_free(rows, n);
+    free(list);
     if (rc != SF_OK) return fm_pairs_free(p), NULL;
     return p;
 }

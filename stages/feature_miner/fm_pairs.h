@@ -86,8 +86,9 @@ typedef struct fm_pairs {
     fm_pairs_stat *stat; /* [n_features] */
 } fm_pairs;
 
-/* Reads the pairs of a JSON Lines corpus (gzip or not) with string fields `id` and `lang` and
- * `pair` (the id of the other side, or null), as data/corpus/debian-docs.jsonl.gz. The two
+/* Reads the pairs of a JSON Lines corpus (gzip or not; or a comma-separated list of files, read as
+ * one) with string fields `id` and `lang` and `pair` (the id of the other side, or null), as
+ * data/corpus/debian-docs.jsonl.gz. The two
  * sides must name each other and have the two languages of every other pair. A corpus without
  * any pair is an error saying so. NULL with sf_fail's message. */
 fm_pairs *fm_pairs_load(const char *path, const fm_pairs_cfg *cfg);

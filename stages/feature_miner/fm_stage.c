@@ -25,6 +25,7 @@
 #include "fm_report.h"
 #include "sae.h"
 #include "saeflow.h"
+#include "sf_kinds.h"
 #include "sf_output.h"
 #include "sf_safetensors.h"
 #ifdef FM_HAVE_FORWARD
@@ -182,18 +183,10 @@ static int fm_read_params(sf_ctx *ctx, fm_state *s) {
         if (!(s->pre_max = sf_zalloc("maximum pre-activations", (size_t)s->sae.n, sizeof *s->pre_max))) return SF_ERR;
     }
     if (s->sampling == SAMPLING_PAPER && load_maxima(s) != SF_OK) return sf_param_fail(ctx, "max_from", "%s", sf_last_error());
-    int64_t top_n = sf_param_int(ctx, "top_n"), res = sf_param_int(ctx, "reservoir"), bins = sf_param_int(ctx, "hist_bins");
-    if (top_n < 1 || top_n > 100000) return sf_param_fail(ctx, "top_n", "must be in [1, 100000]");
-    if (res < 0 || res > 100000) return sf_param_fail(ctx, "reservoir", "must be in [0, 100000]");
-    if (bins < 2 || bins > 4096) return sf_param_fail(ctx, "hist_bins", "must be in [2, 4096]");
     const char *pairs = sf_param_str(ctx, "pairs");
-    int64_t perms = sf_param_int(ctx, "pairs_permutations");
-    double alpha = sf_param_float(ctx, "pairs_alpha");
-    if (perms < 1 || perms > 1000000) return sf_param_fail(ctx, "pairs_permutations", "must be in [1, 1000000]");
-    if (!(alpha > 0 && alpha < 1)) return sf_param_fail(ctx, "pairs_alpha", "must be in (0, 1)");
     if (pairs && *pairs) {
-        fm_pairs_cfg pc = {.n_features = s->sae.n, .permutations = (int)perms, .alpha = alpha,
-                           .seed = (uint64_t)sf_param_int(ctx, "seed")};
+        fm_pairs_cfg pc = {.n_features = s->sae.n, .permutations = (int)sf_param_int(ctx, "pairs_permutations"),
+                           .alpha = sf_param_float(ctx, "pairs_alpha"), .seed = (uint64_t)sf_param_int(ctx, "seed")};
         if (!(s->pairs = fm_pairs_load(pairs, &pc))) return sf_param_fail(ctx, "pairs", "%s", sf_last_error());
     }
     return SF_OK;
@@ -257,43 +250,11 @@ static int fm_init(sf_ctx *ctx, void **out) {
     return sf_output_claim(&s->out, s->out_dir, &opts);
 }
 
-static void note_meta(const sf_msg *msg, const char *key, char **slot) {
-    const char *v;
-    size_t len;
-    if (*slot || !sf_msg_has(msg, key) || sf_msg_get_str(msg, key, &v, &len) != SF_OK) return;
-    *slot = strndup(v, len);
-}
-
 /* realloc that keeps the block on failure. */
 static int grow(void **p, size_t bytes) {
     void *q = realloc(*p, bytes ? bytes : 1);
     if (!q) return sf_fail("feature_miner: out of memory (%zu bytes)", bytes);
     *p = q;
-    return SF_OK;
-}
-
-/* An integer tensor of exactly n elements as int64 (I32 or I64 on the wire). */
-static int int_field(const sf_msg *msg, const char *key, int64_t n, int64_t *out, int required) {
-    sf_tensor t;
-    if (!sf_msg_has(msg, key)) {
-        if (required) return sf_fail("activations message has no '%s'", key);
-        for (int64_t i = 0; i < n; i++) out[i] = -1;
-        return SF_OK;
-    }
-    if (sf_msg_get_tensor(msg, key, &t) != SF_OK) return SF_ERR;
-    if (sf_tensor_numel(&t) != n || (t.dtype != SF_I32 && t.dtype != SF_I64))
-        return sf_fail("activations '%s': want %lld int32/int64 values, got %lld of %s", key, (long long)n,
-                       (long long)sf_tensor_numel(&t), sf_dtype_name(t.dtype));
-    const unsigned char *p = t.data; /* unaligned: copy element by element */
-    for (int64_t i = 0; i < n; i++) {
-        if (t.dtype == SF_I32) {
-            int32_t v;
-            memcpy(&v, p + 4 * i, 4);
-            out[i] = v;
-        } else {
-            memcpy(&out[i], p + 8 * i, 8);
-        }
-    }
     return SF_OK;
 }
 
@@ -309,29 +270,29 @@ static void preact_max_update(float *mx, const float *pre, int T, int n) {
 static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;
     fm_state *s = state;
-    sf_tensor acts;
-    if (sf_msg_get_tensor(msg, "acts", &acts) != SF_OK) return SF_ERR;
+    sf_acts_msg am;
+    if (sf_read_activations(msg, NULL, SF_NEED_TOKENS | SF_NEED_SEQS, &am) != SF_OK) return SF_ERR;
+    const sf_tensor acts = am.acts;
     if (acts.ndim != 3 || acts.shape[2] != s->sae.d)
         return sf_fail("activations 'acts': want [B, T, %d], got %d dims (last %lld)", s->sae.d, acts.ndim,
                        (long long)(acts.ndim ? acts.shape[acts.ndim - 1] : 0));
     /* One SAE reads one hook point: a forward stage with several hooks emits a message per hook. */
-    const char *hook = "";
-    size_t hook_len = 0;
-    if (sf_msg_has(msg, "hook") && sf_msg_get_str(msg, "hook", &hook, &hook_len) != SF_OK) return SF_ERR;
-    if (s->want_hook && (strlen(s->want_hook) != hook_len || memcmp(s->want_hook, hook, hook_len) != 0)) {
+    const char *hook = am.hook.present ? am.hook.s : "";
+    size_t hook_len = am.hook.len;
+    if (s->want_hook && !sf_strv_eq(am.hook, s->want_hook)) {
         sf_count(ctx, "other_hook_messages", 1);
         return SF_OK;
     }
-    if (s->hook && (strlen(s->hook) != hook_len || memcmp(s->hook, hook, hook_len) != 0))
+    if (s->hook && !sf_strv_eq(am.hook, s->hook))
         return sf_fail("activations of two hooks (%s, %.*s) in one stream: set the parameter hook to the one the SAE reads",
                        s->hook, (int)hook_len, hook);
-    int64_t B = acts.shape[0], T = acts.shape[1], rows = B * T;
+    int64_t B = am.seq.B, T = am.seq.T, rows = B * T;
     if (B == 0 || T == 0) return SF_OK; /* an empty batch: nothing to mine */
     if (B < 0 || T < 0 || T > INT_MAX / 2) return sf_fail("activations: bad shape [%lld, %lld, d]", (long long)B, (long long)T);
     if (!s->hook) { /* the first message: is it what the SAE was trained on? */
         s->hook = strndup(hook, hook_len);
-        note_meta(msg, "checkpoint", &s->checkpoint);
-        note_meta(msg, "model", &s->model_name);
+        if (!s->checkpoint && am.checkpoint.present) s->checkpoint = strndup(am.checkpoint.s, am.checkpoint.len);
+        if (!s->model_name && am.model.present) s->model_name = strndup(am.model.s, am.model.len);
         if (sae_check_source(&s->sae, s->sae_dir, s->hook, s->checkpoint, s->model_name, s->accept_mismatch) != SF_OK)
             return SF_ERR;
     }
@@ -344,21 +305,9 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
         s->cap_rows = r;
     }
     if (sf_tensor_to_f32(&acts, s->x, (size_t)rows * (size_t)s->sae.d) != SF_OK) return SF_ERR;
-    int64_t *tok64 = sf_alloc("the message's tokens, doc ids and positions", (size_t)(rows + 2 * B), sizeof *tok64);
-    if (!tok64) return SF_ERR;
-    int64_t *doc = tok64 + rows, *pos = doc + B;
-    int rc = int_field(msg, "tokens", rows, tok64, 1);
-    if (rc == SF_OK) rc = int_field(msg, "doc_id", B, doc, 0);
-    if (rc == SF_OK) rc = int_field(msg, "pos", B, pos, 0);
-    size_t n_labels = 0;
-    if (rc == SF_OK && sf_msg_has(msg, "label")) {
-        rc = sf_msg_get_strs_count(msg, "label", &n_labels);
-        if (rc == SF_OK && n_labels != (size_t)B) rc = sf_fail("activations 'label': %zu strings for %lld sequences", n_labels, (long long)B);
-    }
-    for (int64_t i = 0; rc == SF_OK && i < rows; i++) {
-        if (tok64[i] < INT32_MIN || tok64[i] > INT32_MAX) rc = sf_fail("activations 'tokens': id %lld out of range", (long long)tok64[i]);
-        s->tok[i] = (int32_t)tok64[i];
-    }
+    size_t n_labels = am.seq.n_labels;
+    for (int64_t i = 0; i < rows; i++) s->tok[i] = (int32_t)sf_int_at(&am.seq.tokens, (size_t)i);
+    int rc = SF_OK;
     /* Encoded in groups of whole sequences (all at once for the top-k alone; in the paper's modes as
      * many as FM_PRE_FLOATS pre-activations allow), each sequence its own block: the same bits
      * however the sequences are grouped into messages. */
@@ -385,6 +334,8 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
             size_t label_len = 0;
             if (n_labels) rc = sf_msg_get_strs_at(msg, "label", (size_t)b, &label, &label_len);
             if (rc != SF_OK) break;
+            int64_t doc = am.seq.has_keys ? sf_int_at(&am.seq.doc_id, (size_t)b) : -1; /* -1: no doc_id/pos */
+            int32_t pos = am.seq.has_keys ? (int32_t)sf_int_at(&am.seq.pos, (size_t)b) : -1;
             int skip = s->drop_bos && s->vocab.bos >= 0 && s->tok[b * T] == s->vocab.bos && T > 1;
             int64_t r = b * T + skip;
             const float *pre = NULL;
@@ -395,13 +346,12 @@ static int fm_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg)
                 s->sequences++;
             }
             if (s->miner)
-                rc = fm_miner_add(s->miner, s->tok + r, (int)(T - skip), s->idx + r * k, s->val + r * k, k, pre, doc[b],
-                                  (int32_t)pos[b], label, (int)label_len);
+                rc = fm_miner_add(s->miner, s->tok + r, (int)(T - skip), s->idx + r * k, s->val + r * k, k, pre, doc, pos,
+                                  label, (int)label_len);
             if (rc == SF_OK && s->miner && s->pairs)
-                rc = fm_pairs_add(s->pairs, doc[b], s->tok + r, s->idx + r * k, s->val + r * k, (int)(T - skip), k);
+                rc = fm_pairs_add(s->pairs, doc, s->tok + r, s->idx + r * k, s->val + r * k, (int)(T - skip), k);
         }
     }
-    free(tok64);
     if (rc != SF_OK) return SF_ERR;
     sf_progress(ctx, s->miner ? s->miner->tokens : s->tokens, 0, "tokens");
     return SF_OK;
@@ -488,15 +438,15 @@ static const sf_param_def fm_params[] = {
      "comma-separated list of candidates"},
     {"model", SF_PARAM_STRING, "", "model directory, for logit effects (W_U . W_dec); empty: none"},
     {"hook", SF_PARAM_STRING, "", "mine only activations of this hook point (needed when the stream carries several)"},
-    {"top_n", SF_PARAM_INT, "50", "examples kept per feature (paper: 50)"},
+    {"top_n", SF_PARAM_INT, "50", "examples kept per feature (paper: 50)", "[1, 100000]"},
     {"threshold", SF_PARAM_FLOAT, "0.7", "example threshold as a fraction of the feature's max (paper: 0.7)"},
     {"sampling", SF_PARAM_STRING, "strongest",
      "which sequences become examples: strongest (one pass: the top_n of highest peak, top-k values), paper-max (the "
      "paper's pass 1: only OUT/maxima.json, each feature's maximum pre-activation), paper (its pass 2: the first top_n in "
      "shuffled order whose peak exceeds threshold*max, ReLU(pre-activation) values)"},
     {"max_from", SF_PARAM_STRING, "", "sampling = paper: the maxima file of pass 1 (default OUT/maxima.json)"},
-    {"reservoir", SF_PARAM_INT, "2", "examples sampled uniformly per activation interval of each feature (10 intervals of the max, 20 power-of-two buckets in one pass)"},
-    {"hist_bins", SF_PARAM_INT, "64", "histogram bins (width doubles as the max grows)"},
+    {"reservoir", SF_PARAM_INT, "2", "examples sampled uniformly per activation interval of each feature (10 intervals of the max, 20 power-of-two buckets in one pass)", "[0, 100000]"},
+    {"hist_bins", SF_PARAM_INT, "64", "histogram bins (width doubles as the max grows)", "[2, 4096]"},
     {"lang_share", SF_PARAM_FLOAT, FM_STR(FM_DEFAULT_LANG_SHARE), "a feature is English/Japanese if more than this share of its examples is (paper rule: of all examples)"},
     {"min_examples", SF_PARAM_INT, FM_STR(FM_GRAN_MIN_EXAMPLES), "granularity: fewer examples than this are 'few'"},
     {"token_share", SF_PARAM_FLOAT, FM_STR(FM_GRAN_TOKEN_SHARE), "granularity: token-level if one peak token takes at least this share of examples"},
@@ -508,11 +458,11 @@ static const sf_param_def fm_params[] = {
     {"html", SF_PARAM_BOOL, "true", "write the HTML dashboard"},
     {"neuronpedia", SF_PARAM_BOOL, "false", "also write neuronpedia/<id>.json (Neuronpedia-style feature JSON)"},
     {"pairs", SF_PARAM_STRING, "",
-     "JSON Lines corpus whose rows name their translation (id, lang, pair; e.g. data/corpus/debian-docs.jsonl.gz): "
+     "JSON Lines corpus (or comma-separated files) whose rows name their translation (id, lang, pair; e.g. data/corpus/debian-docs.jsonl.gz): "
      "test every feature for firing on both sides of the same pairs against shuffled pairs (cross-lingual (pairs), "
      "our test; needs both sides mined: text_source split = all, label_field = lang, id_field = id)"},
-    {"pairs_permutations", SF_PARAM_INT, "1000", "pairs: shuffled pairings of the null (seeded by seed)"},
-    {"pairs_alpha", SF_PARAM_FLOAT, "0.01", "pairs: family-wise error; a feature is cross-lingual when its p <= pairs_alpha / features tested"},
+    {"pairs_permutations", SF_PARAM_INT, "1000", "pairs: shuffled pairings of the null (seeded by seed)", "[1, 1000000]"},
+    {"pairs_alpha", SF_PARAM_FLOAT, "0.01", "pairs: family-wise error; a feature is cross-lingual when its p <= pairs_alpha / features tested", "(0, 1)"},
     {"seed", SF_PARAM_INT, "0", "seed of the shuffled order (sampling = paper), of the per-interval example sampling and of the pairs test's permutations"},
     {"threads", SF_PARAM_INT, "0", "threads writing the output files at the end (0: one per CPU)"},
     {"overwrite", SF_PARAM_BOOL, "false",
@@ -538,7 +488,9 @@ static const sf_stage_def fm_stage_def = {
     .doc = "Reads activations messages (acts [B,T,d], tokens [B,T], doc_id, pos, label), encodes them with "
            "the SAE and, at end of stream, writes OUT/summary.json, OUT/features/<id>.json (the paper's "
            "token_act schema plus statistics, examples, histogram, language, granularity, logit effects) "
-           "and an offline HTML dashboard OUT/index.html. Emits nothing.",
+           "and an offline HTML dashboard OUT/index.html. With pairs (a corpus whose rows name their translation) "
+           "also the cross-lingual (pairs) test: per feature, the translation pairs it fires on both sides of against "
+           "shuffled pairings (a pairs block in summary.json and every feature file). Emits nothing.",
     .params = fm_params,
     .min_inputs = 1,
     .max_inputs = 1,
@@ -549,6 +501,8 @@ static const sf_stage_def fm_stage_def = {
     .on_eos = fm_on_eos,
     .destroy = fm_destroy,
     .commands = fm_commands,
+    SF_STAGE_DEF_SIZES,
+    .takes = "activations",
 };
 
 SF_PLUGIN(&fm_stage_def)

@@ -14,21 +14,16 @@
 #include <time.h>
 
 #include "model.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "sf_util.h"
 
 static int bench_sgemm(int n, int iters) {
     float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n), *c = malloc(sizeof(float) * n * n);
     for (size_t i = 0; i < (size_t)n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
     double best = 1e30;
     for (int it = 0; it <= iters; it++) { /* the first run warms up */
-        double t0 = now();
+        double t0 = sf_now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        double dt = now() - t0;
+        double dt = sf_now() - t0;
         if (it && dt < best) best = dt;
     }
     printf("%.1f\n", 2.0 * n * n * n / best / 1e9);
@@ -73,12 +68,12 @@ int main(int argc, char **argv) {
     fw_state *s = fw_state_new(0);
     double best = 1e30;
     for (int it = 0; it <= iters; it++) {
-        double t0 = now();
+        double t0 = sf_now();
         if (fw_forward(m, s, &r) != SF_OK) {
             fprintf(stderr, "%s\n", sf_last_error());
             return 1;
         }
-        double dt = now() - t0;
+        double dt = sf_now() - t0;
         if (it && dt < best) best = dt;
     }
     double tps = B * T / best;

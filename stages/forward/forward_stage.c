@@ -1,7 +1,6 @@
 /* forward_stage.c — the `forward` stage (tokens -> activations) and `saeflow forward`. */
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +11,8 @@
 #ifdef FW_HAVE_SAE
 #include "sae.h"
 #endif
+#include "sf_kinds.h"
+#include "sf_util.h"
 
 #define FW_MAX_HOOKS 64
 
@@ -105,56 +106,29 @@ static const fw_splice *fwd_sae_splice(fwd_sae *a, const int32_t *tok) {
 /* ------------------------------------------------------------------------------------------ */
 /* Replicas of the stage in one process share one read-only copy of the weights                */
 
-typedef struct shared_model {
-    char *dir;
+static void model_free_shared(void *m) { fw_model_free(m); }
+static sf_shared_cache shared_models = SF_SHARED_CACHE_INIT(model_free_shared);
+
+typedef struct model_spec {
+    const char *dir;
     int n_layers, head;
-    fw_model *model;
-    int refs;
-    struct shared_model *next;
-} shared_model;
+} model_spec;
 
-static pthread_mutex_t shared_mu = PTHREAD_MUTEX_INITIALIZER;
-static shared_model *shared_models;
-
-/* Loads under the lock, so a second replica waits for the first's copy instead of loading its own. */
-static fw_model *model_acquire(const char *dir, int n_layers, int head) {
-    pthread_mutex_lock(&shared_mu);
-    shared_model *e = shared_models;
-    while (e && (strcmp(e->dir, dir) || e->n_layers != n_layers || e->head != head)) e = e->next;
-    if (!e) {
-        fw_model *m = fw_model_load(dir, n_layers, head);
-        if (m && (!(e = sf_zalloc("shared model entry", 1, sizeof *e)) || !(e->dir = sf_strdup("model path", dir)))) {
-            free(e);
-            e = NULL;
-            fw_model_free(m);
-        } else if (m) {
-            e->n_layers = n_layers;
-            e->head = head;
-            e->model = m;
-            e->next = shared_models;
-            shared_models = e;
-        }
-    }
-    if (e) e->refs++;
-    pthread_mutex_unlock(&shared_mu);
-    return e ? e->model : NULL;
+static void *model_load_shared(const char *key, void *arg) {
+    (void)key;
+    const model_spec *ms = arg;
+    return fw_model_load(ms->dir, ms->n_layers, ms->head);
 }
 
-static void model_release(fw_model *m) {
-    if (!m) return;
-    pthread_mutex_lock(&shared_mu);
-    for (shared_model **pe = &shared_models; *pe; pe = &(*pe)->next) {
-        shared_model *e = *pe;
-        if (e->model != m) continue;
-        if (--e->refs == 0) {
-            *pe = e->next;
-            fw_model_free(e->model);
-            free(e->dir);
-            free(e);
-        }
-        break;
+/* One copy per (directory, layers loaded, head) in the process. */
+static fw_model *model_acquire(const char *dir, int n_layers, int head) {
+    char key[4200];
+    if ((size_t)snprintf(key, sizeof key, "%d %d %s", n_layers, head, dir) >= sizeof key) {
+        sf_fail("model directory name too long: %s", dir);
+        return NULL;
     }
-    pthread_mutex_unlock(&shared_mu);
+    model_spec ms = {dir, n_layers, head};
+    return sf_shared_acquire(&shared_models, key, model_load_shared, &ms);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -183,7 +157,7 @@ static const sf_param_def fwd_params[] = {
     {"hooks", SF_PARAM_STRING, "", "comma-separated hook points, e.g. resid_post.11,mlp_out.3 (Hugging Face's hidden_states.12 = resid_post.11)"},
     {"drop_bos", SF_PARAM_BOOL, "true", "drop position 0 when every sequence starts with BOS"},
     {"bos_id", SF_PARAM_INT, "-1", "BOS token id; -1 takes bos_token_id from config.json"},
-    {"out_dtype", SF_PARAM_STRING, "f32", "dtype of emitted activations: f32 or bf16"},
+    {"out_dtype", SF_PARAM_STRING, "f32", "dtype of emitted activations: f32 or bf16", "f32|bf16"},
     {"checkpoint", SF_PARAM_STRING, "", "checkpoint name in emitted messages (default: model dir base name)"},
     {"logits", SF_PARAM_BOOL, "false", "add logits [B, T, vocab] (f32)"},
     {"loss", SF_PARAM_BOOL, "false", "add per-token cross-entropy of the next token [B, T] (NaN at the end)"},
@@ -193,7 +167,7 @@ static const sf_param_def fwd_params[] = {
     {"accept_sae_mismatch", SF_PARAM_BOOL, "false",
      "splice the SAE into another hook (sae_hook), checkpoint or model than its config records (logged); "
      "otherwise that is an error"},
-    {"threads", SF_PARAM_INT, "0", "threads of the forward: each sgemm is split over them, with OpenBLAS on one thread meanwhile (0: all cores)"},
+    {"threads", SF_PARAM_INT, "0", "threads of the forward: each sgemm is split over them, with OpenBLAS on one thread meanwhile (0: all cores)", "[0, 4096]"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -217,7 +191,7 @@ static int parse_hooks(const char *list, fwd_stage *s) {
 static void fwd_destroy(void *state) {
     fwd_stage *s = state;
     if (!s) return;
-    model_release(s->model);
+    sf_shared_release(&shared_models, s->model);
     fw_state_free(s->state);
     fwd_sae_close(s->sae);
     for (int i = 0; i < s->n_hooks; i++) free(s->outs[i]);
@@ -246,8 +220,6 @@ static int fwd_params_load(sf_ctx *ctx, fwd_stage *s, fw_config *cfg) {
     for (int i = 0; i < s->n_hooks; i++)
         if (fw_hook_check(cfg, s->hooks[i]) != SF_OK)
             return sf_param_fail(ctx, "hooks", "%s (%s)", sf_last_error(), s->model_dir);
-    if (sf_param_int(ctx, "threads") < 0 || sf_param_int(ctx, "threads") > 4096)
-        return sf_param_fail(ctx, "threads", "must be from 0 (all cores) to 4096");
     const char *name = sf_param_str(ctx, "checkpoint");
     if (!*name) sf_default_checkpoint(s->model_dir, s->checkpoint, sizeof s->checkpoint);
     else snprintf(s->checkpoint, sizeof s->checkpoint, "%s", name);
@@ -358,29 +330,19 @@ static int fwd_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg
     (void)input;
     fwd_stage *s = state;
     const fw_config *c = &s->model->cfg;
-    sf_tensor tt, pos;
-    if (sf_msg_get_tensor(msg, "tokens", &tt) != SF_OK) return SF_ERR;
-    if (tt.ndim != 2 || (tt.dtype != SF_I32 && tt.dtype != SF_I64))
-        return sf_fail("tokens: want an int32 [B, T] tensor, got %d dims of %s", tt.ndim, sf_dtype_name(tt.dtype));
-    int64_t B = tt.shape[0], T = tt.shape[1];
+    sf_tokens_msg tm;
+    if (sf_read_tokens(msg, 0, &tm) != SF_OK) return SF_ERR;
+    int64_t B = tm.seq.B, T = tm.seq.T;
     if (B < 1 || T < 1 || B * T > (1 << 22)) return sf_fail("tokens: bad shape [%lld, %lld]", (long long)B, (long long)T);
-    int has_pos = sf_msg_has(msg, "pos");
-    if (has_pos && (sf_msg_get_tensor(msg, "pos", &pos) != SF_OK || pos.dtype != SF_I32 || pos.ndim != 1 ||
-                    pos.shape[0] != B))
-        return sf_fail("pos: want an int32 [%lld] tensor", (long long)B);
+    int has_pos = tm.seq.has_keys;
+    const sf_tensor pos = tm.seq.pos;
 
     size_t N = (size_t)(B * T);
     int32_t *tok = sf_alloc("the batch's token ids", N, sizeof *tok);
     if (!tok) return SF_ERR;
     for (size_t i = 0; i < N; i++) { /* the payload is unaligned: copy element by element */
-        int64_t v = 0;
-        if (tt.dtype == SF_I32) {
-            int32_t v32;
-            memcpy(&v32, (const char *)tt.data + i * 4, 4);
-            v = v32;
-        } else
-            memcpy(&v, (const char *)tt.data + i * 8, 8);
-        tok[i] = v < 0 || v > INT32_MAX ? -1 : (int32_t)v; /* fw_forward names a bad id */
+        int64_t v = sf_int_at(&tm.seq.tokens, i);
+        tok[i] = v < 0 ? -1 : (int32_t)v; /* fw_forward names a bad id */
     }
 
     /* Drop column 0 only when every sequence starts with BOS; a mix would give ragged rows. */
@@ -619,11 +581,10 @@ static int cli_main(int argc, char **argv) {
         out = NULL;
     }
     /* every output complete: only now do they take their names */
-    if ((out_tmp[0] && rename(out_tmp, out_path) != 0) || (loss_tmp[0] && rename(loss_tmp, loss_path) != 0)) {
-        sf_fail("%s: cannot rename: %s", out_tmp[0] && access(out_tmp, F_OK) == 0 ? out_path : loss_path, strerror(errno));
-        goto done;
-    }
-    out_tmp[0] = loss_tmp[0] = 0;
+    if (out_tmp[0] && sf_rename_durable(out_tmp, out_path) != SF_OK) goto done;
+    out_tmp[0] = 0;
+    if (loss_tmp[0] && sf_rename_durable(loss_tmp, loss_path) != SF_OK) goto done;
+    loss_tmp[0] = 0;
     double mean = loss_n ? loss_sum[0] / loss_n : NAN, mean_sae = loss_n ? loss_sum[1] / loss_n : NAN;
     if (want_loss) printf("loss %.6f over %zu predicted tokens\n", mean, loss_n);
     if (sae) printf("loss_sae %.6f (increase %.6f)\n", mean_sae, mean_sae - mean);
@@ -667,6 +628,8 @@ static const sf_stage_def forward_stage = {
     .on_message = fwd_on_message,
     .destroy = fwd_destroy,
     .commands = fwd_commands,
+    SF_STAGE_DEF_SIZES,
+    .takes = "tokens", .emits = "activations",
 };
 
 SF_PLUGIN(&forward_stage)

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "saeflow.h"
+#include "sf_kinds.h"
 #include "sf_output.h"
 
 extern char **environ;
@@ -25,8 +26,8 @@ extern char **environ;
 
 static const sf_param_def run_params[] = {
     {"pipeline", SF_PARAM_STRING, NULL, "the pipeline file each checkpoint runs (relative to the working directory)"},
-    {"args", SF_PARAM_STRING, "", "its KEY=VALUE overrides, space-separated; {model} (the checkpoint directory), "
-     "{dir} (the directory holding it), {checkpoint} (its name) and {step} are replaced by the message's values"},
+    {"args", SF_PARAM_STRING, "", "its KEY=VALUE overrides, space-separated; {model} (the checkpoint directory, the message's "
+     "path), {dir} (the directory holding it), {checkpoint} (its base name) and {step} are replaced by the message's values"},
     {"jobs", SF_PARAM_INT, "1", "pipelines running at once (a further checkpoint waits for one to end)"},
     {"log_dir", SF_PARAM_STRING, "", "each run's output to LOG_DIR/CHECKPOINT.log (\"\": this process's stderr)"},
     {NULL, 0, NULL, NULL},
@@ -34,7 +35,7 @@ static const sf_param_def run_params[] = {
 
 typedef struct run_job {
     pid_t pid;
-    char name[64];
+    char name[256];
 } run_job;
 
 typedef struct run_state {
@@ -131,30 +132,25 @@ static int substitute(const char *in, const char *const *keys, const char *const
     return SF_OK;
 }
 
-static int get_str(const sf_msg *m, const char *key, char *dst, size_t cap) {
-    const char *s;
-    size_t len;
-    if (sf_msg_get_str(m, key, &s, &len) != SF_OK) return sf_fail("%s (checkpoint_run reads checkpoint messages)", sf_last_error());
-    if (len >= cap || memchr(s, 0, len)) return sf_fail("checkpoint message: '%s' is too long or holds a NUL byte", key);
-    memcpy(dst, s, len);
-    dst[len] = 0;
-    return SF_OK;
-}
-
 static int run_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;
     run_state *s = state;
-    char model[4096], dir[4096], name[64], step[32], args[8192], logpath[4200];
-    int64_t st;
-    if (get_str(msg, "model", model, sizeof model) != SF_OK || get_str(msg, "checkpoint", name, sizeof name) != SF_OK ||
-        sf_msg_get_int(msg, "step", &st) != SF_OK)
-        return SF_ERR;
-    if (strchr(name, '/') || !strcmp(name, "..")) return sf_fail("checkpoint message: bad checkpoint name '%s'", name);
-    snprintf(step, sizeof step, "%" PRId64, st);
+    char model[4096], dir[4096], name[256], step[32], args[8192], logpath[4400];
+    sf_checkpoint_msg c;
+    if (sf_read_checkpoint(msg, &c) != SF_OK) return SF_ERR;
+    if (c.path.len == 0 || c.path.len >= sizeof model || memchr(c.path.s, 0, c.path.len))
+        return sf_fail("checkpoint message: 'path' is empty, too long or holds a NUL byte");
+    sf_strv_copy(c.path, model, sizeof model);
+    snprintf(step, sizeof step, "%" PRId64, c.step);
     snprintf(dir, sizeof dir, "%s", model);
+    size_t len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/') dir[--len] = 0;
     char *slash = strrchr(dir, '/');
+    snprintf(name, sizeof name, "%s", slash ? slash + 1 : dir); /* the directory's base name */
     if (slash) *slash = 0;
     else snprintf(dir, sizeof dir, ".");
+    if (!name[0] || !strcmp(name, "..") || !strcmp(name, "."))
+        return sf_fail("checkpoint message: 'path' %s names no checkpoint directory", model);
     const char *keys[] = {"model", "dir", "checkpoint", "step"}, *vals[] = {model, dir, name, step};
     if (substitute(s->args, keys, vals, 4, args, sizeof args) != SF_OK) return SF_ERR;
     char *argv[RUN_MAX_ARGS + 5];
@@ -230,4 +226,6 @@ const sf_stage_def checkpoint_run_def = {
     .finish = run_finish,
     .destroy = run_destroy,
     .check = run_check,
+    SF_STAGE_DEF_SIZES,
+    .takes = "checkpoint",
 };

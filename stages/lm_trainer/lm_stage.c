@@ -289,15 +289,16 @@ static int valid_loss(lm_stage *s, double *out) {
     return SF_OK;
 }
 
+/* A checkpoint message (core/MESSAGES.md) from a checkpoints.json entry, which has its fields. */
 static void put_checkpoint(sf_msg *msg, json_t *e) {
-    json_t *v;
-    sf_msg_put_str(msg, "model", json_string_value(json_object_get(e, "model")));
+    json_t *v = json_object_get(e, "train_loss");
+    sf_msg_put_str(msg, "path", json_string_value(json_object_get(e, "path")));
     sf_msg_put_str(msg, "checkpoint", json_string_value(json_object_get(e, "checkpoint")));
     sf_msg_put_int(msg, "step", json_integer_value(json_object_get(e, "step")));
-    sf_msg_put_int(msg, "tokens", json_integer_value(json_object_get(e, "tokens")));
-    if (json_is_number(v = json_object_get(e, "train_loss"))) sf_msg_put_float(msg, "train_loss", json_number_value(v));
-    if (json_is_number(v = json_object_get(e, "valid_loss"))) sf_msg_put_float(msg, "valid_loss", json_number_value(v));
-    sf_msg_put_int(msg, "valid_seqs", json_integer_value(json_object_get(e, "valid_seqs")));
+    sf_msg_put_int(msg, "tokens_seen", json_integer_value(json_object_get(e, "tokens_seen")));
+    sf_msg_put_float(msg, "train_loss", json_is_number(v) ? json_number_value(v) : NAN); /* NaN at step 0 */
+    if (json_is_number(v = json_object_get(e, "val_loss"))) sf_msg_put_float(msg, "val_loss", json_number_value(v));
+    sf_msg_put_int(msg, "val_seqs", json_integer_value(json_object_get(e, "val_seqs")));
     sf_msg_put_str(msg, "dtype", json_string_value(json_object_get(e, "dtype")));
 }
 
@@ -316,10 +317,10 @@ static int save_checkpoint(sf_ctx *ctx, lm_stage *s) {
     double tl = s->pos.loss_steps ? s->pos.loss_sum / (double)s->pos.loss_steps : NAN;
     s->pos.loss_sum = 0, s->pos.loss_steps = 0;
     if (save_state(s) != SF_OK) return SF_ERR;
-    json_t *e = json_pack("{s:s, s:s, s:I, s:I, s:o, s:o, s:I, s:s}", "checkpoint", name, "model", dir, "step",
-                          (json_int_t)s->pos.step, "tokens", (json_int_t)tokens, "train_loss",
-                          isfinite(tl) ? json_real(tl) : json_null(), "valid_loss", isfinite(vl) ? json_real(vl) : json_null(),
-                          "valid_seqs", (json_int_t)s->valid_have, "dtype", s->dtype == SF_BF16 ? "bf16" : "f32");
+    json_t *e = json_pack("{s:s, s:s, s:I, s:I, s:o, s:o, s:I, s:s}", "checkpoint", name, "path", dir, "step",
+                          (json_int_t)s->pos.step, "tokens_seen", (json_int_t)tokens, "train_loss",
+                          isfinite(tl) ? json_real(tl) : json_null(), "val_loss", isfinite(vl) ? json_real(vl) : json_null(),
+                          "val_seqs", (json_int_t)s->valid_have, "dtype", s->dtype == SF_BF16 ? "bf16" : "f32");
     if (!e || json_array_append_new(s->index, e) != 0) return sf_fail("out of memory recording checkpoint %s", name);
     char *text = json_dumps(s->index, JSON_INDENT(2) | JSON_REAL_PRECISION(9));
     if (!text) return sf_fail("out of memory writing checkpoints.json");
@@ -652,8 +653,8 @@ static const sf_stage_def lm_trainer_def = {
            "`split` train, in stream order, batch x accum per AdamW step; the first valid_seqs of `valid_split` are "
            "held out for the validation loss. At each of save_steps it writes OUT_DIR/step-NNNNNN (config.json + "
            "model.safetensors, Hugging Face layout, bf16 or f32), the training state and checkpoints.json, and emits "
-           "a checkpoint message: model (the directory), checkpoint (its name), step, tokens, train_loss (mean since "
-           "the previous save; absent at step 0), valid_loss (absent without a held-out set), valid_seqs, dtype. "
+           "a checkpoint message: path (the directory), checkpoint (its name), step, tokens_seen, train_loss (mean since "
+           "the previous save; NaN at step 0), val_loss (absent without a held-out set), val_seqs, dtype. "
            "resume = true continues a killed run bit for bit (same thread count). loss.csv logs every step.",
     .params = lm_params,
     .min_inputs = 1,
@@ -666,6 +667,9 @@ static const sf_stage_def lm_trainer_def = {
     .destroy = lm_destroy,
     .commands = lm_commands,
     .check = lm_check,
+    SF_STAGE_DEF_SIZES,
+    .takes = "tokens",
+    .emits = "checkpoint",
 };
 
 extern const sf_stage_def checkpoint_run_def; /* ckpt_run_stage.c */

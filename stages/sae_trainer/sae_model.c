@@ -591,7 +591,7 @@ static void sae_transpose(const float *src, int rows, int cols, float *dst) {
         for (int c = 0; c < cols; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
 }
 
-/* Writes JSON atomically: temp file, then rename. */
+/* Writes JSON atomically and durably (sf_write_file_atomic). */
 static int sae_write_json(const char *path, json_t *j) {
     char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
     if (!text) return sf_fail("sae: out of memory writing %s", path);

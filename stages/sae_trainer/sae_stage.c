@@ -12,32 +12,26 @@
 
 #include "sae.h"
 #include "saeflow.h"
+#include "sf_kinds.h"
 #include "sf_output.h"
+#include "sf_util.h"
 #include "sf_safetensors.h"
 #include "shards.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* The rows of a message's activation tensor: [B, T, d] or [N, d], float dtypes only. */
+/* The rows of a message's activation tensor: [B, T, d] or [N, d], float dtypes only, and the
+ * message's other fields (sf_read_activations). */
 typedef struct act_rows {
-    sf_tensor t;
+    sf_acts_msg m;
+    sf_tensor t; /* m.acts */
     int64_t rows, d, seq_len;
 } act_rows;
 
 static int get_rows(const sf_msg *msg, const char *field, act_rows *a) {
-    if (sf_msg_get_tensor(msg, field, &a->t) != SF_OK) return SF_ERR;
-    const sf_tensor *t = &a->t;
-    if (t->dtype != SF_F32 && t->dtype != SF_BF16 && t->dtype != SF_F16)
-        return sf_fail("'%s' must be F32, BF16 or F16, not %s", field, sf_dtype_name(t->dtype));
-    if (t->ndim != 2 && t->ndim != 3) return sf_fail("'%s' must be [B, T, d] or [N, d]", field);
-    a->d = t->shape[t->ndim - 1];
-    a->seq_len = t->ndim == 3 ? t->shape[1] : 0;
-    a->rows = sf_tensor_numel(t) / (a->d ? a->d : 1);
-    if (a->d < 1) return sf_fail("'%s' has width 0", field);
+    if (sf_read_activations(msg, field, 0, &a->m) != SF_OK) return SF_ERR;
+    a->t = a->m.acts;
+    a->d = a->m.d;
+    a->seq_len = a->t.ndim == 3 ? a->m.seq.T : 0;
+    a->rows = a->m.seq.B * a->m.seq.T;
     return SF_OK;
 }
 
@@ -48,40 +42,25 @@ static void rows_to_f32(const act_rows *a, int64_t first, int64_t count, float *
 }
 
 /* True if the message belongs to the wanted split ("" wants every message). */
-static int split_matches(const sf_msg *msg, const char *want) {
-    if (!*want) return 1;
-    const char *s;
-    size_t len;
-    if (sf_msg_get_str(msg, "split", &s, &len) != SF_OK) return 0;
-    return len == strlen(want) && !memcmp(s, want, len);
-}
-
-static void copy_msg_str(const sf_msg *msg, const char *key, char *dst, size_t cap) {
-    const char *s;
-    size_t len;
-    if (dst[0] || sf_msg_get_str(msg, key, &s, &len) != SF_OK) return;
-    if (len >= cap) len = cap - 1;
-    memcpy(dst, s, len);
-    dst[len] = 0;
-}
+static int split_matches(const act_rows *a, const char *want) { return !*want || sf_strv_eq(a->m.seq.split, want); }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* sae_trainer                                                                                     */
 
 static const sf_param_def trainer_params[] = {
     {"out_dir", SF_PARAM_STRING, NULL, "output directory: model, checkpoint, metrics"},
-    {"latents", SF_PARAM_INT, "0", "number of latents (0: expansion x d)"},
-    {"expansion", SF_PARAM_INT, "16", "latents per input dimension when latents = 0"},
-    {"k", SF_PARAM_INT, "32", "active latents per token"},
-    {"batch", SF_PARAM_INT, "32768", "tokens per optimisation step (the paper: 32768)"},
+    {"latents", SF_PARAM_INT, "0", "number of latents (0: expansion x d)", "[0, inf)"},
+    {"expansion", SF_PARAM_INT, "16", "latents per input dimension when latents = 0", "[1, inf)"},
+    {"k", SF_PARAM_INT, "32", "active latents per token", "[1, inf)"},
+    {"batch", SF_PARAM_INT, "32768", "tokens per optimisation step (the paper: 32768)", "[1, 1048576]"},
     {"lr", SF_PARAM_FLOAT, "0.001", "Adam learning rate"},
     {"warmup_steps", SF_PARAM_INT, "1000", "linear warmup steps (step s uses lr * s / warmup)"},
     {"decay_start", SF_PARAM_INT, "0", "step where a linear decay to 0 starts (with decay_steps)"},
     {"decay_steps", SF_PARAM_INT, "0", "length of the linear lr decay (0: constant lr)"},
     {"adam_eps", SF_PARAM_FLOAT, "6.25e-10", "Adam epsilon"},
-    {"normalize", SF_PARAM_STRING, "unit", "input normalisation: unit (per token), scalar (mean norm sqrt(d)), none"},
+    {"normalize", SF_PARAM_STRING, "unit", "input normalisation: unit (per token), scalar (mean norm sqrt(d)), none", "unit|scalar|none"},
     {"norm_mean", SF_PARAM_FLOAT, "0", "normalize=scalar: the dataset's mean L2 norm (0: from norm_manifest, else "
-     "estimated from the first batch)"},
+     "estimated from the first batch)", "[0, inf)"},
     {"norm_manifest", SF_PARAM_STRING, "", "normalize=scalar: a shard directory (or its manifest.json) whose "
      "norm_mean (of `split`, else of all rows) is the dataset-wide mean norm"},
     {"remove_parallel_grad", SF_PARAM_BOOL, "false", "remove the gradient component parallel to decoder directions"},
@@ -263,15 +242,10 @@ static int trainer_read_params(sf_ctx *ctx, trainer_state *s) {
     if (sae_norm_parse(sf_param_str(ctx, "normalize"), &s->norm) != SF_OK) return sf_param_fail(ctx, "normalize", "%s", sf_last_error());
     s->norm_mean = sf_param_float(ctx, "norm_mean");
     const char *manifest = sf_param_str(ctx, "norm_manifest");
-    if (!(s->norm_mean >= 0)) return sf_param_fail(ctx, "norm_mean", "must be >= 0");
     if ((s->norm_mean > 0 || *manifest) && s->norm != SAE_NORM_SCALAR)
         return sf_param_fail(ctx, s->norm_mean > 0 ? "norm_mean" : "norm_manifest", "is for normalize=scalar");
     if (s->norm_mean > 0) snprintf(s->norm_source, sizeof s->norm_source, "norm_mean parameter");
     else if (*manifest && trainer_read_manifest(s, manifest) != SF_OK) return sf_param_fail(ctx, "norm_manifest", "%s", sf_last_error());
-    if (s->batch < 1 || s->batch > (1 << 20)) return sf_param_fail(ctx, "batch", "must be in [1, 1048576]");
-    if (s->latents < 0) return sf_param_fail(ctx, "latents", "must be 0 (expansion x d) or more");
-    if (s->expansion < 1) return sf_param_fail(ctx, "expansion", "must be 1 or more");
-    if (s->k < 1) return sf_param_fail(ctx, "k", "must be 1 or more");
     if (s->metrics_every < 1 || s->checkpoint_every < 0 || s->max_tokens < 0 || s->opts.warmup_steps < 0 ||
         s->opts.decay_steps < 0 || s->opts.decay_start < 0 || s->opts.dead_tokens < 0 || !(s->opts.lr >= 0))
         return sf_fail("metrics_every >= 1; checkpoint_every, max_tokens, warmup/decay steps, dead_tokens, lr >= 0");
@@ -384,14 +358,14 @@ static int trainer_setup(sf_ctx *ctx, trainer_state *s, int64_t d) {
     }
     if (ftell(s->csv) == 0)
         fprintf(s->csv, "step,tokens,loss,mse,aux,fvu,cosine,l0,dead_fraction,lr,tokens_per_s\n");
-    s->wstart = now_s();
+    s->wstart = sf_now();
     sf_progress(ctx, (uint64_t)sae_trainer_tokens(s->t), (uint64_t)s->max_tokens, "tokens");
     return SF_OK;
 }
 
 static void trainer_write_metrics(sf_ctx *ctx, trainer_state *s) {
     if (s->wsteps == 0) return;
-    double w = 1.0 / s->wsteps, dt = now_s() - s->wstart;
+    double w = 1.0 / s->wsteps, dt = sf_now() - s->wstart;
     const sae_stats *a = &s->wsum;
     double tps = dt > 0 ? s->wtokens / dt : 0;
     long long step = (long long)sae_trainer_step(s->t), tok = (long long)sae_trainer_tokens(s->t);
@@ -410,7 +384,7 @@ static void trainer_write_metrics(sf_ctx *ctx, trainer_state *s) {
                      100 * a->dead_fraction);
     memset(&s->wsum, 0, sizeof s->wsum);
     s->wsteps = s->wtokens = 0;
-    s->wstart = now_s();
+    s->wstart = sf_now();
 }
 
 /* The training metadata kept in the model's config and the checkpoint. */
@@ -589,29 +563,23 @@ static int trainer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg 
 }
 
 static int trainer_consume(sf_ctx *ctx, trainer_state *s, const sf_msg *msg) {
-    if (!split_matches(msg, s->split)) {
+    act_rows a;
+    if (get_rows(msg, s->field, &a) != SF_OK) return SF_ERR;
+    if (!split_matches(&a, s->split)) {
         sf_count(ctx, "other_split_messages", 1);
         s->other_split++;
         return SF_OK;
     }
-    act_rows a;
-    if (get_rows(msg, s->field, &a) != SF_OK) return SF_ERR;
     if (!s->have_model && trainer_setup(ctx, s, a.d) != SF_OK) return SF_ERR;
     if (a.d != s->m.d) return sf_fail("activations of width %lld, the SAE has d = %d", (long long)a.d, s->m.d);
-    copy_msg_str(msg, "hook", s->hook, sizeof s->hook);
-    copy_msg_str(msg, "model", s->model_name, sizeof s->model_name);
-    copy_msg_str(msg, "checkpoint", s->checkpoint, sizeof s->checkpoint);
-    if (!s->layer) sf_msg_get_int(msg, "layer", &s->layer);
+    if (!s->hook[0]) sf_strv_copy(a.m.hook, s->hook, sizeof s->hook);
+    if (!s->model_name[0]) sf_strv_copy(a.m.model, s->model_name, sizeof s->model_name);
+    if (!s->checkpoint[0]) sf_strv_copy(a.m.checkpoint, s->checkpoint, sizeof s->checkpoint);
+    if (!s->layer && a.m.has_layer) s->layer = a.m.layer;
     if (!s->seq_len) s->seq_len = a.seq_len;
 
-    sf_tensor doc, pos;
-    int has_doc = sf_msg_has(msg, "doc_id"), has_pos = sf_msg_has(msg, "pos");
-    int64_t T = a.seq_len ? a.seq_len : 1, B = a.rows / T;
-    if (has_doc != has_pos) return sf_fail("a message with doc_id needs pos too, and the other way round");
-    if (has_doc && (sf_msg_get_tensor(msg, "doc_id", &doc) != SF_OK || sf_msg_get_tensor(msg, "pos", &pos) != SF_OK ||
-                    doc.dtype != SF_I64 || doc.ndim != 1 || doc.shape[0] != B || pos.dtype != SF_I32 ||
-                    pos.ndim != 1 || pos.shape[0] != B))
-        return sf_fail("doc_id and pos must be I64 and I32 [%lld], one per sequence of '%s'", (long long)B, s->field);
+    int has_doc = a.m.seq.has_keys;
+    int64_t T = a.m.seq.T, B = a.m.seq.B;
     if (s->keyed < 0) { /* per-row keys of a shuffled replay would cost memory per row: count those */
         s->keyed = has_doc && T > 1;
         if (has_doc && T == 1)
@@ -629,8 +597,8 @@ static int trainer_consume(sf_ctx *ctx, trainer_state *s, const sf_msg *msg) {
     s->key_rows = !s->key_rows || s->key_rows == T ? T : -1;
     for (int64_t b = 0; b < B; b++) {
         trainer_take key = {0, 0, 0};
-        memcpy(&key.doc, (const char *)doc.data + 8 * b, 8);
-        memcpy(&key.pos, (const char *)pos.data + 4 * b, 4);
+        key.doc = sf_int_at(&a.m.seq.doc_id, (size_t)b);
+        key.pos = (int32_t)sf_int_at(&a.m.seq.pos, (size_t)b);
         int64_t first = b * T;
         sh_key *k = sh_keys_find(&s->to_skip, key.doc, key.pos);
         if (k && k->val != SH_KEY_USED) { /* trained before the resume */
@@ -838,16 +806,16 @@ static int eval_add_losses(eval_state *s, const sf_msg *msg, int64_t rows) {
 static int eval_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;
     eval_state *s = state;
-    if (!split_matches(msg, s->split)) return SF_OK;
     act_rows a;
     if (get_rows(msg, s->field, &a) != SF_OK) return SF_ERR;
+    if (!split_matches(&a, s->split)) return SF_OK;
     const sae_model *m = &s->m;
     if (a.d != m->d) return sf_fail("activations of width %lld, the SAE has d = %d", (long long)a.d, m->d);
     if (!s->source_checked || !s->accept_mismatch) { /* accepted: warned once */
         char hook[sizeof m->hook] = "", checkpoint[sizeof m->checkpoint] = "", model[sizeof m->model] = "";
-        copy_msg_str(msg, "hook", hook, sizeof hook);
-        copy_msg_str(msg, "checkpoint", checkpoint, sizeof checkpoint);
-        copy_msg_str(msg, "model", model, sizeof model);
+        sf_strv_copy(a.m.hook, hook, sizeof hook);
+        sf_strv_copy(a.m.checkpoint, checkpoint, sizeof checkpoint);
+        sf_strv_copy(a.m.model, model, sizeof model);
         if (sae_check_source(m, s->sae_dir, hook, checkpoint, model, s->accept_mismatch) != SF_OK) return SF_ERR;
         s->source_checked = 1;
     }
@@ -969,6 +937,8 @@ static const sf_stage_def trainer_def = {
     .finish = trainer_finish,
     .destroy = trainer_destroy,
     .commands = sae_commands,
+    SF_STAGE_DEF_SIZES,
+    .takes = "activations",
 };
 
 static const sf_stage_def eval_def = {
@@ -984,6 +954,8 @@ static const sf_stage_def eval_def = {
     .on_message = eval_on_message,
     .finish = eval_finish,
     .destroy = eval_destroy,
+    SF_STAGE_DEF_SIZES,
+    .takes = "activations",
 };
 
 SF_PLUGIN(&trainer_def, &eval_def)

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "hook.h"
+#include "sf_kinds.h"
 #include "shards.h"
 
 /* ---- shard_writer ---- */
@@ -24,7 +25,7 @@ typedef struct writer_state {
 static const sf_param_def writer_params[] = {
     {"dir", SF_PARAM_STRING, NULL, "shard directory (created if missing; an existing run is resumed)"},
     {"dtype", SF_PARAM_STRING, "F32", "stored activation dtype: F32, BF16 or F16 (round to nearest even)"},
-    {"shard_mb", SF_PARAM_INT, "128", "shard size in MiB of row data; memory holds one pending shard per split"},
+    {"shard_mb", SF_PARAM_INT, "128", "shard size in MiB of row data; memory holds one pending shard per split", "[1, 1048576]"},
     {"resume", SF_PARAM_BOOL, "true", "continue a directory that already holds shards of the same run"},
     {"hook", SF_PARAM_STRING, "",
      "store only messages of this hook point (forward emits one message per hook); empty: all must be of one"},
@@ -37,9 +38,7 @@ static const sf_param_def writer_params[] = {
 /* The parameters, for check and init alike (the directory is the writer's to create). */
 static int writer_check(sf_ctx *ctx) {
     sf_dtype dt;
-    int64_t mb = sf_param_int(ctx, "shard_mb");
     if (sh_dtype_parse(sf_param_str(ctx, "dtype"), &dt) != SF_OK) return sf_param_fail(ctx, "dtype", "%s", sf_last_error());
-    if (mb < 1 || mb > (1 << 20)) return sf_param_fail(ctx, "shard_mb", "must be in [1, 1048576]");
     if (sf_replica_count(ctx) > 1)
         return sf_param_fail(ctx, "replicas", "shard_writer cannot have replicas: they would share one directory (use one writer per dir)");
     return SF_OK;
@@ -68,55 +67,29 @@ static int append_str(writer_state *s, const char *p, size_t n, size_t *off) {
         s->str_buf = grown;
         s->str_cap = 2 * (*off + n + 1);
     }
-    memcpy(s->str_buf + *off, p, n);
+    if (n) memcpy(s->str_buf + *off, p, n);
     s->str_buf[*off + n] = 0;
     *off += n + 1;
     return SF_OK;
 }
 
-/* Appends string field `key` likewise. */
-static int copy_str(writer_state *s, const sf_msg *msg, const char *key, size_t *off) {
-    const char *p;
-    size_t n;
-    if (sf_msg_get_str(msg, key, &p, &n) != SF_OK) return SF_ERR;
-    return append_str(s, p, n, off);
-}
-
 static int writer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;
     writer_state *s = state;
-    if (s->hook[0]) {
-        const char *h;
-        size_t hl;
-        if (sf_msg_get_str(msg, "hook", &h, &hl) != SF_OK) return SF_ERR;
-        if (hl != strlen(s->hook) || memcmp(h, s->hook, hl) != 0) return SF_OK;
+    sf_acts_msg a;
+    if (sf_read_activations(msg, NULL, SF_NEED_TOKENS | SF_NEED_KEYS | SF_NEED_LABEL | SF_NEED_META | SF_NEED_SEQS, &a) != SF_OK) return SF_ERR;
+    if (s->hook[0] && !sf_strv_eq(a.hook, s->hook)) return SF_OK;
+    sh_batch b = {.acts = a.acts, .layer = a.layer};
+    int64_t B = a.seq.B, T = a.seq.T;
+    size_t nl = a.seq.n_labels, off = 0;
+    /* model, checkpoint, hook, split, corpus ("" for inputs not from text_source), each NUL-ended */
+    const sf_strv strs[5] = {a.model, a.checkpoint, a.hook, a.seq.split, a.seq.corpus};
+    size_t o[5];
+    for (int i = 0; i < 5; i++) {
+        o[i] = off;
+        if (append_str(s, strs[i].s, strs[i].len, &off) != SF_OK) return SF_ERR;
     }
-    sh_batch b = {0};
-    sf_tensor tok, doc, pos;
-    size_t nl, off = 0, o_model, o_ckpt, o_hook, o_split;
-    if (sf_msg_get_tensor(msg, "acts", &b.acts) || sf_msg_get_tensor(msg, "tokens", &tok) ||
-        sf_msg_get_tensor(msg, "doc_id", &doc) || sf_msg_get_tensor(msg, "pos", &pos) ||
-        sf_msg_get_int(msg, "layer", &b.layer) || sf_msg_get_strs_count(msg, "label", &nl))
-        return SF_ERR;
-    if (b.acts.ndim != 3) return sf_fail("acts must be [B, T, d]");
-    int64_t B = b.acts.shape[0], T = b.acts.shape[1];
-    if (tok.dtype != SF_I32 || tok.ndim != 2 || tok.shape[0] != B || tok.shape[1] != T)
-        return sf_fail("tokens must be int32 [B, T] matching acts");
-    if (doc.dtype != SF_I64 || doc.ndim != 1 || doc.shape[0] != B) return sf_fail("doc_id must be int64 [B]");
-    if (pos.dtype != SF_I32 || pos.ndim != 1 || pos.shape[0] != B) return sf_fail("pos must be int32 [B]");
-    if ((int64_t)nl != B) return sf_fail("label must hold B = %lld strings, not %zu", (long long)B, nl);
-    o_model = off;
-    if (copy_str(s, msg, "model", &off)) return SF_ERR;
-    o_ckpt = off;
-    if (copy_str(s, msg, "checkpoint", &off)) return SF_ERR;
-    o_hook = off;
-    if (copy_str(s, msg, "hook", &off)) return SF_ERR;
-    o_split = off;
-    if (copy_str(s, msg, "split", &off)) return SF_ERR;
-    size_t o_corpus = off;
-    if (!sf_msg_has(msg, "corpus")) { /* optional: inputs not from text_source */
-        if (append_str(s, "", 0, &off) != SF_OK) return SF_ERR;
-    } else if (copy_str(s, msg, "corpus", &off)) return SF_ERR;
+    size_t o_model = o[0], o_ckpt = o[1], o_hook = o[2], o_split = o[3], o_corpus = o[4];
     b.model = s->str_buf + o_model; /* str_buf no longer moves */
     b.checkpoint = s->str_buf + o_ckpt;
     b.hook = s->str_buf + o_hook;
@@ -134,9 +107,9 @@ static int writer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *
         if (sf_msg_get_strs_at(msg, "label", i, &s->labels[i], &s->label_len[i]) != SF_OK) return SF_ERR;
     b.label = s->labels;
     b.label_len = s->label_len;
-    b.tokens = tok.data;
-    b.doc_id = doc.data;
-    b.pos = pos.data;
+    b.tokens = a.seq.tokens.data;
+    b.doc_id = a.seq.doc_id.data;
+    b.pos = a.seq.pos.data;
     if (sh_writer_add(s->w, &b) != SF_OK) return SF_ERR;
     s->rows_seen += B * T;
     sf_progress(ctx, (uint64_t)s->rows_seen, 0, "tokens");
@@ -190,6 +163,8 @@ static const sf_stage_def shard_writer_def = {
     .on_eos = writer_on_eos,
     .finish = writer_finish,
     .destroy = writer_destroy,
+    SF_STAGE_DEF_SIZES,
+    .takes = "activations",
 };
 
 /* ---- shard_source ---- */
@@ -214,9 +189,9 @@ static const sf_param_def source_params[] = {
     {"epochs", SF_PARAM_INT, "1", "passes over the data"},
     {"seed", SF_PARAM_INT, "0", "seed of the shard order and the shuffle buffer"},
     {"verify", SF_PARAM_BOOL, "true", "check every shard's CRC-32 before using it"},
-    {"acts_dtype", SF_PARAM_STRING, "stored", "stored: F32/BF16 as stored (F16 is widened to F32); F32: always F32"},
+    {"acts_dtype", SF_PARAM_STRING, "stored", "stored: F32/BF16 as stored (F16 is widened to F32); F32: always F32", "stored|F32"},
     {"part", SF_PARAM_INT, "0", "with parts: this host's part (replicas split each part further)"},
-    {"parts", SF_PARAM_INT, "1", "hosts reading disjoint parts of the split"},
+    {"parts", SF_PARAM_INT, "1", "hosts reading disjoint parts of the split", "[1, 65536]"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -227,7 +202,6 @@ static int source_check(sf_ctx *ctx) {
     if (strcmp(ad, "stored") != 0 && strcmp(ad, "F32") != 0)
         return sf_param_fail(ctx, "acts_dtype", "must be 'stored' or 'F32', not '%s'", ad);
     int64_t part = sf_param_int(ctx, "part"), parts = sf_param_int(ctx, "parts");
-    if (parts < 1 || parts > 65536) return sf_param_fail(ctx, "parts", "must be in [1, 65536]");
     if (part < 0 || part >= parts) return sf_param_fail(ctx, "part", "must be in [0, parts = %lld)", (long long)parts);
     const char *dir = sf_param_str(ctx, "dir");
     sh_manifest m;
@@ -346,6 +320,8 @@ static const sf_stage_def shard_source_def = {
     .produce = source_produce,
     .destroy = source_destroy,
     .commands = shard_commands,
+    SF_STAGE_DEF_SIZES,
+    .emits = "activations",
 };
 
 SF_PLUGIN(&shard_writer_def, &shard_source_def)

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "saeflow.h"
+#include "sf_util.h"
 
 /* FNV-1a over the tensor bytes: cheap, and any corruption in transit changes it. */
 static uint64_t fnv1a(const void *p, size_t n) {
@@ -22,12 +23,6 @@ static uint64_t splitmix(uint64_t *s) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static void sleep_us(int64_t us) {
@@ -45,9 +40,9 @@ typedef struct gen {
 } gen;
 
 static const sf_param_def gen_params[] = {
-    {"count", SF_PARAM_INT, "1000", "messages to generate (split across replicas)"},
-    {"rows", SF_PARAM_INT, "16", "tensor rows"},
-    {"cols", SF_PARAM_INT, "64", "tensor columns (float32)"},
+    {"count", SF_PARAM_INT, "1000", "messages to generate (split across replicas)", "[0, inf)"},
+    {"rows", SF_PARAM_INT, "16", "tensor rows", "[1, inf)"},
+    {"cols", SF_PARAM_INT, "64", "tensor columns (float32)", "[1, inf)"},
     {"seed", SF_PARAM_INT, "1", "random seed"},
     {"delay_us", SF_PARAM_INT, "0", "pause after each message (a slow producer)"},
     {"fill", SF_PARAM_BOOL, "true", "fill tensors with random numbers and a checksum (false: with one byte value per message, no checksum, for throughput benchmarks)"},
@@ -56,10 +51,7 @@ static const sf_param_def gen_params[] = {
 
 /* The parameters, for check and init alike: a tensor must fit a message. */
 static int gen_check(sf_ctx *ctx) {
-    if (sf_param_int(ctx, "count") < 0) return sf_param_fail(ctx, "count", "must be 0 or more");
     int64_t shape[2] = {sf_param_int(ctx, "rows"), sf_param_int(ctx, "cols")};
-    if (shape[0] < 1) return sf_param_fail(ctx, "rows", "must be 1 or more");
-    if (shape[1] < 1) return sf_param_fail(ctx, "cols", "must be 1 or more");
     size_t nbytes;
     if (sf_tensor_size("tensor", SF_F32, 2, shape, &nbytes) != SF_OK || nbytes > SF_MSG_MAX_BYTES)
         return sf_param_fail(ctx, "rows", "%lld x %lld float32 is more than a message holds (%zu bytes): lower rows or cols",
@@ -117,6 +109,7 @@ static const sf_stage_def tensor_gen = {
     .init = gen_init, .produce = gen_produce,
     .destroy = free,
     .check = gen_check,
+    SF_STAGE_DEF_SIZES,
 };
 
 /* ---- verify_sink ---- */
@@ -164,7 +157,7 @@ static int sink_message(sf_ctx *ctx, void *state, int input, const sf_msg *m) {
         if (s->seen[seq]) return sf_fail("message %lld arrived twice", (long long)seq);
         s->seen[seq] = 1;
     }
-    s->t_last = now_s();
+    s->t_last = sf_now();
     if (s->received++ == 0) s->t_first = s->t_last;
     s->seq_sum += seq;
     s->bytes += (int64_t)t.nbytes;
@@ -214,6 +207,7 @@ static const sf_stage_def verify_sink = {
     .min_inputs = 1, .max_inputs = 8, .has_output = 0,
     .init = sink_init, .on_message = sink_message, .on_eos = sink_eos, .finish = sink_finish,
     .destroy = sink_destroy,
+    SF_STAGE_DEF_SIZES,
 };
 
 /* ---- relay ---- */
@@ -236,6 +230,7 @@ static const sf_stage_def relay = {
     .params = relay_params,
     .min_inputs = 1, .max_inputs = 8, .has_output = 1,
     .on_message = relay_message,
+    SF_STAGE_DEF_SIZES,
 };
 
 SF_PLUGIN(&tensor_gen, &verify_sink, &relay)

@@ -29,12 +29,12 @@ static const sf_param_def ts_params[] = {
     {"split_ratios", SF_PARAM_STRING, "0.8,0.1,0.1", "train,validation,test proportions (by hash of the document id)"},
     {"split_seed", SF_PARAM_INT, "0", "seed of the split assignment (independent of the order seed)"},
     {"seed", SF_PARAM_INT, "0", "seed of the order: file order, corpus interleaving and shuffle"},
-    {"shuffle_buffer", SF_PARAM_INT, "10000", "documents held for shuffling (0: files in order, corpora interleaved)"},
+    {"shuffle_buffer", SF_PARAM_INT, "10000", "documents held for shuffling (0: files in order, corpora interleaved)", "[0, 10000000]"},
     {"max_docs", SF_PARAM_INT, "-1", "stop after this many documents (per replica; -1: all)"},
     {"max_doc_bytes", SF_PARAM_INT, "4194304",
-     "longer documents are skipped and counted (the tokenizer needs tens of bytes of scratch per text byte)"},
-    {"min_bytes", SF_PARAM_INT, "1", "shorter documents are skipped and counted"},
-    {"on_error", SF_PARAM_STRING, "skip", "bad input (invalid UTF-8, malformed JSON, missing field): skip or fail"},
+     "longer documents are skipped and counted (the tokenizer needs tens of bytes of scratch per text byte)", "[1, inf)"},
+    {"min_bytes", SF_PARAM_INT, "1", "shorter documents are skipped and counted", "[0, inf)"},
+    {"on_error", SF_PARAM_STRING, "skip", "bad input (invalid UTF-8, malformed JSON, missing field): skip or fail", "skip|fail"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -102,9 +102,6 @@ static int ts_read_params(sf_ctx *ctx, ts_config *cfg_out) {
     cfg.seed = (uint64_t)sf_param_int(ctx, "seed");
     int64_t buf = sf_param_int(ctx, "shuffle_buffer"), maxb = sf_param_int(ctx, "max_doc_bytes"),
             minb = sf_param_int(ctx, "min_bytes");
-    if (buf < 0 || buf > 10000000) return sf_param_fail(ctx, "shuffle_buffer", "must be in [0, 10000000]");
-    if (maxb < 1) return sf_param_fail(ctx, "max_doc_bytes", "must be 1 or more");
-    if (minb < 0) return sf_param_fail(ctx, "min_bytes", "must be 0 or more");
     cfg.shuffle_buffer = (size_t)buf;
     cfg.max_doc_bytes = (size_t)maxb;
     cfg.min_chars = (size_t)minb;
@@ -267,6 +264,8 @@ static const sf_stage_def text_source_def = {
     .check = ts_check,
     .produce = ts_produce,
     .destroy = ts_destroy,
+    SF_STAGE_DEF_SIZES,
+    .emits = "document",
 };
 
 SF_PLUGIN(&text_source_def)

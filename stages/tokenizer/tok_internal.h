@@ -156,6 +156,8 @@ void tok_hf_scratch_free(void *hf_scratch);
 /* Model algorithms over a normalised span, appending to out (tok_core.c). */
 int tok_push(tok_ids *out, int32_t id);
 int tok_unigram(const tok_tokenizer *t, const char *s, size_t len, bool fuse_unk, tok_ids *out);
+/* SentencePiece BPE of normalized text s (user-defined pieces kept whole, unused pieces re-split). */
+int tok_spm_bpe(const tok_tokenizer *t, const char *s, size_t len, tok_ids *out);
 
 /* BPE merge priorities: spm uses the merged piece's score, HF the merge rank (tok_hf.c). */
 typedef struct tok_bpe_sym {

@@ -3,13 +3,14 @@
  * paper's 64 + BOS); optionally balanced by label and shuffled across documents (tk_mix.h, the
  * paper's SAE data); batches of `batch` sequences go out per message. Also adds the
  * `saeflow tokenize` subcommand. */
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "saeflow.h"
+#include "sf_kinds.h"
+#include "sf_util.h"
 #include "shards.h"
 #include "tk_mix.h"
 #include "tok.h"
@@ -18,16 +19,16 @@ static const sf_param_def tk_params[] = {
     {"tokenizer", SF_PARAM_STRING, NULL,
      "tokenizer.json or SentencePiece .model file, or a folder holding one (tokenizer.json first); a comma-separated "
      "list is tried in order (\"suite,suite/step-1\": the suite's, else the checkpoint's own)"},
-    {"seq_len", SF_PARAM_INT, "64", "tokens per sequence, BOS not counted"},
+    {"seq_len", SF_PARAM_INT, "64", "tokens per sequence, BOS not counted", "[1, 1048576]"},
     {"bos", SF_PARAM_BOOL, "true", "start every sequence with BOS"},
     {"bos_id", SF_PARAM_INT, "-1", "BOS id (-1: the tokenizer's)"},
     {"mode", SF_PARAM_STRING, "chunk",
-     "chunk: cut each document into consecutive seq_len pieces; truncate: its first seq_len tokens only"},
+     "chunk: cut each document into consecutive seq_len pieces; truncate: its first seq_len tokens only", "chunk|truncate"},
     {"drop_remainder", SF_PARAM_BOOL, "true",
      "drop a sequence that would need padding (the paper); false pads it with pad_id"},
     {"pad_id", SF_PARAM_INT, "-1", "padding id when drop_remainder = false (must be set then)"},
     {"max_seqs_per_doc", SF_PARAM_INT, "-1", "at most this many sequences from one document (-1: all)"},
-    {"batch", SF_PARAM_INT, "32", "sequences per emitted message"},
+    {"batch", SF_PARAM_INT, "32", "sequences per emitted message", "[1, 1048576]"},
     {"shuffle_buffer", SF_PARAM_INT, "0",
      "sequences held to shuffle across documents (the paper permutes all its sequences at random): each "
      "goes out at a random time within about this many; 0: in document order. Memory: this x (T x 4 + 16) "
@@ -55,51 +56,15 @@ static const sf_param_def tk_params[] = {
 };
 
 /* ---- tokenizers shared by the replicas of one process (read-only once loaded) ---- */
-typedef struct tk_shared {
-    char *path;
-    tok_tokenizer *tok;
-    int refs;
-    struct tk_shared *next;
-} tk_shared;
-static tk_shared *tk_cache;
-static pthread_mutex_t tk_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static void tk_free_shared(void *t) { tok_free(t); }
+static sf_shared_cache tk_cache = SF_SHARED_CACHE_INIT(tk_free_shared);
 
-static tok_tokenizer *tk_acquire(const char *path, char *err, size_t errlen) {
-    pthread_mutex_lock(&tk_cache_lock);
-    tk_shared *s = tk_cache;
-    while (s && strcmp(s->path, path) != 0) s = s->next;
-    if (!s) {
-        tok_tokenizer *t = tok_load(path, err, errlen);
-        if (t && (s = calloc(1, sizeof *s)) && (s->path = strdup(path))) {
-            s->tok = t;
-            s->next = tk_cache;
-            tk_cache = s;
-        } else if (t) {
-            free(s);
-            s = NULL;
-            tok_free(t);
-            snprintf(err, errlen, "out of memory");
-        }
-    }
-    if (s) s->refs++;
-    pthread_mutex_unlock(&tk_cache_lock);
-    return s ? s->tok : NULL;
-}
-
-static void tk_release(tok_tokenizer *t) {
-    pthread_mutex_lock(&tk_cache_lock);
-    for (tk_shared **p = &tk_cache; *p; p = &(*p)->next) {
-        tk_shared *s = *p;
-        if (s->tok != t) continue;
-        if (--s->refs == 0) {
-            *p = s->next;
-            tok_free(s->tok);
-            free(s->path);
-            free(s);
-        }
-        break;
-    }
-    pthread_mutex_unlock(&tk_cache_lock);
+static void *tk_load_shared(const char *path, void *arg) {
+    (void)arg;
+    char err[1024];
+    tok_tokenizer *t = tok_load(path, err, sizeof err);
+    if (!t) sf_fail("%s", err);
+    return t;
 }
 
 /* ---- the stage ---- */
@@ -243,17 +208,15 @@ static int tk_params_load(sf_ctx *ctx, tk_stage *st) {
     st->pad_id = sf_param_int(ctx, "pad_id");
     st->drop_remainder = sf_param_bool(ctx, "drop_remainder");
     const char *mode = sf_param_str(ctx, "mode");
-    if (strcmp(mode, "chunk") != 0 && strcmp(mode, "truncate") != 0)
-        return sf_param_fail(ctx, "mode", "must be chunk or truncate, not '%s'", mode);
     st->truncate = strcmp(mode, "truncate") == 0;
-    if (st->seq_len < 1 || st->seq_len > (1 << 20)) return sf_param_fail(ctx, "seq_len", "must be in [1, 1048576]");
-    if (st->batch < 1 || st->batch > (1 << 20)) return sf_param_fail(ctx, "batch", "must be in [1, 1048576]");
     char err[1024];
     char *path = st->tok_path;
     if (tok_find(sf_param_str(ctx, "tokenizer"), path, sizeof st->tok_path, err, sizeof err) != 0)
         return sf_param_fail(ctx, "tokenizer", "%s", err);
-    if (!(st->tok = tk_acquire(path, err, sizeof err)))
+    if (!(st->tok = sf_shared_acquire(&tk_cache, path, tk_load_shared, NULL))) {
+        snprintf(err, sizeof err, "%s", sf_last_error());
         return sf_param_fail(ctx, "tokenizer", "%s (a tokenizer.json or SentencePiece .model file)", err);
+    }
     int32_t vocab = tok_vocab_size(st->tok);
     if (!st->drop_remainder && (st->pad_id < 0 || st->pad_id >= vocab))
         return sf_param_fail(ctx, "pad_id", "drop_remainder = false needs pad_id in [0, %d)", vocab);
@@ -277,7 +240,7 @@ static int tk_params_load(sf_ctx *ctx, tk_stage *st) {
 static int tk_check(sf_ctx *ctx) {
     tk_stage st = {0};
     int rc = tk_params_load(ctx, &st);
-    if (st.tok) tk_release(st.tok);
+    if (st.tok) sf_shared_release(&tk_cache, st.tok);
     return rc;
 }
 
@@ -376,11 +339,9 @@ static int tk_add(sf_ctx *ctx, tk_stage *st, const int32_t *row, int64_t doc_id,
 }
 
 /* The document's corpus fingerprint (optional) becomes the batch's: a batch holds one corpus. */
-static int tk_set_corpus(sf_ctx *ctx, tk_stage *st, const sf_msg *msg) {
-    const char *c = "";
-    size_t n = 0;
-    if (sf_msg_has(msg, "corpus") && sf_msg_get_str(msg, "corpus", &c, &n) != SF_OK)
-        return sf_fail("document message: %s", sf_last_error());
+static int tk_set_corpus(sf_ctx *ctx, tk_stage *st, sf_strv corpus) {
+    const char *c = corpus.present ? corpus.s : "";
+    size_t n = corpus.len;
     bool same = st->corpus ? strlen(st->corpus) == n && memcmp(st->corpus, c, n) == 0 : n == 0;
     if (same) return SF_OK; /* checked when it first came */
     if (st->mix && st->mix_split)
@@ -471,16 +432,12 @@ static int tk_mix_check_split(tk_stage *st, const char *split, size_t len) {
 static int tk_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
     (void)input;
     tk_stage *st = state;
-    const char *text, *label = "", *split = "";
-    size_t text_len, label_len = 0, split_len = 0;
-    int64_t doc_id;
-    if (sf_msg_get_str(msg, "text", &text, &text_len) != SF_OK || sf_msg_get_int(msg, "doc_id", &doc_id) != SF_OK)
-        return sf_fail("document message: %s", sf_last_error());
-    if (sf_msg_has(msg, "label") && sf_msg_get_str(msg, "label", &label, &label_len) != SF_OK)
-        return sf_fail("document message: %s", sf_last_error());
-    if (sf_msg_has(msg, "split") && sf_msg_get_str(msg, "split", &split, &split_len) != SF_OK)
-        return sf_fail("document message: %s", sf_last_error());
-    if (tk_set_corpus(ctx, st, msg) != SF_OK) return SF_ERR;
+    sf_document_msg d;
+    if (sf_read_document(msg, &d) != SF_OK) return SF_ERR;
+    const char *text = d.text.s, *label = d.label.present ? d.label.s : "", *split = d.split.present ? d.split.s : "";
+    size_t text_len = d.text.len, label_len = d.label.len, split_len = d.split.len;
+    int64_t doc_id = d.doc_id;
+    if (tk_set_corpus(ctx, st, d.corpus) != SF_OK) return SF_ERR;
     int label_index = 0;
     if (st->mix && (tk_mix_check_split(st, split, split_len) != SF_OK ||
                     (label_index = tk_label_index(st, label, label_len)) < 0))
@@ -553,7 +510,7 @@ static int tk_on_eos(sf_ctx *ctx, void *state) {
 static void tk_destroy(void *state) {
     tk_stage *st = state;
     if (!st) return;
-    if (st->tok) tk_release(st->tok);
+    if (st->tok) sf_shared_release(&tk_cache, st->tok);
     tok_ids_free(&st->ids);
     sh_keys_free(&st->stored);
     tk_mix_free(st->mix);
@@ -599,6 +556,8 @@ static const sf_stage_def tokenizer_def = {
     .on_eos = tk_on_eos,
     .destroy = tk_destroy,
     .commands = tk_commands,
+    SF_STAGE_DEF_SIZES,
+    .takes = "document", .emits = "tokens",
 };
 
 SF_PLUGIN(&tokenizer_def)

@@ -40,6 +40,8 @@ const sf_stage_entry *sf_plugins_find(const char *name) {
     return NULL;
 }
 
+const sf_stage_entry *sf_plugins_at(size_t i) { return i < sizeof defs / sizeof *defs ? &entries[i] : NULL; }
+
 int sf_plugins_load_file(const char *path) { return sf_fail("cannot load plugin %s: plugins are not loaded while fuzzing", path); }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -16,6 +16,8 @@
 #include "fm_classify.h"
 #include "fm_report.h"
 #include "saeflow.h"
+#include "sf_params.h"
+#include "sf_util.h"
 
 const sf_stage_def *const *saeflow_stages(void);
 
@@ -59,12 +61,6 @@ const char *sf_instance_name(sf_ctx *ctx) { (void)ctx; return "feature_miner"; }
 void sf_progress(sf_ctx *ctx, uint64_t done, uint64_t total, const char *unit) { (void)ctx, (void)done, (void)total, (void)unit; }
 void sf_count(sf_ctx *ctx, const char *counter, int64_t delta) { (void)ctx, (void)counter, (void)delta; }
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int fail(const char *what) {
     fprintf(stderr, "fm_drive: %s: %s\n", what, sf_last_error());
     return 1;
@@ -85,8 +81,12 @@ int main(int argc, char **argv) {
         return 1;
     }
     void *state = NULL;
-    double t0 = now();
-    int rc = def->init(&ctx, &state) == SF_OK ? 0 : fail("init");
+    double t0 = sf_now();
+    int rc = 0;
+    for (const sf_param_def *p = def->params; rc == 0 && p->name; p++) /* the ranges, as saeflow check */
+        if (sf_range_check(p, param(&ctx, p->name) ? param(&ctx, p->name) : "") != SF_OK)
+            rc = fail(p->name);
+    if (rc == 0 && def->init(&ctx, &state) != SF_OK) rc = fail("init");
     unsigned char hdr[4];
     while (rc == 0 && fread(hdr, 1, 4, fp) == 4) {
         size_t len = (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 | (size_t)hdr[3] << 24;
@@ -104,9 +104,9 @@ int main(int argc, char **argv) {
         free(buf);
     }
     fclose(fp);
-    double t1 = now();
+    double t1 = sf_now();
     if (rc == 0 && def->on_eos && def->on_eos(&ctx, state) != SF_OK) rc = fail("on_eos");
-    if (getenv("FM_DRIVE_TIMES")) fprintf(stderr, "fm_drive: stream %.3f s, end of stream %.3f s\n", t1 - t0, now() - t1);
+    if (getenv("FM_DRIVE_TIMES")) fprintf(stderr, "fm_drive: stream %.3f s, end of stream %.3f s\n", t1 - t0, sf_now() - t1);
     if (def->finish) def->finish(&ctx, state);
     if (def->destroy) def->destroy(state);
     return rc;

@@ -61,7 +61,7 @@ def main():
     run(m, "want [B, T, 16]")
     m = good()
     m["acts"] = m["acts"][0]
-    run(m, "want [B, T, 16]")
+    run(m, "want F32, BF16 or F16 [B, T, d]")
     m = good()
     del m["tokens"]
     run(m, "'tokens'")
@@ -70,7 +70,7 @@ def main():
     run(m, "'tokens'")
     m = good()
     m["tokens"] = m["tokens"].astype(np.float32)
-    run(m, "int32/int64")
+    run(m, "'tokens': want int32")
     m = good()
     m["label"] = ["en"]
     run(m, "'label'")
@@ -78,9 +78,11 @@ def main():
     m["doc_id"] = np.zeros(5, np.int64)
     run(m, "'doc_id'")
     m = good()
-    m["tokens"] = m["tokens"].astype(np.int64)
-    m["tokens"][0, 0] = 1 << 40
-    run(m, "out of range")
+    m["tokens"] = m["tokens"].astype(np.int64)  # MESSAGES.md: tokens are int32
+    run(m, "'tokens': want int32")
+    m = good()
+    m["doc_id"] = m["doc_id"].astype(np.int32)  # MESSAGES.md: doc_id is int64
+    run(m, "'doc_id': want int64")
     run(msgpack.packb([1, 2]), "not a MessagePack map")
     run(b"\x93\x01\x02", "not valid MessagePack")
     run(good(), "top_n", top_n=0)

@@ -163,7 +163,8 @@ def make(tmp, rng):
     with open(msgs, "wb") as f:
         for b0 in range(0, len(order), 5):
             idx = order[b0:b0 + 5]
-            msg = {"acts": np.stack([seqs[i][3] for i in idx]), "tokens": np.stack([seqs[i][4] for i in idx]),
+            msg = {"acts": np.stack([seqs[i][3] for i in idx]).astype(np.float32),  # MESSAGES.md: f32 or bf16
+                   "tokens": np.stack([seqs[i][4] for i in idx]),
                    "doc_id": np.array([seqs[i][0] for i in idx], np.int64),
                    "pos": np.array([seqs[i][2] for i in idx], np.int32), "label": [seqs[i][1] for i in idx],
                    "split": "train", "hook": "resid_post.1", "layer": 1, "model": "fixture", "checkpoint": "step1"}
@@ -320,6 +321,20 @@ def main():
         check(f"{share:.1f}%" in md.split("step1")[1].splitlines()[0] and "x-ling (pairs)" in md,
               f"report.md's row shows the share {share:.1f}% under x-ling (pairs)")
         check(f"{share:.1f}%" in html and "Cross-lingual (pairs" in html, "report.html shows it and charts it")
+
+    # The corpus as two files (every English row in one, every Japanese row in the other): the same.
+    rows_all = [json.loads(l) for l in gzip.open(corpus, "rt")]
+    halves = [os.path.join(tmp, f"half{i}.jsonl") for i in (0, 1)]
+    for i, path in enumerate(halves):
+        with open(path, "w") as f:
+            f.writelines(json.dumps(x) + "\n" for x in rows_all if (x["lang"] == "ja") == i)
+    out2 = os.path.join(tmp, "out2")
+    r = subprocess.run([drive, "stage", msgs, f"sae={sae_dir}", f"out={out2}", f"pairs={','.join(halves)}",
+                        f"pairs_permutations={PERMS}", f"seed={SEED}", f"pairs_alpha={ALPHA}", "threads=1"],
+                       capture_output=True, text=True, timeout=120)
+    p2 = json.load(open(os.path.join(out2, "summary.json"))).get("pairs", {}) if r.returncode == 0 else {}
+    check(r.returncode == 0 and {k: v for k, v in p2.items() if k != "corpus"} == {k: v for k, v in ps.items() if k != "corpus"},
+          "pairs = two files (English rows in one, Japanese in the other) gives the same block" + ("" if r.returncode == 0 else ": " + r.stderr[-300:]))
 
     # Errors name the problem.
     def fails(what, corpus_rows, words, stream=msgs):

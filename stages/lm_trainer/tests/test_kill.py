@@ -80,7 +80,7 @@ def args(tmp, out, *extra):
 
 def saves(out):
     idx = json.load(open(os.path.join(out, "checkpoints.json")))
-    return [{k: v for k, v in e.items() if k != "model"} for e in idx]
+    return [{k: v for k, v in e.items() if k != "path"} for e in idx]
 
 
 def main():

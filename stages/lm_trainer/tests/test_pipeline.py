@@ -79,8 +79,8 @@ stage sink = verify_sink {
     report = "${report}"
 }
 """)
-    msgs = [{"model": f"{tmp}/lm/step-{s:06d}", "checkpoint": f"step-{s:06d}", "step": s, "tokens": s * 64,
-             "valid_seqs": 0, "dtype": "bf16"} for s in (3, 5, 7)]
+    msgs = [{"path": f"{tmp}/lm/step-{s:06d}", "step": s, "tokens_seen": s * 64, "train_loss": 1.0}
+            for s in (3, 5, 7)]
     rc, err = feed_run(tmp, "n={step} report={dir}-report-{checkpoint}.txt", msgs)
     check(rc == 0, "checkpoint_run ran a pipeline per checkpoint" + ("" if rc == 0 else ":\n" + err[-2000:]))
     for s in (3, 5, 7):
@@ -102,7 +102,7 @@ stage sink = verify_sink {
     for e in saves:
         man = os.path.join(runs, "extract", e["checkpoint"], "L2", "manifest.json")
         m = json.load(open(man)) if os.path.exists(man) else {}
-        check(m.get("complete") is True and m.get("sequences", 0) > 0 and m.get("model") == e["model"] and
+        check(m.get("complete") is True and m.get("sequences", 0) > 0 and m.get("model") == e["path"] and
               m.get("checkpoint") == e["checkpoint"],
               f"{e['checkpoint']}: its activations extracted into shards recording it ({m.get('model')}, "
               f"{m.get('sequences')} sequences)")

@@ -162,10 +162,11 @@ def main():
                 if not m:
                     break
                 msgs.append(msgpack.unpackb(m, raw=False))
-            check([m["step"] for m in msgs] == [0, 2, 4] and msgs[-1]["model"] == ck and msgs[-1]["tokens"] == 4 * 2 * 64
-                  and "train_loss" not in msgs[0] and msgs[-1]["train_loss"] > 0 and msgs[-1]["valid_loss"] > 0
+            check([m["step"] for m in msgs] == [0, 2, 4] and msgs[-1]["path"] == ck and msgs[-1]["tokens_seen"] == 4 * 2 * 64
+                  and msgs[0]["train_loss"] != msgs[0]["train_loss"] and msgs[-1]["train_loss"] > 0
+                  and msgs[-1]["val_loss"] > 0 and msgs[-1]["val_seqs"] == 4
                   and msgs[-1]["checkpoint"] == "step-000004" and msgs[-1]["dtype"] == "bf16",
-                  f"checkpoint messages downstream: {[(m['step'], m.get('train_loss'), m.get('valid_loss')) for m in msgs]}")
+                  f"checkpoint messages downstream: {[(m['step'], m.get('train_loss'), m.get('val_loss')) for m in msgs]}")
     pull.close(0)
     ctx.term()
 

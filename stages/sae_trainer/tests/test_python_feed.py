@@ -4,7 +4,8 @@ them (acts [B, T, d] float32 and float16, hook/layer/model/split): other splits 
 inf/NaN are dropped and counted, the metadata reaches the model's config, and the model is finite.
 
 Then, with activations known here: sae_eval's MSE, FVU, cosine, L0 and dead fraction against numpy
-computed independently from the saved weights; and normalize=scalar's factor sqrt(d) / mean norm
+computed independently from the saved weights, and its refusal of activations of another hook,
+checkpoint or model than the SAE was trained on (unless accept_sae_mismatch); and normalize=scalar's factor sqrt(d) / mean norm
 from the norm_mean parameter, from a real shard_writer manifest (norm_manifest: the dataset-wide
 mean, numpy) and, without either, from the first batch (numpy over its rows).
 
@@ -51,8 +52,9 @@ def read_st(path):
     return out
 
 
-def feed(tmp, body, msgs):
-    """Runs `zmq_in -> body` (body reads stage `feed`), sends msgs; -> stderr of the run."""
+def feed(tmp, body, msgs, ok=True):
+    """Runs `zmq_in -> body` (body reads stage `feed`), sends msgs; -> stderr of the run (which must
+    succeed, or with ok=False exit 1)."""
     port = random.randrange(20000, 60000)
     flow = os.path.join(tmp, "f.sf")
     with open(flow, "w") as f:
@@ -67,7 +69,8 @@ def feed(tmp, body, msgs):
     err = p.communicate(timeout=120)[1]
     push.close(0)
     ctx.term()
-    check(p.returncode == 0, "pipeline ran" + ("" if p.returncode == 0 else ":\n" + err))
+    want = 0 if ok else 1
+    check(p.returncode == want, f"pipeline exited {want}" + ("" if p.returncode == want else ":\n" + err))
     return err
 
 
@@ -102,6 +105,19 @@ def test_eval(tmp, sae_dir):
     for key, v in want.items():
         check(abs(got[key] - v) <= 1e-5 * max(1.0, abs(v)), f"sae_eval {key} {got[key]:.6g} = numpy {v:.6g}")
     check(0 < want["fvu"] < 1 and 0 < want["dead_fraction"] < 1, "non-trivial: some latents never fire on these 128 tokens")
+
+    # Activations of another hook, checkpoint or model than the SAE's config records: refused
+    # naming both sides, nothing written (it used to report an FVU for the wrong layer, exit 0);
+    # accept_sae_mismatch = true evaluates anyway.
+    for field, value in (("hook", "resid_post.2"), ("checkpoint", "step2000"), ("model", "other-llama")):
+        other = os.path.join(tmp, f"eval-{field}.json")
+        body = f"stage ev = sae_eval {{\n    input = feed\n    sae_dir = \"{sae_dir}\"\n    out = \"{other}\"\n}}\n"
+        err = feed(tmp, body, [dict(acts_msg(a, "test"), **{field: value}) for a in acts], ok=False)
+        check(value in err and "accept_sae_mismatch" in err and not os.path.exists(other),
+              f"sae_eval on activations of another {field} ({value}) is refused naming it, no {os.path.basename(other)}")
+    feed(tmp, body.replace("}\n", "    accept_sae_mismatch = true\n}\n"),
+         [dict(acts_msg(a, "test"), model="other-llama") for a in acts])
+    check(json.load(open(other))["tokens"] == len(x), "accept_sae_mismatch = true evaluates them anyway")
 
 
 def test_scalar_norm(tmp):

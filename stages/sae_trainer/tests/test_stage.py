@@ -66,8 +66,9 @@ stage sae = sae_trainer {
 EVAL = """
 set dir = full
 set out = eval.json
+set count = 40
 stage gen = tensor_gen {
-    count = 40
+    count = ${count}
     rows = 64
     cols = %d
     seed = 9
@@ -216,6 +217,11 @@ def main():
     check(r["tokens"] == 40 * 64 and 0 < r["fvu"] < 1 and 0 < r["cosine"] <= 1 and r["l0"] <= K
           and 0 <= r["dead_fraction"] <= 1, f"eval.json: {r}")
     check(abs(r["fvu"] - jl[-1]["fvu"]) < 0.25, "held-out FVU near the last training FVU")
+    none = os.path.join(tmp, "eval-none.json")
+    p = subprocess.run([SAEFLOW, "run", os.path.join(tmp, "eval.sf"), "--no-progress", f"dir={full}", f"out={none}",
+                        "count=0"], capture_output=True, text=True, timeout=120)
+    check(p.returncode == 1 and "no activations arrived (0 tokens): nothing evaluated" in p.stderr and
+          not os.path.exists(none), "sae_eval of an empty stream fails, writes no eval.json")
 
     # 5. A new, shorter run into the finished SAE's directory is refused (it used to replace it
     # silently); with overwrite = true it trains beside it (full.partial) and replaces it whole.

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sf_util.h"
 #include "shards.h"
 
 typedef struct args {
@@ -29,12 +30,6 @@ typedef struct args {
         epochs, seed, part, parts, reorder;
     int shuffle, verify, no_resume, bench;
 } args;
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int parse(int argc, char **argv, args *a) {
     *a = (args){.split = "train", .model = "synthetic", .hook = "resid_post.3", .dtype = SF_F32, .in_dtype = SF_F32,
@@ -141,7 +136,7 @@ static int run_write(const args *a) {
         bs[i] = bs[j];
         bs[j] = t;
     }
-    double t0 = now();
+    double t0 = sf_now();
     int rc = SF_OK;
     for (int64_t n = 0; n < nb && rc == SF_OK; n++) {
         int64_t k = bs[n].k, s = bs[n].s0, row = bs[n].row0, B = bs[n].B, T = bs[n].T;
@@ -178,7 +173,7 @@ static int run_write(const args *a) {
         if (a->sleep_us) usleep((useconds_t)a->sleep_us);
     }
     if (rc == SF_OK) rc = sh_writer_close(w, 1);
-    double dt = now() - t0;
+    double dt = sf_now() - t0;
     int64_t skipped, rows, shards;
     sh_writer_stats(w, &skipped, &rows, &shards);
     if (rc != SF_OK) fprintf(stderr, "error: %s\n", sf_last_error());
@@ -208,7 +203,7 @@ static int run_read(const args *a) {
     size_t cap = 0;
     int64_t rows = 0;
     int rc;
-    double t0 = now();
+    double t0 = sf_now();
     sh_out b;
     while ((rc = sh_reader_next(r, &b)) == SF_OK) {
         size_t n = (size_t)(b.B * b.T * m->run.d);
@@ -228,7 +223,7 @@ static int run_read(const args *a) {
         fwrite(b.seq, 8, (size_t)b.B, out);
         fwrite(b.label, 1, (size_t)b.B, out);
     }
-    double dt = now() - t0;
+    double dt = sf_now() - t0;
     if (rc == SF_ERR) fprintf(stderr, "error: %s\n", sf_last_error());
     printf("read %lld rows, %.3f s, %.1f MB/s of row data\n", (long long)rows, dt,
            (double)rows * (double)sh_row_bytes(&m->run) / dt / 1e6);

@@ -1,8 +1,11 @@
 """Runs a saeflow pipeline whose last stage is `zmq_out` and collects what it emits.
 
 run(saeflow, flow_text) -> (messages, returncode, stderr); the flow text must contain
-`endpoint = "@ENDPOINT@"` in its zmq_out stage (a free tcp port is put there)."""
+`endpoint = "@ENDPOINT@"` in its zmq_out stage (a free tcp port is put there). With interrupt_after
+= S, the run gets SIGINT S seconds after its first message (as Ctrl-C would), and what it emits
+while it stops is collected too."""
 import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -19,7 +22,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run(saeflow, flow_text, timeout=120):
+def run(saeflow, flow_text, timeout=120, interrupt_after=None):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     with tempfile.NamedTemporaryFile("w", suffix=".flow", delete=False) as f:
         f.write(flow_text.replace("@ENDPOINT@", endpoint))
@@ -30,14 +33,19 @@ def run(saeflow, flow_text, timeout=120):
     proc = subprocess.Popen([saeflow, "run", path, "--no-progress"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     messages = []
-    deadline = None
+    deadline = interrupt_at = None
     try:
         while True:
-            if sock.poll(200):
+            if interrupt_at and time.monotonic() > interrupt_at:
+                proc.send_signal(signal.SIGINT)
+                interrupt_at = 0
+            if sock.poll(20 if interrupt_at else 200):
                 frame = sock.recv()
                 if not frame:
                     break
                 messages.append(msgpack.unpackb(frame, object_hook=msgpack_numpy.decode))
+                if interrupt_after is not None and interrupt_at is None:
+                    interrupt_at = time.monotonic() + interrupt_after
                 continue
             if proc.poll() is not None:  # exited: a failure, or the last frames are on the way
                 if proc.returncode != 0:

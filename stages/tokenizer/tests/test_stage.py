@@ -300,5 +300,37 @@ stage out = zmq_out {{
 else:
     print("note: npm unreachable, Llama-3 stage check skipped")
 
+# Stopped (SIGINT) part-way: only whole batches go out; the batch being filled is dropped, not sent
+# short, so every batch a stopped extraction computed is one of the uninterrupted run's (a resumed
+# run, tokenizer skip_stored, computes the rest in those batches). The input: the documents 30 times
+# over (several seconds of input), one split, so every batch of an uninterrupted run is full but
+# the last.
+big = os.path.join(tmp, "big.jsonl")
+with open(big, "w") as f:
+    for r in range(30):
+        for d, m in docs.items():
+            f.write(json.dumps({"id": r * 1000000 + d, "text": m["text"]}) + "\n")
+msgs, rc, err = sfrun.run(saeflow, f"""
+stage src = text_source {{
+    corpora = "big={big}"
+    id_field = id
+    split = train
+}}
+stage tok = tokenizer {{
+    input = src
+{MODEL}
+    seq_len = 16
+    batch = 64
+}}
+stage out = zmq_out {{
+    input = tok
+    endpoint = "@ENDPOINT@"
+}}
+""", interrupt_after=0.2)
+sizes = [m["tokens"].shape[0] for m in msgs]
+check(rc == 130 and len(sizes) > 0, f"stopped part-way after {sum(sizes)} sequences, exit {rc} (130: interrupted)")
+check(set(sizes) == {64} and "stopped: the unfinished batch" in err,
+      f"a stopped run emits only whole batches of 64: {sorted(set(sizes))} ({err[-500:] if rc != 130 else ''})")
+
 print("FAILED" if failures else "all passed", failures)
 sys.exit(1 if failures else 0)
