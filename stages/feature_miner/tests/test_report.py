@@ -16,6 +16,7 @@ import tempfile
 import numpy as np
 
 import planted
+import report_svg
 
 THR = 0.7
 GRAN = ("token", "concept", "uninterpretable", "few")
@@ -69,6 +70,20 @@ def main():
                 json.dump({"tokens": 64, "mse": 0.5, "loss_tokens": 63, "loss": 3.5, "loss_sae": 3.75,
                            "loss_increase": 0.25}, f)
         runs.append(out)
+    # Where each checkpoint sits in training: the suite's checkpoints.json beside the model
+    # directories the summaries name (the fixture mines without a model, so its name is set here).
+    suite = os.path.join(tmp, "suite")
+    os.makedirs(suite)
+    tokens = {"step-000000": 0, "step-000100": 250000}
+    with open(os.path.join(suite, "checkpoints.json"), "w") as f:
+        json.dump({"parameters": 1000, "checkpoints": [{"step": int(d[5:]), "dir": d, "tokens_seen": t}
+                                                       for d, t in tokens.items()]}, f)
+    for run, d in zip(runs, tokens):
+        with open(os.path.join(run, "summary.json")) as f:
+            s = json.load(f)
+        s["model"] = os.path.join(suite, d)
+        with open(os.path.join(run, "summary.json"), "w") as f:
+            json.dump(s, f)
     rep = os.path.join(tmp, "report")
     r = subprocess.run([drive, "report", *runs, "--out", rep, "--match-threshold", str(THR)],
                        capture_output=True, text=True)
@@ -139,7 +154,48 @@ def main():
     check("match_previous" not in rj[0], "the first checkpoint has no previous one")
     with open(os.path.join(rep, "report.html"), encoding="utf-8") as f:
         html = f.read()
-    check(html.count('<svg class="chart"') == 6, "six SVG charts in report.html")
+    check(html.count('<svg class="chart"') == 8, "eight SVG charts in report.html (with the two LM loss charts)")
+    check([r_.get("tokens_per_parameter") for r_ in rj] == [0, 250] and [r_.get("step") for r_ in rj] == [0, 100],
+          f"training position from the suite's checkpoints.json: {[(r_.get('step'), r_.get('tokens_per_parameter')) for r_ in rj]}")
+    # Every point of every chart, read back through its axes' printed ticks, is report.json's number.
+    want_of = {
+        "chart-lang": lambda row, s_: row["language_paper"][s_],
+        "chart-lang-script": lambda row, s_: row["language_script"][s_],
+        "chart-gran": lambda row, s_: row["granularity"]["few" if s_ == "few examples" else s_],
+        "chart-loss": lambda row, s_: row["lm_loss" if s_ == "LM loss" else "lm_loss_sae"],
+        "chart-loss-increase": lambda row, s_: row["lm_loss_increase"],
+        "chart-fvu": lambda row, s_: row["fvu"],
+        "chart-dead": lambda row, s_: row["dead_fraction"],
+        "chart-match": lambda row, s_: row.get("match_previous", {}).get(s_),
+    }
+    svgs = report_svg.charts(html)
+    check(sorted(svgs) == sorted(want_of), f"chart ids {sorted(svgs)}")
+    n_points = 0
+    for cid, root in svgs.items():
+        try:
+            yticks, xticks, points = report_svg.read_chart(root, log_x=True)
+        except ValueError as e:
+            check(False, f"{cid}: {e}")
+            continue
+        check(min(yticks) <= 0 <= max(yticks), f"{cid}: no zero on the y axis {yticks}")
+        check(xticks == [0, 100, 1000], f"{cid}: x ticks {xticks}, want 0 and the decades 100, 1000")
+        for series, got in points.items():
+            for run_i, row in enumerate(rj):
+                ref = want_of[cid](row, series)
+                if ref is None:
+                    check(run_i not in got, f"{cid} {series}: a point for run {run_i} that has no value")
+                    continue
+                x, v, label = got.get(run_i, (None, None, None))
+                span = max(yticks) - min(yticks)
+                check(v is not None and abs(v - ref) < 0.01 * span, f"{cid} {series} run {run_i}: plotted {v}, report.json {ref}")
+                check(label is not None and abs(label - ref) <= 0.0051 * abs(ref) + 1e-12,
+                      f"{cid} {series} run {run_i}: value label {label}, report.json {ref}")
+                tpp = row["tokens_per_parameter"]
+                check(x is not None and abs(x - tpp) <= 0.02 * tpp + 1e-9, f"{cid} {series} run {run_i}: at x {x}, want {tpp}")
+                n_points += 1
+    check(n_points >= 30, f"only {n_points} points checked")
+    for word in ("persist", "same index", "chance"):
+        check(f"<dt>{word}" in html, f"report.html does not explain {word!r}")
     check("<th>LM loss (+ with SAE)</th>" in html and "<td>3.500 (+0.250)</td>" in html, "the HTML table's LM loss")
     with open(os.path.join(rep, "report.md"), encoding="utf-8") as f:
         md = f.read()
@@ -174,7 +230,7 @@ def main():
 
     for msg in failures:
         print("FAIL:", msg)
-    print(f"matching {want}; {'FAIL' if failures else 'ok'}")
+    print(f"matching {want}; {n_points} chart points read back; {'FAIL' if failures else 'ok'}")
     return 1 if failures else 0
 
 
