@@ -194,6 +194,17 @@ def main():
                 check(x is not None and abs(x - tpp) <= 0.02 * tpp + 1e-9, f"{cid} {series} run {run_i}: at x {x}, want {tpp}")
                 n_points += 1
     check(n_points >= 30, f"only {n_points} points checked")
+    # In a real browser (skipped without chromium): the page loads with no console message and
+    # its DOM holds the eight charts.
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser:
+        import test_browser
+        rc_b, dom, console = test_browser.chrome(browser, tmp, "--dump-dom", "file://" + os.path.join(rep, "report.html"))
+        n_dom = dom.count('class="chart"')
+        check(rc_b == 0 and n_dom == 8, f"chromium on report.html: exit {rc_b}, {n_dom} charts")
+        check(not console, f"console messages on report.html: {console}")
+    else:
+        print("chromium not installed (Debian: apt-get install chromium): report.html not rendered")
     for word in ("persist", "same index", "chance"):
         check(f"<dt>{word}" in html, f"report.html does not explain {word!r}")
     check("<th>LM loss (+ with SAE)</th>" in html and "<td>3.500 (+0.250)</td>" in html, "the HTML table's LM loss")
