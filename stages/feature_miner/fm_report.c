@@ -457,6 +457,7 @@ static int match_runs(fm_run *runs, int n, const char *out, double thr) {
                 runs[r].matched = 1;
                 if (write_pairs(out, r, &runs[r - 1], &runs[r], thr, prev.n, partner, cos) != 0)
                     rc = sf_fail("cannot write %s/match-%d.json", out, r);
+                else rc = fm_report_write_match_html(out, r, &runs[r - 1], &runs[r], thr, prev.n, partner, cos);
             }
             free(partner);
             free(cos);
@@ -554,7 +555,7 @@ int fm_report_main(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/report.html", a.out);
     if (rc == 0 && (sf_mkdirs(a.out) != SF_OK || (a.do_match && match_runs(runs, n, a.out, a.thr) != SF_OK) ||
                     write_markdown(a.out, runs, n, a.thr) != SF_OK ||
-                    fm_report_write_html(path, runs, n, a.thr, a.do_match) != SF_OK || write_json(a.out, runs, n, a.thr) != SF_OK)) {
+                    fm_report_write_html(a.out, runs, n, a.thr, a.do_match) != SF_OK || write_json(a.out, runs, n, a.thr) != SF_OK)) {
         fprintf(stderr, "saeflow report: %s\n", sf_last_error());
         rc = 1;
     }

@@ -9,9 +9,12 @@
 #include "fm_report_html.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "saeflow.h"
 
@@ -25,8 +28,33 @@ void fm_report_fmt_loss(char *buf, size_t cap, const fm_run *x) {
     else snprintf(buf, cap, "n/a");
 }
 
+/* An href from a page in from_dir to the file dir/name: a relative path between their real paths,
+ * so the report and the dashboards can move together. 0 (buf empty) when the file does not exist. */
+static int rel_href(char *buf, size_t cap, const char *from_dir, const char *dir, const char *name) {
+    char target[PATH_MAX], a[PATH_MAX], b[PATH_MAX];
+    buf[0] = 0;
+    snprintf(target, sizeof target, "%s/%s", dir, name);
+    if (access(target, R_OK) != 0 || !realpath(from_dir, a) || !realpath(target, b)) return 0;
+    size_t common = 0;
+    for (size_t i = 0; a[i] && a[i] == b[i]; i++)
+        if (a[i] == '/') common = i;
+    if (strncmp(a, b, strlen(a)) == 0 && b[strlen(a)] == '/') common = strlen(a);
+    size_t len = 0;
+    for (const char *p = a + common; *p; p++)
+        if (*p == '/' && len + 4 < cap) memcpy(buf + len, "../", 3), len += 3;
+    snprintf(buf + len, cap - len, "%s", b + common + 1);
+    return 1;
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* Axes                                                                                            */
+
+/* One style for report.html and the match pages: a font stack with CJK faces for Japanese tokens. */
+#define FM_REPORT_STYLE \
+    "<style>body{font-family:system-ui,\"Noto Sans\",\"Noto Sans CJK JP\",\"Hiragino Sans\",\"Yu Gothic\",\"Meiryo\"," \
+    "sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;" \
+    "padding:2px 6px;text-align:right}th{background:#f3f3f3}figure{display:inline-block;margin:0.5em}" \
+    "svg text{font-family:inherit}dt{font-weight:bold}dd{margin:0 0 0.4em 1.5em}</style>"
 
 typedef enum { X_TOKENS_PER_PARAM, X_STEP, X_ORDER } x_kind;
 
@@ -195,7 +223,7 @@ static double v_match(const fm_run *r, int s) {
 
 /* ---------------------------------------------------------------------------------------------- */
 
-static void html_table(FILE *html, const fm_run *runs, int n) {
+static void html_table(FILE *html, const char *out, const fm_run *runs, int n) {
     fputs("<table id=\"report\"><thead><tr><th>checkpoint</th><th>tokens / parameter</th>"
           "<th>alive</th><th>en</th><th>ja</th><th>mixed</th><th>x-ling (pairs)</th><th>token</th><th>concept</th><th>uninterpretable</th><th>FVU</th><th>dead</th>"
           "<th>LM loss (+ with SAE)</th><th>persist</th><th>appear</th><th>vanish</th><th>same index</th><th>chance</th></tr></thead><tbody>\n", html);
@@ -207,15 +235,22 @@ static void html_table(FILE *html, const fm_run *runs, int n) {
         fm_report_fmt_num(pairs, sizeof pairs, 100 * x->pairs, "%.1f%%");
         fm_report_fmt_num(tpp, sizeof tpp, x->tokens_seen / x->parameters, "%.3g");
         fm_report_fmt_loss(loss, sizeof loss, x);
+        char href[PATH_MAX];
         fputs("<tr><td style=\"text-align:left\">", html);
+        if (rel_href(href, sizeof href, out, x->dir, "index.html")) {
+            fputs("<a class=\"dashboard\" href=\"", html);
+            fm_html_text(html, href);
+            fputs("\">", html);
+        }
         fm_html_text(html, x->name);
-        fprintf(html, "</td><td>%s</td><td>%d</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%s</td><td>%.1f%%</td><td>%.1f%%</td>"
+        fprintf(html, "%s</td><td>%s</td><td>%d</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%s</td><td>%.1f%%</td><td>%.1f%%</td>"
                       "<td>%.1f%%</td><td>%s</td><td>%s</td><td>%s</td>",
-                tpp, x->alive, 100 * x->lang[FM_RULE_PAPER][FM_FLANG_EN], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_JA],
+                href[0] ? "</a>" : "", tpp, x->alive, 100 * x->lang[FM_RULE_PAPER][FM_FLANG_EN], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_JA],
                 100 * x->lang[FM_RULE_PAPER][FM_FLANG_MIXED], pairs, 100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
                 100 * x->gran[FM_GRAN_UNINTERPRETABLE], fvu, dead, loss);
         if (x->matched)
-            fprintf(html, "<td>%d</td><td>%d</td><td>%d</td><td>%.1f%%</td><td>%.2g</td></tr>\n", x->match.persist,
+            fprintf(html, "<td><a href=\"match-%d.html\">%d</a></td><td>%d</td><td>%d</td><td>%.1f%%</td><td>%.2g</td></tr>\n",
+                    (int)(x - runs), x->match.persist,
                     x->match.appear, x->match.vanish,
                     x->match.persist ? 100.0 * x->match.same_index / x->match.persist : 0, x->match.chance_persist);
         else fputs("<td></td><td></td><td></td><td></td><td></td></tr>\n", html);
@@ -240,16 +275,75 @@ static void html_glossary(FILE *html, double thr) {
         "random; persist far above it means the features really carry over.</dd></dl>\n", thr);
 }
 
-int fm_report_write_html(const char *path, const fm_run *runs, int n, double thr, int do_match) {
+/* Each alive feature of a, its closest feature in b, their cosine; most similar first. */
+typedef struct { int id, partner; float cos; } match_row;
+static int by_cos_desc(const void *x, const void *y) {
+    const match_row *a = x, *b = y;
+    return (b->cos > a->cos) - (b->cos < a->cos);
+}
+
+int fm_report_write_match_html(const char *out, int r, const fm_run *a, const fm_run *b, double thr, int n,
+                               const int *partner, const float *cos) {
+    match_row *rows = sf_alloc("the match page's rows", (size_t)(n > 0 ? n : 1), sizeof *rows);
+    if (!rows) return SF_ERR;
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (partner[i] >= 0) rows[m++] = (match_row){i, partner[i], cos[i]};
+    qsort(rows, (size_t)m, sizeof *rows, by_cos_desc);
+    char path[PATH_MAX], ha[PATH_MAX], hb[PATH_MAX], page[64];
+    snprintf(path, sizeof path, "%s/match-%d.html", out, r);
+    FILE *fp = fopen(path, "w");
+    if (!fp) {
+        free(rows);
+        return sf_fail("cannot write %s: %s", path, strerror(errno));
+    }
+    fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Matched features</title>" FM_REPORT_STYLE
+          "</head><body><p><a href=\"report.html\">&larr; report</a></p><h1>", fp);
+    fm_html_text(fp, a->name);
+    fputs(" &rarr; ", fp);
+    fm_html_text(fp, b->name);
+    fprintf(fp, "</h1><p>Every alive feature of the earlier checkpoint with the closest decoder direction among the later "
+                "one's alive features; it persists when their cosine is &ge; %.2f. Feature numbers link to their "
+                "pages in each checkpoint's dashboard (when it was written).</p>\n<table id=\"matches\"><thead><tr><th>",
+            thr);
+    fm_html_text(fp, a->name);
+    fputs("</th><th>", fp);
+    fm_html_text(fp, b->name);
+    fputs("</th><th>cosine</th><th>persists</th></tr></thead><tbody>\n", fp);
+    for (int k = 0; k < m; k++) {
+        snprintf(page, sizeof page, "features/%d.html", rows[k].id);
+        rel_href(ha, sizeof ha, out, a->dir, page);
+        snprintf(page, sizeof page, "features/%d.html", rows[k].partner);
+        rel_href(hb, sizeof hb, out, b->dir, page);
+        const int ids[2] = {rows[k].id, rows[k].partner};
+        const char *hrefs[2] = {ha, hb};
+        fputs("<tr>", fp);
+        for (int s = 0; s < 2; s++) {
+            if (hrefs[s][0]) {
+                fputs("<td><a href=\"", fp);
+                fm_html_text(fp, hrefs[s]);
+                fprintf(fp, "\">%d</a></td>", ids[s]);
+            } else fprintf(fp, "<td>%d</td>", ids[s]);
+        }
+        fprintf(fp, "<td>%.4f</td><td>%s</td></tr>\n", rows[k].cos, rows[k].cos >= thr ? "yes" : "no");
+    }
+    fputs("</tbody></table></body></html>\n", fp);
+    free(rows);
+    if (ferror(fp) | fclose(fp)) return sf_fail("cannot write %s (disk full?)", path);
+    return SF_OK;
+}
+
+int fm_report_write_html(const char *out, const fm_run *runs, int n, double thr, int do_match) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/report.html", out);
     FILE *html = fopen(path, "w");
     if (!html) return sf_fail("cannot write %s: %s", path, strerror(errno));
     fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>SAE features across checkpoints</title>"
-          "<style>body{font-family:system-ui,\"Noto Sans\",\"Noto Sans CJK JP\",\"Hiragino Sans\",\"Yu Gothic\",\"Meiryo\","
-          "sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-          "padding:2px 6px;text-align:right}th{background:#f3f3f3}figure{display:inline-block;margin:0.5em}"
-          "svg text{font-family:inherit}dt{font-weight:bold}dd{margin:0 0 0.4em 1.5em}</style>"
+          FM_REPORT_STYLE
           "</head><body><h1>SAE features across checkpoints</h1>\n", html);
-    html_table(html, runs, n);
+    fputs("<p>Checkpoint names link to their feature dashboards (when mined with <code>html = true</code>); "
+          "persist counts to the matched features, each linked to its page in both dashboards.</p>\n", html);
+    html_table(html, out, runs, n);
     html_glossary(html, thr);
     x_axis ax = choose_x(runs, n);
     const char *lang_s[] = {"en", "ja", "mixed"}, *lang_c[] = {"#1f77b4", "#d62728", "#9467bd"};

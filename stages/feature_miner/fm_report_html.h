@@ -39,7 +39,14 @@ void fm_report_fmt_num(char *buf, size_t cap, double v, const char *fmt);
 /* "3.985 (+0.036)": the LM loss and its change with the SAE, as README's table shows them. */
 void fm_report_fmt_loss(char *buf, size_t cap, const fm_run *x);
 
-/* OUT/report.html: the table and the charts. SF_OK or SF_ERR (sf_fail naming the file). */
-int fm_report_write_html(const char *path, const fm_run *runs, int n, double thr, int do_match);
+/* OUT/report.html: the table (checkpoint names linked to each run's dashboard, RUN_DIR/index.html,
+ * when it exists), a glossary and the charts. SF_OK or SF_ERR (sf_fail naming the file). */
+int fm_report_write_html(const char *out, const fm_run *runs, int n, double thr, int do_match);
+
+/* OUT/match-<r>.html: every alive feature of run a (r-1) with its closest feature in run b (r) and
+ * their cosine (partner/cos as fm_match_decoders gives them, n of each), most similar first, each
+ * linked to its page in its run's dashboard. SF_OK or SF_ERR. */
+int fm_report_write_match_html(const char *out, int r, const fm_run *a, const fm_run *b, double thr, int n,
+                               const int *partner, const float *cos);
 
 #endif

@@ -59,7 +59,7 @@ def main():
                                ("ckpt_b", sae_b, None)):
         out = os.path.join(tmp, name)
         r = subprocess.run([drive, "stage", fx["msgs_path"], f"sae={sae}", f"out={out}",
-                            f"tokenizer={fx['vocab_path']}", "top_n=5", "html=false"], capture_output=True, text=True)
+                            f"tokenizer={fx['vocab_path']}", "top_n=5", "html=true"], capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit(f"fm_drive stage failed: {r.stderr}")
         if metrics:
@@ -205,6 +205,27 @@ def main():
         check(not console, f"console messages on report.html: {console}")
     else:
         print("chromium not installed (Debian: apt-get install chromium): report.html not rendered")
+    # Links: each checkpoint name to its run's dashboard, the persist count to match-1.html, whose
+    # rows are NumPy's pairs (most similar first) linked to both runs' feature pages.
+    import re
+    dash = re.findall(r'<a class="dashboard" href="([^"]+)">', html)
+    check([os.path.realpath(os.path.join(rep, h)) for h in dash] == [os.path.realpath(os.path.join(run, "index.html")) for run in runs],
+          f"dashboard links {dash}")
+    check('<a href="match-1.html">' in html, "no link to match-1.html")
+    with open(os.path.join(rep, "match-1.html"), encoding="utf-8") as f:
+        mhtml = f.read()
+    mrows = re.findall(r'<tr><td><a href="([^"]+)">(\d+)</a></td><td><a href="([^"]+)">(\d+)</a></td><td>([\d.-]+)</td>', mhtml)
+    check(sorted((int(r_[1]), int(r_[3])) for r_ in mrows) == sorted((p[0], p[1]) for p in want_pairs),
+          f"match-1.html rows {[(r_[1], r_[3]) for r_ in mrows]} != NumPy's pairs")
+    check([float(r_[4]) for r_ in mrows] == sorted((float(r_[4]) for r_ in mrows), reverse=True), "match-1.html not by cosine")
+    for ha, ia, hb, ib, _ in mrows:
+        check(os.path.realpath(os.path.join(rep, ha)) == os.path.realpath(os.path.join(runs[0], "features", ia + ".html")) and
+              os.path.exists(os.path.join(rep, hb)) and
+              os.path.realpath(os.path.join(rep, hb)) == os.path.realpath(os.path.join(runs[1], "features", ib + ".html")),
+              f"match-1.html links {ha}, {hb}")
+    if browser:
+        _, _, console = test_browser.chrome(browser, tmp, "--dump-dom", "file://" + os.path.join(rep, "match-1.html"))
+        check(not console, f"console messages on match-1.html: {console}")
     for word in ("persist", "same index", "chance"):
         check(f"<dt>{word}" in html, f"report.html does not explain {word!r}")
     check("<th>LM loss (+ with SAE)</th>" in html and "<td>3.500 (+0.250)</td>" in html, "the HTML table's LM loss")
