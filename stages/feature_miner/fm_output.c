@@ -475,9 +475,10 @@ void fm_html_text(FILE *fp, const char *s) {
 }
 
 static const char *css =
-    "body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse}"
+    "body{font-family:system-ui,\"Noto Sans\",\"Noto Sans CJK JP\",\"Hiragino Sans\",\"Yu Gothic\",\"Meiryo\",sans-serif;"
+    "margin:1.5em;color:#222}.ex{font-family:ui-monospace,\"Noto Sans Mono CJK JP\",\"MS Gothic\",monospace}table{border-collapse:collapse}"
     "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{cursor:pointer;background:#f3f3f3}"
-    "td.t{text-align:left}.ex{font-family:monospace;white-space:pre-wrap;line-height:1.7;border-bottom:1px solid #eee;"
+    "td.t{text-align:left}.ex{white-space:pre-wrap;line-height:1.7;border-bottom:1px solid #eee;"
     "padding:4px 0}.ex span{border-radius:2px}.meta{color:#777;font-size:85%}";
 
 static void html_head(FILE *fp, const char *title) {
@@ -592,7 +593,12 @@ static const char *sort_js =
     "var tb=document.querySelector('#features tbody'),rows=Array.prototype.slice.call(tb.rows),"
     "num=th.dataset.num==='1',dir=th.dataset.dir==='desc'?1:-1;th.dataset.dir=dir<0?'desc':'asc';"
     "rows.sort(function(a,b){var x=a.cells[i].dataset.v||a.cells[i].textContent,y=b.cells[i].dataset.v||b.cells[i].textContent;"
-    "if(num){x=+x;y=+y;}return(x<y?-1:x>y?1:0)*dir;});rows.forEach(function(r){tb.appendChild(r);});});});</script>\n";
+    "if(num){x=+x;y=+y;}return(x<y?-1:x>y?1:0)*dir;});rows.forEach(function(r){tb.appendChild(r);});});});"
+    /* Search: rows whose text (feature number, languages, granularity, top token) contains every word. */
+    "document.getElementById('filter').addEventListener('input',function(){"
+    "var w=this.value.toLowerCase().split(/\\s+/).filter(Boolean),n=0,rows=document.querySelectorAll('#features tbody tr');"
+    "rows.forEach(function(r){var t=r.textContent.toLowerCase(),ok=w.every(function(x){return t.indexOf(x)>=0;});"
+    "r.style.display=ok?'':'none';n+=ok;});document.getElementById('shown').textContent=n+' of '+rows.length+' shown';});</script>\n";
 
 /* ---------------------------------------------------------------------------------------------- */
 
@@ -795,7 +801,8 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
             if (info->pairs)
                 fprintf(fp, "<br>Cross-lingual (pairs, our test): %d of %d alive (%d tested on %d translation pairs)",
                         info->pairs->n_cross, alive, info->pairs->n_tested, info->pairs->n_mined);
-            fputs("</p>\n<table id=\"features\"><thead><tr><th data-num=\"1\">feature</th><th data-num=\"1\">max</th>"
+            fputs("</p>\n<p><input id=\"filter\" type=\"search\" placeholder=\"search: feature, language, granularity, token\" "
+                  "size=\"50\"> <span id=\"shown\"></span></p>\n<table id=\"features\"><thead><tr><th data-num=\"1\">feature</th><th data-num=\"1\">max</th>"
                   "<th data-num=\"1\">density</th><th data-num=\"1\">mean</th><th data-num=\"1\">examples</th>"
                   "<th>lang (paper)</th><th>lang (ascii)</th><th>lang (script)</th><th>lang (label)</th><th>granularity</th>"
                   "<th>top peak token</th></tr></thead><tbody>\n", fp);

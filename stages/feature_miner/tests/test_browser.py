@@ -135,6 +135,30 @@ def main():
     check([by_max[i] for i in order] == [by_max[i] for i in want], f"after a click on 'max': {order}, want {want}")
     check(not console, f"console messages while sorting: {console}")
 
+    # Search: typing words into the filter box leaves exactly the summary's features whose language
+    # verdicts / granularity have them all visible (any order, any case).
+    # (A word matches inside a cell's text: "en" would match "token", so the words here are ones no
+    # other cell contains.)
+    verdicts = ("lang_paper", "lang_ascii", "lang_script", "lang_label")
+    for query, want_ids in (("Mixed", {f["id"] for f in summary["features"] if "mixed" in [f[v] for v in verdicts]}),
+                            ("ja   TOKEN", {f["id"] for f in summary["features"] if f["granularity"] == "token" and "ja" in
+                                         [f[v] for v in verdicts]})):
+        search = os.path.join(out, "search_check.html")
+        with open(search, "w") as f:
+            f.write('<!DOCTYPE html><html><body><pre id="shown"></pre><iframe id="f" src="index.html"></iframe><script>'
+                    'document.getElementById("f").onload=function(){var d=this.contentDocument,box=d.getElementById("filter");'
+                    f'box.value={json.dumps(query)};box.dispatchEvent(new Event("input"));'
+                    'var ids=[].filter.call(d.querySelectorAll("#features tbody tr"),function(r){return r.style.display!=="none";})'
+                    '.map(function(r){return r.cells[0].dataset.v;});'
+                    'document.getElementById("shown").textContent=ids.join(",")+";"+d.getElementById("shown").textContent;};'
+                    '</script></body></html>')
+        _, dom, console = chrome(browser, tmp, "--allow-file-access-from-files", "--dump-dom", "file://" + search)
+        m = re.search(r'<pre id="shown">([\d,]*);([^<]*)</pre>', dom)
+        shown = {int(x) for x in m.group(1).split(",") if x} if m else None
+        check(shown == want_ids and want_ids, f"search {query!r} shows {shown}, want {sorted(want_ids)}")
+        check(m and m.group(2) == f"{len(want_ids)} of {alive} shown", f"search count line {m.group(2) if m else None!r}")
+        check(not console, f"console messages while searching: {console}")
+
     # A feature page: renders, shows orange highlights, no console errors.
     shot = os.path.join(tmp, "feature0.png")
     page = os.path.join(out, "features", "0.html")
