@@ -487,21 +487,51 @@ static void html_head(FILE *fp, const char *title) {
     fprintf(fp, "</title><style>%s</style></head><body>\n", css);
 }
 
-/* One example: each token shaded orange by its value relative to vmax, value in the tooltip. */
+/* The byte of a byte-fallback piece "<0xHH>", or -1. */
+static int byte_piece(const char *s) {
+    unsigned b;
+    char end;
+    return strlen(s) == 6 && sscanf(s, "<0x%2X%c", &b, &end) == 2 && end == '>' ? (int)b : -1;
+}
+
+/* How many of the n tokens from tokens[0] are byte pieces that together spell one UTF-8 character
+ * (written into ch, NUL-terminated); 0 if tokens[0] does not start one. */
+static int byte_char(const fm_vocab *v, const int32_t *tokens, int n, char ch[5]) {
+    char buf[24];
+    for (int k = 1; k <= 4 && k <= n; k++) {
+        int b = byte_piece(fm_vocab_str(v, tokens[k - 1], buf, sizeof buf));
+        if (b < 0) return 0;
+        ch[k - 1] = (char)b;
+        utf8proc_int32_t c;
+        if (utf8proc_iterate((const utf8proc_uint8_t *)ch, k, &c) == k) {
+            ch[k] = 0;
+            return k;
+        }
+    }
+    return 0;
+}
+
+/* One example: each token shaded orange by its value relative to vmax, value in the tooltip. Byte
+ * pieces that spell a UTF-8 character show as that character (one span, shaded by their largest
+ * value); others as the piece. */
 static void html_example(FILE *fp, const fm_miner *m, const fm_example *e, const fm_vocab *v, float vmax,
                          float *acts) {
-    char buf[24];
+    char buf[24], ch[5];
     dense(e, acts);
     fprintf(fp, "<div class=\"ex\"><span class=\"meta\">peak %.4g &middot; doc %lld &middot; pos %d &middot; ",
             e->peak, (long long)e->seq->doc_id, e->seq->pos);
     fm_html_text(fp, m->labels[e->seq->label]);
     fputs("</span><br>", fp);
-    for (int t = 0; t < e->seq->T; t++) {
-        double a = vmax > 0 ? acts[t] / vmax : 0;
-        if (a > 0) fprintf(fp, "<span style=\"background:rgba(255,140,0,%.3f)\" title=\"%.4g\">", a > 1 ? 1 : a, acts[t]);
+    for (int t = 0; t < e->seq->T;) {
+        int k = byte_char(v, e->seq->tokens + t, e->seq->T - t, ch);
+        float act = acts[t];
+        for (int j = 1; j < k; j++) act = fmaxf(act, acts[t + j]);
+        double a = vmax > 0 ? act / vmax : 0;
+        if (a > 0) fprintf(fp, "<span style=\"background:rgba(255,140,0,%.3f)\" title=\"%.4g\">", a > 1 ? 1 : a, act);
         else fputs("<span>", fp);
-        fm_html_text(fp, fm_vocab_str(v, e->seq->tokens[t], buf, sizeof buf));
+        fm_html_text(fp, k ? ch : fm_vocab_str(v, e->seq->tokens[t], buf, sizeof buf));
         fputs("</span>", fp);
+        t += k ? k : 1;
     }
     fputs("</div>\n", fp);
 }
