@@ -6,8 +6,10 @@
  * the numbers "fvu" and "dead_fraction" (at the top level, or in an object "final" or
  * "metrics"); and the LM loss with and without the SAE spliced in ("loss", "loss_sae": the forward
  * stage's `sae` passes them to sae_eval) from the first of RUN_DIR/eval.json, RUN_DIR/../eval.json, RUN_DIR/metrics.json,
- * <sae>/eval.json that has both. It writes OUT/report.md, OUT/report.html (tables and SVG bar charts) and
- * OUT/report.json, and prints the Markdown table and the HTML path. */
+ * <sae>/eval.json that has both; and where each checkpoint sits in training (training_position). It
+ * writes OUT/report.md, OUT/report.html (fm_report_html.c: table and SVG line charts), OUT/report.json
+ * and per pair of consecutive checkpoints OUT/match-<r>.json and .html, and prints the Markdown table
+ * and the HTML path. */
 #include "fm_report.h"
 
 #include <cblas.h>
@@ -401,7 +403,7 @@ static int write_pairs(const char *out, int r, const fm_run *a, const fm_run *b,
 static int usage(FILE *fp, int rc) {
     fprintf(fp, "usage: saeflow report " FM_REPORT_ARGS "\n"
                 "One feature_miner run directory per checkpoint, in training order; writes DIR/report.md,\n"
-                "report.html, report.json and match-<r>.json (default DIR saeflow-report).\n"
+                "report.html, report.json, match-<r>.json and match-<r>.html (default DIR saeflow-report).\n"
                 "  --out DIR              output directory\n"
                 "  --match-threshold T    decoder cosine for a feature to persist (default 0.7)\n"
                 "  --no-match             skip matching features between consecutive checkpoints\n");
@@ -434,7 +436,7 @@ static int parse_args(int argc, char **argv, report_args *a, fm_run *runs, int *
 }
 
 /* Decoder matching between consecutive checkpoints, two SAEs in memory at a time; writes
- * OUT/match-<r>.json. A run whose SAE does not load is skipped (with a warning). SF_OK or SF_ERR. */
+ * OUT/match-<r>.json and .html. A run whose SAE does not load is skipped (with a warning). SF_OK or SF_ERR. */
 static int match_runs(fm_run *runs, int n, const char *out, double thr) {
     sae_model prev = {0}, cur = {0};
     int have_prev = 0, rc = SF_OK;

@@ -134,6 +134,7 @@ def main():
     want_pairs = [[a_id, int(ids_b[np.argmax(cos[r])]), float(cos[r].max())] for r, a_id in enumerate(alive_a)]
     check([p[:2] for p in pairs] == [p[:2] for p in want_pairs], "match-1.json partners differ from NumPy's argmax")
     check(all(abs(p[2] - w[2]) < 1e-5 for p, w in zip(pairs, want_pairs)), "match-1.json cosines")
+    match_want = want
     want["same_index"] = sum(1 for r, a_id in enumerate(alive_a) if cos[r].max() >= THR and want_pairs[r][1] == a_id)
     got = rj[1].get("match_previous", {})
     check({k: got.get(k) for k in want} == want, f"matching {got} != reference {want}")
@@ -262,7 +263,7 @@ def main():
 
     for msg in failures:
         print("FAIL:", msg)
-    print(f"matching {want}; {n_points} chart points read back; {'FAIL' if failures else 'ok'}")
+    print(f"matching {match_want}; {n_points} chart points read back; {'FAIL' if failures else 'ok'}")
     return 1 if failures else 0
 
 
