@@ -125,6 +125,12 @@ static void x_ticks(FILE *fp, const x_axis *ax, const fm_run *runs, int n) {
             fprintf(fp, "<text class=\"xtick\" data-v=\"%.17g\" x=\"%.1f\" y=\"%d\" font-size=\"10\" text-anchor=\"middle\">%g</text>",
                     zero ? 0.0 : pow(10, k), x, CH_B + 14, zero ? 0.0 : pow(10, k));
         }
+        if (ax->has_zero) { /* a break mark: the log scale does not reach 0 */
+            double xb = CH_L + (CH_R - CH_L) * 0.5 / (ax->hi - ax->lo);
+            for (int j = 0; j < 2; j++)
+                fprintf(fp, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#444\" stroke-width=\"1.5\"/>",
+                        xb - 5 + 5 * j, CH_B + 5, xb + 5 * j, CH_B - 5);
+        }
     } else if (ax->kind == X_STEP) {
         double st = nice_step(ax->hi - ax->lo);
         for (double v = ax->lo; v <= ax->hi + st / 2; v += st) {
