@@ -227,6 +227,22 @@ def main():
     if browser:
         _, _, console = test_browser.chrome(browser, tmp, "--dump-dom", "file://" + os.path.join(rep, "match-1.html"))
         check(not console, f"console messages on match-1.html: {console}")
+    # Without the suite's checkpoints.json the x-axis is the step from the run name ("step100"), linear.
+    os.rename(os.path.join(suite, "checkpoints.json"), os.path.join(suite, "moved.json"))
+    rep2 = os.path.join(tmp, "report_steps")
+    r2 = subprocess.run([drive, "report", *runs, "--no-match", "--out", rep2], capture_output=True, text=True)
+    check(r2.returncode == 0, f"report without the suite: {r2.stderr}")
+    if r2.returncode == 0:
+        with open(os.path.join(rep2, "report.html"), encoding="utf-8") as f:
+            html2 = f.read()
+        root = report_svg.charts(html2).get("chart-fvu")
+        try:
+            _, xt2, pts2 = report_svg.read_chart(root, log_x=False)
+            xs = sorted(round(x, 6) for x, _, _ in pts2["FVU"].values())
+            check(xs == [100, 100] and 0 in xt2 and "training step" in html2 and "log scale" not in html2,
+                  f"step axis: points at {xs}, ticks {xt2}")
+        except (ValueError, AttributeError, KeyError) as e:
+            check(False, f"step axis: {e!r}")
     for word in ("persist", "same index", "chance"):
         check(f"<dt>{word}" in html, f"report.html does not explain {word!r}")
     check("<th>LM loss (+ with SAE)</th>" in html and "<td>3.500 (+0.250)</td>" in html, "the HTML table's LM loss")
