@@ -115,8 +115,31 @@ def main():
             tok["lstrip"], tok["rstrip"] = flags[tok["content"]]
     variants["llama3-strip"] = v
 
+    v = json.loads(json.dumps(l3))  # Regex Replace (lookahead-free \s+) after Strip, before Llama-3's Split
+    v["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "Strip", "strip_left": True, "strip_right": True},
+                                                           {"type": "Replace", "pattern": {"Regex": "\\s{2,}|\t"}, "content": " "}]}
+    variants["llama3-replace-re"] = v
+
+    v = json.loads(json.dumps(l2))  # BertNormalizer (clean text, spaced CJK, no accents, lower case) before Llama-2's
+    v["normalizer"]["normalizers"].insert(0, {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True,
+                                              "strip_accents": True, "lowercase": False})
+    variants["llama2-bert"] = v
+
     if os.path.exists(llmjp):
         variants["llmjp-unigram"] = llmjp_unigram(spm_pieces(llmjp))
+        # Modelled on LLM-jp ver2.2's tokenizer.json: no pre-tokeniser, Regex Replace normalisers
+        # (a lookbehind at the start, runs of spaces, and a lookbehind-guarded digit rule).
+        v = llmjp_unigram(spm_pieces(llmjp))
+        v["normalizer"] = {"type": "Sequence", "normalizers": [
+            {"type": "Strip", "strip_left": False, "strip_right": True},
+            {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "},
+            {"type": "Replace", "pattern": {"Regex": "(?<![0-9]) (?=[0-9])"}, "content": "  "},
+            {"type": "Replace", "pattern": {"Regex": "(?<!\\n)^"}, "content": SP},
+            {"type": "Replace", "pattern": {"String": " "}, "content": SP}]}
+        v["pre_tokenizer"] = None
+        v["decoder"] = {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": SP}, "content": " "},
+                                                         {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
+        variants["llmjp-v22"] = v
     for name, tj in variants.items():
         d = os.path.join(out, name)
         os.makedirs(d, exist_ok=True)

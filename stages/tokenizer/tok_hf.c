@@ -13,7 +13,7 @@
 
 #define HF_MAX_STEPS 8
 
-enum { HN_NFC, HN_NFD, HN_NFKC, HN_NFKD, HN_LOWER, HN_PREPEND, HN_REPLACE };
+enum { HN_NFC, HN_NFD, HN_NFKC, HN_NFKD, HN_LOWER, HN_PREPEND, HN_REPLACE, HN_STRIP, HN_BERT };
 enum { HP_SPLIT, HP_BYTELEVEL, HP_METASPACE, HP_CHARS };
 /* What happens to the pieces a pattern matches (tokenizers' SplitDelimiterBehavior). */
 enum { HS_REMOVED, HS_ISOLATED, HS_MERGED_PREV, HS_MERGED_NEXT, HS_CONTIGUOUS };
@@ -24,7 +24,10 @@ enum { HD_BYTELEVEL, HD_REPLACE, HD_BYTEFALLBACK, HD_FUSE, HD_STRIP, HD_METASPAC
 
 typedef struct hf_norm {
     int kind;
-    char *a, *b; /* Prepend: a; Replace: a -> b */
+    char *a, *b;     /* Prepend: a; Replace: a (a String pattern) or re (a Regex) -> b */
+    pcre2_code *re;
+    bool left, right; /* Strip: which ends */
+    bool clean, chinese, accents, lower; /* BertNormalizer: clean_text, handle_chinese_chars, strip_accents, lowercase */
 } hf_norm;
 
 typedef struct hf_pre {
@@ -41,7 +44,8 @@ typedef struct hf_pre {
 
 typedef struct hf_dec {
     int kind;
-    char *a, *b;         /* Replace a -> b; Strip/Metaspace: a = content/replacement */
+    char *a, *b;         /* Replace a (or re) -> b; Strip/Metaspace: a = content/replacement */
+    pcre2_code *re;      /* Replace with a Regex pattern */
     int start, stop;     /* Strip */
     int scheme;          /* Metaspace */
 } hf_dec;
@@ -135,6 +139,17 @@ static pcre2_code *hf_pattern(json_t *pat, char *err, size_t errlen) {
     return re;
 }
 
+/* A Replace step (normaliser or decoder): a String pattern is kept as text (*a), a Regex one
+ * compiled (*re); content goes to *b. */
+static int hf_load_replace(json_t *n, char **a, char **b, pcre2_code **re, char *err, size_t errlen) {
+    json_t *pat = json_object_get(n, "pattern");
+    const char *rx = json_string_value(json_object_get(pat, "Regex"));
+    if (!(*b = hf_strdup(json_string_value(json_object_get(n, "content"))))) return -1;
+    if (rx) return (*re = hf_compile(rx, err, errlen)) ? 0 : -1;
+    *a = hf_strdup(json_string_value(json_object_get(pat, "String")));
+    return *a && (*a)[0] ? 0 : -1;
+}
+
 static int hf_scheme(json_t *o) {
     const char *s = json_string_value(json_object_get(o, "prepend_scheme"));
     if (s) return strcmp(s, "first") == 0 ? HM_FIRST : strcmp(s, "never") == 0 ? HM_NEVER : HM_ALWAYS;
@@ -165,8 +180,6 @@ static int hf_load_chain(tok_hf *hf, json_t *p, const char *what, const char *li
 }
 
 static int hf_load_normalizer(tok_hf *hf, json_t *n, const char *type, char *err, size_t errlen) {
-    (void)err; /* messages come from hf_load_chain */
-    (void)errlen;
     if (!type || hf->n_norms == HF_MAX_STEPS) return -1;
     hf_norm *d = &hf->norms[hf->n_norms++]; /* counted at once: tok_hf_free frees what a failed load set */
     static const char *const unicode[] = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase"};
@@ -180,9 +193,19 @@ static int hf_load_normalizer(tok_hf *hf, json_t *n, const char *type, char *err
         if (!(d->a = hf_strdup(json_string_value(json_object_get(n, "prepend"))))) return -1;
     } else if (strcmp(type, "Replace") == 0) {
         d->kind = HN_REPLACE;
-        d->a = hf_strdup(json_string_value(json_object_get(json_object_get(n, "pattern"), "String")));
-        d->b = hf_strdup(json_string_value(json_object_get(n, "content")));
-        if (!d->a || !d->b || !d->a[0]) return -1;
+        return hf_load_replace(n, &d->a, &d->b, &d->re, err, errlen);
+    } else if (strcmp(type, "Strip") == 0) {
+        d->kind = HN_STRIP;
+        d->left = json_is_true(json_object_get(n, "strip_left"));
+        d->right = json_is_true(json_object_get(n, "strip_right"));
+    } else if (strcmp(type, "BertNormalizer") == 0) { /* tokenizers' defaults: all true, accents follow lowercase */
+        d->kind = HN_BERT;
+        json_t *c = json_object_get(n, "clean_text"), *h = json_object_get(n, "handle_chinese_chars");
+        json_t *a = json_object_get(n, "strip_accents"), *l = json_object_get(n, "lowercase");
+        d->clean = !json_is_false(c);
+        d->chinese = !json_is_false(h);
+        d->lower = !json_is_false(l);
+        d->accents = a && !json_is_null(a) ? json_is_true(a) : d->lower;
     } else {
         return -1;
     }
@@ -251,8 +274,6 @@ static int hf_load_pretok(tok_hf *hf, json_t *p, const char *type, char *err, si
 }
 
 static int hf_load_decoder(tok_hf *hf, json_t *p, const char *type, char *err, size_t errlen) {
-    (void)err; /* messages come from hf_load_chain */
-    (void)errlen;
     if (!type || hf->n_decs == HF_MAX_STEPS) return -1;
     hf_dec *d = &hf->decs[hf->n_decs++]; /* counted at once: tok_hf_free frees what a failed load set */
     if (strcmp(type, "ByteLevel") == 0) d->kind = HD_BYTELEVEL;
@@ -260,9 +281,7 @@ static int hf_load_decoder(tok_hf *hf, json_t *p, const char *type, char *err, s
     else if (strcmp(type, "Fuse") == 0) d->kind = HD_FUSE;
     else if (strcmp(type, "Replace") == 0) {
         d->kind = HD_REPLACE;
-        d->a = hf_strdup(json_string_value(json_object_get(json_object_get(p, "pattern"), "String")));
-        d->b = hf_strdup(json_string_value(json_object_get(p, "content")));
-        if (!d->a || !d->b || !d->a[0]) return -1;
+        return hf_load_replace(p, &d->a, &d->b, &d->re, err, errlen);
     } else if (strcmp(type, "Strip") == 0) {
         d->kind = HD_STRIP;
         d->a = hf_strdup(json_string_value(json_object_get(p, "content")));
@@ -557,6 +576,7 @@ void tok_hf_free(tok_hf *hf) {
     for (int i = 0; i < hf->n_norms; i++) {
         free(hf->norms[i].a);
         free(hf->norms[i].b);
+        pcre2_code_free(hf->norms[i].re);
     }
     for (int i = 0; i < hf->n_pres; i++) {
         pcre2_code_free(hf->pres[i].re);
@@ -565,6 +585,7 @@ void tok_hf_free(tok_hf *hf) {
     for (int i = 0; i < hf->n_decs; i++) {
         free(hf->decs[i].a);
         free(hf->decs[i].b);
+        pcre2_code_free(hf->decs[i].re);
     }
     tok_map_free(&hf->merges);
     tok_trie_free(&hf->added);
@@ -617,6 +638,93 @@ static int hf_replace(tok_buf *out, const char *s, size_t len, const char *a, co
     return 0;
 }
 
+/* Replaces every match of re in s[0..len) by b into out (an empty match steps one character on,
+ * as a global regex replace does). */
+static int hf_replace_re(tok_buf *out, const char *s, size_t len, const pcre2_code *re, pcre2_match_data *md,
+                         const char *b) {
+    size_t blen = strlen(b), pos = 0, copied = 0;
+    while (pos <= len) {
+        int rc = pcre2_match(re, (PCRE2_SPTR)s, len, pos, PCRE2_NO_UTF_CHECK, md, NULL);
+        if (rc == PCRE2_ERROR_NOMATCH) break;
+        if (rc < 0) return -1;
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        size_t ms = ov[0], me = ov[1];
+        if (ms < copied || me < ms || me > len) return -1; /* \K tricks: refuse rather than misplace */
+        if (tok_buf_add(out, s + copied, ms - copied) != 0 || tok_buf_add(out, b, blen) != 0) return -1;
+        copied = me;
+        if (me == ms) {
+            if (ms >= len) break;
+            size_t k = tok_utf8_lead_len((uint8_t)s[ms]);
+            pos = ms + (k < len - ms ? k : len - ms);
+        } else {
+            pos = me;
+        }
+    }
+    return tok_buf_add(out, s + copied, len - copied);
+}
+
+/* Strip: White_Space removed at the chosen ends. */
+static bool hf_in_class(uint32_t cp, int cls);
+static int hf_strip(const hf_norm *n, const char *s, size_t len, tok_buf *out) {
+    size_t k;
+    uint32_t cp;
+    while (n->left && len && (k = tok_utf8_decode(s, len, &cp)) && hf_in_class(cp, HC_SPACE)) {
+        s += k;
+        len -= k;
+    }
+    while (n->right && len) {
+        size_t st = len - 1;
+        while (st > 0 && ((uint8_t)s[st] & 0xC0) == 0x80) st--;
+        if (!tok_utf8_decode(s + st, len - st, &cp) || !hf_in_class(cp, HC_SPACE)) break;
+        len = st;
+    }
+    return tok_buf_add(out, s, len);
+}
+
+/* The CJK ideograph blocks BertNormalizer surrounds with spaces (tokenizers' is_chinese_char). */
+static bool hf_is_cjk(uint32_t c) {
+    return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x20000 && c <= 0x2A6DF) ||
+           (c >= 0x2A700 && c <= 0x2B73F) || (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B920 && c <= 0x2CEAF) ||
+           (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
+}
+
+/* BertNormalizer: drops NUL, U+FFFD and other-category characters but tab, newline and CR,
+ * then white space -> ' ', CJK ideographs spaced, accents (Mn after NFD) stripped,
+ * lower-cased; in that order, as tokenizers' BertNormalizer. */
+static int hf_bert(const hf_norm *n, const char *s, size_t len, tok_buf *out) {
+    utf8proc_uint8_t *nfd = NULL;
+    if (n->accents) {
+        utf8proc_ssize_t m = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)len, &nfd,
+                                          UTF8PROC_STABLE | UTF8PROC_DECOMPOSE);
+        if (m < 0) return -1;
+        s = (const char *)nfd;
+        len = (size_t)m;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < len && rc == 0;) {
+        uint32_t cp = 0xFFFD;
+        size_t k = tok_utf8_decode(s + i, len - i, &cp);
+        i += k ? k : 1;
+        utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+        bool tnr = cp == '\t' || cp == '\n' || cp == '\r', space = tnr || hf_in_class(cp, HC_SPACE);
+        if (n->clean && !tnr && /* other-category (\v, \f, U+0085 too) goes before the white space rule */
+            (cp == 0 || cp == 0xFFFD || c == UTF8PROC_CATEGORY_CC || c == UTF8PROC_CATEGORY_CF ||
+             c == UTF8PROC_CATEGORY_CN || c == UTF8PROC_CATEGORY_CO || c == UTF8PROC_CATEGORY_CS))
+            continue;
+        if (n->accents && c == UTF8PROC_CATEGORY_MN) continue;
+        if (n->clean && space) cp = ' ';
+        if (n->lower) cp = (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
+        char enc[4];
+        size_t el = tok_utf8_encode(cp, enc);
+        bool pad = n->chinese && hf_is_cjk(cp);
+        if (pad) rc |= tok_buf_add(out, " ", 1);
+        rc |= tok_buf_add(out, enc, el);
+        if (pad) rc |= tok_buf_add(out, " ", 1);
+    }
+    free(nfd);
+    return rc;
+}
+
 static int hf_unicode(int kind, const char *s, size_t len, tok_buf *out) {
     utf8proc_uint8_t *dst = NULL;
     utf8proc_ssize_t n;
@@ -641,7 +749,7 @@ static int hf_unicode(int kind, const char *s, size_t len, tok_buf *out) {
 }
 
 /* Runs the normalisers over s; the result is in one of the two scratch buffers. */
-static int hf_normalize(const tok_hf *hf, tok_scratch *sc, const char *s, size_t len,
+static int hf_normalize(const tok_hf *hf, tok_scratch *sc, pcre2_match_data *md, const char *s, size_t len,
                         const char **res, size_t *res_len) {
     tok_buf *bufs[2] = {&sc->norm, &sc->tmp};
     int cur = 0;
@@ -653,7 +761,11 @@ static int hf_normalize(const tok_hf *hf, tok_scratch *sc, const char *s, size_t
         if (n->kind == HN_PREPEND)
             rc = len == 0 ? 0 : tok_buf_add(out, n->a, strlen(n->a)) | tok_buf_add(out, s, len);
         else if (n->kind == HN_REPLACE)
-            rc = hf_replace(out, s, len, n->a, n->b);
+            rc = n->re ? hf_replace_re(out, s, len, n->re, md, n->b) : hf_replace(out, s, len, n->a, n->b);
+        else if (n->kind == HN_STRIP)
+            rc = hf_strip(n, s, len, out);
+        else if (n->kind == HN_BERT)
+            rc = hf_bert(n, s, len, out);
         else
             rc = hf_unicode(n->kind, s, len, out);
         if (rc != 0) return -1;
@@ -898,7 +1010,7 @@ static int hf_encode_segment(const tok_tokenizer *t, tok_scratch *sc, hf_scratch
     const tok_hf *hf = t->hf;
     const char *norm;
     size_t norm_len;
-    if (hf_normalize(hf, sc, s, len, &norm, &norm_len) != 0) return -1;
+    if (hf_normalize(hf, sc, hs->md, s, len, &norm, &norm_len) != 0) return -1;
     if (norm_len == 0) return 0;
     hf_words *cur = &hs->a, *next = &hs->b;
     cur->n = cur->arena.n = 0;
@@ -1090,6 +1202,7 @@ int tok_hf_decode(const tok_tokenizer *t, const int32_t *ids, size_t n, int skip
     const tok_hf *hf = t->hf;
     hf_words a = {0}, b = {0}, *cur = &a, *next = &b;
     tok_buf tmp = {0};
+    pcre2_match_data *md = NULL; /* for Replace decoders with a Regex */
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         size_t len;
@@ -1141,7 +1254,10 @@ int tok_hf_decode(const tok_tokenizer *t, const int32_t *ids, size_t n, int skip
                 const char *s = cur->arena.p + cur->w[i].off;
                 size_t len = cur->w[i].len;
                 tmp.n = 0;
-                if (dec->kind == HD_REPLACE) {
+                if (dec->kind == HD_REPLACE && dec->re) {
+                    if (!md && !(md = pcre2_match_data_create(8, NULL))) rc = -1;
+                    else rc = hf_replace_re(&tmp, s, len, dec->re, md, dec->b);
+                } else if (dec->kind == HD_REPLACE) {
                     rc = hf_replace(&tmp, s, len, dec->a, dec->b);
                 } else if (dec->kind == HD_METASPACE) {
                     rc = hf_replace(&tmp, s, len, dec->a, " ");
@@ -1167,6 +1283,7 @@ int tok_hf_decode(const tok_tokenizer *t, const int32_t *ids, size_t n, int skip
     }
     for (size_t i = 0; i < cur->n && rc == 0; i++) rc = tok_buf_add(out, cur->arena.p + cur->w[i].off, cur->w[i].len);
     free(tmp.p);
+    pcre2_match_data_free(md);
     free(a.arena.p);
     free(a.w);
     free(b.arena.p);
