@@ -13,14 +13,14 @@
 
 #define HF_MAX_STEPS 8
 
-enum { HN_NFC, HN_NFD, HN_NFKC, HN_NFKD, HN_LOWER, HN_PREPEND, HN_REPLACE, HN_STRIP, HN_BERT };
+enum { HN_NFC, HN_NFD, HN_NFKC, HN_NFKD, HN_LOWER, HN_PREPEND, HN_REPLACE, HN_STRIP, HN_BERT, HN_STRIP_ACCENTS };
 enum { HP_SPLIT, HP_BYTELEVEL, HP_METASPACE, HP_CHARS };
 /* What happens to the pieces a pattern matches (tokenizers' SplitDelimiterBehavior). */
 enum { HS_REMOVED, HS_ISOLATED, HS_MERGED_PREV, HS_MERGED_NEXT, HS_CONTIGUOUS };
 /* Character classes of the Digits, Punctuation and WhitespaceSplit pre-tokenisers. */
 enum { HC_NUMERIC, HC_PUNCT, HC_SPACE };
 enum { HM_ALWAYS, HM_FIRST, HM_NEVER }; /* Metaspace prepend_scheme */
-enum { HD_BYTELEVEL, HD_REPLACE, HD_BYTEFALLBACK, HD_FUSE, HD_STRIP, HD_METASPACE };
+enum { HD_BYTELEVEL, HD_REPLACE, HD_BYTEFALLBACK, HD_FUSE, HD_STRIP, HD_METASPACE, HD_WORDPIECE, HD_BPE_SUFFIX };
 
 typedef struct hf_norm {
     int kind;
@@ -48,6 +48,7 @@ typedef struct hf_dec {
     pcre2_code *re;      /* Replace with a Regex pattern */
     int start, stop;     /* Strip */
     int scheme;          /* Metaspace */
+    bool cleanup;        /* WordPiece: tokenizers' cleanup of spaces before punctuation and contractions */
 } hf_dec;
 
 struct tok_hf {
@@ -60,6 +61,8 @@ struct tok_hf {
     bool byte_level;       /* a ByteLevel pre-tokeniser maps bytes to printable characters */
     tok_map merges;        /* (left id << 32 | right id) -> (rank << 32 | merged id) */
     bool ignore_merges, fuse_unk;
+    char *wp_prefix;       /* WordPiece continuing_subword_prefix ("##") */
+    int wp_max_chars;      /* WordPiece max_input_chars_per_word: longer words are <unk> */
     tok_trie added;        /* added token contents -> id */
     bool has_added;
     uint8_t *added_flags;  /* [n_vocab] HF_LSTRIP | HF_RSTRIP | HF_SINGLE_WORD of added tokens, or NULL */
@@ -95,6 +98,7 @@ typedef struct hf_scratch {
     hf_cut *cuts;
     size_t n_cuts, cap_cuts;
     tok_buf clean;      /* input with invalid UTF-8 replaced */
+    tok_buf wp;         /* WordPiece: prefix + candidate piece */
     hf_words a, b;
 } hf_scratch;
 
@@ -198,6 +202,8 @@ static int hf_load_normalizer(tok_hf *hf, json_t *n, const char *type, char *err
         d->kind = HN_STRIP;
         d->left = json_is_true(json_object_get(n, "strip_left"));
         d->right = json_is_true(json_object_get(n, "strip_right"));
+    } else if (strcmp(type, "StripAccents") == 0) { /* drops non-spacing marks (Mn) */
+        d->kind = HN_STRIP_ACCENTS;
     } else if (strcmp(type, "BertNormalizer") == 0) { /* tokenizers' defaults: all true, accents follow lowercase */
         d->kind = HN_BERT;
         json_t *c = json_object_get(n, "clean_text"), *h = json_object_get(n, "handle_chinese_chars");
@@ -250,10 +256,22 @@ static int hf_load_pretok(tok_hf *hf, json_t *p, const char *type, char *err, si
         d->kind = HP_CHARS;
         d->char_class = HC_PUNCT;
         if ((d->behavior = hf_behavior(p, "Isolated", err, errlen)) < 0) return -1;
-    } else if (strcmp(type, "WhitespaceSplit") == 0) {
+    } else if (strcmp(type, "WhitespaceSplit") == 0 || strcmp(type, "BertPreTokenizer") == 0) {
         d->kind = HP_CHARS;
         d->char_class = HC_SPACE;
         d->behavior = HS_REMOVED;
+        if (type[0] == 'B') { /* Bert: then each punctuation character on its own */
+            if (hf->n_pres == HF_MAX_STEPS) return -1;
+            hf->pres[hf->n_pres++] = (hf_pre){.kind = HP_CHARS, .char_class = HC_PUNCT, .behavior = HS_ISOLATED};
+        }
+    } else if (strcmp(type, "CharDelimiterSplit") == 0) {
+        const char *c = json_string_value(json_object_get(p, "delimiter"));
+        json_t *pat = json_pack("{s:s}", "String", c ? c : "");
+        d->kind = HP_SPLIT;
+        d->behavior = HS_REMOVED;
+        d->re = pat && c && c[0] ? hf_pattern(pat, err, errlen) : NULL;
+        json_decref(pat);
+        if (!d->re) return -1;
     } else if (strcmp(type, "ByteLevel") == 0) {
         d->kind = HP_BYTELEVEL;
         d->add_prefix = json_is_true(json_object_get(p, "add_prefix_space"));
@@ -288,6 +306,16 @@ static int hf_load_decoder(tok_hf *hf, json_t *p, const char *type, char *err, s
         d->start = (int)json_integer_value(json_object_get(p, "start"));
         d->stop = (int)json_integer_value(json_object_get(p, "stop"));
         if (!d->a || !d->a[0]) return -1;
+    } else if (strcmp(type, "WordPiece") == 0) {
+        d->kind = HD_WORDPIECE;
+        const char *pre = json_string_value(json_object_get(p, "prefix"));
+        if (!(d->a = hf_strdup(pre ? pre : "##"))) return -1;
+        json_t *c = json_object_get(p, "cleanup");
+        d->cleanup = !c || json_is_true(c);
+    } else if (strcmp(type, "BPEDecoder") == 0) {
+        d->kind = HD_BPE_SUFFIX;
+        const char *suf = json_string_value(json_object_get(p, "suffix"));
+        if (!(d->a = hf_strdup(suf ? suf : "</w>")) || !d->a[0]) return -1;
     } else if (strcmp(type, "Metaspace") == 0) {
         d->kind = HD_METASPACE;
         const char *r = json_string_value(json_object_get(p, "replacement"));
@@ -310,6 +338,20 @@ static int hf_load_post(tok_tokenizer *t, json_t *p, char *err, size_t errlen) {
         return 0;
     }
     if (type && strcmp(type, "ByteLevel") == 0) return 0; /* offsets only */
+    if (type && (strcmp(type, "BertProcessing") == 0 || strcmp(type, "RobertaProcessing") == 0)) {
+        /* "cls": [token, id] before the sequence, "sep": [token, id] after it */
+        json_int_t cls = json_integer_value(json_array_get(json_object_get(p, "cls"), 1));
+        json_int_t sep = json_integer_value(json_array_get(json_object_get(p, "sep"), 1));
+        if (!json_is_integer(json_array_get(json_object_get(p, "cls"), 1)) ||
+            !json_is_integer(json_array_get(json_object_get(p, "sep"), 1)) || cls < 0 || cls >= t->n_vocab ||
+            sep < 0 || sep >= t->n_vocab || hf->n_pre_ids || hf->n_post_ids) {
+            tok_errf(err, errlen, "%s needs cls and sep as [token, id] within the vocabulary", type);
+            return -1;
+        }
+        hf->pre_ids[hf->n_pre_ids++] = t->bos_id = (int32_t)cls;
+        hf->post_ids[hf->n_post_ids++] = t->eos_id = (int32_t)sep;
+        return 0;
+    }
     if (!type || strcmp(type, "TemplateProcessing") != 0) {
         tok_errf(err, errlen, "unsupported post_processor %s", type ? type : "(no type)");
         return -1;
@@ -377,12 +419,15 @@ static int hf_load_vocab(tok_tokenizer *t, json_t *root, char *err, size_t errle
     json_t *model = json_object_get(root, "model"), *vocab = json_object_get(model, "vocab");
     json_t *added = json_object_get(root, "added_tokens"), *v;
     const char *mtype = json_string_value(json_object_get(model, "type"));
-    bool unigram = mtype && strcmp(mtype, "Unigram") == 0;
-    if (!mtype || (!unigram && strcmp(mtype, "BPE") != 0)) {
+    static const char *const kinds[] = {"BPE", "Unigram", "WordPiece", "WordLevel"};
+    int k = 0;
+    while (mtype && k < 4 && strcmp(mtype, kinds[k]) != 0) k++;
+    if (!mtype || k == 4) {
         tok_errf(err, errlen, "unsupported model type %s", mtype ? mtype : "(none)");
         return -1;
     }
-    t->kind = unigram ? TOK_HF_UNIGRAM : TOK_HF_BPE;
+    t->kind = TOK_HF_BPE + k;
+    bool unigram = t->kind == TOK_HF_UNIGRAM;
     t->byte_fallback = json_is_true(json_object_get(model, "byte_fallback"));
     /* The id space: the model's vocabulary plus the added tokens, gaps allowed (holes). */
     json_int_t n = unigram ? (json_int_t)json_array_size(vocab) : 0;
@@ -526,7 +571,8 @@ int tok_hf_load(tok_tokenizer *t, const char *text, size_t len, char *err, size_
     hf_init_byte_table(hf);
     json_t *model = json_object_get(root, "model");
     static const char *const affixes[] = {"continuing_subword_prefix", "end_of_word_suffix"};
-    for (int k = 0; k < 2; k++) {
+    const char *mtype = json_string_value(json_object_get(model, "type"));
+    for (int k = 0; k < 2 && mtype && strcmp(mtype, "BPE") == 0; k++) {
         json_t *a = json_object_get(model, affixes[k]);
         if (json_is_string(a) && json_string_length(a) > 0) {
             tok_errf(err, errlen, "BPE %s is not supported", affixes[k]);
@@ -539,6 +585,16 @@ int tok_hf_load(tok_tokenizer *t, const char *text, size_t len, char *err, size_
         goto out;
     }
     if (hf_load_vocab(t, root, err, errlen) != 0) goto out;
+    if (t->kind == TOK_HF_WORDPIECE || t->kind == TOK_HF_WORDLEVEL) {
+        if (t->unk_id < 0) { /* tokenizers fails on the first unknown word; we fail early */
+            tok_errf(err, errlen, "%s model: unk_token is missing or not in the vocabulary", mtype);
+            goto out;
+        }
+        const char *pre = json_string_value(json_object_get(model, "continuing_subword_prefix"));
+        json_t *mx = json_object_get(model, "max_input_chars_per_word");
+        if (!(hf->wp_prefix = hf_strdup(pre ? pre : "##"))) goto out;
+        hf->wp_max_chars = json_is_integer(mx) ? (int)json_integer_value(mx) : 100;
+    }
     hf->ignore_merges = json_is_true(json_object_get(model, "ignore_merges"));
     json_t *fu = json_object_get(model, "fuse_unk");
     hf->fuse_unk = t->kind == TOK_HF_UNIGRAM ? true : json_is_true(fu);
@@ -588,6 +644,7 @@ void tok_hf_free(tok_hf *hf) {
         pcre2_code_free(hf->decs[i].re);
     }
     tok_map_free(&hf->merges);
+    free(hf->wp_prefix);
     tok_trie_free(&hf->added);
     free(hf->added_flags);
     pcre2_code_free(hf->word_re);
@@ -602,6 +659,7 @@ void tok_hf_scratch_free(void *p) {
     pcre2_match_data_free(s->md);
     free(s->cuts);
     free(s->clean.p);
+    free(s->wp.p);
     free(s->a.arena.p);
     free(s->a.w);
     free(s->b.arena.p);
@@ -688,7 +746,7 @@ static bool hf_is_cjk(uint32_t c) {
            (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
 }
 
-/* BertNormalizer: drops NUL, U+FFFD and other-category characters but tab, newline and CR,
+/* BertNormalizer (and StripAccents: the Mn rule alone, without NFD): drops NUL, U+FFFD and other-category characters but tab, newline and CR,
  * then white space -> ' ', CJK ideographs spaced, accents (Mn after NFD) stripped,
  * lower-cased; in that order, as tokenizers' BertNormalizer. */
 static int hf_bert(const hf_norm *n, const char *s, size_t len, tok_buf *out) {
@@ -711,7 +769,7 @@ static int hf_bert(const hf_norm *n, const char *s, size_t len, tok_buf *out) {
             (cp == 0 || cp == 0xFFFD || c == UTF8PROC_CATEGORY_CC || c == UTF8PROC_CATEGORY_CF ||
              c == UTF8PROC_CATEGORY_CN || c == UTF8PROC_CATEGORY_CO || c == UTF8PROC_CATEGORY_CS))
             continue;
-        if (n->accents && c == UTF8PROC_CATEGORY_MN) continue;
+        if ((n->accents || n->kind == HN_STRIP_ACCENTS) && c == UTF8PROC_CATEGORY_MN) continue;
         if (n->clean && space) cp = ' ';
         if (n->lower) cp = (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
         char enc[4];
@@ -764,7 +822,7 @@ static int hf_normalize(const tok_hf *hf, tok_scratch *sc, pcre2_match_data *md,
             rc = n->re ? hf_replace_re(out, s, len, n->re, md, n->b) : hf_replace(out, s, len, n->a, n->b);
         else if (n->kind == HN_STRIP)
             rc = hf_strip(n, s, len, out);
-        else if (n->kind == HN_BERT)
+        else if (n->kind == HN_BERT || n->kind == HN_STRIP_ACCENTS)
             rc = hf_bert(n, s, len, out);
         else
             rc = hf_unicode(n->kind, s, len, out);
@@ -1005,6 +1063,41 @@ static int hf_bpe_word(const tok_tokenizer *t, tok_scratch *sc, const char *s, s
     return 0;
 }
 
+/* WordPiece (tokenizers' WordPiece::tokenize): the longest vocabulary prefix, then the longest
+ * prefix-marked ("##") piece of the rest, and so on; a word with a part no piece covers, or of
+ * more than max_input_chars_per_word characters, is one <unk>. */
+static int hf_wordpiece_word(const tok_tokenizer *t, hf_scratch *hs, const char *s, size_t len, tok_ids *out) {
+    const tok_hf *hf = t->hf;
+    size_t chars = 0, plen = strlen(hf->wp_prefix);
+    for (size_t i = 0; i < len; i++) chars += ((uint8_t)s[i] & 0xC0) != 0x80;
+    if (chars > (size_t)hf->wp_max_chars) return tok_push(out, t->unk_id);
+    size_t first = out->n;
+    tok_buf *b = &hs->wp;
+    for (size_t start = 0; start < len;) {
+        int32_t id = -1;
+        size_t end = len;
+        for (; end > start; end--) {
+            if (end < len && ((uint8_t)s[end] & 0xC0) == 0x80) continue; /* only at character boundaries */
+            if (start == 0) {
+                id = tok_trie_get(&t->vocab, s, end);
+            } else {
+                b->n = 0;
+                if (tok_buf_add(b, hf->wp_prefix, plen) != 0 || tok_buf_add(b, s + start, end - start) != 0) return -1;
+                id = tok_trie_get(&t->vocab, b->p, b->n);
+            }
+            if (id >= 0 && t->type[id] != TOK_HOLE) break;
+            id = -1;
+        }
+        if (id < 0) {
+            out->n = first;
+            return tok_push(out, t->unk_id);
+        }
+        if (tok_push(out, id) != 0) return -1;
+        start = end;
+    }
+    return 0;
+}
+
 static int hf_encode_segment(const tok_tokenizer *t, tok_scratch *sc, hf_scratch *hs, const char *s,
                              size_t len, bool first_segment, bool *prev_unk, tok_ids *out) {
     const tok_hf *hf = t->hf;
@@ -1028,6 +1121,11 @@ static int hf_encode_segment(const tok_tokenizer *t, tok_scratch *sc, hf_scratch
         if (t->kind == TOK_HF_UNIGRAM) {
             rc = tok_unigram(t, w, wl, hf->fuse_unk, out);
             *prev_unk = false;
+        } else if (t->kind == TOK_HF_WORDPIECE) {
+            rc = hf_wordpiece_word(t, hs, w, wl, out);
+        } else if (t->kind == TOK_HF_WORDLEVEL) {
+            int32_t id = tok_trie_get(&t->vocab, w, wl);
+            rc = tok_push(out, id >= 0 && t->type[id] != TOK_HOLE ? id : t->unk_id);
         } else {
             rc = hf_bpe_word(t, sc, w, wl, prev_unk, out);
         }
@@ -1197,6 +1295,28 @@ static int hf_add_lossy(tok_buf *out, const char *s, size_t len) {
     return 0;
 }
 
+/* tokenizers' decoders::wordpiece::cleanup: no space before . ? ! , and in contractions. */
+static int hf_wordpiece_cleanup(tok_buf *b) {
+    static const char *const rules[][2] = {{" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"},
+                                           {" n't", "n't"}, {" 'm", "'m"}, {" do not", " don't"}, {" 's", "'s"},
+                                           {" 've", "'ve"}, {" 're", "'re"}};
+    tok_buf t = {0};
+    for (size_t r = 0; r < sizeof rules / sizeof rules[0]; r++) {
+        t.n = 0;
+        if (hf_replace(&t, b->p ? b->p : "", b->n, rules[r][0], rules[r][1]) != 0) {
+            free(t.p);
+            return -1;
+        }
+        b->n = 0;
+        if (tok_buf_add(b, t.p ? t.p : "", t.n) != 0) {
+            free(t.p);
+            return -1;
+        }
+    }
+    free(t.p);
+    return 0;
+}
+
 /* The decoder chain over a list of token strings (kept as spans in two arenas). */
 int tok_hf_decode(const tok_tokenizer *t, const int32_t *ids, size_t n, int skip_special, tok_buf *out) {
     const tok_hf *hf = t->hf;
@@ -1259,6 +1379,15 @@ int tok_hf_decode(const tok_tokenizer *t, const int32_t *ids, size_t n, int skip
                     else rc = hf_replace_re(&tmp, s, len, dec->re, md, dec->b);
                 } else if (dec->kind == HD_REPLACE) {
                     rc = hf_replace(&tmp, s, len, dec->a, dec->b);
+                } else if (dec->kind == HD_WORDPIECE) { /* "##" glues to the previous token, others get a space */
+                    size_t pl = strlen(dec->a);
+                    bool cont = len >= pl && memcmp(s, dec->a, pl) == 0;
+                    if (i > 0 && cont) s += pl, len -= pl;
+                    else if (i > 0) rc = tok_buf_add(&tmp, " ", 1);
+                    if (rc == 0) rc = tok_buf_add(&tmp, s, len);
+                    if (rc == 0 && dec->cleanup) rc = hf_wordpiece_cleanup(&tmp);
+                } else if (dec->kind == HD_BPE_SUFFIX) { /* the suffix ends a word: a space, none at the end */
+                    rc = hf_replace(&tmp, s, len, dec->a, i + 1 < cur->n ? " " : "");
                 } else if (dec->kind == HD_METASPACE) {
                     rc = hf_replace(&tmp, s, len, dec->a, " ");
                     if (rc == 0 && i == 0 && dec->scheme != HM_NEVER && tmp.n && tmp.p[0] == ' ') {

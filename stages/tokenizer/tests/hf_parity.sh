@@ -21,6 +21,8 @@
 #   llama2-bert       BertNormalizer (clean text, spaced CJK, accents stripped) before Llama-2's; on
 #                     the text without its lines holding U+20BB7 (transformers.js walks UTF-16 units
 #                     and does not space CJK ideographs beyond the BMP; tokenizers does, and so do we)
+#   bert-wordpiece    BERT's pipeline (BertNormalizer, BertPreTokenizer, WordPiece) over a vocabulary
+#                     made of Llama-2's pieces; same text as llama2-bert
 #   llmjp-unigram     a tokenizer.json Unigram model (LLM-jp's vocabulary and scores; skipped
 #                     without the LLM-jp model)
 #   llmjp-v22         that model with normalisers modelled on LLM-jp ver2.2's tokenizer.json:
@@ -73,6 +75,7 @@ if [ -x /usr/bin/python3 ]; then
     compare llama3-strip "$dir/variants/llama3-strip/tokenizer.json" no llama3-strip added
     compare llama3-replace-re "$dir/variants/llama3-replace-re/tokenizer.json" no
     compare llama2-bert "$dir/variants/llama2-bert/tokenizer.json" no llama2-bert nocjkb
+    compare bert-wordpiece "$dir/variants/bert-wordpiece/tokenizer.json" no bert-wordpiece nocjkb
     if [ -r "$llmjp" ]; then
         compare llmjp-unigram "$dir/variants/llmjp-unigram/tokenizer.json" no
         compare llmjp-v22 "$dir/variants/llmjp-v22/tokenizer.json" no # spaces collapsed: lossy
