@@ -6,7 +6,7 @@
 # Each size runs RUNS times, saeflow and zmq alternating, and the medians are compared; memcpy
 # bandwidth at the same size is the ceiling.
 # Usage: bench/core_throughput.sh [BUILD_DIR [BYTES_PER_RUN (default 1e9) [RUNS (default 3)]]]
-#   (BENCH_TRANSPORTS="tcp" or "ipc" runs one transport only)
+#   (BENCH_TRANSPORTS="tcp" or "ipc" runs one transport only; BENCH_SIZES="4096" only those sizes)
 set -eu
 build=${1:-build} total=${2:-1000000000} runs=${3:-3}
 sf=$build/core/saeflow raw=$build/bench/zmq_raw
@@ -54,7 +54,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "median of $runs alternating runs per row, ~$total bytes each"
 printf "%-6s %10s %8s %12s %12s %12s %7s\n" transport size count "memcpy MB/s" "saeflow MB/s" "zmq MB/s" ratio
 for transport in ${BENCH_TRANSPORTS:-tcp ipc}; do
-    for size in 4096 65536 1048576 4194304 16777216; do
+    for size in ${BENCH_SIZES:-4096 65536 1048576 4194304 16777216}; do
         count=$((total / size))
         [ $count -gt 200000 ] && count=200000
         [ $count -lt 3 ] && count=3

@@ -38,7 +38,7 @@ for c in "16 64 5 mid" "16 64 full full" "1 1024 5 mid" "1 1024 full full"; do
     OURS="0 0 0"
     TORCH=0
     for r in $(seq "$ROUNDS"); do
-        O=$("$BENCH" "$MODEL" "$1" "$2" "$3" "$ITERS")
+        O=$("$BENCH" "$MODEL" "$1" "$2" "$3" "$ITERS" | cut -d' ' -f1-3)
         [ "$(max "${O%% *}" "${OURS%% *}")" = "${O%% *}" ] && OURS=$O
         TORCH=$(max "$TORCH" "$($PY "$HERE/forward_bench_torch.py" run "$MODEL" "$1" "$2" "$3" "$ITERS")")
     done

@@ -30,6 +30,23 @@ int sf_frame_send_text(void *sock, const char *id, uint32_t type, const char *te
     return rc;
 }
 
+void sf_batch_append(unsigned char *batch, size_t *len, const void *msg, size_t n) {
+    for (int i = 0; i < 4; i++) batch[*len + i] = (unsigned char)((uint32_t)n >> (8 * i));
+    memcpy(batch + *len + 4, msg, n);
+    *len += 4 + n;
+}
+
+int sf_batch_next(const unsigned char *batch, size_t size, size_t *off, size_t *msg_off, size_t *msg_len) {
+    if (*off > size || size - *off < 4) return 0;
+    uint32_t n = 0;
+    for (int i = 3; i >= 0; i--) n = (n << 8) | batch[*off + i];
+    if (size - *off - 4 < n) return 0;
+    *msg_off = *off + 4;
+    *msg_len = n;
+    *off += 4 + (size_t)n;
+    return 1;
+}
+
 /* Reads and discards the rest of a multipart message. */
 static void drain_more(void *sock) {
     int more;
@@ -91,8 +108,8 @@ int sf_frame_recv(void *sock, int is_router, sf_frame *f, char *err, size_t errl
     for (int i = 3; i >= 0; i--) f->h.n = (f->h.n << 8) | b[4 + i];
     for (int i = 7; i >= 0; i--) f->h.seq = (f->h.seq << 8) | b[8 + i];
     zmq_msg_close(&part);
-    int want_payload = f->h.type == SF_FRAME_DATA || f->h.type == SF_FRAME_ABORT;
-    if (f->h.type < SF_FRAME_HELLO || f->h.type > SF_FRAME_EOS_ACK) {
+    int want_payload = f->h.type == SF_FRAME_DATA || f->h.type == SF_FRAME_BATCH || f->h.type == SF_FRAME_ABORT;
+    if (f->h.type < SF_FRAME_HELLO || f->h.type > SF_FRAME_BATCH) {
         snprintf(err, errlen, "unknown frame type 0x%08x", f->h.type);
         drain_more(sock);
         return -1;

@@ -14,6 +14,12 @@
  * its tcp receive buffer makes the kernel reset the connection, which discards what the consumer
  * had not read yet.
  *
+ * Small messages travel in batches (BATCH frames), still sequence-numbered and credited one by one:
+ * a link may hold more than its window of messages in flight while they are small (up to
+ * SF_SMALL_WINDOW_MSGS messages and SF_SMALL_WINDOW_BYTES bytes), and the producer's loop packs the
+ * small messages it has for a link into one frame. It never waits for a batch to fill: whatever the
+ * producer emitted by the time the loop runs goes out at once, so a lone message is not delayed.
+ *
  * Frames: [header 16 bytes][payload]. Header: u32 type, u32 n, u64 seq, little-endian. */
 #ifndef SF_EDGE_H
 #define SF_EDGE_H
@@ -31,6 +37,15 @@ enum sf_frame_type {
     SF_FRAME_HEARTBEAT = 0x53460006, /* either way, across processes */
     SF_FRAME_STOP = 0x53460007,      /* consumer -> producer: this run was interrupted; stop too */
     SF_FRAME_EOS_ACK = 0x53460008,   /* consumer -> producer: EOS and every message before it arrived */
+    SF_FRAME_BATCH = 0x53460009,     /* producer -> consumer: seq of the first message, n messages;
+                                        payload = n x [u32 length, little-endian][message] */
+};
+
+enum {
+    SF_BATCH_MAX_MSG = 64 << 10,      /* messages up to this size are batched; larger ones go alone */
+    SF_BATCH_BYTES = 256 << 10,       /* a batch's payload stays within this (or holds one message) */
+    SF_SMALL_WINDOW_MSGS = 256,       /* beyond the window, small messages in flight per link, at most */
+    SF_SMALL_WINDOW_BYTES = 1 << 20,  /* ... while the link's bytes in flight stay within this */
 };
 
 enum { SF_EOS_INTERRUPTED = 1 }; /* EOS flag: the stream ended early because of an interrupt */
@@ -47,12 +62,19 @@ int sf_frame_send(void *sock, const char *id, uint32_t type, uint32_t n, uint64_
 /* Sends a frame whose payload is a short string (ABORT reasons). */
 int sf_frame_send_text(void *sock, const char *id, uint32_t type, const char *text);
 
+/* Appends one message to a batch payload buffer of capacity SF_BATCH_BYTES (the caller checked
+ * it fits: *len + 4 + n <= SF_BATCH_BYTES). */
+void sf_batch_append(unsigned char *batch, size_t *len, const void *msg, size_t n);
+/* The next message of a received batch payload at *off: sets *msg_off and *msg_len and advances
+ * *off; 0 if what is left is too short for the length it states (wire input is untrusted). */
+int sf_batch_next(const unsigned char *batch, size_t size, size_t *off, size_t *msg_off, size_t *msg_len);
+
 /* One received frame. Wire input is untrusted: sf_frame_recv checks the part count and sizes. */
 typedef struct sf_frame {
     char id[128];      /* routing id on a ROUTER, "" on a DEALER */
     char addr[64];     /* the sender's address (tcp peers), "" when unknown */
     sf_frame_header h;
-    zmq_msg_t payload; /* empty unless DATA or ABORT */
+    zmq_msg_t payload; /* empty unless DATA, BATCH or ABORT */
     int has_payload;
 } sf_frame;
 

@@ -45,7 +45,7 @@ static void usage(FILE *out) {
             "\nrun options:\n"
             "  --host NAME            run the stages placed on host NAME (pipelines with 'host' lines)\n"
             "  --sweep KEY=V1,V2,...  run the pipeline once per value of variable KEY, in order (e.g. step=a,b,c)\n"
-            "  --credit N             messages in flight per edge link (default 8)\n"
+            "  --credit N             messages in flight per edge link (default 8; small ones: up to 256 within 1 MiB)\n"
             "  --connect-timeout S    seconds to wait for peers at start (default 60)\n"
             "  --peer-timeout S       seconds without a heartbeat before a peer is lost (default 10)\n"
             "  --progress, --no-progress   live status (default: on a terminal; log lines otherwise)\n"

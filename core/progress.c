@@ -94,7 +94,7 @@ void sf_progress_summary(sf_runtime *rt) {
             fprintf(stderr, "  edge %s -> %s: %llu messages, %s, %s/s%s", c->name, l->id, (unsigned long long)l->seq, b, rate,
                     l->eos_sent ? ", end-of-stream sent" : "");
             if (failed) { /* credit the consumer's stage has not returned: sent, not acknowledged */
-                int64_t in_flight = l->window - l->credit;
+                int64_t in_flight = l->in_flight;
                 fprintf(stderr, "; %llu acknowledged, %lld in flight", (unsigned long long)((int64_t)l->seq - in_flight), (long long)in_flight);
             }
             fputc('\n', stderr);

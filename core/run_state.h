@@ -28,7 +28,13 @@ typedef struct sf_out_link { /* producer side: one consumer instance */
     char id[64];             /* the consumer instance's name = its routing id */
     int group;               /* consumer stage it belongs to */
     int hello, eos_sent, eos_acked, remote;
-    int64_t credit, window; /* credit held; window granted by HELLO */
+    int64_t in_flight, window; /* messages sent and not yet credited back; window granted by HELLO */
+    uint64_t bytes_in_flight;  /* their bytes (small messages may exceed the window: edge.h) */
+    uint64_t *sizes;           /* ring [sizes_cap]: each in-flight message's size, oldest at sizes_head */
+    int64_t sizes_cap, sizes_head;
+    unsigned char *batch;      /* [SF_BATCH_BYTES]: small messages packed for this link, not sent yet */
+    size_t batch_len;
+    uint32_t batch_n;
     uint64_t seq, bytes;
     double last_seen;
 } sf_out_link;
@@ -41,12 +47,14 @@ typedef struct sf_in_link { /* consumer side: one producer instance */
     uint64_t expect_seq, received, bytes;
     int eos;
     atomic_int credit_return; /* credits the worker freed, to send back */
+    int64_t outstanding;      /* messages received whose credit has not been sent back (loop thread) */
     atomic_uint_fast64_t processed; /* messages the stage has taken (for the summary) */
     double last_seen;
 } sf_in_link;
 
 typedef struct sf_inbox_item {
-    zmq_msg_t msg;
+    zmq_msg_t msg; /* a DATA payload, or a BATCH payload shared by its messages */
+    size_t off, len; /* the message inside msg */
     int link;
 } sf_inbox_item;
 
@@ -72,7 +80,8 @@ struct sf_ctx {
     int inbox_head, inbox_len, inbox_cap;
     int inputs_done;
     struct { void *buf; size_t len; } *outbox; /* ring */
-    int out_head, out_len, out_cap;
+    int out_head, out_len;
+    size_t out_bytes; /* bytes in the outbox */
 
     /* producer side */
     void *router;

@@ -22,7 +22,12 @@
 #include "runtime.h"
 #include "sf_internal.h"
 
-#define OUTBOX_CAP 4
+/* The outbox always takes OUTBOX_MIN messages and more while they total at most OUTBOX_BYTES (up
+ * to OUTBOX_CAP): large tensors wait as before, small messages queue up so that the loop can send
+ * them in batches. */
+#define OUTBOX_CAP 256
+#define OUTBOX_MIN 4
+#define OUTBOX_BYTES (1 << 20)
 #define PUMP_BATCH 256
 
 volatile sig_atomic_t sf_signal_before_run;
@@ -149,7 +154,9 @@ int sf_emit(sf_ctx *ctx, sf_msg *m) {
     void *buf = sf_msg_release(m, &len);
     if (!buf) return SF_ERR; /* a put failed: sf_last_error() says which */
     pthread_mutex_lock(&ctx->lock);
-    while (ctx->out_len == OUTBOX_CAP && !atomic_load(&ctx->rt->aborting)) pthread_cond_wait(&ctx->cond, &ctx->lock);
+    while ((ctx->out_len == OUTBOX_CAP || (ctx->out_len >= OUTBOX_MIN && ctx->out_bytes + len > OUTBOX_BYTES)) &&
+           !atomic_load(&ctx->rt->aborting))
+        pthread_cond_wait(&ctx->cond, &ctx->lock);
     if (atomic_load(&ctx->rt->aborting)) {
         pthread_mutex_unlock(&ctx->lock);
         free(buf);
@@ -158,6 +165,7 @@ int sf_emit(sf_ctx *ctx, sf_msg *m) {
     int slot = (ctx->out_head + ctx->out_len++) % OUTBOX_CAP;
     ctx->outbox[slot].buf = buf;
     ctx->outbox[slot].len = len;
+    ctx->out_bytes += len;
     pthread_mutex_unlock(&ctx->lock);
     uv_async_send(&ctx->rt->wake);
     return SF_OK;
@@ -191,7 +199,7 @@ static int worker_loop(sf_ctx *ctx) {
         pthread_mutex_unlock(&ctx->lock);
 
         sf_in_link *link = &ctx->in[item.link];
-        sf_msg *m = sf_msg_parse(zmq_msg_data(&item.msg), zmq_msg_size(&item.msg));
+        sf_msg *m = sf_msg_parse((const char *)zmq_msg_data(&item.msg) + item.off, item.len);
         int rc;
         if (!m) rc = sf_fail("bad message from %s: %s", link->peer, sf_last_error());
         else rc = d->on_message(ctx, ctx->state, link->input, m);
@@ -297,12 +305,27 @@ static void handle_router_frame(sf_ctx *ctx, sf_frame *f) {
     switch (f->h.type) {
     case SF_FRAME_HELLO:
         if (!l->hello) {
+            l->window = f->h.n;
+            l->sizes_cap = l->window > SF_SMALL_WINDOW_MSGS ? l->window : SF_SMALL_WINDOW_MSGS;
+            l->sizes = sf_alloc("a link's table of in-flight message sizes", (size_t)l->sizes_cap, sizeof *l->sizes);
+            if (!l->sizes) {
+                fail_run(rt, "%s: %s", ctx->name, sf_last_error());
+                return;
+            }
             l->hello = 1;
-            l->credit = l->window = f->h.n;
         }
         break;
     case SF_FRAME_CREDIT:
-        l->credit += f->h.n;
+        if (f->h.n > l->in_flight) {
+            fail_run(rt, "%s: protocol error: consumer %s returned %u credits with %lld messages in flight", ctx->name, l->id, f->h.n,
+                     (long long)l->in_flight);
+            return;
+        }
+        for (uint32_t k = 0; k < f->h.n; k++) { /* credits come back in the order the messages went */
+            l->bytes_in_flight -= l->sizes[l->sizes_head];
+            l->sizes_head = (l->sizes_head + 1) % l->sizes_cap;
+        }
+        l->in_flight -= f->h.n;
         break;
     case SF_FRAME_EOS_ACK:
         if (!l->eos_sent || f->h.seq != l->seq) {
@@ -328,33 +351,71 @@ static void handle_router_frame(sf_ctx *ctx, sf_frame *f) {
     }
 }
 
+/* Messages a consumer accepts in flight on one link: its window, or more while they are small
+ * (edge.h). The inbox holds this many per link, so a producer within its credit always finds room. */
+static int64_t link_limit(const sf_runtime *rt) {
+    return rt->o.credit > SF_SMALL_WINDOW_MSGS ? rt->o.credit : SF_SMALL_WINDOW_MSGS;
+}
+
+/* Checks that n messages starting at seq are the next ones of link l and within its credit. */
+static int accept_messages(sf_ctx *ctx, sf_in_link *l, uint64_t seq, uint32_t n) {
+    if (l->eos || seq != l->expect_seq) {
+        fail_run(ctx->rt, "%s: message %llu from %s arrived where %llu was expected: a message was lost or duplicated", ctx->name,
+                 (unsigned long long)seq, l->peer, (unsigned long long)l->expect_seq);
+        return 0;
+    }
+    if (l->outstanding + n > link_limit(ctx->rt)) {
+        fail_run(ctx->rt, "%s: %s sent more messages than the credit it was given", ctx->name, l->peer);
+        return 0;
+    }
+    l->expect_seq += n;
+    l->received += n;
+    l->outstanding += n;
+    return 1;
+}
+
+/* Queues message [off, off + len) of payload for the worker (a reference: no byte is copied).
+ * Under ctx->lock; accept_messages made room. */
+static void enqueue(sf_ctx *ctx, int li, zmq_msg_t *payload, size_t off, size_t len) {
+    sf_inbox_item *it = &ctx->inbox[(ctx->inbox_head + ctx->inbox_len++) % ctx->inbox_cap];
+    zmq_msg_init(&it->msg);
+    zmq_msg_copy(&it->msg, payload);
+    it->off = off;
+    it->len = len;
+    it->link = li;
+}
+
 static void handle_in_frame(sf_ctx *ctx, int li, sf_frame *f) {
     sf_runtime *rt = ctx->rt;
     sf_in_link *l = &ctx->in[li];
     l->last_seen = sf_now();
     switch (f->h.type) {
     case SF_FRAME_DATA:
-        if (l->eos || f->h.seq != l->expect_seq) {
-            fail_run(rt, "%s: message %llu from %s arrived where %llu was expected: a message was lost or duplicated",
-                     ctx->name, (unsigned long long)f->h.seq, l->peer, (unsigned long long)l->expect_seq);
-            return;
-        }
-        l->expect_seq++;
-        l->received++;
+        if (!accept_messages(ctx, l, f->h.seq, 1)) return;
         l->bytes += zmq_msg_size(&f->payload);
         pthread_mutex_lock(&ctx->lock);
-        if (ctx->inbox_len == ctx->inbox_cap) {
-            pthread_mutex_unlock(&ctx->lock);
-            fail_run(rt, "%s: %s sent more messages than the credit it was given", ctx->name, l->peer);
-            return;
-        }
-        sf_inbox_item *it = &ctx->inbox[(ctx->inbox_head + ctx->inbox_len++) % ctx->inbox_cap];
-        zmq_msg_init(&it->msg);
-        zmq_msg_move(&it->msg, &f->payload);
-        it->link = li;
+        enqueue(ctx, li, &f->payload, 0, zmq_msg_size(&f->payload));
         pthread_cond_signal(&ctx->cond);
         pthread_mutex_unlock(&ctx->lock);
         break;
+    case SF_FRAME_BATCH: {
+        const unsigned char *b = zmq_msg_data(&f->payload);
+        size_t size = zmq_msg_size(&f->payload), off = 0, mo, ml;
+        uint32_t k = 0;
+        while (k < f->h.n && sf_batch_next(b, size, &off, &mo, &ml)) k++;
+        if (f->h.n == 0 || k != f->h.n || off != size) {
+            fail_run(rt, "%s: malformed batch from %s: %u messages announced, %u found in %zu bytes", ctx->name, l->peer, f->h.n, k, size);
+            return;
+        }
+        if (!accept_messages(ctx, l, f->h.seq, f->h.n)) return;
+        l->bytes += size - 4 * (size_t)f->h.n;
+        off = 0;
+        pthread_mutex_lock(&ctx->lock);
+        while (sf_batch_next(b, size, &off, &mo, &ml)) enqueue(ctx, li, &f->payload, mo, ml);
+        pthread_cond_signal(&ctx->cond);
+        pthread_mutex_unlock(&ctx->lock);
+        break;
+    }
     case SF_FRAME_EOS: {
         if (f->h.seq != l->received) {
             fail_run(rt, "%s: %s ended its stream after %llu messages but %llu arrived: messages were lost",
@@ -420,14 +481,22 @@ static void free_buffer(void *data, void *hint) {
     free(data); /* runs on a ZeroMQ I/O thread; free() is thread-safe */
 }
 
-/* Picks the links the next message goes to: per consumer stage, one replica with credit (share)
- * or every replica (broadcast). 0 if some consumer stage has no credit yet. */
-static int pick_targets(sf_ctx *ctx, int *targets, int *n_targets) {
+/* Whether link l may take one more message of len bytes: within its window, or beyond it while
+ * the message is small and the link's small-message budget (edge.h) has room. */
+static int can_send(const sf_out_link *l, size_t len) {
+    if (!l->hello) return 0;
+    if (l->in_flight < l->window) return 1;
+    return l->in_flight < l->sizes_cap && len <= SF_BATCH_MAX_MSG && l->bytes_in_flight + len <= SF_SMALL_WINDOW_BYTES;
+}
+
+/* Picks the links a message of len bytes goes to: per consumer stage, one replica with credit
+ * (share) or every replica (broadcast). 0 if some consumer stage has no credit yet. */
+static int pick_targets(sf_ctx *ctx, size_t len, int *targets, int *n_targets) {
     *n_targets = 0;
     for (int g = 0; g < ctx->n_groups; g++) {
         if (ctx->group_broadcast[g]) {
             for (int i = 0; i < ctx->n_out; i++)
-                if (ctx->out[i].group == g && (!ctx->out[i].hello || ctx->out[i].credit <= 0)) return 0;
+                if (ctx->out[i].group == g && !can_send(&ctx->out[i], len)) return 0;
             for (int i = 0; i < ctx->n_out; i++)
                 if (ctx->out[i].group == g) targets[(*n_targets)++] = i;
             continue;
@@ -435,7 +504,7 @@ static int pick_targets(sf_ctx *ctx, int *targets, int *n_targets) {
         int best = -1, start = ctx->group_rr[g];
         for (int k = 0; k < ctx->n_out && best < 0; k++) {
             int i = (start + k) % ctx->n_out;
-            if (ctx->out[i].group == g && ctx->out[i].hello && ctx->out[i].credit > 0) best = i;
+            if (ctx->out[i].group == g && can_send(&ctx->out[i], len)) best = i;
         }
         if (best < 0) return 0;
         ctx->group_rr[g] = best + 1;
@@ -450,6 +519,60 @@ static int all_hello(sf_ctx *ctx) {
     return 1;
 }
 
+static void send_failed(sf_ctx *ctx, const sf_out_link *l) {
+    if (errno == EHOSTUNREACH)
+        fail_run(ctx->rt, "%s: lost contact with consumer %s: its connection closed (did its process die?)", ctx->name, l->id);
+    else fail_run(ctx->rt, "%s: sending to %s: %s", ctx->name, l->id, zmq_strerror(errno));
+}
+
+/* Sends the small messages packed for link l as one BATCH frame; they are its last batch_n
+ * sequence numbers (a large message on the link sends the batch before it). */
+static int send_batch(sf_ctx *ctx, sf_out_link *l) {
+    if (!l->batch_n) return 0;
+    zmq_msg_t m;
+    zmq_msg_init_data(&m, l->batch, l->batch_len, free_buffer, NULL); /* ZeroMQ frees it once sent */
+    int rc = sf_frame_send(ctx->router, l->id, SF_FRAME_BATCH, l->batch_n, l->seq - l->batch_n, &m);
+    if (rc != 0) send_failed(ctx, l);
+    zmq_msg_close(&m);
+    l->batch = NULL;
+    l->batch_len = 0;
+    l->batch_n = 0;
+    return rc;
+}
+
+/* Moves message buf (len bytes) to link l: packed into the link's batch when small, else sent
+ * alone without a copy (whole owns buf). Counts it in flight. */
+static int send_to_link(sf_ctx *ctx, sf_out_link *l, const void *buf, size_t len, zmq_msg_t *whole) {
+    if (len > SF_BATCH_MAX_MSG) {
+        if (send_batch(ctx, l) != 0) return -1;
+        zmq_msg_t copy; /* reference-counted: no byte is copied */
+        zmq_msg_init(&copy);
+        zmq_msg_copy(&copy, whole);
+        int rc = sf_frame_send(ctx->router, l->id, SF_FRAME_DATA, 0, l->seq, &copy);
+        zmq_msg_close(&copy);
+        if (rc != 0) {
+            send_failed(ctx, l);
+            return -1;
+        }
+    } else {
+        if (l->batch_len + 4 + len > SF_BATCH_BYTES && send_batch(ctx, l) != 0) return -1;
+        if (!l->batch && !(l->batch = sf_alloc("a batch of small messages", 1, SF_BATCH_BYTES))) {
+            fail_run(ctx->rt, "%s: %s", ctx->name, sf_last_error());
+            return -1;
+        }
+        sf_batch_append(l->batch, &l->batch_len, buf, len);
+        l->batch_n++;
+    }
+    l->sizes[(l->sizes_head + l->in_flight) % l->sizes_cap] = len;
+    l->in_flight++;
+    l->bytes_in_flight += len;
+    l->seq++;
+    l->bytes += len;
+    return 0;
+}
+
+/* Sends what the outbox holds while the consumers have credit. Small messages are packed per link
+ * and every batch goes out before returning: nothing waits for more messages to come. */
 static int flush_outbox(sf_ctx *ctx) {
     sf_runtime *rt = ctx->rt;
     int sent = 0;
@@ -458,38 +581,27 @@ static int flush_outbox(sf_ctx *ctx) {
         pthread_mutex_lock(&ctx->lock);
         int have = ctx->out_len;
         pthread_mutex_unlock(&ctx->lock);
-        if (!have || atomic_load(&rt->aborting) || !all_hello(ctx) || !pick_targets(ctx, targets, &n_targets)) break;
+        if (!have || atomic_load(&rt->aborting) || !all_hello(ctx)) break;
         void *buf = ctx->outbox[ctx->out_head].buf;
         size_t len = ctx->outbox[ctx->out_head].len;
+        if (!pick_targets(ctx, len, targets, &n_targets)) break;
         zmq_msg_t whole;
         zmq_msg_init_data(&whole, buf, len, free_buffer, NULL);
-        for (int t = 0; t < n_targets; t++) {
-            sf_out_link *l = &ctx->out[targets[t]];
-            zmq_msg_t copy; /* reference-counted: no byte is copied */
-            zmq_msg_init(&copy);
-            zmq_msg_copy(&copy, &whole);
-            if (sf_frame_send(ctx->router, l->id, SF_FRAME_DATA, 0, l->seq, &copy) != 0) {
-                if (errno == EHOSTUNREACH)
-                    fail_run(rt, "%s: lost contact with consumer %s: its connection closed (did its process die?)", ctx->name, l->id);
-                else fail_run(rt, "%s: sending to %s: %s", ctx->name, l->id, zmq_strerror(errno));
-                zmq_msg_close(&copy);
-                break;
-            }
-            zmq_msg_close(&copy);
-            l->seq++;
-            l->credit--;
-            l->bytes += len;
-        }
+        for (int t = 0; t < n_targets; t++)
+            if (send_to_link(ctx, &ctx->out[targets[t]], buf, len, &whole) != 0) break;
         zmq_msg_close(&whole);
         atomic_fetch_add(&ctx->msgs_out, 1);
         atomic_fetch_add(&ctx->bytes_out, len);
         pthread_mutex_lock(&ctx->lock);
         ctx->out_head = (ctx->out_head + 1) % OUTBOX_CAP;
         ctx->out_len--;
+        ctx->out_bytes -= len;
         pthread_cond_signal(&ctx->cond);
         pthread_mutex_unlock(&ctx->lock);
         sent++;
     }
+    for (int i = 0; i < ctx->n_out; i++)
+        if (ctx->out[i].batch_n && !atomic_load(&rt->aborting)) send_batch(ctx, &ctx->out[i]);
     /* With no consumer at all, messages are counted and dropped. */
     if (ctx->n_out == 0) {
         pthread_mutex_lock(&ctx->lock);
@@ -499,8 +611,8 @@ static int flush_outbox(sf_ctx *ctx) {
             free(ctx->outbox[ctx->out_head].buf);
             ctx->out_head = (ctx->out_head + 1) % OUTBOX_CAP;
             ctx->out_len--;
-            sent++;
         }
+        ctx->out_bytes = 0;
         pthread_cond_signal(&ctx->cond);
         pthread_mutex_unlock(&ctx->lock);
     }
@@ -511,8 +623,10 @@ static void send_credits(sf_ctx *ctx) {
     for (int i = 0; i < ctx->n_in; i++) {
         sf_in_link *l = &ctx->in[i];
         int n = atomic_exchange(&l->credit_return, 0);
-        if (n > 0 && !l->eos && sf_frame_send(l->sock, NULL, SF_FRAME_CREDIT, (uint32_t)n, 0, NULL) != 0)
+        if (n <= 0 || l->eos) continue;
+        if (sf_frame_send(l->sock, NULL, SF_FRAME_CREDIT, (uint32_t)n, 0, NULL) != 0)
             atomic_fetch_add(&l->credit_return, n); /* retried on the next pump */
+        else l->outstanding -= n;
     }
 }
 
@@ -793,7 +907,7 @@ static int setup_instance(sf_runtime *rt, sf_ctx *c, int stage_idx) {
         c->targets = sf_alloc("an instance's per-message target list", (size_t)c->n_out, sizeof *c->targets);
         if (!c->targets) return SF_ERR;
     }
-    c->inbox_cap = rt->o.credit * (c->n_in ? c->n_in : 1);
+    c->inbox_cap = (int)link_limit(rt) * (c->n_in ? c->n_in : 1);
     c->inbox = sf_zalloc("an instance's inbox", (size_t)c->inbox_cap, sizeof *c->inbox);
     c->outbox = sf_zalloc("an instance's outbox", OUTBOX_CAP, sizeof *c->outbox);
     return c->inbox && c->outbox ? SF_OK : SF_ERR;
@@ -839,6 +953,7 @@ static void free_runtime(sf_runtime *rt) {
         for (int j = 0; j < c->out_len; j++) free(c->outbox[(c->out_head + j) % OUTBOX_CAP].buf);
         pthread_mutex_destroy(&c->lock);
         pthread_cond_destroy(&c->cond);
+        for (int j = 0; j < c->n_out; j++) free(c->out[j].sizes), free(c->out[j].batch);
         free(c->inbox), free(c->outbox), free(c->out), free(c->targets), free(c->in), free(c->group_broadcast), free(c->group_rr);
         free(c);
     }

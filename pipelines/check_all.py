@@ -23,7 +23,8 @@ empty_runs = tempfile.mkdtemp(prefix="sf-check-runs-")
 OVERRIDES = {"three-hosts.flow": [["resume=true", "skip=runs/three-hosts/shards,runs/three-hosts/sae"],
                                   ["on_b=A", "on_c=A"]],
              "train-from-shards.flow": [["resume=true", "epochs=2"]],
-             "demo-mine.flow": [["sampling=paper-max"], ["sampling=strongest"]]}
+             "demo-mine.flow": [["sampling=paper-max"], ["sampling=strongest"]],
+             "lm-train.flow": [["resume=true"], ["steps=100", "save_steps=0,10,final"]]}
 # pipeline -> the parameters (in file order) whose findings are expected when its `runs` directory
 # is empty, each reported at the line that sets it
 NEEDS_RUN = {"demo-mine.flow": ["sae", "sae_dir", "sae"], "demo-pairs.flow": ["sae"], "train-from-shards.flow": ["dir"]}

@@ -32,7 +32,8 @@ static const sf_kind_field activations_fields[] = {
 };
 static const sf_kind_field checkpoint_fields[] = {
     {"path", "str", 0},       {"step", "int", 0},       {"tokens_seen", "int", 0},
-    {"train_loss", "float", 0}, {"val_loss", "float", 1}, {NULL, NULL, 0},
+    {"train_loss", "float", 0}, {"val_loss", "float", 1}, {"checkpoint", "str", 1},
+    {"val_seqs", "int", 1},   {"dtype", "str", 1},      {NULL, NULL, 0},
 };
 static const sf_kind_def kinds[] = {
     {"document", document_fields},

@@ -112,22 +112,23 @@ static sf_shared_cache shared_models = SF_SHARED_CACHE_INIT(model_free_shared);
 typedef struct model_spec {
     const char *dir;
     int n_layers, head;
+    fw_weights how;
 } model_spec;
 
 static void *model_load_shared(const char *key, void *arg) {
     (void)key;
     const model_spec *ms = arg;
-    return fw_model_load(ms->dir, ms->n_layers, ms->head);
+    return fw_model_load_mode(ms->dir, ms->n_layers, ms->head, ms->how);
 }
 
-/* One copy per (directory, layers loaded, head) in the process. */
-static fw_model *model_acquire(const char *dir, int n_layers, int head) {
+/* One copy per (directory, layers loaded, head, weights) in the process. */
+static fw_model *model_acquire(const char *dir, int n_layers, int head, fw_weights how) {
     char key[4200];
-    if ((size_t)snprintf(key, sizeof key, "%d %d %s", n_layers, head, dir) >= sizeof key) {
+    if ((size_t)snprintf(key, sizeof key, "%d %d %d %s", n_layers, head, (int)how, dir) >= sizeof key) {
         sf_fail("model directory name too long: %s", dir);
         return NULL;
     }
-    model_spec ms = {dir, n_layers, head};
+    model_spec ms = {dir, n_layers, head, how};
     return sf_shared_acquire(&shared_models, key, model_load_shared, &ms);
 }
 
@@ -144,6 +145,7 @@ typedef struct fwd_stage {
     char hook_names[FW_MAX_HOOKS][48];
     int drop_bos, want_logits, want_loss, bos_id;
     sf_dtype out_dtype;
+    fw_weights weights;    /* param weights */
     fwd_sae *sae;          /* param sae: loss_sae is the loss with its reconstruction spliced in */
     /* per-message buffers, grown to the largest batch */
     float *outs[FW_MAX_HOOKS];
@@ -167,6 +169,9 @@ static const sf_param_def fwd_params[] = {
     {"accept_sae_mismatch", SF_PARAM_BOOL, "false",
      "splice the SAE into another hook (sae_hook), checkpoint or model than its config records (logged); "
      "otherwise that is an error"},
+    {"weights", SF_PARAM_STRING, "auto", "how the blocks' weights are held: resident (float32, converted at load: "
+     "2x a bf16 checkpoint's bytes), stream (Llama family: mapped, each block converted when it runs; RSS about "
+     "one block) or auto (stream when the float32 weights would take 1 GiB or more)", "auto|resident|stream"},
     {"threads", SF_PARAM_INT, "0", "threads of the forward: each sgemm is split over them, with OpenBLAS on one thread meanwhile (0: all cores)", "[0, 4096]"},
     {NULL, 0, NULL, NULL},
 };
@@ -220,6 +225,13 @@ static int fwd_params_load(sf_ctx *ctx, fwd_stage *s, fw_config *cfg) {
     for (int i = 0; i < s->n_hooks; i++)
         if (fw_hook_check(cfg, s->hooks[i]) != SF_OK)
             return sf_param_fail(ctx, "hooks", "%s (%s)", sf_last_error(), s->model_dir);
+    const char *w = sf_param_str(ctx, "weights");
+    if (!strcmp(w, "auto")) s->weights = FW_WEIGHTS_AUTO;
+    else if (!strcmp(w, "resident")) s->weights = FW_WEIGHTS_RESIDENT;
+    else if (!strcmp(w, "stream")) s->weights = FW_WEIGHTS_STREAM;
+    else return sf_param_fail(ctx, "weights", "must be auto, resident or stream, not \"%s\"", w);
+    if (s->weights == FW_WEIGHTS_STREAM && cfg->arch != FW_ARCH_LLAMA)
+        return sf_param_fail(ctx, "weights", "stream needs a Llama-family model, not %s", cfg->architecture);
     const char *name = sf_param_str(ctx, "checkpoint");
     if (!*name) sf_default_checkpoint(s->model_dir, s->checkpoint, sizeof s->checkpoint);
     else snprintf(s->checkpoint, sizeof s->checkpoint, "%s", name);
@@ -253,10 +265,10 @@ static int fwd_init(sf_ctx *ctx, void **state) {
     for (int i = 0; i < s->n_hooks; i++)
         if (s->hooks[i].layer + 1 > need) need = s->hooks[i].layer + 1;
     fw_set_threads((int)sf_param_int(ctx, "threads"));
-    if (!(s->model = model_acquire(s->model_dir, head ? -1 : need, head))) return SF_ERR;
+    if (!(s->model = model_acquire(s->model_dir, head ? -1 : need, head, s->weights))) return SF_ERR;
     if (!(s->state = fw_state_new((int)sf_param_int(ctx, "threads")))) return SF_ERR;
-    sf_log(SF_LOG_INFO, "%s (%s, %d of %d blocks), checkpoint %s", s->model_dir, cfg.architecture,
-           s->model->n_loaded, cfg.n_layers, s->checkpoint);
+    sf_log(SF_LOG_INFO, "%s (%s, %d of %d blocks, %s weights), checkpoint %s", s->model_dir, cfg.architecture,
+           s->model->n_loaded, cfg.n_layers, s->model->ck ? "streamed" : "resident", s->checkpoint);
     return SF_OK;
 }
 
@@ -417,7 +429,7 @@ static int npy_header(FILE *f, size_t rows, size_t cols) {
 static int cli_usage_to(FILE *out, int rc) {
     fprintf(out, "usage: saeflow forward MODEL_DIR [--hook HOOK] [--out FILE.npy] [--logits] [--loss]\n"
                     "                       [--sae SAE_DIR [--sae-hook HOOK] [--accept-sae-mismatch]]\n"
-                    "                       [--loss-out FILE.npy] [--threads N]\n"
+                    "                       [--loss-out FILE.npy] [--threads N] [--weights auto|resident|stream]\n"
                     "       saeflow forward MODEL_DIR --generate N\n"
                     "  reads token ids on stdin, one sequence per line; writes the hook's activations\n"
                     "  [tokens, d] (or with --logits the logits [tokens, vocab]) of every token in order as\n"
@@ -426,7 +438,8 @@ static int cli_usage_to(FILE *out, int rc) {
                     "  the increase (an SAE trained on another hook, checkpoint or model is refused unless\n"
                     "  --accept-sae-mismatch); --loss-out writes the per-token losses [tokens, 1] ([tokens, 2]: clean,\n"
                     "  spliced with --sae; NaN at each sequence's last token); --generate prints each sequence\n"
-                    "  followed by its greedy continuation of N tokens.\n");
+                    "  followed by its greedy continuation of N tokens. --weights: as the stage's param weights\n"
+                    "  (auto streams a Llama-family model's blocks from the mapped checkpoint from 1 GiB of float32).\n");
     return rc;
 }
 
@@ -462,6 +475,7 @@ static int cli_generate(const fw_model *m, fw_state *st, const fw_seq_list *seqs
 
 static int cli_main(int argc, char **argv) {
     const char *dir = NULL, *hook_name = NULL, *out_path = NULL, *sae_dir = NULL, *sae_hook = "", *loss_path = NULL;
+    const char *weights = "auto";
     int want_logits = 0, want_loss = 0, threads = 0, generate = 0, accept_mismatch = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return cli_usage_to(stdout, 0);
@@ -471,6 +485,7 @@ static int cli_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--sae-hook") && i + 1 < argc) sae_hook = argv[++i];
         else if (!strcmp(argv[i], "--loss-out") && i + 1 < argc) loss_path = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--weights") && i + 1 < argc) weights = argv[++i];
         else if (!strcmp(argv[i], "--generate") && i + 1 < argc) generate = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--logits")) want_logits = 1;
         else if (!strcmp(argv[i], "--loss")) want_loss = 1;
@@ -479,6 +494,9 @@ static int cli_main(int argc, char **argv) {
         else return cli_usage();
     }
     want_loss |= sae_dir || loss_path;
+    fw_weights how = !strcmp(weights, "auto") ? FW_WEIGHTS_AUTO : !strcmp(weights, "resident") ? FW_WEIGHTS_RESIDENT
+                   : !strcmp(weights, "stream") ? FW_WEIGHTS_STREAM : (fw_weights)-1;
+    if ((int)how < 0) return cli_usage();
     int want_out = hook_name || want_logits;
     if (!dir || (hook_name && want_logits) || (want_out && !out_path) || (!want_out && !want_loss && generate <= 0) ||
         (generate > 0 && (want_out || want_loss)))
@@ -509,7 +527,7 @@ static int cli_main(int argc, char **argv) {
     sf_default_checkpoint(dir, checkpoint, sizeof checkpoint);
     if (sae_dir && !(sae = fwd_sae_open(sae_dir, sae_hook, &cfg, cfg.bos_id, dir, checkpoint, accept_mismatch)))
         goto done;
-    if (!(m = fw_model_load(dir, head ? -1 : hook.layer + 1, head))) goto done;
+    if (!(m = fw_model_load_mode(dir, head ? -1 : hook.layer + 1, head, how))) goto done;
     if (generate > 0) {
         rc = cli_generate(m, st, &seqs, generate) == SF_OK ? 0 : 1;
         goto done;
@@ -606,7 +624,7 @@ done:
 
 static const sf_command fwd_commands[] = {
     {"forward", "MODEL_DIR [--hook HOOK] [--out FILE.npy] [--logits] [--loss] [--sae DIR [--sae-hook HOOK]] "
-     "[--loss-out FILE.npy] [--generate N] [--threads N]",
+     "[--loss-out FILE.npy] [--generate N] [--threads N] [--weights auto|resident|stream]",
      "run a checkpoint on token ids from stdin; write activations or logits as .npy", cli_main},
     {NULL, NULL, NULL, NULL},
 };

@@ -2,7 +2,8 @@
  *
  * fw_model_load() reads config.json and the safetensors weights (one file or a sharded index),
  * validates every tensor's name and shape against the config, and converts everything to float32
- * in one uniform layout, whatever the architecture stored:
+ * (at load, or block by block as the forward runs them: fw_weights) in one uniform layout, whatever
+ * the architecture stored:
  *
  *   every linear layer is [out, in] row-major (nn.Linear), y = x W^T + b;
  *   attention projections are fused: wqkv holds the q rows of all heads, then k, then v;
@@ -100,11 +101,25 @@ typedef struct fw_layer {
     float *w_out, *b_out;   /* [d, ff], [d] or NULL */
 } fw_layer;
 
+/* How the blocks' weights are held. Resident: converted to float32 at load (2x the bytes of a bf16
+ * checkpoint). Streamed (Llama family only): the safetensors files stay memory-mapped and a block is
+ * converted into the caller's scratch (fw_block) each time a forward runs it, its source pages
+ * released afterwards, and embedding rows are converted as the batch needs them (fw_embed_rows):
+ * peak RSS is then about one block in float32 plus the activations, while the file data stays in
+ * the page cache. Auto streams when the float32 weights would take FW_STREAM_BYTES or more. */
+typedef enum fw_weights { FW_WEIGHTS_AUTO, FW_WEIGHTS_RESIDENT, FW_WEIGHTS_STREAM } fw_weights;
+#define FW_STREAM_BYTES ((size_t)1 << 30)
+
+struct fw_ckpt;
+
 typedef struct fw_model {
     fw_config cfg;
     int n_loaded;         /* blocks loaded: 0..n_loaded-1 (fewer than cfg.n_layers if asked) */
-    fw_layer *layers;
-    float *tok_emb;       /* [vocab, d] */
+    fw_layer *layers;     /* [n_loaded], all NULL pointers when streamed */
+    struct fw_ckpt *ck;   /* the mapped checkpoint when streamed, else NULL */
+    const void *emb_src;  /* streamed: the embedding tensor in the mapping, [vocab, d] of emb_dtype */
+    sf_dtype emb_dtype;
+    float *tok_emb;       /* [vocab, d]; NULL when streamed */
     float *pos_emb;       /* [max_pos, d] (GPT-2) or NULL */
     float *lnf_w, *lnf_b; /* final norm, NULL if the head was not loaded */
     float *lm_head;       /* [vocab, d]; == tok_emb when tied; NULL if the head was not loaded */
@@ -115,6 +130,15 @@ typedef struct fw_model {
 /* Loads blocks 0..n_layers-1 (n_layers < 0: all), and the final norm and LM head if with_head.
  * NULL with sf_last_error() set. */
 fw_model *fw_model_load(const char *dir, int n_layers, int with_head);
+/* The same with the weights held as `how` says (fw_model_load: resident). SF_ERR (NULL) when
+ * streaming is asked of a model that cannot stream (not Llama-family). */
+fw_model *fw_model_load_mode(const char *dir, int n_layers, int with_head, fw_weights how);
+/* Block l's weights: the resident ones, or (streamed) converted into scratch, which the caller
+ * owns (zeroed at first, freed with fw_layer_free). NULL with sf_last_error() on a failure. */
+const fw_layer *fw_block(const fw_model *m, int l, fw_layer *scratch);
+void fw_layer_free(fw_layer *ly);
+/* Embedding rows of tokens tok[0..n-1] (ids already checked) into x [n, d], as stored (no scaling). */
+void fw_embed_rows(const fw_model *m, const int32_t *tok, size_t n, float *x);
 void fw_model_free(fw_model *m);
 /* Only config.json: for callers that want to check a hook before loading weights. */
 int fw_config_load(const char *dir, fw_config *cfg);

@@ -80,6 +80,7 @@ struct fw_state {
     fw_buf rope;     /* [T, rotary_dim / 2] cos, then the same for sin */
     fw_buf head;     /* [chunk, vocab] logits when the caller keeps none, and normed rows */
     fw_buf next;     /* [chunk] int32: the token each row predicts, or -1 */
+    fw_layer blk;    /* a streamed model's block, converted for this caller (fw_block) */
 };
 
 /* Grows b to n floats (64-byte aligned); SF_ERR naming what when memory runs out. Every buffer
@@ -183,6 +184,7 @@ void fw_state_free(fw_state *s) {
     fw_buf *all[] = {&s->x, &s->xn, &s->qkv, &s->att, &s->attn_out, &s->mlp_in,
                      &s->mlp_act, &s->mlp_out, &s->saved, &s->rope, &s->head, &s->next};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]->p);
+    fw_layer_free(&s->blk);
     for (int w = 0; w < FW_MAX_THREADS; w++) free(s->scores[w].p);
     free(s);
 }
@@ -640,7 +642,8 @@ static int blocks(const fw_model *m, fw_state *s, const fw_request *r, fw_pass p
     const float *cos_local = sin_t + (size_t)T * half, *sin_local = cos_local + (size_t)T * half; /* Gemma-3 */
 
     for (int l = from; l <= to; l++) {
-        const fw_layer *ly = &m->layers[l];
+        const fw_layer *ly = fw_block(m, l, &s->blk);
+        if (!ly) return SF_ERR;
         if (hook_point(r, pass, FW_RESID_PRE, l, x, d) != SF_OK) return SF_ERR;
 
         /* attention (OLMo-2 has no norm before it: its input is x itself) */
@@ -706,8 +709,8 @@ static int forward(const fw_model *m, fw_state *s, const fw_request *r) {
     float *x = s->x.p;
     float *cos_t = s->rope.p, *sin_t = cos_t + (size_t)T * half;
 
+    fw_embed_rows(m, r->tokens, (size_t)N, x);
     for (size_t i = 0; i < (size_t)N; i++) {
-        memcpy(x + i * d, m->tok_emb + (size_t)r->tokens[i] * d, (size_t)d * sizeof *x);
         if (m->pos_emb) add_inplace(x + i * d, m->pos_emb + (i % T) * d, (size_t)d);
         for (int k = 0; k < d && c->embed_scale != 0; k++) x[i * d + k] *= c->embed_scale;
     }

@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "model.h"
 #include "sf_safetensors.h"
@@ -379,7 +381,8 @@ out:
 /* Checkpoint files: one model.safetensors, or shards listed by model.safetensors.index.json    */
 
 typedef struct fw_ckpt {
-    const char *dir;
+    char *dir;
+    int drop_pages;      /* streamed: release a tensor's mapped pages once it is converted */
     json_t *weight_map;  /* name -> shard file name; NULL for a single file */
     int n_files;
     char *names[FW_MAX_SHARDS];
@@ -392,6 +395,7 @@ static void ckpt_close(fw_ckpt *ck) {
         free(ck->names[i]);
     }
     json_decref(ck->weight_map);
+    free(ck->dir);
 }
 
 static int ckpt_add_file(fw_ckpt *ck, const char *name) {
@@ -409,7 +413,7 @@ static int ckpt_open(fw_ckpt *ck, const char *dir) {
     char path[4096];
     struct stat st;
     memset(ck, 0, sizeof *ck);
-    ck->dir = dir;
+    if (!(ck->dir = sf_strdup("checkpoint path", dir))) return SF_ERR;
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     if (stat(path, &st) == 0) return ckpt_add_file(ck, "model.safetensors");
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
@@ -475,6 +479,14 @@ static float *fw_alloc(const char *what, size_t n) {
     return p;
 }
 
+/* Unmaps the whole pages inside [p, p + n) of a read-only file mapping: the process's RSS drops,
+ * the data stays in the page cache and a later access faults it back in. */
+static void drop_pages(const void *p, size_t n) {
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = ((uintptr_t)p + pg - 1) & ~(pg - 1);
+    uintptr_t e = ((uintptr_t)p + n) & ~(pg - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED); /* advice only: a failure costs memory, not results */
+}
+
 /* Converts tensor `name` to float32 into dst after checking its shape is exactly {d0[, d1]}. */
 static int load_into(const fw_ckpt *ck, const char *name, int ndim, int64_t d0, int64_t d1, float *dst) {
     const sf_st_tensor *t = ckpt_find(ck, name);
@@ -492,7 +504,9 @@ static int load_into(const fw_ckpt *ck, const char *name, int ndim, int64_t d0, 
         else snprintf(want, sizeof want, "%lld, %lld", (long long)d0, (long long)d1);
         return sf_fail("%s: tensor \"%s\" has shape [%s], expected [%s]", ck->dir, name, got, want);
     }
-    sf_convert_to_f32(dst, t->t.data, t->t.dtype, (size_t)(ndim == 1 ? d0 : d0 * d1));
+    size_t n = (size_t)(ndim == 1 ? d0 : d0 * d1);
+    sf_convert_to_f32(dst, t->t.data, t->t.dtype, n);
+    if (ck->drop_pages) drop_pages(t->t.data, n * sf_dtype_size(t->t.dtype));
     return SF_OK;
 }
 
@@ -507,6 +521,17 @@ static float *load_new(const fw_ckpt *ck, const char *name, int ndim, int64_t d0
         return NULL;
     }
     return p;
+}
+
+/* Like load_new into *slot, allocating it only when it is NULL (a streamed block's scratch keeps
+ * its buffers from one block to the next: every Llama block has the same shapes). */
+static int load_slot(const fw_ckpt *ck, const char *name, int ndim, int64_t d0, int64_t d1, float **slot) {
+    if (!*slot) return (*slot = load_new(ck, name, ndim, d0, d1)) ? SF_OK : SF_ERR;
+    return load_into(ck, name, ndim, d0, d1, *slot);
+}
+
+static int alloc_slot(const char *what, size_t n, float **slot) {
+    return *slot || (*slot = fw_alloc(what, n)) ? SF_OK : SF_ERR;
 }
 
 /* GPT-2's Conv1D stores [in, out]; returns it transposed to [out, in]. */
@@ -542,11 +567,16 @@ static int neox_unfuse_qkv(float *w, int H, int hd, int cols) {
 
 /* An RMSNorm weight [n]: Gemma's scale by 1 + w, so 1 is added here (in float32, as Hugging Face
  * computes 1.0 + weight.float()). */
+static int load_norm_slot(const fw_ckpt *ck, const fw_config *c, const char *name, int n, float **slot) {
+    if (load_slot(ck, name, 1, n, 0, slot) != SF_OK) return SF_ERR;
+    if (c->norm_plus_one)
+        for (int i = 0; i < n; i++) (*slot)[i] += 1.0f;
+    return SF_OK;
+}
+
 static float *load_norm(const fw_ckpt *ck, const fw_config *c, const char *name, int n) {
-    float *w = load_new(ck, name, 1, n, 0);
-    if (w && c->norm_plus_one)
-        for (int i = 0; i < n; i++) w[i] += 1.0f;
-    return w;
+    float *w = NULL;
+    return load_norm_slot(ck, c, name, n, &w) == SF_OK ? w : NULL;
 }
 
 /* A block's norms by where they sit (fw_norm_place): Llama's post_attention_layernorm is the norm
@@ -558,19 +588,19 @@ static int load_llama_norms(const fw_ckpt *ck, const fw_config *c, int l, fw_lay
     const char *post1 = "post_attention_layernorm", *post2 = "post_feedforward_layernorm";
     if (c->norm_place == FW_NORM_SANDWICH) pre2 = "pre_feedforward_layernorm";
     if (c->norm_place != FW_NORM_POST &&
-        (!(ly->ln1_w = load_norm(ck, c, NAME(n, "model.layers.%d.%s.weight", l, pre1), d)) ||
-         !(ly->ln2_w = load_norm(ck, c, NAME(n, "model.layers.%d.%s.weight", l, pre2), d))))
+        (load_norm_slot(ck, c, NAME(n, "model.layers.%d.%s.weight", l, pre1), d, &ly->ln1_w) ||
+         load_norm_slot(ck, c, NAME(n, "model.layers.%d.%s.weight", l, pre2), d, &ly->ln2_w)))
         return SF_ERR;
     if (c->norm_place != FW_NORM_PRE &&
-        (!(ly->post1_w = load_norm(ck, c, NAME(n, "model.layers.%d.%s.weight", l, post1), d)) ||
-         !(ly->post2_w = load_norm(ck, c, NAME(n, "model.layers.%d.%s.weight", l, post2), d))))
+        (load_norm_slot(ck, c, NAME(n, "model.layers.%d.%s.weight", l, post1), d, &ly->post1_w) ||
+         load_norm_slot(ck, c, NAME(n, "model.layers.%d.%s.weight", l, post2), d, &ly->post2_w)))
         return SF_ERR;
     if (c->qk_norm != FW_QK_NONE) {
         int full = c->qk_norm == FW_QK_FULL, hd = c->head_dim;
-        if (!(ly->q_norm = load_norm(ck, c, NAME(n, "model.layers.%d.self_attn.q_norm.weight", l),
-                                     full ? c->n_heads * hd : hd)) ||
-            !(ly->k_norm = load_norm(ck, c, NAME(n, "model.layers.%d.self_attn.k_norm.weight", l),
-                                     full ? c->n_kv_heads * hd : hd)))
+        if (load_norm_slot(ck, c, NAME(n, "model.layers.%d.self_attn.q_norm.weight", l),
+                           full ? c->n_heads * hd : hd, &ly->q_norm) ||
+            load_norm_slot(ck, c, NAME(n, "model.layers.%d.self_attn.k_norm.weight", l),
+                           full ? c->n_kv_heads * hd : hd, &ly->k_norm))
             return SF_ERR;
     }
     return SF_OK;
@@ -582,8 +612,8 @@ static int load_llama_layer(const fw_ckpt *ck, const fw_config *c, int l, fw_lay
     const char *qkv[3] = {"q_proj", "k_proj", "v_proj"};
     int rows[3] = {qn, kvn, kvn}, off = 0;
     if (load_llama_norms(ck, c, l, ly) != SF_OK) return SF_ERR;
-    if (!(ly->wqkv = fw_alloc("q/k/v_proj", (size_t)(qn + 2 * kvn) * d)) ||
-        (c->qkv_bias && !(ly->bqkv = fw_alloc("q/k/v_proj bias", (size_t)(qn + 2 * kvn)))))
+    if (alloc_slot("q/k/v_proj", (size_t)(qn + 2 * kvn) * d, &ly->wqkv) ||
+        (c->qkv_bias && alloc_slot("q/k/v_proj bias", (size_t)(qn + 2 * kvn), &ly->bqkv)))
         return SF_ERR;
     for (int i = 0; i < 3; off += rows[i], i++) {
         if (load_into(ck, NAME(n, "model.layers.%d.self_attn.%s.weight", l, qkv[i]), 2, rows[i], d,
@@ -593,21 +623,21 @@ static int load_llama_layer(const fw_ckpt *ck, const fw_config *c, int l, fw_lay
             load_into(ck, NAME(n, "model.layers.%d.self_attn.%s.bias", l, qkv[i]), 1, rows[i], 0, ly->bqkv + off))
             return SF_ERR;
     }
-    if (!(ly->wo = load_new(ck, NAME(n, "model.layers.%d.self_attn.o_proj.weight", l), 2, d, qn))) return SF_ERR;
-    if (c->o_bias && !(ly->bo = load_new(ck, NAME(n, "model.layers.%d.self_attn.o_proj.bias", l), 1, d, 0)))
+    if (load_slot(ck, NAME(n, "model.layers.%d.self_attn.o_proj.weight", l), 2, d, qn, &ly->wo)) return SF_ERR;
+    if (c->o_bias && load_slot(ck, NAME(n, "model.layers.%d.self_attn.o_proj.bias", l), 1, d, 0, &ly->bo))
         return SF_ERR;
-    if (!(ly->w_in = fw_alloc("gate_proj and up_proj", (size_t)2 * ff * d))) return SF_ERR;
+    if (alloc_slot("gate_proj and up_proj", (size_t)2 * ff * d, &ly->w_in)) return SF_ERR;
     if (load_into(ck, NAME(n, "model.layers.%d.mlp.gate_proj.weight", l), 2, ff, d, ly->w_in) ||
         load_into(ck, NAME(n, "model.layers.%d.mlp.up_proj.weight", l), 2, ff, d, ly->w_in + (size_t)ff * d))
         return SF_ERR;
     if (c->mlp_bias) {
-        if (!(ly->b_in = fw_alloc("gate_proj and up_proj bias", (size_t)2 * ff))) return SF_ERR;
+        if (alloc_slot("gate_proj and up_proj bias", (size_t)2 * ff, &ly->b_in)) return SF_ERR;
         if (load_into(ck, NAME(n, "model.layers.%d.mlp.gate_proj.bias", l), 1, ff, 0, ly->b_in) ||
             load_into(ck, NAME(n, "model.layers.%d.mlp.up_proj.bias", l), 1, ff, 0, ly->b_in + ff) ||
-            !(ly->b_out = load_new(ck, NAME(n, "model.layers.%d.mlp.down_proj.bias", l), 1, d, 0)))
+            load_slot(ck, NAME(n, "model.layers.%d.mlp.down_proj.bias", l), 1, d, 0, &ly->b_out))
             return SF_ERR;
     }
-    if (!(ly->w_out = load_new(ck, NAME(n, "model.layers.%d.mlp.down_proj.weight", l), 2, d, ff))) return SF_ERR;
+    if (load_slot(ck, NAME(n, "model.layers.%d.mlp.down_proj.weight", l), 2, d, ff, &ly->w_out)) return SF_ERR;
     return SF_OK;
 }
 
@@ -677,13 +707,46 @@ double *fw_rope_inv_freq(const fw_config *c, double theta, int scaled) {
     return inv;
 }
 
+void fw_layer_free(fw_layer *ly) {
+    float *p[] = {ly->ln1_w, ly->ln1_b, ly->ln2_w, ly->ln2_b, ly->post1_w, ly->post2_w, ly->q_norm, ly->k_norm,
+                  ly->wqkv, ly->bqkv, ly->wo, ly->bo, ly->w_in, ly->b_in, ly->w_out, ly->b_out};
+    for (size_t i = 0; i < sizeof p / sizeof *p; i++) free(p[i]);
+    memset(ly, 0, sizeof *ly);
+}
+
+const fw_layer *fw_block(const fw_model *m, int l, fw_layer *scratch) {
+    if (!m->ck) return &m->layers[l];
+    return load_llama_layer(m->ck, &m->cfg, l, scratch) == SF_OK ? scratch : NULL;
+}
+
+void fw_embed_rows(const fw_model *m, const int32_t *tok, size_t n, float *x) {
+    size_t d = (size_t)m->cfg.d_model;
+    if (!m->ck) {
+        for (size_t i = 0; i < n; i++) memcpy(x + i * d, m->tok_emb + (size_t)tok[i] * d, d * sizeof *x);
+        return;
+    }
+    size_t es = sf_dtype_size(m->emb_dtype);
+    for (size_t i = 0; i < n; i++)
+        sf_convert_to_f32(x + i * d, (const char *)m->emb_src + (size_t)tok[i] * d * es, m->emb_dtype, d);
+    drop_pages(m->emb_src, (size_t)m->cfg.vocab * d * es); /* only the rows a batch needs stay mapped */
+}
+
+/* Whether to stream: asked, or (auto) a Llama-family checkpoint whose float32 weights for blocks
+ * 0..n_layers-1 and the embedding would take FW_STREAM_BYTES or more. */
+static int want_stream(const fw_config *c, int n_layers, fw_weights how) {
+    if (how != FW_WEIGHTS_AUTO) return how == FW_WEIGHTS_STREAM;
+    if (c->arch != FW_ARCH_LLAMA) return 0;
+    double d = c->d_model, q = (double)c->n_heads * c->head_dim, kv = (double)c->n_kv_heads * c->head_dim;
+    double block = d * (q + 2 * kv) + q * d + (c->gated_mlp ? 3.0 : 2.0) * c->d_ff * d;
+    return 4.0 * ((double)c->vocab * d + n_layers * block) >= (double)FW_STREAM_BYTES;
+}
+
 void fw_model_free(fw_model *m) {
     if (!m) return;
-    for (int l = 0; l < m->n_loaded; l++) {
-        fw_layer *ly = &m->layers[l];
-        float *p[] = {ly->ln1_w, ly->ln1_b, ly->ln2_w, ly->ln2_b, ly->post1_w, ly->post2_w, ly->q_norm, ly->k_norm,
-                      ly->wqkv, ly->bqkv, ly->wo, ly->bo, ly->w_in, ly->b_in, ly->w_out, ly->b_out};
-        for (size_t i = 0; i < sizeof p / sizeof *p; i++) free(p[i]);
+    for (int l = 0; l < m->n_loaded; l++) fw_layer_free(&m->layers[l]);
+    if (m->ck) {
+        ckpt_close(m->ck);
+        free(m->ck);
     }
     if (m->lm_head != m->tok_emb) free(m->lm_head);
     free(m->layers);
@@ -697,9 +760,41 @@ void fw_model_free(fw_model *m) {
 }
 
 fw_model *fw_model_load(const char *dir, int n_layers, int with_head) {
+    return fw_model_load_mode(dir, n_layers, with_head, FW_WEIGHTS_RESIDENT);
+}
+
+/* Streamed: keeps the mapping, checks every needed block's names and shapes now by converting
+ * it once into a scratch block (so a bad checkpoint fails at load, not mid-run). */
+static int load_streamed(fw_model *m, fw_ckpt *ck, int n_layers) {
+    const fw_config *c = &m->cfg;
+    if (c->arch != FW_ARCH_LLAMA)
+        return sf_fail("%s: streamed weights need a Llama-family model, not %s (use resident weights)", ck->dir,
+                       c->architecture);
+    const sf_st_tensor *t = ckpt_find(ck, "model.embed_tokens.weight");
+    if (!t) return SF_ERR;
+    if (t->t.dtype != SF_F32 && t->t.dtype != SF_F16 && t->t.dtype != SF_BF16)
+        return sf_fail("%s: streamed weights need F32, F16 or BF16 tensors, not %s", ck->dir, sf_dtype_name(t->t.dtype));
+    if (t->t.ndim != 2 || t->t.shape[0] != c->vocab || t->t.shape[1] != c->d_model)
+        return sf_fail("%s: tensor \"model.embed_tokens.weight\" is not [%d, %d]", ck->dir, c->vocab, c->d_model);
+    if (!(m->ck = sf_zalloc("streamed checkpoint", 1, sizeof *m->ck))) return SF_ERR;
+    *m->ck = *ck;
+    memset(ck, 0, sizeof *ck); /* the model owns the mapping now */
+    m->ck->drop_pages = 1;
+    m->emb_src = t->t.data;
+    m->emb_dtype = t->t.dtype;
+    drop_pages(t->t.data, (size_t)c->vocab * c->d_model * sf_dtype_size(t->t.dtype));
+    fw_layer scratch = {0};
+    int rc = SF_OK;
+    for (int l = 0; l < n_layers && rc == SF_OK; l++) rc = fw_block(m, l, &scratch) ? SF_OK : SF_ERR;
+    fw_layer_free(&scratch);
+    m->n_loaded = n_layers;
+    return rc;
+}
+
+fw_model *fw_model_load_mode(const char *dir, int n_layers, int with_head, fw_weights how) {
     fw_model *m = sf_zalloc("model", 1, sizeof *m);
     if (!m) return NULL;
-    fw_ckpt ck;
+    fw_ckpt ck = {0};
     if (fw_config_load(dir, &m->cfg) != SF_OK) {
         free(m);
         return NULL;
@@ -719,10 +814,13 @@ fw_model *fw_model_load(const char *dir, int n_layers, int with_head) {
     char n[256];
     const char *emb = c->arch == FW_ARCH_LLAMA ? "model.embed_tokens.weight"
                     : c->arch == FW_ARCH_GPT2  ? NAME(n, "%swte.weight", pre) : "gpt_neox.embed_in.weight";
-    if (!(m->tok_emb = load_new(&ck, emb, 2, V, d))) goto fail;
+    if (want_stream(c, n_layers, how)) {
+        if (load_streamed(m, &ck, n_layers) != SF_OK) goto fail;
+    } else if (!(m->tok_emb = load_new(&ck, emb, 2, V, d)))
+        goto fail;
     if (c->learned_pos && !(m->pos_emb = load_new(&ck, NAME(n, "%swpe.weight", pre), 2, c->max_pos, d))) goto fail;
 
-    for (int l = 0; l < n_layers; l++) {
+    for (int l = 0; l < n_layers && !m->ck; l++) {
         m->n_loaded = l + 1; /* so fw_model_free frees a partly loaded layer */
         int rc = c->arch == FW_ARCH_LLAMA ? load_llama_layer(&ck, c, l, &m->layers[l])
                : c->arch == FW_ARCH_GPT2  ? load_gpt2_layer(&ck, pre, c, l, &m->layers[l])
@@ -740,10 +838,12 @@ fw_model *fw_model_load(const char *dir, int n_layers, int with_head) {
             snprintf(w, sizeof w, "%s.weight", lnf);
             snprintf(b, sizeof b, "%s.bias", lnf);
         }
-        if (!(m->lnf_w = load_norm(&ck, c, w, d))) goto fail;
-        if (c->norm == FW_LAYERNORM && !(m->lnf_b = load_new(&ck, b, 1, d, 0))) goto fail;
-        if (c->tied_embeddings) m->lm_head = m->tok_emb;
-        else if (!(m->lm_head = load_new(&ck, c->arch == FW_ARCH_NEOX ? "embed_out.weight" : "lm_head.weight", 2, V, d)))
+        const fw_ckpt *hk = m->ck ? m->ck : &ck;
+        if (!(m->lnf_w = load_norm(hk, c, w, d))) goto fail;
+        if (c->norm == FW_LAYERNORM && !(m->lnf_b = load_new(hk, b, 1, d, 0))) goto fail;
+        if (c->tied_embeddings && !m->ck) m->lm_head = m->tok_emb;
+        else if (!(m->lm_head = load_new(hk, c->tied_embeddings ? emb : c->arch == FW_ARCH_NEOX ? "embed_out.weight"
+                                                                                               : "lm_head.weight", 2, V, d)))
             goto fail;
     }
     ckpt_close(&ck);

@@ -183,7 +183,7 @@ static const sf_param_def source_params[] = {
     {"split", SF_PARAM_STRING, "train", "read only shards of this split"},
     {"shuffle", SF_PARAM_BOOL, "false",
      "false: whole sequences in stored order; true: single rows through a shuffle buffer (acts [N, 1, d])"},
-    {"buffer_rows", SF_PARAM_INT, "131072", "shuffle buffer size in rows (memory: rows x (d x dtype + 25) bytes)"},
+    {"buffer_rows", SF_PARAM_INT, "131072", "shuffle buffer size in rows (12 bytes a row; the shards of its rows stay mapped: about rows x (d x dtype + 25) bytes of page cache)"},
     {"batch_rows", SF_PARAM_INT, "4096", "rows per message when shuffling"},
     {"batch_seqs", SF_PARAM_INT, "32", "at most this many sequences per message in order"},
     {"epochs", SF_PARAM_INT, "1", "passes over the data"},

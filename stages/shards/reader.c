@@ -4,7 +4,13 @@
  * Shuffling is two-level, as training data loaders do: the shard order is permuted every epoch,
  * and rows pass through a buffer of buffer_rows rows from which each emitted row is drawn
  * uniformly and replaced by the next incoming row. Every row is emitted exactly once per epoch;
- * the buffer is drained at the end of an epoch so epochs do not mix. */
+ * the buffer is drained at the end of an epoch so epochs do not mix.
+ *
+ * The buffer holds references (shard, row), not the rows: the shards it refers to stay mapped
+ * (and in the page cache) until their last row has been drawn, and a drawn row is copied once,
+ * straight from its shard into the batch. Copying each row into the buffer and out again cost
+ * two extra passes over a buffer far larger than the caches; the stream is the same rows in the
+ * same order as that did (the same draws of the same generator). */
 #include <errno.h>
 #include <pthread.h>
 #include <fcntl.h>
@@ -180,6 +186,8 @@ void sh_shard_close(sh_shard *s) {
 
 /* ---- the reader ---- */
 
+#define SH_AHEAD 8 /* draws made ahead of the copy that needs them */
+
 struct sh_reader {
     char *dir;
     sh_reader_opts o;
@@ -194,8 +202,15 @@ struct sh_reader {
     sh_prefetch pf;    /* reading the shard after cur */
     int64_t row;       /* next row in cur */
     uint64_t rng[4];
-    sh_cols buf;       /* shuffle buffer */
+    /* shuffled mode: the shards with rows in the buffer (cur is a view of pool[cur_slot]) */
+    struct sh_pooled { sh_shard s; int64_t refs; } *pool;
+    int npool, cur_slot; /* cur_slot -1: cur is not from the pool */
+    int32_t *buf_slot;   /* shuffle buffer [buffer_rows]: row buf_row[i] of pool[buf_slot[i]] */
+    int64_t *buf_row;
     int64_t buf_n;
+    int64_t input_left;  /* rows of this epoch not yet put into the buffer */
+    int64_t ahead[SH_AHEAD]; /* the next draws, made early so their rows are prefetched (ring) */
+    int ahead_head, ahead_n;
     sh_cols out;
     int started;
 };
@@ -210,14 +225,6 @@ static void row_from_shard(sh_cols *c, int64_t j, const sh_shard *s, int64_t i, 
     c->label[j] = s->label[i];
 }
 
-static void row_copy(sh_cols *dst, int64_t j, const sh_cols *src, int64_t i, size_t acts_row) {
-    memcpy(dst->acts + (size_t)j * acts_row, src->acts + (size_t)i * acts_row, acts_row);
-    dst->tokens[j] = src->tokens[i];
-    dst->pos[j] = src->pos[i];
-    dst->doc_id[j] = src->doc_id[i];
-    dst->seq[j] = src->seq[i];
-    dst->label[j] = src->label[i];
-}
 
 /* xoshiro256** seeded through splitmix64. */
 static uint64_t splitmix(uint64_t *x) {
@@ -259,6 +266,8 @@ static void start_epoch(sh_reader *r) {
             r->order[j] = t;
         }
     r->next_shard = 0;
+    r->input_left = 0;
+    for (size_t i = 0; i < r->nshards; i++) r->input_left += r->m.shards[r->order[i]].count;
 }
 
 sh_reader *sh_reader_open(const char *dir, const sh_reader_opts *o) {
@@ -300,7 +309,9 @@ sh_reader *sh_reader_open(const char *dir, const sh_reader_opts *o) {
     /* Each part gets its own stream: mix the part into the seed. */
     uint64_t x = o->seed ^ (0x632be59bd9b4e019ull * (uint64_t)(o->part + 1));
     for (int i = 0; i < 4; i++) r->rng[i] = splitmix(&x);
-    if (o->shuffle && sh_cols_reserve(&r->buf, o->buffer_rows, r->acts_row) != SF_OK) {
+    r->cur_slot = -1;
+    if (o->shuffle && (!(r->buf_slot = sf_alloc("the shuffle buffer", (size_t)o->buffer_rows, sizeof *r->buf_slot)) ||
+                       !(r->buf_row = sf_alloc("the shuffle buffer", (size_t)o->buffer_rows, sizeof *r->buf_row)))) {
         sf_fail("%s (buffer_rows = %lld: lower it)", sf_last_error(), (long long)o->buffer_rows);
         goto fail;
     }
@@ -319,11 +330,41 @@ int64_t sh_reader_rows_per_epoch(const sh_reader *r) {
     return n;
 }
 
+/* A pool slot for the shard about to be opened (shuffled mode). -1: out of memory. */
+static int pool_slot(sh_reader *r) {
+    for (int i = 0; i < r->npool; i++)
+        if (!r->pool[i].s.file) return i;
+    struct sh_pooled *p = sf_realloc(r->pool, "the list of open shards", (size_t)r->npool + 1, sizeof *p);
+    if (!p) return -1;
+    r->pool = p;
+    memset(&r->pool[r->npool], 0, sizeof *r->pool);
+    return r->npool++;
+}
+
+/* One buffered row of pool slot i was drawn: the shard is closed after its last one, unless it
+ * is still being read. */
+static void pool_unref(sh_reader *r, int i) {
+    if (--r->pool[i].refs == 0 && i != r->cur_slot) sh_shard_close(&r->pool[i].s);
+}
+
+/* Done with the current shard: closed, or (shuffled) left to the pool while the buffer holds
+ * rows of it. */
+static void release_cur(sh_reader *r) {
+    if (r->cur_slot < 0) {
+        sh_shard_close(&r->cur);
+        return;
+    }
+    int i = r->cur_slot;
+    r->cur_slot = -1;
+    memset(&r->cur, 0, sizeof r->cur); /* a view: the pool owns the mapping */
+    if (r->pool[i].refs == 0) sh_shard_close(&r->pool[i].s);
+}
+
 /* Makes a row available in r->cur at r->row, opening the next shard of the epoch if needed.
  * SF_OK, SF_DONE at the end of the epoch's shards, SF_ERR. */
 static int input_ready(sh_reader *r) {
     while (!r->cur.file || r->row >= r->cur.n) {
-        if (r->cur.file) sh_shard_close(&r->cur);
+        if (r->cur.file) release_cur(r);
         if (r->next_shard == r->nshards) return SF_DONE;
         size_t k = r->order[r->next_shard++];
         const sh_shard_info *si = &r->m.shards[k];
@@ -333,6 +374,16 @@ static int input_ready(sh_reader *r) {
          * opened with the check done here, which reports the error. */
         if (r->pf.ok && sh_shard_check_crc(r->pf.path, si, r->pf.sum, r->pf.bytes) != SF_OK) return SF_ERR;
         if (sh_shard_open(r->dir, &r->m, si, r->o.verify && !r->pf.ok, &r->cur) != SF_OK) return SF_ERR;
+        if (r->o.shuffle) {
+            int i = pool_slot(r);
+            if (i < 0) {
+                sh_shard_close(&r->cur);
+                return SF_ERR;
+            }
+            r->pool[i].s = r->cur;
+            r->pool[i].refs = 0;
+            r->cur_slot = i;
+        }
         populate(r->cur.acts, (size_t)r->cur.n * r->acts_row);
         if (r->next_shard < r->nshards) prefetch_start(&r->pf, r->dir, &r->m, r->order[r->next_shard], r->o.verify);
         r->row = 0;
@@ -376,21 +427,57 @@ static int next_in_order(sh_reader *r, sh_out *out) {
 }
 
 /* Rows drawn from the shuffle buffer, refilled from the input. SF_DONE: the epoch is over. */
+/* Puts the next input row into buffer slot i (a reference to it). */
+static void buffer_put(sh_reader *r, int64_t i) {
+    r->buf_slot[i] = r->cur_slot;
+    r->buf_row[i] = r->row++;
+    r->pool[r->cur_slot].refs++;
+    r->input_left--;
+}
+
+/* The buffer index of the next draw. Draws are made up to SH_AHEAD steps early, and the row each
+ * names is prefetched, so the copy does not wait for memory. A draw depends only on the buffer's
+ * size, which stays the same while input rows remain to refill it: a draw is made early only for a
+ * step that many input rows still cover, so the draws, and the stream, are those made on time. */
+static int64_t next_draw(sh_reader *r) {
+    int64_t i;
+    if (r->ahead_n) {
+        i = r->ahead[r->ahead_head];
+        r->ahead_head = (r->ahead_head + 1) % SH_AHEAD;
+        r->ahead_n--;
+    } else {
+        i = (int64_t)rng_below(r->rng, (uint64_t)r->buf_n);
+    }
+    /* after this step takes an input row (if any), ahead_n steps are queued before the new one */
+    while (r->ahead_n < SH_AHEAD && r->input_left > r->ahead_n + 1) {
+        int64_t j = (int64_t)rng_below(r->rng, (uint64_t)r->buf_n);
+        r->ahead[(r->ahead_head + r->ahead_n++) % SH_AHEAD] = j;
+        const uint8_t *row = r->pool[r->buf_slot[j]].s.acts + (size_t)r->buf_row[j] * r->acts_row;
+        for (size_t b = 0; b < r->acts_row; b += 64) __builtin_prefetch(row + b);
+    }
+    return i;
+}
+
 static int next_shuffled(sh_reader *r, sh_out *out) {
     int rc = SF_OK;
-    while (r->buf_n < r->o.buffer_rows && (rc = input_ready(r)) == SF_OK)
-        row_from_shard(&r->buf, r->buf_n++, &r->cur, r->row++, r->acts_row);
+    while (r->buf_n < r->o.buffer_rows && (rc = input_ready(r)) == SF_OK) buffer_put(r, r->buf_n++);
     if (rc == SF_ERR) return SF_ERR;
     if (r->buf_n == 0) return SF_DONE;
     if (sh_cols_reserve(&r->out, r->o.batch_rows, r->acts_row) != SF_OK) return SF_ERR;
     int64_t k = 0;
     while (k < r->o.batch_rows && r->buf_n > 0) {
-        int64_t i = (int64_t)rng_below(r->rng, (uint64_t)r->buf_n);
-        row_copy(&r->out, k++, &r->buf, i, r->acts_row);
+        int64_t i = next_draw(r);
+        int slot = r->buf_slot[i];
+        row_from_shard(&r->out, k++, &r->pool[slot].s, r->buf_row[i], r->acts_row);
         rc = input_ready(r);
         if (rc == SF_ERR) return SF_ERR;
-        if (rc == SF_OK) row_from_shard(&r->buf, i, &r->cur, r->row++, r->acts_row);
-        else row_copy(&r->buf, i, &r->buf, --r->buf_n, r->acts_row);
+        if (rc == SF_OK) buffer_put(r, i);
+        else {
+            r->buf_n--;
+            r->buf_slot[i] = r->buf_slot[r->buf_n];
+            r->buf_row[i] = r->buf_row[r->buf_n];
+        }
+        pool_unref(r, slot);
     }
     out->B = k;
     out->T = 1;
@@ -419,8 +506,12 @@ int sh_reader_next(sh_reader *r, sh_out *out) {
 void sh_reader_free(sh_reader *r) {
     if (!r) return;
     prefetch_wait(&r->pf);
-    if (r->cur.file) sh_shard_close(&r->cur);
-    sh_cols_free(&r->buf);
+    if (r->cur.file) release_cur(r);
+    for (int i = 0; i < r->npool; i++)
+        if (r->pool[i].s.file) sh_shard_close(&r->pool[i].s);
+    free(r->pool);
+    free(r->buf_slot);
+    free(r->buf_row);
     sh_cols_free(&r->out);
     sh_manifest_free(&r->m);
     free(r->shards);

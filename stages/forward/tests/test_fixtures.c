@@ -2,7 +2,9 @@
  * in float64 with PyTorch (Hugging Face semantics), for each fixture directory given: every hook
  * point of every block, the logits and the per-token loss. Also checks that splitting the batch,
  * shrinking the attention chunk and loading only the blocks a hook needs change nothing, and that
- * the spliced pass (fw_splice) resumes from the right residual stream at every hook point. */
+ * the spliced pass (fw_splice) resumes from the right residual stream at every hook point.
+ * Llama-family fixtures run twice: with resident float32 weights, and streamed (FW_WEIGHTS_STREAM:
+ * each block converted from the mapped checkpoint when it runs), which must meet the same references. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,16 +117,21 @@ static void check_splices(const char *name, const fw_model *m, fw_state *s, cons
     free(b);
 }
 
-static void run_fixture(const char *dir) {
-    char path[4096];
-    const char *name = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
+static void run_fixture(const char *dir, fw_weights how) {
+    char path[4096], name[64];
+    snprintf(name, sizeof name, "%s%s", strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir,
+             how == FW_WEIGHTS_STREAM ? "+stream" : "");
     snprintf(path, sizeof path, "%s/reference.safetensors", dir);
     sf_st_file *ref = sf_st_open(path);
-    fw_model *m = fw_model_load(dir, -1, 1);
+    fw_model *m = fw_model_load_mode(dir, -1, 1, how);
     if (!ref || !m) {
         fprintf(stderr, "%s: %s\n", dir, sf_last_error());
         failures++;
         return;
+    }
+    if ((how == FW_WEIGHTS_STREAM) != (m->ck != NULL) || (m->ck && m->tok_emb)) {
+        printf("%s: weights are %s, not as asked\n", name, m->ck ? "streamed" : "resident");
+        failures++;
     }
     const fw_config *c = &m->cfg;
     const sf_st_tensor *tt = sf_st_find(ref, "tokens");
@@ -178,7 +185,7 @@ static void run_fixture(const char *dir) {
     check(name, "split+chunked", split_err);
 
     /* only the blocks up to resid_post.1 loaded, no head */
-    fw_model *part = fw_model_load(dir, 2, 0);
+    fw_model *part = fw_model_load_mode(dir, 2, 0, how);
     float *mid = calloc((size_t)N * c->d_model, sizeof *mid);
     fw_hook h = {.kind = FW_RESID_POST, .layer = 1};
     fw_request r2 = {tokens, B, T, 1, &h, &mid, NULL, NULL, NULL, NULL};
@@ -219,7 +226,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s FIXTURE_DIR...\n", argv[0]);
         return 2;
     }
-    for (int i = 1; i < argc; i++) run_fixture(argv[i]);
+    for (int i = 1; i < argc; i++) {
+        run_fixture(argv[i], FW_WEIGHTS_RESIDENT);
+        fw_config c;
+        if (fw_config_load(argv[i], &c) == SF_OK && c.arch == FW_ARCH_LLAMA) run_fixture(argv[i], FW_WEIGHTS_STREAM);
+    }
     if (failures) printf("%d checks failed\n", failures);
     return failures ? 1 : 0;
 }

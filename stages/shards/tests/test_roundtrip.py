@@ -118,6 +118,85 @@ check(disp.mean() > 20, f"mean displacement {disp.mean()} too small for a shuffl
 b1b = shuffled(7)
 check(all(np.array_equal(x["seq"], y["seq"]) and np.array_equal(x["pos"], y["pos"]) for x, y in zip(b1, b1b)),
       "same seed, different order")
+# The exact stream, against an independent model of the documented algorithm (stages/shards/README.md:
+# xoshiro256** seeded through splitmix64, shards permuted by Fisher-Yates every epoch, a buffer of
+# 100 rows from which each row is drawn uniformly and replaced by the next input row, drained at the
+# end of an epoch): a seed gives the same rows in the same order whatever the buffer stores.
+M64 = (1 << 64) - 1
+
+
+def rotl(x, k):
+    return ((x << k) | (x >> (64 - k))) & M64
+
+
+class Xoshiro:
+    def __init__(self, seed, part):
+        x, self.s = seed ^ ((0x632be59bd9b4e019 * (part + 1)) & M64), []
+        for _ in range(4):
+            x = (x + 0x9e3779b97f4a7c15) & M64
+            z = ((x ^ (x >> 30)) * 0xbf58476d1ce4e5b9) & M64
+            z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & M64
+            self.s.append(z ^ (z >> 31))
+
+    def next(self):
+        s = self.s
+        r, t = (rotl((s[1] * 5) & M64, 7) * 9) & M64, (s[1] << 17) & M64
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = rotl(s[3], 45)
+        return r
+
+    def below(self, n):  # Lemire's unbiased bounded draw
+        m = self.next() * n
+        if (m & M64) < n:
+            while (m & M64) < (-n) % n:
+                m = self.next() * n
+        return m >> 64
+
+
+def model_stream(seed, epochs, buffer_rows, batch):
+    rng, batches = Xoshiro(seed, 0), []
+    shard_rows, start = [], 0
+    for sh in m["shards"]:
+        if sh["split"] == "train":
+            keys = list(zip(cols["train"]["seq"][start:start + sh["count"]].tolist(), cols["train"]["pos"][start:start + sh["count"]].tolist()))
+            shard_rows.append(keys)
+        start += sh["count"] if sh["split"] == "train" else 0
+    for _ in range(epochs):
+        order = list(range(len(shard_rows)))
+        for i in range(len(order), 1, -1):
+            j = rng.below(i)
+            order[i - 1], order[j] = order[j], order[i - 1]
+        rows = iter([k for o in order for k in shard_rows[o]])
+        buf = []
+        for k in rows:
+            if len(buf) == buffer_rows:
+                break
+            buf.append(k)
+        else:
+            k = None
+        pending = k  # the first row not yet in the buffer
+        while buf:
+            out = []
+            while len(out) < batch and buf:
+                i = rng.below(len(buf))
+                out.append(buf[i])
+                if pending is not None:
+                    buf[i], pending = pending, next(rows, None)
+                else:
+                    buf[i] = buf[-1]
+                    buf.pop()
+            batches.append(out)
+    return batches
+
+
+model = model_stream(7, 2, 100, 37)
+got = [list(zip(b["seq"].tolist(), b["pos"].tolist())) for b in b1]
+check(got == model, f"shuffled stream equals the model of its algorithm ({len(got)} vs {len(model)} batches)")
+
 b2 = shuffled(8)
 check(any(not np.array_equal(x["seq"], y["seq"]) for x, y in zip(b1, b2)), "seed has no effect")
 p0, p1 = shuffled(3, 1, 0, 2), shuffled(3, 1, 1, 2)
