@@ -52,10 +52,15 @@ static pcre2_code *hf_pattern(json_t *pat, char *err, size_t errlen) {
 static int hf_load_replace(json_t *n, char **a, char **b, pcre2_code **re, char *err, size_t errlen) {
     json_t *pat = json_object_get(n, "pattern");
     const char *rx = json_string_value(json_object_get(pat, "Regex"));
-    if (!(*b = hf_strdup(json_string_value(json_object_get(n, "content"))))) return -1;
+    const char *str = json_string_value(json_object_get(pat, "String"));
+    const char *content = json_string_value(json_object_get(n, "content"));
+    if (!content || (!rx && (!str || !str[0]))) {
+        tok_errf(err, errlen, "Replace needs a content and a Regex or non-empty String pattern");
+        return -1;
+    }
+    if (!(*b = hf_strdup(content))) return -1;
     if (rx) return (*re = hf_compile(rx, err, errlen)) ? 0 : -1;
-    *a = hf_strdup(json_string_value(json_object_get(pat, "String")));
-    return *a && (*a)[0] ? 0 : -1;
+    return (*a = hf_strdup(str)) ? 0 : -1;
 }
 
 static int hf_scheme(json_t *o) {
