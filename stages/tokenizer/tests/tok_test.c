@@ -250,6 +250,11 @@ static void test_components(void) {
                     "\"strip_right\": true}, {\"type\": \"Replace\", \"pattern\": {\"Regex\": \"$\"}, \"content\": \"Y\"}]}",
                     "null", "b \xe3\x80\x80\t");
     CHECK(strcmp(got, "5") == 0, "Strip right (ideographic space, tab) before Replace: %s", got);
+    got = wordlevel("{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"NFD\"}, {\"type\": \"StripAccents\"}, "
+                    "{\"type\": \"Lowercase\"}]}", "null", "\xc3\xa1 B");
+    CHECK(strcmp(got, "1 2") == 0, "NFD + StripAccents + Lowercase: %s", got);
+    got = wordlevel("{\"type\": \"NFKD\"}", "null", "\xef\xbd\x81");
+    CHECK(strcmp(got, "1") == 0, "NFKD of a full-width a: %s", got);
     got = wordlevel("{\"type\": \"StripAccents\"}", "null", "a\xcc\x81 \xc3\xa1");
     CHECK(strcmp(got, "1 0") == 0, "StripAccents drops Mn, composed characters stay: %s", got);
     got = wordlevel("null", "{\"type\": \"RobertaProcessing\", \"sep\": [\"</s>\", 7], \"cls\": [\"<s>\", 6]}", "a");
