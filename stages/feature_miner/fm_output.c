@@ -344,9 +344,10 @@ void fm_html_text(FILE *fp, const char *s) {
 }
 
 static const char *css =
-    "body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse}"
+    "body{font-family:system-ui,\"Noto Sans\",\"Noto Sans CJK JP\",\"Hiragino Sans\",\"Yu Gothic\",\"Meiryo\",sans-serif;"
+    "margin:1.5em;color:#222}.ex{font-family:ui-monospace,\"Noto Sans Mono CJK JP\",\"MS Gothic\",monospace}table{border-collapse:collapse}"
     "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{cursor:pointer;background:#f3f3f3}"
-    "td.t{text-align:left}.ex{font-family:monospace;white-space:pre-wrap;line-height:1.7;border-bottom:1px solid #eee;"
+    "td.t{text-align:left}.ex{white-space:pre-wrap;line-height:1.7;border-bottom:1px solid #eee;"
     "padding:4px 0}.ex span{border-radius:2px}.meta{color:#777;font-size:85%}";
 
 static void html_head(FILE *fp, const char *title) {
@@ -355,21 +356,51 @@ static void html_head(FILE *fp, const char *title) {
     fprintf(fp, "</title><style>%s</style></head><body>\n", css);
 }
 
-/* One example: each token shaded orange by its value relative to vmax, value in the tooltip. */
+/* The byte of a byte-fallback piece "<0xHH>", or -1. */
+static int byte_piece(const char *s) {
+    unsigned b;
+    char end;
+    return strlen(s) == 6 && sscanf(s, "<0x%2X%c", &b, &end) == 2 && end == '>' ? (int)b : -1;
+}
+
+/* How many of the n tokens from tokens[0] are byte pieces that together spell one UTF-8 character
+ * (written into ch, NUL-terminated); 0 if tokens[0] does not start one. */
+static int byte_char(const fm_vocab *v, const int32_t *tokens, int n, char ch[5]) {
+    char buf[24];
+    for (int k = 1; k <= 4 && k <= n; k++) {
+        int b = byte_piece(fm_vocab_str(v, tokens[k - 1], buf, sizeof buf));
+        if (b < 0) return 0;
+        ch[k - 1] = (char)b;
+        utf8proc_int32_t c;
+        if (utf8proc_iterate((const utf8proc_uint8_t *)ch, k, &c) == k) {
+            ch[k] = 0;
+            return k;
+        }
+    }
+    return 0;
+}
+
+/* One example: each token shaded orange by its value relative to vmax, value in the tooltip. Byte
+ * pieces that spell a UTF-8 character show as that character (one span, shaded by their largest
+ * value); others as the piece. */
 static void html_example(FILE *fp, const fm_miner *m, const fm_example *e, const fm_vocab *v, float vmax,
                          float *acts) {
-    char buf[24];
+    char buf[24], ch[5];
     dense(e, acts);
     fprintf(fp, "<div class=\"ex\"><span class=\"meta\">peak %.4g &middot; doc %lld &middot; pos %d &middot; ",
             e->peak, (long long)e->seq->doc_id, e->seq->pos);
     fm_html_text(fp, m->labels[e->seq->label]);
     fputs("</span><br>", fp);
-    for (int t = 0; t < e->seq->T; t++) {
-        double a = vmax > 0 ? acts[t] / vmax : 0;
-        if (a > 0) fprintf(fp, "<span style=\"background:rgba(255,140,0,%.3f)\" title=\"%.4g\">", a > 1 ? 1 : a, acts[t]);
+    for (int t = 0; t < e->seq->T;) {
+        int k = byte_char(v, e->seq->tokens + t, e->seq->T - t, ch);
+        float act = acts[t];
+        for (int j = 1; j < k; j++) act = fmaxf(act, acts[t + j]);
+        double a = vmax > 0 ? act / vmax : 0;
+        if (a > 0) fprintf(fp, "<span style=\"background:rgba(255,140,0,%.3f)\" title=\"%.4g\">", a > 1 ? 1 : a, act);
         else fputs("<span>", fp);
-        fm_html_text(fp, fm_vocab_str(v, e->seq->tokens[t], buf, sizeof buf));
+        fm_html_text(fp, k ? ch : fm_vocab_str(v, e->seq->tokens[t], buf, sizeof buf));
         fputs("</span>", fp);
+        t += k ? k : 1;
     }
     fputs("</div>\n", fp);
 }
@@ -461,7 +492,12 @@ static const char *sort_js =
     "var tb=document.querySelector('#features tbody'),rows=Array.prototype.slice.call(tb.rows),"
     "num=th.dataset.num==='1',dir=th.dataset.dir==='desc'?1:-1;th.dataset.dir=dir<0?'desc':'asc';"
     "rows.sort(function(a,b){var x=a.cells[i].dataset.v||a.cells[i].textContent,y=b.cells[i].dataset.v||b.cells[i].textContent;"
-    "if(num){x=+x;y=+y;}return(x<y?-1:x>y?1:0)*dir;});rows.forEach(function(r){tb.appendChild(r);});});});</script>\n";
+    "if(num){x=+x;y=+y;}return(x<y?-1:x>y?1:0)*dir;});rows.forEach(function(r){tb.appendChild(r);});});});"
+    /* Search: rows whose text (feature number, languages, granularity, top token) contains every word. */
+    "document.getElementById('filter').addEventListener('input',function(){"
+    "var w=this.value.toLowerCase().split(/\\s+/).filter(Boolean),n=0,rows=document.querySelectorAll('#features tbody tr');"
+    "rows.forEach(function(r){var t=r.textContent.toLowerCase(),ok=w.every(function(x){return t.indexOf(x)>=0;});"
+    "r.style.display=ok?'':'none';n+=ok;});document.getElementById('shown').textContent=n+' of '+rows.length+' shown';});</script>\n";
 
 /* ---------------------------------------------------------------------------------------------- */
 
@@ -653,6 +689,7 @@ static json_t *summary_json(const fm_miner *m, const fm_info *info, const fm_fre
     return sum;
 }
 
+<<<<<<< HEAD
 /* index.html: the run, its counts, and a sortable table of the alive features. */
 static int write_index_html(const char *out_dir, const fm_miner *m, const fm_info *info, const fm_fres *res,
                             const fm_counts *c) {
@@ -691,6 +728,47 @@ static int write_index_html(const char *out_dir, const fm_miner *m, const fm_inf
                 fputs("<td class=\"t\">", fp);
                 fm_html_text(fp, res[i].verdict[vt]);
                 fputs("</td>", fp);
+=======
+    if (rc == SF_OK && info->html) {
+        snprintf(path, sizeof path, "%s/index.html", out_dir);
+        FILE *fp = fopen(path, "w");
+        if (!fp) {
+            rc = sf_fail("cannot write %s: %s", path, strerror(errno));
+        } else {
+            html_head(fp, "saeflow features");
+            fputs("<h1>SAE features</h1><p>", fp);
+            fm_html_text(fp, info->checkpoint ? info->checkpoint : "");
+            fputs(" &middot; ", fp);
+            fm_html_text(fp, info->hook ? info->hook : "");
+            fprintf(fp, " &middot; %d features, %d alive in %llu tokens.</p>\n<p>Language (paper rule): ", n, alive,
+                    (unsigned long long)m->tokens);
+            for (int l = 0; l < FM_FLANG_COUNT; l++) fprintf(fp, "%s %d &nbsp; ", fm_flang_names[l], lang_n[FM_RULE_PAPER][l]);
+            fputs("<br>Granularity: ", fp);
+            for (int g = 0; g < FM_GRAN_COUNT; g++) fprintf(fp, "%s %d &nbsp; ", fm_gran_names[g], gran_n[g]);
+            if (info->pairs)
+                fprintf(fp, "<br>Cross-lingual (pairs, our test): %d of %d alive (%d tested on %d translation pairs)",
+                        info->pairs->n_cross, alive, info->pairs->n_tested, info->pairs->n_mined);
+            fputs("</p>\n<p><input id=\"filter\" type=\"search\" placeholder=\"search: feature, language, granularity, token\" "
+                  "size=\"50\"> <span id=\"shown\"></span></p>\n<table id=\"features\"><thead><tr><th data-num=\"1\">feature</th><th data-num=\"1\">max</th>"
+                  "<th data-num=\"1\">density</th><th data-num=\"1\">mean</th><th data-num=\"1\">examples</th>"
+                  "<th>lang (paper)</th><th>lang (ascii)</th><th>lang (script)</th><th>lang (label)</th><th>granularity</th>"
+                  "<th>top peak token</th></tr></thead><tbody>\n", fp);
+            for (int i = 0; i < n; i++) {
+                const fm_feature *f = &m->f[i];
+                if (!f->fired) continue;
+                double dens = (double)f->fired / (double)m->tokens;
+                fprintf(fp, "<tr><td data-v=\"%d\"><a href=\"features/%d.html\">%d</a></td><td>%.4g</td>"
+                            "<td data-v=\"%.9g\">%.3e</td><td>%.4g</td><td>%d</td>",
+                        i, i, i, f->max, dens, dens, f->sum / (double)f->fired, res[i].n_thr);
+                for (int vt = 0; vt < FM_VOTES; vt++) {
+                    fputs("<td class=\"t\">", fp);
+                    fm_html_text(fp, res[i].verdict[vt]);
+                    fputs("</td>", fp);
+                }
+                fprintf(fp, "<td class=\"t\">%s</td><td class=\"t\">", fm_gran_names[res[i].j.gran.gran]);
+                fm_html_text(fp, res[i].j.gran.top_token);
+                fputs("</td></tr>\n", fp);
+>>>>>>> main
             }
             fprintf(fp, "<td class=\"t\">%s</td><td class=\"t\">", fm_gran_names[res[i].j.gran.gran]);
             fm_html_text(fp, res[i].j.gran.top_token);

@@ -6,8 +6,10 @@
  * the numbers "fvu" and "dead_fraction" (at the top level, or in an object "final" or
  * "metrics"); and the LM loss with and without the SAE spliced in ("loss", "loss_sae": the forward
  * stage's `sae` passes them to sae_eval) from the first of RUN_DIR/eval.json, RUN_DIR/../eval.json, RUN_DIR/metrics.json,
- * <sae>/eval.json that has both. It writes OUT/report.md, OUT/report.html (tables and SVG bar charts) and
- * OUT/report.json, and prints the Markdown table and the HTML path. */
+ * <sae>/eval.json that has both; and where each checkpoint sits in training (training_position). It
+ * writes OUT/report.md, OUT/report.html (fm_report_html.c: table and SVG line charts), OUT/report.json
+ * and per pair of consecutive checkpoints OUT/match-<r>.json and .html, and prints the Markdown table
+ * and the HTML path. */
 #include "fm_report.h"
 
 #include <cblas.h>
@@ -22,6 +24,7 @@
 
 #include "fm_lang.h"
 #include "fm_output.h"
+#include "fm_report_html.h"
 #include "sae.h"
 #include "saeflow.h"
 #include "sf_output.h"
@@ -134,22 +137,6 @@ int fm_match_decoders(const float *W_a, int n_a, const unsigned char *alive_a, c
 
 /* ---------------------------------------------------------------------------------------------- */
 
-typedef struct fm_run {
-    char *dir, *name, *sae;
-    json_t *summary;
-    int n_features, alive;
-    double lang[FM_VOTES][FM_FLANG_COUNT]; /* shares of alive features, per fm_vote_names */
-    double gran[FM_GRAN_COUNT];
-    double fvu, dead; /* NAN if no metrics were found */
-    char *metrics_src; /* the file they came from */
-    double loss, loss_sae; /* the LM's loss on the mined tokens, and with the SAE spliced in; NAN if none */
-    char *loss_src;
-    double pairs;     /* share of alive features cross-lingual (pairs); NAN if the run has no pairs test */
-    char *pairs_src;
-    fm_match match;   /* with the previous run (not for the first) */
-    int matched;
-} fm_run;
-
 static json_t *load_json(const char *path) {
     struct stat st;
     if (stat(path, &st) != 0) return NULL;
@@ -194,11 +181,55 @@ static int metrics_from(json_t *j, double *fvu, double *dead) {
 
 static int pairs_from(fm_run *r, const char *dir);
 
+/* The checkpoint's step and tokens seen, and the model's parameter count, from the suite's
+ * checkpoints.json beside the model directory the summary names (its entry whose "dir" is that
+ * directory's name; tools/train_suite.py writes it); else the step from a name "step<N>",
+ * "step-<N>" or "step_<N>"; else unknown. */
+static void training_position(fm_run *r) {
+    const char *model = json_string_value(json_object_get(r->summary, "model"));
+    if (model && *model) {
+        char path[4096], *tmp = strdup(model);
+        if (!tmp) return;
+        size_t len = strlen(tmp);
+        while (len > 1 && tmp[len - 1] == '/') tmp[--len] = 0;
+        /* The parent by name, not "<model>/..": the model directory need not exist here. */
+        char *slash = strrchr(tmp, '/');
+        const char *base = slash ? slash + 1 : tmp;
+        if (slash) *slash = 0;
+        snprintf(path, sizeof path, "%s/checkpoints.json", slash ? (slash == tmp ? "/" : tmp) : ".");
+        json_t *suite = load_json(path), *c;
+        size_t i;
+        json_array_foreach(json_object_get(suite, "checkpoints"), i, c) {
+            const char *d = json_string_value(json_object_get(c, "dir"));
+            if (!d || strcmp(d, base)) continue;
+            json_t *t = json_object_get(c, "tokens_seen"), *st = json_object_get(c, "step"),
+                   *p = json_object_get(suite, "parameters");
+            if (json_is_number(t)) r->tokens_seen = json_number_value(t);
+            if (json_is_number(p)) r->parameters = json_number_value(p);
+            if (json_is_integer(st)) r->step = (long)json_integer_value(st);
+            r->suite_src = strdup(path);
+            break;
+        }
+        json_decref(suite);
+        free(tmp);
+        if (r->step >= 0) return;
+    }
+    const char *s = strstr(r->name, "step");
+    if (s) {
+        s += 4;
+        if (*s == '-' || *s == '_') s++;
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end > s && !*end && v >= 0) r->step = v;
+    }
+}
+
 static int load_run(fm_run *r, const char *dir) {
     char path[4096];
     memset(r, 0, sizeof *r);
     r->dir = strdup(dir);
-    r->fvu = r->dead = r->loss = r->loss_sae = NAN;
+    r->fvu = r->dead = r->loss = r->loss_sae = r->tokens_seen = r->parameters = NAN;
+    r->step = -1;
     snprintf(path, sizeof path, "%s/summary.json", dir);
     r->summary = load_json(path);
     if (!r->summary) {
@@ -263,6 +294,7 @@ static int load_run(fm_run *r, const char *dir) {
         json_decref(j);
         if (found) break;
     }
+    training_position(r);
     return pairs_from(r, dir);
 }
 
@@ -310,74 +342,6 @@ static unsigned char *alive_mask(const fm_run *r, int n) {
 }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Charts                                                                                          */
-
-/* Bars per run; with several series they stack (shares summing to at most 1). */
-static void svg_chart(FILE *fp, const char *title, const fm_run *runs, int n, int n_series, const char *const *series,
-                      const char *const *colors, double (*value)(const fm_run *, int), int stacked) {
-    int W = 170 + 70 * n, H = 180, top = 30, base = top + H;
-    double vmax = 0;
-    for (int r = 0; r < n; r++) {
-        double t = 0;
-        for (int s = 0; s < n_series; s++) {
-            double v = value(&runs[r], s);
-            if (isfinite(v)) t = stacked ? t + v : fmax(t, v);
-        }
-        vmax = fmax(vmax, t);
-    }
-    if (vmax <= 0) vmax = 1;
-    fprintf(fp, "<figure><svg class=\"chart\" width=\"%d\" height=\"%d\" xmlns=\"http://www.w3.org/2000/svg\">", W, base + 40);
-    fprintf(fp, "<text x=\"4\" y=\"16\" font-size=\"13\" font-weight=\"bold\">");
-    fm_html_text(fp, title);
-    fprintf(fp, "</text><line x1=\"40\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#444\"/>", base, W - 120, base);
-    fprintf(fp, "<text x=\"36\" y=\"%d\" font-size=\"10\" text-anchor=\"end\">%.3g</text>", top + 4, vmax);
-    for (int r = 0; r < n; r++) {
-        double x = 50 + 70.0 * r, y = base;
-        for (int s = 0; s < n_series; s++) {
-            double v = value(&runs[r], s);
-            if (!isfinite(v)) continue;
-            double h = v / vmax * H, bx = stacked ? x : x + s * 40.0 / n_series;
-            double bw = stacked ? 40 : 40.0 / n_series;
-            if (stacked) y -= h;
-            fprintf(fp, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"><title>", bx,
-                    stacked ? y : base - h, bw, h, colors[s]);
-            fm_html_text(fp, runs[r].name);
-            fprintf(fp, " %s: %.4g</title></rect>", series[s], v);
-        }
-        fprintf(fp, "<text x=\"%.1f\" y=\"%d\" font-size=\"10\" text-anchor=\"middle\">", x + 20, base + 14);
-        fm_html_text(fp, runs[r].name);
-        fputs("</text>", fp);
-    }
-    for (int s = 0; s < n_series && n_series > 1; s++) {
-        fprintf(fp, "<rect x=\"%d\" y=\"%d\" width=\"10\" height=\"10\" fill=\"%s\"/><text x=\"%d\" y=\"%d\" font-size=\"11\">%s</text>",
-                W - 110, top + 16 * s, colors[s], W - 96, top + 9 + 16 * s, series[s]);
-    }
-    fputs("</svg></figure>\n", fp);
-}
-
-static double v_lang(const fm_run *r, int s) { return r->lang[FM_RULE_PAPER][s]; }
-static double v_lang_script(const fm_run *r, int s) { return r->lang[FM_RULE_SCRIPT][s]; }
-static double v_gran(const fm_run *r, int s) { return r->gran[s]; }
-static double v_pairs(const fm_run *r, int s) { return (void)s, r->pairs; }
-static double v_fvu(const fm_run *r, int s) { return (void)s, r->fvu; }
-static double v_dead(const fm_run *r, int s) { return (void)s, r->dead; }
-static double v_match(const fm_run *r, int s) {
-    if (!r->matched) return NAN;
-    return s == 0 ? r->match.persist : s == 1 ? r->match.appear : r->match.vanish;
-}
-
-/* ---------------------------------------------------------------------------------------------- */
-
-static void fmt_num(char *buf, size_t cap, double v, const char *fmt) {
-    if (isfinite(v)) snprintf(buf, cap, fmt, v);
-    else snprintf(buf, cap, "n/a");
-}
-
-/* "3.985 (+0.036)": the LM loss and its change with the SAE, as README's table shows them. */
-static void fmt_loss(char *buf, size_t cap, const fm_run *x) {
-    if (isfinite(x->loss) && isfinite(x->loss_sae)) snprintf(buf, cap, "%.3f (%+.3f)", x->loss, x->loss_sae - x->loss);
-    else snprintf(buf, cap, "n/a");
-}
 
 /* The Markdown table, to fp. */
 static void markdown(FILE *fp, const fm_run *runs, int n, double thr) {
@@ -387,10 +351,10 @@ static void markdown(FILE *fp, const fm_run *runs, int n, double thr) {
     for (int r = 0; r < n; r++) {
         const fm_run *x = &runs[r];
         char fvu[32], dead[32], loss[64], pairs[32];
-        fmt_num(fvu, sizeof fvu, x->fvu, "%.4f");
-        fmt_num(dead, sizeof dead, x->dead, "%.4f");
-        fmt_num(pairs, sizeof pairs, 100 * x->pairs, "%.1f%%");
-        fmt_loss(loss, sizeof loss, x);
+        fm_report_fmt_num(fvu, sizeof fvu, x->fvu, "%.4f");
+        fm_report_fmt_num(dead, sizeof dead, x->dead, "%.4f");
+        fm_report_fmt_num(pairs, sizeof pairs, 100 * x->pairs, "%.1f%%");
+        fm_report_fmt_loss(loss, sizeof loss, x);
         fprintf(fp, "| %s | %d | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %s | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %s | %s | %s |",
                 x->name, x->alive, 100 * x->lang[FM_RULE_PAPER][FM_FLANG_EN], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_JA],
                 100 * x->lang[FM_RULE_PAPER][FM_FLANG_MIXED], 100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_EN], 100 * x->lang[FM_RULE_SCRIPT][FM_FLANG_JA],
@@ -439,50 +403,44 @@ static int write_pairs(const char *out, int r, const fm_run *a, const fm_run *b,
 static int usage(FILE *fp, int rc) {
     fprintf(fp, "usage: saeflow report " FM_REPORT_ARGS "\n"
                 "One feature_miner run directory per checkpoint, in training order; writes DIR/report.md,\n"
-                "report.html, report.json and match-<r>.json (default DIR saeflow-report).\n"
+                "report.html, report.json, match-<r>.json and match-<r>.html (default DIR saeflow-report).\n"
                 "  --out DIR              output directory\n"
                 "  --match-threshold T    decoder cosine for a feature to persist (default 0.7)\n"
                 "  --no-match             skip matching features between consecutive checkpoints\n");
     return rc;
 }
 
-int fm_report_main(int argc, char **argv) {
-    const char *out = "saeflow-report";
-    double thr = 0.7;
-    int do_match = 1, n = 0;
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return usage(stdout, 0);
-    fm_run *runs = sf_zalloc("the run list", (size_t)argc, sizeof *runs);
-    if (!runs) {
-        fprintf(stderr, "saeflow report: %s\n", sf_last_error());
-        return 1;
-    }
-    int rc = 0;
-    for (int i = 1; i < argc && rc == 0; i++) {
-        if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) out = argv[++i];
+typedef struct report_args {
+    const char *out;
+    double thr;
+    int do_match;
+} report_args;
+
+/* Options into *a, run directories loaded into runs[*n]; 0, or the exit code. */
+static int parse_args(int argc, char **argv, report_args *a, fm_run *runs, int *n) {
+    *a = (report_args){"saeflow-report", 0.7, 1};
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) a->out = argv[++i];
         else if (strcmp(argv[i], "--match-threshold") == 0 && i + 1 < argc) {
             char *end;
-            thr = strtod(argv[++i], &end);
-            if (*end || !(thr >= -1 && thr <= 1)) rc = usage(stderr, 2);
-        } else if (strcmp(argv[i], "--no-match") == 0) do_match = 0;
-        else if (argv[i][0] == '-') rc = usage(stderr, 2);
-        else if (load_run(&runs[n++], argv[i]) != SF_OK) {
+            a->thr = strtod(argv[++i], &end);
+            if (*end || !(a->thr >= -1 && a->thr <= 1)) return usage(stderr, 2);
+        } else if (strcmp(argv[i], "--no-match") == 0) a->do_match = 0;
+        else if (argv[i][0] == '-') return usage(stderr, 2);
+        else if (load_run(&runs[(*n)++], argv[i]) != SF_OK) {
             fprintf(stderr, "saeflow report: %s\n", sf_last_error());
-            rc = 1;
+            return 1;
         }
     }
-    if (rc == 0 && n == 0) rc = usage(stderr, 2);
+    return *n == 0 ? usage(stderr, 2) : 0;
+}
 
-    char path[4096];
-    if (rc == 0 && sf_mkdirs(out) != SF_OK) {
-        fprintf(stderr, "saeflow report: %s\n", sf_last_error());
-        rc = 1;
-    }
-
-    /* Decoder matching between consecutive checkpoints, two SAEs in memory at a time. */
+/* Decoder matching between consecutive checkpoints, two SAEs in memory at a time; writes
+ * OUT/match-<r>.json and .html. A run whose SAE does not load is skipped (with a warning). SF_OK or SF_ERR. */
+static int match_runs(fm_run *runs, int n, const char *out, double thr) {
     sae_model prev = {0}, cur = {0};
-    int have_prev = 0;
-    for (int r = 0; rc == 0 && do_match && r < n; r++) {
+    int have_prev = 0, rc = SF_OK;
+    for (int r = 0; rc == SF_OK && r < n; r++) {
         if (!runs[r].sae || sae_load(&cur, runs[r].sae) != SF_OK) {
             fprintf(stderr, "saeflow report: %s: cannot load its SAE (%s); no matching for it\n", runs[r].dir,
                     runs[r].sae ? sf_last_error() : "summary names none");
@@ -496,11 +454,12 @@ int fm_report_main(int argc, char **argv) {
             float *cos = partner ? sf_alloc("the matched cosines", (size_t)prev.n, sizeof *cos) : NULL;
             if (!cos || fm_match_decoders(prev.W_dec, prev.n, a, cur.W_dec, cur.n, b, cur.d, thr, &runs[r].match,
                                           partner, cos) != SF_OK) {
-                fprintf(stderr, "saeflow report: %s\n", sf_last_error());
-                rc = 1;
+                rc = SF_ERR;
             } else {
                 runs[r].matched = 1;
-                if (write_pairs(out, r, &runs[r - 1], &runs[r], thr, prev.n, partner, cos) != 0) rc = 1;
+                if (write_pairs(out, r, &runs[r - 1], &runs[r], thr, prev.n, partner, cos) != 0)
+                    rc = sf_fail("cannot write %s/match-%d.json", out, r);
+                else rc = fm_report_write_match_html(out, r, &runs[r - 1], &runs[r], thr, prev.n, partner, cos);
             }
             free(partner);
             free(cos);
@@ -513,128 +472,104 @@ int fm_report_main(int argc, char **argv) {
         have_prev = 1;
     }
     if (have_prev) sae_model_free(&prev);
+    return rc;
+}
 
-    if (rc == 0) {
-        snprintf(path, sizeof path, "%s/report.md", out);
-        FILE *md = fopen(path, "w");
-        snprintf(path, sizeof path, "%s/report.html", out);
-        FILE *html = fopen(path, "w");
-        if (!md || !html) {
-            fprintf(stderr, "saeflow report: cannot write into %s: %s\n", out, strerror(errno));
-            rc = 1;
-        } else {
-            fprintf(md, "# SAE features across checkpoints\n\n");
-            markdown(md, runs, n, thr);
-            markdown(stdout, runs, n, thr);
-            fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>SAE features across checkpoints</title>"
-                  "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-                  "padding:2px 6px;text-align:right}th{background:#f3f3f3}figure{display:inline-block;margin:0.5em}</style>"
-                  "</head><body><h1>SAE features across checkpoints</h1>\n<table id=\"report\"><thead><tr><th>checkpoint</th>"
-                  "<th>alive</th><th>en</th><th>ja</th><th>mixed</th><th>x-ling (pairs)</th><th>token</th><th>concept</th><th>uninterpretable</th><th>FVU</th><th>dead</th>"
-                  "<th>LM loss (+ with SAE)</th><th>persist</th><th>appear</th><th>vanish</th><th>same index</th><th>chance</th></tr></thead><tbody>\n", html);
-            for (int r = 0; r < n; r++) {
-                const fm_run *x = &runs[r];
-                char fvu[32], dead[32], loss[64], pairs[32];
-                fmt_num(fvu, sizeof fvu, x->fvu, "%.4f");
-                fmt_num(dead, sizeof dead, x->dead, "%.4f");
-                fmt_num(pairs, sizeof pairs, 100 * x->pairs, "%.1f%%");
-                fmt_loss(loss, sizeof loss, x);
-                fputs("<tr><td style=\"text-align:left\">", html);
-                fm_html_text(html, x->name);
-                fprintf(html, "</td><td>%d</td><td>%.1f%%</td><td>%.1f%%</td><td>%.1f%%</td><td>%s</td><td>%.1f%%</td><td>%.1f%%</td>"
-                              "<td>%.1f%%</td><td>%s</td><td>%s</td><td>%s</td>",
-                        x->alive, 100 * x->lang[FM_RULE_PAPER][FM_FLANG_EN], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_JA], 100 * x->lang[FM_RULE_PAPER][FM_FLANG_MIXED],
-                        pairs, 100 * x->gran[FM_GRAN_TOKEN], 100 * x->gran[FM_GRAN_CONCEPT],
-                        100 * x->gran[FM_GRAN_UNINTERPRETABLE], fvu, dead, loss);
-                if (x->matched)
-                    fprintf(html, "<td>%d</td><td>%d</td><td>%d</td><td>%.1f%%</td><td>%.2g</td></tr>\n", x->match.persist,
-                            x->match.appear, x->match.vanish,
-                            x->match.persist ? 100.0 * x->match.same_index / x->match.persist : 0, x->match.chance_persist);
-                else fputs("<td></td><td></td><td></td><td></td><td></td></tr>\n", html);
-            }
-            fputs("</tbody></table>\n", html);
-            const char *lang_s[] = {"en", "ja", "mixed"}, *lang_c[] = {"#1f77b4", "#d62728", "#9467bd"};
-            const char *gran_s[] = {"token", "concept", "uninterpretable", "few examples"},
-                       *gran_c[] = {"#f08c00", "#2ca02c", "#8c564b", "#bbbbbb"};
-            const char *one_c[] = {"#555555"}, *fvu_s[] = {"FVU"}, *dead_s[] = {"dead fraction"};
-            const char *match_s[] = {"persist", "appear", "vanish"}, *match_c[] = {"#2ca02c", "#1f77b4", "#d62728"};
-            svg_chart(html, "Language of features (paper rule)", runs, n, 3, lang_s, lang_c, v_lang, 1);
-            svg_chart(html, "Language of features (script rule)", runs, n, 3, lang_s, lang_c, v_lang_script, 1);
-            const char *pairs_s[] = {"cross-lingual (pairs)"}, *pairs_c[] = {"#17becf"};
-            int any_pairs = 0;
-            for (int r = 0; r < n; r++) any_pairs |= isfinite(runs[r].pairs);
-            if (any_pairs)
-                svg_chart(html, "Cross-lingual (pairs, our test): share of alive features", runs, n, 1, pairs_s, pairs_c, v_pairs, 0);
-            svg_chart(html, "Granularity", runs, n, FM_GRAN_COUNT, gran_s, gran_c, v_gran, 1);
-            svg_chart(html, "FVU", runs, n, 1, fvu_s, one_c, v_fvu, 0);
-            svg_chart(html, "Dead fraction", runs, n, 1, dead_s, one_c, v_dead, 0);
-            if (do_match) svg_chart(html, "Features vs previous checkpoint", runs, n, 3, match_s, match_c, v_match, 0);
-            fputs("</body></html>\n", html);
+/* OUT/report.md (and the same table on stdout). */
+static int write_markdown(const char *out, const fm_run *runs, int n, double thr) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/report.md", out);
+    FILE *md = fopen(path, "w");
+    if (!md) return sf_fail("cannot write %s: %s", path, strerror(errno));
+    fprintf(md, "# SAE features across checkpoints\n\n");
+    markdown(md, runs, n, thr);
+    markdown(stdout, runs, n, thr);
+    if (ferror(md) | fclose(md)) return sf_fail("cannot write %s (disk full?)", path);
+    return SF_OK;
+}
+
+/* OUT/report.json: every number of the tables, with the files they came from. */
+static int write_json(const char *out, const fm_run *runs, int n, double thr) {
+    json_t *j = json_array();
+    for (int r = 0; r < n; r++) {
+        const fm_run *x = &runs[r];
+        json_t *o = json_object();
+        json_object_set_new(o, "checkpoint", json_string(x->name));
+        json_object_set_new(o, "dir", json_string(x->dir));
+        json_object_set_new(o, "alive", json_integer(x->alive));
+        json_object_set_new(o, "n_features", json_integer(x->n_features));
+        json_object_set_new(o, "step", x->step >= 0 ? json_integer(x->step) : json_null());
+        json_object_set_new(o, "tokens_seen", isfinite(x->tokens_seen) ? json_real(x->tokens_seen) : json_null());
+        json_object_set_new(o, "parameters", isfinite(x->parameters) ? json_real(x->parameters) : json_null());
+        json_object_set_new(o, "tokens_per_parameter", isfinite(x->tokens_seen / x->parameters) ? json_real(x->tokens_seen / x->parameters) : json_null());
+        json_object_set_new(o, "suite_source", x->suite_src ? json_string(x->suite_src) : json_null());
+        for (int v = 0; v < FM_VOTES; v++) {
+            json_t *l = json_object();
+            for (int k = 0; k < FM_FLANG_COUNT; k++) json_object_set_new(l, fm_flang_names[k], json_real(x->lang[v][k]));
+            char key[32];
+            snprintf(key, sizeof key, "language_%s", fm_vote_names[v]);
+            json_object_set_new(o, key, l);
         }
-        int bad = (md && (ferror(md) | fclose(md))) | (html && (ferror(html) | fclose(html)));
-        if (rc == 0 && bad) {
-            fprintf(stderr, "saeflow report: cannot write into %s\n", out);
-            rc = 1;
+        json_t *g = json_object();
+        for (int k = 0; k < FM_GRAN_COUNT; k++) json_object_set_new(g, fm_gran_names[k], json_real(x->gran[k]));
+        json_object_set_new(o, "granularity", g);
+        json_object_set_new(o, "fvu", isfinite(x->fvu) ? json_real(x->fvu) : json_null());
+        json_object_set_new(o, "dead_fraction", isfinite(x->dead) ? json_real(x->dead) : json_null());
+        json_object_set_new(o, "metrics_source", x->metrics_src ? json_string(x->metrics_src) : json_null());
+        int has_loss = isfinite(x->loss) && isfinite(x->loss_sae);
+        json_object_set_new(o, "lm_loss", has_loss ? json_real(x->loss) : json_null());
+        json_object_set_new(o, "lm_loss_sae", has_loss ? json_real(x->loss_sae) : json_null());
+        json_object_set_new(o, "lm_loss_increase", has_loss ? json_real(x->loss_sae - x->loss) : json_null());
+        json_object_set_new(o, "lm_loss_source", x->loss_src ? json_string(x->loss_src) : json_null());
+        json_object_set_new(o, "cross_lingual_pairs", isfinite(x->pairs) ? json_real(x->pairs) : json_null());
+        json_object_set_new(o, "pairs_source", x->pairs_src ? json_string(x->pairs_src) : json_null());
+        if (x->matched) {
+            json_t *m = json_object();
+            json_object_set_new(m, "persist", json_integer(x->match.persist));
+            json_object_set_new(m, "appear", json_integer(x->match.appear));
+            json_object_set_new(m, "vanish", json_integer(x->match.vanish));
+            json_object_set_new(m, "same_index", json_integer(x->match.same_index));
+            json_object_set_new(m, "chance_persist", json_real(x->match.chance_persist));
+            json_object_set_new(m, "mean_best_cosine", json_real(x->match.mean_best_a));
+            json_object_set_new(m, "threshold", json_real(thr));
+            json_object_set_new(o, "match_previous", m);
         }
+        json_array_append_new(j, o);
     }
-    if (rc == 0) {
-        json_t *j = json_array();
-        for (int r = 0; r < n; r++) {
-            const fm_run *x = &runs[r];
-            json_t *o = json_object();
-            json_object_set_new(o, "checkpoint", json_string(x->name));
-            json_object_set_new(o, "dir", json_string(x->dir));
-            json_object_set_new(o, "alive", json_integer(x->alive));
-            json_object_set_new(o, "n_features", json_integer(x->n_features));
-            for (int v = 0; v < FM_VOTES; v++) {
-                json_t *l = json_object();
-                for (int k = 0; k < FM_FLANG_COUNT; k++) json_object_set_new(l, fm_flang_names[k], json_real(x->lang[v][k]));
-                char key[32];
-                snprintf(key, sizeof key, "language_%s", fm_vote_names[v]);
-                json_object_set_new(o, key, l);
-            }
-            json_t *g = json_object();
-            for (int k = 0; k < FM_GRAN_COUNT; k++) json_object_set_new(g, fm_gran_names[k], json_real(x->gran[k]));
-            json_object_set_new(o, "granularity", g);
-            json_object_set_new(o, "fvu", isfinite(x->fvu) ? json_real(x->fvu) : json_null());
-            json_object_set_new(o, "dead_fraction", isfinite(x->dead) ? json_real(x->dead) : json_null());
-            json_object_set_new(o, "metrics_source", x->metrics_src ? json_string(x->metrics_src) : json_null());
-            int has_loss = isfinite(x->loss) && isfinite(x->loss_sae);
-            json_object_set_new(o, "lm_loss", has_loss ? json_real(x->loss) : json_null());
-            json_object_set_new(o, "lm_loss_sae", has_loss ? json_real(x->loss_sae) : json_null());
-            json_object_set_new(o, "lm_loss_increase", has_loss ? json_real(x->loss_sae - x->loss) : json_null());
-            json_object_set_new(o, "lm_loss_source", x->loss_src ? json_string(x->loss_src) : json_null());
-            json_object_set_new(o, "cross_lingual_pairs", isfinite(x->pairs) ? json_real(x->pairs) : json_null());
-            json_object_set_new(o, "pairs_source", x->pairs_src ? json_string(x->pairs_src) : json_null());
-            if (x->matched) {
-                json_t *m = json_object();
-                json_object_set_new(m, "persist", json_integer(x->match.persist));
-                json_object_set_new(m, "appear", json_integer(x->match.appear));
-                json_object_set_new(m, "vanish", json_integer(x->match.vanish));
-                json_object_set_new(m, "same_index", json_integer(x->match.same_index));
-                json_object_set_new(m, "chance_persist", json_real(x->match.chance_persist));
-                json_object_set_new(m, "mean_best_cosine", json_real(x->match.mean_best_a));
-                json_object_set_new(m, "threshold", json_real(thr));
-                json_object_set_new(o, "match_previous", m);
-            }
-            json_array_append_new(j, o);
-        }
-        snprintf(path, sizeof path, "%s/report.json", out);
-        if (json_dump_file(j, path, JSON_INDENT(1)) != 0) {
-            fprintf(stderr, "saeflow report: cannot write %s\n", path);
-            rc = 1;
-        }
-        json_decref(j);
-        snprintf(path, sizeof path, "%s/report.html", out);
-        if (rc == 0) printf("\n%s\n", path);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/report.json", out);
+    int rc = json_dump_file(j, path, JSON_INDENT(1)) == 0 ? SF_OK : sf_fail("cannot write %s", path);
+    json_decref(j);
+    return rc;
+}
+
+int fm_report_main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return usage(stdout, 0);
+    fm_run *runs = sf_zalloc("the run list", (size_t)argc, sizeof *runs);
+    if (!runs) {
+        fprintf(stderr, "saeflow report: %s\n", sf_last_error());
+        return 1;
     }
-    for (int r = 0; r < argc && r < n; r++) {
+    report_args a;
+    int n = 0, rc = parse_args(argc, argv, &a, runs, &n);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/report.html", a.out);
+    if (rc == 0 && (sf_mkdirs(a.out) != SF_OK || (a.do_match && match_runs(runs, n, a.out, a.thr) != SF_OK) ||
+                    write_markdown(a.out, runs, n, a.thr) != SF_OK ||
+                    fm_report_write_html(a.out, runs, n, a.thr, a.do_match) != SF_OK || write_json(a.out, runs, n, a.thr) != SF_OK)) {
+        fprintf(stderr, "saeflow report: %s\n", sf_last_error());
+        rc = 1;
+    }
+    if (rc == 0) printf("\n%s\n", path);
+    for (int r = 0; r < n; r++) {
         free(runs[r].dir);
         free(runs[r].name);
         free(runs[r].sae);
         free(runs[r].metrics_src);
         free(runs[r].loss_src);
         free(runs[r].pairs_src);
+        free(runs[r].suite_src);
         json_decref(runs[r].summary);
     }
     free(runs);

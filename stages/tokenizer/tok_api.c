@@ -145,7 +145,7 @@ int32_t tok_eos_id(const tok_tokenizer *t) { return t->eos_id; }
 
 const char *tok_kind(const tok_tokenizer *t) {
     static const char *const names[] = {"sentencepiece-unigram", "sentencepiece-bpe", "hf-bpe",
-                                        "hf-unigram"};
+                                        "hf-unigram", "hf-wordpiece", "hf-wordlevel"};
     return names[t->kind];
 }
 

@@ -14,7 +14,8 @@
  * gaps, e.g. GPT-4's below its special tokens) is TOK_HOLE, an empty piece never produced. */
 enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER = 4, TOK_UNUSED = 5, TOK_BYTE = 6, TOK_HOLE = 7 };
 
-enum tok_kind_e { TOK_SPM_UNIGRAM, TOK_SPM_BPE, TOK_HF_BPE, TOK_HF_UNIGRAM };
+/* tokenizer.json kinds come last (tok_core.c tests kind >= TOK_HF_BPE). */
+enum tok_kind_e { TOK_SPM_UNIGRAM, TOK_SPM_BPE, TOK_HF_BPE, TOK_HF_UNIGRAM, TOK_HF_WORDPIECE, TOK_HF_WORDLEVEL };
 
 /* ---- u64 -> u64 open-addressing hash map (keys are stored with bit 63 set; 0 = empty) ---- */
 typedef struct tok_map_entry {

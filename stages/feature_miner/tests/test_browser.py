@@ -135,6 +135,30 @@ def main():
     check([by_max[i] for i in order] == [by_max[i] for i in want], f"after a click on 'max': {order}, want {want}")
     check(not console, f"console messages while sorting: {console}")
 
+    # Search: typing words into the filter box leaves exactly the summary's features whose language
+    # verdicts / granularity have them all visible (any order, any case).
+    # (A word matches inside a cell's text: "en" would match "token", so the words here are ones no
+    # other cell contains.)
+    verdicts = ("lang_paper", "lang_ascii", "lang_script", "lang_label")
+    for query, want_ids in (("Mixed", {f["id"] for f in summary["features"] if "mixed" in [f[v] for v in verdicts]}),
+                            ("ja   TOKEN", {f["id"] for f in summary["features"] if f["granularity"] == "token" and "ja" in
+                                         [f[v] for v in verdicts]})):
+        search = os.path.join(out, "search_check.html")
+        with open(search, "w") as f:
+            f.write('<!DOCTYPE html><html><body><pre id="shown"></pre><iframe id="f" src="index.html"></iframe><script>'
+                    'document.getElementById("f").onload=function(){var d=this.contentDocument,box=d.getElementById("filter");'
+                    f'box.value={json.dumps(query)};box.dispatchEvent(new Event("input"));'
+                    'var ids=[].filter.call(d.querySelectorAll("#features tbody tr"),function(r){return r.style.display!=="none";})'
+                    '.map(function(r){return r.cells[0].dataset.v;});'
+                    'document.getElementById("shown").textContent=ids.join(",")+";"+d.getElementById("shown").textContent;};'
+                    '</script></body></html>')
+        _, dom, console = chrome(browser, tmp, "--allow-file-access-from-files", "--dump-dom", "file://" + search)
+        m = re.search(r'<pre id="shown">([\d,]*);([^<]*)</pre>', dom)
+        shown = {int(x) for x in m.group(1).split(",") if x} if m else None
+        check(shown == want_ids and want_ids, f"search {query!r} shows {shown}, want {sorted(want_ids)}")
+        check(m and m.group(2) == f"{len(want_ids)} of {alive} shown", f"search count line {m.group(2) if m else None!r}")
+        check(not console, f"console messages while searching: {console}")
+
     # A feature page: renders, shows orange highlights, no console errors.
     shot = os.path.join(tmp, "feature0.png")
     page = os.path.join(out, "features", "0.html")
@@ -150,6 +174,73 @@ def main():
         check(white > px.shape[0] * px.shape[1] // 4, f"only {white} white pixels: the screenshot is not the page")
     _, dom, _ = chrome(browser, tmp, "--dump-dom", "file://" + page)
     check(dom.count('class="ex"') >= 1 and "<svg" in dom, "feature page lacks examples or the histogram")
+
+    # Byte pieces: with 犬 and 猫 shown as the byte-fallback pieces <0xC3> <0xA9> (UTF-8 of "é"), every
+    # example on every feature page reads as Python's UTF-8 decoding of its tokens' pieces: a run of
+    # pieces spelling a character shows as the character, a stray piece as itself.
+    vocab2 = os.path.join(tmp, "bytes.vocab")
+    with open(fx["vocab_path"]) as f:
+        pieces = [line.rstrip("\n").split("\t")[0] for line in f]
+    pieces = ["<0xC3>" if p == "犬" else "<0xA9>" if p == "猫" else p for p in pieces]
+    with open(vocab2, "w") as f:
+        f.writelines(f"{p}\t0\n" for p in pieces)
+    out2 = os.path.join(tmp, "run_bytes")
+    r = subprocess.run([drive, "stage", fx["msgs_path"], f"sae={fx['sae_dir']}", f"out={out2}",
+                        f"tokenizer={vocab2}", "top_n=5"], capture_output=True, text=True)
+    check(r.returncode == 0, f"fm_drive with byte pieces: {r.stderr}")
+
+    def shown_text(ids):
+        out_, i = "", 0
+        while i < len(ids):
+            for k in range(1, 5):
+                run = [pieces[t] for t in ids[i:i + k]]
+                if len(run) < k or not all(re.fullmatch(r"<0x[0-9A-F]{2}>", p) for p in run):
+                    k = 0
+                    break
+                try:
+                    c = bytes(int(p[3:5], 16) for p in run).decode("utf-8")
+                    out_ += c
+                    break
+                except UnicodeDecodeError:
+                    continue
+            else:
+                k = 0
+            if not k:
+                out_ += pieces[ids[i]].replace("\u2581", " ")
+                k = 1
+            i += k
+        return out_
+
+    import html as html_mod
+    n_ex = n_decoded = 0
+    for name in sorted(os.listdir(os.path.join(out2, "features"))) if r.returncode == 0 else []:
+        if not name.endswith(".json"):
+            continue
+        with open(os.path.join(out2, "features", name)) as f:
+            fj = json.load(f)
+        ref = {}
+
+        def collect(o):
+            if isinstance(o, dict):
+                if "tokens" in o and "doc_id" in o:
+                    ref[(o["doc_id"], o["pos"])] = o["tokens"]
+                for v_ in o.values():
+                    collect(v_)
+            elif isinstance(o, list):
+                for v_ in o:
+                    collect(v_)
+        collect(fj)
+        with open(os.path.join(out2, "features", name[:-5] + ".html"), encoding="utf-8") as f:
+            page = f.read()
+        for m_ in re.finditer(r'<div class="ex"><span class="meta">[^<]*doc (\d+) &middot; pos (\d+)[^<]*</span><br>(.*?)</div>', page):
+            key = (int(m_.group(1)), int(m_.group(2)))
+            got = html_mod.unescape(re.sub(r"<[^>]*>", "", m_.group(3)))
+            want_t = shown_text(ref[key]) if key in ref else None
+            check(got == want_t, f"{name} doc {key}: shows {got!r}, want {want_t!r}")
+            n_ex += 1
+            n_decoded += "é" in got
+    check(n_ex > 20 and n_decoded > 0, f"{n_ex} examples, {n_decoded} with a decoded é: the fixture must exercise both")
+    print(f"byte pieces: {n_ex} examples, {n_decoded} with a decoded character")
 
     for msg in failures:
         print("FAIL:", msg)

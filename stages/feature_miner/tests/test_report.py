@@ -16,6 +16,7 @@ import tempfile
 import numpy as np
 
 import planted
+import report_svg
 
 THR = 0.7
 GRAN = ("token", "concept", "uninterpretable", "few")
@@ -58,7 +59,7 @@ def main():
                                ("ckpt_b", sae_b, None)):
         out = os.path.join(tmp, name)
         r = subprocess.run([drive, "stage", fx["msgs_path"], f"sae={sae}", f"out={out}",
-                            f"tokenizer={fx['vocab_path']}", "top_n=5", "html=false"], capture_output=True, text=True)
+                            f"tokenizer={fx['vocab_path']}", "top_n=5", "html=true"], capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit(f"fm_drive stage failed: {r.stderr}")
         if metrics:
@@ -69,6 +70,20 @@ def main():
                 json.dump({"tokens": 64, "mse": 0.5, "loss_tokens": 63, "loss": 3.5, "loss_sae": 3.75,
                            "loss_increase": 0.25}, f)
         runs.append(out)
+    # Where each checkpoint sits in training: the suite's checkpoints.json beside the model
+    # directories the summaries name (the fixture mines without a model, so its name is set here).
+    suite = os.path.join(tmp, "suite")
+    os.makedirs(suite)
+    tokens = {"step-000000": 0, "step-000100": 250000}
+    with open(os.path.join(suite, "checkpoints.json"), "w") as f:
+        json.dump({"parameters": 1000, "checkpoints": [{"step": int(d[5:]), "dir": d, "tokens_seen": t}
+                                                       for d, t in tokens.items()]}, f)
+    for run, d in zip(runs, tokens):
+        with open(os.path.join(run, "summary.json")) as f:
+            s = json.load(f)
+        s["model"] = os.path.join(suite, d)
+        with open(os.path.join(run, "summary.json"), "w") as f:
+            json.dump(s, f)
     rep = os.path.join(tmp, "report")
     r = subprocess.run([drive, "report", *runs, "--out", rep, "--match-threshold", str(THR)],
                        capture_output=True, text=True)
@@ -119,6 +134,7 @@ def main():
     want_pairs = [[a_id, int(ids_b[np.argmax(cos[r])]), float(cos[r].max())] for r, a_id in enumerate(alive_a)]
     check([p[:2] for p in pairs] == [p[:2] for p in want_pairs], "match-1.json partners differ from NumPy's argmax")
     check(all(abs(p[2] - w[2]) < 1e-5 for p, w in zip(pairs, want_pairs)), "match-1.json cosines")
+    match_want = want
     want["same_index"] = sum(1 for r, a_id in enumerate(alive_a) if cos[r].max() >= THR and want_pairs[r][1] == a_id)
     got = rj[1].get("match_previous", {})
     check({k: got.get(k) for k in want} == want, f"matching {got} != reference {want}")
@@ -139,7 +155,96 @@ def main():
     check("match_previous" not in rj[0], "the first checkpoint has no previous one")
     with open(os.path.join(rep, "report.html"), encoding="utf-8") as f:
         html = f.read()
-    check(html.count('<svg class="chart"') == 6, "six SVG charts in report.html")
+    check(html.count('<svg class="chart"') == 8, "eight SVG charts in report.html (with the two LM loss charts)")
+    check([r_.get("tokens_per_parameter") for r_ in rj] == [0, 250] and [r_.get("step") for r_ in rj] == [0, 100],
+          f"training position from the suite's checkpoints.json: {[(r_.get('step'), r_.get('tokens_per_parameter')) for r_ in rj]}")
+    # Every point of every chart, read back through its axes' printed ticks, is report.json's number.
+    want_of = {
+        "chart-lang": lambda row, s_: row["language_paper"][s_],
+        "chart-lang-script": lambda row, s_: row["language_script"][s_],
+        "chart-gran": lambda row, s_: row["granularity"]["few" if s_ == "few examples" else s_],
+        "chart-loss": lambda row, s_: row["lm_loss" if s_ == "LM loss" else "lm_loss_sae"],
+        "chart-loss-increase": lambda row, s_: row["lm_loss_increase"],
+        "chart-fvu": lambda row, s_: row["fvu"],
+        "chart-dead": lambda row, s_: row["dead_fraction"],
+        "chart-match": lambda row, s_: row.get("match_previous", {}).get(s_),
+    }
+    svgs = report_svg.charts(html)
+    check(sorted(svgs) == sorted(want_of), f"chart ids {sorted(svgs)}")
+    n_points = 0
+    for cid, root in svgs.items():
+        try:
+            yticks, xticks, points = report_svg.read_chart(root, log_x=True)
+        except ValueError as e:
+            check(False, f"{cid}: {e}")
+            continue
+        check(min(yticks) <= 0 <= max(yticks), f"{cid}: no zero on the y axis {yticks}")
+        check(xticks == [0, 100, 1000], f"{cid}: x ticks {xticks}, want 0 and the decades 100, 1000")
+        for series, got in points.items():
+            for run_i, row in enumerate(rj):
+                ref = want_of[cid](row, series)
+                if ref is None:
+                    check(run_i not in got, f"{cid} {series}: a point for run {run_i} that has no value")
+                    continue
+                x, v, label = got.get(run_i, (None, None, None))
+                span = max(yticks) - min(yticks)
+                check(v is not None and abs(v - ref) < 0.01 * span, f"{cid} {series} run {run_i}: plotted {v}, report.json {ref}")
+                check(label is not None and abs(label - ref) <= 0.0051 * abs(ref) + 1e-12,
+                      f"{cid} {series} run {run_i}: value label {label}, report.json {ref}")
+                tpp = row["tokens_per_parameter"]
+                check(x is not None and abs(x - tpp) <= 0.02 * tpp + 1e-9, f"{cid} {series} run {run_i}: at x {x}, want {tpp}")
+                n_points += 1
+    check(n_points >= 30, f"only {n_points} points checked")
+    # In a real browser (skipped without chromium): the page loads with no console message and
+    # its DOM holds the eight charts.
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser:
+        import test_browser
+        rc_b, dom, console = test_browser.chrome(browser, tmp, "--dump-dom", "file://" + os.path.join(rep, "report.html"))
+        n_dom = dom.count('class="chart"')
+        check(rc_b == 0 and n_dom == 8, f"chromium on report.html: exit {rc_b}, {n_dom} charts")
+        check(not console, f"console messages on report.html: {console}")
+    else:
+        print("chromium not installed (Debian: apt-get install chromium): report.html not rendered")
+    # Links: each checkpoint name to its run's dashboard, the persist count to match-1.html, whose
+    # rows are NumPy's pairs (most similar first) linked to both runs' feature pages.
+    import re
+    dash = re.findall(r'<a class="dashboard" href="([^"]+)">', html)
+    check([os.path.realpath(os.path.join(rep, h)) for h in dash] == [os.path.realpath(os.path.join(run, "index.html")) for run in runs],
+          f"dashboard links {dash}")
+    check('<a href="match-1.html">' in html, "no link to match-1.html")
+    with open(os.path.join(rep, "match-1.html"), encoding="utf-8") as f:
+        mhtml = f.read()
+    mrows = re.findall(r'<tr><td><a href="([^"]+)">(\d+)</a></td><td><a href="([^"]+)">(\d+)</a></td><td>([\d.-]+)</td>', mhtml)
+    check(sorted((int(r_[1]), int(r_[3])) for r_ in mrows) == sorted((p[0], p[1]) for p in want_pairs),
+          f"match-1.html rows {[(r_[1], r_[3]) for r_ in mrows]} != NumPy's pairs")
+    check([float(r_[4]) for r_ in mrows] == sorted((float(r_[4]) for r_ in mrows), reverse=True), "match-1.html not by cosine")
+    for ha, ia, hb, ib, _ in mrows:
+        check(os.path.realpath(os.path.join(rep, ha)) == os.path.realpath(os.path.join(runs[0], "features", ia + ".html")) and
+              os.path.exists(os.path.join(rep, hb)) and
+              os.path.realpath(os.path.join(rep, hb)) == os.path.realpath(os.path.join(runs[1], "features", ib + ".html")),
+              f"match-1.html links {ha}, {hb}")
+    if browser:
+        _, _, console = test_browser.chrome(browser, tmp, "--dump-dom", "file://" + os.path.join(rep, "match-1.html"))
+        check(not console, f"console messages on match-1.html: {console}")
+    # Without the suite's checkpoints.json the x-axis is the step from the run name ("step100"), linear.
+    os.rename(os.path.join(suite, "checkpoints.json"), os.path.join(suite, "moved.json"))
+    rep2 = os.path.join(tmp, "report_steps")
+    r2 = subprocess.run([drive, "report", *runs, "--no-match", "--out", rep2], capture_output=True, text=True)
+    check(r2.returncode == 0, f"report without the suite: {r2.stderr}")
+    if r2.returncode == 0:
+        with open(os.path.join(rep2, "report.html"), encoding="utf-8") as f:
+            html2 = f.read()
+        root = report_svg.charts(html2).get("chart-fvu")
+        try:
+            _, xt2, pts2 = report_svg.read_chart(root, log_x=False)
+            xs = sorted(round(x, 6) for x, _, _ in pts2["FVU"].values())
+            check(xs == [100, 100] and 0 in xt2 and "training step" in html2 and "log scale" not in html2,
+                  f"step axis: points at {xs}, ticks {xt2}")
+        except (ValueError, AttributeError, KeyError) as e:
+            check(False, f"step axis: {e!r}")
+    for word in ("persist", "same index", "chance"):
+        check(f"<dt>{word}" in html, f"report.html does not explain {word!r}")
     check("<th>LM loss (+ with SAE)</th>" in html and "<td>3.500 (+0.250)</td>" in html, "the HTML table's LM loss")
     with open(os.path.join(rep, "report.md"), encoding="utf-8") as f:
         md = f.read()
@@ -174,7 +279,7 @@ def main():
 
     for msg in failures:
         print("FAIL:", msg)
-    print(f"matching {want}; {'FAIL' if failures else 'ok'}")
+    print(f"matching {match_want}; {n_points} chart points read back; {'FAIL' if failures else 'ok'}")
     return 1 if failures else 0
 
 

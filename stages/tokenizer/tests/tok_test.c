@@ -208,7 +208,59 @@ static void test_pretokenizers(void) {
     EXPECT_PRETOK("{\"type\": \"WhitespaceSplit\"}", "Hey  friend\xe3\x80\x80!\t", "Hey|friend|!");
     EXPECT_PRETOK("{\"type\": \"Whitespace\"}", "Hey man!! \xe6\x97\xa5\xe6\x9c\xac\xe3\x80\x82",
                   "Hey|man|!!|\xe6\x97\xa5\xe6\x9c\xac|\xe3\x80\x82");
+    EXPECT_PRETOK("{\"type\": \"CharDelimiterSplit\", \"delimiter\": \"-\"}", text, "the|final|countdown");
+    EXPECT_PRETOK("{\"type\": \"BertPreTokenizer\"}", "Hey, friend!?  \xe6\x97\xa5\xe6\x9c\xac\xe3\x80\x82",
+                  "Hey|,|friend|!|?|\xe6\x97\xa5\xe6\x9c\xac|\xe3\x80\x82");
 #undef SPLIT
+}
+
+/* Ids of text under a WordLevel model (vocabulary [UNK] a b c aX bY, WhitespaceSplit) after the
+ * given normaliser and post-processor, as space-separated ids. */
+static const char *wordlevel(const char *normalizer, const char *post, const char *text) {
+    static char out[256];
+    char json[2048], err[256] = "";
+    snprintf(json, sizeof json, "{\"normalizer\": %s, \"post_processor\": %s, \"pre_tokenizer\": {\"type\": "
+             "\"WhitespaceSplit\"}, \"model\": {\"type\": \"WordLevel\", \"unk_token\": \"[UNK]\", \"vocab\": "
+             "{\"[UNK]\": 0, \"a\": 1, \"b\": 2, \"c\": 3, \"aX\": 4, \"bY\": 5, \"<s>\": 6, \"</s>\": 7}}}",
+             normalizer, post);
+    tok_tokenizer *t = tok_load_mem(json, strlen(json), err, sizeof err);
+    if (!t) {
+        snprintf(out, sizeof out, "load error: %s", err);
+        return out;
+    }
+    tok_ids ids = {0};
+    out[0] = 0;
+    if (tok_encode(t, text, strlen(text), TOK_ADD_SPECIAL, &ids) == 0)
+        for (size_t i = 0; i < ids.n; i++) snprintf(out + strlen(out), sizeof out - strlen(out), "%s%d", i ? " " : "", ids.ids[i]);
+    tok_ids_free(&ids);
+    tok_free(t);
+    return out;
+}
+
+/* Normalisers and models by tokenizers' documented (Rust) behaviour: WordLevel, Regex Replace
+ * with a lookbehind and an empty match, Strip, StripAccents, RobertaProcessing. */
+static void test_components(void) {
+    const char *got = wordlevel("null", "null", "a b zz c");
+    CHECK(strcmp(got, "1 2 0 3") == 0, "WordLevel: unknown word is [UNK]: %s", got);
+    got = wordlevel("{\"type\": \"Replace\", \"pattern\": {\"Regex\": \"(?<=a)b\"}, \"content\": \"X\"}", "null", "ab cb");
+    CHECK(strcmp(got, "4 0") == 0, "Replace with a lookbehind: %s", got);
+    got = wordlevel("{\"type\": \"Replace\", \"pattern\": {\"Regex\": \"$\"}, \"content\": \"Y\"}", "null", "b");
+    CHECK(strcmp(got, "5") == 0, "Replace of an empty match at the end: %s", got);
+    got = wordlevel("{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Strip\", \"strip_left\": false, "
+                    "\"strip_right\": true}, {\"type\": \"Replace\", \"pattern\": {\"Regex\": \"$\"}, \"content\": \"Y\"}]}",
+                    "null", "b \xe3\x80\x80\t");
+    CHECK(strcmp(got, "5") == 0, "Strip right (ideographic space, tab) before Replace: %s", got);
+    got = wordlevel("{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"NFD\"}, {\"type\": \"StripAccents\"}, "
+                    "{\"type\": \"Lowercase\"}]}", "null", "\xc3\xa1 B");
+    CHECK(strcmp(got, "1 2") == 0, "NFD + StripAccents + Lowercase: %s", got);
+    got = wordlevel("{\"type\": \"NFKD\"}", "null", "\xef\xbd\x81");
+    CHECK(strcmp(got, "1") == 0, "NFKD of a full-width a: %s", got);
+    got = wordlevel("{\"type\": \"StripAccents\"}", "null", "a\xcc\x81 \xc3\xa1");
+    CHECK(strcmp(got, "1 0") == 0, "StripAccents drops Mn, composed characters stay: %s", got);
+    got = wordlevel("null", "{\"type\": \"RobertaProcessing\", \"sep\": [\"</s>\", 7], \"cls\": [\"<s>\", 6]}", "a");
+    CHECK(strcmp(got, "6 1 7") == 0, "RobertaProcessing: %s", got);
+    got = wordlevel("{\"type\": \"Precompiledx\"}", "null", "a");
+    CHECK(strstr(got, "unsupported normalizer Precompiledx"), "an unknown component names itself: %s", got);
 }
 
 /* Ids as Hugging Face's tokenizers treats two irregular vocabularies real files have: a gap in the
@@ -348,7 +400,9 @@ static void test_untrusted(const char *spm_model) {
     expect_reject("not protobuf", "\xff\xff\xff\xff\x0f", 5);
     expect_reject("JSON without model", "{}", 2);
     expect_reject("JSON syntax", "{\"model\": ", 10);
-    expect_reject("unsupported model", "{\"model\":{\"type\":\"WordPiece\",\"vocab\":{\"a\":0}}}", 47);
+    expect_reject("unsupported model", "{\"model\":{\"type\":\"Magic\",\"vocab\":{\"a\":0}}}", 43);
+    const char *wp = "{\"model\":{\"type\":\"WordPiece\",\"vocab\":{\"a\":0}}}";
+    expect_reject("WordPiece without unk_token", wp, strlen(wp));
     const char *unk = "{\"model\":{\"type\":\"Unigram\",\"unk_id\":5,\"vocab\":[[\"<unk>\",0.0],[\"a\",-1.0]]}}";
     expect_reject("Unigram unk_id outside the vocabulary", unk, strlen(unk));
     const char *merge = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[\"a b\"]}}";
@@ -419,6 +473,7 @@ int main(int argc, char **argv) {
     if (argc > 4 && readable(argv[4])) test_llama2(argv[4]);
     else printf("note: Llama-2 tokenizer.json not given or absent, its checks skipped\n");
     test_pretokenizers();
+    test_components();
     test_irregular_vocab();
     test_single_word();
     test_unigram_without_unk();
