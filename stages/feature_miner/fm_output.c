@@ -13,6 +13,7 @@
 #include "fm_judge.h"
 #include "saeflow.h"
 #include "sf_output.h"
+#include <utf8proc.h>
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Per-feature analysis                                                                            */
@@ -689,7 +690,6 @@ static json_t *summary_json(const fm_miner *m, const fm_info *info, const fm_fre
     return sum;
 }
 
-<<<<<<< HEAD
 /* index.html: the run, its counts, and a sortable table of the alive features. */
 static int write_index_html(const char *out_dir, const fm_miner *m, const fm_info *info, const fm_fres *res,
                             const fm_counts *c) {
@@ -713,7 +713,8 @@ static int write_index_html(const char *out_dir, const fm_miner *m, const fm_inf
         if (info->pairs)
             fprintf(fp, "<br>Cross-lingual (pairs, our test): %d of %d alive (%d tested on %d translation pairs)",
                     info->pairs->n_cross, alive, info->pairs->n_tested, info->pairs->n_mined);
-        fputs("</p>\n<table id=\"features\"><thead><tr><th data-num=\"1\">feature</th><th data-num=\"1\">max</th>"
+        fputs("</p>\n<p><input id=\"filter\" type=\"search\" placeholder=\"search: feature, language, granularity, token\" "
+              "size=\"50\"> <span id=\"shown\"></span></p>\n<table id=\"features\"><thead><tr><th data-num=\"1\">feature</th><th data-num=\"1\">max</th>"
               "<th data-num=\"1\">density</th><th data-num=\"1\">mean</th><th data-num=\"1\">examples</th>"
               "<th>lang (paper)</th><th>lang (ascii)</th><th>lang (script)</th><th>lang (label)</th><th>granularity</th>"
               "<th>top peak token</th></tr></thead><tbody>\n", fp);
@@ -728,47 +729,6 @@ static int write_index_html(const char *out_dir, const fm_miner *m, const fm_inf
                 fputs("<td class=\"t\">", fp);
                 fm_html_text(fp, res[i].verdict[vt]);
                 fputs("</td>", fp);
-=======
-    if (rc == SF_OK && info->html) {
-        snprintf(path, sizeof path, "%s/index.html", out_dir);
-        FILE *fp = fopen(path, "w");
-        if (!fp) {
-            rc = sf_fail("cannot write %s: %s", path, strerror(errno));
-        } else {
-            html_head(fp, "saeflow features");
-            fputs("<h1>SAE features</h1><p>", fp);
-            fm_html_text(fp, info->checkpoint ? info->checkpoint : "");
-            fputs(" &middot; ", fp);
-            fm_html_text(fp, info->hook ? info->hook : "");
-            fprintf(fp, " &middot; %d features, %d alive in %llu tokens.</p>\n<p>Language (paper rule): ", n, alive,
-                    (unsigned long long)m->tokens);
-            for (int l = 0; l < FM_FLANG_COUNT; l++) fprintf(fp, "%s %d &nbsp; ", fm_flang_names[l], lang_n[FM_RULE_PAPER][l]);
-            fputs("<br>Granularity: ", fp);
-            for (int g = 0; g < FM_GRAN_COUNT; g++) fprintf(fp, "%s %d &nbsp; ", fm_gran_names[g], gran_n[g]);
-            if (info->pairs)
-                fprintf(fp, "<br>Cross-lingual (pairs, our test): %d of %d alive (%d tested on %d translation pairs)",
-                        info->pairs->n_cross, alive, info->pairs->n_tested, info->pairs->n_mined);
-            fputs("</p>\n<p><input id=\"filter\" type=\"search\" placeholder=\"search: feature, language, granularity, token\" "
-                  "size=\"50\"> <span id=\"shown\"></span></p>\n<table id=\"features\"><thead><tr><th data-num=\"1\">feature</th><th data-num=\"1\">max</th>"
-                  "<th data-num=\"1\">density</th><th data-num=\"1\">mean</th><th data-num=\"1\">examples</th>"
-                  "<th>lang (paper)</th><th>lang (ascii)</th><th>lang (script)</th><th>lang (label)</th><th>granularity</th>"
-                  "<th>top peak token</th></tr></thead><tbody>\n", fp);
-            for (int i = 0; i < n; i++) {
-                const fm_feature *f = &m->f[i];
-                if (!f->fired) continue;
-                double dens = (double)f->fired / (double)m->tokens;
-                fprintf(fp, "<tr><td data-v=\"%d\"><a href=\"features/%d.html\">%d</a></td><td>%.4g</td>"
-                            "<td data-v=\"%.9g\">%.3e</td><td>%.4g</td><td>%d</td>",
-                        i, i, i, f->max, dens, dens, f->sum / (double)f->fired, res[i].n_thr);
-                for (int vt = 0; vt < FM_VOTES; vt++) {
-                    fputs("<td class=\"t\">", fp);
-                    fm_html_text(fp, res[i].verdict[vt]);
-                    fputs("</td>", fp);
-                }
-                fprintf(fp, "<td class=\"t\">%s</td><td class=\"t\">", fm_gran_names[res[i].j.gran.gran]);
-                fm_html_text(fp, res[i].j.gran.top_token);
-                fputs("</td></tr>\n", fp);
->>>>>>> main
             }
             fprintf(fp, "<td class=\"t\">%s</td><td class=\"t\">", fm_gran_names[res[i].j.gran.gran]);
             fm_html_text(fp, res[i].j.gran.top_token);
