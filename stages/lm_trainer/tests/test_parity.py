@@ -22,6 +22,7 @@ import gzip
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -195,6 +196,10 @@ def main():
     norm = math.sqrt(sum(float((sd[k].double() ** 2).sum()) for k in sd))
     check(sorted(got) == sorted(sd) and diff / norm < (0.25 if STEPS > 50 else 2e-3),
           f"final weights: |C - PyTorch| / |PyTorch| = {diff / norm:.2e} over every tensor")
+    if failures:
+        print(f"kept {tmp} for inspection", flush=True)
+    else:
+        shutil.rmtree(tmp)
     sys.exit(1 if failures else 0)
 
 
