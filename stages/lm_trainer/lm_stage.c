@@ -264,13 +264,24 @@ static void path_in_out(const lm_stage *s, char *dst, size_t cap, const char *na
     snprintf(dst, cap, "%s/%s", s->out_dir, name);
 }
 
+/* A failed save's error, naming the cause when out_dir itself is gone: another process (a cleanup
+ * of /tmp, say) removed or moved it during the run, which surfaces as a missing temp file. */
+static int save_failed(const lm_stage *s) {
+    struct stat st;
+    if (stat(s->out_dir, &st) == 0) return SF_ERR;
+    char err[1024];
+    snprintf(err, sizeof err, "%s", sf_last_error());
+    return sf_fail("%s (out_dir %s is gone: another process removed or moved it during the run; nothing else may "
+                   "change out_dir while a run writes to it)", err, s->out_dir);
+}
+
 static int save_state(lm_stage *s) {
     char path[4096];
     path_in_out(s, path, sizeof path, "train_state.safetensors");
     if (s->log && fflush(s->log) != 0) return sf_fail("%s/loss.csv: %s", s->out_dir, strerror(errno));
     if (s->log && fsync(fileno(s->log)) != 0) return sf_fail("%s/loss.csv: fsync: %s", s->out_dir, strerror(errno));
     s->pos.log_bytes = s->log ? ftell(s->log) : 0;
-    if (lm_state_save(path, s->m, &s->a, &s->pos, s->settings) != SF_OK) return SF_ERR;
+    if (lm_state_save(path, s->m, &s->a, &s->pos, s->settings) != SF_OK) return save_failed(s);
     s->state_step = s->pos.step;
     return SF_OK;
 }
@@ -313,7 +324,7 @@ static int save_checkpoint(sf_ctx *ctx, lm_stage *s) {
     snprintf(meta_step, sizeof meta_step, "%" PRId64, s->pos.step);
     snprintf(meta_tokens, sizeof meta_tokens, "%" PRId64, tokens);
     const char *meta[] = {"step", meta_step, "tokens", meta_tokens, NULL};
-    if (lm_ckpt_write(s->m, s->base_config, s->dtype, dir, meta) != SF_OK) return SF_ERR;
+    if (lm_ckpt_write(s->m, s->base_config, s->dtype, dir, meta) != SF_OK) return save_failed(s);
     double tl = s->pos.loss_steps ? s->pos.loss_sum / (double)s->pos.loss_steps : NAN;
     s->pos.loss_sum = 0, s->pos.loss_steps = 0;
     if (save_state(s) != SF_OK) return SF_ERR;
@@ -327,7 +338,7 @@ static int save_checkpoint(sf_ctx *ctx, lm_stage *s) {
     path_in_out(s, path, sizeof path, "checkpoints.json");
     int rc = sf_write_file_atomic(path, text, strlen(text));
     free(text);
-    if (rc != SF_OK) return SF_ERR;
+    if (rc != SF_OK) return save_failed(s);
     sf_log(SF_LOG_INFO, "checkpoint %s: step %" PRId64 ", %" PRId64 " tokens, train loss %.4f, validation loss %.4f (%" PRId64
            " sequences)", dir, s->pos.step, tokens, tl, vl, s->valid_have);
     sf_count(ctx, "checkpoints", 1);

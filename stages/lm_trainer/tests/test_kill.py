@@ -15,6 +15,7 @@ import json
 import os
 import random
 import signal
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -98,6 +99,18 @@ def main():
     if p.returncode:
         sys.exit(1)
 
+    # out_dir removed by another process mid-run (how this test once failed, when a cleanup of /tmp
+    # hit it): the next save fails and its error names the cause, whichever save it is
+    gone = os.path.join(tmp, "gone")
+    proc = subprocess.Popen(args(tmp, gone), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not os.path.isdir(os.path.join(gone, "step-000000")) and proc.poll() is None:
+        time.sleep(0.01)
+    while os.path.exists(gone):  # the run may be writing into it meanwhile
+        shutil.rmtree(gone, ignore_errors=True)
+    err = proc.communicate(timeout=600)[1]
+    check(proc.returncode != 0 and f"out_dir {gone} is gone: another process removed" in err,
+          f"out_dir removed during the run: the save fails naming it{'' if proc.returncode else ' (the run succeeded)'}")
+
     killed = os.path.join(tmp, "killed")
     n_kills, last_step = 0, -1
     for attempt in range(KILLS + 20):
@@ -162,6 +175,10 @@ def main():
         check(same, f"{d}/model.safetensors byte-identical")
     check(saves(full) == saves(killed), "checkpoints.json: the same saves, steps, tokens and losses")
     check(not [d for d in os.listdir(killed) if d.endswith(".partial")], "no .partial directory left")
+    if failures:
+        print(f"kept {tmp} for inspection", flush=True)
+    else:
+        shutil.rmtree(tmp)
     sys.exit(1 if failures else 0)
 
 

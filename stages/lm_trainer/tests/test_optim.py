@@ -10,6 +10,7 @@ check), the same seed gives the same bits, another seed other numbers.
 """
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -146,6 +147,10 @@ def main():
     check(not np.array_equal(outs[0]["w.0"], outs[2]["w.0"]), "another seed, other weights")
     check(abs(np.corrcoef(outs[0]["w.0"][:64, :64].ravel(), outs[0]["w.2"][:64, :64].ravel())[0, 1]) < 0.05,
           "tensors get independent streams")
+    if failures:
+        print(f"kept {tmp} for inspection", flush=True)
+    else:
+        shutil.rmtree(tmp)
     sys.exit(1 if failures else 0)
 
 

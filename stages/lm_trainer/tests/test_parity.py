@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""200 training steps of the lm_trainer stage track tools/train_suite.py's PyTorch training on the
-same data order within 1%.
+"""STEPS training steps of the lm_trainer stage (200 by default; meson runs 40 in the default suite,
+200 in the slow one) track tools/train_suite.py's PyTorch training on the same data order within 1%.
 
 The suite's architecture (train_suite.MODEL_CONFIG) is initialised by PyTorch (llama_suite's
 init_weights, seed 0) and saved as an F32 step-0 checkpoint that both sides start from. Token
@@ -14,7 +14,7 @@ windows) within 1% and every step within 2%, the
 first 20 steps within 1e-4 (a systematic difference shows there, before rounding differences grow),
 the final held-out loss within 1%, and the saved F32 checkpoint's weights as a whole near PyTorch's
 (the norm of the difference over the weights' norm: < 0.25 after 200 steps, measured 0.13, since two
-float32 trainings drift apart; < 1e-3 for short runs).
+float32 trainings drift apart; < 2e-3 for runs of at most 50 steps, measured 8.5e-4 after 40).
 
   test_parity.py SAEFLOW ROOT [STEPS]
 """
@@ -22,6 +22,7 @@ import gzip
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -189,12 +190,16 @@ def main():
     got = ls.load_safetensors(os.path.join(out, f"step-{STEPS:06d}", "model.safetensors"))
     sd = ref.state_dict()
     # Two float32 trainings drift apart (Adam amplifies rounding in rarely-updated embedding rows;
-    # measured 0.13 after 200 steps while the losses stay within 0.75%), so this only bounds the
-    # weights as a whole: the norm of the difference relative to the weights' norm.
+    # measured 0.13 after 200 steps while the losses stay within 0.75%; 8.5e-4 after 40), so this
+    # only bounds the weights as a whole: the norm of the difference relative to the weights' norm.
     diff = math.sqrt(sum(float(((got[k] - sd[k]).double() ** 2).sum()) for k in sd))
     norm = math.sqrt(sum(float((sd[k].double() ** 2).sum()) for k in sd))
-    check(sorted(got) == sorted(sd) and diff / norm < (0.25 if STEPS > 50 else 1e-3),
+    check(sorted(got) == sorted(sd) and diff / norm < (0.25 if STEPS > 50 else 2e-3),
           f"final weights: |C - PyTorch| / |PyTorch| = {diff / norm:.2e} over every tensor")
+    if failures:
+        print(f"kept {tmp} for inspection", flush=True)
+    else:
+        shutil.rmtree(tmp)
     sys.exit(1 if failures else 0)
 
 

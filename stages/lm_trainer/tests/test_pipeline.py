@@ -14,6 +14,7 @@ saeflow process into a shard directory whose manifest names that checkpoint.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -106,6 +107,10 @@ stage sink = verify_sink {
               m.get("checkpoint") == e["checkpoint"],
               f"{e['checkpoint']}: its activations extracted into shards recording it ({m.get('model')}, "
               f"{m.get('sequences')} sequences)")
+    if failures:
+        print(f"kept {tmp} for inspection", flush=True)
+    else:
+        shutil.rmtree(tmp)
     sys.exit(1 if failures else 0)
 
 

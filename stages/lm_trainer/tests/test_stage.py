@@ -20,6 +20,7 @@ import json
 import os
 import resource
 import signal
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -235,6 +236,10 @@ def main():
     check(p.returncode == 0, "resume = true after the disk grew completes the run")
     check(open(os.path.join(full3, "loss.csv")).read() == open(os.path.join(full, "loss.csv")).read(),
           "and its loss.csv is the uninterrupted run's")
+    if failures:
+        print(f"kept {tmp} for inspection", flush=True)
+    else:
+        shutil.rmtree(tmp)
     sys.exit(1 if failures else 0)
 
 
