@@ -129,18 +129,15 @@ static void signal_parts(launch_part *parts, int n, int sig) {
         if (parts[i].status < 0 && parts[i].pid > 0) kill(-parts[i].pid, sig);
 }
 
-int sf_launch_main(int argc, char **argv) {
-    if (argc < 3) {
-        fprintf(stderr, "usage: saeflow launch FILE [run options] [KEY=VALUE ...]   (see core/HOSTS.md)\n");
-        return 2;
-    }
+/* The pipeline with the command line's KEY=VALUE overrides; NULL (printed) on a bad command line or file. */
+static sf_pipeline *launch_load(int argc, char **argv) {
     char **over = calloc((size_t)argc, sizeof *over);
     int n_over = 0;
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--host")) {
             fprintf(stderr, "saeflow launch: starts every host itself; --host belongs to 'saeflow run'\n");
             free(over);
-            return 2;
+            return NULL;
         }
         if (!strcmp(argv[i], "--credit") || !strcmp(argv[i], "--connect-timeout") || !strcmp(argv[i], "--peer-timeout") ||
             !strcmp(argv[i], "--sweep"))
@@ -151,38 +148,15 @@ int sf_launch_main(int argc, char **argv) {
     sf_pipeline *pl = sf_pipeline_load(argv[2], over, n_over);
     for (int i = 0; i < n_over; i++) free(over[i]);
     free(over);
-    if (!pl) {
-        fprintf(stderr, "%s\n", sf_last_error());
-        return 2;
-    }
-    if (!pl->n_hosts) {
-        fprintf(stderr, "saeflow launch: %s declares no hosts: run it with 'saeflow run'\n", argv[2]);
-        sf_pipeline_free(pl);
-        return 2;
-    }
-    const char *ssh = getenv("SAEFLOW_SSH");
-    if (!ssh || !*ssh) ssh = "ssh -o BatchMode=yes";
-    setenv("SF_LAUNCH_SSH", ssh, 1);
-    char self[PATH_MAX], cwd[PATH_MAX];
-    const char *bin = getenv("SAEFLOW_BIN");
-    if (!bin || !*bin) {
-        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-        self[n > 0 ? n : 0] = 0;
-        bin = n > 0 ? self : "saeflow";
-    }
-    if (!getcwd(cwd, sizeof cwd)) {
-        fprintf(stderr, "saeflow launch: getcwd: %s\n", strerror(errno));
-        sf_pipeline_free(pl);
-        return 1;
-    }
+    if (!pl) fprintf(stderr, "%s\n", sf_last_error());
+    return pl;
+}
 
-    struct sigaction sa = {.sa_handler = on_launch_signal};
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN); /* the parts' stdin pipes */
-    int n = pl->n_hosts, running = 0, code = 0;
-    launch_part *parts = calloc((size_t)n, sizeof *parts);
+/* Starts every host's part (saeflow run --host H over ssh, in cwd); *running counts those started.
+ * 0, or the exit code of the first failure (the parts already started keep running). */
+static int start_parts(launch_part *parts, const sf_pipeline *pl, int argc, char **argv, const char *ssh,
+                       const char *bin, const char *cwd, int *running) {
+    int n = pl->n_hosts;
     for (int h = 0; h < n; h++) {
         launch_part *p = &parts[h];
         p->host = pl->hosts[h].name;
@@ -198,20 +172,21 @@ int sf_launch_main(int argc, char **argv) {
         for (int i = 3; i < argc; i++) bad |= append_quoted(remote, sizeof remote, argv[i]);
         if (bad) {
             fprintf(stderr, "saeflow launch: the command line is too long\n");
-            code = 2;
-            break;
+            return 2;
         }
         fprintf(stderr, "saeflow launch: host %s: %s %s%s\n", p->host, ssh, addr, remote);
         p->pid = start_part(p, addr, remote);
         if (p->pid < 0) {
             fprintf(stderr, "saeflow launch: cannot start host %s: %s\n", p->host, strerror(errno));
-            code = 1;
-            break;
+            return 1;
         }
-        running++;
+        (*running)++;
     }
-    if (code) stop_parts(parts, n);
+    return 0;
+}
 
+/* The exit code: code, else the first failure's, else 130 after a signal. */
+static int wait_parts(launch_part *parts, int n, int running, int code) {
     /* gather output until every part has exited; on the first failure or a signal stop the
      * others: close their stdin (saeflow drains and saves), after 15 s (or a second signal)
      * SIGTERM the local children (ends an ssh session; aborts a part running here), after 30 s
@@ -262,6 +237,48 @@ int sf_launch_main(int argc, char **argv) {
         if (stop_stage == 1 && (sf_now() - stop_at > 15 || launch_signals > 1)) signal_parts(parts, n, SIGTERM), stop_stage = 2;
         if (stop_stage == 2 && sf_now() - stop_at > 30) signal_parts(parts, n, SIGKILL), stop_stage = 3;
     }
+    return code;
+}
+
+int sf_launch_main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: saeflow launch FILE [run options] [KEY=VALUE ...]   (see core/HOSTS.md)\n");
+        return 2;
+    }
+    sf_pipeline *pl = launch_load(argc, argv);
+    if (!pl) return 2;
+    if (!pl->n_hosts) {
+        fprintf(stderr, "saeflow launch: %s declares no hosts: run it with 'saeflow run'\n", argv[2]);
+        sf_pipeline_free(pl);
+        return 2;
+    }
+    const char *ssh = getenv("SAEFLOW_SSH");
+    if (!ssh || !*ssh) ssh = "ssh -o BatchMode=yes";
+    setenv("SF_LAUNCH_SSH", ssh, 1);
+    char self[PATH_MAX], cwd[PATH_MAX];
+    const char *bin = getenv("SAEFLOW_BIN");
+    if (!bin || !*bin) {
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        self[n > 0 ? n : 0] = 0;
+        bin = n > 0 ? self : "saeflow";
+    }
+    if (!getcwd(cwd, sizeof cwd)) {
+        fprintf(stderr, "saeflow launch: getcwd: %s\n", strerror(errno));
+        sf_pipeline_free(pl);
+        return 1;
+    }
+
+    struct sigaction sa = {.sa_handler = on_launch_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN); /* the parts' stdin pipes */
+    int n = pl->n_hosts, running = 0, code = 0;
+    launch_part *parts = calloc((size_t)n, sizeof *parts);
+    code = start_parts(parts, pl, argc, argv, ssh, bin, cwd, &running);
+    if (code) stop_parts(parts, n);
+    code = wait_parts(parts, n, running, code);
+
     fprintf(stderr, "saeflow launch: %s\n", code ? "failed" : "every host finished");
     stop_parts(parts, n);
     for (int i = 0; i < n; i++)

@@ -14,136 +14,6 @@
 #include "saeflow.h"
 #include "sf_output.h"
 #include <utf8proc.h>
-#ifdef FM_HAVE_TOK
-#include "tok.h"
-#endif
-
-/* ---------------------------------------------------------------------------------------------- */
-/* Vocabulary                                                                                      */
-
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
-/* "▁" (U+2581, SentencePiece's space) -> ' ', in place. */
-static void unmark_spaces(char *s) {
-    char *w = s;
-    for (const char *r = s; *r;) {
-        if ((unsigned char)r[0] == 0xE2 && (unsigned char)r[1] == 0x96 && (unsigned char)r[2] == 0x81) {
-            *w++ = ' ';
-            r += 3;
-        } else {
-            *w++ = *r++;
-        }
-    }
-    *w = 0;
-}
-
-/* Display strings that are not UTF-8 become "<invalid UTF-8>": JSON cannot hold them, and the
- * language judges must see the string the feature files hold. */
-static int vocab_utf8_only(fm_vocab *v) {
-    for (int i = 0; i < v->n; i++) {
-        const utf8proc_uint8_t *p = (const utf8proc_uint8_t *)v->s[i];
-        utf8proc_ssize_t left = (utf8proc_ssize_t)strlen(v->s[i]);
-        while (left > 0) {
-            utf8proc_int32_t c;
-            utf8proc_ssize_t k = utf8proc_iterate(p, left, &c);
-            if (k <= 0) break;
-            p += k;
-            left -= k;
-        }
-        if (left > 0) {
-            char *shown = sf_strdup("a vocabulary entry", "<invalid UTF-8>");
-            if (!shown) return SF_ERR;
-            free(v->s[i]);
-            v->s[i] = shown;
-        }
-    }
-    return SF_OK;
-}
-
-static int vocab_load_listing(fm_vocab *v, const char *path) {
-    FILE *fp = fopen(path, "r");
-    if (!fp) return sf_fail("cannot open vocabulary %s: %s", path, strerror(errno));
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    int n = 0, alloc = 0;
-    while ((len = getline(&line, &cap, fp)) >= 0) {
-        char *tab = strchr(line, '\t');
-        if (tab) *tab = 0;
-        else if (len > 0 && line[len - 1] == '\n') line[len - 1] = 0;
-        if (n == alloc) {
-            char **grown = sf_realloc(v->s, "the vocabulary", alloc ? 2 * (size_t)alloc : 1024, sizeof *v->s);
-            if (grown) v->s = grown, alloc = alloc ? 2 * alloc : 1024;
-        }
-        char *entry = n < alloc ? sf_strdup("a vocabulary entry", line) : NULL;
-        if (!entry) {
-            v->n = n; /* fm_vocab_free frees the entries so far */
-            free(line);
-            fclose(fp);
-            return sf_fail("vocabulary %s: %s", path, sf_last_error());
-        }
-        if (strcmp(line, "<s>") == 0) v->bos = n;
-        v->s[n] = entry;
-        unmark_spaces(v->s[n]);
-        n++;
-    }
-    free(line);
-    fclose(fp);
-    v->n = n;
-    if (vocab_utf8_only(v) != SF_OK) return SF_ERR;
-    return n > 0 ? SF_OK : sf_fail("vocabulary %s is empty", path);
-}
-
-int fm_vocab_load(fm_vocab *v, const char *path) {
-    memset(v, 0, sizeof *v);
-    v->bos = -1;
-    if (ends_with(path, ".vocab") || ends_with(path, ".txt")) return vocab_load_listing(v, path);
-#ifdef FM_HAVE_TOK
-    char err[512];
-    tok_tokenizer *t = tok_load(path, err, sizeof err);
-    if (!t) return sf_fail("cannot load tokenizer %s: %s", path, err);
-    int n = tok_vocab_size(t);
-    v->bos = tok_bos_id(t);
-    if (!(v->s = sf_zalloc("the vocabulary", (size_t)(n > 0 ? n : 1), sizeof *v->s))) {
-        tok_free(t);
-        return SF_ERR;
-    }
-    v->n = n; /* entries not yet made are NULL: fm_vocab_free frees what there is */
-    for (int32_t id = 0; id < n; id++) {
-        char buf[256];
-        size_t len = tok_token_display(t, id, buf, sizeof buf);
-        if (len >= sizeof buf) { /* a long piece: ask again with room for it */
-            if ((v->s[id] = sf_alloc("a vocabulary entry", len + 1, 1))) tok_token_display(t, id, v->s[id], len + 1);
-        } else {
-            v->s[id] = sf_strdup("a vocabulary entry", buf);
-        }
-        if (!v->s[id]) {
-            tok_free(t);
-            return sf_fail("tokenizer %s: %s", path, sf_last_error());
-        }
-    }
-    tok_free(t);
-    return vocab_utf8_only(v);
-#else
-    return sf_fail("tokenizer %s: this build reads only spm_export_vocab listings (.vocab, .txt)", path);
-#endif
-}
-
-void fm_vocab_free(fm_vocab *v) {
-    for (int i = 0; i < v->n; i++) free(v->s[i]);
-    free(v->s);
-    memset(v, 0, sizeof *v);
-    v->bos = -1;
-}
-
-const char *fm_vocab_str(const fm_vocab *v, int32_t id, char *buf, size_t cap) {
-    if (id >= 0 && id < v->n) return v->s[id];
-    snprintf(buf, cap, "<id %d>", (int)id);
-    return buf;
-}
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Per-feature analysis                                                                            */
@@ -707,15 +577,10 @@ static void *writer_thread(void *arg) {
     return NULL;
 }
 
-int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const fm_info *info,
-                     const fm_logits *lg) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/features", out_dir);
-    if (sf_mkdirs(path) != SF_OK) return SF_ERR;
-    snprintf(path, sizeof path, "%s/neuronpedia", out_dir);
-    if (info->neuronpedia && sf_mkdirs(path) != SF_OK) return SF_ERR;
-    int n = m->cfg.n_features, max_T = 1, rc = SF_OK;
-    for (int i = 0; i < n; i++) {
+/* The longest sequence among the stored examples (the token_act tables' width). */
+static int longest_example(const fm_miner *m) {
+    int max_T = 1;
+    for (int i = 0; i < m->cfg.n_features; i++) {
         for (int e = 0; e < m->f[i].n_top; e++)
             if (m->f[i].top[e].seq->T > max_T) max_T = m->f[i].top[e].seq->T;
         for (int b = 0; b < m->f[i].n_buckets; b++) {
@@ -725,9 +590,13 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
                 if (ivx[e].seq->T > max_T) max_T = ivx[e].seq->T;
         }
     }
-    fm_fres *res = sf_zalloc("per-feature results", (size_t)n, sizeof *res);
-    if (!res) return SF_ERR;
-    fm_writer w = {.m = m, .v = v, .info = info, .lg = lg, .out_dir = out_dir, .res = res, .max_T = max_T};
+    return max_T;
+}
+
+/* Every feature's files, on info->threads threads (0: one a core, at most 64); res[i] gets feature i's results. */
+static int write_features(const char *out_dir, fm_miner *m, const fm_vocab *v, const fm_info *info,
+                          const fm_logits *lg, fm_fres *res) {
+    fm_writer w = {.m = m, .v = v, .info = info, .lg = lg, .out_dir = out_dir, .res = res, .max_T = longest_example(m)};
     pthread_mutex_init(&w.lock, NULL);
     int n_threads = info->threads > 0 ? info->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     n_threads = n_threads < 1 ? 1 : n_threads > 64 ? 64 : n_threads;
@@ -737,21 +606,31 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
     writer_thread(&w); /* this thread works too */
     for (int t = 0; t < started; t++) pthread_join(th[t], NULL);
     pthread_mutex_destroy(&w.lock);
-    if (w.failed) rc = sf_fail("%s", w.err);
+    return w.failed ? sf_fail("%s", w.err) : SF_OK;
+}
 
+/* The counts over the alive features that summary.json and index.html show. */
+typedef struct fm_counts {
+    int alive;
+    int lang[FM_VOTES][FM_FLANG_COUNT]; /* features per language verdict, per rule */
+    int gran[FM_GRAN_COUNT];            /* features per granularity */
+} fm_counts;
+
+/* summary.json's object; c gets the counts. */
+static json_t *summary_json(const fm_miner *m, const fm_info *info, const fm_fres *res, fm_counts *c) {
+    int n = m->cfg.n_features;
     json_t *sum = json_object(), *feats = json_array();
-    int alive = 0, lang_n[FM_VOTES][FM_FLANG_COUNT] = {{0}}, gran_n[FM_GRAN_COUNT] = {0};
-    for (int i = 0; i < n && rc == SF_OK; i++) {
-        fm_feature *f = &m->f[i];
+    for (int i = 0; i < n; i++) {
+        const fm_feature *f = &m->f[i];
         if (!f->fired) continue;
-        alive++;
+        c->alive++;
         for (int vt = 0; vt < FM_VOTES; vt++) {
             int k = FM_FLANG_MIXED; /* a corpus label other than en/ja counts as mixed */
             for (int l = 0; l < FM_FLANG_COUNT; l++)
                 if (strcmp(res[i].verdict[vt], fm_flang_names[l]) == 0) k = l;
-            lang_n[vt][k]++;
+            c->lang[vt][k]++;
         }
-        gran_n[res[i].j.gran.gran]++;
+        c->gran[res[i].j.gran.gran]++;
         json_t *fj = json_object();
         json_object_set_new(fj, "id", json_integer(i));
         json_object_set_new(fj, "max_act", jreal(f->max));
@@ -780,8 +659,8 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
     json_object_set_new(sum, "n_features", json_integer(n));
     json_object_set_new(sum, "tokens", json_integer((json_int_t)m->tokens));
     json_object_set_new(sum, "sequences", json_integer((json_int_t)m->sequences));
-    json_object_set_new(sum, "alive", json_integer(alive));
-    json_object_set_new(sum, "dead_in_stream", json_integer(n - alive));
+    json_object_set_new(sum, "alive", json_integer(c->alive));
+    json_object_set_new(sum, "dead_in_stream", json_integer(n - c->alive));
     json_object_set_new(sum, "nonfinite_values", json_integer((json_int_t)m->nonfinite));
     json_t *params = json_object();
     json_object_set_new(params, "top_n", json_integer(m->cfg.top_n));
@@ -798,67 +677,89 @@ int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const 
     json_object_set_new(sum, "params", params);
     json_t *lang = json_object();
     for (int vt = 0; vt < FM_VOTES; vt++) {
-        json_t *c = json_object();
-        for (int l = 0; l < FM_FLANG_COUNT; l++) json_object_set_new(c, fm_flang_names[l], json_integer(lang_n[vt][l]));
-        json_object_set_new(lang, fm_vote_names[vt], c);
+        json_t *per = json_object();
+        for (int l = 0; l < FM_FLANG_COUNT; l++) json_object_set_new(per, fm_flang_names[l], json_integer(c->lang[vt][l]));
+        json_object_set_new(lang, fm_vote_names[vt], per);
     }
     json_object_set_new(sum, "language", lang);
     json_t *gran = json_object();
-    for (int g = 0; g < FM_GRAN_COUNT; g++) json_object_set_new(gran, fm_gran_names[g], json_integer(gran_n[g]));
+    for (int g = 0; g < FM_GRAN_COUNT; g++) json_object_set_new(gran, fm_gran_names[g], json_integer(c->gran[g]));
     json_object_set_new(sum, "granularity", gran);
-    if (info->pairs) json_object_set_new(sum, "pairs", fm_pairs_summary_json(info->pairs, alive));
+    if (info->pairs) json_object_set_new(sum, "pairs", fm_pairs_summary_json(info->pairs, c->alive));
     json_object_set_new(sum, "features", feats);
-    snprintf(path, sizeof path, "%s/summary.json", out_dir);
-    if (rc == SF_OK) rc = dump_json(sum, path);
-    else json_decref(sum);
+    return sum;
+}
 
-    if (rc == SF_OK && info->html) {
-        snprintf(path, sizeof path, "%s/index.html", out_dir);
-        FILE *fp = fopen(path, "w");
-        if (!fp) {
-            rc = sf_fail("cannot write %s: %s", path, strerror(errno));
-        } else {
-            html_head(fp, "saeflow features");
-            fputs("<h1>SAE features</h1><p>", fp);
-            fm_html_text(fp, info->checkpoint ? info->checkpoint : "");
-            fputs(" &middot; ", fp);
-            fm_html_text(fp, info->hook ? info->hook : "");
-            fprintf(fp, " &middot; %d features, %d alive in %llu tokens.</p>\n<p>Language (paper rule): ", n, alive,
-                    (unsigned long long)m->tokens);
-            for (int l = 0; l < FM_FLANG_COUNT; l++) fprintf(fp, "%s %d &nbsp; ", fm_flang_names[l], lang_n[FM_RULE_PAPER][l]);
-            fputs("<br>Granularity: ", fp);
-            for (int g = 0; g < FM_GRAN_COUNT; g++) fprintf(fp, "%s %d &nbsp; ", fm_gran_names[g], gran_n[g]);
-            if (info->pairs)
-                fprintf(fp, "<br>Cross-lingual (pairs, our test): %d of %d alive (%d tested on %d translation pairs)",
-                        info->pairs->n_cross, alive, info->pairs->n_tested, info->pairs->n_mined);
-            fputs("</p>\n<p><input id=\"filter\" type=\"search\" placeholder=\"search: feature, language, granularity, token\" "
-                  "size=\"50\"> <span id=\"shown\"></span></p>\n<table id=\"features\"><thead><tr><th data-num=\"1\">feature</th><th data-num=\"1\">max</th>"
-                  "<th data-num=\"1\">density</th><th data-num=\"1\">mean</th><th data-num=\"1\">examples</th>"
-                  "<th>lang (paper)</th><th>lang (ascii)</th><th>lang (script)</th><th>lang (label)</th><th>granularity</th>"
-                  "<th>top peak token</th></tr></thead><tbody>\n", fp);
-            for (int i = 0; i < n; i++) {
-                const fm_feature *f = &m->f[i];
-                if (!f->fired) continue;
-                double dens = (double)f->fired / (double)m->tokens;
-                fprintf(fp, "<tr><td data-v=\"%d\"><a href=\"features/%d.html\">%d</a></td><td>%.4g</td>"
-                            "<td data-v=\"%.9g\">%.3e</td><td>%.4g</td><td>%d</td>",
-                        i, i, i, f->max, dens, dens, f->sum / (double)f->fired, res[i].n_thr);
-                for (int vt = 0; vt < FM_VOTES; vt++) {
-                    fputs("<td class=\"t\">", fp);
-                    fm_html_text(fp, res[i].verdict[vt]);
-                    fputs("</td>", fp);
-                }
-                fprintf(fp, "<td class=\"t\">%s</td><td class=\"t\">", fm_gran_names[res[i].j.gran.gran]);
-                fm_html_text(fp, res[i].j.gran.top_token);
-                fputs("</td></tr>\n", fp);
+/* index.html: the run, its counts, and a sortable table of the alive features. */
+static int write_index_html(const char *out_dir, const fm_miner *m, const fm_info *info, const fm_fres *res,
+                            const fm_counts *c) {
+    char path[4096];
+    int n = m->cfg.n_features, alive = c->alive, rc = SF_OK;
+    snprintf(path, sizeof path, "%s/index.html", out_dir);
+    FILE *fp = fopen(path, "w");
+    if (!fp) {
+        rc = sf_fail("cannot write %s: %s", path, strerror(errno));
+    } else {
+        html_head(fp, "saeflow features");
+        fputs("<h1>SAE features</h1><p>", fp);
+        fm_html_text(fp, info->checkpoint ? info->checkpoint : "");
+        fputs(" &middot; ", fp);
+        fm_html_text(fp, info->hook ? info->hook : "");
+        fprintf(fp, " &middot; %d features, %d alive in %llu tokens.</p>\n<p>Language (paper rule): ", n, alive,
+                (unsigned long long)m->tokens);
+        for (int l = 0; l < FM_FLANG_COUNT; l++) fprintf(fp, "%s %d &nbsp; ", fm_flang_names[l], c->lang[FM_RULE_PAPER][l]);
+        fputs("<br>Granularity: ", fp);
+        for (int g = 0; g < FM_GRAN_COUNT; g++) fprintf(fp, "%s %d &nbsp; ", fm_gran_names[g], c->gran[g]);
+        if (info->pairs)
+            fprintf(fp, "<br>Cross-lingual (pairs, our test): %d of %d alive (%d tested on %d translation pairs)",
+                    info->pairs->n_cross, alive, info->pairs->n_tested, info->pairs->n_mined);
+        fputs("</p>\n<p><input id=\"filter\" type=\"search\" placeholder=\"search: feature, language, granularity, token\" "
+              "size=\"50\"> <span id=\"shown\"></span></p>\n<table id=\"features\"><thead><tr><th data-num=\"1\">feature</th><th data-num=\"1\">max</th>"
+              "<th data-num=\"1\">density</th><th data-num=\"1\">mean</th><th data-num=\"1\">examples</th>"
+              "<th>lang (paper)</th><th>lang (ascii)</th><th>lang (script)</th><th>lang (label)</th><th>granularity</th>"
+              "<th>top peak token</th></tr></thead><tbody>\n", fp);
+        for (int i = 0; i < n; i++) {
+            const fm_feature *f = &m->f[i];
+            if (!f->fired) continue;
+            double dens = (double)f->fired / (double)m->tokens;
+            fprintf(fp, "<tr><td data-v=\"%d\"><a href=\"features/%d.html\">%d</a></td><td>%.4g</td>"
+                        "<td data-v=\"%.9g\">%.3e</td><td>%.4g</td><td>%d</td>",
+                    i, i, i, f->max, dens, dens, f->sum / (double)f->fired, res[i].n_thr);
+            for (int vt = 0; vt < FM_VOTES; vt++) {
+                fputs("<td class=\"t\">", fp);
+                fm_html_text(fp, res[i].verdict[vt]);
+                fputs("</td>", fp);
             }
-            fputs("</tbody></table>\n", fp);
-            fputs(sort_js, fp);
-            fputs("</body></html>\n", fp);
-            int bad = ferror(fp);
-            if (fclose(fp) != 0 || bad) rc = sf_fail("cannot write %s", path);
+            fprintf(fp, "<td class=\"t\">%s</td><td class=\"t\">", fm_gran_names[res[i].j.gran.gran]);
+            fm_html_text(fp, res[i].j.gran.top_token);
+            fputs("</td></tr>\n", fp);
         }
+        fputs("</tbody></table>\n", fp);
+        fputs(sort_js, fp);
+        fputs("</body></html>\n", fp);
+        int bad = ferror(fp);
+        if (fclose(fp) != 0 || bad) rc = sf_fail("cannot write %s", path);
     }
+    return rc;
+}
+
+int fm_write_outputs(const char *out_dir, fm_miner *m, const fm_vocab *v, const fm_info *info,
+                     const fm_logits *lg) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/features", out_dir);
+    if (sf_mkdirs(path) != SF_OK) return SF_ERR;
+    snprintf(path, sizeof path, "%s/neuronpedia", out_dir);
+    if (info->neuronpedia && sf_mkdirs(path) != SF_OK) return SF_ERR;
+    fm_fres *res = sf_zalloc("per-feature results", (size_t)m->cfg.n_features, sizeof *res);
+    if (!res) return SF_ERR;
+    int rc = write_features(out_dir, m, v, info, lg, res);
+    fm_counts c = {0};
+    if (rc == SF_OK) {
+        json_t *sum = summary_json(m, info, res, &c);
+        snprintf(path, sizeof path, "%s/summary.json", out_dir);
+        rc = dump_json(sum, path);
+    }
+    if (rc == SF_OK && info->html) rc = write_index_html(out_dir, m, info, res, &c);
     free(res);
     return rc;
 }

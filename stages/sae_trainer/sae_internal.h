@@ -1,4 +1,4 @@
-/* sae_internal.h — helpers shared by sae_model.c and sae_train.c (not part of the sae_lib API). */
+/* sae_internal.h — helpers shared by sae_model.c, sae_files.c and sae_train.c (not part of the sae_lib API). */
 #ifndef SAE_INTERNAL_H
 #define SAE_INTERNAL_H
 
@@ -6,6 +6,10 @@
 #include <stdint.h>
 
 #include "sae.h"
+
+/* Generous bounds so a corrupt config cannot make us allocate absurd amounts. */
+#define SAE_MAX_D (1 << 16)
+#define SAE_MAX_N (1 << 22)
 
 /* Rows per encoder sgemm: as many as fit 2^25 pre-activations (128 MiB), so the big sgemm
  * repacks W_enc rarely, yet memory stays bounded; at least 64, at most 4096 rows. */

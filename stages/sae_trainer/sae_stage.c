@@ -1,5 +1,6 @@
-/* sae_stage.c — the sae_trainer and sae_eval stages and the `saeflow sae` command: wiring of
- * sae_lib to activations messages, metrics files, checkpoints and the final model files. */
+/* sae_stage.c — the sae_trainer stage and the plugin's list (sae_trainer, sae_eval in sae_eval.c,
+ * the `saeflow sae` command in sae_cli.c): wiring of sae_lib to activations messages, metrics
+ * files, checkpoints and the final model files. */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -7,42 +8,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "sae.h"
 #include "saeflow.h"
-#include "sf_kinds.h"
 #include "sf_output.h"
-#include "sf_util.h"
 #include "sf_safetensors.h"
+#include "sf_trained_on.h"
+#include "sf_util.h"
+#include "sae_stage.h"
 #include "shards.h"
-
-/* The rows of a message's activation tensor: [B, T, d] or [N, d], float dtypes only, and the
- * message's other fields (sf_read_activations). */
-typedef struct act_rows {
-    sf_acts_msg m;
-    sf_tensor t; /* m.acts */
-    int64_t rows, d, seq_len;
-} act_rows;
-
-static int get_rows(const sf_msg *msg, const char *field, act_rows *a) {
-    if (sf_read_activations(msg, field, 0, &a->m) != SF_OK) return SF_ERR;
-    a->t = a->m.acts;
-    a->d = a->m.d;
-    a->seq_len = a->t.ndim == 3 ? a->m.seq.T : 0;
-    a->rows = a->m.seq.B * a->m.seq.T;
-    return SF_OK;
-}
-
-static void rows_to_f32(const act_rows *a, int64_t first, int64_t count, float *dst) {
-    size_t es = sf_dtype_size(a->t.dtype);
-    sf_convert_to_f32(dst, (const char *)a->t.data + (size_t)first * a->d * es, a->t.dtype,
-                      (size_t)(count * a->d));
-}
-
-/* True if the message belongs to the wanted split ("" wants every message). */
-static int split_matches(const act_rows *a, const char *want) { return !*want || sf_strv_eq(a->m.seq.split, want); }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* sae_trainer                                                                                     */
@@ -397,13 +372,10 @@ static char *trainer_meta_json(const trainer_state *s, int complete, int saelens
                            "decay_steps", (json_int_t)o->decay_steps, "adam_eps", o->eps, "remove_parallel_grad",
                            o->remove_parallel_grad, "k_aux", (json_int_t)o->k_aux, "aux_coef", o->aux_coef,
                            "dead_tokens", (json_int_t)o->dead_tokens, "seed", (json_int_t)s->seed, "complete", complete);
-    json_object_set_new(tr, "hook", json_string(s->hook));
-    json_object_set_new(tr, "layer", json_integer(s->layer));
-    json_object_set_new(tr, "model", json_string(s->model_name));
-    json_object_set_new(tr, "checkpoint", json_string(s->checkpoint));
+    sf_trained_on_put(tr, s->model_name, s->checkpoint, s->hook, (int)s->layer);
     if (s->norm_source[0]) /* empty after a resume: the scale came with the checkpoint */
         json_object_set_new(tr, "norm_scale_from", json_string(s->norm_source));
-    json_t *root = json_pack("{s:o}", "saeflow_training", tr);
+    json_t *root = json_pack("{s:o}", SF_TRAINED_ON_KEY, tr);
     if (saelens)
         json_object_set_new(root, "metadata",
                             json_pack("{s:s, s:s, s:I}", "model_name", s->model_name, "hook_name", s->hook,
@@ -413,44 +385,20 @@ static char *trainer_meta_json(const trainer_state *s, int complete, int saelens
     return text;
 }
 
-static int take_cmp(const void *a, const void *b) {
-    const trainer_take *x = a, *y = b;
-    if (x->doc != y->doc) return x->doc < y->doc ? -1 : 1;
-    return (x->pos > y->pos) - (x->pos < y->pos);
-}
-
-/* The checkpoint; keyed, it lists every sequence trained so far (sorted by doc_id, pos) with the
- * number of its rows trained: trained_doc I64 [K], trained_pos I32 [K], trained_rows I32 [K]. */
+/* The checkpoint; keyed, it lists every sequence trained so far with the number of its rows
+ * trained (the lists' format is the shards library's: sh_trained_build / sh_trained_lists). */
 static int trainer_checkpoint(trainer_state *s) {
     char path[4096];
     if (trainer_path(s, "checkpoint.safetensors", path, sizeof path) != SF_OK) return SF_ERR;
+    sh_trained_out lists;
+    if (sh_trained_build(&s->trained, &lists) != SF_OK) return SF_ERR;
     char *meta = trainer_meta_json(s, 0, 0), rows[32], seq_rows[32];
     snprintf(rows, sizeof rows, "%lld", (long long)s->stream_at_step);
     snprintf(seq_rows, sizeof seq_rows, "%lld", (long long)(s->key_rows > 0 ? s->key_rows : 0));
     const char *kv[] = {"training", meta ? meta : "{}", "stream_rows", rows, "seq_rows", seq_rows, NULL};
-    int64_t K = (int64_t)s->trained.n, j = 0;
-    trainer_take *all = malloc((size_t)(K ? K : 1) * sizeof *all);
-    int64_t *doc = malloc((size_t)(K ? K : 1) * 8);
-    int32_t *pos = malloc((size_t)(K ? K : 1) * 4), *cnt = malloc((size_t)(K ? K : 1) * 4);
-    if (!all || !doc || !pos || !cnt) {
-        free(meta), free(all), free(doc), free(pos), free(cnt);
-        return sf_fail("out of memory listing the %lld trained sequences for the checkpoint", (long long)K);
-    }
-    for (size_t i = 0; i < s->trained.cap; i++)
-        if (s->trained.k[i].val)
-            all[j++] = (trainer_take){s->trained.k[i].doc, s->trained.k[i].pos,
-                                      (int32_t)(s->trained.k[i].val & ~SH_KEY_USED)};
-    qsort(all, (size_t)K, sizeof *all, take_cmp);
-    for (j = 0; j < K; j++) doc[j] = all[j].doc, pos[j] = all[j].pos, cnt[j] = all[j].rows;
-    sf_st_tensor extra[3] = {{"trained_doc", {SF_I64, 1, {K}, doc, (size_t)K * 8}},
-                             {"trained_pos", {SF_I32, 1, {K}, pos, (size_t)K * 4}},
-                             {"trained_rows", {SF_I32, 1, {K}, cnt, (size_t)K * 4}}};
-    int rc = sae_checkpoint_save(s->t, path, kv, extra, s->keyed == 1 ? 3 : 0);
+    int rc = sae_checkpoint_save(s->t, path, kv, lists.t, s->keyed == 1 ? 3 : 0);
     free(meta);
-    free(all);
-    free(doc);
-    free(pos);
-    free(cnt);
+    sh_trained_out_free(&lists);
     return rc;
 }
 
@@ -514,7 +462,7 @@ static int trainer_take_rows(sf_ctx *ctx, trainer_state *s, const act_rows *a, i
         if (s->max_tokens && take > s->max_tokens - sae_trainer_tokens(s->t) - s->fill)
             take = s->max_tokens - sae_trainer_tokens(s->t) - s->fill;
         float *dst = s->x + s->fill * d;
-        rows_to_f32(a, r, take, dst);
+        sae_rows_to_f32(a, r, take, dst);
         /* A row with an inf or NaN would poison the model: drop it (counted). */
         int64_t kept = 0;
         for (int64_t i = 0; i < take; i++) {
@@ -564,8 +512,8 @@ static int trainer_on_message(sf_ctx *ctx, void *state, int input, const sf_msg 
 
 static int trainer_consume(sf_ctx *ctx, trainer_state *s, const sf_msg *msg) {
     act_rows a;
-    if (get_rows(msg, s->field, &a) != SF_OK) return SF_ERR;
-    if (!split_matches(&a, s->split)) {
+    if (sae_get_rows(msg, s->field, &a) != SF_OK) return SF_ERR;
+    if (!sae_split_matches(&a, s->split)) {
         sf_count(ctx, "other_split_messages", 1);
         s->other_split++;
         return SF_OK;
@@ -713,202 +661,6 @@ static void trainer_destroy(void *state) {
     free(s);
 }
 
-/* ---------------------------------------------------------------------------------------------- */
-/* sae_eval                                                                                        */
-
-static const sf_param_def eval_params[] = {
-    {"sae_dir", SF_PARAM_STRING, NULL, "trained SAE directory (any layout saeflow sae info reads, or the directory of llm-jp-sae's sae.pth)"},
-    {"out", SF_PARAM_STRING, "", "results JSON (default: SAE_DIR/eval.json)"},
-    {"field", SF_PARAM_STRING, "acts", "message field holding the activations"},
-    {"split", SF_PARAM_STRING, "", "evaluate only messages of this split (\"\": all)"},
-    {"max_tokens", SF_PARAM_INT, "0", "stop after this many tokens (0: the whole stream)"},
-    {"accept_sae_mismatch", SF_PARAM_BOOL, "false",
-     "evaluate activations of another hook, checkpoint or model than the SAE's config records (logged); "
-     "otherwise that is an error"},
-    {NULL, 0, NULL, NULL},
-};
-
-typedef struct eval_state {
-    sae_model m;
-    int have_model;
-    int accept_mismatch, source_checked;
-    char out[4096], field[64], split[64], sae_dir[3800];
-    int64_t max_tokens, tokens;
-    double err, sumsq, cos, l0;
-    double ce, ce_sae;  /* sums of the forward's loss and loss_sae (SAE spliced in) */
-    int64_t ce_tokens;
-    double *sum;      /* [d] for the dataset mean */
-    uint8_t *fired;   /* [n] */
-    float *xn, *xhat, *val;
-    int32_t *idx;
-    int64_t cap;      /* rows the buffers hold */
-} eval_state;
-
-/* The parameters and the SAE they name (loaded into s->m), for check and init alike. */
-static int eval_read_params(sf_ctx *ctx, eval_state *s) {
-    const char *dir = sf_param_str(ctx, "sae_dir"), *out = sf_param_str(ctx, "out");
-    if (strlen(dir) >= sizeof s->sae_dir || strlen(sf_param_str(ctx, "field")) >= sizeof s->field ||
-        strlen(sf_param_str(ctx, "split")) >= sizeof s->split || strlen(out) >= sizeof s->out)
-        return sf_fail("a parameter is too long (sae_dir and out: %zu bytes, field and split: %zu)", sizeof s->sae_dir - 1, sizeof s->field - 1);
-    strcpy(s->sae_dir, dir);
-    strcpy(s->field, sf_param_str(ctx, "field"));
-    strcpy(s->split, sf_param_str(ctx, "split"));
-    if (*out) strcpy(s->out, out);
-    else snprintf(s->out, sizeof s->out, "%s/eval.json", dir);
-    s->max_tokens = sf_param_int(ctx, "max_tokens");
-    s->accept_mismatch = sf_param_bool(ctx, "accept_sae_mismatch");
-    if (sae_load(&s->m, dir) != SF_OK) return sf_param_fail(ctx, "sae_dir", "%s", sf_last_error());
-    s->have_model = 1;
-    return SF_OK;
-}
-
-static int eval_check(sf_ctx *ctx) {
-    eval_state *s = sf_zalloc("sae_eval check", 1, sizeof *s);
-    if (!s) return SF_ERR;
-    int rc = eval_read_params(ctx, s);
-    if (s->have_model) sae_model_free(&s->m);
-    free(s);
-    return rc;
-}
-
-static int eval_init(sf_ctx *ctx, void **state) {
-    eval_state *s = sf_zalloc("sae_eval state", 1, sizeof *s);
-    if (!s) return SF_ERR;
-    *state = s;
-    if (eval_read_params(ctx, s) != SF_OK) return SF_ERR;
-    s->sum = sf_zalloc("per-dimension sums", (size_t)s->m.d, sizeof(double));
-    s->fired = s->sum ? sf_zalloc("per-latent flags", (size_t)s->m.n, 1) : NULL;
-    return s->fired ? SF_OK : SF_ERR;
-}
-
-/* The forward stage's per-token losses without and with the SAE spliced in (fields loss and
- * loss_sae, [B, T] f32 beside acts) of the first rows tokens; positions with no next token (NaN)
- * are skipped. */
-static int eval_add_losses(eval_state *s, const sf_msg *msg, int64_t rows) {
-    if (!sf_msg_has(msg, "loss_sae")) return SF_OK;
-    sf_tensor l, ls;
-    if (sf_msg_get_tensor(msg, "loss", &l) != SF_OK || sf_msg_get_tensor(msg, "loss_sae", &ls) != SF_OK) return SF_ERR;
-    if (l.dtype != SF_F32 || ls.dtype != SF_F32 || sf_tensor_numel(&l) < rows || sf_tensor_numel(&ls) < rows)
-        return sf_fail("loss, loss_sae: want f32 tensors with one value per activation row");
-    for (int64_t i = 0; i < rows; i++) {
-        float a, b; /* the payload may be unaligned */
-        memcpy(&a, (const char *)l.data + i * 4, 4);
-        memcpy(&b, (const char *)ls.data + i * 4, 4);
-        if (!isfinite(a) || !isfinite(b)) continue;
-        s->ce += a;
-        s->ce_sae += b;
-        s->ce_tokens++;
-    }
-    return SF_OK;
-}
-
-/* Statistics in the SAE's (normalised) space, where the paper reports them. */
-static int eval_on_message(sf_ctx *ctx, void *state, int input, const sf_msg *msg) {
-    (void)input;
-    eval_state *s = state;
-    act_rows a;
-    if (get_rows(msg, s->field, &a) != SF_OK) return SF_ERR;
-    if (!split_matches(&a, s->split)) return SF_OK;
-    const sae_model *m = &s->m;
-    if (a.d != m->d) return sf_fail("activations of width %lld, the SAE has d = %d", (long long)a.d, m->d);
-    if (!s->source_checked || !s->accept_mismatch) { /* accepted: warned once */
-        char hook[sizeof m->hook] = "", checkpoint[sizeof m->checkpoint] = "", model[sizeof m->model] = "";
-        sf_strv_copy(a.m.hook, hook, sizeof hook);
-        sf_strv_copy(a.m.checkpoint, checkpoint, sizeof checkpoint);
-        sf_strv_copy(a.m.model, model, sizeof model);
-        if (sae_check_source(m, s->sae_dir, hook, checkpoint, model, s->accept_mismatch) != SF_OK) return SF_ERR;
-        s->source_checked = 1;
-    }
-    int64_t rows = a.rows;
-    if (s->max_tokens && rows > s->max_tokens - s->tokens) rows = s->max_tokens - s->tokens;
-    if (rows <= 0) return SF_OK;
-    if (rows > s->cap) {
-        free(s->xn);
-        free(s->xhat);
-        free(s->val);
-        free(s->idx);
-        s->cap = rows;
-        s->xn = malloc((size_t)rows * m->d * sizeof(float));
-        s->xhat = malloc((size_t)rows * m->d * sizeof(float));
-        s->val = malloc((size_t)rows * m->k * sizeof(float));
-        s->idx = malloc((size_t)rows * m->k * sizeof(int32_t));
-        if (!s->xn || !s->xhat || !s->val || !s->idx) return sf_fail("out of memory for %lld rows", (long long)rows);
-    }
-    if (eval_add_losses(s, msg, rows) != SF_OK) return SF_ERR;
-    rows_to_f32(&a, 0, rows, s->xn);
-    if (sae_encode(m, s->xn, rows, rows, s->idx, s->val) != SF_OK) return SF_ERR;
-    sae_normalize(m, s->xn, rows, NULL);
-    sae_decode(m, s->idx, s->val, rows, NULL, s->xhat);
-    for (int64_t r = 0; r < rows; r++) {
-        const float *x = s->xn + r * m->d, *h = s->xhat + r * m->d;
-        double e = 0, xx = 0, hh = 0, xh = 0;
-        for (int c = 0; c < m->d; c++) {
-            e += ((double)x[c] - h[c]) * ((double)x[c] - h[c]);
-            xx += (double)x[c] * x[c];
-            hh += (double)h[c] * h[c];
-            xh += (double)x[c] * h[c];
-            s->sum[c] += x[c];
-        }
-        s->err += e;
-        s->sumsq += xx;
-        s->cos += xx > 0 && hh > 0 ? xh / sqrt(xx * hh) : 0;
-        for (int j = 0; j < m->k && s->idx[r * m->k + j] >= 0; j++) {
-            s->fired[s->idx[r * m->k + j]] = 1;
-            s->l0 += 1;
-        }
-    }
-    s->tokens += rows;
-    sf_progress(ctx, (uint64_t)s->tokens, (uint64_t)s->max_tokens, "tokens");
-    return SF_OK;
-}
-
-static int eval_finish(sf_ctx *ctx, void *state) {
-    (void)ctx;
-    eval_state *s = state;
-    if (!s->have_model) return SF_OK;
-    if (s->tokens == 0 && !sf_stopping(ctx))
-        return sf_fail("sae_eval: no activations arrived (0 tokens%s): nothing evaluated, no %s. Check the upstream "
-                       "stages' errors and counters", s->split[0] ? " of the split" : "", s->out);
-    if (s->tokens == 0) return SF_OK;
-    double N = (double)s->tokens, mean2 = 0;
-    for (int c = 0; c < s->m.d; c++) mean2 += (s->sum[c] / N) * (s->sum[c] / N);
-    double var = s->sumsq - N * mean2;
-    int64_t dead = 0;
-    for (int i = 0; i < s->m.n; i++) dead += !s->fired[i];
-    json_t *j = json_pack("{s:s, s:I, s:f, s:f, s:f, s:f, s:f, s:s}", "sae_dir", s->sae_dir, "tokens",
-                          (json_int_t)s->tokens, "mse", s->err / N, "fvu", var > 0 ? s->err / var : 0.0,
-                          "cosine", s->cos / N, "l0", s->l0 / N, "dead_fraction", (double)dead / s->m.n,
-                          "normalize", sae_norm_name(s->m.norm));
-    if (s->ce_tokens) {
-        double ce = s->ce / s->ce_tokens, ce_sae = s->ce_sae / s->ce_tokens;
-        json_object_set_new(j, "loss_tokens", json_integer(s->ce_tokens));
-        json_object_set_new(j, "loss", json_real(ce));
-        json_object_set_new(j, "loss_sae", json_real(ce_sae));
-        json_object_set_new(j, "loss_increase", json_real(ce_sae - ce));
-        sf_log(SF_LOG_INFO, "LM loss over %lld predictions: %.5f, with the SAE spliced in %.5f (+%.5f)",
-               (long long)s->ce_tokens, ce, ce_sae, ce_sae - ce);
-    }
-    int rc = json_dump_file(j, s->out, JSON_INDENT(2)) == 0 ? SF_OK : sf_fail("cannot write %s", s->out);
-    sf_log(SF_LOG_INFO, "eval over %lld tokens: mse %.5g fvu %.4f cosine %.4f L0 %.1f dead %.3f -> %s",
-           (long long)s->tokens, s->err / N, var > 0 ? s->err / var : 0.0, s->cos / N, s->l0 / N,
-           (double)dead / s->m.n, s->out);
-    json_decref(j);
-    return rc;
-}
-
-static void eval_destroy(void *state) {
-    eval_state *s = state;
-    if (!s) return;
-    if (s->have_model) sae_model_free(&s->m);
-    free(s->sum);
-    free(s->fired);
-    free(s->xn);
-    free(s->xhat);
-    free(s->val);
-    free(s->idx);
-    free(s);
-}
-
 /* saeflow sae info / convert: sae_cli.c */
 int sae_cli_main(int argc, char **argv);
 
@@ -941,21 +693,4 @@ static const sf_stage_def trainer_def = {
     .takes = "activations",
 };
 
-static const sf_stage_def eval_def = {
-    .name = "sae_eval",
-    .summary = "evaluate a trained SAE on held-out activations: MSE, FVU, cosine, L0, dead fraction",
-    .doc = "Reads activations messages; writes a JSON with the statistics in the SAE's normalised space. A sink.",
-    .params = eval_params,
-    .min_inputs = 1,
-    .max_inputs = 8,
-    .has_output = 0,
-    .init = eval_init,
-    .check = eval_check,
-    .on_message = eval_on_message,
-    .finish = eval_finish,
-    .destroy = eval_destroy,
-    SF_STAGE_DEF_SIZES,
-    .takes = "activations",
-};
-
-SF_PLUGIN(&trainer_def, &eval_def)
+SF_PLUGIN(&trainer_def, &sae_eval_def)

@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "sf_safetensors.h"
+#include "sf_trained_on.h"
 #include "shards.h"
 
 static size_t key_hash(int64_t doc, int32_t pos) {
@@ -109,6 +110,45 @@ void sh_trained_at(const sh_trained *t, int64_t i, int64_t *doc, int32_t *pos, i
     memcpy(rows, (const char *)t->rows + 4 * i, 4);
 }
 
+static int key_cmp(const void *a, const void *b) {
+    const sh_key *x = *(const sh_key *const *)a, *y = *(const sh_key *const *)b;
+    if (x->doc != y->doc) return x->doc < y->doc ? -1 : 1;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+int sh_trained_build(const sh_keys *set, sh_trained_out *o) {
+    int64_t K = (int64_t)set->n, j = 0;
+    size_t nk = (size_t)(K ? K : 1);
+    memset(o, 0, sizeof *o);
+    const sh_key **all = sf_alloc("the trained sequences being sorted", nk, sizeof *all);
+    o->doc = sf_alloc("the trained_doc list", nk, 8);
+    o->pos = sf_alloc("the trained_pos list", nk, 4);
+    o->rows = sf_alloc("the trained_rows list", nk, 4);
+    if (!all || !o->doc || !o->pos || !o->rows) {
+        free(all);
+        sh_trained_out_free(o);
+        return sf_fail("%s, listing the %lld trained sequences for the checkpoint", sf_last_error(), (long long)K);
+    }
+    for (size_t i = 0; i < set->cap; i++)
+        if (set->k[i].val) all[j++] = &set->k[i];
+    qsort(all, (size_t)K, sizeof *all, key_cmp);
+    for (j = 0; j < K; j++)
+        o->doc[j] = all[j]->doc, o->pos[j] = all[j]->pos, o->rows[j] = (int32_t)(all[j]->val & ~SH_KEY_USED);
+    free(all);
+    o->n = K;
+    o->t[0] = (sf_st_tensor){"trained_doc", {SF_I64, 1, {K}, o->doc, (size_t)K * 8}};
+    o->t[1] = (sf_st_tensor){"trained_pos", {SF_I32, 1, {K}, o->pos, (size_t)K * 4}};
+    o->t[2] = (sf_st_tensor){"trained_rows", {SF_I32, 1, {K}, o->rows, (size_t)K * 4}};
+    return SF_OK;
+}
+
+void sh_trained_out_free(sh_trained_out *o) {
+    free(o->doc);
+    free(o->pos);
+    free(o->rows);
+    memset(o, 0, sizeof *o);
+}
+
 int64_t sh_meta_int(const sf_st_file *f, const char *key) {
     const char *v = sf_st_metadata(f, key);
     char *end = NULL;
@@ -117,16 +157,15 @@ int64_t sh_meta_int(const sf_st_file *f, const char *key) {
 }
 
 /* The run the checkpoint's activations came from, as sae_trainer records it in the metadata entry
- * "training" ({"saeflow_training": {"model", "checkpoint", "hook", ...}}). */
+ * "training" (sf_trained_on.h). */
 static void trained_run(const sf_st_file *f, sh_run *run) {
     const char *meta = sf_st_metadata(f, "training");
-    json_t *root = meta ? json_loads(meta, 0, NULL) : NULL, *tr = json_object_get(root, "saeflow_training");
-    const char *model = json_string_value(json_object_get(tr, "model")),
-               *checkpoint = json_string_value(json_object_get(tr, "checkpoint")),
-               *hook = json_string_value(json_object_get(tr, "hook"));
-    run->model = model && *model ? strdup(model) : NULL;
-    run->checkpoint = checkpoint && *checkpoint ? strdup(checkpoint) : NULL;
-    run->hook = hook && *hook ? strdup(hook) : NULL;
+    json_t *root = meta ? json_loads(meta, 0, NULL) : NULL;
+    const char *model, *checkpoint, *hook;
+    sf_trained_on_get(root, &model, &checkpoint, &hook, NULL);
+    run->model = model ? strdup(model) : NULL;
+    run->checkpoint = checkpoint ? strdup(checkpoint) : NULL;
+    run->hook = hook ? strdup(hook) : NULL;
     json_decref(root);
 }
 

@@ -128,6 +128,18 @@ typedef struct sh_trained {
  * malformed (naming path). */
 int sh_trained_lists(const sf_st_file *f, const char *path, sh_trained *t);
 void sh_trained_at(const sh_trained *t, int64_t i, int64_t *doc, int32_t *pos, int32_t *rows);
+/* The writer side of the same lists (sae_trainer's checkpoint): from a set whose val holds the rows
+ * trained of each sequence in bits 0..30, the three vectors sorted by (doc, pos), as tensors named
+ * as sh_trained_lists reads them, to add to the checkpoint. Free with sh_trained_out_free after
+ * the save. SF_OK, or SF_ERR (sf_fail) when memory runs out. */
+typedef struct sh_trained_out {
+    int64_t n;
+    int64_t *doc;       /* [n] */
+    int32_t *pos, *rows; /* [n] each */
+    sf_st_tensor t[3];  /* trained_doc, trained_pos, trained_rows over the arrays above */
+} sh_trained_out;
+int sh_trained_build(const sh_keys *set, sh_trained_out *o);
+void sh_trained_out_free(sh_trained_out *o);
 /* A checkpoint's integer metadata entry (stream_rows, seq_rows); -1 if absent or not a whole integer. */
 int64_t sh_meta_int(const sf_st_file *f, const char *key);
 /* Adds the key of every sequence that sae_trainer's DIR/checkpoint.safetensors lists as trained
