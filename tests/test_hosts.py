@@ -369,6 +369,19 @@ print(got)
         return (os.path.exists(os.path.join(run_dir, "sae", "checkpoint.safetensors")) and os.path.exists(m)
                 and not json.load(open(m)).get("complete"))
 
+    def wait_mid_run(run_dir, timeout=120):
+        """Until host C's shard writer has stored its first shard (8 MiB, about 11k rows): the SAE
+        trainer beside it, fed the same stream, has then trained on at least one batch, so an
+        interrupt finds both mid-run under any load (a fixed sleep did not, on a loaded machine)."""
+        d, t0 = os.path.join(run_dir, "shards"), time.time()
+        while time.time() - t0 < timeout:
+            try:
+                if any(os.path.getsize(os.path.join(d, f)) >= 1 << 20 for f in os.listdir(d)):
+                    return
+            except OSError:
+                pass  # not created yet, or a file renamed meanwhile
+            time.sleep(0.2)
+
     def check_ctrl_c(p, run_dir, how):
         """SIGINT to a running launcher: it waits for every part and reports each, then exits 130."""
         running = p.poll() is None
@@ -395,7 +408,7 @@ print(got)
     p = subprocess.Popen([saeflow, "launch", FLOW, *vars_for(int_run, KILL_DOCS)], cwd=root, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=lenv)
     procs.append(p)
-    time.sleep(6)
+    wait_mid_run(int_run)
     check_ctrl_c(p, int_run, "through the stand-in ssh")
 
     # --- 6. saeflow launch over real OpenSSH (an sshd in every namespace) ------------------------
@@ -432,7 +445,7 @@ print(got)
         # part drains and finishes, and their logs still arrive.
         ssh_run = os.path.join(tmp, "ssh-int")
         p = launch(ssh_run)
-        time.sleep(6)
+        wait_mid_run(ssh_run)
         err = check_ctrl_c(p, ssh_run, "over OpenSSH")
         check("[C] " in err and "standard input closed" in err and "(interrupted: resume=true continues)" in err,
               "the parts log through ssh that they stop, and the trainer's interrupted save arrives")
@@ -441,7 +454,7 @@ print(got)
         # pipe), and the part stops cleanly instead of dying of SIGPIPE or running on
         ssh_run = os.path.join(tmp, "ssh-lost")
         p = launch(ssh_run)
-        time.sleep(6)
+        wait_mid_run(ssh_run)
         kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
         # C's ssh client: its destination argument is C's address (every part's command line names
         # addr_c=..., so a substring match would pick host A's client)
