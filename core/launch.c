@@ -188,9 +188,11 @@ static int start_parts(launch_part *parts, const sf_pipeline *pl, int argc, char
 /* The exit code: code, else the first failure's, else 130 after a signal. */
 static int wait_parts(launch_part *parts, int n, int running, int code) {
     /* gather output until every part has exited; on the first failure or a signal stop the
-     * others: close their stdin (saeflow drains and saves), after 15 s (or a second signal)
-     * SIGTERM the local children (ends an ssh session; aborts a part running here), after 30 s
-     * SIGKILL them */
+     * others: close their stdin (saeflow drains and saves), after 60 s (or a second signal)
+     * SIGTERM the local children (ends an ssh session; aborts a part running here), after 90 s
+     * SIGKILL them. The drain processes what is in flight (a link's window plus up to
+     * SF_SMALL_WINDOW_MSGS small messages): on the three-host flow that took over 15 s under load,
+     * and a SIGTERM then lost the trainer's checkpoint save. */
     double stop_at = 0;
     int stop_stage = 0;
     while (running > 0) {
@@ -234,8 +236,8 @@ static int wait_parts(launch_part *parts, int n, int running, int code) {
             stop_at = sf_now(), stop_stage = 1;
             if (!code) code = 130;
         }
-        if (stop_stage == 1 && (sf_now() - stop_at > 15 || launch_signals > 1)) signal_parts(parts, n, SIGTERM), stop_stage = 2;
-        if (stop_stage == 2 && sf_now() - stop_at > 30) signal_parts(parts, n, SIGKILL), stop_stage = 3;
+        if (stop_stage == 1 && (sf_now() - stop_at > 60 || launch_signals > 1)) signal_parts(parts, n, SIGTERM), stop_stage = 2;
+        if (stop_stage == 2 && sf_now() - stop_at > 90) signal_parts(parts, n, SIGKILL), stop_stage = 3;
     }
     return code;
 }

@@ -280,8 +280,12 @@ print(got)
     # --- 3. SIGINT to host A only: the interrupt reaches B and C through the end-of-stream -------
     KILL_DOCS = "1500"
     int_run = os.path.join(tmp, "interrupt")
-    pc, pb = start("C", int_run, docs=KILL_DOCS), start("B", int_run, docs=KILL_DOCS)
-    pa = start("A", int_run, docs=KILL_DOCS)
+    # 64 sequences a document: host A's tokenizer is still producing when it is signalled (with
+    # 4, its whole output fits in the links' credit and small-message allowance, so it may have
+    # ended its stream normally before the signal, and B's replica then finishes whole, exit 0)
+    long_tok = ["seqs_per_doc=64"]
+    pc, pb = start("C", int_run, docs=KILL_DOCS, extra=long_tok), start("B", int_run, docs=KILL_DOCS, extra=long_tok)
+    pa = start("A", int_run, docs=KILL_DOCS, extra=long_tok)
     time.sleep(3)
     alive = all(p.poll() is None for p in (pa, pb, pc))
     pa.send_signal(signal.SIGINT)  # 'ip netns exec' exec'd saeflow: this is host A's process
@@ -370,16 +374,16 @@ print(got)
                 and not json.load(open(m)).get("complete"))
 
     def wait_mid_run(run_dir, timeout=120):
-        """Until host C's shard writer has stored its first shard (8 MiB, about 11k rows): the SAE
+        """Until host C's shard manifest lists a finished shard (8 MiB, about 11k rows): the SAE
         trainer beside it, fed the same stream, has then trained on at least one batch, so an
         interrupt finds both mid-run under any load (a fixed sleep did not, on a loaded machine)."""
-        d, t0 = os.path.join(run_dir, "shards"), time.time()
+        m, t0 = os.path.join(run_dir, "shards", "manifest.json"), time.time()
         while time.time() - t0 < timeout:
             try:
-                if any(os.path.getsize(os.path.join(d, f)) >= 1 << 20 for f in os.listdir(d)):
+                if json.load(open(m)).get("shards"):
                     return
-            except OSError:
-                pass  # not created yet, or a file renamed meanwhile
+            except (OSError, ValueError):
+                pass  # not written yet, or replaced meanwhile
             time.sleep(0.2)
 
     def check_ctrl_c(p, run_dir, how):
@@ -399,7 +403,7 @@ print(got)
               f"launch {how}, Ctrl-C: each host's exit (130) is reported before the launcher ends ({exited}, end at {last})")
         check(not any(left.values()), f"launch {how}, Ctrl-C: no part is left running in any namespace ({left})")
         check(stopped_cleanly(run_dir), f"launch {how}, Ctrl-C: host C's checkpoint is saved, its shards not marked complete")
-        if rc != 130 or any(left.values()):
+        if rc != 130 or any(left.values()) or not stopped_cleanly(run_dir):
             print(err[-3000:])
         return err
 
