@@ -240,7 +240,7 @@ fm_pairs *fm_pairs_load(const char *path, const fm_pairs_cfg *cfg) { /* path: on
     if (!list) return fm_pairs_free(p), NULL;
     for (char *f = strtok_r(list, ",", &save); f && rc == SF_OK; f = strtok_r(NULL, ",", &save))
         rc = read_rows(f, &rows, &n, &cap, &total); /* rows point into list for their file names */
-    if (rc == SF_OK) qsort(rows, (size_t)n, sizeof *rows, prow_cmp);
+    if (rc == SF_OK && n) qsort(rows, (size_t)n, sizeof *rows, prow_cmp);
     if (rc == SF_OK)
         rc = n ? build_pairs(p, rows, n)
                : sf_fail("pairs %s: none of its %ld rows has a `pair` (the id of the same section in the other "
@@ -270,7 +270,7 @@ static int push(void **arr, size_t *len, size_t *cap, const void *items, size_t 
         if (!a) return SF_ERR;
         *arr = a, *cap = c;
     }
-    memcpy((char *)*arr + *len * sz, items, n * sz);
+    if (n) memcpy((char *)*arr + *len * sz, items, n * sz); /* *arr and items may be NULL when n is 0 */
     *len += n;
     return SF_OK;
 }
@@ -320,7 +320,7 @@ static int32_t *side_tokens(const fm_pairs *p, int side, size_t *n_out) {
     n = 0;
     for (int k = 0; k < p->n_pairs; k++) {
         const fm_pairs_sec *s = &p->sec[2 * k + side];
-        memcpy(t + n, s->tok, s->n_tok * sizeof *t);
+        if (s->n_tok) memcpy(t + n, s->tok, s->n_tok * sizeof *t); /* a section that never arrived has no tokens */
         n += s->n_tok;
     }
     qsort(t, n, sizeof *t, cmp_i32);
