@@ -45,7 +45,7 @@ enum {
     SF_BATCH_MAX_MSG = 64 << 10,      /* messages up to this size are batched; larger ones go alone */
     SF_BATCH_BYTES = 256 << 10,       /* a batch's payload stays within this (or holds one message) */
     SF_SMALL_WINDOW_MSGS = 256,       /* beyond the window, small messages in flight per link, at most */
-    SF_SMALL_WINDOW_BYTES = 1 << 20,  /* ... while the link's bytes in flight stay within this */
+    SF_SMALL_WINDOW_BYTES = 64 << 10, /* ... while the link's bytes in flight stay within this: a bound on work too (1 MiB of token batches kept a drain busy for minutes under the sanitizers) */
 };
 
 enum { SF_EOS_INTERRUPTED = 1 }; /* EOS flag: the stream ended early because of an interrupt */
